@@ -1,0 +1,88 @@
+import Foundation
+
+/// Turns a GGUF file into checkpoint contents. Quantized blocks are copied byte for byte.
+public enum GGUFConverter {
+    /// Reads `path` and describes its tensors and metadata for ``CheckpointWriter``.
+    ///
+    /// - Parameter source: recorded in the index as where the model came from (defaults to `path`).
+    /// - Throws: `CheckpointError` for a malformed file, an unsupported architecture or type, or
+    ///   metadata that is missing or out of range.
+    public static func contents(ofFileAt path: String, source: String? = nil) throws -> CheckpointContents {
+        let mapped = try MappedFile(path: path)
+        let name = FileSystem.baseName(path)
+        let gguf = try GGUFFile.parse(mapped.bytes, fileSize: mapped.bytes.count, name: name)
+        let file = try SharedFile(path: path)
+
+        var tokenizer: [String: JSONValue] = [:]
+        var metadata: [String: JSONValue] = [:]
+        for (key, value) in gguf.metadata {
+            if key.hasPrefix("tokenizer.") { tokenizer[key] = value } else { metadata[key] = value }
+        }
+        guard tokenizer["tokenizer.ggml.model"] != nil, tokenizer["tokenizer.ggml.tokens"]?.arrayValue != nil else {
+            throw CheckpointError(.invalidFormat, "\(name) has no tokenizer (tokenizer.ggml.model / tokenizer.ggml.tokens missing)")
+        }
+        let config = try modelConfig(gguf, name: name)
+        let tensors = gguf.tensors.map { tensor in
+            TensorSource.slice(
+                of: file, at: Int64(gguf.dataOffset + tensor.offset), name: tensor.name, dtype: tensor.dtype,
+                shape: tensor.shape, byteCount: tensor.byteCount)
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let tokenizerBytes = [UInt8](try encoder.encode(tokenizer))
+        return CheckpointContents(
+            source: source ?? FileSystem.absolute(path), sourceFormat: "gguf", config: config, metadata: metadata,
+            tokenizerFormat: "gguf", chatTemplate: tokenizer["tokenizer.chat_template"]?.stringValue,
+            files: [("gguf-tokenizer.json", tokenizerBytes)], tokenizerFiles: ["gguf-tokenizer.json"], tensors: tensors)
+    }
+
+    static func modelConfig(_ gguf: GGUFFile, name: String) throws -> ModelConfig {
+        guard let architecture = gguf.value("general.architecture")?.stringValue else {
+            throw CheckpointError.format("\(name) has no general.architecture")
+        }
+        func integer(_ key: String, default fallback: Int? = nil) throws -> Int {
+            let full = architecture + "." + key
+            if let value = gguf.value(full) {
+                guard let number = value.intValue else {
+                    throw CheckpointError(.unsupported, "\(name): \(full) is \(value.summary), expected one integer")
+                }
+                return number
+            }
+            guard let fallback else { throw CheckpointError.format("\(name) lacks the metadata key \(full)") }
+            return fallback
+        }
+        func real(_ key: String, default fallback: Double?) throws -> Double {
+            let full = architecture + "." + key
+            if let value = gguf.value(full)?.doubleValue { return value }
+            guard let fallback else { throw CheckpointError.format("\(name) lacks the metadata key \(full)") }
+            return fallback
+        }
+        let embedding = try integer("embedding_length")
+        let heads = try integer("attention.head_count")
+        guard heads > 0 else { throw CheckpointError.format("\(name): \(architecture).attention.head_count is 0") }
+        let headDimension = try integer("attention.key_length", default: embedding / heads)
+        let tokens = gguf.value("tokenizer.ggml.tokens")?.arrayValue?.count ?? 0
+        var scaling: [String: JSONValue] = [:]
+        for (key, value) in gguf.metadata where key.hasPrefix(architecture + ".rope.scaling.") {
+            scaling[String(key.dropFirst((architecture + ".rope.scaling.").count))] = value
+        }
+        let config = ModelConfig(
+            architecture: architecture,
+            vocabularySize: try integer("vocab_size", default: tokens),
+            contextLength: try integer("context_length"),
+            embeddingLength: embedding,
+            feedForwardLength: try integer("feed_forward_length"),
+            blockCount: try integer("block_count"),
+            headCount: heads,
+            headCountKV: try integer("attention.head_count_kv", default: heads),
+            headDimension: headDimension,
+            rmsNormEpsilon: try real("attention.layer_norm_rms_epsilon", default: 1e-5),
+            ropeFrequencyBase: try real("rope.freq_base", default: 10000),
+            ropeDimensionCount: try integer("rope.dimension_count", default: headDimension),
+            ropeStyle: ModelConfig.ropeStyle(forArchitecture: architecture),
+            ropeScaling: scaling.isEmpty ? nil : scaling,
+            tiedEmbeddings: !gguf.tensors.contains { $0.name == "output.weight" })
+        try config.validate()
+        return config
+    }
+}
