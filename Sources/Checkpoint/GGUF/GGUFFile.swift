@@ -130,7 +130,10 @@ public struct GGUFFile: Sendable {
         case 3: return .int(Int64(try cursor.read(Int16.self, key)))
         case 4: return .int(Int64(try cursor.read(UInt32.self, key)))
         case 5: return .int(Int64(try cursor.read(Int32.self, key)))
-        case 6: return .double(Double(try cursor.readFloat(key)))
+        case 6:
+            // The shortest decimal that round-trips the f32, so 1e-5 stays 1e-5 and not 9.99999974e-06.
+            let value = try cursor.readFloat(key)
+            return .double(value.isFinite ? Double("\(value)") ?? Double(value) : 0)
         case 7:
             let raw = try cursor.read(UInt8.self, key)
             guard raw <= 1 else { throw .format("\(cursor.context): boolean `\(key)` has value \(raw)") }

@@ -10,7 +10,8 @@ public enum HuggingFaceConverter {
         "MistralForCausalLM": "llama",
         "Qwen2ForCausalLM": "qwen2",
     ]
-    static let copiedFiles = [
+    /// Files copied from a model directory into the checkpoint (beside the weights).
+    public static let copiedFiles = [
         "config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
         "special_tokens_map.json", "chat_template.jinja",
     ]
@@ -79,7 +80,7 @@ public enum HuggingFaceConverter {
     }
 
     /// `model.safetensors.index.json`'s files, else every `*.safetensors` in the directory.
-    static func weightFiles(in directory: String) throws -> [String] {
+    public static func weightFiles(in directory: String) throws -> [String] {
         let indexPath = directory + "/model.safetensors.index.json"
         if FileSystem.exists(indexPath) {
             let index = try readJSONObject(indexPath)

