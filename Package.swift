@@ -69,8 +69,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CheckpointTests",
-            dependencies: ["Checkpoint", "TestSupport"],
-            resources: [.copy("Resources")],
+            dependencies: ["Checkpoint", "TestSupport", "CKernels"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

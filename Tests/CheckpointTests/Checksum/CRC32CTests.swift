@@ -1,0 +1,61 @@
+import CKernels
+import Testing
+
+@testable import Checkpoint
+
+@Suite struct CRC32CTests {
+    @Test func knownVectorMatchesTheStandard() {
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(CRC32C.checksum([]) == 0)
+        #expect(CRC32C.checksum([UInt8](repeating: 0, count: 32)) == 0x8A91_36AA)
+    }
+
+    @Test func hardwareAndTableAgreeOnRandomInputs() {
+        var generator = SeededGenerator(seed: 42)
+        for _ in 0..<200 {
+            let count = Int.random(in: 0...5000, using: &generator)
+            let bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let offset = Int.random(in: 0...min(7, count), using: &generator)
+            bytes.withUnsafeBytes { raw in
+                let slice = UnsafeRawBufferPointer(rebasing: raw[offset...])
+                let table = sllm_crc32c_software(0, slice.baseAddress ?? raw.baseAddress!, slice.count)
+                #expect(CRC32C.checksum(slice) == table)
+            }
+        }
+    }
+
+    @Test func streamingEqualsOneShot() {
+        let bytes = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        bytes.withUnsafeBytes { raw in
+            let first = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<3333]))
+            let both = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[3333...]), seed: first)
+            #expect(both == CRC32C.checksum(raw))
+        }
+    }
+
+    @Test(arguments: [4096, 8192, 12288])
+    func blockChecksumsEqualSerialPerBlock(blockSize: Int) {
+        let count = blockSize * 7 + 100
+        let bytes = (0..<count).map { UInt8(truncatingIfNeeded: ($0 * 7919) >> 3) }
+        var blocks: [UInt32] = []
+        bytes.withUnsafeBytes { CRC32C.blockChecksums($0, blockSize: blockSize, into: &blocks) }
+        #expect(blocks.count == 8)
+        for (i, checksum) in blocks.enumerated() {
+            let end = min(count, (i + 1) * blockSize)
+            #expect(checksum == CRC32C.checksum(Array(bytes[(i * blockSize)..<end])))
+        }
+    }
+}
+
+/// A deterministic generator (SplitMix64) so failures reproduce from the printed seed.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,88 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import Checkpoint
+
+/// Mutated headers must give a valid result or a `CheckpointError`, never a crash or a hang.
+@Suite struct ParserFuzzTests {
+    static let seed: UInt64 = 0x5EED_2026
+
+    static func mutate(_ bytes: [UInt8], using generator: inout SeededGenerator) -> [UInt8] {
+        var copy = bytes
+        switch Int.random(in: 0..<4, using: &generator) {
+        case 0:
+            for _ in 0..<Int.random(in: 1...8, using: &generator) {
+                copy[Int.random(in: 0..<copy.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator)
+            }
+        case 1:
+            copy = Array(copy[0..<Int.random(in: 0..<copy.count, using: &generator)])
+        case 2:
+            // Overwrite 8 bytes with a large little-endian number, as a length or count.
+            let at = Int.random(in: 0..<max(1, copy.count - 8), using: &generator)
+            let value = [UInt64.max, 1 << 40, 1 << 31, UInt64(copy.count)].randomElement(using: &generator)!
+            withUnsafeBytes(of: value.littleEndian) { copy.replaceSubrange(at..<(at + 8), with: $0) }
+        default:
+            let at = Int.random(in: 0..<copy.count, using: &generator)
+            copy.insert(contentsOf: (0..<Int.random(in: 1...16, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }, at: at)
+        }
+        return copy
+    }
+
+    @Test func mutatedGGUFHeadersNeverCrash() {
+        var generator = SeededGenerator(seed: Self.seed)
+        let original = GGUFBuilder.tinyLlama().build()
+        var accepted = 0
+        for _ in 0..<5000 {
+            let bytes = Self.mutate(original, using: &generator)
+            bytes.withUnsafeBytes { raw in
+                do {
+                    let file = try GGUFFile.parse(raw, fileSize: bytes.count, name: "fuzz")
+                    for tensor in file.tensors { #expect(file.dataOffset + tensor.offset + tensor.byteCount <= bytes.count) }
+                    accepted += 1
+                } catch {
+                    #expect(error is CheckpointError, "\(error)")
+                }
+            }
+        }
+        #expect(accepted < 5000, "seed \(Self.seed)")
+    }
+
+    @Test func mutatedSafetensorsHeadersNeverCrash() {
+        var generator = SeededGenerator(seed: Self.seed + 1)
+        let header = #"{"__metadata__":{"format":"pt"},"a":{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]},"b":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}}"#
+        let original = SafetensorsFileTests.file(header: header, dataBytes: 20)
+        for _ in 0..<5000 {
+            let bytes = Self.mutate(original, using: &generator)
+            bytes.withUnsafeBytes { raw in
+                do {
+                    let file = try SafetensorsFile.parse(raw, fileSize: bytes.count, name: "fuzz")
+                    for tensor in file.tensors { #expect(tensor.offset + tensor.byteCount <= bytes.count) }
+                } catch {
+                    #expect(error is CheckpointError, "\(error)")
+                }
+            }
+        }
+    }
+
+    @Test func mutatedRealModelHeaderNeverCrashes() throws {
+        let path = try RealModel.ggufPath()
+        let original = try readFile(path)
+        let header = try original.withUnsafeBytes { try GGUFFile.parse($0, fileSize: original.count, name: "smol") }
+        let headerBytes = Array(original[0..<header.dataOffset])
+        var generator = SeededGenerator(seed: Self.seed + 2)
+        // Mutations inside the first 64 KiB (magic, counts, the first metadata and vocabulary).
+        let prefix = Array(headerBytes[0..<65536])
+        for _ in 0..<100 {
+            var bytes = Self.mutate(prefix, using: &generator)
+            if bytes.count >= 65536 { bytes += headerBytes[65536...] }
+            bytes.withUnsafeBytes { raw in
+                do {
+                    _ = try GGUFFile.parse(raw, fileSize: original.count, name: "fuzz")
+                } catch {
+                    #expect(error is CheckpointError)
+                }
+            }
+        }
+    }
+}

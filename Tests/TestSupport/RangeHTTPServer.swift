@@ -1,0 +1,131 @@
+public import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A small HTTP/1.1 file server on 127.0.0.1 (a free port) for download tests: serves byte
+/// ranges, can refuse ranges, and can break connections part-way to simulate a flaky remote.
+public final class RangeHTTPServer: @unchecked Sendable {
+    // Mutable state is guarded by `lock`; NIO handlers read it through the accessors below.
+    private let lock = NSLock()
+    private var files: [String: [UInt8]] = [:]
+    private var _bytesServed = 0
+    private var _requests = 0
+    private var _dropsLeft = 0
+    private var _dropAfter = 0
+    private var _rangesSupported = true
+
+    private let group: MultiThreadedEventLoopGroup
+    private var channel: (any Channel)?
+    public private(set) var port = 0
+
+    public init() {
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    }
+
+    /// Serves `bytes` at `/name`.
+    public func add(_ name: String, _ bytes: [UInt8]) { lock.withLock { files[name] = bytes } }
+
+    /// The next `count` requests send `afterBytes` body bytes and then close the connection.
+    public func breakConnections(count: Int, afterBytes: Int) {
+        lock.withLock {
+            _dropsLeft = count
+            _dropAfter = afterBytes
+        }
+    }
+
+    public var rangesSupported: Bool {
+        get { lock.withLock { _rangesSupported } }
+        set { lock.withLock { _rangesSupported = newValue } }
+    }
+
+    /// Body bytes sent so far.
+    public var bytesServed: Int { lock.withLock { _bytesServed } }
+    public var requests: Int { lock.withLock { _requests } }
+
+    public func url(_ name: String) -> URL { URL(string: "http://127.0.0.1:\(port)/\(name)")! }
+
+    public func start() throws {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline().flatMap {
+                    channel.pipeline.addHandler(Handler(server: self))
+                }
+            }
+        let channel = try bootstrap.bind(host: "127.0.0.1", port: 0).wait()
+        self.channel = channel
+        port = channel.localAddress?.port ?? 0
+    }
+
+    public func stop() {
+        try? channel?.close().wait()
+        try? group.syncShutdownGracefully()
+    }
+
+    struct Reply {
+        var status: HTTPResponseStatus
+        var headers: HTTPHeaders
+        var body: [UInt8]
+        var dropAfter: Int?
+    }
+
+    func reply(to head: HTTPRequestHead) -> Reply {
+        lock.withLock {
+            _requests += 1
+            let name = String(head.uri.dropFirst())
+            guard let data = files[name] else { return Reply(status: .notFound, headers: [:], body: Array("not found".utf8)) }
+            var status = HTTPResponseStatus.ok
+            var body = data
+            var headers: HTTPHeaders = ["ETag": "\"v1\""]
+            if _rangesSupported, let range = head.headers.first(name: "Range"), range.hasPrefix("bytes=") {
+                let parts = range.dropFirst(6).split(separator: "-", omittingEmptySubsequences: false)
+                if parts.count == 2, let start = Int(parts[0]), start < data.count {
+                    let end = min(Int(parts[1]) ?? data.count - 1, data.count - 1)
+                    body = Array(data[start...end])
+                    status = .partialContent
+                    headers.add(name: "Content-Range", value: "bytes \(start)-\(end)/\(data.count)")
+                    headers.add(name: "Accept-Ranges", value: "bytes")
+                }
+            }
+            var drop: Int?
+            if _dropsLeft > 0 && body.count > 1 {
+                _dropsLeft -= 1
+                drop = min(_dropAfter, body.count - 1)
+            }
+            _bytesServed += drop ?? body.count
+            headers.add(name: "Content-Length", value: String(body.count))
+            return Reply(status: status, headers: headers, body: body, dropAfter: drop)
+        }
+    }
+
+    private final class Handler: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let server: RangeHTTPServer
+        var head: HTTPRequestHead?
+
+        init(server: RangeHTTPServer) { self.server = server }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let head): self.head = head
+            case .body: break
+            case .end:
+                guard let head else { return }
+                let reply = server.reply(to: head)
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: reply.status, headers: reply.headers))), promise: nil)
+                let count = reply.dropAfter ?? reply.body.count
+                var buffer = context.channel.allocator.buffer(capacity: count)
+                buffer.writeBytes(reply.body[0..<count])
+                if reply.dropAfter != nil {
+                    context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+                    context.close(promise: nil)
+                } else {
+                    context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+                    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                }
+            }
+        }
+    }
+}

