@@ -14,6 +14,7 @@ public final class RangeHTTPServer: @unchecked Sendable {
     private var _dropsLeft = 0
     private var _dropAfter = 0
     private var _rangesSupported = true
+    private var _breakThreshold: Int?
 
     private let group: MultiThreadedEventLoopGroup
     private var channel: (any Channel)?
@@ -33,6 +34,10 @@ public final class RangeHTTPServer: @unchecked Sendable {
             _dropAfter = afterBytes
         }
     }
+
+    /// Once `bytes` body bytes have been served, every later request breaks after 10 bytes
+    /// (nil heals the server).
+    public func breakConnections(afterTotalBytes bytes: Int?) { lock.withLock { _breakThreshold = bytes } }
 
     public var rangesSupported: Bool {
         get { lock.withLock { _rangesSupported } }
@@ -89,7 +94,9 @@ public final class RangeHTTPServer: @unchecked Sendable {
                 }
             }
             var drop: Int?
-            if _dropsLeft > 0 && body.count > 1 {
+            if let threshold = _breakThreshold, _bytesServed >= threshold, body.count > 1 {
+                drop = min(10, body.count - 1)
+            } else if _dropsLeft > 0 && body.count > 1 {
                 _dropsLeft -= 1
                 drop = min(_dropAfter, body.count - 1)
             }

