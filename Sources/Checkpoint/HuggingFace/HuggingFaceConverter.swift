@@ -197,18 +197,25 @@ public enum HuggingFaceConverter {
             guard perHead % 2 == 0, perHead * heads == rows else {
                 throw CheckpointError(.invalidFormat, "tensor `\(name)` has \(rows) rows, not a whole number of \(heads) heads of even size")
             }
-            var position = start
+            // Read each head touched by the request in one pread, then place its rows.
+            let headBytes = perHead * rowBytes
+            var scratch = [UInt8](repeating: 0, count: headBytes)
             let end = start + buffer.count
-            while position < end {
-                let row = position / rowBytes
-                let within = position % rowBytes
-                let count = min(rowBytes - within, end - position)
-                let head = row / perHead
-                let local = row % perHead
-                let sourceRow = head * perHead + (local % 2) * (perHead / 2) + local / 2
-                try file.handle.read(
-                    into: base + (position - start), count: count, at: Int64(info.offset + sourceRow * rowBytes + within))
-                position += count
+            var head = start / headBytes
+            while head * headBytes < end {
+                try scratch.withUnsafeMutableBytes { source in
+                    try file.handle.read(into: source.baseAddress!, count: headBytes, at: Int64(info.offset + head * headBytes))
+                    for local in 0..<perHead {
+                        let rowStart = head * headBytes + local * rowBytes
+                        let from = max(rowStart, start)
+                        let to = min(rowStart + rowBytes, end)
+                        guard from < to else { continue }
+                        let sourceRow = (local % 2) * (perHead / 2) + local / 2
+                        (base + (from - start)).copyMemory(
+                            from: source.baseAddress! + sourceRow * rowBytes + (from - rowStart), byteCount: to - from)
+                    }
+                }
+                head += 1
             }
         }
     }

@@ -125,22 +125,25 @@ public struct CheckpointWriter: Sendable {
         var written: Int64 = 0
         var records: [CheckpointIndex.TensorRecord] = []
         var partitions: [CheckpointIndex.PartitionRecord] = []
-        let staging = UnsafeAlignedBuffer(byteCount: max(options.checksumBlockSize, 16 << 20) / options.checksumBlockSize * options.checksumBlockSize)
+        let blockSize = options.checksumBlockSize
+        let stagingSize = max(blockSize, 16 << 20) / blockSize * blockSize
 
         for number in 0..<partitionCount {
             let fileName = CheckpointIndex.partitionFileName(number)
             let file = try FileHandle.create(directory + "/" + fileName)
-            var checksums: [UInt32] = []
+            let writer = WriteBehind(file: file, blockSize: blockSize, calls: systemCalls, bufferCount: 3, bufferSize: stagingSize)
+            var finished = false
+            defer { if !finished { writer.abandon() } }
+            var staging = try writer.takeBuffer()
             var filled = 0  // bytes in staging
-            var flushedOffset = 0  // partition offset of staging[0]
+            var flushedOffset = 0  // partition offset of staging[0]; always a multiple of the block size
 
             func flush() throws {
                 guard filled > 0 else { return }
-                let bytes = UnsafeRawBufferPointer(start: staging.base, count: filled)
-                CRC32C.blockChecksums(bytes, blockSize: options.checksumBlockSize, into: &checksums)
-                try file.write(bytes, at: Int64(flushedOffset), calls: systemCalls)
+                try writer.submit(staging, count: filled, at: flushedOffset)
                 flushedOffset += filled
                 filled = 0
+                staging = try writer.takeBuffer()
             }
             func pad(to offset: Int) throws {
                 while flushedOffset + filled < offset {
@@ -174,6 +177,8 @@ public struct CheckpointWriter: Sendable {
             }
             try pad(to: alignUp(flushedOffset + filled))
             try flush()
+            let checksums = try writer.finish()
+            finished = true
             try file.sync()
             partitions.append(.init(file: fileName, byteCount: flushedOffset, blockChecksums: checksums))
             logger.debug("wrote partition", metadata: ["file": "\(fileName)", "bytes": "\(flushedOffset)"])

@@ -70,6 +70,8 @@ struct ConvertBench: AsyncParsableCommand {
             ggufPath = cached
         }
 
+        // Let write-back of generated files finish so it does not disturb the first run.
+        sync()
         var cases: [Case] = []
         for (name, source, copySource) in [
             ("synthetic safetensors", synthetic, synthetic + "/model.safetensors"),

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs the peers the benchmarks compare against: fio and hyperfine (Debian packages).
+set -euo pipefail
+missing=()
+command -v fio >/dev/null || missing+=(fio)
+command -v hyperfine >/dev/null || missing+=(hyperfine)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+fio --version
