@@ -79,7 +79,7 @@ let package = Package(
         ),
         .testTarget(
             name: "sllmTests",
-            dependencies: ["TestSupport"],
+            dependencies: ["TestSupport", "Checkpoint"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -34,6 +34,21 @@ public func runSLLM(_ arguments: [String], home: String, environment: [String: S
         stderr: (try? String(contentsOfFile: directory.file("err"), encoding: .utf8)) ?? "")
 }
 
+/// Starts `sllm` without waiting; output goes to /dev/null.
+public func startSLLM(_ arguments: [String], home: String) throws -> Process {
+    let process = Process()
+    process.executableURL = sllmExecutable()
+    process.arguments = arguments
+    var env = ProcessInfo.processInfo.environment
+    env["SLLM_HOME"] = home
+    process.environment = env
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    return process
+}
+
 /// `.build/<config>/sllm`, next to the test bundle.
 public func sllmExecutable() -> URL {
     var directory = Bundle.main.bundleURL

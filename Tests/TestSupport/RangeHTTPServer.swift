@@ -15,6 +15,7 @@ public final class RangeHTTPServer: @unchecked Sendable {
     private var _dropAfter = 0
     private var _rangesSupported = true
     private var _breakThreshold: Int?
+    private var _stallThreshold: Int?
 
     private let group: MultiThreadedEventLoopGroup
     private var channel: (any Channel)?
@@ -38,6 +39,10 @@ public final class RangeHTTPServer: @unchecked Sendable {
     /// Once `bytes` body bytes have been served, every later request breaks after 10 bytes
     /// (nil heals the server).
     public func breakConnections(afterTotalBytes bytes: Int?) { lock.withLock { _breakThreshold = bytes } }
+
+    /// Once `bytes` body bytes have been served, later requests get headers and then nothing,
+    /// as from a remote that hangs (nil heals the server for new requests).
+    public func stall(afterTotalBytes bytes: Int?) { lock.withLock { _stallThreshold = bytes } }
 
     public var rangesSupported: Bool {
         get { lock.withLock { _rangesSupported } }
@@ -73,6 +78,7 @@ public final class RangeHTTPServer: @unchecked Sendable {
         var headers: HTTPHeaders
         var body: [UInt8]
         var dropAfter: Int?
+        var stall = false
     }
 
     func reply(to head: HTTPRequestHead) -> Reply {
@@ -92,6 +98,10 @@ public final class RangeHTTPServer: @unchecked Sendable {
                     headers.add(name: "Content-Range", value: "bytes \(start)-\(end)/\(data.count)")
                     headers.add(name: "Accept-Ranges", value: "bytes")
                 }
+            }
+            if let threshold = _stallThreshold, _bytesServed >= threshold, status == .partialContent {
+                headers.add(name: "Content-Length", value: String(body.count))
+                return Reply(status: status, headers: headers, body: [], dropAfter: nil, stall: true)
             }
             var drop: Int?
             if let threshold = _breakThreshold, _bytesServed >= threshold, body.count > 1 {
@@ -122,6 +132,10 @@ public final class RangeHTTPServer: @unchecked Sendable {
                 guard let head else { return }
                 let reply = server.reply(to: head)
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: reply.status, headers: reply.headers))), promise: nil)
+                if reply.stall {
+                    context.flush()
+                    return
+                }
                 let count = reply.dropAfter ?? reply.body.count
                 var buffer = context.channel.allocator.buffer(capacity: count)
                 buffer.writeBytes(reply.body[0..<count])
