@@ -13,3 +13,5 @@
 int sllm_rename_exchange(const char *from, const char *to) {
     return (int)syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, RENAME_EXCHANGE);
 }
+
+int sllm_o_direct(void) { return O_DIRECT; }

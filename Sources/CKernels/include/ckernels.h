@@ -26,6 +26,9 @@ int sllm_crc32c_hardware(void);
 /// Atomically swaps two paths (`renameat2` with `RENAME_EXCHANGE`). Returns 0 or -1 with errno.
 int sllm_rename_exchange(const char *from, const char *to);
 
+/// The platform's `O_DIRECT` open flag (hidden from Swift's Glibc module).
+int sllm_o_direct(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -4,6 +4,11 @@ import Glibc
 import Musl
 #endif
 
+import CKernels
+
+/// `O_DIRECT`, which Swift's Glibc module does not export.
+package let openDirect: Int32 = sllm_o_direct()
+
 /// Thin wrappers over the system calls that write checkpoints. Tests replace `write` to inject
 /// failures such as `ENOSPC` at a chosen byte (see `CheckpointWriter.systemCalls`).
 package struct SystemCalls: Sendable {
@@ -198,6 +203,18 @@ package enum FileSystem {
             return ((try? listDirectory(path)) ?? []).reduce(0) { $0 + diskUsage(path + "/" + $1) }
         }
         return Int64(info.st_blocks) * 512
+    }
+
+    /// Seconds since the epoch of the last modification of `path`.
+    package static func modificationTime(_ path: String) -> Double? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
+    }
+
+    /// Sets the modification time of `path` to now.
+    package static func touch(_ path: String) {
+        utimensat(AT_FDCWD, path, nil, 0)
     }
 
     package static func fileSize(_ path: String) -> Int64? {

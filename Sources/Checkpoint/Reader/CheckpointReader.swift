@@ -3,6 +3,8 @@ public struct CheckpointReader: Sendable {
     /// The checkpoint directory.
     public let directory: String
     public let index: CheckpointIndex
+    /// CRC-32C of the whole index file: identifies this exact checkpoint (caches key on it).
+    public let indexChecksum: UInt32
 
     /// Opens and validates the index of the checkpoint at `directory`.
     ///
@@ -20,7 +22,9 @@ public struct CheckpointReader: Sendable {
         guard size <= Int64(CheckpointIndex.maxBodyByteCount + CheckpointIndex.headerByteCount) else {
             throw .format("\(path) is \(size) bytes, larger than any valid index")
         }
-        index = try CheckpointIndex.decode(try file.readBytes(count: Int(size), at: 0), path: path)
+        let bytes = try file.readBytes(count: Int(size), at: 0)
+        index = try CheckpointIndex.decode(bytes, path: path)
+        indexChecksum = CRC32C.checksum(bytes)
         for partition in index.partitions {
             let partitionPath = directory + "/" + partition.file
             guard let actual = FileSystem.fileSize(partitionPath) else {
@@ -96,8 +100,9 @@ public struct CheckpointReader: Sendable {
         return done
     }
 
-    /// Names the tensor whose bytes in `block` fail their checksum.
-    private func corruption(inPartition partition: Int, block: Int) -> CheckpointError {
+    /// The error for a block of `partition` whose checksum failed: re-reads the tensors that
+    /// overlap it and names the one whose own checksum fails (or the padding).
+    public func corruption(inPartition partition: Int, block: Int) -> CheckpointError {
         let start = block * index.checksumBlockSize
         let end = start + index.checksumBlockSize
         let file = index.partitions[partition].file

@@ -1,0 +1,65 @@
+import Checkpoint
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a load reads chunks from. Called from reader threads, concurrently.
+protocol ChunkSource: Sendable {
+    /// Reads `length` bytes at `offset` of partition `partition` into `destination`
+    /// (4 KiB-aligned address, offset and length).
+    func read(partition: Int, offset: Int, length: Int, into destination: UnsafeMutableRawPointer) throws
+    /// True when reads bypass the page cache.
+    var isDirect: Bool { get }
+}
+
+/// The SSD tier: partition files read with `O_DIRECT`, or buffered where the file system
+/// refuses it (tmpfs), with a warning.
+final class LocalChunkSource: ChunkSource {
+    private let descriptors: [Int32]
+    let isDirect: Bool
+
+    init(directory: String, index: CheckpointIndex, directIO: Bool, logger: Logger) throws {
+        var descriptors: [Int32] = []
+        var direct = directIO
+        for partition in index.partitions {
+            let path = directory + "/" + partition.file
+            var fd: Int32 = -1
+            if direct {
+                fd = open(path, O_RDONLY | O_CLOEXEC | openDirect)
+                if fd < 0 && errno == EINVAL {
+                    logger.warning("the file system refuses O_DIRECT; reading through the page cache", metadata: ["file": "\(path)"])
+                    direct = false
+                }
+            }
+            if fd < 0 { fd = open(path, O_RDONLY | O_CLOEXEC) }
+            guard fd >= 0 else {
+                let error = Errno(errno, operation: "open \(path)")
+                descriptors.forEach { close($0) }
+                throw StoreError(.io, "cannot open partition: \(error)")
+            }
+            descriptors.append(fd)
+        }
+        self.descriptors = descriptors
+        self.isDirect = direct
+    }
+
+    deinit { descriptors.forEach { close($0) } }
+
+    func read(partition: Int, offset: Int, length: Int, into destination: UnsafeMutableRawPointer) throws {
+        var done = 0
+        while done < length {
+            let n = pread(descriptors[partition], destination + done, length - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw StoreError(.io, "read of partition \(partition) at \(offset + done) failed: \(Errno(errno, operation: "pread"))")
+            }
+            if n == 0 {
+                throw StoreError(.io, "partition \(partition) ends at \(offset + done), before the \(offset + length) bytes its index promises (truncated?)")
+            }
+            done += n
+        }
+    }
+}

@@ -1,0 +1,98 @@
+public import Checkpoint
+
+/// Which tier served a load.
+public enum Tier: String, Sendable, Codable {
+    /// Already in the DRAM cache: handed out without reading or copying.
+    case dram
+    /// Read from the local store (SSD).
+    case ssd
+    /// Fetched from a remote store while streaming into memory.
+    case remote
+}
+
+/// Per-stage timings of one load, in seconds.
+public struct LoadTimings: Sendable, Codable {
+    /// Waiting for another load of the same model (coalescing) or for the index.
+    public var queue: Double = 0
+    /// Wall time of the read pipeline (reads, verification and hand-out overlap).
+    public var read: Double = 0
+    /// Thread time spent verifying checksums (overlapped with reads).
+    public var verify: Double = 0
+    /// Thread time spent in reads.
+    public var io: Double = 0
+    /// From the last chunk to the model being handed to the caller.
+    public var handOut: Double = 0
+    /// Everything, request to return.
+    public var total: Double = 0
+}
+
+/// A tensor inside a loaded model: a view into memory the store owns.
+public struct TensorView: @unchecked Sendable {
+    // Sendable: read-only view into memory kept alive by the `LoadedModel`.
+    public var name: String
+    public var dtype: DType
+    public var shape: [Int]
+    public var bytes: UnsafeRawBufferPointer
+}
+
+/// A model in memory, ready for an engine: named tensor views, config and tokenizer.
+///
+/// Holding it pins the memory: a cached model cannot be evicted from DRAM while any
+/// `LoadedModel` of it is alive (in this or another process). Views are valid for the
+/// object's lifetime.
+public final class LoadedModel: Sendable {
+    public let name: String
+    public let index: CheckpointIndex
+    /// The checkpoint directory in the local store (tokenizer files are read from there).
+    public let directory: String
+    public let tier: Tier
+    public let timings: LoadTimings
+    /// Whether the bytes live in the DRAM cache (false when the model did not fit its budget).
+    public let cached: Bool
+    private let storage: any Sendable
+    private let bases: [UnsafeRawBufferPointer.Sendable]
+
+    init(name: String, index: CheckpointIndex, directory: String, tier: Tier, timings: LoadTimings, cached: Bool,
+         storage: any Sendable, bases: [UnsafeRawPointer]) {
+        self.name = name
+        self.index = index
+        self.directory = directory
+        self.tier = tier
+        self.timings = timings
+        self.cached = cached
+        self.storage = storage
+        self.bases = zip(bases, index.partitions).map { .init(UnsafeRawBufferPointer(start: $0, count: $1.byteCount)) }
+    }
+
+    /// The tensor named `name`, or nil.
+    public func tensor(_ name: String) -> TensorView? {
+        guard let record = index.tensor(named: name) else { return nil }
+        return view(record)
+    }
+
+    /// Every tensor, in checkpoint order.
+    public var tensors: [TensorView] { index.tensors.map(view) }
+
+    private func view(_ record: CheckpointIndex.TensorRecord) -> TensorView {
+        let base = bases[record.partition].buffer
+        return TensorView(
+            name: record.name, dtype: record.dtype, shape: record.shape,
+            bytes: UnsafeRawBufferPointer(rebasing: base[record.offset..<(record.offset + record.byteCount)]))
+    }
+
+    /// A small file of the checkpoint (tokenizer, configs), checksum-verified.
+    public func fileContents(_ name: String) throws -> [UInt8] {
+        try CheckpointReader(directory: directory).fileContents(name)
+    }
+
+    /// Total bytes of the partitions in memory.
+    public var byteCount: Int { index.partitions.reduce(0) { $0 + $1.byteCount } }
+}
+
+extension UnsafeRawBufferPointer {
+    /// A buffer pointer wrapped as Sendable, for memory whose owner guarantees its lifetime.
+    struct Sendable: @unchecked Swift.Sendable {
+        let buffer: UnsafeRawBufferPointer
+        init(_ buffer: UnsafeRawBufferPointer) { self.buffer = buffer }
+    }
+}

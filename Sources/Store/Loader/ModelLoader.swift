@@ -1,0 +1,214 @@
+public import Checkpoint
+public import Foundation
+public import Logging
+import Synchronization
+
+/// Loads checkpoints into memory through the tiers: DRAM cache, local store (SSD), remote.
+///
+/// `load(_:)` hands out a ``LoadedModel`` whose tensors are views into memory the store owns.
+/// A DRAM hit maps the cached partitions and returns without reading or copying. A miss reads
+/// the partitions from the SSD with N threads straight into a new cache entry (or anonymous
+/// memory when the model does not fit the DRAM budget), verifying every chunk on the way.
+/// Concurrent loads of one model share one read. Cancelling every caller of a load stops its
+/// reads and frees its memory.
+public actor ModelLoader {
+    /// Loader settings.
+    public struct Configuration: Sendable {
+        /// Reader threads (default: the core count, at least 2).
+        public var threads: Int
+        /// Bytes per chunk; rounded up to a multiple of the checkpoint's checksum block.
+        public var chunkBytes: Int
+        /// Read with `O_DIRECT` where the file system allows it.
+        public var directIO: Bool
+        /// Base URLs of remote stores holding checkpoint directories (`BASE/NAME/index`), tried
+        /// in order for a model that is not local.
+        public var remotes: [URL]
+
+        public init(threads: Int? = nil, chunkBytes: Int = 16 << 20, directIO: Bool = true, remotes: [URL] = []) {
+            self.threads = threads ?? max(2, ProcessInfo.processInfo.activeProcessorCount)
+            self.chunkBytes = chunkBytes
+            self.directIO = directIO
+            self.remotes = remotes
+        }
+    }
+
+    public nonisolated let store: ModelStore
+    public nonisolated let cache: DRAMCache
+    public nonisolated let configuration: Configuration
+    private let logger: Logger
+    private var indexes: [String: (stamp: Double, reader: CheckpointReader)] = [:]
+    private var inFlight: [String: LoadTicket] = [:]
+
+    public init(store: ModelStore, cache: DRAMCache, configuration: Configuration = .init(), logger: Logger = Logger(label: "sllm.loader")) {
+        self.store = store
+        self.cache = cache
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Loads `name` into memory from the fastest tier that holds it.
+    ///
+    /// - Parameter progress: called from reader threads with bytes handed out so far.
+    /// - Throws: `StoreError.notFound` when no tier has the model, `CheckpointError.corrupt`
+    ///   naming the tensor whose bytes fail their checksum (nothing is cached then),
+    ///   `CancellationError` when cancelled.
+    public func load(_ name: ModelName, progress: ProgressHandler? = nil) async throws -> LoadedModel {
+        let start = ContinuousClock.now
+        let ticket: LoadTicket
+        if let existing = inFlight[name.rawValue] {
+            ticket = existing
+        } else {
+            ticket = LoadTicket()
+            let task = Task { try await self.performLoad(name, start: start, cancelled: ticket, progress: progress) }
+            ticket.task = task
+            inFlight[name.rawValue] = ticket
+        }
+        ticket.join()
+        defer { if inFlight[name.rawValue] === ticket, ticket.isSettled { inFlight[name.rawValue] = nil } }
+        return try await withTaskCancellationHandler {
+            try await ticket.task!.value
+        } onCancel: {
+            ticket.abandon()
+        }
+    }
+
+    /// Moves `name` into the DRAM cache ahead of a request (the scheduler's prefetch).
+    @discardableResult
+    public func warm(_ name: ModelName, progress: ProgressHandler? = nil) async throws -> LoadedModel {
+        try await load(name, progress: progress)
+    }
+
+    /// Drops `name` from the DRAM cache. Throws when it is in use.
+    @discardableResult
+    public func evict(_ name: ModelName) throws -> Int {
+        try cache.evict(name: name.rawValue)
+    }
+
+    // MARK: - The load itself
+
+    private func reader(for name: ModelName) throws -> CheckpointReader? {
+        let directory = store.directory(for: name)
+        guard let stamp = FileSystem.modificationTime(directory + "/" + CheckpointIndex.fileName) else { return nil }
+        if let cached = indexes[name.rawValue], cached.stamp == stamp { return cached.reader }
+        let reader = try CheckpointReader(directory: directory)
+        indexes[name.rawValue] = (stamp, reader)
+        return reader
+    }
+
+    private func performLoad(_ name: ModelName, start: ContinuousClock.Instant, cancelled: LoadTicket, progress: ProgressHandler?) async throws -> LoadedModel {
+        defer { cancelled.settle() }
+        var reader = try self.reader(for: name)
+        var remote: RemoteCheckpoint?
+        if reader == nil {
+            guard !configuration.remotes.isEmpty else {
+                throw StoreError(.notFound, "model `\(name)` is not in the store (\(store.modelsDirectory)); `sllm pull` fetches it")
+            }
+            remote = try await RemoteCheckpoint.open(name, store: store, remotes: configuration.remotes, logger: logger)
+            reader = remote!.reader
+        }
+        let tier: Tier = remote == nil ? .ssd : .remote
+        let checkpoint = reader!
+        let directory = store.directory(for: name)
+        var timings = LoadTimings()
+
+        if let pin = cache.lookup(name: name.rawValue, indexChecksum: checkpoint.indexChecksum) {
+            timings.total = seconds(since: start)
+            FileSystem.touch(checkpoint.directory)
+            return LoadedModel(
+                name: name.rawValue, index: checkpoint.index, directory: checkpoint.directory, tier: .dram, timings: timings,
+                cached: true, storage: pin, bases: pin.files.map { UnsafeRawPointer($0.base) })
+        }
+
+        let partitionBytes = checkpoint.index.partitions.map(\.byteCount)
+        let reservation = try cache.reserve(name: name.rawValue, indexChecksum: checkpoint.indexChecksum, partitionBytes: partitionBytes)
+        let anonymous = reservation == nil ? try partitionBytes.map { try UnsafeAnonymousMemory(byteCount: $0) } : []
+        if reservation == nil {
+            logger.warning("model does not fit the DRAM cache; loading without caching",
+                           metadata: ["model": "\(name)", "bytes": "\(partitionBytes.reduce(0, +))", "budget": "\(cache.budgetBytes)"])
+        }
+        let bases = reservation.map { $0.files.map(\.base) } ?? anonymous.map(\.base)
+        let blockSize = checkpoint.index.checksumBlockSize
+        let chunkBytes = max(blockSize, (configuration.chunkBytes + blockSize - 1) / blockSize * blockSize)
+        let chunks = ChunkPipeline.chunks(partitionBytes: partitionBytes, bases: bases, chunkSize: chunkBytes)
+        let pipeline = ChunkPipeline(threads: configuration.threads, chunkSize: chunkBytes)
+        timings.queue = seconds(since: start)
+
+        do {
+            let source: any ChunkSource = try remote?.source
+                ?? LocalChunkSource(directory: checkpoint.directory, index: checkpoint.index, directIO: configuration.directIO, logger: logger)
+            let boxedChunks = UncheckedSendable(chunks)
+            let timing = try await runBlocking {
+                try pipeline.run(
+                    boxedChunks.value, source: source, index: checkpoint.index,
+                    corruption: { checkpoint.corruption(inPartition: $0, block: $1) },
+                    consumer: InPlaceConsumer(), isCancelled: { cancelled.isCancelled }, progress: progress)
+            }
+            timings.read = timing.wallSeconds
+            timings.verify = timing.verifySeconds
+            timings.io = timing.readSeconds
+            if let remote {
+                // Every chunk is verified and on the SSD: publish the checkpoint in the store.
+                let installed = try await runBlocking { try remote.install() }
+                indexes[name.rawValue] = (FileSystem.modificationTime(installed.directory + "/" + CheckpointIndex.fileName) ?? 0, installed)
+            }
+        } catch {
+            if let reservation { cache.discard(reservation) }
+            remote?.abandon()
+            throw error
+        }
+        let handOutStart = ContinuousClock.now
+        let model: LoadedModel
+        if let reservation {
+            let pin = try cache.commit(reservation)
+            timings.handOut = seconds(since: handOutStart)
+            timings.total = seconds(since: start)
+            model = LoadedModel(
+                name: name.rawValue, index: checkpoint.index, directory: directory, tier: tier, timings: timings,
+                cached: true, storage: pin, bases: pin.files.map { UnsafeRawPointer($0.base) })
+        } else {
+            timings.handOut = seconds(since: handOutStart)
+            timings.total = seconds(since: start)
+            model = LoadedModel(
+                name: name.rawValue, index: checkpoint.index, directory: directory, tier: tier, timings: timings,
+                cached: false, storage: anonymous, bases: anonymous.map { UnsafeRawPointer($0.base) })
+        }
+        FileSystem.touch(directory)
+        logger.debug("loaded", metadata: ["model": "\(name)", "tier": "\(tier)", "seconds": "\(timings.total)"])
+        return model
+    }
+
+    private func seconds(since start: ContinuousClock.Instant) -> Double {
+        let duration = ContinuousClock.now - start
+        return Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+}
+
+/// One in-flight load shared by every caller that asked for the same model.
+final class LoadTicket: @unchecked Sendable {
+    // @unchecked: `state` is a Mutex; `task` is set once by the actor before the ticket is shared.
+    var task: Task<LoadedModel, any Error>?
+    private let state = Mutex((waiters: 0, cancelled: false, settled: false))
+
+    func join() { state.withLock { $0.waiters += 1 } }
+
+    /// A caller was cancelled; when no caller is left before the load ends, the load stops.
+    func abandon() {
+        let cancel = state.withLock { state -> Bool in
+            state.waiters -= 1
+            if state.waiters <= 0 && !state.settled { state.cancelled = true }
+            return state.cancelled
+        }
+        if cancel { task?.cancel() }
+    }
+
+    func settle() { state.withLock { $0.settled = true } }
+    var isSettled: Bool { state.withLock { $0.settled } }
+    var isCancelled: Bool { state.withLock { $0.cancelled } || (task?.isCancelled ?? false) }
+}
+
+/// Wraps a value whose sharing is made safe by the caller (here: chunk pointers into memory
+/// that outlives the pipeline, each chunk written by one thread).
+struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}

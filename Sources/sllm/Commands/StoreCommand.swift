@@ -1,0 +1,112 @@
+import ArgumentParser
+import Checkpoint
+import Foundation
+import Store
+
+struct StoreCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "store",
+        abstract: "The tiered checkpoint store: DRAM cache, local SSD, remotes.",
+        discussion: """
+            The DRAM cache lives in shared memory (/dev/shm), so it survives an sllm restart and is
+            shared by every sllm process using the same data directory.
+
+            Examples:
+              sllm store status
+              sllm store warm smollm2-135m
+              sllm store load smollm2-135m --cold
+              sllm store evict smollm2-135m
+            """,
+        subcommands: [Status.self, Warm.self, Evict.self, Load.self])
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show the tiers, their budgets, what each holds and the DRAM hit rate.")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var loader: LoaderOptions
+
+        func run() async throws {
+            _ = global.bootstrap()
+            let loader = try loader.makeLoader(store: global.store)
+            let cache = loader.cache
+            let entries = cache.listEntries()
+            let (hits, misses) = cache.sharedHitsAndMisses
+            let rate = hits + misses > 0 ? String(format: "%.0f%%", Double(hits) * 100 / Double(hits + misses)) : "n/a"
+            print("DRAM  \(cache.directory)  \(formatBytes(Int64(cache.usedBytes))) of \(formatBytes(Int64(cache.budgetBytes)))  hits \(hits), misses \(misses) (hit rate \(rate))")
+            var rows = [["  MODEL", "BYTES", "STATE", "IN USE"]]
+            for entry in entries {
+                rows.append(["  " + entry.name, formatBytes(Int64(entry.bytes)), entry.complete ? "cached" : "loading", entry.pinned ? "yes" : "no"])
+            }
+            if entries.isEmpty { print("  (empty)") } else { print(ModelSummary.table(rows)) }
+            let models = try global.store.list()
+            let ssdBytes = models.reduce(Int64(0)) { $0 + $1.diskByteCount }
+            print("SSD   \(global.store.modelsDirectory)  \(formatBytes(ssdBytes)) in \(models.count) model(s)")
+            for model in models {
+                let inDRAM = entries.contains { $0.name == model.name && $0.complete }
+                print("  \(model.name)  \(formatBytes(model.diskByteCount))\(inDRAM ? "  (also in DRAM)" : "")")
+            }
+            print("REMOTE \(loader.configuration.remotes.isEmpty ? "(none configured; --remote URL)" : loader.configuration.remotes.map(\.absoluteString).joined(separator: ", "))")
+        }
+    }
+
+    struct Warm: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Load a model into the DRAM cache ahead of a request.")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var loader: LoaderOptions
+        @Argument(help: "Model name.") var model: String
+
+        func run() async throws {
+            _ = global.bootstrap()
+            let bar = global.progressBar()
+            let loaded = try await loader.makeLoader(store: global.store).warm(try ModelName(model), progress: bar.handler)
+            bar.finish()
+            print(loaded.cached ? "\(model) is in DRAM (\(formatBytes(Int64(loaded.byteCount))), from \(loaded.tier.rawValue))"
+                                : "\(model) does not fit the DRAM budget (\(formatBytes(Int64(loaded.byteCount)))); not cached")
+        }
+    }
+
+    struct Evict: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Drop a model from the DRAM cache (it stays on the SSD).")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var loader: LoaderOptions
+        @Argument(help: "Model name.") var model: String
+
+        func run() async throws {
+            _ = global.bootstrap()
+            let freed = try await loader.makeLoader(store: global.store).evict(try ModelName(model))
+            print(freed > 0 ? "evicted \(model) from DRAM (\(formatBytes(Int64(freed))))" : "\(model) was not in DRAM")
+        }
+    }
+
+    struct Load: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Load a model and report the tier, bandwidth and per-stage timings.")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var loader: LoaderOptions
+        @Argument(help: "Model name.") var model: String
+        @Flag(help: "Evict it from DRAM and from the page cache first (a cold SSD load).")
+        var cold = false
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            _ = global.bootstrap()
+            let name = try ModelName(model)
+            let loader = try loader.makeLoader(store: global.store)
+            if cold {
+                try await loader.evict(name)
+                PageCache.evictTree(global.store.directory(for: name))
+            }
+            let bar = global.progressBar()
+            let loaded = try await loader.load(name, progress: bar.handler)
+            bar.finish()
+            let t = loaded.timings
+            if json {
+                struct Report: Encodable { var model: String; var tier: Tier; var bytes: Int; var cached: Bool; var timings: LoadTimings }
+                print(try ModelSummary.json(Report(model: model, tier: loaded.tier, bytes: loaded.byteCount, cached: loaded.cached, timings: t)))
+                return
+            }
+            let rate = Double(loaded.byteCount) / max(t.total, 1e-9)
+            print("\(model): \(formatBytes(Int64(loaded.byteCount))) from \(loaded.tier.rawValue) in \(String(format: "%.3f", t.total * 1000)) ms (\(formatBytes(Int64(rate)))/s)\(loaded.cached ? "" : ", not cached")")
+            print(String(format: "  queue %.3f ms, read %.3f ms (io %.3f, verify %.3f thread-ms), hand-out %.3f ms",
+                         t.queue * 1000, t.read * 1000, t.io * 1000, t.verify * 1000, t.handOut * 1000))
+        }
+    }
+}

@@ -1,0 +1,50 @@
+import ArgumentParser
+import Checkpoint
+import Foundation
+import Store
+
+/// Options of the tiered loader, shared by `store` and `bench load`.
+struct LoaderOptions: ParsableArguments {
+    @Option(name: .customLong("dram-cache"), help: "DRAM cache budget, e.g. 8GiB (default: 8GiB or 40% of memory, whichever is less; env SLLM_DRAM_CACHE).")
+    var dramCache: String?
+
+    @Option(name: .customLong("cache-dir"), help: "Where the DRAM cache lives (default: /dev/shm/sllm-<hash of the data dir>).")
+    var cacheDirectory: String?
+
+    @Option(help: "Reader threads (default: the core count, at least 2).")
+    var threads: Int?
+
+    @Option(help: "Chunk size of the read pipeline, e.g. 16MiB.")
+    var chunkSize: String = "16MiB"
+
+    @Flag(help: "Read through the page cache instead of O_DIRECT.")
+    var noDirectIO = false
+
+    @Option(name: .customLong("remote"), help: "Base URL of a remote store (BASE/NAME/index); repeatable.")
+    var remotes: [String] = []
+
+    func validate() throws {
+        if let dramCache, parseByteCount(dramCache) == nil { throw ValidationError("--dram-cache \(dramCache) is not a byte count") }
+        guard let chunk = parseByteCount(chunkSize), chunk >= 4096, chunk % 4096 == 0 else {
+            throw ValidationError("--chunk-size \(chunkSize) is not a multiple of 4 KiB")
+        }
+        if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be 1...256") }
+        for remote in remotes where URL(string: remote)?.host == nil { throw ValidationError("--remote \(remote) is not a URL") }
+    }
+
+    var budgetBytes: Int {
+        if let dramCache, let bytes = parseByteCount(dramCache) { return bytes }
+        if let text = ProcessInfo.processInfo.environment["SLLM_DRAM_CACHE"], let bytes = parseByteCount(text) { return bytes }
+        return min(8 << 30, Int(Double(ProcessInfo.processInfo.physicalMemory) * 0.4))
+    }
+
+    func makeLoader(store: ModelStore) throws -> ModelLoader {
+        let cache = try DRAMCache(
+            directory: cacheDirectory.map(absolutePath) ?? DRAMCache.defaultDirectory(forDataDirectory: store.root),
+            budgetBytes: budgetBytes)
+        let configuration = ModelLoader.Configuration(
+            threads: threads, chunkBytes: parseByteCount(chunkSize)!, directIO: !noDirectIO,
+            remotes: remotes.compactMap { URL(string: $0) })
+        return ModelLoader(store: store, cache: cache, configuration: configuration)
+    }
+}
