@@ -262,6 +262,11 @@ public final class DRAMCache: Sendable {
         return freed
     }
 
+    /// Names of models whose entries someone holds (in this or another process).
+    public func pinnedNames() -> Set<String> {
+        Set(listEntries().filter(\.pinned).map(\.name))
+    }
+
     /// Whether a complete entry of `name` is cached.
     public func contains(name: String) -> Bool {
         listEntries().contains { $0.name == name && $0.complete }

@@ -21,20 +21,24 @@ final class LocalChunkSource: ChunkSource {
     private let descriptors: [Int32]
     let isDirect: Bool
 
-    init(directory: String, index: CheckpointIndex, directIO: Bool, logger: Logger) throws {
+    /// - Parameter openFile: `open(2)`; tests replace it to refuse `O_DIRECT`.
+    init(
+        directory: String, index: CheckpointIndex, directIO: Bool, logger: Logger,
+        openFile: (String, Int32) -> Int32 = { Glibc.open($0, $1) }
+    ) throws {
         var descriptors: [Int32] = []
         var direct = directIO
         for partition in index.partitions {
             let path = directory + "/" + partition.file
             var fd: Int32 = -1
             if direct {
-                fd = open(path, O_RDONLY | O_CLOEXEC | openDirect)
+                fd = openFile(path, O_RDONLY | O_CLOEXEC | openDirect)
                 if fd < 0 && errno == EINVAL {
                     logger.warning("the file system refuses O_DIRECT; reading through the page cache", metadata: ["file": "\(path)"])
                     direct = false
                 }
             }
-            if fd < 0 { fd = open(path, O_RDONLY | O_CLOEXEC) }
+            if fd < 0 { fd = openFile(path, O_RDONLY | O_CLOEXEC) }
             guard fd >= 0 else {
                 let error = Errno(errno, operation: "open \(path)")
                 descriptors.forEach { close($0) }

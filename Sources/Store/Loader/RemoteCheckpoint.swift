@@ -36,19 +36,17 @@ final class RemoteCheckpoint: Sendable {
         for base in remotes {
             let root = base.appendingPathComponent(name.rawValue)
             let indexURL = root.appendingPathComponent(CheckpointIndex.fileName)
-            let response: HTTPClientResponse
+            let indexBytes: [UInt8]
             do {
-                response = try await HTTPClient.shared.execute(HTTPClientRequest(url: indexURL.absoluteString), timeout: .seconds(30))
+                guard let bytes = try await get(indexURL, limit: 1 << 28) else {
+                    failures.append("\(indexURL.absoluteString): HTTP 404")
+                    continue
+                }
+                indexBytes = bytes
             } catch {
                 failures.append("\(indexURL.absoluteString): \(error)")
                 continue
             }
-            guard response.status == .ok else {
-                failures.append("\(indexURL.absoluteString): HTTP \(response.status.code)")
-                _ = try? await response.body.collect(upTo: 1 << 16)
-                continue
-            }
-            let indexBytes = [UInt8](buffer: try await response.body.collect(upTo: 1 << 28))
             let index = try CheckpointIndex.decode(indexBytes, path: indexURL.absoluteString)
 
             try FileSystem.makeDirectories(store.modelsDirectory)
@@ -58,9 +56,9 @@ final class RemoteCheckpoint: Sendable {
             do {
                 for file in index.files {
                     let url = root.appendingPathComponent(file.name)
-                    let reply = try await HTTPClient.shared.execute(HTTPClientRequest(url: url.absoluteString), timeout: .seconds(60))
-                    guard reply.status == .ok else { throw StoreError(.download, "\(url.absoluteString): HTTP \(reply.status.code)") }
-                    let bytes = [UInt8](buffer: try await reply.body.collect(upTo: 64 << 20))
+                    guard let bytes = try await get(url, limit: 64 << 20) else {
+                        throw StoreError(.download, "\(url.absoluteString): HTTP 404")
+                    }
                     guard bytes.count == file.byteCount, CRC32C.checksum(bytes) == file.crc32c else {
                         throw StoreError(.checksumMismatch, "\(url.absoluteString) does not match its checksum in the index")
                     }
@@ -89,6 +87,27 @@ final class RemoteCheckpoint: Sendable {
             }
         }
         throw StoreError(.notFound, "model `\(name)` is neither in the store nor on a remote (\(failures.joined(separator: "; ")))")
+    }
+
+    /// GETs a small file, retrying broken connections; nil on 404.
+    private static func get(_ url: URL, limit: Int) async throws -> [UInt8]? {
+        var lastError: (any Error)?
+        for attempt in 1...3 {
+            do {
+                let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url.absoluteString), timeout: .seconds(60))
+                if response.status == .notFound { return nil }
+                guard response.status == .ok else {
+                    throw StoreError(.download, "\(url.absoluteString): HTTP \(response.status.code)")
+                }
+                return [UInt8](buffer: try await response.body.collect(upTo: limit))
+            } catch let error as StoreError {
+                throw error
+            } catch {
+                lastError = error
+                try await Task.sleep(for: .milliseconds(50 * attempt))
+            }
+        }
+        throw StoreError(.download, "\(url.absoluteString): \(lastError.map { "\($0)" } ?? "failed")")
     }
 
     /// fsyncs every file and renames the checkpoint into the store. Returns its reader there.

@@ -8,6 +8,10 @@ public struct Puller: Sendable {
     public var pip: PipFetcher
     public var http: HTTPDownloader
     public var writerOptions: CheckpointWriter.Options
+    /// The SSD tier's budget: after a pull, least recently used models are removed to fit it.
+    public var diskBudgetBytes: Int?
+    /// Models in use (loaded somewhere), which the disk budget never removes.
+    public var modelsInUse: @Sendable () -> Set<String> = { [] }
     public var logger: Logger
 
     public init(store: ModelStore, python: String = "python3", logger: Logger = Logger(label: "sllm.pull")) {
@@ -31,6 +35,16 @@ public struct Puller: Sendable {
     /// A model already in the store is left as it is unless `force` is set. Downloads land in
     /// `DATA_DIR/downloads` (resumable) and are removed after a successful conversion.
     public func pull(_ text: String, as name: ModelName? = nil, force: Bool = false, progress: ProgressHandler? = nil) async throws -> Outcome {
+        let outcome = try await fetchAndConvert(text, as: name, force: force, progress: progress)
+        store.touch(outcome.name)
+        if let diskBudgetBytes {
+            let removed = try store.evictLeastRecentlyUsed(toFit: diskBudgetBytes, protecting: modelsInUse().union([outcome.name.rawValue]))
+            for model in removed { logger.info("removed from the SSD tier to fit its budget", metadata: ["model": "\(model)"]) }
+        }
+        return outcome
+    }
+
+    private func fetchAndConvert(_ text: String, as name: ModelName?, force: Bool, progress: ProgressHandler?) async throws -> Outcome {
         let (source, aliasName) = try ModelSource.parse(text)
         let target = try name ?? aliasName.map { try ModelName($0) } ?? source.defaultName()
         if store.contains(target) && !force {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpoint
+import Foundation
 import Store
 
 struct Pull: AsyncParsableCommand {
@@ -33,15 +34,24 @@ struct Pull: AsyncParsableCommand {
     @Flag(help: "Print the result as JSON.")
     var json = false
 
+    @Option(help: "SSD tier budget, e.g. 100GiB: least recently used models not in use are removed to fit (env SLLM_DISK_BUDGET).")
+    var diskBudget: String?
+
     func validate() throws {
         if let name { _ = try ModelName(name) }
+        if let diskBudget, parseByteCount(diskBudget) == nil { throw ValidationError("--disk-budget \(diskBudget) is not a byte count") }
         _ = try ModelSource.parse(source)
     }
 
     func run() async throws {
         let logger = global.bootstrap()
         let bar = global.progressBar()
-        let puller = Puller(store: global.store, logger: logger)
+        var puller = Puller(store: global.store, logger: logger)
+        if let budget = (diskBudget ?? ProcessInfo.processInfo.environment["SLLM_DISK_BUDGET"]).flatMap(parseByteCount) {
+            puller.diskBudgetBytes = budget
+            let cache = try DRAMCache(directory: DRAMCache.defaultDirectory(forDataDirectory: global.root), budgetBytes: Int.max)
+            puller.modelsInUse = { cache.pinnedNames() }
+        }
         let outcome = try await puller.pull(source, as: name.map { try ModelName($0) }, force: force, progress: bar.handler)
         bar.finish()
         let diskBytes = FileSystem.diskUsage(global.store.directory(for: outcome.name))
