@@ -1,3 +1,4 @@
+import Checkpoint
 import Foundation
 
 /// Median and spread of repeated measurements.
@@ -47,14 +48,20 @@ struct Fio {
         return nil
     }
 
-    /// One run over `file` (laid out by fio on first use), `engine` psync or libaio.
-    func sequentialRead(file: String, size: Int, blockSize: String, engine: String, depth: Int) throws -> Double {
+    /// One run over `file`, `engine` psync or libaio. With `readOnly` fio may not write (the file
+    /// is someone's data and must already hold `size` bytes); without, fio lays out its own file.
+    func sequentialRead(file: String, size: Int, blockSize: String, engine: String, depth: Int, readOnly: Bool = true) throws -> Double {
+        if readOnly {
+            guard let actual = FileSystem.fileSize(file), actual >= Int64(size) else {
+                throw CommandFailure("fio would have to extend \(file) to \(size) bytes; refusing to touch it")
+            }
+        }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = [
             "--name=seqread", "--filename=\(file)", "--rw=read", "--direct=1", "--bs=\(blockSize)",
             "--ioengine=\(engine)", "--iodepth=\(depth)", "--size=\(size)", "--numjobs=1", "--output-format=json",
-        ]
+        ] + (readOnly ? ["--readonly"] : [])
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice

@@ -78,8 +78,8 @@ struct HashBench: AsyncParsableCommand {
             let slice = min(size, 64 << 20)
             table.append(Double(slice) / 1e9 / measure { _ = sllm_crc32c_software(0, bytes.baseAddress!, slice) })
             if let fio {
-                psync.append(try fio.sequentialRead(file: fioFile, size: parseByteCount(fioSize)!, blockSize: "32m", engine: "psync", depth: 1))
-                libaio.append(try fio.sequentialRead(file: fioFile, size: parseByteCount(fioSize)!, blockSize: "32m", engine: "libaio", depth: 8))
+                psync.append(try fio.sequentialRead(file: fioFile, size: parseByteCount(fioSize)!, blockSize: "32m", engine: "psync", depth: 1, readOnly: false))
+                libaio.append(try fio.sequentialRead(file: fioFile, size: parseByteCount(fioSize)!, blockSize: "32m", engine: "libaio", depth: 8, readOnly: false))
             }
             if !global.quiet { FileHandle.standardError.write(Data("run \(run)/\(runs) done\n".utf8)) }
         }
