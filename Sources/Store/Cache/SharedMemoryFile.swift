@@ -28,15 +28,15 @@ final class UnsafeSharedMemoryFile: @unchecked Sendable {
         return try UnsafeSharedMemoryFile(fd: fd, path: path, byteCount: byteCount, writable: true)
     }
 
-    /// Maps an existing file read-only; its size must be `byteCount`.
-    static func openExisting(_ path: String, byteCount: Int) throws -> UnsafeSharedMemoryFile {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+    /// Maps an existing file read-write; its size must be `byteCount`.
+    static func openWritable(_ path: String, byteCount: Int) throws -> UnsafeSharedMemoryFile {
+        let fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { throw StoreError(.notFound, "cannot open \(path): \(Errno(errno, operation: "open"))") }
         defer { close(fd) }
         guard FileSystem.fileSize(path) == Int64(byteCount) else {
             throw StoreError(.io, "\(path) does not have the expected \(byteCount) bytes")
         }
-        return try UnsafeSharedMemoryFile(fd: fd, path: path, byteCount: byteCount, writable: false)
+        return try UnsafeSharedMemoryFile(fd: fd, path: path, byteCount: byteCount, writable: true)
     }
 
     private init(fd: Int32, path: String, byteCount: Int, writable: Bool) throws {

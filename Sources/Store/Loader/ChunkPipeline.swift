@@ -14,6 +14,8 @@ struct ChunkPipeline {
         var offset: Int
         var length: Int
         var destination: UnsafeMutableRawPointer
+        /// The tensors inside, verified against their own checksums once the chunk is read.
+        var tensors: [(record: CheckpointIndex.TensorRecord, offsetInChunk: Int)]
     }
 
     struct Timing {
@@ -25,26 +27,24 @@ struct ChunkPipeline {
     }
 
     let threads: Int
-    let chunkSize: Int
 
-    /// Splits partitions into chunks of `chunkSize` (the last chunk of a partition may be shorter).
-    static func chunks(partitionBytes: [Int], bases: [UnsafeMutableRawPointer], chunkSize: Int) -> [Chunk] {
-        var chunks: [Chunk] = []
-        for (partition, bytes) in partitionBytes.enumerated() {
-            var offset = 0
-            while offset < bytes {
-                let length = min(chunkSize, bytes - offset)
-                chunks.append(Chunk(partition: partition, offset: offset, length: length, destination: bases[partition] + offset))
-                offset += length
+    /// One chunk per cache segment (a run of whole tensors), read into `bases[i]`.
+    static func chunks(index: CheckpointIndex, segments: [DRAMCache.Segment], bases: [UnsafeMutableRawPointer]) -> [Chunk] {
+        var byPartition: [Int: [CheckpointIndex.TensorRecord]] = [:]
+        for tensor in index.tensors { byPartition[tensor.partition, default: []].append(tensor) }
+        return zip(segments, bases).map { segment, base in
+            let inside = (byPartition[segment.partition] ?? []).filter {
+                $0.offset >= segment.offset && $0.offset + $0.byteCount <= segment.offset + segment.byteCount
             }
+            return Chunk(
+                partition: segment.partition, offset: segment.offset, length: segment.byteCount, destination: base,
+                tensors: inside.map { ($0, $0.offset - segment.offset) })
         }
-        return chunks
     }
 
     /// Runs the load on `threads` dedicated threads and returns when every chunk is handed out.
     func run(
-        _ chunks: [Chunk], source: some ChunkSource, index: CheckpointIndex,
-        corruption: @escaping @Sendable (_ partition: Int, _ block: Int) -> CheckpointError,
+        _ chunks: [Chunk], source: some ChunkSource, partitionFiles: [String],
         consumer: some LoadConsumer, isCancelled: @escaping @Sendable () -> Bool,
         progress: ProgressHandler?
     ) throws -> Timing {
@@ -52,14 +52,12 @@ struct ChunkPipeline {
         let total = Int64(chunks.reduce(0) { $0 + $1.length })
         let boxed = UncheckedChunks(chunks: chunks)
         let start = DispatchTime.now().uptimeNanoseconds
-        let blockSize = index.checksumBlockSize
         let group = DispatchGroup()
         let threadCount = max(1, min(threads, chunks.count))
         for thread in 0..<threadCount {
             group.enter()
             let worker = Thread {
                 defer { group.leave() }
-                var checksums: [UInt32] = []
                 var k = thread
                 while k < boxed.chunks.count {
                     if state.failed || isCancelled() {
@@ -71,13 +69,13 @@ struct ChunkPipeline {
                         let t0 = DispatchTime.now().uptimeNanoseconds
                         try source.read(partition: chunk.partition, offset: chunk.offset, length: chunk.length, into: chunk.destination)
                         let t1 = DispatchTime.now().uptimeNanoseconds
-                        checksums.removeAll(keepingCapacity: true)
-                        let bytes = UnsafeRawBufferPointer(start: chunk.destination, count: chunk.length)
-                        CRC32C.blockChecksums(bytes, blockSize: blockSize, into: &checksums)
-                        let expected = index.partitions[chunk.partition].blockChecksums
-                        let firstBlock = chunk.offset / blockSize
-                        for (i, checksum) in checksums.enumerated() where checksum != expected[firstBlock + i] {
-                            throw corruption(chunk.partition, firstBlock + i)
+                        for (record, offset) in chunk.tensors {
+                            let bytes = UnsafeRawBufferPointer(start: chunk.destination + offset, count: record.byteCount)
+                            guard CRC32C.checksum(bytes) == record.crc32c else {
+                                throw CheckpointError(
+                                    .corrupt,
+                                    "tensor `\(record.name)` is corrupt: \(partitionFiles[chunk.partition]) bytes \(record.offset)..<\(record.offset + record.byteCount) fail their checksum")
+                            }
                         }
                         let t2 = DispatchTime.now().uptimeNanoseconds
                         state.addTimes(read: t1 - t0, verify: t2 - t1)

@@ -50,10 +50,13 @@ public final class LoadedModel: Sendable {
     /// Whether the bytes live in the DRAM cache (false when the model did not fit its budget).
     public let cached: Bool
     private let storage: any Sendable
-    private let bases: [UnsafeRawBufferPointer.Sendable]
+    /// Where each tensor (in index order) starts.
+    private let starts: [UnsafeRawPointer.Sendable]
+    private let positions: [String: Int]
 
+    /// `segments[i]` (a run of whole tensors of one partition) lies at `bases[i]`.
     init(name: String, index: CheckpointIndex, directory: String, tier: Tier, timings: LoadTimings, cached: Bool,
-         storage: any Sendable, bases: [UnsafeRawPointer]) {
+         storage: any Sendable, segments: [DRAMCache.Segment], bases: [UnsafeRawPointer]) {
         self.name = name
         self.index = index
         self.directory = directory
@@ -61,23 +64,38 @@ public final class LoadedModel: Sendable {
         self.timings = timings
         self.cached = cached
         self.storage = storage
-        self.bases = zip(bases, index.partitions).map { .init(UnsafeRawBufferPointer(start: $0, count: $1.byteCount)) }
+        var starts: [UnsafeRawPointer.Sendable] = []
+        var positions: [String: Int] = [:]
+        var segment = 0
+        let order = zip(segments, bases).sorted { ($0.0.partition, $0.0.offset) < ($1.0.partition, $1.0.offset) }
+        for (position, tensor) in index.tensors.enumerated() {
+            // Tensors and segments are both in file order; find the segment holding this tensor.
+            if segment >= order.count || !(order[segment].0.partition == tensor.partition
+                && tensor.offset >= order[segment].0.offset
+                && tensor.offset + tensor.byteCount <= order[segment].0.offset + order[segment].0.byteCount) {
+                segment = order.firstIndex { $0.0.partition == tensor.partition && tensor.offset >= $0.0.offset
+                    && tensor.offset + tensor.byteCount <= $0.0.offset + $0.0.byteCount }!
+            }
+            starts.append(.init(order[segment].1 + (tensor.offset - order[segment].0.offset)))
+            positions[tensor.name] = position
+        }
+        self.starts = starts
+        self.positions = positions
     }
 
     /// The tensor named `name`, or nil.
     public func tensor(_ name: String) -> TensorView? {
-        guard let record = index.tensor(named: name) else { return nil }
-        return view(record)
+        positions[name].map(view)
     }
 
     /// Every tensor, in checkpoint order.
-    public var tensors: [TensorView] { index.tensors.map(view) }
+    public var tensors: [TensorView] { index.tensors.indices.map(view) }
 
-    private func view(_ record: CheckpointIndex.TensorRecord) -> TensorView {
-        let base = bases[record.partition].buffer
+    private func view(_ position: Int) -> TensorView {
+        let record = index.tensors[position]
         return TensorView(
             name: record.name, dtype: record.dtype, shape: record.shape,
-            bytes: UnsafeRawBufferPointer(rebasing: base[record.offset..<(record.offset + record.byteCount)]))
+            bytes: UnsafeRawBufferPointer(start: starts[position].pointer, count: record.byteCount))
     }
 
     /// A small file of the checkpoint (tokenizer, configs), checksum-verified.
@@ -89,10 +107,3 @@ public final class LoadedModel: Sendable {
     public var byteCount: Int { index.partitions.reduce(0) { $0 + $1.byteCount } }
 }
 
-extension UnsafeRawBufferPointer {
-    /// A buffer pointer wrapped as Sendable, for memory whose owner guarantees its lifetime.
-    struct Sendable: @unchecked Swift.Sendable {
-        let buffer: UnsafeRawBufferPointer
-        init(_ buffer: UnsafeRawBufferPointer) { self.buffer = buffer }
-    }
-}

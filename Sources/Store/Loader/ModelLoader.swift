@@ -16,17 +16,15 @@ public actor ModelLoader {
     public struct Configuration: Sendable {
         /// Reader threads (default: the core count, at least 2).
         public var threads: Int
-        /// Bytes per chunk; rounded up to a multiple of the checkpoint's checksum block.
-        public var chunkBytes: Int
         /// Read with `O_DIRECT` where the file system allows it.
         public var directIO: Bool
         /// Base URLs of remote stores holding checkpoint directories (`BASE/NAME/index`), tried
         /// in order for a model that is not local.
         public var remotes: [URL]
 
-        public init(threads: Int? = nil, chunkBytes: Int = 16 << 20, directIO: Bool = true, remotes: [URL] = []) {
+        /// Reads are the DRAM cache's segments: runs of whole tensors up to its slab size.
+        public init(threads: Int? = nil, directIO: Bool = true, remotes: [URL] = []) {
             self.threads = threads ?? max(2, ProcessInfo.processInfo.activeProcessorCount)
-            self.chunkBytes = chunkBytes
             self.directIO = directIO
             self.remotes = remotes
         }
@@ -55,21 +53,28 @@ public actor ModelLoader {
     public func load(_ name: ModelName, progress: ProgressHandler? = nil) async throws -> LoadedModel {
         let start = ContinuousClock.now
         let ticket: LoadTicket
-        if let existing = inFlight[name.rawValue] {
+        if let existing = inFlight[name.rawValue], !existing.isSettled {
             ticket = existing
         } else {
             ticket = LoadTicket()
-            let task = Task { try await self.performLoad(name, start: start, cancelled: ticket, progress: progress) }
-            ticket.task = task
+            ticket.task = Task {
+                do {
+                    ticket.finish(.success(try await self.performLoad(name, start: start, cancelled: ticket, progress: progress)))
+                } catch {
+                    ticket.finish(.failure(error))
+                }
+            }
             inFlight[name.rawValue] = ticket
         }
         ticket.join()
-        defer { if inFlight[name.rawValue] === ticket, ticket.isSettled { inFlight[name.rawValue] = nil } }
-        return try await withTaskCancellationHandler {
-            try await ticket.task!.value
+        let task = ticket.task!
+        await withTaskCancellationHandler {
+            await task.value
         } onCancel: {
             ticket.abandon()
         }
+        if inFlight[name.rawValue] === ticket { inFlight[name.rawValue] = nil }
+        return try ticket.take().get()
     }
 
     /// Moves `name` into the DRAM cache ahead of a request (the scheduler's prefetch).
@@ -96,7 +101,6 @@ public actor ModelLoader {
     }
 
     private func performLoad(_ name: ModelName, start: ContinuousClock.Instant, cancelled: LoadTicket, progress: ProgressHandler?) async throws -> LoadedModel {
-        defer { cancelled.settle() }
         var reader = try self.reader(for: name)
         var remote: RemoteCheckpoint?
         if reader == nil {
@@ -115,22 +119,29 @@ public actor ModelLoader {
             timings.total = seconds(since: start)
             FileSystem.touch(checkpoint.directory)
             return LoadedModel(
-                name: name.rawValue, index: checkpoint.index, directory: checkpoint.directory, tier: .dram, timings: timings,
-                cached: true, storage: pin, bases: pin.files.map { UnsafeRawPointer($0.base) })
+                name: name.rawValue, index: checkpoint.index, directory: directory, tier: .dram, timings: timings,
+                cached: true, storage: pin, segments: pin.segments, bases: pin.bases.map { UnsafeRawPointer($0) })
         }
 
-        let partitionBytes = checkpoint.index.partitions.map(\.byteCount)
-        let reservation = try cache.reserve(name: name.rawValue, indexChecksum: checkpoint.indexChecksum, partitionBytes: partitionBytes)
-        let anonymous = reservation == nil ? try partitionBytes.map { try UnsafeAnonymousMemory(byteCount: $0) } : []
+        let reservation = try cache.reserve(name: name.rawValue, indexChecksum: checkpoint.indexChecksum, index: checkpoint.index)
+        var segments = reservation?.meta.segments ?? []
+        var anonymous: UnsafeAnonymousMemory?
+        var bases = reservation?.bases ?? []
         if reservation == nil {
+            // Not cacheable: the same segments, consecutive in anonymous memory.
+            segments = DRAMCache.plan(checkpoint.index, slabBytes: cache.slabBytes)
+            let memory = try UnsafeAnonymousMemory(byteCount: segments.reduce(0) { $0 + $1.byteCount })
+            var position = 0
+            bases = segments.map { segment in
+                defer { position += segment.byteCount }
+                return memory.base + position
+            }
+            anonymous = memory
             logger.warning("model does not fit the DRAM cache; loading without caching",
-                           metadata: ["model": "\(name)", "bytes": "\(partitionBytes.reduce(0, +))", "budget": "\(cache.budgetBytes)"])
+                           metadata: ["model": "\(name)", "bytes": "\(memory.byteCount)", "budget": "\(cache.budgetBytes)"])
         }
-        let bases = reservation.map { $0.files.map(\.base) } ?? anonymous.map(\.base)
-        let blockSize = checkpoint.index.checksumBlockSize
-        let chunkBytes = max(blockSize, (configuration.chunkBytes + blockSize - 1) / blockSize * blockSize)
-        let chunks = ChunkPipeline.chunks(partitionBytes: partitionBytes, bases: bases, chunkSize: chunkBytes)
-        let pipeline = ChunkPipeline(threads: configuration.threads, chunkSize: chunkBytes)
+        let chunks = ChunkPipeline.chunks(index: checkpoint.index, segments: segments, bases: bases)
+        let pipeline = ChunkPipeline(threads: configuration.threads)
         timings.queue = seconds(since: start)
 
         do {
@@ -139,8 +150,7 @@ public actor ModelLoader {
             let boxedChunks = UncheckedSendable(chunks)
             let timing = try await runBlocking {
                 try pipeline.run(
-                    boxedChunks.value, source: source, index: checkpoint.index,
-                    corruption: { checkpoint.corruption(inPartition: $0, block: $1) },
+                    boxedChunks.value, source: source, partitionFiles: checkpoint.index.partitions.map(\.file),
                     consumer: InPlaceConsumer(), isCancelled: { cancelled.isCancelled }, progress: progress)
             }
             timings.read = timing.wallSeconds
@@ -164,13 +174,13 @@ public actor ModelLoader {
             timings.total = seconds(since: start)
             model = LoadedModel(
                 name: name.rawValue, index: checkpoint.index, directory: directory, tier: tier, timings: timings,
-                cached: true, storage: pin, bases: pin.files.map { UnsafeRawPointer($0.base) })
+                cached: true, storage: pin, segments: segments, bases: bases.map { UnsafeRawPointer($0) })
         } else {
             timings.handOut = seconds(since: handOutStart)
             timings.total = seconds(since: start)
             model = LoadedModel(
                 name: name.rawValue, index: checkpoint.index, directory: directory, tier: tier, timings: timings,
-                cached: false, storage: anonymous, bases: anonymous.map { UnsafeRawPointer($0.base) })
+                cached: false, storage: anonymous!, segments: segments, bases: bases.map { UnsafeRawPointer($0) })
         }
         FileSystem.touch(directory)
         logger.debug("loaded", metadata: ["model": "\(name)", "tier": "\(tier)", "seconds": "\(timings.total)"])
@@ -184,25 +194,50 @@ public actor ModelLoader {
 }
 
 /// One in-flight load shared by every caller that asked for the same model.
+///
+/// The result is kept here, not in the task, and dropped when the last caller has taken it, so
+/// a finished load never keeps its model (and the model's pin on the DRAM cache) alive.
 final class LoadTicket: @unchecked Sendable {
     // @unchecked: `state` is a Mutex; `task` is set once by the actor before the ticket is shared.
-    var task: Task<LoadedModel, any Error>?
-    private let state = Mutex((waiters: 0, cancelled: false, settled: false))
+    var task: Task<Void, Never>?
+    private struct State {
+        var waiters = 0
+        var active = 0
+        var cancelled = false
+        var result: Result<LoadedModel, any Error>?
+    }
+    private let state = Mutex(State())
 
-    func join() { state.withLock { $0.waiters += 1 } }
+    func join() {
+        state.withLock {
+            $0.waiters += 1
+            $0.active += 1
+        }
+    }
 
     /// A caller was cancelled; when no caller is left before the load ends, the load stops.
     func abandon() {
         let cancel = state.withLock { state -> Bool in
-            state.waiters -= 1
-            if state.waiters <= 0 && !state.settled { state.cancelled = true }
+            state.active -= 1
+            if state.active <= 0 && state.result == nil { state.cancelled = true }
             return state.cancelled
         }
         if cancel { task?.cancel() }
     }
 
-    func settle() { state.withLock { $0.settled = true } }
-    var isSettled: Bool { state.withLock { $0.settled } }
+    func finish(_ result: Result<LoadedModel, any Error>) { state.withLock { $0.result = result } }
+
+    /// The result for one caller; the last caller's take releases it.
+    func take() -> Result<LoadedModel, any Error> {
+        state.withLock { state in
+            let result = state.result ?? .failure(CancellationError())
+            state.waiters -= 1
+            if state.waiters == 0 { state.result = nil }
+            return result
+        }
+    }
+
+    var isSettled: Bool { state.withLock { $0.result != nil } }
     var isCancelled: Bool { state.withLock { $0.cancelled } || (task?.isCancelled ?? false) }
 }
 

@@ -31,7 +31,7 @@ struct StoreCommand: AsyncParsableCommand {
             let entries = cache.listEntries()
             let (hits, misses) = cache.sharedHitsAndMisses
             let rate = hits + misses > 0 ? String(format: "%.0f%%", Double(hits) * 100 / Double(hits + misses)) : "n/a"
-            print("DRAM  \(cache.directory)  \(formatBytes(Int64(cache.usedBytes))) of \(formatBytes(Int64(cache.budgetBytes)))  hits \(hits), misses \(misses) (hit rate \(rate))")
+            print("DRAM  \(cache.directory)  \(formatBytes(Int64(cache.usedBytes))) of \(formatBytes(Int64(cache.budgetBytes))) (\(formatBytes(Int64(cache.pooledBytes))) pooled for reuse)  hits \(hits), misses \(misses) (hit rate \(rate))")
             var rows = [["  MODEL", "BYTES", "STATE", "IN USE"]]
             for entry in entries {
                 rows.append(["  " + entry.name, formatBytes(Int64(entry.bytes)), entry.complete ? "cached" : "loading", entry.pinned ? "yes" : "no"])
@@ -72,7 +72,7 @@ struct StoreCommand: AsyncParsableCommand {
 
         func run() async throws {
             _ = global.bootstrap()
-            let freed = try await loader.makeLoader(store: global.store).evict(try ModelName(model))
+            let freed = try loader.makeLoader(store: global.store).cache.evict(name: model, releaseMemory: true)
             print(freed > 0 ? "evicted \(model) from DRAM (\(formatBytes(Int64(freed))))" : "\(model) was not in DRAM")
         }
     }
@@ -91,7 +91,7 @@ struct StoreCommand: AsyncParsableCommand {
             let name = try ModelName(model)
             let loader = try loader.makeLoader(store: global.store)
             if cold {
-                try await loader.evict(name)
+                try loader.cache.evict(name: name.rawValue, releaseMemory: true)
                 PageCache.evictTree(global.store.directory(for: name))
             }
             let bar = global.progressBar()

@@ -14,8 +14,8 @@ struct LoaderOptions: ParsableArguments {
     @Option(help: "Reader threads (default: the core count, at least 2).")
     var threads: Int?
 
-    @Option(help: "Chunk size of the read pipeline, e.g. 16MiB.")
-    var chunkSize: String = "16MiB"
+    @Option(help: "Slab size of the DRAM cache = largest read of the pipeline, e.g. 32MiB.")
+    var chunkSize: String = "32MiB"
 
     @Flag(help: "Read through the page cache instead of O_DIRECT.")
     var noDirectIO = false
@@ -41,9 +41,9 @@ struct LoaderOptions: ParsableArguments {
     func makeLoader(store: ModelStore) throws -> ModelLoader {
         let cache = try DRAMCache(
             directory: cacheDirectory.map(absolutePath) ?? DRAMCache.defaultDirectory(forDataDirectory: store.root),
-            budgetBytes: budgetBytes)
+            budgetBytes: budgetBytes, slabBytes: parseByteCount(chunkSize)!)
         let configuration = ModelLoader.Configuration(
-            threads: threads, chunkBytes: parseByteCount(chunkSize)!, directIO: !noDirectIO,
+            threads: threads, directIO: !noDirectIO,
             remotes: remotes.compactMap { URL(string: $0) })
         return ModelLoader(store: store, cache: cache, configuration: configuration)
     }

@@ -38,8 +38,8 @@ struct LoaderFixture {
 
     func loader(budget: Int = 1 << 30, threads: Int = 2, chunk: Int = 256 << 10, remotes: [URL] = []) throws -> ModelLoader {
         ModelLoader(
-            store: store, cache: try DRAMCache(directory: cacheDirectory, budgetBytes: budget),
-            configuration: .init(threads: threads, chunkBytes: chunk, remotes: remotes))
+            store: store, cache: try DRAMCache(directory: cacheDirectory, budgetBytes: budget, slabBytes: chunk),
+            configuration: .init(threads: threads, remotes: remotes))
     }
 
     func remove() { directory.remove() }
@@ -130,8 +130,8 @@ func expectTensorsMatchStore(_ model: LoadedModel, _ store: ModelStore, sourceLo
         let fixture = try LoaderFixture("loader-lru")
         defer { fixture.remove() }
         for name in ["a", "b", "c"] { try fixture.addSynthetic(name, bytes: 1 << 20, seed: UInt64(name.unicodeScalars.first!.value)) }
-        let size = try fixture.store.reader(for: try ModelName("a")).index.partitions.reduce(0) { $0 + $1.byteCount }
-        let loader = try fixture.loader(budget: 2 * size + 4096)
+        let size = try fixture.loader().cache.footprint(of: fixture.store.reader(for: try ModelName("a")).index)
+        let loader = try fixture.loader(budget: 2 * size)
         do {
             _ = try await loader.load(try ModelName("a"))
             try await Task.sleep(for: .milliseconds(20))
@@ -205,8 +205,8 @@ func expectTensorsMatchStore(_ model: LoadedModel, _ store: ModelStore, sourceLo
         defer { fixture.remove() }
         let names = ["a", "b", "c", "d"]
         for (i, name) in names.enumerated() { try fixture.addSynthetic(name, bytes: 1 << 20, seed: UInt64(i + 1)) }
-        let size = try fixture.store.reader(for: try ModelName("a")).index.partitions.reduce(0) { $0 + $1.byteCount }
-        let loader = try fixture.loader(budget: 2 * size + 4096)
+        let size = try fixture.loader().cache.footprint(of: fixture.store.reader(for: try ModelName("a")).index)
+        let loader = try fixture.loader(budget: 2 * size)
         let expected = try Dictionary(uniqueKeysWithValues: names.map { name in
             (name, try fixture.store.reader(for: try ModelName(name)).index.tensors.map(\.crc32c))
         })
@@ -229,7 +229,7 @@ func expectTensorsMatchStore(_ model: LoadedModel, _ store: ModelStore, sourceLo
             }
             try await group.waitForAll()
         }
-        #expect(loader.cache.usedBytes <= 2 * size + 4096)
+        #expect(loader.cache.usedBytes <= 2 * size)
     }
 }
 
