@@ -55,6 +55,7 @@ struct LoadBench: AsyncParsableCommand {
         var threadsTimesChunkBytes: Int
         var residentAfterEviction: Double
         var freshMemoryGBps: Double
+        var stages: [LoadTimings]
     }
 
     func run() async throws {
@@ -103,6 +104,7 @@ struct LoadBench: AsyncParsableCommand {
             var samples: [String: [Double]] = [:]
             var peakExtra = 0
             var resident = 0.0
+            var stages: [LoadTimings] = []
             func cold() throws {
                 try modelLoader.cache.evict(name: name.rawValue)
                 files.forEach(PageCache.evict)
@@ -117,8 +119,10 @@ struct LoadBench: AsyncParsableCommand {
             for run in 1...runs {
                 try cold()
                 let monitor = AnonymousMemoryMonitor.begin()
-                let seconds = try await modelLoader.load(name).timings.total
+                let timings = try await modelLoader.load(name).timings
+                let seconds = timings.total
                 peakExtra = max(peakExtra, monitor.stop())
+                stages.append(timings)
                 samples["sllm", default: []].append(Double(bytes) / 1e9 / seconds)
                 if let fio {
                     try cold()
@@ -155,7 +159,7 @@ struct LoadBench: AsyncParsableCommand {
                 name: name.rawValue, bytes: bytes, gbps: samples.mapValues { Sample(values: $0) }, ratios: ratios,
                 dramHitMilliseconds: Sample(values: hits), peakExtraAnonymousBytes: peakExtra,
                 threadsTimesChunkBytes: modelLoader.configuration.threads * chunk, residentAfterEviction: resident,
-                freshMemoryGBps: freshRate))
+                freshMemoryGBps: freshRate, stages: stages))
         }
 
         print("sllm bench load: \(runs) cold runs per method, page cache evicted before each; loader \(modelLoader.configuration.threads) threads, \(options.chunkSize) chunks, O_DIRECT \(!options.noDirectIO)")
@@ -167,6 +171,11 @@ struct LoadBench: AsyncParsableCommand {
                 rows.append([method, sample.formatted(), report.ratios[method].map { String(format: "%.2fx", $0) } ?? ""])
             }
             print(ModelSummary.table(rows))
+            let median = { (values: [Double]) in Sample(values: values).median * 1000 }
+            print(String(
+                format: "sllm stages (median ms): queue %.2f, read pipeline %.1f (thread time: io %.1f, verify %.1f), hand-out %.2f",
+                median(report.stages.map(\.queue)), median(report.stages.map(\.read)), median(report.stages.map(\.io)),
+                median(report.stages.map(\.verify)), median(report.stages.map(\.handOut))))
             print(String(format: "sllm cold load into fresh shared memory (empty slab pool, first load after start): %.2f GB/s", report.freshMemoryGBps))
             print("DRAM-cache hit, until every tensor view is held: \(report.dramHitMilliseconds.formatted(3)) ms")
             print("peak extra anonymous memory during a cold load: \(formatBytes(Int64(report.peakExtraAnonymousBytes))) (bound: threads x chunk = \(formatBytes(Int64(report.threadsTimesChunkBytes))))")
