@@ -17,6 +17,9 @@ uint32_t sllm_crc32c(uint32_t crc, const void *data, size_t length);
 /// three-cycle latency is hidden: about three times the throughput of one serial stream.
 void sllm_crc32c_blocks(const void *data, size_t length, size_t blockSize, uint32_t *out);
 
+/// crc(A || B) from crc(A), crc(B) and the length of B.
+uint32_t sllm_crc32c_combine(uint32_t crc1, uint32_t crc2, size_t length2);
+
 /// The table-driven version, for tests that compare the two paths.
 uint32_t sllm_crc32c_software(uint32_t crc, const void *data, size_t length);
 

@@ -70,7 +70,6 @@ public final class DRAMCache: Sendable {
 
     private var slabsDirectory: String { directory + "/slabs" }
     private var entriesDirectory: String { directory + "/entries" }
-    private var standardPrefix: String { "s\(slabBytes >> 12)-" }
 
     // MARK: - Planning
 
@@ -98,7 +97,7 @@ public final class DRAMCache: Sendable {
 
     /// Bytes of slabs that caching `index` takes.
     public func footprint(of index: CheckpointIndex) -> Int {
-        Self.plan(index, slabBytes: slabBytes).reduce(0) { $0 + ($1.byteCount <= slabBytes ? slabBytes : Self.oversize($1.byteCount)) }
+        Self.plan(index, slabBytes: slabBytes).reduce(0) { $0 + slabSize(for: $1.byteCount) }
     }
 
     private static func alignUp(_ value: Int) -> Int { (value + 4095) / 4096 * 4096 }
@@ -183,39 +182,44 @@ public final class DRAMCache: Sendable {
             let path = entriesDirectory + "/" + key
             if FileSystem.exists(path), !removeEntry(path) { return nil }  // being filled elsewhere
 
-            var free = freeStandardSlabs()
-            let standardNeeded = segments.filter { $0.byteCount <= slabBytes }.count
-            let oversizeBytes = segments.filter { $0.byteCount > slabBytes }.reduce(0) { $0 + Self.oversize($1.byteCount) }
-            // Make room: first drop pooled slabs this load does not reuse, then evict the least
-            // recently used entries nobody holds, until the new slabs fit.
-            while slabFileBytes() + max(0, standardNeeded - free.count) * slabBytes + oversizeBytes > budgetBytes {
-                if free.count > standardNeeded {
-                    deleteSlab(free.removeLast())
-                    continue
+            // Each segment needs a slab of its size class; free slabs of that size are reused.
+            let needs = segments.map { slabSize(for: $0.byteCount) }
+            var free = freeSlabs()
+            // Slabs already mapped in this process are the cheapest (no page faults): taken first.
+            let mapped = mappings.withLock { Set($0.keys) }
+            func plan() -> (reuse: [String?], growth: Int, surplus: [(name: String, size: Int)]) {
+                let ordered = free.sorted { !mapped.contains($0.name) && mapped.contains($1.name) }
+                var pool = Dictionary(grouping: ordered, by: \.size).mapValues { $0.map(\.name) }
+                var reuse: [String?] = []
+                var growth = 0
+                for size in needs {
+                    if let name = pool[size]?.popLast() { reuse.append(name) } else { reuse.append(nil); growth += size }
                 }
-                let candidates = listEntries().filter(\.complete).sorted { $0.lastUse < $1.lastUse }
-                guard let victim = candidates.first(where: { removeEntry(entriesDirectory + "/" + $0.key) }) else { return nil }
-                logger.info("evicted from DRAM", metadata: ["model": "\(victim.name)", "bytes": "\(victim.bytes)"])
-                free = freeStandardSlabs()
+                let surplus = pool.flatMap { size, names in names.map { ($0, size) } }.sorted { $0.1 > $1.1 }
+                return (reuse, growth, surplus)
+            }
+            // Make room: first drop pooled slabs this load cannot reuse, then evict the least
+            // recently used entries nobody holds, until the new slabs fit.
+            var current = plan()
+            while slabFileBytes() + current.growth > budgetBytes {
+                if let victim = current.surplus.first {
+                    deleteSlab(victim.name)
+                    free.removeAll { $0.name == victim.name }
+                } else {
+                    let candidates = listEntries().filter(\.complete).sorted { $0.lastUse < $1.lastUse }
+                    guard let victim = candidates.first(where: { removeEntry(entriesDirectory + "/" + $0.key) }) else { return nil }
+                    logger.info("evicted from DRAM", metadata: ["model": "\(victim.name)", "bytes": "\(victim.bytes)"])
+                    free = freeSlabs()
+                }
+                current = plan()
             }
 
-            // Pooled slabs already mapped here are the cheapest: no allocation, no page faults.
-            let mapped = mappings.withLock { Set($0.keys) }
-            free.sort { mapped.contains($0) && !mapped.contains($1) }
             var slabs: [UnsafeSharedMemoryFile] = []
             for i in segments.indices {
-                let name: String
-                if segments[i].byteCount > slabBytes {
-                    name = "big-" + FileSystem.randomSuffix()
-                    _ = try createSlab(name, byteCount: Self.oversize(segments[i].byteCount))
-                } else if !free.isEmpty {
-                    name = free.removeFirst()
-                } else {
-                    name = standardPrefix + FileSystem.randomSuffix()
-                    _ = try createSlab(name, byteCount: slabBytes)
-                }
+                let name = current.reuse[i] ?? "s\(needs[i] >> 12)-" + FileSystem.randomSuffix()
+                let slab = current.reuse[i] == nil ? try createSlab(name, byteCount: needs[i]) : try mapSlab(name, byteCount: nil)
                 segments[i].slab = name
-                slabs.append(try mapSlab(name, byteCount: nil))
+                slabs.append(slab)
             }
 
             try FileSystem.makeDirectory(path)
@@ -250,12 +254,14 @@ public final class DRAMCache: Sendable {
     func discard(_ reservation: Reservation) {
         FileSystem.removeTree(reservation.path)
         close(reservation.lockDescriptor)
-        for segment in reservation.meta.segments where !segment.slab.hasPrefix(standardPrefix) { deleteSlab(segment.slab) }
     }
 
     // MARK: - Slabs
 
     private static func oversize(_ bytes: Int) -> Int { (bytes + (2 << 20) - 1) / (2 << 20) * (2 << 20) }
+
+    /// The slab size class of a segment: the standard size, or its own size rounded to 2 MiB.
+    private func slabSize(for bytes: Int) -> Int { bytes <= slabBytes ? slabBytes : Self.oversize(bytes) }
 
     private func createSlab(_ name: String, byteCount: Int) throws -> UnsafeSharedMemoryFile {
         let file = try UnsafeSharedMemoryFile.create(slabsDirectory + "/" + name, byteCount: byteCount)
@@ -286,8 +292,8 @@ public final class DRAMCache: Sendable {
         slabNames().reduce(0) { $0 + Int(FileSystem.fileSize(slabsDirectory + "/" + $1) ?? 0) }
     }
 
-    /// Standard slabs no entry references; unreferenced odd-sized slabs are deleted on the way.
-    private func freeStandardSlabs() -> [String] {
+    /// Slabs no entry references, with their sizes (entries left by dead loaders are cleared first).
+    private func freeSlabs() -> [(name: String, size: Int)] {
         var referenced = Set<String>()
         for key in (try? FileSystem.listDirectory(entriesDirectory)) ?? [] where !key.hasPrefix(".") {
             let path = entriesDirectory + "/" + key
@@ -301,20 +307,16 @@ public final class DRAMCache: Sendable {
             }
             meta.segments.forEach { referenced.insert($0.slab) }
         }
-        var free: [String] = []
-        for slab in slabNames() where !referenced.contains(slab) {
-            if slab.hasPrefix(standardPrefix) { free.append(slab) } else { deleteSlab(slab) }
-        }
-        return free
+        return slabNames().filter { !referenced.contains($0) }.map { ($0, Int(FileSystem.fileSize(slabsDirectory + "/" + $0) ?? 0)) }
     }
 
     /// Deletes pooled slabs nobody uses, giving their memory back. Returns the bytes freed.
     @discardableResult
     public func trimPool() -> Int {
         reserving.withLock { _ in
-            let free = freeStandardSlabs()
-            free.forEach(deleteSlab)
-            return free.count * slabBytes
+            let free = freeSlabs()
+            free.forEach { deleteSlab($0.name) }
+            return free.reduce(0) { $0 + $1.size }
         }
     }
 
@@ -384,7 +386,7 @@ public final class DRAMCache: Sendable {
     public var usedBytes: Int { slabFileBytes() }
 
     /// Bytes of pooled slabs no model uses.
-    public var pooledBytes: Int { reserving.withLock { _ in freeStandardSlabs().count * slabBytes } }
+    public var pooledBytes: Int { reserving.withLock { _ in freeSlabs().reduce(0) { $0 + $1.size } } }
 
     /// Hits and misses of lookups in this process.
     public var hitsAndMisses: (hits: Int, misses: Int) { counters.withLock { ($0.hits, $0.misses) } }
