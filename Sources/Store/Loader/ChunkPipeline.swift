@@ -1,13 +1,14 @@
 import Checkpoint
 import Foundation
 
-/// Reads a checkpoint's partitions into destination memory with N threads.
+/// Reads a checkpoint's partitions into destination memory with N reader threads.
 ///
-/// Chunks are assigned to threads interleaved in file order (chunk k to thread k mod N), so the
-/// first bytes arrive first (ServerlessLLM gives each thread one contiguous slice instead). Each
-/// thread reads its chunk, verifies the chunk's block checksums, and marks it done; whichever
-/// thread completes the next chunk in file order hands it, and any done chunks after it, to the
-/// consumer. Nothing unverified is handed out; the first error stops every thread.
+/// Chunks are assigned to readers interleaved in file order (chunk k to reader k mod N), so the
+/// first bytes arrive first (ServerlessLLM gives each thread one contiguous slice instead). A
+/// reader only reads and queues the chunk; verifier threads check each tensor of it against its
+/// checksum and mark it done; whichever completes the next chunk in file order hands it, and any
+/// done chunks after it, to the consumer. Nothing unverified is handed out; the first error
+/// stops every thread.
 struct ChunkPipeline {
     struct Chunk {
         var partition: Int
@@ -26,7 +27,10 @@ struct ChunkPipeline {
         var verifySeconds: Double
     }
 
+    /// Reader threads.
     let threads: Int
+    /// Checksum threads.
+    var verifiers = 1
 
     /// One chunk per cache segment (a run of whole tensors), read into `bases[i]`.
     static func chunks(index: CheckpointIndex, segments: [DRAMCache.Segment], bases: [UnsafeMutableRawPointer]) -> [Chunk] {
@@ -54,10 +58,16 @@ struct ChunkPipeline {
         let start = DispatchTime.now().uptimeNanoseconds
         let group = DispatchGroup()
         let threadCount = max(1, min(threads, chunks.count))
+        let queue = VerifyQueue(readers: threadCount)
+        // Readers only read, in file order, so the device sees few sequential streams and is
+        // never idle while a checksum is computed; verifiers check and hand out in order.
         for thread in 0..<threadCount {
             group.enter()
-            let worker = Thread {
-                defer { group.leave() }
+            let reader = Thread {
+                defer {
+                    queue.readerFinished()
+                    group.leave()
+                }
                 var k = thread
                 while k < boxed.chunks.count {
                     if state.failed || isCancelled() {
@@ -68,7 +78,28 @@ struct ChunkPipeline {
                     do {
                         let t0 = DispatchTime.now().uptimeNanoseconds
                         try source.read(partition: chunk.partition, offset: chunk.offset, length: chunk.length, into: chunk.destination)
-                        let t1 = DispatchTime.now().uptimeNanoseconds
+                        state.addTimes(read: DispatchTime.now().uptimeNanoseconds - t0, verify: 0)
+                        queue.push(k)
+                    } catch {
+                        state.fail(error)
+                        return
+                    }
+                    k += threadCount
+                }
+            }
+            reader.name = "sllm.load.read.\(thread)"
+            reader.stackSize = 1 << 20
+            reader.start()
+        }
+        for thread in 0..<max(1, verifiers) {
+            group.enter()
+            let verifier = Thread {
+                defer { group.leave() }
+                while let k = queue.pop() {
+                    if state.failed { continue }
+                    let chunk = boxed.chunks[k]
+                    do {
+                        let t0 = DispatchTime.now().uptimeNanoseconds
                         for (record, offset) in chunk.tensors {
                             let bytes = UnsafeRawBufferPointer(start: chunk.destination + offset, count: record.byteCount)
                             guard CRC32C.checksum(bytes) == record.crc32c else {
@@ -77,8 +108,7 @@ struct ChunkPipeline {
                                     "tensor `\(record.name)` is corrupt: \(partitionFiles[chunk.partition]) bytes \(record.offset)..<\(record.offset + record.byteCount) fail their checksum")
                             }
                         }
-                        let t2 = DispatchTime.now().uptimeNanoseconds
-                        state.addTimes(read: t1 - t0, verify: t2 - t1)
+                        state.addTimes(read: 0, verify: DispatchTime.now().uptimeNanoseconds - t0)
                         try state.complete(k) { ready in
                             let c = boxed.chunks[ready]
                             try consumer.consume(LoadedChunk(
@@ -89,14 +119,12 @@ struct ChunkPipeline {
                         }
                     } catch {
                         state.fail(error)
-                        return
                     }
-                    k += threadCount
                 }
             }
-            worker.name = "sllm.load.\(thread)"
-            worker.stackSize = 1 << 20
-            worker.start()
+            verifier.name = "sllm.load.verify.\(thread)"
+            verifier.stackSize = 1 << 20
+            verifier.start()
         }
         group.wait()
         if let error = state.error { throw error }
@@ -104,6 +132,41 @@ struct ChunkPipeline {
         return Timing(
             wallSeconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9,
             readSeconds: Double(times.read) / 1e9, verifySeconds: Double(times.verify) / 1e9)
+    }
+}
+
+/// Chunk indices read and waiting for verification; closed when every reader is done.
+private final class VerifyQueue: @unchecked Sendable {
+    // @unchecked: all state is guarded by `condition`.
+    private let condition = NSCondition()
+    private var items: [Int] = []
+    private var head = 0
+    private var readersLeft: Int
+
+    init(readers: Int) { readersLeft = readers }
+
+    func push(_ k: Int) {
+        condition.lock()
+        items.append(k)
+        condition.signal()
+        condition.unlock()
+    }
+
+    func readerFinished() {
+        condition.lock()
+        readersLeft -= 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// The next chunk to verify, or nil when every reader is done and nothing is left.
+    func pop() -> Int? {
+        condition.lock()
+        defer { condition.unlock() }
+        while head == items.count && readersLeft > 0 { condition.wait() }
+        guard head < items.count else { return nil }
+        head += 1
+        return items[head - 1]
     }
 }
 

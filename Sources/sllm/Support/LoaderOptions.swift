@@ -11,7 +11,7 @@ struct LoaderOptions: ParsableArguments {
     @Option(name: .customLong("cache-dir"), help: "Where the DRAM cache lives (default: /dev/shm/sllm-<hash of the data dir>).")
     var cacheDirectory: String?
 
-    @Option(help: "Reader threads (default: the core count, at least 2).")
+    @Option(help: "Reader threads (default: half the cores, at least 1).")
     var threads: Int?
 
     @Option(help: "Slab size of the DRAM cache = largest read of the pipeline, e.g. 32MiB.")
