@@ -30,7 +30,7 @@ struct ChunkPipeline {
     /// Reader threads.
     let threads: Int
     /// Checksum threads.
-    var verifiers = 1
+    let verifiers: Int
 
     /// One chunk per cache segment (a run of whole tensors), read into `bases[i]`.
     static func chunks(index: CheckpointIndex, segments: [DRAMCache.Segment], bases: [UnsafeMutableRawPointer]) -> [Chunk] {

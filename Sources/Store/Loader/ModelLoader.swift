@@ -145,8 +145,7 @@ public actor ModelLoader {
                            metadata: ["model": "\(name)", "bytes": "\(memory.byteCount)", "budget": "\(cache.budgetBytes)"])
         }
         let chunks = ChunkPipeline.chunks(index: checkpoint.index, segments: segments, bases: bases)
-        var pipeline = ChunkPipeline(threads: configuration.threads)
-        pipeline.verifiers = configuration.verifiers
+        let pipeline = ChunkPipeline(threads: configuration.threads, verifiers: configuration.verifiers)
         timings.queue = seconds(since: start)
 
         do {
