@@ -10,22 +10,24 @@ import Glibc
 /// A process killed at the worst moment leaves nothing that looks like a model, and the next
 /// run recovers.
 @Suite struct InterruptionTests {
-    func waitFor(timeout: Duration = .seconds(60), _ condition: () -> Bool) async throws -> Bool {
+    /// Polls on this thread (not the cooperative pool, which other tests may keep busy), so a
+    /// short-lived state is not missed.
+    func waitFor(timeout: Duration = .seconds(60), _ condition: () -> Bool) -> Bool {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if condition() { return true }
-            try await Task.sleep(for: .milliseconds(1))
+            usleep(200)
         }
         return false
     }
 
-    @Test func aKilledConversionLeavesNoModel() async throws {
+    @Test func aKilledConversionLeavesNoModel() throws {
         let home = try TemporaryDirectory("kill-convert")
         defer { home.remove() }
         try SyntheticModel.writeHuggingFaceDirectory(home.file("hf"), shape: .sized(256 << 20))
         let process = try startSLLM(["pull", home.file("hf"), "--name", "big"], home: home.path)
         let models = home.path + "/models"
-        let sawPartial = try await waitFor { directoryEntries(models).contains { $0.contains(".partial-") } }
+        let sawPartial = waitFor { directoryEntries(models).contains { $0.contains(".partial-") } }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         try #require(sawPartial, "the conversion finished before it could be interrupted")
@@ -39,7 +41,7 @@ import Glibc
         #expect(try runSLLM(["verify", "big"], home: home.path).status == 0)
     }
 
-    @Test func aKilledDownloadResumes() async throws {
+    @Test func aKilledDownloadResumes() throws {
         let home = try TemporaryDirectory("kill-pull")
         let server = RangeHTTPServer()
         defer {
@@ -51,8 +53,8 @@ import Glibc
         server.stall(afterTotalBytes: 40 << 20)
         try server.start()
         let process = try startSLLM(["pull", server.url("smol.gguf").absoluteString], home: home.path)
-        let stalled = try await waitFor { server.bytesServed >= 40 << 20 }
-        try await Task.sleep(for: .milliseconds(200))
+        let stalled = waitFor { server.bytesServed >= 40 << 20 }
+        usleep(200_000)
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         try #require(stalled)

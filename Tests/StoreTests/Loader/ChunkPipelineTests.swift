@@ -1,0 +1,62 @@
+import Foundation
+import Logging
+import Synchronization
+import TestSupport
+import Testing
+
+@testable import Checkpoint
+@testable import Store
+
+/// Records what a device-style consumer would copy, in the order it is handed chunks.
+final class RecordingConsumer: LoadConsumer {
+    let chunks = Mutex<[(partition: Int, offset: Int, bytes: [UInt8])]>([])
+    func consume(_ chunk: LoadedChunk) throws {
+        chunks.withLock { $0.append((chunk.partition, chunk.offset, Array(chunk.bytes))) }
+    }
+}
+
+@Suite struct ChunkPipelineTests {
+    @Test(arguments: [1, 2, 4])
+    func aConsumerGetsEveryVerifiedChunkInFileOrder(readers: Int) throws {
+        let fixture = try LoaderFixture("pipeline")
+        defer { fixture.remove() }
+        try fixture.addSynthetic("m", bytes: 4 << 20)
+        let reader = try fixture.store.reader(for: try ModelName("m"))
+        let segments = DRAMCache.plan(reader.index, slabBytes: 256 << 10)
+        let memory = try UnsafeAnonymousMemory(byteCount: segments.reduce(0) { $0 + $1.byteCount })
+        var position = 0
+        let bases = segments.map { segment in
+            defer { position += segment.byteCount }
+            return memory.base + position
+        }
+        let chunks = ChunkPipeline.chunks(index: reader.index, segments: segments, bases: bases)
+        let source = try LocalChunkSource(directory: reader.directory, index: reader.index, directIO: true, logger: Logger(label: "test"))
+        let consumer = RecordingConsumer()
+        _ = try ChunkPipeline(threads: readers, verifiers: 2).run(
+            chunks, source: source, partitionFiles: reader.index.partitions.map(\.file), consumer: consumer,
+            isCancelled: { false }, progress: nil)
+        let received = consumer.chunks.withLock { $0 }
+        #expect(received.map(\.offset) == segments.map(\.offset))
+        let partition = try readFile(reader.directory + "/data-0000")
+        for chunk in received {
+            #expect(chunk.bytes == Array(partition[chunk.offset..<(chunk.offset + chunk.bytes.count)]))
+        }
+    }
+
+    @Test func segmentsHoldWholeTensorsAndFitTheirSlabs() throws {
+        let fixture = try LoaderFixture("pipeline")
+        defer { fixture.remove() }
+        try fixture.addSynthetic("m", bytes: 4 << 20)
+        let index = try fixture.store.reader(for: try ModelName("m")).index
+        let slab = 256 << 10
+        let segments = DRAMCache.plan(index, slabBytes: slab)
+        for tensor in index.tensors {
+            let holders = segments.filter {
+                $0.partition == tensor.partition && tensor.offset >= $0.offset && tensor.offset + tensor.byteCount <= $0.offset + $0.byteCount
+            }
+            #expect(holders.count == 1, "\(tensor.name)")
+            if tensor.byteCount <= slab { #expect(holders.first!.byteCount <= slab) }
+        }
+        #expect(segments.allSatisfy { $0.offset % 4096 == 0 && $0.byteCount % 4096 == 0 })
+    }
+}
