@@ -56,27 +56,46 @@ struct Fio {
                 throw CommandFailure("fio would have to extend \(file) to \(size) bytes; refusing to touch it")
             }
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = [
+        let (status, data) = try runCapturingOutput(executable, [
             "--name=seqread", "--filename=\(file)", "--rw=read", "--direct=1", "--bs=\(blockSize)",
             "--ioengine=\(engine)", "--iodepth=\(depth)", "--size=\(size)", "--numjobs=1", "--output-format=json",
-        ] + (readOnly ? ["--readonly"] : [])
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0,
+        ] + (readOnly ? ["--readonly"] : []))
+        guard status == 0,
             let json = try JSONSerialization.jsonObject(with: data) as? [String: Any],
             let jobs = json["jobs"] as? [[String: Any]], let read = jobs.first?["read"] as? [String: Any],
             let bandwidth = (read["bw_bytes"] as? NSNumber)?.doubleValue
         else {
-            throw CommandFailure("fio failed (status \(process.terminationStatus)) on \(file)")
+            throw CommandFailure("fio failed (status \(status)) on \(file)")
         }
         return bandwidth / 1e9
     }
+}
+
+/// Runs a program and returns its exit status and standard output (standard error is dropped).
+func runCapturingOutput(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: Data) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, data)
+}
+
+/// The synthetic Llama safetensors model of about `bytes` in `directory`, generated once.
+func syntheticModel(bytes: Int, in directory: String, quiet: Bool) throws -> String {
+    let path = directory + "/synthetic-\(bytes >> 20)MiB"
+    if !FileSystem.exists(path + "/model.safetensors") {
+        if !quiet { print("generating a \(formatBytes(Int64(bytes))) synthetic model in \(path)") }
+        FileSystem.removeTree(path)
+        FileSystem.removeTree(path + ".tmp")
+        try SyntheticModel.writeHuggingFaceDirectory(path + ".tmp", shape: .sized(bytes))
+        try FileSystem.rename(path + ".tmp", to: path)
+    }
+    return path
 }
 
 /// Writes `report` as JSON to `path` when one is given.

@@ -54,13 +54,7 @@ struct ConvertBench: AsyncParsableCommand {
         let directory = dir.map(absolutePath) ?? global.root + "/bench"
         try FileSystem.makeDirectories(directory)
         let target = parseByteCount(size)!
-        let synthetic = directory + "/synthetic-\(target >> 20)MiB"
-        if !FileSystem.exists(synthetic + "/model.safetensors") {
-            if !global.quiet { print("generating a \(formatBytes(Int64(target))) synthetic model in \(synthetic)") }
-            FileSystem.removeTree(synthetic)
-            try SyntheticModel.writeHuggingFaceDirectory(synthetic + ".tmp", shape: .sized(target))
-            try FileSystem.rename(synthetic + ".tmp", to: synthetic)
-        }
+        let synthetic = try syntheticModel(bytes: target, in: directory, quiet: global.quiet)
         var ggufPath = gguf.map(absolutePath)
         if ggufPath == nil { ggufPath = try await SmolLM2File.path(in: directory, logger: logger) }
         // Let write-back of generated files finish so it does not disturb the first run.

@@ -83,13 +83,7 @@ struct LoadBench: AsyncParsableCommand {
         cases.append((smol, smolSafetensors))
         if !smallOnly {
             let target = parseByteCount(size)!
-            let synthetic = directory + "/synthetic-\(target >> 20)MiB"
-            if !FileSystem.exists(synthetic + "/model.safetensors") {
-                print("generating a \(formatBytes(Int64(target))) synthetic model in \(synthetic)")
-                FileSystem.removeTree(synthetic)
-                try SyntheticModel.writeHuggingFaceDirectory(synthetic + ".tmp", shape: .sized(target))
-                try FileSystem.rename(synthetic + ".tmp", to: synthetic)
-            }
+            let synthetic = try syntheticModel(bytes: target, in: directory, quiet: global.quiet)
             let name = try ModelName("synthetic-\(target >> 20)mib")
             if !benchStore.contains(name) { try Converter.convert(synthetic, to: benchStore.directory(for: name)) }
             cases.append((name, synthetic + "/model.safetensors"))
@@ -215,16 +209,8 @@ struct LoadBench: AsyncParsableCommand {
     }
 
     private func runPython(_ script: String, arguments: [String] = []) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script] + arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw CommandFailure("python3 failed") }
+        let (status, data) = try runCapturingOutput("/usr/bin/env", ["python3", "-c", script] + arguments)
+        guard status == 0 else { throw CommandFailure("python3 failed") }
         return String(decoding: data, as: UTF8.self)
     }
 

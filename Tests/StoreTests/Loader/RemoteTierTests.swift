@@ -20,63 +20,56 @@ import Testing
         return server
     }
 
-    @Test func aModelOnlyOnARemoteStreamsIntoMemoryAndLandsOnTheSSD() async throws {
+    /// A store with model `m` served over HTTP and an empty local store whose loader knows the remote.
+    func withRemote(
+        megabytes: Int, corruptingByte: Int? = nil,
+        _ body: (LoaderFixture, RangeHTTPServer, ModelLoader) async throws -> Void
+    ) async throws {
         let origin = try LoaderFixture("remote-origin")
         let local = try LoaderFixture("remote-local")
         defer {
             origin.remove()
             local.remove()
         }
-        try origin.addSynthetic("m", bytes: 4 << 20)
-        let server = try serve(origin, "m")
+        try origin.addSynthetic("m", bytes: megabytes << 20)
+        let server = try serve(origin, "m", corruptingByte: corruptingByte)
         defer { server.stop() }
-        let loader = try local.loader(remotes: [URL(string: "http://127.0.0.1:\(server.port)/models")!])
-        do {
-            let model = try await loader.load(try ModelName("m"))
-            #expect(model.tier == .remote)
-            #expect(model.cached)
-            try expectTensorsMatchStore(model, local.store)
+        try await body(local, server, try local.loader(remotes: [URL(string: "http://127.0.0.1:\(server.port)/models")!]))
+    }
+
+    @Test func aModelOnlyOnARemoteStreamsIntoMemoryAndLandsOnTheSSD() async throws {
+        try await withRemote(megabytes: 4) { local, server, loader in
+            do {
+                let model = try await loader.load(try ModelName("m"))
+                #expect(model.tier == .remote)
+                #expect(model.cached)
+                try expectTensorsMatchStore(model, local.store)
+            }
+            #expect(local.store.contains(try ModelName("m")))
+            try local.store.reader(for: try ModelName("m")).verify()
+            #expect(directoryEntries(local.store.modelsDirectory) == ["m"])
+            // Now local: the next cold load reads the SSD.
+            try loader.cache.evict(name: "m")
+            #expect(try await loader.load(try ModelName("m")).tier == .ssd)
         }
-        #expect(local.store.contains(try ModelName("m")))
-        try local.store.reader(for: try ModelName("m")).verify()
-        #expect(directoryEntries(local.store.modelsDirectory) == ["m"])
-        // Now local: the next cold load reads the SSD.
-        try loader.cache.evict(name: "m")
-        #expect(try await loader.load(try ModelName("m")).tier == .ssd)
     }
 
     @Test func aCorruptRemoteChunkFailsAndLeavesNothing() async throws {
-        let origin = try LoaderFixture("remote-origin")
-        let local = try LoaderFixture("remote-local")
-        defer {
-            origin.remove()
-            local.remove()
+        try await withRemote(megabytes: 2, corruptingByte: 300_000) { local, _, loader in
+            let failure = await #expect(throws: CheckpointError.self) { try await loader.load(try ModelName("m")) }
+            #expect(failure?.code == .corrupt)
+            #expect(!local.store.contains(ModelName.m))
+            #expect(directoryEntries(local.store.modelsDirectory).isEmpty)
+            #expect(loader.cache.listEntries().isEmpty)
         }
-        try origin.addSynthetic("m", bytes: 2 << 20)
-        let server = try serve(origin, "m", corruptingByte: 300_000)
-        defer { server.stop() }
-        let loader = try local.loader(remotes: [URL(string: "http://127.0.0.1:\(server.port)/models")!])
-        let error = await #expect(throws: CheckpointError.self) { try await loader.load(try ModelName("m")) }
-        #expect(error?.code == .corrupt)
-        #expect(!local.store.contains(try ModelName("m")))
-        #expect(directoryEntries(local.store.modelsDirectory).isEmpty)
-        #expect(loader.cache.listEntries().isEmpty)
     }
 
     @Test func aRemoteThatDropsConnectionsIsRetried() async throws {
-        let origin = try LoaderFixture("remote-origin")
-        let local = try LoaderFixture("remote-local")
-        defer {
-            origin.remove()
-            local.remove()
+        try await withRemote(megabytes: 2) { local, server, loader in
+            server.breakConnections(count: 2, afterBytes: 100)
+            let model = try await loader.load(try ModelName("m"))
+            try expectTensorsMatchStore(model, local.store)
         }
-        try origin.addSynthetic("m", bytes: 2 << 20)
-        let server = try serve(origin, "m")
-        defer { server.stop() }
-        let loader = try local.loader(remotes: [URL(string: "http://127.0.0.1:\(server.port)/models")!])
-        server.breakConnections(count: 2, afterBytes: 100)
-        let model = try await loader.load(try ModelName("m"))
-        try expectTensorsMatchStore(model, local.store)
     }
 
     @Test func aMissingModelNamesEveryRemoteTried() async throws {
@@ -128,4 +121,9 @@ import Testing
         defer { buffer.deallocate() }
         try source.read(partition: 0, offset: 0, length: 4096, into: buffer)
     }
+}
+
+extension ModelName {
+    /// The model the remote tests serve.
+    static var m: ModelName { try! ModelName("m") }
 }
