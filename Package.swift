@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "sllm", targets: ["sllm"]),
         .library(name: "Checkpoint", targets: ["Checkpoint"]),
         .library(name: "Store", targets: ["Store"]),
+        .library(name: "Tokenizers", targets: ["Tokenizers"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -44,6 +45,10 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Tokenizers",
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -79,6 +84,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "TokenizersTests",
+            dependencies: ["Tokenizers", "Checkpoint", "TestSupport"],
+            resources: [.copy("Resources")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,0 +1,112 @@
+/// Splits text into the words BPE merges within, as llama.cpp's pre-tokenizers do.
+///
+/// `gpt2`-style splitting implements GPT-2's pattern
+/// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+` by hand;
+/// `smollm` (and `starcoder`, `refact`) first splits every digit off on its own (`\p{N}`).
+public struct PreTokenizer: Sendable {
+    public enum Kind: String, Sendable {
+        case gpt2
+        case smollm
+    }
+
+    public let kind: Kind
+
+    public init(kind: Kind) { self.kind = kind }
+
+    /// The pre-tokenizer llama.cpp picks for a GGUF `tokenizer.ggml.pre` value.
+    public init?(ggufName: String) {
+        switch ggufName {
+        case "gpt2", "default": self.init(kind: .gpt2)
+        case "smollm", "starcoder", "refact", "codeshell", "command-r": self.init(kind: .smollm)
+        default: return nil
+        }
+    }
+
+    /// The words of `text`, in order; concatenated they give back `text`.
+    public func split(_ text: Substring) -> [Substring] {
+        guard kind == .smollm else { return Self.gpt2Split(text) }
+        var words: [Substring] = []
+        var start = text.startIndex
+        var index = text.startIndex
+        while index < text.endIndex {
+            let next = text.unicodeScalars.index(after: index)
+            if Self.isNumber(text.unicodeScalars[index]) {
+                if start < index { words += Self.gpt2Split(text[start..<index]) }
+                words.append(text[index..<next])
+                start = next
+            }
+            index = next
+        }
+        if start < text.endIndex { words += Self.gpt2Split(text[start...]) }
+        return words
+    }
+
+    static func isLetter(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.properties.generalCategory {
+        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: true
+        default: false
+        }
+    }
+
+    static func isNumber(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.properties.generalCategory {
+        case .decimalNumber, .letterNumber, .otherNumber: true
+        default: false
+        }
+    }
+
+    static func isSpace(_ scalar: Unicode.Scalar) -> Bool { scalar.properties.isWhitespace }
+
+    /// The scalar class runs of `\p{L}+`, `\p{N}+` and `[^\s\p{L}\p{N}]+` are made of.
+    private static func runClass(_ scalar: Unicode.Scalar) -> Int {
+        isLetter(scalar) ? 0 : isNumber(scalar) ? 1 : isSpace(scalar) ? 3 : 2
+    }
+
+    static func gpt2Split(_ text: Substring) -> [Substring] {
+        let scalars = Array(text.unicodeScalars)
+        var indices: [Substring.Index] = []
+        var position = text.startIndex
+        for _ in scalars {
+            indices.append(position)
+            position = text.unicodeScalars.index(after: position)
+        }
+        indices.append(text.endIndex)
+        var words: [Substring] = []
+        var i = 0
+        let n = scalars.count
+        while i < n {
+            let c = scalars[i]
+            // Contractions: 's 't 're 've 'm 'll 'd
+            if c == "'" && i + 1 < n {
+                let a = scalars[i + 1]
+                let b: Unicode.Scalar? = i + 2 < n ? scalars[i + 2] : nil
+                var length = 0
+                if a == "s" || a == "t" || a == "m" || a == "d" { length = 2 }
+                if (a == "r" && b == "e") || (a == "v" && b == "e") || (a == "l" && b == "l") { length = 3 }
+                if length > 0 {
+                    words.append(text[indices[i]..<indices[i + length]])
+                    i += length
+                    continue
+                }
+            }
+            // An optional single space, then a run of letters, numbers, or other symbols.
+            var start = i
+            if c == " " && i + 1 < n && !isSpace(scalars[i + 1]) { start = i + 1 }
+            if !isSpace(scalars[start]) {
+                let kind = runClass(scalars[start])
+                var end = start + 1
+                while end < n && runClass(scalars[end]) == kind { end += 1 }
+                words.append(text[indices[i]..<indices[end]])
+                i = end
+                continue
+            }
+            // Whitespace: a run not followed by non-space, else all but its last scalar.
+            var end = i
+            while end < n && isSpace(scalars[end]) { end += 1 }
+            if end < n && end - i > 1 { end -= 1 }
+            words.append(text[indices[i]..<indices[end]])
+            i = end
+        }
+        return words
+    }
+}

@@ -1,0 +1,202 @@
+public import Foundation
+
+/// An error from loading a tokenizer or from input it cannot handle.
+public struct TokenizerError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A byte-level BPE tokenizer (GPT-2 style) built from GGUF `tokenizer.*` metadata.
+///
+/// Encodes as llama.cpp does: special tokens (control and user-defined) are matched first when
+/// `parseSpecial` is set, the rest is split by the vocabulary's pre-tokenizer, each word is
+/// spelled in GPT-2's byte alphabet and merged by rank.
+public final class Tokenizer: Sendable {
+    public let tokens: [String]
+    public let tokenTypes: [Int]
+    private let ids: [String: Int]
+    private let ranks: [String: Int]
+    private let specials: [(text: String, id: Int)]
+    public let preTokenizer: PreTokenizer
+    public let bosTokenID: Int?
+    public let eosTokenID: Int?
+    public let addBOS: Bool
+    public let chatTemplate: String?
+
+    /// Token types, as GGUF `tokenizer.ggml.token_type` numbers them.
+    public enum TokenType: Int {
+        case normal = 1, unknown = 2, control = 3, userDefined = 4, unused = 5, byte = 6
+    }
+
+    /// Builds a tokenizer from the JSON object of GGUF `tokenizer.*` keys (a checkpoint's
+    /// `gguf-tokenizer.json`).
+    ///
+    /// - Throws: `TokenizerError` naming a missing key or an unsupported model or pre-tokenizer.
+    public convenience init(ggufJSON data: Data) throws {
+        guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw TokenizerError("tokenizer data is not a JSON object")
+        }
+        try self.init(gguf: object)
+    }
+
+    public init(gguf: [String: Any]) throws {
+        let model = gguf["tokenizer.ggml.model"] as? String ?? "(none)"
+        guard model == "gpt2" else {
+            throw TokenizerError("tokenizer model `\(model)` is not supported yet (supported: gpt2 byte-level BPE)")
+        }
+        guard let tokens = gguf["tokenizer.ggml.tokens"] as? [String], !tokens.isEmpty else {
+            throw TokenizerError("tokenizer has no tokenizer.ggml.tokens")
+        }
+        let merges = gguf["tokenizer.ggml.merges"] as? [String] ?? []
+        let pre = gguf["tokenizer.ggml.pre"] as? String ?? "default"
+        guard let preTokenizer = PreTokenizer(ggufName: pre) else {
+            throw TokenizerError("pre-tokenizer `\(pre)` is not supported yet (supported: gpt2, smollm and its kin)")
+        }
+        let types = (gguf["tokenizer.ggml.token_type"] as? [NSNumber])?.map(\.intValue) ?? Array(repeating: 1, count: tokens.count)
+        guard types.count == tokens.count else { throw TokenizerError("token_type has \(types.count) entries for \(tokens.count) tokens") }
+        self.tokens = tokens
+        self.tokenTypes = types
+        var ids: [String: Int] = [:]
+        ids.reserveCapacity(tokens.count)
+        for (id, token) in tokens.enumerated() where ids[token] == nil { ids[token] = id }
+        self.ids = ids
+        var ranks: [String: Int] = [:]
+        ranks.reserveCapacity(merges.count)
+        for (rank, merge) in merges.enumerated() where ranks[merge] == nil { ranks[merge] = rank }
+        self.ranks = ranks
+        self.specials = tokens.enumerated()
+            .filter { types[$0.offset] == TokenType.control.rawValue || types[$0.offset] == TokenType.userDefined.rawValue }
+            .map { ($0.element, $0.offset) }
+            .sorted { $0.text.count > $1.text.count }
+        self.preTokenizer = preTokenizer
+        func id(_ key: String) -> Int? { (gguf[key] as? NSNumber)?.intValue }
+        self.bosTokenID = id("tokenizer.ggml.bos_token_id")
+        self.eosTokenID = id("tokenizer.ggml.eos_token_id")
+        self.addBOS = (gguf["tokenizer.ggml.add_bos_token"] as? Bool) ?? false
+        self.chatTemplate = gguf["tokenizer.chat_template"] as? String
+    }
+
+    public var vocabularySize: Int { tokens.count }
+
+    /// Token ids for `text`.
+    ///
+    /// - Parameters:
+    ///   - addSpecial: prepend BOS when the vocabulary asks for it.
+    ///   - parseSpecial: match special tokens (`<|im_start|>`) written in the text.
+    public func encode(_ text: String, addSpecial: Bool = true, parseSpecial: Bool = true) -> [Int] {
+        var out: [Int] = []
+        if addSpecial && addBOS, let bos = bosTokenID { out.append(bos) }
+        for fragment in fragments(of: text[...], parseSpecial: parseSpecial) {
+            switch fragment {
+            case .special(let id): out.append(id)
+            case .text(let piece):
+                for word in preTokenizer.split(piece) { encodeWord(word, into: &out) }
+            }
+        }
+        return out
+    }
+
+    private enum Fragment {
+        case special(Int)
+        case text(Substring)
+    }
+
+    private func fragments(of text: Substring, parseSpecial: Bool) -> [Fragment] {
+        guard parseSpecial, !specials.isEmpty else { return text.isEmpty ? [] : [.text(text)] }
+        var result: [Fragment] = []
+        var start = text.startIndex
+        var index = text.startIndex
+        while index < text.endIndex {
+            if let match = specials.first(where: { text[index...].hasPrefix($0.text) && !$0.text.isEmpty }) {
+                if start < index { result.append(.text(text[start..<index])) }
+                result.append(.special(match.id))
+                index = text.index(index, offsetBy: match.text.count)
+                start = index
+            } else {
+                index = text.index(after: index)
+            }
+        }
+        if start < text.endIndex { result.append(.text(text[start...])) }
+        return result
+    }
+
+    private func encodeWord(_ word: Substring, into out: inout [Int]) {
+        let spelled = ByteLevel.encode(word.unicodeScalars)
+        if let id = ids[spelled] {
+            out.append(id)
+            return
+        }
+        var symbols = spelled.unicodeScalars.map { String($0) }
+        while symbols.count > 1 {
+            var best: (rank: Int, at: Int)?
+            for i in 0..<(symbols.count - 1) {
+                if let rank = ranks[symbols[i] + " " + symbols[i + 1]], rank < (best?.rank ?? .max) { best = (rank, i) }
+            }
+            guard let best else { break }
+            symbols[best.at] += symbols[best.at + 1]
+            symbols.remove(at: best.at + 1)
+        }
+        for symbol in symbols {
+            if let id = ids[symbol] {
+                out.append(id)
+            } else {
+                // Not in the vocabulary: fall back to one token per byte where those exist.
+                for scalar in symbol.unicodeScalars { if let id = ids[String(scalar)] { out.append(id) } }
+            }
+        }
+    }
+
+    /// The bytes of token `id` (control tokens give their text only with `renderSpecial`).
+    public func bytes(of id: Int, renderSpecial: Bool = false) -> [UInt8] {
+        guard id >= 0, id < tokens.count else { return [] }
+        let type = tokenTypes[id]
+        if type == TokenType.control.rawValue { return renderSpecial ? Array(tokens[id].utf8) : [] }
+        if type == TokenType.userDefined.rawValue { return Array(tokens[id].utf8) }
+        return ByteLevel.decode(tokens[id])
+    }
+
+    /// The text of `ids` (invalid UTF-8 repaired with U+FFFD).
+    public func decode(_ ids: [Int], renderSpecial: Bool = false) -> String {
+        String(decoding: ids.flatMap { bytes(of: $0, renderSpecial: renderSpecial) }, as: UTF8.self)
+    }
+
+    /// Whether `id` is a valid token id.
+    public func isValid(_ id: Int) -> Bool { id >= 0 && id < tokens.count }
+}
+
+/// Turns a stream of token ids into text without ever emitting half a UTF-8 character.
+public struct StreamingDecoder {
+    private let tokenizer: Tokenizer
+    private var pending: [UInt8] = []
+
+    public init(tokenizer: Tokenizer) { self.tokenizer = tokenizer }
+
+    /// The text that `id` completes; bytes of an unfinished character are held back.
+    public mutating func append(_ id: Int) -> String {
+        pending += tokenizer.bytes(of: id)
+        var end = pending.count
+        // Hold back a trailing incomplete UTF-8 sequence (at most 3 bytes).
+        var back = 0
+        while back < min(3, pending.count) {
+            let byte = pending[pending.count - 1 - back]
+            if byte & 0xC0 == 0x80 {
+                back += 1
+                continue
+            }
+            if byte & 0x80 != 0 {
+                let needed = byte & 0xE0 == 0xC0 ? 2 : byte & 0xF0 == 0xE0 ? 3 : 4
+                if back + 1 < needed { end = pending.count - 1 - back }
+            }
+            break
+        }
+        let text = String(decoding: pending[0..<end], as: UTF8.self)
+        pending.removeFirst(end)
+        return text
+    }
+
+    /// Whatever is still held back, repaired.
+    public mutating func finish() -> String {
+        defer { pending.removeAll() }
+        return String(decoding: pending, as: UTF8.self)
+    }
+}
