@@ -56,6 +56,7 @@ let package = Package(
             dependencies: [
                 "Checkpoint",
                 "Store",
+                "Tokenizers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

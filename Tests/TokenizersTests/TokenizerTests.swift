@@ -83,3 +83,37 @@ struct TokenizeFixture: Decodable {
         #expect(PreTokenizer(kind: .smollm).split(text[...]).map(String.init) == words)
     }
 }
+
+@Suite struct PromptFixtureTests {
+    struct Greedy: Decodable {
+        var prompt: String
+        var prompt_ids: [Int]
+        var output_text: String
+        var output_ids: [Int]
+    }
+
+    struct Chat: Decodable {
+        struct Usage: Decodable { var prompt_tokens: Int }
+        var templated_prompt: String
+        var usage: Usage
+    }
+
+    static func fixture<T: Decodable>(_ name: String, as type: T.Type) throws -> T {
+        let url = try #require(Bundle.module.url(forResource: name, withExtension: "json", subdirectory: "Resources"))
+        return try JSONDecoder().decode(T.self, from: Data(contentsOf: url))
+    }
+
+    @Test(arguments: ["greedy-01", "greedy-02", "greedy-03"])
+    func promptIdsAndOutputTextMatchLlamaCpp(name: String) throws {
+        let tokenizer = try SmolLM2Tokenizer.shared.get()
+        let fixture = try Self.fixture(name, as: Greedy.self)
+        #expect(tokenizer.encode(fixture.prompt) == fixture.prompt_ids)
+        #expect(tokenizer.decode(fixture.output_ids) == fixture.output_text)
+    }
+
+    @Test func theTemplatedChatPromptHasLlamaCppsTokenCount() throws {
+        let tokenizer = try SmolLM2Tokenizer.shared.get()
+        let fixture = try Self.fixture("chat-01", as: Chat.self)
+        #expect(tokenizer.encode(fixture.templated_prompt).count == fixture.usage.prompt_tokens)
+    }
+}

@@ -97,3 +97,16 @@ import Testing
         #expect(directoryEntries(home.path + "/models").isEmpty)
     }
 }
+
+@Suite struct TokenizeCommandTests {
+    @Test func tokenizePrintsLlamaCppsIds() throws {
+        let home = try TemporaryDirectory("cli-tok")
+        defer { home.remove() }
+        #expect(try runSLLM(["convert", try RealModel.ggufPath(), home.file("smol"), "-q"], home: home.path).status == 0)
+        let result = try runSLLM(["tokenize", home.file("smol"), "<|im_start|>user\nhi<|im_end|>"], home: home.path)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.hasPrefix("1 4093 198 6004 2\n"))
+        let plain = try runSLLM(["tokenize", home.file("smol"), "12345 67890", "--json"], home: home.path)
+        #expect(plain.stdout.contains("33"))
+    }
+}

@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoint
 import Foundation
 import Store
+import Tokenizers
 
 @main
 struct SLLM: AsyncParsableCommand {
@@ -13,7 +14,7 @@ struct SLLM: AsyncParsableCommand {
             loading-optimized checkpoints. Start with `sllm pull smollm2-135m`.
             """,
         version: "0.1.0",
-        subcommands: [Pull.self, Convert.self, List.self, Inspect.self, Verify.self, Remove.self, StoreCommand.self, Bench.self]
+        subcommands: [Pull.self, Convert.self, List.self, Inspect.self, Verify.self, Remove.self, Tokenize.self, StoreCommand.self, Bench.self]
     )
 
     /// Runs the command line; our own errors print as one `error: …` line and exit 1.
@@ -28,6 +29,8 @@ struct SLLM: AsyncParsableCommand {
         } catch let error as CheckpointError {
             fail(error.description)
         } catch let error as StoreError {
+            fail(error.description)
+        } catch let error as TokenizerError {
             fail(error.description)
         } catch let error as CommandFailure {
             fail(error.message)

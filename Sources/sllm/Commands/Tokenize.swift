@@ -1,0 +1,46 @@
+import ArgumentParser
+import Checkpoint
+import Foundation
+import Store
+import Tokenizers
+
+struct Tokenize: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the token ids (and pieces) a model's tokenizer gives for a text.",
+        discussion: """
+            Example:
+              sllm tokenize smollm2-135m "Hello world"
+            """)
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "Model name or checkpoint directory.")
+    var model: String
+
+    @Argument(help: "The text to tokenize.")
+    var text: String
+
+    @Flag(help: "Treat special-token text such as <|im_start|> as plain text.")
+    var noParseSpecial = false
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        _ = global.bootstrap()
+        let reader = try openCheckpoint(model, store: global.store)
+        guard reader.index.tokenizer.format == "gguf" else {
+            throw CommandFailure("\(model) has a \(reader.index.tokenizer.format) tokenizer; only GGUF vocabularies are supported yet")
+        }
+        let tokenizer = try Tokenizer(ggufJSON: Data(try reader.fileContents("gguf-tokenizer.json")))
+        let ids = tokenizer.encode(text, parseSpecial: !noParseSpecial)
+        if json {
+            print(try ModelSummary.json(["ids": ids]))
+            return
+        }
+        print(ids.map(String.init).joined(separator: " "))
+        for id in ids {
+            print("\(id)\t\(tokenizer.decode([id], renderSpecial: true).debugDescription)")
+        }
+    }
+}
