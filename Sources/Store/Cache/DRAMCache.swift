@@ -295,6 +295,9 @@ public final class DRAMCache: Sendable {
     /// Slabs no entry references, with their sizes (entries left by dead loaders are cleared first).
     private func freeSlabs() -> [(name: String, size: Int)] {
         var referenced = Set<String>()
+        for key in (try? FileSystem.listDirectory(entriesDirectory)) ?? [] where key.hasPrefix(".removing-") {
+            FileSystem.removeTree(entriesDirectory + "/" + key)  // an eviction interrupted after its rename
+        }
         for key in (try? FileSystem.listDirectory(entriesDirectory)) ?? [] where !key.hasPrefix(".") {
             let path = entriesDirectory + "/" + key
             guard let meta = readMeta(path) else {

@@ -39,10 +39,14 @@ public struct ModelStore: Sendable {
     }
 
     /// Every model in the store, sorted by name. Hidden `.partial` directories of conversions
-    /// that were killed are cleaned up first.
+    /// that were killed, and `.removing-` ones of interrupted removals, are cleaned up first.
     public func list() throws -> [Entry] {
         guard FileSystem.isDirectory(modelsDirectory) else { return [] }
         CheckpointWriter.removeStalePartials(in: modelsDirectory)
+        // A removal killed between its rename and its delete leaves hidden trash behind.
+        for name in try FileSystem.listDirectory(modelsDirectory) where name.hasPrefix(".removing-") {
+            FileSystem.removeTree(modelsDirectory + "/" + name)
+        }
         return try FileSystem.listDirectory(modelsDirectory).filter { !$0.hasPrefix(".") }.map { name in
             let path = modelsDirectory + "/" + name
             let index = Result { () throws(CheckpointError) in try CheckpointReader(directory: path).index }

@@ -1,3 +1,5 @@
+import Foundation
+import TestSupport
 import Testing
 
 @testable import Store
@@ -17,5 +19,16 @@ import Testing
         #expect(try ModelName.derived(from: "/models/SmolLM2-135M-Instruct.Q4_1.gguf").rawValue == "smollm2-135m-instruct.q4_1")
         #expect(try ModelName.derived(from: "./My Model/").rawValue == "my-model")
         #expect(try ModelName.derived(from: "model.gguf?download=1").rawValue == "model")
+    }
+}
+
+@Suite struct ModelStoreTests {
+    @Test func interruptedRemovalsAreCleanedUp() throws {
+        let directory = try TestSupport.TemporaryDirectory("store")
+        defer { directory.remove() }
+        let store = ModelStore(root: directory.path)
+        try FileManager.default.createDirectory(atPath: store.modelsDirectory + "/.removing-x-123/sub", withIntermediateDirectories: true)
+        #expect(try store.list().isEmpty)
+        #expect(TestSupport.directoryEntries(store.modelsDirectory).isEmpty)
     }
 }
