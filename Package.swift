@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "Checkpoint", targets: ["Checkpoint"]),
         .library(name: "Store", targets: ["Store"]),
         .library(name: "Tokenizers", targets: ["Tokenizers"]),
+        .library(name: "Engine", targets: ["Engine"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -51,6 +52,11 @@ let package = Package(
             name: "Tokenizers",
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "Engine",
+            dependencies: ["Tokenizers"],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "sllm",
             dependencies: [
@@ -85,6 +91,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "EngineTests",
+            dependencies: ["Engine"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,0 +1,117 @@
+import Foundation
+
+/// Chooses tokens from logits: penalties, then top-k, top-p, min-p, temperature, then a draw
+/// from the softmax (llama.cpp's default chain order), or the argmax when greedy.
+///
+/// Its whole state is `(parameters, rngState, drawn)`: `state` exports it and
+/// `init(state:)` resumes it, so a sequence migrated to another instance continues with the
+/// identical draws.
+public struct Sampler: Sendable {
+    /// Everything needed to resume sampling elsewhere.
+    public struct State: Sendable, Equatable, Codable {
+        public var parameters: SamplingParameters
+        /// SplitMix64 state.
+        public var rngState: UInt64
+        /// Draws made so far.
+        public var drawn: Int
+    }
+
+    /// A chosen token and its log-probability under the final distribution.
+    public struct Choice: Sendable, Equatable {
+        public var token: Int
+        public var logprob: Float
+    }
+
+    public private(set) var state: State
+    private var candidates: [(token: Int, logit: Float)] = []
+
+    public init(parameters: SamplingParameters) {
+        state = State(parameters: parameters, rngState: parameters.seed, drawn: 0)
+    }
+
+    public init(state: State) { self.state = state }
+
+    /// Picks the next token from `logits` given the tokens so far (for the penalties).
+    public mutating func sample(logits: UnsafeBufferPointer<Float>, history: some Collection<Int>) -> Choice {
+        let p = state.parameters
+        candidates.removeAll(keepingCapacity: true)
+        candidates.reserveCapacity(logits.count)
+        for (token, logit) in logits.enumerated() { candidates.append((token, logit)) }
+        applyPenalties(history: history)
+
+        if p.temperature <= 0 {
+            let best = candidates.max { $0.logit < $1.logit || ($0.logit == $1.logit && $0.token > $1.token) }!
+            return Choice(token: best.token, logprob: logSoftmax(of: best.logit, over: candidates.map(\.logit)))
+        }
+        candidates.sort { $0.logit > $1.logit || ($0.logit == $1.logit && $0.token < $1.token) }
+        if p.topK > 0 && p.topK < candidates.count { candidates.removeLast(candidates.count - p.topK) }
+        var probabilities = softmax(candidates.map(\.logit))
+        if p.topP < 1 {
+            var cumulative: Float = 0
+            var keep = candidates.count
+            for (i, probability) in probabilities.enumerated() {
+                cumulative += probability
+                if cumulative >= p.topP {
+                    keep = i + 1
+                    break
+                }
+            }
+            candidates.removeLast(candidates.count - keep)
+            probabilities = softmax(candidates.map(\.logit))
+        }
+        if p.minP > 0, let top = probabilities.first {
+            let keep = probabilities.firstIndex { $0 < p.minP * top } ?? probabilities.count
+            candidates.removeLast(candidates.count - max(1, keep))
+        }
+        let final = softmax(candidates.map { $0.logit / p.temperature })
+        let draw = Float(Double(nextRandom() >> 11) / Double(1 << 53))
+        var cumulative: Float = 0
+        var chosen = final.count - 1
+        for (i, probability) in final.enumerated() {
+            cumulative += probability
+            if draw < cumulative {
+                chosen = i
+                break
+            }
+        }
+        return Choice(token: candidates[chosen].token, logprob: log(max(final[chosen], .leastNonzeroMagnitude)))
+    }
+
+    private mutating func applyPenalties(history: some Collection<Int>) {
+        let p = state.parameters
+        guard p.repetitionPenalty != 1 || p.frequencyPenalty != 0 || p.presencePenalty != 0, p.penaltyWindow > 0 else { return }
+        var counts: [Int: Int] = [:]
+        for token in history.suffix(p.penaltyWindow) { counts[token, default: 0] += 1 }
+        for (token, count) in counts where token >= 0 && token < candidates.count {
+            var logit = candidates[token].logit
+            logit = logit > 0 ? logit / p.repetitionPenalty : logit * p.repetitionPenalty
+            logit -= Float(count) * p.frequencyPenalty + p.presencePenalty
+            candidates[token].logit = logit
+        }
+    }
+
+    /// SplitMix64: one 64-bit state, so it exports and resumes exactly.
+    private mutating func nextRandom() -> UInt64 {
+        state.drawn += 1
+        state.rngState &+= 0x9E37_79B9_7F4A_7C15
+        var z = state.rngState
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// Numerically stable softmax.
+func softmax(_ logits: [Float]) -> [Float] {
+    guard let maximum = logits.max() else { return [] }
+    let exps = logits.map { exp($0 - maximum) }
+    let sum = exps.reduce(0, +)
+    return exps.map { $0 / sum }
+}
+
+/// log(softmax(logits))[of].
+func logSoftmax(of logit: Float, over logits: [Float]) -> Float {
+    guard let maximum = logits.max() else { return 0 }
+    let sum = logits.reduce(Float(0)) { $0 + exp($1 - maximum) }
+    return logit - maximum - log(sum)
+}
