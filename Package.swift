@@ -95,7 +95,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EngineTests",
-            dependencies: ["Engine"],
+            dependencies: ["Engine", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

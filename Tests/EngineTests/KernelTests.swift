@@ -1,3 +1,4 @@
+import TestSupport
 import Testing
 
 @testable import Engine
@@ -5,7 +6,7 @@ import Testing
 @Suite struct KernelTests {
     /// Random blocks of `type` for `count` weights: scales are sane f16 values, quants random.
     static func randomWeights(_ type: WeightType, count: Int, seed: UInt64) -> [UInt8] {
-        var generator = SplitMix(seed)
+        var generator = SeededGenerator(seed: seed)
         let (weights, bytes) = type.block
         var out: [UInt8] = []
         func half(_ value: Float) -> [UInt8] { withUnsafeBytes(of: Float16(value).bitPattern.littleEndian) { Array($0) } }
@@ -32,7 +33,7 @@ import Testing
 
     @Test(arguments: [WeightType.f32, .f16, .bf16, .q4_0, .q4_1, .q8_0])
     func vectorDotProductsMatchTheReference(type: WeightType) {
-        var generator = SplitMix(99)
+        var generator = SeededGenerator(seed: 99)
         for (trial, count) in [32, 64, 576, 1536, 4096].enumerated() {
             let weights = Self.randomWeights(type, count: count, seed: UInt64(trial + 1))
             let x = (0..<count).map { _ in Float.random(in: -2...2, using: &generator) }
@@ -55,17 +56,5 @@ import Testing
         var out = [Float](repeating: 0, count: 32)
         block.withUnsafeBytes { b in out.withUnsafeMutableBufferPointer { ReferenceKernels.dequantize(.q4_1, b.baseAddress!, count: 32, into: $0.baseAddress!) } }
         #expect(out[0] == 0.5 && out[15] == 15.5 && out[16] == 15.5 && out[31] == 0.5)
-    }
-}
-
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
