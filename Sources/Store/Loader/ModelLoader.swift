@@ -119,7 +119,9 @@ public actor ModelLoader {
         let directory = store.directory(for: name)
         var timings = LoadTimings()
 
-        if let pin = cache.lookup(name: name.rawValue, indexChecksum: checkpoint.indexChecksum) {
+        // A model fetched from a remote is streamed even if a cache entry matches: the store
+        // must end up holding it (its tokenizer files live there).
+        if remote == nil, let pin = cache.lookup(name: name.rawValue, indexChecksum: checkpoint.indexChecksum) {
             timings.total = seconds(since: start)
             FileSystem.touch(checkpoint.directory)
             return LoadedModel(
@@ -171,21 +173,13 @@ public actor ModelLoader {
             throw error
         }
         let handOutStart = ContinuousClock.now
-        let model: LoadedModel
-        if let reservation {
-            let pin = try cache.commit(reservation)
-            timings.handOut = seconds(since: handOutStart)
-            timings.total = seconds(since: start)
-            model = LoadedModel(
-                name: name.rawValue, index: checkpoint.index, directory: directory, tier: tier, timings: timings,
-                cached: true, storage: pin, segments: segments, bases: bases.map { UnsafeRawPointer($0) })
-        } else {
-            timings.handOut = seconds(since: handOutStart)
-            timings.total = seconds(since: start)
-            model = LoadedModel(
-                name: name.rawValue, index: checkpoint.index, directory: directory, tier: tier, timings: timings,
-                cached: false, storage: anonymous!, segments: segments, bases: bases.map { UnsafeRawPointer($0) })
-        }
+        // The pin (cached) or the anonymous memory (not cached) keeps the bytes alive.
+        let storage: any Sendable = try reservation.map { try cache.commit($0) } ?? anonymous!
+        timings.handOut = seconds(since: handOutStart)
+        timings.total = seconds(since: start)
+        let model = LoadedModel(
+            name: name.rawValue, index: checkpoint.index, directory: directory, tier: tier, timings: timings,
+            cached: reservation != nil, storage: storage, segments: segments, bases: bases.map { UnsafeRawPointer($0) })
         FileSystem.touch(directory)
         logger.debug("loaded", metadata: ["model": "\(name)", "tier": "\(tier)", "seconds": "\(timings.total)"])
         return model
