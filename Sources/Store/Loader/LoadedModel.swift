@@ -50,16 +50,19 @@ public final class LoadedModel: Sendable {
     /// Whether the bytes live in the DRAM cache (false when the model did not fit its budget).
     public let cached: Bool
     private let storage: any Sendable
+    /// The store's reader, whose already-decoded index serves `fileContents`.
+    private let reader: CheckpointReader
     /// Where each tensor (in index order) starts.
     private let starts: [UnsafeRawPointer.Sendable]
     private let positions: [String: Int]
 
     /// `segments[i]` (a run of whole tensors of one partition) lies at `bases[i]`.
-    init(name: String, index: CheckpointIndex, directory: String, tier: Tier, timings: LoadTimings, cached: Bool,
+    init(reader: CheckpointReader, name: String, tier: Tier, timings: LoadTimings, cached: Bool,
          storage: any Sendable, segments: [DRAMCache.Segment], bases: [UnsafeRawPointer]) {
+        self.reader = reader
         self.name = name
-        self.index = index
-        self.directory = directory
+        self.index = reader.index
+        self.directory = reader.directory
         self.tier = tier
         self.timings = timings
         self.cached = cached
@@ -100,7 +103,7 @@ public final class LoadedModel: Sendable {
 
     /// A small file of the checkpoint (tokenizer, configs), checksum-verified.
     public func fileContents(_ name: String) throws -> [UInt8] {
-        try CheckpointReader(directory: directory).fileContents(name)
+        try reader.fileContents(name)
     }
 
     /// Total bytes of the partitions in memory.

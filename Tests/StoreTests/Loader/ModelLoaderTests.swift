@@ -66,6 +66,7 @@ func expectTensorsMatchStore(_ model: LoadedModel, _ store: ModelStore, sourceLo
         let warm = try await loader.load(try ModelName("m"))
         #expect(warm.tier == .dram)
         try expectTensorsMatchStore(warm, fixture.store)
+        #expect(try warm.fileContents("tokenizer.json") == cold.fileContents("tokenizer.json"))
         #expect(fixture.store.contains(try ModelName("m")))
     }
 

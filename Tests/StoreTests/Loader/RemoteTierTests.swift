@@ -44,6 +44,9 @@ import Testing
                 #expect(model.tier == .remote)
                 #expect(model.cached)
                 try expectTensorsMatchStore(model, local.store)
+                // Small files come from the installed checkpoint, not the fetch's temporary directory.
+                #expect(try !model.fileContents("tokenizer.json").isEmpty)
+                #expect(model.directory == local.store.directory(for: ModelName.m))
             }
             #expect(local.store.contains(try ModelName("m")))
             try local.store.reader(for: try ModelName("m")).verify()
