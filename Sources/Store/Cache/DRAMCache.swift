@@ -445,12 +445,3 @@ public final class DRAMCache: Sendable {
         listEntries().contains { $0.name == name && $0.complete }
     }
 }
-
-extension UnsafeRawPointer {
-    /// A pointer wrapped as Sendable, for memory whose owner guarantees its lifetime.
-    struct Sendable: @unchecked Swift.Sendable {
-        let pointer: UnsafeRawPointer
-        init(_ pointer: UnsafeRawPointer) { self.pointer = pointer }
-    }
-}
-

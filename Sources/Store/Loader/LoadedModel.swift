@@ -53,7 +53,7 @@ public final class LoadedModel: Sendable {
     /// The store's reader, whose already-decoded index serves `fileContents`.
     private let reader: CheckpointReader
     /// Where each tensor (in index order) starts.
-    private let starts: [UnsafeRawPointer.Sendable]
+    private let starts: [UncheckedSendable<UnsafeRawPointer>]
     private let positions: [String: Int]
 
     /// `segments[i]` (a run of whole tensors of one partition) lies at `bases[i]`.
@@ -67,7 +67,7 @@ public final class LoadedModel: Sendable {
         self.timings = timings
         self.cached = cached
         self.storage = storage
-        var starts: [UnsafeRawPointer.Sendable] = []
+        var starts: [UncheckedSendable<UnsafeRawPointer>] = []
         var positions: [String: Int] = [:]
         var segment = 0
         let order = zip(segments, bases).sorted { ($0.0.partition, $0.0.offset) < ($1.0.partition, $1.0.offset) }
@@ -98,7 +98,7 @@ public final class LoadedModel: Sendable {
         let record = index.tensors[position]
         return TensorView(
             name: record.name, dtype: record.dtype, shape: record.shape,
-            bytes: UnsafeRawBufferPointer(start: starts[position].pointer, count: record.byteCount))
+            bytes: UnsafeRawBufferPointer(start: starts[position].value, count: record.byteCount))
     }
 
     /// A small file of the checkpoint (tokenizer, configs), checksum-verified.
