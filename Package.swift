@@ -26,7 +26,7 @@ let package = Package(
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
     ],
     targets: [
-        .target(name: "CKernels"),
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"])]),
         .target(
             name: "Checkpoint",
             dependencies: [
@@ -54,7 +54,7 @@ let package = Package(
         ),
         .target(
             name: "Engine",
-            dependencies: ["Tokenizers"],
+            dependencies: ["Tokenizers", "Checkpoint", "Store", "CKernels"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -63,6 +63,7 @@ let package = Package(
                 "Checkpoint",
                 "Store",
                 "Tokenizers",
+                "Engine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -95,7 +96,8 @@ let package = Package(
         ),
         .testTarget(
             name: "EngineTests",
-            dependencies: ["Engine", "TestSupport"],
+            dependencies: ["Engine", "Store", "Checkpoint", "Tokenizers", "CKernels", "TestSupport"],
+            resources: [.copy("Resources")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -160,12 +160,21 @@ public final class Tokenizer: Sendable {
         String(decoding: ids.flatMap { bytes(of: $0, renderSpecial: renderSpecial) }, as: UTF8.self)
     }
 
+    /// Tokens that end a generation: EOS and the control tokens chat models end a turn with
+    /// (as llama.cpp's `is_eog`).
+    public var endOfGenerationTokens: Set<Int> {
+        let names: Set<String> = ["<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "</s>", "<|end|>", "<|end_of_text|>"]
+        var ids = Set(tokens.indices.filter { tokenTypes[$0] == TokenType.control.rawValue && names.contains(tokens[$0]) })
+        if let eos = eosTokenID { ids.insert(eos) }
+        return ids
+    }
+
     /// Whether `id` is a valid token id.
     public func isValid(_ id: Int) -> Bool { id >= 0 && id < tokens.count }
 }
 
 /// Turns a stream of token ids into text without ever emitting half a UTF-8 character.
-public struct StreamingDecoder {
+public struct StreamingDecoder: Sendable {
     private let tokenizer: Tokenizer
     private var pending: [UInt8] = []
 

@@ -1,60 +1,150 @@
+import CKernels
 import TestSupport
 import Testing
 
-@testable import Engine
-
+/// The C kernels against straightforward definitions, on random blocks of every weight type.
 @Suite struct KernelTests {
-    /// Random blocks of `type` for `count` weights: scales are sane f16 values, quants random.
-    static func randomWeights(_ type: WeightType, count: Int, seed: UInt64) -> [UInt8] {
-        var generator = SeededGenerator(seed: seed)
-        let (weights, bytes) = type.block
+    static let types: [(name: String, id: Int32, block: Int, bytes: Int)] = [
+        ("f32", SLLM_F32, 1, 4), ("f16", SLLM_F16, 1, 2), ("bf16", SLLM_BF16, 1, 2),
+        ("q4_0", SLLM_Q4_0, 32, 18), ("q4_1", SLLM_Q4_1, 32, 20), ("q8_0", SLLM_Q8_0, 32, 34),
+        ("q4_K", SLLM_Q4_K, 256, 144), ("q6_K", SLLM_Q6_K, 256, 210),
+    ]
+
+    static func half(_ value: Float) -> [UInt8] { withUnsafeBytes(of: Float16(value).bitPattern.littleEndian) { Array($0) } }
+
+    /// Random weights of a type: sane f16 scales, random quants.
+    static func randomRow(_ type: Int32, count: Int, using generator: inout SeededGenerator) -> [UInt8] {
+        func random(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8.random(in: 0...255, using: &generator) } }
         var out: [UInt8] = []
-        func half(_ value: Float) -> [UInt8] { withUnsafeBytes(of: Float16(value).bitPattern.littleEndian) { Array($0) } }
         switch type {
-        case .f32:
+        case SLLM_F32:
             for _ in 0..<count { withUnsafeBytes(of: Float.random(in: -1...1, using: &generator)) { out += $0 } }
-        case .f16:
+        case SLLM_F16:
             for _ in 0..<count { out += half(Float.random(in: -1...1, using: &generator)) }
-        case .bf16:
+        case SLLM_BF16:
             for _ in 0..<count {
                 let bits = UInt16(truncatingIfNeeded: Float.random(in: -1...1, using: &generator).bitPattern >> 16)
                 withUnsafeBytes(of: bits.littleEndian) { out += $0 }
             }
-        case .q4_0, .q4_1, .q8_0:
-            for _ in 0..<(count / weights) {
-                var block = half(Float.random(in: 0.001...0.1, using: &generator))
-                if type == .q4_1 { block += half(Float.random(in: -0.5...0.5, using: &generator)) }
-                while block.count < bytes { block.append(UInt8.random(in: 0...255, using: &generator)) }
-                out += block
+        case SLLM_Q4_0:
+            for _ in 0..<(count / 32) { out += half(Float.random(in: 0.001...0.1, using: &generator)) + random(16) }
+        case SLLM_Q4_1:
+            for _ in 0..<(count / 32) {
+                out += half(Float.random(in: 0.001...0.1, using: &generator)) + half(Float.random(in: -0.5...0.5, using: &generator)) + random(16)
             }
+        case SLLM_Q8_0:
+            // Quants of −127…127, as GGML's quantizer produces.
+            for _ in 0..<(count / 32) {
+                out += half(Float.random(in: 0.001...0.1, using: &generator))
+                out += (0..<32).map { _ in UInt8(bitPattern: Int8.random(in: -127...127, using: &generator)) }
+            }
+        case SLLM_Q4_K:
+            for _ in 0..<(count / 256) {
+                out += half(Float.random(in: 0.001...0.01, using: &generator)) + half(Float.random(in: 0.001...0.01, using: &generator))
+                out += random(12) + random(128)
+            }
+        case SLLM_Q6_K:
+            for _ in 0..<(count / 256) {
+                out += random(128) + random(64)
+                out += (0..<16).map { _ in UInt8(bitPattern: Int8.random(in: -127...127, using: &generator)) }
+                out += half(Float.random(in: 0.001...0.01, using: &generator))
+            }
+        default: break
         }
         return out
     }
 
-    @Test(arguments: [WeightType.f32, .f16, .bf16, .q4_0, .q4_1, .q8_0])
-    func vectorDotProductsMatchTheReference(type: WeightType) {
-        var generator = SeededGenerator(seed: 99)
-        for (trial, count) in [32, 64, 576, 1536, 4096].enumerated() {
-            let weights = Self.randomWeights(type, count: count, seed: UInt64(trial + 1))
-            let x = (0..<count).map { _ in Float.random(in: -2...2, using: &generator) }
-            weights.withUnsafeBytes { w in
-                x.withUnsafeBufferPointer { xs in
-                    let reference = ReferenceKernels.dot(type, w.baseAddress!, xs.baseAddress!, count: count)
-                    let vector = Kernels.dot(type, w.baseAddress!, xs.baseAddress!, count: count)
-                    // Float32 accumulation in a different order than the f64 reference.
-                    #expect(abs(vector - reference) <= 1e-4 * max(1, abs(reference)) * Float(count).squareRoot(), "\(type) n=\(count): \(vector) vs \(reference)")
+    @Test(arguments: types.map(\.name))
+    func gemmMatchesTheDequantizedDefinitionOnEveryPath(name: String) {
+        let type = Self.types.first { $0.name == name }!
+        var generator = SeededGenerator(seed: 7)
+        let columns = type.block == 256 ? 512 : 576
+        let rows = 9, tokens = 6
+        let activationType = sllm_activation_type(type.id)
+        let rowBytes = sllm_row_bytes(type.id, Int64(columns))
+        let activationBytes = sllm_row_bytes(activationType, Int64(columns))
+        #expect(rowBytes == columns / type.block * type.bytes)
+        var weights: [UInt8] = []
+        for _ in 0..<rows { weights += Self.randomRow(type.id, count: columns, using: &generator) }
+        let inputs = (0..<(tokens * columns)).map { _ in Float.random(in: -2...2, using: &generator) }
+        var activations = [UInt8](repeating: 0, count: tokens * activationBytes)
+        inputs.withUnsafeBufferPointer { x in
+            activations.withUnsafeMutableBytes { a in
+                for t in 0..<tokens {
+                    sllm_quantize_row(activationType, x.baseAddress! + t * columns, a.baseAddress! + t * activationBytes, Int64(columns))
                 }
+            }
+        }
+        // The definition: dequantize both sides, multiply in double.
+        var expected = [Double](repeating: 0, count: rows * tokens)
+        var w = [Float](repeating: 0, count: columns), a = [Float](repeating: 0, count: columns)
+        weights.withUnsafeBytes { wb in
+            activations.withUnsafeBytes { ab in
+                for r in 0..<rows {
+                    sllm_dequantize_row(type.id, wb.baseAddress! + r * rowBytes, &w, Int64(columns))
+                    for t in 0..<tokens {
+                        sllm_dequantize_row(activationType, ab.baseAddress! + t * activationBytes, &a, Int64(columns))
+                        expected[t * rows + r] = zip(w, a).reduce(0) { $0 + Double($1.0) * Double($1.1) }
+                    }
+                }
+            }
+        }
+        let best = sllm_set_kernel_level(-1)
+        defer { sllm_set_kernel_level(-1) }
+        for level in 0...best {
+            sllm_set_kernel_level(level)
+            var out = [Float](repeating: .nan, count: rows * tokens)
+            var reference = [Float](repeating: .nan, count: rows * tokens)
+            weights.withUnsafeBytes { wb in
+                activations.withUnsafeBytes { ab in
+                    sllm_gemm(type.id, wb.baseAddress!, rowBytes, 0, Int64(rows), ab.baseAddress!, activationBytes, Int64(tokens), Int64(columns), &out, Int64(rows))
+                    sllm_gemm_reference(type.id, wb.baseAddress!, rowBytes, 0, Int64(rows), ab.baseAddress!, activationBytes, Int64(tokens), Int64(columns), &reference, Int64(rows))
+                }
+            }
+            for i in 0..<(rows * tokens) {
+                let tolerance = 2e-4 * max(1, abs(expected[i]))
+                #expect(abs(Double(out[i]) - expected[i]) <= tolerance, "\(name) level \(level) [\(i)]: \(out[i]) vs \(expected[i])")
+                #expect(abs(Double(reference[i]) - expected[i]) <= tolerance, "\(name) reference [\(i)]: \(reference[i]) vs \(expected[i])")
             }
         }
     }
 
-    @Test func q4BlocksDequantizeByTheGGMLLayout() {
-        // d = 1, m = 0.5: nibble q of byte i gives weight i (low) and i + 16 (high).
-        var block: [UInt8] = withUnsafeBytes(of: Float16(1).bitPattern.littleEndian) { Array($0) }
-        block += withUnsafeBytes(of: Float16(0.5).bitPattern.littleEndian) { Array($0) }
-        block += (0..<16).map { UInt8($0) | UInt8(15 - $0) << 4 }
-        var out = [Float](repeating: 0, count: 32)
-        block.withUnsafeBytes { b in out.withUnsafeMutableBufferPointer { ReferenceKernels.dequantize(.q4_1, b.baseAddress!, count: 32, into: $0.baseAddress!) } }
-        #expect(out[0] == 0.5 && out[15] == 15.5 && out[16] == 15.5 && out[31] == 0.5)
+    @Test func activationQuantizationFollowsGGML() {
+        // One block: the largest magnitude maps to ±127, halves round to even, Q8_1 carries d·Σq.
+        let x = (0..<32).map { Float($0) - 16 }
+        var q8_1 = [UInt8](repeating: 0, count: 36)
+        sllm_quantize_row(SLLM_Q8_1, x, &q8_1, 32)
+        let d = Float(Float16(bitPattern: UInt16(q8_1[0]) | UInt16(q8_1[1]) << 8))
+        #expect(d == Float(Float16(16 / Float(127))))
+        let qs = q8_1[4...].map { Int8(bitPattern: $0) }
+        #expect(qs[0] == -127)
+        for (i, value) in x.enumerated() {
+            #expect(Int(qs[i]) == Int((value * (127 / 16)).rounded(.toNearestOrEven)))
+        }
+        let s = Float(Float16(bitPattern: UInt16(q8_1[2]) | UInt16(q8_1[3]) << 8))
+        #expect(s == Float(Float16(16 / Float(127) * Float(qs.reduce(0) { $0 + Int($1) }))))
+        // An all-zero block quantizes to zeros with d = 0.
+        var zeros = [UInt8](repeating: 0xFF, count: 34)
+        sllm_quantize_row(SLLM_Q8_0, [Float](repeating: 0, count: 32), &zeros, 32)
+        #expect(zeros.allSatisfy { $0 == 0 })
+    }
+
+    @Test func poolRunsEveryThreadAndSplitsRows() {
+        for threads in [1, 2, 3, 5] {
+            let pool = sllm_pool_create(Int32(threads))!
+            defer { sllm_pool_destroy(pool) }
+            #expect(sllm_pool_threads(pool) == Int32(threads))
+            var generator = SeededGenerator(seed: UInt64(threads))
+            let rows = 37, columns = 64
+            let weights = (0..<(rows * columns)).map { _ in Float.random(in: -1...1, using: &generator) }
+            let input = (0..<(2 * columns)).map { _ in Float.random(in: -1...1, using: &generator) }
+            for _ in 0..<50 {
+                var pooled = [Float](repeating: .nan, count: 2 * rows)
+                var serial = [Float](repeating: .nan, count: 2 * rows)
+                sllm_pool_gemm(pool, SLLM_F32, weights, columns * 4, Int64(rows), input, columns * 4, 2, Int64(columns), &pooled, Int64(rows))
+                sllm_gemm(SLLM_F32, weights, columns * 4, 0, Int64(rows), input, columns * 4, 2, Int64(columns), &serial, Int64(rows))
+                #expect(pooled == serial)
+            }
+        }
     }
 }

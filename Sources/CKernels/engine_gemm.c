@@ -1,0 +1,200 @@
+// Matrix products of quantized weights with quantized activations, GGML's CPU arithmetic.
+//
+// Written in C rather than Swift because the speed comes from byte dot-product instructions
+// (AVX-512 VNNI `vpdpbusd`, AVX2 `vpmaddubsw`) that Swift's SIMD types cannot express; the
+// forward pass that calls these is Swift.
+#include "sllm_engine.h"
+#include "engine_internal.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdatomic.h>
+
+// MARK: - Reference (portable C)
+
+static float ref_dot(int wtype, const uint8_t *w, const uint8_t *a, int64_t k) {
+    float sum = 0;
+    switch (wtype) {
+    case SLLM_Q4_0:
+        for (int64_t b = 0; b < k / QK; b++) {
+            const block_q4_0 *x = (const block_q4_0 *)w + b;
+            const block_q8_0 *y = (const block_q8_0 *)a + b;
+            int sumi = 0;
+            for (int j = 0; j < 16; j++) sumi += ((x->qs[j] & 0xF) - 8) * y->qs[j] + ((x->qs[j] >> 4) - 8) * y->qs[j + 16];
+            sum += (float)sumi * (f16_to_f32(x->d) * f16_to_f32(y->d));
+        }
+        return sum;
+    case SLLM_Q4_1:
+        for (int64_t b = 0; b < k / QK; b++) {
+            const block_q4_1 *x = (const block_q4_1 *)w + b;
+            const block_q8_1 *y = (const block_q8_1 *)a + b;
+            int sumi = 0;
+            for (int j = 0; j < 16; j++) sumi += (x->qs[j] & 0xF) * y->qs[j] + (x->qs[j] >> 4) * y->qs[j + 16];
+            sum += f16_to_f32(x->d) * f16_to_f32(y->d) * (float)sumi + f16_to_f32(x->m) * f16_to_f32(y->s);
+        }
+        return sum;
+    case SLLM_Q8_0:
+        for (int64_t b = 0; b < k / QK; b++) {
+            const block_q8_0 *x = (const block_q8_0 *)w + b;
+            const block_q8_0 *y = (const block_q8_0 *)a + b;
+            int sumi = 0;
+            for (int j = 0; j < QK; j++) sumi += x->qs[j] * y->qs[j];
+            sum += (float)sumi * (f16_to_f32(x->d) * f16_to_f32(y->d));
+        }
+        return sum;
+    case SLLM_Q4_K:
+        for (int64_t b = 0; b < k / QKK; b++) {
+            const block_q4_K *x = (const block_q4_K *)w + b;
+            const block_q8_K *y = (const block_q8_K *)a + b;
+            int sumi = 0, summs = 0;
+            for (int j = 0; j < 8; j++) {
+                uint8_t sc, m;
+                sllm_q4_K_scale_min(j, x->scales, &sc, &m);
+                const uint8_t *q = x->qs + 32 * (j / 2);
+                int isum = 0;
+                for (int l = 0; l < 32; l++) isum += ((j & 1) ? (q[l] >> 4) : (q[l] & 0xF)) * y->qs[32 * j + l];
+                sumi += sc * isum;
+                summs += m * (y->bsums[2 * j] + y->bsums[2 * j + 1]);
+            }
+            sum += f16_to_f32(x->d) * y->d * (float)sumi - f16_to_f32(x->dmin) * y->d * (float)summs;
+        }
+        return sum;
+    case SLLM_Q6_K:
+        for (int64_t b = 0; b < k / QKK; b++) {
+            const block_q6_K *x = (const block_q6_K *)w + b;
+            const block_q8_K *y = (const block_q8_K *)a + b;
+            int8_t values[QKK];
+            sllm_q6_K_values(x, values);
+            int sumi = 0;
+            for (int g = 0; g < 16; g++) {
+                int isum = 0;
+                for (int l = 0; l < 16; l++) isum += values[16 * g + l] * y->qs[16 * g + l];
+                sumi += x->scales[g] * isum;
+            }
+            sum += f16_to_f32(x->d) * y->d * (float)sumi;
+        }
+        return sum;
+    case SLLM_F16:
+        for (int64_t i = 0; i < k; i++) sum += f16_to_f32(((const uint16_t *)w)[i]) * f16_to_f32(((const uint16_t *)a)[i]);
+        return sum;
+    case SLLM_BF16:
+        for (int64_t i = 0; i < k; i++) {
+            const uint32_t p = (uint32_t)((const uint16_t *)w)[i] << 16, q = (uint32_t)((const uint16_t *)a)[i] << 16;
+            float fp, fq;
+            memcpy(&fp, &p, 4);
+            memcpy(&fq, &q, 4);
+            sum += fp * fq;
+        }
+        return sum;
+    case SLLM_F32:
+        for (int64_t i = 0; i < k; i++) sum += ((const float *)w)[i] * ((const float *)a)[i];
+        return sum;
+    default: return NAN;
+    }
+}
+
+void sllm_gemm_reference(int wtype, const void *w, size_t wstride, int64_t r0, int64_t r1,
+                         const void *a, size_t astride, int64_t tokens, int64_t k, float *out, int64_t ldo) {
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t t = 0; t < tokens; t++)
+            out[t * ldo + r] = ref_dot(wtype, (const uint8_t *)w + (size_t)r * wstride, (const uint8_t *)a + (size_t)t * astride, k);
+}
+
+// MARK: - AVX2 + FMA + F16C
+
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#define SUFFIX(name) name##_avx2
+#define DOT_U8I8(acc, u, s) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
+#include "engine_gemm_body.h"
+#undef DOT_U8I8
+#undef SUFFIX
+#pragma clang attribute pop
+
+// MARK: - AVX-512 VNNI (256-bit lanes: the blocks are 32 bytes)
+
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"))), apply_to = function)
+#define SUFFIX(name) name##_vnni
+#define DOT_U8I8(acc, u, s) acc = _mm256_dpbusd_epi32(acc, u, s)
+#include "engine_gemm_body.h"
+#undef DOT_U8I8
+#undef SUFFIX
+#pragma clang attribute pop
+
+// MARK: - Dispatch
+
+static atomic_int kernel_level = -1;
+
+static int detect_level(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) return 1;
+    return 0;
+}
+
+int sllm_kernel_level(void) {
+    int level = atomic_load_explicit(&kernel_level, memory_order_relaxed);
+    if (level < 0) {
+        level = detect_level();
+        atomic_store_explicit(&kernel_level, level, memory_order_relaxed);
+    }
+    return level;
+}
+
+int sllm_set_kernel_level(int level) {
+    const int best = detect_level();
+    if (level > best) level = best;
+    if (level < 0) level = best;
+    atomic_store_explicit(&kernel_level, level, memory_order_relaxed);
+    return level;
+}
+
+void sllm_gemm(int wtype, const void *w, size_t wstride, int64_t r0, int64_t r1,
+               const void *a, size_t astride, int64_t tokens, int64_t k, float *out, int64_t ldo) {
+    switch (sllm_kernel_level()) {
+    case 2:
+        if (gemm_vnni(wtype, w, wstride, r0, r1, a, astride, tokens, k, out, ldo)) return;
+        break;
+    case 1:
+        if (gemm_avx2(wtype, w, wstride, r0, r1, a, astride, tokens, k, out, ldo)) return;
+        break;
+    default: break;
+    }
+    sllm_gemm_reference(wtype, w, wstride, r0, r1, a, astride, tokens, k, out, ldo);
+}
+
+// MARK: - Attention
+
+void sllm_attention_f16(const float *q, const uint16_t *k, int64_t kstride, const uint16_t *v,
+                        int64_t vstride, int64_t n, int64_t dim, float scale, float *out) {
+    if (dim > 512) return;
+    if (sllm_kernel_level() >= 2) {
+        attention_vnni(q, k, kstride, v, vstride, n, dim, scale, out);
+        return;
+    }
+    if (sllm_kernel_level() == 1) {
+        attention_avx2(q, k, kstride, v, vstride, n, dim, scale, out);
+        return;
+    }
+    uint16_t qh[512], acc[512];
+    sllm_f32_to_f16(q, qh, dim);
+    memset(acc, 0, (size_t)dim * 2);
+    float sum = 0, max = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t *kr = k + i * kstride, *vr = v + i * vstride;
+        const float s = ggml_dot_f16(kr, qh, dim) * scale;
+        float ms = 1.0f, vs = 1.0f;
+        if (s > max) {
+            const float old = max;
+            max = s;
+            ms = expf(old - max);
+            for (int64_t d = 0; d < dim; d++) acc[d] = f32_to_f16(f16_to_f32(acc[d]) * ms);
+        } else {
+            vs = expf(s - max);
+        }
+        for (int64_t d = 0; d < dim; d++) acc[d] = f32_to_f16(fmaf(f16_to_f32(vr[d]), vs, f16_to_f32(acc[d])));
+        sum = fmaf(sum, ms, vs);
+    }
+    const float inverse = sum == 0.0f ? 0.0f : 1.0f / sum;
+    for (int64_t d = 0; d < dim; d++) out[d] = f16_to_f32(acc[d]) * inverse;
+}

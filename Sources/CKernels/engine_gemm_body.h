@@ -1,0 +1,259 @@
+// Vector kernels, included once per instruction-set level by engine_gemm.c with
+// SUFFIX(name) naming the functions and DOT_U8I8(acc, u, s) adding the products of unsigned and
+// signed bytes into eight int32 lanes (VNNI `vpdpbusd`, or AVX2 `vpmaddubsw` + `vpmaddwd`).
+// Each kernel computes a tile of up to four tokens against one weight row, so the unpacked
+// weights of a block are reused across the tile.
+
+static inline float SUFFIX(hsum)(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline __m256i SUFFIX(nibbles)(const uint8_t *qs) {
+    const __m128i packed = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0F));
+}
+
+static inline __attribute__((always_inline)) void SUFFIX(row_q4_1)(const block_q4_1 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    float summ[4] = {0, 0, 0, 0};
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i q = SUFFIX(nibbles)(x[b].qs);
+        const float dx = _cvtsh_ss(x[b].d), mx = _cvtsh_ss(x[b].m);
+        for (int t = 0; t < tn; t++) {
+            const block_q8_1 *y = (const block_q8_1 *)(a + (size_t)t * astride) + b;
+            __m256i s = _mm256_setzero_si256();
+            DOT_U8I8(s, q, _mm256_loadu_si256((const __m256i *)y->qs));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * _cvtsh_ss(y->d)), _mm256_cvtepi32_ps(s), acc[t]);
+            summ[t] += mx * _cvtsh_ss(y->s);
+        }
+    }
+    for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]) + summ[t];
+}
+
+static inline __attribute__((always_inline)) void SUFFIX(row_q8_0)(const block_q8_0 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)x[b].qs);
+        const __m256i magnitude = _mm256_sign_epi8(q, q);
+        const float dx = _cvtsh_ss(x[b].d);
+        for (int t = 0; t < tn; t++) {
+            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)t * astride) + b;
+            __m256i s = _mm256_setzero_si256();
+            DOT_U8I8(s, magnitude, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), q));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * _cvtsh_ss(y->d)), _mm256_cvtepi32_ps(s), acc[t]);
+        }
+    }
+    for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]);
+}
+
+static inline __attribute__((always_inline)) void SUFFIX(row_q4_0)(const block_q4_0 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i q = _mm256_sub_epi8(SUFFIX(nibbles)(x[b].qs), _mm256_set1_epi8(8));
+        const __m256i magnitude = _mm256_sign_epi8(q, q);
+        const float dx = _cvtsh_ss(x[b].d);
+        for (int t = 0; t < tn; t++) {
+            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)t * astride) + b;
+            __m256i s = _mm256_setzero_si256();
+            DOT_U8I8(s, magnitude, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), q));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * _cvtsh_ss(y->d)), _mm256_cvtepi32_ps(s), acc[t]);
+        }
+    }
+    for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]);
+}
+
+/// Q4_K: eight sub-blocks of 32 with 6-bit scales and mins; the mins meet Q8_K's 16-sums.
+static inline __attribute__((always_inline)) void SUFFIX(row_q4_K)(const block_q4_K *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+    float sum[4] = {0, 0, 0, 0};
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t scales[8], mins[8];
+        for (int j = 0; j < 8; j++) sllm_q4_K_scale_min(j, x[b].scales, &scales[j], &mins[j]);
+        __m256i q[8];
+        for (int j = 0; j < 4; j++) {
+            const __m256i packed = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * j));
+            q[2 * j] = _mm256_and_si256(packed, _mm256_set1_epi8(0x0F));
+            q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), _mm256_set1_epi8(0x0F));
+        }
+        const float d = _cvtsh_ss(x[b].d), dmin = _cvtsh_ss(x[b].dmin);
+        for (int t = 0; t < tn; t++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * astride) + b;
+            int summs = 0;
+            for (int j = 0; j < 8; j++) summs += mins[j] * (y->bsums[2 * j] + y->bsums[2 * j + 1]);
+            __m256i total = _mm256_setzero_si256();
+            for (int j = 0; j < 8; j++) {
+                __m256i s = _mm256_setzero_si256();
+                DOT_U8I8(s, q[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));
+                total = _mm256_add_epi32(total, _mm256_mullo_epi32(s, _mm256_set1_epi32(scales[j])));
+            }
+            __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+            t4 = _mm_hadd_epi32(t4, t4);
+            t4 = _mm_hadd_epi32(t4, t4);
+            sum[t] += d * y->d * (float)_mm_cvtsi128_si32(t4) - dmin * y->d * (float)summs;
+        }
+    }
+    for (int t = 0; t < tn; t++) out[t * ldo] = sum[t];
+}
+
+/// Q6_K: sixteen sub-blocks of 16 with signed 8-bit scales; values −32…31 made unsigned
+/// (+32) for the byte dot product and corrected with Q8_K's 16-sums.
+static inline __attribute__((always_inline)) void SUFFIX(row_q6_K)(const block_q6_K *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+    float sum[4] = {0, 0, 0, 0};
+    for (int64_t b = 0; b < nb; b++) {
+        int8_t values[QKK];
+        sllm_q6_K_values(&x[b], values);
+        __m256i q[8];
+        for (int j = 0; j < 8; j++) q[j] = _mm256_add_epi8(_mm256_loadu_si256((const __m256i *)(values + 32 * j)), _mm256_set1_epi8(32));
+        const float d = _cvtsh_ss(x[b].d);
+        for (int t = 0; t < tn; t++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * astride) + b;
+            int isum = 0;
+            for (int j = 0; j < 8; j++) {
+                __m256i s = _mm256_setzero_si256();
+                DOT_U8I8(s, q[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));
+                int32_t lanes[8];
+                _mm256_storeu_si256((__m256i *)lanes, s);
+                // Lanes 0-3 hold sub-block 2j, lanes 4-7 sub-block 2j+1.
+                const int low = lanes[0] + lanes[1] + lanes[2] + lanes[3] - 32 * y->bsums[2 * j];
+                const int high = lanes[4] + lanes[5] + lanes[6] + lanes[7] - 32 * y->bsums[2 * j + 1];
+                isum += x[b].scales[2 * j] * low + x[b].scales[2 * j + 1] * high;
+            }
+            sum[t] += d * y->d * (float)isum;
+        }
+    }
+    for (int t = 0; t < tn; t++) out[t * ldo] = sum[t];
+}
+
+static inline __attribute__((always_inline)) float SUFFIX(dot_f16)(const uint16_t *x, const uint16_t *y, int64_t k) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= k; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(y + i))), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i + 8))), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(y + i + 8))), acc1);
+    }
+    float sum = SUFFIX(hsum)(_mm256_add_ps(acc0, acc1));
+    for (; i < k; i++) sum += _cvtsh_ss(x[i]) * _cvtsh_ss(y[i]);
+    return sum;
+}
+
+static inline __m256 SUFFIX(load_bf16)(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+static inline __attribute__((always_inline)) float SUFFIX(dot_bf16)(const uint16_t *x, const uint16_t *y, int64_t k) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= k; i += 8) acc = _mm256_fmadd_ps(SUFFIX(load_bf16)(x + i), SUFFIX(load_bf16)(y + i), acc);
+    float sum = SUFFIX(hsum)(acc);
+    for (; i < k; i++) {
+        const uint32_t a = (uint32_t)x[i] << 16, c = (uint32_t)y[i] << 16;
+        float fa, fc;
+        memcpy(&fa, &a, 4);
+        memcpy(&fc, &c, 4);
+        sum += fa * fc;
+    }
+    return sum;
+}
+
+static inline __attribute__((always_inline)) float SUFFIX(dot_f32)(const float *x, const float *y, int64_t k) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= k; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), acc1);
+    }
+    float sum = SUFFIX(hsum)(_mm256_add_ps(acc0, acc1));
+    for (; i < k; i++) sum += x[i] * y[i];
+    return sum;
+}
+
+#define SLLM_TILED(kind, block)                                                                          \
+    static void SUFFIX(gemm_##kind)(const uint8_t *w, size_t ws, int64_t r0, int64_t r1, const uint8_t *a, \
+                                    size_t as, int64_t nt, int64_t nb, float *out, int64_t ldo) {        \
+        for (int64_t r = r0; r < r1; r++) {                                                              \
+            const block *x = (const block *)(w + (size_t)r * ws);                                        \
+            int64_t t = 0;                                                                               \
+            for (; t + 4 <= nt; t += 4) SUFFIX(row_##kind)(x, a + t * as, as, 4, nb, out + t * ldo + r, ldo); \
+            switch (nt - t) {                                                                            \
+            case 3: SUFFIX(row_##kind)(x, a + t * as, as, 3, nb, out + t * ldo + r, ldo); break;         \
+            case 2: SUFFIX(row_##kind)(x, a + t * as, as, 2, nb, out + t * ldo + r, ldo); break;         \
+            case 1: SUFFIX(row_##kind)(x, a + t * as, as, 1, nb, out + t * ldo + r, ldo); break;         \
+            default: break;                                                                              \
+            }                                                                                            \
+        }                                                                                                \
+    }
+
+SLLM_TILED(q4_1, block_q4_1)
+SLLM_TILED(q8_0, block_q8_0)
+SLLM_TILED(q4_0, block_q4_0)
+SLLM_TILED(q4_K, block_q4_K)
+SLLM_TILED(q6_K, block_q6_K)
+#undef SLLM_TILED
+
+static int SUFFIX(gemm)(int wtype, const void *w, size_t ws, int64_t r0, int64_t r1, const void *a, size_t as,
+                        int64_t nt, int64_t k, float *out, int64_t ldo) {
+    switch (wtype) {
+    case SLLM_Q4_1: SUFFIX(gemm_q4_1)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo); return 1;
+    case SLLM_Q8_0: SUFFIX(gemm_q8_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo); return 1;
+    case SLLM_Q4_0: SUFFIX(gemm_q4_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo); return 1;
+    case SLLM_Q4_K: SUFFIX(gemm_q4_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
+    case SLLM_Q6_K: SUFFIX(gemm_q6_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
+    case SLLM_F16:
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t t = 0; t < nt; t++)
+                out[t * ldo + r] = SUFFIX(dot_f16)((const uint16_t *)((const uint8_t *)w + r * ws), (const uint16_t *)((const uint8_t *)a + t * as), k);
+        return 1;
+    case SLLM_BF16:
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t t = 0; t < nt; t++)
+                out[t * ldo + r] = SUFFIX(dot_bf16)((const uint16_t *)((const uint8_t *)w + r * ws), (const uint16_t *)((const uint8_t *)a + t * as), k);
+        return 1;
+    case SLLM_F32:
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t t = 0; t < nt; t++)
+                out[t * ldo + r] = SUFFIX(dot_f32)((const float *)((const uint8_t *)w + r * ws), (const float *)((const uint8_t *)a + t * as), k);
+        return 1;
+    default: return 0;
+    }
+}
+
+/// One query against n cached f16 keys and values (see `sllm_attention_f16`).
+static void SUFFIX(attention)(const float *q, const uint16_t *k, int64_t kstride, const uint16_t *v, int64_t vstride,
+                              int64_t n, int64_t dim, float scale, float *out) {
+    uint16_t qh[512], acc[512];
+    for (int64_t d = 0; d < dim; d++) qh[d] = _cvtss_sh(q[d], _MM_FROUND_TO_NEAREST_INT);
+    memset(acc, 0, (size_t)dim * 2);
+    float sum = 0, max = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t *vr = v + i * vstride;
+        const float s = ggml_dot_f16(k + i * kstride, qh, dim) * scale;
+        float ms = 1.0f, vs = 1.0f;
+        if (s > max) {
+            const float old = max;
+            max = s;
+            ms = expf(old - max);
+            const __m256 m = _mm256_set1_ps(ms);
+            int64_t d = 0;
+            for (; d + 8 <= dim; d += 8) {
+                const __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(acc + d)));
+                _mm_storeu_si128((__m128i *)(acc + d), _mm256_cvtps_ph(_mm256_mul_ps(x, m), _MM_FROUND_TO_NEAREST_INT));
+            }
+            for (; d < dim; d++) acc[d] = _cvtss_sh(_cvtsh_ss(acc[d]) * ms, _MM_FROUND_TO_NEAREST_INT);
+        } else {
+            vs = expf(s - max);
+        }
+        const __m256 w = _mm256_set1_ps(vs);
+        int64_t d = 0;
+        for (; d + 8 <= dim; d += 8) {
+            const __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vr + d)));
+            const __m256 y = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(acc + d)));
+            _mm_storeu_si128((__m128i *)(acc + d), _mm256_cvtps_ph(_mm256_fmadd_ps(x, w, y), _MM_FROUND_TO_NEAREST_INT));
+        }
+        for (; d < dim; d++) acc[d] = _cvtss_sh(fmaf(_cvtsh_ss(vr[d]), vs, _cvtsh_ss(acc[d])), _MM_FROUND_TO_NEAREST_INT);
+        sum = fmaf(sum, ms, vs);
+    }
+    const float inverse = sum == 0.0f ? 0.0f : 1.0f / sum;
+    for (int64_t d = 0; d < dim; d++) out[d] = _cvtsh_ss(acc[d]) * inverse;
+}

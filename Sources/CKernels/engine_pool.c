@@ -1,0 +1,140 @@
+// A small thread pool for the forward pass: one task at a time, run by every thread.
+//
+// A forward pass of a small model issues hundreds of tasks of tens of microseconds each, so
+// waking sleeping threads through a condition variable for each would cost more than the work.
+// Workers spin on a generation counter for a while (with `pause`), then sleep on a futex; the
+// caller only makes the wake-up system call when some worker is asleep.
+#define _GNU_SOURCE
+#include "sllm_engine.h"
+
+#include <immintrin.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+enum { SPIN_ROUNDS = 1 << 16 };
+
+struct sllm_pool {
+    int threads;
+    pthread_t *workers;
+    _Atomic uint32_t generation;
+    atomic_int pending;
+    atomic_int sleepers;
+    atomic_bool stopping;
+    sllm_task_fn fn;
+    void *context;
+};
+
+typedef struct {
+    sllm_pool *pool;
+    int index;
+} worker_start;
+
+static void futex_wait(_Atomic uint32_t *address, uint32_t expected) {
+    syscall(SYS_futex, (uint32_t *)address, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+}
+
+static void futex_wake_all(_Atomic uint32_t *address) {
+    syscall(SYS_futex, (uint32_t *)address, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
+}
+
+static void *worker_main(void *argument) {
+    worker_start start = *(worker_start *)argument;
+    free(argument);
+    sllm_pool *pool = start.pool;
+    uint32_t seen = 0;
+    for (;;) {
+        uint32_t now;
+        int spins = 0;
+        while ((now = atomic_load_explicit(&pool->generation, memory_order_acquire)) == seen) {
+            if (++spins < SPIN_ROUNDS) {
+                _mm_pause();
+                continue;
+            }
+            atomic_fetch_add(&pool->sleepers, 1);
+            if (atomic_load_explicit(&pool->generation, memory_order_acquire) == seen) futex_wait(&pool->generation, seen);
+            atomic_fetch_sub(&pool->sleepers, 1);
+            spins = 0;
+        }
+        seen = now;
+        if (atomic_load_explicit(&pool->stopping, memory_order_acquire)) return NULL;
+        pool->fn(pool->context, start.index, pool->threads);
+        atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel);
+    }
+}
+
+sllm_pool *sllm_pool_create(int threads) {
+    if (threads < 1) threads = 1;
+    sllm_pool *pool = calloc(1, sizeof(sllm_pool));
+    if (!pool) return NULL;
+    pool->threads = threads;
+    pool->workers = calloc((size_t)threads, sizeof(pthread_t));
+    for (int i = 1; i < threads; i++) {
+        worker_start *start = malloc(sizeof(worker_start));
+        start->pool = pool;
+        start->index = i;
+        if (pthread_create(&pool->workers[i], NULL, worker_main, start) != 0) {
+            free(start);
+            pool->threads = i;
+            break;
+        }
+    }
+    return pool;
+}
+
+int sllm_pool_threads(const sllm_pool *pool) { return pool->threads; }
+
+void sllm_pool_run(sllm_pool *pool, sllm_task_fn fn, void *context) {
+    if (pool->threads == 1) {
+        fn(context, 0, 1);
+        return;
+    }
+    pool->fn = fn;
+    pool->context = context;
+    atomic_store_explicit(&pool->pending, pool->threads - 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&pool->sleepers, memory_order_seq_cst) > 0) futex_wake_all(&pool->generation);
+    fn(context, 0, pool->threads);
+    while (atomic_load_explicit(&pool->pending, memory_order_acquire) > 0) _mm_pause();
+}
+
+void sllm_pool_destroy(sllm_pool *pool) {
+    if (!pool) return;
+    atomic_store_explicit(&pool->stopping, 1, memory_order_release);
+    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_seq_cst);
+    futex_wake_all(&pool->generation);
+    for (int i = 1; i < pool->threads; i++) pthread_join(pool->workers[i], NULL);
+    free(pool->workers);
+    free(pool);
+}
+
+typedef struct {
+    int wtype;
+    const void *w;
+    size_t wstride;
+    int64_t rows;
+    const void *a;
+    size_t astride;
+    int64_t tokens, k;
+    float *out;
+    int64_t ldo;
+} gemm_job;
+
+static void gemm_task(void *context, int thread, int threads) {
+    const gemm_job *job = context;
+    // Split on multiples of 4 rows so threads do not share output cache lines much.
+    const int64_t units = (job->rows + 3) / 4;
+    const int64_t r0 = units * thread / threads * 4;
+    int64_t r1 = units * (thread + 1) / threads * 4;
+    if (r1 > job->rows) r1 = job->rows;
+    if (r0 < r1) sllm_gemm(job->wtype, job->w, job->wstride, r0, r1, job->a, job->astride, job->tokens, job->k, job->out, job->ldo);
+}
+
+void sllm_pool_gemm(sllm_pool *pool, int wtype, const void *w, size_t wstride, int64_t rows,
+                    const void *a, size_t astride, int64_t tokens, int64_t k, float *out, int64_t ldo) {
+    gemm_job job = {wtype, w, wstride, rows, a, astride, tokens, k, out, ldo};
+    sllm_pool_run(pool, gemm_task, &job);
+}

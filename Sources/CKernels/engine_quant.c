@@ -1,0 +1,255 @@
+// Row conversions between floats and GGML's block formats, bit-exact with GGML's CPU backend
+// (x86 build): the same scales, the same rounding (round half to even), the same f16 rounding.
+#include "sllm_engine.h"
+#include "engine_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+int sllm_activation_type(int weightType) {
+    switch (weightType) {
+    case SLLM_F32: return SLLM_F32;
+    case SLLM_F16: return SLLM_F16;
+    case SLLM_BF16: return SLLM_BF16;
+    case SLLM_Q4_0: return SLLM_Q8_0;
+    case SLLM_Q8_0: return SLLM_Q8_0;
+    case SLLM_Q4_1: return SLLM_Q8_1;
+    case SLLM_Q4_K: return SLLM_Q8_K;
+    case SLLM_Q6_K: return SLLM_Q8_K;
+    default: return -1;
+    }
+}
+
+size_t sllm_row_bytes(int type, int64_t count) {
+    switch (type) {
+    case SLLM_F32: return (size_t)count * 4;
+    case SLLM_F16: case SLLM_BF16: return (size_t)count * 2;
+    case SLLM_Q4_0: return (size_t)(count / QK) * sizeof(block_q4_0);
+    case SLLM_Q4_1: return (size_t)(count / QK) * sizeof(block_q4_1);
+    case SLLM_Q8_0: return (size_t)(count / QK) * sizeof(block_q8_0);
+    case SLLM_Q8_1: return (size_t)(count / QK) * sizeof(block_q8_1);
+    case SLLM_Q4_K: return (size_t)(count / QKK) * sizeof(block_q4_K);
+    case SLLM_Q6_K: return (size_t)(count / QKK) * sizeof(block_q6_K);
+    case SLLM_Q8_K: return (size_t)(count / QKK) * sizeof(block_q8_K);
+    default: return 0;
+    }
+}
+
+void sllm_f32_to_f16(const float *x, uint16_t *y, int64_t count) {
+    for (int64_t i = 0; i < count; i++) y[i] = f32_to_f16(x[i]);
+}
+
+void sllm_f16_to_f32(const uint16_t *x, float *y, int64_t count) {
+    for (int64_t i = 0; i < count; i++) y[i] = f16_to_f32(x[i]);
+}
+
+static uint16_t f32_to_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t)((u >> 16) | 64); // quiet NaN
+    return (uint16_t)((u + (0x7fff + ((u >> 16) & 1))) >> 16);            // round to nearest even
+}
+
+static float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+// GGML's nearest_int: round half to even through the float mantissa.
+static inline int nearest_int(float value) {
+    float shifted = value + 12582912.f;
+    int32_t bits;
+    memcpy(&bits, &shifted, 4);
+    return (bits & 0x007fffff) - 0x00400000;
+}
+
+static void quantize_q8_0(const float *x, block_q8_0 *y, int64_t count) {
+    for (int64_t b = 0; b < count / QK; b++, x += QK) {
+        float amax = 0;
+        for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.f;
+        const float id = amax != 0.0f ? 127.f / amax : 0.0f;
+        y[b].d = f32_to_f16(d);
+        for (int j = 0; j < QK; j++) y[b].qs[j] = (int8_t)rintf(x[j] * id);
+    }
+}
+
+static void quantize_q8_1(const float *x, block_q8_1 *y, int64_t count) {
+    for (int64_t b = 0; b < count / QK; b++, x += QK) {
+        float amax = 0;
+        for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.f;
+        const float id = amax != 0.0f ? 127.f / amax : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < QK; j++) {
+            const int q = (int)rintf(x[j] * id);
+            y[b].qs[j] = (int8_t)q;
+            sum += q;
+        }
+        y[b].d = f32_to_f16(d);
+        y[b].s = f32_to_f16(d * (float)sum);
+    }
+}
+
+static void quantize_q8_K(const float *x, block_q8_K *y, int64_t count) {
+    for (int64_t b = 0; b < count / QKK; b++, x += QKK) {
+        float max = 0, amax = 0;
+        for (int j = 0; j < QKK; j++) {
+            const float ax = fabsf(x[j]);
+            if (ax > amax) { amax = ax; max = x[j]; }
+        }
+        if (amax == 0) {
+            memset(&y[b], 0, sizeof(block_q8_K));
+            continue;
+        }
+        const float iscale = -127.f / max;
+        for (int j = 0; j < QKK; j++) {
+            const int v = nearest_int(iscale * x[j]);
+            y[b].qs[j] = (int8_t)(v < 127 ? v : 127);
+        }
+        for (int j = 0; j < QKK / 16; j++) {
+            int sum = 0;
+            for (int i = 0; i < 16; i++) sum += y[b].qs[j * 16 + i];
+            y[b].bsums[j] = (int16_t)sum;
+        }
+        y[b].d = 1 / iscale;
+    }
+}
+
+void sllm_quantize_row(int type, const float *x, void *y, int64_t count) {
+    switch (type) {
+    case SLLM_F32: memcpy(y, x, (size_t)count * 4); break;
+    case SLLM_F16: sllm_f32_to_f16(x, y, count); break;
+    case SLLM_BF16: {
+        uint16_t *out = y;
+        for (int64_t i = 0; i < count; i++) out[i] = f32_to_bf16(x[i]);
+        break;
+    }
+    case SLLM_Q8_0: quantize_q8_0(x, y, count); break;
+    case SLLM_Q8_1: quantize_q8_1(x, y, count); break;
+    case SLLM_Q8_K: quantize_q8_K(x, y, count); break;
+    default: break;
+    }
+}
+
+void sllm_q4_K_scale_min(int j, const uint8_t *q, uint8_t *scale, uint8_t *min) {
+    if (j < 4) {
+        *scale = q[j] & 63;
+        *min = q[j + 4] & 63;
+    } else {
+        *scale = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *min = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/// The 256 signed 6-bit values of a Q6_K block, in order.
+void sllm_q6_K_values(const block_q6_K *block, int8_t *out) {
+    const uint8_t *ql = block->ql, *qh = block->qh;
+    for (int n = 0; n < QKK; n += 128, ql += 64, qh += 32, out += 128) {
+        for (int l = 0; l < 32; l++) {
+            out[l] = (int8_t)(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+            out[l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+            out[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+            out[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+        }
+    }
+}
+
+void sllm_dequantize_row(int type, const void *source, float *y, int64_t count) {
+    switch (type) {
+    case SLLM_F32: memcpy(y, source, (size_t)count * 4); break;
+    case SLLM_F16: sllm_f16_to_f32(source, y, count); break;
+    case SLLM_BF16:
+        for (int64_t i = 0; i < count; i++) y[i] = bf16_to_f32(((const uint16_t *)source)[i]);
+        break;
+    case SLLM_Q4_0:
+        for (int64_t b = 0; b < count / QK; b++, y += QK) {
+            const block_q4_0 *x = (const block_q4_0 *)source + b;
+            const float d = f16_to_f32(x->d);
+            for (int j = 0; j < 16; j++) {
+                y[j] = d * (float)((x->qs[j] & 0xF) - 8);
+                y[j + 16] = d * (float)((x->qs[j] >> 4) - 8);
+            }
+        }
+        break;
+    case SLLM_Q4_1:
+        for (int64_t b = 0; b < count / QK; b++, y += QK) {
+            const block_q4_1 *x = (const block_q4_1 *)source + b;
+            const float d = f16_to_f32(x->d), m = f16_to_f32(x->m);
+            for (int j = 0; j < 16; j++) {
+                y[j] = d * (float)(x->qs[j] & 0xF) + m;
+                y[j + 16] = d * (float)(x->qs[j] >> 4) + m;
+            }
+        }
+        break;
+    case SLLM_Q8_0:
+        for (int64_t b = 0; b < count / QK; b++, y += QK) {
+            const block_q8_0 *x = (const block_q8_0 *)source + b;
+            const float d = f16_to_f32(x->d);
+            for (int j = 0; j < QK; j++) y[j] = d * (float)x->qs[j];
+        }
+        break;
+    case SLLM_Q8_1:
+        for (int64_t b = 0; b < count / QK; b++, y += QK) {
+            const block_q8_1 *x = (const block_q8_1 *)source + b;
+            const float d = f16_to_f32(x->d);
+            for (int j = 0; j < QK; j++) y[j] = d * (float)x->qs[j];
+        }
+        break;
+    case SLLM_Q8_K:
+        for (int64_t b = 0; b < count / QKK; b++, y += QKK) {
+            const block_q8_K *x = (const block_q8_K *)source + b;
+            for (int j = 0; j < QKK; j++) y[j] = x->d * (float)x->qs[j];
+        }
+        break;
+    case SLLM_Q4_K:
+        for (int64_t b = 0; b < count / QKK; b++) {
+            const block_q4_K *x = (const block_q4_K *)source + b;
+            const float d = f16_to_f32(x->d), dmin = f16_to_f32(x->dmin);
+            const uint8_t *q = x->qs;
+            for (int j = 0, is = 0; j < QKK; j += 64, is += 2, q += 32) {
+                uint8_t sc, m;
+                sllm_q4_K_scale_min(is, x->scales, &sc, &m);
+                const float d1 = d * sc, m1 = dmin * m;
+                sllm_q4_K_scale_min(is + 1, x->scales, &sc, &m);
+                const float d2 = d * sc, m2 = dmin * m;
+                for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 0xF) - m1;
+                for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
+            }
+        }
+        break;
+    case SLLM_Q6_K:
+        for (int64_t b = 0; b < count / QKK; b++, y += QKK) {
+            const block_q6_K *x = (const block_q6_K *)source + b;
+            int8_t values[QKK];
+            sllm_q6_K_values(x, values);
+            const float d = f16_to_f32(x->d);
+            for (int j = 0; j < QKK; j++) y[j] = d * (float)x->scales[j / 16] * (float)values[j];
+        }
+        break;
+    default: break;
+    }
+}
+
+/// GGML's vectorised expf (AVX-512 `ggml_v_expf`, max error about 1.5 ulp), one lane at a time.
+static inline float ggml_expf(float x) {
+    const float r = 0x1.8p23f;
+    const float z = __builtin_fmaf(x, 0x1.715476p+0f, r);
+    const float n = z - r;
+    const float b = __builtin_fmaf(-n, 0x1.7f7d1cp-20f, __builtin_fmaf(-n, 0x1.62e4p-1f, x));
+    const float u = b * b;
+    const float j = __builtin_fmaf(
+        __builtin_fmaf(__builtin_fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, __builtin_fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+        u, __builtin_fmaf(0x1.ffffecp-1f, b, 1.0f));
+    if (fabsf(n) > 192) return n <= 0 ? 0.0f : INFINITY;
+    return ldexpf(j, (int)n);
+}
+
+void sllm_swiglu(const float *gate, const float *up, float *out, int64_t count) {
+    for (int64_t i = 0; i < count; i++) {
+        const float x = gate[i];
+        out[i] = x / (1.0f + ggml_expf(0.0f - x)) * up[i];
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+public import Tokenizers
+
+/// What to generate beyond the sampling itself.
+public struct GenerationParameters: Sendable, Equatable {
+    public var sampling: SamplingParameters = SamplingParameters()
+    /// Most tokens to generate; nil: until end of generation or the context is full.
+    public var maxTokens: Int? = nil
+    /// Generation stops before any of these strings; they are not part of the text.
+    public var stop: [String] = []
+    /// Stop at the vocabulary's end-of-generation tokens (EOS, `<|im_end|>`, `<|eot_id|>` …).
+    public var stopAtEndOfGeneration = true
+
+    public init() {}
+}
+
+/// Why generation stopped (OpenAI's `finish_reason`).
+public enum FinishReason: String, Sendable, Codable {
+    /// An end-of-generation token or a stop string.
+    case stop
+    /// `maxTokens` or the context length.
+    case length
+}
+
+/// One generated token, with the text it completes (possibly empty while a UTF-8 character or a
+/// possible stop string is incomplete).
+public struct GeneratedToken: Sendable, Equatable {
+    public var token: Int
+    public var logprob: Float
+    public var text: String
+}
+
+/// The outcome of a generation.
+public struct GenerationResult: Sendable {
+    public var tokens: [Int]
+    public var text: String
+    public var finishReason: FinishReason
+    public var promptTokens: Int
+    public var timings: SequenceTimings
+}
+
+/// Turns sampled tokens into text for a client: streaming-safe UTF-8, stop strings held back
+/// until they are ruled out, end-of-generation tokens recognised.
+public struct TextStream: Sendable {
+    let tokenizer: Tokenizer
+    let stop: [String]
+    let endTokens: Set<Int>
+    private var decoder: StreamingDecoder
+    /// Decoded text not yet released because it may be the start of a stop string.
+    private var held = ""
+    public private(set) var text = ""
+    public private(set) var finished: FinishReason?
+
+    public init(tokenizer: Tokenizer, stop: [String], stopAtEndOfGeneration: Bool) {
+        self.tokenizer = tokenizer
+        self.stop = stop.filter { !$0.isEmpty }
+        endTokens = stopAtEndOfGeneration ? tokenizer.endOfGenerationTokens : []
+        decoder = StreamingDecoder(tokenizer: tokenizer)
+    }
+
+    /// Feeds one token; returns the text it releases.
+    public mutating func append(_ token: Int) -> String {
+        guard finished == nil else { return "" }
+        if endTokens.contains(token) {
+            finished = .stop
+            return flush()
+        }
+        held += decoder.append(token)
+        for candidate in stop {
+            if let range = held.range(of: candidate) {
+                let released = String(held[..<range.lowerBound])
+                held = ""
+                text += released
+                finished = .stop
+                return released
+            }
+        }
+        // Keep back the longest tail of `held` that is a prefix of some stop string.
+        var keep = 0
+        for candidate in stop {
+            for length in stride(from: min(candidate.count, held.count), to: keep, by: -1)
+            where held.hasSuffix(candidate.prefix(length)) {
+                keep = length
+                break
+            }
+        }
+        let released = String(held.dropLast(keep))
+        held = String(held.suffix(keep))
+        text += released
+        return released
+    }
+
+    /// Ends the stream (length limit or end of generation): releases held text.
+    public mutating func flush() -> String {
+        let released = held + decoder.finish()
+        held = ""
+        text += released
+        return released
+    }
+
+    mutating func finish(_ reason: FinishReason) -> String {
+        if finished == nil { finished = reason }
+        return flush()
+    }
+}
+
+extension Engine {
+    /// Generates from `prompt` token ids on a sequence of its own, calling `onToken` for each
+    /// token (return false to stop early). Runs on the caller's thread.
+    public func generate(
+        prompt: [Int], parameters: GenerationParameters,
+        onToken: (GeneratedToken) -> Bool = { _ in true }
+    ) throws(EngineError) -> GenerationResult {
+        let sequence = try makeSequence(tokens: prompt, sampling: parameters.sampling)
+        var stream = TextStream(tokenizer: tokenizer, stop: parameters.stop, stopAtEndOfGeneration: parameters.stopAtEndOfGeneration)
+        var generated: [Int] = []
+        var reason = FinishReason.length
+        let limit = parameters.maxTokens ?? Int.max
+        while generated.count < limit {
+            guard sequence.tokens.count < sequence.capacity else {
+                if generated.isEmpty {
+                    throw EngineError(.contextOverflow, "the prompt of \(prompt.count) tokens fills the context of \(sequence.capacity); nothing can be generated")
+                }
+                break
+            }
+            let choice = try step([sequence])[0]
+            generated.append(choice.token)
+            let text = stream.append(choice.token)
+            let keepGoing = onToken(GeneratedToken(token: choice.token, logprob: choice.logprob, text: text))
+            if let finished = stream.finished {
+                reason = finished
+                break
+            }
+            if !keepGoing { break }
+        }
+        if stream.finished == nil {
+            let rest = stream.finish(reason)
+            if !rest.isEmpty { _ = onToken(GeneratedToken(token: -1, logprob: 0, text: rest)) }
+        }
+        return GenerationResult(tokens: generated, text: stream.text, finishReason: reason, promptTokens: prompt.count, timings: sequence.timings)
+    }
+}

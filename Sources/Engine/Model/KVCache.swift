@@ -1,0 +1,57 @@
+import Glibc
+
+/// The keys and values of one sequence, f16 like llama.cpp's default cache: for each layer,
+/// `capacity` rows of `kvDimension` keys, then as many rows of values.
+///
+/// The memory is reserved for the whole context with `mmap` but only the pages that positions
+/// reach are ever touched, so a short sequence costs what it uses.
+final class KVCache: @unchecked Sendable {
+    // Sendable: used only under the engine's forward lock.
+    let capacity: Int
+    let layers: Int
+    let kvDimension: Int
+    let base: UnsafeMutablePointer<UInt16>
+    private let byteCount: Int
+
+    init(capacity: Int, layers: Int, kvDimension: Int) throws(EngineError) {
+        self.capacity = capacity
+        self.layers = layers
+        self.kvDimension = kvDimension
+        byteCount = max(1, 2 * layers * capacity * kvDimension * 2)
+        let memory = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let memory, memory != MAP_FAILED else {
+            throw EngineError(.outOfMemory, "cannot reserve \(byteCount) bytes for a KV cache of \(capacity) positions")
+        }
+        base = memory.bindMemory(to: UInt16.self, capacity: byteCount / 2)
+    }
+
+    deinit { munmap(base, byteCount) }
+
+    /// Bytes one position takes across all layers (keys and values).
+    static func bytesPerPosition(layers: Int, kvDimension: Int) -> Int { 2 * layers * kvDimension * 2 }
+
+    @inline(__always) func keys(layer: Int) -> UnsafeMutablePointer<UInt16> {
+        base + (2 * layer) * capacity * kvDimension
+    }
+
+    @inline(__always) func values(layer: Int) -> UnsafeMutablePointer<UInt16> {
+        base + (2 * layer + 1) * capacity * kvDimension
+    }
+
+    /// Gives back the pages of positions at and after `position` (after a sequence is truncated
+    /// or finished).
+    func release(from position: Int) {
+        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        for layer in 0..<layers {
+            for start in [keys(layer: layer), values(layer: layer)] {
+                let from = UnsafeMutableRawPointer(start + position * kvDimension)
+                let end = UnsafeMutableRawPointer(start + capacity * kvDimension)
+                let alignedStart = (Int(bitPattern: from) + pageSize - 1) / pageSize * pageSize
+                let alignedEnd = Int(bitPattern: end) / pageSize * pageSize
+                if alignedEnd > alignedStart {
+                    madvise(UnsafeMutableRawPointer(bitPattern: alignedStart), alignedEnd - alignedStart, MADV_DONTNEED)
+                }
+            }
+        }
+    }
+}

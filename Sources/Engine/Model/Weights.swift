@@ -1,0 +1,194 @@
+public import Checkpoint
+import CKernels
+import Foundation
+public import Store
+
+/// Why an engine could not start or a request could not run.
+public struct EngineError: Error, CustomStringConvertible, Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        /// The checkpoint's architecture, a tensor's dtype or shape is not one the engine runs.
+        case unsupportedModel
+        /// A prompt plus the tokens to generate does not fit the sequence's context.
+        case contextOverflow
+        /// A token id outside the vocabulary, an empty prompt where one is needed, bad parameters.
+        case invalidInput
+        /// The KV-cache memory budget is used up.
+        case outOfMemory
+    }
+
+    public var kind: Kind
+    public var description: String
+
+    public init(_ kind: Kind, _ description: String) {
+        self.kind = kind
+        self.description = description
+    }
+}
+
+/// One weight matrix as it lies in the loaded checkpoint: `rows` output rows of `columns`
+/// inputs each, in GGML's block layout. The engine computes on these bytes in place.
+struct Matrix: @unchecked Sendable {
+    // Sendable: a read-only view into memory the `LoadedModel` keeps alive.
+    var name: String
+    var type: Int32
+    var data: UnsafeRawPointer
+    var rows: Int
+    var columns: Int
+    var rowBytes: Int
+    /// The type activations are converted to for this matrix (GGML's `vec_dot_type`).
+    var activationType: Int32
+}
+
+/// The weights of one transformer block.
+struct Layer: Sendable {
+    var attentionNorm: [Float]
+    var query: Matrix
+    var key: Matrix
+    var value: Matrix
+    var output: Matrix
+    var queryBias: [Float]?
+    var keyBias: [Float]?
+    var valueBias: [Float]?
+    var feedForwardNorm: [Float]
+    var gate: Matrix
+    var up: Matrix
+    var down: Matrix
+}
+
+/// The architectures the engine runs: decoder-only Llama-family models.
+let supportedArchitectures: Set<String> = ["llama", "mistral", "qwen2"]
+
+/// Weight types with kernels; others are refused at start-up with their name.
+let supportedWeightTypes: Set<DType> = [.f32, .f16, .bf16, .q4_0, .q4_1, .q8_0, .q4_K, .q6_K]
+
+/// All weights of a model, as views into a `LoadedModel` (nothing is copied except the small
+/// norm and bias vectors, which are turned into floats).
+struct Weights: Sendable {
+    let model: LoadedModel
+    let config: ModelConfig
+    let tokenEmbedding: Matrix
+    let output: Matrix
+    let outputNorm: [Float]
+    let layers: [Layer]
+    /// Per-dimension-pair RoPE frequency divisors (Llama 3's `rope_freqs`), nil when absent.
+    let ropeFrequencyFactors: [Float]?
+
+    init(model: LoadedModel) throws(EngineError) {
+        let config = model.index.config
+        guard supportedArchitectures.contains(config.architecture) else {
+            throw EngineError(.unsupportedModel,
+                "architecture \(config.architecture) is not supported (supported: \(supportedArchitectures.sorted().joined(separator: ", ")))")
+        }
+        guard config.ropeStyle == "normal" || config.ropeStyle == "neox" else {
+            throw EngineError(.unsupportedModel, "rope style \(config.ropeStyle) is not supported")
+        }
+        self.model = model
+        self.config = config
+        let embedding = config.embeddingLength
+        let qDim = config.headCount * config.headDimension
+        let kvDim = config.headCountKV * config.headDimension
+
+        func matrix(_ name: String, rows: Int, columns: Int) throws(EngineError) -> Matrix {
+            guard let view = model.tensor(name) else {
+                throw EngineError(.unsupportedModel, "tensor \(name) is missing from the checkpoint")
+            }
+            guard supportedWeightTypes.contains(view.dtype) else {
+                throw EngineError(.unsupportedModel,
+                    "tensor \(name) has dtype \(view.dtype.name), which the engine does not compute on (supported: \(supportedWeightTypes.map(\.name).sorted().joined(separator: ", ")))")
+            }
+            guard view.shape == [rows, columns] else {
+                throw EngineError(.unsupportedModel, "tensor \(name) has shape \(view.shape), expected [\(rows), \(columns)]")
+            }
+            let type = Int32(view.dtype.rawValue)
+            guard columns % view.dtype.blockSize == 0 else {
+                throw EngineError(.unsupportedModel, "tensor \(name): \(columns) columns are not whole \(view.dtype.name) blocks")
+            }
+            let rowBytes = sllm_row_bytes(type, Int64(columns))
+            guard rowBytes * rows == view.bytes.count, let base = view.bytes.baseAddress else {
+                throw EngineError(.unsupportedModel, "tensor \(name) holds \(view.bytes.count) bytes, expected \(rowBytes * rows)")
+            }
+            return Matrix(name: name, type: type, data: base, rows: rows, columns: columns, rowBytes: rowBytes,
+                          activationType: sllm_activation_type(type))
+        }
+
+        func vector(_ name: String, count: Int, optional: Bool = false) throws(EngineError) -> [Float]? {
+            guard let view = model.tensor(name) else {
+                if optional { return nil }
+                throw EngineError(.unsupportedModel, "tensor \(name) is missing from the checkpoint")
+            }
+            guard [DType.f32, .f16, .bf16].contains(view.dtype), view.shape.reduce(1, *) == count,
+                  view.bytes.count == count * view.dtype.blockBytes, let base = view.bytes.baseAddress else {
+                throw EngineError(.unsupportedModel, "tensor \(name) (\(view.dtype.name) \(view.shape)) is not a vector of \(count) floats")
+            }
+            var values = [Float](repeating: 0, count: count)
+            values.withUnsafeMutableBufferPointer { sllm_dequantize_row(Int32(view.dtype.rawValue), base, $0.baseAddress, Int64(count)) }
+            return values
+        }
+
+        tokenEmbedding = try matrix("token_embd.weight", rows: config.vocabularySize, columns: embedding)
+        if model.tensor("output.weight") != nil {
+            output = try matrix("output.weight", rows: config.vocabularySize, columns: embedding)
+        } else {
+            output = tokenEmbedding
+        }
+        outputNorm = try vector("output_norm.weight", count: embedding)!
+        var layers: [Layer] = []
+        for i in 0..<config.blockCount {
+            let p = "blk.\(i)."
+            layers.append(Layer(
+                attentionNorm: try vector(p + "attn_norm.weight", count: embedding)!,
+                query: try matrix(p + "attn_q.weight", rows: qDim, columns: embedding),
+                key: try matrix(p + "attn_k.weight", rows: kvDim, columns: embedding),
+                value: try matrix(p + "attn_v.weight", rows: kvDim, columns: embedding),
+                output: try matrix(p + "attn_output.weight", rows: embedding, columns: qDim),
+                queryBias: try vector(p + "attn_q.bias", count: qDim, optional: true),
+                keyBias: try vector(p + "attn_k.bias", count: kvDim, optional: true),
+                valueBias: try vector(p + "attn_v.bias", count: kvDim, optional: true),
+                feedForwardNorm: try vector(p + "ffn_norm.weight", count: embedding)!,
+                gate: try matrix(p + "ffn_gate.weight", rows: config.feedForwardLength, columns: embedding),
+                up: try matrix(p + "ffn_up.weight", rows: config.feedForwardLength, columns: embedding),
+                down: try matrix(p + "ffn_down.weight", rows: embedding, columns: config.feedForwardLength)))
+        }
+        self.layers = layers
+        ropeFrequencyFactors = try vector("rope_freqs.weight", count: config.ropeDimensionCount / 2, optional: true)
+            ?? Weights.llama3FrequencyFactors(config)
+    }
+
+    /// Llama 3.1's rope scaling computed from the config (what llama.cpp's converter stores as
+    /// `rope_freqs` for GGUF files), for checkpoints converted from Hugging Face.
+    static func llama3FrequencyFactors(_ config: ModelConfig) -> [Float]? {
+        guard let scaling = config.ropeScaling, scaling["type"]?.stringValue == "llama3" || scaling["rope_type"]?.stringValue == "llama3" else {
+            return nil
+        }
+        let factor = scaling["factor"]?.doubleValue ?? 8
+        let lowFactor = scaling["low_freq_factor"]?.doubleValue ?? 1
+        let highFactor = scaling["high_freq_factor"]?.doubleValue ?? 4
+        let original = scaling["original_max_position_embeddings"]?.doubleValue ?? 8192
+        let lowWavelength = original / lowFactor
+        let highWavelength = original / highFactor
+        let dims = config.ropeDimensionCount
+        return stride(from: 0, to: dims, by: 2).map { i in
+            let frequency = 1 / pow(config.ropeFrequencyBase, Double(i) / Double(dims))
+            let wavelength = 2 * Double.pi / frequency
+            if wavelength < highWavelength { return 1 }
+            if wavelength > lowWavelength { return Float(factor) }
+            let smooth = (original / wavelength - lowFactor) / (highFactor - lowFactor)
+            return Float(1 / ((1 - smooth) / factor + smooth))
+        }
+    }
+
+    /// Linear rope scaling (`type: linear`): positions are multiplied by 1/factor.
+    static func ropeFrequencyScale(_ config: ModelConfig) throws(EngineError) -> Float {
+        guard let scaling = config.ropeScaling else { return 1 }
+        let type = scaling["type"]?.stringValue ?? scaling["rope_type"]?.stringValue ?? "none"
+        switch type {
+        case "none", "default", "llama3": return 1
+        case "linear":
+            let factor = scaling["factor"]?.doubleValue ?? 1
+            guard factor > 0 else { throw EngineError(.unsupportedModel, "rope scaling factor \(factor) is not positive") }
+            return Float(1 / factor)
+        default:
+            throw EngineError(.unsupportedModel, "rope scaling type \(type) is not supported (supported: linear, llama3)")
+        }
+    }
+}

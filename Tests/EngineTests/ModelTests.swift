@@ -1,0 +1,187 @@
+import Checkpoint
+import Foundation
+import Store
+import TestSupport
+import Testing
+import Tokenizers
+
+@testable import Engine
+
+/// The real SmolLM2 model converted into a temporary store, loaded once for all engine tests.
+enum SharedModel {
+    static let loaded = Task { () throws -> LoadedModel in
+        let directory = try TemporaryDirectory("engine-model")
+        let store = ModelStore(root: directory.file("home"))
+        try Converter.convert(try RealModel.ggufPath(), to: store.directory(for: try ModelName("smol")))
+        let loader = ModelLoader(store: store, cache: try DRAMCache(directory: directory.file("cache"), budgetBytes: 1 << 30, slabBytes: 32 << 20),
+                                 configuration: .init(threads: 2))
+        return try await loader.load(try ModelName("smol"))
+    }
+
+    static let engine = Task { () throws -> Engine in
+        var options = Engine.Options()
+        options.threads = 2
+        options.contextLength = 512
+        return try Engine(model: try await loaded.value, options: options)
+    }
+}
+
+struct GreedyFixture: Decodable {
+    var prompt: String
+    var prompt_ids: [Int]
+    var output_ids: [Int]
+    var output_text: String
+}
+
+struct ChatFixture: Decodable {
+    struct Message: Decodable {
+        var role: String
+        var content: String
+    }
+    var messages: [Message]
+    var output_text: String
+    var templated_prompt: String
+}
+
+func fixture<T: Decodable>(_ name: String, as type: T.Type) throws -> T {
+    let url = try #require(Bundle.module.url(forResource: name, withExtension: "json", subdirectory: "Resources"))
+    return try JSONDecoder().decode(T.self, from: Data(contentsOf: url))
+}
+
+/// Greedy tokens from `prompt`, one step at a time.
+func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
+    let sequence = try engine.makeSequence(tokens: prompt)
+    return try (0..<count).map { _ in try engine.step([sequence])[0].token }
+}
+
+@Suite(.serialized) struct ModelTests {
+    @Test(arguments: ["greedy-01", "greedy-02", "greedy-03"])
+    func greedyOutputMatchesLlamaCpp(name: String) async throws {
+        let engine = try await SharedModel.engine.value
+        let expected = try fixture(name, as: GreedyFixture.self)
+        let prompt = engine.tokenizer.encode(expected.prompt)
+        #expect(prompt == expected.prompt_ids)
+        let tokens = try greedy(engine, prompt, count: expected.output_ids.count)
+        #expect(tokens == expected.output_ids)
+        #expect(engine.tokenizer.decode(tokens) == expected.output_text)
+    }
+
+    @Test func chatAnswerMatchesLlamaCpp() async throws {
+        let engine = try await SharedModel.engine.value
+        let expected = try fixture("chat-01", as: ChatFixture.self)
+        var parameters = GenerationParameters()
+        parameters.sampling = .greedy
+        parameters.maxTokens = 32
+        let result = try engine.generate(prompt: engine.tokenizer.encode(expected.templated_prompt), parameters: parameters)
+        #expect(result.text == expected.output_text)
+        #expect(result.finishReason == .length)
+        #expect(result.promptTokens == 37)
+    }
+
+    @Test func batchedDecodingGivesTheTokensOfSingleDecoding() async throws {
+        let engine = try await SharedModel.engine.value
+        let prompts = try ["greedy-01", "greedy-02", "greedy-03"].map { try fixture($0, as: GreedyFixture.self).prompt_ids }
+        let single = try prompts.map { try greedy(engine, $0, count: 12) }
+        // All three in one batch, the third joining four steps late and the first leaving early.
+        let sequences = try prompts.map { try engine.makeSequence(tokens: $0) }
+        var outputs: [[Int]] = [[], [], []]
+        for step in 0..<16 {
+            let active = (0..<3).filter { i in (i != 2 || step >= 4) && outputs[i].count < 12 }
+            if active.isEmpty { break }
+            let choices = try engine.step(active.map { sequences[$0] })
+            for (i, choice) in zip(active, choices) { outputs[i].append(choice.token) }
+        }
+        #expect(outputs == single)
+    }
+
+    @Test func aSnapshotContinuesIdenticallyOnAnotherEngine() async throws {
+        let engine = try await SharedModel.engine.value
+        var options = Engine.Options()
+        options.threads = 1
+        options.contextLength = 256
+        let other = try Engine(model: try await SharedModel.loaded.value, options: options)
+        var sampling = SamplingParameters()
+        sampling.seed = 1234
+        sampling.temperature = 0.9
+        let prompt = try fixture("greedy-03", as: GreedyFixture.self).prompt_ids
+        let whole = try engine.makeSequence(tokens: prompt, sampling: sampling)
+        let uninterrupted = try (0..<20).map { _ in try engine.step([whole])[0].token }
+
+        let first = try engine.makeSequence(tokens: prompt, sampling: sampling)
+        let head = try (0..<8).map { _ in try engine.step([first])[0].token }
+        let snapshot = first.snapshot()
+        let encoded = try JSONEncoder().encode(snapshot)
+        let resumed = try other.makeSequence(snapshot: try JSONDecoder().decode(SequenceSnapshot.self, from: encoded))
+        let tail = try (0..<12).map { _ in try other.step([resumed])[0].token }
+        #expect(head + tail == uninterrupted)
+
+        // Live-migration style: prefill the bulk of the tokens, then the remainder, then continue.
+        var bulk = snapshot
+        bulk.tokens = Array(snapshot.tokens.prefix(6))
+        let staged = try other.makeSequence(snapshot: bulk)
+        try other.prefill(staged)
+        try other.append(Array(snapshot.tokens.dropFirst(6)), to: staged)
+        try other.prefill(staged)
+        #expect(staged.pendingCount == 0)
+        let continued = try (0..<12).map { _ in try other.step([staged])[0].token }
+        #expect(head + continued == uninterrupted)
+    }
+
+    @Test func theSameSeedGivesTheSameText() async throws {
+        let engine = try await SharedModel.engine.value
+        var parameters = GenerationParameters()
+        parameters.sampling.seed = 42
+        parameters.sampling.temperature = 1.0
+        parameters.maxTokens = 24
+        let prompt = engine.tokenizer.encode("Once upon a time")
+        let a = try engine.generate(prompt: prompt, parameters: parameters)
+        let b = try engine.generate(prompt: prompt, parameters: parameters)
+        #expect(a.tokens == b.tokens)
+        parameters.sampling.seed = 43
+        let c = try engine.generate(prompt: prompt, parameters: parameters)
+        #expect(c.tokens != a.tokens)
+    }
+
+    @Test func stopStringsEndGenerationAndAreNotReturned() async throws {
+        let engine = try await SharedModel.engine.value
+        var parameters = GenerationParameters()
+        parameters.sampling = .greedy
+        parameters.maxTokens = 32
+        parameters.stop = ["population"]
+        var streamed = ""
+        let result = try engine.generate(prompt: engine.tokenizer.encode("The capital of France is"), parameters: parameters) { token in
+            streamed += token.text
+            return true
+        }
+        #expect(result.text == " Paris.\n\nThe United States has a ")
+        #expect(streamed == result.text)
+        #expect(result.finishReason == .stop)
+    }
+
+    @Test func badInputIsRefusedWithAClearError() async throws {
+        let engine = try await SharedModel.engine.value
+        #expect(throws: EngineError(.invalidInput, "a sequence needs at least one token")) { try engine.makeSequence(tokens: []) }
+        #expect { try engine.makeSequence(tokens: [1, 49152]) } throws: { ($0 as? EngineError)?.kind == .invalidInput && "\($0)".contains("49152") }
+        #expect { try engine.makeSequence(tokens: [-1]) } throws: { ($0 as? EngineError)?.kind == .invalidInput }
+        #expect { try engine.makeSequence(tokens: Array(repeating: 28, count: 513)) } throws: {
+            ($0 as? EngineError)?.kind == .contextOverflow && "\($0)".contains("513")
+        }
+        // A sequence that fills its context stops with an error rather than writing past it.
+        let full = try engine.makeSequence(tokens: Array(repeating: 28, count: 512))
+        #expect { try engine.step([full]) } throws: { ($0 as? EngineError)?.kind == .contextOverflow }
+        // generate() reports a prompt that leaves no room.
+        #expect { try engine.generate(prompt: Array(repeating: 28, count: 512), parameters: GenerationParameters()) } throws: {
+            ($0 as? EngineError)?.kind == .contextOverflow
+        }
+        // The same sequence twice in one step is refused.
+        let twice = try engine.makeSequence(tokens: [28])
+        #expect { try engine.step([twice, twice]) } throws: { ($0 as? EngineError)?.kind == .invalidInput }
+    }
+
+    @Test func startupLeavesTheKVCacheEmpty() async throws {
+        let model = try await SharedModel.loaded.value
+        let engine = try Engine(model: model)
+        #expect(engine.config.blockCount == 30)
+        #expect(engine.kvCacheBytesInUse == 0)
+    }
+}
