@@ -141,17 +141,15 @@ int sllm_kernel_level(void) {
     return level;
 }
 
-int sllm_set_kernel_level(int level) {
-    const int best = detect_level();
-    if (level > best) level = best;
-    if (level < 0) level = best;
-    atomic_store_explicit(&kernel_level, level, memory_order_relaxed);
-    return level;
-}
-
 void sllm_gemm(int wtype, const void *w, size_t wstride, int64_t r0, int64_t r1,
                const void *a, size_t astride, int64_t tokens, int64_t k, float *out, int64_t ldo) {
-    switch (sllm_kernel_level()) {
+    sllm_gemm_at_level(sllm_kernel_level(), wtype, w, wstride, r0, r1, a, astride, tokens, k, out, ldo);
+}
+
+void sllm_gemm_at_level(int level, int wtype, const void *w, size_t wstride, int64_t r0, int64_t r1,
+                        const void *a, size_t astride, int64_t tokens, int64_t k, float *out, int64_t ldo) {
+    if (level > sllm_kernel_level()) level = sllm_kernel_level();
+    switch (level) {
     case 2:
         if (gemm_vnni(wtype, w, wstride, r0, r1, a, astride, tokens, k, out, ldo)) return;
         break;

@@ -5,9 +5,9 @@ import Testing
 /// The C kernels against straightforward definitions, on random blocks of every weight type.
 @Suite struct KernelTests {
     static let types: [(name: String, id: Int32, block: Int, bytes: Int)] = [
-        ("f32", SLLM_F32, 1, 4), ("f16", SLLM_F16, 1, 2), ("bf16", SLLM_BF16, 1, 2),
-        ("q4_0", SLLM_Q4_0, 32, 18), ("q4_1", SLLM_Q4_1, 32, 20), ("q8_0", SLLM_Q8_0, 32, 34),
-        ("q4_K", SLLM_Q4_K, 256, 144), ("q6_K", SLLM_Q6_K, 256, 210),
+        ("f32", Int32(SLLM_F32), 1, 4), ("f16", Int32(SLLM_F16), 1, 2), ("bf16", Int32(SLLM_BF16), 1, 2),
+        ("q4_0", Int32(SLLM_Q4_0), 32, 18), ("q4_1", Int32(SLLM_Q4_1), 32, 20), ("q8_0", Int32(SLLM_Q8_0), 32, 34),
+        ("q4_K", Int32(SLLM_Q4_K), 256, 144), ("q6_K", Int32(SLLM_Q6_K), 256, 210),
     ]
 
     static func half(_ value: Float) -> [UInt8] { withUnsafeBytes(of: Float16(value).bitPattern.littleEndian) { Array($0) } }
@@ -16,7 +16,7 @@ import Testing
     static func randomRow(_ type: Int32, count: Int, using generator: inout SeededGenerator) -> [UInt8] {
         func random(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8.random(in: 0...255, using: &generator) } }
         var out: [UInt8] = []
-        switch type {
+        switch Int(type) {
         case SLLM_F32:
             for _ in 0..<count { withUnsafeBytes(of: Float.random(in: -1...1, using: &generator)) { out += $0 } }
         case SLLM_F16:
@@ -84,20 +84,30 @@ import Testing
                     sllm_dequantize_row(type.id, wb.baseAddress! + r * rowBytes, &w, Int64(columns))
                     for t in 0..<tokens {
                         sllm_dequantize_row(activationType, ab.baseAddress! + t * activationBytes, &a, Int64(columns))
-                        expected[t * rows + r] = zip(w, a).reduce(0) { $0 + Double($1.0) * Double($1.1) }
+                        var sum = zip(w, a).reduce(0) { $0 + Double($1.0) * Double($1.1) }
+                        if type.id == Int32(SLLM_Q4_1) {
+                            // Q8_1 carries s = f16(d·Σq) for the min term: the kernel (and GGML) use
+                            // m·s instead of the exact Σ m·d·q.
+                            for block in 0..<(columns / 32) {
+                                let wBlock = wb.baseAddress! + r * rowBytes + block * 20
+                                let aBlock = ab.baseAddress! + t * activationBytes + block * 36
+                                let m = Double(Float16(bitPattern: wBlock.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+                                let s = Double(Float16(bitPattern: aBlock.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+                                let exact = (0..<32).reduce(0.0) { $0 + Double(a[block * 32 + $1]) }
+                                sum += m * (s - exact)
+                            }
+                        }
+                        expected[t * rows + r] = sum
                     }
                 }
             }
         }
-        let best = sllm_set_kernel_level(-1)
-        defer { sllm_set_kernel_level(-1) }
-        for level in 0...best {
-            sllm_set_kernel_level(level)
+        for level in 0...sllm_kernel_level() {
             var out = [Float](repeating: .nan, count: rows * tokens)
             var reference = [Float](repeating: .nan, count: rows * tokens)
             weights.withUnsafeBytes { wb in
                 activations.withUnsafeBytes { ab in
-                    sllm_gemm(type.id, wb.baseAddress!, rowBytes, 0, Int64(rows), ab.baseAddress!, activationBytes, Int64(tokens), Int64(columns), &out, Int64(rows))
+                    sllm_gemm_at_level(level, type.id, wb.baseAddress!, rowBytes, 0, Int64(rows), ab.baseAddress!, activationBytes, Int64(tokens), Int64(columns), &out, Int64(rows))
                     sllm_gemm_reference(type.id, wb.baseAddress!, rowBytes, 0, Int64(rows), ab.baseAddress!, activationBytes, Int64(tokens), Int64(columns), &reference, Int64(rows))
                 }
             }
@@ -113,7 +123,7 @@ import Testing
         // One block: the largest magnitude maps to ±127, halves round to even, Q8_1 carries d·Σq.
         let x = (0..<32).map { Float($0) - 16 }
         var q8_1 = [UInt8](repeating: 0, count: 36)
-        sllm_quantize_row(SLLM_Q8_1, x, &q8_1, 32)
+        sllm_quantize_row(Int32(SLLM_Q8_1), x, &q8_1, 32)
         let d = Float(Float16(bitPattern: UInt16(q8_1[0]) | UInt16(q8_1[1]) << 8))
         #expect(d == Float(Float16(16 / Float(127))))
         let qs = q8_1[4...].map { Int8(bitPattern: $0) }
@@ -125,7 +135,7 @@ import Testing
         #expect(s == Float(Float16(16 / Float(127) * Float(qs.reduce(0) { $0 + Int($1) }))))
         // An all-zero block quantizes to zeros with d = 0.
         var zeros = [UInt8](repeating: 0xFF, count: 34)
-        sllm_quantize_row(SLLM_Q8_0, [Float](repeating: 0, count: 32), &zeros, 32)
+        sllm_quantize_row(Int32(SLLM_Q8_0), [Float](repeating: 0, count: 32), &zeros, 32)
         #expect(zeros.allSatisfy { $0 == 0 })
     }
 
@@ -141,8 +151,8 @@ import Testing
             for _ in 0..<50 {
                 var pooled = [Float](repeating: .nan, count: 2 * rows)
                 var serial = [Float](repeating: .nan, count: 2 * rows)
-                sllm_pool_gemm(pool, SLLM_F32, weights, columns * 4, Int64(rows), input, columns * 4, 2, Int64(columns), &pooled, Int64(rows))
-                sllm_gemm(SLLM_F32, weights, columns * 4, 0, Int64(rows), input, columns * 4, 2, Int64(columns), &serial, Int64(rows))
+                sllm_pool_gemm(pool, Int32(SLLM_F32), weights, columns * 4, Int64(rows), input, columns * 4, 2, Int64(columns), &pooled, Int64(rows))
+                sllm_gemm(Int32(SLLM_F32), weights, columns * 4, 0, Int64(rows), input, columns * 4, 2, Int64(columns), &serial, Int64(rows))
                 #expect(pooled == serial)
             }
         }

@@ -47,10 +47,11 @@ void sllm_gemm(int wtype, const void *w, size_t wstride, int64_t r0, int64_t r1,
 void sllm_gemm_reference(int wtype, const void *w, size_t wstride, int64_t r0, int64_t r1,
                          const void *a, size_t astride, int64_t tokens, int64_t k, float *out, int64_t ldo);
 
-/// Which vector path `sllm_gemm` uses: 2 = AVX-512 VNNI, 1 = AVX2/FMA, 0 = portable C.
+/// Which vector path `sllm_gemm` uses on this CPU: 2 = AVX-512 VNNI, 1 = AVX2/FMA, 0 = portable C.
 int sllm_kernel_level(void);
-/// Forces a lower path (for tests); returns the level in effect.
-int sllm_set_kernel_level(int level);
+/// `sllm_gemm` on a given path (at most `sllm_kernel_level()`), for tests.
+void sllm_gemm_at_level(int level, int wtype, const void *w, size_t wstride, int64_t r0, int64_t r1,
+                        const void *a, size_t astride, int64_t tokens, int64_t k, float *out, int64_t ldo);
 
 /// out[i] = silu(gate[i]) * up[i], with GGML's vectorised exp (so results match llama.cpp's bits).
 void sllm_swiglu(const float *gate, const float *up, float *out, int64_t count);
