@@ -112,13 +112,62 @@ void sllm_gemm_reference(int wtype, const void *w, size_t wstride, int64_t r0, i
 
 // MARK: - AVX-512 VNNI (256-bit lanes: the blocks are 32 bytes)
 
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512dq,avx512bw,avx512vl,avx512vnni"))), apply_to = function)
 #define SUFFIX(name) name##_vnni
 #define DOT_U8I8(acc, u, s) acc = _mm256_dpbusd_epi32(acc, u, s)
 #include "engine_gemm_body.h"
 #undef DOT_U8I8
 #undef SUFFIX
+
+// GGML's AVX-512 `ggml_v_expf` and `ggml_v_silu`, so SwiGLU gives llama.cpp's bits 16 at a time.
+static inline __m512 v_expf_avx512(__m512 x) {
+    const __m512 r = _mm512_set1_ps(0x1.8p23f);
+    const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), r);
+    const __m512 n = _mm512_sub_ps(z, r);
+    const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f), _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
+    const __mmask16 d = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192), _CMP_GT_OQ);
+    const __m512 u = _mm512_mul_ps(b, b);
+    const __m512 j = _mm512_fmadd_ps(
+        _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
+                        _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0F)));
+    const __m512 res = _mm512_scalef_ps(j, n);
+    if (_mm512_kortestz(d, d)) return res;
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 alt = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(n, zero, _CMP_LE_OQ), _mm512_set1_ps(INFINITY), zero);
+    return _mm512_mask_blend_ps(d, res, alt);
+}
+
+static int64_t swiglu_avx512(const float *gate, const float *up, float *out, int64_t count) {
+    int64_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        const __m512 x = _mm512_loadu_ps(gate + i);
+        const __m512 silu = _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1), v_expf_avx512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(silu, _mm512_loadu_ps(up + i)));
+    }
+    return i;
+}
+
+static float sum_exp_avx512(const float *x, int64_t count, float max) {
+    __m512 acc = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= count; i += 16) acc = _mm512_add_ps(acc, v_expf_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), _mm512_set1_ps(max))));
+    float sum = _mm512_reduce_add_ps(acc);
+    for (; i < count; i++) sum += expf(x[i] - max);
+    return sum;
+}
 #pragma clang attribute pop
+
+int64_t sllm_swiglu_vector(const float *gate, const float *up, float *out, int64_t count) {
+    return sllm_kernel_level() >= 2 ? swiglu_avx512(gate, up, out, count) : 0;
+}
+
+float sllm_sum_exp(const float *x, int64_t count, float max) {
+    if (sllm_kernel_level() >= 2) return sum_exp_avx512(x, count, max);
+    float sum = 0;
+    for (int64_t i = 0; i < count; i++) sum += expf(x[i] - max);
+    return sum;
+}
 
 // MARK: - Dispatch
 
@@ -126,7 +175,7 @@ static atomic_int kernel_level = -1;
 
 static int detect_level(void) {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         return 2;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) return 1;
     return 0;

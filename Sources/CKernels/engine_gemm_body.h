@@ -195,7 +195,9 @@ SLLM_TILED(q6_K, block_q6_K)
 static int SUFFIX(gemm)(int wtype, const void *w, size_t ws, int64_t r0, int64_t r1, const void *a, size_t as,
                         int64_t nt, int64_t k, float *out, int64_t ldo) {
     switch (wtype) {
-    case SLLM_Q4_1: SUFFIX(gemm_q4_1)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo); return 1;
+    case SLLM_Q4_1:
+        SUFFIX(gemm_q4_1)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
+        return 1;
     case SLLM_Q8_0: SUFFIX(gemm_q8_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo); return 1;
     case SLLM_Q4_0: SUFFIX(gemm_q4_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo); return 1;
     case SLLM_Q4_K: SUFFIX(gemm_q4_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
@@ -219,6 +221,28 @@ static int SUFFIX(gemm)(int wtype, const void *w, size_t ws, int64_t r0, int64_t
     }
 }
 
+/// `ggml_dot_f16` (engine_internal.h) with vectors: each 16-lane accumulator is two 8-lane
+/// halves, lane for lane the same arithmetic, so the result is bit-identical.
+static inline float SUFFIX(ggml_dot_f16)(const uint16_t *x, const uint16_t *y, int64_t n) {
+    __m256 acc[8];
+    for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+    const int64_t whole = n & ~(int64_t)63;
+    for (int64_t i = 0; i < whole; i += 64)
+        for (int j = 0; j < 8; j++)
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i + 8 * j))),
+                                     _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(y + i + 8 * j))), acc[j]);
+    // acc[2j], acc[2j+1] are lanes 0-7 and 8-15 of GGML's accumulator j.
+    const __m256 low = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
+    const __m256 high = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
+    const __m256 half = _mm256_add_ps(high, low);
+    const __m128 quarter = _mm_add_ps(_mm256_extractf128_ps(half, 1), _mm256_castps256_ps128(half));
+    float q[4];
+    _mm_storeu_ps(q, quarter);
+    double sum = (double)((q[0] + q[2]) + (q[1] + q[3]));
+    for (int64_t i = whole; i < n; i++) sum += (double)(_cvtsh_ss(x[i]) * _cvtsh_ss(y[i]));
+    return (float)sum;
+}
+
 /// One query against n cached f16 keys and values (see `sllm_attention_f16`).
 static void SUFFIX(attention)(const float *q, const uint16_t *k, int64_t kstride, const uint16_t *v, int64_t vstride,
                               int64_t n, int64_t dim, float scale, float *out) {
@@ -228,7 +252,7 @@ static void SUFFIX(attention)(const float *q, const uint16_t *k, int64_t kstride
     float sum = 0, max = -INFINITY;
     for (int64_t i = 0; i < n; i++) {
         const uint16_t *vr = v + i * vstride;
-        const float s = ggml_dot_f16(k + i * kstride, qh, dim) * scale;
+        const float s = SUFFIX(ggml_dot_f16)(k + i * kstride, qh, dim) * scale;
         float ms = 1.0f, vs = 1.0f;
         if (s > max) {
             const float old = max;

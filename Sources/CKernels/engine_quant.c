@@ -3,6 +3,7 @@
 #include "sllm_engine.h"
 #include "engine_internal.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
@@ -35,7 +36,17 @@ size_t sllm_row_bytes(int type, int64_t count) {
     }
 }
 
+__attribute__((target("f16c,avx"))) static void f32_to_f16_f16c(const float *x, uint16_t *y, int64_t count) {
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8) _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < count; i++) y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
 void sllm_f32_to_f16(const float *x, uint16_t *y, int64_t count) {
+    if (sllm_kernel_level() >= 1) {
+        f32_to_f16_f16c(x, y, count);
+        return;
+    }
     for (int64_t i = 0; i < count; i++) y[i] = f32_to_f16(x[i]);
 }
 
@@ -244,11 +255,20 @@ static inline float ggml_expf(float x) {
         __builtin_fmaf(__builtin_fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, __builtin_fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
         u, __builtin_fmaf(0x1.ffffecp-1f, b, 1.0f));
     if (fabsf(n) > 192) return n <= 0 ? 0.0f : INFINITY;
+    if (n >= -126 && n <= 127) {
+        // j · 2ⁿ with 2ⁿ a normal float: exact, as `vscalefps` is.
+        const uint32_t bits = (uint32_t)((int)n + 127) << 23;
+        float power;
+        memcpy(&power, &bits, 4);
+        return j * power;
+    }
     return ldexpf(j, (int)n);
 }
 
+int64_t sllm_swiglu_vector(const float *gate, const float *up, float *out, int64_t count);
+
 void sllm_swiglu(const float *gate, const float *up, float *out, int64_t count) {
-    for (int64_t i = 0; i < count; i++) {
+    for (int64_t i = sllm_swiglu_vector(gate, up, out, count); i < count; i++) {
         const float x = gate[i];
         out[i] = x / (1.0f + ggml_expf(0.0f - x)) * up[i];
     }

@@ -69,13 +69,21 @@ public final class Engine: @unchecked Sendable {
 
     deinit { sllm_pool_destroy(pool) }
 
-    /// The tokenizer a checkpoint carries (GGUF vocabulary or Hugging Face `tokenizer.json`).
+    /// Tokenizers already built in this process, by their file's checksum: a tokenizer is
+    /// immutable, so engines of the same model (a scale-up, a restart after scale-to-zero) share it
+    /// instead of parsing a megabyte of vocabulary again.
+    private static let tokenizers = Mutex<[String: Tokenizer]>([:])
+
+    /// The tokenizer a checkpoint carries (its GGUF vocabulary), built once per process.
     public static func tokenizer(of model: LoadedModel) throws -> Tokenizer {
-        let files = model.index.files.map(\.name)
-        if files.contains("gguf-tokenizer.json") {
-            return try Tokenizer(ggufJSON: Data(try model.fileContents("gguf-tokenizer.json")))
+        guard let file = model.index.files.first(where: { $0.name == "gguf-tokenizer.json" }) else {
+            throw EngineError(.unsupportedModel, "checkpoint \(model.name) has no tokenizer the engine reads (\(model.index.tokenizer.format))")
         }
-        throw EngineError(.unsupportedModel, "checkpoint \(model.name) has no tokenizer")
+        let key = "\(file.name):\(file.crc32c):\(file.byteCount)"
+        if let cached = tokenizers.withLock({ $0[key] }) { return cached }
+        let tokenizer = try Tokenizer(ggufJSON: Data(try model.fileContents(file.name)))
+        tokenizers.withLock { $0[key] = tokenizer }
+        return tokenizer
     }
 
     /// Compute threads in use.

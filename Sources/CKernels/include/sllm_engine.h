@@ -56,6 +56,9 @@ void sllm_gemm_at_level(int level, int wtype, const void *w, size_t wstride, int
 /// out[i] = silu(gate[i]) * up[i], with GGML's vectorised exp (so results match llama.cpp's bits).
 void sllm_swiglu(const float *gate, const float *up, float *out, int64_t count);
 
+/// Σ exp(x[i] − max) (for log-probabilities), vectorised where the CPU allows.
+float sllm_sum_exp(const float *x, int64_t count, float max);
+
 // MARK: - f16 helpers
 
 void sllm_f32_to_f16(const float *x, uint16_t *y, int64_t count);

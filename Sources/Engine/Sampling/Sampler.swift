@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Chooses tokens from logits: penalties, then top-k, top-p, min-p, temperature, then a draw
@@ -34,6 +35,14 @@ public struct Sampler: Sendable {
     /// Picks the next token from `logits` given the tokens so far (for the penalties).
     public mutating func sample(logits: UnsafeBufferPointer<Float>, history: some Collection<Int>) -> Choice {
         let p = state.parameters
+        let penalised = p.repetitionPenalty != 1 || p.frequencyPenalty != 0 || p.presencePenalty != 0
+        if p.temperature <= 0 && !penalised {
+            // Greedy without penalties: one pass for the argmax, one for the log-sum-exp.
+            var best = 0
+            for i in 1..<logits.count where logits[i] > logits[best] { best = i }
+            let sum = sllm_sum_exp(logits.baseAddress!, Int64(logits.count), logits[best])
+            return Choice(token: best, logprob: -log(sum))
+        }
         candidates.removeAll(keepingCapacity: true)
         candidates.reserveCapacity(logits.count)
         for (token, logit) in logits.enumerated() { candidates.append((token, logit)) }
@@ -43,8 +52,11 @@ public struct Sampler: Sendable {
             let best = candidates.max { $0.logit < $1.logit || ($0.logit == $1.logit && $0.token > $1.token) }!
             return Choice(token: best.token, logprob: logSoftmax(of: best.logit, over: candidates.map(\.logit)))
         }
-        candidates.sort { $0.logit > $1.logit || ($0.logit == $1.logit && $0.token < $1.token) }
-        if p.topK > 0 && p.topK < candidates.count { candidates.removeLast(candidates.count - p.topK) }
+        if p.topK > 0 && p.topK < candidates.count {
+            keepTop(p.topK)
+        } else {
+            candidates.sort { $0.logit > $1.logit || ($0.logit == $1.logit && $0.token < $1.token) }
+        }
         var probabilities = softmax(candidates.map(\.logit))
         if p.topP < 1 {
             var cumulative: Float = 0
@@ -75,6 +87,23 @@ public struct Sampler: Sendable {
             }
         }
         return Choice(token: candidates[chosen].token, logprob: log(max(final[chosen], .leastNonzeroMagnitude)))
+    }
+
+    /// Keeps the `k` best candidates, sorted best first, in one pass (no full sort of the vocabulary).
+    private mutating func keepTop(_ k: Int) {
+        func better(_ a: (token: Int, logit: Float), _ b: (token: Int, logit: Float)) -> Bool {
+            a.logit > b.logit || (a.logit == b.logit && a.token < b.token)
+        }
+        var top: [(token: Int, logit: Float)] = []
+        top.reserveCapacity(k + 1)
+        for candidate in candidates {
+            if top.count == k, let last = top.last, !better(candidate, last) { continue }
+            var i = top.count
+            while i > 0 && better(candidate, top[i - 1]) { i -= 1 }
+            top.insert(candidate, at: i)
+            if top.count > k { top.removeLast() }
+        }
+        candidates = top
     }
 
     private mutating func applyPenalties(history: some Collection<Int>) {

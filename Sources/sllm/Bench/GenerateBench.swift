@@ -1,0 +1,225 @@
+import ArgumentParser
+import Checkpoint
+import Engine
+import Foundation
+import Store
+import Tokenizers
+
+struct GenerateBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Engine speed vs llama.cpp's llama-bench on the same GGUF: prompt processing, generation, batching, start-up.",
+        discussion: """
+            For each thread count: pp (one prefill of --prompt tokens on a fresh sequence) and tg
+            (--generate single-token steps from a one-token context, greedy sampling included), as
+            llama-bench's pp/tg tests do; llama-bench runs in the same invocation with the same
+            threads when it is on PATH (scripts/build-llama-cpp.sh builds it) or given by
+            --llama-bench. Then aggregate generation with 1, 4, 16 sequences decoding together, the
+            engine start-up time from a loaded (DRAM-cached) checkpoint, and the memory the engine
+            adds beyond weights and KV cache. Medians with (min–max).
+            """)
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "Model in the store.")
+    var model: String = "smollm2-135m"
+
+    @Option(help: "Thread counts, comma-separated.")
+    var threads: String = "1,2"
+
+    @Option(help: "Prompt tokens for pp.")
+    var prompt: Int = 128
+
+    @Option(help: "Generated tokens for tg.")
+    var generate: Int = 64
+
+    @Option(help: "Batch sizes for aggregate generation, comma-separated.")
+    var batches: String = "1,4,16"
+
+    @Option(help: "Repetitions.")
+    var runs: Int = 5
+
+    @Option(help: "The GGUF file llama-bench reads (default: the checkpoint's source when it is a local GGUF).")
+    var gguf: String?
+
+    @Option(help: "Path of llama-bench (default: llama-bench on PATH).")
+    var llamaBench: String?
+
+    @Option(help: "Also write the results as JSON to this file.")
+    var json: String?
+
+    struct ThreadReport: Encodable {
+        var threads: Int
+        var promptTokensPerSecond: Sample
+        var generateTokensPerSecond: Sample
+        var llamaPromptTokensPerSecond: Sample?
+        var llamaGenerateTokensPerSecond: Sample?
+    }
+
+    struct BatchReport: Encodable {
+        var sequences: Int
+        var aggregateTokensPerSecond: Sample
+    }
+
+    struct Report: Encodable {
+        var model: String
+        var threadReports: [ThreadReport]
+        var batchReports: [BatchReport]
+        var startupMilliseconds: Sample
+        var extraResidentBytes: Int
+    }
+
+    func validate() throws {
+        guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
+        guard prompt >= 1, generate >= 1 else { throw ValidationError("--prompt and --generate must be positive") }
+        guard parsedList(threads) != nil else { throw ValidationError("--threads must be a comma-separated list of positive numbers") }
+        guard parsedList(batches) != nil else { throw ValidationError("--batches must be a comma-separated list of positive numbers") }
+    }
+
+    private func parsedList(_ text: String) -> [Int]? {
+        let values = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ ($0 ?? 0) > 0 }) else { return nil }
+        return values.map { $0! }
+    }
+
+    func run() async throws {
+        _ = global.bootstrap()
+        let name = try ModelName(model)
+        guard global.store.contains(name) else { throw CommandFailure("\(model) is not in the store; `sllm pull \(model)` first") }
+        let loader = try LoaderOptions.parse([]).makeLoader(store: global.store)
+        let loaded = try await loader.load(name)
+        let vocabulary = loaded.index.config.vocabularySize
+        var generator = SystemRandomNumberGenerator()
+        func randomTokens(_ count: Int) -> [Int] { (0..<count).map { _ in Int.random(in: 0..<vocabulary, using: &generator) } }
+
+        let peer = llamaBench ?? findOnPath("llama-bench")
+        let ggufPath = gguf ?? localGGUF(of: loaded)
+        if peer == nil { print("llama-bench not found (scripts/build-llama-cpp.sh builds it); measuring sllm only") }
+        if peer != nil && ggufPath == nil { print("no GGUF for llama-bench (give --gguf); measuring sllm only") }
+
+        var threadReports: [ThreadReport] = []
+        for threadCount in parsedList(threads)! {
+            var options = Engine.Options()
+            options.threads = threadCount
+            options.contextLength = max(prompt, generate) + 16
+            let engine = try Engine(model: loaded, options: options)
+            // Warm-up: touch the weights and scratch once.
+            _ = try engine.generate(prompt: randomTokens(prompt), parameters: greedy(tokens: 2))
+            var pp: [Double] = [], tg: [Double] = [], llamaPP: [Double] = [], llamaTG: [Double] = []
+            for _ in 0..<runs {
+                let sequence = try engine.makeSequence(tokens: randomTokens(prompt))
+                let prefill = measure { try? engine.prefill(sequence) }
+                pp.append(Double(prompt) / prefill)
+                let decoding = try engine.makeSequence(tokens: randomTokens(1))
+                let seconds = try measure { for _ in 0..<generate { _ = try engine.step([decoding]) } }
+                tg.append(Double(generate) / seconds)
+                if let peer, let ggufPath {
+                    let (p, g) = try runLlamaBench(peer, ggufPath, threads: threadCount)
+                    llamaPP.append(p)
+                    llamaTG.append(g)
+                }
+            }
+            let report = ThreadReport(
+                threads: threadCount, promptTokensPerSecond: Sample(values: pp), generateTokensPerSecond: Sample(values: tg),
+                llamaPromptTokensPerSecond: llamaPP.isEmpty ? nil : Sample(values: llamaPP),
+                llamaGenerateTokensPerSecond: llamaTG.isEmpty ? nil : Sample(values: llamaTG))
+            threadReports.append(report)
+            print("threads \(threadCount):")
+            print("  pp\(prompt)  sllm \(report.promptTokensPerSecond.formatted(1)) tok/s" + ratio(report.promptTokensPerSecond, report.llamaPromptTokensPerSecond))
+            print("  tg\(generate)   sllm \(report.generateTokensPerSecond.formatted(1)) tok/s" + ratio(report.generateTokensPerSecond, report.llamaGenerateTokensPerSecond))
+        }
+
+        // Aggregate generation with several sequences decoding together.
+        var options = Engine.Options()
+        options.threads = parsedList(threads)!.max()!
+        options.contextLength = prompt + 2 * generate + 16
+        let engine = try Engine(model: loaded, options: options)
+        var batchReports: [BatchReport] = []
+        for size in parsedList(batches)! {
+            var rates: [Double] = []
+            for _ in 0..<runs {
+                let sequences = try (0..<size).map { _ in try engine.makeSequence(tokens: randomTokens(8)) }
+                _ = try engine.step(sequences)  // prompts in
+                let seconds = try measure { for _ in 0..<generate { _ = try engine.step(sequences) } }
+                rates.append(Double(size * generate) / seconds)
+            }
+            let report = BatchReport(sequences: size, aggregateTokensPerSecond: Sample(values: rates))
+            batchReports.append(report)
+            print("batch \(size): \(report.aggregateTokensPerSecond.formatted(1)) tok/s aggregate (\(options.threads) threads)")
+        }
+
+        // Start-up from a loaded checkpoint, and memory the engine adds. The first engine of a
+        // model in a process also parses its tokenizer (shared by later ones): reported apart.
+        let parse = try measure { _ = try Tokenizer(ggufJSON: Data(try loaded.fileContents("gguf-tokenizer.json"))) }
+        print(String(format: "tokenizer parse (first engine of a model in a process only): %.1f ms", parse * 1000))
+        var startups: [Double] = []
+        for _ in 0..<max(runs, 10) {
+            let start = ContinuousClock.now
+            let engine = try Engine(model: loaded, options: options)
+            let elapsed = ContinuousClock.now - start
+            _ = engine
+            startups.append(Double(elapsed.components.attoseconds) * 1e-15 + Double(elapsed.components.seconds) * 1e3)
+        }
+        let before = residentAnonymousBytes()
+        let probe = try Engine(model: loaded, options: options)
+        let sequence = try probe.makeSequence(tokens: randomTokens(prompt))
+        for _ in 0..<generate { _ = try probe.step([sequence]) }
+        let extra = max(0, residentAnonymousBytes() - before - probe.kvCacheBytesInUse)
+        let startup = Sample(values: startups)
+        print("engine start-up from a loaded checkpoint: \(startup.formatted(3)) ms; memory beyond weights and KV cache: \(formatBytes(Int64(extra)))")
+        try writeReport(Report(model: model, threadReports: threadReports, batchReports: batchReports, startupMilliseconds: startup, extraResidentBytes: extra), to: json)
+    }
+
+    private func greedy(tokens: Int) -> GenerationParameters {
+        var parameters = GenerationParameters()
+        parameters.sampling = .greedy
+        parameters.maxTokens = tokens
+        parameters.stopAtEndOfGeneration = false
+        return parameters
+    }
+
+    private func ratio(_ ours: Sample, _ theirs: Sample?) -> String {
+        guard let theirs else { return "" }
+        return String(format: "   llama.cpp %@ tok/s   ratio %.2fx", theirs.formatted(1), ours.median / theirs.median)
+    }
+
+    /// One llama-bench run (one repetition of pp and tg) → tokens/s of each.
+    private func runLlamaBench(_ executable: String, _ path: String, threads: Int) throws -> (Double, Double) {
+        let (status, data) = try runCapturingOutput(executable, [
+            "-m", path, "-p", "\(prompt)", "-n", "\(generate)", "-t", "\(threads)", "-r", "1", "-o", "json",
+        ])
+        guard status == 0, let rows = try JSONSerialization.jsonObject(with: data) as? [[String: Any]] else {
+            throw CommandFailure("llama-bench failed (status \(status))")
+        }
+        var pp = Double.nan, tg = Double.nan
+        for row in rows {
+            let rate = (row["avg_ts"] as? NSNumber)?.doubleValue ?? .nan
+            if (row["n_prompt"] as? NSNumber)?.intValue ?? 0 > 0 { pp = rate } else { tg = rate }
+        }
+        return (pp, tg)
+    }
+
+    private func localGGUF(of model: LoadedModel) -> String? {
+        let source = model.index.source
+        return source.hasSuffix(".gguf") && FileSystem.exists(source) ? source : nil
+    }
+}
+
+/// An executable named `name` on PATH.
+func findOnPath(_ name: String) -> String? {
+    for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
+        let path = "\(directory)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return nil
+}
+
+/// Anonymous resident memory of this process (`RssAnon` in /proc/self/status).
+func residentAnonymousBytes() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in status.split(separator: "\n") where line.hasPrefix("RssAnon:") {
+        let kilobytes = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+        return kilobytes * 1024
+    }
+    return 0
+}
