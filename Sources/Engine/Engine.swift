@@ -95,23 +95,23 @@ public final class Engine: @unchecked Sendable {
     // MARK: - Sequences
 
     /// A new sequence whose first tokens are `tokens` (pending until the next step/prefill).
-    public func makeSequence(tokens: [Int], sampling: SamplingParameters = .greedy) throws(EngineError) -> Sequence {
+    public func makeSequence(tokens: [Int], sampling: SamplingParameters = .greedy) throws(EngineError) -> EngineSequence {
         try makeSequence(tokens: tokens, sampler: Sampler(parameters: sampling))
     }
 
     /// A sequence that continues `snapshot` exactly as the original would have.
-    public func makeSequence(snapshot: SequenceSnapshot) throws(EngineError) -> Sequence {
+    public func makeSequence(snapshot: SequenceSnapshot) throws(EngineError) -> EngineSequence {
         try makeSequence(tokens: snapshot.tokens, sampler: Sampler(state: snapshot.sampler))
     }
 
-    private func makeSequence(tokens: [Int], sampler: Sampler) throws(EngineError) -> Sequence {
+    private func makeSequence(tokens: [Int], sampler: Sampler) throws(EngineError) -> EngineSequence {
         guard !tokens.isEmpty else { throw EngineError(.invalidInput, "a sequence needs at least one token") }
         try validate(tokens)
         guard tokens.count <= contextLength else {
             throw EngineError(.contextOverflow, "\(tokens.count) tokens do not fit the context of \(contextLength)")
         }
         let cache = try KVCache(capacity: contextLength, layers: config.blockCount, kvDimension: config.headCountKV * config.headDimension)
-        return Sequence(id: nextID.add(1, ordering: .relaxed).newValue, tokens: tokens, sampler: sampler, cache: cache, budget: budget)
+        return EngineSequence(id: nextID.add(1, ordering: .relaxed).newValue, tokens: tokens, sampler: sampler, cache: cache, budget: budget)
     }
 
     func validate(_ tokens: [Int]) throws(EngineError) {
@@ -121,7 +121,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Adds tokens to a sequence (checked against the vocabulary and its context).
-    public func append(_ tokens: [Int], to sequence: Sequence) throws(EngineError) {
+    public func append(_ tokens: [Int], to sequence: EngineSequence) throws(EngineError) {
         try validate(tokens)
         guard sequence.tokens.count + tokens.count <= sequence.capacity else {
             throw EngineError(.contextOverflow, "\(sequence.tokens.count + tokens.count) tokens do not fit the context of \(sequence.capacity)")
@@ -129,19 +129,32 @@ public final class Engine: @unchecked Sendable {
         sequence.append(tokens)
     }
 
+    /// Cuts a sequence back to its first `count` tokens (a conversation whose next prompt shares
+    /// only a prefix with what was computed); the cache beyond is reused for the new tokens.
+    public func truncate(_ sequence: EngineSequence, to count: Int) {
+        forwardLock.lock()
+        defer { forwardLock.unlock() }
+        let keep = max(0, min(count, sequence.tokens.count))
+        if sequence.cachedCount > keep {
+            budget.release(sequence.cachedCount - keep)
+            sequence.cachedCount = keep
+        }
+        sequence.truncate(to: keep)
+    }
+
     /// Computes every pending token of `sequences` (the KV cache catches up; nothing is sampled).
-    public func prefill(_ sequences: [Sequence]) throws(EngineError) {
+    public func prefill(_ sequences: [EngineSequence]) throws(EngineError) {
         forwardLock.lock()
         defer { forwardLock.unlock() }
         try computePending(sequences)
     }
 
-    public func prefill(_ sequence: Sequence) throws(EngineError) { try prefill([sequence]) }
+    public func prefill(_ sequence: EngineSequence) throws(EngineError) { try prefill([sequence]) }
 
     /// One decoding step for each sequence: computes its pending tokens (all sequences in shared
     /// batched passes), then samples its next token, which becomes pending. A sequence whose
     /// context is full gets a `contextOverflow` error and nothing is sampled for any.
-    public func step(_ sequences: [Sequence]) throws(EngineError) -> [Sampler.Choice] {
+    public func step(_ sequences: [EngineSequence]) throws(EngineError) -> [Sampler.Choice] {
         forwardLock.lock()
         defer { forwardLock.unlock() }
         for sequence in sequences where sequence.tokens.count >= sequence.capacity {
@@ -162,13 +175,13 @@ public final class Engine: @unchecked Sendable {
 
     /// One token of the batch: which sequence, its position, whether it needs logits.
     struct Slot {
-        var sequence: Sequence
+        var sequence: EngineSequence
         var token: Int
         var position: Int
         var logits: Bool
     }
 
-    private func computePending(_ sequences: [Sequence]) throws(EngineError) {
+    private func computePending(_ sequences: [EngineSequence]) throws(EngineError) {
         var remaining = sequences.filter { $0.pendingCount > 0 }
         var seen = Set<ObjectIdentifier>()
         for sequence in remaining where !seen.insert(ObjectIdentifier(sequence)).inserted {
@@ -177,7 +190,7 @@ public final class Engine: @unchecked Sendable {
         try budget.reserve(remaining.reduce(0) { $0 + $1.pendingCount })
         while !remaining.isEmpty {
             var slots: [Slot] = []
-            var shares: [(Sequence, Int, Bool)] = []
+            var shares: [(EngineSequence, Int, Bool)] = []
             for sequence in remaining where slots.count < options.batchSize {
                 let take = min(sequence.pendingCount, options.batchSize - slots.count)
                 let generated = sequence.cachedCount >= sequence.promptCount && take == 1

@@ -112,6 +112,16 @@ extension Engine {
         onToken: (GeneratedToken) -> Bool = { _ in true }
     ) throws(EngineError) -> GenerationResult {
         let sequence = try makeSequence(tokens: prompt, sampling: parameters.sampling)
+        return try generate(on: sequence, parameters: parameters, onToken: onToken)
+    }
+
+    /// Generates on an existing sequence (its pending tokens are the prompt; its sampler is used,
+    /// `parameters.sampling` is not).
+    public func generate(
+        on sequence: EngineSequence, parameters: GenerationParameters,
+        onToken: (GeneratedToken) -> Bool = { _ in true }
+    ) throws(EngineError) -> GenerationResult {
+        let prompt = sequence.tokens
         var stream = TextStream(tokenizer: tokenizer, stop: parameters.stop, stopAtEndOfGeneration: parameters.stopAtEndOfGeneration)
         var generated: [Int] = []
         var reason = FinishReason.length

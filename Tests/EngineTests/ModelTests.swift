@@ -72,7 +72,10 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
         var parameters = GenerationParameters()
         parameters.sampling = .greedy
         parameters.maxTokens = 32
-        let result = try engine.generate(prompt: engine.tokenizer.encode(expected.templated_prompt), parameters: parameters)
+        // The model's own template renders the conversation exactly as llama.cpp did.
+        let rendered = try engine.tokenizer.renderChat(expected.messages.map { ChatMessage(role: $0.role, content: $0.content) })
+        #expect(rendered == expected.templated_prompt)
+        let result = try engine.generate(prompt: engine.tokenizer.encodeChat(rendered), parameters: parameters)
         #expect(result.text == expected.output_text)
         #expect(result.finishReason == .length)
         #expect(result.promptTokens == 37)
@@ -176,6 +179,18 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
         // The same sequence twice in one step is refused.
         let twice = try engine.makeSequence(tokens: [28])
         #expect { try engine.step([twice, twice]) } throws: { ($0 as? EngineError)?.kind == .invalidInput }
+    }
+
+    @Test func aTruncatedSequenceContinuesLikeAFreshOne() async throws {
+        let engine = try await SharedModel.engine.value
+        let prompt = try fixture("greedy-01", as: GreedyFixture.self).prompt_ids
+        let fresh = try greedy(engine, prompt, count: 6)
+        let sequence = try engine.makeSequence(tokens: prompt + [28, 260, 2240])
+        _ = try engine.step([sequence])
+        engine.truncate(sequence, to: prompt.count)
+        #expect(sequence.tokens == prompt)
+        let continued = try (0..<6).map { _ in try engine.step([sequence])[0].token }
+        #expect(continued == fresh)
     }
 
     @Test func startupLeavesTheKVCacheEmpty() async throws {

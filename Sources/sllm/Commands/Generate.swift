@@ -158,7 +158,7 @@ struct Generate: AsyncParsableCommand {
             print(try ModelSummary.json(Output(prompt_ids: ids, output_ids: result.tokens, text: result.text,
                                                finish_reason: result.finishReason.rawValue, timings: result.timings)))
         } else {
-            print()
+            say()
         }
         if timings {
             let t = result.timings

@@ -14,7 +14,7 @@ struct SLLM: AsyncParsableCommand {
             loading-optimized checkpoints. Start with `sllm pull smollm2-135m`.
             """,
         version: "0.1.0",
-        subcommands: [Pull.self, Convert.self, List.self, Inspect.self, Verify.self, Remove.self, Tokenize.self, Generate.self, StoreCommand.self, Bench.self]
+        subcommands: [Pull.self, Convert.self, List.self, Inspect.self, Verify.self, Remove.self, Tokenize.self, Generate.self, Chat.self, StoreCommand.self, Bench.self]
     )
 
     /// Runs the command line; our own errors print as one `error: …` line and exit 1.

@@ -5,7 +5,7 @@ import Synchronization
 /// Tokens the cache does not hold yet (a new prompt, the last sampled token, tokens appended
 /// for a migration) are *pending*; the next `Engine.step` or `Engine.prefill` computes them.
 /// `snapshot()` is everything another engine needs to continue identically.
-public final class Sequence: @unchecked Sendable {
+public final class EngineSequence: @unchecked Sendable {
     // Sendable: mutated only by the engine under its forward lock, or by the one task that owns it.
     public let id: Int
     /// Every token: the prompt and everything generated so far.
@@ -42,6 +42,8 @@ public final class Sequence: @unchecked Sendable {
     public func append(_ more: [Int]) { tokens.append(contentsOf: more) }
 
     func appendSampled(_ token: Int) { tokens.append(token) }
+
+    func truncate(to count: Int) { tokens.removeLast(tokens.count - count) }
 
     /// The tokens and sampler state: enough to continue this sequence elsewhere.
     public func snapshot() -> SequenceSnapshot {

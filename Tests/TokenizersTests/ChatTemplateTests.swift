@@ -1,0 +1,68 @@
+import Foundation
+import Testing
+
+@testable import Tokenizers
+
+/// Chat templates rendered by our interpreter against Python jinja2's output
+/// (Resources/chat-templates.json, made by scripts/make-chat-template-fixtures.py).
+@Suite struct ChatTemplateTests {
+    static let fixture: JinjaValue = {
+        let url = Bundle.module.url(forResource: "chat-templates", withExtension: "json", subdirectory: "Resources")!
+        return try! JinjaValue.parseJSON(try! Data(contentsOf: url))
+    }()
+
+    static var caseIndices: [Int] {
+        guard case .object(let root) = fixture, case .array(let cases)? = root["cases"] else { return [] }
+        return Array(cases.indices)
+    }
+
+    @Test(arguments: caseIndices)
+    func rendersLikePythonJinja2(index: Int) throws {
+        guard case .object(let root) = Self.fixture, case .array(let cases)? = root["cases"], case .object(let templates)? = root["templates"],
+              case .object(let c) = cases[index], case .string(let name)? = c["template"], case .string(let source)? = templates[name],
+              case .array(let messages)? = c["messages"]
+        else { Issue.record("malformed fixture"); return }
+        var context: [String: JinjaValue] = [
+            "messages": .array(messages), "add_generation_prompt": c["add_generation_prompt"]!,
+            "bos_token": .string("<s>"), "eos_token": .string("</s>"), "date_string": .string("02 Jan 2025"),
+        ]
+        if let tools = c["tools"], tools != .none { context["tools"] = tools }
+        let template = try JinjaTemplate(source)
+        let label = "\(name) \(c["conversation"]!.printed) generation=\(c["add_generation_prompt"]!.printed)"
+        if case .string(let expected)? = c["expected"] {
+            #expect(try template.render(context) == expected, "\(label)")
+        } else if case .string(let message)? = c["error"] {
+            #expect(throws: TemplateError(message), "\(label)") { try template.render(context) }
+        }
+    }
+
+    @Test func expressionsFollowPythonSemantics() throws {
+        func render(_ source: String, _ context: [String: JinjaValue] = [:]) throws -> String { try JinjaTemplate(source).render(context) }
+        #expect(try render("{{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ 2 ** 3 }} {{ 1 / 2 }} {{ 'ab' * 2 }}") == "3 -4 1 8 0.5 abab")
+        #expect(try render("{{ [1, 2, 3][::-1] }} {{ 'hello'[1:3] }} {{ [1,2,3] | length }}") == "[3, 2, 1] el 3")
+        #expect(try render("{{ {'a': 1, 'b': [True, None]} | tojson }}") == #"{"a": 1, "b": [true, null]}"#)
+        #expect(try render("{{ x is defined }} {{ x | default('d') }} {{ none is none }}") == "False d True")
+        #expect(try render("{% for a, b in pairs %}{{ loop.index }}{{ a }}{{ b }}{% if not loop.last %},{% endif %}{% endfor %}",
+                           ["pairs": .array([.array([.string("x"), .int(1)]), .array([.string("y"), .int(2)])])]) == "1x1,2y2")
+        #expect(try render("{% set ns = namespace(n=0) %}{% for i in range(5) if i is odd %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}") == "4")
+        #expect(try render("{% for i in range(9) %}{% if i == 3 %}{% break %}{% endif %}{{ i }}{% endfor %}") == "012")
+        #expect(try render("{% macro greet(name, punct='!') %}hi {{ name }}{{ punct }}{% endmacro %}{{ greet('bob') }}") == "hi bob!")
+        #expect(try render("  {%- if true %}\n  yes\n{% endif %}") == "  yes\n")
+        #expect(try render("{{ '  x  ' | trim }}|{{ 'a,b' .split(',') | join('-') }}") == "x|a-b")
+    }
+
+    @Test func malformedTemplatesAndRuntimeErrorsAreClear() {
+        #expect(throws: TemplateError.self) { try JinjaTemplate("{% if x %}unclosed") }
+        #expect(throws: TemplateError.self) { try JinjaTemplate("{{ 1 + }}") }
+        #expect(throws: TemplateError.self) { try JinjaTemplate("{% frobnicate %}") }
+        #expect(throws: TemplateError("boom")) { try JinjaTemplate("{{ raise_exception('boom') }}").render([:]) }
+        #expect(throws: TemplateError.self) { try JinjaTemplate("{{ missing.attribute }}").render([:]) }
+    }
+
+    @Test func orderedJSONKeepsKeyOrderAndRejectsGarbage() throws {
+        let value = try JinjaValue.parseJSON(Data(#"{"z": 1, "a": [1.5, "\u00e9\n"], "m": {"y": null, "b": false}}"#.utf8))
+        #expect(JSONText.encode(value, indent: nil, level: 0) == #"{"z": 1, "a": [1.5, "é\n"], "m": {"y": null, "b": false}}"#)
+        #expect(throws: TemplateError.self) { try JinjaValue.parseJSON(Data("{\"a\": }".utf8)) }
+        #expect(throws: TemplateError.self) { try JinjaValue.parseJSON(Data("[1, 2".utf8)) }
+    }
+}
