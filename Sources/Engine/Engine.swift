@@ -135,10 +135,13 @@ public final class Engine: @unchecked Sendable {
         forwardLock.lock()
         defer { forwardLock.unlock() }
         let keep = max(0, min(count, sequence.tokens.count))
-        if sequence.cachedCount > keep {
-            budget.release(sequence.cachedCount - keep)
-            sequence.cachedCount = keep
+        // The last kept token is computed again so that the next step has its logits.
+        let cached = max(0, keep - 1)
+        if sequence.cachedCount > cached {
+            budget.release(sequence.cachedCount - cached)
+            sequence.cachedCount = cached
         }
+        sequence.logits = nil
         sequence.truncate(to: keep)
     }
 
@@ -157,6 +160,9 @@ public final class Engine: @unchecked Sendable {
     public func step(_ sequences: [EngineSequence]) throws(EngineError) -> [Sampler.Choice] {
         forwardLock.lock()
         defer { forwardLock.unlock() }
+        for sequence in sequences where sequence.pendingCount == 0 && sequence.logits == nil {
+            throw EngineError(.invalidInput, "sequence \(sequence.id) has no tokens to continue from")
+        }
         for sequence in sequences where sequence.tokens.count >= sequence.capacity {
             throw EngineError(.contextOverflow, "sequence \(sequence.id) has filled its context of \(sequence.capacity) tokens")
         }
