@@ -1,6 +1,7 @@
 import ArgumentParser
 import Engine
 import Foundation
+import Logging
 import Store
 import Tokenizers
 
@@ -93,10 +94,19 @@ struct EngineOptions: ParsableArguments {
     }
 }
 
-/// Loads `name` through the tiered loader and starts an engine on it.
+/// Loads `name` through the tiered loader and starts an engine on it. A built-in alias that is
+/// not in the store yet (the default model) is pulled first, with progress, as `ollama run` does.
 func startEngine(_ name: String, global: GlobalOptions, options: EngineOptions) async throws -> Engine {
+    let modelName = try ModelName(name)
+    if !global.store.contains(modelName), ModelSource.aliases.contains(where: { $0.name == name }) {
+        if !global.quiet { FileHandle.standardError.write(Data("pulling \(name) (first use)\n".utf8)) }
+        let bar = global.progressBar()
+        var puller = Puller(store: global.store, logger: Logger(label: "sllm.pull"))
+        _ = try await puller.pull(name, as: modelName, force: false, progress: bar.handler)
+        bar.finish()
+    }
     let loader = try LoaderOptions.parse([]).makeLoader(store: global.store)
-    let model = try await loader.load(try ModelName(name))
+    let model = try await loader.load(modelName)
     do {
         return try Engine(model: model, options: options.options)
     } catch let error as EngineError {
