@@ -6,11 +6,15 @@ public struct TokenizerError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.description = description }
 }
 
-/// A byte-level BPE tokenizer (GPT-2 style) built from GGUF `tokenizer.*` metadata.
+/// A tokenizer built from GGUF `tokenizer.*` metadata (or a Hugging Face `tokenizer.json`):
+/// byte-level BPE (GPT-2 style, `gpt2`) or SentencePiece BPE with byte fallback (`llama`:
+/// Llama 2, Mistral).
 ///
 /// Encodes as llama.cpp does: special tokens (control and user-defined) are matched first when
-/// `parseSpecial` is set, the rest is split by the vocabulary's pre-tokenizer, each word is
-/// spelled in GPT-2's byte alphabet and merged by rank.
+/// `parseSpecial` is set. Byte-level: the rest is split by the vocabulary's pre-tokenizer, each
+/// word spelled in GPT-2's byte alphabet and merged by rank. SentencePiece: spaces become `▁`
+/// (with a leading one after BOS or a special token), characters merge by the score of the
+/// merged token, and characters outside the vocabulary become `<0xXX>` byte tokens.
 public final class Tokenizer: Sendable {
     public let tokens: [String]
     public let tokenTypes: [Int]
@@ -22,6 +26,21 @@ public final class Tokenizer: Sendable {
     public let eosTokenID: Int?
     public let addBOS: Bool
     public let chatTemplate: String?
+    /// Which algorithm the vocabulary uses.
+    public let model: Model
+    /// SentencePiece scores (the merge priority of each token); empty for byte-level BPE.
+    let scores: [Float]
+    /// Whether SentencePiece text gets a leading `▁`.
+    let addSpacePrefix: Bool
+    /// `<0xXX>` byte tokens of a SentencePiece vocabulary.
+    let byteTokens: [Int?]
+
+    public enum Model: String, Sendable {
+        /// GPT-2 style byte-level BPE.
+        case byteLevelBPE = "gpt2"
+        /// SentencePiece BPE with byte fallback.
+        case sentencePiece = "llama"
+    }
 
     /// Token types, as GGUF `tokenizer.ggml.token_type` numbers them.
     public enum TokenType: Int {
@@ -40,18 +59,25 @@ public final class Tokenizer: Sendable {
     }
 
     public init(gguf: [String: Any]) throws {
-        let model = gguf["tokenizer.ggml.model"] as? String ?? "(none)"
-        guard model == "gpt2" else {
-            throw TokenizerError("tokenizer model `\(model)` is not supported yet (supported: gpt2 byte-level BPE)")
+        let modelName = gguf["tokenizer.ggml.model"] as? String ?? "(none)"
+        guard let model = Model(rawValue: modelName) else {
+            throw TokenizerError("tokenizer model `\(modelName)` is not supported (supported: gpt2 byte-level BPE, llama SentencePiece BPE)")
         }
         guard let tokens = gguf["tokenizer.ggml.tokens"] as? [String], !tokens.isEmpty else {
             throw TokenizerError("tokenizer has no tokenizer.ggml.tokens")
         }
         let merges = gguf["tokenizer.ggml.merges"] as? [String] ?? []
         let pre = gguf["tokenizer.ggml.pre"] as? String ?? "default"
-        guard let preTokenizer = PreTokenizer(ggufName: pre) else {
-            throw TokenizerError("pre-tokenizer `\(pre)` is not supported yet (supported: gpt2, smollm and its kin)")
+        guard let preTokenizer = model == .sentencePiece ? PreTokenizer(kind: .gpt2) : PreTokenizer(ggufName: pre) else {
+            throw TokenizerError("pre-tokenizer `\(pre)` is not supported (supported: gpt2, smollm, llama3, qwen2 and their kin)")
         }
+        self.model = model
+        let scores = (gguf["tokenizer.ggml.scores"] as? [NSNumber])?.map(\.floatValue) ?? []
+        if model == .sentencePiece && scores.count != tokens.count {
+            throw TokenizerError("a SentencePiece vocabulary needs one score per token (\(scores.count) scores for \(tokens.count) tokens)")
+        }
+        self.scores = scores
+        self.addSpacePrefix = (gguf["tokenizer.ggml.add_space_prefix"] as? Bool) ?? true
         let types = (gguf["tokenizer.ggml.token_type"] as? [NSNumber])?.map(\.intValue) ?? Array(repeating: 1, count: tokens.count)
         guard types.count == tokens.count else { throw TokenizerError("token_type has \(types.count) entries for \(tokens.count) tokens") }
         self.tokens = tokens
@@ -72,8 +98,15 @@ public final class Tokenizer: Sendable {
         func id(_ key: String) -> Int? { (gguf[key] as? NSNumber)?.intValue }
         self.bosTokenID = id("tokenizer.ggml.bos_token_id")
         self.eosTokenID = id("tokenizer.ggml.eos_token_id")
-        self.addBOS = (gguf["tokenizer.ggml.add_bos_token"] as? Bool) ?? false
+        self.addBOS = (gguf["tokenizer.ggml.add_bos_token"] as? Bool) ?? (model == .sentencePiece)
         self.chatTemplate = gguf["tokenizer.chat_template"] as? String
+        var byteTokens = [Int?](repeating: nil, count: 256)
+        if model == .sentencePiece {
+            for (id, token) in tokens.enumerated() where types[id] == TokenType.byte.rawValue {
+                if token.hasPrefix("<0x"), token.hasSuffix(">"), let byte = UInt8(token.dropFirst(3).dropLast(), radix: 16) { byteTokens[Int(byte)] = id }
+            }
+        }
+        self.byteTokens = byteTokens
     }
 
     public var vocabularySize: Int { tokens.count }
@@ -86,11 +119,19 @@ public final class Tokenizer: Sendable {
     public func encode(_ text: String, addSpecial: Bool = true, parseSpecial: Bool = true) -> [Int] {
         var out: [Int] = []
         if addSpecial && addBOS, let bos = bosTokenID { out.append(bos) }
+        var afterSpecial = true
         for fragment in fragments(of: text[...], parseSpecial: parseSpecial) {
             switch fragment {
-            case .special(let id): out.append(id)
+            case .special(let id):
+                out.append(id)
+                afterSpecial = true
             case .text(let piece):
-                for word in preTokenizer.split(piece) { encodeWord(word, into: &out) }
+                if model == .sentencePiece {
+                    encodeSentencePiece((addSpacePrefix && afterSpecial ? " " : "") + piece, into: &out)
+                } else {
+                    for word in preTokenizer.split(piece) { encodeWord(word, into: &out) }
+                }
+                afterSpecial = false
             }
         }
         return out
@@ -146,12 +187,41 @@ public final class Tokenizer: Sendable {
         }
     }
 
+    /// SentencePiece BPE: characters (spaces as `▁`) merged pairwise, best-scoring merged token
+    /// first (leftmost on ties), as llama.cpp's `llm_tokenizer_spm` does; leftovers outside the
+    /// vocabulary become byte tokens.
+    private func encodeSentencePiece(_ text: String, into out: inout [Int]) {
+        var symbols = text.replacingOccurrences(of: " ", with: "\u{2581}").unicodeScalars.map { String($0) }
+        while symbols.count > 1 {
+            var best: (score: Float, at: Int)?
+            for i in 0..<(symbols.count - 1) {
+                guard let id = ids[symbols[i] + symbols[i + 1]] else { continue }
+                let score = scores[id]
+                if best == nil || score > best!.score { best = (score, i) }
+            }
+            guard let best else { break }
+            symbols[best.at] += symbols[best.at + 1]
+            symbols.remove(at: best.at + 1)
+        }
+        for symbol in symbols {
+            if let id = ids[symbol] {
+                out.append(id)
+            } else {
+                for byte in symbol.utf8 { if let id = byteTokens[Int(byte)] { out.append(id) } }
+            }
+        }
+    }
+
     /// The bytes of token `id` (control tokens give their text only with `renderSpecial`).
     public func bytes(of id: Int, renderSpecial: Bool = false) -> [UInt8] {
         guard id >= 0, id < tokens.count else { return [] }
         let type = tokenTypes[id]
         if type == TokenType.control.rawValue { return renderSpecial ? Array(tokens[id].utf8) : [] }
         if type == TokenType.userDefined.rawValue { return Array(tokens[id].utf8) }
+        if model == .sentencePiece {
+            if type == TokenType.byte.rawValue, let byte = UInt8(tokens[id].dropFirst(3).dropLast(), radix: 16) { return [byte] }
+            return Array(tokens[id].replacingOccurrences(of: "\u{2581}", with: " ").utf8)
+        }
         return ByteLevel.decode(tokens[id])
     }
 

@@ -66,3 +66,19 @@ import Testing
         #expect(throws: TemplateError.self) { try JinjaValue.parseJSON(Data("[1, 2".utf8)) }
     }
 }
+
+/// The llama3 and qwen2 pre-tokenizers against Python `regex` with the original patterns
+/// (Resources/pretokenize.json).
+@Suite struct PreTokenizerPatternTests {
+    @Test(arguments: ["llama3", "qwen2"])
+    func splitsLikeTheRegex(kind: String) throws {
+        let url = try #require(Bundle.module.url(forResource: "pretokenize", withExtension: "json", subdirectory: "Resources"))
+        let cases = try #require((try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: [[Any]]])?[kind])
+        let splitter = PreTokenizer(kind: PreTokenizer.Kind(rawValue: kind)!)
+        for pair in cases {
+            let text = pair[0] as! String
+            let expected = pair[1] as! [String]
+            #expect(splitter.split(text[...]).map(String.init) == expected, "\(kind): \(text.debugDescription)")
+        }
+    }
+}
