@@ -74,14 +74,23 @@ public final class Engine: @unchecked Sendable {
     /// instead of parsing a megabyte of vocabulary again.
     private static let tokenizers = Mutex<[String: Tokenizer]>([:])
 
-    /// The tokenizer a checkpoint carries (its GGUF vocabulary), built once per process.
+    /// The tokenizer a checkpoint carries (its GGUF vocabulary, or a Hugging Face `tokenizer.json`
+    /// with `tokenizer_config.json`), built once per process.
     public static func tokenizer(of model: LoadedModel) throws -> Tokenizer {
-        guard let file = model.index.files.first(where: { $0.name == "gguf-tokenizer.json" }) else {
-            throw EngineError(.unsupportedModel, "checkpoint \(model.name) has no tokenizer the engine reads (\(model.index.tokenizer.format))")
+        let files = Dictionary(model.index.files.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        guard let main = files["gguf-tokenizer.json"] ?? files["tokenizer.json"] else {
+            throw EngineError(.unsupportedModel, "checkpoint \(model.name) has no tokenizer (gguf-tokenizer.json or tokenizer.json)")
         }
-        let key = "\(file.name):\(file.crc32c):\(file.byteCount)"
+        let config = files["tokenizer_config.json"]
+        let key = [main, config].compactMap { $0 }.map { "\($0.name):\($0.crc32c):\($0.byteCount)" }.joined(separator: "|")
         if let cached = tokenizers.withLock({ $0[key] }) { return cached }
-        let tokenizer = try Tokenizer(ggufJSON: Data(try model.fileContents(file.name)))
+        let tokenizer: Tokenizer
+        if main.name == "gguf-tokenizer.json" {
+            tokenizer = try Tokenizer(ggufJSON: Data(try model.fileContents(main.name)))
+        } else {
+            tokenizer = try Tokenizer(huggingFaceJSON: Data(try model.fileContents(main.name)),
+                                      config: try config.map { Data(try model.fileContents($0.name)) })
+        }
         tokenizers.withLock { $0[key] = tokenizer }
         return tokenizer
     }

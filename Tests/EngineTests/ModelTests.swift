@@ -200,3 +200,66 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
         #expect(engine.kvCacheBytesInUse == 0)
     }
 }
+
+/// Start-up on checkpoints other than the real model: Hugging Face sources, unsupported ones.
+@Suite struct StartupTests {
+    func load(_ directory: TemporaryDirectory, source: String) async throws -> LoadedModel {
+        let store = ModelStore(root: directory.file("home"))
+        try Converter.convert(source, to: store.directory(for: try ModelName("m")))
+        let loader = ModelLoader(store: store, cache: try DRAMCache(directory: directory.file("cache"), budgetBytes: 64 << 20, slabBytes: 1 << 20),
+                                 configuration: .init(threads: 1))
+        return try await loader.load(try ModelName("m"))
+    }
+
+    @Test func aHuggingFaceCheckpointRunsOnF16Weights() async throws {
+        let directory = try TemporaryDirectory("engine-hf")
+        defer { directory.remove() }
+        try SyntheticModel.writeHuggingFaceDirectory(directory.file("src"), shape: .tiny)
+        let model = try await load(directory, source: directory.file("src"))
+        var options = Engine.Options()
+        options.threads = 2
+        let engine = try Engine(model: model, options: options)
+        #expect(engine.tokenizer.model == .sentencePiece)
+        #expect(engine.config.tiedEmbeddings == false)
+        let prompts = [[1, 0, 1, 1], [0, 0]]
+        let single = try prompts.map { try greedy(engine, $0, count: 5) }
+        let sequences = try prompts.map { try engine.makeSequence(tokens: $0) }
+        var batched: [[Int]] = [[], []]
+        for _ in 0..<5 {
+            let choices = try engine.step(sequences)
+            for i in 0..<2 {
+                batched[i].append(choices[i].token)
+                #expect(choices[i].logprob.isFinite && choices[i].logprob <= 0)
+            }
+        }
+        #expect(batched == single)
+    }
+
+    @Test func anUnknownArchitectureIsNamedAtStartup() async throws {
+        let directory = try TemporaryDirectory("engine-arch")
+        defer { directory.remove() }
+        var builder = GGUFBuilder.tinyLlama()
+        builder.metadata = builder.metadata.map { key, value in
+            key == "general.architecture" ? (key, .string("gpt2")) : (key.replacingOccurrences(of: "llama.", with: "gpt2."), value)
+        }
+        try writeFile(directory.file("m.gguf"), builder.build())
+        let model = try await load(directory, source: directory.file("m.gguf"))
+        #expect { try Engine(model: model) } throws: { error in
+            (error as? EngineError)?.kind == .unsupportedModel && "\(error)".contains("architecture gpt2")
+        }
+    }
+
+    @Test func aDtypeWithoutKernelsIsNamedAtStartup() async throws {
+        let directory = try TemporaryDirectory("engine-dtype")
+        defer { directory.remove() }
+        var builder = GGUFBuilder.tinyLlama()
+        let index = builder.tensors.firstIndex { $0.name == "blk.0.attn_q.weight" }!
+        builder.tensors[index].type = 6  // q5_0: 32 blocks of 22 bytes
+        builder.tensors[index].data = [UInt8](repeating: 0, count: 32 * 22)
+        try writeFile(directory.file("m.gguf"), builder.build())
+        let model = try await load(directory, source: directory.file("m.gguf"))
+        #expect { try Engine(model: model) } throws: { error in
+            (error as? EngineError)?.kind == .unsupportedModel && "\(error)".contains("blk.0.attn_q.weight") && "\(error)".contains("q5_0")
+        }
+    }
+}

@@ -1,0 +1,87 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import Checkpoint
+@testable import Tokenizers
+
+@Suite struct HuggingFaceTokenizerTests {
+    /// SmolLM2's vocabulary written as a Hugging Face tokenizer.json (ByteLevel with individual
+    /// digits, as the model's own file is) tokenizes exactly like the GGUF vocabulary.
+    @Test func aByteLevelTokenizerJSONMatchesTheGGUFVocabulary() throws {
+        let gguf = try SmolLM2Tokenizer.shared.get()
+        var vocab: [String: Int] = [:]
+        var added: [[String: Any]] = []
+        for (id, token) in gguf.tokens.enumerated() {
+            if gguf.tokenTypes[id] == Tokenizer.TokenType.control.rawValue {
+                added.append(["id": id, "content": token, "special": true])
+            }
+            vocab[token] = id
+        }
+        let contents = try GGUFConverter.contents(ofFileAt: try RealModel.ggufPath())
+        let ggufJSON = try JSONSerialization.jsonObject(with: Data(contents.files.first { $0.name == "gguf-tokenizer.json" }!.bytes)) as! [String: Any]
+        let json: [String: Any] = [
+            "version": "1.0", "added_tokens": added,
+            "pre_tokenizer": ["type": "Sequence", "pretokenizers": [
+                ["type": "Digits", "individual_digits": true],
+                ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
+            ]],
+            "decoder": ["type": "ByteLevel"],
+            "model": ["type": "BPE", "vocab": vocab, "merges": ggufJSON["tokenizer.ggml.merges"]!],
+        ]
+        let config: [String: Any] = ["bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": gguf.chatTemplate!]
+        let hf = try Tokenizer(huggingFaceJSON: try JSONSerialization.data(withJSONObject: json), config: try JSONSerialization.data(withJSONObject: config))
+        #expect(hf.preTokenizer.kind == .smollm)
+        #expect(hf.model == .byteLevelBPE)
+        for entry in try TokenizeFixture.load() {
+            #expect(hf.encode(entry.text) == entry.ids_parse_special, "\(entry.text.debugDescription)")
+            #expect(hf.encode(entry.text, parseSpecial: false) == entry.ids_no_parse_special, "\(entry.text.debugDescription)")
+        }
+        #expect(hf.chatTemplate == gguf.chatTemplate)
+        #expect(hf.eosTokenID == gguf.eosTokenID)
+    }
+
+    /// A small SentencePiece vocabulary: merges follow the scores of the merged tokens, spaces
+    /// become ▁ with one in front, characters outside the vocabulary fall back to bytes.
+    static func sentencePiece() throws -> Tokenizer {
+        var tokens = ["<unk>", "<s>", "</s>"]
+        var types = [2, 3, 3]
+        var scores: [Float] = [0, 0, 0]
+        for byte in 0..<256 {
+            tokens.append(String(format: "<0x%02X>", byte))
+            types.append(6)
+            scores.append(0)
+        }
+        let pieces: [(String, Float)] = [
+            ("\u{2581}", -1), ("h", -2), ("e", -2), ("l", -2), ("o", -2), ("w", -2), ("r", -2), ("d", -2),
+            ("ll", -3), ("\u{2581}h", -4), ("ello", -5), ("el", -6), ("\u{2581}hello", -7), ("or", -8), ("\u{2581}w", -9),
+        ]
+        for (piece, score) in pieces {
+            tokens.append(piece)
+            types.append(1)
+            scores.append(score)
+        }
+        return try Tokenizer(gguf: [
+            "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.token_type": types.map { NSNumber(value: $0) }, "tokenizer.ggml.scores": scores.map { NSNumber(value: $0) },
+            "tokenizer.ggml.bos_token_id": NSNumber(value: 1), "tokenizer.ggml.eos_token_id": NSNumber(value: 2),
+        ])
+    }
+
+    @Test func sentencePieceMergesByScoreWithByteFallback() throws {
+        let spm = try Self.sentencePiece()
+        func id(_ piece: String) -> Int { spm.tokens.firstIndex(of: piece)! }
+        // "hello": l+l (score −3) first, then ▁+h (−4), then e+ll? no: "ell" is not a token; el (−6)
+        // would need "e"+"l" but the l's are merged; "ello" needs e+ll+o in two steps: not reachable,
+        // so the result is ▁h, e, ll, o.
+        #expect(spm.encode("hello") == [1, id("\u{2581}h"), id("e"), id("ll"), id("o")])
+        // No BOS when not asked; a space inside becomes ▁; € is not in the vocabulary: three bytes.
+        #expect(spm.encode("he €", addSpecial: false) == [id("\u{2581}h"), id("e"), id("\u{2581}"), 3 + 0xE2, 3 + 0x82, 3 + 0xAC])
+        #expect(spm.decode(spm.encode("he €", addSpecial: false)) == " he €")
+        // A special token resets the space prefix.
+        #expect(spm.encode("</s>w", addSpecial: false) == [2, id("\u{2581}w")])
+        #expect(throws: TokenizerError.self) {
+            try Tokenizer(gguf: ["tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["a", "b"]])
+        }
+    }
+}
