@@ -101,7 +101,7 @@ func startEngine(_ name: String, global: GlobalOptions, options: EngineOptions) 
     if !global.store.contains(modelName), ModelSource.aliases.contains(where: { $0.name == name }) {
         if !global.quiet { FileHandle.standardError.write(Data("pulling \(name) (first use)\n".utf8)) }
         let bar = global.progressBar()
-        var puller = Puller(store: global.store, logger: Logger(label: "sllm.pull"))
+        let puller = Puller(store: global.store, logger: Logger(label: "sllm.pull"))
         _ = try await puller.pull(name, as: modelName, force: false, progress: bar.handler)
         bar.finish()
     }
@@ -154,7 +154,7 @@ struct Generate: AsyncParsableCommand {
                 }
                 return true
             }
-        } catch let error as EngineError {
+        } catch {
             throw CommandFailure(error.description)
         }
         if json {
