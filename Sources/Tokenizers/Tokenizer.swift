@@ -167,23 +167,32 @@ public final class Tokenizer: Sendable {
             out.append(id)
             return
         }
-        var symbols = spelled.unicodeScalars.map { String($0) }
+        // Lowest merge rank first.
+        let symbols = merged(spelled) { left, right in ranks[left + " " + right].map { -Float($0) } }
+        // Not in the vocabulary: fall back to one token per byte symbol where those exist.
+        emit(symbols, into: &out) { symbol in symbol.unicodeScalars.compactMap { ids[String($0)] } }
+    }
+
+    /// Merges adjacent symbols (single scalars at first) while some pair has a priority, highest
+    /// first and leftmost on ties: BPE's loop, for ranks and for SentencePiece scores alike.
+    private func merged(_ text: String, priority: (String, String) -> Float?) -> [String] {
+        var symbols = text.unicodeScalars.map { String($0) }
         while symbols.count > 1 {
-            var best: (rank: Int, at: Int)?
+            var best: (priority: Float, at: Int)?
             for i in 0..<(symbols.count - 1) {
-                if let rank = ranks[symbols[i] + " " + symbols[i + 1]], rank < (best?.rank ?? .max) { best = (rank, i) }
+                if let p = priority(symbols[i], symbols[i + 1]), best == nil || p > best!.priority { best = (p, i) }
             }
             guard let best else { break }
             symbols[best.at] += symbols[best.at + 1]
             symbols.remove(at: best.at + 1)
         }
+        return symbols
+    }
+
+    /// The ids of merged symbols; a symbol outside the vocabulary goes through `fallback`.
+    private func emit(_ symbols: [String], into out: inout [Int], fallback: (String) -> [Int]) {
         for symbol in symbols {
-            if let id = ids[symbol] {
-                out.append(id)
-            } else {
-                // Not in the vocabulary: fall back to one token per byte where those exist.
-                for scalar in symbol.unicodeScalars { if let id = ids[String(scalar)] { out.append(id) } }
-            }
+            if let id = ids[symbol] { out.append(id) } else { out += fallback(symbol) }
         }
     }
 
@@ -191,25 +200,8 @@ public final class Tokenizer: Sendable {
     /// first (leftmost on ties), as llama.cpp's `llm_tokenizer_spm` does; leftovers outside the
     /// vocabulary become byte tokens.
     private func encodeSentencePiece(_ text: String, into out: inout [Int]) {
-        var symbols = text.replacingOccurrences(of: " ", with: "\u{2581}").unicodeScalars.map { String($0) }
-        while symbols.count > 1 {
-            var best: (score: Float, at: Int)?
-            for i in 0..<(symbols.count - 1) {
-                guard let id = ids[symbols[i] + symbols[i + 1]] else { continue }
-                let score = scores[id]
-                if best == nil || score > best!.score { best = (score, i) }
-            }
-            guard let best else { break }
-            symbols[best.at] += symbols[best.at + 1]
-            symbols.remove(at: best.at + 1)
-        }
-        for symbol in symbols {
-            if let id = ids[symbol] {
-                out.append(id)
-            } else {
-                for byte in symbol.utf8 { if let id = byteTokens[Int(byte)] { out.append(id) } }
-            }
-        }
+        let symbols = merged(text.replacingOccurrences(of: " ", with: "\u{2581}")) { left, right in ids[left + right].map { scores[$0] } }
+        emit(symbols, into: &out) { symbol in symbol.utf8.compactMap { byteTokens[Int($0)] } }
     }
 
     /// The bytes of token `id` (control tokens give their text only with `renderSpecial`).

@@ -74,15 +74,22 @@ public struct PreTokenizer: Sendable {
         isLetter(scalar) ? 0 : isNumber(scalar) ? 1 : isSpace(scalar) ? 3 : 2
     }
 
-    static func gpt2Split(_ text: Substring) -> [Substring] {
+    /// The scalars of `text` and where each starts (plus the end index).
+    static func scalarIndices(_ text: Substring) -> ([Unicode.Scalar], [Substring.Index]) {
         let scalars = Array(text.unicodeScalars)
         var indices: [Substring.Index] = []
+        indices.reserveCapacity(scalars.count + 1)
         var position = text.startIndex
         for _ in scalars {
             indices.append(position)
             position = text.unicodeScalars.index(after: position)
         }
         indices.append(text.endIndex)
+        return (scalars, indices)
+    }
+
+    static func gpt2Split(_ text: Substring) -> [Substring] {
+        let (scalars, indices) = scalarIndices(text)
         var words: [Substring] = []
         var i = 0
         let n = scalars.count
@@ -125,14 +132,7 @@ public struct PreTokenizer: Sendable {
     /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
     /// by hand, alternatives tried in order as the regex engine does.
     static func llama3Split(_ text: Substring, digitsPerGroup: Int) -> [Substring] {
-        let scalars = Array(text.unicodeScalars)
-        var indices: [Substring.Index] = []
-        var position = text.startIndex
-        for _ in scalars {
-            indices.append(position)
-            position = text.unicodeScalars.index(after: position)
-        }
-        indices.append(text.endIndex)
+        let (scalars, indices) = scalarIndices(text)
         let n = scalars.count
         func newline(_ c: Unicode.Scalar) -> Bool { c == "\r" || c == "\n" }
         func lower(_ c: Unicode.Scalar) -> Unicode.Scalar { c.properties.lowercaseMapping.unicodeScalars.first ?? c }
