@@ -169,6 +169,44 @@ static inline __attribute__((always_inline)) float SUFFIX(dot_f32)(const float *
     return sum;
 }
 
+/// Decoding (one token) of Q4_1 and Q8_0: the activation scales are converted from f16 once
+/// per call rather than once per row; the arithmetic is the tiled kernels' exactly.
+static void SUFFIX(gemv_q4_1)(const uint8_t *w, size_t ws, int64_t r0, int64_t r1, const block_q8_1 *y, int64_t nb, float *out) {
+    float dy[nb], sy[nb];
+    for (int64_t b = 0; b < nb; b++) {
+        dy[b] = _cvtsh_ss(y[b].d);
+        sy[b] = _cvtsh_ss(y[b].s);
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        const block_q4_1 *x = (const block_q4_1 *)(w + (size_t)r * ws);
+        __m256 acc = _mm256_setzero_ps();
+        float summ = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            __m256i dot = _mm256_setzero_si256();
+            DOT_U8I8(dot, SUFFIX(nibbles)(x[b].qs), _mm256_loadu_si256((const __m256i *)y[b].qs));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x[b].d) * dy[b]), _mm256_cvtepi32_ps(dot), acc);
+            summ += _cvtsh_ss(x[b].m) * sy[b];
+        }
+        out[r] = SUFFIX(hsum)(acc) + summ;
+    }
+}
+
+static void SUFFIX(gemv_q8_0)(const uint8_t *w, size_t ws, int64_t r0, int64_t r1, const block_q8_0 *y, int64_t nb, float *out) {
+    float dy[nb];
+    for (int64_t b = 0; b < nb; b++) dy[b] = _cvtsh_ss(y[b].d);
+    for (int64_t r = r0; r < r1; r++) {
+        const block_q8_0 *x = (const block_q8_0 *)(w + (size_t)r * ws);
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; b++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)x[b].qs);
+            __m256i dot = _mm256_setzero_si256();
+            DOT_U8I8(dot, _mm256_sign_epi8(q, q), _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[b].qs), q));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x[b].d) * dy[b]), _mm256_cvtepi32_ps(dot), acc);
+        }
+        out[r] = SUFFIX(hsum)(acc);
+    }
+}
+
 #define SLLM_TILED(kind, block)                                                                          \
     static void SUFFIX(gemm_##kind)(const uint8_t *w, size_t ws, int64_t r0, int64_t r1, const uint8_t *a, \
                                     size_t as, int64_t nt, int64_t nb, float *out, int64_t ldo) {        \
@@ -196,9 +234,13 @@ static int SUFFIX(gemm)(int wtype, const void *w, size_t ws, int64_t r0, int64_t
                         int64_t nt, int64_t k, float *out, int64_t ldo) {
     switch (wtype) {
     case SLLM_Q4_1:
-        SUFFIX(gemm_q4_1)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
+        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_q4_1)(w, ws, r0, r1, a, k / QK, out);
+        else SUFFIX(gemm_q4_1)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
-    case SLLM_Q8_0: SUFFIX(gemm_q8_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo); return 1;
+    case SLLM_Q8_0:
+        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_q8_0)(w, ws, r0, r1, a, k / QK, out);
+        else SUFFIX(gemm_q8_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
+        return 1;
     case SLLM_Q4_0: SUFFIX(gemm_q4_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo); return 1;
     case SLLM_Q4_K: SUFFIX(gemm_q4_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
     case SLLM_Q6_K: SUFFIX(gemm_q6_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;

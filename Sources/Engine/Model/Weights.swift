@@ -1,7 +1,7 @@
-public import Checkpoint
+import Checkpoint
 import CKernels
 import Foundation
-public import Store
+import Store
 
 /// Why an engine could not start or a request could not run.
 public struct EngineError: Error, CustomStringConvertible, Sendable, Equatable {
