@@ -269,13 +269,12 @@ public final class Engine: @unchecked Sendable {
 
         let epsilon = Float(c.rmsNormEpsilon)
         let scale = 1 / sqrtf(Float(headDim))
-        for layer in weights.layers {
+        for (layerIndex, layer) in weights.layers.enumerated() {
             rmsNorm(x, into: xn, rows: n, width: dim, weight: layer.attentionNorm, epsilon: epsilon)
             multiply([layer.query, layer.key, layer.value], input: xn, rows: n, into: [q, k, v], activations: activations, stride: actRowBytes)
             if let bias = layer.queryBias { addBias(bias, to: q, rows: n) }
             if let bias = layer.keyBias { addBias(bias, to: k, rows: n) }
             if let bias = layer.valueBias { addBias(bias, to: v, rows: n) }
-            let layerIndex = weights.layers.firstIndex { $0.query.data == layer.query.data }!
             for (t, slot) in slots.enumerated() {
                 rope(q + t * qDim, heads: c.headCount, position: slot.position)
                 rope(k + t * kvDim, heads: c.headCountKV, position: slot.position)
