@@ -37,21 +37,4 @@ final class KVCache: @unchecked Sendable {
     @inline(__always) func values(layer: Int) -> UnsafeMutablePointer<UInt16> {
         base + (2 * layer + 1) * capacity * kvDimension
     }
-
-    /// Gives back the pages of positions at and after `position` (after a sequence is truncated
-    /// or finished).
-    func release(from position: Int) {
-        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
-        for layer in 0..<layers {
-            for start in [keys(layer: layer), values(layer: layer)] {
-                let from = UnsafeMutableRawPointer(start + position * kvDimension)
-                let end = UnsafeMutableRawPointer(start + capacity * kvDimension)
-                let alignedStart = (Int(bitPattern: from) + pageSize - 1) / pageSize * pageSize
-                let alignedEnd = Int(bitPattern: end) / pageSize * pageSize
-                if alignedEnd > alignedStart {
-                    madvise(UnsafeMutableRawPointer(bitPattern: alignedStart), alignedEnd - alignedStart, MADV_DONTNEED)
-                }
-            }
-        }
-    }
 }
