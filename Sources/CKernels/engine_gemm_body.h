@@ -33,12 +33,27 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q4_1)(const block_q
     for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]) + summ[t];
 }
 
-static inline __attribute__((always_inline)) void SUFFIX(row_q8_0)(const block_q8_0 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+/// The 32 signed quants of a block whose f16 scale comes first: Q8_0's bytes, or Q4_0's nibbles
+/// shifted to −8…7. Both then meet Q8_0 activations the same way.
+static inline __m256i SUFFIX(signed_quants)(const uint8_t *block, int four_bit) {
+    return four_bit ? _mm256_sub_epi8(SUFFIX(nibbles)(block + 2), _mm256_set1_epi8(8)) : _mm256_loadu_si256((const __m256i *)(block + 2));
+}
+
+static inline float SUFFIX(block_scale)(const uint8_t *block) {
+    uint16_t d;
+    memcpy(&d, block, 2);
+    return _cvtsh_ss(d);
+}
+
+/// Q8_0 / Q4_0 weights (`bytes` per block) against Q8_0 activations: Σ over blocks of
+/// d_w·d_a·Σ q_w·q_a, with the sign trick so the byte dot product sees an unsigned side.
+static inline __attribute__((always_inline)) void SUFFIX(row_signed)(const uint8_t *x, size_t bytes, int four_bit, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++) {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)x[b].qs);
+        const uint8_t *block = x + (size_t)b * bytes;
+        const __m256i q = SUFFIX(signed_quants)(block, four_bit);
         const __m256i magnitude = _mm256_sign_epi8(q, q);
-        const float dx = _cvtsh_ss(x[b].d);
+        const float dx = SUFFIX(block_scale)(block);
         for (int t = 0; t < tn; t++) {
             const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)t * astride) + b;
             __m256i s = _mm256_setzero_si256();
@@ -49,20 +64,12 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q8_0)(const block_q
     for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]);
 }
 
+static inline __attribute__((always_inline)) void SUFFIX(row_q8_0)(const block_q8_0 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+    SUFFIX(row_signed)((const uint8_t *)x, sizeof(block_q8_0), 0, a, astride, tn, nb, out, ldo);
+}
+
 static inline __attribute__((always_inline)) void SUFFIX(row_q4_0)(const block_q4_0 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t b = 0; b < nb; b++) {
-        const __m256i q = _mm256_sub_epi8(SUFFIX(nibbles)(x[b].qs), _mm256_set1_epi8(8));
-        const __m256i magnitude = _mm256_sign_epi8(q, q);
-        const float dx = _cvtsh_ss(x[b].d);
-        for (int t = 0; t < tn; t++) {
-            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)t * astride) + b;
-            __m256i s = _mm256_setzero_si256();
-            DOT_U8I8(s, magnitude, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), q));
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * _cvtsh_ss(y->d)), _mm256_cvtepi32_ps(s), acc[t]);
-        }
-    }
-    for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]);
+    SUFFIX(row_signed)((const uint8_t *)x, sizeof(block_q4_0), 1, a, astride, tn, nb, out, ldo);
 }
 
 /// Q4_K: eight sub-blocks of 32 with 6-bit scales and mins; the mins meet Q8_K's 16-sums.
@@ -191,17 +198,18 @@ static void SUFFIX(gemv_q4_1)(const uint8_t *w, size_t ws, int64_t r0, int64_t r
     }
 }
 
-static void SUFFIX(gemv_q8_0)(const uint8_t *w, size_t ws, int64_t r0, int64_t r1, const block_q8_0 *y, int64_t nb, float *out) {
+static inline __attribute__((always_inline)) void SUFFIX(gemv_signed)(const uint8_t *w, size_t ws, size_t bytes, int four_bit, int64_t r0, int64_t r1, const block_q8_0 *y, int64_t nb, float *out) {
     float dy[nb];
     for (int64_t b = 0; b < nb; b++) dy[b] = _cvtsh_ss(y[b].d);
     for (int64_t r = r0; r < r1; r++) {
-        const block_q8_0 *x = (const block_q8_0 *)(w + (size_t)r * ws);
+        const uint8_t *x = w + (size_t)r * ws;
         __m256 acc = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
-            const __m256i q = _mm256_loadu_si256((const __m256i *)x[b].qs);
+            const uint8_t *block = x + (size_t)b * bytes;
+            const __m256i q = SUFFIX(signed_quants)(block, four_bit);
             __m256i dot = _mm256_setzero_si256();
             DOT_U8I8(dot, _mm256_sign_epi8(q, q), _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[b].qs), q));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x[b].d) * dy[b]), _mm256_cvtepi32_ps(dot), acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(SUFFIX(block_scale)(block) * dy[b]), _mm256_cvtepi32_ps(dot), acc);
         }
         out[r] = SUFFIX(hsum)(acc);
     }
@@ -238,10 +246,13 @@ static int SUFFIX(gemm)(int wtype, const void *w, size_t ws, int64_t r0, int64_t
         else SUFFIX(gemm_q4_1)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q8_0:
-        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_q8_0)(w, ws, r0, r1, a, k / QK, out);
+        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_signed)(w, ws, sizeof(block_q8_0), 0, r0, r1, a, k / QK, out);
         else SUFFIX(gemm_q8_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
-    case SLLM_Q4_0: SUFFIX(gemm_q4_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo); return 1;
+    case SLLM_Q4_0:
+        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_signed)(w, ws, sizeof(block_q4_0), 1, r0, r1, a, k / QK, out);
+        else SUFFIX(gemm_q4_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
+        return 1;
     case SLLM_Q4_K: SUFFIX(gemm_q4_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
     case SLLM_Q6_K: SUFFIX(gemm_q6_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
     case SLLM_F16:

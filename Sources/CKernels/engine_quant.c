@@ -76,29 +76,34 @@ static inline int nearest_int(float value) {
     return (bits & 0x007fffff) - 0x00400000;
 }
 
+/// One block of 32 as GGML's x86 `quantize_row_q8_0/1` do: d = max|x|/127, q = x·(127/max|x|)
+/// rounded half to even. Returns d; `sum` gets Σq.
+static float quantize_block(const float *x, int8_t *qs, int *sum) {
+    float amax = 0;
+    for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+    const float d = amax / 127.f;
+    const float id = amax != 0.0f ? 127.f / amax : 0.0f;
+    int total = 0;
+    for (int j = 0; j < QK; j++) {
+        const int q = (int)rintf(x[j] * id);
+        qs[j] = (int8_t)q;
+        total += q;
+    }
+    *sum = total;
+    return d;
+}
+
 static void quantize_q8_0(const float *x, block_q8_0 *y, int64_t count) {
     for (int64_t b = 0; b < count / QK; b++, x += QK) {
-        float amax = 0;
-        for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
-        const float d = amax / 127.f;
-        const float id = amax != 0.0f ? 127.f / amax : 0.0f;
-        y[b].d = f32_to_f16(d);
-        for (int j = 0; j < QK; j++) y[b].qs[j] = (int8_t)rintf(x[j] * id);
+        int sum;
+        y[b].d = f32_to_f16(quantize_block(x, y[b].qs, &sum));
     }
 }
 
 static void quantize_q8_1(const float *x, block_q8_1 *y, int64_t count) {
     for (int64_t b = 0; b < count / QK; b++, x += QK) {
-        float amax = 0;
-        for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
-        const float d = amax / 127.f;
-        const float id = amax != 0.0f ? 127.f / amax : 0.0f;
-        int sum = 0;
-        for (int j = 0; j < QK; j++) {
-            const int q = (int)rintf(x[j] * id);
-            y[b].qs[j] = (int8_t)q;
-            sum += q;
-        }
+        int sum;
+        const float d = quantize_block(x, y[b].qs, &sum);
         y[b].d = f32_to_f16(d);
         y[b].s = f32_to_f16(d * (float)sum);
     }

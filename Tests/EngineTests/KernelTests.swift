@@ -109,6 +109,12 @@ import Testing
                 activations.withUnsafeBytes { ab in
                     sllm_gemm_at_level(level, type.id, wb.baseAddress!, rowBytes, 0, Int64(rows), ab.baseAddress!, activationBytes, Int64(tokens), Int64(columns), &out, Int64(rows))
                     sllm_gemm_reference(type.id, wb.baseAddress!, rowBytes, 0, Int64(rows), ab.baseAddress!, activationBytes, Int64(tokens), Int64(columns), &reference, Int64(rows))
+                    // One token at a time (the decoding kernels) gives the tiled results bit for bit.
+                    for t in 0..<tokens {
+                        var single = [Float](repeating: .nan, count: rows)
+                        sllm_gemm_at_level(level, type.id, wb.baseAddress!, rowBytes, 0, Int64(rows), ab.baseAddress! + t * activationBytes, activationBytes, 1, Int64(columns), &single, Int64(rows))
+                        #expect(single == Array(out[(t * rows)..<((t + 1) * rows)]), "\(name) level \(level) token \(t) alone")
+                    }
                 }
             }
             for i in 0..<(rows * tokens) {
