@@ -74,22 +74,17 @@ public final class Engine: @unchecked Sendable {
     /// instead of parsing a megabyte of vocabulary again.
     private static let tokenizers = Mutex<[String: Tokenizer]>([:])
 
-    /// The tokenizer a checkpoint carries (its GGUF vocabulary, or a Hugging Face `tokenizer.json`
-    /// with `tokenizer_config.json`), built once per process.
+    /// The tokenizer a checkpoint carries, built once per process (keyed by its files' checksums).
     public static func tokenizer(of model: LoadedModel) throws -> Tokenizer {
-        let files = Dictionary(model.index.files.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        guard let main = files["gguf-tokenizer.json"] ?? files["tokenizer.json"] else {
-            throw EngineError(.unsupportedModel, "checkpoint \(model.name) has no tokenizer (gguf-tokenizer.json or tokenizer.json)")
-        }
-        let config = files["tokenizer_config.json"]
-        let key = [main, config].compactMap { $0 }.map { "\($0.name):\($0.crc32c):\($0.byteCount)" }.joined(separator: "|")
+        let files = model.index.files.filter { Tokenizer.checkpointFileNames.contains($0.name) }
+        let template = model.index.tokenizer.chatTemplate
+        let key = (files.map { "\($0.name):\($0.crc32c):\($0.byteCount)" }.sorted() + [String(template?.hashValue ?? 0)]).joined(separator: "|")
         if let cached = tokenizers.withLock({ $0[key] }) { return cached }
         let tokenizer: Tokenizer
-        if main.name == "gguf-tokenizer.json" {
-            tokenizer = try Tokenizer(ggufJSON: Data(try model.fileContents(main.name)))
-        } else {
-            tokenizer = try Tokenizer(huggingFaceJSON: Data(try model.fileContents(main.name)),
-                                      config: try config.map { Data(try model.fileContents($0.name)) })
+        do {
+            tokenizer = try Tokenizer(checkpointFiles: Set(files.map(\.name)), chatTemplate: template) { Data(try model.fileContents($0)) }
+        } catch let error as TokenizerError {
+            throw EngineError(.unsupportedModel, "checkpoint \(model.name): \(error.description)")
         }
         tokenizers.withLock { $0[key] = tokenizer }
         return tokenizer

@@ -1,12 +1,36 @@
 public import Foundation
 
 extension Tokenizer {
+    /// The tokenizer a checkpoint carries, from its files: `gguf-tokenizer.json` (converted from
+    /// GGUF) or Hugging Face's `tokenizer.json` with `tokenizer_config.json`.
+    ///
+    /// - Parameters:
+    ///   - files: names of the files the checkpoint holds.
+    ///   - chatTemplate: the template the converter settled on (the checkpoint index's), which
+    ///     wins over what the files say.
+    ///   - read: the bytes of one of the files.
+    public convenience init(checkpointFiles files: Set<String>, chatTemplate: String?, read: (String) throws -> Data) throws {
+        if files.contains("gguf-tokenizer.json") {
+            try self.init(ggufJSON: try read("gguf-tokenizer.json"), chatTemplate: chatTemplate)
+        } else if files.contains("tokenizer.json") {
+            try self.init(
+                huggingFaceJSON: try read("tokenizer.json"),
+                config: files.contains("tokenizer_config.json") ? try read("tokenizer_config.json") : nil,
+                chatTemplate: chatTemplate)
+        } else {
+            throw TokenizerError("the checkpoint carries no tokenizer (gguf-tokenizer.json or tokenizer.json)")
+        }
+    }
+
+    /// The files `init(checkpointFiles:chatTemplate:read:)` reads, for callers that key a cache on them.
+    public static let checkpointFileNames = ["gguf-tokenizer.json", "tokenizer.json", "tokenizer_config.json"]
+
     /// Builds a tokenizer from a Hugging Face `tokenizer.json` (BPE models: byte-level such as
     /// Llama 3, Qwen2, SmolLM, GPT-2; or SentencePiece-style with byte fallback such as Llama 2 and
     /// Mistral) and, when given, its `tokenizer_config.json` (chat template, BOS/EOS, add_bos_token).
     ///
     /// - Throws: `TokenizerError` naming what is missing or unsupported.
-    public convenience init(huggingFaceJSON data: Data, config configData: Data? = nil) throws {
+    public convenience init(huggingFaceJSON data: Data, config configData: Data? = nil, chatTemplate: String? = nil) throws {
         guard let json = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw TokenizerError("tokenizer.json is not a JSON object")
         }
@@ -37,7 +61,8 @@ extension Tokenizer {
         // Which algorithm: a ByteLevel pre-tokenizer or decoder means GPT-2 style byte-level BPE.
         func components(_ value: Any?) -> [[String: Any]] {
             guard let object = value as? [String: Any] else { return [] }
-            if let list = object["pretokenizers"] as? [[String: Any]] ?? object["decoders"] as? [[String: Any]] ?? object["normalizers"] as? [[String: Any]] {
+            if let list = object["pretokenizers"] as? [[String: Any]] ?? object["decoders"] as? [[String: Any]]
+                ?? object["normalizers"] as? [[String: Any]] ?? object["processors"] as? [[String: Any]] {
                 return list.flatMap { components($0) }
             }
             return [object]
@@ -93,11 +118,18 @@ extension Tokenizer {
         } else if !byteLevel {
             gguf["tokenizer.ggml.add_bos_token"] = true
         } else {
-            // Byte-level BPE models that prepend BOS say so in their post-processor template.
-            let post = String(describing: json["post_processor"] ?? "")
-            gguf["tokenizer.ggml.add_bos_token"] = gguf["tokenizer.ggml.bos_token_id"] != nil && post.contains("TemplateProcessing") && post.contains(tokenText(config["bos_token"]) ?? "\u{0}")
+            // Byte-level BPE models that prepend BOS say so in their post-processor template: its
+            // single-sequence form starts with the BOS special token (Llama 3).
+            let bos = tokenText(config["bos_token"])
+            gguf["tokenizer.ggml.add_bos_token"] = components(json["post_processor"]).contains { processor in
+                guard processor["type"] as? String == "TemplateProcessing", let first = (processor["single"] as? [[String: Any]])?.first,
+                      let special = first["SpecialToken"] as? [String: Any] else { return false }
+                return bos != nil && special["id"] as? String == bos
+            }
         }
-        if let template = config["chat_template"] as? String {
+        if let chatTemplate {
+            gguf["tokenizer.chat_template"] = chatTemplate
+        } else if let template = config["chat_template"] as? String {
             gguf["tokenizer.chat_template"] = template
         } else if let templates = config["chat_template"] as? [[String: Any]] {
             gguf["tokenizer.chat_template"] = templates.first { $0["name"] as? String == "default" }?["template"] ?? templates.first?["template"]

@@ -26,6 +26,9 @@ public final class Tokenizer: Sendable {
     public let eosTokenID: Int?
     public let addBOS: Bool
     public let chatTemplate: String?
+    /// Tokens that end a generation: EOS and the control tokens chat models end a turn with
+    /// (as llama.cpp's `is_eog`).
+    public let endOfGenerationTokens: Set<Int>
     /// Which algorithm the vocabulary uses.
     public let model: Model
     /// SentencePiece scores (the merge priority of each token); empty for byte-level BPE.
@@ -51,10 +54,11 @@ public final class Tokenizer: Sendable {
     /// `gguf-tokenizer.json`).
     ///
     /// - Throws: `TokenizerError` naming a missing key or an unsupported model or pre-tokenizer.
-    public convenience init(ggufJSON data: Data) throws {
-        guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+    public convenience init(ggufJSON data: Data, chatTemplate: String? = nil) throws {
+        guard var object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw TokenizerError("tokenizer data is not a JSON object")
         }
+        if let chatTemplate { object["tokenizer.chat_template"] = chatTemplate }
         try self.init(gguf: object)
     }
 
@@ -107,6 +111,10 @@ public final class Tokenizer: Sendable {
             }
         }
         self.byteTokens = byteTokens
+        let endNames: Set<String> = ["<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "</s>", "<|end|>", "<|end_of_text|>"]
+        var ends = Set(specials.filter { types[$0.id] == TokenType.control.rawValue && endNames.contains($0.text) }.map(\.id))
+        if let eos = eosTokenID { ends.insert(eos) }
+        endOfGenerationTokens = ends
     }
 
     public var vocabularySize: Int { tokens.count }
@@ -220,15 +228,6 @@ public final class Tokenizer: Sendable {
     /// The text of `ids` (invalid UTF-8 repaired with U+FFFD).
     public func decode(_ ids: [Int], renderSpecial: Bool = false) -> String {
         String(decoding: ids.flatMap { bytes(of: $0, renderSpecial: renderSpecial) }, as: UTF8.self)
-    }
-
-    /// Tokens that end a generation: EOS and the control tokens chat models end a turn with
-    /// (as llama.cpp's `is_eog`).
-    public var endOfGenerationTokens: Set<Int> {
-        let names: Set<String> = ["<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "</s>", "<|end|>", "<|end_of_text|>"]
-        var ids = Set(tokens.indices.filter { tokenTypes[$0] == TokenType.control.rawValue && names.contains(tokens[$0]) })
-        if let eos = eosTokenID { ids.insert(eos) }
-        return ids
     }
 
     /// Whether `id` is a valid token id.

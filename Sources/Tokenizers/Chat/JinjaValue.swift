@@ -103,29 +103,6 @@ public indirect enum JinjaValue: Sendable, Equatable {
         case .namespace: "namespace"
         }
     }
-
-    /// Converts decoded JSON (`JSONSerialization` output) into a value.
-    public init(json: Any) {
-        switch json {
-        case let s as String: self = .string(s)
-        case let b as Bool where type(of: json) == Bool.self: self = .bool(b)
-        case let n as NSNumber:
-            if String(cString: n.objCType) == "c" {
-                self = .bool(n.boolValue)
-            } else if n.doubleValue == n.doubleValue.rounded(), !"\(n)".contains(".") && !"\(n)".contains("e") {
-                self = .int(n.intValue)
-            } else {
-                self = .double(n.doubleValue)
-            }
-        case let a as [Any]: self = .array(a.map(JinjaValue.init(json:)))
-        case let o as [String: Any]:
-            var object = JinjaObject()
-            for key in o.keys.sorted() { object[key] = JinjaValue(json: o[key]!) }
-            self = .object(object)
-        case is NSNull: self = .none
-        default: self = .none
-        }
-    }
 }
 
 /// An insertion-ordered string-keyed dictionary (Python's dict).

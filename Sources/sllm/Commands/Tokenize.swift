@@ -29,15 +29,8 @@ struct Tokenize: AsyncParsableCommand {
     func run() async throws {
         _ = global.bootstrap()
         let reader = try openCheckpoint(model, store: global.store)
-        let names = Set(reader.index.files.map(\.name))
-        let tokenizer: Tokenizer
-        if names.contains("gguf-tokenizer.json") {
-            tokenizer = try Tokenizer(ggufJSON: Data(try reader.fileContents("gguf-tokenizer.json")))
-        } else if names.contains("tokenizer.json") {
-            tokenizer = try Tokenizer(huggingFaceJSON: Data(try reader.fileContents("tokenizer.json")),
-                                      config: names.contains("tokenizer_config.json") ? Data(try reader.fileContents("tokenizer_config.json")) : nil)
-        } else {
-            throw CommandFailure("\(model) carries no tokenizer")
+        let tokenizer = try Tokenizer(checkpointFiles: Set(reader.index.files.map(\.name)), chatTemplate: reader.index.tokenizer.chatTemplate) {
+            Data(try reader.fileContents($0))
         }
         let ids = tokenizer.encode(text, parseSpecial: !noParseSpecial)
         if json {
