@@ -9,8 +9,14 @@ import Tokenizers
 
 /// The real SmolLM2 model converted into a temporary store, loaded once for all engine tests.
 enum SharedModel {
+    /// Removed when the test process exits (the model's copy is ~90 MiB).
+    static let directory: TemporaryDirectory = {
+        let directory = try! TemporaryDirectory("engine-model")
+        atexit { SharedModel.directory.remove() }
+        return directory
+    }()
+
     static let loaded = Task { () throws -> LoadedModel in
-        let directory = try TemporaryDirectory("engine-model")
         let store = ModelStore(root: directory.file("home"))
         try Converter.convert(try RealModel.ggufPath(), to: store.directory(for: try ModelName("smol")))
         let loader = ModelLoader(store: store, cache: try DRAMCache(directory: directory.file("cache"), budgetBytes: 1 << 30, slabBytes: 32 << 20),
