@@ -244,7 +244,7 @@ public final class Engine: @unchecked Sendable {
         let outputs = slots.filter(\.logits).count
         // One scratch block, carved up.
         let sizes = [n * dim, n * widest, n * qDim, n * kvDim, n * kvDim, n * qDim, n * ffn, n * ffn,
-                     max(1, outputs) * dim, max(1, outputs) * c.vocabularySize]
+                     max(1, outputs) * dim, max(1, outputs) * c.vocabularySize, n * max(2, c.ropeDimensionCount)]
         let raw = scratch.bytes(sizes.reduce(0) { $0 + ($1 * 4 + 63) / 64 * 64 } + n * actRowBytes)
         var cursor = raw
         var parts: [UnsafeMutablePointer<Float>] = []
@@ -254,6 +254,8 @@ public final class Engine: @unchecked Sendable {
         }
         let (x, xn, q, k, v) = (parts[0], parts[1], parts[2], parts[3], parts[4])
         let (attention, gate, up, outNorm, logits) = (parts[5], parts[6], parts[7], parts[8], parts[9])
+        let ropeTables = parts[10], ropeStride = max(2, c.ropeDimensionCount)
+        for (t, slot) in slots.enumerated() { ropeTable(position: slot.position, into: ropeTables + t * ropeStride) }
         let activations = UnsafeMutableRawPointer(cursor)
 
         // Embeddings.
@@ -271,8 +273,8 @@ public final class Engine: @unchecked Sendable {
             if let bias = layer.keyBias { addBias(bias, to: k, rows: n) }
             if let bias = layer.valueBias { addBias(bias, to: v, rows: n) }
             for (t, slot) in slots.enumerated() {
-                rope(q + t * qDim, heads: c.headCount, position: slot.position)
-                rope(k + t * kvDim, heads: c.headCountKV, position: slot.position)
+                rope(q + t * qDim, heads: c.headCount, table: ropeTables + t * ropeStride)
+                rope(k + t * kvDim, heads: c.headCountKV, table: ropeTables + t * ropeStride)
                 let cache = slot.sequence.cache
                 sllm_f32_to_f16(k + t * kvDim, cache.keys(layer: layerIndex) + slot.position * kvDim, Int64(kvDim))
                 sllm_f32_to_f16(v + t * kvDim, cache.values(layer: layerIndex) + slot.position * kvDim, Int64(kvDim))
@@ -363,32 +365,35 @@ public final class Engine: @unchecked Sendable {
         for i in 0..<count { x[i] += y[i] }
     }
 
-    /// Rotary embedding of every head of one token, GGML's arithmetic (`theta` stepped by
-    /// multiplication, `cosf`/`sinf` in single precision).
-    private func rope(_ x: UnsafeMutablePointer<Float>, heads: Int, position: Int) {
-        let c = config
-        let dims = c.ropeDimensionCount, headDim = c.headDimension
-        let thetaScale = powf(Float(c.ropeFrequencyBase), -2 / Float(dims))
-        let half = dims / 2
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: dims) { table in
-            var theta = Float(position)
+    /// The cos/sin pairs RoPE rotates a token at `position` by, GGML's arithmetic (`theta`
+    /// stepped by multiplication, `cosf`/`sinf` in single precision). Computed once per token and
+    /// pass, then used for q and k of every layer.
+    private func ropeTable(position: Int, into table: UnsafeMutablePointer<Float>) {
+        let dims = config.ropeDimensionCount
+        let thetaScale = powf(Float(config.ropeFrequencyBase), -2 / Float(dims))
+        var theta = Float(position)
+        for i in 0..<(dims / 2) {
+            let factor = weights.ropeFrequencyFactors?[i] ?? 1
+            let angle = ropeScale * (theta / factor)
+            table[2 * i] = cosf(angle)
+            table[2 * i + 1] = sinf(angle)
+            theta *= thetaScale
+        }
+    }
+
+    /// Rotary embedding of every head of one token, with the fused multiply-adds GCC gives
+    /// GGML's `rotate_pairs`.
+    private func rope(_ x: UnsafeMutablePointer<Float>, heads: Int, table: UnsafeMutablePointer<Float>) {
+        let half = config.ropeDimensionCount / 2, headDim = config.headDimension
+        let neox = config.ropeStyle == "neox"
+        for h in 0..<heads {
+            let head = x + h * headDim
             for i in 0..<half {
-                let factor = weights.ropeFrequencyFactors?[i] ?? 1
-                let angle = ropeScale * (theta / factor)
-                table[2 * i] = cosf(angle)
-                table[2 * i + 1] = sinf(angle)
-                theta *= thetaScale
-            }
-            let neox = c.ropeStyle == "neox"
-            for h in 0..<heads {
-                let head = x + h * headDim
-                for i in 0..<half {
-                    let cos = table[2 * i], sin = table[2 * i + 1]
-                    let (a, b) = neox ? (i, i + half) : (2 * i, 2 * i + 1)
-                    let x0 = head[a], x1 = head[b]
-                    head[a] = (-(x1 * sin)).addingProduct(x0, cos)
-                    head[b] = (x1 * cos).addingProduct(x0, sin)
-                }
+                let cos = table[2 * i], sin = table[2 * i + 1]
+                let (a, b) = neox ? (i, i + half) : (2 * i, 2 * i + 1)
+                let x0 = head[a], x1 = head[b]
+                head[a] = (-(x1 * sin)).addingProduct(x0, cos)
+                head[b] = (x1 * cos).addingProduct(x0, sin)
             }
         }
     }
