@@ -19,7 +19,7 @@ public final class EngineSequence: @unchecked Sendable {
     var logits: [Float]?
     let cache: KVCache
     let budget: KVBudget
-    /// How many tokens of the prompt (given at creation) are not generated.
+    /// How many tokens the sequence was created with (a prompt, or a migrated history).
     public let promptCount: Int
 
     init(id: Int, tokens: [Int], sampler: Sampler, cache: KVCache, budget: KVBudget) {
@@ -38,8 +38,8 @@ public final class EngineSequence: @unchecked Sendable {
     /// Tokens waiting to be computed.
     public var pendingCount: Int { tokens.count - cachedCount }
 
-    /// Adds tokens to compute next (a migration's remainder, a continued conversation).
-    public func append(_ more: [Int]) { tokens.append(contentsOf: more) }
+    /// Adds tokens to compute next; callers go through `Engine.append`, which validates them.
+    func append(_ more: [Int]) { tokens.append(contentsOf: more) }
 
     func appendSampled(_ token: Int) { tokens.append(token) }
 

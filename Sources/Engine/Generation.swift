@@ -42,7 +42,6 @@ public struct GenerationResult: Sendable {
 /// Turns sampled tokens into text for a client: streaming-safe UTF-8, stop strings held back
 /// until they are ruled out, end-of-generation tokens recognised.
 public struct TextStream: Sendable {
-    let tokenizer: Tokenizer
     let stop: [String]
     let endTokens: Set<Int>
     private var decoder: StreamingDecoder
@@ -52,7 +51,6 @@ public struct TextStream: Sendable {
     public private(set) var finished: FinishReason?
 
     public init(tokenizer: Tokenizer, stop: [String], stopAtEndOfGeneration: Bool) {
-        self.tokenizer = tokenizer
         self.stop = stop.filter { !$0.isEmpty }
         endTokens = stopAtEndOfGeneration ? tokenizer.endOfGenerationTokens : []
         decoder = StreamingDecoder(tokenizer: tokenizer)
@@ -61,10 +59,7 @@ public struct TextStream: Sendable {
     /// Feeds one token; returns the text it releases.
     public mutating func append(_ token: Int) -> String {
         guard finished == nil else { return "" }
-        if endTokens.contains(token) {
-            finished = .stop
-            return flush()
-        }
+        if endTokens.contains(token) { return finish(.stop) }
         held += decoder.append(token)
         for candidate in stop {
             if let range = held.range(of: candidate) {
