@@ -62,18 +62,10 @@ import Tokenizers
         let vocab = Dictionary(uniqueKeysWithValues: (0..<m.vocabulary).map { ("t\($0)", $0) })
         let tokenizer: [String: Any] = ["model": ["type": "BPE", "vocab": vocab, "merges": [String]()], "added_tokens": [Any]()]
         try JSONSerialization.data(withJSONObject: tokenizer).write(to: URL(fileURLWithPath: directory + "/tokenizer.json"))
-        // safetensors: header JSON, then the F32 data.
-        var header: [String: Any] = [:]
         var data: [UInt8] = []
-        for (name, shape, values) in tensors {
-            header[name] = ["dtype": "F32", "shape": shape, "data_offsets": [data.count, data.count + values.count * 4]]
-            values.withUnsafeBytes { data += $0 }
-        }
-        var json = [UInt8](try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]))
-        while json.count % 8 != 0 { json.append(0x20) }
-        var file: [UInt8] = []
-        withUnsafeBytes(of: UInt64(json.count).littleEndian) { file += $0 }
-        try writeFile(directory + "/model.safetensors", file + json + data)
+        for (_, _, values) in tensors { values.withUnsafeBytes { data += $0 } }
+        let header = try SafetensorsFile.header(for: tensors.map { ($0.0, "F32", $0.1, $0.2.count * 4) })
+        try writeFile(directory + "/model.safetensors", header + data)
     }
 
     /// Logits after each position of `tokens`, computed as Hugging Face's modeling code does.

@@ -17,6 +17,26 @@ public struct SafetensorsFile: Sendable {
 
     static let maxHeaderByteCount = 100 << 20
 
+    /// The start of a safetensors file holding `tensors` back to back in this order: the 8-byte
+    /// header length, then the JSON table (sorted keys) padded with spaces so the data starts at
+    /// a multiple of 8. `dtype` is safetensors' name (`F16`, `F32`, `U8` …).
+    public static func header(
+        for tensors: [(name: String, dtype: String, shape: [Int], byteCount: Int)], metadata: [String: String]? = nil
+    ) throws -> [UInt8] {
+        var table: [String: Any] = [:]
+        if let metadata { table["__metadata__"] = metadata }
+        var offset = 0
+        for tensor in tensors {
+            table[tensor.name] = ["dtype": tensor.dtype, "shape": tensor.shape, "data_offsets": [offset, offset + tensor.byteCount]]
+            offset += tensor.byteCount
+        }
+        var json = [UInt8](try JSONSerialization.data(withJSONObject: table, options: [.sortedKeys]))
+        while json.count % 8 != 0 { json.append(0x20) }
+        var out: [UInt8] = []
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { out += $0 }
+        return out + json
+    }
+
     /// Parses the header of a safetensors file.
     ///
     /// - Parameters:

@@ -87,25 +87,15 @@ public enum SyntheticModel {
     /// Writes an F16 safetensors file with pseudo-random contents. Returns the data bytes.
     @discardableResult
     public static func writeSafetensors(_ path: String, tensors: [(name: String, shape: [Int])], seed: UInt64) throws -> Int {
-        var header: [String: Any] = ["__metadata__": ["format": "pt"]]
-        var offset = 0
-        for (name, shape) in tensors {
-            let bytes = shape.reduce(2, *)
-            header[name] = ["dtype": "F16", "shape": shape, "data_offsets": [offset, offset + bytes]]
-            offset += bytes
-        }
-        var json = [UInt8](try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]))
-        while json.count % 8 != 0 { json.append(0x20) }
+        let prefix = try SafetensorsFile.header(for: tensors.map { ($0.name, "F16", $0.shape, $0.shape.reduce(2, *)) }, metadata: ["format": "pt"])
+        let dataBytes = tensors.reduce(0) { $0 + $1.shape.reduce(2, *) }
         let file = try FileHandle.create(path)
-        var prefix: [UInt8] = []
-        withUnsafeBytes(of: UInt64(json.count).littleEndian) { prefix += $0 }
-        prefix += json
         try prefix.withUnsafeBytes { try file.write($0, at: 0) }
         let chunk = UnsafeAlignedBuffer(byteCount: 16 << 20)
         var state = seed | 1
         var written = 0
-        while written < offset {
-            let count = min(chunk.byteCount, offset - written)
+        while written < dataBytes {
+            let count = min(chunk.byteCount, dataBytes - written)
             let words = chunk.base.bindMemory(to: UInt64.self, capacity: chunk.byteCount / 8)
             for i in 0..<(count + 7) / 8 {
                 state ^= state << 13
@@ -117,6 +107,6 @@ public enum SyntheticModel {
             written += count
         }
         try file.sync()
-        return offset
+        return dataBytes
     }
 }

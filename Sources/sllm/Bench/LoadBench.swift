@@ -251,17 +251,7 @@ struct LoadBench: AsyncParsableCommand {
     /// A safetensors file holding each tensor's raw bytes as a U8 array, for comparing loaders
     /// on byte-identical contents.
     private func writeRawSafetensors(_ reader: CheckpointReader, to path: String) throws {
-        var header: [String: Any] = [:]
-        var offset = 0
-        for tensor in reader.index.tensors {
-            header[tensor.name] = ["dtype": "U8", "shape": [tensor.byteCount], "data_offsets": [offset, offset + tensor.byteCount]]
-            offset += tensor.byteCount
-        }
-        var json = [UInt8](try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]))
-        while (json.count + 8) % 8 != 0 { json.append(0x20) }
-        var data = Data()
-        withUnsafeBytes(of: UInt64(json.count).littleEndian) { data.append(contentsOf: $0) }
-        data.append(contentsOf: json)
+        var data = Data(try SafetensorsFile.header(for: reader.index.tensors.map { ($0.name, "U8", [$0.byteCount], $0.byteCount) }))
         for tensor in reader.index.tensors { data.append(contentsOf: try reader.tensorBytes(tensor.name)) }
         try data.write(to: URL(fileURLWithPath: path + ".tmp"))
         try FileSystem.rename(path + ".tmp", to: path)
