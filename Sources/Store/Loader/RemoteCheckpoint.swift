@@ -153,18 +153,14 @@ final class RemoteChunkSource: ChunkSource {
         let outcome = Mutex<Result<Void, any Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task {
-            var lastError: (any Error)?
-            for attempt in 1...3 {
-                do {
-                    try await Self.fetch(url: url, offset: offset, length: length, into: target.value)
-                    lastError = nil
-                    break
-                } catch {
-                    lastError = error
-                    try? await Task.sleep(for: .milliseconds(50 * attempt))
+            do {
+                try await RangeRequest.fetch(url, start: Int64(offset), length: Int64(length), attempts: 3, backoff: .milliseconds(50)) { at, bytes in
+                    (target.value + Int(at)).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
                 }
+                outcome.withLock { $0 = .success(()) }
+            } catch {
+                outcome.withLock { $0 = .failure(error) }
             }
-            outcome.withLock { $0 = lastError.map { .failure($0) } ?? .success(()) }
             done.signal()
         }
         done.wait()
@@ -174,26 +170,6 @@ final class RemoteChunkSource: ChunkSource {
             let n = pwrite(descriptors[partition], destination + written, length - written, off_t(offset + written))
             guard n > 0 else { throw StoreError(.io, "write to the local store failed: \(Errno(errno, operation: "pwrite"))") }
             written += n
-        }
-    }
-
-    private static func fetch(url: URL, offset: Int, length: Int, into destination: UnsafeMutableRawPointer) async throws {
-        var request = HTTPClientRequest(url: url.absoluteString)
-        request.headers.add(name: "Range", value: "bytes=\(offset)-\(offset + length - 1)")
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
-        guard response.status == .partialContent else {
-            throw StoreError(.download, "\(url.absoluteString): range request answered \(response.status.code)")
-        }
-        var received = 0
-        for try await buffer in response.body {
-            let count = min(buffer.readableBytes, length - received)
-            buffer.withUnsafeReadableBytes { bytes in
-                (destination + received).copyMemory(from: bytes.baseAddress!, byteCount: count)
-            }
-            received += count
-        }
-        guard received == length else {
-            throw StoreError(.download, "\(url.absoluteString): got \(received) of \(length) bytes at \(offset)")
         }
     }
 }

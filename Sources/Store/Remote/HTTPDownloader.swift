@@ -172,37 +172,19 @@ public struct HTTPDownloader: Sendable {
     ) async throws {
         let start = Int64(piece) * Int64(state.pieceSize)
         let length = pieceLength(piece, state)
-        var lastError: (any Error)?
-        for attempt in 1...attempts {
-            try Task.checkCancellation()
-            var request = HTTPClientRequest(url: url.absoluteString)
-            request.headers.add(name: "Range", value: "bytes=\(start)-\(start + length - 1)")
-            var offset: Int64 = 0
-            do {
-                let response = try await client.execute(request, timeout: .seconds(120))
-                guard response.status == .partialContent else {
-                    throw StoreError(.download, "range request answered \(response.status.code)")
-                }
-                for try await buffer in response.body {
-                    let count = min(Int64(buffer.readableBytes), length - offset)
-                    try buffer.withUnsafeReadableBytes { try file.file.write(UnsafeRawBufferPointer(rebasing: $0[0..<Int(count)]), at: start + offset) }
-                    offset += count
-                    received(Int(count))
-                }
-                guard offset == length else {
-                    throw StoreError(.download, "piece \(piece) ended after \(offset) of \(length) bytes")
-                }
-                return
-            } catch let error as CancellationError {
-                throw error
-            } catch {
-                received(-Int(offset))
-                lastError = error
+        do {
+            try await RangeRequest.fetch(url, start: start, length: length, client: client, attempts: attempts, backoff: .milliseconds(100)) { offset, bytes in
+                try file.file.write(bytes, at: start + offset)
+                received(bytes.count)
+            } failed: { attempt, receivedBytes, error in
+                received(-Int(receivedBytes))
                 logger.warning("piece failed, retrying", metadata: ["piece": "\(piece)", "attempt": "\(attempt)", "error": "\(error)"])
-                try await Task.sleep(for: .milliseconds(100 * attempt))
             }
+        } catch let error as CancellationError {
+            throw error
+        } catch {
+            throw StoreError(.download, "\(url.absoluteString): bytes \(start)-\(start + length - 1) failed \(attempts) times (last: \(error)); run the pull again to resume")
         }
-        throw StoreError(.download, "\(url.absoluteString): bytes \(start)-\(start + length - 1) failed \(attempts) times (last: \(lastError.map { "\($0)" } ?? "?")); run the pull again to resume")
     }
 
     private func pieceLength(_ piece: Int, _ state: State) -> Int64 {
