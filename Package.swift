@@ -39,6 +39,7 @@ let package = Package(
             name: "Store",
             dependencies: [
                 "Checkpoint",
+                "CKernels",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -34,6 +34,10 @@ int sllm_rename_exchange(const char *from, const char *to);
 /// The platform's `O_DIRECT` open flag (hidden from Swift's Glibc module).
 int sllm_o_direct(void);
 
+/// Atomic add and load of a 64-bit counter in memory shared between processes (an mmapped file).
+uint64_t sllm_atomic_add_u64(uint64_t *counter, uint64_t value);
+uint64_t sllm_atomic_load_u64(const uint64_t *counter);
+
 #ifdef __cplusplus
 }
 #endif

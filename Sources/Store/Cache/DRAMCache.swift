@@ -1,4 +1,5 @@
 public import Checkpoint
+import CKernels
 import Foundation
 public import Logging
 import Synchronization
@@ -32,6 +33,9 @@ public final class DRAMCache: Sendable {
     private let mappings = Mutex<[String: UnsafeSharedMemoryFile]>([:])
     private let reserving = Mutex(())
     private let counters = Mutex((hits: 0, misses: 0))
+    /// Hit and miss counters shared by every process using the directory (two u64 in `.counters`,
+    /// added to atomically); nil when the file cannot be mapped.
+    private let sharedCounters: UnsafeSharedMemoryFile?
     private let logger: Logger
 
     struct Segment: Codable, Equatable {
@@ -56,6 +60,7 @@ public final class DRAMCache: Sendable {
         self.logger = logger
         try FileSystem.makeDirectories(directory + "/slabs")
         try FileSystem.makeDirectories(directory + "/entries")
+        sharedCounters = try? UnsafeSharedMemoryFile.openOrCreate(directory + "/.counters", byteCount: 4096)
     }
 
     /// The default location for a data directory: `/dev/shm/sllm-<hash of the data dir>`.
@@ -396,27 +401,16 @@ public final class DRAMCache: Sendable {
 
     /// Hits and misses of every process using this cache directory.
     public var sharedHitsAndMisses: (hits: Int, misses: Int) {
-        guard let text = try? String(contentsOfFile: directory + "/.stats", encoding: .utf8) else { return (0, 0) }
-        let numbers = text.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-        return numbers.count == 2 ? (numbers[0], numbers[1]) : (0, 0)
+        guard let counters = sharedCounters?.base.assumingMemoryBound(to: UInt64.self) else { return (0, 0) }
+        return (Int(sllm_atomic_load_u64(counters)), Int(sllm_atomic_load_u64(counters + 1)))
     }
 
-    /// Counts a lookup here and in the shared `.stats` file (read-modify-write under `flock`).
+    /// Counts a lookup here and in the shared counters (one atomic add, no file I/O).
     private func record(hit: Bool) {
         counters.withLock { hit ? ($0.hits += 1) : ($0.misses += 1) }
-        let fd = Glibc.open(directory + "/.stats", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return }
-        defer { close(fd) }
-        guard flock(fd, LOCK_EX) == 0 else { return }
-        var buffer = [UInt8](repeating: 0, count: 64)
-        let n = pread(fd, &buffer, 64, 0)
-        let numbers = String(decoding: buffer.prefix(max(0, n)), as: UTF8.self).split(separator: " ")
-            .compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-        var (hits, misses) = numbers.count == 2 ? (numbers[0], numbers[1]) : (0, 0)
-        if hit { hits += 1 } else { misses += 1 }
-        let text = Array("\(hits) \(misses)\n".utf8)
-        _ = ftruncate(fd, 0)
-        _ = text.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+        if let counters = sharedCounters?.base.assumingMemoryBound(to: UInt64.self) {
+            _ = sllm_atomic_add_u64(counters + (hit ? 0 : 1), 1)
+        }
     }
 
     /// Evicts every entry of `name` that nobody uses; its slabs go back to the pool, or are

@@ -28,6 +28,20 @@ final class UnsafeSharedMemoryFile: @unchecked Sendable {
         return try UnsafeSharedMemoryFile(fd: fd, path: path, byteCount: byteCount, writable: true)
     }
 
+    /// Maps `path` read-write, creating it (zero-filled, `byteCount` bytes) when missing and
+    /// keeping what another process already wrote.
+    static func openOrCreate(_ path: String, byteCount: Int) throws -> UnsafeSharedMemoryFile {
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw StoreError(.io, "cannot open \(path): \(Errno(errno, operation: "open"))") }
+        defer { close(fd) }
+        if (FileSystem.fileSize(path) ?? 0) < Int64(byteCount) {
+            guard ftruncate(fd, off_t(byteCount)) == 0 else {
+                throw StoreError(.io, "cannot size \(path) to \(byteCount) bytes: \(Errno(errno, operation: "ftruncate"))")
+            }
+        }
+        return try UnsafeSharedMemoryFile(fd: fd, path: path, byteCount: byteCount, writable: true)
+    }
+
     /// Maps an existing file read-write; its size must be `byteCount`.
     static func openWritable(_ path: String, byteCount: Int) throws -> UnsafeSharedMemoryFile {
         let fd = Glibc.open(path, O_RDWR | O_CLOEXEC)

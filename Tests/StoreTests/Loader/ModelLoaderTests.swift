@@ -166,6 +166,22 @@ func expectTensorsMatchStore(_ model: LoadedModel, _ store: ModelStore, sourceLo
         #expect(loader.cache.hitsAndMisses.misses == 1)
     }
 
+    @Test func hitCountersAreSharedByEveryCacheOnTheDirectory() async throws {
+        let fixture = try LoaderFixture("loader-counters")
+        defer { fixture.remove() }
+        try fixture.addSynthetic("m", bytes: 1 << 20)
+        let first = try fixture.loader()
+        _ = try await first.load(try ModelName("m"))  // miss
+        _ = try await first.load(try ModelName("m"))  // hit
+        // Another cache on the same directory (another process) adds to the same counters.
+        let second = try fixture.loader()
+        _ = try await second.load(try ModelName("m"))  // hit
+        #expect(first.cache.hitsAndMisses == (hits: 1, misses: 1))
+        #expect(second.cache.hitsAndMisses == (hits: 1, misses: 0))
+        #expect(first.cache.sharedHitsAndMisses == (hits: 2, misses: 1))
+        #expect(second.cache.sharedHitsAndMisses == (hits: 2, misses: 1))
+    }
+
     @Test func cancellingTheOnlyCallerStopsTheLoadAndFreesItsMemory() async throws {
         let fixture = try LoaderFixture("loader-cancel")
         defer { fixture.remove() }
