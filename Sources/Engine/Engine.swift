@@ -36,7 +36,7 @@ public final class Engine: @unchecked Sendable {
     /// Seconds from `init` entry to ready.
     public let startupSeconds: Double
     let weights: Weights
-    let ropeScale: Float
+    let ropeScaling: Weights.RopeScaling
     private let pool: OpaquePointer
     private let forwardLock = NSLock()
     private var scratch = Scratch()
@@ -47,7 +47,7 @@ public final class Engine: @unchecked Sendable {
         let start = ContinuousClock.now
         weights = try Weights(model: model)
         config = weights.config
-        ropeScale = try Weights.ropeFrequencyScale(config)
+        ropeScaling = try Weights.RopeScaling(config)
         if let tokenizer {
             self.tokenizer = tokenizer
         } else {
@@ -374,9 +374,7 @@ public final class Engine: @unchecked Sendable {
         var theta = Float(position)
         for i in 0..<(dims / 2) {
             let factor = weights.ropeFrequencyFactors?[i] ?? 1
-            let angle = ropeScale * (theta / factor)
-            table[2 * i] = cosf(angle)
-            table[2 * i + 1] = sinf(angle)
+            (table[2 * i], table[2 * i + 1]) = ropeScaling.rotation(theta / factor, pair: i)
             theta *= thetaScale
         }
     }

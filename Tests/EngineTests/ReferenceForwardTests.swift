@@ -14,6 +14,8 @@ import Tokenizers
 @Suite struct ReferenceForwardTests {
     struct Tiny {
         var architecture: String
+        /// YaRN rope scaling (factor 4 over an original context of 16), as in long-context Qwen2.5.
+        var yarn = false
         var hidden = 64, heads = 4, kvHeads = 2, ffn = 96, layers = 2, vocabulary = 48
         var headDim: Int { hidden / heads }
         var biases: Bool { architecture == "Qwen2ForCausalLM" }
@@ -57,7 +59,7 @@ import Tokenizers
             "architectures": [m.architecture], "vocab_size": m.vocabulary, "hidden_size": m.hidden, "intermediate_size": m.ffn,
             "num_hidden_layers": m.layers, "num_attention_heads": m.heads, "num_key_value_heads": m.kvHeads,
             "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
-        ]
+        ].merging(m.yarn ? ["rope_scaling": ["type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16]] : [:]) { a, _ in a }
         try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: directory + "/config.json"))
         let vocab = Dictionary(uniqueKeysWithValues: (0..<m.vocabulary).map { ("t\($0)", $0) })
         let tokenizer: [String: Any] = ["model": ["type": "BPE", "vocab": vocab, "merges": [String]()], "added_tokens": [Any]()]
@@ -87,13 +89,29 @@ import Tokenizers
             let scale = 1 / (x.reduce(0) { $0 + $1 * $1 } / Double(x.count) + 1e-5).squareRoot()
             return zip(x, w[name]!).map { $0 * scale * $1 }
         }
+        // Hugging Face's inverse frequencies (`_compute_yarn_parameters` when YaRN is on).
+        let d = m.headDim
+        var inverseFrequencies = (0..<(d / 2)).map { 1 / pow(10000, 2 * Double($0) / Double(d)) }
+        var magnitude = 1.0
+        if m.yarn {
+            let factor = 4.0, original = 16.0
+            func correction(_ rotations: Double) -> Double { Double(d) * log(original / (rotations * 2 * .pi)) / (2 * log(10000)) }
+            let low = max(floor(correction(32)), 0), high = min(ceil(correction(1)), Double(d - 1))
+            inverseFrequencies = inverseFrequencies.enumerated().map { i, extrapolated in
+                let ramp = min(max((Double(i) - low) / (high == low ? 0.001 : high - low), 0), 1)
+                let extrapolationFactor = 1 - ramp
+                return extrapolated / factor * (1 - extrapolationFactor) + extrapolated * extrapolationFactor
+            }
+            magnitude = 0.1 * log(factor) + 1
+        }
         func rotateHalf(_ head: [Double], position: Int) -> [Double] {
-            let d = head.count, half = d / 2
+            let half = head.count / 2
             var out = head
             for i in 0..<half {
-                let angle = Double(position) * pow(10000, -2 * Double(i) / Double(d))
-                out[i] = head[i] * cos(angle) - head[i + half] * sin(angle)
-                out[i + half] = head[i + half] * cos(angle) + head[i] * sin(angle)
+                let angle = Double(position) * inverseFrequencies[i]
+                let (c, s) = (cos(angle) * magnitude, sin(angle) * magnitude)
+                out[i] = head[i] * c - head[i + half] * s
+                out[i + half] = head[i + half] * c + head[i] * s
             }
             return out
         }
@@ -139,11 +157,12 @@ import Tokenizers
         return logits
     }
 
-    @Test(arguments: ["LlamaForCausalLM", "Qwen2ForCausalLM"])
-    func engineLogitsMatchAHuggingFaceStyleForwardPass(architecture: String) async throws {
+    @Test(arguments: ["LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen2ForCausalLM+yarn"])
+    func engineLogitsMatchAHuggingFaceStyleForwardPass(variant: String) async throws {
+        let architecture = String(variant.prefix { $0 != "+" })
         let directory = try TemporaryDirectory("engine-reference")
         defer { directory.remove() }
-        let m = Tiny(architecture: architecture)
+        let m = Tiny(architecture: architecture, yarn: variant.hasSuffix("+yarn"))
         let tensors = Self.weights(m, seed: 7)
         try Self.writeModel(m, tensors, to: directory.file("src"))
         let store = ModelStore(root: directory.file("home"))
@@ -165,7 +184,7 @@ import Tokenizers
             let scale = expected[position].map(abs).max()!
             let worst = zip(logits, expected[position]).map { abs(Double($0) - $1) }.max()!
             // The engine keeps K/V and attention sums in f16 like llama.cpp: agreement to ~1%.
-            #expect(worst <= 0.01 * scale, "\(architecture) position \(position): off by \(worst) (largest logit \(scale))")
+            #expect(worst <= 0.01 * scale, "\(variant) position \(position): off by \(worst) (largest logit \(scale))")
         }
     }
 }

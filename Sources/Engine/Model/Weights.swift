@@ -177,18 +177,53 @@ struct Weights: Sendable {
         }
     }
 
-    /// Linear rope scaling (`type: linear`): positions are multiplied by 1/factor.
-    static func ropeFrequencyScale(_ config: ModelConfig) throws(EngineError) -> Float {
-        guard let scaling = config.ropeScaling else { return 1 }
-        let type = scaling["type"]?.stringValue ?? scaling["rope_type"]?.stringValue ?? "none"
-        switch type {
-        case "none", "default", "llama3": return 1
-        case "linear":
+    /// How positions become RoPE angles beyond the base frequencies: linear interpolation, or
+    /// YaRN (interpolation blended with extrapolation across the dimensions, magnitude corrected),
+    /// with GGML's formulas (`rope_yarn`, `ggml_rope_yarn_corr_dims`).
+    struct RopeScaling: Sendable {
+        /// Angles are multiplied by this (1/factor for linear and YaRN).
+        var frequencyScale: Float = 1
+        /// YaRN: the dimension-pair range over which extrapolation ramps into interpolation.
+        var correctionDims: (low: Float, high: Float)?
+        /// cos/sin are multiplied by this (YaRN's 1 + 0.1·ln(factor), times the model's attention factor).
+        var magnitude: Float = 1
+
+        init(_ config: ModelConfig) throws(EngineError) {
+            guard let scaling = config.ropeScaling else { return }
+            let type = scaling["type"]?.stringValue ?? scaling["rope_type"]?.stringValue ?? "none"
             let factor = scaling["factor"]?.doubleValue ?? 1
-            guard factor > 0 else { throw EngineError(.unsupportedModel, "rope scaling factor \(factor) is not positive") }
-            return Float(1 / factor)
-        default:
-            throw EngineError(.unsupportedModel, "rope scaling type \(type) is not supported (supported: linear, llama3)")
+            switch type {
+            case "none", "default", "llama3": return
+            case "linear", "yarn":
+                guard factor > 0 else { throw EngineError(.unsupportedModel, "rope scaling factor \(factor) is not positive") }
+                frequencyScale = Float(1 / factor)
+            default:
+                throw EngineError(.unsupportedModel, "rope scaling type \(type) is not supported (supported: linear, llama3, yarn)")
+            }
+            guard type == "yarn" else { return }
+            if let multiplier = scaling["yarn_log_multiplier"]?.doubleValue ?? scaling["mscale_all_dim"]?.doubleValue, multiplier != 0 {
+                throw EngineError(.unsupportedModel, "YaRN with a log multiplier (DeepSeek-style mscale) is not supported")
+            }
+            let original = Float(scaling["original_context_length"]?.doubleValue ?? scaling["original_max_position_embeddings"]?.doubleValue
+                ?? Double(config.contextLength) / factor)
+            let betaFast = Float(scaling["yarn_beta_fast"]?.doubleValue ?? scaling["beta_fast"]?.doubleValue ?? 32)
+            let betaSlow = Float(scaling["yarn_beta_slow"]?.doubleValue ?? scaling["beta_slow"]?.doubleValue ?? 1)
+            let dims = Float(config.ropeDimensionCount), base = Float(config.ropeFrequencyBase)
+            func correctionDim(_ rotations: Float) -> Float { dims * logf(original / (rotations * 2 * Float.pi)) / (2 * logf(base)) }
+            correctionDims = (max(0, floorf(correctionDim(betaFast))), min(dims - 1, ceilf(correctionDim(betaSlow))))
+            let attentionFactor = Float(scaling["attn_factor"]?.doubleValue ?? scaling["attention_factor"]?.doubleValue ?? 1)
+            magnitude = attentionFactor * (1 + 0.1 * logf(1 / frequencyScale))
+        }
+
+        /// cos and sin of dimension pair `i` at the unscaled angle `theta` (position × base^(−2i/d),
+        /// already divided by any per-pair frequency factor).
+        func rotation(_ theta: Float, pair i: Int) -> (cos: Float, sin: Float) {
+            let interpolated = frequencyScale * theta
+            guard let (low, high) = correctionDims else { return (cosf(interpolated) * magnitude, sinf(interpolated) * magnitude) }
+            let y = (Float(i) - low) / max(0.001, high - low)
+            let ramp = 1 - min(1, max(0, y))
+            let angle = interpolated * (1 - ramp) + theta * ramp
+            return (cosf(angle) * magnitude, sinf(angle) * magnitude)
         }
     }
 }
