@@ -16,6 +16,8 @@ import Tokenizers
         var architecture: String
         /// YaRN rope scaling (factor 4 over an original context of 16), as in long-context Qwen2.5.
         var yarn = false
+        /// Llama 3.1's rope scaling (factor 8, original context 16).
+        var llama3 = false
         var hidden = 64, heads = 4, kvHeads = 2, ffn = 96, layers = 2, vocabulary = 48
         var headDim: Int { hidden / heads }
         var biases: Bool { architecture == "Qwen2ForCausalLM" }
@@ -60,6 +62,8 @@ import Tokenizers
             "num_hidden_layers": m.layers, "num_attention_heads": m.heads, "num_key_value_heads": m.kvHeads,
             "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
         ].merging(m.yarn ? ["rope_scaling": ["type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16]] : [:]) { a, _ in a }
+            .merging(m.llama3 ? ["rope_scaling": ["rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                  "original_max_position_embeddings": 16]] : [:]) { a, _ in a }
         try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: directory + "/config.json"))
         let vocab = Dictionary(uniqueKeysWithValues: (0..<m.vocabulary).map { ("t\($0)", $0) })
         let tokenizer: [String: Any] = ["model": ["type": "BPE", "vocab": vocab, "merges": [String]()], "added_tokens": [Any]()]
@@ -103,6 +107,18 @@ import Tokenizers
                 return extrapolated / factor * (1 - extrapolationFactor) + extrapolated * extrapolationFactor
             }
             magnitude = 0.1 * log(factor) + 1
+        }
+        if m.llama3 {
+            // `_compute_llama3_parameters`: long wavelengths divided by the factor, short ones kept,
+            // the band between smoothed.
+            let factor = 8.0, low = 1.0, high = 4.0, original = 16.0
+            inverseFrequencies = inverseFrequencies.map { frequency in
+                let wavelength = 2 * .pi / frequency
+                if wavelength < original / high { return frequency }
+                if wavelength > original / low { return frequency / factor }
+                let smooth = (original / wavelength - low) / (high - low)
+                return (1 - smooth) * frequency / factor + smooth * frequency
+            }
         }
         func rotateHalf(_ head: [Double], position: Int) -> [Double] {
             let half = head.count / 2
@@ -157,12 +173,12 @@ import Tokenizers
         return logits
     }
 
-    @Test(arguments: ["LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen2ForCausalLM+yarn"])
+    @Test(arguments: ["LlamaForCausalLM", "LlamaForCausalLM+llama3", "Qwen2ForCausalLM", "Qwen2ForCausalLM+yarn"])
     func engineLogitsMatchAHuggingFaceStyleForwardPass(variant: String) async throws {
         let architecture = String(variant.prefix { $0 != "+" })
         let directory = try TemporaryDirectory("engine-reference")
         defer { directory.remove() }
-        let m = Tiny(architecture: architecture, yarn: variant.hasSuffix("+yarn"))
+        let m = Tiny(architecture: architecture, yarn: variant.hasSuffix("+yarn"), llama3: variant.hasSuffix("+llama3"))
         let tensors = Self.weights(m, seed: 7)
         try Self.writeModel(m, tensors, to: directory.file("src"))
         let store = ModelStore(root: directory.file("home"))
