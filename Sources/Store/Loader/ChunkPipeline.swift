@@ -97,6 +97,11 @@ struct ChunkPipeline {
                 defer { group.leave() }
                 while let k = queue.pop() {
                     if state.failed { continue }
+                    // Reads may all be done; cancellation still stops verification and hand-out.
+                    if isCancelled() {
+                        state.fail(CancellationError())
+                        continue
+                    }
                     let chunk = boxed.chunks[k]
                     do {
                         let t0 = DispatchTime.now().uptimeNanoseconds

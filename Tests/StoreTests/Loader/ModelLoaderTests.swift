@@ -187,12 +187,18 @@ func expectTensorsMatchStore(_ model: LoadedModel, _ store: ModelStore, sourceLo
         defer { fixture.remove() }
         try fixture.addSynthetic("m", bytes: 32 << 20)
         let loader = try fixture.loader(threads: 1, chunk: 64 << 10)
+        // The first hand-out (on a verifier thread) waits until the caller has cancelled, so the
+        // load cannot finish first however fast the machine reads.
         let started = Mutex(false)
+        let cancelled = DispatchSemaphore(value: 0)
         let task = Task {
-            try await loader.load(try ModelName("m")) { _ in started.withLock { $0 = true } }
+            try await loader.load(try ModelName("m")) { _ in
+                if started.withLock({ first in defer { first = true }; return !first }) { cancelled.wait() }
+            }
         }
         while !started.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(1)) }
         task.cancel()
+        cancelled.signal()
         await #expect(throws: CancellationError.self) { try await task.value }
         #expect(loader.cache.listEntries().isEmpty)
         // The next load starts afresh and succeeds.
