@@ -61,8 +61,7 @@ public final class Engine: @unchecked Sendable {
         }
         self.options = options
         contextLength = max(1, min(options.contextLength ?? config.contextLength, config.contextLength))
-        budget = KVBudget(bytesPerPosition: KVCache.bytesPerPosition(layers: config.blockCount, kvDimension: config.headCountKV * config.headDimension),
-                          limit: options.kvCacheBytes)
+        budget = KVBudget(bytesPerPosition: Engine.kvBytesPerPosition(config), limit: options.kvCacheBytes)
         pool = sllm_pool_create(Int32(max(1, options.threads)))
         startupSeconds = (ContinuousClock.now - start).seconds
     }
@@ -76,18 +75,33 @@ public final class Engine: @unchecked Sendable {
 
     /// The tokenizer a checkpoint carries, built once per process (keyed by its files' checksums).
     public static func tokenizer(of model: LoadedModel) throws -> Tokenizer {
-        let files = model.index.files.filter { Tokenizer.checkpointFileNames.contains($0.name) }
-        let template = model.index.tokenizer.chatTemplate
+        try tokenizer(index: model.index, name: model.name) { Data(try model.fileContents($0)) }
+    }
+
+    /// The tokenizer of a checkpoint in the store, without loading its weights (a server
+    /// tokenizes and validates a request while the weights are still loading).
+    public static func tokenizer(of reader: CheckpointReader) throws -> Tokenizer {
+        try tokenizer(index: reader.index, name: reader.directory) { Data(try reader.fileContents($0)) }
+    }
+
+    private static func tokenizer(index: CheckpointIndex, name: String, read: (String) throws -> Data) throws -> Tokenizer {
+        let files = index.files.filter { Tokenizer.checkpointFileNames.contains($0.name) }
+        let template = index.tokenizer.chatTemplate
         let key = (files.map { "\($0.name):\($0.crc32c):\($0.byteCount)" }.sorted() + [String(template?.hashValue ?? 0)]).joined(separator: "|")
         if let cached = tokenizers.withLock({ $0[key] }) { return cached }
         let tokenizer: Tokenizer
         do {
-            tokenizer = try Tokenizer(checkpointFiles: Set(files.map(\.name)), chatTemplate: template) { Data(try model.fileContents($0)) }
+            tokenizer = try Tokenizer(checkpointFiles: Set(files.map(\.name)), chatTemplate: template, read: read)
         } catch let error as TokenizerError {
-            throw EngineError(.unsupportedModel, "checkpoint \(model.name): \(error.description)")
+            throw EngineError(.unsupportedModel, "checkpoint \(name): \(error.description)")
         }
         tokenizers.withLock { $0[key] = tokenizer }
         return tokenizer
+    }
+
+    /// Bytes of KV cache one token position takes for a model (f16 keys and values, every layer).
+    public static func kvBytesPerPosition(_ config: ModelConfig) -> Int {
+        KVCache.bytesPerPosition(layers: config.blockCount, kvDimension: config.headCountKV * config.headDimension)
     }
 
     /// Compute threads in use.
@@ -179,6 +193,30 @@ public final class Engine: @unchecked Sendable {
             sequence.appendSampled(choice.token)
             return choice
         }
+    }
+
+    /// The `count` most likely next tokens after the sequence's last computed position, with
+    /// their log-probabilities under the model (before sampling settings), most likely first:
+    /// after `step`, the alternatives to the token it just sampled (OpenAI's `top_logprobs`).
+    public func topLogprobs(of sequence: EngineSequence, count: Int) -> [Sampler.Choice] {
+        forwardLock.lock()
+        defer { forwardLock.unlock() }
+        guard count > 0, let logits = sequence.logits else { return [] }
+        let vocabulary = min(tokenizer.vocabularySize, logits.count)
+        var best = 0
+        for i in 1..<vocabulary where logits[i] > logits[best] { best = i }
+        let logSum = logits.withUnsafeBufferPointer { log(sllm_sum_exp($0.baseAddress!, Int64(vocabulary), logits[best])) } + logits[best]
+        // Partial selection: keep the `count` best in a small sorted array.
+        var top: [(token: Int, logit: Float)] = []
+        top.reserveCapacity(count + 1)
+        for token in 0..<vocabulary {
+            let logit = logits[token]
+            if top.count == count, let last = top.last, logit <= last.logit { continue }
+            let at = top.firstIndex { logit > $0.logit } ?? top.count
+            top.insert((token, logit), at: at)
+            if top.count > count { top.removeLast() }
+        }
+        return top.map { Sampler.Choice(token: $0.token, logprob: $0.logit - logSum) }
     }
 
     // MARK: - Forward

@@ -1,5 +1,6 @@
 import Checkpoint
 import Foundation
+import Store
 
 /// Median and spread of repeated measurements.
 struct Sample: Encodable {

@@ -2,6 +2,7 @@ import ArgumentParser
 import CKernels
 import Checkpoint
 import Foundation
+import Store
 
 struct HashBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

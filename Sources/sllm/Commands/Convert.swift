@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoint
 import Foundation
+import Store
 
 struct Convert: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoint
 import Foundation
+import Serving
 import Store
 import Tokenizers
 
@@ -14,7 +15,7 @@ struct SLLM: AsyncParsableCommand {
             loading-optimized checkpoints. Start with `sllm pull smollm2-135m`.
             """,
         version: "0.1.0",
-        subcommands: [Pull.self, Convert.self, List.self, Inspect.self, Verify.self, Remove.self, Tokenize.self, Generate.self, Chat.self, StoreCommand.self, Bench.self]
+        subcommands: [Pull.self, Convert.self, List.self, Inspect.self, Verify.self, Remove.self, Tokenize.self, Generate.self, Chat.self, Serve.self, Deploy.self, Update.self, Delete.self, Status.self, PS.self, Keys.self, StoreCommand.self, Bench.self]
     )
 
     /// Runs the command line; our own errors print as one `error: …` line and exit 1.
@@ -32,6 +33,8 @@ struct SLLM: AsyncParsableCommand {
             fail(error.description)
         } catch let error as TokenizerError {
             fail(error.description)
+        } catch let error as ServingError {
+            fail(error.message)
         } catch let error as CommandFailure {
             fail(error.message)
         } catch {

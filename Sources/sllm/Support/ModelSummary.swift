@@ -1,5 +1,6 @@
 import Checkpoint
 import Foundation
+import Store
 
 /// Renders what a checkpoint holds, for `pull`, `list`, `convert` and `inspect`.
 enum ModelSummary {

@@ -1,0 +1,96 @@
+import Foundation
+import Hummingbird
+import NIOCore
+
+/// The admin API (`/admin/...`): deployments, what is loaded, API keys. JSON with snake_case
+/// keys; the `sllm deploy/update/delete/status/ps/keys` commands are its clients.
+struct AdminRoutes: Sendable {
+    let controller: Controller
+    let keys: KeyRing
+    let maxBodyBytes: Int
+
+    func register(on router: Router<BasicRequestContext>) {
+        let admin = router.group("admin")
+        admin.get("deployments") { _, _ in try encode(await controller.statuses()) }
+        admin.post("deployments") { request, _ in
+            let body = try await decode(DeploymentRequest.self, from: request)
+            let spec = try await controller.deploy(body)
+            return try encode(await controller.statuses().first { $0.status.spec.name == spec.name }, status: .created)
+        }
+        admin.get("deployments/{name}") { _, context in
+            let name = try context.parameters.require("name")
+            guard let report = await controller.statuses().first(where: { $0.status.spec.name == name }) else {
+                throw ServingError(.notFound, "deployment `\(name)` does not exist")
+            }
+            return try encode(report)
+        }
+        admin.patch("deployments/{name}") { request, context in
+            let name = try context.parameters.require("name")
+            let body = try await decode(DeploymentRequest.self, from: request)
+            _ = try await controller.update(name, with: body)
+            return try encode(await controller.statuses().first { $0.status.spec.name == name })
+        }
+        admin.delete("deployments/{name}") { _, context in
+            let name = try context.parameters.require("name")
+            try await controller.delete(name)
+            return try encode(["deleted": name])
+        }
+        admin.get("ps") { _, _ in
+            var rows: [LoadedInstance] = []
+            for report in await controller.statuses() {
+                for instance in report.status.instances {
+                    rows.append(LoadedInstance(deployment: report.status.spec.name, model: report.status.spec.model, instance: instance))
+                }
+            }
+            return try encode(rows)
+        }
+        admin.get("keys") { _, _ in try encode(try keys.list()) }
+        admin.post("keys") { request, _ in
+            let body = try await decode(KeyRequest.self, from: request)
+            guard !body.name.isEmpty else { throw ServingError(.invalidRequest, "a key needs a `name`", param: "name") }
+            let (key, secret) = try keys.create(name: body.name, admin: body.admin ?? false)
+            return try encode(CreatedKey(id: key.id, name: key.name, admin: key.admin, createdAt: key.createdAt, key: secret), status: .created)
+        }
+        admin.delete("keys/{id}") { _, context in
+            let id = try context.parameters.require("id")
+            guard try keys.revoke(id) else { throw ServingError(.notFound, "API key `\(id)` does not exist") }
+            return try encode(["revoked": id])
+        }
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
+        let buffer: ByteBuffer
+        do { buffer = try await request.body.collect(upTo: maxBodyBytes) } catch {
+            throw ServingError(.bodyTooLarge, "the request body exceeds the limit of \(maxBodyBytes) bytes")
+        }
+        do { return try JSONDecoder.iso.decode(type, from: Data(buffer.readableBytesView)) } catch { throw ServingError(decoding: error) }
+    }
+}
+
+/// Encodes an admin answer.
+func encode(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+    var headers = HTTPFields()
+    headers[.contentType] = "application/json"
+    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder.iso.encode(value))))
+}
+
+struct KeyRequest: Decodable {
+    var name: String
+    var admin: Bool?
+}
+
+/// A key as created: the secret is shown this once.
+struct CreatedKey: Encodable {
+    var id: String
+    var name: String
+    var admin: Bool
+    var createdAt: Date
+    var key: String
+}
+
+/// One row of `sllm ps`.
+public struct LoadedInstance: Sendable, Codable {
+    public var deployment: String
+    public var model: String
+    public var instance: InstanceStatus
+}

@@ -1,0 +1,82 @@
+import Foundation
+
+/// Builds JSON text by hand for the streaming hot path (one chunk per token), where a
+/// `JSONEncoder` per chunk would cost more than the rest of the server's work.
+struct JSONText {
+    private(set) var text = "{"
+    private var first = true
+
+    init() {}
+
+    private mutating func key(_ name: String) {
+        if !first { text += "," }
+        first = false
+        text += JSONText.quote(name) + ":"
+    }
+
+    mutating func string(_ name: String, _ value: String?) {
+        key(name)
+        if let value { text += JSONText.quote(value) } else { text += "null" }
+    }
+
+    mutating func int(_ name: String, _ value: Int?) {
+        key(name)
+        text += value.map(String.init) ?? "null"
+    }
+
+    mutating func number(_ name: String, _ value: Double?) {
+        key(name)
+        if let value, value.isFinite { text += JSONText.format(value) } else { text += value == nil ? "null" : "-9999.0" }
+    }
+
+    mutating func bool(_ name: String, _ value: Bool) {
+        key(name)
+        text += value ? "true" : "false"
+    }
+
+    /// A value already rendered as JSON.
+    mutating func raw(_ name: String, _ json: String) {
+        key(name)
+        text += json
+    }
+
+    mutating func object(_ name: String, _ build: (inout JSONText) -> Void) {
+        var inner = JSONText()
+        build(&inner)
+        raw(name, inner.finished)
+    }
+
+    var finished: String { text + "}" }
+
+    /// Renders values as a JSON array.
+    static func array<T>(_ items: [T], _ render: (T) -> String) -> String {
+        "[" + items.map(render).joined(separator: ",") + "]"
+    }
+
+    static func format(_ value: Double) -> String {
+        if value == value.rounded() && abs(value) < 1e15 { return String(format: "%.1f", value) }
+        return "\(value)"
+    }
+
+    /// A JSON string literal: quotes, backslashes and control characters escaped.
+    static func quote(_ value: String) -> String {
+        var out = "\""
+        out.reserveCapacity(value.utf8.count + 2)
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x2028 || scalar.value == 0x2029 {
+                    out += String(format: "\\u%04x", scalar.value)
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out + "\""
+    }
+}

@@ -1,0 +1,445 @@
+import Engine
+import Foundation
+import Hummingbird
+import NIOCore
+import Tokenizers
+
+/// `POST /v1/chat/completions` and `POST /v1/completions`: validate, tokenize, take a slot on an
+/// instance (a cold start when there is none), run the job and answer as OpenAI does, streamed
+/// as server-sent events or whole.
+struct OpenAIRoutes: Sendable {
+    let controller: Controller
+    let worker: any Worker
+    let metrics: ServingMetrics
+    let lifecycle: ServerLifecycle
+    let maxBodyBytes: Int
+
+    enum Kind {
+        case chat, text
+    }
+
+    /// A validated request, ready to queue.
+    struct Prepared {
+        var kind: Kind
+        var deployment: Deployment
+        var job: GenerationJob
+        var stream: Bool
+        var includeUsage: Bool
+        var logprobs: Bool
+        var keepAlive: KeepAlive?
+        var arrival: ContinuousClock.Instant
+        var id: String
+        var created: Int
+    }
+
+    func handle(_ kind: Kind, _ request: Request, context: some RequestContext) async throws -> Response {
+        let arrival = ContinuousClock.now
+        var model = "-"
+        do {
+            let prepared = try await prepare(kind, request, arrival: arrival, model: &model)
+            guard !lifecycle.isShuttingDown else { throw ServingError(.shuttingDown, "the server is shutting down") }
+            let ticket = try await prepared.deployment.enqueue()
+            if prepared.stream { return streamingResponse(prepared, ticket: ticket) }
+            return try await wholeResponse(prepared, ticket: ticket)
+        } catch {
+            let failure = error as? ServingError ?? ServingError(error)
+            metrics.request(deployment: model, status: Int(failure.status.code))
+            throw failure
+        }
+    }
+
+    // MARK: - Validation
+
+    private func prepare(_ kind: Kind, _ request: Request, arrival: ContinuousClock.Instant, model: inout String) async throws -> Prepared {
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: maxBodyBytes)
+        } catch {
+            throw ServingError(.bodyTooLarge, "the request body exceeds the limit of \(maxBodyBytes) bytes")
+        }
+        let data = Data(body.readableBytesView)
+        let fields: SamplingFields
+        do { fields = try JSONDecoder.openAI.decode(SamplingFields.self, from: data) } catch { throw ServingError(decoding: error) }
+        let (sampling, maxTokens, stop) = try fields.validated()
+        model = fields.model
+        let deployment = try await controller.deployment(named: fields.model)
+        let tokenizer = deployment.tokenizer
+        var prompt: [Int]
+        var topLogprobs = 0
+        var logprobs = false
+        var promptParam = "prompt"
+        switch kind {
+        case .chat:
+            let chat: ChatCompletionRequest
+            do { chat = try JSONDecoder.openAI.decode(ChatCompletionRequest.self, from: data) } catch { throw ServingError(decoding: error) }
+            try chat.validate()
+            logprobs = chat.logprobs ?? false
+            topLogprobs = chat.topLogprobs ?? 0
+            promptParam = "messages"
+            let rendered: String
+            do {
+                rendered = try tokenizer.renderChat(chat.messages.map { ChatMessage(role: $0.role, content: $0.content) })
+            } catch {
+                throw ServingError(.invalidRequest, "the chat template of `\(fields.model)` rejected the messages: \(error)", param: "messages")
+            }
+            prompt = tokenizer.encodeChat(rendered)
+        case .text:
+            let completion: CompletionRequest
+            do { completion = try JSONDecoder.openAI.decode(CompletionRequest.self, from: data) } catch { throw ServingError(decoding: error) }
+            try completion.validate()
+            logprobs = completion.logprobs != nil
+            topLogprobs = completion.logprobs ?? 0
+            switch completion.prompt {
+            case .text(let text):
+                prompt = tokenizer.encode(text)
+            case .tokens(let tokens):
+                if let bad = tokens.first(where: { !tokenizer.isValid($0) }) {
+                    throw ServingError(.invalidRequest, "token id \(bad) is outside the vocabulary (0..<\(tokenizer.vocabularySize))", param: "prompt")
+                }
+                prompt = tokens
+            }
+        }
+        guard !prompt.isEmpty else { throw ServingError(.invalidRequest, "the prompt is empty", param: promptParam) }
+        let contextLength = await deployment.contextLength
+        if prompt.count >= contextLength {
+            throw ServingError(.contextLengthExceeded,
+                               "this model's context is \(contextLength) tokens, but the prompt has \(prompt.count); shorten it", param: promptParam)
+        }
+        if let maxTokens, prompt.count + maxTokens > contextLength {
+            throw ServingError(.contextLengthExceeded,
+                               "this model's context is \(contextLength) tokens, but \(prompt.count + maxTokens) were requested (\(prompt.count) in the prompt, \(maxTokens) to generate); lower max_tokens",
+                               param: fields.maxCompletionTokens != nil ? "max_completion_tokens" : "max_tokens")
+        }
+        let id = (kind == .chat ? "chatcmpl-" : "cmpl-") + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        var job = GenerationJob(id: id, prompt: prompt, sampling: sampling, maxTokens: maxTokens, stop: stop, topLogprobs: logprobs ? topLogprobs : 0)
+        if fields.ignoreEos == true { job.stopAtEndOfGeneration = false }
+        return Prepared(kind: kind, deployment: deployment, job: job, stream: fields.stream ?? false,
+                        includeUsage: fields.streamOptions?.includeUsage ?? false, logprobs: logprobs,
+                        keepAlive: fields.keepAlive, arrival: arrival, id: id, created: Int(Date().timeIntervalSince1970))
+    }
+
+    // MARK: - Whole responses
+
+    private func wholeResponse(_ prepared: Prepared, ticket: Deployment.Ticket) async throws -> Response {
+        let lease: Lease
+        switch ticket {
+        case .granted(let granted): lease = granted
+        case .waiting(let id): lease = try await prepared.deployment.wait(for: id)
+        }
+        var text = ""
+        var tokens: [TokenOutput] = []
+        var summary: GenerationSummary?
+        var firstToken: Double?
+        do {
+            for try await event in worker.run(prepared.job, on: lease.instance.id) {
+                switch event {
+                case .token(let output):
+                    if firstToken == nil { firstToken = seconds(since: prepared.arrival) }
+                    text += output.text
+                    if output.token >= 0 { tokens.append(output) }
+                case .finished(let done):
+                    summary = done
+                }
+            }
+        } catch {
+            await prepared.deployment.release(lease, keepAlive: prepared.keepAlive)
+            throw ServingError(error)
+        }
+        await prepared.deployment.release(lease, keepAlive: prepared.keepAlive)
+        guard let summary else { throw ServingError(.unavailable, "the instance ended the request without finishing it") }
+        record(prepared, lease: lease, summary: summary, firstToken: firstToken ?? seconds(since: prepared.arrival))
+
+        var choice = JSONText()
+        choice.int("index", 0)
+        switch prepared.kind {
+        case .chat:
+            choice.object("message") { message in
+                message.string("role", "assistant")
+                message.string("content", text)
+            }
+            choice.raw("logprobs", prepared.logprobs ? chatLogprobs(tokens) : "null")
+        case .text:
+            choice.string("text", text)
+            choice.raw("logprobs", prepared.logprobs ? completionLogprobs(tokens, startOffset: 0) : "null")
+        }
+        choice.string("finish_reason", summary.finishReason.rawValue)
+        var json = header(prepared, object: prepared.kind == .chat ? "chat.completion" : "text_completion")
+        json.raw("choices", "[" + choice.finished + "]")
+        json.raw("usage", usage(summary))
+        json.raw("timings", timings(lease, summary: summary))
+        return jsonResponse(json.finished)
+    }
+
+    // MARK: - Streaming
+
+    private func streamingResponse(_ prepared: Prepared, ticket: Deployment.Ticket) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/event-stream"
+        headers[.cacheControl] = "no-cache"
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            try await stream(prepared, ticket: ticket, into: &writer)
+        })
+    }
+
+    private func stream(_ prepared: Prepared, ticket: Deployment.Ticket, into writer: inout any ResponseBodyWriter) async throws {
+        let lease: Lease
+        do {
+            lease = try await waitShowingProgress(prepared, ticket: ticket, writer: &writer)
+        } catch is CancellationError {
+            metrics.request(deployment: prepared.deployment.name, status: 499)
+            return
+        } catch {
+            // Headers are out: report the failure in the stream, as OpenAI does mid-stream.
+            let failure = ServingError(error)
+            metrics.request(deployment: prepared.deployment.name, status: Int(failure.status.code))
+            try? await writer.write(ByteBuffer(string: "data: " + String(decoding: failure.json, as: UTF8.self) + "\n\n"))
+            try await writer.finish(nil)
+            return
+        }
+        let chunkObject = prepared.kind == .chat ? "chat.completion.chunk" : "text_completion"
+        var firstToken: Double?
+        var summary: GenerationSummary?
+        var offset = 0
+        do {
+            if prepared.kind == .chat {
+                try await send(chunk(prepared, object: chunkObject, choice: chatChoice(delta: #"{"role":"assistant","content":""}"#, logprobs: nil, finish: nil)), to: &writer)
+            }
+            for try await event in worker.run(prepared.job, on: lease.instance.id) {
+                switch event {
+                case .token(let output):
+                    if firstToken == nil { firstToken = seconds(since: prepared.arrival) }
+                    let logprobs: String? = prepared.logprobs && output.token >= 0
+                        ? (prepared.kind == .chat ? chatLogprobs([output]) : completionLogprobs([output], startOffset: offset)) : nil
+                    offset += output.text.utf8.count
+                    guard !output.text.isEmpty || logprobs != nil else { continue }
+                    let choice = prepared.kind == .chat
+                        ? chatChoice(delta: "{\"content\":" + JSONText.quote(output.text) + "}", logprobs: logprobs, finish: nil)
+                        : textChoice(output.text, logprobs: logprobs, finish: nil)
+                    try await send(chunk(prepared, object: chunkObject, choice: choice), to: &writer)
+                case .finished(let done):
+                    summary = done
+                    let choice = prepared.kind == .chat
+                        ? chatChoice(delta: "{}", logprobs: nil, finish: done.finishReason.rawValue)
+                        : textChoice("", logprobs: nil, finish: done.finishReason.rawValue)
+                    try await send(chunk(prepared, object: chunkObject, choice: choice, timings: timings(lease, summary: done)), to: &writer)
+                }
+            }
+        } catch {
+            await prepared.deployment.release(lease, keepAlive: prepared.keepAlive)
+            if let failure = error as? ServingError {
+                metrics.request(deployment: prepared.deployment.name, status: Int(failure.status.code))
+                try? await writer.write(ByteBuffer(string: "data: " + String(decoding: failure.json, as: UTF8.self) + "\n\n"))
+                try? await writer.finish(nil)
+            } else {
+                // The client went away: the job was cancelled when its stream was dropped.
+                metrics.request(deployment: prepared.deployment.name, status: 499)
+            }
+            return
+        }
+        await prepared.deployment.release(lease, keepAlive: prepared.keepAlive)
+        guard let summary else {
+            metrics.request(deployment: prepared.deployment.name, status: 503)
+            try? await writer.finish(nil)
+            return
+        }
+        record(prepared, lease: lease, summary: summary, firstToken: firstToken ?? seconds(since: prepared.arrival))
+        if prepared.includeUsage {
+            var json = header(prepared, object: chunkObject)
+            json.raw("choices", "[]")
+            json.raw("usage", usage(summary))
+            try? await send(json.finished, to: &writer)
+        }
+        try? await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+        try? await writer.finish(nil)
+    }
+
+    /// Waits for the slot, sending `: loading 42%` comment lines every 250 ms meanwhile (OpenAI
+    /// clients ignore comments; they keep the connection alive and show a cold start's progress).
+    private func waitShowingProgress(_ prepared: Prepared, ticket: Deployment.Ticket, writer: inout any ResponseBodyWriter) async throws -> Lease {
+        guard case .waiting(let id) = ticket else {
+            if case .granted(let lease) = ticket { return lease }
+            throw ServingError(.internalError, "unreachable ticket state")
+        }
+        enum Event: Sendable {
+            case tick
+            case done(Result<Lease, any Error>)
+        }
+        let deployment = prepared.deployment
+        let (events, continuation) = AsyncStream.makeStream(of: Event.self)
+        let waiter = Task {
+            do {
+                continuation.yield(.done(.success(try await deployment.wait(for: id))))
+            } catch {
+                continuation.yield(.done(.failure(error)))
+            }
+        }
+        let ticker = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(250))
+                continuation.yield(.tick)
+            }
+        }
+        defer {
+            ticker.cancel()
+            continuation.finish()
+        }
+        for await event in events {
+            switch event {
+            case .tick:
+                let fraction = deployment.startingProgress() ?? 1
+                do {
+                    try await writer.write(ByteBuffer(string: ": loading \(Int(fraction * 100))%\n\n"))
+                } catch {
+                    waiter.cancel()
+                    // The slot may have been granted meanwhile; the deployment returns it.
+                    await deployment.cancelWaiter(id)
+                    throw CancellationError()
+                }
+            case .done(let result):
+                return try result.get()
+            }
+        }
+        throw CancellationError()
+    }
+
+    private func send(_ json: String, to writer: inout any ResponseBodyWriter) async throws {
+        try await writer.write(ByteBuffer(string: "data: " + json + "\n\n"))
+    }
+
+    // MARK: - JSON pieces
+
+    private func header(_ prepared: Prepared, object: String) -> JSONText {
+        var json = JSONText()
+        json.string("id", prepared.id)
+        json.string("object", object)
+        json.int("created", prepared.created)
+        json.string("model", prepared.deployment.name)
+        json.string("system_fingerprint", "sllm")
+        return json
+    }
+
+    private func chunk(_ prepared: Prepared, object: String, choice: String, timings: String? = nil) -> String {
+        var json = header(prepared, object: object)
+        json.raw("choices", "[" + choice + "]")
+        if prepared.includeUsage { json.raw("usage", "null") }
+        if let timings { json.raw("timings", timings) }
+        return json.finished
+    }
+
+    private func chatChoice(delta: String, logprobs: String?, finish: String?) -> String {
+        var json = JSONText()
+        json.int("index", 0)
+        json.raw("delta", delta)
+        json.raw("logprobs", logprobs ?? "null")
+        json.string("finish_reason", finish)
+        return json.finished
+    }
+
+    private func textChoice(_ text: String, logprobs: String?, finish: String?) -> String {
+        var json = JSONText()
+        json.int("index", 0)
+        json.string("text", text)
+        json.raw("logprobs", logprobs ?? "null")
+        json.string("finish_reason", finish)
+        return json.finished
+    }
+
+    /// Chat logprobs: `{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}`.
+    private func chatLogprobs(_ tokens: [TokenOutput]) -> String {
+        func entry(_ piece: String, _ logprob: Float) -> JSONText {
+            var json = JSONText()
+            json.string("token", piece)
+            json.number("logprob", Double(logprob))
+            json.raw("bytes", JSONText.array(Array(piece.utf8)) { String($0) })
+            return json
+        }
+        let content = JSONText.array(tokens) { token in
+            var json = entry(token.piece, token.logprob)
+            json.raw("top_logprobs", JSONText.array(token.top) { entry($0.piece, $0.logprob).finished })
+            return json.finished
+        }
+        return "{\"content\":" + content + "}"
+    }
+
+    /// Legacy completions logprobs: parallel lists of tokens, their logprobs, the top
+    /// alternatives as `{token: logprob}` and text offsets.
+    private func completionLogprobs(_ tokens: [TokenOutput], startOffset: Int) -> String {
+        var offsets: [Int] = []
+        var offset = startOffset
+        for token in tokens {
+            offsets.append(offset)
+            offset += token.piece.utf8.count
+        }
+        var json = JSONText()
+        json.raw("tokens", JSONText.array(tokens) { JSONText.quote($0.piece) })
+        json.raw("token_logprobs", JSONText.array(tokens) { JSONText.format(Double($0.logprob)) })
+        json.raw("top_logprobs", JSONText.array(tokens) { token in
+            var top = JSONText()
+            for alternative in token.top { top.number(alternative.piece, Double(alternative.logprob)) }
+            return top.finished
+        })
+        json.raw("text_offset", JSONText.array(offsets) { String($0) })
+        return json.finished
+    }
+
+    private func usage(_ summary: GenerationSummary) -> String {
+        var json = JSONText()
+        json.int("prompt_tokens", summary.promptTokens)
+        json.int("completion_tokens", summary.completionTokens)
+        json.int("total_tokens", summary.promptTokens + summary.completionTokens)
+        return json.finished
+    }
+
+    /// Where the time went (llama.cpp's `timings` extension, with the cold-start phases).
+    private func timings(_ lease: Lease, summary: GenerationSummary) -> String {
+        let phases = ColdStartPhases(lease: lease)
+        var json = JSONText()
+        json.bool("cold_start", lease.coldStart)
+        json.string("tier", lease.coldStart ? lease.instance.tier : nil)
+        json.number("queue_ms", phases.queue * 1000)
+        json.number("load_ms", phases.load * 1000)
+        json.number("init_ms", phases.engineInit * 1000)
+        json.number("prefill_ms", summary.prefillSeconds * 1000)
+        json.number("first_token_ms", summary.firstTokenSeconds * 1000)
+        json.int("prompt_n", summary.promptTokens)
+        json.int("predicted_n", summary.completionTokens)
+        json.number("predicted_ms", summary.decodeSeconds * 1000)
+        return json.finished
+    }
+
+    private func record(_ prepared: Prepared, lease: Lease, summary: GenerationSummary, firstToken: Double) {
+        let name = prepared.deployment.name
+        metrics.request(deployment: name, status: 200)
+        metrics.tokens(deployment: name, prompt: summary.promptTokens, completion: summary.completionTokens)
+        metrics.timeToFirstToken(deployment: name, seconds: firstToken)
+        if lease.coldStart {
+            let phases = ColdStartPhases(lease: lease)
+            metrics.coldStart(deployment: name, queue: phases.queue, load: phases.load, engineInit: phases.engineInit, prefill: summary.prefillSeconds)
+        }
+    }
+
+    private func jsonResponse(_ text: String) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+}
+
+/// A cold start's time before the engine ran: waiting, loading the checkpoint, starting the engine.
+struct ColdStartPhases {
+    var queue: Double
+    var load: Double
+    var engineInit: Double
+
+    init(lease: Lease) {
+        if lease.coldStart {
+            load = lease.instance.loadSeconds
+            engineInit = lease.instance.engineInitSeconds
+            queue = max(0, lease.waitedSeconds - load - engineInit)
+        } else {
+            load = 0
+            engineInit = 0
+            queue = lease.waitedSeconds
+        }
+    }
+}

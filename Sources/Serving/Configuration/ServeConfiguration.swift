@@ -1,0 +1,167 @@
+public import Foundation
+import Store
+import Yams
+
+/// Everything `sllm serve` can be told, from four layers: built-in defaults, a YAML config
+/// file, `SLLM_*` environment variables, then flags (each overriding the one before).
+public struct ServeConfiguration: Sendable, Equatable {
+    public enum Auth: String, Sendable, Equatable {
+        /// Keys required unless the server binds only to loopback.
+        case auto
+        case on
+        case off
+    }
+
+    public var host = "127.0.0.1"
+    public var port = 8343
+    /// Where models, the DRAM cache's index and `state.sqlite` live.
+    public var dataDirectory: String
+    public var auth = Auth.auto
+    /// Keys accepted for the OpenAI API (besides keys created through the admin API).
+    public var apiKeys: [String] = []
+    /// The key for admin endpoints (also accepted for the OpenAI API).
+    public var adminKey: String?
+    /// Memory for instances (weights + KV caches) on this node.
+    public var memoryBudgetBytes: Int
+    /// DRAM cache of checkpoints (the tier instances start from fastest).
+    public var dramCacheBytes: Int
+    /// Compute threads per instance.
+    public var threads: Int
+    /// Deployed (scale-to-zero) on the first start; empty for none.
+    public var defaultModel = ModelSource.defaultModel.name
+    /// Models (deployment names) started at launch and kept loaded for their keep-alive.
+    public var preload: [String] = []
+    /// Defaults for new deployments.
+    public var deploymentDefaults = ScalingSettings()
+    /// Largest request body accepted.
+    public var maxBodyBytes = 8 << 20
+    /// How long in-flight streams may run after SIGINT/SIGTERM before they are cut.
+    public var shutdownTimeout: Duration = .seconds(30)
+
+    public init(dataDirectory: String) {
+        self.dataDirectory = dataDirectory
+        let memory = Int(ProcessInfo.processInfo.physicalMemory)
+        memoryBudgetBytes = memory / 2
+        dramCacheBytes = min(8 << 30, Int(Double(memory) * 0.4))
+        threads = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    /// Whether requests must carry a key.
+    public var requiresKeys: Bool {
+        switch auth {
+        case .on: return true
+        case .off: return false
+        case .auto: return !Self.isLoopback(host)
+        }
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    // MARK: - Layers
+
+    /// Every setting's name, as written in the config file (snake_case); the environment
+    /// variable is `SLLM_` + its upper-cased name, the flag `--` + it with dashes.
+    public static let keys: [String] = [
+        "host", "port", "data_dir", "auth", "api_keys", "admin_key", "memory_budget", "dram_cache", "threads",
+        "default_model", "preload", "min_instances", "max_instances", "target_concurrency", "keep_alive",
+        "queue_limit", "max_body", "shutdown_timeout",
+    ]
+
+    /// Applies one layer of settings given as text (`source` names the layer in errors).
+    public mutating func apply(_ values: [String: String], source: String) throws(ServingError) {
+        func fail(_ key: String, _ value: String, _ expected: String) -> ServingError {
+            ServingError(.invalidRequest, "\(source): \(key) `\(value)` is not \(expected)")
+        }
+        func list(_ value: String) -> [String] {
+            value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        for (key, value) in values.sorted(by: { $0.key < $1.key }) {
+            switch key {
+            case "host": host = value
+            case "port":
+                guard let port = Int(value), (0...65535).contains(port) else { throw fail(key, value, "a port (0-65535)") }
+                self.port = port
+            case "data_dir": dataDirectory = value
+            case "auth":
+                guard let auth = Auth(rawValue: value.lowercased()) else { throw fail(key, value, "auto, on or off") }
+                self.auth = auth
+            case "api_keys": apiKeys = list(value)
+            case "admin_key": adminKey = value.isEmpty ? nil : value
+            case "memory_budget":
+                guard let bytes = parseByteCount(value), bytes > 0 else { throw fail(key, value, "a byte count such as 16GiB") }
+                memoryBudgetBytes = bytes
+            case "dram_cache":
+                guard let bytes = parseByteCount(value) else { throw fail(key, value, "a byte count such as 8GiB") }
+                dramCacheBytes = bytes
+            case "threads":
+                guard let threads = Int(value), (1...256).contains(threads) else { throw fail(key, value, "a thread count (1-256)") }
+                self.threads = threads
+            case "default_model": defaultModel = value
+            case "preload": preload = list(value)
+            case "min_instances":
+                guard let count = Int(value), count >= 0 else { throw fail(key, value, "a count (0 or more)") }
+                deploymentDefaults.minInstances = count
+            case "max_instances":
+                guard let count = Int(value), count >= 1 else { throw fail(key, value, "a count (1 or more)") }
+                deploymentDefaults.maxInstances = count
+            case "target_concurrency":
+                guard let count = Int(value), (1...256).contains(count) else { throw fail(key, value, "a count (1-256)") }
+                deploymentDefaults.targetConcurrency = count
+            case "keep_alive":
+                do { deploymentDefaults.keepAlive = try KeepAlive(parsing: value) } catch { throw fail(key, value, "a duration such as 5m, 0 or -1") }
+            case "queue_limit":
+                guard let count = Int(value), count >= 0 else { throw fail(key, value, "a count (0 or more)") }
+                deploymentDefaults.queueLimit = count
+            case "max_body":
+                guard let bytes = parseByteCount(value), bytes >= 1024 else { throw fail(key, value, "a byte count of at least 1KiB") }
+                maxBodyBytes = bytes
+            case "shutdown_timeout":
+                guard let duration = parseDuration(value) ?? Double(value).map({ Duration.milliseconds(Int64($0 * 1000)) }) else {
+                    throw fail(key, value, "a duration such as 30s")
+                }
+                shutdownTimeout = duration
+            default:
+                throw ServingError(.invalidRequest, "\(source): unknown setting `\(key)` (known: \(Self.keys.joined(separator: ", ")))")
+            }
+        }
+    }
+
+    /// The settings present in the environment (`SLLM_HOST`, `SLLM_PORT`, …; `SLLM_HOME` is the data directory).
+    public static func environmentLayer(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> [String: String] {
+        var layer: [String: String] = [:]
+        for key in keys where key != "data_dir" {
+            if let value = environment["SLLM_" + key.uppercased()] { layer[key] = value }
+        }
+        return layer
+    }
+
+    /// Reads a YAML config file into a layer: a mapping of the settings' names to scalars (lists
+    /// for `api_keys` and `preload`).
+    public static func fileLayer(path: String) throws(ServingError) -> [String: String] {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw ServingError(.invalidRequest, "cannot read the config file \(path): \(error.localizedDescription)")
+        }
+        let node: Any?
+        do { node = try Yams.load(yaml: text) } catch {
+            throw ServingError(.invalidRequest, "config file \(path) is not valid YAML: \(error)")
+        }
+        guard let node else { return [:] }
+        guard let mapping = node as? [String: Any] else { throw ServingError(.invalidRequest, "config file \(path): expected a mapping of settings") }
+        var layer: [String: String] = [:]
+        for (rawKey, value) in mapping {
+            let key = rawKey.replacingOccurrences(of: "-", with: "_")
+            guard keys.contains(key) else {
+                throw ServingError(.invalidRequest, "config file \(path): unknown setting `\(rawKey)` (known: \(keys.joined(separator: ", ")))")
+            }
+            switch value {
+            case let items as [Any]: layer[key] = items.map { "\($0)" }.joined(separator: ",")
+            case is [String: Any]: throw ServingError(.invalidRequest, "config file \(path): `\(rawKey)` must be a scalar or a list")
+            default: layer[key] = "\(value)"
+            }
+        }
+        return layer
+    }
+}

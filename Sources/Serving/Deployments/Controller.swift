@@ -1,0 +1,319 @@
+import Checkpoint
+import Engine
+import Foundation
+import Logging
+import Store
+import Synchronization
+import Tokenizers
+
+/// The node's deployments: creates, updates and deletes them (persisting each change), pulls
+/// models that are not local in the background, and routes requests to a deployment by name.
+actor Controller {
+    let configuration: ServeConfiguration
+    let store: ModelStore
+    let loader: ModelLoader
+    let worker: any Worker
+    let state: StateStore
+    let metrics: ServingMetrics
+    let resources: NodeResources
+    private let logger: Logger
+    private var deployments: [String: Deployment] = [:]
+    /// Deployments whose model is being pulled (or whose pull failed), with progress.
+    private var pending: [String: PendingDeployment] = [:]
+
+    struct PendingDeployment {
+        var spec: DeploymentSpec
+        var task: Task<Deployment, any Error>
+        var progress: Fraction?
+        var failure: String?
+    }
+
+    init(configuration: ServeConfiguration, store: ModelStore, loader: ModelLoader, worker: any Worker,
+         state: StateStore, metrics: ServingMetrics, logger: Logger) {
+        self.configuration = configuration
+        self.store = store
+        self.loader = loader
+        self.worker = worker
+        self.state = state
+        self.metrics = metrics
+        self.logger = logger
+        resources = NodeResources(budgetBytes: configuration.memoryBudgetBytes)
+    }
+
+    /// Brings back the stored deployments (scaled to zero, or to their minimum), deploys the
+    /// default model on the very first start, and preloads the configured models.
+    func restore() async throws {
+        await resources.setEvictor { [weak self] except in await self?.evictIdle(except: except) ?? 0 }
+        for spec in try state.deployments() {
+            activate(spec, pull: !store.contains(try ModelName(spec.model)))
+        }
+        if try state.setting("default_deployed") == nil {
+            try state.setSetting("default_deployed", "1")
+            if !configuration.defaultModel.isEmpty, deployments[configuration.defaultModel] == nil, pending[configuration.defaultModel] == nil {
+                _ = try deploy(DeploymentRequest(model: configuration.defaultModel))
+            }
+        }
+        for name in configuration.preload {
+            if deployments[name] == nil && pending[name] == nil { _ = try deploy(DeploymentRequest(model: name)) }
+            Task { try? await self.preload(name) }
+        }
+    }
+
+    /// Starts one instance of a deployment ahead of requests (keeps it for its keep-alive).
+    func preload(_ name: String) async throws {
+        let deployment = try await self.deployment(named: name)
+        let lease = try await deployment.acquire()
+        await deployment.release(lease, keepAlive: nil)
+    }
+
+    // MARK: - Routing
+
+    /// The deployment serving `name`, waiting for its model's pull when one is under way.
+    func deployment(named name: String) async throws -> Deployment {
+        if let deployment = deployments[name] { return deployment }
+        guard let pending = pending[name] else {
+            throw ServingError(.notFound, "the model `\(name)` does not exist (deployed: \(names.joined(separator: ", ")); `sllm deploy \(name)` deploys it)", param: "model")
+        }
+        if let failure = pending.failure {
+            throw ServingError(.unavailable, "deployment `\(name)` is not ready: pulling its model failed: \(failure)")
+        }
+        do {
+            return try await pending.task.value
+        } catch {
+            throw ServingError(.unavailable, "deployment `\(name)` is not ready: pulling its model failed: \(ServingError(error).message)")
+        }
+    }
+
+    /// Pull progress of a deployment still pulling its model (0...1), nil otherwise.
+    func pullProgress(of name: String) -> Double? { pending[name]?.progress?.value }
+
+    var names: [String] { (Array(deployments.keys) + Array(pending.keys)).sorted() }
+
+    // MARK: - Administration
+
+    /// Creates a deployment; a model that is not in the store is pulled in the background.
+    func deploy(_ request: DeploymentRequest) throws -> DeploymentSpec {
+        var scaling = configuration.deploymentDefaults
+        request.apply(to: &scaling)
+        try scaling.validate()
+        guard let source = request.model, !source.isEmpty else { throw ServingError(.invalidRequest, "a deployment needs a `model`", param: "model") }
+        let name: String
+        do {
+            if let explicit = request.name {
+                name = try ModelName(explicit).rawValue
+            } else if (try? ModelName(source)) != nil {
+                name = source
+            } else {
+                name = try ModelName.derived(from: source).rawValue
+            }
+        } catch {
+            throw ServingError(.invalidRequest, error.description, param: "name")
+        }
+        guard deployments[name] == nil, pending[name] == nil else {
+            throw ServingError(.conflict, "deployment `\(name)` already exists (`sllm update \(name)` changes it)", param: "name")
+        }
+        if let context = request.contextLength, context < 1 {
+            throw ServingError(.invalidRequest, "context must be positive (got \(context))", param: "context_length")
+        }
+        let local = (try? ModelName(source)).map { store.contains($0) } ?? false
+        let spec = DeploymentSpec(name: name, model: local ? source : name, scaling: scaling, contextLength: request.contextLength)
+        if !local {
+            // A source to pull: validate it before accepting the deployment.
+            do { _ = try ModelSource.parse(source) } catch {
+                throw ServingError(.invalidRequest, "model `\(source)` is not in the store and is not something `sllm pull` can fetch: \(error.description)", param: "model")
+            }
+        }
+        try state.save(spec)
+        activate(spec, pull: !local, source: source)
+        return spec
+    }
+
+    func update(_ name: String, with request: DeploymentRequest) async throws -> DeploymentSpec {
+        var spec: DeploymentSpec
+        if let deployment = deployments[name] {
+            spec = await deployment.spec
+        } else if let pendingSpec = pending[name]?.spec {
+            spec = pendingSpec
+        } else {
+            throw ServingError(.notFound, "deployment `\(name)` does not exist")
+        }
+        request.apply(to: &spec.scaling)
+        try spec.scaling.validate()
+        if let context = request.contextLength {
+            guard context >= 1 else { throw ServingError(.invalidRequest, "context must be positive (got \(context))", param: "context_length") }
+            spec.contextLength = context
+        }
+        try state.save(spec)
+        if let deployment = deployments[name] {
+            await deployment.update(spec)
+        } else {
+            pending[name]?.spec = spec
+        }
+        return spec
+    }
+
+    func delete(_ name: String) async throws {
+        if let deployment = deployments.removeValue(forKey: name) {
+            try state.deleteDeployment(name)
+            await deployment.delete()
+        } else if let pending = pending.removeValue(forKey: name) {
+            try state.deleteDeployment(name)
+            pending.task.cancel()
+        } else {
+            throw ServingError(.notFound, "deployment `\(name)` does not exist")
+        }
+    }
+
+    func statuses() async -> [DeploymentReport] {
+        var reports: [DeploymentReport] = []
+        for name in names {
+            if let deployment = deployments[name] {
+                let status = await deployment.snapshot()
+                reports.append(DeploymentReport(status: status, state: "ready", pullProgress: nil, error: nil, tiers: tiers(of: status.spec.model)))
+            } else if let pending = pending[name] {
+                reports.append(DeploymentReport(
+                    status: DeploymentStatus(spec: pending.spec, contextLength: pending.spec.contextLength ?? 0, instances: [], inFlight: 0, queued: 0),
+                    state: pending.failure == nil ? "pulling" : "failed", pullProgress: pending.progress?.value,
+                    error: pending.failure, tiers: tiers(of: pending.spec.model)))
+            }
+        }
+        return reports
+    }
+
+    /// Where the checkpoint sits: local store (SSD), DRAM cache.
+    private func tiers(of model: String) -> [String] {
+        guard let name = try? ModelName(model), store.contains(name) else { return [] }
+        return (loader.cache.contains(name: name.rawValue) ? ["dram"] : []) + ["ssd"]
+    }
+
+    /// Stops every instance (server shutdown).
+    func stopAll() async {
+        for deployment in deployments.values { await deployment.delete() }
+        for pending in pending.values { pending.task.cancel() }
+    }
+
+    private func evictIdle(except name: String) async -> Int {
+        var freed = 0
+        for (other, deployment) in deployments where other != name { freed += await deployment.evictIdle() }
+        return freed
+    }
+
+    // MARK: - Activation
+
+    private func activate(_ spec: DeploymentSpec, pull: Bool, source: String? = nil) {
+        if !pull, let deployment = try? makeDeploymentNow(spec) {
+            deployments[spec.name] = deployment
+            Task { await deployment.activate() }
+            return
+        }
+        // Pull first (or retry opening the checkpoint, to record why it fails).
+        let progress = pull ? Fraction() : nil
+        let task = Task { () throws -> Deployment in
+            if let progress {
+                try await self.pull(source ?? spec.model, as: spec.name, progress: progress)
+            }
+            return try await self.makeDeployment(spec)
+        }
+        pending[spec.name] = PendingDeployment(spec: spec, task: task, progress: progress)
+        Task {
+            do {
+                let deployment = try await task.value
+                self.finishActivation(deployment)
+            } catch {
+                self.failActivation(spec.name, error: error)
+            }
+        }
+    }
+
+    private func finishActivation(_ deployment: Deployment) {
+        guard let entry = pending.removeValue(forKey: deployment.name) else { return }
+        deployments[deployment.name] = deployment
+        Task {
+            await deployment.update(entry.spec)
+            await deployment.activate()
+        }
+    }
+
+    private func failActivation(_ name: String, error: any Error) {
+        guard pending[name] != nil else { return }
+        let message = ServingError(error).message
+        logger.error("deployment \(name): \(message)")
+        pending[name]?.failure = message
+    }
+
+    private func pull(_ source: String, as name: String, progress: Fraction) async throws {
+        logger.info("deployment \(name): pulling \(source)")
+        let puller = Puller(store: store, logger: logger)
+        _ = try await puller.pull(source, as: try ModelName(name), force: false) { report in
+            if report.totalBytes > 0 { progress.set(Double(report.completedBytes) / Double(report.totalBytes)) }
+        }
+    }
+
+    private func makeDeployment(_ spec: DeploymentSpec) async throws -> Deployment {
+        try await Task.detached { try self.makeDeploymentNow(spec) }.value
+    }
+
+    /// Opens the model's checkpoint in the store: tokenizer, context length and the memory one
+    /// instance needs.
+    nonisolated private func makeDeploymentNow(_ spec: DeploymentSpec) throws -> Deployment {
+        let reader = try store.reader(for: try ModelName(spec.model))
+        let tokenizer = try Engine.tokenizer(of: reader)
+        let config = reader.index.config
+        let context = min(spec.contextLength ?? min(8192, config.contextLength), config.contextLength)
+        let weights = reader.index.partitions.reduce(0) { $0 + $1.byteCount }
+        let bytes = weights + spec.scaling.targetConcurrency * context * Engine.kvBytesPerPosition(config)
+        return Deployment(spec: spec, tokenizer: tokenizer, modelContextLength: config.contextLength, bytesPerInstance: bytes,
+                          worker: worker, resources: resources, metrics: metrics, logger: logger)
+    }
+}
+
+/// `POST /admin/deployments` and `PATCH /admin/deployments/{name}`: every field but `model` optional.
+public struct DeploymentRequest: Sendable, Codable {
+    /// The model to serve: a store name, an alias or a source `sllm pull` takes (ignored by updates).
+    public var model: String?
+    public var name: String?
+    public var minInstances: Int?
+    public var maxInstances: Int?
+    public var targetConcurrency: Int?
+    public var keepAlive: KeepAlive?
+    public var queueLimit: Int?
+    public var contextLength: Int?
+
+    public init(model: String? = nil, name: String? = nil, minInstances: Int? = nil, maxInstances: Int? = nil, targetConcurrency: Int? = nil,
+                keepAlive: KeepAlive? = nil, queueLimit: Int? = nil, contextLength: Int? = nil) {
+        self.model = model
+        self.name = name
+        self.minInstances = minInstances
+        self.maxInstances = maxInstances
+        self.targetConcurrency = targetConcurrency
+        self.keepAlive = keepAlive
+        self.queueLimit = queueLimit
+        self.contextLength = contextLength
+    }
+
+    func apply(to scaling: inout ScalingSettings) {
+        if let minInstances { scaling.minInstances = minInstances }
+        if let maxInstances { scaling.maxInstances = maxInstances }
+        if let targetConcurrency { scaling.targetConcurrency = targetConcurrency }
+        if let keepAlive { scaling.keepAlive = keepAlive }
+        if let queueLimit { scaling.queueLimit = queueLimit }
+    }
+}
+
+/// One row of `sllm status`.
+public struct DeploymentReport: Sendable, Codable {
+    public var status: DeploymentStatus
+    /// `ready`, `pulling` or `failed`.
+    public var state: String
+    public var pullProgress: Double?
+    public var error: String?
+    /// Tiers holding the checkpoint, fastest first.
+    public var tiers: [String]
+}
+
+/// A progress fraction written by one task and read by others.
+final class Fraction: Sendable {
+    private let storage = Mutex<Double>(0)
+    var value: Double { storage.withLock { $0 } }
+    func set(_ value: Double) { storage.withLock { $0 = value } }
+}

@@ -1,0 +1,355 @@
+public import Foundation
+import Logging
+import Synchronization
+import Tokenizers
+
+/// A deployed model as stored and reported: its name (the API's `model`), the checkpoint it
+/// serves and how it scales.
+public struct DeploymentSpec: Sendable, Codable, Equatable {
+    public var name: String
+    /// The model in the store.
+    public var model: String
+    public var scaling: ScalingSettings
+    /// Context length per sequence (nil: the model's, at most 8192).
+    public var contextLength: Int?
+    public var createdAt: Date
+
+    public init(name: String, model: String, scaling: ScalingSettings = .init(), contextLength: Int? = nil, createdAt: Date = Date()) {
+        self.name = name
+        self.model = model
+        self.scaling = scaling
+        self.contextLength = contextLength
+        self.createdAt = createdAt
+    }
+}
+
+/// A slot on an instance, held for the length of one request.
+struct Lease: Sendable {
+    var instance: InstanceInfo
+    /// From the request reaching the deployment to getting the slot.
+    var waitedSeconds: Double
+    /// Whether the request waited for this instance to start.
+    var coldStart: Bool
+}
+
+/// One deployment at run time: the router and autoscaler over its instances. Decisions come from
+/// ``DeploymentStateMachine``; this actor carries them out (starts and stops instances through the
+/// worker, wakes waiting requests, arms keep-alive timers).
+actor Deployment {
+    nonisolated let name: String
+    private(set) var spec: DeploymentSpec
+    private var machine: DeploymentStateMachine
+    private let worker: any Worker
+    private let resources: NodeResources
+    private let metrics: ServingMetrics
+    private let logger: Logger
+    /// The model's tokenizer (requests are tokenized and checked before they wait for an instance).
+    let tokenizer: Tokenizer
+    /// Model context length and bytes one instance needs (weights + KV cache).
+    let modelContextLength: Int
+    private let bytesPerInstance: Int
+
+    /// A request waiting for a slot: the decision may come before or after it starts waiting.
+    private struct Waiter {
+        var arrival: ContinuousClock.Instant
+        var continuation: CheckedContinuation<Lease, any Error>?
+        var outcome: Result<Lease, any Error>?
+    }
+
+    /// A place in line: a slot right away, or a number to `wait(for:)`.
+    enum Ticket: Sendable {
+        case granted(Lease)
+        case waiting(Int)
+    }
+
+    private var waiters: [Int: Waiter] = [:]
+    private var nextWaiter = 0
+    private var started: [String: InstanceInfo] = [:]
+    private var timers: [String: Task<Void, Never>] = [:]
+    /// When each idle instance will stop (for `sllm ps`); nil while busy or kept forever.
+    private var expiries: [String: Date] = [:]
+    private var lastUsed: [String: Date] = [:]
+    /// Load progress of instances being started, written from loader threads.
+    private nonisolated let progress = Mutex<[String: Double]>([:])
+    private var deleted = false
+
+    init(spec: DeploymentSpec, tokenizer: Tokenizer, modelContextLength: Int, bytesPerInstance: Int,
+         worker: any Worker, resources: NodeResources, metrics: ServingMetrics, logger: Logger) {
+        name = spec.name
+        self.spec = spec
+        self.tokenizer = tokenizer
+        self.modelContextLength = modelContextLength
+        self.bytesPerInstance = bytesPerInstance
+        self.worker = worker
+        self.resources = resources
+        self.metrics = metrics
+        self.logger = logger
+        let prefix = spec.name
+        let counter = Atomic<Int>(0)
+        machine = DeploymentStateMachine(settings: spec.scaling) {
+            "\(prefix)-\(counter.add(1, ordering: .relaxed).newValue)-\(UInt32.random(in: 0...UInt32.max) & 0xffff)"
+        }
+    }
+
+    /// The context length requests are checked against.
+    var contextLength: Int { min(spec.contextLength ?? min(8192, modelContextLength), modelContextLength) }
+
+    /// Starts the minimum instances.
+    func activate() {
+        perform(machine.ensureMinimum())
+    }
+
+    // MARK: - Requests
+
+    /// Asks for a slot: granted at once when an instance has one, else a place in the queue
+    /// (starting an instance when demand calls for one, a cold start when there is none).
+    ///
+    /// - Throws: `ServingError` `.queueFull` when the queue is full (before anything is sent to
+    ///   the client, so it becomes an HTTP 429).
+    func enqueue() throws(ServingError) -> Ticket {
+        guard !deleted else { throw ServingError(.notFound, "deployment `\(name)` was deleted") }
+        let id = nextWaiter
+        nextWaiter += 1
+        waiters[id] = Waiter(arrival: .now)
+        perform(machine.requestArrived(id))
+        switch waiters[id]?.outcome {
+        case nil: return .waiting(id)
+        case .success(let lease)?:
+            waiters[id] = nil
+            return .granted(lease)
+        case .failure(let error)?:
+            waiters[id] = nil
+            throw ServingError(error)
+        }
+    }
+
+    /// Waits for the slot of a queued ticket.
+    ///
+    /// - Throws: the start failure when the instance could not start, `CancellationError` when
+    ///   the caller is cancelled while waiting (its place is given up).
+    func wait(for id: Int) async throws -> Lease {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Lease, any Error>) in
+                guard let waiter = waiters[id] else {
+                    continuation.resume(throwing: CancellationError())
+                    return
+                }
+                if let outcome = waiter.outcome {
+                    waiters[id] = nil
+                    continuation.resume(with: outcome)
+                } else {
+                    waiters[id]!.continuation = continuation
+                }
+            }
+        } onCancel: {
+            Task { await self.cancelWaiter(id) }
+        }
+    }
+
+    /// `enqueue` then `wait`.
+    func acquire() async throws -> Lease {
+        switch try enqueue() {
+        case .granted(let lease): return lease
+        case .waiting(let id): return try await wait(for: id)
+        }
+    }
+
+    /// Returns a slot; `keepAlive` is the request's override of how long the instance stays loaded.
+    func release(_ lease: Lease, keepAlive: KeepAlive?) {
+        lastUsed[lease.instance.id] = Date()
+        perform(machine.requestFinished(on: lease.instance.id, keepAlive: keepAlive))
+    }
+
+    /// Gives up a queued ticket (the client went away). A slot granted meanwhile is returned.
+    func cancelWaiter(_ id: Int) {
+        guard let waiter = waiters.removeValue(forKey: id) else { return }
+        machine.waiterCancelled(id)
+        if case .success(let lease)? = waiter.outcome { release(lease, keepAlive: nil) }
+        waiter.continuation?.resume(throwing: CancellationError())
+        updateGauges()
+    }
+
+    private func settle(_ id: Int, _ outcome: Result<Lease, any Error>) {
+        guard var waiter = waiters[id] else { return }
+        if let continuation = waiter.continuation {
+            waiters[id] = nil
+            continuation.resume(with: outcome)
+        } else {
+            waiter.outcome = outcome
+            waiters[id] = waiter
+        }
+    }
+
+    /// Load progress (0...1) of the instance a cold start waits for; nil when none is starting.
+    nonisolated func startingProgress() -> Double? {
+        progress.withLock { $0.values.min() }
+    }
+
+    // MARK: - Administration
+
+    func update(_ new: DeploymentSpec) {
+        spec = new
+        perform(machine.update(new.scaling))
+    }
+
+    /// Stops every instance and fails every waiting request; returns once instances are stopped.
+    func delete() async {
+        deleted = true
+        let actions = machine.deleteAll()
+        for case .stop(let id) in actions { timers.removeValue(forKey: id)?.cancel() }
+        perform(actions.filter { if case .stop = $0 { return false } else { return true } })
+        for case .stop(let id) in actions { await stopNow(id) }
+        for (_, timer) in timers { timer.cancel() }
+        timers.removeAll()
+    }
+
+    /// Stops idle instances to free memory for another deployment; returns the bytes freed.
+    func evictIdle() async -> Int {
+        let actions = machine.evictIdle()
+        var freed = 0
+        for case .stop(let id) in actions {
+            freed += bytesPerInstance
+            timers.removeValue(forKey: id)?.cancel()
+            await stopNow(id)
+        }
+        return freed
+    }
+
+    /// What `sllm status` and `sllm ps` show.
+    func snapshot() -> DeploymentStatus {
+        let instances = machine.instances.map { id, instance in
+            InstanceStatus(
+                id: id, state: instance.state.rawValue, inFlight: instance.inFlight,
+                startedAt: started[id]?.startedAt, tier: started[id]?.tier,
+                memoryBytes: bytesPerInstance, loadProgress: progress.withLock { $0[id] },
+                expiresAt: instance.inFlight == 0 ? expiries[id] : nil,
+                keepAlive: (instance.keepAliveOverride ?? spec.scaling.keepAlive).description,
+                lastUsed: lastUsed[id])
+        }.sorted { $0.id < $1.id }
+        return DeploymentStatus(spec: spec, contextLength: contextLength, instances: instances,
+                                inFlight: machine.inFlight, queued: machine.queueDepth)
+    }
+
+    // MARK: - Carrying out decisions
+
+    private func perform(_ actions: [DeploymentStateMachine.Action], coldStart: Bool = false) {
+        for action in actions {
+            switch action {
+            case .start(let id):
+                progress.withLock { $0[id] = 0 }
+                Task { await self.start(id) }
+            case .stop(let id):
+                timers.removeValue(forKey: id)?.cancel()
+                Task { await self.stopNow(id) }
+            case .dispatch(let waiterID, let id):
+                guard let waiter = waiters[waiterID], let info = started[id] else { continue }
+                timers.removeValue(forKey: id)?.cancel()
+                expiries[id] = nil
+                settle(waiterID, .success(Lease(instance: info, waitedSeconds: seconds(since: waiter.arrival), coldStart: coldStart)))
+            case .reject(let waiterID, let rejection):
+                settle(waiterID, .failure(error(for: rejection)))
+            case .scheduleTimer(let id, let token, let delay):
+                timers.removeValue(forKey: id)?.cancel()
+                expiries[id] = Date().addingTimeInterval(delay.seconds)
+                timers[id] = Task {
+                    try? await Task.sleep(for: delay)
+                    guard !Task.isCancelled else { return }
+                    await self.timerFired(id, token: token)
+                }
+            }
+        }
+        updateGauges()
+    }
+
+    private func error(for rejection: DeploymentStateMachine.Rejection) -> ServingError {
+        switch rejection {
+        case .queueFull(let limit):
+            metrics.rejected(deployment: name)
+            return ServingError(.queueFull, "deployment `\(name)` has \(limit) requests queued beyond its instances' slots; retry later")
+        case .startFailed(let reason):
+            return ServingError(.unavailable, "deployment `\(name)` could not start an instance: \(reason)")
+        case .deleted:
+            return ServingError(.notFound, "deployment `\(name)` was deleted")
+        }
+    }
+
+    private func start(_ id: String) async {
+        let instanceSpec = InstanceSpec(id: id, deployment: name, model: spec.model, contextLength: contextLength,
+                                        maxSequences: spec.scaling.targetConcurrency)
+        do {
+            try await resources.reserve(bytesPerInstance, for: name)
+        } catch {
+            progress.withLock { _ = $0.removeValue(forKey: id) }
+            logger.warning("deployment \(name): instance not started: \(error)")
+            perform(machine.instanceFailed(id, reason: "\(error)"))
+            return
+        }
+        do {
+            let info = try await worker.startInstance(instanceSpec) { fraction in
+                self.progress.withLock { $0[id] = fraction }
+            }
+            progress.withLock { _ = $0.removeValue(forKey: id) }
+            metrics.instanceStarted(deployment: name, info: info)
+            started[id] = info
+            lastUsed[id] = Date()
+            if deleted || machine.instances[id] == nil {
+                await worker.stopInstance(id)
+                await resources.release(bytesPerInstance)
+                return
+            }
+            perform(machine.instanceStarted(id), coldStart: true)
+        } catch {
+            progress.withLock { _ = $0.removeValue(forKey: id) }
+            await resources.release(bytesPerInstance)
+            logger.error("deployment \(name): instance failed to start: \(error)")
+            perform(machine.instanceFailed(id, reason: "\(ServingError(error).message)"))
+        }
+    }
+
+    private func stopNow(_ id: String) async {
+        guard started.removeValue(forKey: id) != nil else {
+            perform(machine.instanceStopped(id))
+            return
+        }
+        expiries[id] = nil
+        lastUsed[id] = nil
+        await worker.stopInstance(id)
+        await resources.release(bytesPerInstance)
+        perform(machine.instanceStopped(id))
+    }
+
+    private func timerFired(_ id: String, token: Int) {
+        timers[id] = nil
+        expiries[id] = nil
+        perform(machine.timerFired(id, token: token))
+    }
+
+    private func updateGauges() {
+        metrics.deploymentState(
+            deployment: name, starting: machine.count(.starting), ready: machine.count(.ready),
+            stopping: machine.count(.stopping), queued: machine.queueDepth, inFlight: machine.inFlight)
+    }
+}
+
+/// A deployment as `GET /admin/deployments` reports it.
+public struct DeploymentStatus: Sendable, Codable {
+    public var spec: DeploymentSpec
+    public var contextLength: Int
+    public var instances: [InstanceStatus]
+    public var inFlight: Int
+    public var queued: Int
+}
+
+public struct InstanceStatus: Sendable, Codable {
+    public var id: String
+    public var state: String
+    public var inFlight: Int
+    public var startedAt: Date?
+    public var tier: String?
+    public var memoryBytes: Int
+    public var loadProgress: Double?
+    /// When an idle instance will stop (nil while busy, or when kept forever).
+    public var expiresAt: Date?
+    public var keepAlive: String
+    public var lastUsed: Date?
+}

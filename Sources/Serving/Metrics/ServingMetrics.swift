@@ -1,0 +1,114 @@
+import CoreMetrics
+import Foundation
+import Metrics
+import Prometheus
+import Synchronization
+
+/// The server's metrics, recorded through swift-metrics into a Prometheus registry of its own
+/// (so several servers in one process, as in tests, do not share counts). `GET /metrics` renders it.
+final class ServingMetrics: Sendable {
+    let registry: PrometheusCollectorRegistry
+    private let factory: PrometheusMetricsFactory
+    private let counters = Mutex<[String: CoreMetrics.Counter]>([:])
+    private let timers = Mutex<[String: CoreMetrics.Timer]>([:])
+    private let gauges = Mutex<[String: CoreMetrics.Gauge]>([:])
+
+    init() {
+        registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(20),
+            .milliseconds(50), .milliseconds(100), .milliseconds(200), .milliseconds(500), .seconds(1), .seconds(2),
+            .seconds(5), .seconds(10), .seconds(30), .seconds(60),
+        ]
+        self.factory = factory
+    }
+
+    /// The Prometheus text exposition of every metric.
+    func render() -> String {
+        var buffer: [UInt8] = []
+        registry.emit(into: &buffer)
+        return String(decoding: buffer, as: UTF8.self)
+    }
+
+    // MARK: - Recording
+
+    func request(deployment: String, status: Int) {
+        counter("sllm_requests_total", ["model": deployment, "status": String(status)]).increment()
+    }
+
+    func rejected(deployment: String) {
+        counter("sllm_requests_rejected_total", ["model": deployment, "reason": "queue_full"]).increment()
+    }
+
+    func tokens(deployment: String, prompt: Int, completion: Int) {
+        counter("sllm_prompt_tokens_total", ["model": deployment]).increment(by: prompt)
+        counter("sllm_generation_tokens_total", ["model": deployment]).increment(by: completion)
+    }
+
+    func timeToFirstToken(deployment: String, seconds: Double) {
+        timer("sllm_time_to_first_token_seconds", ["model": deployment]).record(seconds: seconds)
+    }
+
+    /// A cold start's phases: waiting, loading the checkpoint, starting the engine, the prompt.
+    func coldStart(deployment: String, queue: Double, load: Double, engineInit: Double, prefill: Double) {
+        for (phase, value) in [("queue", queue), ("load", load), ("init", engineInit), ("prefill", prefill),
+                               ("total", queue + load + engineInit + prefill)] {
+            timer("sllm_cold_start_seconds", ["model": deployment, "phase": phase]).record(seconds: value)
+        }
+    }
+
+    func instanceStarted(deployment: String, info: InstanceInfo) {
+        timer("sllm_load_seconds", ["tier": info.tier]).record(seconds: info.loadSeconds)
+        counter("sllm_load_bytes_total", ["tier": info.tier]).increment(by: info.weightBytes)
+        counter(info.tier == "dram" ? "sllm_dram_cache_hits_total" : "sllm_dram_cache_misses_total", [:]).increment()
+    }
+
+    func deploymentState(deployment: String, starting: Int, ready: Int, stopping: Int, queued: Int, inFlight: Int) {
+        for (state, count) in [("starting", starting), ("ready", ready), ("stopping", stopping)] {
+            gauge("sllm_instances", ["model": deployment, "state": state]).record(count)
+        }
+        gauge("sllm_queue_depth", ["model": deployment]).record(queued)
+        gauge("sllm_requests_in_flight", ["model": deployment]).record(inFlight)
+    }
+
+    // MARK: - Handles, made once per label set
+
+    private static func key(_ label: String, _ dimensions: [String: String]) -> String {
+        label + dimensions.sorted { $0.key < $1.key }.map { "|\($0.key)=\($0.value)" }.joined()
+    }
+
+    private func counter(_ label: String, _ dimensions: [String: String]) -> CoreMetrics.Counter {
+        let key = Self.key(label, dimensions)
+        return counters.withLock { cache in
+            if let existing = cache[key] { return existing }
+            let made = CoreMetrics.Counter(label: label, dimensions: dimensions.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, factory: factory)
+            cache[key] = made
+            return made
+        }
+    }
+
+    private func timer(_ label: String, _ dimensions: [String: String]) -> CoreMetrics.Timer {
+        let key = Self.key(label, dimensions)
+        return timers.withLock { cache in
+            if let existing = cache[key] { return existing }
+            let made = CoreMetrics.Timer(label: label, dimensions: dimensions.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, factory: factory)
+            cache[key] = made
+            return made
+        }
+    }
+
+    private func gauge(_ label: String, _ dimensions: [String: String]) -> CoreMetrics.Gauge {
+        let key = Self.key(label, dimensions)
+        return gauges.withLock { cache in
+            if let existing = cache[key] { return existing }
+            let made = CoreMetrics.Gauge(label: label, dimensions: dimensions.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, factory: factory)
+            cache[key] = made
+            return made
+        }
+    }
+}
+
+extension CoreMetrics.Timer {
+    func record(seconds: Double) { recordNanoseconds(Int64(seconds * 1e9)) }
+}

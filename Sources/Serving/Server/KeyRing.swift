@@ -1,0 +1,104 @@
+import Foundation
+import Hummingbird
+import Synchronization
+
+/// API keys: the configured ones (`api_keys`, `admin_key`) and those created through the admin
+/// API (stored hashed in SQLite; cached here, refreshed on every change).
+final class KeyRing: Sendable {
+    enum Access: Comparable {
+        case none, user, admin
+    }
+
+    let required: Bool
+    private let state: StateStore
+    private let configured: [String: Access]
+    private let stored: Mutex<[String: Bool]>
+
+    init(configuration: ServeConfiguration, state: StateStore) throws {
+        required = configuration.requiresKeys
+        self.state = state
+        var configured: [String: Access] = [:]
+        for key in configuration.apiKeys { configured[key] = .user }
+        if let admin = configuration.adminKey { configured[admin] = .admin }
+        self.configured = configured
+        stored = Mutex(try state.keyHashes())
+    }
+
+    /// Whether anything could authenticate (binding beyond loopback without keys is refused).
+    var hasAnyKey: Bool { !configured.isEmpty || stored.withLock { !$0.isEmpty } }
+
+    func access(for secret: String) -> Access {
+        if let access = configured[secret] { return access }
+        let hash = StateStore.hash(secret)
+        return stored.withLock { $0[hash] }.map { $0 ? .admin : .user } ?? .none
+    }
+
+    func create(name: String, admin: Bool) throws -> (APIKey, secret: String) {
+        let created = try state.createKey(name: name, admin: admin)
+        try refresh()
+        return created
+    }
+
+    func list() throws -> [APIKey] { try state.keys() }
+
+    func revoke(_ id: String) throws -> Bool {
+        let revoked = try state.revokeKey(id)
+        try refresh()
+        return revoked
+    }
+
+    private func refresh() throws {
+        let hashes = try state.keyHashes()
+        stored.withLock { $0 = hashes }
+    }
+}
+
+/// Checks `Authorization: Bearer KEY` when keys are required: any valid key for the OpenAI API,
+/// an admin key for `/admin`. Health, readiness and metrics stay open (probes and scrapers).
+struct AuthMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let keys: KeyRing
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let path = request.uri.path
+        guard keys.required, path.hasPrefix("/v1/") || path.hasPrefix("/admin/") || path == "/v1" || path == "/admin" else {
+            return try await next(request, context)
+        }
+        guard let header = request.headers[.authorization] else {
+            throw ServingError(.unauthorized, "missing API key: send `Authorization: Bearer <key>`")
+        }
+        let secret = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces) : header
+        let access = keys.access(for: secret)
+        guard access != .none else { throw ServingError(.unauthorized, "invalid API key") }
+        if path.hasPrefix("/admin"), access != .admin {
+            throw ServingError(.forbidden, "this endpoint needs an admin key")
+        }
+        return try await next(request, context)
+    }
+}
+
+/// Turns every error into an OpenAI error object (Hummingbird's own 404/405 included).
+struct ErrorMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as ServingError {
+            throw error
+        } catch let error as HTTPError {
+            let kind: ServingError.Kind = switch error.status.code {
+            case 404: .notFound
+            case 413: .bodyTooLarge
+            case 401: .unauthorized
+            case 400..<500: .invalidRequest
+            default: .internalError
+            }
+            var mapped = ServingError(kind, error.body ?? "\(error.status.reasonPhrase): \(request.method) \(request.uri.path)")
+            if error.status.code == 405 { mapped = ServingError(.invalidRequest, "method \(request.method) is not allowed on \(request.uri.path)") }
+            throw mapped
+        } catch {
+            throw ServingError(.internalError, "internal error: \(error)")
+        }
+    }
+}

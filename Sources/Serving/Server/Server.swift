@@ -1,0 +1,175 @@
+public import Logging
+import Checkpoint
+import Foundation
+import Hummingbird
+import NIOCore
+import ServiceLifecycle
+import UnixSignals
+import Store
+import Synchronization
+
+/// Whether the server is still taking requests (new ones get 503 once shutdown began).
+final class ServerLifecycle: Sendable {
+    private let state = Atomic<Int>(0)
+
+    var isReady: Bool { state.load(ordering: .acquiring) == 1 }
+    var isShuttingDown: Bool { state.load(ordering: .acquiring) == 2 }
+    func markReady() { state.store(1, ordering: .releasing) }
+    func beginShutdown() { state.store(2, ordering: .releasing) }
+}
+
+/// `sllm serve`: the OpenAI-compatible API, the admin API and the deployments of one node.
+///
+/// `run()` serves until SIGINT/SIGTERM (or `shutdown()`), then stops accepting connections,
+/// lets in-flight streams finish within the configured deadline, stops every instance and returns.
+public final class Server: Sendable {
+    public let configuration: ServeConfiguration
+    let controller: Controller
+    let metrics: ServingMetrics
+    let lifecycle = ServerLifecycle()
+    private let keys: KeyRing
+    private let worker: LocalWorker
+    private let logger: Logger
+    private let group = Mutex<ServiceGroup?>(nil)
+    private let boundPort = Mutex<Int?>(nil)
+
+    /// Opens the data directory (store, DRAM cache, state database). Throws on bad settings.
+    public init(configuration: ServeConfiguration, logger: Logger = Logger(label: "sllm.serve")) throws {
+        self.configuration = configuration
+        self.logger = logger
+        let store = ModelStore(root: configuration.dataDirectory)
+        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        let cache = try DRAMCache(directory: DRAMCache.defaultDirectory(forDataDirectory: store.root), budgetBytes: configuration.dramCacheBytes)
+        let loader = ModelLoader(store: store, cache: cache)
+        worker = LocalWorker(loader: loader, threads: configuration.threads, logger: logger)
+        let state = try StateStore(path: configuration.dataDirectory + "/state.sqlite")
+        keys = try KeyRing(configuration: configuration, state: state)
+        if keys.required && !keys.hasAnyKey {
+            throw ServingError(.invalidRequest, "binding \(configuration.host) (beyond loopback) requires API keys: set --admin-key / SLLM_ADMIN_KEY or --api-keys, or --auth off to serve without keys")
+        }
+        metrics = ServingMetrics()
+        controller = Controller(configuration: configuration, store: store, loader: loader, worker: worker, state: state, metrics: metrics, logger: logger)
+    }
+
+    /// The port the server listens on once running (the configured one, or the one picked for port 0).
+    public var port: Int? { boundPort.withLock { $0 } }
+
+    /// Serves until a shutdown signal or `shutdown()`.
+    ///
+    /// - Parameters:
+    ///   - signals: whether SIGINT/SIGTERM trigger the graceful shutdown (off in tests).
+    ///   - onRunning: called with the bound port once the server accepts connections.
+    public func run(signals: Bool = true, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let router = Router()
+        router.middlewares.add(ErrorMiddleware())
+        router.middlewares.add(AuthMiddleware(keys: keys))
+        let openAI = OpenAIRoutes(controller: controller, worker: worker, metrics: metrics, lifecycle: lifecycle, maxBodyBytes: configuration.maxBodyBytes)
+        router.post("v1/chat/completions") { request, context in try await openAI.handle(.chat, request, context: context) }
+        router.post("v1/completions") { request, context in try await openAI.handle(.text, request, context: context) }
+        router.get("v1/models") { _, _ in try await self.models() }
+        router.get("v1/models/{id}") { _, context in try await self.model(try context.parameters.require("id")) }
+        router.get("health") { _, _ in try encode(["status": "ok"]) }
+        router.get("ready") { _, _ in
+            guard self.lifecycle.isReady else {
+                throw ServingError(self.lifecycle.isShuttingDown ? .shuttingDown : .unavailable,
+                                   self.lifecycle.isShuttingDown ? "the server is shutting down" : "the server is starting")
+            }
+            return try encode(["status": "ready"])
+        }
+        router.get("metrics") { _, _ in
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: self.metrics.render())))
+        }
+        AdminRoutes(controller: controller, keys: keys, maxBodyBytes: configuration.maxBodyBytes).register(on: router)
+
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "sllm"),
+            onServerRunning: { channel in
+                let bound = channel.localAddress?.port ?? 0
+                self.boundPort.withLock { $0 = bound }
+                await onRunning(bound)
+            },
+            logger: logger)
+        let nodeService = NodeService(controller: controller, lifecycle: lifecycle, logger: logger)
+        let gate = ShutdownGate(lifecycle: lifecycle)
+        // Services shut down in reverse order: the gate first (new requests get 503), then the
+        // HTTP server (stops accepting, waits for in-flight streams), then the node (instances).
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [
+                .init(service: nodeService),
+                .init(service: app),
+                .init(service: gate, successTerminationBehavior: .ignore),
+            ],
+            gracefulShutdownSignals: signals ? [.sigterm, .sigint] : [],
+            cancellationSignals: [],
+            logger: logger)
+        // In-flight streams get this long after a shutdown signal; then they are cancelled.
+        groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownTimeout
+        let serviceGroup = ServiceGroup(configuration: groupConfiguration)
+        group.withLock { $0 = serviceGroup }
+        try await serviceGroup.run()
+    }
+
+    /// Begins the graceful shutdown, as SIGTERM does.
+    public func shutdown() async {
+        let serviceGroup = group.withLock { $0 }
+        await serviceGroup?.triggerGracefulShutdown()
+    }
+
+    // MARK: - /v1/models
+
+    private func models() async throws -> Response {
+        let reports = await controller.statuses()
+        let data = reports.map { modelObject($0) }
+        return try jsonObject(["object": "list", "data": data])
+    }
+
+    private func model(_ id: String) async throws -> Response {
+        guard let report = await controller.statuses().first(where: { $0.status.spec.name == id }) else {
+            throw ServingError(.notFound, "the model `\(id)` does not exist", param: "model")
+        }
+        return try jsonObject(modelObject(report))
+    }
+
+    private func modelObject(_ report: DeploymentReport) -> [String: Any] {
+        [
+            "id": report.status.spec.name, "object": "model", "created": Int(report.status.spec.createdAt.timeIntervalSince1970),
+            "owned_by": "sllm", "state": report.state, "context_length": report.status.contextLength,
+            "instances": report.status.instances.count,
+        ]
+    }
+
+    private func jsonObject(_ object: [String: Any]) throws -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// Restores the deployments at start; stops every instance at shutdown.
+private struct NodeService: Service {
+    let controller: Controller
+    let lifecycle: ServerLifecycle
+    let logger: Logger
+
+    func run() async throws {
+        try await controller.restore()
+        lifecycle.markReady()
+        logger.info("ready")
+        try? await gracefulShutdown()
+        await controller.stopAll()
+    }
+}
+
+/// The first to hear of a shutdown: from then on new requests get 503.
+private struct ShutdownGate: Service {
+    let lifecycle: ServerLifecycle
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        lifecycle.beginShutdown()
+    }
+}

@@ -1,0 +1,147 @@
+import Crypto
+public import Foundation
+import GRDB
+
+/// The server's durable state in SQLite (`<data-dir>/state.sqlite`): deployments, API keys and
+/// settings. Writes are transactions, so a crash never leaves half a deployment.
+final class StateStore: Sendable {
+    let path: String
+    private let database: DatabaseQueue
+
+    init(path: String) throws {
+        self.path = path
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(5)
+        do {
+            database = try DatabaseQueue(path: path, configuration: configuration)
+            try Self.migrator.migrate(database)
+        } catch {
+            throw ServingError(.internalError, "cannot open the state database \(path): \(error)")
+        }
+    }
+
+    private static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.create(table: "deployment") { table in
+                table.primaryKey("name", .text)
+                table.column("spec", .text).notNull()
+            }
+            try db.create(table: "apiKey") { table in
+                table.primaryKey("id", .text)
+                table.column("name", .text).notNull()
+                table.column("sha256", .text).notNull().unique()
+                table.column("admin", .boolean).notNull()
+                table.column("createdAt", .datetime).notNull()
+            }
+            try db.create(table: "setting") { table in
+                table.primaryKey("key", .text)
+                table.column("value", .text).notNull()
+            }
+        }
+        return migrator
+    }
+
+    // MARK: - Deployments
+
+    func deployments() throws -> [DeploymentSpec] {
+        let texts = try database.read { db in try String.fetchAll(db, sql: "SELECT spec FROM deployment ORDER BY name") }
+        return try texts.map { try JSONDecoder.iso.decode(DeploymentSpec.self, from: Data($0.utf8)) }
+    }
+
+    func save(_ spec: DeploymentSpec) throws {
+        let text = String(decoding: try JSONEncoder.iso.encode(spec), as: UTF8.self)
+        try database.write { db in
+            try db.execute(sql: "INSERT INTO deployment (name, spec) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET spec = excluded.spec",
+                           arguments: [spec.name, text])
+        }
+    }
+
+    func deleteDeployment(_ name: String) throws {
+        try database.write { db in try db.execute(sql: "DELETE FROM deployment WHERE name = ?", arguments: [name]) }
+    }
+
+    // MARK: - Settings
+
+    func setting(_ key: String) throws -> String? {
+        try database.read { db in try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = ?", arguments: [key]) }
+    }
+
+    func setSetting(_ key: String, _ value: String) throws {
+        try database.write { db in
+            try db.execute(sql: "INSERT INTO setting (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                           arguments: [key, value])
+        }
+    }
+
+    // MARK: - API keys
+
+    /// Creates a key; returns its record and the secret, which is stored only as a hash.
+    func createKey(name: String, admin: Bool) throws -> (APIKey, secret: String) {
+        var bytes = [UInt8](repeating: 0, count: 24)
+        for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
+        let secret = "sk-sllm-" + bytes.map { String(format: "%02x", $0) }.joined()
+        let key = APIKey(id: String(secret.dropFirst(8).prefix(8)), name: name, admin: admin, createdAt: Date())
+        try database.write { db in
+            try db.execute(sql: "INSERT INTO apiKey (id, name, sha256, admin, createdAt) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [key.id, key.name, Self.hash(secret), key.admin, key.createdAt])
+        }
+        return (key, secret)
+    }
+
+    func keys() throws -> [APIKey] {
+        try database.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, name, admin, createdAt FROM apiKey ORDER BY createdAt").map {
+                APIKey(id: $0["id"], name: $0["name"], admin: $0["admin"], createdAt: $0["createdAt"])
+            }
+        }
+    }
+
+    /// Every stored key's hash and whether it is an admin key.
+    func keyHashes() throws -> [String: Bool] {
+        try database.read { db in
+            var hashes: [String: Bool] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT sha256, admin FROM apiKey") { hashes[row["sha256"]] = row["admin"] }
+            return hashes
+        }
+    }
+
+    /// Revokes a key by id; false when there is none.
+    func revokeKey(_ id: String) throws -> Bool {
+        try database.write { db in
+            try db.execute(sql: "DELETE FROM apiKey WHERE id = ?", arguments: [id])
+            return db.changesCount > 0
+        }
+    }
+
+    static func hash(_ secret: String) -> String {
+        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// A stored API key (its secret is never stored).
+public struct APIKey: Sendable, Codable, Equatable {
+    public var id: String
+    public var name: String
+    public var admin: Bool
+    public var createdAt: Date
+}
+
+extension JSONEncoder {
+    static var iso: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }
+}
+
+extension JSONDecoder {
+    static var iso: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return decoder
+    }
+}

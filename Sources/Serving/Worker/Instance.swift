@@ -1,0 +1,212 @@
+import Engine
+import Foundation
+import Logging
+import Store
+import Tokenizers
+
+/// One running model: an engine over a loaded checkpoint and a thread that batches every job
+/// submitted to it (continuous batching: jobs join and leave between decoding steps).
+///
+/// The engine computes on this instance's own thread, never on Swift's cooperative pool.
+final class Instance: @unchecked Sendable {
+    // Sendable: `incoming`, `cancelled` and `stopping` are guarded by `condition`; the engine and
+    // the active jobs are touched only by the loop thread.
+    let info: InstanceInfo
+    let engine: Engine
+    /// Keeps the weights' memory pinned while the instance lives.
+    let model: LoadedModel
+    private let maxSequences: Int
+    private let logger: Logger
+    private let condition = NSCondition()
+    private var incoming: [Submitted] = []
+    private var cancelled: Set<String> = []
+    private var stopping = false
+    private var finished = false
+
+    private struct Submitted {
+        var job: GenerationJob
+        var continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
+    }
+
+    /// A job being generated.
+    private struct Active {
+        var job: GenerationJob
+        var continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
+        var sequence: EngineSequence
+        var stream: TextStream
+        var generated = 0
+        var joined: ContinuousClock.Instant
+        var firstToken: Double?
+    }
+
+    init(info: InstanceInfo, engine: Engine, model: LoadedModel, maxSequences: Int, logger: Logger) {
+        self.info = info
+        self.engine = engine
+        self.model = model
+        self.maxSequences = max(1, maxSequences)
+        self.logger = logger
+        let thread = Thread { [self] in loop() }
+        thread.name = "sllm-instance-\(info.id)"
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+
+    /// Queues a job; the loop picks it up before its next step.
+    func submit(_ job: GenerationJob, continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation) {
+        let accepted = condition.withLock {
+            guard !stopping else { return false }
+            incoming.append(Submitted(job: job, continuation: continuation))
+            condition.signal()
+            return true
+        }
+        if !accepted { continuation.finish(throwing: ServingError(.unavailable, "instance \(info.id) of `\(info.deployment)` is stopping")) }
+    }
+
+    /// Cancels a job (its client went away): it leaves the batch before the next step.
+    func cancel(_ jobID: String) {
+        condition.withLock {
+            cancelled.insert(jobID)
+            condition.signal()
+        }
+    }
+
+    /// Ends the loop: running jobs fail with `unavailable`. Returns once the loop has exited and
+    /// the engine is idle, so the caller can drop the instance and its memory.
+    func stop() {
+        condition.withLock {
+            stopping = true
+            condition.broadcast()
+            while !finished { condition.wait() }
+        }
+    }
+
+    private func loop() {
+        var active: [Active] = []
+        while true {
+            var arrivals: [Submitted] = []
+            var cancels: Set<String> = []
+            let stop: Bool = condition.withLock {
+                while incoming.isEmpty && active.isEmpty && cancelled.isEmpty && !stopping { condition.wait() }
+                if stopping { return true }
+                let room = max(0, maxSequences - active.count)
+                arrivals = Array(incoming.prefix(room))
+                incoming.removeFirst(arrivals.count)
+                cancels = cancelled
+                cancelled.removeAll()
+                return false
+            }
+            if stop {
+                let left = condition.withLock { () -> [Submitted] in
+                    defer { incoming.removeAll() }
+                    return incoming
+                }
+                let failure = ServingError(.unavailable, "instance \(info.id) of `\(info.deployment)` stopped")
+                for job in active { job.continuation.finish(throwing: failure) }
+                for job in left { job.continuation.finish(throwing: failure) }
+                active.removeAll()
+                condition.withLock {
+                    finished = true
+                    condition.broadcast()
+                }
+                return
+            }
+            if !cancels.isEmpty {
+                for job in active where cancels.contains(job.job.id) { job.continuation.finish() }
+                active.removeAll { cancels.contains($0.job.id) }
+                for job in arrivals where cancels.contains(job.job.id) { job.continuation.finish() }
+                arrivals.removeAll { cancels.contains($0.job.id) }
+            }
+            for arrival in arrivals {
+                do {
+                    let sequence = try engine.makeSequence(tokens: arrival.job.prompt, sampling: arrival.job.sampling)
+                    let stream = TextStream(tokenizer: engine.tokenizer, stop: arrival.job.stop, stopAtEndOfGeneration: arrival.job.stopAtEndOfGeneration)
+                    active.append(Active(job: arrival.job, continuation: arrival.continuation, sequence: sequence, stream: stream, joined: .now))
+                } catch {
+                    arrival.continuation.finish(throwing: ServingError(error))
+                }
+            }
+            guard !active.isEmpty else { continue }
+            // A sequence whose context is full ends here (the engine refuses to step it).
+            active.removeAll { job in
+                guard job.sequence.tokens.count >= job.sequence.capacity else { return false }
+                var job = job
+                finish(&job, reason: .length)
+                return true
+            }
+            guard !active.isEmpty else { continue }
+            let choices: [Sampler.Choice]
+            do {
+                choices = try engine.step(active.map(\.sequence))
+            } catch {
+                logger.error("step failed on instance \(info.id): \(error)")
+                for job in active { job.continuation.finish(throwing: ServingError(error)) }
+                active.removeAll()
+                continue
+            }
+            var index = 0
+            while index < active.count {
+                if emit(choices[index], for: &active[index]) {
+                    index += 1
+                } else {
+                    active.remove(at: index)
+                }
+            }
+        }
+    }
+
+    /// Reports one sampled token; returns false when the job is over (finished or its consumer gone).
+    private func emit(_ choice: Sampler.Choice, for job: inout Active) -> Bool {
+        if job.firstToken == nil { job.firstToken = seconds(since: job.joined) }
+        job.generated += 1
+        let text = job.stream.append(choice.token)
+        let tokenizer = engine.tokenizer
+        var top: [TokenAlternative] = []
+        if job.job.topLogprobs > 0 {
+            top = engine.topLogprobs(of: job.sequence, count: job.job.topLogprobs).map {
+                TokenAlternative(token: $0.token, piece: tokenizer.decode([$0.token]), logprob: $0.logprob)
+            }
+        }
+        let output = TokenOutput(token: choice.token, text: text, piece: tokenizer.decode([choice.token]), logprob: choice.logprob, top: top)
+        if case .terminated = job.continuation.yield(.token(output)) { return false }
+        if let reason = job.stream.finished {
+            finish(&job, reason: reason)
+            return false
+        }
+        if let limit = job.job.maxTokens, job.generated >= limit {
+            finish(&job, reason: .length)
+            return false
+        }
+        return true
+    }
+
+    private func finish(_ job: inout Active, reason: FinishReason) {
+        // A stream that stopped by itself (end token, stop string) has released all it will.
+        let rest = job.stream.finished == nil ? job.stream.flush() : ""
+        if !rest.isEmpty {
+            job.continuation.yield(.token(TokenOutput(token: -1, text: rest, piece: "", logprob: 0, top: [])))
+        }
+        let timings = job.sequence.timings
+        job.continuation.yield(.finished(GenerationSummary(
+            finishReason: reason, promptTokens: job.job.prompt.count, completionTokens: job.generated,
+            prefillSeconds: timings.prefill, firstTokenSeconds: job.firstToken ?? 0, decodeSeconds: timings.decode)))
+        job.continuation.finish()
+    }
+}
+
+extension ServingError {
+    /// Maps an engine error to the wire.
+    init(_ error: any Error) {
+        if let error = error as? ServingError {
+            self = error
+        } else if let error = error as? EngineError {
+            switch error.kind {
+            case .contextOverflow: self.init(.contextLengthExceeded, error.description)
+            case .invalidInput: self.init(.invalidRequest, error.description)
+            case .outOfMemory: self.init(.insufficientMemory, error.description)
+            case .unsupportedModel: self.init(.unavailable, error.description)
+            }
+        } else {
+            self.init(.internalError, "\(error)")
+        }
+    }
+}

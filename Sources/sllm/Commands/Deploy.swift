@@ -1,0 +1,100 @@
+import ArgumentParser
+import Checkpoint
+import Foundation
+import NIOHTTP1
+
+/// Scaling flags shared by `deploy` and `update`.
+struct ScalingOptions: ParsableArguments {
+    @Option(name: .customLong("min"), help: "Instances kept even when idle (0: scale to zero).") var minInstances: Int?
+    @Option(name: .customLong("max"), help: "Most instances.") var maxInstances: Int?
+    @Option(name: .customLong("target-concurrency"), help: "Requests batched per instance before another starts.") var targetConcurrency: Int?
+    @Option(name: .customLong("keep-alive"), help: "Idle time before scale-down: 5m, 30s, 0 (at once), -1 (never).") var keepAlive: String?
+    @Option(name: .customLong("queue-limit"), help: "Requests queued beyond the instances' slots; more get 429.") var queueLimit: Int?
+    @Option(name: [.customShort("c"), .customLong("context")], help: "Context length per request.") var context: Int?
+
+    var body: [String: Any] {
+        var body: [String: Any] = [:]
+        body["min_instances"] = minInstances
+        body["max_instances"] = maxInstances
+        body["target_concurrency"] = targetConcurrency
+        body["keep_alive"] = keepAlive
+        body["queue_limit"] = queueLimit
+        body["context_length"] = context
+        return body
+    }
+}
+
+struct Deploy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Deploy a model on the running server (pulled first if it is not local).",
+        discussion: """
+            Examples:
+              sllm deploy smollm2-135m --max 2 --target-concurrency 8 --keep-alive 10m
+              sllm deploy ./model.gguf --name mine --min 1
+            """)
+
+    @OptionGroup var server: ServerOptions
+    @OptionGroup var scaling: ScalingOptions
+    @Flag(name: .shortAndLong, help: "Print only errors.") var quiet = false
+    @Option(help: "Deployment name (the API's `model`; default: the model's name).") var name: String?
+    @Flag(help: "Return at once instead of showing the pull's progress.") var noWait = false
+    @Argument(help: "A model in the store, an alias, or anything `sllm pull` takes.") var model: String
+
+    func run() async throws {
+        var body = scaling.body
+        body["model"] = model
+        body["name"] = name
+        let created = try await server.call(.POST, "/admin/deployments", body: body) as? [String: Any] ?? [:]
+        let deployment = ((created["status"] as? [String: Any])?["spec"] as? [String: Any])?["name"] as? String ?? name ?? model
+        guard !noWait else {
+            if !quiet { print("deployed \(deployment) (\(created["state"] as? String ?? "?"))") }
+            return
+        }
+        let bar = ProgressBar(enabled: !quiet)
+        while true {
+            let report = try await server.call(.GET, "/admin/deployments/\(deployment)") as? [String: Any] ?? [:]
+            switch report["state"] as? String {
+            case "pulling":
+                let fraction = report["pull_progress"] as? Double ?? 0
+                bar.handler?(.init(phase: "pull \(deployment)", completedBytes: Int64(fraction * 1000), totalBytes: 1000))
+                try await Task.sleep(for: .milliseconds(250))
+            case "failed":
+                bar.finish()
+                throw CommandFailure("deployment \(deployment): \(report["error"] as? String ?? "pull failed")")
+            default:
+                bar.finish()
+                if !quiet { print("deployed \(deployment)") }
+                return
+            }
+        }
+    }
+}
+
+struct Update: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Change a deployment's scaling (applies at once; context applies to new instances).",
+        discussion: "Example: sllm update smollm2-135m --max 4 --keep-alive -1")
+
+    @OptionGroup var server: ServerOptions
+    @OptionGroup var scaling: ScalingOptions
+    @Argument(help: "Deployment name.") var name: String
+
+    func run() async throws {
+        guard !scaling.body.isEmpty else { throw ValidationError("nothing to change: give --min, --max, --target-concurrency, --keep-alive, --queue-limit or --context") }
+        _ = try await server.call(.PATCH, "/admin/deployments/\(name)", body: scaling.body)
+        print("updated \(name)")
+    }
+}
+
+struct Delete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Delete a deployment: its instances stop and free their memory (the model stays in the store).")
+
+    @OptionGroup var server: ServerOptions
+    @Argument(help: "Deployment name.") var name: String
+
+    func run() async throws {
+        _ = try await server.call(.DELETE, "/admin/deployments/\(name)")
+        print("deleted \(name)")
+    }
+}

@@ -1,0 +1,108 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Serving
+import Store
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve deployed models over an OpenAI-compatible API, scaling each to zero when idle.",
+        discussion: """
+            With no configuration: binds 127.0.0.1:8343, keeps its state in <data-dir>/state.sqlite,
+            and on its first start pulls and deploys smollm2-135m (scale-to-zero). Settings come from
+            flags, then SLLM_* environment variables (SLLM_PORT, SLLM_KEEP_ALIVE, ...), then a YAML
+            config file (--config, $SLLM_CONFIG, else <data-dir>/config.yaml if present), then defaults.
+
+            Examples:
+              sllm serve
+              sllm serve --port 9000 --keep-alive 10m --preload smollm2-135m
+              SLLM_ADMIN_KEY=secret sllm serve --host 0.0.0.0
+            """)
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(help: "YAML config file (keys: \(ServeConfiguration.keys.joined(separator: ", "))).")
+    var config: String?
+    @Option(help: "Address to bind (default 127.0.0.1).") var host: String?
+    @Option(help: "Port (default 8343; 0 picks a free one).") var port: Int?
+    @Option(help: "auto (keys required beyond loopback), on or off.") var auth: String?
+    @Option(name: .customLong("api-key"), help: "An accepted API key (repeatable).") var apiKeys: [String] = []
+    @Option(name: .customLong("admin-key"), help: "The admin key (admin API; also valid for the OpenAI API).") var adminKey: String?
+    @Option(name: .customLong("memory-budget"), help: "Memory for instances (weights + KV cache), e.g. 16GiB (default: half the RAM).") var memoryBudget: String?
+    @Option(name: .customLong("dram-cache"), help: "DRAM checkpoint cache budget (default: 8GiB or 40% of RAM).") var dramCache: String?
+    @Option(name: [.customShort("t"), .customLong("threads")], help: "Compute threads per instance (default: all cores).") var threads: Int?
+    @Option(name: .customLong("default-model"), help: "Deployed on the first start (\"\" for none; default smollm2-135m).") var defaultModel: String?
+    @Option(help: "Start this deployment at launch (repeatable).") var preload: [String] = []
+    @Option(name: .customLong("min"), help: "Default minimum instances of new deployments (0).") var minInstances: Int?
+    @Option(name: .customLong("max"), help: "Default maximum instances (1).") var maxInstances: Int?
+    @Option(name: .customLong("target-concurrency"), help: "Default requests batched per instance (4).") var targetConcurrency: Int?
+    @Option(name: .customLong("keep-alive"), help: "Default idle time before scale-down (5m; 0 = at once, -1 = never).") var keepAlive: String?
+    @Option(name: .customLong("queue-limit"), help: "Default requests queued per deployment beyond its slots (64); more get 429.") var queueLimit: Int?
+    @Option(name: .customLong("max-body"), help: "Largest request body (8MiB).") var maxBody: String?
+    @Option(name: .customLong("shutdown-timeout"), help: "Time in-flight streams get after SIGINT/SIGTERM (30s).") var shutdownTimeout: String?
+
+    /// The flags given, as a settings layer.
+    var flagLayer: [String: String] {
+        var layer: [String: String] = [:]
+        layer["host"] = host
+        layer["port"] = port.map(String.init)
+        layer["auth"] = auth
+        if !apiKeys.isEmpty { layer["api_keys"] = apiKeys.joined(separator: ",") }
+        layer["admin_key"] = adminKey
+        layer["memory_budget"] = memoryBudget
+        layer["dram_cache"] = dramCache
+        layer["threads"] = threads.map(String.init)
+        layer["default_model"] = defaultModel
+        if !preload.isEmpty { layer["preload"] = preload.joined(separator: ",") }
+        layer["min_instances"] = minInstances.map(String.init)
+        layer["max_instances"] = maxInstances.map(String.init)
+        layer["target_concurrency"] = targetConcurrency.map(String.init)
+        layer["keep_alive"] = keepAlive
+        layer["queue_limit"] = queueLimit.map(String.init)
+        layer["max_body"] = maxBody
+        layer["shutdown_timeout"] = shutdownTimeout
+        return layer
+    }
+
+    func resolvedConfiguration() throws -> ServeConfiguration {
+        let environment = ProcessInfo.processInfo.environment
+        var configuration = ServeConfiguration(dataDirectory: global.root)
+        let explicitPath = config ?? environment["SLLM_CONFIG"]
+        let path = explicitPath.map(absolutePath) ?? global.root + "/config.yaml"
+        do {
+            if explicitPath != nil || FileManager.default.fileExists(atPath: path) {
+                var file = try ServeConfiguration.fileLayer(path: path)
+                // --data-dir and SLLM_HOME outrank the file's data_dir.
+                if global.dataDirectory != nil || environment["SLLM_HOME"] != nil { file["data_dir"] = nil }
+                file["data_dir"] = file["data_dir"].map(absolutePath)
+                try configuration.apply(file, source: "config file \(path)")
+            }
+            try configuration.apply(ServeConfiguration.environmentLayer(environment), source: "environment")
+            try configuration.apply(flagLayer, source: "flags")
+        } catch {
+            throw CommandFailure(error.message)
+        }
+        return configuration
+    }
+
+    func run() async throws {
+        LoggingBootstrap.once(level: global.verbose ? .debug : global.quiet ? .error : .info)
+        let configuration = try resolvedConfiguration()
+        let server: Server
+        do {
+            server = try Server(configuration: configuration)
+        } catch let error as ServingError {
+            throw CommandFailure(error.message)
+        }
+        let quiet = global.quiet
+        do {
+            try await server.run { port in
+                if !quiet {
+                    FileHandle.standardError.write(Data("sllm serving on http://\(configuration.host):\(port) (OpenAI API under /v1; data in \(configuration.dataDirectory))\n".utf8))
+                }
+            }
+        } catch {
+            throw CommandFailure("serve: \(error)")
+        }
+    }
+}

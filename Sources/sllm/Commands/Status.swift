@@ -1,0 +1,93 @@
+import ArgumentParser
+import Foundation
+import Store
+import NIOHTTP1
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Deployments, their instances (state, age), where each checkpoint sits, requests in flight.")
+
+    @OptionGroup var server: ServerOptions
+    @Flag(help: "Print the server's JSON.") var json = false
+
+    func run() async throws {
+        let reports = try await server.call(.GET, "/admin/deployments") as? [[String: Any]] ?? []
+        if json { return printJSON(reports) }
+        var rows = [["DEPLOYMENT", "MODEL", "STATE", "INSTANCES", "MIN/MAX", "TARGET", "KEEP-ALIVE", "TIERS", "IN-FLIGHT", "QUEUED"]]
+        var instanceRows = [["DEPLOYMENT", "INSTANCE", "STATE", "AGE", "FROM", "IN-FLIGHT"]]
+        for report in reports {
+            let status = report["status"] as? [String: Any] ?? [:]
+            let spec = status["spec"] as? [String: Any] ?? [:]
+            let scaling = spec["scaling"] as? [String: Any] ?? [:]
+            let instances = status["instances"] as? [[String: Any]] ?? []
+            var state = report["state"] as? String ?? "?"
+            if state == "pulling", let fraction = report["pull_progress"] as? Double { state += " \(Int(fraction * 100))%" }
+            let name = spec["name"] as? String ?? "?"
+            rows.append([
+                name, spec["model"] as? String ?? "?", state, String(instances.count),
+                "\(scaling["min_instances"] ?? "?")/\(scaling["max_instances"] ?? "?")", "\(scaling["target_concurrency"] ?? "?")",
+                scaling["keep_alive"] as? String ?? "?", (report["tiers"] as? [String] ?? []).joined(separator: ",").ifEmpty("-"),
+                "\(status["in_flight"] ?? 0)", "\(status["queued"] ?? 0)",
+            ])
+            for instance in instances {
+                var state = instance["state"] as? String ?? "?"
+                if state == "starting", let fraction = instance["load_progress"] as? Double { state += " \(Int(fraction * 100))%" }
+                instanceRows.append([
+                    name, instance["id"] as? String ?? "?", state, age(instance["started_at"] as? String),
+                    instance["tier"] as? String ?? "-", "\(instance["in_flight"] ?? 0)",
+                ])
+            }
+        }
+        print(ModelSummary.table(rows))
+        if instanceRows.count > 1 { print("\n" + ModelSummary.table(instanceRows)) }
+    }
+}
+
+struct PS: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ps",
+        abstract: "What is loaded: instances, their memory, and until when they stay (Ollama's `ps`).")
+
+    @OptionGroup var server: ServerOptions
+    @Flag(help: "Print the server's JSON.") var json = false
+
+    func run() async throws {
+        let rows = try await server.call(.GET, "/admin/ps") as? [[String: Any]] ?? []
+        if json { return printJSON(rows) }
+        var table = [["NAME", "INSTANCE", "STATE", "MEMORY", "IN-FLIGHT", "UNTIL"]]
+        for row in rows {
+            let instance = row["instance"] as? [String: Any] ?? [:]
+            let inFlight = instance["in_flight"] as? Int ?? 0
+            var until = "-"
+            if inFlight > 0 {
+                until = "busy"
+            } else if let expires = (instance["expires_at"] as? String).flatMap(parseDate) {
+                until = "\(Int(max(0, expires.timeIntervalSinceNow).rounded())) s from now"
+            } else if instance["keep_alive"] as? String == "forever" || instance["state"] as? String == "ready" {
+                until = "forever"
+            }
+            table.append([
+                row["deployment"] as? String ?? "?", instance["id"] as? String ?? "?", instance["state"] as? String ?? "?",
+                formatBytes(Int64(instance["memory_bytes"] as? Int ?? 0)), String(inFlight), until,
+            ])
+        }
+        print(ModelSummary.table(table))
+    }
+}
+
+func printJSON(_ value: Any) {
+    let data = (try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data()
+    print(String(decoding: data, as: UTF8.self))
+}
+
+private func parseDate(_ text: String) -> Date? { ISO8601DateFormatter().date(from: text) }
+
+private func age(_ text: String?) -> String {
+    guard let date = text.flatMap(parseDate) else { return "-" }
+    let seconds = Int(-date.timeIntervalSinceNow)
+    return seconds < 120 ? "\(seconds)s" : seconds < 7200 ? "\(seconds / 60)m" : "\(seconds / 3600)h"
+}
+
+extension String {
+    fileprivate func ifEmpty(_ replacement: String) -> String { isEmpty ? replacement : self }
+}
