@@ -25,6 +25,8 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var memoryBudgetBytes: Int
     /// DRAM cache of checkpoints (the tier instances start from fastest).
     public var dramCacheBytes: Int
+    /// Where the DRAM cache lives (nil: /dev/shm/sllm-<hash of the data directory>).
+    public var cacheDirectory: String?
     /// Compute threads per instance.
     public var threads: Int
     /// Deployed (scale-to-zero) on the first start; empty for none.
@@ -64,7 +66,7 @@ public struct ServeConfiguration: Sendable, Equatable {
     /// Every setting's name, as written in the config file (snake_case); the environment
     /// variable is `SLLM_` + its upper-cased name, the flag `--` + it with dashes.
     public static let keys: [String] = [
-        "host", "port", "data_dir", "auth", "api_keys", "admin_key", "memory_budget", "dram_cache", "threads",
+        "host", "port", "data_dir", "auth", "api_keys", "admin_key", "memory_budget", "dram_cache", "cache_dir", "threads",
         "default_model", "preload", "min_instances", "max_instances", "target_concurrency", "keep_alive",
         "queue_limit", "max_body", "shutdown_timeout",
     ]
@@ -95,6 +97,7 @@ public struct ServeConfiguration: Sendable, Equatable {
             case "dram_cache":
                 guard let bytes = parseByteCount(value) else { throw fail(key, value, "a byte count such as 8GiB") }
                 dramCacheBytes = bytes
+            case "cache_dir": cacheDirectory = value.isEmpty ? nil : value
             case "threads":
                 guard let threads = Int(value), (1...256).contains(threads) else { throw fail(key, value, "a thread count (1-256)") }
                 self.threads = threads

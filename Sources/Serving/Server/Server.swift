@@ -28,20 +28,28 @@ public final class Server: Sendable {
     let metrics: ServingMetrics
     let lifecycle = ServerLifecycle()
     private let keys: KeyRing
-    private let worker: LocalWorker
+    private let worker: any Worker
     private let logger: Logger
     private let group = Mutex<ServiceGroup?>(nil)
     private let boundPort = Mutex<Int?>(nil)
 
     /// Opens the data directory (store, DRAM cache, state database). Throws on bad settings.
-    public init(configuration: ServeConfiguration, logger: Logger = Logger(label: "sllm.serve")) throws {
+    public convenience init(configuration: ServeConfiguration, logger: Logger = Logger(label: "sllm.serve")) throws {
+        try self.init(configuration: configuration, logger: logger, wrapWorker: { $0 })
+    }
+
+    /// `wrapWorker` lets tests put a worker of their own between the deployments and the
+    /// in-process one (the seam a cluster's network worker takes).
+    init(configuration: ServeConfiguration, logger: Logger, wrapWorker: (LocalWorker) -> any Worker) throws {
         self.configuration = configuration
         self.logger = logger
         let store = ModelStore(root: configuration.dataDirectory)
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
-        let cache = try DRAMCache(directory: DRAMCache.defaultDirectory(forDataDirectory: store.root), budgetBytes: configuration.dramCacheBytes)
+        let cache = try DRAMCache(directory: configuration.cacheDirectory ?? DRAMCache.defaultDirectory(forDataDirectory: store.root),
+                                  budgetBytes: configuration.dramCacheBytes)
         let loader = ModelLoader(store: store, cache: cache)
-        worker = LocalWorker(loader: loader, threads: configuration.threads, logger: logger)
+        let local = LocalWorker(loader: loader, threads: configuration.threads, logger: logger)
+        worker = wrapWorker(local)
         let state = try StateStore(path: configuration.dataDirectory + "/state.sqlite")
         keys = try KeyRing(configuration: configuration, state: state)
         if keys.required && !keys.hasAnyKey {

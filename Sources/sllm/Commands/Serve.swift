@@ -30,6 +30,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("admin-key"), help: "The admin key (admin API; also valid for the OpenAI API).") var adminKey: String?
     @Option(name: .customLong("memory-budget"), help: "Memory for instances (weights + KV cache), e.g. 16GiB (default: half the RAM).") var memoryBudget: String?
     @Option(name: .customLong("dram-cache"), help: "DRAM checkpoint cache budget (default: 8GiB or 40% of RAM).") var dramCache: String?
+    @Option(name: .customLong("cache-dir"), help: "Where the DRAM cache lives (default: /dev/shm/sllm-<hash of the data dir>).") var cacheDir: String?
     @Option(name: [.customShort("t"), .customLong("threads")], help: "Compute threads per instance (default: all cores).") var threads: Int?
     @Option(name: .customLong("default-model"), help: "Deployed on the first start (\"\" for none; default smollm2-135m).") var defaultModel: String?
     @Option(help: "Start this deployment at launch (repeatable).") var preload: [String] = []
@@ -51,6 +52,7 @@ struct Serve: AsyncParsableCommand {
         layer["admin_key"] = adminKey
         layer["memory_budget"] = memoryBudget
         layer["dram_cache"] = dramCache
+        layer["cache_dir"] = cacheDir.map(absolutePath)
         layer["threads"] = threads.map(String.init)
         layer["default_model"] = defaultModel
         if !preload.isEmpty { layer["preload"] = preload.joined(separator: ",") }

@@ -1,0 +1,186 @@
+@testable import Serving
+import Testing
+
+@Suite struct DeploymentStateMachineTests {
+    typealias Action = DeploymentStateMachine.Action
+
+    func machine(_ configure: (inout ScalingSettings) -> Void = { _ in }) -> DeploymentStateMachine {
+        var settings = ScalingSettings()
+        configure(&settings)
+        var next = 0
+        return DeploymentStateMachine(settings: settings) {
+            next += 1
+            return "i\(next)"
+        }
+    }
+
+    @Test func firstRequestStartsOneInstanceAndLaterOnesCoalesceOnIt() {
+        var m = machine { $0.targetConcurrency = 4 }
+        #expect(m.requestArrived(1) == [.start("i1")])
+        #expect(m.requestArrived(2) == [])
+        #expect(m.requestArrived(3) == [])
+        #expect(m.instanceStarted("i1") == [.dispatch(1, "i1"), .dispatch(2, "i1"), .dispatch(3, "i1")])
+        #expect(m.inFlight == 3)
+    }
+
+    @Test func scalesUpWhenDemandExceedsTargetTimesInstancesButNotPastMax() {
+        var m = machine {
+            $0.targetConcurrency = 1
+            $0.maxInstances = 2
+        }
+        #expect(m.requestArrived(1) == [.start("i1")])
+        #expect(m.requestArrived(2) == [.start("i2")])
+        #expect(m.requestArrived(3) == [])
+        #expect(m.count(.starting) == 2)
+        #expect(m.instanceStarted("i1") == [.dispatch(1, "i1")])
+        #expect(m.instanceStarted("i2") == [.dispatch(2, "i2")])
+        // Request 3 waits for a slot; it gets the first one freed.
+        #expect(m.requestFinished(on: "i2", keepAlive: nil) == [.dispatch(3, "i2")])
+    }
+
+    @Test func aFullQueueRejects() {
+        var m = machine {
+            $0.targetConcurrency = 1
+            $0.queueLimit = 1
+        }
+        _ = m.requestArrived(1)
+        _ = m.instanceStarted("i1")
+        #expect(m.requestArrived(2) == [])
+        #expect(m.requestArrived(3) == [.reject(3, .queueFull(limit: 1))])
+        #expect(m.queueDepth == 1)
+    }
+
+    @Test func queueLimitZeroStillAdmitsTheColdStartItTriggers() {
+        var m = machine {
+            $0.targetConcurrency = 1
+            $0.queueLimit = 0
+        }
+        #expect(m.requestArrived(1) == [.start("i1")])
+        #expect(m.requestArrived(2) == [.reject(2, .queueFull(limit: 0))])
+    }
+
+    @Test func idleInstanceStopsWhenItsKeepAliveTimerFires() {
+        var m = machine { $0.keepAlive = .duration(.seconds(60)) }
+        _ = m.requestArrived(1)
+        _ = m.instanceStarted("i1")
+        let idle = m.requestFinished(on: "i1", keepAlive: nil)
+        guard case .scheduleTimer("i1", let token, .seconds(60))? = idle.first else {
+            Issue.record("expected a keep-alive timer, got \(idle)")
+            return
+        }
+        #expect(m.timerFired("i1", token: token) == [.stop("i1")])
+        #expect(m.instanceStopped("i1") == [])
+        #expect(m.instances.isEmpty)
+    }
+
+    @Test func aRequestDuringKeepAliveMakesTheOldTimerStale() {
+        var m = machine { $0.keepAlive = .duration(.seconds(60)) }
+        _ = m.requestArrived(1)
+        _ = m.instanceStarted("i1")
+        guard case .scheduleTimer(_, let stale, _)? = m.requestFinished(on: "i1", keepAlive: nil).first else { return #expect(Bool(false)) }
+        #expect(m.requestArrived(2) == [.dispatch(2, "i1")])
+        #expect(m.timerFired("i1", token: stale) == [])
+        guard case .scheduleTimer(_, let fresh, _)? = m.requestFinished(on: "i1", keepAlive: nil).first else { return #expect(Bool(false)) }
+        #expect(fresh != stale)
+        #expect(m.timerFired("i1", token: fresh) == [.stop("i1")])
+    }
+
+    @Test func minimumInstancesAreStartedAndNeverScaledAway() {
+        var m = machine {
+            $0.minInstances = 1
+            $0.keepAlive = .zero
+        }
+        #expect(m.ensureMinimum() == [.start("i1")])
+        #expect(m.instanceStarted("i1") == [])
+        #expect(m.requestArrived(1) == [.dispatch(1, "i1")])
+        #expect(m.requestFinished(on: "i1", keepAlive: nil) == [])
+        #expect(m.count(.ready) == 1)
+    }
+
+    @Test func perRequestKeepAliveOverridesTheDeployment() {
+        var m = machine { $0.keepAlive = .duration(.seconds(300)) }
+        _ = m.requestArrived(1)
+        _ = m.instanceStarted("i1")
+        // Ollama's keep_alive 0: unload as soon as the request ends.
+        #expect(m.requestFinished(on: "i1", keepAlive: .zero) == [.stop("i1")])
+
+        var forever = machine { $0.keepAlive = .duration(.seconds(1)) }
+        _ = forever.requestArrived(1)
+        _ = forever.instanceStarted("i1")
+        #expect(forever.requestFinished(on: "i1", keepAlive: .forever) == [])
+    }
+
+    @Test func aFailedStartFailsTheRequestsWaitingForIt() {
+        var m = machine()
+        _ = m.requestArrived(1)
+        _ = m.requestArrived(2)
+        #expect(m.instanceFailed("i1", reason: "no memory") == [.reject(1, .startFailed("no memory")), .reject(2, .startFailed("no memory"))])
+        #expect(m.instances.isEmpty)
+    }
+
+    @Test func aCancelledWaiterLeavesTheQueue() {
+        var m = machine()
+        _ = m.requestArrived(1)
+        _ = m.requestArrived(2)
+        m.waiterCancelled(1)
+        #expect(m.instanceStarted("i1") == [.dispatch(2, "i1")])
+    }
+
+    @Test func updatesApplyAtOnce() {
+        var m = machine { $0.maxInstances = 3 }
+        #expect(m.update(with { $0.minInstances = 2; $0.maxInstances = 3 }) == [.start("i1"), .start("i2")])
+        _ = m.instanceStarted("i1")
+        _ = m.instanceStarted("i2")
+        let lowered = m.update(with { $0.minInstances = 0; $0.maxInstances = 1; $0.keepAlive = .forever })
+        #expect(lowered.filter { if case .stop = $0 { true } else { false } }.count == 1)
+        #expect(m.count(.ready) == 1)
+    }
+
+    @Test func deletingRejectsWaitersAndStopsEverything() {
+        var m = machine()
+        _ = m.requestArrived(1)
+        let actions = m.deleteAll()
+        #expect(actions.contains(.reject(1, .deleted)))
+        #expect(actions.contains(.stop("i1")))
+    }
+
+    @Test func evictionStopsIdleInstancesOnly() {
+        var m = machine {
+            $0.targetConcurrency = 1
+            $0.maxInstances = 2
+            $0.keepAlive = .forever
+        }
+        _ = m.requestArrived(1)
+        _ = m.requestArrived(2)
+        _ = m.instanceStarted("i1")
+        _ = m.instanceStarted("i2")
+        _ = m.requestFinished(on: "i2", keepAlive: nil)
+        #expect(m.evictIdle() == [.stop("i2")])
+    }
+
+    private func with(_ configure: (inout ScalingSettings) -> Void) -> ScalingSettings {
+        var settings = ScalingSettings()
+        configure(&settings)
+        return settings
+    }
+}
+
+extension KeepAlive {
+    static let zero = KeepAlive.duration(.zero)
+}
+
+@Suite struct KeepAliveTests {
+    @Test func parsesOllamasForms() throws {
+        #expect(try KeepAlive(parsing: "5m") == .duration(.seconds(300)))
+        #expect(try KeepAlive(parsing: "1h30m") == .duration(.seconds(5400)))
+        #expect(try KeepAlive(parsing: "250ms") == .duration(.milliseconds(250)))
+        #expect(try KeepAlive(parsing: "0") == .duration(.zero))
+        #expect(try KeepAlive(parsing: "-1") == .forever)
+        #expect(try KeepAlive(parsing: "-5m") == .forever)
+        #expect(try KeepAlive(parsing: "forever") == .forever)
+        #expect(try KeepAlive(parsing: "90") == .duration(.seconds(90)))
+        #expect(throws: ServingError.self) { try KeepAlive(parsing: "soon") }
+        #expect(KeepAlive.duration(.seconds(5400)).description == "1h30m")
+        #expect(KeepAlive.forever.description == "forever")
+    }
+}
