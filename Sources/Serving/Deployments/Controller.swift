@@ -119,8 +119,12 @@ actor Controller {
         let spec = DeploymentSpec(name: name, model: local ? source : name, scaling: scaling, contextLength: request.contextLength)
         if !local {
             // A source to pull: validate it before accepting the deployment.
-            do { _ = try ModelSource.parse(source) } catch {
+            let parsed: ModelSource
+            do { parsed = try ModelSource.parse(source).source } catch {
                 throw ServingError(.invalidRequest, "model `\(source)` is not in the store and is not something `sllm pull` can fetch: \(error.description)", param: "model")
+            }
+            if case .local(let path) = parsed, !FileManager.default.fileExists(atPath: path) {
+                throw ServingError(.invalidRequest, "model `\(source)` is neither in the store (`sllm list`), an alias, a URL, a pip: source nor an existing file", param: "model")
             }
         }
         try state.save(spec)

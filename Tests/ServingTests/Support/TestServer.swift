@@ -104,7 +104,7 @@ final class TestServer: Sendable {
         var errorParam: String? { (json["error"] as? [String: Any])?["param"] as? String }
     }
 
-    func request(_ method: HTTPMethod, _ path: String, json: [String: Any]? = nil, raw: [UInt8]? = nil, key: String? = nil) async throws -> Reply {
+    func request(_ method: HTTPMethod, _ path: String, json: [String: Any]? = nil, raw: [UInt8]? = nil, key: String? = nil, timeout: TimeAmount = .seconds(120)) async throws -> Reply {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
         request.method = method
         if let key { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
@@ -114,7 +114,7 @@ final class TestServer: Sendable {
         } else if let raw {
             request.body = .bytes(ByteBuffer(bytes: raw))
         }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
+        let response = try await HTTPClient.shared.execute(request, timeout: timeout)
         let body = try await response.body.collect(upTo: 64 << 20)
         return Reply(status: Int(response.status.code), body: Data(body.readableBytesView), headers: response.headers)
     }

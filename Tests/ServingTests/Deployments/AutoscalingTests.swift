@@ -1,0 +1,149 @@
+import Foundation
+import NIOHTTP1
+@testable import Serving
+import Synchronization
+import Testing
+import TestSupport
+
+/// Puts time into every instance start (reporting progress meanwhile) and counts starts.
+final class SlowWorker: Worker {
+    let inner: LocalWorker
+    let delay: Duration
+    let starts = Atomic<Int>(0)
+
+    init(_ inner: LocalWorker, delay: Duration) {
+        self.inner = inner
+        self.delay = delay
+    }
+
+    func startInstance(_ spec: InstanceSpec, progress: @escaping @Sendable (Double) -> Void) async throws -> InstanceInfo {
+        starts.add(1, ordering: .relaxed)
+        for step in 1...4 {
+            try await Task.sleep(for: delay / 4)
+            progress(Double(step) / 5)
+        }
+        return try await inner.startInstance(spec, progress: progress)
+    }
+
+    func stopInstance(_ id: String) async { await inner.stopInstance(id) }
+
+    func run(_ job: GenerationJob, on instance: String) -> AsyncThrowingStream<GenerationEvent, any Error> { inner.run(job, on: instance) }
+}
+
+@Suite(.serialized) struct AutoscalingTests {
+    let chat = Self.chat()
+
+    static func chat(model: String = "smollm2-135m", maxTokens: Int = 4, stream: Bool = false) -> [String: Any] {
+        ["model": model, "messages": [["role": "user", "content": "Hi"]], "max_tokens": maxTokens, "stream": stream]
+    }
+
+    @Test func scalesToZeroAfterKeepAliveAndHonoursPerRequestKeepAlive() async throws {
+        let server = try await TestServer.start()
+        #expect(try await server.request(.PATCH, "/admin/deployments/smollm2-135m", json: ["keep_alive": "300ms"]).status == 200)
+        #expect(try await server.request(.POST, "/v1/chat/completions", json: chat).status == 200)
+        #expect(try await server.instances("smollm2-135m").count == 1)
+        #expect(try await server.eventually { try await server.instances("smollm2-135m").isEmpty })
+        #expect(try await server.metric("sllm_instances{model=\"smollm2-135m\",state=\"ready\"}") == 0)
+
+        // Ollama's keep_alive -1 keeps the instance past the deployment's keep-alive.
+        var forever = chat
+        forever["keep_alive"] = -1
+        #expect(try await server.request(.POST, "/v1/chat/completions", json: forever).status == 200)
+        try await Task.sleep(for: .milliseconds(600))
+        let kept = try await server.instances("smollm2-135m")
+        #expect(kept.count == 1 && kept.first?["keep_alive"] as? String == "forever" && kept.first?["expires_at"] == nil)
+        // keep_alive 0 unloads as soon as the request ends.
+        var now = chat
+        now["keep_alive"] = "0"
+        #expect(try await server.request(.POST, "/v1/chat/completions", json: now).status == 200)
+        #expect(try await server.eventually(5) { try await server.instances("smollm2-135m").isEmpty })
+        try await server.stop()
+    }
+
+    @Test func concurrentRequestsCoalesceOnOneColdStartAndSeeItsProgress() async throws {
+        let slow = Mutex<SlowWorker?>(nil)
+        let server = try await TestServer.start(wrapWorker: { local in
+            let worker = SlowWorker(local, delay: .milliseconds(1200))
+            slow.withLock { $0 = worker }
+            return worker
+        })
+        async let streamed = server.stream("/v1/chat/completions", json: Self.chat(stream: true))
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<3 { group.addTask { try await server.request(.POST, "/v1/chat/completions", json: Self.chat()).status } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        let (status, lines) = try await streamed
+        #expect(statuses == [200, 200, 200] && status == 200)
+        #expect(slow.withLock { $0!.starts.load(ordering: .relaxed) } == 1)
+        // The stream waited on the cold start with comment lines showing the load's progress.
+        let comments = lines.filter { $0.hasPrefix(": loading ") }
+        #expect(comments.count >= 2, "\(lines.prefix(5))")
+        #expect(lines.last == "data: [DONE]")
+        #expect(try await server.metric("sllm_cold_start_seconds_count{model=\"smollm2-135m\",phase=\"total\"}") == 4)
+        try await server.stop()
+    }
+
+    @Test func scalesUpToMaxInstancesAndNoFurther() async throws {
+        let slow = Mutex<SlowWorker?>(nil)
+        let server = try await TestServer.start({ $0.defaultModel = "" }, wrapWorker: { local in
+            let worker = SlowWorker(local, delay: .milliseconds(200))
+            slow.withLock { $0 = worker }
+            return worker
+        })
+        let created = try await server.request(.POST, "/admin/deployments", json: [
+            "model": "smollm2-135m", "name": "burst", "target_concurrency": 1, "max_instances": 2, "keep_alive": -1,
+        ])
+        #expect(created.status == 201)
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<5 { group.addTask { try await server.request(.POST, "/v1/chat/completions", json: Self.chat(model: "burst", maxTokens: 8)).status } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(statuses == Array(repeating: 200, count: 5))
+        #expect(slow.withLock { $0!.starts.load(ordering: .relaxed) } == 2)
+        #expect(try await server.instances("burst").count == 2)
+        try await server.stop()
+    }
+
+    @Test func aFullQueueGets429AndADisconnectFreesItsSlot() async throws {
+        let server = try await TestServer.start { $0.defaultModel = "" }
+        #expect(try await server.request(.POST, "/admin/deployments", json: [
+            "model": "smollm2-135m", "name": "tight", "target_concurrency": 1, "max_instances": 1, "queue_limit": 0, "keep_alive": -1,
+        ]).status == 201)
+        let firstToken = AsyncStream.makeStream(of: Void.self)
+        let holder = Task {
+            let long: [String: Any] = ["model": "tight", "prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": true, "stream": true]
+            return try await server.stream("/v1/completions", json: long, stopAfter: 1_000_000) { line in
+                if line.hasPrefix("data: ") { firstToken.continuation.yield() }
+            }
+        }
+        var iterator = firstToken.stream.makeAsyncIterator()
+        _ = await iterator.next()
+        let rejected = try await server.request(.POST, "/v1/completions", json: ["model": "tight", "prompt": "Hi", "max_tokens": 2])
+        #expect(rejected.status == 429)
+        #expect((rejected.json["error"] as? [String: Any])?["type"] as? String == "rate_limit_error")
+        #expect(try await server.metric("sllm_requests_rejected_total{model=\"tight\",reason=\"queue_full\"}") == 1)
+        // The client goes away: its job leaves the batch and the slot is free again.
+        holder.cancel()
+        _ = try? await holder.value
+        #expect(try await server.eventually {
+            ((try await server.deployment("tight"))["status"] as? [String: Any])?["in_flight"] as? Int == 0
+        })
+        #expect(try await server.request(.POST, "/v1/completions", json: ["model": "tight", "prompt": "Hi", "max_tokens": 2]).status == 200)
+        try await server.stop()
+    }
+
+    @Test func aStartBeyondTheMemoryBudgetFailsClearly() async throws {
+        let server = try await TestServer.start { $0.memoryBudgetBytes = 1 << 20 }
+        let reply = try await server.request(.POST, "/v1/chat/completions", json: chat)
+        #expect(reply.status == 503)
+        #expect(reply.errorMessage?.contains("memory budget") == true)
+        #expect(try await server.request(.GET, "/health").status == 200)
+        try await server.stop()
+    }
+
+    @Test func preloadStartsAnInstanceBeforeAnyRequest() async throws {
+        let server = try await TestServer.start { $0.preload = ["smollm2-135m"] }
+        #expect(try await server.eventually { try await server.instances("smollm2-135m").first?["state"] as? String == "ready" })
+        try await server.stop()
+    }
+}
