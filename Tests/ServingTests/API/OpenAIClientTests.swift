@@ -1,0 +1,52 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// The official `openai` Python client against the server, unmodified (`.ci/run` installs it;
+/// elsewhere it is installed on first use into the test cache, as the model is).
+@Suite struct OpenAIClientTests {
+    @Test func theOfficialPythonClientWorksUnmodified() async throws {
+        let server = try await TestServer.start()
+        let pythonPath = try Self.openAIPackagePath()
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../../scripts/openai-client-check.py").standardized.path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script, "http://127.0.0.1:\(server.port)/v1", "smollm2-135m"]
+        var environment = ProcessInfo.processInfo.environment
+        if let pythonPath { environment["PYTHONPATH"] = pythonPath + (environment["PYTHONPATH"].map { ":" + $0 } ?? "") }
+        process.environment = environment
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let data = try await Task.detached { output.fileHandleForReading.readDataToEndOfFile() }.value
+        process.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        try await server.stop()
+        #expect(process.terminationStatus == 0, "\(text)")
+        #expect(text.hasSuffix("ok\n"), "\(text)")
+    }
+
+    /// nil when `import openai` works as is; else a directory it was pip-installed into.
+    static func openAIPackagePath() throws -> String? {
+        if run(["python3", "-c", "import openai"]) == 0 { return nil }
+        let home = ProcessInfo.processInfo.environment["HOME"] ?? "/tmp"
+        let target = home + "/.cache/sllm-test/python"
+        if run(["python3", "-c", "import sys; sys.path.insert(0, '\(target)'); import openai"]) == 0 { return target }
+        guard run(["python3", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", target, "openai"]) == 0 else {
+            throw TestSupportError("the `openai` Python package is missing and `pip install openai` failed")
+        }
+        return target
+    }
+
+    private static func run(_ arguments: [String]) -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        do { try process.run() } catch { return -1 }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+}
