@@ -8,7 +8,7 @@ struct ScalingOptions: ParsableArguments {
     @Option(name: .customLong("min"), help: "Instances kept even when idle (0: scale to zero).") var minInstances: Int?
     @Option(name: .customLong("max"), help: "Most instances.") var maxInstances: Int?
     @Option(name: .customLong("target-concurrency"), help: "Requests batched per instance before another starts.") var targetConcurrency: Int?
-    @Option(name: .customLong("keep-alive"), help: "Idle time before scale-down: 5m, 30s, 0 (at once), -1 (never).") var keepAlive: String?
+    @Option(name: .customLong("keep-alive"), parsing: .unconditional, help: "Idle time before scale-down: 5m, 30s, 0 (at once), -1 (never).") var keepAlive: String?
     @Option(name: .customLong("queue-limit"), help: "Requests queued beyond the instances' slots; more get 429.") var queueLimit: Int?
     @Option(name: [.customShort("c"), .customLong("context")], help: "Context length per request.") var context: Int?
 

@@ -37,7 +37,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("min"), help: "Default minimum instances of new deployments (0).") var minInstances: Int?
     @Option(name: .customLong("max"), help: "Default maximum instances (1).") var maxInstances: Int?
     @Option(name: .customLong("target-concurrency"), help: "Default requests batched per instance (4).") var targetConcurrency: Int?
-    @Option(name: .customLong("keep-alive"), help: "Default idle time before scale-down (5m; 0 = at once, -1 = never).") var keepAlive: String?
+    @Option(name: .customLong("keep-alive"), parsing: .unconditional, help: "Default idle time before scale-down (5m; 0 = at once, -1 = never).") var keepAlive: String?
     @Option(name: .customLong("queue-limit"), help: "Default requests queued per deployment beyond its slots (64); more get 429.") var queueLimit: Int?
     @Option(name: .customLong("max-body"), help: "Largest request body (8MiB).") var maxBody: String?
     @Option(name: .customLong("shutdown-timeout"), help: "Time in-flight streams get after SIGINT/SIGTERM (30s).") var shutdownTimeout: String?

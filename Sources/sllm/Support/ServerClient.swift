@@ -24,6 +24,13 @@ struct ServerOptions: ParsableArguments {
         return apiKey ?? environment["SLLM_API_KEY"] ?? environment["SLLM_ADMIN_KEY"]
     }
 
+    /// Fails fast when nothing listens (the shared client retries connecting for a minute).
+    private static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout.connect = .seconds(3)
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
     /// Sends a request to the server; returns the decoded JSON body, or fails with the server's
     /// error message (or a hint to start the server).
     func call(_ method: HTTPMethod, _ path: String, body: [String: Any]? = nil) async throws -> Any {
@@ -36,7 +43,7 @@ struct ServerOptions: ParsableArguments {
         }
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+            response = try await Self.client.execute(request, timeout: .seconds(60))
         } catch {
             throw CommandFailure("cannot reach the server at \(baseURL) (\(error)); start it with `sllm serve`")
         }

@@ -1,0 +1,101 @@
+import Checkpoint
+import Foundation
+import TestSupport
+import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `sllm serve` as a process: configured by flags, env and file; driven by the admin commands;
+/// stopped by SIGTERM.
+@Suite struct ServeCommandTests {
+    @Test func serveDeployStatusPsDeleteAndSigterm() async throws {
+        let home = try TemporaryDirectory("serve-cli")
+        defer { home.remove() }
+        try FileManager.default.createDirectory(atPath: home.file("models"), withIntermediateDirectories: true)
+        try Converter.convert(try RealModel.ggufPath(), to: home.file("models/smollm2-135m"))
+        // The file sets a port the flag overrides; the environment sets the default keep-alive.
+        try writeFile(home.file("config.yaml"), Array("port: 1\nthreads: 2\nkeep_alive: 7m\n".utf8))
+
+        let process = Process()
+        process.executableURL = sllmExecutable()
+        process.arguments = ["serve", "--port", "0", "--cache-dir", home.file("cache"), "--dram-cache", "256MiB"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["SLLM_HOME"] = home.path
+        environment["SLLM_KEEP_ALIVE"] = "9m"
+        process.environment = environment
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+
+        // The first line names the address.
+        let banner = try await Task.detached { () -> String in
+            var seen = Data()
+            while !String(decoding: seen, as: UTF8.self).contains("serving on") {
+                let chunk = errors.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                seen.append(chunk)
+            }
+            return String(decoding: seen, as: UTF8.self)
+        }.value
+        guard let range = banner.range(of: #"http://127\.0\.0\.1:\d+"#, options: .regularExpression) else {
+            Issue.record("no address in: \(banner)")
+            return
+        }
+        let server = String(banner[range])
+        let env = ["SLLM_SERVER": server]
+
+        // The default model was deployed on first start, with the environment's keep-alive.
+        let status = try runSLLM(["status"], home: home.path, environment: env)
+        #expect(status.status == 0, "\(status.stderr)")
+        #expect(status.stdout.contains("smollm2-135m") && status.stdout.contains("9m") && status.stdout.contains("ssd"), "\(status.stdout)")
+
+        let deploy = try runSLLM(["deploy", "smollm2-135m", "--name", "second", "--max", "2", "--keep-alive", "-1"], home: home.path, environment: env)
+        #expect(deploy.status == 0, "\(deploy.stderr)")
+        let bad = try runSLLM(["deploy", "smollm2-135m", "--name", "second"], home: home.path, environment: env)
+        #expect(bad.status == 1 && bad.stderr.contains("already exists"), "\(bad.stderr)")
+
+        let completion = try await post(server + "/v1/completions", ["model": "second", "prompt": "Hi", "max_tokens": 2])
+        #expect(completion == 200)
+        let ps = try runSLLM(["ps"], home: home.path, environment: env)
+        #expect(ps.stdout.contains("second") && ps.stdout.contains("forever"), "\(ps.stdout)")
+        #expect(try runSLLM(["update", "second", "--max", "3"], home: home.path, environment: env).status == 0)
+        #expect(try runSLLM(["delete", "second"], home: home.path, environment: env).status == 0)
+        let gone = try runSLLM(["delete", "second"], home: home.path, environment: env)
+        #expect(gone.status == 1 && gone.stderr.contains("does not exist"))
+
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        #expect(FileManager.default.fileExists(atPath: home.file("state.sqlite")))
+
+        // Without a server, the admin commands say how to start one.
+        let offline = try runSLLM(["status"], home: home.path, environment: ["SLLM_SERVER": server])
+        #expect(offline.status == 1 && offline.stderr.contains("sllm serve"))
+    }
+
+    @Test func badConfigurationIsRefusedByName() throws {
+        let home = try TemporaryDirectory("serve-cli")
+        defer { home.remove() }
+        try writeFile(home.file("bad.yaml"), Array("prot: 80\n".utf8))
+        let typo = try runSLLM(["serve", "--config", home.file("bad.yaml")], home: home.path)
+        #expect(typo.status == 1 && typo.stderr.contains("unknown setting `prot`"), "\(typo.stderr)")
+        let open = try runSLLM(["serve", "--host", "0.0.0.0", "--port", "0", "--cache-dir", home.file("cache")], home: home.path)
+        #expect(open.status == 1 && open.stderr.contains("requires API keys"), "\(open.stderr)")
+    }
+
+    private func post(_ url: String, _ body: [String: Any]) async throws -> Int {
+        var request = URLRequest(url: URL(string: url)!)
+        request.httpMethod = "POST"
+        request.httpBody = try JSONSerialization.data(withJSONObject: body)
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        let (_, response) = try await URLSession.shared.data(for: request)
+        return (response as? HTTPURLResponse)?.statusCode ?? 0
+    }
+}
