@@ -163,6 +163,29 @@ public final class Engine: @unchecked Sendable {
         sequence.truncate(to: keep)
     }
 
+    /// Starts a new prompt on a finished sequence, keeping the KV cache of the prefix they share
+    /// (a server's prompt cache, as llama.cpp's `cache_prompt`): the rest of the prompt becomes
+    /// pending, the sampler and timings start afresh.
+    ///
+    /// - Returns: how many prompt tokens are reused from the cache.
+    @discardableResult
+    public func reuse(_ sequence: EngineSequence, prompt: [Int], sampling: SamplingParameters) throws(EngineError) -> Int {
+        guard !prompt.isEmpty else { throw EngineError(.invalidInput, "a sequence needs at least one token") }
+        try validate(prompt)
+        guard prompt.count <= sequence.capacity else {
+            throw EngineError(.contextOverflow, "\(prompt.count) tokens do not fit the context of \(sequence.capacity)")
+        }
+        var common = 0
+        let limit = min(prompt.count, sequence.tokens.count)
+        while common < limit && prompt[common] == sequence.tokens[common] { common += 1 }
+        truncate(sequence, to: common)
+        sequence.append(Array(prompt[common...]))
+        sequence.sampler = Sampler(parameters: sampling)
+        sequence.timings = SequenceTimings()
+        sequence.promptCount = prompt.count
+        return sequence.cachedCount
+    }
+
     /// Computes every pending token of `sequences` (the KV cache catches up; nothing is sampled).
     public func prefill(_ sequences: [EngineSequence]) throws(EngineError) {
         forwardLock.lock()

@@ -20,7 +20,7 @@ public final class EngineSequence: @unchecked Sendable {
     let cache: KVCache
     let budget: KVBudget
     /// How many tokens the sequence was created with (a prompt, or a migrated history).
-    public let promptCount: Int
+    public internal(set) var promptCount: Int
 
     init(id: Int, tokens: [Int], sampler: Sampler, cache: KVCache, budget: KVBudget) {
         self.id = id

@@ -54,6 +54,8 @@ public struct Sampler: Sendable {
         }
         if p.topK > 0 && p.topK < candidates.count {
             keepTop(p.topK)
+        } else if p.topP >= 1 && p.minP <= 0 {
+            // Nothing is cut: draw from the whole distribution in vocabulary order, no sort.
         } else {
             candidates.sort { $0.logit > $1.logit || ($0.logit == $1.logit && $0.token < $1.token) }
         }

@@ -53,10 +53,8 @@ struct JSONText {
         "[" + items.map(render).joined(separator: ",") + "]"
     }
 
-    static func format(_ value: Double) -> String {
-        if value == value.rounded() && abs(value) < 1e15 { return String(format: "%.1f", value) }
-        return "\(value)"
-    }
+    /// Swift's shortest round-tripping form (`12.5`, `-0.25`, `3.0`), valid JSON for finite values.
+    static func format(_ value: Double) -> String { "\(value)" }
 
     /// A JSON string literal: quotes, backslashes and control characters escaped.
     static func quote(_ value: String) -> String {

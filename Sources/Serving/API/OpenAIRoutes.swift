@@ -387,6 +387,7 @@ struct OpenAIRoutes: Sendable {
         json.int("prompt_tokens", summary.promptTokens)
         json.int("completion_tokens", summary.completionTokens)
         json.int("total_tokens", summary.promptTokens + summary.completionTokens)
+        json.object("prompt_tokens_details") { $0.int("cached_tokens", summary.cachedTokens) }
         return json.finished
     }
 
@@ -443,3 +444,4 @@ struct ColdStartPhases {
         }
     }
 }
+

@@ -37,7 +37,14 @@ final class Instance: @unchecked Sendable {
         var generated = 0
         var joined: ContinuousClock.Instant
         var firstToken: Double?
+        /// Prompt tokens whose KV cache came from an earlier request.
+        var cachedTokens: Int
     }
+
+    /// Sequences of finished jobs, kept with their KV cache so that a later prompt sharing a
+    /// prefix (the same system prompt, the next turn of a chat) computes only the rest. Most
+    /// recently finished last; at most `maxSequences` together with the active ones.
+    private var retained: [EngineSequence] = []
 
     init(info: InstanceInfo, engine: Engine, model: LoadedModel, maxSequences: Int, logger: Logger) {
         self.info = info
@@ -111,16 +118,20 @@ final class Instance: @unchecked Sendable {
                 return
             }
             if !cancels.isEmpty {
-                for job in active where cancels.contains(job.job.id) { job.continuation.finish() }
+                for job in active where cancels.contains(job.job.id) {
+                    job.continuation.finish()
+                    retain(job.sequence)
+                }
                 active.removeAll { cancels.contains($0.job.id) }
                 for job in arrivals where cancels.contains(job.job.id) { job.continuation.finish() }
                 arrivals.removeAll { cancels.contains($0.job.id) }
             }
             for arrival in arrivals {
                 do {
-                    let sequence = try engine.makeSequence(tokens: arrival.job.prompt, sampling: arrival.job.sampling)
+                    let (sequence, cached) = try sequence(for: arrival.job, activeCount: active.count)
                     let stream = TextStream(tokenizer: engine.tokenizer, stop: arrival.job.stop, stopAtEndOfGeneration: arrival.job.stopAtEndOfGeneration)
-                    active.append(Active(job: arrival.job, continuation: arrival.continuation, sequence: sequence, stream: stream, joined: .now))
+                    active.append(Active(job: arrival.job, continuation: arrival.continuation, sequence: sequence, stream: stream,
+                                         joined: .now, cachedTokens: cached))
                 } catch {
                     arrival.continuation.finish(throwing: ServingError(error))
                 }
@@ -154,6 +165,29 @@ final class Instance: @unchecked Sendable {
         }
     }
 
+    /// A sequence for a new job: the retained one sharing the longest prefix with its prompt, or
+    /// a fresh one (dropping the least recently used retained sequence when slots are full).
+    private func sequence(for job: GenerationJob, activeCount: Int) throws -> (EngineSequence, Int) {
+        var best: (index: Int, common: Int)?
+        for (index, candidate) in retained.enumerated() {
+            let common = zip(candidate.tokens, job.prompt).prefix { $0 == $1 }.count
+            if common > 0 && common > (best?.common ?? 0) { best = (index, common) }
+        }
+        if let best {
+            let sequence = retained.remove(at: best.index)
+            let cached = try engine.reuse(sequence, prompt: job.prompt, sampling: job.sampling)
+            return (sequence, cached)
+        }
+        while !retained.isEmpty && activeCount + retained.count >= maxSequences { retained.removeFirst() }
+        return (try engine.makeSequence(tokens: job.prompt, sampling: job.sampling), 0)
+    }
+
+    /// Keeps a finished job's sequence for later prompts.
+    private func retain(_ sequence: EngineSequence) {
+        retained.append(sequence)
+        if retained.count > maxSequences { retained.removeFirst() }
+    }
+
     /// Reports one sampled token; returns false when the job is over (finished or its consumer gone).
     private func emit(_ choice: Sampler.Choice, for job: inout Active) -> Bool {
         if job.firstToken == nil { job.firstToken = seconds(since: job.joined) }
@@ -167,7 +201,10 @@ final class Instance: @unchecked Sendable {
             }
         }
         let output = TokenOutput(token: choice.token, text: text, piece: tokenizer.decode([choice.token]), logprob: choice.logprob, top: top)
-        if case .terminated = job.continuation.yield(.token(output)) { return false }
+        if case .terminated = job.continuation.yield(.token(output)) {
+            retain(job.sequence)
+            return false
+        }
         if let reason = job.stream.finished {
             finish(&job, reason: reason)
             return false
@@ -187,9 +224,10 @@ final class Instance: @unchecked Sendable {
         }
         let timings = job.sequence.timings
         job.continuation.yield(.finished(GenerationSummary(
-            finishReason: reason, promptTokens: job.job.prompt.count, completionTokens: job.generated,
+            finishReason: reason, promptTokens: job.job.prompt.count, completionTokens: job.generated, cachedTokens: job.cachedTokens,
             prefillSeconds: timings.prefill, firstTokenSeconds: job.firstToken ?? 0, decodeSeconds: timings.decode)))
         job.continuation.finish()
+        retain(job.sequence)
     }
 }
 

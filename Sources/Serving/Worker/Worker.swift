@@ -104,6 +104,8 @@ public struct GenerationSummary: Sendable, Codable {
     public var finishReason: FinishReason
     public var promptTokens: Int
     public var completionTokens: Int
+    /// Prompt tokens served from the instance's prompt cache (OpenAI's `cached_tokens`).
+    public var cachedTokens: Int
     /// Seconds of engine time on the prompt.
     public var prefillSeconds: Double
     /// Seconds from the job reaching the instance to its first token.

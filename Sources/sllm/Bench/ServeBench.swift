@@ -1,0 +1,489 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Checkpoint
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import Store
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct ServeBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Server figures against llama-server: cold starts (DRAM, SSD), warm overhead, many concurrent streams.",
+        discussion: """
+            Starts `sllm serve` (this executable) on a scratch data directory that links the model,
+            and, when llama-server is on PATH or given (scripts/build-llama-cpp.sh builds it), the
+            same measurements on llama-server in the same run:
+              cold start  a scaled-to-zero deployment, 5-token prompt, 1 token; sllm from the DRAM
+                          cache and from the SSD (cache evicted, O_DIRECT reads), llama-server in
+                          router mode (--models-dir) after POST /models/unload. Breakdown from the
+                          response's `timings` (queue, load, engine init, prefill).
+              warm        the same request to a loaded model: round trip, and sllm's server
+                          overhead (client time to first token minus the engine's prefill).
+              streams     --clients streaming clients for --duration seconds (64 tokens each,
+                          again and again); every stream checked; aggregate tokens/s against
+                          `llama-server -np 16` on the same threads.
+            Medians with (min–max).
+            """)
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "Model in the store.")
+    var model: String = "smollm2-135m"
+
+    @Option(help: "Cold-start and warm repetitions.")
+    var runs: Int = 10
+
+    @Option(help: "Compute threads for both servers (default: all cores).")
+    var threads: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    @Option(help: "Concurrent streaming clients.")
+    var clients: Int = 100
+
+    @Option(help: "Seconds of the concurrent-streams phase (0 skips it).")
+    var duration: Int = 60
+
+    @Option(help: "Sequences batched per instance (sllm) and parallel slots (llama-server -np).")
+    var parallel: Int = 16
+
+    @Option(help: "Path of llama-server (default: llama-server on PATH).")
+    var llamaServer: String?
+
+    @Option(help: "The GGUF file llama-server reads (default: the checkpoint's source when it is a local GGUF).")
+    var gguf: String?
+
+    @Option(help: "Also write the results as JSON to this file.")
+    var json: String?
+
+    static let prompt = "The capital of France is"
+
+    struct Report: Encodable {
+        var coldDRAM: ColdReport?
+        var coldSSD: ColdReport?
+        var coldLlamaRouter: Sample?
+        var warm: Sample?
+        var warmOverhead: Sample?
+        var warmLlama: Sample?
+        var streams: StreamReport?
+        var streamsLlama: StreamReport?
+    }
+
+    struct ColdReport: Encodable {
+        var total: Sample
+        var queue: Sample
+        var load: Sample
+        var engineInit: Sample
+        var prefill: Sample
+        var tiers: [String]
+    }
+
+    struct StreamReport: Encodable {
+        var streams: Int
+        var failed: Int
+        var tokens: Int
+        var tokensPerSecond: Double
+        /// Distinct reasons of failed streams (a few).
+        var failures: [String]
+    }
+
+    func validate() throws {
+        if runs < 1 { throw ValidationError("--runs must be at least 1") }
+        if clients < 1 { throw ValidationError("--clients must be at least 1") }
+        if threads < 1 || threads > 256 { throw ValidationError("--threads must be 1...256") }
+    }
+
+    func run() async throws {
+        _ = global.bootstrap()
+        let name = try await ensurePulled(model, global: global)
+        let reader = try global.store.reader(for: name)
+        let scratch = FileManager.default.temporaryDirectory.path + "/sllm-bench-serve-\(getpid())"
+        let cache = "/dev/shm/sllm-bench-serve-\(getpid())"
+        try FileManager.default.createDirectory(atPath: scratch + "/models", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: scratch + "/models/\(name)", withDestinationPath: global.store.directory(for: name))
+        defer {
+            try? FileManager.default.removeItem(atPath: scratch)
+            try? FileManager.default.removeItem(atPath: cache)
+        }
+        let http = BenchHTTP()
+        var report = Report()
+
+        let ours = try ServerProcess.start(executable: sllmExecutablePath(), arguments: [
+            "serve", "--data-dir", scratch, "--port", "0", "--cache-dir", cache, "--default-model", "", "--threads", String(threads),
+            "--memory-budget", "16GiB", "--queue-limit", "100000",
+        ], log: scratch + "/serve.log", banner: "serving on")
+        defer { ours.stop() }
+        let base = ours.url
+        print("sllm serve at \(base), \(threads) thread(s); model \(name)")
+        _ = try await http.json(.POST, base + "/admin/deployments", [
+            "model": name.rawValue, "name": "bench", "target_concurrency": parallel, "keep_alive": "0",
+        ])
+        let request: [String: Any] = ["model": "bench", "prompt": Self.prompt, "max_tokens": 1, "temperature": 0]
+
+        // Cold starts: each request finds the deployment scaled to zero (keep_alive 0 unloads it after).
+        func coldRun(evict: Bool) async throws -> (Double, [String: Any]) {
+            try await waitForNoInstance(http, base)
+            if evict { try evictFromDRAM(name: name.rawValue, cache: cache, reader: reader) }
+            let start = ContinuousClock.now
+            let reply = try await http.json(.POST, base + "/v1/completions", request)
+            return (secondsSince(start), reply["timings"] as? [String: Any] ?? [:])
+        }
+        _ = try await coldRun(evict: false)  // fills the DRAM cache
+        report.coldDRAM = try await coldSeries { try await coldRun(evict: false) }
+        report.coldSSD = try await coldSeries { try await coldRun(evict: true) }
+
+        // Warm: the instance stays.
+        _ = try await http.json(.PATCH, base + "/admin/deployments/bench", ["keep_alive": -1])
+        _ = try await http.json(.POST, base + "/v1/completions", request)
+        var warm: [Double] = []
+        var overhead: [Double] = []
+        for _ in 0..<max(runs, 20) {
+            let start = ContinuousClock.now
+            let reply = try await http.json(.POST, base + "/v1/completions", request)
+            let elapsed = secondsSince(start)
+            warm.append(elapsed * 1000)
+            overhead.append(elapsed * 1000 - (((reply["timings"] as? [String: Any])?["prefill_ms"] as? Double) ?? 0))
+        }
+        report.warm = Sample(values: warm)
+        report.warmOverhead = Sample(values: overhead)
+
+        if duration > 0 {
+            report.streams = try await streams(http, base: base, model: "bench")
+        }
+        ours.stop()
+
+        // llama.cpp, same machine, same threads.
+        let peer = llamaServer ?? findOnPath("llama-server")
+        var ggufPath = gguf ?? (reader.index.source.hasSuffix(".gguf") && FileSystem.exists(reader.index.source) ? reader.index.source : nil)
+        if ggufPath == nil && model == ModelSource.defaultModel.name {
+            ggufPath = try await SmolLM2File.path(in: global.root + "/bench", logger: Logger(label: "sllm.bench"))
+        }
+        if let peer, let ggufPath {
+            try await measureLlama(peer: peer, gguf: ggufPath, scratch: scratch, http: http, into: &report)
+        } else {
+            print("llama-server not found or no GGUF (scripts/build-llama-cpp.sh builds it; --gguf names the file); measured sllm only")
+        }
+        try http.shutdown()
+        printReport(report)
+        try writeReport(report, to: json)
+    }
+
+    private func coldSeries(_ once: () async throws -> (Double, [String: Any])) async throws -> ColdReport {
+        var total: [Double] = [], queue: [Double] = [], load: [Double] = [], engineInit: [Double] = [], prefill: [Double] = []
+        var tiers: [String] = []
+        for _ in 0..<runs {
+            let (seconds, timings) = try await once()
+            guard timings["cold_start"] as? Bool == true else { throw CommandFailure("a cold-start run found a running instance") }
+            total.append(seconds * 1000)
+            queue.append(timings["queue_ms"] as? Double ?? 0)
+            load.append(timings["load_ms"] as? Double ?? 0)
+            engineInit.append(timings["init_ms"] as? Double ?? 0)
+            prefill.append(timings["prefill_ms"] as? Double ?? 0)
+            tiers.append(timings["tier"] as? String ?? "?")
+        }
+        return ColdReport(total: Sample(values: total), queue: Sample(values: queue), load: Sample(values: load),
+                          engineInit: Sample(values: engineInit), prefill: Sample(values: prefill), tiers: Array(Set(tiers)).sorted())
+    }
+
+    private func waitForNoInstance(_ http: BenchHTTP, _ base: String) async throws {
+        for _ in 0..<1000 {
+            if try await http.array(.GET, base + "/admin/ps").isEmpty { return }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        throw CommandFailure("the bench deployment did not scale to zero")
+    }
+
+    /// Drops the checkpoint from the DRAM cache and its files from the page cache, so the next
+    /// load reads the SSD.
+    private func evictFromDRAM(name: String, cache: String, reader: CheckpointReader) throws {
+        let dram = try DRAMCache(directory: cache, budgetBytes: 1 << 30)
+        _ = try dram.evict(name: name)
+        for partition in reader.index.partitions {
+            let descriptor = open(reader.directory + "/" + partition.file, O_RDONLY)
+            if descriptor >= 0 {
+                posix_fadvise(descriptor, 0, 0, Int32(POSIX_FADV_DONTNEED))
+                close(descriptor)
+            }
+        }
+    }
+
+    // MARK: - Concurrent streams
+
+    private func streams(_ http: BenchHTTP, base: String, model: String) async throws -> StreamReport {
+        print("\(clients) streaming clients for \(duration) s against \(base) ...")
+        let deadline = ContinuousClock.now + .seconds(duration)
+        let start = ContinuousClock.now
+        let results = try await withThrowingTaskGroup(of: (Int, Int, Int, Set<String>).self) { group in
+            for _ in 0..<clients {
+                group.addTask {
+                    var streams = 0, failed = 0, tokens = 0
+                    var reasons = Set<String>()
+                    while ContinuousClock.now < deadline {
+                        let outcome = await http.stream(base + "/v1/completions", [
+                            "model": model, "prompt": "Once upon a time", "max_tokens": 64, "ignore_eos": true,
+                            "temperature": 0.8, "stream": true, "stream_options": ["include_usage": true],
+                        ])
+                        streams += 1
+                        switch outcome {
+                        case .success(let count): tokens += count
+                        case .failure(let failure):
+                            failed += 1
+                            reasons.insert(failure.reason)
+                        }
+                    }
+                    return (streams, failed, tokens, reasons)
+                }
+            }
+            return try await group.reduce(into: (0, 0, 0, Set<String>())) { $0 = ($0.0 + $1.0, $0.1 + $1.1, $0.2 + $1.2, $0.3.union($1.3)) }
+        }
+        let elapsed = secondsSince(start)
+        return StreamReport(streams: results.0, failed: results.1, tokens: results.2, tokensPerSecond: Double(results.2) / elapsed,
+                            failures: Array(results.3.sorted().prefix(5)))
+    }
+
+    // MARK: - llama.cpp
+
+    private func measureLlama(peer: String, gguf: String, scratch: String, http: BenchHTTP, into report: inout Report) async throws {
+        let modelsDirectory = scratch + "/llama-models"
+        try FileManager.default.createDirectory(atPath: modelsDirectory, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: modelsDirectory + "/" + URL(fileURLWithPath: gguf).lastPathComponent, withDestinationPath: gguf)
+
+        // Router mode: llama.cpp's own scale-to-zero.
+        let router = try ServerProcess.start(executable: peer, arguments: [
+            "--models-dir", modelsDirectory, "--host", "127.0.0.1", "--port", String(freePort()), "-t", String(threads), "-c", "2048",
+        ], log: scratch + "/llama-router.log", banner: nil)
+        defer { router.stop() }
+        try await waitForHealth(http, router.url)
+        let listed = try await http.json(.GET, router.url + "/models")["data"] as? [[String: Any]] ?? []
+        guard let id = listed.first?["id"] as? String else { throw CommandFailure("llama-server router lists no model") }
+        let request: [String: Any] = ["model": id, "prompt": Self.prompt, "max_tokens": 1, "temperature": 0]
+        _ = try await http.json(.POST, router.url + "/v1/completions", request)
+        var cold: [Double] = []
+        for _ in 0..<runs {
+            _ = try await http.json(.POST, router.url + "/models/unload", ["model": id])
+            for _ in 0..<2000 {
+                let models = try await http.json(.GET, router.url + "/models")["data"] as? [[String: Any]] ?? []
+                let status = (models.first { $0["id"] as? String == id }?["status"] as? [String: Any])?["value"] as? String
+                if status == "unloaded" { break }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            let start = ContinuousClock.now
+            _ = try await http.json(.POST, router.url + "/v1/completions", request)
+            cold.append(secondsSince(start) * 1000)
+        }
+        report.coldLlamaRouter = Sample(values: cold)
+        router.stop()
+
+        // A loaded llama-server: warm requests and concurrent streams, -np slots.
+        let single = try ServerProcess.start(executable: peer, arguments: [
+            "-m", gguf, "--host", "127.0.0.1", "--port", String(freePort()), "-t", String(threads),
+            "-np", String(parallel), "-c", String(parallel * 1024),
+        ], log: scratch + "/llama-server.log", banner: nil)
+        defer { single.stop() }
+        try await waitForHealth(http, single.url)
+        let plain: [String: Any] = ["prompt": Self.prompt, "max_tokens": 1, "temperature": 0]
+        _ = try await http.json(.POST, single.url + "/v1/completions", plain)
+        var warm: [Double] = []
+        for _ in 0..<max(runs, 20) {
+            let start = ContinuousClock.now
+            _ = try await http.json(.POST, single.url + "/v1/completions", plain)
+            warm.append(secondsSince(start) * 1000)
+        }
+        report.warmLlama = Sample(values: warm)
+        if duration > 0 {
+            report.streamsLlama = try await streams(http, base: single.url, model: id)
+        }
+    }
+
+    private func waitForHealth(_ http: BenchHTTP, _ base: String) async throws {
+        for _ in 0..<600 {
+            if (try? await http.json(.GET, base + "/health")) != nil { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw CommandFailure("llama-server at \(base) did not come up")
+    }
+
+    // MARK: - Output
+
+    private func printReport(_ report: Report) {
+        func ms(_ sample: Sample?) -> String { sample.map { $0.formatted(1) + " ms" } ?? "-" }
+        print("\nCold start, request to a 1-token completion of a 5-token prompt (ms, median (min–max) of \(runs)):")
+        for (label, cold) in [("sllm, DRAM tier", report.coldDRAM), ("sllm, SSD tier", report.coldSSD)] {
+            guard let cold else { continue }
+            print("  \(label): \(ms(cold.total))  [queue \(cold.queue.formatted(2)), load \(cold.load.formatted(2)), init \(cold.engineInit.formatted(2)), prefill \(cold.prefill.formatted(2))] tiers \(cold.tiers.joined(separator: ","))")
+        }
+        if let router = report.coldLlamaRouter {
+            print("  llama-server router (unload, then request): \(ms(router))")
+            if let dram = report.coldDRAM { print(String(format: "  ratio DRAM: %.3f of llama.cpp (%.1fx faster; goal <= 0.1)", dram.total.median / router.median, router.median / dram.total.median)) }
+            if let ssd = report.coldSSD { print(String(format: "  ratio SSD:  %.3f of llama.cpp (%.1fx faster; goal <= 0.333)", ssd.total.median / router.median, router.median / ssd.total.median)) }
+        }
+        print("\nWarm, same request to a loaded model:")
+        print("  sllm round trip: \(ms(report.warm)); server overhead (round trip - engine prefill): \(ms(report.warmOverhead)) (goal p50 < 1 ms)")
+        if let llama = report.warmLlama {
+            print("  llama-server round trip: \(ms(llama))")
+            if let warm = report.warm { print(String(format: "  ratio: sllm %.2fx llama-server's time (goal <= 1)", warm.median / llama.median)) }
+        }
+        for (label, streams) in [("sllm", report.streams), ("llama-server -np \(parallel)", report.streamsLlama)] {
+            guard let streams else { continue }
+            print(String(format: "\n%@: %d streams by %d clients in %d s, %d failed or malformed, %.1f tokens/s aggregate",
+                         label, streams.streams, clients, duration, streams.failed, streams.tokensPerSecond))
+            for reason in streams.failures { print("  failed: \(reason)") }
+        }
+        if let ours = report.streams, let theirs = report.streamsLlama, theirs.tokensPerSecond > 0 {
+            print(String(format: "ratio: sllm %.2fx llama-server's aggregate tokens/s", ours.tokensPerSecond / theirs.tokensPerSecond))
+        }
+    }
+}
+
+/// The bench's HTTP client: a pool wide enough for every concurrent stream.
+final class BenchHTTP: Sendable {
+    let client: HTTPClient
+
+    init() {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 512
+        configuration.timeout.connect = .seconds(5)
+        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    func shutdown() throws { try client.syncShutdown() }
+
+    func json(_ method: HTTPMethod, _ url: String, _ body: [String: Any]? = nil) async throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: try await send(method, url, body)) as? [String: Any] ?? [:]
+    }
+
+    func array(_ method: HTTPMethod, _ url: String) async throws -> [[String: Any]] {
+        try JSONSerialization.jsonObject(with: try await send(method, url, nil)) as? [[String: Any]] ?? []
+    }
+
+    private func send(_ method: HTTPMethod, _ url: String, _ body: [String: Any]?) async throws -> Data {
+        var request = HTTPClientRequest(url: url)
+        request.method = method
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+        }
+        let response = try await client.execute(request, timeout: .seconds(300))
+        let bytes = try await response.body.collect(upTo: 16 << 20)
+        guard response.status == .ok || response.status == .created else {
+            throw CommandFailure("\(method) \(url): \(response.status): \(String(buffer: bytes))")
+        }
+        return Data(bytes.readableBytesView)
+    }
+
+    /// One streamed completion, checked: HTTP 200, every event JSON with `choices`, `[DONE]` last.
+    /// Returns the completion tokens (from usage, else the count of text events), or why the
+    /// stream failed or was malformed.
+    func stream(_ url: String, _ body: [String: Any]) async -> Result<Int, StreamFailure> {
+        do {
+            var request = HTTPClientRequest(url: url)
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+            let response = try await client.execute(request, timeout: .seconds(600))
+            guard response.status == .ok else { return .failure(StreamFailure("HTTP \(response.status.code)")) }
+            var pending = ""
+            var events = 0
+            var usage: Int?
+            var done = false
+            for try await buffer in response.body {
+                pending += String(buffer: buffer)
+                while let newline = pending.firstIndex(of: "\n") {
+                    let line = pending[..<newline]
+                    pending = String(pending[pending.index(after: newline)...])
+                    guard line.hasPrefix("data: ") else { continue }
+                    guard !done else { return .failure(StreamFailure("data after [DONE]")) }
+                    if line == "data: [DONE]" { done = true; continue }
+                    guard let event = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any],
+                          event["choices"] is [Any] else { return .failure(StreamFailure("malformed event: \(line.prefix(120))")) }
+                    if let tokens = (event["usage"] as? [String: Any])?["completion_tokens"] as? Int { usage = tokens }
+                    if let choice = (event["choices"] as? [[String: Any]])?.first, let text = choice["text"] as? String, !text.isEmpty { events += 1 }
+                }
+            }
+            return done ? .success(usage ?? events) : .failure(StreamFailure("ended without [DONE]"))
+        } catch {
+            return .failure(StreamFailure("\(error)"))
+        }
+    }
+}
+
+struct StreamFailure: Error, Hashable {
+    var reason: String
+    init(_ reason: String) { self.reason = reason }
+}
+
+/// A server process of the bench, its output in a log file; stopped with SIGTERM (then SIGKILL).
+final class ServerProcess: @unchecked Sendable {
+    // Sendable: `process` is only started and signalled; Foundation's Process is thread-safe for that.
+    let process: Process
+    let url: String
+
+    private init(process: Process, url: String) {
+        self.process = process
+        self.url = url
+    }
+
+    /// Starts `executable`; the URL comes from the log's `http://HOST:PORT` once `banner` appears
+    /// there, or from the `--port` argument when `banner` is nil.
+    static func start(executable: String, arguments: [String], log: String, banner: String?) throws -> ServerProcess {
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        if let banner {
+            for _ in 0..<1200 {
+                let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+                if text.contains(banner), let range = text.range(of: #"http://[0-9.]+:\d+"#, options: .regularExpression) {
+                    return ServerProcess(process: process, url: String(text[range]))
+                }
+                guard process.isRunning else { break }
+                usleep(25_000)
+            }
+            process.terminate()
+            throw CommandFailure("\(executable) did not start: see \(log)")
+        }
+        let port = arguments[(arguments.firstIndex(of: "--port") ?? 0) + 1]
+        return ServerProcess(process: process, url: "http://127.0.0.1:\(port)")
+    }
+
+    func stop() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGTERM)
+        for _ in 0..<400 where process.isRunning { usleep(25_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+}
+
+/// A TCP port nothing listens on now.
+func freePort() -> Int {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(descriptor) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) } }
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// This executable.
+func sllmExecutablePath() -> String {
+    Bundle.main.executablePath ?? CommandLine.arguments[0]
+}
+
+private func secondsSince(_ start: ContinuousClock.Instant) -> Double {
+    let elapsed = ContinuousClock.now - start
+    return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+}
