@@ -199,6 +199,24 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
         #expect(continued == fresh)
     }
 
+    @Test func aReusedSequenceKeepsTheSharedPrefixAndContinuesLikeAFreshOne() async throws {
+        let engine = try await SharedModel.engine.value
+        let prompt = try fixture("greedy-01", as: GreedyFixture.self).prompt_ids
+        let fresh = try greedy(engine, prompt, count: 6)
+        // A finished request whose prompt shared the first three tokens, and generated a few more.
+        let earlier = try engine.makeSequence(tokens: Array(prompt.prefix(3)) + [28, 260])
+        for _ in 0..<3 { _ = try engine.step([earlier]) }
+        let cached = try engine.reuse(earlier, prompt: prompt, sampling: .greedy)
+        #expect(cached == 2)  // the last shared token is computed again for its logits
+        #expect(earlier.tokens == prompt && earlier.promptCount == prompt.count && earlier.timings.prefill == 0)
+        let continued = try (0..<6).map { _ in try engine.step([earlier])[0].token }
+        #expect(continued == fresh)
+        // The very same prompt again: everything but its last token comes from the cache.
+        #expect(try engine.reuse(earlier, prompt: prompt, sampling: .greedy) == prompt.count - 1)
+        #expect(try (0..<6).map { _ in try engine.step([earlier])[0].token } == fresh)
+        #expect(throws: EngineError.self) { try engine.reuse(earlier, prompt: [], sampling: .greedy) }
+    }
+
     @Test func startupLeavesTheKVCacheEmpty() async throws {
         let model = try await SharedModel.loaded.value
         let engine = try Engine(model: model)

@@ -32,15 +32,40 @@ struct OpenAIRoutes: Sendable {
         var created: Int
     }
 
+    /// Whole (non-streaming) requests that may generate more than this many tokens are cancelled
+    /// when their client disconnects. That needs the connection's inbound side watched, which
+    /// ends the connection after the response; shorter requests keep it alive (they finish in
+    /// milliseconds, and a reused connection saves about 0.3 ms per request).
+    static let watchedGenerationTokens = 64
+
     func handle(_ kind: Kind, _ request: Request, context: some RequestContext) async throws -> Response {
         let arrival = ContinuousClock.now
         var model = "-"
+        var request = request
         do {
-            let prepared = try await prepare(kind, request, arrival: arrival, model: &model)
+            let body: ByteBuffer
+            do {
+                body = try await request.collectBody(upTo: maxBodyBytes)
+            } catch {
+                throw ServingError(.bodyTooLarge, "the request body exceeds the limit of \(maxBodyBytes) bytes")
+            }
+            let prepared = try await prepare(kind, Data(body.readableBytesView), arrival: arrival, model: &model)
             guard !lifecycle.isShuttingDown else { throw ServingError(.shuttingDown, "the server is shutting down") }
             let ticket = try await prepared.deployment.enqueue()
+            // A stream notices a disconnect when a write fails.
             if prepared.stream { return streamingResponse(prepared, ticket: ticket) }
-            return try await wholeResponse(prepared, ticket: ticket)
+            guard (prepared.job.maxTokens ?? Int.max) > Self.watchedGenerationTokens else {
+                return try await wholeResponse(prepared, ticket: ticket)
+            }
+            var response = try await request.body.consumeWithCancellationOnInboundClose { _ in
+                try await wholeResponse(prepared, ticket: ticket)
+            }
+            // Say so, so that clients open a new connection instead of failing on this one.
+            response.headers[.connection] = "close"
+            return response
+        } catch is CancellationError {
+            metrics.request(deployment: model, status: 499)
+            throw CancellationError()
         } catch {
             let failure = error as? ServingError ?? ServingError(error)
             metrics.request(deployment: model, status: Int(failure.status.code))
@@ -50,14 +75,7 @@ struct OpenAIRoutes: Sendable {
 
     // MARK: - Validation
 
-    private func prepare(_ kind: Kind, _ request: Request, arrival: ContinuousClock.Instant, model: inout String) async throws -> Prepared {
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: maxBodyBytes)
-        } catch {
-            throw ServingError(.bodyTooLarge, "the request body exceeds the limit of \(maxBodyBytes) bytes")
-        }
-        let data = Data(body.readableBytesView)
+    private func prepare(_ kind: Kind, _ data: Data, arrival: ContinuousClock.Instant, model: inout String) async throws -> Prepared {
         let fields: SamplingFields
         do { fields = try JSONDecoder.openAI.decode(SamplingFields.self, from: data) } catch { throw ServingError(decoding: error) }
         let (sampling, maxTokens, stop) = try fields.validated()
@@ -146,6 +164,8 @@ struct OpenAIRoutes: Sendable {
             throw ServingError(error)
         }
         await prepared.deployment.release(lease, keepAlive: prepared.keepAlive)
+        // The client went away (its connection closed): the job was cancelled.
+        try Task.checkCancellation()
         guard let summary else { throw ServingError(.unavailable, "the instance ended the request without finishing it") }
         record(prepared, lease: lease, summary: summary, firstToken: firstToken ?? seconds(since: prepared.arrival))
 

@@ -47,6 +47,14 @@ import TestSupport
         let chosen = (logprobs["token_logprobs"] as? [Double] ?? [])
         #expect(zip(chosen, top).allSatisfy { abs($0 - ($1.values.max() ?? 0)) < 1e-3 })
 
+        // The same prompt again: served from the instance's prompt cache, same text.
+        let again = try await server.request(.POST, "/v1/completions", json: [
+            "model": "smollm2-135m", "prompt": expected["prompt"]!, "max_tokens": 32, "temperature": 0, "ignore_eos": true,
+        ])
+        #expect((again.json["choices"] as? [[String: Any]])?.first?["text"] as? String == expected["output_text"] as? String)
+        let details = (again.json["usage"] as? [String: Any])?["prompt_tokens_details"] as? [String: Any]
+        #expect(details?["cached_tokens"] as? Int == 4)
+
         // Token ids as the prompt give the same text.
         let ids = try await server.request(.POST, "/v1/completions", json: [
             "model": "smollm2-135m", "prompt": expected["prompt_ids"]!, "max_tokens": 8, "temperature": 0,

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import NIOHTTP1
 @testable import Serving
 import Synchronization
@@ -129,6 +130,16 @@ final class SlowWorker: Worker {
             ((try await server.deployment("tight"))["status"] as? [String: Any])?["in_flight"] as? Int == 0
         })
         #expect(try await server.request(.POST, "/v1/completions", json: ["model": "tight", "prompt": "Hi", "max_tokens": 2]).status == 200)
+
+        // A whole (non-streaming) request is cancelled too when its connection closes.
+        await #expect(throws: (any Error).self) {
+            try await server.request(.POST, "/v1/completions", json: ["model": "tight", "prompt": "Once", "max_tokens": 4000, "ignore_eos": true],
+                                     timeout: .milliseconds(300))
+        }
+        #expect(try await server.eventually {
+            ((try await server.deployment("tight"))["status"] as? [String: Any])?["in_flight"] as? Int == 0
+        })
+        #expect(try await server.metric("sllm_requests_total{model=\"tight\",status=\"499\"}") >= 1)
         try await server.stop()
     }
 
