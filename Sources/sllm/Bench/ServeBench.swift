@@ -67,6 +67,8 @@ struct ServeBench: AsyncParsableCommand {
         var coldDRAM: ColdReport?
         var coldSSD: ColdReport?
         var coldLlamaRouter: Sample?
+        /// The same with the page cache dropped before each request (root only), as sllm's SSD runs.
+        var coldLlamaRouterDropped: Sample?
         var warm: Sample?
         var warmOverhead: Sample?
         var warmLlama: Sample?
@@ -263,20 +265,27 @@ struct ServeBench: AsyncParsableCommand {
         guard let id = listed.first?["id"] as? String else { throw CommandFailure("llama-server router lists no model") }
         let request: [String: Any] = ["model": id, "prompt": Self.prompt, "max_tokens": 1, "temperature": 0]
         _ = try await http.json(.POST, router.url + "/v1/completions", request)
-        var cold: [Double] = []
-        for _ in 0..<runs {
-            _ = try await http.json(.POST, router.url + "/models/unload", ["model": id])
-            for _ in 0..<2000 {
-                let models = try await http.json(.GET, router.url + "/models")["data"] as? [[String: Any]] ?? []
-                let status = (models.first { $0["id"] as? String == id }?["status"] as? [String: Any])?["value"] as? String
-                if status == "unloaded" { break }
-                try await Task.sleep(for: .milliseconds(5))
+        func coldSeries(dropCaches: Bool) async throws -> Sample {
+            var cold: [Double] = []
+            for _ in 0..<runs {
+                _ = try await http.json(.POST, router.url + "/models/unload", ["model": id])
+                for _ in 0..<2000 {
+                    let models = try await http.json(.GET, router.url + "/models")["data"] as? [[String: Any]] ?? []
+                    let status = (models.first { $0["id"] as? String == id }?["status"] as? [String: Any])?["value"] as? String
+                    if status == "unloaded" { break }
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+                if dropCaches { try dropPageCache() }
+                let start = ContinuousClock.now
+                _ = try await http.json(.POST, router.url + "/v1/completions", request)
+                cold.append(secondsSince(start) * 1000)
             }
-            let start = ContinuousClock.now
-            _ = try await http.json(.POST, router.url + "/v1/completions", request)
-            cold.append(secondsSince(start) * 1000)
+            return Sample(values: cold)
         }
-        report.coldLlamaRouter = Sample(values: cold)
+        report.coldLlamaRouter = try await coldSeries(dropCaches: false)
+        if FileManager.default.isWritableFile(atPath: "/proc/sys/vm/drop_caches") {
+            report.coldLlamaRouterDropped = try await coldSeries(dropCaches: true)
+        }
         router.stop()
 
         // A loaded llama-server: warm requests and concurrent streams, -np slots.
@@ -300,6 +309,12 @@ struct ServeBench: AsyncParsableCommand {
         }
     }
 
+    /// Writes back and drops the kernel's page cache (needs root).
+    private func dropPageCache() throws {
+        sync()
+        try Data("3\n".utf8).write(to: URL(fileURLWithPath: "/proc/sys/vm/drop_caches"))
+    }
+
     private func waitForHealth(_ http: BenchHTTP, _ base: String) async throws {
         for _ in 0..<600 {
             if (try? await http.json(.GET, base + "/health")) != nil { return }
@@ -321,6 +336,10 @@ struct ServeBench: AsyncParsableCommand {
             print("  llama-server router (unload, then request): \(ms(router))")
             if let dram = report.coldDRAM { print(String(format: "  ratio DRAM: %.3f of llama.cpp (%.1fx faster; goal <= 0.1)", dram.total.median / router.median, router.median / dram.total.median)) }
             if let ssd = report.coldSSD { print(String(format: "  ratio SSD:  %.3f of llama.cpp (%.1fx faster; goal <= 0.333)", ssd.total.median / router.median, router.median / ssd.total.median)) }
+            if let dropped = report.coldLlamaRouterDropped, let ssd = report.coldSSD {
+                print("  llama-server router, page cache dropped before each request: \(ms(dropped))")
+                print(String(format: "  ratio SSD vs that (both read the disk): %.3f (%.1fx faster)", ssd.total.median / dropped.median, dropped.median / ssd.total.median))
+            }
         }
         print("\nWarm, same request to a loaded model:")
         print("  sllm round trip: \(ms(report.warm)); server overhead (round trip - engine prefill): \(ms(report.warmOverhead)) (goal p50 < 1 ms)")
