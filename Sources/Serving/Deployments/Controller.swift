@@ -43,7 +43,7 @@ actor Controller {
     /// Brings back the stored deployments (scaled to zero, or to their minimum), deploys the
     /// default model on the very first start, and preloads the configured models.
     func restore() async throws {
-        await resources.setEvictor { [weak self] except in await self?.evictIdle(except: except) ?? 0 }
+        await resources.setEvictor { [weak self] except, needed in await self?.evictIdle(except: except, needed: needed) ?? 0 }
         for spec in try state.deployments() {
             activate(spec, pull: !store.contains(try ModelName(spec.model)))
         }
@@ -196,9 +196,17 @@ actor Controller {
         for pending in pending.values { pending.task.cancel() }
     }
 
-    private func evictIdle(except name: String) async -> Int {
+    /// Stops idle instances of other deployments, least recently used first, until `needed`
+    /// bytes are free (as Ollama unloads idle models).
+    private func evictIdle(except name: String, needed: Int) async -> Int {
+        var candidates: [(deployment: Deployment, id: String, lastUsed: Date)] = []
+        for (other, deployment) in deployments where other != name {
+            candidates += await deployment.idleInstances().map { (deployment, $0.id, $0.lastUsed) }
+        }
         var freed = 0
-        for (other, deployment) in deployments where other != name { freed += await deployment.evictIdle() }
+        for candidate in candidates.sorted(by: { $0.lastUsed < $1.lastUsed }) where freed < needed {
+            freed += await candidate.deployment.evict(candidate.id)
+        }
         return freed
     }
 

@@ -244,13 +244,15 @@ struct DeploymentStateMachine {
         return actions
     }
 
-    /// Stops every idle instance at once (memory pressure from another deployment), even below
-    /// `minInstances`. Returns the stop actions.
-    mutating func evictIdle() -> [Action] {
-        idleReady().map { id in
-            instances[id]!.state = .stopping
-            return .stop(id)
-        }
+    /// Idle ready instances, which memory pressure from another deployment may stop.
+    var idleInstances: [InstanceID] { idleReady() }
+
+    /// Stops an idle instance for memory another deployment needs, even below `minInstances`
+    /// (it comes back on demand). Nothing when it is busy or not ready.
+    mutating func evict(_ id: InstanceID) -> [Action] {
+        guard let instance = instances[id], instance.state == .ready, instance.inFlight == 0 else { return [] }
+        instances[id]!.state = .stopping
+        return [.stop(id)]
     }
 
     // MARK: - Rules

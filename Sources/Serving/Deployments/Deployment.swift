@@ -203,16 +203,18 @@ actor Deployment {
         timers.removeAll()
     }
 
-    /// Stops idle instances to free memory for another deployment; returns the bytes freed.
-    func evictIdle() async -> Int {
-        let actions = machine.evictIdle()
-        var freed = 0
-        for case .stop(let id) in actions {
-            freed += bytesPerInstance
-            timers.removeValue(forKey: id)?.cancel()
-            await stopNow(id)
-        }
-        return freed
+    /// Idle instances and when each was last used (candidates for eviction).
+    func idleInstances() -> [(id: String, lastUsed: Date)] {
+        machine.idleInstances.map { ($0, lastUsed[$0] ?? .distantPast) }
+    }
+
+    /// Stops an idle instance to free memory for another deployment; returns the bytes freed.
+    func evict(_ id: String) async -> Int {
+        guard case .stop? = machine.evict(id).first else { return 0 }
+        timers.removeValue(forKey: id)?.cancel()
+        logger.info("deployment \(name): instance \(id) stopped to free memory")
+        await stopNow(id)
+        return bytesPerInstance
     }
 
     /// What `sllm status` and `sllm ps` show.

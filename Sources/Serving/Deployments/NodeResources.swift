@@ -7,21 +7,21 @@ import Store
 actor NodeResources {
     let budgetBytes: Int
     private(set) var usedBytes = 0
-    /// Frees memory by stopping idle instances of deployments other than the one named;
-    /// returns the bytes freed. Set by the controller.
-    private var evictor: (@Sendable (_ except: String) async -> Int)?
+    /// Frees at least `needed` bytes if it can by stopping idle instances of deployments other
+    /// than the one named; returns the bytes freed. Set by the controller.
+    private var evictor: (@Sendable (_ except: String, _ needed: Int) async -> Int)?
 
     init(budgetBytes: Int) {
         self.budgetBytes = budgetBytes
     }
 
-    func setEvictor(_ evictor: @escaping @Sendable (_ except: String) async -> Int) {
+    func setEvictor(_ evictor: @escaping @Sendable (_ except: String, _ needed: Int) async -> Int) {
         self.evictor = evictor
     }
 
     func reserve(_ bytes: Int, for deployment: String) async throws(ServingError) {
         if usedBytes + bytes > budgetBytes, let evictor {
-            _ = await evictor(deployment)
+            _ = await evictor(deployment, usedBytes + bytes - budgetBytes)
         }
         guard usedBytes + bytes <= budgetBytes else {
             throw ServingError(

@@ -152,6 +152,25 @@ final class SlowWorker: Worker {
         try await server.stop()
     }
 
+    @Test func memoryPressureStopsTheLeastRecentlyUsedIdleInstanceOfAnotherDeployment() async throws {
+        // Room for about one instance (weights ~92 MiB + KV for one 512-token sequence).
+        let server = try await TestServer.start {
+            $0.defaultModel = ""
+            $0.memoryBudgetBytes = 150 << 20
+        }
+        for name in ["a", "b"] {
+            #expect(try await server.request(.POST, "/admin/deployments", json: [
+                "model": "smollm2-135m", "name": name, "target_concurrency": 1, "context_length": 512, "keep_alive": -1,
+            ]).status == 201)
+        }
+        #expect(try await server.request(.POST, "/v1/chat/completions", json: Self.chat(model: "a")).status == 200)
+        #expect(try await server.instances("a").count == 1)
+        #expect(try await server.request(.POST, "/v1/chat/completions", json: Self.chat(model: "b")).status == 200)
+        #expect(try await server.instances("a").isEmpty)
+        #expect(try await server.instances("b").count == 1)
+        try await server.stop()
+    }
+
     @Test func preloadStartsAnInstanceBeforeAnyRequest() async throws {
         let server = try await TestServer.start { $0.preload = ["smollm2-135m"] }
         #expect(try await server.eventually { try await server.instances("smollm2-135m").first?["state"] as? String == "ready" })
