@@ -169,7 +169,7 @@ struct OpenAIRoutes: Sendable {
         guard let summary else { throw ServingError(.unavailable, "the instance ended the request without finishing it") }
         record(prepared, lease: lease, summary: summary, firstToken: firstToken ?? seconds(since: prepared.arrival))
 
-        var choice = JSONText()
+        var choice = JSONWriter()
         choice.int("index", 0)
         switch prepared.kind {
         case .chat:
@@ -233,7 +233,7 @@ struct OpenAIRoutes: Sendable {
                     offset += output.text.utf8.count
                     guard !output.text.isEmpty || logprobs != nil else { continue }
                     let choice = prepared.kind == .chat
-                        ? chatChoice(delta: "{\"content\":" + JSONText.quote(output.text) + "}", logprobs: logprobs, finish: nil)
+                        ? chatChoice(delta: "{\"content\":" + JSONWriter.quote(output.text) + "}", logprobs: logprobs, finish: nil)
                         : textChoice(output.text, logprobs: logprobs, finish: nil)
                     try await send(chunk(prepared, object: chunkObject, choice: choice), to: &writer)
                 case .finished(let done):
@@ -328,8 +328,8 @@ struct OpenAIRoutes: Sendable {
 
     // MARK: - JSON pieces
 
-    private func header(_ prepared: Prepared, object: String) -> JSONText {
-        var json = JSONText()
+    private func header(_ prepared: Prepared, object: String) -> JSONWriter {
+        var json = JSONWriter()
         json.string("id", prepared.id)
         json.string("object", object)
         json.int("created", prepared.created)
@@ -347,7 +347,7 @@ struct OpenAIRoutes: Sendable {
     }
 
     private func chatChoice(delta: String, logprobs: String?, finish: String?) -> String {
-        var json = JSONText()
+        var json = JSONWriter()
         json.int("index", 0)
         json.raw("delta", delta)
         json.raw("logprobs", logprobs ?? "null")
@@ -356,7 +356,7 @@ struct OpenAIRoutes: Sendable {
     }
 
     private func textChoice(_ text: String, logprobs: String?, finish: String?) -> String {
-        var json = JSONText()
+        var json = JSONWriter()
         json.int("index", 0)
         json.string("text", text)
         json.raw("logprobs", logprobs ?? "null")
@@ -366,16 +366,16 @@ struct OpenAIRoutes: Sendable {
 
     /// Chat logprobs: `{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}`.
     private func chatLogprobs(_ tokens: [TokenOutput]) -> String {
-        func entry(_ piece: String, _ logprob: Float) -> JSONText {
-            var json = JSONText()
+        func entry(_ piece: String, _ logprob: Float) -> JSONWriter {
+            var json = JSONWriter()
             json.string("token", piece)
             json.number("logprob", Double(logprob))
-            json.raw("bytes", JSONText.array(Array(piece.utf8)) { String($0) })
+            json.raw("bytes", JSONWriter.array(Array(piece.utf8)) { String($0) })
             return json
         }
-        let content = JSONText.array(tokens) { token in
+        let content = JSONWriter.array(tokens) { token in
             var json = entry(token.piece, token.logprob)
-            json.raw("top_logprobs", JSONText.array(token.top) { entry($0.piece, $0.logprob).finished })
+            json.raw("top_logprobs", JSONWriter.array(token.top) { entry($0.piece, $0.logprob).finished })
             return json.finished
         }
         return "{\"content\":" + content + "}"
@@ -390,20 +390,20 @@ struct OpenAIRoutes: Sendable {
             offsets.append(offset)
             offset += token.piece.utf8.count
         }
-        var json = JSONText()
-        json.raw("tokens", JSONText.array(tokens) { JSONText.quote($0.piece) })
-        json.raw("token_logprobs", JSONText.array(tokens) { JSONText.format(Double($0.logprob)) })
-        json.raw("top_logprobs", JSONText.array(tokens) { token in
-            var top = JSONText()
+        var json = JSONWriter()
+        json.raw("tokens", JSONWriter.array(tokens) { JSONWriter.quote($0.piece) })
+        json.raw("token_logprobs", JSONWriter.array(tokens) { JSONWriter.format(Double($0.logprob)) })
+        json.raw("top_logprobs", JSONWriter.array(tokens) { token in
+            var top = JSONWriter()
             for alternative in token.top { top.number(alternative.piece, Double(alternative.logprob)) }
             return top.finished
         })
-        json.raw("text_offset", JSONText.array(offsets) { String($0) })
+        json.raw("text_offset", JSONWriter.array(offsets) { String($0) })
         return json.finished
     }
 
     private func usage(_ summary: GenerationSummary) -> String {
-        var json = JSONText()
+        var json = JSONWriter()
         json.int("prompt_tokens", summary.promptTokens)
         json.int("completion_tokens", summary.completionTokens)
         json.int("total_tokens", summary.promptTokens + summary.completionTokens)
@@ -414,7 +414,7 @@ struct OpenAIRoutes: Sendable {
     /// Where the time went (llama.cpp's `timings` extension, with the cold-start phases).
     private func timings(_ lease: Lease, summary: GenerationSummary) -> String {
         let phases = ColdStartPhases(lease: lease)
-        var json = JSONText()
+        var json = JSONWriter()
         json.bool("cold_start", lease.coldStart)
         json.string("tier", lease.coldStart ? lease.instance.tier : nil)
         json.number("queue_ms", phases.queue * 1000)

@@ -79,30 +79,25 @@ final class ServingMetrics: Sendable {
     }
 
     private func counter(_ label: String, _ dimensions: [String: String]) -> CoreMetrics.Counter {
-        let key = Self.key(label, dimensions)
-        return counters.withLock { cache in
-            if let existing = cache[key] { return existing }
-            let made = CoreMetrics.Counter(label: label, dimensions: dimensions.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, factory: factory)
-            cache[key] = made
-            return made
-        }
+        handle(counters, label, dimensions) { CoreMetrics.Counter(label: $0, dimensions: $1, factory: $2) }
     }
 
     private func timer(_ label: String, _ dimensions: [String: String]) -> CoreMetrics.Timer {
-        let key = Self.key(label, dimensions)
-        return timers.withLock { cache in
-            if let existing = cache[key] { return existing }
-            let made = CoreMetrics.Timer(label: label, dimensions: dimensions.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, factory: factory)
-            cache[key] = made
-            return made
-        }
+        handle(timers, label, dimensions) { CoreMetrics.Timer(label: $0, dimensions: $1, factory: $2) }
     }
 
     private func gauge(_ label: String, _ dimensions: [String: String]) -> CoreMetrics.Gauge {
+        handle(gauges, label, dimensions) { CoreMetrics.Gauge(label: $0, dimensions: $1, factory: $2) }
+    }
+
+    private func handle<Handle>(
+        _ cache: borrowing Mutex<[String: Handle]>, _ label: String, _ dimensions: [String: String],
+        make: (String, [(String, String)], PrometheusMetricsFactory) -> Handle
+    ) -> Handle {
         let key = Self.key(label, dimensions)
-        return gauges.withLock { cache in
+        return cache.withLock { cache in
             if let existing = cache[key] { return existing }
-            let made = CoreMetrics.Gauge(label: label, dimensions: dimensions.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, factory: factory)
+            let made = make(label, dimensions.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, factory)
             cache[key] = made
             return made
         }

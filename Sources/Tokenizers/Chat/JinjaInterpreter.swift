@@ -524,7 +524,7 @@ extension JinjaInterpreter {
 }
 
 /// `json.dumps(value, ensure_ascii=False, indent=indent)` as Python writes it.
-enum JSONText {
+public enum JSONText {
     static func encode(_ value: JinjaValue, indent: Int?, level: Int) -> String {
         switch value {
         case .undefined, .none: return "null"
@@ -549,7 +549,9 @@ enum JSONText {
         return open + "\n" + parts.map { inner + $0 }.joined(separator: ",\n") + "\n" + outer + close
     }
 
-    static func quote(_ s: String) -> String {
+    /// A JSON string literal: quotes, backslashes and control characters escaped, everything
+    /// else as is (UTF-8), as Python's `json.dumps(s, ensure_ascii=False)`.
+    public static func quote(_ s: String) -> String {
         var out = "\""
         for scalar in s.unicodeScalars {
             switch scalar {

@@ -1,8 +1,9 @@
 import Foundation
+import Tokenizers
 
 /// Builds JSON text by hand for the streaming hot path (one chunk per token), where a
 /// `JSONEncoder` per chunk would cost more than the rest of the server's work.
-struct JSONText {
+struct JSONWriter {
     private(set) var text = "{"
     private var first = true
 
@@ -11,12 +12,12 @@ struct JSONText {
     private mutating func key(_ name: String) {
         if !first { text += "," }
         first = false
-        text += JSONText.quote(name) + ":"
+        text += JSONWriter.quote(name) + ":"
     }
 
     mutating func string(_ name: String, _ value: String?) {
         key(name)
-        if let value { text += JSONText.quote(value) } else { text += "null" }
+        if let value { text += JSONWriter.quote(value) } else { text += "null" }
     }
 
     mutating func int(_ name: String, _ value: Int?) {
@@ -26,7 +27,7 @@ struct JSONText {
 
     mutating func number(_ name: String, _ value: Double?) {
         key(name)
-        if let value, value.isFinite { text += JSONText.format(value) } else { text += value == nil ? "null" : "-9999.0" }
+        if let value, value.isFinite { text += JSONWriter.format(value) } else { text += value == nil ? "null" : "-9999.0" }
     }
 
     mutating func bool(_ name: String, _ value: Bool) {
@@ -40,8 +41,8 @@ struct JSONText {
         text += json
     }
 
-    mutating func object(_ name: String, _ build: (inout JSONText) -> Void) {
-        var inner = JSONText()
+    mutating func object(_ name: String, _ build: (inout JSONWriter) -> Void) {
+        var inner = JSONWriter()
         build(&inner)
         raw(name, inner.finished)
     }
@@ -56,25 +57,6 @@ struct JSONText {
     /// Swift's shortest round-tripping form (`12.5`, `-0.25`, `3.0`), valid JSON for finite values.
     static func format(_ value: Double) -> String { "\(value)" }
 
-    /// A JSON string literal: quotes, backslashes and control characters escaped.
-    static func quote(_ value: String) -> String {
-        var out = "\""
-        out.reserveCapacity(value.utf8.count + 2)
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x2028 || scalar.value == 0x2029 {
-                    out += String(format: "\\u%04x", scalar.value)
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
-    }
+    /// A JSON string literal (the escaping the chat templates' `tojson` uses).
+    static func quote(_ value: String) -> String { JSONText.quote(value) }
 }
