@@ -256,7 +256,7 @@ actor Deployment {
                 timers[id] = Task {
                     try? await Task.sleep(for: delay)
                     guard !Task.isCancelled else { return }
-                    await self.timerFired(id, token: token)
+                    self.timerFired(id, token: token)
                 }
             }
         }

@@ -1,6 +1,5 @@
 public import Engine
 public import Foundation
-public import Checkpoint
 
 /// Where instances run. The API front, deployments and autoscaler talk to instances only
 /// through this protocol; `sllm serve` uses the in-process ``LocalWorker``, and a cluster's

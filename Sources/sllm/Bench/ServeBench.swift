@@ -450,7 +450,7 @@ final class ServerProcess: @unchecked Sendable {
     /// Starts `executable`; the URL comes from the log's `http://HOST:PORT` once `banner` appears
     /// there, or from the `--port` argument when `banner` is nil.
     static func start(executable: String, arguments: [String], log: String, banner: String?) throws -> ServerProcess {
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)

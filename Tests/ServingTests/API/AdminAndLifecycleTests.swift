@@ -120,7 +120,10 @@ import TestSupport
         let server = try await TestServer.start()
         let firstToken = AsyncStream.makeStream(of: Void.self)
         let streaming = Task {
-            let body: [String: Any] = ["model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 48, "ignore_eos": true, "stream": true]
+            let body: [String: Any] = [
+                "model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 48, "ignore_eos": true, "stream": true,
+                "stream_options": ["include_usage": true],
+            ]
             return try await server.stream("/v1/completions", json: body) { line in
                 if line.hasPrefix("data: ") { firstToken.continuation.yield() }
             }
@@ -131,7 +134,10 @@ import TestSupport
         let (status, lines) = try await streaming.value
         #expect(status == 200)
         #expect(lines.last == "data: [DONE]")
-        #expect(TestServer.events(lines).compactMap { ($0["choices"] as? [[String: Any]])?.first?["text"] as? String }.count >= 48)
+        // Every token was generated (usage), the stream ended as a whole one does.
+        let events = TestServer.events(lines)
+        #expect((events.last?["usage"] as? [String: Any])?["completion_tokens"] as? Int == 48)
+        #expect(events.compactMap { ($0["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String } == ["length"])
         await #expect(throws: (any Error).self) { try await server.request(.GET, "/health", timeout: .seconds(2)) }
     }
 }

@@ -19,7 +19,7 @@ import TestSupport
         process.standardOutput = output
         process.standardError = output
         try process.run()
-        let data = try await Task.detached { output.fileHandleForReading.readDataToEndOfFile() }.value
+        let data = await Task.detached { output.fileHandleForReading.readDataToEndOfFile() }.value
         process.waitUntilExit()
         let text = String(decoding: data, as: UTF8.self)
         try await server.stop()
