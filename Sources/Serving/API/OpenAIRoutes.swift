@@ -79,8 +79,9 @@ struct OpenAIRoutes: Sendable {
         let fields: SamplingFields
         do { fields = try JSONDecoder.openAI.decode(SamplingFields.self, from: data) } catch { throw ServingError(decoding: error) }
         let (sampling, maxTokens, stop) = try fields.validated()
-        model = fields.model
         let deployment = try await controller.deployment(named: fields.model)
+        // Only deployed names become metric labels (clients cannot create series at will).
+        model = deployment.name
         let tokenizer = deployment.tokenizer
         var prompt: [Int]
         var topLogprobs = 0
