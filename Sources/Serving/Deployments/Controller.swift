@@ -271,11 +271,9 @@ actor Controller {
         let reader = try store.reader(for: try ModelName(spec.model))
         let tokenizer = try Engine.tokenizer(of: reader)
         let config = reader.index.config
-        let context = min(spec.contextLength ?? min(8192, config.contextLength), config.contextLength)
         let weights = reader.index.partitions.reduce(0) { $0 + $1.byteCount }
-        let bytes = weights + spec.scaling.targetConcurrency * context * Engine.kvBytesPerPosition(config)
-        return Deployment(spec: spec, tokenizer: tokenizer, modelContextLength: config.contextLength, bytesPerInstance: bytes,
-                          worker: worker, resources: resources, metrics: metrics, logger: logger)
+        return Deployment(spec: spec, tokenizer: tokenizer, modelContextLength: config.contextLength, weightBytes: weights,
+                          kvBytesPerPosition: Engine.kvBytesPerPosition(config), worker: worker, resources: resources, metrics: metrics, logger: logger)
     }
 }
 

@@ -47,7 +47,10 @@ actor Deployment {
     let tokenizer: Tokenizer
     /// Model context length and bytes one instance needs (weights + KV cache).
     let modelContextLength: Int
-    private let bytesPerInstance: Int
+    private let weightBytes: Int
+    private let kvBytesPerPosition: Int
+    /// Memory reserved from the node's budget for each instance (released when it stops).
+    private var reserved: [String: Int] = [:]
 
     /// A request waiting for a slot: the decision may come before or after it starts waiting.
     private struct Waiter {
@@ -73,13 +76,14 @@ actor Deployment {
     private nonisolated let progress = Mutex<[String: Double]>([:])
     private var deleted = false
 
-    init(spec: DeploymentSpec, tokenizer: Tokenizer, modelContextLength: Int, bytesPerInstance: Int,
+    init(spec: DeploymentSpec, tokenizer: Tokenizer, modelContextLength: Int, weightBytes: Int, kvBytesPerPosition: Int,
          worker: any Worker, resources: NodeResources, metrics: ServingMetrics, logger: Logger) {
         name = spec.name
         self.spec = spec
         self.tokenizer = tokenizer
         self.modelContextLength = modelContextLength
-        self.bytesPerInstance = bytesPerInstance
+        self.weightBytes = weightBytes
+        self.kvBytesPerPosition = kvBytesPerPosition
         self.worker = worker
         self.resources = resources
         self.metrics = metrics
@@ -90,6 +94,10 @@ actor Deployment {
             "\(prefix)-\(counter.add(1, ordering: .relaxed).newValue)-\(UInt32.random(in: 0...UInt32.max) & 0xffff)"
         }
     }
+
+    /// Memory an instance needs under the current settings: weights + a KV cache for
+    /// `targetConcurrency` sequences of the context.
+    var bytesPerInstance: Int { weightBytes + spec.scaling.targetConcurrency * contextLength * kvBytesPerPosition }
 
     /// The context length requests are checked against.
     var contextLength: Int { min(spec.contextLength ?? min(8192, modelContextLength), modelContextLength) }
@@ -213,8 +221,9 @@ actor Deployment {
         guard case .stop? = machine.evict(id).first else { return 0 }
         timers.removeValue(forKey: id)?.cancel()
         logger.info("deployment \(name): instance \(id) stopped to free memory")
+        let freed = reserved[id] ?? 0
         await stopNow(id)
-        return bytesPerInstance
+        return freed
     }
 
     /// What `sllm status` and `sllm ps` show.
@@ -223,7 +232,7 @@ actor Deployment {
             InstanceStatus(
                 id: id, state: instance.state.rawValue, inFlight: instance.inFlight,
                 startedAt: started[id]?.startedAt, tier: started[id]?.tier,
-                memoryBytes: bytesPerInstance, loadProgress: progress.withLock { $0[id] },
+                memoryBytes: reserved[id] ?? bytesPerInstance, loadProgress: progress.withLock { $0[id] },
                 expiresAt: instance.inFlight == 0 ? expiries[id] : nil,
                 keepAlive: (instance.keepAliveOverride ?? spec.scaling.keepAlive).description,
                 lastUsed: lastUsed[id])
@@ -278,8 +287,10 @@ actor Deployment {
     private func start(_ id: String) async {
         let instanceSpec = InstanceSpec(id: id, deployment: name, model: spec.model, contextLength: contextLength,
                                         maxSequences: spec.scaling.targetConcurrency)
+        let bytes = bytesPerInstance
         do {
-            try await resources.reserve(bytesPerInstance, for: name)
+            try await resources.reserve(bytes, for: name)
+            reserved[id] = bytes
         } catch {
             progress.withLock { _ = $0.removeValue(forKey: id) }
             logger.warning("deployment \(name): instance not started: \(error)")
@@ -296,13 +307,13 @@ actor Deployment {
             lastUsed[id] = Date()
             if deleted || machine.instances[id] == nil {
                 await worker.stopInstance(id)
-                await resources.release(bytesPerInstance)
+                await resources.release(reserved.removeValue(forKey: id) ?? 0)
                 return
             }
             perform(machine.instanceStarted(id), coldStart: true)
         } catch {
             progress.withLock { _ = $0.removeValue(forKey: id) }
-            await resources.release(bytesPerInstance)
+            await resources.release(reserved.removeValue(forKey: id) ?? 0)
             logger.error("deployment \(name): instance failed to start: \(error)")
             perform(machine.instanceFailed(id, reason: "\(ServingError(error).message)"))
         }
@@ -316,7 +327,7 @@ actor Deployment {
         expiries[id] = nil
         lastUsed[id] = nil
         await worker.stopInstance(id)
-        await resources.release(bytesPerInstance)
+        await resources.release(reserved.removeValue(forKey: id) ?? 0)
         perform(machine.instanceStopped(id))
     }
 
