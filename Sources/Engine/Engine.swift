@@ -469,7 +469,3 @@ public final class Engine: @unchecked Sendable {
         }
     }
 }
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
-}

@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Store
 import Hummingbird
 import NIOCore
 import Tokenizers

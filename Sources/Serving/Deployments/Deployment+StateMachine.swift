@@ -1,4 +1,5 @@
 import Foundation
+import Store
 
 /// How long an idle instance stays loaded (Ollama's `keep_alive`).
 public enum KeepAlive: Sendable, Equatable, Codable, CustomStringConvertible {

@@ -1,3 +1,4 @@
+import Store
 public import Foundation
 import Logging
 import Synchronization

@@ -1,12 +1,5 @@
 import Foundation
-
-extension Duration {
-    /// The duration in seconds as a `Double`.
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
-}
-
-/// Seconds since `start` on the continuous clock.
-func seconds(since start: ContinuousClock.Instant) -> Double { (ContinuousClock.now - start).seconds }
+import Store
 
 /// Parses Go-style durations as Ollama accepts them: `5m`, `1h30m`, `90s`, `1.5s`, `500ms`.
 func parseDuration(_ text: String) -> Duration? {

@@ -185,11 +185,6 @@ public actor ModelLoader {
         logger.debug("loaded", metadata: ["model": "\(name)", "tier": "\(tier)", "seconds": "\(timings.total)"])
         return model
     }
-
-    private func seconds(since start: ContinuousClock.Instant) -> Double {
-        let duration = ContinuousClock.now - start
-        return Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
 }
 
 /// One in-flight load shared by every caller that asked for the same model.

@@ -133,7 +133,7 @@ struct ServeBench: AsyncParsableCommand {
             if evict { try evictFromDRAM(name: name.rawValue, cache: cache, reader: reader) }
             let start = ContinuousClock.now
             let reply = try await http.json(.POST, base + "/v1/completions", request)
-            return (secondsSince(start), reply["timings"] as? [String: Any] ?? [:])
+            return (seconds(since: start), reply["timings"] as? [String: Any] ?? [:])
         }
         _ = try await coldRun(evict: false)  // fills the DRAM cache
         report.coldDRAM = try await coldSeries { try await coldRun(evict: false) }
@@ -147,7 +147,7 @@ struct ServeBench: AsyncParsableCommand {
         for _ in 0..<max(runs, 20) {
             let start = ContinuousClock.now
             let reply = try await http.json(.POST, base + "/v1/completions", request)
-            let elapsed = secondsSince(start)
+            let elapsed = seconds(since: start)
             warm.append(elapsed * 1000)
             overhead.append(elapsed * 1000 - (((reply["timings"] as? [String: Any])?["prefill_ms"] as? Double) ?? 0))
         }
@@ -243,7 +243,7 @@ struct ServeBench: AsyncParsableCommand {
             }
             return try await group.reduce(into: (0, 0, 0, Set<String>())) { $0 = ($0.0 + $1.0, $0.1 + $1.1, $0.2 + $1.2, $0.3.union($1.3)) }
         }
-        let elapsed = secondsSince(start)
+        let elapsed = seconds(since: start)
         return StreamReport(streams: results.0, failed: results.1, tokens: results.2, tokensPerSecond: Double(results.2) / elapsed,
                             failures: Array(results.3.sorted().prefix(5)))
     }
@@ -278,7 +278,7 @@ struct ServeBench: AsyncParsableCommand {
                 if dropCaches { try dropPageCache() }
                 let start = ContinuousClock.now
                 _ = try await http.json(.POST, router.url + "/v1/completions", request)
-                cold.append(secondsSince(start) * 1000)
+                cold.append(seconds(since: start) * 1000)
             }
             return Sample(values: cold)
         }
@@ -301,7 +301,7 @@ struct ServeBench: AsyncParsableCommand {
         for _ in 0..<max(runs, 20) {
             let start = ContinuousClock.now
             _ = try await http.json(.POST, single.url + "/v1/completions", plain)
-            warm.append(secondsSince(start) * 1000)
+            warm.append(seconds(since: start) * 1000)
         }
         report.warmLlama = Sample(values: warm)
         if duration > 0 {
@@ -357,9 +357,4 @@ struct ServeBench: AsyncParsableCommand {
             print(String(format: "ratio: sllm %.2fx llama-server's aggregate tokens/s", ours.tokensPerSecond / theirs.tokensPerSecond))
         }
     }
-}
-
-private func secondsSince(_ start: ContinuousClock.Instant) -> Double {
-    let elapsed = ContinuousClock.now - start
-    return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
 }
