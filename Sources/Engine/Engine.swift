@@ -226,19 +226,9 @@ public final class Engine: @unchecked Sendable {
         defer { forwardLock.unlock() }
         guard count > 0, let logits = sequence.logits else { return [] }
         let vocabulary = min(tokenizer.vocabularySize, logits.count)
-        var best = 0
-        for i in 1..<vocabulary where logits[i] > logits[best] { best = i }
-        let logSum = logits.withUnsafeBufferPointer { log(sllm_sum_exp($0.baseAddress!, Int64(vocabulary), logits[best])) } + logits[best]
-        // Partial selection: keep the `count` best in a small sorted array.
-        var top: [(token: Int, logit: Float)] = []
-        top.reserveCapacity(count + 1)
-        for token in 0..<vocabulary {
-            let logit = logits[token]
-            if top.count == count, let last = top.last, logit <= last.logit { continue }
-            let at = top.firstIndex { logit > $0.logit } ?? top.count
-            top.insert((token, logit), at: at)
-            if top.count > count { top.removeLast() }
-        }
+        let top = bestCandidates((0..<vocabulary).lazy.map { (token: $0, logit: logits[$0]) }, count: count)
+        guard let maximum = top.first?.logit else { return [] }
+        let logSum = logits.withUnsafeBufferPointer { log(sllm_sum_exp($0.baseAddress!, Int64(vocabulary), maximum)) } + maximum
         return top.map { Sampler.Choice(token: $0.token, logprob: $0.logit - logSum) }
     }
 

@@ -91,21 +91,9 @@ public struct Sampler: Sendable {
         return Choice(token: candidates[chosen].token, logprob: log(max(final[chosen], .leastNonzeroMagnitude)))
     }
 
-    /// Keeps the `k` best candidates, sorted best first, in one pass (no full sort of the vocabulary).
+    /// Keeps the `k` best candidates, sorted best first.
     private mutating func keepTop(_ k: Int) {
-        func better(_ a: (token: Int, logit: Float), _ b: (token: Int, logit: Float)) -> Bool {
-            a.logit > b.logit || (a.logit == b.logit && a.token < b.token)
-        }
-        var top: [(token: Int, logit: Float)] = []
-        top.reserveCapacity(k + 1)
-        for candidate in candidates {
-            if top.count == k, let last = top.last, !better(candidate, last) { continue }
-            var i = top.count
-            while i > 0 && better(candidate, top[i - 1]) { i -= 1 }
-            top.insert(candidate, at: i)
-            if top.count > k { top.removeLast() }
-        }
-        candidates = top
+        candidates = bestCandidates(candidates, count: k)
     }
 
     private mutating func applyPenalties(history: some Collection<Int>) {
@@ -145,4 +133,23 @@ func logSoftmax(of logit: Float, over logits: [Float]) -> Float {
     guard let maximum = logits.max() else { return 0 }
     let sum = logits.reduce(Float(0)) { $0 + exp($1 - maximum) }
     return logit - maximum - log(sum)
+}
+
+/// The `k` best (token, logit) pairs, best first (ties: the lower token first), in one pass
+/// without sorting the whole vocabulary.
+func bestCandidates(_ candidates: some Sequence<(token: Int, logit: Float)>, count k: Int) -> [(token: Int, logit: Float)] {
+    func better(_ a: (token: Int, logit: Float), _ b: (token: Int, logit: Float)) -> Bool {
+        a.logit > b.logit || (a.logit == b.logit && a.token < b.token)
+    }
+    var top: [(token: Int, logit: Float)] = []
+    guard k > 0 else { return top }
+    top.reserveCapacity(k + 1)
+    for candidate in candidates {
+        if top.count == k, let last = top.last, !better(candidate, last) { continue }
+        var i = top.count
+        while i > 0 && better(candidate, top[i - 1]) { i -= 1 }
+        top.insert(candidate, at: i)
+        if top.count > k { top.removeLast() }
+    }
+    return top
 }
