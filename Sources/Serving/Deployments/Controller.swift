@@ -97,17 +97,29 @@ actor Controller {
         request.apply(to: &scaling)
         try scaling.validate()
         guard let source = request.model, !source.isEmpty else { throw ServingError(.invalidRequest, "a deployment needs a `model`", param: "model") }
+        let local = (try? ModelName(source)).map { store.contains($0) } ?? false
+        // A source to pull is checked before the deployment is accepted; it names the
+        // deployment as `sllm pull` would name the model.
+        var pulledName: ModelName?
+        if !local {
+            let parsed: (source: ModelSource, aliasName: String?)
+            do { parsed = try ModelSource.parse(source) } catch {
+                throw ServingError(.invalidRequest, "model `\(source)` is not in the store and is not something `sllm pull` can fetch: \(error.description)", param: "model")
+            }
+            if case .local(let path) = parsed.source, !FileManager.default.fileExists(atPath: path) {
+                throw ServingError(.invalidRequest, "model `\(source)` is neither in the store (`sllm list`), an alias, a URL, a pip: source nor an existing file", param: "model")
+            }
+            do {
+                pulledName = try parsed.aliasName.map { try ModelName($0) } ?? parsed.source.defaultName()
+            } catch {
+                throw ServingError(.invalidRequest, "\(error)", param: "model")
+            }
+        }
         let name: String
         do {
-            if let explicit = request.name {
-                name = try ModelName(explicit).rawValue
-            } else if (try? ModelName(source)) != nil {
-                name = source
-            } else {
-                name = try ModelName.derived(from: source).rawValue
-            }
+            name = try request.name.map { try ModelName($0).rawValue } ?? pulledName?.rawValue ?? source
         } catch {
-            throw ServingError(.invalidRequest, error.description, param: "name")
+            throw ServingError(.invalidRequest, "\(error)", param: "name")
         }
         guard deployments[name] == nil, pending[name] == nil else {
             throw ServingError(.conflict, "deployment `\(name)` already exists (`sllm update \(name)` changes it)", param: "name")
@@ -115,18 +127,7 @@ actor Controller {
         if let context = request.contextLength, context < 1 {
             throw ServingError(.invalidRequest, "context must be positive (got \(context))", param: "context_length")
         }
-        let local = (try? ModelName(source)).map { store.contains($0) } ?? false
         let spec = DeploymentSpec(name: name, model: local ? source : name, scaling: scaling, contextLength: request.contextLength)
-        if !local {
-            // A source to pull: validate it before accepting the deployment.
-            let parsed: ModelSource
-            do { parsed = try ModelSource.parse(source).source } catch {
-                throw ServingError(.invalidRequest, "model `\(source)` is not in the store and is not something `sllm pull` can fetch: \(error.description)", param: "model")
-            }
-            if case .local(let path) = parsed, !FileManager.default.fileExists(atPath: path) {
-                throw ServingError(.invalidRequest, "model `\(source)` is neither in the store (`sllm list`), an alias, a URL, a pip: source nor an existing file", param: "model")
-            }
-        }
         try state.save(spec)
         activate(spec, pull: !local, source: source)
         return spec

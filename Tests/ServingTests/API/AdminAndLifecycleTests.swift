@@ -51,6 +51,9 @@ import TestSupport
         #expect(reply.status == 200)
         #expect(((reply.json["choices"] as? [[String: Any]])?.first?["text"] as? String) == " Paris.\n")
         #expect(try await server.deployment("pulled")["state"] as? String == "ready")
+        // Without a name, the deployment is named as `sllm pull` names the model.
+        let unnamed = try await server.request(.POST, "/admin/deployments", json: ["model": try RealModel.ggufPath()])
+        #expect(((unnamed.json["status"] as? [String: Any])?["spec"] as? [String: Any])?["name"] as? String == "smollm2-135m-instruct.q4_1")
         try await server.stop()
     }
 
