@@ -131,7 +131,7 @@ struct OpenAIRoutes: Sendable {
                                param: fields.maxCompletionTokens != nil ? "max_completion_tokens" : "max_tokens")
         }
         let id = (kind == .chat ? "chatcmpl-" : "cmpl-") + String(UInt64.random(in: 0...UInt64.max), radix: 36)
-        var job = GenerationJob(id: id, prompt: prompt, sampling: sampling, maxTokens: maxTokens, stop: stop, topLogprobs: logprobs ? topLogprobs : 0)
+        var job = GenerationJob(id: id, prompt: prompt, sampling: sampling, maxTokens: maxTokens, stop: stop, logprobs: logprobs ? topLogprobs : nil)
         if fields.ignoreEos == true { job.stopAtEndOfGeneration = false }
         return Prepared(kind: kind, deployment: deployment, job: job, stream: fields.stream ?? false,
                         includeUsage: fields.streamOptions?.includeUsage ?? false, logprobs: logprobs,

@@ -43,6 +43,7 @@ actor Deployment {
     private let worker: any Worker
     private let resources: NodeResources
     private let metrics: ServingMetrics
+    private let gauges: ServingMetrics.DeploymentGauges
     private let logger: Logger
     /// The model's tokenizer (requests are tokenized and checked before they wait for an instance).
     let tokenizer: Tokenizer
@@ -88,6 +89,7 @@ actor Deployment {
         self.worker = worker
         self.resources = resources
         self.metrics = metrics
+        gauges = metrics.gauges(deployment: spec.name)
         self.logger = logger
         let prefix = spec.name
         let counter = Atomic<Int>(0)
@@ -339,8 +341,8 @@ actor Deployment {
     }
 
     private func updateGauges() {
-        metrics.deploymentState(
-            deployment: name, starting: machine.count(.starting), ready: machine.count(.ready),
+        gauges.record(
+            starting: machine.count(.starting), ready: machine.count(.ready),
             stopping: machine.count(.stopping), queued: machine.queueDepth, inFlight: machine.inFlight)
     }
 }

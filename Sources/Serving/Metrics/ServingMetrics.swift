@@ -64,12 +64,30 @@ final class ServingMetrics: Sendable {
         counter(info.tier == "dram" ? "sllm_dram_cache_hits_total" : "sllm_dram_cache_misses_total", [:]).increment()
     }
 
-    func deploymentState(deployment: String, starting: Int, ready: Int, stopping: Int, queued: Int, inFlight: Int) {
-        for (state, count) in [("starting", starting), ("ready", ready), ("stopping", stopping)] {
-            gauge("sllm_instances", ["model": deployment, "state": state]).record(count)
+    /// A deployment's gauges, made once (they are set on every request).
+    struct DeploymentGauges: Sendable {
+        let starting: CoreMetrics.Gauge
+        let ready: CoreMetrics.Gauge
+        let stopping: CoreMetrics.Gauge
+        let queued: CoreMetrics.Gauge
+        let inFlight: CoreMetrics.Gauge
+
+        func record(starting: Int, ready: Int, stopping: Int, queued: Int, inFlight: Int) {
+            self.starting.record(starting)
+            self.ready.record(ready)
+            self.stopping.record(stopping)
+            self.queued.record(queued)
+            self.inFlight.record(inFlight)
         }
-        gauge("sllm_queue_depth", ["model": deployment]).record(queued)
-        gauge("sllm_requests_in_flight", ["model": deployment]).record(inFlight)
+    }
+
+    func gauges(deployment: String) -> DeploymentGauges {
+        DeploymentGauges(
+            starting: gauge("sllm_instances", ["model": deployment, "state": "starting"]),
+            ready: gauge("sllm_instances", ["model": deployment, "state": "ready"]),
+            stopping: gauge("sllm_instances", ["model": deployment, "state": "stopping"]),
+            queued: gauge("sllm_queue_depth", ["model": deployment]),
+            inFlight: gauge("sllm_requests_in_flight", ["model": deployment]))
     }
 
     // MARK: - Handles, made once per label set

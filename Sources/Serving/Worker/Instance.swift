@@ -193,14 +193,16 @@ final class Instance: @unchecked Sendable {
         if job.firstToken == nil { job.firstToken = seconds(since: job.joined) }
         job.generated += 1
         let text = job.stream.append(choice.token)
-        let tokenizer = engine.tokenizer
+        var piece = ""
         var top: [TokenAlternative] = []
-        if job.job.topLogprobs > 0 {
-            top = engine.topLogprobs(of: job.sequence, count: job.job.topLogprobs).map {
+        if let alternatives = job.job.logprobs {
+            let tokenizer = engine.tokenizer
+            piece = tokenizer.decode([choice.token])
+            top = engine.topLogprobs(of: job.sequence, count: alternatives).map {
                 TokenAlternative(token: $0.token, piece: tokenizer.decode([$0.token]), logprob: $0.logprob)
             }
         }
-        let output = TokenOutput(token: choice.token, text: text, piece: tokenizer.decode([choice.token]), logprob: choice.logprob, top: top)
+        let output = TokenOutput(token: choice.token, text: text, piece: piece, logprob: choice.logprob, top: top)
         if case .terminated = job.continuation.yield(.token(output)) {
             retain(job.sequence)
             return false

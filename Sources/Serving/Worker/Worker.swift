@@ -60,18 +60,19 @@ public struct GenerationJob: Sendable, Codable {
     public var sampling: SamplingParameters
     public var maxTokens: Int?
     public var stop: [String]
-    /// How many alternatives to report per token (0: only the chosen token's log-probability).
-    public var topLogprobs: Int
+    /// Log-probabilities to report: nil none, 0 the chosen token's, n also the n most likely
+    /// alternatives at each position.
+    public var logprobs: Int?
     /// Stop at the vocabulary's end-of-generation tokens (false: llama.cpp's `ignore_eos`).
     public var stopAtEndOfGeneration = true
 
-    public init(id: String, prompt: [Int], sampling: SamplingParameters, maxTokens: Int?, stop: [String], topLogprobs: Int) {
+    public init(id: String, prompt: [Int], sampling: SamplingParameters, maxTokens: Int?, stop: [String], logprobs: Int?) {
         self.id = id
         self.prompt = prompt
         self.sampling = sampling
         self.maxTokens = maxTokens
         self.stop = stop
-        self.topLogprobs = topLogprobs
+        self.logprobs = logprobs
     }
 }
 
@@ -87,7 +88,7 @@ public enum GenerationEvent: Sendable, Codable {
 public struct TokenOutput: Sendable, Codable {
     public var token: Int
     public var text: String
-    /// The token's text even when `text` holds it back (for logprobs).
+    /// The token's own text even when `text` holds it back; only when logprobs were asked for.
     public var piece: String
     public var logprob: Float
     public var top: [TokenAlternative]
