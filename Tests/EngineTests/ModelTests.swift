@@ -7,9 +7,10 @@ import Tokenizers
 
 @testable import Engine
 
-/// The real SmolLM2 model converted into a temporary store, loaded once for all engine tests.
+/// The real SmolLM2 model in a temporary store (linked to the shared converted checkpoint),
+/// loaded once for all engine tests.
 enum SharedModel {
-    /// Removed when the test process exits (the model's copy is ~90 MiB).
+    /// Removed when the test process exits.
     static let directory: TemporaryDirectory = {
         let directory = try! TemporaryDirectory("engine-model")
         atexit { SharedModel.directory.remove() }
@@ -18,7 +19,7 @@ enum SharedModel {
 
     static let loaded = Task { () throws -> LoadedModel in
         let store = ModelStore(root: directory.file("home"))
-        try Converter.convert(try RealModel.ggufPath(), to: store.directory(for: try ModelName("smol")))
+        try await RealModel.link(into: store.root, as: "smol")
         let loader = ModelLoader(store: store, cache: try DRAMCache(directory: directory.file("cache"), budgetBytes: 1 << 30, slabBytes: 32 << 20),
                                  configuration: .init(threads: 2))
         return try await loader.load(try ModelName("smol"))

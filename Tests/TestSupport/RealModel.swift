@@ -1,3 +1,4 @@
+import Checkpoint
 import Foundation
 
 /// The real default model, SmolLM2-135M-Instruct Q4_1, for tests.
@@ -8,6 +9,28 @@ public enum RealModel {
     public static let fileName = "SmolLM2-135M-Instruct.Q4_1.gguf"
     public static let sha256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
     private static let lock = NSLock()
+
+    /// The GGUF converted into the checkpoint format once per test process (about 90 MiB, in a
+    /// temporary directory removed at exit); tests link it into their stores with `link(into:as:)`.
+    public static let checkpoint = Task { () throws -> String in
+        let path = convertedDirectory.file("smollm2-135m")
+        try Converter.convert(try ggufPath(), to: path)
+        return path
+    }
+
+    private static let convertedDirectory: TemporaryDirectory = {
+        let directory = try! TemporaryDirectory("real-model")
+        atexit { RealModel.convertedDirectory.remove() }
+        return directory
+    }()
+
+    /// Makes `ROOT/models/NAME` a link to the shared converted checkpoint.
+    public static func link(into root: String, as name: String) async throws {
+        let models = root + "/models"
+        try FileManager.default.createDirectory(atPath: models, withIntermediateDirectories: true)
+        guard !FileManager.default.fileExists(atPath: models + "/" + name) else { return }
+        try FileManager.default.createSymbolicLink(atPath: models + "/" + name, withDestinationPath: try await checkpoint.value)
+    }
 
     /// Path of the GGUF file, fetching it on first use.
     public static func ggufPath() throws -> String {

@@ -1,4 +1,3 @@
-import Checkpoint
 import Foundation
 import TestSupport
 import Testing
@@ -16,8 +15,7 @@ import Glibc
     @Test func serveDeployStatusPsDeleteAndSigterm() async throws {
         let home = try TemporaryDirectory("serve-cli")
         defer { home.remove() }
-        try FileManager.default.createDirectory(atPath: home.file("models"), withIntermediateDirectories: true)
-        try Converter.convert(try RealModel.ggufPath(), to: home.file("models/smollm2-135m"))
+        try await RealModel.link(into: home.path, as: "smollm2-135m")
         // The file sets a port the flag overrides; the environment sets the default keep-alive.
         try writeFile(home.file("config.yaml"), Array("port: 1\nthreads: 2\nkeep_alive: 7m\n".utf8))
 
@@ -35,7 +33,7 @@ import Glibc
         defer { if process.isRunning { process.terminate() } }
 
         // The first line names the address.
-        let banner = try await Task.detached { () -> String in
+        let banner = await Task.detached { () -> String in
             var seen = Data()
             while !String(decoding: seen, as: UTF8.self).contains("serving on") {
                 let chunk = errors.fileHandleForReading.availableData

@@ -1,5 +1,4 @@
 import AsyncHTTPClient
-import Checkpoint
 import Foundation
 import Logging
 import NIOCore
@@ -7,21 +6,6 @@ import NIOHTTP1
 @testable import Serving
 import Store
 import TestSupport
-
-/// The real model converted once per test process; each server's data directory links to it.
-enum SharedStore {
-    static let directory: TemporaryDirectory = {
-        let directory = try! TemporaryDirectory("serving-model")
-        atexit { SharedStore.directory.remove() }
-        return directory
-    }()
-
-    static let converted = Task { () throws -> String in
-        let path = directory.file("smollm2-135m")
-        try Converter.convert(try RealModel.ggufPath(), to: path)
-        return path
-    }
-}
 
 /// A server on 127.0.0.1 and a free port, in a data directory of its own, with the real model.
 final class TestServer: Sendable {
@@ -38,11 +22,7 @@ final class TestServer: Sendable {
         wrapWorker: @escaping (LocalWorker) -> any Worker = { $0 }
     ) async throws -> TestServer {
         let directory = try existing ?? TemporaryDirectory("serve")
-        let models = directory.file("home/models")
-        try FileManager.default.createDirectory(atPath: models, withIntermediateDirectories: true)
-        if !FileManager.default.fileExists(atPath: models + "/smollm2-135m") {
-            try FileManager.default.createSymbolicLink(atPath: models + "/smollm2-135m", withDestinationPath: try await SharedStore.converted.value)
-        }
+        try await RealModel.link(into: directory.file("home"), as: "smollm2-135m")
         var configuration = ServeConfiguration(dataDirectory: directory.file("home"))
         configuration.port = 0
         configuration.threads = 2
