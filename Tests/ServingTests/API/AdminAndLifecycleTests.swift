@@ -119,6 +119,19 @@ import TestSupport
         }
     }
 
+    @Test func requestsOnAnOpenConnectionGet503OnceShutdownBegan() async throws {
+        let server = try await TestServer.start()
+        #expect(try await server.request(.GET, "/ready").status == 200)
+        // What the shutdown gate does on SIGTERM, before the listener closes.
+        server.server.lifecycle.beginShutdown()
+        let reply = try await server.request(.POST, "/v1/completions", json: ["model": "smollm2-135m", "prompt": "Hi", "max_tokens": 1])
+        #expect(reply.status == 503)
+        #expect((reply.json["error"] as? [String: Any])?["code"] as? String == "shutting_down")
+        #expect(try await server.request(.GET, "/ready").status == 503)
+        #expect(try await server.request(.GET, "/health").status == 200)
+        try await server.stop()
+    }
+
     @Test func shutdownLetsInFlightStreamsFinish() async throws {
         let server = try await TestServer.start()
         let firstToken = AsyncStream.makeStream(of: Void.self)
