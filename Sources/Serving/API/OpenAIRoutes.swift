@@ -224,7 +224,7 @@ struct OpenAIRoutes: Sendable {
         var offset = 0
         do {
             if prepared.kind == .chat {
-                try await send(chunk(prepared, object: chunkObject, choice: chatChoice(delta: #"{"role":"assistant","content":""}"#, logprobs: nil, finish: nil)), to: &writer)
+                try await send(chunk(prepared, object: chunkObject, choice: streamedChoice(.chat, #"{"role":"assistant","content":""}"#, logprobs: nil, finish: nil)), to: &writer)
             }
             for try await event in worker.run(prepared.job, on: lease.instance.id) {
                 switch event {
@@ -234,15 +234,12 @@ struct OpenAIRoutes: Sendable {
                         ? (prepared.kind == .chat ? chatLogprobs([output]) : completionLogprobs([output], startOffset: offset)) : nil
                     offset += output.text.utf8.count
                     guard !output.text.isEmpty || logprobs != nil else { continue }
-                    let choice = prepared.kind == .chat
-                        ? chatChoice(delta: "{\"content\":" + JSONWriter.quote(output.text) + "}", logprobs: logprobs, finish: nil)
-                        : textChoice(output.text, logprobs: logprobs, finish: nil)
+                    let content = prepared.kind == .chat ? "{\"content\":" + JSONWriter.quote(output.text) + "}" : output.text
+                    let choice = streamedChoice(prepared.kind, content, logprobs: logprobs, finish: nil)
                     try await send(chunk(prepared, object: chunkObject, choice: choice), to: &writer)
                 case .finished(let done):
                     summary = done
-                    let choice = prepared.kind == .chat
-                        ? chatChoice(delta: "{}", logprobs: nil, finish: done.finishReason.rawValue)
-                        : textChoice("", logprobs: nil, finish: done.finishReason.rawValue)
+                    let choice = streamedChoice(prepared.kind, prepared.kind == .chat ? "{}" : "", logprobs: nil, finish: done.finishReason.rawValue)
                     try await send(chunk(prepared, object: chunkObject, choice: choice, timings: timings(lease, summary: done)), to: &writer)
                 }
             }
@@ -348,23 +345,16 @@ struct OpenAIRoutes: Sendable {
         return json.finished
     }
 
-    private func chatChoice(delta: String, logprobs: String?, finish: String?) -> String {
+    /// A streamed choice: chat carries a `delta` object, completions carry `text`.
+    private func streamedChoice(_ kind: Kind, _ content: String, logprobs: String?, finish: String?) -> String {
         var json = JSONWriter()
         json.int("index", 0)
-        json.raw("delta", delta)
+        if kind == .chat { json.raw("delta", content) } else { json.string("text", content) }
         json.raw("logprobs", logprobs ?? "null")
         json.string("finish_reason", finish)
         return json.finished
     }
 
-    private func textChoice(_ text: String, logprobs: String?, finish: String?) -> String {
-        var json = JSONWriter()
-        json.int("index", 0)
-        json.string("text", text)
-        json.raw("logprobs", logprobs ?? "null")
-        json.string("finish_reason", finish)
-        return json.finished
-    }
 
     /// Chat logprobs: `{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}`.
     private func chatLogprobs(_ tokens: [TokenOutput]) -> String {

@@ -13,7 +13,7 @@ public enum KeepAlive: Sendable, Equatable, Codable, CustomStringConvertible {
     public init(parsing text: String) throws(ServingError) {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         if let seconds = Double(trimmed) {
-            self = seconds < 0 ? .forever : .duration(.milliseconds(Int64((seconds * 1000).rounded())))
+            self.init(seconds: seconds)
             return
         }
         if trimmed.hasPrefix("-") || ["forever", "inf", "infinite", "never"].contains(trimmed.lowercased()) { self = .forever; return }

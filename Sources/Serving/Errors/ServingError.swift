@@ -1,4 +1,5 @@
 public import Hummingbird
+import Engine
 import Foundation
 import NIOCore
 
@@ -88,5 +89,23 @@ extension ServingError: HTTPResponseError {
         headers[.contentType] = "application/json"
         if kind == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: json)))
+    }
+}
+
+extension ServingError {
+    /// Maps an engine error to the wire.
+    init(_ error: any Error) {
+        if let error = error as? ServingError {
+            self = error
+        } else if let error = error as? EngineError {
+            switch error.kind {
+            case .contextOverflow: self.init(.contextLengthExceeded, error.description)
+            case .invalidInput: self.init(.invalidRequest, error.description)
+            case .outOfMemory: self.init(.insufficientMemory, error.description)
+            case .unsupportedModel: self.init(.unavailable, error.description)
+            }
+        } else {
+            self.init(.internalError, "\(error)")
+        }
     }
 }

@@ -232,21 +232,3 @@ final class Instance: @unchecked Sendable {
         retain(job.sequence)
     }
 }
-
-extension ServingError {
-    /// Maps an engine error to the wire.
-    init(_ error: any Error) {
-        if let error = error as? ServingError {
-            self = error
-        } else if let error = error as? EngineError {
-            switch error.kind {
-            case .contextOverflow: self.init(.contextLengthExceeded, error.description)
-            case .invalidInput: self.init(.invalidRequest, error.description)
-            case .outOfMemory: self.init(.insufficientMemory, error.description)
-            case .unsupportedModel: self.init(.unavailable, error.description)
-            }
-        } else {
-            self.init(.internalError, "\(error)")
-        }
-    }
-}

@@ -30,8 +30,9 @@ public final class LocalWorker: Worker {
         try Task.checkCancellation()
         var options = Engine.Options()
         options.threads = threads
-        options.contextLength = spec.contextLength ?? min(8192, model.index.config.contextLength)
-        let context = max(1, min(options.contextLength!, model.index.config.contextLength))
+        // The engine clamps the context to the model's the same way; the KV budget needs it first.
+        let context = max(1, min(spec.contextLength ?? 8192, model.index.config.contextLength))
+        options.contextLength = context
         options.kvCacheBytes = spec.maxSequences * context * Engine.kvBytesPerPosition(model.index.config)
         let engine = try Engine(model: model, options: options)
         let info = InstanceInfo(
