@@ -26,11 +26,11 @@ struct OpenAIRoutes: Sendable {
         var job: GenerationJob
         var stream: Bool
         var includeUsage: Bool
-        var logprobs: Bool
         var keepAlive: KeepAlive?
         var arrival: ContinuousClock.Instant
-        var id: String
         var created: Int
+        /// Whether the client asked for log-probabilities.
+        var logprobs: Bool { job.logprobs != nil }
     }
 
     /// Whole (non-streaming) requests that may generate more than this many tokens are cancelled
@@ -134,8 +134,8 @@ struct OpenAIRoutes: Sendable {
         var job = GenerationJob(id: id, prompt: prompt, sampling: sampling, maxTokens: maxTokens, stop: stop, logprobs: logprobs ? topLogprobs : nil)
         if fields.ignoreEos == true { job.stopAtEndOfGeneration = false }
         return Prepared(kind: kind, deployment: deployment, job: job, stream: fields.stream ?? false,
-                        includeUsage: fields.streamOptions?.includeUsage ?? false, logprobs: logprobs,
-                        keepAlive: fields.keepAlive, arrival: arrival, id: id, created: Int(Date().timeIntervalSince1970))
+                        includeUsage: fields.streamOptions?.includeUsage ?? false,
+                        keepAlive: fields.keepAlive, arrival: arrival, created: Int(Date().timeIntervalSince1970))
     }
 
     // MARK: - Whole responses
@@ -214,7 +214,7 @@ struct OpenAIRoutes: Sendable {
             // Headers are out: report the failure in the stream, as OpenAI does mid-stream.
             let failure = ServingError(error)
             metrics.request(deployment: prepared.deployment.name, status: Int(failure.status.code))
-            try? await writer.write(ByteBuffer(string: "data: " + String(decoding: failure.json, as: UTF8.self) + "\n\n"))
+            try? await send(String(decoding: failure.json, as: UTF8.self), to: &writer)
             try await writer.finish(nil)
             return
         }
@@ -247,7 +247,7 @@ struct OpenAIRoutes: Sendable {
             await prepared.deployment.release(lease, keepAlive: prepared.keepAlive)
             if let failure = error as? ServingError {
                 metrics.request(deployment: prepared.deployment.name, status: Int(failure.status.code))
-                try? await writer.write(ByteBuffer(string: "data: " + String(decoding: failure.json, as: UTF8.self) + "\n\n"))
+                try? await send(String(decoding: failure.json, as: UTF8.self), to: &writer)
                 try? await writer.finish(nil)
             } else {
                 // The client went away: the job was cancelled when its stream was dropped.
@@ -329,7 +329,7 @@ struct OpenAIRoutes: Sendable {
 
     private func header(_ prepared: Prepared, object: String) -> JSONWriter {
         var json = JSONWriter()
-        json.string("id", prepared.id)
+        json.string("id", prepared.job.id)
         json.string("object", object)
         json.int("created", prepared.created)
         json.string("model", prepared.deployment.name)
