@@ -4,18 +4,25 @@
 // waking sleeping threads through a condition variable for each would cost more than the work.
 // Workers spin on a generation counter for a while (with `pause`), then sleep on a futex; the
 // caller only makes the wake-up system call when some worker is asleep.
+//
+// Spinning assumes every thread has a core. When threads outnumber cores (several instances on
+// one node, or other work), a spinning thread would burn its whole time slice while the thread it
+// waits for is not even running, turning microseconds into milliseconds per task. So both sides
+// offer the core back (`sched_yield`) every few thousand spins; with idle cores that call returns
+// at once, so it costs nothing when the pool has the machine to itself.
 #define _GNU_SOURCE
 #include "sllm_engine.h"
 
 #include <immintrin.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-enum { SPIN_ROUNDS = 1 << 16 };
+enum { SPIN_ROUNDS = 1 << 16, YIELD_EVERY = 1 << 11 };
 
 struct sllm_pool {
     int threads;
@@ -51,7 +58,8 @@ static void *worker_main(void *argument) {
         int spins = 0;
         while ((now = atomic_load_explicit(&pool->generation, memory_order_acquire)) == seen) {
             if (++spins < SPIN_ROUNDS) {
-                _mm_pause();
+                if (spins % YIELD_EVERY == 0) sched_yield();
+                else _mm_pause();
                 continue;
             }
             atomic_fetch_add(&pool->sleepers, 1);
@@ -98,7 +106,10 @@ void sllm_pool_run(sllm_pool *pool, sllm_task_fn fn, void *context) {
     atomic_fetch_add_explicit(&pool->generation, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&pool->sleepers, memory_order_seq_cst) > 0) futex_wake_all(&pool->generation);
     fn(context, 0, pool->threads);
-    while (atomic_load_explicit(&pool->pending, memory_order_acquire) > 0) _mm_pause();
+    for (int spins = 1; atomic_load_explicit(&pool->pending, memory_order_acquire) > 0; spins++) {
+        if (spins % YIELD_EVERY == 0) sched_yield();
+        else _mm_pause();
+    }
 }
 
 void sllm_pool_destroy(sllm_pool *pool) {

@@ -57,7 +57,7 @@ final class SlowWorker: Worker {
         var now = chat
         now["keep_alive"] = "0"
         #expect(try await server.request(.POST, "/v1/chat/completions", json: now).status == 200)
-        #expect(try await server.eventually(5) { try await server.instances("smollm2-135m").isEmpty })
+        #expect(try await server.eventually { try await server.instances("smollm2-135m").isEmpty })
         try await server.stop()
     }
 
