@@ -29,6 +29,8 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var cacheDirectory: String?
     /// Compute threads per instance.
     public var threads: Int
+    /// Read checkpoints from the SSD with `O_DIRECT` instead of buffered reads with readahead.
+    public var directIO = false
     /// Deployed (scale-to-zero) on the first start; empty for none.
     public var defaultModel = ModelSource.defaultModel.name
     /// Models (deployment names) started at launch and kept loaded for their keep-alive.
@@ -67,7 +69,7 @@ public struct ServeConfiguration: Sendable, Equatable {
     /// variable is `SLLM_` + its upper-cased name, the flag `--` + it with dashes.
     public static let keys: [String] = [
         "host", "port", "data_dir", "auth", "api_keys", "admin_key", "memory_budget", "dram_cache", "cache_dir", "threads",
-        "default_model", "preload", "min_instances", "max_instances", "target_concurrency", "keep_alive",
+        "direct_io", "default_model", "preload", "min_instances", "max_instances", "target_concurrency", "keep_alive",
         "queue_limit", "max_body", "shutdown_timeout",
     ]
 
@@ -101,6 +103,12 @@ public struct ServeConfiguration: Sendable, Equatable {
             case "threads":
                 guard let threads = Int(value), (1...256).contains(threads) else { throw fail(key, value, "a thread count (1-256)") }
                 self.threads = threads
+            case "direct_io":
+                switch value.lowercased() {
+                case "true", "yes", "on", "1": directIO = true
+                case "false", "no", "off", "0": directIO = false
+                default: throw fail(key, value, "true or false")
+                }
             case "default_model": defaultModel = value
             case "preload": preload = list(value)
             case "min_instances":

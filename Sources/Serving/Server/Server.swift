@@ -47,7 +47,7 @@ public final class Server: Sendable {
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         let cache = try DRAMCache(directory: configuration.cacheDirectory ?? DRAMCache.defaultDirectory(forDataDirectory: store.root),
                                   budgetBytes: configuration.dramCacheBytes)
-        let loader = ModelLoader(store: store, cache: cache)
+        let loader = ModelLoader(store: store, cache: cache, configuration: .init(directIO: configuration.directIO))
         let local = LocalWorker(loader: loader, threads: configuration.threads, logger: logger)
         worker = wrapWorker(local)
         let state = try StateStore(path: configuration.dataDirectory + "/state.sqlite")

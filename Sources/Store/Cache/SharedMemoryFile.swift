@@ -25,7 +25,9 @@ final class UnsafeSharedMemoryFile: @unchecked Sendable {
         guard ftruncate(fd, off_t(byteCount)) == 0 else {
             throw StoreError(.io, "cannot size \(path) to \(byteCount) bytes: \(Errno(errno, operation: "ftruncate"))")
         }
-        return try UnsafeSharedMemoryFile(fd: fd, path: path, byteCount: byteCount, writable: true)
+        // A new slab is about to be written whole by a load: allocating and mapping every page
+        // in one call costs far less than a page fault per 4 KiB during the reads.
+        return try UnsafeSharedMemoryFile(fd: fd, path: path, byteCount: byteCount, writable: true, populate: true)
     }
 
     /// Maps `path` read-write, creating it (zero-filled, `byteCount` bytes) when missing and
@@ -53,7 +55,7 @@ final class UnsafeSharedMemoryFile: @unchecked Sendable {
         return try UnsafeSharedMemoryFile(fd: fd, path: path, byteCount: byteCount, writable: true)
     }
 
-    private init(fd: Int32, path: String, byteCount: Int, writable: Bool) throws {
+    private init(fd: Int32, path: String, byteCount: Int, writable: Bool, populate: Bool = false) throws {
         self.path = path
         self.byteCount = byteCount
         if byteCount == 0 {
@@ -61,7 +63,7 @@ final class UnsafeSharedMemoryFile: @unchecked Sendable {
             return
         }
         let protection = writable ? PROT_READ | PROT_WRITE : PROT_READ
-        guard let pointer = mmap(nil, byteCount, protection, MAP_SHARED, fd, 0), pointer != MAP_FAILED else {
+        guard let pointer = mmap(nil, byteCount, protection, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0), pointer != MAP_FAILED else {
             throw StoreError(.io, "cannot map \(path): \(Errno(errno, operation: "mmap"))")
         }
         base = pointer

@@ -15,8 +15,9 @@ protocol ChunkSource: Sendable {
     var isDirect: Bool { get }
 }
 
-/// The SSD tier: partition files read with `O_DIRECT`, or buffered where the file system
-/// refuses it (tmpfs), with a warning.
+/// The SSD tier: partition files read through the page cache (each chunk's pages dropped once
+/// copied), or with `O_DIRECT` when asked, falling back to buffered reads, with a warning, where
+/// the file system refuses it (tmpfs).
 final class LocalChunkSource: ChunkSource {
     private let descriptors: [Int32]
     let isDirect: Bool
@@ -50,7 +51,12 @@ final class LocalChunkSource: ChunkSource {
         self.isDirect = direct
     }
 
-    deinit { descriptors.forEach { close($0) } }
+    deinit {
+        // The per-chunk drops leave the large folios that straddle chunk boundaries; one drop of
+        // every file at the end takes the rest.
+        if !isDirect { descriptors.forEach { posix_fadvise($0, 0, 0, POSIX_FADV_DONTNEED) } }
+        descriptors.forEach { close($0) }
+    }
 
     func read(partition: Int, offset: Int, length: Int, into destination: UnsafeMutableRawPointer) throws {
         var done = 0
@@ -65,5 +71,9 @@ final class LocalChunkSource: ChunkSource {
             }
             done += n
         }
+        // Buffered reads leave the bytes in the page cache too; the destination (the DRAM cache,
+        // or an instance's memory) now holds them, so the second copy is dropped as the load goes
+        // rather than left to crowd out other files (a multi-GiB model would otherwise be held twice).
+        if !isDirect { posix_fadvise(descriptors[partition], off_t(offset), off_t(length), POSIX_FADV_DONTNEED) }
     }
 }

@@ -67,7 +67,7 @@ struct LoadBench: AsyncParsableCommand {
         let modelLoader = try ModelLoader(
             store: benchStore,
             cache: DRAMCache(directory: options.cacheDirectory.map(absolutePath) ?? DRAMCache.defaultDirectory(forDataDirectory: benchStore.root), budgetBytes: max(options.budgetBytes, 8 << 30), slabBytes: parseByteCount(options.chunkSize)!),
-            configuration: .init(threads: options.threads, directIO: !options.noDirectIO))
+            configuration: .init(threads: options.threads, directIO: options.directIO))
         let fio = Fio.find()
         let python = pythonHasSafetensors()
         if fio == nil { print("fio not found: run scripts/install-bench-tools.sh (fio columns are left out)") }
@@ -156,7 +156,7 @@ struct LoadBench: AsyncParsableCommand {
                 freshMemoryGBps: freshRate, stages: stages))
         }
 
-        print("sllm bench load: \(runs) cold runs per method, page cache evicted before each; loader \(modelLoader.configuration.threads) threads, \(options.chunkSize) chunks, O_DIRECT \(!options.noDirectIO)")
+        print("sllm bench load: \(runs) cold runs per method, page cache evicted before each; loader \(modelLoader.configuration.threads) threads, \(options.chunkSize) chunks, O_DIRECT \(options.directIO)")
         for report in reports {
             print("\n\(report.name) (\(formatBytes(Int64(report.bytes))))")
             var rows = [["METHOD", "GB/s median (min–max)", "sllm / method"]]

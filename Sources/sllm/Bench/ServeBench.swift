@@ -21,7 +21,7 @@ struct ServeBench: AsyncParsableCommand {
             and, when llama-server is on PATH or given (scripts/build-llama-cpp.sh builds it), the
             same measurements on llama-server in the same run:
               cold start  a scaled-to-zero deployment, 5-token prompt, 1 token; sllm from the DRAM
-                          cache and from the SSD (cache evicted, O_DIRECT reads), llama-server in
+                          cache and from the SSD (DRAM and page cache evicted), llama-server in
                           router mode (--models-dir) after POST /models/unload. Breakdown from the
                           response's `timings` (queue, load, engine init, prefill).
               warm        the same request to a loaded model: round trip, and sllm's server

@@ -13,6 +13,7 @@ import TestSupport
             keep_alive: 10m
             preload: [a, b]
             target-concurrency: 8
+            direct_io: true
             """.utf8))
         var configuration = ServeConfiguration(dataDirectory: "/data")
         try configuration.apply(ServeConfiguration.fileLayer(path: directory.file("sllm.yaml")), source: "file")
@@ -23,6 +24,8 @@ import TestSupport
         #expect(configuration.deploymentDefaults.keepAlive == .forever)
         #expect(configuration.deploymentDefaults.targetConcurrency == 8)
         #expect(configuration.preload == ["a", "b"])
+        #expect(configuration.directIO)
+        #expect(!ServeConfiguration(dataDirectory: "/d").directIO)
         #expect(configuration.requiresKeys)
         #expect(!ServeConfiguration(dataDirectory: "/d").requiresKeys)
     }
@@ -42,5 +45,8 @@ import TestSupport
         }
         #expect(throws: ServingError.self) { try configuration.apply(["memory_budget": "lots"], source: "env") }
         #expect(throws: ServingError.self) { try configuration.apply(["keep_alive": "soon"], source: "env") }
+        #expect { try configuration.apply(["direct_io": "maybe"], source: "env") } throws: { error in
+            (error as? ServingError)?.message == "env: direct_io `maybe` is not true or false"
+        }
     }
 }

@@ -70,6 +70,40 @@ func expectTensorsMatchStore(_ model: LoadedModel, _ store: ModelStore, sourceLo
         #expect(fixture.store.contains(try ModelName("m")))
     }
 
+    @Test func bufferedReadsDropTheirPageCacheCopyAndDirectReadsLoadTheSameBytes() async throws {
+        let fixture = try LoaderFixture("loader-page-cache")
+        defer { fixture.remove() }
+        try fixture.addSynthetic("m", bytes: 4 << 20)
+        let reader = try fixture.store.reader(for: try ModelName("m"))
+        let partitions = reader.index.partitions.map { reader.directory + "/" + $0.file }
+        // Where pages can leave the page cache at all (not on tmpfs), bring them in first.
+        var droppable = true
+        for path in partitions {
+            PageCache.evict(path)
+            droppable = droppable && PageCache.residentFraction(path) == 0
+            _ = try readFile(path)
+            #expect(PageCache.residentFraction(path) > 0.9)
+        }
+        do {
+            let buffered = try await fixture.loader().load(try ModelName("m"))
+            #expect(try !fixture.loader().configuration.directIO)
+            #expect(buffered.tier == .ssd)
+            // The DRAM cache holds the bytes now; the page cache keeps no second copy (checked
+            // before the comparison below reads the files again).
+            if droppable {
+                for path in partitions { #expect(PageCache.residentFraction(path) == 0) }
+            }
+            try expectTensorsMatchStore(buffered, fixture.store)
+        }
+
+        _ = try DRAMCache(directory: fixture.cacheDirectory, budgetBytes: 1 << 30, slabBytes: 256 << 10).evict(name: "m")
+        let direct = try await ModelLoader(
+            store: fixture.store, cache: try DRAMCache(directory: fixture.cacheDirectory, budgetBytes: 1 << 30, slabBytes: 256 << 10),
+            configuration: .init(threads: 2, directIO: true)).load(try ModelName("m"))
+        #expect(direct.tier == .ssd)
+        try expectTensorsMatchStore(direct, fixture.store)
+    }
+
     @Test func theRealModelLoadsIntoViewsOfItsBytes() async throws {
         let fixture = try LoaderFixture("loader-real")
         defer { fixture.remove() }
@@ -274,3 +308,4 @@ func expectTensorsMatchStore(_ model: LoadedModel, _ store: ModelStore, sourceLo
         #expect(try fixture.store.evictLeastRecentlyUsed(toFit: Int(each), protecting: []) == ["a"])
     }
 }
+
