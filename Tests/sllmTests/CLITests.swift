@@ -78,6 +78,8 @@ import Testing
         (["rm", "missing-model"], "not in the store"),
         (["pull", "ftp://x/y"], "unsupported source"),
         (["convert", "a", "b", "--partition-size", "12"], "--partition-size"),
+        (["bench", "generate", "--llama-bench", "/nonexistent/llama-bench"], "--llama-bench /nonexistent/llama-bench is not an executable file"),
+        (["bench", "serve", "--llama-server", "/nonexistent/llama-server"], "--llama-server /nonexistent/llama-server is not an executable file"),
     ])
     func badInputGivesOneErrorLineAndNonZeroStatus(arguments: [String], message: String) throws {
         let home = try TemporaryDirectory("cli")

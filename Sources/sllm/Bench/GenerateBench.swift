@@ -75,6 +75,7 @@ struct GenerateBench: AsyncParsableCommand {
         guard prompt >= 1, generate >= 1 else { throw ValidationError("--prompt and --generate must be positive") }
         guard parsedList(threads) != nil else { throw ValidationError("--threads must be a comma-separated list of positive numbers") }
         guard parsedList(batches) != nil else { throw ValidationError("--batches must be a comma-separated list of positive numbers") }
+        try requireExecutable(llamaBench, option: "--llama-bench")
     }
 
     private func parsedList(_ text: String) -> [Int]? {
@@ -207,6 +208,13 @@ struct GenerateBench: AsyncParsableCommand {
 }
 
 /// An executable named `name` on PATH.
+/// Refuses a peer path given on the command line that is not an executable file.
+func requireExecutable(_ path: String?, option: String) throws {
+    if let path, !FileManager.default.isExecutableFile(atPath: path) {
+        throw ValidationError("\(option) \(path) is not an executable file")
+    }
+}
+
 func findOnPath(_ name: String) -> String? {
     for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
         let path = "\(directory)/\(name)"

@@ -116,7 +116,7 @@ final class ServerProcess: @unchecked Sendable {
                 usleep(25_000)
             }
             process.terminate()
-            throw CommandFailure("\(executable) did not start: see \(log)")
+            throw CommandFailure("\(executable) did not start\(logTail(log))")
         }
         let port = arguments[(arguments.firstIndex(of: "--port") ?? 0) + 1]
         return ServerProcess(process: process, url: "http://127.0.0.1:\(port)")
@@ -129,6 +129,14 @@ final class ServerProcess: @unchecked Sendable {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
     }
+}
+
+/// The last lines of a server's log, for an error message (the bench's scratch directory, and
+/// the log with it, is removed when the bench ends).
+func logTail(_ log: String, lines: Int = 8) -> String {
+    let text = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+    guard !text.isEmpty else { return " (its log is empty)" }
+    return "; the end of its log:\n" + text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
 }
 
 /// A TCP port nothing listens on now.
