@@ -106,7 +106,7 @@ void sllm_pool_run(sllm_pool *pool, sllm_task_fn fn, void *context) {
     atomic_fetch_add_explicit(&pool->generation, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&pool->sleepers, memory_order_seq_cst) > 0) futex_wake_all(&pool->generation);
     fn(context, 0, pool->threads);
-    for (int spins = 1; atomic_load_explicit(&pool->pending, memory_order_acquire) > 0; spins++) {
+    for (unsigned spins = 1; atomic_load_explicit(&pool->pending, memory_order_acquire) > 0; spins++) {
         if (spins % YIELD_EVERY == 0) sched_yield();
         else _mm_pause();
     }

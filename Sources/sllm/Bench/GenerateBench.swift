@@ -207,7 +207,6 @@ struct GenerateBench: AsyncParsableCommand {
     }
 }
 
-/// An executable named `name` on PATH.
 /// Refuses a peer path given on the command line that is not an executable file.
 func requireExecutable(_ path: String?, option: String) throws {
     if let path, !FileManager.default.isExecutableFile(atPath: path) {
@@ -215,6 +214,7 @@ func requireExecutable(_ path: String?, option: String) throws {
     }
 }
 
+/// An executable named `name` on PATH.
 func findOnPath(_ name: String) -> String? {
     for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
         let path = "\(directory)/\(name)"

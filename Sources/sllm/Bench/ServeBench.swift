@@ -261,7 +261,7 @@ struct ServeBench: AsyncParsableCommand {
             "--models-dir", modelsDirectory, "--host", "127.0.0.1", "--port", String(freePort()), "-t", String(threads), "-c", "2048",
         ], log: scratch + "/llama-router.log", banner: nil)
         defer { router.stop() }
-        try await waitForHealth(http, router, log: scratch + "/llama-router.log")
+        try await waitForHealth(http, router)
         let listed = try await http.json(.GET, router.url + "/models")["data"] as? [[String: Any]] ?? []
         guard let id = listed.first?["id"] as? String else { throw CommandFailure("llama-server router lists no model") }
         let request: [String: Any] = ["model": id, "prompt": Self.prompt, "max_tokens": 1, "temperature": 0]
@@ -295,7 +295,7 @@ struct ServeBench: AsyncParsableCommand {
             "-np", String(parallel), "-c", String(parallel * 1024),
         ], log: scratch + "/llama-server.log", banner: nil)
         defer { single.stop() }
-        try await waitForHealth(http, single, log: scratch + "/llama-server.log")
+        try await waitForHealth(http, single)
         let plain: [String: Any] = ["prompt": Self.prompt, "max_tokens": 1, "temperature": 0]
         _ = try await http.json(.POST, single.url + "/v1/completions", plain)
         var warm: [Double] = []
@@ -317,15 +317,15 @@ struct ServeBench: AsyncParsableCommand {
     }
 
     /// Waits until `server` answers `/health`; fails at once when it exits first.
-    private func waitForHealth(_ http: BenchHTTP, _ server: ServerProcess, log: String) async throws {
+    private func waitForHealth(_ http: BenchHTTP, _ server: ServerProcess) async throws {
         for _ in 0..<600 {
             guard server.process.isRunning else {
-                throw CommandFailure("\(server.process.executableURL?.path ?? "llama-server") exited with status \(server.process.terminationStatus) before answering /health\(logTail(log))")
+                throw CommandFailure("\(server.process.executableURL?.path ?? "llama-server") exited with status \(server.process.terminationStatus) before answering /health\(logTail(server.log))")
             }
             if (try? await http.json(.GET, server.url + "/health")) != nil { return }
             try await Task.sleep(for: .milliseconds(50))
         }
-        throw CommandFailure("llama-server at \(server.url) did not answer /health within 30 s\(logTail(log))")
+        throw CommandFailure("llama-server at \(server.url) did not answer /health within 30 s\(logTail(server.log))")
     }
 
     // MARK: - Output

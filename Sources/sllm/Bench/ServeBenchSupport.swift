@@ -89,10 +89,13 @@ final class ServerProcess: @unchecked Sendable {
     // Sendable: `process` is only started and signalled; Foundation's Process is thread-safe for that.
     let process: Process
     let url: String
+    /// Where its output goes.
+    let log: String
 
-    private init(process: Process, url: String) {
+    private init(process: Process, url: String, log: String) {
         self.process = process
         self.url = url
+        self.log = log
     }
 
     /// Starts `executable`; the URL comes from the log's `http://HOST:PORT` once `banner` appears
@@ -110,7 +113,7 @@ final class ServerProcess: @unchecked Sendable {
             for _ in 0..<1200 {
                 let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
                 if text.contains(banner), let range = text.range(of: #"http://[0-9.]+:\d+"#, options: .regularExpression) {
-                    return ServerProcess(process: process, url: String(text[range]))
+                    return ServerProcess(process: process, url: String(text[range]), log: log)
                 }
                 guard process.isRunning else { break }
                 usleep(25_000)
@@ -119,7 +122,7 @@ final class ServerProcess: @unchecked Sendable {
             throw CommandFailure("\(executable) did not start\(logTail(log))")
         }
         let port = arguments[(arguments.firstIndex(of: "--port") ?? 0) + 1]
-        return ServerProcess(process: process, url: "http://127.0.0.1:\(port)")
+        return ServerProcess(process: process, url: "http://127.0.0.1:\(port)", log: log)
     }
 
     func stop() {
