@@ -70,9 +70,9 @@ actor Deployment {
     private var waiters: [Int: Waiter] = [:]
     private var nextWaiter = 0
     private var started: [String: InstanceInfo] = [:]
-    private var timers: [String: Task<Void, Never>] = [:]
-    /// When each idle instance will stop (for `sllm ps`); nil while busy or kept forever.
-    private var expiries: [String: Date] = [:]
+    /// Keep-alive timers of idle instances, with when each fires (what `sllm ps` shows as the
+    /// instance's expiry); none while busy or kept forever.
+    private var timers: [String: (task: Task<Void, Never>, expiresAt: Date)] = [:]
     private var lastUsed: [String: Date] = [:]
     /// Load progress of instances being started, written from loader threads.
     private nonisolated let progress = Mutex<[String: Double]>([:])
@@ -207,10 +207,10 @@ actor Deployment {
     func delete() async {
         deleted = true
         let actions = machine.deleteAll()
-        for case .stop(let id) in actions { timers.removeValue(forKey: id)?.cancel() }
+        for case .stop(let id) in actions { timers.removeValue(forKey: id)?.task.cancel() }
         perform(actions.filter { if case .stop = $0 { return false } else { return true } })
         for case .stop(let id) in actions { await stopNow(id) }
-        for (_, timer) in timers { timer.cancel() }
+        for (_, timer) in timers { timer.task.cancel() }
         timers.removeAll()
     }
 
@@ -222,7 +222,7 @@ actor Deployment {
     /// Stops an idle instance to free memory for another deployment; returns the bytes freed.
     func evict(_ id: String) async -> Int {
         guard case .stop? = machine.evict(id).first else { return 0 }
-        timers.removeValue(forKey: id)?.cancel()
+        timers.removeValue(forKey: id)?.task.cancel()
         logger.info("deployment \(name): instance \(id) stopped to free memory")
         let freed = reserved[id] ?? 0
         await stopNow(id)
@@ -236,7 +236,7 @@ actor Deployment {
                 id: id, state: instance.state.rawValue, inFlight: instance.inFlight,
                 startedAt: started[id]?.startedAt, tier: started[id]?.tier,
                 memoryBytes: reserved[id] ?? bytesPerInstance, loadProgress: progress.withLock { $0[id] },
-                expiresAt: instance.inFlight == 0 ? expiries[id] : nil,
+                expiresAt: instance.inFlight == 0 ? timers[id]?.expiresAt : nil,
                 keepAlive: (instance.keepAliveOverride ?? spec.scaling.keepAlive).description,
                 lastUsed: lastUsed[id])
         }.sorted { $0.id < $1.id }
@@ -253,23 +253,22 @@ actor Deployment {
                 progress.withLock { $0[id] = 0 }
                 Task { await self.start(id) }
             case .stop(let id):
-                timers.removeValue(forKey: id)?.cancel()
+                timers.removeValue(forKey: id)?.task.cancel()
                 Task { await self.stopNow(id) }
             case .dispatch(let waiterID, let id):
                 guard let waiter = waiters[waiterID], let info = started[id] else { continue }
-                timers.removeValue(forKey: id)?.cancel()
-                expiries[id] = nil
+                timers.removeValue(forKey: id)?.task.cancel()
                 settle(waiterID, .success(Lease(instance: info, waitedSeconds: seconds(since: waiter.arrival), coldStart: coldStart)))
             case .reject(let waiterID, let rejection):
                 settle(waiterID, .failure(error(for: rejection)))
             case .scheduleTimer(let id, let token, let delay):
-                timers.removeValue(forKey: id)?.cancel()
-                expiries[id] = Date().addingTimeInterval(delay.seconds)
-                timers[id] = Task {
+                timers.removeValue(forKey: id)?.task.cancel()
+                let task = Task {
                     try? await Task.sleep(for: delay)
                     guard !Task.isCancelled else { return }
                     self.timerFired(id, token: token)
                 }
+                timers[id] = (task, Date().addingTimeInterval(delay.seconds))
             }
         }
         updateGauges()
@@ -327,7 +326,6 @@ actor Deployment {
             perform(machine.instanceStopped(id))
             return
         }
-        expiries[id] = nil
         lastUsed[id] = nil
         await worker.stopInstance(id)
         await resources.release(reserved.removeValue(forKey: id) ?? 0)
@@ -336,7 +334,6 @@ actor Deployment {
 
     private func timerFired(_ id: String, token: Int) {
         timers[id] = nil
-        expiries[id] = nil
         perform(machine.timerFired(id, token: token))
     }
 

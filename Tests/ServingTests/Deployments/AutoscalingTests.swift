@@ -174,6 +174,8 @@ final class SlowWorker: Worker {
     @Test func preloadStartsAnInstanceBeforeAnyRequest() async throws {
         let server = try await TestServer.start { $0.preload = ["smollm2-135m"] }
         #expect(try await server.eventually { try await server.instances("smollm2-135m").first?["state"] as? String == "ready" })
+        // Idle, it stays for the deployment's keep-alive, and says until when.
+        #expect(try await server.instances("smollm2-135m").first?["expires_at"] as? String != nil)
         try await server.stop()
     }
 }
