@@ -23,3 +23,78 @@ uint64_t sllm_atomic_add_u64(uint64_t *counter, uint64_t value) {
 uint64_t sllm_atomic_load_u64(const uint64_t *counter) {
     return __atomic_load_n(counter, __ATOMIC_RELAXED);
 }
+
+// MARK: - Descriptors and crashes
+
+#include <dirent.h>
+#include <stdlib.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+int sllm_mark_descriptors_cloexec(void) {
+    // /proc/self/fd lists exactly the open descriptors; the directory's own is skipped.
+    DIR *directory = opendir("/proc/self/fd");
+    if (directory == NULL) return -1;
+    int own = dirfd(directory);
+    int marked = 0;
+    struct dirent *entry;
+    while ((entry = readdir(directory)) != NULL) {
+        if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+        int fd = atoi(entry->d_name);
+        if (fd <= 2 || fd == own) continue;
+        int flags = fcntl(fd, F_GETFD);
+        if (flags >= 0 && !(flags & FD_CLOEXEC) && fcntl(fd, F_SETFD, flags | FD_CLOEXEC) == 0) marked++;
+    }
+    closedir(directory);
+    return marked;
+}
+
+static const int crash_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGABRT};
+#define CRASH_SIGNAL_COUNT (sizeof(crash_signals) / sizeof(crash_signals[0]))
+static struct sigaction previous_actions[CRASH_SIGNAL_COUNT];
+static int descriptor_limit = 65536;
+
+static void write_text(const char *text) {
+    ssize_t ignored = write(2, text, strlen(text));
+    (void)ignored;
+}
+
+// Async-signal-safe only: fstat, close, write, sigaction, raise.
+static void on_crash(int signal, siginfo_t *info, void *context) {
+    (void)context;
+    // Close every socket (the listener above all) before anything else runs: the runtime's
+    // backtracer is a child process that would inherit them and hold the port for as long as it
+    // symbolicates. Files and pipes stay open; the backtracer may need them.
+    for (int fd = 3; fd < descriptor_limit; fd++) {
+        struct stat status;
+        if (fstat(fd, &status) == 0 && S_ISSOCK(status.st_mode)) close(fd);
+    }
+    write_text("sllm: fatal signal ");
+    char number[4] = {(char)('0' + signal / 10 % 10), (char)('0' + signal % 10), '\n', 0};
+    write_text(signal >= 10 ? number : number + 1);
+    write_text("sllm: sockets closed; the crash report follows\n");
+    for (size_t i = 0; i < CRASH_SIGNAL_COUNT; i++) {
+        if (crash_signals[i] == signal) sigaction(signal, &previous_actions[i], NULL);
+    }
+    // A fault re-executes its instruction and reaches the previous handler (the Swift runtime's
+    // backtracer) with the real context; a signal that was sent (abort) is sent again.
+    if (info == NULL || info->si_code <= 0) raise(signal);
+}
+
+int sllm_install_crash_socket_closer(void) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur > 0) {
+        descriptor_limit = limit.rlim_cur < (1u << 20) ? (int)limit.rlim_cur : (1 << 20);
+    }
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_sigaction = on_crash;
+    action.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&action.sa_mask);
+    for (size_t i = 0; i < CRASH_SIGNAL_COUNT; i++) {
+        if (sigaction(crash_signals[i], &action, &previous_actions[i]) != 0) return -1;
+    }
+    return 0;
+}

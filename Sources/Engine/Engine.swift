@@ -99,6 +99,24 @@ public final class Engine: @unchecked Sendable {
         return tokenizer
     }
 
+    /// Checks what a model file brings that requests would trip over later: its tokenizer (special
+    /// token ids inside the vocabulary), a vocabulary that fits the embeddings, and its chat
+    /// template, which must parse and render a one-message conversation within the template
+    /// interpreter's limits. Used when pulling, so a bad file is refused once, up front.
+    public static func validate(_ reader: CheckpointReader) throws {
+        let tokenizer = try tokenizer(of: reader)
+        let config = reader.index.config
+        guard tokenizer.vocabularySize <= config.vocabularySize else {
+            throw EngineError(.unsupportedModel, "the tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(config.vocabularySize) embeddings")
+        }
+        guard tokenizer.chatTemplate != nil else { return }
+        do {
+            _ = try tokenizer.renderChat([ChatMessage(role: "user", content: "Hello")])
+        } catch {
+            throw EngineError(.unsupportedModel, "its chat template does not render a one-message conversation: \(error.description)")
+        }
+    }
+
     /// Bytes of KV cache one token position takes for a model (f16 keys and values, every layer).
     public static func kvBytesPerPosition(_ config: ModelConfig) -> Int {
         KVCache.bytesPerPosition(layers: config.blockCount, kvDimension: config.headCountKV * config.headDimension)

@@ -99,6 +99,15 @@ public final class Tokenizer: Sendable {
             .map { ($0.element, $0.offset) }
             .sorted { $0.text.count > $1.text.count }
         self.preTokenizer = preTokenizer
+        // Every special token id must name a token: an id outside the vocabulary (a damaged or
+        // hostile file) would index out of bounds or never end a generation.
+        for key in gguf.keys.sorted() where key.hasPrefix("tokenizer.ggml.") && key.hasSuffix("_token_id") {
+            guard let number = gguf[key] as? NSNumber else { throw TokenizerError("\(key) is not a number") }
+            let value = number.doubleValue
+            guard value >= 0, value < Double(tokens.count), value == value.rounded() else {
+                throw TokenizerError("\(key) is \(number), outside the vocabulary of \(tokens.count) tokens")
+            }
+        }
         func id(_ key: String) -> Int? { (gguf[key] as? NSNumber)?.intValue }
         self.bosTokenID = id("tokenizer.ggml.bos_token_id")
         self.eosTokenID = id("tokenizer.ggml.eos_token_id")
@@ -125,6 +134,17 @@ public final class Tokenizer: Sendable {
     ///   - addSpecial: prepend BOS when the vocabulary asks for it.
     ///   - parseSpecial: match special tokens (`<|im_start|>`) written in the text.
     public func encode(_ text: String, addSpecial: Bool = true, parseSpecial: Bool = true) -> [Int] {
+        // Never cancelled: without cancellation checks there is nothing to throw.
+        (try? encode(text, addSpecial: addSpecial, parseSpecial: parseSpecial, cancellable: false)) ?? []
+    }
+
+    /// Token ids for `text`, giving up with `CancellationError` once the current task is
+    /// cancelled (checked between words and every few thousand merges).
+    public func encodeCancellable(_ text: String, addSpecial: Bool = true, parseSpecial: Bool = true) throws(CancellationError) -> [Int] {
+        try encode(text, addSpecial: addSpecial, parseSpecial: parseSpecial, cancellable: true)
+    }
+
+    private func encode(_ text: String, addSpecial: Bool, parseSpecial: Bool, cancellable: Bool) throws(CancellationError) -> [Int] {
         var out: [Int] = []
         if addSpecial && addBOS, let bos = bosTokenID { out.append(bos) }
         var afterSpecial = true
@@ -135,9 +155,12 @@ public final class Tokenizer: Sendable {
                 afterSpecial = true
             case .text(let piece):
                 if model == .sentencePiece {
-                    encodeSentencePiece((addSpacePrefix && afterSpecial ? " " : "") + piece, into: &out)
+                    try encodeSentencePiece((addSpacePrefix && afterSpecial ? " " : "") + piece, into: &out, cancellable: cancellable)
                 } else {
-                    for word in preTokenizer.split(piece) { encodeWord(word, into: &out) }
+                    for word in preTokenizer.split(piece) {
+                        if cancellable && Task.isCancelled { throw CancellationError() }
+                        try encodeWord(word, into: &out, cancellable: cancellable)
+                    }
                 }
                 afterSpecial = false
             }
@@ -169,32 +192,60 @@ public final class Tokenizer: Sendable {
         return result
     }
 
-    private func encodeWord(_ word: Substring, into out: inout [Int]) {
+    private func encodeWord(_ word: Substring, into out: inout [Int], cancellable: Bool) throws(CancellationError) {
         let spelled = ByteLevel.encode(word.unicodeScalars)
         if let id = ids[spelled] {
             out.append(id)
             return
         }
         // Lowest merge rank first.
-        let symbols = merged(spelled) { left, right in ranks[left + " " + right].map { -Float($0) } }
+        let symbols = try merged(spelled, cancellable: cancellable) { left, right in ranks[left + " " + right].map { -Float($0) } }
         // Not in the vocabulary: fall back to one token per byte symbol where those exist.
         emit(symbols, into: &out) { symbol in symbol.unicodeScalars.compactMap { ids[String($0)] } }
     }
 
     /// Merges adjacent symbols (single scalars at first) while some pair has a priority, highest
     /// first and leftmost on ties: BPE's loop, for ranks and for SentencePiece scores alike.
-    private func merged(_ text: String, priority: (String, String) -> Float?) -> [String] {
+    ///
+    /// O(n log n) in the word's length, as llama.cpp's tokenizers: the symbols form a linked list
+    /// and candidate pairs wait in a heap ordered by (priority, position). A pair popped after one
+    /// of its symbols changed is stale and skipped; each merge pushes the two pairs it creates.
+    func merged(_ text: String, cancellable: Bool, priority: (String, String) -> Float?) throws(CancellationError) -> [String] {
         var symbols = text.unicodeScalars.map { String($0) }
-        while symbols.count > 1 {
-            var best: (priority: Float, at: Int)?
-            for i in 0..<(symbols.count - 1) {
-                if let p = priority(symbols[i], symbols[i + 1]), best == nil || p > best!.priority { best = (p, i) }
-            }
-            guard let best else { break }
-            symbols[best.at] += symbols[best.at + 1]
-            symbols.remove(at: best.at + 1)
+        guard symbols.count > 1 else { return symbols }
+        var next = Array(1...symbols.count)  // symbols.count: none
+        var previous = Array(-1..<(symbols.count - 1))
+        var alive = [Bool](repeating: true, count: symbols.count)
+        var heap = PairHeap()
+        func push(_ left: Int) {
+            let right = next[left]
+            guard left >= 0, right < symbols.count, let p = priority(symbols[left], symbols[right]) else { return }
+            heap.push(.init(priority: p, left: left, length: symbols[left].utf8.count + symbols[right].utf8.count))
         }
-        return symbols
+        for i in 0..<(symbols.count - 1) { push(i) }
+        var merges = 0
+        while let pair = heap.pop() {
+            let left = pair.left
+            let right = next[left]
+            guard alive[left], right < symbols.count,
+                  symbols[left].utf8.count + symbols[right].utf8.count == pair.length else { continue }
+            merges += 1
+            if cancellable, merges & 4095 == 0, Task.isCancelled { throw CancellationError() }
+            symbols[left] += symbols[right]
+            symbols[right] = ""
+            alive[right] = false
+            next[left] = next[right]
+            if next[right] < symbols.count { previous[next[right]] = left }
+            if previous[left] >= 0 { push(previous[left]) }
+            push(left)
+        }
+        var result: [String] = []
+        var index = 0
+        while index < symbols.count {
+            result.append(symbols[index])
+            index = next[index]
+        }
+        return result
     }
 
     /// The ids of merged symbols; a symbol outside the vocabulary goes through `fallback`.
@@ -207,8 +258,10 @@ public final class Tokenizer: Sendable {
     /// SentencePiece BPE: characters (spaces as `▁`) merged pairwise, best-scoring merged token
     /// first (leftmost on ties), as llama.cpp's `llm_tokenizer_spm` does; leftovers outside the
     /// vocabulary become byte tokens.
-    private func encodeSentencePiece(_ text: String, into out: inout [Int]) {
-        let symbols = merged(text.replacingOccurrences(of: " ", with: "\u{2581}")) { left, right in ids[left + right].map { scores[$0] } }
+    private func encodeSentencePiece(_ text: String, into out: inout [Int], cancellable: Bool) throws(CancellationError) {
+        let symbols = try merged(text.replacingOccurrences(of: " ", with: "\u{2581}"), cancellable: cancellable) { left, right in
+            ids[left + right].map { scores[$0] }
+        }
         emit(symbols, into: &out) { symbol in symbol.utf8.compactMap { byteTokens[Int($0)] } }
     }
 

@@ -33,7 +33,63 @@ import Testing
             #expect(try template.render(context) == expected, "\(label)")
         } else if case .string(let message)? = c["error"] {
             #expect(throws: TemplateError(message), "\(label)") { try template.render(context) }
+        } else {
+            Issue.record("fixture case \(index) (\(label)) has neither `expected` nor `error`")
         }
+    }
+
+    /// The fixture must keep its shape: a parameterised test over zero cases passes silently.
+    @Test func theFixtureHasItsCases() {
+        #expect(Self.caseIndices.count >= 20, "chat-templates.json has \(Self.caseIndices.count) cases")
+    }
+
+    /// A template is untrusted input (it comes with a model file): each of these crashed, aborted
+    /// or hung the server before the interpreter had limits. Each now fails with a clear error.
+    @Test(arguments: [
+        ("{{ " + String(repeating: "(", count: 50_000) + "1" + String(repeating: ")", count: 50_000) + " }}", "too long"),
+        ("{{ " + String(repeating: "(", count: 500) + "1" + String(repeating: ")", count: 500) + " }}", "nests more than"),
+        ("{{ 1" + String(repeating: " + 1", count: 1000) + " }}", "nests more than"),
+        ("{{ " + String(repeating: "not ", count: 1000) + "x }}", "nests more than"),
+        ("{{ " + String(repeating: "- ", count: 1000) + "1 }}", "nests more than"),
+        ("{{ 'x' * 100000000000 }}", "MiB of text"),
+        ("{{ 'x' * 9223372036854775807 }}", "MiB of text"),
+        ("{% for i in range(1000000000) %}{% endfor %}", "lists of more than"),
+        ("{% for i in range(200) %}{% for j in range(200) %}{% for k in range(200) %}{% endfor %}{% endfor %}{% endfor %}", "steps"),
+        ("{% for i in range(1000000) %}{{ i }}{% endfor %}", "steps"),
+        ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "calls deep"),
+        ("{% set s = 'xxxxxxxxxxxxxxxx' %}{% for i in range(40) %}{% set s = s ~ s %}{% endfor %}{{ s }}", "MiB of text"),
+        ("{% set s = 'x' * 1000000 %}{{ [s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s] | join(s) }}", "MiB of text"),
+        ("{{ ('x' * 1000000).replace('x', 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy') }}", "MiB of text"),
+        ("{{ 9223372036854775807 + 1 }}", "integer overflow"),
+        ("{{ -9223372036854775807 - 2 }}", "integer overflow"),
+        ("{{ 9223372036854775807 * 2 }}", "integer overflow"),
+        ("{{ (-9223372036854775807 - 1) // -1 }}", "integer overflow"),
+        ("{{ 10 ** 100 }}", "integer overflow"),
+        ("{{ (-9223372036854775807 - 1) | abs }}", "integer overflow"),
+        ("{{ (10.0 ** 300) | int }}", "does not fit"),
+        ("{{ range('a') }}", "range takes"),
+        ("{{ range() }}", "range takes"),
+        ("{{ {'a': 1} | tojson(indent=-1) }}", "indent"),
+        ("{{ 'a' | indent(100000000000) }}", "indent"),
+        ("{% if a %}" + String(repeating: "{% if a %}", count: 5000) + String(repeating: "{% endif %}", count: 5001), "blocks nest"),
+    ])
+    func hostileTemplatesFailWithALimitError(source: String, message: String) throws {
+        do {
+            let rendered = try JinjaTemplate(source).render(["a": .bool(true)])
+            Issue.record("rendered \(rendered.utf8.count) bytes instead of failing with `\(message)`")
+        } catch {
+            #expect(error.description.contains(message), "\(source.prefix(60)): \(error.description)")
+        }
+    }
+
+    @Test func limitsLeaveRealTemplatesAlone() throws {
+        // A long conversation through SmolLM2's own template renders well inside the limits.
+        let template = try JinjaTemplate(#"{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"#)
+        let messages = (0..<5000).map { i in JinjaValue.object(JinjaObject([("role", .string(i % 2 == 0 ? "user" : "assistant")), ("content", .string("message \(i)"))])) }
+        let context: [String: JinjaValue] = ["messages": .array(messages), "add_generation_prompt": .bool(true)]
+        let rendered = try template.render(context)
+        #expect(rendered.hasSuffix("<|im_start|>assistant\n"))
+        #expect(try JinjaTemplate("{{ 'ab' * 3 }} {{ 7 // -2 }} {{ -7 % 3 }} {{ 2 ** 10 }} {{ 2 ** -1 }}").render([:]) == "ababab -4 2 1024 0.5")
     }
 
     @Test func expressionsFollowPythonSemantics() throws {
@@ -52,18 +108,18 @@ import Testing
     }
 
     @Test func malformedTemplatesAndRuntimeErrorsAreClear() {
-        #expect(throws: TemplateError.self) { try JinjaTemplate("{% if x %}unclosed") }
-        #expect(throws: TemplateError.self) { try JinjaTemplate("{{ 1 + }}") }
-        #expect(throws: TemplateError.self) { try JinjaTemplate("{% frobnicate %}") }
+        #expect(throws: TemplateError("missing {% elif or else or endif %}")) { try JinjaTemplate("{% if x %}unclosed") }
+        #expect(throws: TemplateError("unexpected end of expression")) { try JinjaTemplate("{{ 1 + }}") }
+        #expect { try JinjaTemplate("{% frobnicate %}") } throws: { ($0 as? TemplateError)?.description.contains("frobnicate") == true }
         #expect(throws: TemplateError("boom")) { try JinjaTemplate("{{ raise_exception('boom') }}").render([:]) }
-        #expect(throws: TemplateError.self) { try JinjaTemplate("{{ missing.attribute }}").render([:]) }
+        #expect(throws: TemplateError("missing is undefined (reading .attribute)")) { try JinjaTemplate("{{ missing.attribute }}").render([:]) }
     }
 
     @Test func orderedJSONKeepsKeyOrderAndRejectsGarbage() throws {
         let value = try JinjaValue.parseJSON(Data(#"{"z": 1, "a": [1.5, "\u00e9\n"], "m": {"y": null, "b": false}}"#.utf8))
         #expect(JSONText.encode(value, indent: nil, level: 0) == #"{"z": 1, "a": [1.5, "é\n"], "m": {"y": null, "b": false}}"#)
-        #expect(throws: TemplateError.self) { try JinjaValue.parseJSON(Data("{\"a\": }".utf8)) }
-        #expect(throws: TemplateError.self) { try JinjaValue.parseJSON(Data("[1, 2".utf8)) }
+        #expect { try JinjaValue.parseJSON(Data("{\"a\": }".utf8)) } throws: { $0 is TemplateError }
+        #expect { try JinjaValue.parseJSON(Data("[1, 2".utf8)) } throws: { $0 is TemplateError }
     }
 }
 

@@ -117,3 +117,76 @@ struct TokenizeFixture: Decodable {
         #expect(tokenizer.encode(fixture.templated_prompt).count == fixture.usage.prompt_tokens)
     }
 }
+
+/// BPE merging is O(n log n) per word (a heap of candidate pairs), so a long run without a
+/// pre-tokenizer split cannot pin a core; it must merge exactly as the quadratic loop did.
+@Suite struct BPEMergeTests {
+    /// The textbook loop: merge the highest-priority adjacent pair, leftmost on ties, until none.
+    static func naiveMerge(_ text: String, priority: (String, String) -> Float?) -> [String] {
+        var symbols = text.unicodeScalars.map { String($0) }
+        while symbols.count > 1 {
+            var best: (priority: Float, at: Int)?
+            for i in 0..<(symbols.count - 1) {
+                if let p = priority(symbols[i], symbols[i + 1]), best == nil || p > best!.priority { best = (p, i) }
+            }
+            guard let best else { break }
+            symbols[best.at] += symbols[best.at + 1]
+            symbols.remove(at: best.at + 1)
+        }
+        return symbols
+    }
+
+    @Test func theHeapMergesExactlyAsTheNaiveLoop() throws {
+        let tokenizer = try SmolLM2Tokenizer.shared.get()
+        var generator = SeededGenerator(seed: 7)
+        for round in 0..<300 {
+            // A small alphabet and coarse priorities make ties and cascades common.
+            let alphabet = Array("abcd")
+            let length = Int.random(in: 1...60, using: &generator)
+            let text = String((0..<length).map { _ in alphabet.randomElement(using: &generator)! })
+            var table: [String: Float] = [:]
+            for _ in 0..<40 {
+                let left = String((0..<Int.random(in: 1...3, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! })
+                let right = String((0..<Int.random(in: 1...3, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! })
+                table[left + "|" + right] = Float(Int.random(in: 0...5, using: &generator))
+            }
+            let priority: (String, String) -> Float? = { table[$0 + "|" + $1] }
+            let fast = try tokenizer.merged(text, cancellable: false, priority: priority)
+            #expect(fast == Self.naiveMerge(text, priority: priority), "round \(round): \(text)")
+        }
+    }
+
+    @Test func aLongWordWithoutSplitsTokenizesAndDecodesBack() throws {
+        let tokenizer = try SmolLM2Tokenizer.shared.get()
+        for text in [String(repeating: "a", count: 40_000), String(repeating: "ab", count: 20_000), String(repeating: "é", count: 20_000)] {
+            let ids = tokenizer.encode(text, addSpecial: false)
+            #expect(!ids.isEmpty && ids.count < text.utf8.count)
+            #expect(tokenizer.decode(ids) == text)
+        }
+    }
+
+    @Test func aCancelledTaskStopsTokenizing() async throws {
+        let tokenizer = try SmolLM2Tokenizer.shared.get()
+        let text = String(repeating: "hello world ", count: 10_000)
+        let task = Task {
+            while !Task.isCancelled { await Task.yield() }
+            return try tokenizer.encodeCancellable(text)
+        }
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+        // Not cancelled: the same ids as the plain call.
+        #expect(try tokenizer.encodeCancellable("hello world") == tokenizer.encode("hello world"))
+    }
+
+    @Test func specialTokenIdsOutsideTheVocabularyAreRefused() throws {
+        for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.padding_token_id"] {
+            for bad: NSNumber in [NSNumber(value: 0xffff_fff0 as UInt32), NSNumber(value: 3), NSNumber(value: -1)] {
+                let gguf: [String: Any] = ["tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b", "ab"], key: bad]
+                #expect { try Tokenizer(gguf: gguf) } throws: { error in
+                    (error as? TokenizerError)?.description.contains("\(key) is \(bad), outside the vocabulary of 3 tokens") == true
+                }
+            }
+            #expect(try Tokenizer(gguf: ["tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b", "ab"], key: 2]).vocabularySize == 3)
+        }
+    }
+}

@@ -38,6 +38,15 @@ int sllm_o_direct(void);
 uint64_t sllm_atomic_add_u64(uint64_t *counter, uint64_t value);
 uint64_t sllm_atomic_load_u64(const uint64_t *counter);
 
+/// Sets FD_CLOEXEC on every open descriptor above 2 (sockets the networking library opened
+/// without it included), so no child process inherits them. Returns how many it marked, or -1.
+int sllm_mark_descriptors_cloexec(void);
+
+/// On a fatal signal, closes every socket first (the listening one above all) and then hands
+/// the signal to the handler that was installed before (the Swift runtime's backtracer), so a
+/// crash frees the port at once while its report is still written. Returns 0, or -1.
+int sllm_install_crash_socket_closer(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -123,6 +123,16 @@ package final class FileHandle {
 
 /// File-system helpers used by the writer and the store.
 package enum FileSystem {
+    /// Sets close-on-exec on every open descriptor above 2, so child processes (`pip`, the
+    /// runtime's crash reporter) inherit no socket: the networking library opens its sockets
+    /// without the flag. Returns how many descriptors it marked.
+    @discardableResult
+    package static func markDescriptorsCloseOnExec() -> Int { Int(sllm_mark_descriptors_cloexec()) }
+
+    /// Makes a fatal signal close every socket (the listener above all) before the runtime's
+    /// crash reporter runs, so a crashed server frees its port at once.
+    package static func installCrashSocketCloser() { _ = sllm_install_crash_socket_closer() }
+
     package static func exists(_ path: String) -> Bool {
         var info = stat()
         return lstat(path, &info) == 0

@@ -9,33 +9,32 @@ struct AdminRoutes: Sendable {
     let keys: KeyRing
     let maxBodyBytes: Int
 
-    func register(on router: Router<BasicRequestContext>) {
-        let admin = router.group("admin")
-        admin.get("deployments") { _, _ in try encode(await controller.statuses()) }
-        admin.post("deployments") { request, _ in
+    func register(on routes: Routes) {
+        routes.add(.get, "admin/deployments", .admin) { _, _ in try encode(await controller.statuses()) }
+        routes.add(.post, "admin/deployments", .admin) { request, _ in
             let body = try await decode(DeploymentRequest.self, from: request)
             let spec = try await controller.deploy(body)
             return try encode(await controller.statuses().first { $0.status.spec.name == spec.name }, status: .created)
         }
-        admin.get("deployments/{name}") { _, context in
+        routes.add(.get, "admin/deployments/{name}", .admin) { _, context in
             let name = try context.parameters.require("name")
             guard let report = await controller.statuses().first(where: { $0.status.spec.name == name }) else {
                 throw ServingError(.notFound, "deployment `\(name)` does not exist")
             }
             return try encode(report)
         }
-        admin.patch("deployments/{name}") { request, context in
+        routes.add(.patch, "admin/deployments/{name}", .admin) { request, context in
             let name = try context.parameters.require("name")
             let body = try await decode(DeploymentRequest.self, from: request)
             _ = try await controller.update(name, with: body)
             return try encode(await controller.statuses().first { $0.status.spec.name == name })
         }
-        admin.delete("deployments/{name}") { _, context in
+        routes.add(.delete, "admin/deployments/{name}", .admin) { _, context in
             let name = try context.parameters.require("name")
             try await controller.delete(name)
             return try encode(["deleted": name])
         }
-        admin.get("ps") { _, _ in
+        routes.add(.get, "admin/ps", .admin) { _, _ in
             var rows: [LoadedInstance] = []
             for report in await controller.statuses() {
                 for instance in report.status.instances {
@@ -44,14 +43,14 @@ struct AdminRoutes: Sendable {
             }
             return try encode(rows)
         }
-        admin.get("keys") { _, _ in try encode(try keys.list()) }
-        admin.post("keys") { request, _ in
+        routes.add(.get, "admin/keys", .admin) { _, _ in try encode(try keys.list()) }
+        routes.add(.post, "admin/keys", .admin) { request, _ in
             let body = try await decode(KeyRequest.self, from: request)
             guard !body.name.isEmpty else { throw ServingError(.invalidRequest, "a key needs a `name`", param: "name") }
             let (key, secret) = try keys.create(name: body.name, admin: body.admin ?? false)
             return try encode(CreatedKey(id: key.id, name: key.name, admin: key.admin, createdAt: key.createdAt, key: secret), status: .created)
         }
-        admin.delete("keys/{id}") { _, context in
+        routes.add(.delete, "admin/keys/{id}", .admin) { _, context in
             let id = try context.parameters.require("id")
             guard try keys.revoke(id) else { throw ServingError(.notFound, "API key `\(id)` does not exist") }
             return try encode(["revoked": id])
@@ -63,6 +62,7 @@ struct AdminRoutes: Sendable {
         do { buffer = try await request.body.collect(upTo: maxBodyBytes) } catch {
             throw ServingError(.bodyTooLarge, "the request body exceeds the limit of \(maxBodyBytes) bytes")
         }
+        try requireUTF8(buffer.readableBytesView)
         do { return try JSONDecoder.iso.decode(type, from: Data(buffer.readableBytesView)) } catch { throw ServingError(decoding: error) }
     }
 }

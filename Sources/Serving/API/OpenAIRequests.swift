@@ -251,6 +251,15 @@ private func snakeCase(_ key: String) -> String {
     return result
 }
 
+/// Checks that a request body is UTF-8 JSON text, as RFC 8259 requires of JSON exchanged between
+/// systems. Foundation's decoder would also take UTF-16 and UTF-32 (it guesses from zero bytes
+/// and byte-order marks); the API takes UTF-8 only, and says so.
+func requireUTF8(_ bytes: some Collection<UInt8>) throws(ServingError) {
+    let valid = bytes.first != 0xFE && bytes.first != 0xFF && !bytes.contains(0)
+        && String(validating: bytes, as: UTF8.self) != nil
+    guard valid else { throw ServingError(.invalidRequest, "the request body is not UTF-8 text (JSON requests must be UTF-8)") }
+}
+
 extension JSONDecoder {
     /// Decodes an OpenAI request: snake_case keys, unknown fields ignored.
     static var openAI: JSONDecoder {

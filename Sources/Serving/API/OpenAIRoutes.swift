@@ -50,6 +50,7 @@ struct OpenAIRoutes: Sendable {
             } catch {
                 throw ServingError(.bodyTooLarge, "the request body exceeds the limit of \(maxBodyBytes) bytes")
             }
+            try requireUTF8(body.readableBytesView)
             let prepared = try await prepare(kind, Data(body.readableBytesView), arrival: arrival, model: &model)
             guard !lifecycle.isShuttingDown else { throw ServingError(.shuttingDown, "the server is shutting down") }
             let ticket = try await prepared.deployment.enqueue()
@@ -84,6 +85,7 @@ struct OpenAIRoutes: Sendable {
         // Only deployed names become metric labels (clients cannot create series at will).
         model = deployment.name
         let tokenizer = deployment.tokenizer
+        let contextLength = await deployment.contextLength
         var prompt: [Int]
         var topLogprobs = 0
         var logprobs = false
@@ -96,13 +98,15 @@ struct OpenAIRoutes: Sendable {
             logprobs = chat.logprobs ?? false
             topLogprobs = chat.topLogprobs ?? 0
             promptParam = "messages"
+            try Self.refuseTextBeyondContext(chat.messages.reduce(0) { $0 + $1.content.utf8.count }, contextLength: contextLength, param: promptParam)
             let rendered: String
             do {
                 rendered = try tokenizer.renderChat(chat.messages.map { ChatMessage(role: $0.role, content: $0.content) })
             } catch {
                 throw ServingError(.invalidRequest, "the chat template of `\(fields.model)` rejected the messages: \(error)", param: "messages")
             }
-            prompt = tokenizer.encodeChat(rendered)
+            try Self.refuseTextBeyondContext(rendered.utf8.count, contextLength: contextLength, param: promptParam)
+            prompt = try tokenizer.encodeChatCancellable(rendered)
         case .text:
             let completion: CompletionRequest
             do { completion = try JSONDecoder.openAI.decode(CompletionRequest.self, from: data) } catch { throw ServingError(decoding: error) }
@@ -111,7 +115,8 @@ struct OpenAIRoutes: Sendable {
             topLogprobs = completion.logprobs ?? 0
             switch completion.prompt {
             case .text(let text):
-                prompt = tokenizer.encode(text)
+                try Self.refuseTextBeyondContext(text.utf8.count, contextLength: contextLength, param: promptParam)
+                prompt = try tokenizer.encodeCancellable(text)
             case .tokens(let tokens):
                 if let bad = tokens.first(where: { !tokenizer.isValid($0) }) {
                     throw ServingError(.invalidRequest, "token id \(bad) is outside the vocabulary (0..<\(tokenizer.vocabularySize))", param: "prompt")
@@ -120,14 +125,14 @@ struct OpenAIRoutes: Sendable {
             }
         }
         guard !prompt.isEmpty else { throw ServingError(.invalidRequest, "the prompt is empty", param: promptParam) }
-        let contextLength = await deployment.contextLength
         if prompt.count >= contextLength {
             throw ServingError(.contextLengthExceeded,
                                "this model's context is \(contextLength) tokens, but the prompt has \(prompt.count); shorten it", param: promptParam)
         }
-        if let maxTokens, prompt.count + maxTokens > contextLength {
+        // Compared without adding: a client's max_tokens may be as large as Int.max.
+        if let maxTokens, maxTokens > contextLength - prompt.count {
             throw ServingError(.contextLengthExceeded,
-                               "this model's context is \(contextLength) tokens, but \(prompt.count + maxTokens) were requested (\(prompt.count) in the prompt, \(maxTokens) to generate); lower max_tokens",
+                               "this model's context is \(contextLength) tokens, but \(prompt.count.addingReportingOverflow(maxTokens).overflow ? "more than \(Int.max)" : String(prompt.count + maxTokens)) were requested (\(prompt.count) in the prompt, \(maxTokens) to generate); lower max_tokens",
                                param: fields.maxCompletionTokens != nil ? "max_completion_tokens" : "max_tokens")
         }
         let id = (kind == .chat ? "chatcmpl-" : "cmpl-") + String(UInt64.random(in: 0...UInt64.max), radix: 36)
@@ -136,6 +141,17 @@ struct OpenAIRoutes: Sendable {
         return Prepared(kind: kind, deployment: deployment, job: job, stream: fields.stream ?? false,
                         includeUsage: fields.streamOptions?.includeUsage ?? false,
                         keepAlive: fields.keepAlive, arrival: arrival, created: Int(Date().timeIntervalSince1970))
+    }
+
+    /// A token is rarely longer than a few bytes: text of more than this many bytes per token of
+    /// context cannot fit and is refused before tokenizing (tokenizing megabytes costs seconds).
+    static let maxBytesPerToken = 8
+
+    private static func refuseTextBeyondContext(_ byteCount: Int, contextLength: Int, param: String) throws(ServingError) {
+        guard byteCount > maxBytesPerToken * contextLength else { return }
+        throw ServingError(.contextLengthExceeded,
+                           "this model's context is \(contextLength) tokens, but the prompt has \(byteCount) bytes (more than \(maxBytesPerToken) bytes per token of context); shorten it",
+                           param: param)
     }
 
     // MARK: - Whole responses

@@ -121,7 +121,7 @@ public struct ServeConfiguration: Sendable, Equatable {
                 guard let count = Int(value), (1...256).contains(count) else { throw fail(key, value, "a count (1-256)") }
                 deploymentDefaults.targetConcurrency = count
             case "keep_alive":
-                do { deploymentDefaults.keepAlive = try KeepAlive(parsing: value) } catch { throw fail(key, value, "a duration such as 5m, 0 or -1") }
+                do { deploymentDefaults.keepAlive = try KeepAlive(parsing: value) } catch { throw fail(key, value, "a duration of at most 10 years such as 5m, 0 or -1 (forever)") }
             case "queue_limit":
                 guard let count = Int(value), count >= 0 else { throw fail(key, value, "a count (0 or more)") }
                 deploymentDefaults.queueLimit = count
@@ -129,8 +129,8 @@ public struct ServeConfiguration: Sendable, Equatable {
                 guard let bytes = parseByteCount(value), bytes >= 1024 else { throw fail(key, value, "a byte count of at least 1KiB") }
                 maxBodyBytes = bytes
             case "shutdown_timeout":
-                guard let duration = parseDuration(value) ?? Double(value).map({ Duration.milliseconds(Int64($0 * 1000)) }) else {
-                    throw fail(key, value, "a duration such as 30s")
+                guard let duration = parseDuration(value) ?? Double(value).flatMap({ checkedDuration(seconds: $0) }) else {
+                    throw fail(key, value, "a duration of at most 10 years such as 30s")
                 }
                 shutdownTimeout = duration
             default:

@@ -45,7 +45,9 @@ actor Controller {
     func restore() async throws {
         await resources.setEvictor { [weak self] except, needed in await self?.evictIdle(except: except, needed: needed) ?? 0 }
         for spec in try state.deployments() {
-            activate(spec, pull: !store.contains(try ModelName(spec.model)))
+            // A pull cut short (crash, restart) resumes from the stored source; its download
+            // continues where it stopped.
+            activate(spec, pull: !store.contains(try ModelName(spec.model)), source: spec.source)
         }
         if try state.setting("default_deployed") == nil {
             try state.setSetting("default_deployed", "1")
@@ -127,10 +129,18 @@ actor Controller {
         if let context = request.contextLength, context < 1 {
             throw ServingError(.invalidRequest, "context must be positive (got \(context))", param: "context_length")
         }
-        let spec = DeploymentSpec(name: name, model: local ? source : name, scaling: scaling, contextLength: request.contextLength)
+        let spec = DeploymentSpec(name: name, model: local ? source : name, scaling: scaling, contextLength: request.contextLength,
+                                  source: local ? nil : Self.pullableSource(source))
         try state.save(spec)
         activate(spec, pull: !local, source: source)
         return spec
+    }
+
+    /// A source as it can be pulled again later: a relative path made absolute (the server's
+    /// working directory), anything else as given.
+    static func pullableSource(_ source: String) -> String {
+        guard case .local(let path)? = try? ModelSource.parse(source).source else { return source }
+        return FileSystem.absolute(path)
     }
 
     func update(_ name: String, with request: DeploymentRequest) async throws -> DeploymentSpec {
@@ -256,7 +266,8 @@ actor Controller {
 
     private func pull(_ source: String, as name: String, progress: Fraction) async throws {
         logger.info("deployment \(name): pulling \(source)")
-        let puller = Puller(store: store, logger: logger)
+        var puller = Puller(store: store, logger: logger)
+        puller.validate = { try Engine.validate($0) }
         _ = try await puller.pull(source, as: try ModelName(name), force: false) { report in
             if report.totalBytes > 0 { progress.set(Double(report.completedBytes) / Double(report.totalBytes)) }
         }

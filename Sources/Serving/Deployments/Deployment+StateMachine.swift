@@ -13,18 +13,26 @@ public enum KeepAlive: Sendable, Equatable, Codable, CustomStringConvertible {
     public init(parsing text: String) throws(ServingError) {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         if let seconds = Double(trimmed) {
-            self.init(seconds: seconds)
+            try self.init(seconds: seconds)
             return
         }
         if trimmed.hasPrefix("-") || ["forever", "inf", "infinite", "never"].contains(trimmed.lowercased()) { self = .forever; return }
         guard let duration = parseDuration(trimmed) else {
-            throw ServingError(.invalidRequest, "keep_alive `\(text)` is not a duration: use e.g. 5m, 30s, 1h, 0 (unload at once) or -1 (forever)", param: "keep_alive")
+            throw ServingError(.invalidRequest, "keep_alive `\(text)` is not a duration of at most 10 years: use e.g. 5m, 30s, 1h, 0 (unload at once) or -1 (forever)", param: "keep_alive")
         }
         self = .duration(duration)
     }
 
-    public init(seconds: Double) {
-        self = seconds < 0 ? .forever : .duration(.milliseconds(Int64((seconds * 1000).rounded())))
+    /// Seconds; negative means forever. Not-a-number, infinities and more than ten years are refused.
+    public init(seconds: Double) throws(ServingError) {
+        guard !seconds.isNaN else {
+            throw ServingError(.invalidRequest, "keep_alive `\(seconds)` is not a number of seconds", param: "keep_alive")
+        }
+        if seconds < 0 { self = .forever; return }
+        guard let duration = checkedDuration(seconds: seconds) else {
+            throw ServingError(.invalidRequest, "keep_alive `\(seconds)` seconds is out of range: at most \(Int(longestDuration)) (10 years), or -1 for forever", param: "keep_alive")
+        }
+        self = .duration(duration)
     }
 
     public var description: String {
@@ -45,7 +53,9 @@ public enum KeepAlive: Sendable, Equatable, Codable, CustomStringConvertible {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if let seconds = try? container.decode(Double.self) {
-            self.init(seconds: seconds)
+            do { try self.init(seconds: seconds) } catch {
+                throw DecodingError.dataCorruptedError(in: container, debugDescription: error.message)
+            }
         } else {
             let text = try container.decode(String.self)
             do { try self.init(parsing: text) } catch {

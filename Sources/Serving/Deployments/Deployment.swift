@@ -14,10 +14,14 @@ public struct DeploymentSpec: Sendable, Codable, Equatable {
     /// Context length per sequence (nil: the model's, at most 8192).
     public var contextLength: Int?
     public var createdAt: Date
+    /// Where the model is pulled from when it is not in the store (an alias, an absolute path, a
+    /// URL or a `pip:` source); kept so that a pull cut short by a restart resumes from it.
+    public var source: String?
 
-    public init(name: String, model: String, scaling: ScalingSettings = .init(), contextLength: Int? = nil, createdAt: Date = Date()) {
+    public init(name: String, model: String, scaling: ScalingSettings = .init(), contextLength: Int? = nil, createdAt: Date = Date(), source: String? = nil) {
         self.name = name
         self.model = model
+        self.source = source
         self.scaling = scaling
         self.contextLength = contextLength
         self.createdAt = createdAt

@@ -15,7 +15,16 @@ func parseDuration(_ text: String) -> Duration? {
         rest = rest.dropFirst(unit.count)
         total += value * scale
     }
-    return .milliseconds(Int64((total * 1000).rounded()))
+    return checkedDuration(seconds: total)
+}
+
+/// The longest duration a setting takes (ten years): beyond it timers would overflow the clock.
+let longestDuration = 10 * 365 * 86_400.0
+
+/// `seconds` as a duration, or nil when it is not finite, negative or longer than `longestDuration`.
+func checkedDuration(seconds: Double) -> Duration? {
+    guard seconds.isFinite, seconds >= 0, seconds <= longestDuration else { return nil }
+    return .milliseconds(Int64((seconds * 1000).rounded()))
 }
 
 /// `5m`, `1h30m`, `45s`, `1.5s`, `0s`.

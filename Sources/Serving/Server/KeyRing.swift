@@ -53,30 +53,6 @@ final class KeyRing: Sendable {
     }
 }
 
-/// Checks `Authorization: Bearer KEY` when keys are required: any valid key for the OpenAI API,
-/// an admin key for `/admin`. Health, readiness and metrics stay open (probes and scrapers).
-struct AuthMiddleware: RouterMiddleware {
-    typealias Context = BasicRequestContext
-    let keys: KeyRing
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let path = request.uri.path
-        guard keys.required, path.hasPrefix("/v1/") || path.hasPrefix("/admin/") || path == "/v1" || path == "/admin" else {
-            return try await next(request, context)
-        }
-        guard let header = request.headers[.authorization] else {
-            throw ServingError(.unauthorized, "missing API key: send `Authorization: Bearer <key>`")
-        }
-        let secret = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces) : header
-        let access = keys.access(for: secret)
-        guard access != .none else { throw ServingError(.unauthorized, "invalid API key") }
-        if path.hasPrefix("/admin"), access != .admin {
-            throw ServingError(.forbidden, "this endpoint needs an admin key")
-        }
-        return try await next(request, context)
-    }
-}
-
 /// Turns every error into an OpenAI error object (Hummingbird's own 404/405 included).
 struct ErrorMiddleware: RouterMiddleware {
     typealias Context = BasicRequestContext

@@ -32,6 +32,7 @@ public final class Server: Sendable {
     private let logger: Logger
     private let group = Mutex<ServiceGroup?>(nil)
     private let boundPort = Mutex<Int?>(nil)
+    private let routeTable = Mutex<[RouteEntry]>([])
 
     /// Opens the data directory (store, DRAM cache, state database). Throws on bad settings.
     public convenience init(configuration: ServeConfiguration, logger: Logger = Logger(label: "sllm.serve")) throws {
@@ -71,31 +72,16 @@ public final class Server: Sendable {
         let router = Router()
         router.middlewares.add(ErrorMiddleware())
         router.middlewares.add(AuthMiddleware(keys: keys))
-        let openAI = OpenAIRoutes(controller: controller, worker: worker, metrics: metrics, lifecycle: lifecycle, maxBodyBytes: configuration.maxBodyBytes)
-        router.post("v1/chat/completions") { request, context in try await openAI.handle(.chat, request, context: context) }
-        router.post("v1/completions") { request, context in try await openAI.handle(.text, request, context: context) }
-        router.get("v1/models") { _, _ in try await self.models() }
-        router.get("v1/models/{id}") { _, context in try await self.model(try context.parameters.require("id")) }
-        router.get("health") { _, _ in try encode(["status": "ok"]) }
-        router.get("ready") { _, _ in
-            guard self.lifecycle.isReady else {
-                throw ServingError(self.lifecycle.isShuttingDown ? .shuttingDown : .unavailable,
-                                   self.lifecycle.isShuttingDown ? "the server is shutting down" : "the server is starting")
-            }
-            return try encode(["status": "ready"])
-        }
-        router.get("metrics") { _, _ in
-            var headers = HTTPFields()
-            headers[.contentType] = "text/plain; version=0.0.4"
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: self.metrics.render())))
-        }
-        AdminRoutes(controller: controller, keys: keys, maxBodyBytes: configuration.maxBodyBytes).register(on: router)
+        let routes = register(on: router)
+        routeTable.withLock { $0 = routes.entries }
 
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "sllm"),
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? 0
+                // The listener was opened without close-on-exec: no child may inherit it.
+                FileSystem.markDescriptorsCloseOnExec()
                 self.boundPort.withLock { $0 = bound }
                 await onRunning(bound)
             },
@@ -125,6 +111,42 @@ public final class Server: Sendable {
         let serviceGroup = group.withLock { $0 }
         await serviceGroup?.triggerGracefulShutdown()
     }
+
+    /// Every route the running server answers, with the access it needs.
+    var routeEntries: [RouteEntry] { routeTable.withLock { $0 } }
+
+    /// Registers every route with the access it needs (`Routes.add`).
+    private func register(on router: Router<BasicRequestContext>) -> Routes {
+        let routes = Routes(router: router, keys: keys)
+        let openAI = OpenAIRoutes(controller: controller, worker: worker, metrics: metrics, lifecycle: lifecycle, maxBodyBytes: configuration.maxBodyBytes)
+        routes.add(.post, "v1/chat/completions", .user) { request, context in try await openAI.handle(.chat, request, context: context) }
+        routes.add(.post, "v1/completions", .user) { request, context in try await openAI.handle(.text, request, context: context) }
+        routes.add(.get, "v1/models", .user) { _, _ in try await self.models() }
+        routes.add(.get, "v1/models/{id}", .user) { _, context in try await self.model(try context.parameters.require("id")) }
+        routes.add(.get, "", .open) { _, _ in
+            try self.jsonObject(["status": "sllm is running", "version": Self.version,
+                                 "links": ["openai": "/v1", "models": "/v1/models", "health": "/health", "ready": "/ready",
+                                           "metrics": "/metrics", "admin": "/admin/deployments"]])
+        }
+        routes.add(.get, "health", .open) { _, _ in try encode(["status": "ok"]) }
+        routes.add(.get, "ready", .open) { _, _ in
+            guard self.lifecycle.isReady else {
+                throw ServingError(self.lifecycle.isShuttingDown ? .shuttingDown : .unavailable,
+                                   self.lifecycle.isShuttingDown ? "the server is shutting down" : "the server is starting")
+            }
+            return try encode(["status": "ready"])
+        }
+        routes.add(.get, "metrics", .open) { _, _ in
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: self.metrics.render())))
+        }
+        AdminRoutes(controller: controller, keys: keys, maxBodyBytes: configuration.maxBodyBytes).register(on: routes)
+        return routes
+    }
+
+    /// sllm's version, as `sllm --version` prints it and `GET /` reports it.
+    public static let version = "0.1.0"
 
     // MARK: - /v1/models
 

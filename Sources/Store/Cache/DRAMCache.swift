@@ -140,7 +140,7 @@ public final class DRAMCache: Sendable {
             return nil
         }
         do {
-            let slabs = try meta.segments.map { try mapSlab($0.slab, byteCount: nil) }
+            let slabs = try meta.segments.map { try mapCheckedSlab(for: $0) }
             futimens(lock, nil)  // last use, for LRU
             record(hit: true)
             return Pin(segments: meta.segments, slabs: slabs, lockDescriptor: lock)
@@ -282,6 +282,20 @@ public final class DRAMCache: Sendable {
         let file = try UnsafeSharedMemoryFile.openWritable(path, byteCount: Int(size))
         mappings.withLock { $0[name] = file }
         return file
+    }
+
+    /// The slab of a cached segment, mapped, after checking that its file still has the size it
+    /// was mapped with and holds the whole segment. A slab truncated behind the cache's back
+    /// (another process, a full disk) would raise SIGBUS on first touch; it is deleted and the
+    /// lookup becomes a miss instead.
+    private func mapCheckedSlab(for segment: Segment) throws -> UnsafeSharedMemoryFile {
+        let slab = try mapSlab(segment.slab, byteCount: nil)
+        let size = FileSystem.fileSize(slabsDirectory + "/" + segment.slab)
+        guard let size, size == Int64(slab.byteCount), slab.byteCount >= segment.byteCount else {
+            deleteSlab(segment.slab)
+            throw StoreError(.io, "slab \(segment.slab) has \(size.map(String.init) ?? "no") bytes; the entry needs \(segment.byteCount) (mapped: \(slab.byteCount))")
+        }
+        return slab
     }
 
     private func deleteSlab(_ name: String) {

@@ -22,7 +22,10 @@ public func parseByteCount(_ text: String) -> Int? {
     ]
     for (suffix, scale) in suffixes where lowered.hasSuffix(suffix) {
         guard let number = Double(lowered.dropLast(suffix.count)), number >= 0 else { return nil }
-        return Int(number * Double(scale))
+        let bytes = number * Double(scale)
+        // Not-a-number, infinities and counts beyond Int are refused, not trapped on.
+        guard bytes.isFinite, bytes < 0x1p62 else { return nil }
+        return Int(bytes)
     }
     return Int(lowered).flatMap { $0 >= 0 ? $0 : nil }
 }

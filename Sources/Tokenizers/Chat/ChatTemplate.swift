@@ -42,8 +42,16 @@ extension Tokenizer {
     /// Token ids of a rendered chat prompt: special tokens parsed, BOS added only when the
     /// vocabulary wants one and the template did not already write it.
     public func encodeChat(_ rendered: String) -> [Int] {
-        let writesBOS = bosTokenID.map { rendered.hasPrefix(tokens[$0]) } ?? false
-        return encode(rendered, addSpecial: !writesBOS, parseSpecial: true)
+        encode(rendered, addSpecial: !writesBOS(rendered), parseSpecial: true)
+    }
+
+    /// `encodeChat`, giving up with `CancellationError` once the current task is cancelled.
+    public func encodeChatCancellable(_ rendered: String) throws(CancellationError) -> [Int] {
+        try encodeCancellable(rendered, addSpecial: !writesBOS(rendered), parseSpecial: true)
+    }
+
+    private func writesBOS(_ rendered: String) -> Bool {
+        bosTokenID.map { rendered.hasPrefix(tokens[$0]) } ?? false
     }
 }
 

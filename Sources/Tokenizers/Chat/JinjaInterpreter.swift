@@ -13,6 +13,8 @@ struct Macro {
 struct JinjaInterpreter {
     var scopes: [[String: JinjaValue]]
     var macros: [String: Macro] = [:]
+    /// What this render has spent of its limits (`JinjaInterpreter+Limits.swift`).
+    var budget = RenderBudget()
 
     init(globals: [String: JinjaValue]) { scopes = [globals] }
 
@@ -25,9 +27,17 @@ struct JinjaInterpreter {
 
     mutating func run(_ nodes: [Node], into out: inout String) throws {
         for node in nodes {
+            try budget.step()
             switch node {
-            case .text(let text): out += text
-            case .output(let expression): out += try evaluate(expression).printed
+            case .text(let text):
+                try budget.produce(bytes: text.utf8.count)
+                out += text
+            case .output(let expression):
+                let value = try evaluate(expression)
+                try RenderBudget.checkPrintable(value)
+                let printed = value.printed
+                try budget.produce(bytes: printed.utf8.count)
+                out += printed
             case .conditional(let branches):
                 for branch in branches where try branch.condition.map({ try evaluate($0).truthy }) ?? true {
                     try run(branch.body, into: &out)
@@ -97,6 +107,7 @@ struct JinjaInterpreter {
             return
         }
         for (i, item) in items.enumerated() {
+            try budget.step()  // an empty body still costs an iteration
             try bind(item)
             assign("loop", .object(JinjaObject([
                 ("index", .int(i + 1)), ("index0", .int(i)), ("first", .bool(i == 0)), ("last", .bool(i == items.count - 1)),
@@ -117,6 +128,7 @@ struct JinjaInterpreter {
     // MARK: - Expressions
 
     mutating func evaluate(_ expression: Expr) throws -> JinjaValue {
+        try budget.step()
         switch expression {
         case .literal(let value): return value
         case .name(let name): return lookup(name)
@@ -161,11 +173,21 @@ struct JinjaInterpreter {
                 if stepValue > 0 {
                     var i = clamp(int(s), 0)
                     let end = clamp(int(e), n)
-                    while i < end { out.append(items[i]); i += stepValue }
+                    while i < end {
+                        out.append(items[i])
+                        let next = i.addingReportingOverflow(stepValue)
+                        if next.overflow { break }
+                        i = next.partialValue
+                    }
                 } else {
                     var i = clamp(int(s), n - 1)
                     let end = clamp(int(e), -1)
-                    while i > end { out.append(items[i]); i += stepValue }
+                    while i > end {
+                        out.append(items[i])
+                        let next = i.addingReportingOverflow(stepValue)
+                        if next.overflow { break }
+                        i = next.partialValue
+                    }
                 }
                 return out
             }
@@ -182,7 +204,7 @@ struct JinjaInterpreter {
             case "not": return .bool(!value.truthy)
             default:
                 switch value {
-                case .int(let i): return .int(-i)
+                case .int(let i): return .int(try checked(0.subtractingReportingOverflow(i), "-\(i)"))
                 case .double(let d): return .double(-d)
                 default: throw TemplateError("cannot negate a \(value.typeName)")
                 }
@@ -194,7 +216,9 @@ struct JinjaInterpreter {
             let left = try evaluate(a)
             return left.truthy ? left : try evaluate(b)
         case .binary(let op, let a, let b):
-            return try binary(op, try evaluate(a), try evaluate(b))
+            let left = try evaluate(a), right = try evaluate(b)
+            try budget.charge(forResultOf: op, left, right)
+            return try binary(op, left, right)
         case .ternary(let value, let condition, let otherwise):
             if try evaluate(condition).truthy { return try evaluate(value) }
             return try otherwise.map { try evaluate($0) } ?? .undefined("else")
@@ -202,7 +226,9 @@ struct JinjaInterpreter {
             let result = try test(name, try evaluate(operand), try args.map { try evaluate($0) })
             return .bool(result != negated)
         case .filter(let operand, let name, let args, let kwargs):
-            return try filter(name, try evaluate(operand), try args.map { try evaluate($0) }, try kwargs.map { ($0.0, try evaluate($0.1)) })
+            let result = try filter(name, try evaluate(operand), try args.map { try evaluate($0) }, try kwargs.map { ($0.0, try evaluate($0.1)) })
+            try budget.produce(result)
+            return result
         }
     }
 
@@ -245,22 +271,31 @@ struct JinjaInterpreter {
             switch (a, b) {
             case (.string(let x), .string(let y)): return .string(x + y)
             case (.array(let x), .array(let y)): return .array(x + y)
-            case (.int(let x), .int(let y)): return .int(x + y)
+            case (.int(let x), .int(let y)): return .int(try checked(x.addingReportingOverflow(y), "\(x) + \(y)"))
             default:
                 guard let x = number(a), let y = number(b) else { throw TemplateError("cannot add \(a.typeName) and \(b.typeName)") }
                 return .double(x + y)
             }
         case "-", "*", "/", "//", "%", "**":
+            // The size was charged to the budget (and refused past it) before this allocates.
             if op == "*", case .string(let s) = a, case .int(let n) = b { return .string(String(repeating: s, count: max(0, n))) }
             if case .int(let x) = a, case .int(let y) = b, op != "/" {
                 switch op {
-                case "-": return .int(x - y)
-                case "*": return .int(x * y)
+                case "-": return .int(try checked(x.subtractingReportingOverflow(y), "\(x) - \(y)"))
+                case "*": return .int(try checked(x.multipliedReportingOverflow(by: y), "\(x) * \(y)"))
                 case "//", "%":
                     guard y != 0 else { throw TemplateError("division by zero") }
-                    let q = Int((Double(x) / Double(y)).rounded(.down))
+                    // Python floors; Int.min // -1 is the one quotient that overflows.
+                    var q = try checked(x.dividedReportingOverflow(by: y), "\(x) // \(y)")
+                    if (x % y != 0) && ((x < 0) != (y < 0)) { q -= 1 }
                     return .int(op == "//" ? q : x - q * y)
-                default: return .int(Int(pow(Double(x), Double(y))))
+                default:
+                    let power = pow(Double(x), Double(y))
+                    guard y >= 0 else { return .double(power) }
+                    guard let exact = Int(exactly: power.rounded()), abs(power) < 0x1p53 else {
+                        throw TemplateError("integer overflow: \(x) ** \(y)")
+                    }
+                    return .int(exact)
                 }
             }
             guard let x = number(a), let y = number(b) else { throw TemplateError("cannot apply \(op) to \(a.typeName) and \(b.typeName)") }
@@ -305,8 +340,12 @@ struct JinjaInterpreter {
                     scope[parameter.name] = .undefined(parameter.name)
                 }
             }
+            try budget.enterCall(name)
             scopes.append(scope)
-            defer { scopes.removeLast() }
+            defer {
+                scopes.removeLast()
+                budget.leaveCall()
+            }
             var out = ""
             try run(macro.body, into: &out)
             return .string(out)
@@ -320,8 +359,14 @@ struct JinjaInterpreter {
             return .namespace(namespace)
         case "range":
             let ints = args.compactMap { if case .int(let i) = $0 { return i } else { return nil } }
+            guard (1...3).contains(ints.count), ints.count == args.count else {
+                throw TemplateError("range takes 1 to 3 integers (got \(args.map(\.typeName).joined(separator: ", ")))")
+            }
             let (start, stop, step) = ints.count == 1 ? (0, ints[0], 1) : (ints[0], ints[1], ints.count > 2 ? ints[2] : 1)
             guard step != 0 else { throw TemplateError("range step must not be zero") }
+            // Counted in doubles: the distance between two Ints may not fit an Int.
+            let count = max(0, ((Double(stop) - Double(start)) / Double(step)).rounded(.up))
+            try budget.produce(items: count)
             return .array(Array(stride(from: start, to: stop, by: step)).map { .int($0) })
         case "strftime_now":
             let formatter = DateFormatter()
@@ -355,6 +400,7 @@ struct JinjaInterpreter {
         case (.string(let s), "endswith"): return .bool(s.hasSuffix(args.first?.printed ?? ""))
         case (.string(let s), "replace"):
             guard args.count >= 2 else { throw TemplateError("replace needs two arguments") }
+            try RenderBudget.checkReplacement(in: s, args[0].printed, args[1].printed)
             return .string(s.replacingOccurrences(of: args[0].printed, with: args[1].printed))
         case (.string(let s), "split"):
             if let separator = args.first, case .string(let sep) = separator {
@@ -363,6 +409,7 @@ struct JinjaInterpreter {
             return .array(s.split(whereSeparator: { $0.isWhitespace }).map { .string(String($0)) })
         case (.string(let s), "join"):
             guard case .array(let items)? = args.first else { throw TemplateError("join needs a list") }
+            try RenderBudget.checkPrintable(.array(items), separatorBytes: s.utf8.count)
             return .string(items.map(\.printed).joined(separator: s))
         case (.undefined(let what), _): throw TemplateError("\(what) is undefined (calling .\(method)())")
         default: throw TemplateError("\(value.typeName) has no method \(method)")
@@ -410,8 +457,14 @@ struct JinjaInterpreter {
 }
 
 extension JinjaInterpreter {
+    /// Filters that print their value (`str(value)`) before working on the text.
+    static let printingFilters: Set<String> = [
+        "string", "lower", "upper", "capitalize", "title", "trim", "replace", "indent", "float", "safe", "e", "escape", "center", "truncate", "wordcount",
+    ]
+
     mutating func filter(_ name: String, _ value: JinjaValue, _ args: [JinjaValue], _ kwargs: [(String, JinjaValue)]) throws -> JinjaValue {
         func kw(_ key: String) -> JinjaValue? { kwargs.first { $0.0 == key }?.1 }
+        if Self.printingFilters.contains(name) { try RenderBudget.checkPrintable(value) }
         func list(_ v: JinjaValue) throws -> [JinjaValue] {
             switch v {
             case .array(let items): return items
@@ -435,13 +488,16 @@ extension JinjaInterpreter {
             }
         case "tojson":
             var indent: Int?
-            if case .int(let i)? = kw("indent") ?? args.first { indent = i }
+            if case .int(let i)? = kw("indent") ?? args.first { indent = try RenderBudget.indentWidth(i) }
+            try RenderBudget.checkPrintable(value, indent: indent ?? 0)
             return .string(JSONText.encode(value, indent: indent, level: 0))
         case "string": return .string(value.printed)
         case "int":
             switch value {
             case .int: return value
-            case .double(let d): return .int(Int(d))
+            case .double(let d):
+                guard let whole = Int(exactly: d.rounded(.towardZero)) else { throw TemplateError("int: \(d) does not fit an integer") }
+                return .int(whole)
             case .string(let s): return .int(Int(s.trimmingCharacters(in: .whitespaces)) ?? 0)
             default: return .int(0)
             }
@@ -452,6 +508,7 @@ extension JinjaInterpreter {
         case "title": return .string(value.printed.capitalized)
         case "replace":
             guard args.count >= 2 else { throw TemplateError("replace needs two arguments") }
+            try RenderBudget.checkReplacement(in: value.printed, args[0].printed, args[1].printed)
             return .string(value.printed.replacingOccurrences(of: args[0].printed, with: args[1].printed))
         case "default", "d":
             let fallback = args.first ?? .string("")
@@ -461,6 +518,7 @@ extension JinjaInterpreter {
             let separator = args.first?.printed ?? kw("d")?.printed ?? ""
             var items = try list(value)
             if case .string(let attribute)? = kw("attribute") { items = try items.map { try member($0, attribute) } }
+            try RenderBudget.checkPrintable(.array(items), separatorBytes: separator.utf8.count)
             return .string(items.map(\.printed).joined(separator: separator))
         case "list": return .array(try list(value))
         case "first": return try list(value).first ?? .undefined("first")
@@ -504,7 +562,7 @@ extension JinjaInterpreter {
             return .array(try list(value).map { try copy.filter(filterName, $0, Array(args.dropFirst()), []) })
         case "indent":
             let width: Int
-            if case .int(let w)? = args.first ?? kw("width") { width = w } else { width = 4 }
+            if case .int(let w)? = args.first ?? kw("width") { width = try RenderBudget.indentWidth(w) } else { width = 4 }
             let pad = String(repeating: " ", count: width)
             let first = (args.count > 1 ? args[1] : kw("first") ?? .bool(false)).truthy
             let lines = value.printed.components(separatedBy: "\n")
@@ -513,7 +571,9 @@ extension JinjaInterpreter {
             }.joined(separator: "\n"))
         case "abs":
             switch value {
-            case .int(let i): return .int(abs(i))
+            case .int(let i):
+                guard i != .min else { throw TemplateError("integer overflow: abs(\(i))") }
+                return .int(abs(i))
             case .double(let d): return .double(abs(d))
             default: throw TemplateError("abs needs a number")
             }

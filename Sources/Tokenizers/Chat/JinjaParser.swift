@@ -33,6 +33,16 @@ indirect enum Expr: Sendable {
 struct JinjaParser {
     let pieces: [TemplatePiece]
     var index = 0
+    /// Statements nested in statements (`if` in `for` in `macro` …), at most `maxBlockDepth`.
+    var blockDepth = 0
+
+    /// The deepest nesting of blocks and of expressions, and the longest expression: the parser
+    /// and the interpreter recurse on both, and a template is untrusted input (a model file).
+    static let maxBlockDepth = 64
+    static let maxExpressionDepth = 64
+    static let maxExpressionTokens = 2048
+    /// The deepest expression tree the interpreter evaluates (chains count: `a ~ b ~ c` is 3 deep).
+    static let maxTreeDepth = 256
 
     init(tokens: [TemplatePiece]) { pieces = tokens }
 
@@ -44,6 +54,9 @@ struct JinjaParser {
 
     /// Nodes up to a statement whose keyword is in `terminators` (returned with its tokens).
     private mutating func parseBlock(until terminators: Set<String>) throws(TemplateError) -> ([Node], String?) {
+        blockDepth += 1
+        defer { blockDepth -= 1 }
+        guard blockDepth <= Self.maxBlockDepth else { throw TemplateError("blocks nest more than \(Self.maxBlockDepth) deep") }
         var nodes: [Node] = []
         while index < pieces.count {
             let piece = pieces[index]
@@ -52,14 +65,21 @@ struct JinjaParser {
             case .text(let text): nodes.append(.text(text))
             case .output(let tokens):
                 var expression = ExpressionParser(tokens: tokens)
-                nodes.append(.output(try expression.parseWhole()))
+                let node = Node.output(try expression.parseWhole())
+                try node.checkExpressionDepth()
+                nodes.append(node)
             case .statement(let tokens):
                 guard case .name(let keyword)? = tokens.first else { throw TemplateError("empty statement") }
                 if terminators.contains(keyword) {
                     index -= 1
                     return (nodes, keyword)
                 }
-                nodes.append(try parseStatement(keyword, Array(tokens.dropFirst())))
+                guard tokens.count <= Self.maxExpressionTokens else {
+                    throw TemplateError("a statement is too long: \(tokens.count) tokens (at most \(Self.maxExpressionTokens))")
+                }
+                let node = try parseStatement(keyword, Array(tokens.dropFirst()))
+                try node.checkExpressionDepth()
+                nodes.append(node)
             }
         }
         if !terminators.isEmpty { throw TemplateError("missing {% \(terminators.sorted().joined(separator: " or ")) %}") }
@@ -155,6 +175,19 @@ struct JinjaParser {
 struct ExpressionParser {
     let tokens: [ExprToken]
     var position = 0
+    /// Sub-expressions being parsed inside each other (parentheses, brackets, unary operators,
+    /// and each operator of a chain, since `a + b + c` nests as deep as it is long).
+    var depth = 0
+
+    /// Runs `parse` one level deeper, refusing past `JinjaParser.maxExpressionDepth`.
+    mutating func nested<T>(_ parse: (inout ExpressionParser) throws(TemplateError) -> T) throws(TemplateError) -> T {
+        depth += 1
+        defer { depth -= 1 }
+        guard depth <= JinjaParser.maxExpressionDepth else {
+            throw TemplateError("an expression nests more than \(JinjaParser.maxExpressionDepth) levels deep")
+        }
+        return try parse(&self)
+    }
 
     init(tokens: [ExprToken]) { self.tokens = tokens }
 
@@ -196,8 +229,10 @@ struct ExpressionParser {
     }
 
     mutating func parseWhole() throws(TemplateError) -> Expr {
-        let expression = try parseWholeRest()
-        return expression
+        guard tokens.count <= JinjaParser.maxExpressionTokens else {
+            throw TemplateError("an expression is too long: \(tokens.count) tokens (at most \(JinjaParser.maxExpressionTokens))")
+        }
+        return try parseWholeRest()
     }
 
     mutating func parseWholeRest() throws(TemplateError) -> Expr {
@@ -214,6 +249,10 @@ struct ExpressionParser {
     }
 
     mutating func parseTernary(allowConditional: Bool) throws(TemplateError) -> Expr {
+        try nested { parser throws(TemplateError) in try parser.parseTernaryLevel(allowConditional: allowConditional) }
+    }
+
+    private mutating func parseTernaryLevel(allowConditional: Bool) throws(TemplateError) -> Expr {
         let value = try parseOr()
         guard allowConditional, accept(.name("if")) else { return value }
         let condition = try parseOr()
@@ -235,7 +274,7 @@ struct ExpressionParser {
     }
 
     mutating func parseNot() throws(TemplateError) -> Expr {
-        if accept(.name("not")) { return .unary("not", try parseNot()) }
+        if accept(.name("not")) { return .unary("not", try nested { parser throws(TemplateError) in try parser.parseNot() }) }
         return try parseCompare()
     }
 
@@ -287,8 +326,8 @@ struct ExpressionParser {
     }
 
     mutating func parseUnary() throws(TemplateError) -> Expr {
-        if accept(.op("-")) { return try parseFilters(.unary("-", try parseUnary())) }
-        if accept(.op("+")) { return try parseUnary() }
+        if accept(.op("-")) { return try parseFilters(.unary("-", try nested { parser throws(TemplateError) in try parser.parseUnary() })) }
+        if accept(.op("+")) { return try nested { parser throws(TemplateError) in try parser.parseUnary() } }
         return try parseFilters(try parsePrimaryWithPostfix())
     }
 
@@ -429,6 +468,50 @@ struct ExpressionParser {
             return .dict(pairs)
         default:
             throw TemplateError("unexpected \(describe(token))")
+        }
+    }
+}
+
+extension Node {
+    /// The expressions of this node itself (not those of the nodes in its body).
+    var expressions: [Expr] {
+        switch self {
+        case .text, .breakLoop, .continueLoop, .assignBlock: []
+        case .output(let expression): [expression]
+        case .conditional(let branches): branches.compactMap(\.condition)
+        case .loop(_, let iterable, let filter, _, _): [iterable] + (filter.map { [$0] } ?? [])
+        case .assign(let target, let value): [target, value]
+        case .macro(_, let parameters, _): parameters.compactMap(\.defaultValue)
+        }
+    }
+
+    /// Refuses expressions nested deeper than the interpreter recurses (measured without recursion).
+    func checkExpressionDepth() throws(TemplateError) {
+        var stack = expressions.map { ($0, 1) }
+        while let (expression, depth) = stack.popLast() {
+            guard depth <= JinjaParser.maxTreeDepth else {
+                throw TemplateError("an expression nests more than \(JinjaParser.maxTreeDepth) operations deep")
+            }
+            stack += expression.children.map { ($0, depth + 1) }
+        }
+    }
+}
+
+extension Expr {
+    var children: [Expr] {
+        switch self {
+        case .literal, .name: []
+        case .list(let items): items
+        case .dict(let pairs): pairs.flatMap { [$0.0, $0.1] }
+        case .attribute(let base, _): [base]
+        case .subscript(let base, let index): [base, index]
+        case .slice(let base, let start, let stop, let step): [base] + [start, stop, step].compactMap { $0 }
+        case .call(let callee, let args, let kwargs): [callee] + args + kwargs.map(\.1)
+        case .unary(_, let operand): [operand]
+        case .binary(_, let a, let b), .and(let a, let b), .or(let a, let b): [a, b]
+        case .test(let operand, _, let args, _): [operand] + args
+        case .filter(let operand, _, let args, let kwargs): [operand] + args + kwargs.map(\.1)
+        case .ternary(let value, let condition, let otherwise): [value, condition] + (otherwise.map { [$0] } ?? [])
         }
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpoint
+import Engine
 import Foundation
 import Store
 
@@ -47,6 +48,7 @@ struct Pull: AsyncParsableCommand {
         let logger = global.bootstrap()
         let bar = global.progressBar()
         var puller = Puller(store: global.store, logger: logger)
+        puller.validate = { try Engine.validate($0) }
         if let budget = (diskBudget ?? ProcessInfo.processInfo.environment["SLLM_DISK_BUDGET"]).flatMap(parseByteCount) {
             puller.diskBudgetBytes = budget
             let cache = try DRAMCache(directory: DRAMCache.defaultDirectory(forDataDirectory: global.root), budgetBytes: Int.max)

@@ -14,7 +14,7 @@ struct SLLM: AsyncParsableCommand {
             Models live in the data directory (--data-dir, $SLLM_HOME, default ~/.sllm) as
             loading-optimized checkpoints. Start with `sllm pull smollm2-135m`.
             """,
-        version: "0.1.0",
+        version: Server.version,
         subcommands: [Pull.self, Convert.self, List.self, Inspect.self, Verify.self, Remove.self, Tokenize.self, Generate.self, Chat.self, Serve.self, Deploy.self, Update.self, Delete.self, Status.self, PS.self, Keys.self, StoreCommand.self, Bench.self]
     )
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoint
 import Foundation
 import Logging
 import Serving
@@ -99,11 +100,16 @@ struct Serve: AsyncParsableCommand {
             throw CommandFailure(error.message)
         }
         let quiet = global.quiet
+        // A crash must not leave the port held by the crash reporter (a child process).
+        FileSystem.installCrashSocketCloser()
+        // Test hook: crash once listening, to check that a crash frees the port at once.
+        let crashOnStart = ProcessInfo.processInfo.environment["SLLM_TEST_CRASH_AFTER_START"] == "1"
         do {
             try await server.run { port in
                 if !quiet {
                     FileHandle.standardError.write(Data("sllm serving on http://\(configuration.host):\(port) (OpenAI API under /v1; data in \(configuration.dataDirectory))\n".utf8))
                 }
+                if crashOnStart { fatalError("SLLM_TEST_CRASH_AFTER_START: crashing on purpose") }
             }
         } catch {
             throw CommandFailure("serve: \(error)")

@@ -257,6 +257,30 @@ func expectTensorsMatchStore(_ model: LoadedModel, _ store: ModelStore, sourceLo
         try expectTensorsMatchStore(fresh, fixture.store)
     }
 
+    /// A slab shorter than its entry says (truncated by another process, a full disk) must not
+    /// be mapped and touched (SIGBUS): the lookup is a miss, the entry goes, the SSD serves.
+    @Test(arguments: [false, true])
+    func aTruncatedSlabIsAMissNotACrash(restart: Bool) async throws {
+        let fixture = try LoaderFixture("loader-truncated-slab")
+        defer { fixture.remove() }
+        try fixture.addSynthetic("m", bytes: 1 << 20)
+        let loader = try fixture.loader()
+        do {
+            let first = try await loader.load(try ModelName("m"))
+            #expect(first.cached)
+        }
+        let slabs = try FileSystem.listDirectory(fixture.cacheDirectory + "/slabs").filter { !$0.hasPrefix(".") }
+        #expect(!slabs.isEmpty)
+        for slab in slabs { #expect(truncate(fixture.cacheDirectory + "/slabs/" + slab, 4096) == 0) }
+        // The same process (its mapping predates the truncation) or a restarted one.
+        let again = try await (restart ? fixture.loader() : loader).load(try ModelName("m"))
+        #expect(again.tier == .ssd)
+        try expectTensorsMatchStore(again, fixture.store)
+        let third = try await (restart ? fixture.loader() : loader).load(try ModelName("m"))
+        #expect(third.tier == .dram)
+        try expectTensorsMatchStore(third, fixture.store)
+    }
+
     @Test func evictionNeverFreesMemoryInUseUnderConcurrentLoads() async throws {
         let fixture = try LoaderFixture("loader-stress")
         defer { fixture.remove() }

@@ -1,0 +1,104 @@
+import Foundation
+import Hummingbird
+
+/// Who may call a route when keys are required.
+enum RouteAccess: String, Sendable, Comparable {
+    /// Probes and scrapers: `/`, `/health`, `/ready`, `/metrics`.
+    case open
+    /// Any valid key (the OpenAI API).
+    case user
+    /// An admin key.
+    case admin
+
+    static func < (lhs: RouteAccess, rhs: RouteAccess) -> Bool {
+        let order: [RouteAccess] = [.open, .user, .admin]
+        return order.firstIndex(of: lhs)! < order.firstIndex(of: rhs)!
+    }
+}
+
+/// One registered route, as the router matches it.
+struct RouteEntry: Sendable, Equatable {
+    var method: HTTPRequest.Method
+    var path: String
+    var access: RouteAccess
+
+    /// `GET`, `POST`, …
+    var methodName: String { method.rawValue }
+    /// Whether the route reads a JSON body.
+    var takesBody: Bool { method == .post || method == .patch }
+}
+
+/// Registers every route with the access it needs, so that authorization is decided on the route
+/// the router matched (never on a second reading of the path), and keeps the list (the auth
+/// tests are generated from it, so a new route cannot be left out).
+final class Routes {
+    typealias Handler = @Sendable (Request, BasicRequestContext) async throws -> Response
+
+    private let router: Router<BasicRequestContext>
+    private let keys: KeyRing
+    /// Every route registered so far.
+    private(set) var entries: [RouteEntry] = []
+
+    init(router: Router<BasicRequestContext>, keys: KeyRing) {
+        self.router = router
+        self.keys = keys
+    }
+
+    func add(_ method: HTTPRequest.Method, _ path: String, _ access: RouteAccess, _ handler: @escaping Handler) {
+        entries.append(RouteEntry(method: method, path: path, access: access))
+        if access == .open {
+            precondition(AuthMiddleware.openPaths.contains(RouterPath(path).components.map(\.description)),
+                         "open route \(path) is missing from AuthMiddleware.openPaths")
+        }
+        let keys = self.keys
+        router.on(RouterPath(path), method: method) { request, context in
+            try keys.authorize(request, for: access)
+            return try await handler(request, context)
+        }
+    }
+}
+
+extension KeyRing {
+    /// Throws 401 (no or unknown key) or 403 (a user key on an admin route) unless the request
+    /// may call a route of `access`. Does nothing when keys are not required.
+    func authorize(_ request: Request, for access: RouteAccess) throws {
+        guard required, access != .open else { return }
+        let granted = self.access(for: Self.bearer(request))
+        guard granted != .none else {
+            throw request.headers[.authorization] == nil
+                ? ServingError(.unauthorized, "missing API key: send `Authorization: Bearer <key>`")
+                : ServingError(.unauthorized, "invalid API key")
+        }
+        if access == .admin, granted != .admin {
+            throw ServingError(.forbidden, "this endpoint needs an admin key")
+        }
+    }
+
+    static func bearer(_ request: Request) -> String {
+        guard let header = request.headers[.authorization] else { return "" }
+        let trimmed = header.trimmingCharacters(in: .whitespaces)
+        if trimmed.count > 7, trimmed.prefix(7).lowercased() == "bearer " {
+            return String(trimmed.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+        }
+        return trimmed
+    }
+}
+
+/// Default-deny before routing: when keys are required, every request needs a valid key unless
+/// its path, split exactly as the router splits it, is one of the open probes. Paths no route
+/// matches therefore answer 401, not 404, to a caller without a key. The route itself then
+/// checks the level it needs (`Routes.add`).
+struct AuthMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let keys: KeyRing
+
+    /// The paths (as the router's components) anyone may call.
+    static let openPaths: Set<[String]> = [[], ["health"], ["ready"], ["metrics"]]
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if keys.required, !Self.openPaths.contains(RouterPath(request.uri.path).components.map(\.description)) {
+            try keys.authorize(request, for: .user)
+        }
+        return try await next(request, context)
+    }
+}

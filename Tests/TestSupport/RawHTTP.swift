@@ -1,0 +1,120 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A plain TCP client for requests no HTTP library sends as written: absolute-form targets,
+/// doubled slashes, dot segments, half-sent requests, slow clients.
+public final class RawConnection {
+    public let descriptor: Int32
+
+    /// Connects to 127.0.0.1:`port`; reads give up after `timeout` seconds.
+    public init(port: Int, timeout: Double = 10) throws {
+        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw TestSupportError("socket failed") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            close(descriptor)
+            throw TestSupportError("cannot connect to 127.0.0.1:\(port)")
+        }
+        var interval = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1e6))
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(descriptor) }
+
+    /// Sends bytes; false when the server has closed the connection.
+    @discardableResult
+    public func send(_ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard sent > 0 else { return false }
+            offset += sent
+        }
+        return true
+    }
+
+    @discardableResult
+    public func send(_ text: String) -> Bool { send(Array(text.utf8)) }
+
+    /// Reads until the server closes the connection, the timeout passes, or `until` holds for
+    /// what was read so far.
+    public func receive(until: (([UInt8]) -> Bool)? = nil) -> [UInt8] {
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+            guard count > 0 else { break }
+            received += buffer[0..<count]
+            if let until, until(received) { break }
+        }
+        return received
+    }
+
+    /// Whether the server closed the connection: a read returns end-of-file (not a time-out).
+    public func isClosedByPeer() -> Bool {
+        var byte: UInt8 = 0
+        let count = recv(descriptor, &byte, 1, 0)
+        return count == 0 || (count < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+    }
+}
+
+/// One HTTP/1.1 response parsed from raw bytes.
+public struct RawResponse: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: String
+
+    public func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
+
+    /// Parses the first response in `bytes` (Content-Length or chunked); nil when incomplete.
+    public static func parse(_ bytes: [UInt8]) -> RawResponse? {
+        let text = String(decoding: bytes, as: UTF8.self)
+        guard let end = text.range(of: "\r\n\r\n") else { return nil }
+        let lines = text[..<end.lowerBound].components(separatedBy: "\r\n")
+        let parts = lines.first?.split(separator: " ") ?? []
+        guard parts.count >= 2, let status = Int(parts[1]) else { return nil }
+        var headers: [(String, String)] = []
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+        }
+        var response = RawResponse(status: status, headers: headers, body: String(text[end.upperBound...]))
+        if let length = response.header("content-length").flatMap(Int.init) {
+            guard response.body.utf8.count >= length else { return nil }
+            response.body = String(decoding: Array(response.body.utf8)[0..<length], as: UTF8.self)
+        } else if response.header("transfer-encoding")?.lowercased() == "chunked" {
+            guard response.body.hasSuffix("0\r\n\r\n") else { return nil }
+            var decoded = ""
+            var rest = Substring(response.body)
+            while let lineEnd = rest.range(of: "\r\n"), let size = Int(rest[..<lineEnd.lowerBound], radix: 16), size > 0 {
+                let start = lineEnd.upperBound
+                let bytes = Array(rest[start...].utf8)
+                decoded += String(decoding: bytes.prefix(size), as: UTF8.self)
+                rest = Substring(String(decoding: bytes.dropFirst(size + 2), as: UTF8.self))
+            }
+            response.body = decoded
+        }
+        return response
+    }
+}
+
+/// Sends one raw request (the text as given, `Connection: close` is the caller's to add) and
+/// reads its response.
+public func rawRequest(port: Int, _ request: String, timeout: Double = 10) throws -> RawResponse {
+    let connection = try RawConnection(port: port, timeout: timeout)
+    connection.send(request)
+    let bytes = connection.receive { RawResponse.parse($0) != nil }
+    guard let response = RawResponse.parse(bytes) else {
+        throw TestSupportError("no complete response to \(request.prefix(80).debugDescription) (got \(bytes.count) bytes)")
+    }
+    return response
+}
