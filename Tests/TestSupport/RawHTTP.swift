@@ -108,8 +108,21 @@ public struct RawResponse: Sendable {
 }
 
 /// Sends one raw request (the text as given, `Connection: close` is the caller's to add) and
-/// reads its response.
-public func rawRequest(port: Int, _ request: String, timeout: Double = 10) throws -> RawResponse {
+/// reads its response, on a thread of its own: blocking reads on the cooperative pool would
+/// starve the in-process server that is to answer them.
+public func rawRequest(port: Int, _ request: String, timeout: Double = 10) async throws -> RawResponse {
+    try await onThread { try rawRequestBlocking(port: port, request, timeout: timeout) }
+}
+
+/// Runs blocking work on a new thread and returns its result.
+public func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread { continuation.resume(with: Result { try work() }) }
+        thread.start()
+    }
+}
+
+public func rawRequestBlocking(port: Int, _ request: String, timeout: Double = 10) throws -> RawResponse {
     let connection = try RawConnection(port: port, timeout: timeout)
     connection.send(request)
     let bytes = connection.receive { RawResponse.parse($0) != nil }

@@ -63,7 +63,8 @@ struct AdminRoutes: Sendable {
             throw ServingError(.bodyTooLarge, "the request body exceeds the limit of \(maxBodyBytes) bytes")
         }
         try requireUTF8(buffer.readableBytesView)
-        do { return try JSONDecoder.iso.decode(type, from: Data(buffer.readableBytesView)) } catch { throw ServingError(decoding: error) }
+        let data = Data(buffer.readableBytesView)
+        do { return try JSONDecoder.iso.decode(type, from: data) } catch { throw ServingError(decoding: error, body: data) }
     }
 }
 

@@ -185,6 +185,22 @@ struct CompletionRequest: Decodable {
 }
 
 extension ServingError {
+    /// A decoding failure as a 400 naming the parameter at fault. Foundation reports a number
+    /// that no Swift integer holds (`"max_tokens": 1e300`) as invalid JSON without a path; the
+    /// body is then read again to name the field.
+    init(decoding error: any Error, body: Data) {
+        self.init(decoding: error)
+        guard param == nil, let object = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else { return }
+        for key in object.keys.sorted() {
+            guard let number = object[key] as? NSNumber else { continue }  // true and false are 1 and 0: never out of range
+            let value = number.doubleValue
+            if value.rounded() == value, abs(value) >= 0x1p63 {
+                self.init(.invalidRequest, "`\(key)` is \(number), outside the range of a 64-bit integer", param: key)
+                return
+            }
+        }
+    }
+
     /// Turns a decoding failure into a 400 naming the parameter at fault.
     init(decoding error: any Error) {
         func path(_ codingPath: [any CodingKey]) -> String {

@@ -79,7 +79,7 @@ struct OpenAIRoutes: Sendable {
 
     private func prepare(_ kind: Kind, _ data: Data, arrival: ContinuousClock.Instant, model: inout String) async throws -> Prepared {
         let fields: SamplingFields
-        do { fields = try JSONDecoder.openAI.decode(SamplingFields.self, from: data) } catch { throw ServingError(decoding: error) }
+        do { fields = try JSONDecoder.openAI.decode(SamplingFields.self, from: data) } catch { throw ServingError(decoding: error, body: data) }
         let (sampling, maxTokens, stop) = try fields.validated()
         let deployment = try await controller.deployment(named: fields.model)
         // Only deployed names become metric labels (clients cannot create series at will).
@@ -93,7 +93,7 @@ struct OpenAIRoutes: Sendable {
         switch kind {
         case .chat:
             let chat: ChatCompletionRequest
-            do { chat = try JSONDecoder.openAI.decode(ChatCompletionRequest.self, from: data) } catch { throw ServingError(decoding: error) }
+            do { chat = try JSONDecoder.openAI.decode(ChatCompletionRequest.self, from: data) } catch { throw ServingError(decoding: error, body: data) }
             try chat.validate()
             logprobs = chat.logprobs ?? false
             topLogprobs = chat.topLogprobs ?? 0
@@ -109,7 +109,7 @@ struct OpenAIRoutes: Sendable {
             prompt = try tokenizer.encodeChatCancellable(rendered)
         case .text:
             let completion: CompletionRequest
-            do { completion = try JSONDecoder.openAI.decode(CompletionRequest.self, from: data) } catch { throw ServingError(decoding: error) }
+            do { completion = try JSONDecoder.openAI.decode(CompletionRequest.self, from: data) } catch { throw ServingError(decoding: error, body: data) }
             try completion.validate()
             logprobs = completion.logprobs != nil
             topLogprobs = completion.logprobs ?? 0

@@ -66,28 +66,28 @@ import TestSupport
         ]
         let userSpellings = ["//v1/chat/completions", "///v1//chat//completions", "/v1/./chat/completions", "http://h//v1/chat/completions", "/V1/chat/completions"]
         let body = #"{"name":"x","admin":true,"model":"smollm2-135m","messages":[{"role":"user","content":"Hi"}],"max_tokens":1}"#
-        func send(_ method: String, _ target: String, key: String?) throws -> RawResponse {
+        func send(_ method: String, _ target: String, key: String?) async throws -> RawResponse {
             var request = "\(method) \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n"
             if let key { request += "Authorization: Bearer \(key)\r\n" }
-            return try rawRequest(port: port, request + "\r\n" + body)
+            return try await rawRequest(port: port, request + "\r\n" + body)
         }
         for target in adminSpellings {
             for method in ["GET", "POST", "DELETE"] {
-                let anonymous = try send(method, target, key: nil)
+                let anonymous = try await send(method, target, key: nil)
                 #expect(anonymous.status == 401, "\(method) \(target) without a key answered \(anonymous.status): \(anonymous.body.prefix(200))")
-                let user = try send(method, target, key: "user-key")
+                let user = try await send(method, target, key: "user-key")
                 #expect(!(200..<300).contains(user.status), "\(method) \(target) with a user key answered \(user.status): \(user.body.prefix(200))")
             }
         }
         for target in userSpellings {
-            #expect(try send("POST", target, key: nil).status == 401, "POST \(target) without a key")
+            #expect(try await send("POST", target, key: nil).status == 401, "POST \(target) without a key")
         }
         // No admin key was minted through any of them.
         let keys = try await server.request(.GET, "/admin/keys", key: "admin-secret").array
         #expect(keys.isEmpty, "keys were created: \(keys)")
         // The probes stay open, and so does the root.
         for target in ["/health", "//health", "/ready", "/metrics", "/"] {
-            #expect(try send("GET", target, key: nil).status == 200, "GET \(target)")
+            #expect(try await send("GET", target, key: nil).status == 200, "GET \(target)")
         }
         try await server.stop()
     }
