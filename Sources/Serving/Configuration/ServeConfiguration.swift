@@ -41,6 +41,13 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var maxBodyBytes = 8 << 20
     /// How long in-flight streams may run after SIGINT/SIGTERM before they are cut.
     public var shutdownTimeout: Duration = .seconds(30)
+    /// A connection with no request in progress is closed after this long (also one whose
+    /// request head never completes: slowloris).
+    public var idleTimeout: Duration = .seconds(60)
+    /// A request must arrive whole (head to last body byte) within this long.
+    public var requestTimeout: Duration = .seconds(60)
+    /// Most connections open at once; more are refused.
+    public var maxConnections = 1024
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory
@@ -70,7 +77,7 @@ public struct ServeConfiguration: Sendable, Equatable {
     public static let keys: [String] = [
         "host", "port", "data_dir", "auth", "api_keys", "admin_key", "memory_budget", "dram_cache", "cache_dir", "threads",
         "direct_io", "default_model", "preload", "min_instances", "max_instances", "target_concurrency", "keep_alive",
-        "queue_limit", "max_body", "shutdown_timeout",
+        "queue_limit", "max_body", "shutdown_timeout", "idle_timeout", "request_timeout", "max_connections",
     ]
 
     /// Applies one layer of settings given as text (`source` names the layer in errors).
@@ -133,6 +140,14 @@ public struct ServeConfiguration: Sendable, Equatable {
                     throw fail(key, value, "a duration of at most 10 years such as 30s")
                 }
                 shutdownTimeout = duration
+            case "idle_timeout", "request_timeout":
+                guard let duration = parseDuration(value) ?? Double(value).flatMap({ checkedDuration(seconds: $0) }), duration > .zero else {
+                    throw fail(key, value, "a positive duration of at most 10 years such as 60s")
+                }
+                if key == "idle_timeout" { idleTimeout = duration } else { requestTimeout = duration }
+            case "max_connections":
+                guard let count = Int(value), (1...1_000_000).contains(count) else { throw fail(key, value, "a count (1-1000000)") }
+                maxConnections = count
             default:
                 throw ServingError(.invalidRequest, "\(source): unknown setting `\(key)` (known: \(Self.keys.joined(separator: ", ")))")
             }

@@ -75,8 +75,13 @@ public final class Server: Sendable {
         let routes = register(on: router)
         routeTable.withLock { $0 = routes.entries }
 
+        let connections = ConnectionCounter(limit: configuration.maxConnections)
+        let requestTimeout = TimeAmount.nanoseconds(Int64(configuration.requestTimeout.seconds * 1e9))
         let app = Application(
             router: router,
+            server: .http1(configuration: .init(
+                additionalChannelHandlers: [ConnectionLimitsHandler(counter: connections, requestTimeout: requestTimeout)],
+                idleTimeout: .nanoseconds(Int64(configuration.idleTimeout.seconds * 1e9)))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "sllm"),
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? 0

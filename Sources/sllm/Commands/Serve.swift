@@ -43,6 +43,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("queue-limit"), help: "Default requests queued per deployment beyond its slots (64); more get 429.") var queueLimit: Int?
     @Option(name: .customLong("max-body"), help: "Largest request body (8MiB).") var maxBody: String?
     @Option(name: .customLong("shutdown-timeout"), help: "Time in-flight streams get after SIGINT/SIGTERM (30s).") var shutdownTimeout: String?
+    @Option(name: .customLong("idle-timeout"), help: "Close a connection with no request in progress after this long (60s).") var idleTimeout: String?
+    @Option(name: .customLong("request-timeout"), help: "A request must arrive whole within this long (60s).") var requestTimeout: String?
+    @Option(name: .customLong("max-connections"), help: "Most connections open at once (1024).") var maxConnections: Int?
 
     /// The flags given, as a settings layer.
     var flagLayer: [String: String] {
@@ -66,6 +69,9 @@ struct Serve: AsyncParsableCommand {
         layer["queue_limit"] = queueLimit.map(String.init)
         layer["max_body"] = maxBody
         layer["shutdown_timeout"] = shutdownTimeout
+        layer["idle_timeout"] = idleTimeout
+        layer["request_timeout"] = requestTimeout
+        layer["max_connections"] = maxConnections.map(String.init)
         return layer
     }
 
