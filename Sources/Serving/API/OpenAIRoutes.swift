@@ -243,6 +243,9 @@ struct OpenAIRoutes: Sendable {
                 try await send(chunk(prepared, object: chunkObject, choice: streamedChoice(.chat, #"{"role":"assistant","content":""}"#, logprobs: nil, finish: nil)), to: &writer)
             }
             for try await event in worker.run(prepared.job, on: lease.instance.id) {
+                if lifecycle.mustCutStreams {
+                    throw ServingError(.shuttingDown, "the server shut down before this stream finished (its shutdown_timeout passed)")
+                }
                 switch event {
                 case .token(let output):
                     if firstToken == nil { firstToken = seconds(since: prepared.arrival) }
@@ -264,6 +267,7 @@ struct OpenAIRoutes: Sendable {
             if let failure = error as? ServingError {
                 metrics.request(deployment: prepared.deployment.name, status: Int(failure.status.code))
                 try? await send(String(decoding: failure.json, as: UTF8.self), to: &writer)
+                if failure.kind == .shuttingDown { try? await writer.write(ByteBuffer(string: "data: [DONE]\n\n")) }
                 try? await writer.finish(nil)
             } else {
                 // The client went away: the job was cancelled when its stream was dropped.
@@ -321,6 +325,11 @@ struct OpenAIRoutes: Sendable {
         for await event in events {
             switch event {
             case .tick:
+                if lifecycle.mustCutStreams {
+                    waiter.cancel()
+                    await deployment.cancelWaiter(id)
+                    throw ServingError(.shuttingDown, "the server shut down before this request got an instance (its shutdown_timeout passed)")
+                }
                 let fraction = deployment.startingProgress() ?? 1
                 do {
                     try await writer.write(ByteBuffer(string: ": loading \(Int(fraction * 100))%\n\n"))

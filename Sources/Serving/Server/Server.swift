@@ -8,14 +8,29 @@ import UnixSignals
 import Store
 import Synchronization
 
-/// Whether the server is still taking requests (new ones get 503 once shutdown began).
+/// Whether the server is still taking requests (new ones get 503 once shutdown began), and
+/// whether in-flight streams must end now (the shutdown deadline is near).
 final class ServerLifecycle: Sendable {
     private let state = Atomic<Int>(0)
+    private let cut = Atomic<Bool>(false)
 
     var isReady: Bool { state.load(ordering: .acquiring) == 1 }
-    var isShuttingDown: Bool { state.load(ordering: .acquiring) == 2 }
+    var isShuttingDown: Bool { state.load(ordering: .acquiring) >= 2 }
+    /// Streams still running end themselves with an error event (before they are cancelled).
+    var mustCutStreams: Bool { cut.load(ordering: .acquiring) }
     func markReady() { state.store(1, ordering: .releasing) }
-    func beginShutdown() { state.store(2, ordering: .releasing) }
+
+    /// New requests get 503 from now on; streams are told to end shortly before `deadline`
+    /// (`shutdown_timeout`), so each can still say why it ends.
+    func beginShutdown(deadline: Duration? = nil) {
+        state.store(2, ordering: .releasing)
+        guard let deadline else { return }
+        let margin = min(Duration.milliseconds(500), deadline / 4)
+        Task {
+            try? await Task.sleep(for: deadline - margin)
+            self.cut.store(true, ordering: .releasing)
+        }
+    }
 }
 
 /// `sllm serve`: the OpenAI-compatible API, the admin API and the deployments of one node.
@@ -92,7 +107,7 @@ public final class Server: Sendable {
             },
             logger: logger)
         let nodeService = NodeService(controller: controller, lifecycle: lifecycle, logger: logger)
-        let gate = ShutdownGate(lifecycle: lifecycle)
+        let gate = ShutdownGate(lifecycle: lifecycle, deadline: configuration.shutdownTimeout)
         // Services shut down in reverse order: the gate first (new requests get 503), then the
         // HTTP server (stops accepting, waits for in-flight streams), then the node (instances).
         var groupConfiguration = ServiceGroupConfiguration(
@@ -202,9 +217,10 @@ private struct NodeService: Service {
 /// The first to hear of a shutdown: from then on new requests get 503.
 private struct ShutdownGate: Service {
     let lifecycle: ServerLifecycle
+    let deadline: Duration
 
     func run() async throws {
         try? await gracefulShutdown()
-        lifecycle.beginShutdown()
+        lifecycle.beginShutdown(deadline: deadline)
     }
 }

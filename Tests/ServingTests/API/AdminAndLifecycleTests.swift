@@ -132,6 +132,29 @@ import TestSupport
         try await server.stop()
     }
 
+    /// A stream still running when `shutdown_timeout` passes ends with an error event the
+    /// OpenAI clients raise (then `[DONE]`), not by just stopping.
+    @Test func aStreamCutByTheShutdownDeadlineEndsWithAnErrorEvent() async throws {
+        let server = try await TestServer.start { $0.shutdownTimeout = .seconds(2) }
+        let firstToken = AsyncStream.makeStream(of: Void.self)
+        let streaming = Task {
+            let body: [String: Any] = ["model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": true, "stream": true]
+            return try await server.stream("/v1/completions", json: body) { line in
+                if line.hasPrefix("data: ") { firstToken.continuation.yield() }
+            }
+        }
+        var iterator = firstToken.stream.makeAsyncIterator()
+        _ = await iterator.next()
+        try await server.stop()
+        let (status, lines) = try await streaming.value
+        #expect(status == 200)
+        let data = lines.filter { $0.hasPrefix("data: ") }
+        #expect(data.last == "data: [DONE]", "\(data.suffix(2))")
+        let error = TestServer.events(data).last?["error"] as? [String: Any]
+        #expect(error?["code"] as? String == "shutting_down", "\(data.suffix(2))")
+        #expect((error?["message"] as? String)?.contains("shutdown_timeout") == true)
+    }
+
     @Test func shutdownLetsInFlightStreamsFinish() async throws {
         // A deadline far beyond what 48 tokens take even on a loaded CI machine: the test is
         // about the stream finishing whole, not about how fast.
