@@ -138,6 +138,21 @@ package enum FileSystem {
         return lstat(path, &info) == 0
     }
 
+    /// What `path` (links followed) is when it is not a regular file or a directory: `FIFO`,
+    /// `socket`, `character device`, `block device`; nil for regular files, directories and
+    /// paths that do not exist.
+    package static func nonRegularFileType(_ path: String) -> String? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        switch info.st_mode & S_IFMT {
+        case S_IFIFO: return "FIFO"
+        case S_IFSOCK: return "socket"
+        case S_IFCHR: return "character device"
+        case S_IFBLK: return "block device"
+        default: return nil
+        }
+    }
+
     package static func isDirectory(_ path: String) -> Bool {
         var info = stat()
         return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR

@@ -66,8 +66,71 @@ public struct ServeConfiguration: Sendable, Equatable {
         }
     }
 
+    /// Whether `host` is only ever the loopback interface, decided on the addresses it resolves
+    /// to (not its spelling: `127.example.com` is a public name): every address must be in
+    /// 127.0.0.0/8 or be ::1. A name that does not resolve is not loopback.
     static func isLoopback(_ host: String) -> Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &list) == 0, let first = list else { return false }
+        defer { freeaddrinfo(list) }
+        var entry: UnsafeMutablePointer<addrinfo>? = first
+        while let current = entry {
+            guard let address = current.pointee.ai_addr else { return false }
+            switch Int32(address.pointee.sa_family) {
+            case AF_INET:
+                let ipv4 = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt32(bigEndian: $0.pointee.sin_addr.s_addr) }
+                guard ipv4 >> 24 == 127 else { return false }
+            case AF_INET6:
+                let bytes = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { pointer in
+                    withUnsafeBytes(of: pointer.pointee.sin6_addr) { Array($0) }
+                }
+                // ::1, or an IPv4-mapped loopback (::ffff:127.x.y.z).
+                let isOne = bytes.prefix(15).allSatisfy { $0 == 0 } && bytes[15] == 1
+                let isMapped = bytes.prefix(10).allSatisfy { $0 == 0 } && bytes[10] == 0xff && bytes[11] == 0xff && bytes[12] == 127
+                guard isOne || isMapped else { return false }
+            default:
+                return false
+            }
+            entry = current.pointee.ai_next
+        }
+        return true
+    }
+
+    /// `host:port` or `[v6]:port` split in two; nil for a bare host (or `::1`).
+    static func splitHostPort(_ value: String) -> (String, Int)? {
+        if value.hasPrefix("["), let close = value.firstIndex(of: "]") {
+            let rest = value[value.index(after: close)...]
+            guard rest.hasPrefix(":"), let port = Int(rest.dropFirst()), (0...65535).contains(port) else { return nil }
+            return (String(value[value.index(after: value.startIndex)..<close]), port)
+        }
+        let parts = value.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, let port = Int(parts[1]), (0...65535).contains(port) else { return nil }
+        return (String(parts[0]), port)
+    }
+
+    /// The URL a client on this machine reaches the server at: a wildcard bind address becomes
+    /// the loopback one.
+    public var clientURL: String {
+        let reachable = ["0.0.0.0", "::", "", "*"].contains(host) ? "127.0.0.1" : host
+        return "http://" + (reachable.contains(":") ? "[\(reachable)]" : reachable) + ":\(port)"
+    }
+
+    /// The settings `sllm serve` would start with from its config file and environment (no flags):
+    /// what the admin commands read to find the server the user started.
+    public static func resolved(dataDirectory: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(ServingError) -> ServeConfiguration {
+        var configuration = ServeConfiguration(dataDirectory: dataDirectory)
+        let explicit = environment["SLLM_CONFIG"]
+        let path = explicit ?? dataDirectory + "/config.yaml"
+        if explicit != nil || FileManager.default.fileExists(atPath: path) {
+            var file = try fileLayer(path: path)
+            file["data_dir"] = nil
+            try configuration.apply(file, source: "config file \(path)")
+        }
+        try configuration.apply(environmentLayer(environment), source: "environment")
+        return configuration
     }
 
     // MARK: - Layers
@@ -90,7 +153,15 @@ public struct ServeConfiguration: Sendable, Equatable {
         }
         for (key, value) in values.sorted(by: { $0.key < $1.key }) {
             switch key {
-            case "host": host = value
+            case "host":
+                // `host:port` sets both, as OLLAMA_HOST does (`[::1]:8343` for IPv6).
+                if let (name, port) = Self.splitHostPort(value) {
+                    host = name
+                    self.port = port
+                } else {
+                    guard !value.isEmpty else { throw fail(key, value, "a host name or address") }
+                    host = value
+                }
             case "port":
                 guard let port = Int(value), (0...65535).contains(port) else { throw fail(key, value, "a port (0-65535)") }
                 self.port = port

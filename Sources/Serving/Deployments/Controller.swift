@@ -24,7 +24,7 @@ actor Controller {
     struct PendingDeployment {
         var spec: DeploymentSpec
         var task: Task<Deployment, any Error>
-        var progress: Fraction?
+        var progress: PullProgress?
         var failure: String?
     }
 
@@ -87,7 +87,7 @@ actor Controller {
     }
 
     /// Pull progress of a deployment still pulling its model (0...1), nil otherwise.
-    func pullProgress(of name: String) -> Double? { pending[name]?.progress?.value }
+    func pullProgress(of name: String) -> Double? { pending[name]?.progress?.fraction }
 
     var names: [String] { (Array(deployments.keys) + Array(pending.keys)).sorted() }
 
@@ -188,7 +188,9 @@ actor Controller {
             } else if let pending = pending[name] {
                 reports.append(DeploymentReport(
                     status: DeploymentStatus(spec: pending.spec, contextLength: pending.spec.contextLength ?? 0, instances: [], inFlight: 0, queued: 0),
-                    state: pending.failure == nil ? "pulling" : "failed", pullProgress: pending.progress?.value,
+                    state: pending.failure == nil ? "pulling" : "failed", pullProgress: pending.progress?.fraction,
+                    pullPhase: pending.progress?.snapshot.phase, pullBytes: pending.progress?.snapshot.completedBytes,
+                    pullTotalBytes: pending.progress?.snapshot.totalBytes,
                     error: pending.failure, tiers: tiers(of: pending.spec.model)))
             }
         }
@@ -229,8 +231,17 @@ actor Controller {
             Task { await deployment.activate() }
             return
         }
+        // A deployment of a store model that is gone (`sllm rm --force`) has nothing to pull
+        // from: say so instead of taking its name for a path.
+        if pull, source == nil, case .local(let path)? = try? ModelSource.parse(spec.model).source, !FileManager.default.fileExists(atPath: path) {
+            let message = "model `\(spec.model)` is no longer in the store (removed?); `sllm pull` it again, then restart or `sllm delete \(spec.name)`"
+            let task = Task<Deployment, any Error> { throw ServingError(.unavailable, message) }
+            pending[spec.name] = PendingDeployment(spec: spec, task: task, progress: nil, failure: message)
+            logger.error("deployment \(spec.name): \(message)")
+            return
+        }
         // Pull first (or retry opening the checkpoint, to record why it fails).
-        let progress = pull ? Fraction() : nil
+        let progress = pull ? PullProgress() : nil
         let task = Task { () throws -> Deployment in
             if let progress {
                 try await self.pull(source ?? spec.model, as: spec.name, progress: progress)
@@ -251,6 +262,8 @@ actor Controller {
     private func finishActivation(_ deployment: Deployment) {
         guard let entry = pending.removeValue(forKey: deployment.name) else { return }
         deployments[deployment.name] = deployment
+        let minimum = entry.spec.scaling.minInstances
+        logger.info("deployed \(deployment.name), \(minimum == 0 ? "scaled to zero (the first request starts an instance)" : "starting \(minimum) instance\(minimum == 1 ? "" : "s")")")
         Task {
             await deployment.update(entry.spec)
             await deployment.activate()
@@ -264,12 +277,18 @@ actor Controller {
         pending[name]?.failure = message
     }
 
-    private func pull(_ source: String, as name: String, progress: Fraction) async throws {
+    private func pull(_ source: String, as name: String, progress: PullProgress) async throws {
         logger.info("deployment \(name): pulling \(source)")
         var puller = Puller(store: store, logger: logger)
         puller.validate = { try Engine.validate($0) }
+        let logger = self.logger
         _ = try await puller.pull(source, as: try ModelName(name), force: false) { report in
-            if report.totalBytes > 0 { progress.set(Double(report.completedBytes) / Double(report.totalBytes)) }
+            // The log shows each phase in steps of 10% (a server has no progress bar).
+            if let step = progress.record(report) {
+                logger.info("deployment \(name): \(report.phase) \(report.totalBytes > 0 ? "\(step)%" : "\(step) MiB")", metadata: [
+                    "bytes": "\(formatBytes(report.completedBytes)) of \(report.totalBytes > 0 ? formatBytes(report.totalBytes) : "?")",
+                ])
+            }
         }
     }
 
@@ -328,14 +347,42 @@ public struct DeploymentReport: Sendable, Codable {
     /// `ready`, `pulling` or `failed`.
     public var state: String
     public var pullProgress: Double?
+    /// What the pull does now (`download`, `convert`), with its bytes.
+    public var pullPhase: String?
+    public var pullBytes: Int64?
+    public var pullTotalBytes: Int64?
     public var error: String?
     /// Tiers holding the checkpoint, fastest first.
     public var tiers: [String]
 }
 
-/// A progress fraction written by one task and read by others.
-final class Fraction: Sendable {
-    private let storage = Mutex<Double>(0)
-    var value: Double { storage.withLock { $0 } }
-    func set(_ value: Double) { storage.withLock { $0 = value } }
+/// A pull's progress, written by the pull and read by status requests.
+final class PullProgress: Sendable {
+    private let storage = Mutex<(report: Checkpoint.Progress, loggedStep: Int)>((Checkpoint.Progress(phase: "start", completedBytes: 0, totalBytes: 0), -1))
+
+    var snapshot: Checkpoint.Progress { storage.withLock { $0.report } }
+    var fraction: Double {
+        let report = snapshot
+        return report.totalBytes > 0 ? Double(report.completedBytes) / Double(report.totalBytes) : 0
+    }
+
+    /// Records a report; returns the percentage (a multiple of 10) when it crossed a new step.
+    func record(_ report: Checkpoint.Progress) -> Int? {
+        storage.withLock { state in
+            if state.report.phase != report.phase { state.loggedStep = -1 }
+            state.report = report
+            // Without a total (pip), a line every 16 MiB, shown as the MiB so far.
+            guard report.totalBytes > 0 else {
+                let mebibytes = Int(report.completedBytes >> 24) * 16
+                guard mebibytes > state.loggedStep else { return nil }
+                state.loggedStep = mebibytes
+                return mebibytes
+            }
+            let step = Int(Double(report.completedBytes) / Double(report.totalBytes) * 10) * 10
+            guard step > state.loggedStep else { return nil }
+            state.loggedStep = step
+            return step
+        }
+    }
 }
+

@@ -115,6 +115,9 @@ struct DeploymentStateMachine {
         case starting, ready, stopping
     }
 
+    /// Set by `deleteAll`: from then on nothing starts.
+    private(set) var isDeleted = false
+
     struct Instance {
         var state: InstanceState
         var inFlight = 0
@@ -166,6 +169,7 @@ struct DeploymentStateMachine {
 
     /// Instances to start so that `minInstances` are up.
     mutating func ensureMinimum() -> [Action] {
+        guard !isDeleted else { return [] }  // instances stopping for a delete are not replaced
         var actions: [Action] = []
         while live < settings.minInstances { actions.append(addInstance()) }
         return actions
@@ -229,6 +233,7 @@ struct DeploymentStateMachine {
 
     mutating func instanceStopped(_ id: InstanceID) -> [Action] {
         instances.removeValue(forKey: id)
+        guard !isDeleted else { return [] }
         return ensureMinimum() + scaleUpIfNeeded()
     }
 
@@ -246,6 +251,7 @@ struct DeploymentStateMachine {
 
     /// The deployment is deleted: every waiter fails, every instance stops.
     mutating func deleteAll() -> [Action] {
+        isDeleted = true
         var actions = waiting.map { Action.reject($0, .deleted) }
         waiting.removeAll()
         for (id, instance) in instances where instance.state != .stopping {

@@ -61,8 +61,10 @@ public final class Server: Sendable {
         self.logger = logger
         let store = ModelStore(root: configuration.dataDirectory)
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        // Caches of data directories that no longer exist (and that nobody uses) go first.
+        DRAMCache.removeOrphans(logger: logger)
         let cache = try DRAMCache(directory: configuration.cacheDirectory ?? DRAMCache.defaultDirectory(forDataDirectory: store.root),
-                                  budgetBytes: configuration.dramCacheBytes)
+                                  budgetBytes: configuration.dramCacheBytes, owner: store.root)
         let loader = ModelLoader(store: store, cache: cache, configuration: .init(directIO: configuration.directIO))
         let local = LocalWorker(loader: loader, threads: configuration.threads, logger: logger)
         worker = wrapWorker(local)

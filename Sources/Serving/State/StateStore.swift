@@ -145,3 +145,13 @@ extension JSONDecoder {
         return decoder
     }
 }
+
+/// The stored deployments of a data directory, read without a server (for `sllm rm`).
+public enum StoredDeployments {
+    /// Names of the deployments that serve `model`; empty when the directory has no state.
+    public static func using(model: String, dataDirectory: String) throws -> [String] {
+        let path = dataDirectory + "/state.sqlite"
+        guard FileManager.default.fileExists(atPath: path) else { return [] }
+        return try StateStore(path: path).deployments().filter { $0.model == model }.map(\.name)
+    }
+}

@@ -53,14 +53,91 @@ public final class DRAMCache: Sendable {
         var complete: Bool
     }
 
-    public init(directory: String, budgetBytes: Int, slabBytes: Int = 32 << 20, logger: Logger = Logger(label: "sllm.cache")) throws {
+    /// Opens (or creates) the cache at `directory`.
+    ///
+    /// The directory holds the weights every instance runs on, and a DRAM hit is never
+    /// re-verified: only this user may write it. It is created with mode 0700; one with wider
+    /// permissions is narrowed, and one owned by another user is refused.
+    ///
+    /// - Parameter owner: the data directory the cache serves, recorded in `DIR/owner` so that
+    ///   `removeOrphans` can delete caches whose data directory is gone.
+    public init(directory: String, budgetBytes: Int, slabBytes: Int = 32 << 20, owner: String? = nil, logger: Logger = Logger(label: "sllm.cache")) throws {
         self.directory = directory
         self.budgetBytes = budgetBytes
         self.slabBytes = max(4096, slabBytes / 4096 * 4096)
         self.logger = logger
+        try FileSystem.makeDirectories(FileSystem.directoryName(directory))
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
+            throw StoreError(.io, "cannot create the DRAM cache \(directory): \(Errno(errno, operation: "mkdir"))")
+        }
+        try Self.restrictToThisUser(directory)
         try FileSystem.makeDirectories(directory + "/slabs")
         try FileSystem.makeDirectories(directory + "/entries")
         sharedCounters = try? UnsafeSharedMemoryFile.openOrCreate(directory + "/.counters", byteCount: 4096)
+        if let owner, (try? String(contentsOfFile: directory + "/owner", encoding: .utf8)) != owner {
+            let temporary = directory + "/owner." + FileSystem.randomSuffix()
+            if FileManager.default.createFile(atPath: temporary, contents: Data(owner.utf8)) {
+                try? FileSystem.rename(temporary, to: directory + "/owner")
+            }
+        }
+    }
+
+    /// Refuses a cache directory another user owns (it could plant weights) and narrows one
+    /// this user owns to mode 0700.
+    static func restrictToThisUser(_ directory: String) throws {
+        var info = stat()
+        guard lstat(directory, &info) == 0 else { throw StoreError(.io, "cannot stat the DRAM cache \(directory): \(Errno(errno, operation: "lstat"))") }
+        guard info.st_mode & S_IFMT == S_IFDIR else { throw StoreError(.io, "the DRAM cache \(directory) is not a directory (a link?)") }
+        guard info.st_uid == geteuid() else {
+            throw StoreError(.io, "the DRAM cache \(directory) belongs to uid \(info.st_uid), not to this user (uid \(geteuid())); remove it or set --cache-dir / cache_dir")
+        }
+        if info.st_mode & 0o077 != 0, chmod(directory, 0o700) != 0 {
+            throw StoreError(.io, "cannot restrict the DRAM cache \(directory) to mode 0700: \(Errno(errno, operation: "chmod"))")
+        }
+    }
+
+    /// Deletes the caches under `base` (`/dev/shm/sllm-*`) whose recorded data directory no
+    /// longer exists and that nobody uses (no entry locked). Caches of live data directories,
+    /// caches in use, and caches without an `owner` record are left alone. Returns the paths removed.
+    @discardableResult
+    public static func removeOrphans(in base: String = "/dev/shm", logger: Logger = Logger(label: "sllm.cache")) -> [String] {
+        var removed: [String] = []
+        for name in (try? FileSystem.listDirectory(base)) ?? [] where name.hasPrefix("sllm-") {
+            let path = base + "/" + name
+            var info = stat()
+            guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR, info.st_uid == geteuid(),
+                  let owner = try? String(contentsOfFile: path + "/owner", encoding: .utf8), !owner.isEmpty,
+                  !FileSystem.exists(owner)
+            else { continue }
+            // In use: some process holds an entry's lock.
+            let entries = ((try? FileSystem.listDirectory(path + "/entries")) ?? []).filter { !$0.hasPrefix(".") }
+            var locks: [Int32] = []
+            defer { locks.forEach { close($0) } }
+            var busy = false
+            for entry in entries {
+                let lock = Glibc.open(path + "/entries/" + entry + "/lock", O_RDWR | O_CLOEXEC)
+                guard lock >= 0 else { continue }
+                locks.append(lock)
+                if flock(lock, LOCK_EX | LOCK_NB) != 0 { busy = true; break }
+            }
+            guard !busy else { continue }
+            FileSystem.removeTree(path)
+            logger.info("removed the DRAM cache of a data directory that no longer exists", metadata: ["cache": "\(path)", "dataDirectory": "\(owner)"])
+            removed.append(path)
+        }
+        return removed
+    }
+
+    /// Evicts every entry nobody uses and deletes the pooled slabs. Returns the bytes of the
+    /// entries evicted; entries in use stay (their names are returned too).
+    public func evictAll() -> (freed: Int, inUse: [String]) {
+        var freed = 0
+        var inUse: [String] = []
+        for entry in listEntries() {
+            if removeEntry(entriesDirectory + "/" + entry.key) { freed += entry.bytes } else { inUse.append(entry.name) }
+        }
+        trimPool()
+        return (freed, inUse)
     }
 
     /// The default location for a data directory: `/dev/shm/sllm-<hash of the data dir>`.

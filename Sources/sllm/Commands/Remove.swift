@@ -1,13 +1,23 @@
 import ArgumentParser
+import Foundation
+import Serving
 import Store
 
 struct Remove: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rm",
-        abstract: "Remove models from the local store.",
-        discussion: "Example: sllm rm smollm2-135m")
+        abstract: "Remove models from the local store (and their DRAM-cache copies).",
+        discussion: """
+            Example: sllm rm smollm2-135m
+            A model that a deployment serves is refused: `sllm delete` the deployment first, or
+            pass --force (the deployment then fails its next cold start until the model is pulled
+            again).
+            """)
 
     @OptionGroup var global: GlobalOptions
+
+    @Flag(help: "Remove models that deployments use.")
+    var force = false
 
     @Argument(help: "Model names.")
     var models: [String]
@@ -19,9 +29,20 @@ struct Remove: AsyncParsableCommand {
 
     func run() async throws {
         _ = global.bootstrap()
+        let cache = try DRAMCache(directory: DRAMCache.defaultDirectory(forDataDirectory: global.root), budgetBytes: Int.max, owner: global.root)
         for model in models {
-            try global.store.remove(try ModelName(model))
-            if !global.quiet { print("removed \(model)") }
+            let name = try ModelName(model)
+            guard global.store.contains(name) else { throw StoreError(.notFound, "model `\(model)` is not in the store (`sllm list` shows what is)") }
+            let users = try StoredDeployments.using(model: model, dataDirectory: global.root)
+            if !users.isEmpty && !force {
+                throw CommandFailure("model `\(model)` is served by deployment \(users.map { "`\($0)`" }.joined(separator: ", ")); `sllm delete \(users[0])` first, or pass --force (its next cold start then fails until the model is pulled again)")
+            }
+            try global.store.remove(name)
+            // Its DRAM copy goes too (unless an instance holds it: it is dropped once released).
+            let freed = (try? cache.evict(name: model, releaseMemory: true)) ?? 0
+            if !global.quiet {
+                print("removed \(model)" + (freed > 0 ? " (and \(formatBytes(Int64(freed))) from DRAM)" : "") + (users.isEmpty ? "" : "; deployment \(users.joined(separator: ", ")) has no model now"))
+            }
         }
     }
 }

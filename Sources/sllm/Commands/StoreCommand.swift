@@ -65,14 +65,34 @@ struct StoreCommand: AsyncParsableCommand {
     }
 
     struct Evict: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Drop a model from the DRAM cache (it stays on the SSD).")
+        static let configuration = CommandConfiguration(
+            abstract: "Drop a model from the DRAM cache (it stays on the SSD).",
+            discussion: "--all empties the cache (what instances use stays) and removes the caches of data directories that no longer exist.")
         @OptionGroup var global: GlobalOptions
         @OptionGroup var loader: LoaderOptions
-        @Argument(help: "Model name.") var model: String
+        @Flag(help: "Evict every model nobody uses, return the pooled memory, and remove orphaned caches.") var all = false
+        @Argument(help: "Model name.") var model: String?
+
+        func validate() throws {
+            if all == (model != nil) { throw ValidationError("name a model, or pass --all") }
+        }
 
         func run() async throws {
             _ = global.bootstrap()
-            let freed = try loader.makeLoader(store: global.store).cache.evict(name: model, releaseMemory: true)
+            let cache = try loader.makeLoader(store: global.store).cache
+            if all {
+                let (freed, inUse) = cache.evictAll()
+                let orphans = DRAMCache.removeOrphans()
+                print("evicted \(formatBytes(Int64(freed))) from DRAM" + (inUse.isEmpty ? "" : "; in use and kept: \(inUse.joined(separator: ", "))")
+                      + (orphans.isEmpty ? "" : "; removed \(orphans.count) orphaned cache(s): \(orphans.joined(separator: ", "))"))
+                return
+            }
+            guard let model else { return }
+            let cached = cache.listEntries().contains { $0.name == model }
+            guard try cached || global.store.contains(ModelName(model)) else {
+                throw StoreError(.notFound, "model `\(model)` is neither in the store nor in the DRAM cache (`sllm list`, `sllm store status`)")
+            }
+            let freed = try cache.evict(name: model, releaseMemory: true)
             print(freed > 0 ? "evicted \(model) from DRAM (\(formatBytes(Int64(freed))))" : "\(model) was not in DRAM")
         }
     }

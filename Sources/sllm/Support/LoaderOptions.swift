@@ -41,7 +41,7 @@ struct LoaderOptions: ParsableArguments {
     func makeLoader(store: ModelStore) throws -> ModelLoader {
         let cache = try DRAMCache(
             directory: cacheDirectory.map(absolutePath) ?? DRAMCache.defaultDirectory(forDataDirectory: store.root),
-            budgetBytes: budgetBytes, slabBytes: parseByteCount(chunkSize)!)
+            budgetBytes: budgetBytes, slabBytes: parseByteCount(chunkSize)!, owner: store.root)
         let configuration = ModelLoader.Configuration(
             threads: threads, directIO: directIO,
             remotes: remotes.compactMap { URL(string: $0) })

@@ -64,8 +64,9 @@ final class ProgressBar: Sendable {
                     state.drawn = false
                 }
             } else {
-                let decile = progress.totalBytes > 0 ? Int(fraction * 10) : -1
-                guard decile > state.lastDecile || (progress.totalBytes == 0 && !state.drawn) else { return }
+                // Tenths of a known total; without one (pip), a line every 16 MiB.
+                let decile = progress.totalBytes > 0 ? Int(fraction * 10) : Int(progress.completedBytes >> 24)
+                guard decile > state.lastDecile || !state.drawn else { return }
                 state.lastDecile = decile
                 state.drawn = true
                 let percent = progress.totalBytes > 0 ? "\(decile * 10)% " : ""

@@ -1,27 +1,56 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
+import Serving
 import NIOCore
 import NIOHTTP1
 
-/// Where the admin commands find the server.
+/// Where the admin commands find the server: `--server`, else `SLLM_SERVER`, else the address
+/// the server itself would take from its config file and `SLLM_HOST`/`SLLM_PORT` (so `sllm serve
+/// --port` set in `config.yaml` and `sllm status` agree without another setting).
 struct ServerOptions: ParsableArguments {
-    @Option(help: "Server URL (default: $SLLM_SERVER, else http://127.0.0.1:$SLLM_PORT or :8343).")
+    /// A connection error in a few words (`connection refused`) instead of a type dump.
+    static func reason(_ error: any Error) -> String {
+        let text = "\(error)"
+        if text.contains("connectTimeout") || text.contains("ConnectTimeout") { return "connecting timed out" }
+        if text.contains("Connection refused") || text.contains("connectionRefused") || text.contains("ECONNREFUSED") { return "connection refused" }
+        if text.contains("invalidURL") { return "not a valid URL" }
+        return text
+    }
+
+    @Option(help: "Server address: URL or host:port (default: $SLLM_SERVER, else the host and port sllm serve reads from config.yaml, $SLLM_HOST, $SLLM_PORT).")
     var server: String?
 
-    @Option(name: .customLong("api-key"), help: "Key for the admin API (default: $SLLM_API_KEY, else $SLLM_ADMIN_KEY).")
+    @Option(name: .customLong("api-key"), help: "Key for the admin API (default: $SLLM_API_KEY, else $SLLM_ADMIN_KEY, else admin_key of config.yaml).")
     var apiKey: String?
+
+    private var dataDirectory: String {
+        let environment = ProcessInfo.processInfo.environment
+        if let home = environment["SLLM_HOME"], !home.isEmpty { return absolutePath(home) }
+        return FileManager.default.homeDirectoryForCurrentUser.path + "/.sllm"
+    }
+
+    /// The server's own view of its settings (config file and environment), when readable.
+    private var serverConfiguration: ServeConfiguration? { try? ServeConfiguration.resolved(dataDirectory: dataDirectory) }
 
     var baseURL: String {
         let environment = ProcessInfo.processInfo.environment
-        if let server { return server.hasSuffix("/") ? String(server.dropLast()) : server }
-        if let url = environment["SLLM_SERVER"], !url.isEmpty { return url }
-        return "http://127.0.0.1:\(environment["SLLM_PORT"] ?? "8343")"
+        if let server { return Self.url(server) }
+        if let url = environment["SLLM_SERVER"], !url.isEmpty { return Self.url(url) }
+        return serverConfiguration?.clientURL ?? "http://127.0.0.1:8343"
+    }
+
+    /// `host:port` and `host` get `http://`; a trailing slash goes.
+    static func url(_ text: String) -> String {
+        var url = text.trimmingCharacters(in: .whitespaces)
+        if !url.contains("://") { url = "http://" + url }
+        while url.hasSuffix("/") { url.removeLast() }
+        return url
     }
 
     var key: String? {
         let environment = ProcessInfo.processInfo.environment
-        return apiKey ?? environment["SLLM_API_KEY"] ?? environment["SLLM_ADMIN_KEY"]
+        return apiKey ?? environment["SLLM_API_KEY"] ?? environment["SLLM_ADMIN_KEY"] ?? serverConfiguration?.adminKey
     }
 
     /// Fails fast when nothing listens (the shared client retries connecting for a minute).
@@ -45,9 +74,12 @@ struct ServerOptions: ParsableArguments {
         do {
             response = try await Self.client.execute(request, timeout: .seconds(60))
         } catch {
-            throw CommandFailure("cannot reach the server at \(baseURL) (\(error)); start it with `sllm serve`")
+            throw CommandFailure("cannot reach the server at \(baseURL): \(Self.reason(error)). Is `sllm serve` running there? Point at another with --server or SLLM_SERVER (host:port).")
         }
         let bytes = try await response.body.collect(upTo: 64 << 20)
+        if response.status.code == 401 || response.status.code == 403, key == nil {
+            throw CommandFailure("the server at \(baseURL) needs an admin key: pass --api-key or set SLLM_API_KEY")
+        }
         let json = try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView), options: [.fragmentsAllowed])
         guard (200..<300).contains(response.status.code) else {
             let message = ((json as? [String: Any])?["error"] as? [String: Any])?["message"] as? String

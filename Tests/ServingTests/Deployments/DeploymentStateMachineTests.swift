@@ -97,6 +97,18 @@ import Testing
         #expect(m.count(.ready) == 1)
     }
 
+    /// Deleting a deployment with `min_instances` stops its instances and starts none in their place.
+    @Test func aDeletedDeploymentStartsNothingWhenItsInstancesStop() {
+        var m = machine { $0.minInstances = 2; $0.maxInstances = 2 }
+        #expect(m.ensureMinimum() == [.start("i1"), .start("i2")])
+        #expect(m.instanceStarted("i1") == [])
+        #expect(m.deleteAll().count == 2)
+        #expect(m.instanceStopped("i1") == [])
+        #expect(m.instanceStopped("i2") == [])
+        #expect(m.ensureMinimum() == [])
+        #expect(m.instances.isEmpty)
+    }
+
     @Test func perRequestKeepAliveOverridesTheDeployment() {
         var m = machine { $0.keepAlive = .duration(.seconds(300)) }
         _ = m.requestArrived(1)
