@@ -7,10 +7,11 @@ public struct CLIResult: Sendable {
     public var stderr: String
 }
 
-public func runSLLM(_ arguments: [String], home: String, environment: [String: String] = [:]) throws -> CLIResult {
+public func runSLLM(_ arguments: [String], home: String, environment: [String: String] = [:], directory: String? = nil) throws -> CLIResult {
     let process = Process()
     process.executableURL = sllmExecutable()
     process.arguments = arguments
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
     var env = ProcessInfo.processInfo.environment
     env["SLLM_HOME"] = home
     for (key, value) in environment { env[key] = value }
@@ -58,4 +59,75 @@ public func sllmExecutable() -> URL {
         directory = directory.deletingLastPathComponent()
     }
     return Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("sllm")
+}
+
+/// `sllm serve` running as a process, its stderr collected.
+public final class ServeProcess: @unchecked Sendable {
+    // Sendable: `log` is written by the reading thread and read under `lock`.
+    public let process: Process
+    private let lock = NSLock()
+    private var log = ""
+    private let errors = Pipe()
+
+    /// Starts `sllm serve ARGUMENTS` with `SLLM_HOME` = `home` (plus `environment`).
+    public init(_ arguments: [String], home: String, environment: [String: String] = [:]) throws {
+        process = Process()
+        process.executableURL = sllmExecutable()
+        process.arguments = ["serve"] + arguments
+        var env = ProcessInfo.processInfo.environment
+        env["SLLM_HOME"] = home
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let handle = errors.fileHandleForReading
+        Thread {
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                self.lock.lock()
+                self.log += String(decoding: chunk, as: UTF8.self)
+                self.lock.unlock()
+            }
+        }.start()
+    }
+
+    /// What it wrote to stderr so far.
+    public var output: String {
+        lock.lock()
+        defer { lock.unlock() }
+        return log
+    }
+
+    /// Waits (on this thread) until stderr contains `text`; false after `timeout` seconds or
+    /// when the process exited first.
+    public func waitFor(_ text: String, timeout: Double = 60) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if output.contains(text) { return true }
+            if !process.isRunning { return output.contains(text) }
+            usleep(20_000)
+        }
+        return false
+    }
+
+    /// The `http://127.0.0.1:PORT` it announced, once it listens.
+    public func address(timeout: Double = 60) -> String? {
+        guard waitFor("serving on", timeout: timeout), let range = output.range(of: #"http://127\.0\.0\.1:\d+"#, options: .regularExpression) else {
+            return nil
+        }
+        return String(output[range])
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit status.
+    @discardableResult
+    public func stop() -> Int32 {
+        if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    deinit { if process.isRunning { process.terminate() } }
 }

@@ -1,0 +1,159 @@
+import Foundation
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a new user and an attacker tripped over on the command line.
+@Suite struct HardeningCLITests {
+    @Test func storeEvictNamesUnknownModelsAndTakesAll() throws {
+        let home = try TemporaryDirectory("evict")
+        defer { home.remove() }
+        let unknown = try runSLLM(["store", "evict", "nosuch", "--cache-dir", home.file("cache")], home: home.path)
+        #expect(unknown.status == 1 && unknown.stderr.hasPrefix("error: ") && unknown.stderr.contains("neither in the store nor in the DRAM cache"), "\(unknown.stderr)")
+        let usage = try runSLLM(["store", "evict", "--cache-dir", home.file("cache")], home: home.path)
+        #expect(usage.status == 64, "\(usage.status) \(usage.stderr)")
+        #expect(try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: home.path).status == 0)
+        #expect(try runSLLM(["store", "warm", "smol", "--cache-dir", home.file("cache")], home: home.path).status == 0)
+        let all = try runSLLM(["store", "evict", "--all", "--cache-dir", home.file("cache")], home: home.path)
+        #expect(all.status == 0 && all.stdout.contains("evicted"), "\(all.stdout) \(all.stderr)")
+        let status = try runSLLM(["store", "status", "--cache-dir", home.file("cache")], home: home.path)
+        #expect(!status.stdout.contains("cached"), "\(status.stdout)")
+    }
+
+    @Test func pullUnderAnExistingNameFromAnotherSourceIsRefused() throws {
+        let home = try TemporaryDirectory("pull-name")
+        defer { home.remove() }
+        let gguf = try RealModel.ggufPath()
+        #expect(try runSLLM(["pull", gguf, "--name", "smol", "--quiet"], home: home.path).status == 0)
+        let same = try runSLLM(["pull", gguf, "--name", "smol"], home: home.path)
+        #expect(same.status == 0 && same.stdout.contains("already in the store"), "\(same.stderr)")
+        try FileManager.default.copyItem(atPath: gguf, toPath: home.file("other.gguf"))
+        let other = try runSLLM(["pull", home.file("other.gguf"), "--name", "smol"], home: home.path)
+        #expect(other.status == 1 && other.stderr.contains("already exists") && other.stderr.contains("--force"), "\(other.stderr)")
+        let forced = try runSLLM(["pull", home.file("other.gguf"), "--name", "smol", "--force", "--quiet"], home: home.path)
+        #expect(forced.status == 0, "\(forced.stderr)")
+    }
+
+    @Test func pullOfAFIFOIsRefusedNotBlocking() throws {
+        let home = try TemporaryDirectory("fifo")
+        defer { home.remove() }
+        #expect(mkfifo(home.file("model.gguf"), 0o600) == 0)
+        let result = try runSLLM(["pull", home.file("model.gguf"), "--name", "fifo"], home: home.path)
+        #expect(result.status == 1 && result.stderr.contains("is a FIFO, not a regular file"), "\(result.stderr)")
+    }
+
+    /// `sllm rm` of a model a deployment serves is refused (with --force it goes, with its DRAM
+    /// copy), and a server restarted afterwards says what is missing instead of taking the
+    /// model's name for a path.
+    @Test func removingADeployedModelIsRefusedUnlessForced() throws {
+        let home = try TemporaryDirectory("rm-deployed")
+        defer { home.remove() }
+        #expect(try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: home.path).status == 0)
+        let port = freeTCPPort()
+        try writeFile(home.file("config.yaml"), Array("port: \(port)\ndefault_model: smol\nthreads: 1\n".utf8))
+        let server = try ServeProcess([], home: home.path)
+        guard server.address() != nil else { Issue.record("no server: \(server.output)"); return }
+        // The admin commands read the same config file: no --server needed.
+        let status = try runSLLM(["status"], home: home.path)
+        #expect(status.status == 0 && status.stdout.contains("smol"), "\(status.stdout) \(status.stderr)")
+        #expect(server.stop() == 0)
+
+        let refused = try runSLLM(["rm", "smol"], home: home.path)
+        #expect(refused.status == 1 && refused.stderr.contains("served by deployment `smol`") && refused.stderr.contains("--force"), "\(refused.stderr)")
+        #expect(FileManager.default.fileExists(atPath: home.file("models/smol")))
+        let forced = try runSLLM(["rm", "smol", "--force"], home: home.path)
+        #expect(forced.status == 0, "\(forced.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: home.file("models/smol")))
+
+        let restarted = try ServeProcess([], home: home.path)
+        guard restarted.address() != nil else { Issue.record("no server: \(restarted.output)"); return }
+        let after = try runSLLM(["status"], home: home.path)
+        #expect(after.stdout.contains("failed"), "\(after.stdout)")
+        #expect(restarted.waitFor("is no longer in the store", timeout: 10), "\(restarted.output)")
+        #expect(restarted.stop() == 0)
+    }
+
+    /// After `sllm serve --port P`, the admin commands are pointed at it with `SLLM_SERVER=host:port`
+    /// (no scheme); with nothing listening, the error says what was tried, once, plainly.
+    @Test func adminCommandsTakeHostPortAndSayWhatFailed() throws {
+        let home = try TemporaryDirectory("admin-address")
+        defer { home.remove() }
+        let port = freeTCPPort()
+        let offline = try runSLLM(["status"], home: home.path, environment: ["SLLM_SERVER": "127.0.0.1:\(port)"])
+        #expect(offline.status == 1, "\(offline.stderr)")
+        #expect(offline.stderr.contains("cannot reach the server at http://127.0.0.1:\(port): connection refused"), "\(offline.stderr)")
+        #expect(offline.stderr.filter { $0 == "(" }.count == offline.stderr.filter { $0 == ")" }.count)
+        #expect(!offline.stderr.contains("invalidURL"))
+
+        try FileManager.default.createDirectory(atPath: home.file("model-dir"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: try RealModel.ggufPath(), toPath: home.file("model-dir/model.gguf"))
+        let server = try ServeProcess(["--port", String(port), "--default-model", "", "--threads", "1"], home: home.path)
+        guard server.address() != nil else { Issue.record("no server: \(server.output)"); return }
+        let env = ["SLLM_SERVER": "127.0.0.1:\(port)"]
+        // A relative path is the caller's, not the server's: deploy sends it absolute.
+        let deploy = try runSLLM(["deploy", "./model.gguf", "--name", "mine"], home: home.path, environment: env, directory: home.file("model-dir"))
+        #expect(deploy.status == 0, "\(deploy.stderr)")
+        let status = try runSLLM(["status"], home: home.path, environment: env)
+        #expect(status.stdout.contains("mine") && !status.stdout.contains("failed"), "\(status.stdout)")
+        // The first pull logged its progress and the deployment.
+        #expect(server.waitFor("deployed mine, scaled to zero", timeout: 30), "\(server.output)")
+        #expect(server.output.contains("convert 100%"), "\(server.output)")
+        #expect(server.stop() == 0)
+    }
+
+    /// A crash must free the port at once: the runtime's crash reporter is a child process that
+    /// inherited the listening socket and held the port for seconds to minutes.
+    @Test func aCrashFreesThePortAtOnce() throws {
+        let home = try TemporaryDirectory("crash")
+        defer { home.remove() }
+        let port = freeTCPPort()
+        let server = try ServeProcess(["--port", String(port), "--default-model", ""], home: home.path,
+                                      environment: ["SLLM_TEST_CRASH_AFTER_START": "1"])
+        #expect(server.waitFor("serving on", timeout: 60), "\(server.output)")
+        // The runtime prints the fatal error, then traps; from then on the port must be free
+        // within a second, while the crash report may still be being written.
+        #expect(server.waitFor("crashing on purpose", timeout: 30), "\(server.output)")
+        var bound = false
+        let deadline = Date().addingTimeInterval(1)
+        while Date() < deadline, !bound {
+            bound = canBind(port: port)
+            if !bound { usleep(20_000) }
+        }
+        #expect(bound, "port \(port) still held after the crash: \(server.output)")
+        server.process.waitUntilExit()
+        #expect(server.process.terminationStatus != 0)
+        #expect(server.output.contains("fatal signal"), "the crash is still reported: \(server.output)")
+    }
+}
+
+/// A TCP port on 127.0.0.1 nothing listens on now.
+func freeTCPPort() -> Int {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(descriptor) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) } }
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Whether a listener could bind 127.0.0.1:`port` now (as a server does, with SO_REUSEADDR).
+func canBind(port: Int) -> Bool {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(descriptor) }
+    var one: Int32 = 1
+    setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    let result = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    return result == 0 && listen(descriptor, 1) == 0
+}
