@@ -1,0 +1,73 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import Checkpoint
+@testable import Store
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Who may write the DRAM cache, and caches whose data directory is gone.
+@Suite struct DRAMCacheSafetyTests {
+    func mode(_ path: String) -> mode_t {
+        var info = stat()
+        _ = stat(path, &info)
+        return info.st_mode & 0o777
+    }
+
+    @Test func theCacheDirectoryIsThisUsersAlone() throws {
+        let directory = try TemporaryDirectory("cache-mode")
+        defer { directory.remove() }
+        let fresh = directory.file("fresh")
+        _ = try DRAMCache(directory: fresh, budgetBytes: 1 << 20)
+        #expect(mode(fresh) == 0o700)
+        // A directory others could write is narrowed.
+        let open = directory.file("open")
+        #expect(mkdir(open, 0o777) == 0 && chmod(open, 0o777) == 0)
+        _ = try DRAMCache(directory: open, budgetBytes: 1 << 20)
+        #expect(mode(open) == 0o700)
+        // A link in its place is refused.
+        #expect(symlink(fresh, directory.file("link")) == 0)
+        #expect { try DRAMCache(directory: directory.file("link"), budgetBytes: 1 << 20) } throws: { error in
+            (error as? StoreError)?.message.contains("not a directory") == true
+        }
+        // A directory owned by another user is refused (only root can make one to test with).
+        if geteuid() == 0 {
+            let foreign = directory.file("foreign")
+            #expect(mkdir(foreign, 0o700) == 0 && chown(foreign, 12345, 12345) == 0)
+            #expect { try DRAMCache(directory: foreign, budgetBytes: 1 << 20) } throws: { error in
+                (error as? StoreError)?.message.contains("belongs to uid 12345") == true
+            }
+        }
+    }
+
+    @Test func orphanedCachesGoCachesInUseAndOfLiveDirectoriesStay() async throws {
+        let base = try TemporaryDirectory("orphans")
+        defer { base.remove() }
+        let fixture = try LoaderFixture("orphans-model")
+        defer { fixture.remove() }
+        try fixture.addSynthetic("m", bytes: 1 << 20)
+        let goneData = base.file("gone-data")
+        let liveData = base.file("live-data")
+        try FileManager.default.createDirectory(atPath: liveData, withIntermediateDirectories: true)
+        // An orphan (its data directory does not exist) with a model in it.
+        let orphan = base.file("sllm-orphan")
+        let orphanLoader = ModelLoader(store: fixture.store, cache: try DRAMCache(directory: orphan, budgetBytes: 1 << 30, owner: goneData))
+        _ = try await orphanLoader.load(try ModelName("m"))
+        // An orphan still in use (an instance holds its model).
+        let busy = base.file("sllm-busy")
+        let busyLoader = ModelLoader(store: fixture.store, cache: try DRAMCache(directory: busy, budgetBytes: 1 << 30, owner: goneData))
+        let held = try await busyLoader.load(try ModelName("m"))
+        // A live one, and one without a record.
+        _ = try DRAMCache(directory: base.file("sllm-live"), budgetBytes: 1 << 20, owner: liveData)
+        _ = try DRAMCache(directory: base.file("sllm-unrecorded"), budgetBytes: 1 << 20)
+
+        let removed = DRAMCache.removeOrphans(in: base.path)
+        #expect(removed == [orphan])
+        #expect(!FileSystem.exists(orphan))
+        #expect(FileSystem.exists(busy) && FileSystem.exists(base.file("sllm-live")) && FileSystem.exists(base.file("sllm-unrecorded")))
+        try expectTensorsMatchStore(held, fixture.store)
+    }
+}
