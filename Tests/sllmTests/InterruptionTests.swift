@@ -69,3 +69,79 @@ import Glibc
         #expect(try runSLLM(["list"], home: home.path).stdout.contains("smol"))
     }
 }
+
+/// A deployment whose model was still being pulled when the server stopped (killed, or shut
+/// down) resumes its pull from the stored source on the next start, where the download stopped.
+@Suite struct DeploymentPullResumeTests {
+    func waitFor(timeout: Double = 60, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if condition() { return true }
+            usleep(20_000)
+        }
+        return false
+    }
+
+    @Test(arguments: [SIGKILL, SIGTERM])
+    func aPullCutByAStopResumesOnTheNextStart(signal: Int32) throws {
+        let home = try TemporaryDirectory("deploy-resume")
+        let origin = RangeHTTPServer()
+        defer {
+            origin.stop()
+            home.remove()
+        }
+        let gguf = try readFile(try RealModel.ggufPath())
+        origin.add("smol.gguf", gguf)
+        origin.stall(afterTotalBytes: 40 << 20)
+        try origin.start()
+        let port = freeTCPPort()
+        let arguments = ["--port", String(port), "--default-model", "", "--threads", "1", "--shutdown-timeout", "2s"]
+        let env = ["SLLM_SERVER": "127.0.0.1:\(port)"]
+        let first = try ServeProcess(arguments, home: home.path)
+        try #require(first.address() != nil, "\(first.output)")
+        let source = origin.url("smol.gguf").absoluteString + "#sha256=" + RealModel.sha256
+        let deploy = try runSLLM(["deploy", source, "--no-wait"], home: home.path, environment: env)
+        #expect(deploy.status == 0, "\(deploy.stderr)")
+        try #require(waitFor { origin.bytesServed >= 40 << 20 }, "the download did not start")
+        // The origin now stalls; give the client a moment to record the pieces it received.
+        usleep(500_000)
+        kill(first.process.processIdentifier, signal)
+        first.process.waitUntilExit()
+        #expect(directoryEntries(home.path + "/downloads/smol").contains("smol.gguf.partial.json"))
+
+        origin.stall(afterTotalBytes: nil)
+        let before = origin.bytesServed
+        let second = try ServeProcess(arguments, home: home.path)
+        try #require(second.address() != nil, "\(second.output)")
+        #expect(second.waitFor("deployed smol", timeout: 60), "\(second.output)")
+        #expect(origin.bytesServed - before < gguf.count - (24 << 20), "the resumed pull fetched \(origin.bytesServed - before) bytes")
+        let status = try runSLLM(["status"], home: home.path, environment: env)
+        #expect(status.stdout.contains("smol") && !status.stdout.contains("failed"), "\(status.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: home.file("downloads/smol")))
+        #expect(second.stop() == 0)
+    }
+
+    /// A source that fails for good (gone, wrong checksum) leaves no download behind, and says so.
+    @Test func aSourceThatFailsForGoodLeavesNoDownload() throws {
+        let home = try TemporaryDirectory("deploy-gone")
+        let origin = RangeHTTPServer()
+        defer {
+            origin.stop()
+            home.remove()
+        }
+        origin.add("smol.gguf", try readFile(try RealModel.ggufPath()))
+        try origin.start()
+        let port = freeTCPPort()
+        let server = try ServeProcess(["--port", String(port), "--default-model", "", "--threads", "1"], home: home.path)
+        try #require(server.address() != nil, "\(server.output)")
+        let env = ["SLLM_SERVER": "127.0.0.1:\(port)"]
+        let wrong = String(repeating: "0", count: 64)
+        let mismatch = try runSLLM(["deploy", origin.url("smol.gguf").absoluteString + "#sha256=" + wrong, "--name", "bad"], home: home.path, environment: env)
+        #expect(mismatch.status == 1 && mismatch.stderr.contains("SHA-256") && mismatch.stderr.contains("partial download was removed"), "\(mismatch.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: home.file("downloads/bad")))
+        let missing = try runSLLM(["deploy", origin.url("nothing.gguf").absoluteString, "--name", "gone"], home: home.path, environment: env)
+        #expect(missing.status == 1 && missing.stderr.contains("404") && missing.stderr.contains("partial download was removed"), "\(missing.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: home.file("downloads/gone")))
+        #expect(server.stop() == 0)
+    }
+}

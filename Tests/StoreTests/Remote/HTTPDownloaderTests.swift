@@ -29,6 +29,32 @@ import Testing
         return downloader
     }
 
+    /// A server that sends its headers and then nothing fails the read after `readTimeout`
+    /// (it hung for ever), keeping what arrived for a resume.
+    @Test func aStalledServerFailsTheReadInsteadOfHanging() async throws {
+        try await withServer { server, directory in
+            server.stall(afterTotalBytes: 1 << 20)
+            var stalled = downloader()
+            stalled.readTimeout = .seconds(1)
+            stalled.attempts = 1
+            await #expect { try await stalled.download(from: server.url("model.gguf"), to: directory.file("model.gguf")) } throws: { error in
+                (error as? StoreError)?.code == .download
+            }
+            #expect(directoryEntries(directory.path).contains("model.gguf.partial.json"))
+            server.stall(afterTotalBytes: nil)
+            let size = try await downloader().download(from: server.url("model.gguf"), to: directory.file("model.gguf"), sha256: Self.sha256)
+            #expect(size == Int64(Self.payload.count))
+        }
+    }
+
+    @Test func aMissingFileIsNotFoundForGood() async throws {
+        try await withServer { server, directory in
+            await #expect { try await downloader().download(from: server.url("nothing.gguf"), to: directory.file("x")) } throws: { error in
+                (error as? StoreError)?.code == .notFound && (error as? StoreError)?.message.contains("404") == true
+            }
+        }
+    }
+
     @Test func parallelRangesReassembleTheFile() async throws {
         try await withServer { server, directory in
             let path = directory.file("model.gguf")
