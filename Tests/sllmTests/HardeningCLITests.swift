@@ -23,6 +23,29 @@ import Glibc
         #expect(!status.stdout.contains("cached"), "\(status.stdout)")
     }
 
+    @Test func verifyDRAMNamesTheCorruptTensor() throws {
+        let home = try TemporaryDirectory("verify-dram")
+        defer { home.remove() }
+        let cache = ["--cache-dir", home.file("cache")]
+        #expect(try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: home.path).status == 0)
+        let empty = try runSLLM(["verify", "--dram"] + cache, home: home.path)
+        #expect(empty.status == 0 && empty.stdout.contains("nothing to verify"), "\(empty.stdout)")
+        #expect(try runSLLM(["store", "warm", "smol"] + cache, home: home.path).status == 0)
+        let clean = try runSLLM(["verify", "smol", "--dram"] + cache, home: home.path)
+        #expect(clean.status == 0 && clean.stdout.contains("ok: smol in DRAM"), "\(clean.stdout) \(clean.stderr)")
+        for slab in try FileManager.default.contentsOfDirectory(atPath: home.file("cache/slabs")) where !slab.hasPrefix(".") {
+            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: home.file("cache/slabs/" + slab)))
+            let byte = try handle.read(upToCount: 1) ?? Data([0])
+            try handle.seek(toOffset: 0)
+            try handle.write(contentsOf: Data([byte[0] ^ 0x80]))
+            try handle.close()
+        }
+        let bad = try runSLLM(["verify", "--dram"] + cache, home: home.path)
+        #expect(bad.status == 1 && bad.stderr.contains("error: smol: tensor `token_embd.weight` fails its checksum in DRAM") && bad.stderr.contains("the copy was dropped"), "\(bad.stderr)")
+        let after = try runSLLM(["verify", "smol", "--dram"] + cache, home: home.path)
+        #expect(after.status == 0 && after.stdout.contains("not in the DRAM cache"), "\(after.stdout)")
+    }
+
     @Test func pullUnderAnExistingNameFromAnotherSourceIsRefused() throws {
         let home = try TemporaryDirectory("pull-name")
         defer { home.remove() }

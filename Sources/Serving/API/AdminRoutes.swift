@@ -1,4 +1,6 @@
+import Checkpoint
 import Foundation
+import Store
 import Hummingbird
 import NIOCore
 
@@ -43,6 +45,21 @@ struct AdminRoutes: Sendable {
             }
             return try encode(rows)
         }
+        // Re-hashes DRAM copies now (of `model`, or of every cached model); corrupt ones are dropped.
+        routes.add(.post, "admin/cache/verify", .admin) { request, _ in
+            let body = try await decode(CacheVerifyRequest.self, from: request, allowEmpty: true)
+            let cache = controller.loader.cache
+            let store = controller.store
+            let results = try await runBlocking { () throws -> [DRAMVerification] in
+                guard let model = body.model else { return cache.verifyAll(store: store) }
+                let reader: CheckpointReader
+                do { reader = try store.reader(for: try ModelName(model)) } catch {
+                    throw ServingError(.notFound, "model `\(model)` is not in the store", param: "model")
+                }
+                return cache.verify(name: model, reader: reader).map { [$0] } ?? []
+            }
+            return try encode(CacheVerifyReport(verified: results, corrupt: results.filter { $0.corruptTensor != nil }.map(\.model)))
+        }
         routes.add(.get, "admin/keys", .admin) { _, _ in try encode(try keys.list()) }
         routes.add(.post, "admin/keys", .admin) { request, _ in
             let body = try await decode(KeyRequest.self, from: request)
@@ -57,11 +74,12 @@ struct AdminRoutes: Sendable {
         }
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
+    private func decode<T: Decodable>(_ type: T.Type, from request: Request, allowEmpty: Bool = false) async throws -> T {
         let buffer: ByteBuffer
         do { buffer = try await request.body.collect(upTo: maxBodyBytes) } catch {
             throw ServingError(.bodyTooLarge, "the request body exceeds the limit of \(maxBodyBytes) bytes")
         }
+        if allowEmpty && buffer.readableBytes == 0 { return try JSONDecoder.iso.decode(type, from: Data("{}".utf8)) }
         try requireUTF8(buffer.readableBytesView)
         let data = Data(buffer.readableBytesView)
         do { return try JSONDecoder.iso.decode(type, from: data) } catch { throw ServingError(decoding: error, body: data) }
@@ -73,6 +91,16 @@ func encode(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -
     var headers = HTTPFields()
     headers[.contentType] = "application/json"
     return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder.iso.encode(value))))
+}
+
+struct CacheVerifyRequest: Decodable {
+    var model: String?
+}
+
+/// `POST /admin/cache/verify`: every copy checked, and the models whose copy was corrupt.
+struct CacheVerifyReport: Encodable {
+    var verified: [DRAMVerification]
+    var corrupt: [String]
 }
 
 struct KeyRequest: Decodable {

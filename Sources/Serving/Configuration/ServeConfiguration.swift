@@ -48,6 +48,10 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var requestTimeout: Duration = .seconds(60)
     /// Most connections open at once; more are refused.
     public var maxConnections = 1024
+    /// Bytes per second the background check of the DRAM cache re-hashes (0: off).
+    public var dramScrubBytesPerSecond = 64 << 20
+    /// Pause between two passes of the background check over the DRAM cache.
+    public var dramScrubInterval: Duration = .seconds(600)
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory
@@ -141,6 +145,7 @@ public struct ServeConfiguration: Sendable, Equatable {
         "host", "port", "data_dir", "auth", "api_keys", "admin_key", "memory_budget", "dram_cache", "cache_dir", "threads",
         "direct_io", "default_model", "preload", "min_instances", "max_instances", "target_concurrency", "keep_alive",
         "queue_limit", "max_body", "shutdown_timeout", "idle_timeout", "request_timeout", "max_connections",
+        "dram_scrub_rate", "dram_scrub_interval",
     ]
 
     /// Applies one layer of settings given as text (`source` names the layer in errors).
@@ -216,6 +221,16 @@ public struct ServeConfiguration: Sendable, Equatable {
                     throw fail(key, value, "a positive duration of at most 10 years such as 60s")
                 }
                 if key == "idle_timeout" { idleTimeout = duration } else { requestTimeout = duration }
+            case "dram_scrub_rate":
+                // Per second; `64MiB`, `64MiB/s` and `0` (off) are taken.
+                let text = value.lowercased().hasSuffix("/s") ? String(value.dropLast(2)) : value
+                guard let bytes = parseByteCount(text) else { throw fail(key, value, "a byte count per second such as 64MiB, or 0 (off)") }
+                dramScrubBytesPerSecond = bytes
+            case "dram_scrub_interval":
+                guard let duration = parseDuration(value) ?? Double(value).flatMap({ checkedDuration(seconds: $0) }) else {
+                    throw fail(key, value, "a duration of at most 10 years such as 10m")
+                }
+                dramScrubInterval = duration
             case "max_connections":
                 guard let count = Int(value), (1...1_000_000).contains(count) else { throw fail(key, value, "a count (1-1000000)") }
                 maxConnections = count

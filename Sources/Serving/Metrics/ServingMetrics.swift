@@ -1,5 +1,6 @@
 import CoreMetrics
 import Foundation
+import Store
 import Metrics
 import Prometheus
 import Synchronization
@@ -44,6 +45,12 @@ final class ServingMetrics: Sendable {
     func tokens(deployment: String, prompt: Int, completion: Int) {
         counter("sllm_prompt_tokens_total", ["model": deployment]).increment(by: prompt)
         counter("sllm_generation_tokens_total", ["model": deployment]).increment(by: completion)
+    }
+
+    /// One model's DRAM copy re-hashed (in the background or on request).
+    func dramVerified(_ result: DRAMVerification) {
+        counter("sllm_dram_verified_bytes_total", [:]).increment(by: result.bytes)
+        if result.corruptTensor != nil { counter("sllm_dram_corrupt_total", ["model": result.model]).increment() }
     }
 
     func timeToFirstToken(deployment: String, seconds: Double) {

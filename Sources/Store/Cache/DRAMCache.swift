@@ -36,7 +36,7 @@ public final class DRAMCache: Sendable {
     /// Hit and miss counters shared by every process using the directory (two u64 in `.counters`,
     /// added to atomically); nil when the file cannot be mapped.
     private let sharedCounters: UnsafeSharedMemoryFile?
-    private let logger: Logger
+    let logger: Logger
 
     struct Segment: Codable, Equatable {
         var slab: String
@@ -150,8 +150,8 @@ public final class DRAMCache: Sendable {
         name + "-" + String(indexChecksum, radix: 16)
     }
 
-    private var slabsDirectory: String { directory + "/slabs" }
-    private var entriesDirectory: String { directory + "/entries" }
+    var slabsDirectory: String { directory + "/slabs" }
+    var entriesDirectory: String { directory + "/entries" }
 
     // MARK: - Planning
 
@@ -365,7 +365,7 @@ public final class DRAMCache: Sendable {
     /// was mapped with and holds the whole segment. A slab truncated behind the cache's back
     /// (another process, a full disk) would raise SIGBUS on first touch; it is deleted and the
     /// lookup becomes a miss instead.
-    private func mapCheckedSlab(for segment: Segment) throws -> UnsafeSharedMemoryFile {
+    func mapCheckedSlab(for segment: Segment) throws -> UnsafeSharedMemoryFile {
         let slab = try mapSlab(segment.slab, byteCount: nil)
         let size = FileSystem.fileSize(slabsDirectory + "/" + segment.slab)
         guard let size, size == Int64(slab.byteCount), slab.byteCount >= segment.byteCount else {
@@ -429,7 +429,7 @@ public final class DRAMCache: Sendable {
     }
 
     /// Removes an entry unless someone holds it (its slabs return to the pool). Returns whether it is gone.
-    private func removeEntry(_ path: String) -> Bool {
+    func removeEntry(_ path: String) -> Bool {
         let lock = Glibc.open(path + "/lock", O_RDWR | O_CLOEXEC)
         if lock >= 0 {
             defer { close(lock) }
@@ -443,7 +443,7 @@ public final class DRAMCache: Sendable {
         return true
     }
 
-    private func writeMeta(_ meta: Meta, to path: String) throws {
+    func writeMeta(_ meta: Meta, to path: String) throws {
         let data = try JSONEncoder().encode(meta)
         let temporary = path + "/meta.json.tmp"
         guard FileManager.default.createFile(atPath: temporary, contents: data) else {
@@ -452,7 +452,7 @@ public final class DRAMCache: Sendable {
         try FileSystem.rename(temporary, to: path + "/meta.json")
     }
 
-    private func readMeta(_ path: String) -> Meta? {
+    func readMeta(_ path: String) -> Meta? {
         guard let data = FileManager.default.contents(atPath: path + "/meta.json") else { return nil }
         return try? JSONDecoder().decode(Meta.self, from: data)
     }

@@ -46,6 +46,8 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("idle-timeout"), help: "Close a connection with no request in progress after this long (60s).") var idleTimeout: String?
     @Option(name: .customLong("request-timeout"), help: "A request must arrive whole within this long (60s).") var requestTimeout: String?
     @Option(name: .customLong("max-connections"), help: "Most connections open at once (1024).") var maxConnections: Int?
+    @Option(name: .customLong("dram-scrub-rate"), help: "Bytes per second the background check of the DRAM cache re-hashes (64MiB; 0 = off).") var dramScrubRate: String?
+    @Option(name: .customLong("dram-scrub-interval"), help: "Rest between two passes of the DRAM cache check (10m).") var dramScrubInterval: String?
 
     /// The flags given, as a settings layer.
     var flagLayer: [String: String] {
@@ -72,6 +74,8 @@ struct Serve: AsyncParsableCommand {
         layer["idle_timeout"] = idleTimeout
         layer["request_timeout"] = requestTimeout
         layer["max_connections"] = maxConnections.map(String.init)
+        layer["dram_scrub_rate"] = dramScrubRate
+        layer["dram_scrub_interval"] = dramScrubInterval
         return layer
     }
 

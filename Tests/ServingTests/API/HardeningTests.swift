@@ -115,3 +115,49 @@ import TestSupport
         try await server.stop()
     }
 }
+
+/// The DRAM copy of a model is checked on request (`POST /admin/cache/verify`) and in the
+/// background at a bounded rate; a corrupt copy is dropped and the next start reads the SSD.
+@Suite(.serialized) struct DRAMScrubTests {
+    static func flipSlabs(_ cacheDirectory: String) throws {
+        for slab in try FileManager.default.contentsOfDirectory(atPath: cacheDirectory + "/slabs") where !slab.hasPrefix(".") {
+            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: cacheDirectory + "/slabs/" + slab))
+            let byte = try handle.read(upToCount: 1) ?? Data([0])
+            try handle.seek(toOffset: 0)
+            try handle.write(contentsOf: Data([byte[0] ^ 1]))
+            try handle.close()
+        }
+    }
+
+    @Test func verifyOnRequestFindsAFlippedBit() async throws {
+        let server = try await TestServer.start { $0.dramScrubBytesPerSecond = 0 }
+        let body: [String: Any] = ["model": "smollm2-135m", "prompt": "Hi", "max_tokens": 1, "keep_alive": 0]
+        #expect(try await server.request(.POST, "/v1/completions", json: body).status == 200)
+        #expect(try await server.eventually { try await server.instances("smollm2-135m").isEmpty })
+        let clean = try await server.request(.POST, "/admin/cache/verify", json: ["model": "smollm2-135m"])
+        #expect(clean.status == 200 && (clean.json["corrupt"] as? [String]) == [], "\(clean.text)")
+        #expect(((clean.json["verified"] as? [[String: Any]])?.first?["tensors"] as? Int ?? 0) > 200)
+        try Self.flipSlabs(server.directory.file("cache"))
+        let bad = try await server.request(.POST, "/admin/cache/verify")
+        #expect((bad.json["corrupt"] as? [String]) == ["smollm2-135m"], "\(bad.text)")
+        // The next cold start reads the SSD (and answers as before).
+        let next = try await server.request(.POST, "/v1/completions", json: body)
+        #expect(next.status == 200 && (next.json["timings"] as? [String: Any])?["tier"] as? String == "ssd", "\(next.text)")
+        #expect(try await server.request(.POST, "/admin/cache/verify", json: ["model": "nosuch"]).status == 404)
+        try await server.stop()
+    }
+
+    @Test func theBackgroundCheckFindsAFlippedBit() async throws {
+        let server = try await TestServer.start {
+            $0.dramScrubBytesPerSecond = 1 << 30
+            $0.dramScrubInterval = .milliseconds(100)
+        }
+        let body: [String: Any] = ["model": "smollm2-135m", "prompt": "Hi", "max_tokens": 1, "keep_alive": 0]
+        #expect(try await server.request(.POST, "/v1/completions", json: body).status == 200)
+        #expect(try await server.eventually { try await server.metric("sllm_dram_verified_bytes_total") > 0 })
+        try Self.flipSlabs(server.directory.file("cache"))
+        #expect(try await server.eventually(30) { try await server.metric("sllm_dram_corrupt_total{model=\"smollm2-135m\"}") >= 1 })
+        #expect(try await server.request(.GET, "/admin/deployments/smollm2-135m").json["tiers"] as? [String] == ["ssd"])
+        try await server.stop()
+    }
+}

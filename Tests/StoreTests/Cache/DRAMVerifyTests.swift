@@ -1,0 +1,73 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import Checkpoint
+@testable import Store
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A DRAM hit is never re-verified on the load path; `verify` is how a flipped bit is found.
+@Suite struct DRAMVerifyTests {
+    /// Flips one byte at the start of every slab (the first tensor of each segment).
+    static func flipSlabs(_ cacheDirectory: String) throws {
+        let slabs = try FileSystem.listDirectory(cacheDirectory + "/slabs").filter { !$0.hasPrefix(".") }
+        #expect(!slabs.isEmpty)
+        for slab in slabs {
+            let fd = open(cacheDirectory + "/slabs/" + slab, O_RDWR)
+            defer { close(fd) }
+            var byte: UInt8 = 0
+            #expect(pread(fd, &byte, 1, 0) == 1)
+            byte ^= 0x01
+            #expect(pwrite(fd, &byte, 1, 0) == 1)
+        }
+    }
+
+    @Test func aFlippedBitIsFoundAndTheCopyDropped() async throws {
+        let fixture = try LoaderFixture("dram-verify")
+        defer { fixture.remove() }
+        try fixture.addSynthetic("m", bytes: 1 << 20)
+        let loader = try fixture.loader()
+        _ = try await loader.load(try ModelName("m"))
+        let reader = try fixture.store.reader(for: try ModelName("m"))
+        let clean = try #require(loader.cache.verify(name: "m", reader: reader))
+        #expect(clean.corruptTensor == nil && clean.tensors == reader.index.tensors.count && !clean.evicted)
+
+        try Self.flipSlabs(fixture.cacheDirectory)
+        let bad = try #require(loader.cache.verify(name: "m", reader: reader))
+        #expect(bad.corruptTensor != nil && bad.evicted)
+        #expect(loader.cache.verify(name: "m", reader: reader) == nil, "the corrupt copy is gone")
+        // The next load reads the SSD and gets the right bytes.
+        let again = try await loader.load(try ModelName("m"))
+        #expect(again.tier == .ssd)
+        try expectTensorsMatchStore(again, fixture.store)
+    }
+
+    @Test func aCorruptCopyInUseIsMarkedSoNoLoadUsesItAgain() async throws {
+        let fixture = try LoaderFixture("dram-verify-pinned")
+        defer { fixture.remove() }
+        try fixture.addSynthetic("m", bytes: 1 << 20)
+        let loader = try fixture.loader()
+        let held = try await loader.load(try ModelName("m"))
+        try Self.flipSlabs(fixture.cacheDirectory)
+        let results = loader.cache.verifyAll(store: fixture.store)
+        #expect(results.count == 1 && results.first?.corruptTensor != nil && results.first?.evicted == false)
+        let next = try await loader.load(try ModelName("m"))
+        #expect(next.tier == .ssd)
+        try expectTensorsMatchStore(next, fixture.store)
+        _ = held
+    }
+
+    @Test func aStoppedCheckReturnsNothing() async throws {
+        let fixture = try LoaderFixture("dram-verify-stop")
+        defer { fixture.remove() }
+        try fixture.addSynthetic("m", bytes: 1 << 20)
+        let loader = try fixture.loader()
+        _ = try await loader.load(try ModelName("m"))
+        let reader = try fixture.store.reader(for: try ModelName("m"))
+        #expect(loader.cache.verify(name: "m", reader: reader, bytesPerSecond: 1, shouldStop: { true }) == nil)
+        #expect(loader.cache.verify(name: "m", reader: reader)?.corruptTensor == nil)
+    }
+}
