@@ -17,7 +17,10 @@ public struct Sampler: Sendable {
         public var drawn: Int
     }
 
-    /// A chosen token and its log-probability under the final distribution.
+    /// A chosen token and its log-probability under the model's own distribution (the softmax
+    /// of the raw logits, before penalties, truncation and temperature), as OpenAI and llama.cpp
+    /// report it: the same distribution `top_logprobs` come from, so one answer never carries
+    /// two values for a token.
     public struct Choice: Sendable, Equatable {
         public var token: Int
         public var logprob: Float
@@ -36,13 +39,17 @@ public struct Sampler: Sendable {
     public mutating func sample(logits: UnsafeBufferPointer<Float>, history: some Collection<Int>) -> Choice {
         let p = state.parameters
         let penalised = p.repetitionPenalty != 1 || p.frequencyPenalty != 0 || p.presencePenalty != 0
-        if p.temperature <= 0 && !penalised {
-            // Greedy without penalties: one pass for the argmax, one for the log-sum-exp.
-            var best = 0
-            for i in 1..<logits.count where logits[i] > logits[best] { best = i }
-            let sum = sllm_sum_exp(logits.baseAddress!, Int64(logits.count), logits[best])
-            return Choice(token: best, logprob: -log(sum))
+        // The model's log-sum-exp, for the chosen token's log-probability.
+        var maximum = logits[0]
+        var best = 0
+        for i in 1..<logits.count where logits[i] > maximum {
+            maximum = logits[i]
+            best = i
         }
+        let logSum = maximum + log(sllm_sum_exp(logits.baseAddress!, Int64(logits.count), maximum))
+        func choice(_ token: Int) -> Choice { Choice(token: token, logprob: logits[token] - logSum) }
+        // Greedy without penalties: the argmax.
+        if p.temperature <= 0 && !penalised { return choice(best) }
         candidates.removeAll(keepingCapacity: true)
         candidates.reserveCapacity(logits.count)
         for (token, logit) in logits.enumerated() { candidates.append((token, logit)) }
@@ -50,7 +57,7 @@ public struct Sampler: Sendable {
 
         if p.temperature <= 0 {
             let best = candidates.max { $0.logit < $1.logit || ($0.logit == $1.logit && $0.token > $1.token) }!
-            return Choice(token: best.token, logprob: logSoftmax(of: best.logit, over: candidates.map(\.logit)))
+            return choice(best.token)
         }
         if p.topK > 0 && p.topK < candidates.count {
             keepTop(p.topK)
@@ -88,7 +95,7 @@ public struct Sampler: Sendable {
                 break
             }
         }
-        return Choice(token: candidates[chosen].token, logprob: log(max(final[chosen], .leastNonzeroMagnitude)))
+        return choice(candidates[chosen].token)
     }
 
     /// Keeps the `k` best candidates, sorted best first.
@@ -128,12 +135,6 @@ func softmax(_ logits: [Float]) -> [Float] {
     return exps.map { $0 / sum }
 }
 
-/// log(softmax(logits))[of].
-func logSoftmax(of logit: Float, over logits: [Float]) -> Float {
-    guard let maximum = logits.max() else { return 0 }
-    let sum = logits.reduce(Float(0)) { $0 + exp($1 - maximum) }
-    return logit - maximum - log(sum)
-}
 
 /// The `k` best (token, logit) pairs, best first (ties: the lower token first), in one pass
 /// without sorting the whole vocabulary.
