@@ -108,7 +108,10 @@ import Testing
         let result = try runSLLM(["tokenize", home.file("smol"), "<|im_start|>user\nhi<|im_end|>"], home: home.path)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.hasPrefix("1 4093 198 6004 2\n"))
+        // The ids llama.cpp gives (Tests/TokenizersTests/Resources/tokenize.json): every digit on its own.
         let plain = try runSLLM(["tokenize", home.file("smol"), "12345 67890", "--json"], home: home.path)
-        #expect(plain.stdout.contains("33"))
+        #expect(plain.status == 0, "\(plain.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(plain.stdout.utf8)) as? [String: Any]
+        #expect(json?["ids"] as? [Int] == [33, 34, 35, 36, 37, 216, 38, 39, 40, 41, 32], "\(plain.stdout)")
     }
 }

@@ -78,8 +78,8 @@ import Testing
             FileSystem.removeTree(model)
             try SyntheticModel.writeHuggingFaceDirectory(model, shape: .tiny)
             try FileManager.default.removeItem(atPath: model + "/" + file)
-            let error = try #require(throws: (any Error).self) { try Converter.convert(model, to: directory.file("out")) }
-            #expect("\(error)".contains(message), "\(error)")
+            let error = try #require(throws: CheckpointError.self) { try Converter.convert(model, to: directory.file("out")) }
+            #expect(error.description.contains(message), "\(error)")
             #expect(!FileSystem.exists(directory.file("out")))
         }
     }
@@ -96,25 +96,40 @@ import Testing
         #expect(error.description.contains("GPTNeoXForCausalLM"))
     }
 
-    @Test func aShardedModelWithAnIndexConverts() throws {
+    /// The same tensors split over two shards (by the index's weight map) convert to the same
+    /// checkpoint, byte for byte, as the single file.
+    @Test func aShardedModelWithAnIndexConvertsToTheSameBytes() throws {
         let directory = try TemporaryDirectory("hf")
         defer { directory.remove() }
         let model = directory.file("model")
         try SyntheticModel.writeHuggingFaceDirectory(model, shape: .tiny)
-        // Split: embeddings in one shard, everything else in another.
+        let whole = try Converter.convert(model, to: directory.file("whole"))
+        // Split the file's own bytes: embeddings in one shard, everything else in the other.
+        let original = try readFile(model + "/model.safetensors")
         let header = try SafetensorsFile.read(path: model + "/model.safetensors")
-        let names = header.tensors.map(\.name)
-        let first = names.filter { $0 == "model.embed_tokens.weight" }
-        let second = names.filter { $0 != "model.embed_tokens.weight" }
-        let shape = { (name: String) in header.tensors.first { $0.name == name }!.shape }
-        try SyntheticModel.writeSafetensors(model + "/model-00001-of-00002.safetensors", tensors: first.map { ($0, shape($0)) }, seed: 3)
-        try SyntheticModel.writeSafetensors(model + "/model-00002-of-00002.safetensors", tensors: second.map { ($0, shape($0)) }, seed: 4)
+        func dtypeName(_ dtype: DType) -> String { dtype == .f32 ? "F32" : dtype == .f16 ? "F16" : "BF16" }
+        let first = header.tensors.filter { $0.name == "model.embed_tokens.weight" }
+        let second = header.tensors.filter { $0.name != "model.embed_tokens.weight" }
+        #expect(!first.isEmpty && !second.isEmpty)
+        for (file, tensors) in [("model-00001-of-00002.safetensors", first), ("model-00002-of-00002.safetensors", second)] {
+            var bytes = try SafetensorsFile.header(for: tensors.map { ($0.name, dtypeName($0.dtype), $0.shape, $0.byteCount) })
+            for tensor in tensors { bytes += original[tensor.offset..<(tensor.offset + tensor.byteCount)] }
+            try writeFile(model + "/" + file, bytes)
+        }
         try FileManager.default.removeItem(atPath: model + "/model.safetensors")
         var map: [String: String] = [:]
-        for name in first { map[name] = "model-00001-of-00002.safetensors" }
-        for name in second { map[name] = "model-00002-of-00002.safetensors" }
+        for tensor in first { map[tensor.name] = "model-00001-of-00002.safetensors" }
+        for tensor in second { map[tensor.name] = "model-00002-of-00002.safetensors" }
         try JSONSerialization.data(withJSONObject: ["weight_map": map]).write(to: URL(fileURLWithPath: model + "/model.safetensors.index.json"))
-        let index = try Converter.convert(model, to: directory.file("out"))
-        #expect(index.tensors.count == names.count)
+        let sharded = try Converter.convert(model, to: directory.file("sharded"))
+        #expect(sharded.tensors.count == whole.tensors.count && sharded.tensors.count == header.tensors.count)
+        let wholeReader = try CheckpointReader(directory: directory.file("whole"))
+        let shardedReader = try CheckpointReader(directory: directory.file("sharded"))
+        for tensor in whole.tensors {
+            let record = try #require(sharded.tensor(named: tensor.name), "\(tensor.name) is missing")
+            #expect(record.dtype == tensor.dtype && record.shape == tensor.shape && record.crc32c == tensor.crc32c, "\(tensor.name)")
+            #expect(try shardedReader.tensorBytes(tensor.name) == wholeReader.tensorBytes(tensor.name), "\(tensor.name)")
+        }
+        #expect(sharded.config == whole.config)
     }
 }

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Logging
 import TestSupport
@@ -112,17 +113,31 @@ import Testing
         #expect(Array(UnsafeRawBufferPointer(start: buffer + first.offset, count: first.byteCount)) == (try reader.tensorBytes(first.name)))
     }
 
-    @Test func ext4AcceptsODirect() throws {
+    /// Whether the temporary directory's file system takes O_DIRECT (tmpfs does not).
+    static var directIOSupported: Bool {
+        guard let directory = try? TemporaryDirectory("direct-probe") else { return false }
+        defer { directory.remove() }
+        let path = directory.file("probe")
+        guard FileManager.default.createFile(atPath: path, contents: Data(count: 4096)) else { return false }
+        let fd = open(path, O_RDONLY | sllm_o_direct())
+        defer { if fd >= 0 { close(fd) } }
+        return fd >= 0
+    }
+
+    @Test(.enabled(if: directIOSupported, "O_DIRECT is not supported where temporary files live (tmpfs)"))
+    func directReadsReturnTheFilesBytes() throws {
         let fixture = try LoaderFixture("direct")
         defer { fixture.remove() }
         try fixture.addSynthetic("m")
         let reader = try fixture.store.reader(for: try ModelName("m"))
         let source = try LocalChunkSource(directory: reader.directory, index: reader.index, directIO: true, logger: .init(label: "test"))
-        // The temp directory is on the root file system here; where that is tmpfs too, skip.
-        if !source.isDirect { return }
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 4096)
+        #expect(source.isDirect)
+        let file = try readFile(reader.directory + "/" + reader.index.partitions[0].file)
+        let length = min(64 << 10, file.count / 4096 * 4096)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 4096)
         defer { buffer.deallocate() }
-        try source.read(partition: 0, offset: 0, length: 4096, into: buffer)
+        try source.read(partition: 0, offset: 0, length: length, into: buffer)
+        #expect(Array(UnsafeRawBufferPointer(start: buffer, count: length)) == Array(file[0..<length]))
     }
 }
 
