@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import Tokenizers
@@ -136,5 +137,56 @@ import Testing
             let expected = pair[1] as! [String]
             #expect(splitter.split(text[...]).map(String.init) == expected, "\(kind): \(text.debugDescription)")
         }
+    }
+}
+
+/// Random mutations of real chat templates (the fixture's), parsed and rendered: errors are
+/// fine, a crash or an unbounded render is not (the limits stop every render).
+@Suite struct ChatTemplateFuzzTests {
+    static let snippets = [
+        "{{", "}}", "{%", "%}", "{#", "#}", "(", ")", "[", "]", "for x in range(999999999)", "endfor", "if", "endif", "*", "**", "~", "|", "+",
+        "'x' * 99999999", "loop.index", "messages", "namespace(", "macro m(a)", "m(m(m(1)))", "endmacro", "set", "9223372036854775807",
+        "-", "//", "%", " is ", " not ", " in ", "tojson(indent=999999)", "join", "replace('a','bbbbbbbb')", ".", ",", "=", "raise_exception('x')",
+    ]
+
+    @Test func mutatedRealTemplatesNeverCrash() throws {
+        guard case .object(let root) = ChatTemplateTests.fixture, case .object(let templates)? = root["templates"],
+              case .array(let cases)? = root["cases"], case .object(let first)? = cases.first, case .array(let messages)? = first["messages"]
+        else {
+            Issue.record("malformed fixture")
+            return
+        }
+        let sources = templates.keys.compactMap { key -> String? in if case .string(let text)? = templates[key] { return text } else { return nil } }
+        #expect(sources.count >= 5)
+        var generator = SeededGenerator(seed: 5)
+        var rendered = 0
+        var failed = 0
+        for _ in 0..<1500 {
+            var text = Array(sources.randomElement(using: &generator)!.unicodeScalars)
+            for _ in 0..<Int.random(in: 1...6, using: &generator) {
+                let at = Int.random(in: 0...text.count, using: &generator)
+                switch Int.random(in: 0..<4, using: &generator) {
+                case 0 where !text.isEmpty: text.remove(at: min(at, text.count - 1))
+                case 1: text.insert(contentsOf: Self.snippets.randomElement(using: &generator)!.unicodeScalars, at: at)
+                case 2 where text.count > 10:
+                    let start = Int.random(in: 0..<(text.count - 5), using: &generator)
+                    let piece = text[start..<min(text.count, start + Int.random(in: 1...200, using: &generator))]
+                    text.insert(contentsOf: piece, at: at)
+                default: text.insert(contentsOf: "{{ (".unicodeScalars, at: at)
+                }
+            }
+            var source = ""
+            source.unicodeScalars.append(contentsOf: text)
+            let context: [String: JinjaValue] = ["messages": .array(messages), "add_generation_prompt": .bool(true),
+                                                  "bos_token": .string("<s>"), "eos_token": .string("</s>")]
+            do {
+                _ = try JinjaTemplate(source).render(context)
+                rendered += 1
+            } catch {
+                failed += 1
+            }
+        }
+        #expect(rendered + failed == 1500)
+        #expect(rendered > 0 && failed > 0, "the mutations should both keep and break templates: \(rendered) rendered, \(failed) failed")
     }
 }

@@ -36,6 +36,11 @@ struct AdminRoutes: Sendable {
             try await controller.delete(name)
             return try encode(["deleted": name])
         }
+        routes.add(.post, "admin/deployments/{name}/stop", .admin) { _, context in
+            let name = try context.parameters.require("name")
+            let (stopped, busy) = try await controller.unload(name)
+            return try encode(["deployment": name, "stopped": String(stopped), "busy": String(busy)])
+        }
         routes.add(.get, "admin/ps", .admin) { _, _ in
             var rows: [LoadedInstance] = []
             for report in await controller.statuses() {

@@ -2,6 +2,7 @@ import Engine
 import Foundation
 import Store
 import Hummingbird
+import Logging
 import NIOCore
 import Tokenizers
 
@@ -14,6 +15,7 @@ struct OpenAIRoutes: Sendable {
     let metrics: ServingMetrics
     let lifecycle: ServerLifecycle
     let maxBodyBytes: Int
+    let logger: Logger
 
     enum Kind {
         case chat, text
@@ -447,6 +449,14 @@ struct OpenAIRoutes: Sendable {
 
     private func record(_ prepared: Prepared, lease: Lease, summary: GenerationSummary, firstToken: Double) {
         let name = prepared.deployment.name
+        if logger.logLevel <= .info {
+            let path = prepared.kind == .chat ? "/v1/chat/completions" : "/v1/completions"
+            logger.info("""
+                POST \(path) 200 model=\(name) prompt_tokens=\(summary.promptTokens) completion_tokens=\(summary.completionTokens) \
+                finish=\(summary.finishReason.rawValue) stream=\(prepared.stream) cold_start=\(lease.coldStart) \
+                ttft_ms=\(String(format: "%.1f", firstToken * 1000)) total_ms=\(String(format: "%.1f", seconds(since: prepared.arrival) * 1000))
+                """)
+        }
         metrics.request(deployment: name, status: 200)
         metrics.tokens(deployment: name, prompt: summary.promptTokens, completion: summary.completionTokens)
         metrics.timeToFirstToken(deployment: name, seconds: firstToken)

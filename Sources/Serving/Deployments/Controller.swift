@@ -109,7 +109,7 @@ actor Controller {
                 throw ServingError(.invalidRequest, "model `\(source)` is not in the store and is not something `sllm pull` can fetch: \(error.description)", param: "model")
             }
             if case .local(let path) = parsed.source, !FileManager.default.fileExists(atPath: path) {
-                throw ServingError(.invalidRequest, "model `\(source)` is neither in the store (`sllm list`), an alias, a URL, a pip: source nor an existing file", param: "model")
+                throw ServingError(.invalidRequest, "model `\(source)` is neither in the store (`sllm list`), an alias (\(ModelSource.aliases.map(\.name).joined(separator: ", "))), a URL, a pip: source nor an existing file", param: "model")
             }
             do {
                 pulledName = try parsed.aliasName.map { try ModelName($0) } ?? parsed.source.defaultName()
@@ -165,6 +165,15 @@ actor Controller {
             pending[name]?.spec = spec
         }
         return spec
+    }
+
+    /// Stops a deployment's idle instances now (it stays deployed and starts again on demand).
+    func unload(_ name: String) async throws -> (stopped: Int, busy: Int) {
+        guard let deployment = deployments[name] else {
+            if pending[name] != nil { return (0, 0) }
+            throw ServingError(.notFound, "deployment `\(name)` does not exist")
+        }
+        return await deployment.unload()
     }
 
     func delete(_ name: String) async throws {

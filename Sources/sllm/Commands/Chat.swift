@@ -8,12 +8,15 @@ struct Chat: AsyncParsableCommand {
         abstract: "Chat with a model in the terminal, using its own chat template.",
         discussion: """
             Type a message and press Enter. Commands: /reset clears the conversation, /exit (or
-            end of input) quits. The conversation's KV cache is kept between turns, so each turn
-            only computes what is new.
+            end of input, Ctrl-D) quits. Ctrl-C stops the answer being written and returns to the
+            prompt; at the prompt it quits. The conversation's KV cache is kept between turns, so
+            each turn only computes what is new. Answers stop after 256 tokens unless -n says
+            otherwise.
 
             Example:
               sllm chat smollm2-135m --system "Answer in one sentence." --temperature 0.7
-            """)
+            """,
+        aliases: ["run"])
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var sampling: SamplingOptions
@@ -35,7 +38,8 @@ struct Chat: AsyncParsableCommand {
         let interactive = isatty(0) != 0
         var messages: [ChatMessage] = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         var sequence: EngineSequence?
-        if interactive { say("Chatting with \(model). /reset clears the conversation, /exit quits.") }
+        if interactive { say("Chatting with \(model). /reset clears the conversation, /exit or Ctrl-D quits, Ctrl-C stops an answer.") }
+        let interrupts = ChatInterrupts(enabled: interactive)
         while true {
             if interactive { FileHandle.standardOutput.write(Data("> ".utf8)) }
             guard let line = readLine() else { break }
@@ -63,11 +67,13 @@ struct Chat: AsyncParsableCommand {
                 var parameters = sampling.parameters
                 let before = current.timings
                 if parameters.maxTokens == nil { parameters.maxTokens = max(1, engine.contextLength - ids.count) }
+                interrupts.generating(true)
                 let result = try engine.generate(on: current, parameters: parameters) { token in
                     FileHandle.standardOutput.write(Data(token.text.utf8))
-                    return true
+                    return !interrupts.stopRequested
                 }
-                say()
+                let stopped = interrupts.generating(false)
+                say(stopped ? " [stopped]" : "")
                 messages.append(ChatMessage(role: "assistant", content: result.text))
                 if timings {
                     let t = result.timings
@@ -94,6 +100,52 @@ struct Chat: AsyncParsableCommand {
         engine.truncate(sequence, to: common)
         try engine.append(Array(ids[common...]), to: sequence)
         return sequence
+    }
+}
+
+/// Ctrl-C in `sllm chat`, as in Ollama: while an answer is written it stops the answer; at the
+/// prompt it quits.
+final class ChatInterrupts: @unchecked Sendable {
+    // Sendable: the flags are read and written under `lock`; the signal source runs on its queue.
+    private let lock = NSLock()
+    private var busy = false
+    private var stop = false
+    private var source: (any DispatchSourceSignal)?
+
+    init(enabled: Bool) {
+        guard enabled else { return }
+        signal(SIGINT, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        source.setEventHandler { [weak self] in
+            guard let self else { return }
+            self.lock.lock()
+            let busy = self.busy
+            if busy { self.stop = true }
+            self.lock.unlock()
+            if !busy {
+                FileHandle.standardOutput.write(Data("\n".utf8))
+                Foundation.exit(0)
+            }
+        }
+        source.resume()
+        self.source = source
+    }
+
+    var stopRequested: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return stop
+    }
+
+    /// Marks an answer as being written (or done); returns whether it was stopped.
+    @discardableResult
+    func generating(_ value: Bool) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        let stopped = stop
+        busy = value
+        stop = false
+        return stopped
     }
 }
 

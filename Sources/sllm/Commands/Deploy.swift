@@ -107,3 +107,17 @@ struct Delete: AsyncParsableCommand {
         print("deleted \(name)")
     }
 }
+
+struct Stop: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Unload a deployment's idle instances now (it stays deployed and starts again on demand), as `ollama stop`.")
+
+    @OptionGroup var server: ServerOptions
+    @Argument(help: "Deployment name.") var name: String
+
+    func run() async throws {
+        let reply = try await server.call(.POST, "/admin/deployments/\(name)/stop") as? [String: Any] ?? [:]
+        let stopped = reply["stopped"] as? String ?? "0", busy = reply["busy"] as? String ?? "0"
+        print("stopped \(stopped) instance(s) of \(name)" + (busy == "0" ? "" : "; \(busy) busy instance(s) keep serving and stop after their keep-alive"))
+    }
+}

@@ -7,7 +7,11 @@ import Tokenizers
 
 /// Sampling and length flags shared by `generate` and `chat` (llama.cpp's names where it has them).
 struct SamplingOptions: ParsableArguments {
-    @Option(name: [.customShort("n"), .customLong("max-tokens")], help: "Most tokens to generate (default: until end of generation or 256 in chat).")
+    /// What `-n` defaults to: a generation that never reaches its end-of-generation token (a
+    /// repetition loop) stops here instead of filling the whole context.
+    static let defaultMaxTokens = 256
+
+    @Option(name: [.customShort("n"), .customLong("max-tokens")], help: "Most tokens to generate (default: 256; -1: until the context is full).")
     var maxTokens: Int?
 
     @Option(help: "Temperature; 0 is greedy.")
@@ -37,14 +41,14 @@ struct SamplingOptions: ParsableArguments {
     @Option(help: "Random seed (default: random).")
     var seed: UInt64?
 
-    @Option(help: "Stop before this string (repeatable).")
+    @Option(help: "Stop before this string (repeatable; \\n, \\t, \\r and \\\\ are escapes, as in llama.cpp).")
     var stop: [String] = []
 
     @Flag(help: "Do not stop at end-of-generation tokens.")
     var ignoreEOS = false
 
     func validate() throws {
-        if let maxTokens, maxTokens < 0 { throw ValidationError("--max-tokens must be 0 or more") }
+        if let maxTokens, maxTokens < -1 { throw ValidationError("--max-tokens must be -1 (until the context is full), 0 or more") }
         if temperature < 0 { throw ValidationError("--temperature must be 0 or more") }
         if topK < 0 { throw ValidationError("--top-k must be 0 or more") }
         if !(0...1).contains(topP) { throw ValidationError("--top-p must be within 0...1") }
@@ -66,11 +70,37 @@ struct SamplingOptions: ParsableArguments {
         sampling.seed = seed ?? UInt64.random(in: 0...UInt64.max)
         var parameters = GenerationParameters()
         parameters.sampling = sampling
-        parameters.maxTokens = maxTokens
-        parameters.stop = stop
+        // -1: until the context is full (filled in by the caller, which knows the context).
+        parameters.maxTokens = maxTokens == -1 ? nil : (maxTokens ?? Self.defaultMaxTokens)
+        parameters.stop = stop.map(unescape)
         parameters.stopAtEndOfGeneration = !ignoreEOS
         return parameters
     }
+}
+
+/// Unescapes `\n`, `\t`, `\r`, `\\`, `\"` and `\'` as llama.cpp's command line does, so
+/// `--stop "\n"` stops at a newline (a shell passes the two characters).
+func unescape(_ text: String) -> String {
+    var result = ""
+    var escaping = false
+    for character in text {
+        if escaping {
+            switch character {
+            case "n": result.append("\n")
+            case "t": result.append("\t")
+            case "r": result.append("\r")
+            case "\\", "\"", "'": result.append(character)
+            default: result += "\\" + String(character)
+            }
+            escaping = false
+        } else if character == "\\" {
+            escaping = true
+        } else {
+            result.append(character)
+        }
+    }
+    if escaping { result.append("\\") }
+    return result
 }
 
 /// Engine flags shared by `generate`, `chat` and the benchmarks.

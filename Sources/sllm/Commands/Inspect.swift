@@ -11,7 +11,8 @@ struct Inspect: AsyncParsableCommand {
             Examples:
               sllm inspect smollm2-135m
               sllm inspect ./smollm2 --json
-            """)
+            """,
+        aliases: ["show"])
 
     @OptionGroup var global: GlobalOptions
 

@@ -54,6 +54,7 @@ struct Pull: AsyncParsableCommand {
             let cache = try DRAMCache(directory: DRAMCache.defaultDirectory(forDataDirectory: global.root), budgetBytes: Int.max, owner: global.root)
             puller.modelsInUse = { cache.pinnedNames() }
         }
+        if let unknown = ModelSource.unknownModelError(source) { throw unknown }
         let outcome = try await puller.pull(source, as: name.map { try ModelName($0) }, force: force, progress: bar.handler)
         bar.finish()
         let diskBytes = FileSystem.diskUsage(global.store.directory(for: outcome.name))

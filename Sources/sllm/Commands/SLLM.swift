@@ -15,13 +15,19 @@ struct SLLM: AsyncParsableCommand {
             loading-optimized checkpoints. Start with `sllm pull smollm2-135m`.
             """,
         version: Server.version,
-        subcommands: [Pull.self, Convert.self, List.self, Inspect.self, Verify.self, Remove.self, Tokenize.self, Generate.self, Chat.self, Serve.self, Deploy.self, Update.self, Delete.self, Status.self, PS.self, Keys.self, StoreCommand.self, Bench.self]
+        subcommands: [Pull.self, Convert.self, List.self, Inspect.self, Verify.self, Remove.self, Tokenize.self, Generate.self, Chat.self, Serve.self, Deploy.self, Update.self, Delete.self, Stop.self, Status.self, PS.self, Keys.self, StoreCommand.self, Bench.self]
     )
 
-    /// Runs the command line; our own errors print as one `error: …` line and exit 1.
+    /// Runs the command line. Every error prints as one `error: …` line: our own errors exit 1,
+    /// usage errors (unknown flags, bad values caught by the parser) exit 64.
     static func main() async {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if let first = arguments.first, let suggestion = suggestion(for: first) {
+            FileHandle.standardError.write(Data("error: unknown command `\(first)`. Did you mean `\(suggestion)`? (`sllm --help` lists them)\n".utf8))
+            Foundation.exit(64)
+        }
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(arguments)
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
@@ -38,8 +44,29 @@ struct SLLM: AsyncParsableCommand {
         } catch let error as CommandFailure {
             fail(error.message)
         } catch {
-            exit(withError: error)
+            let code = exitCode(for: error)
+            var message = fullMessage(for: error)
+            guard code != .success else {
+                print(message)
+                Foundation.exit(0)
+            }
+            if message.hasPrefix("Error: ") { message = "error: " + message.dropFirst(7) }
+            FileHandle.standardError.write(Data((message.hasSuffix("\n") ? message : message + "\n").utf8))
+            Foundation.exit(code.rawValue)
         }
+    }
+
+    /// The command names (and aliases) a mistyped first argument is compared with.
+    static var commandNames: [String] {
+        configuration.subcommands.flatMap { [$0._commandName] + $0.configuration.aliases }
+    }
+
+    /// The closest command to a first argument that is no command, no flag and no help request.
+    static func suggestion(for word: String) -> String? {
+        guard !word.hasPrefix("-"), word != "help", !commandNames.contains(word) else { return nil }
+        let scored = commandNames.map { ($0, editDistance(word.lowercased(), $0)) }.min { $0.1 < $1.1 }
+        guard let (name, distance) = scored, distance <= max(1, min(2, word.count / 3)) else { return nil }
+        return name
     }
 
     private static func fail(_ message: String) -> Never {
@@ -52,4 +79,18 @@ struct SLLM: AsyncParsableCommand {
 struct CommandFailure: Error {
     var message: String
     init(_ message: String) { self.message = message }
+}
+
+/// Levenshtein distance (for "did you mean").
+func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    var previous = Array(0...b.count)
+    for i in 1...max(1, a.count) where !a.isEmpty {
+        var current = [i] + Array(repeating: 0, count: b.count)
+        for j in 1...max(1, b.count) where !b.isEmpty {
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        }
+        previous = current
+    }
+    return a.isEmpty ? b.count : previous[b.count]
 }

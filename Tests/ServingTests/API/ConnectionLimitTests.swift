@@ -39,6 +39,25 @@ import TestSupport
         try await server.stop()
     }
 
+    /// curl sends `Expect: 100-continue` with bodies over 1 MiB and waits a second for the
+    /// interim answer before sending the body.
+    @Test func expectContinueIsAnswered() async throws {
+        let server = try await TestServer.start()
+        let port = server.port
+        let (interim, final) = try await onThread { () -> (String, Int?) in
+            let connection = try RawConnection(port: port, timeout: 10)
+            let body = #"{"model": "smollm2-135m", "prompt": "Hi", "max_tokens": 1}"#
+            connection.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: \(body.utf8.count)\r\n\r\n")
+            let first = String(decoding: connection.receive { String(decoding: $0, as: UTF8.self).contains("\r\n\r\n") }, as: UTF8.self)
+            connection.send(body)
+            let rest = connection.receive { RawResponse.parse($0) != nil }
+            return (first, RawResponse.parse(rest)?.status)
+        }
+        #expect(interim.hasPrefix("HTTP/1.1 100 Continue"), "\(interim)")
+        #expect(final == 200)
+        try await server.stop()
+    }
+
     @Test func connectionsBeyondTheCapAreRefused() async throws {
         let server = try await TestServer.start {
             $0.maxConnections = 4
