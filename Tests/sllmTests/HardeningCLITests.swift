@@ -46,6 +46,45 @@ import Glibc
         #expect(after.status == 0 && after.stdout.contains("not in the DRAM cache"), "\(after.stdout)")
     }
 
+    @Test func oneErrorStyleSuggestionsAndOllamasVerbs() throws {
+        let home = try TemporaryDirectory("cli-style")
+        defer { home.remove() }
+        let typo = try runSLLM(["serv"], home: home.path)
+        #expect(typo.status == 64 && typo.stderr.hasPrefix("error: unknown command `serv`. Did you mean `serve`?"), "\(typo.stderr)")
+        let usage = try runSLLM(["generate", "--temperature", "hot", "m", "p"], home: home.path)
+        #expect(usage.status == 64 && usage.stderr.hasPrefix("error: "), "\(usage.stderr)")
+        let badName = try runSLLM(["inspect", "bad name!"], home: home.path)
+        #expect(badName.stderr.hasPrefix("error: ") && !badName.stderr.contains("Error:"), "\(badName.stderr)")
+        let word = try runSLLM(["pull", "llama3"], home: home.path)
+        #expect(word.status == 1 && word.stderr.contains("unknown model `llama3`") && word.stderr.contains("smollm2-135m"), "\(word.stderr)")
+        #expect(try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: home.path).status == 0)
+        let show = try runSLLM(["show", "smol"], home: home.path)
+        #expect(show.status == 0 && show.stdout.contains("architecture: llama"), "\(show.stderr)")
+        #expect(try runSLLM(["run", "--help"], home: home.path).stdout.contains("chat"))
+        #expect(try runSLLM(["stop", "--help"], home: home.path).stdout.contains("idle instances"))
+    }
+
+    /// The README's own line: `--stop "\n"` stops at a newline (the shell passes backslash-n);
+    /// `generate` without `-n` stops at 256 tokens; JSON is snake_case with `_ms` units.
+    @Test func theReadmesGenerateLinesWorkAsWritten() throws {
+        let home = try TemporaryDirectory("cli-generate")
+        defer { home.remove() }
+        #expect(try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smollm2-135m", "--quiet"], home: home.path).status == 0)
+        let stopped = try runSLLM(["generate", "smollm2-135m", "Q: 2+2?", "--temperature", "0", "--stop", "\\n", "--json", "-t", "2"], home: home.path)
+        #expect(stopped.status == 0, "\(stopped.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(stopped.stdout.utf8)) as? [String: Any] ?? [:]
+        #expect(json["finish_reason"] as? String == "stop" && !(json["text"] as? String ?? "\n").contains("\n"), "\(stopped.stdout)")
+        let timings = json["timings"] as? [String: Any] ?? [:]
+        #expect(timings["prompt_ms"] is Double && timings["ms_per_token"] != nil && json["prompt_ids"] is [Int], "\(json.keys)")
+        let endless = try runSLLM(["generate", "smollm2-135m", "Once upon a time", "--temperature", "0", "--ignore-eos", "--json", "-t", "2"], home: home.path)
+        let long = try JSONSerialization.jsonObject(with: Data(endless.stdout.utf8)) as? [String: Any] ?? [:]
+        #expect((long["output_ids"] as? [Int])?.count == 256 && long["finish_reason"] as? String == "length", "\(endless.stderr)")
+        let inspect = try JSONSerialization.jsonObject(with: Data(try runSLLM(["inspect", "smollm2-135m", "--json"], home: home.path).stdout.utf8)) as? [String: Any] ?? [:]
+        let camel = { (keys: [String]) in keys.filter { $0.range(of: "[a-z][A-Z]", options: .regularExpression) != nil } }
+        #expect(camel(Array(inspect.keys)).isEmpty && camel(Array((inspect["config"] as? [String: Any] ?? [:]).keys)).isEmpty, "\(inspect.keys)")
+        #expect(inspect["checksum_block_size"] is Int)
+    }
+
     @Test func pullUnderAnExistingNameFromAnotherSourceIsRefused() throws {
         let home = try TemporaryDirectory("pull-name")
         defer { home.remove() }

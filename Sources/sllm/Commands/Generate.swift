@@ -194,15 +194,25 @@ struct Generate: AsyncParsableCommand {
             throw CommandFailure(error.description)
         }
         if json {
-            struct Output: Encodable {
-                var prompt_ids: [Int]
-                var output_ids: [Int]
-                var text: String
-                var finish_reason: String
-                var timings: SequenceTimings
+            struct Timings: Encodable {
+                var promptTokens: Int
+                var promptMs: Double
+                var generatedTokens: Int
+                var generationMs: Double
+                var msPerToken: Double
             }
-            print(try ModelSummary.json(Output(prompt_ids: ids, output_ids: result.tokens, text: result.text,
-                                               finish_reason: result.finishReason.rawValue, timings: result.timings)))
+            struct Output: Encodable {
+                var promptIds: [Int]
+                var outputIds: [Int]
+                var text: String
+                var finishReason: String
+                var timings: Timings
+            }
+            let t = result.timings
+            let timings = Timings(promptTokens: t.prefillTokens, promptMs: t.prefill * 1000, generatedTokens: t.decodeTokens,
+                                  generationMs: t.decode * 1000, msPerToken: t.millisecondsPerToken)
+            print(try ModelSummary.json(Output(promptIds: ids, outputIds: result.tokens, text: result.text,
+                                               finishReason: result.finishReason.rawValue, timings: timings)))
         } else {
             say()
         }

@@ -119,8 +119,11 @@ struct StoreCommand: AsyncParsableCommand {
             bar.finish()
             let t = loaded.timings
             if json {
-                struct Report: Encodable { var model: String; var tier: Tier; var bytes: Int; var cached: Bool; var timings: LoadTimings }
-                print(try ModelSummary.json(Report(model: model, tier: loaded.tier, bytes: loaded.byteCount, cached: loaded.cached, timings: t)))
+                struct Timings: Encodable { var queueMs, readMs, ioMs, verifyMs, handOutMs, totalMs: Double }
+                struct Report: Encodable { var model: String; var tier: Tier; var bytes: Int; var cached: Bool; var timings: Timings }
+                let timings = Timings(queueMs: t.queue * 1000, readMs: t.read * 1000, ioMs: t.io * 1000, verifyMs: t.verify * 1000,
+                                      handOutMs: t.handOut * 1000, totalMs: t.total * 1000)
+                print(try ModelSummary.json(Report(model: model, tier: loaded.tier, bytes: loaded.byteCount, cached: loaded.cached, timings: timings)))
                 return
             }
             let rate = Double(loaded.byteCount) / max(t.total, 1e-9)

@@ -58,10 +58,12 @@ enum ModelSummary {
         }.joined(separator: "\n")
     }
 
-    /// Encodes a value as pretty, sorted JSON for `--json`.
+    /// Encodes a value as pretty, sorted JSON for `--json`: snake_case keys everywhere (as the
+    /// HTTP API), durations as `…_ms`.
     static func json(_ value: some Encodable) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
         return String(decoding: try encoder.encode(value), as: UTF8.self)
     }
 }
