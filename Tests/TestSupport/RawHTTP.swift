@@ -13,10 +13,7 @@ public final class RawConnection {
     public init(port: Int, timeout: Double = 10) throws {
         descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw TestSupportError("socket failed") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        var address = loopbackAddress(port: port)
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
@@ -130,4 +127,51 @@ public func rawRequestBlocking(port: Int, _ request: String, timeout: Double = 1
         throw TestSupportError("no complete response to \(request.prefix(80).debugDescription) (got \(bytes.count) bytes)")
     }
     return response
+}
+
+/// 127.0.0.1:`port`.
+func loopbackAddress(port: Int) -> sockaddr_in {
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    return address
+}
+
+/// A TCP port on 127.0.0.1 nothing listens on now.
+public func freeTCPPort() -> Int {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(descriptor) }
+    var address = loopbackAddress(port: 0)
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) } }
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Whether a listener could bind 127.0.0.1:`port` now (as a server does, with SO_REUSEADDR).
+public func canBind(port: Int) -> Bool {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(descriptor) }
+    var one: Int32 = 1
+    setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    var address = loopbackAddress(port: port)
+    let result = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    return result == 0 && listen(descriptor, 1) == 0
+}
+
+/// Flips one bit of the first byte of every slab of a DRAM cache (the first tensor of each
+/// segment): what a bit flip in shared memory does.
+public func flipFirstByteOfEverySlab(cacheDirectory: String) throws {
+    let slabs = try FileManager.default.contentsOfDirectory(atPath: cacheDirectory + "/slabs").filter { !$0.hasPrefix(".") }
+    guard !slabs.isEmpty else { throw TestSupportError("no slabs in \(cacheDirectory)") }
+    for slab in slabs {
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: cacheDirectory + "/slabs/" + slab))
+        let byte = try handle.read(upToCount: 1) ?? Data([0])
+        try handle.seek(toOffset: 0)
+        try handle.write(contentsOf: Data([byte[0] ^ 0x01]))
+        try handle.close()
+    }
 }

@@ -33,13 +33,7 @@ import Glibc
         #expect(try runSLLM(["store", "warm", "smol"] + cache, home: home.path).status == 0)
         let clean = try runSLLM(["verify", "smol", "--dram"] + cache, home: home.path)
         #expect(clean.status == 0 && clean.stdout.contains("ok: smol in DRAM"), "\(clean.stdout) \(clean.stderr)")
-        for slab in try FileManager.default.contentsOfDirectory(atPath: home.file("cache/slabs")) where !slab.hasPrefix(".") {
-            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: home.file("cache/slabs/" + slab)))
-            let byte = try handle.read(upToCount: 1) ?? Data([0])
-            try handle.seek(toOffset: 0)
-            try handle.write(contentsOf: Data([byte[0] ^ 0x80]))
-            try handle.close()
-        }
+        try flipFirstByteOfEverySlab(cacheDirectory: home.file("cache"))
         let bad = try runSLLM(["verify", "--dram"] + cache, home: home.path)
         #expect(bad.status == 1 && bad.stderr.contains("error: smol: tensor `token_embd.weight` fails its checksum in DRAM") && bad.stderr.contains("the copy was dropped"), "\(bad.stderr)")
         let after = try runSLLM(["verify", "smol", "--dram"] + cache, home: home.path)
@@ -189,33 +183,4 @@ import Glibc
         #expect(server.process.terminationStatus != 0)
         #expect(server.output.contains("fatal signal"), "the crash is still reported: \(server.output)")
     }
-}
-
-/// A TCP port on 127.0.0.1 nothing listens on now.
-func freeTCPPort() -> Int {
-    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(descriptor) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) } }
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) } }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
-
-/// Whether a listener could bind 127.0.0.1:`port` now (as a server does, with SO_REUSEADDR).
-func canBind(port: Int) -> Bool {
-    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(descriptor) }
-    var one: Int32 = 1
-    setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = in_port_t(UInt16(port).bigEndian)
-    let result = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    return result == 0 && listen(descriptor, 1) == 0
 }

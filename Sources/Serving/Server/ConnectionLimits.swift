@@ -57,7 +57,10 @@ final class ConnectionLimitsHandler: ChannelDuplexHandler, RemovableChannelHandl
         counted = true
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    func handlerRemoved(context: ChannelHandlerContext) { release() }
+
+    /// Gives the connection's place back and drops its deadline (once, whichever comes first).
+    private func release() {
         bodyDeadline?.cancel()
         bodyDeadline = nil
         if counted {
@@ -87,12 +90,7 @@ final class ConnectionLimitsHandler: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        bodyDeadline?.cancel()
-        bodyDeadline = nil
-        if counted {
-            counted = false
-            counter.leave()
-        }
+        release()
         context.fireChannelInactive()
     }
 }

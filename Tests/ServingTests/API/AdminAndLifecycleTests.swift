@@ -136,17 +136,9 @@ import TestSupport
     /// OpenAI clients raise (then `[DONE]`), not by just stopping.
     @Test func aStreamCutByTheShutdownDeadlineEndsWithAnErrorEvent() async throws {
         let server = try await TestServer.start { $0.shutdownTimeout = .seconds(2) }
-        let firstToken = AsyncStream.makeStream(of: Void.self)
-        let streaming = Task {
-            let body: [String: Any] = ["model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": true, "stream": true]
-            return try await server.stream("/v1/completions", json: body) { line in
-                if line.hasPrefix("data: ") { firstToken.continuation.yield() }
-            }
-        }
-        var iterator = firstToken.stream.makeAsyncIterator()
-        _ = await iterator.next()
-        try await server.stop()
-        let (status, lines) = try await streaming.value
+        let (status, lines) = try await streamStoppedAfterTheFirstEvent(server, [
+            "model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": true, "stream": true,
+        ])
         #expect(status == 200)
         let data = lines.filter { $0.hasPrefix("data: ") }
         #expect(data.last == "data: [DONE]", "\(data.suffix(2))")
@@ -159,20 +151,10 @@ import TestSupport
         // A deadline far beyond what 48 tokens take even on a loaded CI machine: the test is
         // about the stream finishing whole, not about how fast.
         let server = try await TestServer.start { $0.shutdownTimeout = .seconds(120) }
-        let firstToken = AsyncStream.makeStream(of: Void.self)
-        let streaming = Task {
-            let body: [String: Any] = [
-                "model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 48, "ignore_eos": true, "stream": true,
-                "stream_options": ["include_usage": true],
-            ]
-            return try await server.stream("/v1/completions", json: body) { line in
-                if line.hasPrefix("data: ") { firstToken.continuation.yield() }
-            }
-        }
-        var iterator = firstToken.stream.makeAsyncIterator()
-        _ = await iterator.next()
-        try await server.stop()
-        let (status, lines) = try await streaming.value
+        let (status, lines) = try await streamStoppedAfterTheFirstEvent(server, [
+            "model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 48, "ignore_eos": true, "stream": true,
+            "stream_options": ["include_usage": true],
+        ])
         #expect(status == 200)
         #expect(lines.last == "data: [DONE]")
         // Every token was generated (usage), the stream ended as a whole one does.
@@ -184,4 +166,25 @@ import TestSupport
             "\(error)".contains("connect") || "\(error)".contains("Connect") || "\(error)".contains("refused")
         }
     }
+
+    /// Streams a completion and shuts the server down once the first event arrived; returns
+    /// what the stream carried to its end.
+    private func streamStoppedAfterTheFirstEvent(_ server: TestServer, _ body: [String: Any]) async throws -> (status: Int, lines: [String]) {
+        let firstEvent = AsyncStream.makeStream(of: Void.self)
+        let sendableBody = UncheckedBody(value: body)
+        let streaming = Task {
+            try await server.stream("/v1/completions", json: sendableBody.value) { line in
+                if line.hasPrefix("data: ") { firstEvent.continuation.yield() }
+            }
+        }
+        var iterator = firstEvent.stream.makeAsyncIterator()
+        _ = await iterator.next()
+        try await server.stop()
+        return try await streaming.value
+    }
+}
+
+/// A JSON body handed to a task (built once, read only).
+private struct UncheckedBody: @unchecked Sendable {
+    let value: [String: Any]
 }

@@ -119,16 +119,6 @@ import TestSupport
 /// The DRAM copy of a model is checked on request (`POST /admin/cache/verify`) and in the
 /// background at a bounded rate; a corrupt copy is dropped and the next start reads the SSD.
 @Suite(.serialized) struct DRAMScrubTests {
-    static func flipSlabs(_ cacheDirectory: String) throws {
-        for slab in try FileManager.default.contentsOfDirectory(atPath: cacheDirectory + "/slabs") where !slab.hasPrefix(".") {
-            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: cacheDirectory + "/slabs/" + slab))
-            let byte = try handle.read(upToCount: 1) ?? Data([0])
-            try handle.seek(toOffset: 0)
-            try handle.write(contentsOf: Data([byte[0] ^ 1]))
-            try handle.close()
-        }
-    }
-
     @Test func verifyOnRequestFindsAFlippedBit() async throws {
         let server = try await TestServer.start { $0.dramScrubBytesPerSecond = 0 }
         let body: [String: Any] = ["model": "smollm2-135m", "prompt": "Hi", "max_tokens": 1, "keep_alive": 0]
@@ -137,7 +127,7 @@ import TestSupport
         let clean = try await server.request(.POST, "/admin/cache/verify", json: ["model": "smollm2-135m"])
         #expect(clean.status == 200 && (clean.json["corrupt"] as? [String]) == [], "\(clean.text)")
         #expect(((clean.json["verified"] as? [[String: Any]])?.first?["tensors"] as? Int ?? 0) > 200)
-        try Self.flipSlabs(server.directory.file("cache"))
+        try flipFirstByteOfEverySlab(cacheDirectory: server.directory.file("cache"))
         let bad = try await server.request(.POST, "/admin/cache/verify")
         #expect((bad.json["corrupt"] as? [String]) == ["smollm2-135m"], "\(bad.text)")
         // The next cold start reads the SSD (and answers as before).
@@ -155,7 +145,7 @@ import TestSupport
         let body: [String: Any] = ["model": "smollm2-135m", "prompt": "Hi", "max_tokens": 1, "keep_alive": 0]
         #expect(try await server.request(.POST, "/v1/completions", json: body).status == 200)
         #expect(try await server.eventually { try await server.metric("sllm_dram_verified_bytes_total") > 0 })
-        try Self.flipSlabs(server.directory.file("cache"))
+        try flipFirstByteOfEverySlab(cacheDirectory: server.directory.file("cache"))
         #expect(try await server.eventually(30) { try await server.metric("sllm_dram_corrupt_total{model=\"smollm2-135m\"}") >= 1 })
         #expect(try await server.request(.GET, "/admin/deployments/smollm2-135m").json["tiers"] as? [String] == ["ssd"])
         try await server.stop()

@@ -11,20 +11,6 @@ import Glibc
 
 /// A DRAM hit is never re-verified on the load path; `verify` is how a flipped bit is found.
 @Suite struct DRAMVerifyTests {
-    /// Flips one byte at the start of every slab (the first tensor of each segment).
-    static func flipSlabs(_ cacheDirectory: String) throws {
-        let slabs = try FileSystem.listDirectory(cacheDirectory + "/slabs").filter { !$0.hasPrefix(".") }
-        #expect(!slabs.isEmpty)
-        for slab in slabs {
-            let fd = open(cacheDirectory + "/slabs/" + slab, O_RDWR)
-            defer { close(fd) }
-            var byte: UInt8 = 0
-            #expect(pread(fd, &byte, 1, 0) == 1)
-            byte ^= 0x01
-            #expect(pwrite(fd, &byte, 1, 0) == 1)
-        }
-    }
-
     @Test func aFlippedBitIsFoundAndTheCopyDropped() async throws {
         let fixture = try LoaderFixture("dram-verify")
         defer { fixture.remove() }
@@ -35,7 +21,7 @@ import Glibc
         let clean = try #require(loader.cache.verify(name: "m", reader: reader))
         #expect(clean.corruptTensor == nil && clean.tensors == reader.index.tensors.count && !clean.evicted)
 
-        try Self.flipSlabs(fixture.cacheDirectory)
+        try flipFirstByteOfEverySlab(cacheDirectory: fixture.cacheDirectory)
         let bad = try #require(loader.cache.verify(name: "m", reader: reader))
         #expect(bad.corruptTensor != nil && bad.evicted)
         #expect(loader.cache.verify(name: "m", reader: reader) == nil, "the corrupt copy is gone")
@@ -51,7 +37,7 @@ import Glibc
         try fixture.addSynthetic("m", bytes: 1 << 20)
         let loader = try fixture.loader()
         let held = try await loader.load(try ModelName("m"))
-        try Self.flipSlabs(fixture.cacheDirectory)
+        try flipFirstByteOfEverySlab(cacheDirectory: fixture.cacheDirectory)
         let results = loader.cache.verifyAll(store: fixture.store)
         #expect(results.count == 1 && results.first?.corruptTensor != nil && results.first?.evicted == false)
         let next = try await loader.load(try ModelName("m"))
