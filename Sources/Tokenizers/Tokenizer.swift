@@ -99,16 +99,19 @@ public final class Tokenizer: Sendable {
             .map { ($0.element, $0.offset) }
             .sorted { $0.text.count > $1.text.count }
         self.preTokenizer = preTokenizer
-        // Every special token id must name a token: an id outside the vocabulary (a damaged or
-        // hostile file) would index out of bounds or never end a generation.
-        for key in gguf.keys.sorted() where key.hasPrefix("tokenizer.ggml.") && key.hasSuffix("_token_id") {
-            guard let number = gguf[key] as? NSNumber else { throw TokenizerError("\(key) is not a number") }
-            let value = number.doubleValue
-            guard value >= 0, value < Double(tokens.count), value == value.rounded() else {
-                throw TokenizerError("\(key) is \(number), outside the vocabulary of \(tokens.count) tokens")
-            }
+        // Every special token id is checked against the vocabulary. BOS and EOS are used (an EOS
+        // outside the vocabulary never ends a generation; either would index out of bounds): a
+        // bad one refuses the file. The others (padding, separator, …) are not used here and,
+        // as llama.cpp does, a bad one is ignored.
+        func isToken(_ value: Any?) -> Bool {
+            guard let number = value as? NSNumber else { return false }
+            let double = number.doubleValue
+            return double >= 0 && double < Double(tokens.count) && double == double.rounded()
         }
-        func id(_ key: String) -> Int? { (gguf[key] as? NSNumber)?.intValue }
+        for key in ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"] where gguf[key] != nil && !isToken(gguf[key]) {
+            throw TokenizerError("\(key) is \(gguf[key]!), outside the vocabulary of \(tokens.count) tokens")
+        }
+        func id(_ key: String) -> Int? { isToken(gguf[key]) ? (gguf[key] as? NSNumber)?.intValue : nil }
         self.bosTokenID = id("tokenizer.ggml.bos_token_id")
         self.eosTokenID = id("tokenizer.ggml.eos_token_id")
         self.addBOS = (gguf["tokenizer.ggml.add_bos_token"] as? Bool) ?? (model == .sentencePiece)

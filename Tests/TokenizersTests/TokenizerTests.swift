@@ -179,7 +179,10 @@ struct TokenizeFixture: Decodable {
     }
 
     @Test func specialTokenIdsOutsideTheVocabularyAreRefused() throws {
-        for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.padding_token_id"] {
+        // Unused ones are ignored, as llama.cpp does.
+        let padding = try Tokenizer(gguf: ["tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b", "ab"], "tokenizer.ggml.padding_token_id": 99])
+        #expect(padding.vocabularySize == 3)
+        for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.bos_token_id"] {
             for bad: NSNumber in [NSNumber(value: 0xffff_fff0 as UInt32), NSNumber(value: 3), NSNumber(value: -1)] {
                 let gguf: [String: Any] = ["tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b", "ab"], key: bad]
                 #expect { try Tokenizer(gguf: gguf) } throws: { error in
