@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import TestSupport
 import Testing
 
@@ -157,6 +160,21 @@ import Glibc
         // The first pull logged its progress and the deployment.
         #expect(server.waitFor("deployed mine, scaled to zero", timeout: 30), "\(server.output)")
         #expect(server.output.contains("convert 100%"), "\(server.output)")
+        // One access-log line per request: generation with its model and tokens, others plain.
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/v1/completions")!)
+        request.httpMethod = "POST"
+        request.httpBody = Data(#"{"model": "mine", "prompt": "Hi", "max_tokens": 2}"#.utf8)
+        let semaphore = DispatchSemaphore(value: 0)
+        URLSession.shared.dataTask(with: request) { _, _, _ in semaphore.signal() }.resume()
+        semaphore.wait()
+        #expect(server.waitFor("POST /v1/completions 200 model=mine prompt_tokens=", timeout: 10), "\(server.output)")
+        #expect(server.output.contains("GET /admin/deployments 200"), "\(server.output)")
+        // `sllm stop` unloads the idle instance; the deployment stays.
+        let stop = try runSLLM(["stop", "mine"], home: home.path, environment: env)
+        #expect(stop.status == 0 && stop.stdout.contains("stopped 1 instance(s) of mine"), "\(stop.stdout) \(stop.stderr)")
+        let ps = try runSLLM(["ps"], home: home.path, environment: env)
+        #expect(!ps.stdout.contains("mine"), "\(ps.stdout)")
+        #expect(try runSLLM(["status"], home: home.path, environment: env).stdout.contains("mine"))
         #expect(server.stop() == 0)
     }
 
