@@ -16,6 +16,7 @@ public final class RangeHTTPServer: @unchecked Sendable {
     private var _rangesSupported = true
     private var _breakThreshold: Int?
     private var _stallThreshold: Int?
+    private var _pace: Int?
 
     private let group: MultiThreadedEventLoopGroup
     private var channel: (any Channel)?
@@ -43,6 +44,10 @@ public final class RangeHTTPServer: @unchecked Sendable {
     /// Once `bytes` body bytes have been served, later requests get headers and then nothing,
     /// as from a remote that hangs (nil heals the server for new requests).
     public func stall(afterTotalBytes bytes: Int?) { lock.withLock { _stallThreshold = bytes } }
+
+    /// Sends bodies at about `bytesPerSecond` (in 256 KiB pieces), as a remote link would;
+    /// nil sends at once.
+    public func pace(bytesPerSecond: Int?) { lock.withLock { _pace = bytesPerSecond } }
 
     public var rangesSupported: Bool {
         get { lock.withLock { _rangesSupported } }
@@ -79,6 +84,7 @@ public final class RangeHTTPServer: @unchecked Sendable {
         var body: [UInt8]
         var dropAfter: Int?
         var stall = false
+        var pace: Int?
     }
 
     func reply(to head: HTTPRequestHead) -> Reply {
@@ -89,6 +95,8 @@ public final class RangeHTTPServer: @unchecked Sendable {
             var status = HTTPResponseStatus.ok
             var body = data
             var headers: HTTPHeaders = ["ETag": "\"v1\""]
+            // A name ending in "/" (or empty: the root) is a page of links, as a package index serves.
+            if name.isEmpty || name.hasSuffix("/") || name.hasSuffix(".html") { headers.add(name: "Content-Type", value: "text/html") }
             if _rangesSupported, let range = head.headers.first(name: "Range"), range.hasPrefix("bytes=") {
                 let parts = range.dropFirst(6).split(separator: "-", omittingEmptySubsequences: false)
                 if parts.count == 2, let start = Int(parts[0]), start < data.count {
@@ -112,7 +120,7 @@ public final class RangeHTTPServer: @unchecked Sendable {
             }
             _bytesServed += drop ?? body.count
             headers.add(name: "Content-Length", value: String(body.count))
-            return Reply(status: status, headers: headers, body: body, dropAfter: drop)
+            return Reply(status: status, headers: headers, body: body, dropAfter: drop, pace: _pace)
         }
     }
 
@@ -123,6 +131,25 @@ public final class RangeHTTPServer: @unchecked Sendable {
         var head: HTTPRequestHead?
 
         init(server: RangeHTTPServer) { self.server = server }
+
+        /// Writes `rest` a piece at a time, each after the time the pace allows.
+        func send(_ rest: ArraySlice<UInt8>, pace: Int, context: ChannelHandlerContext) {
+            guard !rest.isEmpty else {
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                return
+            }
+            let piece = rest.prefix(256 << 10)
+            var buffer = context.channel.allocator.buffer(capacity: piece.count)
+            buffer.writeBytes(piece)
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            let delay = TimeAmount.nanoseconds(Int64(piece.count) * 1_000_000_000 / Int64(max(pace, 1)))
+            let remaining = rest.dropFirst(piece.count)
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: delay) { [self] in
+                guard bound.value.channel.isActive else { return }
+                send(remaining, pace: pace, context: bound.value)
+            }
+        }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             switch unwrapInboundIn(data) {
@@ -142,6 +169,8 @@ public final class RangeHTTPServer: @unchecked Sendable {
                 if reply.dropAfter != nil {
                     context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
                     context.close(promise: nil)
+                } else if let pace = reply.pace {
+                    send(reply.body[...], pace: pace, context: context)
                 } else {
                     context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
                     context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)

