@@ -104,6 +104,18 @@ import Glibc
         #expect(server.stop() == 0)
     }
 
+    /// `sllm bench deploy` runs both commands on the real file and reports both, and the ratio.
+    @Test func benchDeployReportsPullAndDeploy() throws {
+        let home = try TemporaryDirectory("bench-deploy")
+        defer { home.remove() }
+        let bench = try runSLLM(["bench", "deploy", "--runs", "2", "--gguf", try RealModel.ggufPath(), "--json", home.file("report.json")], home: home.path)
+        #expect(bench.status == 0, "\(bench.stdout) \(bench.stderr)")
+        #expect(bench.stdout.contains("sllm pull: ") && bench.stdout.contains("sllm deploy: ") && bench.stdout.contains("ratio deploy / pull: "), "\(bench.stdout)")
+        let report = try JSONSerialization.jsonObject(with: Data(try readFile(home.file("report.json")))) as? [String: Any]
+        #expect(((report?["deployMs"] as? [String: Any])?["values"] as? [Double])?.count == 2, "\(String(describing: report))")
+        #expect(((report?["pullMs"] as? [String: Any])?["values"] as? [Double])?.count == 2, "\(String(describing: report))")
+    }
+
     @Test func badConfigurationIsRefusedByName() throws {
         let home = try TemporaryDirectory("serve-cli")
         defer { home.remove() }

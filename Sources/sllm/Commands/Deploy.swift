@@ -57,6 +57,7 @@ struct Deploy: AsyncParsableCommand {
             return
         }
         let bar = ProgressBar(enabled: !quiet)
+        var poll = 40
         while true {
             let report = try await server.call(.GET, "/admin/deployments/\(deployment)") as? [String: Any] ?? [:]
             switch report["state"] as? String {
@@ -66,7 +67,11 @@ struct Deploy: AsyncParsableCommand {
                 let done = (report["pull_bytes"] as? NSNumber)?.int64Value ?? 0
                 let total = (report["pull_total_bytes"] as? NSNumber)?.int64Value ?? 0
                 if phase != "start" { bar.handler?(.init(phase: "\(deployment): \(phase)", completedBytes: done, totalBytes: total)) }
-                try await Task.sleep(for: .milliseconds(250))
+                // Short polls at first, so a quick pull returns as soon as it ends (`sllm bench
+                // deploy` compares with `sllm pull` of the same file), then every 250 ms, so a
+                // long one does not fill the server's access log.
+                try await Task.sleep(for: .milliseconds(poll))
+                poll = min(250, poll * 5 / 4)
             case "failed":
                 bar.finish()
                 throw CommandFailure("deployment \(deployment): \(report["error"] as? String ?? "pull failed")")
