@@ -151,7 +151,7 @@ public struct ServeConfiguration: Sendable, Equatable {
     /// Applies one layer of settings given as text (`source` names the layer in errors).
     public mutating func apply(_ values: [String: String], source: String) throws(ServingError) {
         func fail(_ key: String, _ value: String, _ expected: String) -> ServingError {
-            ServingError(.invalidRequest, "\(source): \(key) `\(value)` is not \(expected)")
+            ServingError(.invalidRequest, "\(source): \(key) `\(Self.brief(value))` is not \(expected)")
         }
         func list(_ value: String) -> [String] {
             value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
@@ -256,24 +256,52 @@ public struct ServeConfiguration: Sendable, Equatable {
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw ServingError(.invalidRequest, "cannot read the config file \(path): \(error.localizedDescription)")
         }
-        let node: Any?
-        do { node = try Yams.load(yaml: text) } catch {
-            throw ServingError(.invalidRequest, "config file \(path) is not valid YAML: \(error)")
+        // Composed, not constructed: aliases stay shared, so a file of nested aliases (a
+        // "billion laughs") costs what it is long, and only the top two levels are read.
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch {
+            throw ServingError(.invalidRequest, "config file \(path) is not valid YAML: \(brief(error))")
         }
         guard let node else { return [:] }
-        guard let mapping = node as? [String: Any] else { throw ServingError(.invalidRequest, "config file \(path): expected a mapping of settings") }
+        guard case .mapping(let mapping) = node else { throw ServingError(.invalidRequest, "config file \(path): expected a mapping of settings") }
         var layer: [String: String] = [:]
-        for (rawKey, value) in mapping {
+        for (keyNode, value) in mapping {
+            guard case .scalar(let keyScalar) = keyNode else {
+                throw ServingError(.invalidRequest, "config file \(path): a setting's name must be a plain word, not \(brief(keyNode))")
+            }
+            let rawKey = keyScalar.string
             let key = rawKey.replacingOccurrences(of: "-", with: "_")
             guard keys.contains(key) else {
-                throw ServingError(.invalidRequest, "config file \(path): unknown setting `\(rawKey)` (known: \(keys.joined(separator: ", ")))")
+                throw ServingError(.invalidRequest, "config file \(path): unknown setting `\(brief(rawKey))` (known: \(keys.joined(separator: ", ")))")
             }
+            guard layer[key] == nil else { throw ServingError(.invalidRequest, "config file \(path): `\(rawKey)` is set twice") }
             switch value {
-            case let items as [Any]: layer[key] = items.map { "\($0)" }.joined(separator: ",")
-            case is [String: Any]: throw ServingError(.invalidRequest, "config file \(path): `\(rawKey)` must be a scalar or a list")
-            default: layer[key] = "\(value)"
+            case .scalar(let scalar): layer[key] = settingText(scalar)
+            case .sequence(let items):
+                var texts: [String] = []
+                for item in items {
+                    guard case .scalar(let scalar) = item else {
+                        throw ServingError(.invalidRequest, "config file \(path): `\(rawKey)` must be a list of plain values, not of lists or mappings")
+                    }
+                    texts.append(settingText(scalar))
+                }
+                layer[key] = texts.joined(separator: ",")
+            default: throw ServingError(.invalidRequest, "config file \(path): `\(rawKey)` must be a scalar or a list")
             }
         }
         return layer
+    }
+
+    /// A YAML value as the settings parse it: an unquoted null (`~`, `null`, nothing) is empty.
+    private static func settingText(_ scalar: Node.Scalar) -> String {
+        let quoted = scalar.style == .singleQuoted || scalar.style == .doubleQuoted
+        return !quoted && ["", "~", "null", "Null", "NULL"].contains(scalar.string) ? "" : scalar.string
+    }
+
+    /// A parser's message or a value, each line cut to a readable length (YAML errors quote the
+    /// offending line, which may be as long as the file).
+    private static func brief(_ value: Any) -> String {
+        "\(value)".split(separator: "\n", omittingEmptySubsequences: false)
+            .prefix(4).map { $0.count > 160 ? $0.prefix(160) + "…" : $0 }.joined(separator: "\n")
     }
 }

@@ -94,4 +94,110 @@ import TestSupport
             (error as? ServingError)?.message == "env: direct_io `maybe` is not true or false"
         }
     }
+
+    /// Values that have broken config parsers: extremes, YAML's own types and tags, aliases.
+    static let hostileYAMLValues = [
+        "1e300", "nan", ".inf", "-.inf", "-1", "0", "65536", "9223372036854775808", "", "~", "null", "'null'", "\"\"", "5m", "16GiB", "1KiB",
+        "yes", "No", "0x1F", "1_000", "[a, b]", "[[a]]", "{a: 1}", "&x [1, 2]", "*x", "*undefined", "!!binary aGk=", "!!python/object:os.system x",
+        "\"\\u0000\"", "|\n  block\n  text", ">-\n  folded", "'it''s'", "[a, {b: c}]", "? complex\n: key", "<<: *x", "\t", "%TAG ! x",
+        "---", "...", "@reserved", "`tick`", "\"\\uD800\"", "0.0.0.0:99999", "[::1]:8343", "127.0.0.1:", "auto", "on", "64MiB/s",
+        String(repeating: "9", count: 400), String(repeating: "a", count: 10_000),
+    ]
+
+    /// A nested-alias file ("billion laughs"): 9^9 strings if constructed.
+    static var billionLaughs: String {
+        var items = ["&a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+        for (previous, name) in zip("abcdefgh", "bcdefghi") { items.append("&\(name) [" + Array(repeating: "*\(previous)", count: 9).joined(separator: ", ") + "]") }
+        return "preload: [" + items.joined(separator: ", ") + ", *i]\n"
+    }
+
+    /// Random config files (keys, values, byte damage, nesting, alias bombs) and environments:
+    /// each is read into settings within their ranges or refused with an error that names the
+    /// file or the layer; nothing traps or hangs. Bounded (`SLLM_FUZZ_ITERATIONS`, default 400).
+    @Test func randomConfigFilesAndEnvironmentsAreReadOrRefused() throws {
+        let directory = try TemporaryDirectory("config-fuzz")
+        defer { directory.remove() }
+        let iterations = Int(ProcessInfo.processInfo.environment["SLLM_FUZZ_ITERATIONS"] ?? "") ?? 400
+        var generator = SeededGenerator(seed: UInt64(ProcessInfo.processInfo.environment["SLLM_FUZZ_SEED"] ?? "") ?? 17)
+        let names = ServeConfiguration.keys + ["target-concurrency", "keep-alive", "prot", "PORT", "", "port ", "? x", "[a]", "-"]
+        var outcomes = ["read": 0, "refused": 0]
+
+        func check(_ configuration: ServeConfiguration) {
+            #expect((0...65535).contains(configuration.port) && (1...256).contains(configuration.threads))
+            #expect(configuration.memoryBudgetBytes > 0 && configuration.dramCacheBytes >= 0 && configuration.maxBodyBytes >= 1024)
+            #expect((1...1_000_000).contains(configuration.maxConnections) && configuration.idleTimeout > .zero && configuration.requestTimeout > .zero)
+            #expect(configuration.deploymentDefaults.minInstances >= 0 && configuration.deploymentDefaults.maxInstances >= 1)
+            #expect((1...256).contains(configuration.deploymentDefaults.targetConcurrency) && configuration.deploymentDefaults.queueLimit >= 0)
+            #expect(!configuration.host.isEmpty)
+        }
+
+        for index in 0..<iterations {
+            var text: String
+            switch index % 10 {
+            case 0: text = Self.billionLaughs
+            case 1: text = "port: " + String(repeating: "[", count: Int.random(in: 1...3000, using: &generator)) + "1"
+            default:
+                text = (0..<Int.random(in: 0...8, using: &generator)).map { _ in
+                    "\(names.randomElement(using: &generator)!): \(Self.hostileYAMLValues.randomElement(using: &generator)!)"
+                }.joined(separator: "\n")
+            }
+            if Int.random(in: 0..<4, using: &generator) == 0, !text.isEmpty {
+                var bytes = Array(text.utf8)
+                for _ in 0..<Int.random(in: 1...6, using: &generator) where !bytes.isEmpty {
+                    let at = Int.random(in: 0..<bytes.count, using: &generator)
+                    switch Int.random(in: 0..<3, using: &generator) {
+                    case 0: bytes[at] = UInt8.random(in: 0...255, using: &generator)
+                    case 1: bytes.remove(at: at)
+                    default: bytes.insert(contentsOf: Array(":-[{&*!|>'\"#\n\t".utf8).shuffled(using: &generator).prefix(3), at: at)
+                    }
+                }
+                text = String(decoding: bytes, as: UTF8.self)
+            }
+            let path = directory.file("config-\(index).yaml")
+            try writeFile(path, Array(text.utf8))
+            var configuration = ServeConfiguration(dataDirectory: "/d")
+            do {
+                try configuration.apply(ServeConfiguration.fileLayer(path: path), source: "config file \(path)")
+                check(configuration)
+                outcomes["read", default: 0] += 1
+            } catch {
+                #expect(error.message.contains(path), "\(error.message)")
+                #expect(error.message.count < 2000, "an error of \(error.message.count) characters for \(text.prefix(200).debugDescription)")
+                outcomes["refused", default: 0] += 1
+            }
+            // The same values from the environment.
+            var environment: [String: String] = [:]
+            for _ in 0..<Int.random(in: 1...6, using: &generator) {
+                environment["SLLM_" + ServeConfiguration.keys.randomElement(using: &generator)!.uppercased()] = Self.hostileYAMLValues.randomElement(using: &generator)!
+            }
+            do {
+                check(try ServeConfiguration.resolved(dataDirectory: directory.file("none"), environment: environment))
+            } catch {
+                #expect(error.message.hasPrefix("environment: "), "\(error.message)")
+            }
+        }
+        #expect(outcomes["read", default: 0] > 0 && outcomes["refused", default: 0] > 0, "\(outcomes)")
+        print("config fuzz: \(iterations) files and environments: \(outcomes)")
+    }
+
+    /// An alias bomb is refused at once, a null is empty (not the text "<null>"), and a key set
+    /// twice (also as its dashed spelling) is named.
+    @Test func aliasesNullsAndDuplicatesInTheConfigFile() throws {
+        let directory = try TemporaryDirectory("config-yaml")
+        defer { directory.remove() }
+        try writeFile(directory.file("bomb.yaml"), Array(Self.billionLaughs.utf8))
+        #expect { try ServeConfiguration.fileLayer(path: directory.file("bomb.yaml")) } throws: { error in
+            (error as? ServingError)?.message.contains("`preload` must be a list of plain values") == true
+        }
+        try writeFile(directory.file("null.yaml"), Array("admin_key: ~\ncache_dir: null\ndefault_model: 'null'\n".utf8))
+        var configuration = ServeConfiguration(dataDirectory: "/d")
+        try configuration.apply(ServeConfiguration.fileLayer(path: directory.file("null.yaml")), source: "file")
+        #expect(configuration.adminKey == nil && configuration.cacheDirectory == nil && configuration.defaultModel == "null")
+        try writeFile(directory.file("twice.yaml"), Array("target_concurrency: 4\ntarget-concurrency: 8\n".utf8))
+        #expect { try ServeConfiguration.fileLayer(path: directory.file("twice.yaml")) } throws: { error in
+            (error as? ServingError)?.message.contains("is set twice") == true
+        }
+        try writeFile(directory.file("alias.yaml"), Array("preload: &models [a, b]\napi_keys: [k]\n".utf8))
+        #expect(try ServeConfiguration.fileLayer(path: directory.file("alias.yaml"))["preload"] == "a,b")
+    }
 }
