@@ -68,7 +68,11 @@ struct AdminRoutes: Sendable {
         routes.add(.get, "admin/keys", .admin) { _, _ in try encode(try keys.list()) }
         routes.add(.post, "admin/keys", .admin) { request, _ in
             let body = try await decode(KeyRequest.self, from: request)
-            guard !body.name.isEmpty else { throw ServingError(.invalidRequest, "a key needs a `name`", param: "name") }
+            guard !body.name.trimmingCharacters(in: .whitespaces).isEmpty else { throw ServingError(.invalidRequest, "a key needs a `name`", param: "name") }
+            // A label for people and logs: printable, one line, and short.
+            guard body.name.count <= 128, !body.name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+                throw ServingError(.invalidRequest, "a key's `name` must be at most 128 printable characters", param: "name")
+            }
             let (key, secret) = try keys.create(name: body.name, admin: body.admin ?? false)
             return try encode(CreatedKey(id: key.id, name: key.name, admin: key.admin, createdAt: key.createdAt, key: secret), status: .created)
         }

@@ -105,6 +105,12 @@ import TestSupport
         #expect(try await server.request(.GET, "/admin/keys", key: secret).status == 403)
         #expect(try await server.request(.DELETE, "/admin/keys/\(id)", key: "admin-secret").status == 200)
         #expect(try await server.request(.GET, "/v1/models", key: secret).status == 401)
+        // A key's name is a printable one-line label (the fuzz stored "\u{0}" as an empty name).
+        for name in ["", "  ", "\u{0}", "a\nb", "tab\there", String(repeating: "k", count: 129)] {
+            let refused = try await server.request(.POST, "/admin/keys", json: ["name": name], key: "admin-secret")
+            #expect(refused.status == 400 && refused.errorParam == "name", "\(name.debugDescription): \(refused.status)")
+        }
+        #expect(try await server.request(.GET, "/admin/keys", key: "admin-secret").array.isEmpty)
         try await server.stop()
     }
 
