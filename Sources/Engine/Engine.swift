@@ -239,7 +239,7 @@ public final class Engine: @unchecked Sendable {
     /// The `count` most likely next tokens after the sequence's last computed position, with
     /// their log-probabilities under the model (before sampling settings), most likely first:
     /// after `step`, the alternatives to the token it just sampled (OpenAI's `top_logprobs`).
-    public func topLogprobs(of sequence: EngineSequence, count: Int) -> [Sampler.Choice] {
+    public func topLogprobs(of sequence: EngineSequence, count: Int) -> [(token: Int, logprob: Float)] {
         forwardLock.lock()
         defer { forwardLock.unlock() }
         guard count > 0, let logits = sequence.logits else { return [] }
@@ -247,7 +247,7 @@ public final class Engine: @unchecked Sendable {
         let top = bestCandidates((0..<vocabulary).lazy.map { (token: $0, logit: logits[$0]) }, count: count)
         guard let maximum = top.first?.logit else { return [] }
         let logSum = logits.withUnsafeBufferPointer { log(sllm_sum_exp($0.baseAddress!, Int64(vocabulary), maximum)) } + maximum
-        return top.map { Sampler.Choice(token: $0.token, logprob: $0.logit - logSum) }
+        return top.map { (token: $0.token, logprob: $0.logit - logSum) }
     }
 
     // MARK: - Forward

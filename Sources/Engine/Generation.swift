@@ -26,7 +26,8 @@ public enum FinishReason: String, Sendable, Codable {
 /// possible stop string is incomplete).
 public struct GeneratedToken: Sendable, Equatable {
     public var token: Int
-    public var logprob: Float
+    /// Nil unless the sampling parameters ask for it (`logprobs`).
+    public var logprob: Float?
     public var text: String
 }
 
@@ -140,7 +141,7 @@ extension Engine {
         }
         if stream.finished == nil {
             let rest = stream.finish(reason)
-            if !rest.isEmpty { _ = onToken(GeneratedToken(token: -1, logprob: 0, text: rest)) }
+            if !rest.isEmpty { _ = onToken(GeneratedToken(token: -1, logprob: nil, text: rest)) }
         }
         return GenerationResult(tokens: generated, text: stream.text, finishReason: reason, promptTokens: prompt.count, timings: sequence.timings)
     }

@@ -248,13 +248,15 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
         #expect(engine.config.tiedEmbeddings == false)
         let prompts = [[1, 0, 1, 1], [0, 0]]
         let single = try prompts.map { try greedy(engine, $0, count: 5) }
-        let sequences = try prompts.map { try engine.makeSequence(tokens: $0) }
+        var sampling = SamplingParameters.greedy
+        sampling.logprobs = true
+        let sequences = try prompts.map { try engine.makeSequence(tokens: $0, sampling: sampling) }
         var batched: [[Int]] = [[], []]
         for _ in 0..<5 {
             let choices = try engine.step(sequences)
             for i in 0..<2 {
                 batched[i].append(choices[i].token)
-                #expect(choices[i].logprob.isFinite && choices[i].logprob <= 0)
+                #expect(choices[i].logprob.map { $0.isFinite && $0 <= 0 } == true)
             }
         }
         #expect(batched == single)

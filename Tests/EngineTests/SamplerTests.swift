@@ -11,11 +11,35 @@ import Testing
     }
 
     @Test func greedyTakesTheArgmaxWithItsLogprob() {
-        var sampler = Sampler(parameters: .greedy)
+        var parameters = SamplingParameters.greedy
+        parameters.logprobs = true
+        var sampler = Sampler(parameters: parameters)
         let choice = draw(&sampler)
         #expect(choice.token == 1)
         let expected = 2.5 - log(Self.logits.map { exp($0) }.reduce(0, +))
-        #expect(abs(choice.logprob - Float(expected)) < 1e-5)
+        #expect(abs(choice.logprob! - Float(expected)) < 1e-5)
+        var plain = Sampler(parameters: .greedy)
+        #expect(draw(&plain) == Sampler.Choice(token: 1, logprob: nil))
+    }
+
+    /// Asking for logprobs changes nothing else: the same seed draws the same tokens.
+    @Test func logprobsDoNotChangeTheDraws() {
+        for temperature in [Float(0), 0.7, 1.5] {
+            var parameters = SamplingParameters()
+            parameters.temperature = temperature
+            parameters.topK = 0
+            parameters.seed = 3
+            parameters.repetitionPenalty = 1.1
+            var with = parameters
+            with.logprobs = true
+            var plain = Sampler(parameters: parameters), reporting = Sampler(parameters: with)
+            var history: [Int] = []
+            for _ in 0..<300 {
+                let a = draw(&plain, history: history), b = draw(&reporting, history: history)
+                #expect(a.token == b.token && a.logprob == nil && b.logprob != nil)
+                history.append(a.token)
+            }
+        }
     }
 
     @Test func theSameSeedGivesTheSameDraws() {
@@ -180,11 +204,12 @@ import Testing
         parameters.temperature = temperature
         parameters.topK = 3
         parameters.seed = 9
+        parameters.logprobs = true
         var sampler = Sampler(parameters: parameters)
         let logSum = log(Self.logits.map { exp(Double($0)) }.reduce(0, +))
         for _ in 0..<200 {
             let choice = Self.logits.withUnsafeBufferPointer { sampler.sample(logits: $0, history: []) }
-            #expect(abs(Double(choice.logprob) - (Double(Self.logits[choice.token]) - logSum)) < 1e-5)
+            #expect(abs(Double(choice.logprob!) - (Double(Self.logits[choice.token]) - logSum)) < 1e-5)
         }
     }
 }

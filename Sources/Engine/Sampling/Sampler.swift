@@ -20,10 +20,10 @@ public struct Sampler: Sendable {
     /// A chosen token and its log-probability under the model's own distribution (the softmax
     /// of the raw logits, before penalties, truncation and temperature), as OpenAI and llama.cpp
     /// report it: the same distribution `top_logprobs` come from, so one answer never carries
-    /// two values for a token.
+    /// two values for a token. Nil unless the parameters ask for it (`logprobs`).
     public struct Choice: Sendable, Equatable {
         public var token: Int
-        public var logprob: Float
+        public var logprob: Float?
     }
 
     public private(set) var state: State
@@ -39,15 +39,18 @@ public struct Sampler: Sendable {
     public mutating func sample(logits: UnsafeBufferPointer<Float>, history: some Collection<Int>) -> Choice {
         let p = state.parameters
         let penalised = p.repetitionPenalty != 1 || p.frequencyPenalty != 0 || p.presencePenalty != 0
-        // The model's log-sum-exp, for the chosen token's log-probability.
+        // The argmax, for greedy decoding and for the log-sum-exp; neither is needed when
+        // sampling without logprobs.
         var maximum = logits[0]
         var best = 0
-        for i in 1..<logits.count where logits[i] > maximum {
-            maximum = logits[i]
-            best = i
+        if p.logprobs || (p.temperature <= 0 && !penalised) {
+            for i in 1..<logits.count where logits[i] > maximum {
+                maximum = logits[i]
+                best = i
+            }
         }
-        let logSum = maximum + log(sllm_sum_exp(logits.baseAddress!, Int64(logits.count), maximum))
-        func choice(_ token: Int) -> Choice { Choice(token: token, logprob: logits[token] - logSum) }
+        let logSum = p.logprobs ? maximum + log(sllm_sum_exp(logits.baseAddress!, Int64(logits.count), maximum)) : 0
+        func choice(_ token: Int) -> Choice { Choice(token: token, logprob: p.logprobs ? logits[token] - logSum : nil) }
         // Greedy without penalties: the argmax.
         if p.temperature <= 0 && !penalised { return choice(best) }
         candidates.removeAll(keepingCapacity: true)

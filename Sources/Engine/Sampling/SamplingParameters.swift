@@ -17,6 +17,9 @@ public struct SamplingParameters: Sendable, Equatable, Codable {
     /// How many recent tokens the penalties look at.
     public var penaltyWindow: Int = 64
     public var seed: UInt64 = 0
+    /// Report the chosen token's log-probability (`Sampler.Choice.logprob`); it costs a pass
+    /// over the vocabulary per token, so it is off unless a caller shows it.
+    public var logprobs = false
 
     public init() {}
 

@@ -17,8 +17,11 @@ struct AccessLogMiddleware: RouterMiddleware {
         let start = ContinuousClock.now
         do {
             let response = try await next(request, context)
-            let generation = Self.generationPaths.contains(RouterPath(request.uri.path).components.map(\.description))
-            if !(generation && response.status == .ok) {
+            // Generation requests log their own line when they finish (with model and tokens);
+            // the router's split of the path is only made for a path that may be one.
+            let generation = response.status == .ok && request.uri.path.contains("completions")
+                && Self.generationPaths.contains(RouterPath(request.uri.path).components.map(\.description))
+            if !generation {
                 Self.log(logger, request, status: Int(response.status.code), start: start)
             }
             return response

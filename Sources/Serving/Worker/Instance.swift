@@ -202,7 +202,8 @@ final class Instance: @unchecked Sendable {
                 TokenAlternative(token: $0.token, piece: tokenizer.decode([$0.token]), logprob: $0.logprob)
             }
         }
-        let output = TokenOutput(token: choice.token, text: text, piece: piece, logprob: choice.logprob, top: top)
+        // The job's sampling computes the logprob whenever it reports logprobs (GenerationJob).
+        let output = TokenOutput(token: choice.token, text: text, piece: piece, logprob: choice.logprob ?? 0, top: top)
         if case .terminated = job.continuation.yield(.token(output)) {
             retain(job.sequence)
             return false

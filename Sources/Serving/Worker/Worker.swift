@@ -70,6 +70,7 @@ public struct GenerationJob: Sendable, Codable {
         self.id = id
         self.prompt = prompt
         self.sampling = sampling
+        self.sampling.logprobs = sampling.logprobs || logprobs != nil
         self.maxTokens = maxTokens
         self.stop = stop
         self.logprobs = logprobs
