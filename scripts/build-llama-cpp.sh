@@ -7,7 +7,10 @@ dir="${1:-$HOME/.cache/sllm-bench/llama.cpp}"
 version=0.3.36
 mkdir -p "$dir"
 if ! command -v cmake >/dev/null; then
-    if [ "$(id -u)" = 0 ]; then apt-get install -y cmake >&2; else sudo apt-get install -y cmake >&2; fi
+    # A fresh machine has no package lists yet: update them first, as install-bench-tools.sh does.
+    if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq cmake g++ make >&2
 fi
 if [ ! -d "$dir/src" ]; then
     tmp="$(mktemp -d)"

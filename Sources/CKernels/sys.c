@@ -16,6 +16,32 @@ int sllm_rename_exchange(const char *from, const char *to) {
 
 int sllm_o_direct(void) { return O_DIRECT; }
 
+#include <errno.h>
+#include <sys/mman.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+int sllm_populate_write(void *addr, size_t length) {
+    return madvise(addr, length, MADV_POPULATE_WRITE) == 0 ? 0 : errno;
+}
+
+void sllm_touch_pages_write(void *addr, size_t length) {
+    long page = sysconf(_SC_PAGESIZE);
+    for (size_t at = 0; at < length; at += (size_t)page) {
+        // A compare-and-swap of the value with itself: a write access the compiler may not drop
+        // (an idempotent fetch_or would become a plain load, which maps the zero page).
+        unsigned char *byte = (unsigned char *)addr + at;
+        unsigned char value = __atomic_load_n(byte, __ATOMIC_RELAXED);
+        __atomic_compare_exchange_n(byte, &value, value, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    }
+}
+
+int sllm_fallocate(int fd, int64_t offset, int64_t length) {
+    return fallocate(fd, 0, (off_t)offset, (off_t)length) == 0 ? 0 : errno;
+}
+
 uint64_t sllm_atomic_add_u64(uint64_t *counter, uint64_t value) {
     return __atomic_add_fetch(counter, value, __ATOMIC_RELAXED);
 }

@@ -23,7 +23,7 @@ public final class TerminalProcess: @unchecked Sendable {
         let slave = open(name, O_RDWR | O_NOCTTY)
         guard slave >= 0 else {
             close(master)
-            throw TestSupportError("cannot open \(String(cString: name)): errno \(errno)")
+            throw TestSupportError("cannot open \(String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)): errno \(errno)")
         }
         self.master = master
         process = Process()

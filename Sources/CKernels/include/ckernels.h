@@ -47,6 +47,19 @@ int sllm_mark_descriptors_cloexec(void);
 /// crash frees the port at once while its report is still written. Returns 0, or -1.
 int sllm_install_crash_socket_closer(void);
 
+/// Allocates and maps, writable, every page of [addr, addr + length) without touching its
+/// contents (`madvise(MADV_POPULATE_WRITE)`, Linux 5.14+): pages that exist keep their data.
+/// Returns 0, or the errno (EINVAL where the kernel lacks it).
+int sllm_populate_write(void *addr, size_t length);
+
+/// The same by touching every page with an atomic no-op write (a compare-and-swap of a byte with itself), for kernels
+/// without it: data, even one a concurrent writer is storing, is never changed.
+void sllm_touch_pages_write(void *addr, size_t length);
+
+/// Allocates the pages of [offset, offset + length) of a file (`fallocate`, mode 0) without
+/// mapping them. Returns 0 or the errno.
+int sllm_fallocate(int fd, int64_t offset, int64_t length);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,4 +1,6 @@
 import Checkpoint
+import CKernels
+import Synchronization
 import Foundation
 
 #if canImport(Glibc)
@@ -16,8 +18,13 @@ final class UnsafeSharedMemoryFile: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     let byteCount: Int
     let path: String
+    /// Whether every page is known to be allocated and mapped in this process (set by whoever
+    /// populated it), so nothing populates it twice.
+    let populated = Atomic<Bool>(false)
 
-    /// Creates (or truncates) `path` with `byteCount` bytes and maps it read-write.
+    /// Creates (or truncates) `path` with `byteCount` bytes and maps it read-write. Its pages are
+    /// allocated on first write, or ahead of the writes by `MemoryPopulation.populate` (a load
+    /// does that in parallel with its reads, not before them).
     static func create(_ path: String, byteCount: Int) throws -> UnsafeSharedMemoryFile {
         let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw StoreError(.io, "cannot create \(path): \(Errno(errno, operation: "open"))") }
@@ -25,9 +32,7 @@ final class UnsafeSharedMemoryFile: @unchecked Sendable {
         guard ftruncate(fd, off_t(byteCount)) == 0 else {
             throw StoreError(.io, "cannot size \(path) to \(byteCount) bytes: \(Errno(errno, operation: "ftruncate"))")
         }
-        // A new slab is about to be written whole by a load: allocating and mapping every page
-        // in one call costs far less than a page fault per 4 KiB during the reads.
-        return try UnsafeSharedMemoryFile(fd: fd, path: path, byteCount: byteCount, writable: true, populate: true)
+        return try UnsafeSharedMemoryFile(fd: fd, path: path, byteCount: byteCount, writable: true)
     }
 
     /// Maps `path` read-write, creating it (zero-filled, `byteCount` bytes) when missing and
@@ -91,4 +96,118 @@ final class UnsafeAnonymousMemory: @unchecked Sendable {
     }
 
     deinit { munmap(base, max(byteCount, 4096)) }
+}
+
+/// Setting up fresh shared memory: allocating and mapping its pages before a load writes them,
+/// so the load's reads do not stall on a page fault per 4 KiB. On this VM one thread populates
+/// at about 1.2 GB/s; `sllm bench populate` compares the ways of doing it.
+public enum MemoryPopulation {
+    /// Pieces handed to threads: large enough that a call's fixed cost is nothing, small enough
+    /// that the threads stay balanced.
+    static let piece = 8 << 20
+
+    /// Populates [base, base + count) writable with `threads` threads, each taking the next
+    /// `piece` in turn (`madvise(MADV_POPULATE_WRITE)`, else an atomic touch of every page).
+    /// Pages that exist keep their data, so it is safe on memory a load is writing.
+    public static func populate(_ base: UnsafeMutableRawPointer, byteCount: Int, threads: Int) {
+        guard byteCount > 0 else { return }
+        let pieces = (byteCount + piece - 1) / piece
+        let next = Atomic<Int>(0)
+        let address = UInt(bitPattern: base)
+        DispatchQueue.concurrentPerform(iterations: max(1, min(threads, pieces))) { _ in
+            while true {
+                let index = next.add(1, ordering: .relaxed).oldValue
+                guard index < pieces else { return }
+                let start = UnsafeMutableRawPointer(bitPattern: address + UInt(index * piece))!
+                let length = min(piece, byteCount - index * piece)
+                if sllm_populate_write(start, length) != 0 { sllm_touch_pages_write(start, length) }
+            }
+        }
+    }
+}
+
+extension MemoryPopulation {
+    /// A way of setting up a fresh tmpfs file of memory for writing, as `sllm bench populate`
+    /// compares them.
+    public enum Method: Sendable, CaseIterable, CustomStringConvertible {
+        /// `mmap(MAP_POPULATE)`: one thread, in the kernel (what slabs used before).
+        case mapPopulate
+        /// `madvise(MADV_POPULATE_WRITE)` on the mapping from `threads` threads.
+        case madvise(threads: Int)
+        /// `fallocate` of the file's pages from `threads` threads, then a populated mapping.
+        case fallocate(threads: Int)
+        /// An atomic no-op write to every page from `threads` threads.
+        case touch(threads: Int)
+        /// Mapping pages that already exist (a pooled slab in a new process), `mmap(MAP_POPULATE)`.
+        case remapExisting
+
+        public static var allCases: [Method] {
+            [.mapPopulate, .madvise(threads: 1), .madvise(threads: 2), .madvise(threads: 4), .fallocate(threads: 1), .fallocate(threads: 2),
+             .touch(threads: 2), .remapExisting]
+        }
+
+        public var description: String {
+            switch self {
+            case .mapPopulate: "mmap MAP_POPULATE, 1 thread"
+            case .madvise(let threads): "madvise POPULATE_WRITE, \(threads) thread\(threads == 1 ? "" : "s")"
+            case .fallocate(let threads): "fallocate, \(threads) thread\(threads == 1 ? "" : "s"), then map"
+            case .touch(let threads): "touch every page, \(threads) threads"
+            case .remapExisting: "map existing pages (MAP_POPULATE)"
+            }
+        }
+    }
+
+    /// Seconds `method` takes to make a new file of `byteCount` bytes under `directory` ready
+    /// for writing (for `.remapExisting`, to map one whose pages exist). The file is removed after.
+    public static func time(_ method: Method, byteCount: Int, directory: String) throws -> Double {
+        let path = directory + "/populate-" + FileSystem.randomSuffix()
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw StoreError(.io, "cannot create \(path): \(Errno(errno, operation: "open"))") }
+        defer {
+            close(fd)
+            unlink(path)
+        }
+        guard ftruncate(fd, off_t(byteCount)) == 0 else { throw StoreError(.io, "cannot size \(path): \(Errno(errno, operation: "ftruncate"))") }
+        func map(populate: Bool) throws -> UnsafeMutableRawPointer {
+            guard let pointer = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0), pointer != MAP_FAILED else {
+                throw StoreError(.io, "cannot map \(path): \(Errno(errno, operation: "mmap"))")
+            }
+            return pointer
+        }
+        if case .remapExisting = method {
+            let first = try map(populate: true)
+            munmap(first, byteCount)
+        }
+        let start = DispatchTime.now().uptimeNanoseconds
+        var mapping: UnsafeMutableRawPointer
+        switch method {
+        case .mapPopulate, .remapExisting:
+            mapping = try map(populate: true)
+        case .madvise(let threads):
+            mapping = try map(populate: false)
+            populate(mapping, byteCount: byteCount, threads: threads)
+        case .touch(let threads):
+            mapping = try map(populate: false)
+            let address = UInt(bitPattern: mapping)
+            let share = (byteCount / threads + 4095) / 4096 * 4096
+            DispatchQueue.concurrentPerform(iterations: threads) { i in
+                let from = min(byteCount, i * share)
+                sllm_touch_pages_write(UnsafeMutableRawPointer(bitPattern: address + UInt(from))!, min(byteCount, from + share) - from)
+            }
+        case .fallocate(let threads):
+            let share = (byteCount / threads + 4095) / 4096 * 4096
+            let failures = Atomic<Int32>(0)
+            DispatchQueue.concurrentPerform(iterations: threads) { i in
+                let from = min(byteCount, i * share)
+                let result = sllm_fallocate(fd, Int64(from), Int64(min(byteCount, from + share) - from))
+                if result != 0 { failures.store(result, ordering: .relaxed) }
+            }
+            let failure = failures.load(ordering: .relaxed)
+            guard failure == 0 else { throw StoreError(.io, "fallocate on \(path) failed: errno \(failure)") }
+            mapping = try map(populate: true)
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        munmap(mapping, byteCount)
+        return seconds
+    }
 }

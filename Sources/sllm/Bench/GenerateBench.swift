@@ -114,7 +114,7 @@ struct GenerateBench: AsyncParsableCommand {
             var pp: [Double] = [], tg: [Double] = [], llamaPP: [Double] = [], llamaTG: [Double] = []
             for _ in 0..<runs {
                 let sequence = try engine.makeSequence(tokens: randomTokens(prompt))
-                let prefill = measure { try? engine.prefill(sequence) }
+                let prefill = try measure { try engine.prefill(sequence) }
                 pp.append(Double(prompt) / prefill)
                 let decoding = try engine.makeSequence(tokens: randomTokens(1))
                 let seconds = try measure { for _ in 0..<generate { _ = try engine.step([decoding]) } }

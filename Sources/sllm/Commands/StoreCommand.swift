@@ -26,6 +26,13 @@ struct StoreCommand: AsyncParsableCommand {
 
         func run() async throws {
             _ = global.bootstrap()
+            // Looking does not create: a cache that does not exist is shown as such.
+            let directory = loader.cacheDirectory(for: global.store)
+            guard FileSystem.isDirectory(directory) else {
+                print("DRAM  \(directory)  (no cache yet: the first load creates it)")
+                try printSSD(entries: [])
+                return
+            }
             let loader = try loader.makeLoader(store: global.store)
             let cache = loader.cache
             let entries = cache.listEntries()
@@ -37,6 +44,10 @@ struct StoreCommand: AsyncParsableCommand {
                 rows.append(["  " + entry.name, formatBytes(Int64(entry.bytes)), entry.complete ? "cached" : "loading", entry.pinned ? "yes" : "no"])
             }
             if entries.isEmpty { print("  (empty)") } else { print(ModelSummary.table(rows)) }
+            try printSSD(entries: entries)
+        }
+
+        private func printSSD(entries: [DRAMCache.Entry]) throws {
             let models = try global.store.list()
             let ssdBytes = models.reduce(Int64(0)) { $0 + $1.diskByteCount }
             print("SSD   \(global.store.modelsDirectory)  \(formatBytes(ssdBytes)) in \(models.count) model(s)")
@@ -44,7 +55,8 @@ struct StoreCommand: AsyncParsableCommand {
                 let inDRAM = entries.contains { $0.name == model.name && $0.complete }
                 print("  \(model.name)  \(formatBytes(model.diskByteCount))\(inDRAM ? "  (also in DRAM)" : "")")
             }
-            print("REMOTE \(loader.configuration.remotes.isEmpty ? "(none configured; --remote URL)" : loader.configuration.remotes.map(\.absoluteString).joined(separator: ", "))")
+            let remotes = loader.remotes
+            print("REMOTE \(remotes.isEmpty ? "(none configured; --remote URL)" : remotes.joined(separator: ", "))")
         }
     }
 
@@ -67,10 +79,16 @@ struct StoreCommand: AsyncParsableCommand {
     struct Evict: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Drop a model from the DRAM cache (it stays on the SSD).",
-            discussion: "--all empties the cache (what instances use stays) and removes the caches of data directories that no longer exist.")
+            discussion: """
+                Its memory stays in the cache's pool, allocated and mapped, so the next load of any
+                model writes into it at disk speed; --release gives it back to the kernel.
+                --all empties the cache (what instances use stays), returns the pooled memory and
+                removes the caches of data directories that no longer exist.
+                """)
         @OptionGroup var global: GlobalOptions
         @OptionGroup var loader: LoaderOptions
         @Flag(help: "Evict every model nobody uses, return the pooled memory, and remove orphaned caches.") var all = false
+        @Flag(help: "Give the memory back to the kernel instead of keeping it pooled for the next load.") var release = false
         @Argument(help: "Model name.") var model: String?
 
         func validate() throws {
@@ -92,8 +110,9 @@ struct StoreCommand: AsyncParsableCommand {
             guard try cached || global.store.contains(ModelName(model)) else {
                 throw StoreError(.notFound, "model `\(model)` is neither in the store nor in the DRAM cache (`sllm list`, `sllm store status`)")
             }
-            let freed = try cache.evict(name: model, releaseMemory: true)
-            print(freed > 0 ? "evicted \(model) from DRAM (\(formatBytes(Int64(freed))))" : "\(model) was not in DRAM")
+            let freed = try cache.evict(name: model, releaseMemory: release)
+            let pooled = release ? "memory returned to the kernel" : "\(formatBytes(Int64(cache.pooledBytes))) pooled for reuse"
+            print(freed > 0 ? "evicted \(model) from DRAM (\(formatBytes(Int64(freed)))); \(pooled)" : "\(model) was not in DRAM")
         }
     }
 

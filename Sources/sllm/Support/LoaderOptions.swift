@@ -38,9 +38,14 @@ struct LoaderOptions: ParsableArguments {
         return min(8 << 30, Int(Double(ProcessInfo.processInfo.physicalMemory) * 0.4))
     }
 
+    /// The DRAM cache directory for `store`: the flag, else the data directory's default.
+    func cacheDirectory(for store: ModelStore) -> String {
+        cacheDirectory.map(absolutePath) ?? DRAMCache.defaultDirectory(forDataDirectory: store.root)
+    }
+
     func makeLoader(store: ModelStore) throws -> ModelLoader {
         let cache = try DRAMCache(
-            directory: cacheDirectory.map(absolutePath) ?? DRAMCache.defaultDirectory(forDataDirectory: store.root),
+            directory: cacheDirectory(for: store),
             budgetBytes: budgetBytes, slabBytes: parseByteCount(chunkSize)!, owner: store.root)
         let configuration = ModelLoader.Configuration(
             threads: threads, directIO: directIO,
