@@ -116,6 +116,32 @@ import Glibc
         #expect(((report?["pullMs"] as? [String: Any])?["values"] as? [Double])?.count == 2, "\(String(describing: report))")
     }
 
+    /// Settings given at start win over stored ones for the default model's deployment; what
+    /// was not given keeps what `sllm update` stored; the start logs which won.
+    @Test func startSettingsWinForTheDefaultDeploymentAndTheLogSaysSo() async throws {
+        let home = try TemporaryDirectory("start-settings")
+        defer { home.remove() }
+        try await RealModel.link(into: home.path, as: "smollm2-135m")
+        let port = freeTCPPort()
+        let env = ["SLLM_SERVER": "127.0.0.1:\(port)"]
+        let first = try ServeProcess(["--port", String(port), "--threads", "1"], home: home.path)
+        try #require(first.address() != nil && first.waitFor("[Serving] ready"), "\(first.output)")
+        let update = try runSLLM(["update", "smollm2-135m", "--queue-limit", "7", "--keep-alive", "1m"], home: home.path, environment: env)
+        #expect(update.status == 0, "\(update.stderr)")
+        #expect(first.stop() == 0)
+
+        let second = try ServeProcess(["--port", String(port), "--threads", "1", "--keep-alive", "10m"], home: home.path)
+        try #require(second.address() != nil && second.waitFor("[Serving] ready"), "\(second.output)")
+        #expect(second.output.contains("deployment smollm2-135m: scaling from the start settings: keep_alive=10m; stored (sllm update): ")
+                && second.output.contains("queue_limit=7"), "\(second.output)")
+        let status = try runSLLM(["status", "--json"], home: home.path, environment: env)
+        let deployments = (try? JSONSerialization.jsonObject(with: Data(status.stdout.utf8))) as? [[String: Any]] ?? []
+        let scaling = ((deployments.first?["status"] as? [String: Any])?["spec"] as? [String: Any])?["scaling"] as? [String: Any]
+        #expect((scaling?["queue_limit"] as? Int) == 7, "\(status.stdout)")
+        #expect("\(scaling?["keep_alive"] ?? "")".contains("600") || "\(scaling?["keep_alive"] ?? "")".contains("10m"), "\(status.stdout)")
+        #expect(second.stop() == 0)
+    }
+
     @Test func badConfigurationIsRefusedByName() throws {
         let home = try TemporaryDirectory("serve-cli")
         defer { home.remove() }

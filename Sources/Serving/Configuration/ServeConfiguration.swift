@@ -37,6 +37,10 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var preload: [String] = []
     /// Defaults for new deployments.
     public var deploymentDefaults = ScalingSettings()
+    /// The scaling settings some layer (file, environment, flags) gave explicitly; these also
+    /// apply at start to the deployments the server makes itself (the default model, `preload`),
+    /// over what `sllm update` stored for them.
+    public var explicitScaling: Set<String> = []
     /// Largest request body accepted.
     public var maxBodyBytes = 8 << 20
     /// How long in-flight streams may run after SIGINT/SIGTERM before they are cut.
@@ -148,6 +152,9 @@ public struct ServeConfiguration: Sendable, Equatable {
         "dram_scrub_rate", "dram_scrub_interval",
     ]
 
+    /// The settings that are a deployment's scaling.
+    public static let scalingKeys: Set<String> = ["min_instances", "max_instances", "target_concurrency", "keep_alive", "queue_limit"]
+
     /// Applies one layer of settings given as text (`source` names the layer in errors).
     public mutating func apply(_ values: [String: String], source: String) throws(ServingError) {
         func fail(_ key: String, _ value: String, _ expected: String) -> ServingError {
@@ -157,6 +164,7 @@ public struct ServeConfiguration: Sendable, Equatable {
             value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         }
         for (key, value) in values.sorted(by: { $0.key < $1.key }) {
+            if Self.scalingKeys.contains(key) { explicitScaling.insert(key) }
             switch key {
             case "host":
                 // `host:port` sets both, as OLLAMA_HOST does (`[::1]:8343` for IPv6).

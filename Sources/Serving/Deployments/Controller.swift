@@ -55,9 +55,44 @@ actor Controller {
                 _ = try deploy(DeploymentRequest(model: configuration.defaultModel))
             }
         }
+        try await applyStartSettings()
         for name in configuration.preload {
             if deployments[name] == nil && pending[name] == nil { _ = try deploy(DeploymentRequest(model: name)) }
             Task { try? await self.preload(name) }
+        }
+    }
+
+    /// Settings given at start (flag, environment, config file) win over the stored ones for the
+    /// deployments the server makes itself (the default model, `preload`); what was not given
+    /// keeps what `sllm update` stored. Each start logs which source won, setting by setting.
+    private func applyStartSettings() async throws {
+        let names = ([configuration.defaultModel] + configuration.preload).filter { !$0.isEmpty }
+        for name in Set(names).sorted() {
+            let stored: DeploymentSpec
+            if let deployment = deployments[name] { stored = await deployment.spec } else if let spec = pending[name]?.spec { stored = spec } else { continue }
+            let given = configuration.deploymentDefaults
+            var request = DeploymentRequest()
+            var won: [String] = [], kept: [String] = []
+            func take<T: Equatable>(_ key: String, _ value: T, _ current: T, _ set: (inout DeploymentRequest) -> Void) {
+                if configuration.explicitScaling.contains(key) {
+                    if value != current { set(&request) }
+                    won.append("\(key)=\(value)")
+                } else {
+                    kept.append("\(key)=\(current)")
+                }
+            }
+            take("min_instances", given.minInstances, stored.scaling.minInstances) { $0.minInstances = given.minInstances }
+            take("max_instances", given.maxInstances, stored.scaling.maxInstances) { $0.maxInstances = given.maxInstances }
+            take("target_concurrency", given.targetConcurrency, stored.scaling.targetConcurrency) { $0.targetConcurrency = given.targetConcurrency }
+            take("keep_alive", given.keepAlive, stored.scaling.keepAlive) { $0.keepAlive = given.keepAlive }
+            take("queue_limit", given.queueLimit, stored.scaling.queueLimit) { $0.queueLimit = given.queueLimit }
+            do {
+                _ = try await update(name, with: request)
+            } catch {
+                logger.warning("the start settings do not fit the deployment; keeping its stored settings", metadata: ["deployment": "\(name)", "error": "\(error)"])
+                continue
+            }
+            logger.info("deployment \(name): scaling from the start settings: \(won.isEmpty ? "none" : won.joined(separator: ", ")); stored (sllm update): \(kept.isEmpty ? "none" : kept.joined(separator: ", "))")
         }
     }
 

@@ -81,7 +81,7 @@ public struct ScalingSettings: Sendable, Equatable, Codable {
     /// Idle time before an instance above `minInstances` stops.
     public var keepAlive: KeepAlive = .duration(.seconds(300))
     /// Requests waiting for a slot beyond those being served; more get 429.
-    public var queueLimit: Int = 64
+    public var queueLimit: Int = 512
 
     public init() {}
 

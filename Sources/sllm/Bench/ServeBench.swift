@@ -118,7 +118,7 @@ struct ServeBench: AsyncParsableCommand {
 
         let ours = try ServerProcess.start(executable: sllmExecutablePath(), arguments: [
             "serve", "--data-dir", scratch, "--port", "0", "--cache-dir", cache, "--default-model", "", "--threads", String(threads),
-            "--memory-budget", "16GiB", "--queue-limit", "100000",
+            "--memory-budget", "16GiB",  // the default queue (512) holds the streaming clients
         ], log: scratch + "/serve.log", banner: "serving on")
         defer { ours.stop() }
         let base = ours.url
