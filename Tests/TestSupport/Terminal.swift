@@ -8,11 +8,17 @@ import Glibc
 /// and stderr are the terminal, so `isatty` is true and it behaves interactively. The test
 /// types lines and reads what the terminal shows.
 public final class TerminalProcess: @unchecked Sendable {
-    // Sendable: `screen` is written by the reading thread and read under `lock`.
+    // Sendable: what the terminal shows is written by the reading thread under the screen's lock.
     public let process: Process
     private let master: Int32
-    private let lock = NSLock()
-    private var screen = ""
+    private let screen = Screen()
+
+    /// What the terminal showed; the reading thread holds this, not the process object, so a
+    /// test that stops early still kills the process when it lets go of it.
+    private final class Screen: @unchecked Sendable {
+        let lock = NSLock()
+        var text = ""
+    }
 
     public init(_ arguments: [String], home: String) throws {
         let master = open("/dev/ptmx", O_RDWR | O_NOCTTY)
@@ -37,18 +43,24 @@ public final class TerminalProcess: @unchecked Sendable {
         process.standardInput = terminal
         process.standardOutput = terminal
         process.standardError = terminal
-        try process.run()
+        do { try process.run() } catch {
+            close(master)
+            throw error
+        }
         // The child has its own copies; ours would keep the terminal open after it exits.
         try terminal.close()
-        Thread { [self] in
+        let screen = self.screen
+        Thread {
             var buffer = [UInt8](repeating: 0, count: 4096)
             while true {
                 let count = read(master, &buffer, buffer.count)
                 if count <= 0 { break }
-                lock.lock()
-                screen += String(decoding: buffer[0..<count], as: UTF8.self)
-                lock.unlock()
+                screen.lock.lock()
+                screen.text += String(decoding: buffer[0..<count], as: UTF8.self)
+                screen.lock.unlock()
             }
+            // Every copy of the terminal's other side is closed (the process exited): done.
+            close(master)
         }.start()
     }
 
@@ -68,9 +80,9 @@ public final class TerminalProcess: @unchecked Sendable {
     /// Everything the terminal showed so far (the terminal echoes typed lines, and ends lines
     /// with "\r\n").
     public var output: String {
-        lock.lock()
-        defer { lock.unlock() }
-        return screen
+        screen.lock.lock()
+        defer { screen.lock.unlock() }
+        return screen.text
     }
 
     /// Types `line` and Enter.
@@ -112,8 +124,9 @@ public final class TerminalProcess: @unchecked Sendable {
         return process.terminationStatus
     }
 
+    /// Kills a process still running; the reading thread then sees the terminal close and
+    /// closes its side.
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        close(master)
     }
 }
