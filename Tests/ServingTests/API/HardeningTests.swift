@@ -93,6 +93,25 @@ import TestSupport
         try await server.stop()
     }
 
+    /// A client that sends a large prompt and leaves cancels its tokenizing (recorded as 499),
+    /// instead of the server finishing the work for nobody (it would answer 400 after ~0.1 s).
+    @Test func aClientThatLeavesCancelsTheTokenizingOfItsPrompt() async throws {
+        let server = try await TestServer.start()
+        let body = #"{"model": "smollm2-135m", "prompt": ""# + String(repeating: "ab", count: 32_000) + #""}"#
+        let port = server.port
+        try await onThread {
+            let connection = try RawConnection(port: port)
+            connection.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body)
+            shutdown(connection.descriptor, Int32(SHUT_RDWR))
+        }
+        #expect(try await server.eventually { try await server.metric("sllm_requests_total{model=\"smollm2-135m\",status=\"499\"}") >= 1 })
+        #expect(try await server.metric("sllm_requests_total{model=\"smollm2-135m\",status=\"400\"}") == 0)
+        // Whoever stays gets the answer, as before.
+        let stays = try await server.request(.POST, "/v1/completions", json: ["model": "smollm2-135m", "prompt": String(repeating: "ab", count: 32_000)])
+        #expect(stays.status == 400 && (stays.json["error"] as? [String: Any])?["code"] as? String == "context_length_exceeded")
+        try await server.stop()
+    }
+
     @Test func bodiesThatAreNotUTF8JSONAreRefused() async throws {
         let server = try await TestServer.start()
         let json = #"{"model": "smollm2-135m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}"#
