@@ -44,8 +44,10 @@ extension Tokenizer {
             return nil
         }
         let added = json["added_tokens"] as? [[String: Any]] ?? []
-        let size = max(vocab.values.map(\.intValue).max() ?? 0, added.compactMap { ($0["id"] as? NSNumber)?.intValue }.max() ?? 0) + 1
-        guard size <= 1 << 22 else { throw TokenizerError("tokenizer.json: token ids up to \(size) are implausible") }
+        // Compared before adding: an id may be as large as Int.max.
+        let largest = max(vocab.values.map(\.intValue).max() ?? 0, added.compactMap { ($0["id"] as? NSNumber)?.intValue }.max() ?? 0)
+        guard largest < 1 << 22 else { throw TokenizerError("tokenizer.json: token ids up to \(largest) are implausible") }
+        let size = largest + 1
         var tokens = (0..<size).map { "[PAD\($0)]" }
         var types = [Int](repeating: TokenType.unused.rawValue, count: size)
         for (token, id) in vocab where id.intValue >= 0 {

@@ -85,3 +85,68 @@ import Testing
         }
     }
 }
+
+/// A model directory's `tokenizer.json` and `tokenizer_config.json` are untrusted: mutated
+/// files give a tokenizer that encodes and decodes without trapping, or a thrown error.
+@Suite struct HuggingFaceTokenizerFuzzTests {
+    static var base: [String: Any] {
+        var vocab: [String: Int] = [:]
+        for (id, letter) in "abcdefghijklmnopqrstuvwxyz".enumerated() { vocab[String(letter)] = id }
+        for (offset, pair) in ["ab", "cd", "abcd", "ef", "Ġa"].enumerated() { vocab[pair] = 26 + offset }
+        vocab["Ġ"] = 31
+        return [
+            "version": "1.0", "added_tokens": [["id": 32, "content": "<|end|>", "special": true]],
+            "pre_tokenizer": ["type": "ByteLevel", "add_prefix_space": false, "use_regex": true],
+            "decoder": ["type": "ByteLevel"],
+            "model": ["type": "BPE", "vocab": vocab, "merges": ["a b", "c d", "ab cd", "e f", "Ġ a"]],
+        ]
+    }
+    static var hostile: [Any] { [
+        -1, Int.max, Int.min, 1e300, 0.5, "", "a", "a b c", "Ġ", "<|end|>", NSNull(), true, [Any](), [String: Any](), ["x y"], [["id": -5]],
+        [["id": Int.max, "content": "x", "special": true]], ["type": "Unknown"], ["type": "Sequence", "pretokenizers": [["type": "Split"]]],
+        ["type": "BPE", "vocab": ["a": Int.max], "merges": ["a a"]], ["type": "WordPiece"], String(repeating: "z", count: 5000),
+    ] }
+
+    @Test func mutatedTokenizerFilesNeverCrash() throws {
+        var generator = SeededGenerator(seed: 41)
+        var built = 0
+        let hostile = Self.hostile
+        for _ in 0..<4000 {
+            var json = Self.base
+            var config: [String: Any] = ["bos_token": "a", "eos_token": "<|end|>", "chat_template": "{{ messages[0]['content'] }}"]
+            for _ in 0..<Int.random(in: 1...3, using: &generator) {
+                let value = hostile.randomElement(using: &generator)!
+                switch Int.random(in: 0..<6, using: &generator) {
+                case 0: json["added_tokens"] = value
+                case 1: json["pre_tokenizer"] = value
+                case 2: json["decoder"] = value
+                case 3:
+                    var model = json["model"] as? [String: Any] ?? [:]
+                    let key = ["type", "vocab", "merges", "unk_token", "byte_fallback"].randomElement(using: &generator)!
+                    if key == "vocab", var vocab = model["vocab"] as? [String: Int], let id = value as? Int {
+                        vocab[["a", "ab", "Ġ", "new"].randomElement(using: &generator)!] = id
+                        model["vocab"] = vocab
+                    } else {
+                        model[key] = value
+                    }
+                    json["model"] = model
+                case 4: config[["bos_token", "eos_token", "chat_template"].randomElement(using: &generator)!] = value
+                default: json["model"] = value
+                }
+            }
+            guard var data = try? JSONSerialization.data(withJSONObject: json) else { continue }
+            if Int.random(in: 0..<4, using: &generator) == 0, !data.isEmpty {
+                data[Int.random(in: 0..<data.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator)
+            }
+            let configData = try? JSONSerialization.data(withJSONObject: config)
+            guard let tokenizer = try? Tokenizer(huggingFaceJSON: data, config: configData) else { continue }
+            built += 1
+            for text in ["abcd ef", " a", "<|end|>x", "ÿ€ z", ""] {
+                let ids = tokenizer.encode(text)
+                #expect(ids.allSatisfy { tokenizer.isValid($0) }, "\(text.debugDescription) → \(ids)")
+                _ = tokenizer.decode(ids)
+            }
+        }
+        #expect(built > 0, "no mutated file was accepted: the base is wrong")
+    }
+}

@@ -85,4 +85,48 @@ import Testing
             }
         }
     }
+
+    /// The checkpoint index (read from the SSD, and from a remote store over HTTP): mutated
+    /// bodies, re-wrapped with a valid header and checksum so the parser behind the checksum is
+    /// reached, give a valid index (every record in bounds) or a `CheckpointError`.
+    @Test func mutatedCheckpointIndexesNeverCrash() throws {
+        let directory = try TemporaryDirectory("index-fuzz")
+        defer { directory.remove() }
+        let (path, _) = try writeTinyCheckpoint(in: directory)
+        let original = try readFile(path + "/" + CheckpointIndex.fileName)
+        let header = Array(original[0..<CheckpointIndex.headerByteCount])
+        let body = String(decoding: original[CheckpointIndex.headerByteCount...], as: UTF8.self)
+        let extremes = ["-1", "0", "9223372036854775807", "-9223372036854775808", "18446744073709551616", "1e300", "0.5", "null", "\"x\"", "[]", "{}"]
+        var generator = SeededGenerator(seed: Self.seed + 3)
+        var accepted = 0
+        for _ in 0..<2000 {
+            var text = body
+            // Replace some numbers (offsets, sizes, shapes, counts) with extremes.
+            let numbers = text.ranges(of: /-?[0-9]+/)
+            for _ in 0..<Int.random(in: 1...4, using: &generator) where !numbers.isEmpty {
+                let range = numbers.randomElement(using: &generator)!
+                guard range.upperBound <= text.endIndex else { continue }
+                text.replaceSubrange(range, with: extremes.randomElement(using: &generator)!)
+                break  // the other ranges are stale now
+            }
+            var bodyBytes = Array(text.utf8)
+            if Int.random(in: 0..<3, using: &generator) == 0 { bodyBytes = Self.mutate(bodyBytes, using: &generator) }
+            var bytes = Array(header[0..<12])
+            withUnsafeBytes(of: CRC32C.checksum(bodyBytes).littleEndian) { bytes += $0 }
+            withUnsafeBytes(of: UInt64(bodyBytes.count).littleEndian) { bytes += $0 }
+            bytes += bodyBytes
+            do {
+                let index = try CheckpointIndex.decode(bytes, path: "fuzz")
+                for tensor in index.tensors {
+                    #expect(tensor.partition >= 0 && tensor.partition < index.partitions.count && tensor.offset >= 0 && tensor.byteCount >= 0)
+                    #expect(tensor.byteCount <= index.partitions[tensor.partition].byteCount && tensor.offset <= index.partitions[tensor.partition].byteCount - tensor.byteCount)
+                }
+                accepted += 1
+            } catch {
+                // Typed: only CheckpointError can come out.
+                _ = error.message
+            }
+        }
+        #expect(accepted < 2000, "no mutation was refused")
+    }
 }
