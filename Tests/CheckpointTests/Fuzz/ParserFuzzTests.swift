@@ -129,4 +129,35 @@ import Testing
         }
         #expect(accepted < 2000, "no mutation was refused")
     }
+
+    /// A model directory's `config.json`: every number at its extremes, and wrong types, give
+    /// a valid configuration or a `CheckpointError` naming the problem, never a trap.
+    @Test func mutatedModelConfigsNeverCrash() throws {
+        let directory = try TemporaryDirectory("config-json-fuzz")
+        defer { directory.remove() }
+        let base: [String: Any] = [
+            "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+            "vocab_size": 128, "max_position_embeddings": 256, "intermediate_size": 128, "num_hidden_layers": 2, "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0, "tie_word_embeddings": false, "rope_scaling": ["rope_type": "linear", "factor": 2.0],
+        ]
+        let extremes: [Any] = [0, -1, 1, Int.max, Int.min, Int(Int32.max) + 1, 1e300, -1e300, 0.5, "8", NSNull(), true, [Any](), ["a": 1]]
+        var generator = SeededGenerator(seed: Self.seed + 4)
+        var accepted = 0
+        for index in 0..<1000 {
+            var json = base
+            for _ in 0..<Int.random(in: 1...3, using: &generator) {
+                json[base.keys.randomElement(using: &generator)!] = extremes.randomElement(using: &generator)!
+            }
+            let path = directory.file("config-\(index % 8).json")
+            try writeFile(path, Array(try JSONSerialization.data(withJSONObject: json)))
+            do {
+                let config = try HuggingFaceConverter.modelConfig(try HuggingFaceConverter.readJSONObject(path), directory: directory.path)
+                #expect(config.headCount > 0 && config.blockCount >= 0 && config.vocabularySize > 0, "\(json)")
+                accepted += 1
+            } catch {
+                #expect(error is CheckpointError, "\(error)")
+            }
+        }
+        #expect(accepted > 0 && accepted < 1000, "\(accepted) accepted")
+    }
 }
