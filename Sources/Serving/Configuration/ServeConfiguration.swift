@@ -163,6 +163,10 @@ public struct ServeConfiguration: Sendable, Equatable {
         func list(_ value: String) -> [String] {
             value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         }
+        /// `30s`, `10m`, `1h30m`, or plain seconds; nil beyond 10 years or not a duration.
+        func duration(_ value: String) -> Duration? {
+            parseDuration(value) ?? Double(value).flatMap { checkedDuration(seconds: $0) }
+        }
         for (key, value) in values.sorted(by: { $0.key < $1.key }) {
             if Self.scalingKeys.contains(key) { explicitScaling.insert(key) }
             switch key {
@@ -220,12 +224,12 @@ public struct ServeConfiguration: Sendable, Equatable {
                 guard let bytes = parseByteCount(value), bytes >= 1024 else { throw fail(key, value, "a byte count of at least 1KiB") }
                 maxBodyBytes = bytes
             case "shutdown_timeout":
-                guard let duration = parseDuration(value) ?? Double(value).flatMap({ checkedDuration(seconds: $0) }) else {
+                guard let duration = duration(value) else {
                     throw fail(key, value, "a duration of at most 10 years such as 30s")
                 }
                 shutdownTimeout = duration
             case "idle_timeout", "request_timeout":
-                guard let duration = parseDuration(value) ?? Double(value).flatMap({ checkedDuration(seconds: $0) }), duration > .zero else {
+                guard let duration = duration(value), duration > .zero else {
                     throw fail(key, value, "a positive duration of at most 10 years such as 60s")
                 }
                 if key == "idle_timeout" { idleTimeout = duration } else { requestTimeout = duration }
@@ -235,7 +239,7 @@ public struct ServeConfiguration: Sendable, Equatable {
                 guard let bytes = parseByteCount(text) else { throw fail(key, value, "a byte count per second such as 64MiB, or 0 (off)") }
                 dramScrubBytesPerSecond = bytes
             case "dram_scrub_interval":
-                guard let duration = parseDuration(value) ?? Double(value).flatMap({ checkedDuration(seconds: $0) }) else {
+                guard let duration = duration(value) else {
                     throw fail(key, value, "a duration of at most 10 years such as 10m")
                 }
                 dramScrubInterval = duration

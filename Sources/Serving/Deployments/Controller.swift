@@ -72,10 +72,14 @@ actor Controller {
             if let deployment = deployments[name] { stored = await deployment.spec } else if let spec = pending[name]?.spec { stored = spec } else { continue }
             let given = configuration.deploymentDefaults
             var request = DeploymentRequest()
+            var changed = false
             var won: [String] = [], kept: [String] = []
             func take<T: Equatable>(_ key: String, _ value: T, _ current: T, _ set: (inout DeploymentRequest) -> Void) {
                 if configuration.explicitScaling.contains(key) {
-                    if value != current { set(&request) }
+                    if value != current {
+                        set(&request)
+                        changed = true
+                    }
                     won.append("\(key)=\(value)")
                 } else {
                     kept.append("\(key)=\(current)")
@@ -87,7 +91,7 @@ actor Controller {
             take("keep_alive", given.keepAlive, stored.scaling.keepAlive) { $0.keepAlive = given.keepAlive }
             take("queue_limit", given.queueLimit, stored.scaling.queueLimit) { $0.queueLimit = given.queueLimit }
             do {
-                _ = try await update(name, with: request)
+                if changed { _ = try await update(name, with: request) }
             } catch {
                 logger.warning("the start settings do not fit the deployment; keeping its stored settings", metadata: ["deployment": "\(name)", "error": "\(error)"])
                 continue

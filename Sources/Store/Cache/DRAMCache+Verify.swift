@@ -32,12 +32,7 @@ extension DRAMCache {
                        shouldStop: () -> Bool = { false }) -> DRAMVerification? {
         let path = entriesDirectory + "/" + Self.key(name: name, indexChecksum: reader.indexChecksum)
         guard let meta = readMeta(path), meta.complete else { return nil }
-        let lock = Glibc.open(path + "/lock", O_RDONLY | O_CLOEXEC)
-        guard lock >= 0 else { return nil }
-        guard flock(lock, LOCK_SH | LOCK_NB) == 0 else {
-            close(lock)
-            return nil
-        }
+        guard let lock = sharedLock(path) else { return nil }
         var result = DRAMVerification(model: name, tensors: 0, bytes: 0, corruptTensor: nil, evicted: false)
         let start = ContinuousClock.now
         do {
@@ -47,9 +42,7 @@ extension DRAMCache {
                     close(lock)
                     return nil
                 }
-                guard let index = meta.segments.firstIndex(where: {
-                    $0.partition == tensor.partition && tensor.offset >= $0.offset && tensor.offset + tensor.byteCount <= $0.offset + $0.byteCount
-                }) else {
+                guard let index = meta.segments.firstIndex(where: { $0.holds(tensor) }) else {
                     result.corruptTensor = tensor.name + " (not in the entry)"
                     break
                 }

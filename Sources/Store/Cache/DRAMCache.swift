@@ -44,6 +44,11 @@ public final class DRAMCache: Sendable {
         /// Partition range held at the start of the slab.
         var offset: Int
         var byteCount: Int
+
+        /// Whether all of `tensor`'s bytes lie in this segment.
+        func holds(_ tensor: CheckpointIndex.TensorRecord) -> Bool {
+            partition == tensor.partition && tensor.offset >= offset && tensor.offset + tensor.byteCount <= offset + byteCount
+        }
     }
 
     struct Meta: Codable {
@@ -210,12 +215,7 @@ public final class DRAMCache: Sendable {
             record(hit: false)
             return nil
         }
-        let lock = Glibc.open(path + "/lock", O_RDONLY | O_CLOEXEC)
-        guard lock >= 0 else { return nil }
-        guard flock(lock, LOCK_SH | LOCK_NB) == 0 else {
-            close(lock)
-            return nil
-        }
+        guard let lock = sharedLock(path) else { return nil }
         do {
             let slabs = try meta.segments.map { try mapCheckedSlab(for: $0) }
             futimens(lock, nil)  // last use, for LRU
@@ -346,15 +346,12 @@ public final class DRAMCache: Sendable {
 
     /// A background population: cancellable, and awaitable for tests and benchmarks.
     final class PopulateTask: Sendable {
-        private let state = Mutex((cancelled: false, done: false))
+        private let cancelled = Atomic<Bool>(false)
         private let finished = DispatchSemaphore(value: 0)
 
-        var isCancelled: Bool { state.withLock { $0.cancelled } }
-        func cancel() { state.withLock { $0.cancelled = true } }
-        fileprivate func finish() {
-            state.withLock { $0.done = true }
-            finished.signal()
-        }
+        var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
+        func cancel() { cancelled.store(true, ordering: .relaxed) }
+        fileprivate func finish() { finished.signal() }
         /// Blocks until the population has stopped (done or cancelled).
         func wait() {
             finished.wait()
@@ -459,6 +456,19 @@ public final class DRAMCache: Sendable {
     }
 
     // MARK: - Entry files
+
+    /// A shared lock on the entry at `path` (its users hold one; eviction needs an exclusive
+    /// one), or nil when the entry is missing or being filled or removed. Closing the
+    /// descriptor releases it.
+    func sharedLock(_ path: String) -> Int32? {
+        let lock = Glibc.open(path + "/lock", O_RDONLY | O_CLOEXEC)
+        guard lock >= 0 else { return nil }
+        guard flock(lock, LOCK_SH | LOCK_NB) == 0 else {
+            close(lock)
+            return nil
+        }
+        return lock
+    }
 
     private func isLocked(_ path: String) -> Bool {
         let lock = Glibc.open(path + "/lock", O_RDWR | O_CLOEXEC)

@@ -73,11 +73,8 @@ public final class LoadedModel: Sendable {
         let order = zip(segments, bases).sorted { ($0.0.partition, $0.0.offset) < ($1.0.partition, $1.0.offset) }
         for (position, tensor) in index.tensors.enumerated() {
             // Tensors and segments are both in file order; find the segment holding this tensor.
-            if segment >= order.count || !(order[segment].0.partition == tensor.partition
-                && tensor.offset >= order[segment].0.offset
-                && tensor.offset + tensor.byteCount <= order[segment].0.offset + order[segment].0.byteCount) {
-                segment = order.firstIndex { $0.0.partition == tensor.partition && tensor.offset >= $0.0.offset
-                    && tensor.offset + tensor.byteCount <= $0.0.offset + $0.0.byteCount }!
+            if segment >= order.count || !order[segment].0.holds(tensor) {
+                segment = order.firstIndex { $0.0.holds(tensor) }!
             }
             starts.append(.init(order[segment].1 + (tensor.offset - order[segment].0.offset)))
             positions[tensor.name] = position

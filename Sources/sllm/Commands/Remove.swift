@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoint
 import Foundation
 import Serving
 import Store
@@ -29,7 +30,9 @@ struct Remove: AsyncParsableCommand {
 
     func run() async throws {
         _ = global.bootstrap()
-        let cache = try DRAMCache(directory: DRAMCache.defaultDirectory(forDataDirectory: global.root), budgetBytes: Int.max, owner: global.root)
+        // The data directory's DRAM cache, if it has one (removing creates none).
+        let cacheDirectory = DRAMCache.defaultDirectory(forDataDirectory: global.root)
+        let cache = FileSystem.isDirectory(cacheDirectory) ? try DRAMCache(directory: cacheDirectory, budgetBytes: Int.max, owner: global.root) : nil
         for model in models {
             let name = try ModelName(model)
             guard global.store.contains(name) else { throw StoreError(.notFound, "model `\(model)` is not in the store (`sllm list` shows what is)") }
@@ -39,7 +42,7 @@ struct Remove: AsyncParsableCommand {
             }
             try global.store.remove(name)
             // Its DRAM copy goes too (unless an instance holds it: it is dropped once released).
-            let freed = (try? cache.evict(name: model, releaseMemory: true)) ?? 0
+            let freed = (try? cache?.evict(name: model, releaseMemory: true)) ?? 0
             if !global.quiet {
                 print("removed \(model)" + (freed > 0 ? " (and \(formatBytes(Int64(freed))) from DRAM)" : "") + (users.isEmpty ? "" : "; deployment \(users.joined(separator: ", ")) has no model now"))
             }

@@ -19,8 +19,10 @@ struct GlobalOptions: ParsableArguments {
     }
 
     /// The resolved data directory: flag, then `SLLM_HOME`, then `~/.sllm`.
-    var root: String {
-        if let dataDirectory { return absolutePath(dataDirectory) }
+    var root: String { dataDirectory.map(absolutePath) ?? Self.defaultRoot }
+
+    /// The data directory without a flag: `SLLM_HOME`, then `~/.sllm`.
+    static var defaultRoot: String {
         if let home = ProcessInfo.processInfo.environment["SLLM_HOME"], !home.isEmpty { return absolutePath(home) }
         return FileManager.default.homeDirectoryForCurrentUser.path + "/.sllm"
     }

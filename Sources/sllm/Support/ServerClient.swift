@@ -24,14 +24,8 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .customLong("api-key"), help: "Key for the admin API (default: $SLLM_API_KEY, else $SLLM_ADMIN_KEY, else admin_key of config.yaml).")
     var apiKey: String?
 
-    private var dataDirectory: String {
-        let environment = ProcessInfo.processInfo.environment
-        if let home = environment["SLLM_HOME"], !home.isEmpty { return absolutePath(home) }
-        return FileManager.default.homeDirectoryForCurrentUser.path + "/.sllm"
-    }
-
     /// The server's own view of its settings (config file and environment), when readable.
-    private var serverConfiguration: ServeConfiguration? { try? ServeConfiguration.resolved(dataDirectory: dataDirectory) }
+    private var serverConfiguration: ServeConfiguration? { try? ServeConfiguration.resolved(dataDirectory: GlobalOptions.defaultRoot) }
 
     var baseURL: String {
         let environment = ProcessInfo.processInfo.environment
