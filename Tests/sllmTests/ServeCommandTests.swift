@@ -142,6 +142,18 @@ import Glibc
         #expect(second.stop() == 0)
     }
 
+    /// `sllm bench populate` measures every way, on tmpfs, and names the fastest.
+    @Test func benchPopulateMeasuresEveryWay() throws {
+        let home = try TemporaryDirectory("bench-populate")
+        defer { home.remove() }
+        let bench = try runSLLM(["bench", "populate", "--size", "8MiB", "--runs", "2", "--json", home.file("report.json")], home: home.path)
+        #expect(bench.status == 0 && bench.stdout.contains("fastest for fresh memory: "), "\(bench.stdout) \(bench.stderr)")
+        let rows = (try JSONSerialization.jsonObject(with: Data(try readFile(home.file("report.json"))))) as? [[String: Any]] ?? []
+        #expect(rows.count == 8 && rows.allSatisfy { (($0["gigabytesPerSecond"] as? [String: Any])?["values"] as? [Double])?.count == 2 }, "\(rows)")
+        let tooSmall = try runSLLM(["bench", "populate", "--size", "12"], home: home.path)
+        #expect(tooSmall.status == 64 && tooSmall.stderr.contains("--size"), "\(tooSmall.stderr)")
+    }
+
     @Test func badConfigurationIsRefusedByName() throws {
         let home = try TemporaryDirectory("serve-cli")
         defer { home.remove() }

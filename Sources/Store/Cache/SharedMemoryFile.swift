@@ -157,6 +157,15 @@ extension MemoryPopulation {
         }
     }
 
+    /// Runs `work(from, length)` on `threads` threads over equal page-aligned shares of `byteCount`.
+    private static func inShares(_ byteCount: Int, threads: Int, _ work: @Sendable (Int, Int) -> Void) {
+        let share = (byteCount / threads + 4095) / 4096 * 4096
+        DispatchQueue.concurrentPerform(iterations: threads) { i in
+            let from = min(byteCount, i * share)
+            work(from, min(byteCount, from + share) - from)
+        }
+    }
+
     /// Seconds `method` takes to make a new file of `byteCount` bytes under `directory` ready
     /// for writing (for `.remapExisting`, to map one whose pages exist). The file is removed after.
     public static func time(_ method: Method, byteCount: Int, directory: String) throws -> Double {
@@ -189,17 +198,13 @@ extension MemoryPopulation {
         case .touch(let threads):
             mapping = try map(populate: false)
             let address = UInt(bitPattern: mapping)
-            let share = (byteCount / threads + 4095) / 4096 * 4096
-            DispatchQueue.concurrentPerform(iterations: threads) { i in
-                let from = min(byteCount, i * share)
-                sllm_touch_pages_write(UnsafeMutableRawPointer(bitPattern: address + UInt(from))!, min(byteCount, from + share) - from)
+            inShares(byteCount, threads: threads) { from, length in
+                sllm_touch_pages_write(UnsafeMutableRawPointer(bitPattern: address + UInt(from))!, length)
             }
         case .fallocate(let threads):
-            let share = (byteCount / threads + 4095) / 4096 * 4096
             let failures = Atomic<Int32>(0)
-            DispatchQueue.concurrentPerform(iterations: threads) { i in
-                let from = min(byteCount, i * share)
-                let result = sllm_fallocate(fd, Int64(from), Int64(min(byteCount, from + share) - from))
+            inShares(byteCount, threads: threads) { from, length in
+                let result = sllm_fallocate(fd, Int64(from), Int64(length))
                 if result != 0 { failures.store(result, ordering: .relaxed) }
             }
             let failure = failures.load(ordering: .relaxed)
