@@ -54,10 +54,17 @@ import Glibc
         try server.start()
         let process = try startSLLM(["pull", server.url("smol.gguf").absoluteString], home: home.path)
         let stalled = waitFor { server.bytesServed >= 40 << 20 }
-        usleep(200_000)
+        // The five 8 MiB pieces sent whole are recorded by the client; kill once four are (a
+        // fixed sleep lost this race on a loaded machine).
+        let state = home.path + "/downloads/smol/smol.gguf.partial.json"
+        let recorded = waitFor(timeout: .seconds(30)) {
+            guard let data = FileManager.default.contents(atPath: state),
+                  let done = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["done"] as? [Bool] else { return false }
+            return done.filter { $0 }.count >= 4
+        }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
-        try #require(stalled)
+        try #require(stalled && recorded)
         #expect(try runSLLM(["list"], home: home.path).stdout.contains("no models"))
         #expect(directoryEntries(home.path + "/downloads/smol").contains("smol.gguf.partial.json"))
 
