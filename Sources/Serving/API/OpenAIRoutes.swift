@@ -89,12 +89,21 @@ struct OpenAIRoutes: Sendable {
     }
 
     /// Runs `work`, cancelled if the client closes its connection first. Watching reads the
-    /// connection's inbound side, which ends the connection after the response: the answer
-    /// says so, so that clients open a new connection instead of failing on this one.
+    /// connection's inbound side, which ends the connection after the response: the answer,
+    /// an error included, says so, so that clients open a new connection instead of failing
+    /// on this one.
     private func watched(_ request: Request, _ work: () async throws -> Response) async throws -> Response {
-        var response = try await request.body.consumeWithCancellationOnInboundClose { _ in try await work() }
-        response.headers[.connection] = "close"
-        return response
+        do {
+            var response = try await request.body.consumeWithCancellationOnInboundClose { _ in try await work() }
+            response.headers[.connection] = "close"
+            return response
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            var failure = error as? ServingError ?? ServingError(error)
+            failure.closesConnection = true
+            throw failure
+        }
     }
 
     // MARK: - Validation

@@ -27,6 +27,10 @@ public struct ServingError: Error, CustomStringConvertible, Sendable {
     /// The request field at fault (OpenAI's `param`).
     public var param: String?
 
+    /// The answer ends its connection (`Connection: close`): set for a request whose
+    /// connection was watched for a disconnect, which Hummingbird closes after the response.
+    public var closesConnection = false
+
     public init(_ kind: Kind, _ message: String, param: String? = nil) {
         self.kind = kind
         self.message = message
@@ -88,6 +92,7 @@ extension ServingError: HTTPResponseError {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         if kind == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
+        if closesConnection { headers[.connection] = "close" }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: json)))
     }
 }

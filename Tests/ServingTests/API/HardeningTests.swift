@@ -109,6 +109,9 @@ import TestSupport
         // Whoever stays gets the answer, as before.
         let stays = try await server.request(.POST, "/v1/completions", json: ["model": "smollm2-135m", "prompt": String(repeating: "ab", count: 32_000)])
         #expect(stays.status == 400 && (stays.json["error"] as? [String: Any])?["code"] as? String == "context_length_exceeded")
+        // A watched connection ends after its answer, an error too, and says so (a client that
+        // reused it failed with "I/O on closed channel").
+        #expect(stays.headers.first(name: "connection") == "close")
         try await server.stop()
     }
 
