@@ -69,13 +69,15 @@ public final class ServeProcess: @unchecked Sendable {
     private var log = ""
     private let errors = Pipe()
 
-    /// Starts `sllm serve ARGUMENTS` with `SLLM_HOME` = `home` (plus `environment`).
+    /// Starts `sllm serve ARGUMENTS` with `SLLM_HOME` = `home`, `SLLM_DRAM_FILL=false` (plus `environment`).
     public init(_ arguments: [String], home: String, environment: [String: String] = [:]) throws {
         process = Process()
         process.executableURL = sllmExecutable()
         process.arguments = ["serve"] + arguments
         var env = ProcessInfo.processInfo.environment
         env["SLLM_HOME"] = home
+        // Test servers do not fill a DRAM pool up to the machine's budget; tests of the fill ask for it.
+        env["SLLM_DRAM_FILL"] = "false"
         for (key, value) in environment { env[key] = value }
         process.environment = env
         process.standardError = errors

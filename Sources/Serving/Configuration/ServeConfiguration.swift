@@ -56,6 +56,9 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var dramScrubBytesPerSecond = 64 << 20
     /// Pause between two passes of the background check over the DRAM cache.
     public var dramScrubInterval: Duration = .seconds(600)
+    /// Fill the DRAM cache's pool with allocated memory in the background from the start, up to
+    /// its budget, so a cold load does not wait for fresh pages (`PoolFiller`).
+    public var dramFill = true
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory
@@ -149,7 +152,7 @@ public struct ServeConfiguration: Sendable, Equatable {
         "host", "port", "data_dir", "auth", "api_keys", "admin_key", "memory_budget", "dram_cache", "cache_dir", "threads",
         "direct_io", "default_model", "preload", "min_instances", "max_instances", "target_concurrency", "keep_alive",
         "queue_limit", "max_body", "shutdown_timeout", "idle_timeout", "request_timeout", "max_connections",
-        "dram_scrub_rate", "dram_scrub_interval",
+        "dram_scrub_rate", "dram_scrub_interval", "dram_fill",
     ]
 
     /// The settings that are a deployment's scaling.
@@ -198,12 +201,14 @@ public struct ServeConfiguration: Sendable, Equatable {
             case "threads":
                 guard let threads = Int(value), (1...256).contains(threads) else { throw fail(key, value, "a thread count (1-256)") }
                 self.threads = threads
-            case "direct_io":
+            case "direct_io", "dram_fill":
+                let flag: Bool
                 switch value.lowercased() {
-                case "true", "yes", "on", "1": directIO = true
-                case "false", "no", "off", "0": directIO = false
+                case "true", "yes", "on", "1": flag = true
+                case "false", "no", "off", "0": flag = false
                 default: throw fail(key, value, "true or false")
                 }
+                if key == "direct_io" { directIO = flag } else { dramFill = flag }
             case "default_model": defaultModel = value
             case "preload": preload = list(value)
             case "min_instances":

@@ -65,6 +65,8 @@ public final class Server: Sendable {
         DRAMCache.removeOrphans(logger: logger)
         let cache = try DRAMCache(directory: configuration.cacheDirectory ?? DRAMCache.defaultDirectory(forDataDirectory: store.root),
                                   budgetBytes: configuration.dramCacheBytes, owner: store.root)
+        // Slabs of loads that died mid-way (a crash, kill -9) go back to the pool.
+        cache.reclaim()
         let loader = ModelLoader(store: store, cache: cache, configuration: .init(directIO: configuration.directIO))
         let local = LocalWorker(loader: loader, threads: configuration.threads, logger: logger)
         worker = wrapWorker(local)
@@ -118,6 +120,8 @@ public final class Server: Sendable {
                 .init(service: nodeService),
                 .init(service: app),
                 .init(service: gate, successTerminationBehavior: .ignore),
+                .init(service: DRAMPoolService(cache: controller.loader.cache, enabled: configuration.dramFill, logger: logger),
+                      successTerminationBehavior: .ignore),
                 .init(service: DRAMScrubber(cache: controller.loader.cache, store: controller.store, bytesPerSecond: configuration.dramScrubBytesPerSecond,
                                             interval: configuration.dramScrubInterval, metrics: metrics, logger: logger),
                       successTerminationBehavior: .ignore),

@@ -36,7 +36,7 @@ extension DRAMCache {
         var result = DRAMVerification(model: name, tensors: 0, bytes: 0, corruptTensor: nil, evicted: false)
         let start = ContinuousClock.now
         do {
-            let slabs = try meta.segments.map { try mapCheckedSlab(for: $0) }
+            let slabs = try meta.segments.map { try mapCheckedSegment($0) }
             for tensor in reader.index.tensors {
                 if shouldStop() {
                     close(lock)

@@ -11,12 +11,14 @@ import Glibc
 /// The DRAM tier: checkpoints in shared memory, bounded by a byte budget, least recently used
 /// first out.
 ///
-/// Memory is a pool of fixed-size *slabs* (tmpfs files under `DIR/slabs`, `slabBytes` each),
+/// Memory is a pool of *slabs* of one size (tmpfs files under `DIR/slabs`, `slabBytes` each),
 /// mapped once per process and reused: a model is laid into slabs as *segments*, runs of whole
-/// tensors of one partition, so no tensor straddles two slabs (a tensor larger than a slab gets
-/// a slab of its own size). Evicting a model returns its slabs to the pool; the next load writes
-/// into pages that are already allocated and mapped, so it runs at disk speed instead of paying
-/// the kernel to allocate, zero and map fresh pages (about 4 GB/s on one core here).
+/// tensors of one partition. A segment fits one slab, except one holding a tensor larger than a
+/// slab, which gets as many standard slabs as it needs, mapped one after another into one
+/// contiguous range; so every slab fits every load and the pool never fragments. Evicting a model
+/// returns its slabs to the pool; the next load writes into pages that are already allocated,
+/// so it runs at disk speed instead of paying the kernel to allocate and zero fresh pages (about
+/// 1.2 GB/s on one thread on this VM). `PoolFiller` fills the pool ahead of any load.
 ///
 /// Each model is an entry `DIR/entries/NAME-CRC/` with a `meta.json` (its segments; marked
 /// complete only once every byte is verified) and a `lock` file. Whoever uses an entry holds a
@@ -33,13 +35,16 @@ public final class DRAMCache: Sendable {
     private let mappings = Mutex<[String: UnsafeSharedMemoryFile]>([:])
     private let reserving = Mutex(())
     private let counters = Mutex((hits: 0, misses: 0))
+    /// Loads of this process that are reading into the cache now; `PoolFiller` waits for zero.
+    let loadsInFlight = Atomic<Int>(0)
     /// Hit and miss counters shared by every process using the directory (two u64 in `.counters`,
     /// added to atomically); nil when the file cannot be mapped.
     private let sharedCounters: UnsafeSharedMemoryFile?
     let logger: Logger
 
     struct Segment: Codable, Equatable {
-        var slab: String
+        /// Its slabs, mapped one after another: one, or several for a tensor larger than a slab.
+        var slabs: [String]
         var partition: Int
         /// Partition range held at the start of the slab.
         var offset: Int
@@ -141,6 +146,7 @@ public final class DRAMCache: Sendable {
         for entry in listEntries() {
             if removeEntry(entriesDirectory + "/" + entry.key) { freed += entry.bytes } else { inUse.append(entry.name) }
         }
+        reclaim()
         trimPool()
         return (freed, inUse)
     }
@@ -161,7 +167,7 @@ public final class DRAMCache: Sendable {
     // MARK: - Planning
 
     /// Lays the tensors of `index` into segments of at most `slabBytes` (whole tensors, in
-    /// file order, 4 KiB-aligned), one oversized segment per tensor larger than a slab.
+    /// file order, 4 KiB-aligned), one segment of several slabs per tensor larger than a slab.
     static func plan(_ index: CheckpointIndex, slabBytes: Int) -> [Segment] {
         var segments: [Segment] = []
         for partition in index.partitions.indices {
@@ -175,7 +181,7 @@ public final class DRAMCache: Sendable {
                     continue
                 }
                 if let segment = current { segments.append(segment) }
-                current = Segment(slab: "", partition: partition, offset: tensor.offset, byteCount: end - tensor.offset)
+                current = Segment(slabs: [], partition: partition, offset: tensor.offset, byteCount: end - tensor.offset)
             }
             if let segment = current { segments.append(segment) }
         }
@@ -184,8 +190,11 @@ public final class DRAMCache: Sendable {
 
     /// Bytes of slabs that caching `index` takes.
     public func footprint(of index: CheckpointIndex) -> Int {
-        Self.plan(index, slabBytes: slabBytes).reduce(0) { $0 + slabSize(for: $1.byteCount) }
+        Self.plan(index, slabBytes: slabBytes).reduce(0) { $0 + slabCount(for: $1.byteCount) } * slabBytes
     }
+
+    /// Slabs a segment of `bytes` takes.
+    func slabCount(for bytes: Int) -> Int { max(1, (bytes + slabBytes - 1) / slabBytes) }
 
     private static func alignUp(_ value: Int) -> Int { (value + 4095) / 4096 * 4096 }
 
@@ -217,9 +226,12 @@ public final class DRAMCache: Sendable {
         }
         guard let lock = sharedLock(path) else { return nil }
         do {
-            let slabs = try meta.segments.map { try mapCheckedSlab(for: $0) }
+            let slabs = try meta.segments.map { try mapCheckedSegment($0) }
             futimens(lock, nil)  // last use, for LRU
             record(hit: true)
+            // Slabs new to this process: their existing pages are mapped in the background, so
+            // the engine's first pass does not take a page fault per 4 KiB; the hit returns now.
+            _ = populate(slabs, threads: 2)
             return Pin(segments: meta.segments, slabs: slabs, lockDescriptor: lock)
         } catch {
             close(lock)
@@ -252,56 +264,54 @@ public final class DRAMCache: Sendable {
     /// entries; the caller then loads without caching.
     func reserve(name: String, indexChecksum: UInt32, index: CheckpointIndex) throws -> Reservation? {
         var segments = Self.plan(index, slabBytes: slabBytes)
-        guard footprint(of: index) <= budgetBytes else { return nil }
-        return try reserving.withLock { _ -> Reservation? in
-            // One reservation at a time across processes too.
-            let guardFile = Glibc.open(directory + "/.reserve.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-            guard guardFile >= 0 else { throw StoreError(.io, "cannot open \(directory)/.reserve.lock") }
-            defer { close(guardFile) }
-            flock(guardFile, LOCK_EX)
-
+        let counts = segments.map { slabCount(for: $0.byteCount) }
+        let needed = counts.reduce(0, +)
+        guard needed * slabBytes <= budgetBytes else { return nil }
+        return try withReserveLock { () -> Reservation? in
             let key = Self.key(name: name, indexChecksum: indexChecksum)
             let path = entriesDirectory + "/" + key
             if FileSystem.exists(path), !removeEntry(path) { return nil }  // being filled elsewhere
 
-            // Each segment needs a slab of its size class; free slabs of that size are reused.
-            let needs = segments.map { slabSize(for: $0.byteCount) }
-            var free = freeSlabs()
-            // Slabs already mapped in this process are the cheapest (no page faults): taken first.
-            let mapped = mappings.withLock { Set($0.keys) }
-            func plan() -> (reuse: [String?], growth: Int, surplus: [(name: String, size: Int)]) {
-                let ordered = free.sorted { !mapped.contains($0.name) && mapped.contains($1.name) }
-                var pool = Dictionary(grouping: ordered, by: \.size).mapValues { $0.map(\.name) }
-                var reuse: [String?] = []
-                var growth = 0
-                for size in needs {
-                    if let name = pool[size]?.popLast() { reuse.append(name) } else { reuse.append(nil); growth += size }
-                }
-                let surplus = pool.flatMap { size, names in names.map { ($0, size) } }.sorted { $0.1 > $1.1 }
-                return (reuse, growth, surplus)
-            }
-            // Make room: first drop pooled slabs this load cannot reuse, then evict the least
+            var free = standardFreeSlabs()
+            // Make room: first drop pooled slabs this load does not need, then evict the least
             // recently used entries nobody holds, until the new slabs fit.
-            var current = plan()
-            while slabFileBytes() + current.growth > budgetBytes {
-                if let victim = current.surplus.first {
-                    deleteSlab(victim.name)
-                    free.removeAll { $0.name == victim.name }
+            while slabFileBytes() + max(0, needed - free.count) * slabBytes > budgetBytes {
+                if free.count > needed {
+                    deleteSlab(free.removeLast())
                 } else {
                     let candidates = listEntries().filter(\.complete).sorted { $0.lastUse < $1.lastUse }
                     guard let victim = candidates.first(where: { removeEntry(entriesDirectory + "/" + $0.key) }) else { return nil }
                     logger.info("evicted from DRAM", metadata: ["model": "\(victim.name)", "bytes": "\(victim.bytes)"])
-                    free = freeSlabs()
+                    free = standardFreeSlabs()
                 }
-                current = plan()
             }
 
+            // Slabs mapped in this process are the cheapest (their pages are mapped): a segment of
+            // several slabs takes a contiguous mapping it finds whole, a one-slab segment a slab
+            // mapped on its own; then any free slab; then new ones.
+            let mappedKeys = mappings.withLock { Array($0.keys) }.sorted()
+            let singlyMapped = Set(mappedKeys.filter { !$0.contains("+") })
+            var unused = Set(free)
+            var assigned = [[String]](repeating: [], count: segments.count)
+            for i in segments.indices where counts[i] > 1 {
+                if let span = mappedKeys.lazy.map({ $0.split(separator: "+").map(String.init) })
+                    .first(where: { $0.count == counts[i] && $0.allSatisfy(unused.contains) }) {
+                    assigned[i] = span
+                    unused.subtract(span)
+                }
+            }
+            var mappedFree = unused.filter(singlyMapped.contains).sorted()
+            var otherFree = unused.filter { !singlyMapped.contains($0) }.sorted()
+            for i in segments.indices where assigned[i].isEmpty {
+                for _ in 0..<counts[i] {
+                    let name = counts[i] == 1 ? (mappedFree.popLast() ?? otherFree.popLast()) : (otherFree.popLast() ?? mappedFree.popLast())
+                    assigned[i].append(try name ?? createSlabFile())
+                }
+            }
             var slabs: [UnsafeSharedMemoryFile] = []
             for i in segments.indices {
-                let name = current.reuse[i] ?? "s\(needs[i] >> 12)-" + FileSystem.randomSuffix()
-                let slab = current.reuse[i] == nil ? try createSlab(name, byteCount: needs[i]) : try mapSlab(name, byteCount: nil)
-                segments[i].slab = name
-                slabs.append(slab)
+                segments[i].slabs = assigned[i]
+                slabs.append(try mapSegment(assigned[i]))
             }
 
             try FileSystem.makeDirectory(path)
@@ -323,14 +333,36 @@ public final class DRAMCache: Sendable {
         }
     }
 
+    /// Runs `body` holding the cache's reservation lock, in this process and across processes
+    /// (`DIR/.reserve.lock`): slabs change hands only under it.
+    func withReserveLock<T>(_ body: () throws -> T) throws -> T {
+        try reserving.withLock { _ in
+            let guardFile = Glibc.open(directory + "/.reserve.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            guard guardFile >= 0 else { throw StoreError(.io, "cannot open \(directory)/.reserve.lock: \(Errno(errno, operation: "open"))") }
+            defer { close(guardFile) }
+            flock(guardFile, LOCK_EX)
+            return try body()
+        }
+    }
+
     /// Allocates and maps the reservation's slab pages ahead of the load that fills them, on a
     /// thread of its own with `threads` threads under it, slab by slab in the order the load
     /// writes them; slabs already populated in this process are skipped. Populating keeps the
     /// data of pages the load has written, so it runs alongside the reads: a page fault per
     /// 4 KiB is taken off the reads' path, and nothing waits for it. Cancel it when the load ends.
     func startPopulating(_ reservation: Reservation, threads: Int) -> PopulateTask {
+        populate(reservation.slabs, threads: threads)
+    }
+
+    /// Populates the mappings in `slabs` not yet populated in this process, in order, on a
+    /// thread of its own with `threads` threads under it.
+    @discardableResult
+    func populate(_ slabs: [UnsafeSharedMemoryFile], threads: Int) -> PopulateTask {
         let task = PopulateTask()
-        let slabs = reservation.slabs
+        guard slabs.contains(where: { !$0.populated.load(ordering: .relaxed) }) else {
+            task.finish()
+            return task
+        }
         let thread = Thread {
             for slab in slabs where !slab.populated.load(ordering: .relaxed) {
                 guard !task.isCancelled else { break }
@@ -376,44 +408,79 @@ public final class DRAMCache: Sendable {
 
     // MARK: - Slabs
 
-    private static func oversize(_ bytes: Int) -> Int { (bytes + (2 << 20) - 1) / (2 << 20) * (2 << 20) }
-
-    /// The slab size class of a segment: the standard size, or its own size rounded to 2 MiB.
-    private func slabSize(for bytes: Int) -> Int { bytes <= slabBytes ? slabBytes : Self.oversize(bytes) }
-
-    private func createSlab(_ name: String, byteCount: Int) throws -> UnsafeSharedMemoryFile {
-        let file = try UnsafeSharedMemoryFile.create(slabsDirectory + "/" + name, byteCount: byteCount)
-        mappings.withLock { $0[name] = file }
-        return file
-    }
-
-    /// The slab's mapping in this process, mapped on first use.
-    private func mapSlab(_ name: String, byteCount: Int?) throws -> UnsafeSharedMemoryFile {
-        if let existing = mappings.withLock({ $0[name] }) { return existing }
+    /// Creates a slab file of the standard size, not mapped; returns its name.
+    private func createSlabFile() throws -> String {
+        let name = "s\(slabBytes >> 12)-" + FileSystem.randomSuffix()
         let path = slabsDirectory + "/" + name
-        guard let size = FileSystem.fileSize(path) else { throw StoreError(.notFound, "slab \(path) is missing") }
-        let file = try UnsafeSharedMemoryFile.openWritable(path, byteCount: Int(size))
-        mappings.withLock { $0[name] = file }
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw StoreError(.io, "cannot create \(path): \(Errno(errno, operation: "open"))") }
+        defer { close(fd) }
+        guard ftruncate(fd, off_t(slabBytes)) == 0 else {
+            let failure = Errno(errno, operation: "ftruncate")
+            unlink(path)
+            throw StoreError(.io, "cannot size \(path) to \(slabBytes) bytes: \(failure)")
+        }
+        return name
+    }
+
+    /// A segment's memory in this process: its slab's mapping, or its slabs mapped one after
+    /// another; mapped on first use and kept for the next user.
+    private func mapSegment(_ names: [String]) throws -> UnsafeSharedMemoryFile {
+        let key = names.joined(separator: "+")
+        if let existing = mappings.withLock({ $0[key] }) { return existing }
+        let file: UnsafeSharedMemoryFile
+        if names.count == 1 {
+            let path = slabsDirectory + "/" + names[0]
+            guard let size = FileSystem.fileSize(path) else { throw StoreError(.notFound, "slab \(path) is missing") }
+            file = try UnsafeSharedMemoryFile.openWritable(path, byteCount: Int(size))
+        } else {
+            let paths = names.map { slabsDirectory + "/" + $0 }
+            guard let size = FileSystem.fileSize(paths[0]) else { throw StoreError(.notFound, "slab \(paths[0]) is missing") }
+            file = try UnsafeSharedMemoryFile.mapContiguous(paths, slabBytes: Int(size))
+        }
+        mappings.withLock { table in
+            // A contiguous mapping sharing a slab with this one is stale (that slab changed
+            // hands): forgotten here; whoever still pins it keeps it alive.
+            if names.count > 1 {
+                let members = Set(names)
+                for other in table.keys where other.contains("+") && other.split(separator: "+").contains(where: { members.contains(String($0)) }) {
+                    table[other] = nil
+                }
+            }
+            table[key] = file
+        }
         return file
     }
 
-    /// The slab of a cached segment, mapped, after checking that its file still has the size it
-    /// was mapped with and holds the whole segment. A slab truncated behind the cache's back
-    /// (another process, a full disk) would raise SIGBUS on first touch; it is deleted and the
-    /// lookup becomes a miss instead.
-    func mapCheckedSlab(for segment: Segment) throws -> UnsafeSharedMemoryFile {
-        let slab = try mapSlab(segment.slab, byteCount: nil)
-        let size = FileSystem.fileSize(slabsDirectory + "/" + segment.slab)
-        guard let size, size == Int64(slab.byteCount), slab.byteCount >= segment.byteCount else {
-            deleteSlab(segment.slab)
-            throw StoreError(.io, "slab \(segment.slab) has \(size.map(String.init) ?? "no") bytes; the entry needs \(segment.byteCount) (mapped: \(slab.byteCount))")
+    /// The memory of a cached segment, mapped, after checking that each slab file still has the
+    /// size it was mapped with and that they hold the whole segment. A slab truncated behind the
+    /// cache's back (another process, a full disk) would raise SIGBUS on first touch; it is
+    /// deleted and the lookup becomes a miss instead.
+    func mapCheckedSegment(_ segment: Segment) throws -> UnsafeSharedMemoryFile {
+        guard !segment.slabs.isEmpty else { throw StoreError(.io, "a segment of the entry has no slabs") }
+        let mapping = try mapSegment(segment.slabs)
+        let each = mapping.byteCount / segment.slabs.count
+        for name in segment.slabs {
+            let size = FileSystem.fileSize(slabsDirectory + "/" + name)
+            guard size == Int64(each) else {
+                deleteSlab(name)
+                throw StoreError(.io, "slab \(name) has \(size.map(String.init) ?? "no") bytes; it was mapped with \(each)")
+            }
         }
-        return slab
+        guard mapping.byteCount >= segment.byteCount else {
+            throw StoreError(.io, "slabs \(segment.slabs.joined(separator: "+")) hold \(mapping.byteCount) bytes; the segment needs \(segment.byteCount)")
+        }
+        return mapping
     }
 
     private func deleteSlab(_ name: String) {
         unlink(slabsDirectory + "/" + name)
-        mappings.withLock { $0[name] = nil }  // the mapping dies with its last user
+        // The mappings die with their last user.
+        mappings.withLock { table in
+            for key in table.keys where key == name || (key.contains("+") && key.split(separator: "+").contains { $0 == name }) {
+                table[key] = nil
+            }
+        }
     }
 
     private func slabNames() -> [String] {
@@ -440,19 +507,105 @@ public final class DRAMCache: Sendable {
                 _ = removeEntry(path)  // a loader died while filling it
                 continue
             }
-            meta.segments.forEach { referenced.insert($0.slab) }
+            meta.segments.forEach { referenced.formUnion($0.slabs) }
         }
         return slabNames().filter { !referenced.contains($0) }.map { ($0, Int(FileSystem.fileSize(slabsDirectory + "/" + $0) ?? 0)) }
+    }
+
+    /// The free slabs of the standard size, after deleting free slabs of any other size (left by
+    /// an older slab size or cache format: no load can use them). Call under the reserve lock.
+    private func standardFreeSlabs() -> [String] {
+        var standard: [String] = []
+        for slab in freeSlabs() {
+            if slab.size == slabBytes { standard.append(slab.name) } else { deleteSlab(slab.name) }
+        }
+        return standard.sorted()
     }
 
     /// Deletes pooled slabs nobody uses, giving their memory back. Returns the bytes freed.
     @discardableResult
     public func trimPool() -> Int {
-        reserving.withLock { _ in
+        (try? withReserveLock {
             let free = freeSlabs()
             free.forEach { deleteSlab($0.name) }
             return free.reduce(0) { $0 + $1.size }
+        }) ?? 0
+    }
+
+    /// Gives back up to `bytes` of pooled slabs (memory pressure); returns the bytes freed.
+    @discardableResult
+    public func releasePooled(_ bytes: Int) -> Int {
+        (try? withReserveLock {
+            var freed = 0
+            for slab in freeSlabs() where freed < bytes {
+                deleteSlab(slab.name)
+                freed += slab.size
+            }
+            return freed
+        }) ?? 0
+    }
+
+    /// Adds one standard slab to the pool when the slab files stay within `limit` bytes (and the
+    /// budget), and returns its mapping, not yet populated; nil when there is no room.
+    func addPooledSlab(limit: Int) throws -> UnsafeSharedMemoryFile? {
+        try withReserveLock { () -> UnsafeSharedMemoryFile? in
+            guard slabFileBytes() + slabBytes <= min(limit, budgetBytes) else { return nil }
+            return try mapSegment([try createSlabFile()])
         }
+    }
+
+    /// Where the cache's shared memory goes, from its files alone (nothing is changed).
+    public struct Usage: Sendable, Equatable {
+        /// Slab bytes held by entries: complete ones, and ones a live loader is filling.
+        public var entryBytes = 0
+        /// Free slabs of the standard size, allocated and ready for the next load.
+        public var pooledBytes = 0
+        /// Slab bytes that belong to neither: held by entries whose loader died mid-load, slabs of
+        /// another size, stray files. `reclaim()` returns them.
+        public var orphanBytes = 0
+        public var totalBytes: Int { entryBytes + pooledBytes + orphanBytes }
+    }
+
+    /// The cache's memory by owner. Reads only: `sllm store status` shows it as it is.
+    public func usage() -> Usage {
+        var held = Set<String>()
+        var dead = Set<String>()
+        for key in (try? FileSystem.listDirectory(entriesDirectory)) ?? [] where !key.hasPrefix(".") {
+            let path = entriesDirectory + "/" + key
+            guard let meta = readMeta(path) else { continue }
+            let slabs = meta.segments.flatMap(\.slabs)
+            if meta.complete || isLocked(path) { held.formUnion(slabs) } else { dead.formUnion(slabs) }
+        }
+        var usage = Usage()
+        for name in (try? FileSystem.listDirectory(slabsDirectory)) ?? [] {
+            let size = Int(FileSystem.fileSize(slabsDirectory + "/" + name) ?? 0)
+            if held.contains(name) {
+                usage.entryBytes += size
+            } else if !dead.contains(name) && !name.hasPrefix(".") && size == slabBytes {
+                usage.pooledBytes += size
+            } else {
+                usage.orphanBytes += size
+            }
+        }
+        return usage
+    }
+
+    /// Returns what crashed processes left: entries whose loader died (their slabs go back to
+    /// the pool), slabs of another size and stray files (deleted); then trims the pool to the
+    /// budget. Returns the orphaned bytes there were.
+    @discardableResult
+    public func reclaim() -> Int {
+        let orphaned = usage().orphanBytes
+        _ = try? withReserveLock {
+            _ = standardFreeSlabs()
+            for name in (try? FileSystem.listDirectory(slabsDirectory)) ?? [] where name.hasPrefix(".") {
+                unlink(slabsDirectory + "/" + name)
+            }
+            var free = standardFreeSlabs()
+            while slabFileBytes() > budgetBytes, let victim = free.popLast() { deleteSlab(victim) }
+        }
+        if orphaned > 0 { logger.info("reclaimed shared memory left by a process that died mid-load", metadata: ["bytes": "\(orphaned)"]) }
+        return orphaned
     }
 
     // MARK: - Entry files
@@ -534,7 +687,7 @@ public final class DRAMCache: Sendable {
     public var usedBytes: Int { slabFileBytes() }
 
     /// Bytes of pooled slabs no model uses.
-    public var pooledBytes: Int { reserving.withLock { _ in freeSlabs().reduce(0) { $0 + $1.size } } }
+    public var pooledBytes: Int { usage().pooledBytes }
 
     /// Hits and misses of lookups in this process.
     public var hitsAndMisses: (hits: Int, misses: Int) { counters.withLock { ($0.hits, $0.misses) } }

@@ -60,6 +60,42 @@ final class UnsafeSharedMemoryFile: @unchecked Sendable {
         return try UnsafeSharedMemoryFile(fd: fd, path: path, byteCount: byteCount, writable: true)
     }
 
+    /// Maps the files at `paths`, each `slabBytes` long, one after another into one contiguous
+    /// read-write range, so a tensor larger than a slab lies in pooled slabs of the standard size.
+    /// The range is reserved first (`PROT_NONE`) and each file mapped over its part (`MAP_FIXED`),
+    /// so nothing else can land in a gap.
+    static func mapContiguous(_ paths: [String], slabBytes: Int) throws -> UnsafeSharedMemoryFile {
+        precondition(!paths.isEmpty && slabBytes > 0 && slabBytes % 4096 == 0)
+        let total = paths.count * slabBytes
+        guard let region = mmap(nil, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), region != MAP_FAILED else {
+            throw StoreError(.io, "cannot reserve \(total) bytes of address space: \(Errno(errno, operation: "mmap"))")
+        }
+        for (i, path) in paths.enumerated() {
+            let fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
+            guard fd >= 0 else {
+                munmap(region, total)
+                throw StoreError(.notFound, "cannot open \(path): \(Errno(errno, operation: "open"))")
+            }
+            defer { close(fd) }
+            guard FileSystem.fileSize(path) == Int64(slabBytes) else {
+                munmap(region, total)
+                throw StoreError(.io, "\(path) does not have the expected \(slabBytes) bytes")
+            }
+            let part = region + i * slabBytes
+            guard let pointer = mmap(part, slabBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0), pointer == part else {
+                munmap(region, total)
+                throw StoreError(.io, "cannot map \(path): \(Errno(errno, operation: "mmap"))")
+            }
+        }
+        return UnsafeSharedMemoryFile(mapped: region, byteCount: total, path: paths.joined(separator: "+"))
+    }
+
+    private init(mapped: UnsafeMutableRawPointer, byteCount: Int, path: String) {
+        base = mapped
+        self.byteCount = byteCount
+        self.path = path
+    }
+
     private init(fd: Int32, path: String, byteCount: Int, writable: Bool, populate: Bool = false) throws {
         self.path = path
         self.byteCount = byteCount

@@ -139,6 +139,9 @@ public actor ModelLoader {
                 cached: true, storage: pin, segments: pin.segments, bases: pin.bases.map { UnsafeRawPointer($0) })
         }
 
+        // The background pool fill stands aside while a load reads.
+        cache.loadsInFlight.add(1, ordering: .relaxed)
+        defer { cache.loadsInFlight.subtract(1, ordering: .relaxed) }
         let reservation = try cache.reserve(name: name.rawValue, indexChecksum: checkpoint.indexChecksum, index: checkpoint.index)
         var segments = reservation?.meta.segments ?? []
         var anonymous: UnsafeAnonymousMemory?

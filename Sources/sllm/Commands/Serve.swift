@@ -40,7 +40,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max"), help: "Default maximum instances (1).") var maxInstances: Int?
     @Option(name: .customLong("target-concurrency"), help: "Default requests batched per instance (4).") var targetConcurrency: Int?
     @Option(name: .customLong("keep-alive"), parsing: .unconditional, help: "Default idle time before scale-down (5m; 0 = at once, -1 = never).") var keepAlive: String?
-    @Option(name: .customLong("queue-limit"), help: "Default requests queued per deployment beyond its slots (64); more get 429.") var queueLimit: Int?
+    @Option(name: .customLong("queue-limit"), help: "Default requests queued per deployment beyond its slots (512); more get 429.") var queueLimit: Int?
     @Option(name: .customLong("max-body"), help: "Largest request body (8MiB).") var maxBody: String?
     @Option(name: .customLong("shutdown-timeout"), help: "Time in-flight streams get after SIGINT/SIGTERM (30s).") var shutdownTimeout: String?
     @Option(name: .customLong("idle-timeout"), help: "Close a connection with no request in progress after this long (60s).") var idleTimeout: String?
@@ -48,6 +48,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-connections"), help: "Most connections open at once (1024).") var maxConnections: Int?
     @Option(name: .customLong("dram-scrub-rate"), help: "Bytes per second the background check of the DRAM cache re-hashes (64MiB; 0 = off).") var dramScrubRate: String?
     @Option(name: .customLong("dram-scrub-interval"), help: "Rest between two passes of the DRAM cache check (10m).") var dramScrubInterval: String?
+    @Flag(name: .customLong("dram-fill"), inversion: .prefixedNo, help: "Fill the DRAM cache's pool with allocated memory in the background up to its budget, so cold loads run at disk speed (default: on; env SLLM_DRAM_FILL).") var dramFill: Bool?
 
     /// The flags given, as a settings layer.
     var flagLayer: [String: String] {
@@ -73,6 +74,7 @@ struct Serve: AsyncParsableCommand {
         layer["shutdown_timeout"] = shutdownTimeout
         layer["idle_timeout"] = idleTimeout
         layer["request_timeout"] = requestTimeout
+        layer["dram_fill"] = dramFill.map { $0 ? "true" : "false" }
         layer["max_connections"] = maxConnections.map(String.init)
         layer["dram_scrub_rate"] = dramScrubRate
         layer["dram_scrub_interval"] = dramScrubInterval

@@ -15,7 +15,7 @@ final class TestServer: Sendable {
     private let task: Task<Void, any Error>
 
     /// Starts a server; `configure` adjusts the settings (defaults: 2 threads, small DRAM cache
-    /// in the data directory, default model deployed).
+    /// in the data directory without the background pool fill, default model deployed).
     static func start(
         directory existing: TemporaryDirectory? = nil,
         _ configure: (inout ServeConfiguration) -> Void = { _ in },
@@ -30,6 +30,7 @@ final class TestServer: Sendable {
         configuration.cacheDirectory = directory.file("cache")
         configuration.memoryBudgetBytes = 8 << 30
         configuration.shutdownTimeout = .seconds(10)
+        configuration.dramFill = false
         configure(&configuration)
         var logger = Logger(label: "test.serve")
         logger.logLevel = .warning
