@@ -138,17 +138,18 @@ public final class DRAMCache: Sendable {
         return removed
     }
 
-    /// Evicts every entry nobody uses and deletes the pooled slabs. Returns the bytes of the
-    /// entries evicted; entries in use stay (their names are returned too).
-    public func evictAll() -> (freed: Int, inUse: [String]) {
+    /// Evicts every entry nobody uses, reclaims what dead loaders left and deletes the pooled
+    /// slabs. Returns the bytes of the entries evicted, the names of entries in use (they stay)
+    /// and the orphaned bytes reclaimed.
+    public func evictAll() -> (freed: Int, inUse: [String], reclaimed: Int) {
+        let reclaimed = reclaim()
         var freed = 0
         var inUse: [String] = []
         for entry in listEntries() {
             if removeEntry(entriesDirectory + "/" + entry.key) { freed += entry.bytes } else { inUse.append(entry.name) }
         }
-        reclaim()
         trimPool()
-        return (freed, inUse)
+        return (freed, inUse, reclaimed)
     }
 
     /// The default location for a data directory: `/dev/shm/sllm-<hash of the data dir>`.

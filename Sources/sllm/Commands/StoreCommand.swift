@@ -38,7 +38,10 @@ struct StoreCommand: AsyncParsableCommand {
             let entries = cache.listEntries()
             let (hits, misses) = cache.sharedHitsAndMisses
             let rate = hits + misses > 0 ? String(format: "%.0f%%", Double(hits) * 100 / Double(hits + misses)) : "n/a"
-            print("DRAM  \(cache.directory)  \(formatBytes(Int64(cache.usedBytes))) of \(formatBytes(Int64(cache.budgetBytes))) (\(formatBytes(Int64(cache.pooledBytes))) pooled for reuse)  hits \(hits), misses \(misses) (hit rate \(rate))")
+            let usage = cache.usage()
+            print("DRAM  \(cache.directory)  \(formatBytes(Int64(usage.totalBytes))) of \(formatBytes(Int64(cache.budgetBytes)))  hits \(hits), misses \(misses) (hit rate \(rate))")
+            print("  in models \(formatBytes(Int64(usage.entryBytes))), pooled for reuse \(formatBytes(Int64(usage.pooledBytes))), orphaned \(formatBytes(Int64(usage.orphanBytes)))"
+                  + (usage.orphanBytes > 0 ? " (left by a process that died mid-load; `sllm store evict --all` or the next `sllm serve` reclaims it)" : ""))
             var rows = [["  MODEL", "BYTES", "STATE", "IN USE"]]
             for entry in entries {
                 rows.append(["  " + entry.name, formatBytes(Int64(entry.bytes)), entry.complete ? "cached" : "loading", entry.pinned ? "yes" : "no"])
@@ -99,9 +102,10 @@ struct StoreCommand: AsyncParsableCommand {
             _ = global.bootstrap()
             let cache = try loader.makeLoader(store: global.store).cache
             if all {
-                let (freed, inUse) = cache.evictAll()
+                let (freed, inUse, reclaimed) = cache.evictAll()
                 let orphans = DRAMCache.removeOrphans()
                 print("evicted \(formatBytes(Int64(freed))) from DRAM" + (inUse.isEmpty ? "" : "; in use and kept: \(inUse.joined(separator: ", "))")
+                      + (reclaimed > 0 ? "; reclaimed \(formatBytes(Int64(reclaimed))) left by a process that died mid-load" : "")
                       + (orphans.isEmpty ? "" : "; removed \(orphans.count) orphaned cache(s): \(orphans.joined(separator: ", "))"))
                 return
             }
