@@ -124,3 +124,12 @@ int sllm_install_crash_socket_closer(void) {
     }
     return 0;
 }
+
+// MARK: - Background threads
+
+#include <sys/resource.h>
+
+int sllm_lower_thread_priority(int niceness) {
+    // PRIO_PROCESS with a thread id applies to that thread alone on Linux.
+    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), niceness) == 0 ? 0 : errno;
+}

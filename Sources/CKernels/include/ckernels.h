@@ -60,6 +60,10 @@ void sllm_touch_pages_write(void *addr, size_t length);
 /// mapping them. Returns 0 or the errno.
 int sllm_fallocate(int fd, int64_t offset, int64_t length);
 
+/// Sets the calling thread's nice value (higher runs later); 0 or errno. Raising it back needs
+/// privileges, so only threads of their own call it.
+int sllm_lower_thread_priority(int niceness);
+
 #ifdef __cplusplus
 }
 #endif

@@ -50,14 +50,17 @@ public struct MemoryStatus: Sendable, Equatable {
 /// cold load writes into memory that is ready instead of paying the kernel to allocate and zero
 /// fresh pages while the client waits; then keeps it topped up.
 ///
-/// It stands aside while a load of this process reads (checked between slabs, 32 MiB each) and
-/// under memory pressure: it adds a slab only while `fillFloor` bytes stay available after it,
+/// Its threads run at a low priority (nice 10), so other work keeps the cores. It stands aside
+/// while a load of this process reads (checked between slabs, 32 MiB each) and under memory
+/// pressure: it adds a slab only while `fillFloor` bytes stay available after it,
 /// and gives pooled slabs back when availability drops below `releaseFloor`.
 public final class PoolFiller: Sendable {
     public struct Settings: Sendable {
         /// Threads populating each slab (`madvise(MADV_POPULATE_WRITE)`; two measured fastest
         /// here, `sllm bench populate`).
         public var threads = 2
+        /// Nice value of the populating threads: they run on what other work leaves of the cores.
+        public var niceness: Int32 = 10
         /// Slab bytes to reach (capped by the cache's budget).
         public var targetBytes = Int.max
         /// Seconds between checks once the pool is full.
@@ -194,7 +197,7 @@ public final class PoolFiller: Sendable {
                 sleep(settings.interval)
                 continue
             }
-            MemoryPopulation.populate(slab.base, byteCount: slab.byteCount, threads: settings.threads)
+            MemoryPopulation.populateInBackground(slab.base, byteCount: slab.byteCount, threads: settings.threads, niceness: settings.niceness)
             slab.populated.store(true, ordering: .relaxed)
             added += slab.byteCount
         }

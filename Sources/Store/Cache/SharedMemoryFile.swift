@@ -163,6 +163,38 @@ public enum MemoryPopulation {
 }
 
 extension MemoryPopulation {
+    /// `populate` for background work: the calling thread and `threads - 1` threads of its own,
+    /// each at nice `niceness`, so the work runs on what other work leaves of the cores. The
+    /// calling thread's priority is lowered for good (call it from a thread of its own).
+    static func populateInBackground(_ base: UnsafeMutableRawPointer, byteCount: Int, threads: Int, niceness: Int32) {
+        guard byteCount > 0 else { return }
+        let pieces = (byteCount + piece - 1) / piece
+        let next = Atomic<Int>(0)
+        let address = UInt(bitPattern: base)
+        let work: @Sendable () -> Void = {
+            _ = sllm_lower_thread_priority(niceness)
+            while true {
+                let index = next.add(1, ordering: .relaxed).oldValue
+                guard index < pieces else { return }
+                let start = UnsafeMutableRawPointer(bitPattern: address + UInt(index * piece))!
+                let length = min(piece, byteCount - index * piece)
+                if sllm_populate_write(start, length) != 0 { sllm_touch_pages_write(start, length) }
+            }
+        }
+        let helpers = max(0, min(threads, pieces) - 1)
+        let done = DispatchSemaphore(value: 0)
+        for _ in 0..<helpers {
+            Thread {
+                work()
+                done.signal()
+            }.start()
+        }
+        work()
+        for _ in 0..<helpers { done.wait() }
+    }
+}
+
+extension MemoryPopulation {
     /// A way of setting up a fresh tmpfs file of memory for writing, as `sllm bench populate`
     /// compares them.
     public enum Method: Sendable, CaseIterable, CustomStringConvertible {

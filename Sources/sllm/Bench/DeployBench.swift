@@ -59,6 +59,7 @@ struct DeployBench: AsyncParsableCommand {
         }
         let server = try ServerProcess.start(executable: sllmExecutablePath(), arguments: [
             "serve", "--data-dir", scratch, "--port", "0", "--cache-dir", cache, "--default-model", "", "--threads", "1",
+            "--no-dram-fill",  // timings of pull and deploy alone, not beside a pool filling its budget
         ], log: scratch + "/serve.log", banner: "serving on")
         defer { server.stop() }
         let common = ["--data-dir", scratch, "--quiet"]

@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoint
 import Foundation
 import Logging
+import NIOHTTP1
 import Store
 
 #if canImport(Glibc)
@@ -19,7 +20,14 @@ struct LoadBench: AsyncParsableCommand {
             the same files (psync bs=32M; libaio bs=32M iodepth=8); safetensors.numpy.load_file on
             the same tensors saved as safetensors; mmap + touching every page; a buffered read loop.
             Then DRAM-cache hits (time until every tensor view is held) and the peak anonymous
-            memory a cold load adds beyond its destination. Medians with (min–max).
+            memory a cold load adds beyond its destination.
+
+            Then as a user sees it, in separate processes: `sllm store load` in a new process after
+            an eviction that keeps the slab pool (cold page cache), against the best fio of the
+            run; and the first load in a newly started `sllm serve` once its background pool fill
+            is done (a fresh cache directory, the budget filled), against the in-process steady
+            state, with the fill's time and what it cost one thread hashing beside it.
+            Medians with (min–max). The bench's caches are removed at the end.
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -56,6 +64,20 @@ struct LoadBench: AsyncParsableCommand {
         var residentAfterEviction: Double
         var freshMemoryGBps: Double
         var stages: [LoadTimings]
+        /// `sllm store load` in a new process after `store evict` (pool kept), cold page cache.
+        var newProcessGBps: Sample
+        /// Its queue stage as a share of its total.
+        var newProcessQueueShare: Sample
+        var newProcessOverBestFio: Double?
+        /// The first load in a new `sllm serve` after its pool fill.
+        var serverFirstLoadGBps: Sample
+        var serverFirstLoadOverSteady: Double
+        var serverTiers: [String]
+        var fillSeconds: Sample
+        var fillBytes: Int
+        /// One thread hashing (CRC32C) alone, and while the fill ran, GB/s.
+        var hashIdleGBps: Sample
+        var hashDuringFillGBps: Sample
     }
 
     func run() async throws {
@@ -64,10 +86,14 @@ struct LoadBench: AsyncParsableCommand {
         let benchStore = ModelStore(root: directory + "/store")
         try FileSystem.makeDirectories(benchStore.modelsDirectory)
         let options = loader
+        let cacheDirectory = options.cacheDirectory.map(absolutePath) ?? DRAMCache.defaultDirectory(forDataDirectory: benchStore.root)
+        let budget = max(options.budgetBytes, 8 << 30)
         let modelLoader = try ModelLoader(
             store: benchStore,
-            cache: DRAMCache(directory: options.cacheDirectory.map(absolutePath) ?? DRAMCache.defaultDirectory(forDataDirectory: benchStore.root), budgetBytes: max(options.budgetBytes, 8 << 30), slabBytes: parseByteCount(options.chunkSize)!),
+            cache: DRAMCache(directory: cacheDirectory, budgetBytes: budget, slabBytes: parseByteCount(options.chunkSize)!),
             configuration: .init(threads: options.threads, directIO: options.directIO))
+        // A benchmark cleans up what it made: its own cache (not one the caller named).
+        defer { if options.cacheDirectory == nil { FileSystem.removeTree(cacheDirectory) } }
         let fio = Fio.find()
         let python = pythonHasSafetensors()
         if fio == nil { print("fio not found: run scripts/install-bench-tools.sh (fio columns are left out)") }
@@ -145,6 +171,37 @@ struct LoadBench: AsyncParsableCommand {
                 precondition(model.tier == .dram && views.count == model.index.tensors.count)
                 hits.append(elapsed)
             }
+            // As a user sees it: `sllm store load` in a new process after `store evict` (the pool
+            // stays), cold page cache.
+            var newProcess: [Double] = []
+            var queueShares: [Double] = []
+            let childArguments = ["--data-dir", benchStore.root, "--cache-dir", cacheDirectory, "--dram-cache", String(budget),
+                                  "--chunk-size", options.chunkSize, "--quiet"]
+                + (options.threads.map { ["--threads", String($0)] } ?? []) + (options.directIO ? ["--direct-io"] : [])
+            for _ in 1...runs {
+                try cold()
+                let load = try loadInNewProcess(name, arguments: childArguments)
+                guard load.tier == "ssd" else { throw CommandFailure("the new process loaded \(name) from \(load.tier), not the SSD") }
+                newProcess.append(Double(bytes) / 1e9 / load.total)
+                queueShares.append(load.queue / load.total)
+            }
+            // The first load in a newly started server, once its pool fill is done.
+            _ = modelLoader.cache.evictAll()  // room for the server's cache
+            var serverLoads: [Double] = [], fills: [Double] = [], hashIdle: [Double] = [], hashDuring: [Double] = []
+            var fillBytes = 0
+            var tiers = Set<String>()
+            for run in 1...runs {
+                let result = try await firstLoadInNewServer(name, checkpoint: benchStore.directory(for: name), budget: budget, files: files)
+                serverLoads.append(Double(bytes) / 1e9 / result.loadSeconds)
+                fills.append(result.fillSeconds)
+                fillBytes = result.fillBytes
+                hashIdle.append(result.hashIdle)
+                hashDuring.append(result.hashDuring)
+                tiers.insert(result.tier)
+                if !global.quiet { FileHandle.standardError.write(Data("\(name): server run \(run)/\(runs) done\n".utf8)) }
+            }
+            let bestFio = ["fio psync", "fio libaio qd8"].compactMap { samples[$0].map { Sample(values: $0).median } }.max()
+
             let ours = Sample(values: samples["sllm"]!).median
             var ratios: [String: Double] = [:]
             for (method, values) in samples where method != "sllm" { ratios[method] = ours / Sample(values: values).median }
@@ -153,7 +210,12 @@ struct LoadBench: AsyncParsableCommand {
                 name: name.rawValue, bytes: bytes, gbps: samples.mapValues { Sample(values: $0) }, ratios: ratios,
                 dramHitMilliseconds: Sample(values: hits), peakExtraAnonymousBytes: peakExtra,
                 threadsTimesChunkBytes: modelLoader.configuration.threads * chunk, residentAfterEviction: resident,
-                freshMemoryGBps: freshRate, stages: stages))
+                freshMemoryGBps: freshRate, stages: stages,
+                newProcessGBps: Sample(values: newProcess), newProcessQueueShare: Sample(values: queueShares),
+                newProcessOverBestFio: bestFio.map { Sample(values: newProcess).median / $0 },
+                serverFirstLoadGBps: Sample(values: serverLoads), serverFirstLoadOverSteady: Sample(values: serverLoads).median / ours,
+                serverTiers: tiers.sorted(), fillSeconds: Sample(values: fills), fillBytes: fillBytes,
+                hashIdleGBps: Sample(values: hashIdle), hashDuringFillGBps: Sample(values: hashDuring)))
         }
 
         print("sllm bench load: \(runs) cold runs per method, page cache evicted before each; loader \(modelLoader.configuration.threads) threads, \(options.chunkSize) chunks, O_DIRECT \(options.directIO)")
@@ -174,8 +236,78 @@ struct LoadBench: AsyncParsableCommand {
             print("DRAM-cache hit, until every tensor view is held: \(report.dramHitMilliseconds.formatted(3)) ms")
             print("peak extra anonymous memory during a cold load: \(formatBytes(Int64(report.peakExtraAnonymousBytes))) (bound: threads x chunk = \(formatBytes(Int64(report.threadsTimesChunkBytes))))")
             print(String(format: "page cache after eviction: at most %.1f%% resident", report.residentAfterEviction * 100))
+            print("\nas a user sees it, in separate processes:")
+            print("  `sllm store load` in a new process after `sllm store evict` (pool kept), cold page cache: \(report.newProcessGBps.formatted()) GB/s"
+                  + (report.newProcessOverBestFio.map { String(format: "; / best fio of the run: %.2fx (goal >= 0.9)", $0) } ?? ""))
+            print("    queue stage: \(Sample(values: report.newProcessQueueShare.values.map { $0 * 100 }).formatted(1)) % of the load (goal < 5)")
+            print("  first load in a new `sllm serve` after its pool fill (tier \(report.serverTiers.joined(separator: ", "))): \(report.serverFirstLoadGBps.formatted()) GB/s"
+                  + String(format: "; / steady state (sllm row): %.2fx (goal >= 0.9)", report.serverFirstLoadOverSteady))
+            print("    the fill: \(formatBytes(Int64(report.fillBytes))) in \(report.fillSeconds.formatted()) s"
+                  + String(format: " (%.2f GB/s)", Double(report.fillBytes) / 1e9 / report.fillSeconds.median))
+            print("    one thread hashing beside it: \(report.hashDuringFillGBps.formatted()) GB/s, alone \(report.hashIdleGBps.formatted()) GB/s"
+                  + String(format: " (%.0f%% of its speed during the fill)", report.hashDuringFillGBps.median / report.hashIdleGBps.median * 100))
         }
         try writeReport(reports, to: json)
+    }
+
+    /// `sllm store load NAME --json` in a new process; its tier and stage timings in seconds.
+    private func loadInNewProcess(_ name: ModelName, arguments: [String]) throws -> (tier: String, total: Double, queue: Double) {
+        let (status, output) = try runCapturingOutput(sllmExecutablePath(), ["store", "load", name.rawValue, "--json"] + arguments)
+        guard status == 0, let object = try JSONSerialization.jsonObject(with: output) as? [String: Any],
+              let timings = object["timings"] as? [String: Any], let total = timings["total_ms"] as? Double, let queue = timings["queue_ms"] as? Double,
+              let tier = object["tier"] as? String, total > 0
+        else { throw CommandFailure("`sllm store load \(name) --json` failed (status \(status)): \(String(decoding: output, as: UTF8.self).prefix(500))") }
+        return (tier, total / 1000, queue / 1000)
+    }
+
+    /// Starts `sllm serve` on a fresh cache directory of `budget` bytes, hashes on one thread
+    /// until the server logs that its pool is full, then drops the page cache of `files` and
+    /// sends the first request for `name`. Returns the load time the reply reports, the fill,
+    /// and the hashing rate alone and during the fill.
+    private func firstLoadInNewServer(_ name: ModelName, checkpoint: String, budget: Int, files: [String]) async throws
+        -> (loadSeconds: Double, tier: String, fillSeconds: Double, fillBytes: Int, hashIdle: Double, hashDuring: Double) {
+        let scratch = FileManager.default.temporaryDirectory.path + "/sllm-bench-load-serve-\(getpid())"
+        let cache = "/dev/shm/sllm-bench-load-serve-\(getpid())"
+        FileSystem.removeTree(cache)
+        try FileSystem.makeDirectories(scratch + "/models")
+        defer {
+            FileSystem.removeTree(scratch)
+            FileSystem.removeTree(cache)
+        }
+        try FileManager.default.createSymbolicLink(atPath: scratch + "/models/" + name.rawValue, withDestinationPath: checkpoint)
+        let hasher = Hasher()
+        let idle = hasher.rate(for: 0.5)
+        let server = try ServerProcess.start(executable: sllmExecutablePath(), arguments: [
+            "serve", "--data-dir", scratch, "--port", "0", "--cache-dir", cache, "--dram-cache", String(budget), "--default-model", "",
+            "--threads", "2", "--dram-fill",
+        ], log: scratch + "/serve.log", banner: "serving on")
+        defer { server.stop() }
+        // Other work beside the fill: hashing until the server says the pool is full.
+        var filledLine: String?
+        var hashed = 0
+        let start = ContinuousClock.now
+        while filledLine == nil {
+            hashed += hasher.hashOnce()
+            if hashed % (256 << 20) == 0 {
+                let text = (try? String(contentsOfFile: server.log, encoding: .utf8)) ?? ""
+                filledLine = text.split(separator: "\n").first { $0.contains("DRAM pool filled") }.map(String.init)
+                guard server.process.isRunning, seconds(since: start) < 600 else { throw CommandFailure("the server did not fill its pool\(logTail(server.log))") }
+            }
+        }
+        let during = Double(hashed) / 1e9 / seconds(since: start)
+        guard let line = filledLine, let fill = line.range(of: #"added in [0-9.]+ s"#, options: .regularExpression),
+              let fillSeconds = Double(line[fill].dropFirst("added in ".count).dropLast(2))
+        else { throw CommandFailure("cannot read the fill's time from: \(filledLine ?? "")") }
+        guard !line.contains("stopped short") else { throw CommandFailure("the server's pool fill stopped short for lack of memory: \(line)") }
+        files.forEach(PageCache.evict)
+        let http = BenchHTTP()
+        defer { try? http.shutdown() }
+        _ = try await http.json(.POST, server.url + "/admin/deployments", ["model": name.rawValue, "name": "bench", "keep_alive": "0"])
+        let reply = try await http.json(.POST, server.url + "/v1/completions", ["model": "bench", "prompt": "a", "max_tokens": 1, "temperature": 0])
+        guard let timings = reply["timings"] as? [String: Any], let load = timings["load_ms"] as? Double, load > 0 else {
+            throw CommandFailure("the server's reply has no load time: \(reply)\(logTail(server.log))")
+        }
+        return (load / 1000, timings["tier"] as? String ?? "?", fillSeconds, budget, idle, during)
     }
 
     private func fioRate(_ fio: Fio, files: [String], engine: String, depth: Int) throws -> Double {
@@ -255,6 +387,33 @@ struct LoadBench: AsyncParsableCommand {
         for tensor in reader.index.tensors { data.append(contentsOf: try reader.tensorBytes(tensor.name)) }
         try data.write(to: URL(fileURLWithPath: path + ".tmp"))
         try FileSystem.rename(path + ".tmp", to: path)
+    }
+}
+
+/// CRC32C over a 16 MiB buffer on the calling thread: "other work" that needs a core and memory
+/// bandwidth, to see what a background task costs it.
+final class Hasher {
+    private let buffer: UnsafeMutableRawBufferPointer
+
+    init() {
+        buffer = .allocate(byteCount: 16 << 20, alignment: 4096)
+        for i in 0..<buffer.count / 8 { buffer.storeBytes(of: UInt64(i) &* 0x9E37_79B9_7F4A_7C15, toByteOffset: i * 8, as: UInt64.self) }
+    }
+
+    deinit { buffer.deallocate() }
+
+    /// Hashes the buffer once; returns its bytes.
+    func hashOnce() -> Int {
+        blackHole(UInt64(CRC32C.checksum(UnsafeRawBufferPointer(buffer))))
+        return buffer.count
+    }
+
+    /// GB/s hashing for about `seconds`.
+    func rate(for seconds: Double) -> Double {
+        var bytes = 0
+        let start = DispatchTime.now().uptimeNanoseconds
+        while Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 < seconds { bytes += hashOnce() }
+        return Double(bytes) / Double(DispatchTime.now().uptimeNanoseconds - start)
     }
 }
 

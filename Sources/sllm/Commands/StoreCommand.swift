@@ -121,12 +121,20 @@ struct StoreCommand: AsyncParsableCommand {
     }
 
     struct Load: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Load a model and report the tier, bandwidth and per-stage timings.")
+        static let configuration = CommandConfiguration(
+            abstract: "Load a model and report the tier, bandwidth and per-stage timings.",
+            discussion: "The model stays in the DRAM cache afterwards, as with `sllm store warm`; `sllm store evict NAME --release` frees it.")
         @OptionGroup var global: GlobalOptions
         @OptionGroup var loader: LoaderOptions
         @Argument(help: "Model name.") var model: String
-        @Flag(help: "Evict it from DRAM and from the page cache first (a cold SSD load).")
+        @Flag(help: "Evict it from DRAM and from the page cache first (a cold SSD load); the slab pool stays, as after `sllm store evict`.")
         var cold = false
+        @Flag(help: "With --cold: also give the pooled memory back, so the load sets up fresh shared memory (a first load after a reboot).")
+        var freshMemory = false
+
+        func validate() throws {
+            if freshMemory && !cold { throw ValidationError("--fresh-memory goes with --cold") }
+        }
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
@@ -134,7 +142,7 @@ struct StoreCommand: AsyncParsableCommand {
             let name = try ModelName(model)
             let loader = try loader.makeLoader(store: global.store)
             if cold {
-                try loader.cache.evict(name: name.rawValue, releaseMemory: true)
+                try loader.cache.evict(name: name.rawValue, releaseMemory: freshMemory)
                 PageCache.evictTree(global.store.directory(for: name))
             }
             let bar = global.progressBar()
