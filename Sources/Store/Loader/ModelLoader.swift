@@ -197,7 +197,10 @@ public actor ModelLoader {
             reader: installed, name: name.rawValue, tier: tier, timings: timings,
             cached: reservation != nil, storage: storage, segments: segments, bases: bases.map { UnsafeRawPointer($0) })
         FileSystem.touch(directory)
-        logger.debug("loaded", metadata: ["model": "\(name)", "tier": "\(tier)", "seconds": "\(timings.total)"])
+        logger.debug("loaded", metadata: [
+            "model": "\(name)", "tier": "\(tier)", "seconds": "\(timings.total)", "queue": "\(timings.queue)", "read": "\(timings.read)",
+            "io": "\(timings.io)", "verify": "\(timings.verify)", "handOut": "\(timings.handOut)",
+        ])
         return model
     }
 }

@@ -24,11 +24,16 @@ struct ServeBench: AsyncParsableCommand {
                           cache and from the SSD (DRAM and page cache evicted), llama-server in
                           router mode (--models-dir) after POST /models/unload. Breakdown from the
                           response's `timings` (queue, load, engine init, prefill).
+              chat cold   a cold start of a chat completion: one short user message through the
+                          model's chat template (about 37 tokens), 1 token; sllm from the DRAM
+                          cache, llama-server in router mode after an unload, and llama-server
+                          launched cold (process start to the reply, page cache warm).
               warm        the same request to a loaded model: round trip, and sllm's server
                           overhead (client time to first token minus the engine's prefill).
               streams     --clients streaming clients for --duration seconds (64 tokens each,
-                          again and again); every stream checked; aggregate tokens/s against
-                          `llama-server -np 16` on the same threads.
+                          again and again, each on a fresh connection); every stream checked;
+                          aggregate tokens/s against `llama-server -np 16` on the same threads.
+            sllm runs with its defaults (queue limit 512, which holds the clients).
             Medians with (min–max).
             """)
 
@@ -62,6 +67,9 @@ struct ServeBench: AsyncParsableCommand {
     var json: String?
 
     static let prompt = "The capital of France is"
+    /// The chat cold start's message: with SmolLM2's template (and its default system prompt)
+    /// about 37 prompt tokens.
+    static let chatMessage = "What is the capital of France?"
 
     struct Report: Encodable {
         var coldDRAM: ColdReport?
@@ -69,6 +77,11 @@ struct ServeBench: AsyncParsableCommand {
         var coldLlamaRouter: Sample?
         /// The same with the page cache dropped before each request (root only), as sllm's SSD runs.
         var coldLlamaRouterDropped: Sample?
+        var coldChatDRAM: ColdReport?
+        var chatPromptTokens: Int?
+        var coldChatLlamaRouter: Sample?
+        /// llama-server started for the request: process start to the chat reply.
+        var coldChatLlamaLaunch: Sample?
         var warm: Sample?
         var warmOverhead: Sample?
         var warmLlama: Sample?
@@ -127,18 +140,29 @@ struct ServeBench: AsyncParsableCommand {
             "model": name.rawValue, "name": "bench", "target_concurrency": parallel, "keep_alive": "0",
         ])
         let request: [String: Any] = ["model": "bench", "prompt": Self.prompt, "max_tokens": 1, "temperature": 0]
+        let chat: [String: Any] = ["model": "bench", "messages": [["role": "user", "content": Self.chatMessage]], "max_tokens": 1, "temperature": 0]
 
         // Cold starts: each request finds the deployment scaled to zero (keep_alive 0 unloads it after).
-        func coldRun(evict: Bool) async throws -> (Double, [String: Any]) {
+        func coldRun(evict: Bool, chat: Bool = false) async throws -> (Double, [String: Any]) {
             try await waitForNoInstance(http, base)
             if evict { try evictFromDRAM(name: name.rawValue, cache: cache, reader: reader) }
             let start = ContinuousClock.now
-            let reply = try await http.json(.POST, base + "/v1/completions", request)
-            return (seconds(since: start), reply["timings"] as? [String: Any] ?? [:])
+            let reply = try await http.json(.POST, base + (chat ? "/v1/chat/completions" : "/v1/completions"), chat ? chatRequest : request)
+            var timings = reply["timings"] as? [String: Any] ?? [:]
+            timings["prompt_tokens"] = (reply["usage"] as? [String: Any])?["prompt_tokens"]
+            return (seconds(since: start), timings)
         }
+        let chatRequest = chat
         _ = try await coldRun(evict: false)  // fills the DRAM cache
         report.coldDRAM = try await coldSeries { try await coldRun(evict: false) }
         report.coldSSD = try await coldSeries { try await coldRun(evict: true) }
+        var chatTokens: Int?
+        report.coldChatDRAM = try await coldSeries {
+            let run = try await coldRun(evict: false, chat: true)
+            chatTokens = run.1["prompt_tokens"] as? Int
+            return run
+        }
+        report.chatPromptTokens = chatTokens
 
         // Warm: the instance stays.
         _ = try await http.json(.PATCH, base + "/admin/deployments/bench", ["keep_alive": -1])
@@ -266,7 +290,12 @@ struct ServeBench: AsyncParsableCommand {
         guard let id = listed.first?["id"] as? String else { throw CommandFailure("llama-server router lists no model") }
         let request: [String: Any] = ["model": id, "prompt": Self.prompt, "max_tokens": 1, "temperature": 0]
         _ = try await http.json(.POST, router.url + "/v1/completions", request)
-        func coldSeries(dropCaches: Bool) async throws -> Sample {
+        func chatBody(_ model: String?) -> [String: Any] {
+            var body: [String: Any] = ["messages": [["role": "user", "content": Self.chatMessage]], "max_tokens": 1, "temperature": 0]
+            body["model"] = model
+            return body
+        }
+        func coldSeries(dropCaches: Bool, path: String = "/v1/completions", body: [String: Any]? = nil) async throws -> Sample {
             var cold: [Double] = []
             for _ in 0..<runs {
                 _ = try await http.json(.POST, router.url + "/models/unload", ["model": id])
@@ -278,7 +307,7 @@ struct ServeBench: AsyncParsableCommand {
                 }
                 if dropCaches { try dropPageCache() }
                 let start = ContinuousClock.now
-                _ = try await http.json(.POST, router.url + "/v1/completions", request)
+                _ = try await http.json(.POST, router.url + path, body ?? request)
                 cold.append(seconds(since: start) * 1000)
             }
             return Sample(values: cold)
@@ -287,7 +316,24 @@ struct ServeBench: AsyncParsableCommand {
         if FileManager.default.isWritableFile(atPath: "/proc/sys/vm/drop_caches") {
             report.coldLlamaRouterDropped = try await coldSeries(dropCaches: true)
         }
+        report.coldChatLlamaRouter = try await coldSeries(dropCaches: false, path: "/v1/chat/completions", body: chatBody(id))
         router.stop()
+
+        // llama-server launched for the request: process start to the chat reply.
+        var launches: [Double] = []
+        for run in 0..<runs {
+            let port = freePort()
+            let start = ContinuousClock.now
+            let launched = try ServerProcess.start(executable: peer, arguments: [
+                "-m", gguf, "--host", "127.0.0.1", "--port", String(port), "-t", String(threads), "-c", "2048",
+            ], log: scratch + "/llama-launch-\(run).log", banner: nil)
+            defer { launched.stop() }
+            try await waitForHealth(http, launched, interval: .milliseconds(2))
+            _ = try await http.json(.POST, launched.url + "/v1/chat/completions", chatBody(nil))
+            launches.append(seconds(since: start) * 1000)
+            launched.stop()
+        }
+        report.coldChatLlamaLaunch = Sample(values: launches)
 
         // A loaded llama-server: warm requests and concurrent streams, -np slots.
         let single = try ServerProcess.start(executable: peer, arguments: [
@@ -317,13 +363,14 @@ struct ServeBench: AsyncParsableCommand {
     }
 
     /// Waits until `server` answers `/health`; fails at once when it exits first.
-    private func waitForHealth(_ http: BenchHTTP, _ server: ServerProcess) async throws {
-        for _ in 0..<600 {
+    private func waitForHealth(_ http: BenchHTTP, _ server: ServerProcess, interval: Duration = .milliseconds(50)) async throws {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
             guard server.process.isRunning else {
                 throw CommandFailure("\(server.process.executableURL?.path ?? "llama-server") exited with status \(server.process.terminationStatus) before answering /health\(logTail(server.log))")
             }
             if (try? await http.json(.GET, server.url + "/health")) != nil { return }
-            try await Task.sleep(for: .milliseconds(50))
+            try await Task.sleep(for: interval)
         }
         throw CommandFailure("llama-server at \(server.url) did not answer /health within 30 s\(logTail(server.log))")
     }
@@ -344,6 +391,16 @@ struct ServeBench: AsyncParsableCommand {
             if let dropped = report.coldLlamaRouterDropped, let ssd = report.coldSSD {
                 print("  llama-server router, page cache dropped before each request: \(ms(dropped))")
                 print(String(format: "  ratio SSD vs that (both read the disk): %.3f (%.1fx faster)", ssd.total.median / dropped.median, dropped.median / ssd.total.median))
+            }
+        }
+        if let chat = report.coldChatDRAM {
+            print("\nCold start of a chat completion (\(report.chatPromptTokens.map(String.init) ?? "?") prompt tokens through the chat template, 1 token; ms):")
+            print("  sllm, DRAM tier: \(ms(chat.total))  [queue \(chat.queue.formatted(2)), load \(chat.load.formatted(2)), init \(chat.engineInit.formatted(2)), prefill \(chat.prefill.formatted(2))]")
+            if let router = report.coldChatLlamaRouter {
+                print("  llama-server router (unload, then request): \(ms(router))" + String(format: "; ratio %.3f (%.1fx faster)", chat.total.median / router.median, router.median / chat.total.median))
+            }
+            if let launch = report.coldChatLlamaLaunch {
+                print("  llama-server launched for the request (start to reply): \(ms(launch))" + String(format: "; ratio %.3f (%.1fx faster)", chat.total.median / launch.median, launch.median / chat.total.median))
             }
         }
         print("\nWarm, same request to a loaded model:")

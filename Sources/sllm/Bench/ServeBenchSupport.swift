@@ -43,7 +43,7 @@ final class BenchHTTP: Sendable {
         return Data(bytes.readableBytesView)
     }
 
-    /// One streamed completion, checked: HTTP 200, every event JSON with `choices`, `[DONE]` last.
+    /// One streamed completion on a connection of its own, checked: HTTP 200, every event JSON with `choices`, `[DONE]` last.
     /// Returns the completion tokens (from usage, else the count of text events), or why the
     /// stream failed or was malformed.
     func stream(_ url: String, _ body: [String: Any]) async -> Result<Int, StreamFailure> {
@@ -51,6 +51,10 @@ final class BenchHTTP: Sendable {
             var request = HTTPClientRequest(url: url)
             request.method = .POST
             request.headers.add(name: "Content-Type", value: "application/json")
+            // A fresh connection per stream, for both servers: a pooled keep-alive connection the
+            // server has closed meanwhile would fail the POST (it is not retried), which
+            // measures the client's pool, not the server.
+            request.headers.add(name: "Connection", value: "close")
             request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
             let response = try await client.execute(request, timeout: .seconds(600))
             guard response.status == .ok else { return .failure(StreamFailure("HTTP \(response.status.code)")) }
