@@ -71,4 +71,23 @@ import Glibc
         let empty = try runSLLM(["store", "status"] + cache, home: node)
         #expect(empty.stdout.contains("in models 0 B, pooled for reuse 0 B, orphaned 0 B"), "\(empty.stdout)")
     }
+
+    /// `sllm serve` fills the pool up to the budget in the background (`SLLM_DRAM_FILL`, on by
+    /// default; test servers turn it off), and `--no-dram-fill` wins over the environment.
+    @Test func serveFillsThePoolToTheBudget() throws {
+        let home = try TemporaryDirectory("serve-fill")
+        defer { home.remove() }
+        let cache = ["--cache-dir", home.file("cache"), "--dram-cache", "64MiB"]
+        let serve = try ServeProcess(["--port", "0", "--default-model", ""] + cache, home: home.path, environment: ["SLLM_DRAM_FILL": "true"])
+        #expect(serve.waitFor("DRAM pool filled: 64.0 MiB added"), "\(serve.output)")
+        let status = try runSLLM(["store", "status"] + cache, home: home.path)
+        #expect(status.stdout.contains("in models 0 B, pooled for reuse 64.0 MiB, orphaned 0 B"), "\(status.stdout)")
+        serve.stop()
+        _ = try runSLLM(["store", "evict", "--all"] + cache, home: home.path)
+        let off = try ServeProcess(["--port", "0", "--default-model", "", "--no-dram-fill"] + cache, home: home.path, environment: ["SLLM_DRAM_FILL": "true"])
+        #expect(off.waitFor("[Serving] ready"), "\(off.output)")
+        off.stop()
+        #expect(!off.output.contains("DRAM pool filled"))
+        #expect(try runSLLM(["store", "status"] + cache, home: home.path).stdout.contains("pooled for reuse 0 B"))
+    }
 }

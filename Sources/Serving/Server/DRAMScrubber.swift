@@ -37,21 +37,6 @@ struct DRAMScrubber: Service {
     }
 }
 
-/// The background fill of the DRAM cache's pool (`dram_fill`), from the start until shutdown.
-struct DRAMPoolService: Service {
-    let cache: DRAMCache
-    let enabled: Bool
-    let logger: Logger
-
-    func run() async throws {
-        guard enabled else { return }
-        let filler = PoolFiller(cache: cache, logger: logger)
-        filler.start()
-        try? await gracefulShutdown()
-        _ = try? await runBlocking { filler.stop() }
-    }
-}
-
 /// A flag set once, from any thread.
 final class StopFlag: Sendable {
     private let value = Atomic<Bool>(false)

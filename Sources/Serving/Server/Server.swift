@@ -44,6 +44,8 @@ public final class Server: Sendable {
     let lifecycle = ServerLifecycle()
     private let keys: KeyRing
     private let worker: any Worker
+    /// This node's worker (inside `worker` when a test wraps it).
+    private let localWorker: LocalWorker
     private let logger: Logger
     private let group = Mutex<ServiceGroup?>(nil)
     private let boundPort = Mutex<Int?>(nil)
@@ -69,6 +71,7 @@ public final class Server: Sendable {
         cache.reclaim()
         let loader = ModelLoader(store: store, cache: cache, configuration: .init(directIO: configuration.directIO))
         let local = LocalWorker(loader: loader, threads: configuration.threads, logger: logger)
+        localWorker = local
         worker = wrapWorker(local)
         let state = try StateStore(path: configuration.dataDirectory + "/state.sqlite")
         keys = try KeyRing(configuration: configuration, state: state)
@@ -120,7 +123,8 @@ public final class Server: Sendable {
                 .init(service: nodeService),
                 .init(service: app),
                 .init(service: gate, successTerminationBehavior: .ignore),
-                .init(service: DRAMPoolService(cache: controller.loader.cache, enabled: configuration.dramFill, logger: logger),
+                .init(service: DRAMPoolService(cache: controller.loader.cache, enabled: configuration.dramFill,
+                                                busy: { [localWorker] in localWorker.isBusy }, logger: logger),
                       successTerminationBehavior: .ignore),
                 .init(service: DRAMScrubber(cache: controller.loader.cache, store: controller.store, bytesPerSecond: configuration.dramScrubBytesPerSecond,
                                             interval: configuration.dramScrubInterval, metrics: metrics, logger: logger),

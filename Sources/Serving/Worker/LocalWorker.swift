@@ -12,6 +12,9 @@ public final class LocalWorker: Worker {
     /// Compute threads per instance.
     public let threads: Int
     private let instances = Mutex<[String: Instance]>([:])
+    /// Jobs submitted and not yet finished; background work (the DRAM pool fill) waits for zero.
+    let runningJobs = Atomic<Int>(0)
+    var isBusy: Bool { runningJobs.load(ordering: .relaxed) > 0 }
     private let logger: Logger
 
     public init(loader: ModelLoader, threads: Int, logger: Logger = Logger(label: "sllm.worker")) {
@@ -63,7 +66,9 @@ public final class LocalWorker: Worker {
             continuation.finish(throwing: ServingError(.unavailable, "instance \(instanceID) is not running"))
             return stream
         }
-        continuation.onTermination = { termination in
+        runningJobs.add(1, ordering: .relaxed)
+        continuation.onTermination = { [self] termination in
+            runningJobs.subtract(1, ordering: .relaxed)
             if case .cancelled = termination { instance.cancel(job.id) }
         }
         instance.submit(job, continuation: continuation)

@@ -51,7 +51,8 @@ public struct MemoryStatus: Sendable, Equatable {
 /// fresh pages while the client waits; then keeps it topped up.
 ///
 /// Its threads run at a low priority (nice 10), so other work keeps the cores. It stands aside
-/// while a load of this process reads (checked between slabs, 32 MiB each) and under memory
+/// while a load of this process reads or the server generates (checked between slabs, 32 MiB
+/// each; the fill's page faults stall a virtual CPU whatever its priority) and under memory
 /// pressure: it adds a slab only while `fillFloor` bytes stay available after it,
 /// and gives pooled slabs back when availability drops below `releaseFloor`.
 public final class PoolFiller: Sendable {
@@ -81,7 +82,7 @@ public final class PoolFiller: Sendable {
         public var addedBytes: Int
         /// Seconds from start to full, including pauses.
         public var seconds: Double
-        /// Seconds it stood aside for loads.
+        /// Seconds it stood aside for loads and foreground work.
         public var pausedSeconds: Double
         /// Whether it stopped short because memory ran low.
         public var limitedByMemory: Bool
@@ -90,6 +91,7 @@ public final class PoolFiller: Sendable {
     private let cache: DRAMCache
     private let settings: Settings
     private let memory: @Sendable () -> MemoryStatus?
+    private let busy: @Sendable () -> Bool
     private let logger: Logger
     private let stopped = Atomic<Bool>(false)
     private let wake = DispatchSemaphore(value: 0)
@@ -98,12 +100,16 @@ public final class PoolFiller: Sendable {
     private let report = Mutex<Report?>(nil)
     private let filled = DispatchSemaphore(value: 0)
 
-    /// - Parameter memory: how much memory is available (normally `MemoryStatus.current`).
+    /// - Parameters:
+    ///   - memory: how much memory is available (normally `MemoryStatus.current`).
+    ///   - busy: whether foreground work runs that the fill must not slow (a server's requests);
+    ///     it waits while true, as it does for loads.
     public init(cache: DRAMCache, settings: Settings = .init(), memory: @escaping @Sendable () -> MemoryStatus? = MemoryStatus.current,
-                logger: Logger = Logger(label: "sllm.store")) {
+                busy: @escaping @Sendable () -> Bool = { false }, logger: Logger = Logger(label: "sllm.store")) {
         self.cache = cache
         self.settings = settings
         self.memory = memory
+        self.busy = busy
         self.logger = logger
     }
 
@@ -154,7 +160,7 @@ public final class PoolFiller: Sendable {
             logger.info("""
                 DRAM pool filled: \(formatBytes(Int64(added))) added in \(String(format: "%.2f", result.seconds)) s \
                 (\(String(format: "%.2f", result.seconds > 0 ? Double(added) / 1e9 / result.seconds : 0)) GB/s, \
-                \(String(format: "%.2f", result.pausedSeconds)) s aside for loads)\(limitedByMemory ? ", stopped short: memory is low" : "")
+                \(String(format: "%.2f", result.pausedSeconds)) s aside for loads and requests)\(limitedByMemory ? ", stopped short: memory is low" : "")
                 """)
         }
         while !stopped.load(ordering: .relaxed) {
@@ -177,7 +183,7 @@ public final class PoolFiller: Sendable {
                     continue
                 }
             }
-            if cache.loadsInFlight.load(ordering: .relaxed) > 0 {
+            if cache.loadsInFlight.load(ordering: .relaxed) > 0 || busy() {
                 let aside = ContinuousClock.now
                 sleep(0.005)
                 paused += ContinuousClock.now - aside

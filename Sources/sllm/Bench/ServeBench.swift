@@ -33,7 +33,8 @@ struct ServeBench: AsyncParsableCommand {
               streams     --clients streaming clients for --duration seconds (64 tokens each,
                           again and again, each on a fresh connection); every stream checked;
                           aggregate tokens/s against `llama-server -np 16` on the same threads.
-            sllm runs with its defaults (queue limit 512, which holds the clients).
+            sllm runs with its defaults (queue limit 512, which holds the clients; the DRAM pool
+            filled in the background up to the budget, which the bench waits for).
             Medians with (min–max).
             """)
 
@@ -77,6 +78,8 @@ struct ServeBench: AsyncParsableCommand {
         var coldLlamaRouter: Sample?
         /// The same with the page cache dropped before each request (root only), as sllm's SSD runs.
         var coldLlamaRouterDropped: Sample?
+        /// sllm's background DRAM pool fill, as its log reports it (measured after it).
+        var poolFill: String?
         var coldChatDRAM: ColdReport?
         var chatPromptTokens: Int?
         var coldChatLlamaRouter: Sample?
@@ -136,6 +139,9 @@ struct ServeBench: AsyncParsableCommand {
         defer { ours.stop() }
         let base = ours.url
         print("sllm serve at \(base), \(threads) thread(s); model \(name)")
+        // A server in its steady state: the background pool fill (on by default) is done.
+        report.poolFill = try waitForPoolFill(ours)
+        print("its DRAM pool fill: \(report.poolFill ?? "")")
         _ = try await http.json(.POST, base + "/admin/deployments", [
             "model": name.rawValue, "name": "bench", "target_concurrency": parallel, "keep_alive": "0",
         ])
@@ -215,6 +221,21 @@ struct ServeBench: AsyncParsableCommand {
         }
         return ColdReport(total: Sample(values: total), queue: Sample(values: queue), load: Sample(values: load),
                           engineInit: Sample(values: engineInit), prefill: Sample(values: prefill), tiers: Array(Set(tiers)).sorted())
+    }
+
+    /// Waits until `server` logs that its DRAM pool is filled; returns that line's figures.
+    private func waitForPoolFill(_ server: ServerProcess) throws -> String {
+        let deadline = ContinuousClock.now + .seconds(600)
+        while ContinuousClock.now < deadline {
+            let text = (try? String(contentsOfFile: server.log, encoding: .utf8)) ?? ""
+            if let line = text.split(separator: "\n").first(where: { $0.contains("DRAM pool filled: ") }),
+               let range = line.range(of: "DRAM pool filled: ") {
+                return String(line[range.upperBound...])
+            }
+            guard server.process.isRunning else { throw CommandFailure("sllm serve exited\(logTail(server.log))") }
+            usleep(100_000)
+        }
+        throw CommandFailure("sllm serve did not fill its DRAM pool within 10 minutes\(logTail(server.log))")
     }
 
     private func waitForNoInstance(_ http: BenchHTTP, _ base: String) async throws {

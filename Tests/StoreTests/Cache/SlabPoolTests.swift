@@ -10,6 +10,13 @@ import Testing
 import Glibc
 #endif
 
+/// A flag shared with a closure.
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .relaxed) }
+    func set(_ on: Bool) { value.store(on, ordering: .relaxed) }
+}
+
 /// Fresh memory for the DRAM cache: populated beside the reads, kept pooled after an eviction.
 @Suite struct SlabPoolTests {
     /// Pages of `byteCount` bytes at `base` the process has mapped and resident.
@@ -172,7 +179,7 @@ import Glibc
     }
 
     /// The background fill adds populated slabs up to the budget, stands aside while a load
-    /// reads, and the next load takes the pooled slabs instead of new ones.
+    /// reads or requests generate, and the next load takes the pooled slabs instead of new ones.
     @Test func theFillerFillsThePoolToTheBudgetAndStandsAsideForLoads() async throws {
         let fixture = try LoaderFixture("pool-fill")
         defer { fixture.remove() }
@@ -183,13 +190,18 @@ import Glibc
         settings.fillFloor = 0
         settings.releaseFloor = 0
         settings.interval = 0.05
-        let filler = PoolFiller(cache: cache, settings: settings)
+        let requests = Flag()
+        let filler = PoolFiller(cache: cache, settings: settings, busy: { requests.isSet })
         cache.loadsInFlight.store(1, ordering: .relaxed)  // a load is reading
         filler.start()
         defer { filler.stop() }
         try await Task.sleep(for: .milliseconds(300))
         #expect(cache.usage().pooledBytes == 0, "the fill waits while a load reads")
+        requests.set(true)  // requests generate
         cache.loadsInFlight.store(0, ordering: .relaxed)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(cache.usage().pooledBytes == 0, "the fill waits while requests generate")
+        requests.set(false)
         let report = try #require(filler.waitUntilFilled(timeout: 60))
         #expect(report.addedBytes == 24 << 20 && !report.limitedByMemory && report.pausedSeconds > 0)
         #expect(cache.usage() == DRAMCache.Usage(entryBytes: 0, pooledBytes: 24 << 20, orphanBytes: 0))
