@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "Store", targets: ["Store"]),
         .library(name: "Tokenizers", targets: ["Tokenizers"]),
         .library(name: "Engine", targets: ["Engine"]),
+        .library(name: "Scheduling", targets: ["Scheduling"]),
         .library(name: "Serving", targets: ["Serving"]),
     ],
     dependencies: [
@@ -65,10 +66,13 @@ let package = Package(
             dependencies: ["Tokenizers", "Checkpoint", "Store", "CKernels"],
             swiftSettings: swiftSettings
         ),
+        // The decisions a node, a cluster scheduler and the simulator share: no I/O, no
+        // dependency beyond the standard library.
+        .target(name: "Scheduling", swiftSettings: swiftSettings),
         .target(
             name: "Serving",
             dependencies: [
-                "Engine", "Store", "Checkpoint", "Tokenizers",
+                "Scheduling", "Engine", "Store", "Checkpoint", "Tokenizers",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -136,13 +140,18 @@ let package = Package(
         .testTarget(
             name: "ServingTests",
             dependencies: [
-                "Serving", "Engine", "Store", "Checkpoint", "TestSupport",
+                "Serving", "Scheduling", "Engine", "Store", "Checkpoint", "TestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             resources: [.copy("Resources")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SchedulingTests",
+            dependencies: ["Scheduling"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,3 +1,4 @@
+public import Scheduling
 public import Foundation
 import Store
 import Yams

@@ -1,3 +1,4 @@
+public import Scheduling
 import Checkpoint
 import Engine
 import Foundation
@@ -136,7 +137,7 @@ actor Controller {
     func deploy(_ request: DeploymentRequest) throws -> DeploymentSpec {
         var scaling = configuration.deploymentDefaults
         request.apply(to: &scaling)
-        try scaling.validate()
+        do { try scaling.validate() } catch { throw ServingError(error) }
         guard let source = request.model, !source.isEmpty else { throw ServingError(.invalidRequest, "a deployment needs a `model`", param: "model") }
         let local = (try? ModelName(source)).map { store.contains($0) } ?? false
         // A source to pull is checked before the deployment is accepted; it names the
@@ -192,7 +193,7 @@ actor Controller {
             throw ServingError(.notFound, "deployment `\(name)` does not exist")
         }
         request.apply(to: &spec.scaling)
-        try spec.scaling.validate()
+        do { try spec.scaling.validate() } catch { throw ServingError(error) }
         if let context = request.contextLength {
             guard context >= 1 else { throw ServingError(.invalidRequest, "context must be positive (got \(context))", param: "context_length") }
             spec.contextLength = context

@@ -1,3 +1,4 @@
+public import Scheduling
 import Store
 public import Foundation
 import Logging

@@ -1,5 +1,6 @@
 public import Hummingbird
 import Engine
+public import Scheduling
 import Foundation
 import NIOCore
 
@@ -35,6 +36,11 @@ public struct ServingError: Error, CustomStringConvertible, Sendable {
         self.kind = kind
         self.message = message
         self.param = param
+    }
+
+    /// A setting the scheduling core refused: a bad request naming the field.
+    public init(_ error: SchedulingError) {
+        self.init(.invalidRequest, error.message, param: error.field)
     }
 
     public var description: String { message }

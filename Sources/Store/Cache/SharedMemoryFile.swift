@@ -147,13 +147,28 @@ public enum MemoryPopulation {
     /// Pages that exist keep their data, so it is safe on memory a load is writing.
     public static func populate(_ base: UnsafeMutableRawPointer, byteCount: Int, threads: Int) {
         guard byteCount > 0 else { return }
-        let pieces = (byteCount + piece - 1) / piece
-        let next = Atomic<Int>(0)
-        let address = UInt(bitPattern: base)
-        DispatchQueue.concurrentPerform(iterations: max(1, min(threads, pieces))) { _ in
+        let pieces = Pieces(base, byteCount: byteCount)
+        DispatchQueue.concurrentPerform(iterations: max(1, min(threads, pieces.count))) { _ in pieces.populateUntilDone() }
+    }
+
+    /// The pieces of one range, handed out in turn to whichever thread asks next.
+    final class Pieces: Sendable {
+        let count: Int
+        private let address: UInt
+        private let byteCount: Int
+        private let next = Atomic<Int>(0)
+
+        init(_ base: UnsafeMutableRawPointer, byteCount: Int) {
+            address = UInt(bitPattern: base)
+            self.byteCount = byteCount
+            count = (byteCount + piece - 1) / piece
+        }
+
+        /// Populates pieces until none is left.
+        func populateUntilDone() {
             while true {
                 let index = next.add(1, ordering: .relaxed).oldValue
-                guard index < pieces else { return }
+                guard index < count else { return }
                 let start = UnsafeMutableRawPointer(bitPattern: address + UInt(index * piece))!
                 let length = min(piece, byteCount - index * piece)
                 if sllm_populate_write(start, length) != 0 { sllm_touch_pages_write(start, length) }
@@ -168,20 +183,12 @@ extension MemoryPopulation {
     /// calling thread's priority is lowered for good (call it from a thread of its own).
     static func populateInBackground(_ base: UnsafeMutableRawPointer, byteCount: Int, threads: Int, niceness: Int32) {
         guard byteCount > 0 else { return }
-        let pieces = (byteCount + piece - 1) / piece
-        let next = Atomic<Int>(0)
-        let address = UInt(bitPattern: base)
+        let pieces = Pieces(base, byteCount: byteCount)
         let work: @Sendable () -> Void = {
             _ = sllm_lower_thread_priority(niceness)
-            while true {
-                let index = next.add(1, ordering: .relaxed).oldValue
-                guard index < pieces else { return }
-                let start = UnsafeMutableRawPointer(bitPattern: address + UInt(index * piece))!
-                let length = min(piece, byteCount - index * piece)
-                if sllm_populate_write(start, length) != 0 { sllm_touch_pages_write(start, length) }
-            }
+            pieces.populateUntilDone()
         }
-        let helpers = max(0, min(threads, pieces) - 1)
+        let helpers = max(0, min(threads, pieces.count) - 1)
         let done = DispatchSemaphore(value: 0)
         for _ in 0..<helpers {
             Thread {

@@ -1,3 +1,4 @@
+import Scheduling
 import Foundation
 @testable import Serving
 import Testing

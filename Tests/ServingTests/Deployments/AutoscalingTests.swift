@@ -1,3 +1,4 @@
+import Scheduling
 import AsyncHTTPClient
 import Foundation
 import NIOCore

@@ -1,4 +1,4 @@
-@testable import Serving
+@testable import Scheduling
 import Testing
 
 @Suite struct DeploymentStateMachineTests {
@@ -193,7 +193,10 @@ extension KeepAlive {
         #expect(try KeepAlive(parsing: "-5m") == .forever)
         #expect(try KeepAlive(parsing: "forever") == .forever)
         #expect(try KeepAlive(parsing: "90") == .duration(.seconds(90)))
-        #expect(throws: ServingError.self) { try KeepAlive(parsing: "soon") }
+        #expect(throws: SchedulingError.self) { try KeepAlive(parsing: "soon") }
+        #expect(throws: SchedulingError.self) { try KeepAlive(parsing: "nanm") }
+        #expect(try KeepAlive(parsing: " 5m ") == .duration(.seconds(300)))
+        #expect(KeepAlive.duration(.milliseconds(1500)).description == "1.5s" && KeepAlive.duration(.milliseconds(250)).description == "250ms")
         #expect(KeepAlive.duration(.seconds(5400)).description == "1h30m")
         #expect(KeepAlive.forever.description == "forever")
     }
