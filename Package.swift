@@ -63,7 +63,7 @@ let package = Package(
         ),
         .target(
             name: "Engine",
-            dependencies: ["Tokenizers", "Checkpoint", "Store", "CKernels"],
+            dependencies: ["Tokenizers", "Checkpoint", "CKernels"],
             swiftSettings: swiftSettings
         ),
         // The decisions a node, a cluster scheduler and the simulator share: no I/O, no

@@ -2,10 +2,9 @@ public import Checkpoint
 import CKernels
 import Foundation
 import Synchronization
-public import Store
 public import Tokenizers
 
-/// A CPU inference engine for Llama-family models, computing on a `LoadedModel`'s memory in
+/// A CPU inference engine for Llama-family models, computing on a model's weights in memory (`ModelWeights`: the store's `LoadedModel`) in
 /// place. Start-up reads only the small norm vectors; no weight is copied or repacked.
 ///
 /// One forward pass runs at a time (`step` and `prefill` serialize); sequences decode together in
@@ -43,7 +42,7 @@ public final class Engine: @unchecked Sendable {
     private let budget: KVBudget
     private let nextID = Atomic<Int>(0)
 
-    public init(model: LoadedModel, tokenizer: Tokenizer? = nil, options: Options = Options()) throws {
+    public init(model: any ModelWeights, tokenizer: Tokenizer? = nil, options: Options = Options()) throws {
         let start = ContinuousClock.now
         weights = try Weights(model: model)
         config = weights.config
@@ -74,7 +73,7 @@ public final class Engine: @unchecked Sendable {
     private static let tokenizers = Mutex<[String: Tokenizer]>([:])
 
     /// The tokenizer a checkpoint carries, built once per process (keyed by its files' checksums).
-    public static func tokenizer(of model: LoadedModel) throws -> Tokenizer {
+    public static func tokenizer(of model: any ModelWeights) throws -> Tokenizer {
         try tokenizer(index: model.index, name: model.name) { Data(try model.fileContents($0)) }
     }
 

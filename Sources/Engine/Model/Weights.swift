@@ -1,7 +1,6 @@
 import Checkpoint
 import CKernels
 import Foundation
-import Store
 
 /// Why an engine could not start or a request could not run.
 public struct EngineError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -28,7 +27,7 @@ public struct EngineError: Error, CustomStringConvertible, Sendable, Equatable {
 /// One weight matrix as it lies in the loaded checkpoint: `rows` output rows of `columns`
 /// inputs each, in GGML's block layout. The engine computes on these bytes in place.
 struct Matrix: @unchecked Sendable {
-    // Sendable: a read-only view into memory the `LoadedModel` keeps alive.
+    // Sendable: a read-only view into memory the `ModelWeights` keeps alive.
     var name: String
     var type: Int32
     var data: UnsafeRawPointer
@@ -64,7 +63,7 @@ let supportedWeightTypes: Set<DType> = [.f32, .f16, .bf16, .q4_0, .q4_1, .q8_0, 
 /// All weights of a model, as views into a `LoadedModel` (nothing is copied except the small
 /// norm and bias vectors, which are turned into floats).
 struct Weights: Sendable {
-    let model: LoadedModel
+    let model: any ModelWeights
     let config: ModelConfig
     let tokenEmbedding: Matrix
     let output: Matrix
@@ -73,7 +72,7 @@ struct Weights: Sendable {
     /// Per-dimension-pair RoPE frequency divisors (Llama 3's `rope_freqs`), nil when absent.
     let ropeFrequencyFactors: [Float]?
 
-    init(model: LoadedModel) throws(EngineError) {
+    init(model: any ModelWeights) throws(EngineError) {
         let config = model.index.config
         guard supportedArchitectures.contains(config.architecture) else {
             throw EngineError(.unsupportedModel,

@@ -1,3 +1,4 @@
+import Checkpoint
 public import Scheduling
 import Store
 public import Foundation

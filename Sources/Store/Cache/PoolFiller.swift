@@ -1,3 +1,4 @@
+import Checkpoint
 import Foundation
 public import Logging
 import Synchronization

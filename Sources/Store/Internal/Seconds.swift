@@ -1,7 +1,3 @@
-extension Duration {
-    /// The duration in seconds, as a `Double` (for timings and reports).
-    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
-}
-
+import Checkpoint
 /// Seconds from `start` until now on the continuous clock.
 public func seconds(since start: ContinuousClock.Instant) -> Double { (ContinuousClock.now - start).seconds }

@@ -26,21 +26,12 @@ public struct LoadTimings: Sendable, Codable {
     public var total: Double = 0
 }
 
-/// A tensor inside a loaded model: a view into memory the store owns.
-public struct TensorView: @unchecked Sendable {
-    // Sendable: read-only view into memory kept alive by the `LoadedModel`.
-    public var name: String
-    public var dtype: DType
-    public var shape: [Int]
-    public var bytes: UnsafeRawBufferPointer
-}
-
 /// A model in memory, ready for an engine: named tensor views, config and tokenizer.
 ///
 /// Holding it pins the memory: a cached model cannot be evicted from DRAM while any
 /// `LoadedModel` of it is alive (in this or another process). Views are valid for the
 /// object's lifetime.
-public final class LoadedModel: Sendable {
+public final class LoadedModel: ModelWeights {
     public let name: String
     public let index: CheckpointIndex
     /// The checkpoint directory in the local store (tokenizer files are read from there).
