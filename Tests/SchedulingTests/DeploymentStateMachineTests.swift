@@ -201,3 +201,30 @@ extension KeepAlive {
         #expect(KeepAlive.forever.description == "forever")
     }
 }
+
+@Suite struct MemoryAdmissionTests {
+    typealias Candidate = MemoryAdmission.Candidate
+
+    let idle = [
+        Candidate(instance: "a-1", deployment: "a", bytes: 300, lastUsed: 20),
+        Candidate(instance: "b-1", deployment: "b", bytes: 200, lastUsed: 10),
+        Candidate(instance: "c-1", deployment: "c", bytes: 500, lastUsed: 30),
+    ]
+
+    @Test func whatFitsIsAdmitted() {
+        #expect(MemoryAdmission.decide(bytes: 400, for: "d", budget: 1000, used: 600, idle: idle) == .admit)
+    }
+
+    /// Least recently used first, only as many as needed, never the deployment's own.
+    @Test func evictsLeastRecentlyUsedOthersUntilItFits() {
+        #expect(MemoryAdmission.decide(bytes: 500, for: "d", budget: 1000, used: 1000, idle: idle) == .evict([idle[1], idle[0]]))
+        #expect(MemoryAdmission.decide(bytes: 100, for: "d", budget: 1000, used: 1000, idle: idle) == .evict([idle[1]]))
+        #expect(MemoryAdmission.decide(bytes: 500, for: "b", budget: 1000, used: 1000, idle: idle) == .evict([idle[0], idle[2]]))
+    }
+
+    /// What cannot fit stops nothing and says by how much.
+    @Test func whatCannotFitIsRefusedWithTheFigures() {
+        #expect(MemoryAdmission.decide(bytes: 1200, for: "d", budget: 1000, used: 1000, idle: idle) == .refuse(needed: 1200, free: 0, budget: 1000, evictable: 1000))
+        #expect(MemoryAdmission.decide(bytes: 2000, for: "d", budget: 1000, used: 0, idle: []) == .refuse(needed: 2000, free: 1000, budget: 1000, evictable: 0))
+    }
+}

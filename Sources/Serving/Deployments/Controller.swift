@@ -44,7 +44,9 @@ actor Controller {
     /// Brings back the stored deployments (scaled to zero, or to their minimum), deploys the
     /// default model on the very first start, and preloads the configured models.
     func restore() async throws {
-        await resources.setEvictor { [weak self] except, needed in await self?.evictIdle(except: except, needed: needed) ?? 0 }
+        await resources.setIdleInstances(
+            candidates: { [weak self] in await self?.idleInstances() ?? [] },
+            evict: { [weak self] candidate in await self?.evict(candidate) ?? 0 })
         for spec in try state.deployments() {
             // A pull cut short (crash, restart) resumes from the stored source; its download
             // continues where it stopped.
@@ -258,18 +260,20 @@ actor Controller {
         for pending in pending.values { pending.task.cancel() }
     }
 
-    /// Stops idle instances of other deployments, least recently used first, until `needed`
-    /// bytes are free (as Ollama unloads idle models).
-    private func evictIdle(except name: String, needed: Int) async -> Int {
-        var candidates: [(deployment: Deployment, id: String, lastUsed: Date)] = []
-        for (other, deployment) in deployments where other != name {
-            candidates += await deployment.idleInstances().map { (deployment, $0.id, $0.lastUsed) }
+    /// Every idle instance of the node, for memory admission.
+    private func idleInstances() async -> [MemoryAdmission.Candidate] {
+        var candidates: [MemoryAdmission.Candidate] = []
+        for (name, deployment) in deployments {
+            candidates += await deployment.idleInstances().map {
+                MemoryAdmission.Candidate(instance: $0.id, deployment: name, bytes: $0.bytes, lastUsed: $0.lastUsed.timeIntervalSinceReferenceDate)
+            }
         }
-        var freed = 0
-        for candidate in candidates.sorted(by: { $0.lastUsed < $1.lastUsed }) where freed < needed {
-            freed += await candidate.deployment.evict(candidate.id)
-        }
-        return freed
+        return candidates
+    }
+
+    /// Stops an idle instance memory admission chose; returns the bytes freed (0 when it became busy).
+    private func evict(_ candidate: MemoryAdmission.Candidate) async -> Int {
+        await deployments[candidate.deployment]?.evict(candidate.instance) ?? 0
     }
 
     // MARK: - Activation

@@ -229,9 +229,9 @@ actor Deployment {
         return (stopped, machine.instances.values.filter { $0.state != .stopping }.count)
     }
 
-    /// Idle instances and when each was last used (candidates for eviction).
-    func idleInstances() -> [(id: String, lastUsed: Date)] {
-        machine.idleInstances.map { ($0, lastUsed[$0] ?? .distantPast) }
+    /// Idle instances, the memory each holds and when each was last used (candidates for eviction).
+    func idleInstances() -> [(id: String, bytes: Int, lastUsed: Date)] {
+        machine.idleInstances.map { ($0, reserved[$0] ?? 0, lastUsed[$0] ?? .distantPast) }
     }
 
     /// Stops an idle instance to free memory for another deployment; returns the bytes freed.

@@ -1,27 +1,33 @@
 import Foundation
+import Scheduling
 import Store
 
-/// The node's memory budget for instances (weights + KV cache). A start that does not fit first
-/// asks other deployments to stop idle instances (least recently used first, as Ollama unloads
-/// idle models), then fails with `insufficientMemory` naming the figures.
+/// The node's memory budget for instances (weights + KV cache), executing `MemoryAdmission`'s
+/// decisions: a start that does not fit first stops the idle instances of other deployments the
+/// policy names (least recently used first, as Ollama unloads idle models); one that cannot fit
+/// fails with `insufficientMemory` naming the figures, and stops nothing.
 actor NodeResources {
     let budgetBytes: Int
     private(set) var usedBytes = 0
-    /// Frees at least `needed` bytes if it can by stopping idle instances of deployments other
-    /// than the one named; returns the bytes freed. Set by the controller.
-    private var evictor: (@Sendable (_ except: String, _ needed: Int) async -> Int)?
+    /// Where idle instances come from and how one is stopped (set by the deployment registry):
+    /// `candidates` lists the node's idle instances; `evict` stops one and returns the bytes freed.
+    private var idle: (candidates: @Sendable () async -> [MemoryAdmission.Candidate], evict: @Sendable (MemoryAdmission.Candidate) async -> Int)?
 
     init(budgetBytes: Int) {
         self.budgetBytes = budgetBytes
     }
 
-    func setEvictor(_ evictor: @escaping @Sendable (_ except: String, _ needed: Int) async -> Int) {
-        self.evictor = evictor
+    func setIdleInstances(candidates: @escaping @Sendable () async -> [MemoryAdmission.Candidate],
+                          evict: @escaping @Sendable (MemoryAdmission.Candidate) async -> Int) {
+        idle = (candidates, evict)
     }
 
     func reserve(_ bytes: Int, for deployment: String) async throws(ServingError) {
-        if usedBytes + bytes > budgetBytes, let evictor {
-            _ = await evictor(deployment, usedBytes + bytes - budgetBytes)
+        if usedBytes + bytes > budgetBytes, let idle {
+            let decision = MemoryAdmission.decide(bytes: bytes, for: deployment, budget: budgetBytes, used: usedBytes, idle: await idle.candidates())
+            if case .evict(let victims) = decision {
+                for victim in victims { _ = await idle.evict(victim) }
+            }
         }
         guard usedBytes + bytes <= budgetBytes else {
             throw ServingError(
