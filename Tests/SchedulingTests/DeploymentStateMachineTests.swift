@@ -228,3 +228,43 @@ extension KeepAlive {
         #expect(MemoryAdmission.decide(bytes: 2000, for: "d", budget: 1000, used: 0, idle: []) == .refuse(needed: 2000, free: 1000, budget: 1000, evictable: 0))
     }
 }
+
+@Suite struct ManualClockTests {
+    /// Sleepers wake when their deadline is reached, in order, and not before.
+    @Test func sleepersWakeWhenTimeReachesThem() async throws {
+        let clock = ManualClock()
+        let woke = AsyncStream<Int>.makeStream()
+        for (label, seconds) in [(2, 20), (1, 10)] {
+            Task {
+                try await clock.sleep(for: .seconds(seconds))
+                woke.continuation.yield(label)
+            }
+        }
+        while clock.sleeperCount < 2 { await Task.yield() }
+        clock.advance(by: .seconds(9))
+        #expect(clock.sleeperCount == 2)
+        clock.advance(by: .seconds(1))
+        var order = woke.stream.makeAsyncIterator()
+        #expect(await order.next() == 1)
+        #expect(clock.sleeperCount == 1)
+        clock.advance(by: .seconds(10))
+        #expect(await order.next() == 2)
+        #expect(clock.now == .seconds(20))
+    }
+
+    /// A cancelled sleeper throws at once and leaves nothing behind.
+    @Test func cancellingASleeperEndsIt() async throws {
+        let clock = ManualClock()
+        let task = Task { try await clock.sleep(for: .seconds(60)) }
+        while clock.sleeperCount < 1 { await Task.yield() }
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+        #expect(clock.sleeperCount == 0)
+        // Already cancelled before sleeping: throws without registering.
+        let early = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            try await clock.sleep(for: .seconds(1))
+        }
+        await #expect(throws: CancellationError.self) { try await early.value }
+    }
+}

@@ -17,6 +17,8 @@ actor Controller {
     let state: StateStore
     let metrics: ServingMetrics
     let resources: NodeResources
+    /// The deployments' clock (keep-alive timers, last use): the system's, or a manual one in tests.
+    let clock: any SchedulerClock
     private let logger: Logger
     private var deployments: [String: Deployment] = [:]
     /// Deployments whose model is being pulled (or whose pull failed), with progress.
@@ -30,8 +32,9 @@ actor Controller {
     }
 
     init(configuration: ServeConfiguration, store: ModelStore, loader: ModelLoader, worker: any Worker,
-         state: StateStore, metrics: ServingMetrics, logger: Logger) {
+         state: StateStore, clock: any SchedulerClock = SystemClock(), metrics: ServingMetrics, logger: Logger) {
         self.configuration = configuration
+        self.clock = clock
         self.store = store
         self.loader = loader
         self.worker = worker
@@ -265,7 +268,7 @@ actor Controller {
         var candidates: [MemoryAdmission.Candidate] = []
         for (name, deployment) in deployments {
             candidates += await deployment.idleInstances().map {
-                MemoryAdmission.Candidate(instance: $0.id, deployment: name, bytes: $0.bytes, lastUsed: $0.lastUsed.timeIntervalSinceReferenceDate)
+                MemoryAdmission.Candidate(instance: $0.id, deployment: name, bytes: $0.bytes, lastUsed: $0.lastUsed.seconds)
             }
         }
         return candidates
@@ -357,7 +360,7 @@ actor Controller {
         let config = reader.index.config
         let weights = reader.index.partitions.reduce(0) { $0 + $1.byteCount }
         return Deployment(spec: spec, tokenizer: tokenizer, modelContextLength: config.contextLength, weightBytes: weights,
-                          kvBytesPerPosition: Engine.kvBytesPerPosition(config), worker: worker, resources: resources, metrics: metrics, logger: logger)
+                          kvBytesPerPosition: Engine.kvBytesPerPosition(config), worker: worker, resources: resources, clock: clock, metrics: metrics, logger: logger)
     }
 }
 

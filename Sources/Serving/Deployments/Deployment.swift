@@ -48,6 +48,8 @@ actor Deployment {
     private var machine: DeploymentStateMachine
     private let worker: any Worker
     private let resources: NodeResources
+    /// Keep-alive timers and last-use stamps run on it (a manual clock in tests).
+    private let clock: any SchedulerClock
     private let metrics: ServingMetrics
     private let gauges: ServingMetrics.DeploymentGauges
     private let logger: Logger
@@ -78,14 +80,15 @@ actor Deployment {
     private var started: [String: InstanceInfo] = [:]
     /// Keep-alive timers of idle instances, with when each fires (what `sllm ps` shows as the
     /// instance's expiry); none while busy or kept forever.
-    private var timers: [String: (task: Task<Void, Never>, expiresAt: Date)] = [:]
-    private var lastUsed: [String: Date] = [:]
+    private var timers: [String: (task: Task<Void, Never>, expiresAt: Duration)] = [:]
+    /// When each instance was last used, on `clock`.
+    private var lastUsed: [String: Duration] = [:]
     /// Load progress of instances being started, written from loader threads.
     private nonisolated let progress = Mutex<[String: Double]>([:])
     private var deleted = false
 
     init(spec: DeploymentSpec, tokenizer: Tokenizer, modelContextLength: Int, weightBytes: Int, kvBytesPerPosition: Int,
-         worker: any Worker, resources: NodeResources, metrics: ServingMetrics, logger: Logger) {
+         worker: any Worker, resources: NodeResources, clock: any SchedulerClock, metrics: ServingMetrics, logger: Logger) {
         name = spec.name
         self.spec = spec
         self.tokenizer = tokenizer
@@ -94,6 +97,7 @@ actor Deployment {
         self.kvBytesPerPosition = kvBytesPerPosition
         self.worker = worker
         self.resources = resources
+        self.clock = clock
         self.metrics = metrics
         gauges = metrics.gauges(deployment: spec.name)
         self.logger = logger
@@ -173,7 +177,7 @@ actor Deployment {
 
     /// Returns a slot; `keepAlive` is the request's override of how long the instance stays loaded.
     func release(_ lease: Lease, keepAlive: KeepAlive?) {
-        lastUsed[lease.instance.id] = Date()
+        lastUsed[lease.instance.id] = clock.now
         perform(machine.requestFinished(on: lease.instance.id, keepAlive: keepAlive))
     }
 
@@ -230,8 +234,8 @@ actor Deployment {
     }
 
     /// Idle instances, the memory each holds and when each was last used (candidates for eviction).
-    func idleInstances() -> [(id: String, bytes: Int, lastUsed: Date)] {
-        machine.idleInstances.map { ($0, reserved[$0] ?? 0, lastUsed[$0] ?? .distantPast) }
+    func idleInstances() -> [(id: String, bytes: Int, lastUsed: Duration)] {
+        machine.idleInstances.map { ($0, reserved[$0] ?? 0, lastUsed[$0] ?? .zero) }
     }
 
     /// Stops an idle instance to free memory for another deployment; returns the bytes freed.
@@ -251,12 +255,17 @@ actor Deployment {
                 id: id, state: instance.state.rawValue, inFlight: instance.inFlight,
                 startedAt: started[id]?.startedAt, tier: started[id]?.tier,
                 memoryBytes: reserved[id] ?? bytesPerInstance, loadProgress: progress.withLock { $0[id] },
-                expiresAt: instance.inFlight == 0 ? timers[id]?.expiresAt : nil,
+                expiresAt: instance.inFlight == 0 ? timers[id].map { wallTime($0.expiresAt) } : nil,
                 keepAlive: (instance.keepAliveOverride ?? spec.scaling.keepAlive).description,
-                lastUsed: lastUsed[id])
+                lastUsed: lastUsed[id].map(wallTime))
         }.sorted { $0.id < $1.id }
         return DeploymentStatus(spec: spec, contextLength: contextLength, instances: instances,
                                 inFlight: machine.inFlight, queued: machine.queueDepth)
+    }
+
+    /// A time on `clock` as a wall-clock date, for what the API shows.
+    private func wallTime(_ instant: Duration) -> Date {
+        Date().addingTimeInterval((instant - clock.now).seconds)
     }
 
     // MARK: - Carrying out decisions
@@ -278,12 +287,12 @@ actor Deployment {
                 settle(waiterID, .failure(error(for: rejection)))
             case .scheduleTimer(let id, let token, let delay):
                 timers.removeValue(forKey: id)?.task.cancel()
-                let task = Task {
-                    try? await Task.sleep(for: delay)
+                let task = Task { [clock] in
+                    try? await clock.sleep(for: delay)
                     guard !Task.isCancelled else { return }
-                    self.timerFired(id, token: token)
+                    await self.timerFired(id, token: token)
                 }
-                timers[id] = (task, Date().addingTimeInterval(delay.seconds))
+                timers[id] = (task, clock.now + delay)
             }
         }
         updateGauges()
@@ -321,7 +330,7 @@ actor Deployment {
             progress.withLock { _ = $0.removeValue(forKey: id) }
             metrics.instanceStarted(deployment: name, info: info)
             started[id] = info
-            lastUsed[id] = Date()
+            lastUsed[id] = clock.now
             if deleted || machine.instances[id] == nil {
                 await worker.stopInstance(id)
                 await resources.release(reserved.removeValue(forKey: id) ?? 0)

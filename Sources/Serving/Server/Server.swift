@@ -1,3 +1,4 @@
+import Scheduling
 public import Logging
 import Checkpoint
 import Foundation
@@ -57,8 +58,9 @@ public final class Server: Sendable {
     }
 
     /// `wrapWorker` lets tests put a worker of their own between the deployments and the
-    /// in-process one (the seam a cluster's network worker takes).
-    init(configuration: ServeConfiguration, logger: Logger, wrapWorker: (LocalWorker) -> any Worker) throws {
+    /// in-process one (the seam a cluster's network worker takes); `clock` runs the deployments'
+    /// keep-alive timers (tests move a manual one).
+    init(configuration: ServeConfiguration, logger: Logger, clock: any SchedulerClock = SystemClock(), wrapWorker: (LocalWorker) -> any Worker) throws {
         self.configuration = configuration
         self.logger = logger
         let store = ModelStore(root: configuration.dataDirectory)
@@ -79,7 +81,8 @@ public final class Server: Sendable {
             throw ServingError(.invalidRequest, "binding \(configuration.host) (beyond loopback) requires API keys: set --admin-key / SLLM_ADMIN_KEY or --api-keys, or --auth off to serve without keys")
         }
         metrics = ServingMetrics()
-        controller = Controller(configuration: configuration, store: store, loader: loader, worker: worker, state: state, metrics: metrics, logger: logger)
+        controller = Controller(configuration: configuration, store: store, loader: loader, worker: worker, state: state, clock: clock,
+                                metrics: metrics, logger: logger)
     }
 
     /// The port the server listens on once running (the configured one, or the one picked for port 0).

@@ -40,11 +40,20 @@ final class SlowWorker: Worker {
         ["model": model, "messages": [["role": "user", "content": "Hi"]], "max_tokens": maxTokens, "stream": stream]
     }
 
+    /// Keep-alive on a manual clock: the instance stays until its time has passed, not a moment
+    /// less, and Ollama's per-request forms override the deployment's. No wall-clock sleeps.
     @Test func scalesToZeroAfterKeepAliveAndHonoursPerRequestKeepAlive() async throws {
-        let server = try await TestServer.start()
-        #expect(try await server.request(.PATCH, "/admin/deployments/smollm2-135m", json: ["keep_alive": "300ms"]).status == 200)
+        let clock = ManualClock()
+        let server = try await TestServer.start(clock: clock)
+        #expect(try await server.request(.PATCH, "/admin/deployments/smollm2-135m", json: ["keep_alive": "5m"]).status == 200)
         #expect(try await server.request(.POST, "/v1/chat/completions", json: chat).status == 200)
         #expect(try await server.instances("smollm2-135m").count == 1)
+        #expect(try await server.eventually { clock.sleeperCount == 1 }, "the keep-alive timer is armed")
+        let expires = try await server.instances("smollm2-135m").first?["expires_at"] as? String
+        #expect(expires != nil)
+        clock.advance(by: .seconds(299))
+        #expect(try await server.instances("smollm2-135m").count == 1 && clock.sleeperCount == 1, "still within its keep-alive")
+        clock.advance(by: .seconds(1))
         #expect(try await server.eventually { try await server.instances("smollm2-135m").isEmpty })
         #expect(try await server.metric("sllm_instances{model=\"smollm2-135m\",state=\"ready\"}") == 0)
 
@@ -52,9 +61,10 @@ final class SlowWorker: Worker {
         var forever = chat
         forever["keep_alive"] = -1
         #expect(try await server.request(.POST, "/v1/chat/completions", json: forever).status == 200)
-        try await Task.sleep(for: .milliseconds(600))
+        clock.advance(by: .seconds(3600))
         let kept = try await server.instances("smollm2-135m")
         #expect(kept.count == 1 && kept.first?["keep_alive"] as? String == "forever" && kept.first?["expires_at"] == nil)
+        #expect(clock.sleeperCount == 0, "no timer for forever")
         // keep_alive 0 unloads as soon as the request ends.
         var now = chat
         now["keep_alive"] = "0"

@@ -1,3 +1,4 @@
+import Scheduling
 import AsyncHTTPClient
 import Foundation
 import Logging
@@ -19,6 +20,7 @@ final class TestServer: Sendable {
     static func start(
         directory existing: TemporaryDirectory? = nil,
         _ configure: (inout ServeConfiguration) -> Void = { _ in },
+        clock: any SchedulerClock = SystemClock(),
         wrapWorker: @escaping (LocalWorker) -> any Worker = { $0 }
     ) async throws -> TestServer {
         let directory = try existing ?? TemporaryDirectory("serve")
@@ -34,7 +36,7 @@ final class TestServer: Sendable {
         configure(&configuration)
         var logger = Logger(label: "test.serve")
         logger.logLevel = .warning
-        let server = try Server(configuration: configuration, logger: logger, wrapWorker: wrapWorker)
+        let server = try Server(configuration: configuration, logger: logger, clock: clock, wrapWorker: wrapWorker)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let task = Task {
             defer { continuation.finish() }
