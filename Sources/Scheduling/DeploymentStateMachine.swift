@@ -75,6 +75,7 @@ public struct DeploymentStateMachine {
     }
 
     public mutating func requestArrived(_ waiter: WaiterID) -> [Action] {
+        guard !isDeleted else { return [.reject(waiter, .deleted)] }
         if let instance = instanceWithFreeSlot() {
             return [take(instance, for: waiter)]
         }
@@ -148,27 +149,35 @@ public struct DeploymentStateMachine {
         return actions + drainQueue()
     }
 
+    /// What deleting a deployment decided: the waiters to fail and the instances to stop.
+    public struct Deletion: Equatable, Sendable {
+        public var rejected: [WaiterID]
+        public var stopped: [InstanceID]
+    }
+
     /// The deployment is deleted: every waiter fails, every instance stops.
-    public mutating func deleteAll() -> [Action] {
+    public mutating func deleteAll() -> Deletion {
         isDeleted = true
-        var actions = waiting.map { Action.reject($0, .deleted) }
+        let rejected = waiting
         waiting.removeAll()
+        var stopped: [InstanceID] = []
         for (id, instance) in instances where instance.state != .stopping {
             instances[id]?.state = .stopping
-            actions.append(.stop(id))
+            stopped.append(id)
         }
-        return actions
+        return Deletion(rejected: rejected, stopped: stopped.sorted())
     }
 
     /// Idle ready instances, which memory pressure from another deployment may stop.
     public var idleInstances: [InstanceID] { idleReady() }
 
     /// Stops an idle instance for memory another deployment needs, even below `minInstances`
-    /// (it comes back on demand). Nothing when it is busy or not ready.
-    public mutating func evict(_ id: InstanceID) -> [Action] {
-        guard let instance = instances[id], instance.state == .ready, instance.inFlight == 0 else { return [] }
+    /// (it comes back on demand). Returns whether it is to stop: false when it is busy or not
+    /// ready.
+    public mutating func evict(_ id: InstanceID) -> Bool {
+        guard let instance = instances[id], instance.state == .ready, instance.inFlight == 0 else { return false }
         instances[id]!.state = .stopping
-        return [.stop(id)]
+        return true
     }
 
     // MARK: - Rules

@@ -216,10 +216,10 @@ actor Deployment {
     /// Stops every instance and fails every waiting request; returns once instances are stopped.
     func delete() async {
         deleted = true
-        let actions = machine.deleteAll()
-        for case .stop(let id) in actions { timers.removeValue(forKey: id)?.task.cancel() }
-        perform(actions.filter { if case .stop = $0 { return false } else { return true } })
-        for case .stop(let id) in actions { await stopNow(id) }
+        let deletion = machine.deleteAll()
+        for id in deletion.stopped { timers.removeValue(forKey: id)?.task.cancel() }
+        perform(deletion.rejected.map { .reject($0, .deleted) })
+        for id in deletion.stopped { await stopNow(id) }
         for (_, timer) in timers { timer.task.cancel() }
         timers.removeAll()
     }
@@ -240,7 +240,7 @@ actor Deployment {
 
     /// Stops an idle instance to free memory for another deployment; returns the bytes freed.
     func evict(_ id: String) async -> Int {
-        guard case .stop? = machine.evict(id).first else { return 0 }
+        guard machine.evict(id) else { return 0 }
         timers.removeValue(forKey: id)?.task.cancel()
         logger.info("deployment \(name): instance \(id) stopped to free memory")
         let freed = reserved[id] ?? 0
