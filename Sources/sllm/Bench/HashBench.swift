@@ -17,21 +17,15 @@ struct HashBench: AsyncParsableCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var bench: BenchOptions
+    var runs: Int { bench.runs ?? 5 }
+    var json: String? { bench.json }
 
     @Option(help: "Bytes hashed per run.")
     var bufferSize: String = "512MiB"
 
-    @Option(help: "Repetitions (median and spread are reported).")
-    var runs: Int = 5
-
     @Option(help: "Size of fio's test file.")
     var fioSize: String = "2GiB"
-
-    @Option(help: "Directory for fio's test file (default: DATA_DIR/bench).")
-    var dir: String?
-
-    @Option(help: "Also write the results as JSON to this file.")
-    var json: String?
 
     struct Report: Encodable {
         var hardwareCRC: Bool
@@ -44,7 +38,6 @@ struct HashBench: AsyncParsableCommand {
     }
 
     func validate() throws {
-        guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
         guard let size = parseByteCount(bufferSize), size >= 1 << 20 else { throw ValidationError("--buffer-size must be at least 1MiB") }
         guard parseByteCount(fioSize) != nil else { throw ValidationError("--fio-size \(fioSize) is not a byte count") }
     }
@@ -63,7 +56,7 @@ struct HashBench: AsyncParsableCommand {
         }
         let bytes = UnsafeRawBufferPointer(buffer)
         let fio = Fio.find()
-        let directory = dir.map(absolutePath) ?? global.root + "/bench"
+        let directory = bench.directory(or: global.root + "/bench")
         try FileSystem.makeDirectories(directory)
         let fioFile = directory + "/fio-seqread.dat"
         if fio == nil && !global.quiet {

@@ -31,25 +31,18 @@ struct LoadBench: AsyncParsableCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var bench: BenchOptions
+    var runs: Int { bench.runs ?? 5 }
+    var json: String? { bench.json }
     @OptionGroup var loader: LoaderOptions
 
     @Option(help: "Size of the synthetic checkpoint (at least 4GiB for the issue's figure).")
     var size: String = "4GiB"
 
-    @Option(help: "Repetitions of each cold measurement.")
-    var runs: Int = 5
-
-    @Option(help: "Work directory (default: DATA_DIR/bench).")
-    var dir: String?
-
-    @Option(help: "Also write the results as JSON to this file.")
-    var json: String?
-
     @Flag(help: "Skip the synthetic case (SmolLM2 only).")
     var smallOnly = false
 
     func validate() throws {
-        guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
         guard let bytes = parseByteCount(size), bytes >= 64 << 20 else { throw ValidationError("--size must be at least 64MiB") }
     }
 
@@ -82,7 +75,7 @@ struct LoadBench: AsyncParsableCommand {
 
     func run() async throws {
         let logger = global.bootstrap()
-        let directory = dir.map(absolutePath) ?? global.root + "/bench"
+        let directory = bench.directory(or: global.root + "/bench")
         let benchStore = ModelStore(root: directory + "/store")
         try FileSystem.makeDirectories(benchStore.modelsDirectory)
         let options = loader

@@ -12,7 +12,7 @@ struct PopulateBench: AsyncParsableCommand {
         commandName: "populate",
         abstract: "Ways of setting up fresh shared memory for a load, against mapping memory that already exists.",
         discussion: """
-            Each run makes a new tmpfs file of --size bytes (in --directory, default /dev/shm) ready
+            Each run makes a new tmpfs file of --size bytes (in --dir, default /dev/shm) ready
             to be written, one way after the other, in rotating order:
               mmap MAP_POPULATE (one thread, in the kernel), madvise(MADV_POPULATE_WRITE) from 1, 2
               and 4 threads, fallocate from 1 and 2 threads then a populated map, an atomic touch
@@ -27,22 +27,13 @@ struct PopulateBench: AsyncParsableCommand {
     })
     var size: Int = 1 << 30
 
-    @Option(help: "Repetitions of each way.")
-    var runs: Int = 5
-
-    @Option(help: "A tmpfs directory for the files.")
-    var directory: String = "/dev/shm"
-
-    @Option(help: "Also write the results as JSON to this file.")
-    var json: String?
+    @OptionGroup var bench: BenchOptions
+    var runs: Int { bench.runs ?? 5 }
+    var json: String? { bench.json }
 
     struct Row: Encodable {
         var method: String
         var gigabytesPerSecond: Sample
-    }
-
-    func validate() throws {
-        if runs < 1 || runs > 1000 { throw ValidationError("--runs must be 1...1000") }
     }
 
     func run() async throws {
@@ -51,7 +42,7 @@ struct PopulateBench: AsyncParsableCommand {
         for run in 0..<runs {
             for step in methods.indices {
                 let index = (step + run) % methods.count
-                let seconds = try MemoryPopulation.time(methods[index], byteCount: size, directory: absolutePath(directory))
+                let seconds = try MemoryPopulation.time(methods[index], byteCount: size, directory: bench.directory(or: "/dev/shm"))
                 rates[index].append(Double(size) / seconds / 1e9)
             }
         }

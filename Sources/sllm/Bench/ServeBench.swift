@@ -39,12 +39,12 @@ struct ServeBench: AsyncParsableCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var bench: BenchOptions
+    var runs: Int { bench.runs ?? 10 }
+    var json: String? { bench.json }
 
     @Argument(help: "Model in the store.")
     var model: String = "smollm2-135m"
-
-    @Option(help: "Cold-start and warm repetitions.")
-    var runs: Int = 10
 
     @Option(help: "Compute threads for both servers (default: all cores).")
     var threads: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)
@@ -63,9 +63,6 @@ struct ServeBench: AsyncParsableCommand {
 
     @Option(help: "The GGUF file llama-server reads (default: the checkpoint's source when it is a local GGUF).")
     var gguf: String?
-
-    @Option(help: "Also write the results as JSON to this file.")
-    var json: String?
 
     static let prompt = "The capital of France is"
     /// The chat cold start's message: with SmolLM2's template (and its default system prompt)
@@ -111,7 +108,6 @@ struct ServeBench: AsyncParsableCommand {
     }
 
     func validate() throws {
-        if runs < 1 { throw ValidationError("--runs must be at least 1") }
         if clients < 1 { throw ValidationError("--clients must be at least 1") }
         if threads < 1 || threads > 256 { throw ValidationError("--threads must be 1...256") }
         try requireExecutable(llamaServer, option: "--llama-server")
@@ -194,7 +190,7 @@ struct ServeBench: AsyncParsableCommand {
         let peer = llamaServer ?? findOnPath("llama-server")
         var ggufPath = gguf ?? (reader.index.source.hasSuffix(".gguf") && FileSystem.exists(reader.index.source) ? reader.index.source : nil)
         if ggufPath == nil && model == ModelSource.defaultModel.name {
-            ggufPath = try await SmolLM2File.path(in: global.root + "/bench", logger: Logger(label: "sllm.bench"))
+            ggufPath = try await SmolLM2File.path(in: bench.directory(or: global.root + "/bench"), logger: Logger(label: "sllm.bench"))
         }
         if let peer, let ggufPath {
             try await measureLlama(peer: peer, gguf: ggufPath, scratch: scratch, http: http, into: &report)
