@@ -1,6 +1,7 @@
 import Engine
 import Foundation
 import Logging
+import Synchronization
 import Store
 import Tokenizers
 
@@ -45,6 +46,7 @@ final class Instance: @unchecked Sendable {
     /// prefix (the same system prompt, the next turn of a chat) computes only the rest. Most
     /// recently finished last; at most `maxSequences` together with the active ones.
     private var retained: [EngineSequence] = []
+    private let started = Atomic<Bool>(false)
 
     init(info: InstanceInfo, engine: Engine, model: LoadedModel, maxSequences: Int, logger: Logger) {
         self.info = info
@@ -52,6 +54,11 @@ final class Instance: @unchecked Sendable {
         self.model = model
         self.maxSequences = max(1, maxSequences)
         self.logger = logger
+    }
+
+    /// Starts the batching thread (once); jobs submitted before wait for it.
+    func start() {
+        guard !started.exchange(true, ordering: .relaxed) else { return }
         let thread = Thread { [self] in loop() }
         thread.name = "sllm-instance-\(info.id)"
         thread.stackSize = 8 << 20
@@ -80,6 +87,7 @@ final class Instance: @unchecked Sendable {
     /// Ends the loop: running jobs fail with `unavailable`. Returns once the loop has exited and
     /// the engine is idle, so the caller can drop the instance and its memory.
     func stop() {
+        start()  // a loop that never ran still has to see the stop and fail what was queued
         condition.withLock {
             stopping = true
             condition.broadcast()

@@ -44,6 +44,7 @@ public final class LocalWorker: Worker {
             kvCacheBytes: options.kvCacheBytes, contextLength: engine.contextLength)
         let instance = Instance(info: info, engine: engine, model: model, maxSequences: spec.maxSequences, logger: logger)
         instances.withLock { $0[spec.id] = instance }
+        instance.start()
         logger.info("instance \(spec.id) of \(spec.deployment) started from \(model.tier.rawValue) in \(String(format: "%.1f", loadSeconds * 1000)) ms")
         return info
     }
