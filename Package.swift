@@ -59,6 +59,7 @@ let package = Package(
         ),
         .target(
             name: "Tokenizers",
+            dependencies: ["Checkpoint"],
             swiftSettings: swiftSettings
         ),
         .target(

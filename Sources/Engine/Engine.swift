@@ -50,7 +50,7 @@ public final class Engine: @unchecked Sendable {
         if let tokenizer {
             self.tokenizer = tokenizer
         } else {
-            self.tokenizer = try Engine.tokenizer(of: model)
+            self.tokenizer = try Engine.tokenizer(index: model.index, name: model.name) { Data(try model.fileContents($0)) }
         }
         guard self.tokenizer.vocabularySize <= config.vocabularySize else {
             throw EngineError(.unsupportedModel, "the tokenizer has \(self.tokenizer.vocabularySize) tokens but the model only \(config.vocabularySize) embeddings")
@@ -67,35 +67,14 @@ public final class Engine: @unchecked Sendable {
 
     deinit { sllm_pool_destroy(pool) }
 
-    /// Tokenizers already built in this process, by their file's checksum: a tokenizer is
-    /// immutable, so engines of the same model (a scale-up, a restart after scale-to-zero) share it
-    /// instead of parsing a megabyte of vocabulary again.
-    private static let tokenizers = Mutex<[String: Tokenizer]>([:])
-
-    /// The tokenizer a checkpoint carries, built once per process (keyed by its files' checksums).
-    public static func tokenizer(of model: any ModelWeights) throws -> Tokenizer {
-        try tokenizer(index: model.index, name: model.name) { Data(try model.fileContents($0)) }
-    }
-
-    /// The tokenizer of a checkpoint in the store, without loading its weights (a server
-    /// tokenizes and validates a request while the weights are still loading).
-    public static func tokenizer(of reader: CheckpointReader) throws -> Tokenizer {
-        try tokenizer(index: reader.index, name: reader.directory) { Data(try reader.fileContents($0)) }
-    }
-
-    private static func tokenizer(index: CheckpointIndex, name: String, read: (String) throws -> Data) throws -> Tokenizer {
-        let files = index.files.filter { Tokenizer.checkpointFileNames.contains($0.name) }
-        let template = index.tokenizer.chatTemplate
-        let key = (files.map { "\($0.name):\($0.crc32c):\($0.byteCount)" }.sorted() + [String(template?.hashValue ?? 0)]).joined(separator: "|")
-        if let cached = tokenizers.withLock({ $0[key] }) { return cached }
-        let tokenizer: Tokenizer
+    /// The tokenizer a checkpoint carries, built from its files (not cached: a server keeps
+    /// one per model; see Serving's `TokenizerCache`).
+    static func tokenizer(index: CheckpointIndex, name: String, read: (String) throws -> Data) throws -> Tokenizer {
         do {
-            tokenizer = try Tokenizer(checkpointFiles: Set(files.map(\.name)), chatTemplate: template, read: read)
+            return try Tokenizer(checkpoint: index, read: read)
         } catch let error as TokenizerError {
             throw EngineError(.unsupportedModel, "checkpoint \(name): \(error.description)")
         }
-        tokenizers.withLock { $0[key] = tokenizer }
-        return tokenizer
     }
 
     /// Checks what a model file brings that requests would trip over later: its tokenizer (special
@@ -103,7 +82,7 @@ public final class Engine: @unchecked Sendable {
     /// template, which must parse and render a one-message conversation within the template
     /// interpreter's limits. Used when pulling, so a bad file is refused once, up front.
     public static func validate(_ reader: CheckpointReader) throws {
-        let tokenizer = try tokenizer(of: reader)
+        let tokenizer = try tokenizer(index: reader.index, name: reader.directory) { Data(try reader.fileContents($0)) }
         let config = reader.index.config
         guard tokenizer.vocabularySize <= config.vocabularySize else {
             throw EngineError(.unsupportedModel, "the tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(config.vocabularySize) embeddings")

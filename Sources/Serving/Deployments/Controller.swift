@@ -17,6 +17,8 @@ actor Controller {
     let state: StateStore
     let metrics: ServingMetrics
     let resources: NodeResources
+    /// Tokenizers of deployed models (shared with the node's worker).
+    let tokenizers: TokenizerCache
     /// The deployments' clock (keep-alive timers, last use): the system's, or a manual one in tests.
     let clock: any SchedulerClock
     private let logger: Logger
@@ -32,8 +34,10 @@ actor Controller {
     }
 
     init(configuration: ServeConfiguration, store: ModelStore, loader: ModelLoader, worker: any Worker,
-         state: StateStore, clock: any SchedulerClock = SystemClock(), metrics: ServingMetrics, logger: Logger) {
+         state: StateStore, tokenizers: TokenizerCache = TokenizerCache(), clock: any SchedulerClock = SystemClock(),
+         metrics: ServingMetrics, logger: Logger) {
         self.configuration = configuration
+        self.tokenizers = tokenizers
         self.clock = clock
         self.store = store
         self.loader = loader
@@ -356,7 +360,7 @@ actor Controller {
     /// instance needs.
     nonisolated private func makeDeploymentNow(_ spec: DeploymentSpec) throws -> Deployment {
         let reader = try store.reader(for: try ModelName(spec.model))
-        let tokenizer = try Engine.tokenizer(of: reader)
+        let tokenizer = try tokenizers.tokenizer(of: reader)
         let config = reader.index.config
         let weights = reader.index.partitions.reduce(0) { $0 + $1.byteCount }
         return Deployment(spec: spec, tokenizer: tokenizer, modelContextLength: config.contextLength, weightBytes: weights,

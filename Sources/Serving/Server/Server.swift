@@ -81,7 +81,7 @@ public final class Server: Sendable {
             throw ServingError(.invalidRequest, "binding \(configuration.host) (beyond loopback) requires API keys: set --admin-key / SLLM_ADMIN_KEY or --api-keys, or --auth off to serve without keys")
         }
         metrics = ServingMetrics()
-        controller = Controller(configuration: configuration, store: store, loader: loader, worker: worker, state: state, clock: clock,
+        controller = Controller(configuration: configuration, store: store, loader: loader, worker: worker, state: state, tokenizers: local.tokenizers, clock: clock,
                                 metrics: metrics, logger: logger)
     }
 

@@ -12,6 +12,8 @@ public final class LocalWorker: Worker {
     /// Compute threads per instance.
     public let threads: Int
     private let instances = Mutex<[String: Instance]>([:])
+    /// Tokenizers of the models this node serves, built once each.
+    let tokenizers: TokenizerCache
     /// Jobs submitted and not yet finished; background work (the DRAM pool fill) waits for zero.
     let runningJobs = Atomic<Int>(0)
     var isBusy: Bool { runningJobs.load(ordering: .relaxed) > 0 }
@@ -19,6 +21,7 @@ public final class LocalWorker: Worker {
 
     public init(loader: ModelLoader, threads: Int, logger: Logger = Logger(label: "sllm.worker")) {
         self.loader = loader
+        tokenizers = TokenizerCache()
         self.threads = max(1, threads)
         self.logger = logger
     }
@@ -37,7 +40,7 @@ public final class LocalWorker: Worker {
         let context = max(1, min(spec.contextLength ?? 8192, model.index.config.contextLength))
         options.contextLength = context
         options.kvCacheBytes = spec.maxSequences * context * Engine.kvBytesPerPosition(model.index.config)
-        let engine = try Engine(model: model, options: options)
+        let engine = try Engine(model: model, tokenizer: try tokenizers.tokenizer(of: model), options: options)
         let info = InstanceInfo(
             id: spec.id, deployment: spec.deployment, model: spec.model, startedAt: Date(), tier: model.tier.rawValue,
             loadSeconds: loadSeconds, engineInitSeconds: engine.startupSeconds, weightBytes: model.byteCount,

@@ -1,0 +1,37 @@
+import Checkpoint
+import Engine
+import Foundation
+import Synchronization
+import Tokenizers
+
+/// Tokenizers built in this process, by what identifies them (`Tokenizer.key(of:)`): a
+/// tokenizer is immutable, so a deployment and its instances (a scale-up, a restart after
+/// scale-to-zero) share one instead of parsing a megabyte of vocabulary again.
+final class TokenizerCache: Sendable {
+    private let tokenizers = Mutex<[String: Tokenizer]>([:])
+
+    /// The tokenizer of the checkpoint `index` (named `name` in errors), built once.
+    /// - Throws: `EngineError.unsupportedModel` naming the checkpoint when its files do not make one.
+    func tokenizer(index: CheckpointIndex, name: String, read: (String) throws -> Data) throws -> Tokenizer {
+        let key = Tokenizer.key(of: index)
+        if let cached = tokenizers.withLock({ $0[key] }) { return cached }
+        let tokenizer: Tokenizer
+        do {
+            tokenizer = try Tokenizer(checkpoint: index, read: read)
+        } catch let error as TokenizerError {
+            throw EngineError(.unsupportedModel, "checkpoint \(name): \(error.description)")
+        }
+        tokenizers.withLock { $0[key] = tokenizer }
+        return tokenizer
+    }
+
+    /// The tokenizer of a checkpoint in the store, without loading its weights.
+    func tokenizer(of reader: CheckpointReader) throws -> Tokenizer {
+        try tokenizer(index: reader.index, name: reader.directory) { Data(try reader.fileContents($0)) }
+    }
+
+    /// The tokenizer of a loaded model.
+    func tokenizer(of model: any ModelWeights) throws -> Tokenizer {
+        try tokenizer(index: model.index, name: model.name) { Data(try model.fileContents($0)) }
+    }
+}
