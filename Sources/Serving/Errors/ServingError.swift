@@ -1,8 +1,11 @@
 public import Hummingbird
+import Checkpoint
 import Engine
 public import Scheduling
 import Foundation
 import NIOCore
+import Store
+import Tokenizers
 
 /// An error of the serving layer, carrying what the OpenAI wire format needs: an HTTP status, an
 /// error type and code, and the request parameter at fault.
@@ -20,6 +23,8 @@ public struct ServingError: Error, CustomStringConvertible, Sendable {
         case shuttingDown
         case unavailable
         case insufficientMemory
+        /// The node's disk is full.
+        case insufficientStorage
         case internalError
     }
 
@@ -55,9 +60,13 @@ public struct ServingError: Error, CustomStringConvertible, Sendable {
         case .conflict: return .conflict
         case .queueFull: return .tooManyRequests
         case .shuttingDown, .unavailable, .insufficientMemory: return .serviceUnavailable
+        case .insufficientStorage: return .init(code: 507, reasonPhrase: "Insufficient Storage")
         case .internalError: return .internalServerError
         }
     }
+
+    /// The HTTP status code, as a number.
+    var statusCode: Int { Int(status.code) }
 
     /// OpenAI's `error.type`.
     var type: String {
@@ -67,7 +76,7 @@ public struct ServingError: Error, CustomStringConvertible, Sendable {
         case .forbidden: return "permission_error"
         case .queueFull: return "rate_limit_error"
         case .shuttingDown, .unavailable, .insufficientMemory: return "service_unavailable_error"
-        case .internalError: return "server_error"
+        case .insufficientStorage, .internalError: return "server_error"
         }
     }
 
@@ -81,6 +90,7 @@ public struct ServingError: Error, CustomStringConvertible, Sendable {
         case .bodyTooLarge: return "request_too_large"
         case .shuttingDown: return "shutting_down"
         case .insufficientMemory: return "insufficient_memory"
+        case .insufficientStorage: return "insufficient_storage"
         default: return nil
         }
     }
@@ -106,17 +116,52 @@ extension ServingError: HTTPResponseError {
 extension ServingError {
     /// Maps an engine error to the wire.
     init(_ error: any Error) {
-        if let error = error as? ServingError {
+        switch error {
+        case let error as ServingError:
             self = error
-        } else if let error = error as? EngineError {
+        case let error as EngineError:
             switch error.kind {
             case .contextOverflow: self.init(.contextLengthExceeded, error.description)
             case .invalidInput: self.init(.invalidRequest, error.description)
             case .outOfMemory: self.init(.insufficientMemory, error.description)
             case .unsupportedModel: self.init(.unavailable, error.description)
             }
-        } else {
+        case let error as SchedulingError:
+            self.init(error)
+        case let error as StoreError:
+            switch error.code {
+            case .invalidName, .invalidSource: self.init(.invalidRequest, error.description, param: "model")
+            case .notFound: self.init(.notFound, error.description, param: "model")
+            case .alreadyExists: self.init(.conflict, error.description)
+            case .download, .checksumMismatch: self.init(.unavailable, error.description)
+            case .io: self.init(systemFailure: error.description, errno: (error.cause as? Errno)?.rawValue)
+            }
+        case let error as CheckpointError:
+            switch error.code {
+            case .notFound: self.init(.notFound, error.description, param: "model")
+            case .invalidArgument: self.init(.invalidRequest, error.description)
+            case .alreadyExists: self.init(.conflict, error.description)
+            case .invalidFormat, .unsupported, .corrupt: self.init(.unavailable, error.description)
+            case .io: self.init(systemFailure: error.description, errno: (error.cause as? Errno)?.rawValue)
+            }
+        case let error as TokenizerError:
+            // At request time a tokenizer fails on what the request brought (its messages
+            // through the chat template); a model's own tokenizer is checked when it is pulled.
+            self.init(.invalidRequest, error.description)
+        case let error as Errno:
+            self.init(systemFailure: error.description, errno: error.rawValue)
+        default:
             self.init(.internalError, "\(error)")
+        }
+    }
+
+    /// A failed system call: a full disk is 507, missing memory 503, anything else a bug (500).
+    private init(systemFailure message: String, errno: Int32?) {
+        switch errno {
+        case ENOSPC?, EDQUOT?: self.init(.insufficientStorage, message)
+        case ENOMEM?: self.init(.insufficientMemory, message)
+        case ENOENT?: self.init(.notFound, message)
+        default: self.init(.internalError, message)
         }
     }
 }

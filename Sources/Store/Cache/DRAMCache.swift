@@ -78,7 +78,7 @@ public final class DRAMCache: Sendable {
         self.logger = logger
         try FileSystem.makeDirectories(FileSystem.directoryName(directory))
         if mkdir(directory, 0o700) != 0 && errno != EEXIST {
-            throw StoreError(.io, "cannot create the DRAM cache \(directory): \(Errno(errno, operation: "mkdir"))")
+            throw StoreError.system("cannot create the DRAM cache \(directory)", "mkdir")
         }
         try Self.restrictToThisUser(directory)
         try FileSystem.makeDirectories(directory + "/slabs")
@@ -96,13 +96,13 @@ public final class DRAMCache: Sendable {
     /// this user owns to mode 0700.
     static func restrictToThisUser(_ directory: String) throws {
         var info = stat()
-        guard lstat(directory, &info) == 0 else { throw StoreError(.io, "cannot stat the DRAM cache \(directory): \(Errno(errno, operation: "lstat"))") }
+        guard lstat(directory, &info) == 0 else { throw StoreError.system("cannot stat the DRAM cache \(directory)", "lstat") }
         guard info.st_mode & S_IFMT == S_IFDIR else { throw StoreError(.io, "the DRAM cache \(directory) is not a directory (a link?)") }
         guard info.st_uid == geteuid() else {
             throw StoreError(.io, "the DRAM cache \(directory) belongs to uid \(info.st_uid), not to this user (uid \(geteuid())); remove it or set --cache-dir / cache_dir")
         }
         if info.st_mode & 0o077 != 0, chmod(directory, 0o700) != 0 {
-            throw StoreError(.io, "cannot restrict the DRAM cache \(directory) to mode 0700: \(Errno(errno, operation: "chmod"))")
+            throw StoreError.system("cannot restrict the DRAM cache \(directory) to mode 0700", "chmod")
         }
     }
 
@@ -339,7 +339,7 @@ public final class DRAMCache: Sendable {
     func withReserveLock<T>(_ body: () throws -> T) throws -> T {
         try reserving.withLock { _ in
             let guardFile = Glibc.open(directory + "/.reserve.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-            guard guardFile >= 0 else { throw StoreError(.io, "cannot open \(directory)/.reserve.lock: \(Errno(errno, operation: "open"))") }
+            guard guardFile >= 0 else { throw StoreError.system("cannot open \(directory)/.reserve.lock", "open") }
             defer { close(guardFile) }
             flock(guardFile, LOCK_EX)
             return try body()
@@ -414,7 +414,7 @@ public final class DRAMCache: Sendable {
         let name = "s\(slabBytes >> 12)-" + FileSystem.randomSuffix()
         let path = slabsDirectory + "/" + name
         let fd = Glibc.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw StoreError(.io, "cannot create \(path): \(Errno(errno, operation: "open"))") }
+        guard fd >= 0 else { throw StoreError.system("cannot create \(path)", "open") }
         defer { close(fd) }
         guard ftruncate(fd, off_t(slabBytes)) == 0 else {
             let failure = Errno(errno, operation: "ftruncate")

@@ -27,10 +27,10 @@ final class UnsafeSharedMemoryFile: @unchecked Sendable {
     /// does that in parallel with its reads, not before them).
     static func create(_ path: String, byteCount: Int) throws -> UnsafeSharedMemoryFile {
         let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw StoreError(.io, "cannot create \(path): \(Errno(errno, operation: "open"))") }
+        guard fd >= 0 else { throw StoreError.system("cannot create \(path)", "open") }
         defer { close(fd) }
         guard ftruncate(fd, off_t(byteCount)) == 0 else {
-            throw StoreError(.io, "cannot size \(path) to \(byteCount) bytes: \(Errno(errno, operation: "ftruncate"))")
+            throw StoreError.system("cannot size \(path) to \(byteCount) bytes", "ftruncate")
         }
         return try UnsafeSharedMemoryFile(fd: fd, path: path, byteCount: byteCount, writable: true)
     }
@@ -39,11 +39,11 @@ final class UnsafeSharedMemoryFile: @unchecked Sendable {
     /// keeping what another process already wrote.
     static func openOrCreate(_ path: String, byteCount: Int) throws -> UnsafeSharedMemoryFile {
         let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw StoreError(.io, "cannot open \(path): \(Errno(errno, operation: "open"))") }
+        guard fd >= 0 else { throw StoreError.system("cannot open \(path)", "open") }
         defer { close(fd) }
         if (FileSystem.fileSize(path) ?? 0) < Int64(byteCount) {
             guard ftruncate(fd, off_t(byteCount)) == 0 else {
-                throw StoreError(.io, "cannot size \(path) to \(byteCount) bytes: \(Errno(errno, operation: "ftruncate"))")
+                throw StoreError.system("cannot size \(path) to \(byteCount) bytes", "ftruncate")
             }
         }
         return try UnsafeSharedMemoryFile(fd: fd, path: path, byteCount: byteCount, writable: true)
@@ -68,7 +68,7 @@ final class UnsafeSharedMemoryFile: @unchecked Sendable {
         precondition(!paths.isEmpty && slabBytes > 0 && slabBytes % 4096 == 0)
         let total = paths.count * slabBytes
         guard let region = mmap(nil, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), region != MAP_FAILED else {
-            throw StoreError(.io, "cannot reserve \(total) bytes of address space: \(Errno(errno, operation: "mmap"))")
+            throw StoreError.system("cannot reserve \(total) bytes of address space", "mmap")
         }
         for (i, path) in paths.enumerated() {
             let fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
@@ -84,7 +84,7 @@ final class UnsafeSharedMemoryFile: @unchecked Sendable {
             let part = region + i * slabBytes
             guard let pointer = mmap(part, slabBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0), pointer == part else {
                 munmap(region, total)
-                throw StoreError(.io, "cannot map \(path): \(Errno(errno, operation: "mmap"))")
+                throw StoreError.system("cannot map \(path)", "mmap")
             }
         }
         return UnsafeSharedMemoryFile(mapped: region, byteCount: total, path: paths.joined(separator: "+"))
@@ -105,7 +105,7 @@ final class UnsafeSharedMemoryFile: @unchecked Sendable {
         }
         let protection = writable ? PROT_READ | PROT_WRITE : PROT_READ
         guard let pointer = mmap(nil, byteCount, protection, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0), pointer != MAP_FAILED else {
-            throw StoreError(.io, "cannot map \(path): \(Errno(errno, operation: "mmap"))")
+            throw StoreError.system("cannot map \(path)", "mmap")
         }
         base = pointer
     }
@@ -126,7 +126,7 @@ final class UnsafeAnonymousMemory: @unchecked Sendable {
         guard let pointer = mmap(nil, max(byteCount, 4096), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
             pointer != MAP_FAILED
         else {
-            throw StoreError(.io, "cannot allocate \(byteCount) bytes: \(Errno(errno, operation: "mmap"))")
+            throw StoreError.system("cannot allocate \(byteCount) bytes", "mmap")
         }
         base = pointer
     }
@@ -246,15 +246,15 @@ extension MemoryPopulation {
     public static func time(_ method: Method, byteCount: Int, directory: String) throws -> Double {
         let path = directory + "/populate-" + FileSystem.randomSuffix()
         let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw StoreError(.io, "cannot create \(path): \(Errno(errno, operation: "open"))") }
+        guard fd >= 0 else { throw StoreError.system("cannot create \(path)", "open") }
         defer {
             close(fd)
             unlink(path)
         }
-        guard ftruncate(fd, off_t(byteCount)) == 0 else { throw StoreError(.io, "cannot size \(path): \(Errno(errno, operation: "ftruncate"))") }
+        guard ftruncate(fd, off_t(byteCount)) == 0 else { throw StoreError.system("cannot size \(path)", "ftruncate") }
         func map(populate: Bool) throws -> UnsafeMutableRawPointer {
             guard let pointer = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0), pointer != MAP_FAILED else {
-                throw StoreError(.io, "cannot map \(path): \(Errno(errno, operation: "mmap"))")
+                throw StoreError.system("cannot map \(path)", "mmap")
             }
             return pointer
         }

@@ -64,7 +64,7 @@ final class LocalChunkSource: ChunkSource {
             let n = pread(descriptors[partition], destination + done, length - done, off_t(offset + done))
             if n < 0 {
                 if errno == EINTR { continue }
-                throw StoreError(.io, "read of partition \(partition) at \(offset + done) failed: \(Errno(errno, operation: "pread"))")
+                throw StoreError.system("read of partition \(partition) at \(offset + done) failed", "pread")
             }
             if n == 0 {
                 throw StoreError(.io, "partition \(partition) ends at \(offset + done), before the \(offset + length) bytes its index promises (truncated?)")

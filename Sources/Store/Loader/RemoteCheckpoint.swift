@@ -70,7 +70,7 @@ final class RemoteCheckpoint: Sendable {
                 for partition in index.partitions {
                     let fd = Glibc.open(temporary + "/" + partition.file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
                     guard fd >= 0, ftruncate(fd, off_t(partition.byteCount)) == 0 else {
-                        throw StoreError(.io, "cannot create \(temporary)/\(partition.file): \(Errno(errno, operation: "open"))")
+                        throw StoreError.system("cannot create \(temporary)/\(partition.file)", "open")
                     }
                     descriptors.append(fd)
                 }
@@ -143,7 +143,7 @@ final class RemoteChunkSource: ChunkSource {
 
     func syncAll() throws {
         for fd in descriptors where fsync(fd) != 0 {
-            throw StoreError(.io, "fsync failed: \(Errno(errno, operation: "fsync"))")
+            throw StoreError.system("fsync failed", "fsync")
         }
     }
 
@@ -168,7 +168,7 @@ final class RemoteChunkSource: ChunkSource {
         var written = 0
         while written < length {
             let n = pwrite(descriptors[partition], destination + written, length - written, off_t(offset + written))
-            guard n > 0 else { throw StoreError(.io, "write to the local store failed: \(Errno(errno, operation: "pwrite"))") }
+            guard n > 0 else { throw StoreError.system("write to the local store failed", "pwrite") }
             written += n
         }
     }

@@ -142,7 +142,7 @@ public struct HTTPDownloader: Sendable {
     ) async throws {
         let file = try openForWriting(partial)
         guard ftruncate(file.fd, off_t(initial.size)) == 0 else {
-            throw StoreError(.io, "cannot size \(partial) to \(initial.size) bytes: \(Errno(errno, operation: "ftruncate"))")
+            throw StoreError.system("cannot size \(partial) to \(initial.size) bytes", "ftruncate")
         }
         let alreadyDone = Int64(initial.done.enumerated().filter { $0.element }.reduce(0) { $0 + pieceLength($1.offset, initial) })
         let shared = PieceTracker(state: initial, received: alreadyDone)
@@ -212,7 +212,7 @@ public struct HTTPDownloader: Sendable {
 
     private func openForWriting(_ path: String) throws -> Checkpoint.FileHandle {
         let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw StoreError(.io, "cannot open \(path): \(Errno(errno, operation: "open"))") }
+        guard fd >= 0 else { throw StoreError.system("cannot open \(path)", "open") }
         return Checkpoint.FileHandle(fd: fd, path: path)
     }
 }
