@@ -199,7 +199,7 @@ struct OpenAIRoutes: Sendable {
         var summary: GenerationSummary?
         var firstToken: Double?
         do {
-            for try await event in worker.run(prepared.job, on: lease.instance.id) {
+            for try await event in prepared.deployment.run(prepared.job, on: lease, keepAlive: prepared.keepAlive, worker: worker) {
                 switch event {
                 case .token(let output):
                     if firstToken == nil { firstToken = seconds(since: prepared.arrival) }
@@ -210,10 +210,8 @@ struct OpenAIRoutes: Sendable {
                 }
             }
         } catch {
-            await prepared.deployment.release(lease, keepAlive: prepared.keepAlive)
             throw ServingError(error)
         }
-        await prepared.deployment.release(lease, keepAlive: prepared.keepAlive)
         // The client went away (its connection closed): the job was cancelled.
         try Task.checkCancellation()
         guard let summary else { throw ServingError(.unavailable, "the instance ended the request without finishing it") }
@@ -274,7 +272,7 @@ struct OpenAIRoutes: Sendable {
             if prepared.kind == .chat {
                 try await send(chunk(prepared, object: chunkObject, choice: streamedChoice(.chat, #"{"role":"assistant","content":""}"#, logprobs: nil, finish: nil)), to: &writer)
             }
-            for try await event in worker.run(prepared.job, on: lease.instance.id) {
+            for try await event in prepared.deployment.run(prepared.job, on: lease, keepAlive: prepared.keepAlive, worker: worker) {
                 if lifecycle.mustCutStreams {
                     throw ServingError(.shuttingDown, "the server shut down before this stream finished (its shutdown_timeout passed)")
                 }
@@ -295,7 +293,6 @@ struct OpenAIRoutes: Sendable {
                 }
             }
         } catch {
-            await prepared.deployment.release(lease, keepAlive: prepared.keepAlive)
             if let failure = error as? ServingError {
                 metrics.request(deployment: prepared.deployment.name, status: Int(failure.status.code))
                 try? await send(String(decoding: failure.json, as: UTF8.self), to: &writer)
@@ -307,7 +304,6 @@ struct OpenAIRoutes: Sendable {
             }
             return
         }
-        await prepared.deployment.release(lease, keepAlive: prepared.keepAlive)
         guard let summary else {
             metrics.request(deployment: prepared.deployment.name, status: 503)
             try? await writer.finish(nil)

@@ -181,6 +181,30 @@ actor Deployment {
         perform(machine.requestFinished(on: lease.instance.id, keepAlive: keepAlive))
     }
 
+    /// Runs `job` on the slot `lease` holds and owns the rest of its life: the returned stream
+    /// carries the worker's events, and the slot is released whatever ends it (the last event,
+    /// an error, the consumer cancelling or dropping the stream). Release happens before the
+    /// stream ends, so a caller that saw the end may count on the slot being free. The output
+    /// belongs to this handle, not to one instance's stream: live migration re-points a job here.
+    nonisolated func run(_ job: GenerationJob, on lease: Lease, keepAlive: KeepAlive?, worker: any Worker)
+        -> AsyncThrowingStream<GenerationEvent, any Error> {
+        let (events, output) = AsyncThrowingStream.makeStream(of: GenerationEvent.self, throwing: (any Error).self)
+        let task = Task {
+            var failure: (any Error)?
+            do {
+                for try await event in worker.run(job, on: lease.instance.id) { output.yield(event) }
+            } catch {
+                failure = error
+            }
+            await self.release(lease, keepAlive: keepAlive)
+            output.finish(throwing: failure)
+        }
+        output.onTermination = { termination in
+            if case .cancelled = termination { task.cancel() }
+        }
+        return events
+    }
+
     /// Gives up a queued ticket (the client went away). A slot granted meanwhile is returned.
     func cancelWaiter(_ id: Int) {
         guard let waiter = waiters.removeValue(forKey: id) else { return }
