@@ -273,3 +273,41 @@ extension KeepAlive {
         await #expect(throws: CancellationError.self) { try await early.value }
     }
 }
+
+@Suite struct PlacementTests {
+    let request = PlacementRequest(model: "m", checkpointBytes: 4_000_000_000, memoryBytes: 5_000_000_000)
+    let bandwidth: [CheckpointTier: Double] = [.dram: 20e9, .ssd: 2e9, .remote: 0.5e9]
+
+    /// The checkpoint in DRAM wins over SSD, SSD over a fetch, each by its measured bandwidth.
+    @Test func theFastestTierWins() {
+        let nodes = [
+            NodeFacts(node: "a", freeMemoryBytes: 8 << 30, tier: .remote, bandwidth: bandwidth),
+            NodeFacts(node: "b", freeMemoryBytes: 8 << 30, tier: .ssd, bandwidth: bandwidth),
+            NodeFacts(node: "c", freeMemoryBytes: 8 << 30, tier: .dram, bandwidth: bandwidth),
+        ]
+        #expect(LocalityPlacement().place(request, on: nodes) == PlacementDecision(node: "c", estimatedStartSeconds: 0.2))
+        #expect(LocalityPlacement().place(request, on: Array(nodes.prefix(2))) == PlacementDecision(node: "b", estimatedStartSeconds: 2))
+    }
+
+    /// A queue ahead of the load counts: a busy node with the model in DRAM loses to an idle one
+    /// reading its SSD once the queue is longer than the difference.
+    @Test func queuedLoadsCount() {
+        let busy = NodeFacts(node: "busy", freeMemoryBytes: 8 << 30, tier: .dram, bandwidth: bandwidth, queuedSeconds: 3)
+        let idle = NodeFacts(node: "idle", freeMemoryBytes: 8 << 30, tier: .ssd, bandwidth: bandwidth)
+        #expect(LocalityPlacement().place(request, on: [busy, idle])?.node == "idle")
+        var shortQueue = busy
+        shortQueue.queuedSeconds = 1
+        #expect(LocalityPlacement().place(request, on: [shortQueue, idle])?.node == "busy")
+    }
+
+    /// Nodes without the memory, or without a bandwidth for the tier, are not candidates.
+    @Test func nodesThatCannotTakeItAreSkipped() {
+        let small = NodeFacts(node: "small", freeMemoryBytes: 1 << 30, tier: .dram, bandwidth: bandwidth)
+        let unmeasured = NodeFacts(node: "new", freeMemoryBytes: 8 << 30, tier: .ssd, bandwidth: [:])
+        #expect(LocalityPlacement().place(request, on: [small, unmeasured]) == nil)
+        #expect(LocalityPlacement().place(request, on: []) == nil)
+        // Equal estimates: the faster tier, then the node id.
+        let twins = ["y", "x"].map { NodeFacts(node: $0, freeMemoryBytes: 8 << 30, tier: .ssd, bandwidth: bandwidth) }
+        #expect(LocalityPlacement().place(request, on: twins)?.node == "x")
+    }
+}
