@@ -12,7 +12,6 @@ import Tokenizers
 /// as server-sent events or whole.
 struct OpenAIRoutes: Sendable {
     let controller: Controller
-    let worker: any Worker
     let metrics: ServingMetrics
     let lifecycle: ServerLifecycle
     let maxBodyBytes: Int
@@ -199,7 +198,7 @@ struct OpenAIRoutes: Sendable {
         var summary: GenerationSummary?
         var firstToken: Double?
         do {
-            for try await event in prepared.deployment.run(prepared.job, on: lease, keepAlive: prepared.keepAlive, worker: worker) {
+            for try await event in prepared.deployment.run(prepared.job, on: lease, keepAlive: prepared.keepAlive) {
                 switch event {
                 case .token(let output):
                     if firstToken == nil { firstToken = seconds(since: prepared.arrival) }
@@ -272,7 +271,7 @@ struct OpenAIRoutes: Sendable {
             if prepared.kind == .chat {
                 try await send(chunk(prepared, object: chunkObject, choice: streamedChoice(.chat, #"{"role":"assistant","content":""}"#, logprobs: nil, finish: nil)), to: &writer)
             }
-            for try await event in prepared.deployment.run(prepared.job, on: lease, keepAlive: prepared.keepAlive, worker: worker) {
+            for try await event in prepared.deployment.run(prepared.job, on: lease, keepAlive: prepared.keepAlive) {
                 if lifecycle.mustCutStreams {
                     throw ServingError(.shuttingDown, "the server shut down before this stream finished (its shutdown_timeout passed)")
                 }

@@ -186,10 +186,9 @@ actor Deployment {
     /// an error, the consumer cancelling or dropping the stream). Release happens before the
     /// stream ends, so a caller that saw the end may count on the slot being free. The output
     /// belongs to this handle, not to one instance's stream: live migration re-points a job here.
-    nonisolated func run(_ job: GenerationJob, on lease: Lease, keepAlive: KeepAlive?, worker: any Worker)
-        -> AsyncThrowingStream<GenerationEvent, any Error> {
+    nonisolated func run(_ job: GenerationJob, on lease: Lease, keepAlive: KeepAlive?) -> AsyncThrowingStream<GenerationEvent, any Error> {
         let (events, output) = AsyncThrowingStream.makeStream(of: GenerationEvent.self, throwing: (any Error).self)
-        let task = Task {
+        let task = Task { [worker] in
             var failure: (any Error)?
             do {
                 for try await event in worker.run(job, on: lease.instance.id) { output.yield(event) }

@@ -155,7 +155,7 @@ public final class Server: Sendable {
     /// Registers every route with the access it needs (`Routes.add`).
     private func register(on router: Router<BasicRequestContext>) -> Routes {
         let routes = Routes(router: router, keys: keys)
-        let openAI = OpenAIRoutes(controller: controller, worker: worker, metrics: metrics, lifecycle: lifecycle, maxBodyBytes: configuration.maxBodyBytes, logger: logger)
+        let openAI = OpenAIRoutes(controller: controller, metrics: metrics, lifecycle: lifecycle, maxBodyBytes: configuration.maxBodyBytes, logger: logger)
         routes.add(.post, "v1/chat/completions", .user) { request, context in try await openAI.handle(.chat, request, context: context) }
         routes.add(.post, "v1/completions", .user) { request, context in try await openAI.handle(.text, request, context: context) }
         routes.add(.get, "v1/models", .user) { _, _ in try await self.models() }
