@@ -71,6 +71,10 @@ struct LoadBench: AsyncParsableCommand {
         /// One thread hashing (CRC32C) alone, and while the fill ran, GB/s.
         var hashIdleGBps: Sample
         var hashDuringFillGBps: Sample
+        /// The peer beside it: the buffered read loop's first read of the same files after the
+        /// same fill, and that over its own steady state (the "read loop" row).
+        var peerFirstReadGBps: Sample
+        var peerFirstReadOverSteady: Double
     }
 
     func run() async throws {
@@ -180,7 +184,7 @@ struct LoadBench: AsyncParsableCommand {
             }
             // The first load in a newly started server, once its pool fill is done.
             _ = modelLoader.cache.evictAll()  // room for the server's cache
-            var serverLoads: [Double] = [], fills: [Double] = [], hashIdle: [Double] = [], hashDuring: [Double] = []
+            var serverLoads: [Double] = [], fills: [Double] = [], hashIdle: [Double] = [], hashDuring: [Double] = [], peerReads: [Double] = []
             var fillBytes = 0
             var tiers = Set<String>()
             for run in 1...runs {
@@ -191,6 +195,10 @@ struct LoadBench: AsyncParsableCommand {
                 hashIdle.append(result.hashIdle)
                 hashDuring.append(result.hashDuring)
                 tiers.insert(result.tier)
+                // The same fill, then the buffered read loop in place of sllm's load: what any
+                // reader through the page cache pays right after a large fill on this machine.
+                let peer = try await firstLoadInNewServer(name, checkpoint: benchStore.directory(for: name), budget: budget, files: files, peer: true)
+                peerReads.append(Double(bytes) / 1e9 / peer.loadSeconds)
                 if !global.quiet { FileHandle.standardError.write(Data("\(name): server run \(run)/\(runs) done\n".utf8)) }
             }
             let bestFio = ["fio psync", "fio libaio qd8"].compactMap { samples[$0].map { Sample(values: $0).median } }.max()
@@ -208,7 +216,9 @@ struct LoadBench: AsyncParsableCommand {
                 newProcessOverBestFio: bestFio.map { Sample(values: newProcess).median / $0 },
                 serverFirstLoadGBps: Sample(values: serverLoads), serverFirstLoadOverSteady: Sample(values: serverLoads).median / ours,
                 serverTiers: tiers.sorted(), fillSeconds: Sample(values: fills), fillBytes: fillBytes,
-                hashIdleGBps: Sample(values: hashIdle), hashDuringFillGBps: Sample(values: hashDuring)))
+                hashIdleGBps: Sample(values: hashIdle), hashDuringFillGBps: Sample(values: hashDuring),
+                peerFirstReadGBps: Sample(values: peerReads),
+                peerFirstReadOverSteady: Sample(values: peerReads).median / Sample(values: samples["read loop"]!).median))
         }
 
         print("sllm bench load: \(runs) cold runs per method, page cache evicted before each; loader \(modelLoader.configuration.threads) threads, \(options.chunkSize) chunks, O_DIRECT \(options.directIO)")
@@ -235,6 +245,8 @@ struct LoadBench: AsyncParsableCommand {
             print("    queue stage: \(Sample(values: report.newProcessQueueShare.values.map { $0 * 100 }).formatted(1)) % of the load (goal < 5)")
             print("  first load in a new `sllm serve` after its pool fill (tier \(report.serverTiers.joined(separator: ", "))): \(report.serverFirstLoadGBps.formatted()) GB/s"
                   + String(format: "; / steady state (sllm row): %.2fx (goal >= 0.9)", report.serverFirstLoadOverSteady))
+            print("    peer: the buffered read loop's first read after the same fill: \(report.peerFirstReadGBps.formatted()) GB/s"
+                  + String(format: "; / its steady state (read loop row): %.2fx", report.peerFirstReadOverSteady))
             print("    the fill: \(formatBytes(Int64(report.fillBytes))) in \(report.fillSeconds.formatted()) s"
                   + String(format: " (%.2f GB/s)", Double(report.fillBytes) / 1e9 / report.fillSeconds.median))
             print("    one thread hashing beside it: \(report.hashDuringFillGBps.formatted()) GB/s, alone \(report.hashIdleGBps.formatted()) GB/s"
@@ -256,8 +268,9 @@ struct LoadBench: AsyncParsableCommand {
     /// Starts `sllm serve` on a fresh cache directory of `budget` bytes, hashes on one thread
     /// until the server logs that its pool is full, then drops the page cache of `files` and
     /// sends the first request for `name`. Returns the load time the reply reports, the fill,
-    /// and the hashing rate alone and during the fill.
-    private func firstLoadInNewServer(_ name: ModelName, checkpoint: String, budget: Int, files: [String]) async throws
+    /// and the hashing rate alone and during the fill. With `peer`, the buffered read loop reads
+    /// `files` in place of the request, and its time is returned as the load's.
+    private func firstLoadInNewServer(_ name: ModelName, checkpoint: String, budget: Int, files: [String], peer: Bool = false) async throws
         -> (loadSeconds: Double, tier: String, fillSeconds: Double, fillBytes: Int, hashIdle: Double, hashDuring: Double) {
         let scratch = FileManager.default.temporaryDirectory.path + "/sllm-bench-load-serve-\(getpid())"
         let cache = "/dev/shm/sllm-bench-load-serve-\(getpid())"
@@ -293,6 +306,11 @@ struct LoadBench: AsyncParsableCommand {
         else { throw CommandFailure("cannot read the fill's time from: \(filledLine ?? "")") }
         guard !line.contains("stopped short") else { throw CommandFailure("the server's pool fill stopped short for lack of memory: \(line)") }
         files.forEach(PageCache.evict)
+        if peer {
+            let bytes = files.reduce(0) { $0 + Int(FileSystem.fileSize($1) ?? 0) }
+            let seconds = try measure { try readLoop(files, bytes: bytes) }
+            return (seconds, "ssd", fillSeconds, budget, idle, during)
+        }
         let http = BenchHTTP()
         defer { try? http.shutdown() }
         _ = try await http.json(.POST, server.url + "/admin/deployments", ["model": name.rawValue, "name": "bench", "keep_alive": "0"])
