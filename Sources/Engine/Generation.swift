@@ -100,6 +100,46 @@ public struct TextStream: Sendable {
     }
 }
 
+/// The rules that end a generation, in one place: the token limit, stop strings and
+/// end-of-generation tokens (through ``TextStream``), and the flush of held-back text at the end.
+/// `Engine.generate` and a server's batched instances both drive their sequences with it.
+public struct GenerationDriver: Sendable {
+    private var stream: TextStream
+    /// Tokens generated so far (a resumed generation counts those it was resumed with).
+    public private(set) var generated: Int
+    private let limit: Int
+
+    /// - Parameter resumedTokens: tokens generated before (a sequence continued from a snapshot):
+    ///   their text was released already; the stream is brought to the state they left it in.
+    public init(tokenizer: Tokenizer, parameters: GenerationParameters, resumedTokens: [Int] = []) {
+        stream = TextStream(tokenizer: tokenizer, stop: parameters.stop, stopAtEndOfGeneration: parameters.stopAtEndOfGeneration)
+        for token in resumedTokens { _ = stream.append(token) }
+        generated = resumedTokens.count
+        limit = parameters.maxTokens ?? Int.max
+    }
+
+    /// The token limit is reached: no further step.
+    public var reachedLimit: Bool { generated >= limit }
+
+    /// The text released so far.
+    public var text: String { stream.text }
+
+    /// Takes a sampled token: the text it releases, and why the generation ends with it (a stop
+    /// string or end-of-generation token: `.stop`; the token limit: `.length`), nil to go on.
+    public mutating func accept(_ token: Int) -> (text: String, finished: FinishReason?) {
+        generated += 1
+        let text = stream.append(token)
+        if let finished = stream.finished { return (text, finished) }
+        return (text, reachedLimit ? .length : nil)
+    }
+
+    /// Ends the generation for `reason`: the text still held back (a possible stop string's
+    /// start, an incomplete character), empty when a stop already released everything.
+    public mutating func finish(_ reason: FinishReason) -> String {
+        stream.finished == nil ? stream.finish(reason) : ""
+    }
+}
+
 extension Engine {
     /// Generates from `prompt` token ids on a sequence of its own, calling `onToken` for each
     /// token (return false to stop early). Runs on the caller's thread.
@@ -118,11 +158,10 @@ extension Engine {
         onToken: (GeneratedToken) -> Bool = { _ in true }
     ) throws(EngineError) -> GenerationResult {
         let prompt = sequence.tokens
-        var stream = TextStream(tokenizer: tokenizer, stop: parameters.stop, stopAtEndOfGeneration: parameters.stopAtEndOfGeneration)
+        var driver = GenerationDriver(tokenizer: tokenizer, parameters: parameters)
         var generated: [Int] = []
         var reason = FinishReason.length
-        let limit = parameters.maxTokens ?? Int.max
-        while generated.count < limit {
+        while !driver.reachedLimit {
             guard sequence.tokens.count < sequence.capacity else {
                 if generated.isEmpty {
                     throw EngineError(.contextOverflow, "the prompt of \(prompt.count) tokens fills the context of \(sequence.capacity); nothing can be generated")
@@ -131,18 +170,16 @@ extension Engine {
             }
             let choice = try step([sequence])[0]
             generated.append(choice.token)
-            let text = stream.append(choice.token)
+            let (text, finished) = driver.accept(choice.token)
             let keepGoing = onToken(GeneratedToken(token: choice.token, logprob: choice.logprob, text: text))
-            if let finished = stream.finished {
+            if let finished {
                 reason = finished
                 break
             }
             if !keepGoing { break }
         }
-        if stream.finished == nil {
-            let rest = stream.finish(reason)
-            if !rest.isEmpty { _ = onToken(GeneratedToken(token: -1, logprob: nil, text: rest)) }
-        }
-        return GenerationResult(tokens: generated, text: stream.text, finishReason: reason, promptTokens: prompt.count, timings: sequence.timings)
+        let rest = driver.finish(reason)
+        if !rest.isEmpty { _ = onToken(GeneratedToken(token: -1, logprob: nil, text: rest)) }
+        return GenerationResult(tokens: generated, text: driver.text, finishReason: reason, promptTokens: prompt.count, timings: sequence.timings)
     }
 }

@@ -18,7 +18,7 @@ extension Tokenizer {
                 config: files.contains("tokenizer_config.json") ? try read("tokenizer_config.json") : nil,
                 chatTemplate: chatTemplate)
         } else {
-            throw TokenizerError("the checkpoint carries no tokenizer (gguf-tokenizer.json or tokenizer.json)")
+            throw TokenizerError(.missing, "the checkpoint carries no tokenizer (gguf-tokenizer.json or tokenizer.json)")
         }
     }
 
@@ -32,12 +32,12 @@ extension Tokenizer {
     /// - Throws: `TokenizerError` naming what is missing or unsupported.
     public convenience init(huggingFaceJSON data: Data, config configData: Data? = nil, chatTemplate: String? = nil) throws {
         guard let json = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw TokenizerError("tokenizer.json is not a JSON object")
+            throw TokenizerError(.malformed, "tokenizer.json is not a JSON object")
         }
         guard let model = json["model"] as? [String: Any], (model["type"] as? String ?? "BPE") == "BPE" else {
-            throw TokenizerError("tokenizer.json: only BPE models are supported (found \((json["model"] as? [String: Any])?["type"] ?? "none"))")
+            throw TokenizerError(.unsupported, "tokenizer.json: only BPE models are supported (found \((json["model"] as? [String: Any])?["type"] ?? "none"))")
         }
-        guard let vocab = model["vocab"] as? [String: NSNumber], !vocab.isEmpty else { throw TokenizerError("tokenizer.json has no model.vocab") }
+        guard let vocab = model["vocab"] as? [String: NSNumber], !vocab.isEmpty else { throw TokenizerError(.malformed, "tokenizer.json has no model.vocab") }
         let merges: [String] = (model["merges"] as? [Any] ?? []).compactMap { merge in
             if let text = merge as? String { return text }
             if let pair = merge as? [String], pair.count == 2 { return pair[0] + " " + pair[1] }
@@ -46,7 +46,7 @@ extension Tokenizer {
         let added = json["added_tokens"] as? [[String: Any]] ?? []
         // Compared before adding: an id may be as large as Int.max.
         let largest = max(vocab.values.map(\.intValue).max() ?? 0, added.compactMap { ($0["id"] as? NSNumber)?.intValue }.max() ?? 0)
-        guard largest < 1 << 22 else { throw TokenizerError("tokenizer.json: token ids up to \(largest) are implausible") }
+        guard largest < 1 << 22 else { throw TokenizerError(.malformed, "tokenizer.json: token ids up to \(largest) are implausible") }
         let size = largest + 1
         var tokens = (0..<size).map { "[PAD\($0)]" }
         var types = [Int](repeating: TokenType.unused.rawValue, count: size)
@@ -86,7 +86,7 @@ extension Tokenizer {
             } else if patterns.isEmpty {
                 pre = "gpt2"
             } else {
-                throw TokenizerError("tokenizer.json: pre-tokenizer pattern `\(patterns)` is not supported (supported: gpt2, smollm, llama3, qwen2)")
+                throw TokenizerError(.unsupported, "tokenizer.json: pre-tokenizer pattern `\(patterns)` is not supported (supported: gpt2, smollm, llama3, qwen2)")
             }
             gguf["tokenizer.ggml.model"] = "gpt2"
             gguf["tokenizer.ggml.pre"] = pre

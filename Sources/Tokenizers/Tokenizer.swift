@@ -1,9 +1,39 @@
 public import Foundation
 
 /// An error from loading a tokenizer or from input it cannot handle.
-public struct TokenizerError: Error, CustomStringConvertible, Sendable {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+/// Why a tokenizer cannot be built: what kind of failure, a message naming the file or field, and
+/// the error underneath when there is one (a JSON parse error), kept as a value.
+public struct TokenizerError: Error, CustomStringConvertible, Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        /// The checkpoint carries no tokenizer files.
+        case missing
+        /// The files are not what they claim (not JSON, missing fields, counts that disagree).
+        case malformed
+        /// A well-formed tokenizer of a kind sllm does not implement (a model type, a pre-tokenizer).
+        case unsupported
+        /// A chat template failed: a syntax error when parsed, a runtime error (its own
+        /// `raise_exception` included) or a limit when rendered.
+        case template
+    }
+
+    public var kind: Kind
+    public var message: String
+    public var cause: (any Error & Sendable)?
+    public var description: String { cause.map { "\(message): \($0)" } ?? message }
+
+    public init(_ kind: Kind, _ message: String, cause: (any Error & Sendable)? = nil) {
+        self.kind = kind
+        self.message = message
+        self.cause = cause
+    }
+
+    /// A chat template's error (kind `.template`), as the template interpreter raises them.
+    public init(_ message: String) {
+        self.init(.template, message)
+    }
+
+    /// Equal kind and message (a cause is detail, not identity).
+    public static func == (a: TokenizerError, b: TokenizerError) -> Bool { a.kind == b.kind && a.message == b.message }
 }
 
 /// A tokenizer built from GGUF `tokenizer.*` metadata (or a Hugging Face `tokenizer.json`):
@@ -56,7 +86,7 @@ public final class Tokenizer: Sendable {
     /// - Throws: `TokenizerError` naming a missing key or an unsupported model or pre-tokenizer.
     public convenience init(ggufJSON data: Data, chatTemplate: String? = nil) throws {
         guard var object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw TokenizerError("tokenizer data is not a JSON object")
+            throw TokenizerError(.malformed, "tokenizer data is not a JSON object")
         }
         if let chatTemplate { object["tokenizer.chat_template"] = chatTemplate }
         try self.init(gguf: object)
@@ -65,25 +95,25 @@ public final class Tokenizer: Sendable {
     public init(gguf: [String: Any]) throws {
         let modelName = gguf["tokenizer.ggml.model"] as? String ?? "(none)"
         guard let model = Model(rawValue: modelName) else {
-            throw TokenizerError("tokenizer model `\(modelName)` is not supported (supported: gpt2 byte-level BPE, llama SentencePiece BPE)")
+            throw TokenizerError(.unsupported, "tokenizer model `\(modelName)` is not supported (supported: gpt2 byte-level BPE, llama SentencePiece BPE)")
         }
         guard let tokens = gguf["tokenizer.ggml.tokens"] as? [String], !tokens.isEmpty else {
-            throw TokenizerError("tokenizer has no tokenizer.ggml.tokens")
+            throw TokenizerError(.malformed, "tokenizer has no tokenizer.ggml.tokens")
         }
         let merges = gguf["tokenizer.ggml.merges"] as? [String] ?? []
         let pre = gguf["tokenizer.ggml.pre"] as? String ?? "default"
         guard let preTokenizer = model == .sentencePiece ? PreTokenizer(kind: .gpt2) : PreTokenizer(ggufName: pre) else {
-            throw TokenizerError("pre-tokenizer `\(pre)` is not supported (supported: gpt2, smollm, llama3, qwen2 and their kin)")
+            throw TokenizerError(.unsupported, "pre-tokenizer `\(pre)` is not supported (supported: gpt2, smollm, llama3, qwen2 and their kin)")
         }
         self.model = model
         let scores = (gguf["tokenizer.ggml.scores"] as? [NSNumber])?.map(\.floatValue) ?? []
         if model == .sentencePiece && scores.count != tokens.count {
-            throw TokenizerError("a SentencePiece vocabulary needs one score per token (\(scores.count) scores for \(tokens.count) tokens)")
+            throw TokenizerError(.malformed, "a SentencePiece vocabulary needs one score per token (\(scores.count) scores for \(tokens.count) tokens)")
         }
         self.scores = scores
         self.addSpacePrefix = (gguf["tokenizer.ggml.add_space_prefix"] as? Bool) ?? true
         let types = (gguf["tokenizer.ggml.token_type"] as? [NSNumber])?.map(\.intValue) ?? Array(repeating: 1, count: tokens.count)
-        guard types.count == tokens.count else { throw TokenizerError("token_type has \(types.count) entries for \(tokens.count) tokens") }
+        guard types.count == tokens.count else { throw TokenizerError(.malformed, "token_type has \(types.count) entries for \(tokens.count) tokens") }
         self.tokens = tokens
         self.tokenTypes = types
         var ids: [String: Int] = [:]
@@ -109,7 +139,7 @@ public final class Tokenizer: Sendable {
             return double >= 0 && double < Double(tokens.count) && double == double.rounded()
         }
         for key in ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"] where gguf[key] != nil && !isToken(gguf[key]) {
-            throw TokenizerError("\(key) is \(gguf[key]!), outside the vocabulary of \(tokens.count) tokens")
+            throw TokenizerError(.malformed, "\(key) is \(gguf[key]!), outside the vocabulary of \(tokens.count) tokens")
         }
         func id(_ key: String) -> Int? { isToken(gguf[key]) ? (gguf[key] as? NSNumber)?.intValue : nil }
         self.bosTokenID = id("tokenizer.ggml.bos_token_id")

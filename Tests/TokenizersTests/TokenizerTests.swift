@@ -10,7 +10,7 @@ enum SmolLM2Tokenizer {
     static let shared: Result<Tokenizer, any Error> = Result {
         let contents = try GGUFConverter.contents(ofFileAt: try RealModel.ggufPath())
         guard let file = contents.files.first(where: { $0.name == "gguf-tokenizer.json" }) else {
-            throw TokenizerError("no tokenizer file")
+            throw TokenizerError(.missing, "no tokenizer file")
         }
         return try Tokenizer(ggufJSON: Data(file.bytes))
     }

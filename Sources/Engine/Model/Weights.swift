@@ -2,7 +2,8 @@ import Checkpoint
 import CKernels
 import Foundation
 
-/// Why an engine could not start or a request could not run.
+/// Why the engine refuses a model or a request: the kind, a message naming what was wrong, and
+/// the error underneath when there is one.
 public struct EngineError: Error, CustomStringConvertible, Sendable, Equatable {
     public enum Kind: Sendable, Equatable {
         /// The checkpoint's architecture, a tensor's dtype or shape is not one the engine runs.
@@ -16,12 +17,19 @@ public struct EngineError: Error, CustomStringConvertible, Sendable, Equatable {
     }
 
     public var kind: Kind
-    public var description: String
+    public var message: String
+    /// The error underneath (a tokenizer that cannot be built), kept as a value.
+    public var cause: (any Error & Sendable)?
+    public var description: String { message }
 
-    public init(_ kind: Kind, _ description: String) {
+    public init(_ kind: Kind, _ message: String, cause: (any Error & Sendable)? = nil) {
         self.kind = kind
-        self.description = description
+        self.message = message
+        self.cause = cause
     }
+
+    /// Equal kind and message (a cause is detail, not identity).
+    public static func == (a: EngineError, b: EngineError) -> Bool { a.kind == b.kind && a.message == b.message }
 }
 
 /// One weight matrix as it lies in the loaded checkpoint: `rows` output rows of `columns`

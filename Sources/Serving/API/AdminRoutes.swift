@@ -7,20 +7,20 @@ import NIOCore
 /// The admin API (`/admin/...`): deployments, what is loaded, API keys. JSON with snake_case
 /// keys; the `sllm deploy/update/delete/status/ps/keys` commands are its clients.
 struct AdminRoutes: Sendable {
-    let controller: Controller
+    let registry: DeploymentRegistry
     let keys: KeyRing
     let maxBodyBytes: Int
 
     func register(on routes: Routes) {
-        routes.add(.get, "admin/deployments", .admin) { _, _ in try encode(await controller.statuses()) }
+        routes.add(.get, "admin/deployments", .admin) { _, _ in try encode(await registry.statuses()) }
         routes.add(.post, "admin/deployments", .admin) { request, _ in
             let body = try await decode(DeploymentRequest.self, from: request)
-            let spec = try await controller.deploy(body)
-            return try encode(await controller.statuses().first { $0.status.spec.name == spec.name }, status: .created)
+            let spec = try await registry.deploy(body)
+            return try encode(await registry.statuses().first { $0.status.spec.name == spec.name }, status: .created)
         }
         routes.add(.get, "admin/deployments/{name}", .admin) { _, context in
             let name = try context.parameters.require("name")
-            guard let report = await controller.statuses().first(where: { $0.status.spec.name == name }) else {
+            guard let report = await registry.statuses().first(where: { $0.status.spec.name == name }) else {
                 throw ServingError(.notFound, "deployment `\(name)` does not exist")
             }
             return try encode(report)
@@ -28,22 +28,22 @@ struct AdminRoutes: Sendable {
         routes.add(.patch, "admin/deployments/{name}", .admin) { request, context in
             let name = try context.parameters.require("name")
             let body = try await decode(DeploymentRequest.self, from: request)
-            _ = try await controller.update(name, with: body)
-            return try encode(await controller.statuses().first { $0.status.spec.name == name })
+            _ = try await registry.update(name, with: body)
+            return try encode(await registry.statuses().first { $0.status.spec.name == name })
         }
         routes.add(.delete, "admin/deployments/{name}", .admin) { _, context in
             let name = try context.parameters.require("name")
-            try await controller.delete(name)
+            try await registry.delete(name)
             return try encode(["deleted": name])
         }
         routes.add(.post, "admin/deployments/{name}/stop", .admin) { _, context in
             let name = try context.parameters.require("name")
-            let (stopped, busy) = try await controller.unload(name)
+            let (stopped, busy) = try await registry.unload(name)
             return try encode(["deployment": name, "stopped": String(stopped), "busy": String(busy)])
         }
         routes.add(.get, "admin/ps", .admin) { _, _ in
             var rows: [LoadedInstance] = []
-            for report in await controller.statuses() {
+            for report in await registry.statuses() {
                 for instance in report.status.instances {
                     rows.append(LoadedInstance(deployment: report.status.spec.name, model: report.status.spec.model, instance: instance))
                 }
@@ -53,19 +53,14 @@ struct AdminRoutes: Sendable {
         // Re-hashes DRAM copies now (of `model`, or of every cached model); corrupt ones are dropped.
         routes.add(.post, "admin/cache/verify", .admin) { request, _ in
             let body = try await decode(CacheVerifyRequest.self, from: request, allowEmpty: true)
-            let cache = controller.loader.cache
-            let store = controller.store
-            let results = try await runBlocking { () throws -> [DRAMVerification] in
-                guard let model = body.model else { return cache.verifyAll(store: store) }
-                let reader: CheckpointReader
-                do { reader = try store.reader(for: try ModelName(model)) } catch {
-                    throw ServingError(.notFound, "model `\(model)` is not in the store", param: "model")
-                }
-                return cache.verify(name: model, reader: reader).map { [$0] } ?? []
+            let model: ModelName?
+            do { model = try body.model.map { try ModelName($0) } } catch {
+                throw ServingError(.notFound, "model `\(body.model ?? "")` is not in the store", param: "model")
             }
+            let results = try await registry.worker.verifyCache(model)
             return try encode(CacheVerifyReport(verified: results, corrupt: results.filter { $0.corruptTensor != nil }.map(\.model)))
         }
-        routes.add(.get, "admin/keys", .admin) { _, _ in try encode(try keys.list()) }
+        routes.add(.get, "admin/keys", .admin) { _, _ in try encode(try await keys.list()) }
         routes.add(.post, "admin/keys", .admin) { request, _ in
             let body = try await decode(KeyRequest.self, from: request)
             guard !body.name.trimmingCharacters(in: .whitespaces).isEmpty else { throw ServingError(.invalidRequest, "a key needs a `name`", param: "name") }
@@ -73,12 +68,12 @@ struct AdminRoutes: Sendable {
             guard body.name.count <= 128, !body.name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
                 throw ServingError(.invalidRequest, "a key's `name` must be at most 128 printable characters", param: "name")
             }
-            let (key, secret) = try keys.create(name: body.name, admin: body.admin ?? false)
+            let (key, secret) = try await keys.create(name: body.name, admin: body.admin ?? false)
             return try encode(CreatedKey(id: key.id, name: key.name, admin: key.admin, createdAt: key.createdAt, key: secret), status: .created)
         }
         routes.add(.delete, "admin/keys/{id}", .admin) { _, context in
             let id = try context.parameters.require("id")
-            guard try keys.revoke(id) else { throw ServingError(.notFound, "API key `\(id)` does not exist") }
+            guard try await keys.revoke(id) else { throw ServingError(.notFound, "API key `\(id)` does not exist") }
             return try encode(["revoked": id])
         }
     }

@@ -11,7 +11,7 @@ import Tokenizers
 /// instance (a cold start when there is none), run the job and answer as OpenAI does, streamed
 /// as server-sent events or whole.
 struct OpenAIRoutes: Sendable {
-    let controller: Controller
+    let registry: DeploymentRegistry
     let metrics: ServingMetrics
     let lifecycle: ServerLifecycle
     let maxBodyBytes: Int
@@ -112,7 +112,7 @@ struct OpenAIRoutes: Sendable {
         let fields: SamplingFields
         do { fields = try JSONDecoder.openAI.decode(SamplingFields.self, from: data) } catch { throw ServingError(decoding: error, body: data) }
         let (sampling, maxTokens, stop) = try fields.validated()
-        let deployment = try await controller.deployment(named: fields.model)
+        let deployment = try await registry.deployment(named: fields.model)
         // Only deployed names become metric labels (clients cannot create series at will).
         model = deployment.name
         let tokenizer = deployment.tokenizer
@@ -460,7 +460,7 @@ struct OpenAIRoutes: Sendable {
         let phases = ColdStartPhases(lease: lease)
         var json = JSONWriter()
         json.bool("cold_start", lease.coldStart)
-        json.string("tier", lease.coldStart ? lease.instance.tier : nil)
+        json.string("tier", lease.coldStart ? lease.instance.tier.rawValue : nil)
         json.number("queue_ms", phases.queue * 1000)
         json.number("load_ms", phases.load * 1000)
         json.number("init_ms", phases.engineInit * 1000)

@@ -1,6 +1,6 @@
 import Checkpoint
 public import Scheduling
-import Store
+public import Store
 public import Foundation
 import Logging
 import Synchronization
@@ -55,10 +55,8 @@ actor Deployment {
     private let logger: Logger
     /// The model's tokenizer (requests are tokenized and checked before they wait for an instance).
     let tokenizer: Tokenizer
-    /// Model context length and bytes one instance needs (weights + KV cache).
-    let modelContextLength: Int
-    private let weightBytes: Int
-    private let kvBytesPerPosition: Int
+    /// The model's facts (context, sizes), as its worker reported them.
+    private let facts: ModelFacts
     /// Memory reserved from the node's budget for each instance (released when it stops).
     private var reserved: [String: Int] = [:]
 
@@ -87,14 +85,11 @@ actor Deployment {
     private nonisolated let progress = Mutex<[String: Double]>([:])
     private var deleted = false
 
-    init(spec: DeploymentSpec, tokenizer: Tokenizer, modelContextLength: Int, weightBytes: Int, kvBytesPerPosition: Int,
-         worker: any Worker, resources: NodeResources, clock: any SchedulerClock, metrics: ServingMetrics, logger: Logger) {
+    init(spec: DeploymentSpec, tokenizer: Tokenizer, facts: ModelFacts, worker: any Worker, resources: NodeResources, clock: any SchedulerClock, metrics: ServingMetrics, logger: Logger) {
         name = spec.name
         self.spec = spec
         self.tokenizer = tokenizer
-        self.modelContextLength = modelContextLength
-        self.weightBytes = weightBytes
-        self.kvBytesPerPosition = kvBytesPerPosition
+        self.facts = facts
         self.worker = worker
         self.resources = resources
         self.clock = clock
@@ -108,12 +103,15 @@ actor Deployment {
         }
     }
 
-    /// Memory an instance needs under the current settings: weights + a KV cache for
-    /// `targetConcurrency` sequences of the context.
-    var bytesPerInstance: Int { weightBytes + spec.scaling.targetConcurrency * contextLength * kvBytesPerPosition }
+    /// An instance under the current settings: the context, and the memory it needs (weights +
+    /// a KV cache for `targetConcurrency` sequences of the context).
+    var sizing: InstanceSizing {
+        InstanceSizing(requestedContext: spec.contextLength, modelContext: facts.contextLength, maxSequences: spec.scaling.targetConcurrency,
+                       weightBytes: facts.weightBytes, kvBytesPerPosition: facts.kvBytesPerPosition)
+    }
 
     /// The context length requests are checked against.
-    var contextLength: Int { min(spec.contextLength ?? min(8192, modelContextLength), modelContextLength) }
+    var contextLength: Int { sizing.contextLength }
 
     /// Starts the minimum instances.
     func activate() {
@@ -277,7 +275,7 @@ actor Deployment {
             InstanceStatus(
                 id: id, state: instance.state.rawValue, inFlight: instance.inFlight,
                 startedAt: started[id]?.startedAt, tier: started[id]?.tier,
-                memoryBytes: reserved[id] ?? bytesPerInstance, loadProgress: progress.withLock { $0[id] },
+                memoryBytes: reserved[id] ?? sizing.totalBytes, loadProgress: progress.withLock { $0[id] },
                 expiresAt: instance.inFlight == 0 ? timers[id].map { wallTime($0.expiresAt) } : nil,
                 keepAlive: (instance.keepAliveOverride ?? spec.scaling.keepAlive).description,
                 lastUsed: lastUsed[id].map(wallTime))
@@ -334,9 +332,9 @@ actor Deployment {
     }
 
     private func start(_ id: String) async {
-        let instanceSpec = InstanceSpec(id: id, deployment: name, model: spec.model, contextLength: contextLength,
-                                        maxSequences: spec.scaling.targetConcurrency)
-        let bytes = bytesPerInstance
+        let sizing = self.sizing
+        let instanceSpec = InstanceSpec(id: id, deployment: name, model: facts.name, sizing: sizing)
+        let bytes = sizing.totalBytes
         do {
             try await resources.reserve(bytes, for: name)
             reserved[id] = bytes
@@ -347,9 +345,14 @@ actor Deployment {
             return
         }
         do {
-            let info = try await worker.startInstance(instanceSpec) { fraction in
-                self.progress.withLock { $0[id] = fraction }
+            var startedInfo: InstanceInfo?
+            for try await event in worker.startInstance(instanceSpec) {
+                switch event {
+                case .loading(let fraction): progress.withLock { $0[id] = fraction }
+                case .started(let info): startedInfo = info
+                }
             }
+            guard let info = startedInfo else { throw ServingError(.unavailable, "the worker ended the start of \(id) without starting it") }
             progress.withLock { _ = $0.removeValue(forKey: id) }
             metrics.instanceStarted(deployment: name, info: info)
             started[id] = info
@@ -405,7 +408,7 @@ public struct InstanceStatus: Sendable, Codable {
     public var state: String
     public var inFlight: Int
     public var startedAt: Date?
-    public var tier: String?
+    public var tier: Tier?
     public var memoryBytes: Int
     public var loadProgress: Double?
     /// When an idle instance will stop (nil while busy, or when kept forever).

@@ -3,18 +3,21 @@ import Checkpoint
 import Engine
 import Foundation
 import Logging
-import Store
+public import Store
 import Synchronization
 import Tokenizers
 
-/// The node's deployments: creates, updates and deletes them (persisting each change), pulls
-/// models that are not local in the background, and routes requests to a deployment by name.
-actor Controller {
+/// The deployment registry: creates, updates and deletes deployments (persisting each change),
+/// has the worker pull models it does not hold in the background, and routes requests to a
+/// deployment by name. It knows the node only through the ``Worker`` protocol: model facts,
+/// inventories, pulls and instances, never the node's disk.
+actor DeploymentRegistry {
     let configuration: ServeConfiguration
-    let store: ModelStore
-    let loader: ModelLoader
-    let worker: any Worker
-    let state: StateStore
+    /// The nodes instances run on (one for `sllm serve`).
+    let workers: [any Worker]
+    /// The node this registry starts instances on and pulls to.
+    nonisolated var worker: any Worker { workers[0] }
+    let state: any StateStore
     let metrics: ServingMetrics
     let resources: NodeResources
     /// Tokenizers of deployed models (shared with the node's worker).
@@ -25,6 +28,8 @@ actor Controller {
     private var deployments: [String: Deployment] = [:]
     /// Deployments whose model is being pulled (or whose pull failed), with progress.
     private var pending: [String: PendingDeployment] = [:]
+    /// Names of deployments being created (between their check and their activation).
+    private var deploying: Set<String> = []
 
     struct PendingDeployment {
         var spec: DeploymentSpec
@@ -33,15 +38,16 @@ actor Controller {
         var failure: String?
     }
 
-    init(configuration: ServeConfiguration, store: ModelStore, loader: ModelLoader, worker: any Worker,
-         state: StateStore, tokenizers: TokenizerCache = TokenizerCache(), clock: any SchedulerClock = SystemClock(),
+    /// - Parameter tokenizers: where tokenizers built from model facts are kept (in one process,
+    ///   the worker's own, so a model's vocabulary is parsed once).
+    init(configuration: ServeConfiguration, workers: [any Worker],
+         state: any StateStore, tokenizers: TokenizerCache = TokenizerCache(), clock: any SchedulerClock = SystemClock(),
          metrics: ServingMetrics, logger: Logger) {
+        precondition(!workers.isEmpty, "a deployment registry needs a worker")
         self.configuration = configuration
         self.tokenizers = tokenizers
         self.clock = clock
-        self.store = store
-        self.loader = loader
-        self.worker = worker
+        self.workers = workers
         self.state = state
         self.metrics = metrics
         self.logger = logger
@@ -54,20 +60,22 @@ actor Controller {
         await resources.setIdleInstances(
             candidates: { [weak self] in await self?.idleInstances() ?? [] },
             evict: { [weak self] candidate in await self?.evict(candidate) ?? 0 })
-        for spec in try state.deployments() {
+        let inventory = await worker.inventory()
+        for spec in try await state.deployments() {
             // A pull cut short (crash, restart) resumes from the stored source; its download
             // continues where it stopped.
-            activate(spec, pull: !store.contains(try ModelName(spec.model)), source: spec.source)
+            let held = inventory.fastestTier(holding: try ModelName(spec.model)) != nil
+            await activate(spec, pull: !held, source: spec.source)
         }
-        if try state.setting("default_deployed") == nil {
-            try state.setSetting("default_deployed", "1")
+        if try await state.setting("default_deployed") == nil {
+            try await state.setSetting("default_deployed", "1")
             if !configuration.defaultModel.isEmpty, deployments[configuration.defaultModel] == nil, pending[configuration.defaultModel] == nil {
-                _ = try deploy(DeploymentRequest(model: configuration.defaultModel))
+                _ = try await deploy(DeploymentRequest(model: configuration.defaultModel))
             }
         }
         try await applyStartSettings()
         for name in configuration.preload {
-            if deployments[name] == nil && pending[name] == nil { _ = try deploy(DeploymentRequest(model: name)) }
+            if deployments[name] == nil && pending[name] == nil { _ = try await deploy(DeploymentRequest(model: name)) }
             Task { try? await self.preload(name) }
         }
     }
@@ -142,54 +150,42 @@ actor Controller {
 
     // MARK: - Administration
 
-    /// Creates a deployment; a model that is not in the store is pulled in the background.
-    func deploy(_ request: DeploymentRequest) throws -> DeploymentSpec {
+    /// Creates a deployment; a model the worker does not hold is pulled in the background.
+    func deploy(_ request: DeploymentRequest) async throws -> DeploymentSpec {
         var scaling = configuration.deploymentDefaults
         request.apply(to: &scaling)
         do { try scaling.validate() } catch { throw ServingError(error) }
         guard let source = request.model, !source.isEmpty else { throw ServingError(.invalidRequest, "a deployment needs a `model`", param: "model") }
-        let local = (try? ModelName(source)).map { store.contains($0) } ?? false
-        // A source to pull is checked before the deployment is accepted; it names the
-        // deployment as `sllm pull` would name the model.
-        var pulledName: ModelName?
-        if !local {
-            let parsed: (source: ModelSource, aliasName: String?)
-            do { parsed = try ModelSource.parse(source) } catch {
-                throw ServingError(.invalidRequest, "model `\(source)` is not in the store and is not something `sllm pull` can fetch: \(error.description)", param: "model")
-            }
-            if case .local(let path) = parsed.source, !FileManager.default.fileExists(atPath: path) {
-                throw ServingError(.invalidRequest, "model `\(source)` is neither in the store (`sllm list`), an alias (\(ModelSource.aliases.map(\.name).joined(separator: ", "))), a URL, a pip: source nor an existing file", param: "model")
-            }
-            do {
-                pulledName = try parsed.aliasName.map { try ModelName($0) } ?? parsed.source.defaultName()
-            } catch {
-                throw ServingError(.invalidRequest, "\(error)", param: "model")
-            }
-        }
-        let name: String
-        do {
-            name = try request.name.map { try ModelName($0).rawValue } ?? pulledName?.rawValue ?? source
-        } catch {
-            throw ServingError(.invalidRequest, "\(error)", param: "name")
-        }
-        guard deployments[name] == nil, pending[name] == nil else {
-            throw ServingError(.conflict, "deployment `\(name)` already exists (`sllm update \(name)` changes it)", param: "name")
-        }
         if let context = request.contextLength, context < 1 {
             throw ServingError(.invalidRequest, "context must be positive (got \(context))", param: "context_length")
         }
+        // A source to pull is checked (by the worker, whose disk a path names) before the
+        // deployment is accepted; it names the deployment as `sllm pull` would name the model.
+        let resolution = try await worker.resolve(source)
+        let name: String
+        do {
+            name = try request.name.map { try ModelName($0).rawValue } ?? resolution.pullName?.rawValue ?? source
+        } catch {
+            throw ServingError(.invalidRequest, "\(error)", param: "name")
+        }
+        // The name is taken from here on: the awaits below (the worker, the state store) let
+        // other requests in, and a second deploy of the same name must see it.
+        try checkFree(name)
+        deploying.insert(name)
+        defer { deploying.remove(name) }
+        let local = resolution.local != nil
         let spec = DeploymentSpec(name: name, model: local ? source : name, scaling: scaling, contextLength: request.contextLength,
-                                  source: local ? nil : Self.pullableSource(source))
-        try state.save(spec)
-        activate(spec, pull: !local, source: source)
+                                  source: local ? nil : resolution.pullableSource)
+        let facts = local ? try? await worker.modelFacts(try ModelName(source)) : nil
+        try await state.save(spec)
+        await activate(spec, pull: !local, source: local ? nil : resolution.pullableSource ?? source, facts: facts)
         return spec
     }
 
-    /// A source as it can be pulled again later: a relative path made absolute (the server's
-    /// working directory), anything else as given.
-    static func pullableSource(_ source: String) -> String {
-        guard case .local(let path)? = try? ModelSource.parse(source).source else { return source }
-        return FileSystem.absolute(path)
+    private func checkFree(_ name: String) throws(ServingError) {
+        guard deployments[name] == nil, pending[name] == nil, !deploying.contains(name) else {
+            throw ServingError(.conflict, "deployment `\(name)` already exists (`sllm update \(name)` changes it)", param: "name")
+        }
     }
 
     func update(_ name: String, with request: DeploymentRequest) async throws -> DeploymentSpec {
@@ -207,7 +203,7 @@ actor Controller {
             guard context >= 1 else { throw ServingError(.invalidRequest, "context must be positive (got \(context))", param: "context_length") }
             spec.contextLength = context
         }
-        try state.save(spec)
+        try await state.save(spec)
         if let deployment = deployments[name] {
             await deployment.update(spec)
         } else {
@@ -227,10 +223,10 @@ actor Controller {
 
     func delete(_ name: String) async throws {
         if let deployment = deployments.removeValue(forKey: name) {
-            try state.deleteDeployment(name)
+            try await state.deleteDeployment(name)
             await deployment.delete()
         } else if let pending = pending.removeValue(forKey: name) {
-            try state.deleteDeployment(name)
+            try await state.deleteDeployment(name)
             pending.task.cancel()
         } else {
             throw ServingError(.notFound, "deployment `\(name)` does not exist")
@@ -238,6 +234,11 @@ actor Controller {
     }
 
     func statuses() async -> [DeploymentReport] {
+        let inventory = await worker.inventory()
+        func tiers(of model: String) -> [Tier] {
+            guard let name = try? ModelName(model) else { return [] }
+            return inventory.tiers.filter { tier in tier.models.contains { $0.name == name } }.map(\.tier)
+        }
         var reports: [DeploymentReport] = []
         for name in names {
             if let deployment = deployments[name] {
@@ -253,12 +254,6 @@ actor Controller {
             }
         }
         return reports
-    }
-
-    /// Where the checkpoint sits: local store (SSD), DRAM cache.
-    private func tiers(of model: String) -> [String] {
-        guard let name = try? ModelName(model), store.contains(name) else { return [] }
-        return (loader.cache.contains(name: name.rawValue) ? ["dram"] : []) + ["ssd"]
     }
 
     /// Stops every instance (server shutdown).
@@ -285,15 +280,19 @@ actor Controller {
 
     // MARK: - Activation
 
-    private func activate(_ spec: DeploymentSpec, pull: Bool, source: String? = nil) {
-        if !pull, let deployment = try? makeDeploymentNow(spec) {
+    /// Makes a deployment live: at once when the worker holds its model (`facts` known or
+    /// found), else after a background pull (or a retry that records why it fails).
+    private func activate(_ spec: DeploymentSpec, pull: Bool, source: String? = nil, facts known: ModelFacts? = nil) async {
+        var facts = known
+        if !pull, facts == nil, let name = try? ModelName(spec.model) { facts = try? await worker.modelFacts(name) }
+        if !pull, let facts, let deployment = try? makeDeployment(spec, facts: facts) {
             deployments[spec.name] = deployment
             Task { await deployment.activate() }
             return
         }
         // A deployment of a store model that is gone (`sllm rm --force`) has nothing to pull
         // from: say so instead of taking its name for a path.
-        if pull, source == nil, case .local(let path)? = try? ModelSource.parse(spec.model).source, !FileManager.default.fileExists(atPath: path) {
+        if pull, source == nil, (try? await worker.resolve(spec.model)) == nil {
             let message = "model `\(spec.model)` is no longer in the store (removed?); `sllm pull` it again, then restart or `sllm delete \(spec.name)`"
             let task = Task<Deployment, any Error> { throw ServingError(.unavailable, message) }
             pending[spec.name] = PendingDeployment(spec: spec, task: task, progress: nil, failure: message)
@@ -306,7 +305,8 @@ actor Controller {
             if let progress {
                 try await self.pull(source ?? spec.model, as: spec.name, progress: progress)
             }
-            return try await self.makeDeployment(spec)
+            let facts = try await self.worker.modelFacts(try ModelName(spec.model))
+            return try await self.makeDeployment(spec, facts: facts)
         }
         pending[spec.name] = PendingDeployment(spec: spec, task: task, progress: progress)
         Task {
@@ -339,32 +339,28 @@ actor Controller {
 
     private func pull(_ source: String, as name: String, progress: PullProgress) async throws {
         logger.info("deployment \(name): pulling \(source)")
-        var puller = Puller(store: store, logger: logger)
-        puller.validate = { try Engine.validate($0) }
-        let logger = self.logger
-        _ = try await puller.pull(source, as: try ModelName(name), force: false) { report in
+        for try await event in worker.pull(source, as: try ModelName(name)) {
+            guard case .progress(let phase, let completed, let total) = event else { continue }
+            let report = Checkpoint.Progress(phase: phase, completedBytes: completed, totalBytes: total)
             // The log shows each phase in steps of 10% (a server has no progress bar).
             if let step = progress.record(report) {
-                logger.info("deployment \(name): \(report.phase) \(report.totalBytes > 0 ? "\(step)%" : "\(step) MiB")", metadata: [
-                    "bytes": "\(formatBytes(report.completedBytes)) of \(report.totalBytes > 0 ? formatBytes(report.totalBytes) : "?")",
+                logger.info("deployment \(name): \(phase) \(total > 0 ? "\(step)%" : "\(step) MiB")", metadata: [
+                    "bytes": "\(formatBytes(completed)) of \(total > 0 ? formatBytes(total) : "?")",
                 ])
             }
         }
     }
 
-    private func makeDeployment(_ spec: DeploymentSpec) async throws -> Deployment {
-        try await Task.detached { try self.makeDeploymentNow(spec) }.value
-    }
-
-    /// Opens the model's checkpoint in the store: tokenizer, context length and the memory one
-    /// instance needs.
-    nonisolated private func makeDeploymentNow(_ spec: DeploymentSpec) throws -> Deployment {
-        let reader = try store.reader(for: try ModelName(spec.model))
-        let tokenizer = try tokenizers.tokenizer(of: reader)
-        let config = reader.index.config
-        let weights = reader.index.partitions.reduce(0) { $0 + $1.byteCount }
-        return Deployment(spec: spec, tokenizer: tokenizer, modelContextLength: config.contextLength, weightBytes: weights,
-                          kvBytesPerPosition: Engine.kvBytesPerPosition(config), worker: worker, resources: resources, clock: clock, metrics: metrics, logger: logger)
+    /// A deployment of a model the worker holds: its tokenizer (built from the model's facts,
+    /// once per tokenizer), context and sizes.
+    nonisolated private func makeDeployment(_ spec: DeploymentSpec, facts: ModelFacts) throws -> Deployment {
+        let tokenizer = try tokenizers.tokenizer(index: facts.index, name: facts.name.rawValue) { file in
+            guard let data = facts.tokenizerFiles[file] else {
+                throw ServingError(.internalError, "the worker's facts of `\(facts.name)` lack its tokenizer file `\(file)`")
+            }
+            return data
+        }
+        return Deployment(spec: spec, tokenizer: tokenizer, facts: facts, worker: worker, resources: resources, clock: clock, metrics: metrics, logger: logger)
     }
 }
 
@@ -413,7 +409,7 @@ public struct DeploymentReport: Sendable, Codable {
     public var pullTotalBytes: Int64?
     public var error: String?
     /// Tiers holding the checkpoint, fastest first.
-    public var tiers: [String]
+    public var tiers: [Tier]
 }
 
 /// A pull's progress, written by the pull and read by status requests.

@@ -95,12 +95,18 @@ public struct ServingError: Error, CustomStringConvertible, Sendable {
         }
     }
 
-    /// The OpenAI error object: `{"error": {"message", "type", "param", "code"}}`.
-    var body: [String: Any] {
-        ["error": ["message": message, "type": type, "param": param ?? NSNull(), "code": code ?? NSNull()] as [String: Any]]
+    /// The OpenAI error object, `{"error": {"message", "type", "param", "code"}}`, written as the
+    /// OpenAI API writes all its JSON (``JSONWriter``).
+    var json: Data {
+        var json = JSONWriter()
+        json.object("error") { error in
+            error.string("message", message)
+            error.string("type", type)
+            error.string("param", param)
+            error.string("code", code)
+        }
+        return Data(json.finished.utf8)
     }
-
-    var json: Data { (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data() }
 }
 
 extension ServingError: HTTPResponseError {

@@ -66,9 +66,9 @@ final class ServingMetrics: Sendable {
     }
 
     func instanceStarted(deployment: String, info: InstanceInfo) {
-        timer("sllm_load_seconds", ["tier": info.tier]).record(seconds: info.loadSeconds)
-        counter("sllm_load_bytes_total", ["tier": info.tier]).increment(by: info.weightBytes)
-        counter(info.tier == "dram" ? "sllm_dram_cache_hits_total" : "sllm_dram_cache_misses_total", [:]).increment()
+        timer("sllm_load_seconds", ["tier": info.tier.rawValue]).record(seconds: info.loadSeconds)
+        counter("sllm_load_bytes_total", ["tier": info.tier.rawValue]).increment(by: info.weightBytes)
+        counter(info.tier == .dram ? "sllm_dram_cache_hits_total" : "sllm_dram_cache_misses_total", [:]).increment()
     }
 
     /// A deployment's gauges, made once (they are set on every request).

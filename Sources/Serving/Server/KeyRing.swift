@@ -10,18 +10,19 @@ final class KeyRing: Sendable {
     }
 
     let required: Bool
-    private let state: StateStore
+    private let state: any StateStore
     private let configured: [String: Access]
     private let stored: Mutex<[String: Bool]>
 
-    init(configuration: ServeConfiguration, state: StateStore) throws {
+    /// - Parameter storedHashes: the stored keys at start (``StateStore/keyHashes()``).
+    init(configuration: ServeConfiguration, state: any StateStore, storedHashes: [String: Bool]) {
         required = configuration.requiresKeys
         self.state = state
         var configured: [String: Access] = [:]
         for key in configuration.apiKeys { configured[key] = .user }
         if let admin = configuration.adminKey { configured[admin] = .admin }
         self.configured = configured
-        stored = Mutex(try state.keyHashes())
+        stored = Mutex(storedHashes)
     }
 
     /// Whether anything could authenticate (binding beyond loopback without keys is refused).
@@ -29,26 +30,26 @@ final class KeyRing: Sendable {
 
     func access(for secret: String) -> Access {
         if let access = configured[secret] { return access }
-        let hash = StateStore.hash(secret)
+        let hash = SQLiteStateStore.hash(secret)
         return stored.withLock { $0[hash] }.map { $0 ? .admin : .user } ?? .none
     }
 
-    func create(name: String, admin: Bool) throws -> (APIKey, secret: String) {
-        let created = try state.createKey(name: name, admin: admin)
-        try refresh()
+    func create(name: String, admin: Bool) async throws -> (APIKey, secret: String) {
+        let created = try await state.createKey(name: name, admin: admin)
+        try await refresh()
         return created
     }
 
-    func list() throws -> [APIKey] { try state.keys() }
+    func list() async throws -> [APIKey] { try await state.keys() }
 
-    func revoke(_ id: String) throws -> Bool {
-        let revoked = try state.revokeKey(id)
-        try refresh()
+    func revoke(_ id: String) async throws -> Bool {
+        let revoked = try await state.revokeKey(id)
+        try await refresh()
         return revoked
     }
 
-    private func refresh() throws {
-        let hashes = try state.keyHashes()
+    private func refresh() async throws {
+        let hashes = try await state.keyHashes()
         stored.withLock { $0 = hashes }
     }
 }

@@ -40,7 +40,7 @@ final class ServerLifecycle: Sendable {
 /// lets in-flight streams finish within the configured deadline, stops every instance and returns.
 public final class Server: Sendable {
     public let configuration: ServeConfiguration
-    let controller: Controller
+    let registry: DeploymentRegistry
     let metrics: ServingMetrics
     let lifecycle = ServerLifecycle()
     private let keys: KeyRing
@@ -52,37 +52,29 @@ public final class Server: Sendable {
     private let boundPort = Mutex<Int?>(nil)
     private let routeTable = Mutex<[RouteEntry]>([])
 
-    /// Opens the data directory (store, DRAM cache, state database). Throws on bad settings.
+    /// Opens the data directory (store, DRAM cache, state database) and serves it with its
+    /// in-process worker. Throws on bad settings.
     public convenience init(configuration: ServeConfiguration, logger: Logger = Logger(label: "sllm.serve")) throws {
-        try self.init(configuration: configuration, logger: logger, wrapWorker: { $0 })
+        try self.init(configuration: configuration, worker: try LocalWorker(configuration: configuration, logger: logger), logger: logger, wrapWorker: { $0 })
     }
 
-    /// `wrapWorker` lets tests put a worker of their own between the deployments and the
-    /// in-process one (the seam a cluster's network worker takes); `clock` runs the deployments'
-    /// keep-alive timers (tests move a manual one).
-    init(configuration: ServeConfiguration, logger: Logger, clock: any SchedulerClock = SystemClock(), wrapWorker: (LocalWorker) -> any Worker) throws {
+    /// Serves the node of `worker`. `wrapWorker` lets tests put a worker of their own between
+    /// the deployments and the in-process one (the seam a cluster's network worker takes);
+    /// `clock` runs the deployments' keep-alive timers (tests move a manual one).
+    init(configuration: ServeConfiguration, worker local: LocalWorker, logger: Logger, clock: any SchedulerClock = SystemClock(),
+         wrapWorker: (LocalWorker) -> any Worker) throws {
         self.configuration = configuration
         self.logger = logger
-        let store = ModelStore(root: configuration.dataDirectory)
-        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
-        // Caches of data directories that no longer exist (and that nobody uses) go first.
-        DRAMCache.removeOrphans(logger: logger)
-        let cache = try DRAMCache(directory: configuration.cacheDirectory ?? DRAMCache.defaultDirectory(forDataDirectory: store.root),
-                                  budgetBytes: configuration.dramCacheBytes, owner: store.root)
-        // Slabs of loads that died mid-way (a crash, kill -9) go back to the pool.
-        cache.reclaim()
-        let loader = ModelLoader(store: store, cache: cache, configuration: .init(directIO: configuration.directIO))
-        let local = LocalWorker(loader: loader, threads: configuration.threads, logger: logger)
         localWorker = local
         worker = wrapWorker(local)
-        let state = try StateStore(path: configuration.dataDirectory + "/state.sqlite")
-        keys = try KeyRing(configuration: configuration, state: state)
+        let state = try SQLiteStateStore(path: configuration.dataDirectory + "/state.sqlite")
+        keys = KeyRing(configuration: configuration, state: state, storedHashes: try state.keyHashes())
         if keys.required && !keys.hasAnyKey {
             throw ServingError(.invalidRequest, "binding \(configuration.host) (beyond loopback) requires API keys: set --admin-key / SLLM_ADMIN_KEY or --api-keys, or --auth off to serve without keys")
         }
         metrics = ServingMetrics()
-        controller = Controller(configuration: configuration, store: store, loader: loader, worker: worker, state: state, tokenizers: local.tokenizers, clock: clock,
-                                metrics: metrics, logger: logger)
+        registry = DeploymentRegistry(configuration: configuration, workers: [worker], state: state, tokenizers: local.tokenizers, clock: clock,
+                                      metrics: metrics, logger: logger)
     }
 
     /// The port the server listens on once running (the configured one, or the one picked for port 0).
@@ -117,7 +109,7 @@ public final class Server: Sendable {
                 await onRunning(bound)
             },
             logger: logger)
-        let nodeService = NodeService(controller: controller, lifecycle: lifecycle, logger: logger)
+        let nodeService = NodeService(registry: registry, lifecycle: lifecycle, logger: logger)
         let gate = ShutdownGate(lifecycle: lifecycle, deadline: configuration.shutdownTimeout)
         // Services shut down in reverse order: the gate first (new requests get 503), then the
         // HTTP server (stops accepting, waits for in-flight streams), then the node (instances).
@@ -126,10 +118,10 @@ public final class Server: Sendable {
                 .init(service: nodeService),
                 .init(service: app),
                 .init(service: gate, successTerminationBehavior: .ignore),
-                .init(service: DRAMPoolService(cache: controller.loader.cache, enabled: configuration.dramFill,
+                .init(service: DRAMPoolService(cache: localWorker.loader.cache, enabled: configuration.dramFill,
                                                 busy: { [localWorker] in localWorker.isBusy }, logger: logger),
                       successTerminationBehavior: .ignore),
-                .init(service: DRAMScrubber(cache: controller.loader.cache, store: controller.store, bytesPerSecond: configuration.dramScrubBytesPerSecond,
+                .init(service: DRAMScrubber(cache: localWorker.loader.cache, store: localWorker.store, bytesPerSecond: configuration.dramScrubBytesPerSecond,
                                             interval: configuration.dramScrubInterval, metrics: metrics, logger: logger),
                       successTerminationBehavior: .ignore),
             ],
@@ -155,15 +147,15 @@ public final class Server: Sendable {
     /// Registers every route with the access it needs (`Routes.add`).
     private func register(on router: Router<BasicRequestContext>) -> Routes {
         let routes = Routes(router: router, keys: keys)
-        let openAI = OpenAIRoutes(controller: controller, metrics: metrics, lifecycle: lifecycle, maxBodyBytes: configuration.maxBodyBytes, logger: logger)
+        let openAI = OpenAIRoutes(registry: registry, metrics: metrics, lifecycle: lifecycle, maxBodyBytes: configuration.maxBodyBytes, logger: logger)
         routes.add(.post, "v1/chat/completions", .user) { request, context in try await openAI.handle(.chat, request, context: context) }
         routes.add(.post, "v1/completions", .user) { request, context in try await openAI.handle(.text, request, context: context) }
         routes.add(.get, "v1/models", .user) { _, _ in try await self.models() }
         routes.add(.get, "v1/models/{id}", .user) { _, context in try await self.model(try context.parameters.require("id")) }
         routes.add(.get, "", .open) { _, _ in
-            try self.jsonObject(["status": "sllm is running", "version": Self.version,
-                                 "links": ["openai": "/v1", "models": "/v1/models", "health": "/health", "ready": "/ready",
-                                           "metrics": "/metrics", "admin": "/admin/deployments"]])
+            try encode(ServerSummary(status: "sllm is running", version: Self.version, links: [
+                "openai": "/v1", "models": "/v1/models", "health": "/health", "ready": "/ready", "metrics": "/metrics", "admin": "/admin/deployments",
+            ]))
         }
         routes.add(.get, "health", .open) { _, _ in try encode(["status": "ok"]) }
         routes.add(.get, "ready", .open) { _, _ in
@@ -178,7 +170,7 @@ public final class Server: Sendable {
             headers[.contentType] = "text/plain; version=0.0.4"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: self.metrics.render())))
         }
-        AdminRoutes(controller: controller, keys: keys, maxBodyBytes: configuration.maxBodyBytes).register(on: routes)
+        AdminRoutes(registry: registry, keys: keys, maxBodyBytes: configuration.maxBodyBytes).register(on: routes)
         return routes
     }
 
@@ -187,47 +179,61 @@ public final class Server: Sendable {
 
     // MARK: - /v1/models
 
+    // The OpenAI API writes its JSON one way, with `JSONWriter`, as its completions do.
+
     private func models() async throws -> Response {
-        let reports = await controller.statuses()
-        let data = reports.map { modelObject($0) }
-        return try jsonObject(["object": "list", "data": data])
+        let reports = await registry.statuses()
+        var json = JSONWriter()
+        json.string("object", "list")
+        json.raw("data", JSONWriter.array(reports) { modelObject($0) })
+        return jsonResponse(json.finished)
     }
 
     private func model(_ id: String) async throws -> Response {
-        guard let report = await controller.statuses().first(where: { $0.status.spec.name == id }) else {
+        guard let report = await registry.statuses().first(where: { $0.status.spec.name == id }) else {
             throw ServingError(.notFound, "the model `\(id)` does not exist", param: "model")
         }
-        return try jsonObject(modelObject(report))
+        return jsonResponse(modelObject(report))
     }
 
-    private func modelObject(_ report: DeploymentReport) -> [String: Any] {
-        [
-            "id": report.status.spec.name, "object": "model", "created": Int(report.status.spec.createdAt.timeIntervalSince1970),
-            "owned_by": "sllm", "state": report.state, "context_length": report.status.contextLength,
-            "instances": report.status.instances.count,
-        ]
+    private func modelObject(_ report: DeploymentReport) -> String {
+        var json = JSONWriter()
+        json.string("id", report.status.spec.name)
+        json.string("object", "model")
+        json.int("created", Int(report.status.spec.createdAt.timeIntervalSince1970))
+        json.string("owned_by", "sllm")
+        json.string("state", report.state)
+        json.int("context_length", report.status.contextLength)
+        json.int("instances", report.status.instances.count)
+        return json.finished
     }
 
-    private func jsonObject(_ object: [String: Any]) throws -> Response {
+    private func jsonResponse(_ text: String) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
     }
+}
+
+/// `GET /`: what is running and where to go.
+private struct ServerSummary: Encodable {
+    var status: String
+    var version: String
+    var links: [String: String]
 }
 
 /// Restores the deployments at start; stops every instance at shutdown.
 private struct NodeService: Service {
-    let controller: Controller
+    let registry: DeploymentRegistry
     let lifecycle: ServerLifecycle
     let logger: Logger
 
     func run() async throws {
-        try await controller.restore()
+        try await registry.restore()
         lifecycle.markReady()
         logger.info("ready")
         try? await gracefulShutdown()
-        await controller.stopAll()
+        await registry.stopAll()
     }
 }
 

@@ -2,9 +2,29 @@ import Crypto
 public import Foundation
 import GRDB
 
+/// Where the control side keeps what must outlive it: deployments, settings and API keys (hashed).
+/// Async, because a cluster's state is a database across the network; `sllm serve` keeps it in
+/// SQLite (``SQLiteStateStore``), a cluster in PostgreSQL, behind this same protocol.
+protocol StateStore: Sendable {
+    func deployments() async throws -> [DeploymentSpec]
+    /// Creates or replaces a deployment (by name), in one transaction.
+    func save(_ spec: DeploymentSpec) async throws
+    func deleteDeployment(_ name: String) async throws
+    func setting(_ key: String) async throws -> String?
+    func setSetting(_ key: String, _ value: String) async throws
+    /// A new key: its record, and the secret (shown once; only its hash is kept).
+    func createKey(name: String, admin: Bool) async throws -> (APIKey, secret: String)
+    func keys() async throws -> [APIKey]
+    /// Every stored key's hash, and whether it is an admin key.
+    func keyHashes() async throws -> [String: Bool]
+    /// Whether a key with that id existed (and is now gone).
+    func revokeKey(_ id: String) async throws -> Bool
+}
+
 /// The server's durable state in SQLite (`<data-dir>/state.sqlite`): deployments, API keys and
-/// settings. Writes are transactions, so a crash never leaves half a deployment.
-final class StateStore: Sendable {
+/// settings. Writes are transactions, so a crash never leaves half a deployment. Its calls are
+/// synchronous (a local file); they satisfy the async protocol as they are.
+final class SQLiteStateStore: StateStore {
     let path: String
     private let database: DatabaseQueue
 
@@ -152,6 +172,6 @@ public enum StoredDeployments {
     public static func using(model: String, dataDirectory: String) throws -> [String] {
         let path = dataDirectory + "/state.sqlite"
         guard FileManager.default.fileExists(atPath: path) else { return [] }
-        return try StateStore(path: path).deployments().filter { $0.model == model }.map(\.name)
+        return try SQLiteStateStore(path: path).deployments().filter { $0.model == model }.map(\.name)
     }
 }

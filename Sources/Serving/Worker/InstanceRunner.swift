@@ -9,7 +9,7 @@ import Tokenizers
 /// submitted to it (continuous batching: jobs join and leave between decoding steps).
 ///
 /// The engine computes on this instance's own thread, never on Swift's cooperative pool.
-final class Instance: @unchecked Sendable {
+final class InstanceRunner: @unchecked Sendable {
     // Sendable: `incoming`, `cancelled` and `stopping` are guarded by `condition`; the engine and
     // the active jobs are touched only by the loop thread.
     let info: InstanceInfo
@@ -21,6 +21,8 @@ final class Instance: @unchecked Sendable {
     private let condition = NSCondition()
     private var incoming: [Submitted] = []
     private var cancelled: Set<String> = []
+    /// Snapshot requests (`snapshot(of:)`), answered by the loop between steps.
+    private var snapshotRequests: [(job: String, reply: CheckedContinuation<SequenceSnapshot?, Never>)] = []
     private var stopping = false
     private var finished = false
 
@@ -34,8 +36,8 @@ final class Instance: @unchecked Sendable {
         var job: GenerationJob
         var continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
         var sequence: EngineSequence
-        var stream: TextStream
-        var generated = 0
+        /// When the job ends, and its text (the engine's one set of rules).
+        var driver: GenerationDriver
         var joined: ContinuousClock.Instant
         var firstToken: Double?
         /// Prompt tokens whose KV cache came from an earlier request.
@@ -84,6 +86,20 @@ final class Instance: @unchecked Sendable {
         }
     }
 
+    /// A running job's sequence (tokens so far, sampler state), taken between two steps; nil
+    /// when the job is not in the batch (finished, cancelled, still queued, or unknown).
+    func snapshot(of jobID: String) async -> SequenceSnapshot? {
+        await withCheckedContinuation { reply in
+            let accepted = condition.withLock {
+                guard !stopping else { return false }
+                snapshotRequests.append((jobID, reply))
+                condition.signal()
+                return true
+            }
+            if !accepted { reply.resume(returning: nil) }
+        }
+    }
+
     /// Ends the loop: running jobs fail with `unavailable`. Returns once the loop has exited and
     /// the engine is idle, so the caller can drop the instance and its memory.
     func stop() {
@@ -100,8 +116,11 @@ final class Instance: @unchecked Sendable {
         while true {
             var arrivals: [Submitted] = []
             var cancels: Set<String> = []
+            var snapshots: [(job: String, reply: CheckedContinuation<SequenceSnapshot?, Never>)] = []
             let stop: Bool = condition.withLock {
-                while incoming.isEmpty && active.isEmpty && cancelled.isEmpty && !stopping { condition.wait() }
+                while incoming.isEmpty && active.isEmpty && cancelled.isEmpty && snapshotRequests.isEmpty && !stopping { condition.wait() }
+                snapshots = snapshotRequests
+                snapshotRequests.removeAll()
                 if stopping { return true }
                 let room = max(0, maxSequences - active.count)
                 arrivals = Array(incoming.prefix(room))
@@ -109,6 +128,9 @@ final class Instance: @unchecked Sendable {
                 cancels = cancelled
                 cancelled.removeAll()
                 return false
+            }
+            for request in snapshots {
+                request.reply.resume(returning: active.first { $0.job.id == request.job }?.sequence.snapshot())
             }
             if stop {
                 let left = condition.withLock { () -> [Submitted] in
@@ -137,17 +159,21 @@ final class Instance: @unchecked Sendable {
             for arrival in arrivals {
                 do {
                     let (sequence, cached) = try sequence(for: arrival.job, activeCount: active.count)
-                    let stream = TextStream(tokenizer: engine.tokenizer, stop: arrival.job.stop, stopAtEndOfGeneration: arrival.job.stopAtEndOfGeneration)
-                    active.append(Active(job: arrival.job, continuation: arrival.continuation, sequence: sequence, stream: stream,
+                    // A resumed job's text so far was sent by the instance it came from: only
+                    // what follows is reported.
+                    let resumed = arrival.job.resume.map { Array($0.tokens[min($0.promptCount, $0.tokens.count)...]) } ?? []
+                    let driver = GenerationDriver(tokenizer: engine.tokenizer, parameters: arrival.job.parameters, resumedTokens: resumed)
+                    active.append(Active(job: arrival.job, continuation: arrival.continuation, sequence: sequence, driver: driver,
                                          joined: .now, cachedTokens: cached))
                 } catch {
                     arrival.continuation.finish(throwing: ServingError(error))
                 }
             }
             guard !active.isEmpty else { continue }
-            // A sequence whose context is full ends here (the engine refuses to step it).
+            // A sequence whose context is full ends here (the engine refuses to step it), as does
+            // one resumed at its token limit.
             active.removeAll { job in
-                guard job.sequence.tokens.count >= job.sequence.capacity else { return false }
+                guard job.sequence.tokens.count >= job.sequence.capacity || job.driver.reachedLimit else { return false }
                 var job = job
                 finish(&job, reason: .length)
                 return true
@@ -176,6 +202,10 @@ final class Instance: @unchecked Sendable {
     /// A sequence for a new job: the retained one sharing the longest prefix with its prompt, or
     /// a fresh one (dropping the least recently used retained sequence when slots are full).
     private func sequence(for job: GenerationJob, activeCount: Int) throws -> (EngineSequence, Int) {
+        if let snapshot = job.resume {
+            while !retained.isEmpty && activeCount + retained.count >= maxSequences { retained.removeFirst() }
+            return (try engine.makeSequence(snapshot: snapshot), 0)
+        }
         var best: (index: Int, common: Int)?
         for (index, candidate) in retained.enumerated() {
             let common = zip(candidate.tokens, job.prompt).prefix { $0 == $1 }.count
@@ -199,8 +229,7 @@ final class Instance: @unchecked Sendable {
     /// Reports one sampled token; returns false when the job is over (finished or its consumer gone).
     private func emit(_ choice: Sampler.Choice, for job: inout Active) -> Bool {
         if job.firstToken == nil { job.firstToken = seconds(since: job.joined) }
-        job.generated += 1
-        let text = job.stream.append(choice.token)
+        let (text, finished) = job.driver.accept(choice.token)
         var piece = ""
         var top: [TokenAlternative] = []
         if let alternatives = job.job.logprobs {
@@ -216,26 +245,21 @@ final class Instance: @unchecked Sendable {
             retain(job.sequence)
             return false
         }
-        if let reason = job.stream.finished {
-            finish(&job, reason: reason)
-            return false
-        }
-        if let limit = job.job.maxTokens, job.generated >= limit {
-            finish(&job, reason: .length)
+        if let finished {
+            finish(&job, reason: finished)
             return false
         }
         return true
     }
 
     private func finish(_ job: inout Active, reason: FinishReason) {
-        // A stream that stopped by itself (end token, stop string) has released all it will.
-        let rest = job.stream.finished == nil ? job.stream.flush() : ""
+        let rest = job.driver.finish(reason)
         if !rest.isEmpty {
             job.continuation.yield(.token(TokenOutput(token: -1, text: rest, piece: "", logprob: 0, top: [])))
         }
         let timings = job.sequence.timings
         job.continuation.yield(.finished(GenerationSummary(
-            finishReason: reason, promptTokens: job.job.prompt.count, completionTokens: job.generated, cachedTokens: job.cachedTokens,
+            finishReason: reason, promptTokens: job.job.prompt.count, completionTokens: job.driver.generated, cachedTokens: job.cachedTokens,
             prefillSeconds: timings.prefill, firstTokenSeconds: job.firstToken ?? 0, decodeSeconds: timings.decode)))
         job.continuation.finish()
         retain(job.sequence)

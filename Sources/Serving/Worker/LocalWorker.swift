@@ -1,51 +1,199 @@
 public import Store
 import Checkpoint
-import Engine
+public import Engine
 import Foundation
 public import Logging
+import Scheduling
 import Synchronization
+import Tokenizers
 
 /// The in-process worker of `sllm serve`: instances are engines in this process, loaded through
-/// the node's tiered loader.
+/// the node's tiered loader; the store, the DRAM cache and the pulls are this node's.
 public final class LocalWorker: Worker {
     public let loader: ModelLoader
+    public var store: ModelStore { loader.store }
+    public let node: NodeID
     /// Compute threads per instance.
     public let threads: Int
-    private let instances = Mutex<[String: Instance]>([:])
+    /// Memory instances may take on this node (weights + KV caches).
+    public let memoryBudgetBytes: Int
+    private let instances = Mutex<[String: InstanceRunner]>([:])
     /// Tokenizers of the models this node serves, built once each.
     let tokenizers: TokenizerCache
     /// Jobs submitted and not yet finished; background work (the DRAM pool fill) waits for zero.
     let runningJobs = Atomic<Int>(0)
     var isBusy: Bool { runningJobs.load(ordering: .relaxed) > 0 }
+    /// Load bandwidth per tier, measured on this node's real loads.
+    private let bandwidth = Mutex<[Tier: BandwidthAverage]>([:])
     private let logger: Logger
 
-    public init(loader: ModelLoader, threads: Int, logger: Logger = Logger(label: "sllm.worker")) {
+    public init(loader: ModelLoader, threads: Int, memoryBudgetBytes: Int, node: NodeID? = nil, logger: Logger = Logger(label: "sllm.worker")) {
         self.loader = loader
+        self.memoryBudgetBytes = memoryBudgetBytes
         tokenizers = TokenizerCache()
         self.threads = max(1, threads)
+        self.node = node ?? NodeID(ProcessInfo.processInfo.hostName)
         self.logger = logger
     }
 
-    public func startInstance(_ spec: InstanceSpec, progress: @escaping @Sendable (Double) -> Void) async throws -> InstanceInfo {
-        let name = try ModelName(spec.model)
+    /// The node's worker for `sllm serve`: its data directory's store, its DRAM cache (slabs of
+    /// loads that died mid-way, by a crash or kill -9, go back to the pool) and its loader.
+    public convenience init(configuration: ServeConfiguration, logger: Logger) throws {
+        let store = ModelStore(root: configuration.dataDirectory)
+        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        // Caches of data directories that no longer exist (and that nobody uses) go first.
+        DRAMCache.removeOrphans(logger: logger)
+        let cache = try DRAMCache(directory: configuration.cacheDirectory ?? DRAMCache.defaultDirectory(forDataDirectory: store.root),
+                                  budgetBytes: configuration.dramCacheBytes, owner: store.root)
+        cache.reclaim()
+        let loader = ModelLoader(store: store, cache: cache, configuration: .init(directIO: configuration.directIO))
+        self.init(loader: loader, threads: configuration.threads, memoryBudgetBytes: configuration.memoryBudgetBytes, logger: logger)
+    }
+
+    // MARK: - The node
+
+    public func inventory() async -> NodeInventory {
+        let (store, cache) = (store, loader.cache)
+        let (models, entries) = await (try? runBlocking { (try store.list(), cache.listEntries()) }) ?? ([], [])
+        let rates = bandwidth.withLock { $0 }
+        func tier(_ tier: Tier, _ held: [HeldModel]) -> TierInventory {
+            TierInventory(tier: tier, models: held.sorted { $0.name < $1.name }, usedBytes: held.reduce(0) { $0 + $1.bytes },
+                          loadBytesPerSecond: rates[tier]?.bytesPerSecond, loads: rates[tier]?.count ?? 0)
+        }
+        let dram = entries.filter(\.complete).compactMap { entry in (try? ModelName(entry.name)).map { HeldModel(name: $0, bytes: entry.bytes) } }
+        let ssd = models.compactMap { entry -> HeldModel? in
+            guard let name = try? ModelName(entry.name), let index = try? entry.index.get() else { return nil }
+            return HeldModel(name: name, bytes: index.partitions.reduce(0) { $0 + $1.byteCount })
+        }
+        let running = instances.withLock { $0 }
+        return NodeInventory(
+            node: node, cores: ProcessInfo.processInfo.activeProcessorCount, threadsPerInstance: threads,
+            memoryBudgetBytes: memoryBudgetBytes, reservedBytes: running.values.reduce(0) { $0 + $1.info.weightBytes + $1.info.kvCacheBytes },
+            dramBudgetBytes: cache.budgetBytes, tiers: [tier(.dram, dram), tier(.ssd, ssd), tier(.remote, [])],
+            instances: running.keys.sorted(), runningJobs: runningJobs.load(ordering: .relaxed))
+    }
+
+    public func modelFacts(_ model: ModelName) async throws -> ModelFacts {
+        let store = store
+        return try await runBlocking {
+            let reader = try store.reader(for: model)
+            let index = reader.index
+            var files: [String: Data] = [:]
+            for file in index.files where Tokenizer.checkpointFileNames.contains(file.name) {
+                files[file.name] = Data(try reader.fileContents(file.name))
+            }
+            return ModelFacts(
+                name: model, architecture: index.config.architecture, contextLength: index.config.contextLength,
+                weightBytes: index.partitions.reduce(0) { $0 + $1.byteCount }, kvBytesPerPosition: Engine.kvBytesPerPosition(index.config),
+                index: index, tokenizerFiles: files)
+        }
+    }
+
+    public func resolve(_ source: String) async throws -> SourceResolution {
+        if let name = try? ModelName(source), store.contains(name) { return SourceResolution(local: name) }
+        let parsed: (source: ModelSource, aliasName: String?)
+        do { parsed = try ModelSource.parse(source) } catch {
+            throw ServingError(.invalidRequest, "model `\(source)` is not in the store and is not something `sllm pull` can fetch: \(error.description)", param: "model")
+        }
+        if case .local(let path) = parsed.source, !FileManager.default.fileExists(atPath: path) {
+            throw ServingError(.invalidRequest, "model `\(source)` is neither in the store (`sllm list`), an alias (\(ModelSource.aliases.map(\.name).joined(separator: ", "))), a URL, a pip: source nor an existing file", param: "model")
+        }
+        let name: ModelName
+        do { name = try parsed.aliasName.map { try ModelName($0) } ?? parsed.source.defaultName() } catch {
+            throw ServingError(.invalidRequest, "\(error)", param: "model")
+        }
+        var pullable = source
+        if case .local(let path) = parsed.source { pullable = FileSystem.absolute(path) }
+        return SourceResolution(local: nil, pullName: name, pullableSource: pullable)
+    }
+
+    public func pull(_ source: String, as name: ModelName) -> AsyncThrowingStream<PullEvent, any Error> {
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: PullEvent.self, throwing: (any Error).self)
+        var puller = Puller(store: store, logger: logger)
+        puller.validate = { try Engine.validate($0) }
+        let task = Task { [puller] in
+            do {
+                let outcome = try await puller.pull(source, as: name, force: false) { report in
+                    continuation.yield(.progress(phase: report.phase, completedBytes: report.completedBytes, totalBytes: report.totalBytes))
+                }
+                continuation.yield(.finished(name: outcome.name, bytes: outcome.index.partitions.reduce(0) { $0 + $1.byteCount }))
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: error)
+            }
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    public func prefetch(_ model: ModelName, into tier: Tier) async throws -> LoadReport {
+        guard tier == .dram else { throw ServingError(.invalidRequest, "models are prefetched into the DRAM cache (`dram`), not `\(tier.rawValue)`") }
+        let loaded = try await loader.warm(model)
+        record(loaded)
+        return LoadReport(model: model, tier: loaded.tier, bytes: loaded.byteCount, seconds: loaded.timings.total)
+    }
+
+    public func evict(_ model: ModelName, from tier: Tier) async throws -> Int {
+        switch tier {
+        case .dram: return try await loader.evict(model)
+        case .ssd, .remote: throw ServingError(.invalidRequest, "a worker evicts from the DRAM cache (`dram`); `sllm rm` removes a model from the store")
+        }
+    }
+
+    public func verifyCache(_ model: ModelName?) async throws -> [DRAMVerification] {
+        let (store, cache) = (store, loader.cache)
+        return try await runBlocking { () throws -> [DRAMVerification] in
+            guard let model else { return cache.verifyAll(store: store) }
+            let reader: CheckpointReader
+            do { reader = try store.reader(for: model) } catch {
+                throw ServingError(.notFound, "model `\(model)` is not in the store", param: "model")
+            }
+            return cache.verify(name: model.rawValue, reader: reader).map { [$0] } ?? []
+        }
+    }
+
+    /// Adds a real load to its tier's bandwidth average (a DRAM hit maps memory; it is its own tier).
+    private func record(_ model: LoadedModel) {
+        guard model.timings.total > 0, model.byteCount > 0 else { return }
+        let rate = Double(model.byteCount) / model.timings.total
+        bandwidth.withLock { $0[model.tier, default: BandwidthAverage()].add(rate) }
+    }
+
+    // MARK: - Instances
+
+    public func startInstance(_ spec: InstanceSpec) -> AsyncThrowingStream<StartEvent, any Error> {
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: StartEvent.self, throwing: (any Error).self)
+        let task = Task {
+            do {
+                continuation.yield(.started(try await start(spec) { continuation.yield(.loading($0)) }))
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: error)
+            }
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    private func start(_ spec: InstanceSpec, progress: @escaping @Sendable (Double) -> Void) async throws -> InstanceInfo {
+        let name = spec.model
         let start = ContinuousClock.now
         let model = try await loader.load(name) { report in
             if report.totalBytes > 0 { progress(Double(report.completedBytes) / Double(report.totalBytes)) }
         }
         let loadSeconds = seconds(since: start)
+        record(model)
         try Task.checkCancellation()
         var options = Engine.Options()
         options.threads = threads
-        // The engine clamps the context to the model's the same way; the KV budget needs it first.
-        let context = max(1, min(spec.contextLength ?? 8192, model.index.config.contextLength))
-        options.contextLength = context
-        options.kvCacheBytes = spec.maxSequences * context * Engine.kvBytesPerPosition(model.index.config)
+        options.contextLength = spec.sizing.contextLength
+        options.kvCacheBytes = spec.sizing.kvCacheBytes
         let engine = try Engine(model: model, tokenizer: try tokenizers.tokenizer(of: model), options: options)
         let info = InstanceInfo(
-            id: spec.id, deployment: spec.deployment, model: spec.model, startedAt: Date(), tier: model.tier.rawValue,
+            id: spec.id, deployment: spec.deployment, model: spec.model, startedAt: Date(), tier: model.tier,
             loadSeconds: loadSeconds, engineInitSeconds: engine.startupSeconds, weightBytes: model.byteCount,
             kvCacheBytes: options.kvCacheBytes, contextLength: engine.contextLength)
-        let instance = Instance(info: info, engine: engine, model: model, maxSequences: spec.maxSequences, logger: logger)
+        let instance = InstanceRunner(info: info, engine: engine, model: model, maxSequences: spec.sizing.maxSequences, logger: logger)
         instances.withLock { $0[spec.id] = instance }
         instance.start()
         logger.info("instance \(spec.id) of \(spec.deployment) started from \(model.tier.rawValue) in \(String(format: "%.1f", loadSeconds * 1000)) ms")
@@ -77,5 +225,27 @@ public final class LocalWorker: Worker {
         }
         instance.submit(job, continuation: continuation)
         return stream
+    }
+
+    public func cancel(job: String, on instanceID: String) async {
+        instances.withLock { $0[instanceID] }?.cancel(job)
+    }
+
+    public func snapshot(job: String, on instanceID: String) async -> SequenceSnapshot? {
+        guard let instance = instances.withLock({ $0[instanceID] }) else { return nil }
+        return await instance.snapshot(of: job)
+    }
+}
+
+/// An exponentially weighted average of load bandwidths: recent loads count most (weight 0.3),
+/// so a tier that slows down (a busy disk, memory pressure) shows it within a few loads.
+struct BandwidthAverage: Sendable {
+    private(set) var bytesPerSecond: Double?
+    private(set) var count = 0
+    static let weight = 0.3
+
+    mutating func add(_ rate: Double) {
+        bytesPerSecond = bytesPerSecond.map { $0 + Self.weight * (rate - $0) } ?? rate
+        count += 1
     }
 }

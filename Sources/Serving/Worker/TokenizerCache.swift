@@ -15,12 +15,7 @@ final class TokenizerCache: Sendable {
     func tokenizer(index: CheckpointIndex, name: String, read: (String) throws -> Data) throws -> Tokenizer {
         let key = Tokenizer.key(of: index)
         if let cached = tokenizers.withLock({ $0[key] }) { return cached }
-        let tokenizer: Tokenizer
-        do {
-            tokenizer = try Tokenizer(checkpoint: index, read: read)
-        } catch let error as TokenizerError {
-            throw EngineError(.unsupportedModel, "checkpoint \(name): \(error.description)")
-        }
+        let tokenizer = try Engine.tokenizer(index: index, name: name, read: read)
         tokenizers.withLock { $0[key] = tokenizer }
         return tokenizer
     }

@@ -1,39 +1,173 @@
+public import Checkpoint
 public import Engine
+public import Scheduling
 public import Foundation
+public import Store
 
-/// Where instances run. The API front, deployments and autoscaler talk to instances only
-/// through this protocol; `sllm serve` uses the in-process ``LocalWorker``, and a cluster's
-/// controller will use a network client of the same shape (every value crossing it is Codable).
+/// A node: what the control side (the deployment registry, the autoscaler, a cluster's
+/// scheduler) knows of a machine, and the only way it touches one. `sllm serve` uses the
+/// in-process ``LocalWorker``; a cluster's controller uses a network client of the same shape,
+/// so every value crossing it is `Codable`, and streams carry Codable events, not closures.
 public protocol Worker: Sendable {
-    /// Loads the model from the fastest tier holding it and starts an instance on it.
-    ///
-    /// - Parameter progress: load progress, 0...1, called as bytes arrive.
-    func startInstance(_ spec: InstanceSpec, progress: @escaping @Sendable (Double) -> Void) async throws -> InstanceInfo
+    /// Identity, cores, memory, what each tier holds and each tier's measured load bandwidth.
+    func inventory() async -> NodeInventory
+
+    /// What the control side needs of a model in this node's store, without its weights:
+    /// architecture, context, sizes, and the tokenizer's files (the API tokenizes requests).
+    /// - Throws: `StoreError.notFound` when the store does not hold it.
+    func modelFacts(_ model: ModelName) async throws -> ModelFacts
+
+    /// Checks a source `sllm pull` takes (a store name, an alias, a URL, a `pip:` source, a file
+    /// on this node) and says whether the store holds it and what a pull would name it.
+    func resolve(_ source: String) async throws -> SourceResolution
+
+    /// Pulls a source into this node's store as `name` (resuming a download cut short).
+    func pull(_ source: String, as name: ModelName) -> AsyncThrowingStream<PullEvent, any Error>
+
+    /// Brings a model in the store into a faster tier ahead of use (`.dram`: the DRAM cache).
+    func prefetch(_ model: ModelName, into tier: Tier) async throws -> LoadReport
+
+    /// Drops a model from a tier (`.dram`: its DRAM copy, pooled for reuse); returns the bytes freed.
+    func evict(_ model: ModelName, from tier: Tier) async throws -> Int
+
+    /// Re-hashes DRAM copies (of `model`, or of every cached model); corrupt ones are dropped.
+    func verifyCache(_ model: ModelName?) async throws -> [DRAMVerification]
+
+    /// Loads the model from the fastest tier holding it and starts an instance on it: load
+    /// progress events, then `.started` with what the start cost.
+    func startInstance(_ spec: InstanceSpec) -> AsyncThrowingStream<StartEvent, any Error>
 
     /// Stops an instance: its running jobs end (finish reason from the interruption), its memory is freed.
     func stopInstance(_ id: String) async
 
-    /// Runs one generation on an instance (batched with the instance's other jobs). Ending the
-    /// iteration early (or cancelling the consuming task) cancels the job and frees its slot.
+    /// Runs one generation on an instance (batched with the instance's other jobs); a job with
+    /// `resume` continues a snapshot exported from another instance. Ending the iteration early
+    /// (or cancelling the consuming task) cancels the job and frees its slot.
     func run(_ job: GenerationJob, on instance: String) -> AsyncThrowingStream<GenerationEvent, any Error>
+
+    /// Cancels a running job (as ending its stream does); unknown ids are ignored.
+    func cancel(job: String, on instance: String) async
+
+    /// A running job's sequence as another instance can continue it (tokens so far and sampler
+    /// state): the hook live migration uses. Nil when the job is not running there.
+    func snapshot(job: String, on instance: String) async -> SequenceSnapshot?
+}
+
+/// A node as the control side sees it.
+public struct NodeInventory: Sendable, Codable, Equatable {
+    public var node: NodeID
+    public var cores: Int
+    /// Compute threads each instance gets.
+    public var threadsPerInstance: Int
+    /// Memory instances may take on the node (weights + KV caches), and what its running
+    /// instances take of it.
+    public var memoryBudgetBytes: Int
+    public var reservedBytes: Int
+    /// The DRAM cache's budget (what it holds is in `tiers`).
+    public var dramBudgetBytes: Int
+    public var tiers: [TierInventory]
+    /// Instances running on the node.
+    public var instances: [String]
+    /// Jobs running on the node's instances.
+    public var runningJobs: Int
+
+    /// The fastest tier holding `model`, nil when the node holds it nowhere.
+    public func fastestTier(holding model: ModelName) -> Tier? {
+        tiers.first { tier in tier.models.contains { $0.name == model } }?.tier
+    }
+}
+
+/// What one tier of a node holds, and how fast loads from it have been.
+public struct TierInventory: Sendable, Codable, Equatable {
+    public var tier: Tier
+    public var models: [HeldModel]
+    /// Bytes the tier's models take.
+    public var usedBytes: Int
+    /// Load bandwidth from this tier, bytes per second: an exponentially weighted average of
+    /// the node's real loads (nil until one has run).
+    public var loadBytesPerSecond: Double?
+    /// Loads the average has seen.
+    public var loads: Int
+}
+
+public struct HeldModel: Sendable, Codable, Equatable {
+    public var name: ModelName
+    public var bytes: Int
+}
+
+/// A node's identity in a cluster (the host name for `sllm serve`).
+public struct NodeID: Hashable, Sendable, Codable, CustomStringConvertible {
+    public var rawValue: String
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+    public init(from decoder: any Decoder) throws { rawValue = try decoder.singleValueContainer().decode(String.self) }
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+    public var description: String { rawValue }
+}
+
+/// A model's facts, as the control side needs them: sizes for admission and sizing, and the
+/// tokenizer's inputs (requests are tokenized and checked before they wait for an instance).
+public struct ModelFacts: Sendable, Codable {
+    public var name: ModelName
+    public var architecture: String
+    public var contextLength: Int
+    /// Bytes of the checkpoint's partitions (what a load reads and an instance maps).
+    public var weightBytes: Int
+    /// KV-cache bytes per position of one sequence.
+    public var kvBytesPerPosition: Int
+    /// The checkpoint's index (tensors, files and their checksums, tokenizer record, chat template).
+    public var index: CheckpointIndex
+    /// The tokenizer files named by the index, by name.
+    public var tokenizerFiles: [String: Data]
+}
+
+/// What `resolve` found a source to be.
+public struct SourceResolution: Sendable, Codable, Equatable {
+    /// The store holds it under this name already.
+    public var local: ModelName?
+    /// The name a pull would store it as (the source's own name, or its alias).
+    public var pullName: ModelName?
+    /// The source as it can be pulled again later (a relative path made absolute).
+    public var pullableSource: String?
+}
+
+/// What a pull reports.
+public enum PullEvent: Sendable, Codable {
+    /// A phase (`download`, `convert`, `verify`) and its bytes; total 0 when unknown (pip).
+    case progress(phase: String, completedBytes: Int64, totalBytes: Int64)
+    case finished(name: ModelName, bytes: Int)
+}
+
+/// What a start reports.
+public enum StartEvent: Sendable, Codable {
+    /// Fraction (0...1) of the checkpoint's bytes loaded.
+    case loading(Double)
+    case started(InstanceInfo)
+}
+
+/// A load into a tier: where it came from, how long it took.
+public struct LoadReport: Sendable, Codable, Equatable {
+    public var model: ModelName
+    public var tier: Tier
+    public var bytes: Int
+    public var seconds: Double
 }
 
 /// What to start: a model with the deployment's engine settings.
 public struct InstanceSpec: Sendable, Codable, Equatable {
     public var id: String
     public var deployment: String
-    public var model: String
-    /// Context length per sequence (nil: the model's, at most 8192).
-    public var contextLength: Int?
-    /// Sequences batched together (the deployment's target concurrency).
-    public var maxSequences: Int
+    public var model: ModelName
+    /// Context, sequences and KV budget, from ``InstanceSizing`` (the one place that decides them).
+    public var sizing: InstanceSizing
 
-    public init(id: String, deployment: String, model: String, contextLength: Int?, maxSequences: Int) {
+    public init(id: String, deployment: String, model: ModelName, sizing: InstanceSizing) {
         self.id = id
         self.deployment = deployment
         self.model = model
-        self.contextLength = contextLength
-        self.maxSequences = maxSequences
+        self.sizing = sizing
     }
 }
 
@@ -41,10 +175,10 @@ public struct InstanceSpec: Sendable, Codable, Equatable {
 public struct InstanceInfo: Sendable, Codable, Equatable {
     public var id: String
     public var deployment: String
-    public var model: String
+    public var model: ModelName
     public var startedAt: Date
-    /// The tier the checkpoint came from (`dram`, `ssd`, `remote`).
-    public var tier: String
+    /// The tier the checkpoint came from.
+    public var tier: Tier
     public var loadSeconds: Double
     public var engineInitSeconds: Double
     public var weightBytes: Int
@@ -65,6 +199,10 @@ public struct GenerationJob: Sendable, Codable {
     public var logprobs: Int?
     /// Stop at the vocabulary's end-of-generation tokens (false: llama.cpp's `ignore_eos`).
     public var stopAtEndOfGeneration = true
+    /// Continue this sequence (exported by ``Worker/snapshot(job:on:)`` from another instance)
+    /// instead of starting from `prompt`: its generated tokens count towards `maxTokens`, and
+    /// only tokens after it are reported.
+    public var resume: SequenceSnapshot?
 
     public init(id: String, prompt: [Int], sampling: SamplingParameters, maxTokens: Int?, stop: [String], logprobs: Int?) {
         self.id = id
@@ -74,6 +212,16 @@ public struct GenerationJob: Sendable, Codable {
         self.maxTokens = maxTokens
         self.stop = stop
         self.logprobs = logprobs
+    }
+
+    /// When the job ends, as the engine's ``GenerationDriver`` takes it.
+    public var parameters: GenerationParameters {
+        var parameters = GenerationParameters()
+        parameters.sampling = sampling
+        parameters.maxTokens = maxTokens
+        parameters.stop = stop
+        parameters.stopAtEndOfGeneration = stopAtEndOfGeneration
+        return parameters
     }
 }
 

@@ -5,7 +5,7 @@ import Foundation
 /// 1 to 128 characters from `a-z A-Z 0-9 . _ - :`, starting with a letter or digit; never `..`,
 /// never a `/`. Names are directory names in the store, so this is what keeps a hostile name
 /// from escaping it.
-public struct ModelName: Hashable, Sendable, CustomStringConvertible {
+public struct ModelName: Hashable, Sendable, Codable, Comparable, CustomStringConvertible {
     public let rawValue: String
 
     public init(_ rawValue: String) throws(StoreError) {
@@ -34,6 +34,18 @@ public struct ModelName: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { rawValue }
+
+    /// Decoded from a plain string, checked as `init(_:)` checks it.
+    public init(from decoder: any Decoder) throws {
+        try self.init(try decoder.singleValueContainer().decode(String.self))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+
+    public static func < (a: ModelName, b: ModelName) -> Bool { a.rawValue < b.rawValue }
 }
 
 extension String {

@@ -1,11 +1,9 @@
 import Foundation
 
 /// An error in a chat template: a syntax error when it is parsed, or a runtime error (including
-/// the template's own `raise_exception`) when it renders.
-public struct TemplateError: Error, CustomStringConvertible, Sendable, Equatable {
-    public var description: String
-    public init(_ description: String) { self.description = description }
-}
+/// the template's own `raise_exception`) when it renders. The target's one error type,
+/// ``TokenizerError``, of kind `.template`.
+public typealias TemplateError = TokenizerError
 
 /// A Jinja template in the subset real chat templates use, rendered as Hugging Face's
 /// `apply_chat_template` does with Python's jinja2 (`trim_blocks`, `lstrip_blocks`, loop controls,

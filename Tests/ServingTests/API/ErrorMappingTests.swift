@@ -29,7 +29,7 @@ import Tokenizers
         (EngineError(.contextOverflow, "too long"), 400),
         (EngineError(.outOfMemory, "KV budget"), 503),
         (SchedulingError(.invalidSetting, "keep_alive `soon`", field: "keep_alive"), 400),
-        (TokenizerError("the template failed on message 2"), 400),
+        (TokenizerError(.malformed, "the template failed on message 2"), 400),
         (Errno(ENOSPC, operation: "write"), 507),
         (CancellationError(), 500),
     ]

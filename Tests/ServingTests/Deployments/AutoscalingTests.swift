@@ -1,4 +1,6 @@
+import Engine
 import Scheduling
+import Store
 import AsyncHTTPClient
 import Foundation
 import NIOCore
@@ -19,18 +21,37 @@ final class SlowWorker: Worker {
         self.delay = delay
     }
 
-    func startInstance(_ spec: InstanceSpec, progress: @escaping @Sendable (Double) -> Void) async throws -> InstanceInfo {
+    /// Reports progress through a slow first part of the load, then starts for real.
+    func startInstance(_ spec: InstanceSpec) -> AsyncThrowingStream<StartEvent, any Error> {
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: StartEvent.self, throwing: (any Error).self)
         starts.add(1, ordering: .relaxed)
-        for step in 1...4 {
-            try await Task.sleep(for: delay / 4)
-            progress(Double(step) / 5)
+        let task = Task { [inner, delay] in
+            do {
+                for step in 1...4 {
+                    try await Task.sleep(for: delay / 4)
+                    continuation.yield(.loading(Double(step) / 5))
+                }
+                for try await event in inner.startInstance(spec) { continuation.yield(event) }
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: error)
+            }
         }
-        return try await inner.startInstance(spec, progress: progress)
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
     }
 
+    func inventory() async -> NodeInventory { await inner.inventory() }
+    func modelFacts(_ model: ModelName) async throws -> ModelFacts { try await inner.modelFacts(model) }
+    func resolve(_ source: String) async throws -> SourceResolution { try await inner.resolve(source) }
+    func pull(_ source: String, as name: ModelName) -> AsyncThrowingStream<PullEvent, any Error> { inner.pull(source, as: name) }
+    func prefetch(_ model: ModelName, into tier: Tier) async throws -> LoadReport { try await inner.prefetch(model, into: tier) }
+    func evict(_ model: ModelName, from tier: Tier) async throws -> Int { try await inner.evict(model, from: tier) }
+    func verifyCache(_ model: ModelName?) async throws -> [DRAMVerification] { try await inner.verifyCache(model) }
     func stopInstance(_ id: String) async { await inner.stopInstance(id) }
-
     func run(_ job: GenerationJob, on instance: String) -> AsyncThrowingStream<GenerationEvent, any Error> { inner.run(job, on: instance) }
+    func cancel(job: String, on instance: String) async { await inner.cancel(job: job, on: instance) }
+    func snapshot(job: String, on instance: String) async -> SequenceSnapshot? { await inner.snapshot(job: job, on: instance) }
 }
 
 @Suite(.serialized) struct AutoscalingTests {

@@ -36,7 +36,8 @@ final class TestServer: Sendable {
         configure(&configuration)
         var logger = Logger(label: "test.serve")
         logger.logLevel = .warning
-        let server = try Server(configuration: configuration, logger: logger, clock: clock, wrapWorker: wrapWorker)
+        let server = try Server(configuration: configuration, worker: try LocalWorker(configuration: configuration, logger: logger), logger: logger,
+                                clock: clock, wrapWorker: wrapWorker)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let task = Task {
             defer { continuation.finish() }

@@ -1,0 +1,246 @@
+import Checkpoint
+import CKernels
+import Foundation
+
+// The forward pass: raw-pointer arithmetic over the weights in place and one scratch block.
+//
+// Invariants (what makes the unsafe code here safe):
+// - Only one forward pass runs at a time: `step`/`prefill` hold `forwardLock` around
+//   `computePending`, so `scratch` and the thread pool are never shared between two passes.
+// - `scratch.bytes(n)` returns at least `n` bytes, 64-byte aligned, valid until the next call;
+//   every pointer carved from it (`cursor`) stays inside the sizes summed just before.
+// - Weight views (`Weights`) point into memory the engine's `ModelWeights` pins for the engine's
+//   lifetime; row counts and widths come from the config, and `Weights.init` checks every
+//   tensor's dtype and shape against them, so `sllm_row_bytes` × rows never exceeds a view.
+// - A slot's `position` is below its sequence's cache capacity: `makeSequence` and `append`
+//   refuse tokens beyond `capacity`, `step` refuses a full sequence before sampling into it, and
+//   `computePending` reserves the positions in the KV budget before any pass.
+// - `parallel` bodies write disjoint row ranges of their outputs (split by thread index).
+extension Engine {
+    // MARK: - Forward
+
+    /// One token of the batch: which sequence, its position, whether it needs logits.
+    struct Slot {
+        var sequence: EngineSequence
+        var token: Int
+        var position: Int
+        var logits: Bool
+    }
+
+    func computePending(_ sequences: [EngineSequence]) throws(EngineError) {
+        var remaining = sequences.filter { $0.pendingCount > 0 }
+        var seen = Set<ObjectIdentifier>()
+        for sequence in remaining where !seen.insert(ObjectIdentifier(sequence)).inserted {
+            throw EngineError(.invalidInput, "sequence \(sequence.id) appears twice in one step")
+        }
+        try budget.reserve(remaining.reduce(0) { $0 + $1.pendingCount })
+        while !remaining.isEmpty {
+            var slots: [Slot] = []
+            var shares: [(EngineSequence, Int, Bool)] = []
+            for sequence in remaining where slots.count < options.batchSize {
+                let take = min(sequence.pendingCount, options.batchSize - slots.count)
+                let generated = sequence.cachedCount >= sequence.promptCount && take == 1
+                for i in 0..<take {
+                    let position = sequence.cachedCount + i
+                    slots.append(Slot(sequence: sequence, token: sequence.tokens[position], position: position,
+                                      logits: i == take - 1 && take == sequence.pendingCount))
+                }
+                shares.append((sequence, take, generated))
+            }
+            let start = ContinuousClock.now
+            forward(slots)
+            let elapsed = (ContinuousClock.now - start).seconds
+            for (sequence, take, generated) in shares {
+                sequence.cachedCount += take
+                // Time is shared among the sequences by how many tokens each had in the pass.
+                let share = elapsed * Double(take) / Double(slots.count)
+                if generated {
+                    sequence.timings.decode += share
+                    sequence.timings.decodeTokens += 1
+                } else {
+                    sequence.timings.prefill += share
+                    sequence.timings.prefillTokens += take
+                }
+            }
+            remaining.removeAll { $0.pendingCount == 0 }
+        }
+    }
+
+    /// Runs the model over `slots` (in order), writing K/V into each sequence's cache and logits
+    /// into the sequences of slots that ask for them.
+    private func forward(_ slots: [Slot]) {
+        let c = config
+        let n = slots.count
+        let dim = c.embeddingLength, headDim = c.headDimension
+        let qDim = c.headCount * headDim, kvDim = c.headCountKV * headDim, ffn = c.feedForwardLength
+        let widest = max(dim, qDim, ffn)
+        let actRowBytes = [weights.tokenEmbedding.columns, qDim, ffn].map { columns in
+            [SLLM_Q8_1, SLLM_F32].map { sllm_row_bytes(Int32($0), Int64(columns)) }.max()!
+        }.max()! + 64
+        let outputs = slots.filter(\.logits).count
+        // One scratch block, carved up.
+        let sizes = [n * dim, n * widest, n * qDim, n * kvDim, n * kvDim, n * qDim, n * ffn, n * ffn,
+                     max(1, outputs) * dim, max(1, outputs) * c.vocabularySize, n * max(2, c.ropeDimensionCount)]
+        let raw = scratch.bytes(sizes.reduce(0) { $0 + ($1 * 4 + 63) / 64 * 64 } + n * actRowBytes)
+        var cursor = raw
+        var parts: [UnsafeMutablePointer<Float>] = []
+        for count in sizes {
+            parts.append(cursor.bindMemory(to: Float.self, capacity: count))
+            cursor += (count * 4 + 63) / 64 * 64
+        }
+        let (x, xn, q, k, v) = (parts[0], parts[1], parts[2], parts[3], parts[4])
+        let (attention, gate, up, outNorm, logits) = (parts[5], parts[6], parts[7], parts[8], parts[9])
+        let ropeTables = parts[10], ropeStride = max(2, c.ropeDimensionCount)
+        for (t, slot) in slots.enumerated() { ropeTable(position: slot.position, into: ropeTables + t * ropeStride) }
+        let activations = UnsafeMutableRawPointer(cursor)
+
+        // Embeddings.
+        let embedding = weights.tokenEmbedding
+        for (t, slot) in slots.enumerated() {
+            sllm_dequantize_row(embedding.type, embedding.data + slot.token * embedding.rowBytes, x + t * dim, Int64(dim))
+        }
+
+        let epsilon = Float(c.rmsNormEpsilon)
+        let scale = 1 / sqrtf(Float(headDim))
+        for (layerIndex, layer) in weights.layers.enumerated() {
+            rmsNorm(x, into: xn, rows: n, width: dim, weight: layer.attentionNorm, epsilon: epsilon)
+            multiply([layer.query, layer.key, layer.value], input: xn, rows: n, into: [q, k, v], activations: activations, stride: actRowBytes)
+            if let bias = layer.queryBias { addBias(bias, to: q, rows: n) }
+            if let bias = layer.keyBias { addBias(bias, to: k, rows: n) }
+            if let bias = layer.valueBias { addBias(bias, to: v, rows: n) }
+            for (t, slot) in slots.enumerated() {
+                rope(q + t * qDim, heads: c.headCount, table: ropeTables + t * ropeStride)
+                rope(k + t * kvDim, heads: c.headCountKV, table: ropeTables + t * ropeStride)
+                let cache = slot.sequence.cache
+                sllm_f32_to_f16(k + t * kvDim, cache.keys(layer: layerIndex) + slot.position * kvDim, Int64(kvDim))
+                sllm_f32_to_f16(v + t * kvDim, cache.values(layer: layerIndex) + slot.position * kvDim, Int64(kvDim))
+            }
+            // Attention, (token, head) pairs spread over the threads.
+            let heads = c.headCount, group = c.headCount / c.headCountKV
+            parallel { thread, threads in
+                let total = n * heads
+                for job in (total * thread / threads)..<(total * (thread + 1) / threads) {
+                    let t = job / heads, h = job % heads
+                    let slot = slots[t]
+                    let kvHead = h / group
+                    let cache = slot.sequence.cache
+                    sllm_attention_f16(q + t * qDim + h * headDim,
+                                       cache.keys(layer: layerIndex) + kvHead * headDim, Int64(kvDim),
+                                       cache.values(layer: layerIndex) + kvHead * headDim, Int64(kvDim),
+                                       Int64(slot.position + 1), Int64(headDim), scale,
+                                       attention + t * qDim + h * headDim)
+                }
+            }
+            multiply([layer.output], input: attention, rows: n, into: [xn], activations: activations, stride: actRowBytes)
+            add(xn, to: x, count: n * dim)
+
+            rmsNorm(x, into: xn, rows: n, width: dim, weight: layer.feedForwardNorm, epsilon: epsilon)
+            multiply([layer.gate, layer.up], input: xn, rows: n, into: [gate, up], activations: activations, stride: actRowBytes)
+            sllm_swiglu(gate, up, gate, Int64(n * ffn))
+            multiply([layer.down], input: gate, rows: n, into: [xn], activations: activations, stride: actRowBytes)
+            add(xn, to: x, count: n * dim)
+
+        }
+
+        // Output: only the slots that want logits.
+        guard outputs > 0 else { return }
+        var row = 0
+        for (t, slot) in slots.enumerated() where slot.logits {
+            rmsNorm(x + t * dim, into: outNorm + row * dim, rows: 1, width: dim, weight: weights.outputNorm, epsilon: epsilon)
+            row += 1
+        }
+        multiply([weights.output], input: outNorm, rows: outputs, into: [logits], activations: activations, stride: actRowBytes)
+        row = 0
+        for slot in slots where slot.logits {
+            slot.sequence.logits = Array(UnsafeBufferPointer(start: logits + row * c.vocabularySize, count: c.vocabularySize))
+            row += 1
+        }
+    }
+
+    /// `outputs[i] = input × matrices[i]ᵀ` for matrices sharing their input (q/k/v, gate/up): the
+    /// input is converted once per activation type.
+    private func multiply(_ matrices: [Matrix], input: UnsafeMutablePointer<Float>, rows: Int, into outputs: [UnsafeMutablePointer<Float>],
+                          activations: UnsafeMutableRawPointer, stride: Int) {
+        var converted: Int32 = -1
+        for (matrix, output) in zip(matrices, outputs) {
+            let columns = matrix.columns
+            if matrix.activationType != converted {
+                for r in 0..<rows {
+                    sllm_quantize_row(matrix.activationType, input + r * columns, activations + r * stride, Int64(columns))
+                }
+                converted = matrix.activationType
+            }
+            sllm_pool_gemm(pool, matrix.type, matrix.data, matrix.rowBytes, Int64(matrix.rows), activations, stride,
+                           Int64(rows), Int64(columns), output, Int64(matrix.rows))
+        }
+    }
+
+    private func rmsNorm(_ x: UnsafeMutablePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Int, width: Int, weight: [Float], epsilon: Float) {
+        weight.withUnsafeBufferPointer { w in
+            for r in 0..<rows {
+                let xr = x + r * width, yr = y + r * width
+                var sum: Double = 0
+                for i in 0..<width { sum += Double(xr[i] * xr[i]) }
+                let mean = Float(sum / Double(width))
+                let scale = 1 / sqrtf(mean + epsilon)
+                for i in 0..<width { yr[i] = xr[i] * scale * w[i] }
+            }
+        }
+    }
+
+    private func addBias(_ bias: [Float], to x: UnsafeMutablePointer<Float>, rows: Int) {
+        bias.withUnsafeBufferPointer { b in
+            for r in 0..<rows {
+                let xr = x + r * b.count
+                for i in 0..<b.count { xr[i] += b[i] }
+            }
+        }
+    }
+
+    private func add(_ y: UnsafeMutablePointer<Float>, to x: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { x[i] += y[i] }
+    }
+
+    /// The cos/sin pairs RoPE rotates a token at `position` by, GGML's arithmetic (`theta`
+    /// stepped by multiplication, `cosf`/`sinf` in single precision). Computed once per token and
+    /// pass, then used for q and k of every layer.
+    private func ropeTable(position: Int, into table: UnsafeMutablePointer<Float>) {
+        let dims = config.ropeDimensionCount
+        let thetaScale = powf(Float(config.ropeFrequencyBase), -2 / Float(dims))
+        var theta = Float(position)
+        for i in 0..<(dims / 2) {
+            let factor = weights.ropeFrequencyFactors?[i] ?? 1
+            (table[2 * i], table[2 * i + 1]) = ropeScaling.rotation(theta / factor, pair: i)
+            theta *= thetaScale
+        }
+    }
+
+    /// Rotary embedding of every head of one token, with the fused multiply-adds GCC gives
+    /// GGML's `rotate_pairs`.
+    private func rope(_ x: UnsafeMutablePointer<Float>, heads: Int, table: UnsafeMutablePointer<Float>) {
+        let half = config.ropeDimensionCount / 2, headDim = config.headDimension
+        let neox = config.ropeStyle == "neox"
+        for h in 0..<heads {
+            let head = x + h * headDim
+            for i in 0..<half {
+                let cos = table[2 * i], sin = table[2 * i + 1]
+                let (a, b) = neox ? (i, i + half) : (2 * i, 2 * i + 1)
+                let x0 = head[a], x1 = head[b]
+                head[a] = (-(x1 * sin)).addingProduct(x0, cos)
+                head[b] = (x1 * cos).addingProduct(x0, sin)
+            }
+        }
+    }
+
+    /// Runs `body(thread, threads)` on every pool thread.
+    private func parallel(_ body: (Int, Int) -> Void) {
+        withoutActuallyEscaping(body) { body in
+            var task = body
+            withUnsafeMutablePointer(to: &task) { pointer in
+                sllm_pool_run(pool, { context, thread, threads in
+                    context!.assumingMemoryBound(to: ((Int, Int) -> Void).self).pointee(Int(thread), Int(threads))
+                }, pointer)
+            }
+        }
+    }
+}

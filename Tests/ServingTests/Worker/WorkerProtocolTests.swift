@@ -1,0 +1,217 @@
+import Checkpoint
+import Engine
+import Foundation
+import Logging
+import Scheduling
+@testable import Serving
+import Store
+import Testing
+import TestSupport
+import Tokenizers
+
+/// The `Worker` protocol on the in-process worker: everything the control side learns of a node
+/// and does to it, with every value crossing it encoded and decoded as a network client will.
+@Suite(.serialized) struct WorkerProtocolTests {
+    /// A worker over a fresh data directory holding SmolLM2 as `smol`.
+    static func worker(_ directory: TemporaryDirectory) async throws -> LocalWorker {
+        try await RealModel.link(into: directory.file("home"), as: "smol")
+        var configuration = ServeConfiguration(dataDirectory: directory.file("home"))
+        configuration.threads = 1
+        configuration.dramCacheBytes = 512 << 20
+        configuration.cacheDirectory = directory.file("cache")
+        configuration.memoryBudgetBytes = 4 << 30
+        var logger = Logger(label: "test.worker")
+        logger.logLevel = .warning
+        return try LocalWorker(configuration: configuration, logger: logger)
+    }
+
+    /// Encodes and decodes `value` as JSON: what crosses the network is what arrives.
+    static func roundTrip<T: Codable>(_ value: T) throws -> T {
+        try JSONDecoder().decode(T.self, from: try JSONEncoder().encode(value))
+    }
+
+    @Test func inventoryShowsTiersAndMeasuredBandwidthsOnlyAfterRealLoads() async throws {
+        let directory = try TemporaryDirectory("worker-inventory")
+        defer { directory.remove() }
+        let worker = try await Self.worker(directory)
+        let smol = try ModelName("smol")
+        let before = try Self.roundTrip(await worker.inventory())
+        #expect(before.fastestTier(holding: smol) == .ssd)
+        #expect(before.tiers.map(\.tier) == [.dram, .ssd, .remote])
+        #expect(before.tiers.allSatisfy { $0.loadBytesPerSecond == nil && $0.loads == 0 }, "no bandwidth before a load: measured, not assumed")
+        let ssd = try #require(before.tiers.first { $0.tier == .ssd })
+        let facts = try await worker.modelFacts(smol)
+        #expect(ssd.models == [HeldModel(name: smol, bytes: facts.weightBytes)])
+
+        let cold = try await worker.prefetch(smol, into: .dram)
+        #expect(cold.tier == .ssd && cold.bytes == facts.weightBytes && cold.seconds > 0)
+        let hit = try await worker.prefetch(smol, into: .dram)
+        #expect(hit.tier == .dram)
+        let after = try Self.roundTrip(await worker.inventory())
+        #expect(after.fastestTier(holding: smol) == .dram)
+        let rates = Dictionary(uniqueKeysWithValues: after.tiers.map { ($0.tier, $0) })
+        #expect(rates[.ssd]?.loads == 1 && rates[.dram]?.loads == 1 && rates[.remote]?.loads == 0)
+        let ssdRate = try #require(rates[.ssd]?.loadBytesPerSecond)
+        #expect(abs(ssdRate - Double(cold.bytes) / cold.seconds) < 1, "the first load is the average")
+        #expect(try #require(rates[.dram]?.loadBytesPerSecond) > 0)
+        #expect(after.cores >= 1 && after.dramBudgetBytes == 512 << 20 && after.instances.isEmpty && after.reservedBytes == 0)
+        #expect(after.memoryBudgetBytes == 4 << 30)
+
+        // Evicting from DRAM frees its bytes; only the DRAM tier is a worker's to evict.
+        #expect(try await worker.evict(smol, from: .dram) > 0)
+        #expect(await worker.inventory().fastestTier(holding: smol) == .ssd)
+        await #expect(throws: ServingError.self) { try await worker.evict(smol, from: .ssd) }
+        await #expect(throws: ServingError.self) { try await worker.prefetch(smol, into: .ssd) }
+    }
+
+    @Test func theTokenizerBuiltFromFactsIsTheCheckpointsOwn() async throws {
+        let directory = try TemporaryDirectory("worker-facts")
+        defer { directory.remove() }
+        let worker = try await Self.worker(directory)
+        let facts = try Self.roundTrip(try await worker.modelFacts(try ModelName("smol")))
+        #expect(facts.architecture == "llama" && facts.contextLength == 8192)
+        #expect(facts.weightBytes == facts.index.partitions.reduce(0) { $0 + $1.byteCount })
+        #expect(!facts.tokenizerFiles.isEmpty)
+        // The control side builds the tokenizer from the facts alone, never from the disk.
+        let fromFacts = try Tokenizer(checkpoint: facts.index) { name in try #require(facts.tokenizerFiles[name]) }
+        let reader = try worker.store.reader(for: try ModelName("smol"))
+        let fromDisk = try Tokenizer(checkpoint: reader.index) { Data(try reader.fileContents($0)) }
+        let text = "Hello, world! Ünïcödé and numbers 12345."
+        #expect(fromFacts.encode(text) == fromDisk.encode(text))
+        #expect(fromFacts.vocabularySize == 49152)
+
+        // A model the store lacks is a 404 once it reaches a route.
+        do {
+            _ = try await worker.modelFacts(try ModelName("absent"))
+            Issue.record("facts of a missing model")
+        } catch {
+            #expect(ServingError(error).kind == .notFound, "\(error)")
+        }
+    }
+
+    @Test func resolveTellsStoreModelsFromPullableSourcesAndRefusesOthers() async throws {
+        let directory = try TemporaryDirectory("worker-resolve")
+        defer { directory.remove() }
+        let worker = try await Self.worker(directory)
+        #expect(try await worker.resolve("smol") == SourceResolution(local: try ModelName("smol")))
+        let gguf = try RealModel.ggufPath()
+        let file = try await worker.resolve(gguf)
+        let expectedName = try ModelName("smollm2-135m-instruct.q4_1")
+        #expect(file.local == nil && file.pullName == expectedName && file.pullableSource == gguf)
+        for bad in ["/no/such/file.gguf", "ftp://example.invalid/x.gguf", ""] {
+            do {
+                _ = try await worker.resolve(bad)
+                Issue.record("resolved `\(bad)`")
+            } catch {
+                #expect(ServingError(error).kind == .invalidRequest, "\(bad): \(error)")
+            }
+        }
+    }
+
+    @Test func pullReportsProgressThenTheModel() async throws {
+        let directory = try TemporaryDirectory("worker-pull")
+        defer { directory.remove() }
+        let worker = try await Self.worker(directory)
+        let name = try ModelName("pulled")
+        var phases: [String] = []
+        var finished: (ModelName, Int)?
+        for try await event in worker.pull(try RealModel.ggufPath(), as: name) {
+            switch try Self.roundTrip(event) {
+            case .progress(let phase, let completed, let total):
+                #expect(completed >= 0 && (total == 0 || completed <= total))
+                if phases.last != phase { phases.append(phase) }
+            case .finished(let model, let bytes): finished = (model, bytes)
+            }
+        }
+        #expect(phases.contains("convert"), "\(phases)")
+        #expect(finished?.0 == name && (finished?.1 ?? 0) > 80 << 20)
+        #expect(await worker.inventory().fastestTier(holding: name) == .ssd)
+        // A source that is not there ends the stream with the error.
+        await #expect(throws: (any Error).self) {
+            for try await _ in worker.pull(directory.file("missing.gguf"), as: try ModelName("missing")) {}
+        }
+    }
+
+    /// Start progress arrives as events; a running job's snapshot continues on another instance
+    /// exactly as the job would have gone on (sampled with a seed, so the sampler state matters).
+    @Test func aSnapshotOfARunningJobContinuesOnAnotherInstance() async throws {
+        let directory = try TemporaryDirectory("worker-snapshot")
+        defer { directory.remove() }
+        let worker = try await Self.worker(directory)
+        let facts = try await worker.modelFacts(try ModelName("smol"))
+        let sizing = InstanceSizing(requestedContext: 512, modelContext: facts.contextLength, maxSequences: 2,
+                                    weightBytes: facts.weightBytes, kvBytesPerPosition: facts.kvBytesPerPosition)
+        var events: [StartEvent] = []
+        for try await event in worker.startInstance(InstanceSpec(id: "a", deployment: "d", model: try ModelName("smol"), sizing: sizing)) {
+            events.append(try Self.roundTrip(event))
+        }
+        guard case .started(let info)? = events.last else { Issue.record("no started event: \(events)"); return }
+        #expect(info.contextLength == 512 && info.kvCacheBytes == sizing.kvCacheBytes && info.tier == .ssd)
+        #expect(events.dropLast().allSatisfy { if case .loading = $0 { true } else { false } })
+        let running = await worker.inventory()
+        #expect(running.instances == ["a"] && running.reservedBytes == info.weightBytes + info.kvCacheBytes)
+        for try await _ in worker.startInstance(InstanceSpec(id: "b", deployment: "d", model: try ModelName("smol"), sizing: sizing)) {}
+
+        let tokenizer = try Tokenizer(checkpoint: facts.index) { try #require(facts.tokenizerFiles[$0]) }
+        var sampling = SamplingParameters()
+        sampling.temperature = 0.9
+        sampling.seed = 42
+        func job(_ id: String) -> GenerationJob {
+            var job = GenerationJob(id: id, prompt: tokenizer.encode("Once upon a time"), sampling: sampling, maxTokens: 24, stop: [], logprobs: nil)
+            job.stopAtEndOfGeneration = false
+            return job
+        }
+        func tokens(_ stream: AsyncThrowingStream<GenerationEvent, any Error>) async throws -> [Int] {
+            var tokens: [Int] = []
+            for try await event in stream { if case .token(let output) = event, output.token >= 0 { tokens.append(output.token) } }
+            return tokens
+        }
+        let uninterrupted = try await tokens(worker.run(job("whole"), on: "b"))
+        #expect(uninterrupted.count == 24)
+
+        // The job runs on `a`; after a few tokens its snapshot is taken and it is cancelled there.
+        var head: [Int] = []
+        var snapshot: SequenceSnapshot?
+        for try await event in worker.run(job("moved"), on: "a") {
+            guard case .token(let output) = event else { continue }
+            head.append(output.token)
+            if head.count == 5 {
+                snapshot = try Self.roundTrip(try #require(await worker.snapshot(job: "moved", on: "a")))
+                await worker.cancel(job: "moved", on: "a")
+                break
+            }
+        }
+        let taken = try #require(snapshot)
+        let generated = Array(taken.tokens[taken.promptCount...])
+        #expect(generated.count >= 5 && Array(generated.prefix(5)) == head)
+        #expect(Array(generated) == Array(uninterrupted.prefix(generated.count)))
+        // On `b`, it goes on from the snapshot: only the tokens after it, and the same ones.
+        var resumed = job("moved")
+        resumed.resume = taken
+        var summary: GenerationSummary?
+        var tail: [Int] = []
+        for try await event in worker.run(try Self.roundTrip(resumed), on: "b") {
+            switch event {
+            case .token(let output): if output.token >= 0 { tail.append(output.token) }
+            case .finished(let done): summary = done
+            }
+        }
+        #expect(generated + tail == uninterrupted)
+        #expect(summary?.completionTokens == 24 && summary?.finishReason == .length)
+        #expect(await worker.snapshot(job: "moved", on: "b") == nil, "a finished job has no snapshot")
+        #expect(await worker.snapshot(job: "moved", on: "nowhere") == nil)
+        await worker.stopInstance("a")
+        await worker.stopInstance("b")
+    }
+
+    @Test func namesAndSizingAreCheckedWhereTheyAreDecided() throws {
+        #expect(throws: (any Error).self) { try JSONDecoder().decode(ModelName.self, from: Data(#""../etc""#.utf8)) }
+        #expect(try JSONDecoder().decode(ModelName.self, from: Data(#""smol""#.utf8)) == (try ModelName("smol")))
+        let sizing = InstanceSizing(requestedContext: nil, modelContext: 2048, maxSequences: 4, weightBytes: 100, kvBytesPerPosition: 10)
+        #expect(sizing.contextLength == 2048 && sizing.kvCacheBytes == 4 * 2048 * 10 && sizing.totalBytes == 100 + 81920)
+        #expect(InstanceSizing(requestedContext: nil, modelContext: 32768, maxSequences: 1, weightBytes: 0, kvBytesPerPosition: 1).contextLength == 8192)
+        #expect(InstanceSizing(requestedContext: 0, modelContext: 100, maxSequences: 0, weightBytes: 0, kvBytesPerPosition: 1).contextLength == 1)
+        let huge = InstanceSizing(requestedContext: nil, modelContext: 8192, maxSequences: Int.max, weightBytes: 0, kvBytesPerPosition: Int.max)
+        #expect(huge.kvCacheBytes > 1 << 60, "an overflowing size is refused by admission, not wrapped")
+    }
+}
