@@ -22,11 +22,14 @@ public enum Converter {
         // A FIFO, socket or device would block the read or never end: only regular files (and
         // the directories of Hugging Face models) are models.
         if !FileSystem.isDirectory(path), let type = FileSystem.nonRegularFileType(path) {
-            throw CheckpointError(.invalidFormat, "\(path) is a \(type), not a regular file; give the path of a GGUF file or a model directory")
+            throw CheckpointError(
+                .invalidFormat,
+                "\(path) is a \(type), not a regular file; give the path of a GGUF file or a model directory")
         }
         switch kind(of: path) {
         case (.gguf, let file): return try GGUFConverter.contents(ofFileAt: file, source: source)
-        case (.huggingFace, let directory): return try HuggingFaceConverter.contents(ofDirectoryAt: directory, source: source)
+        case (.huggingFace, let directory):
+            return try HuggingFaceConverter.contents(ofDirectoryAt: directory, source: source)
         }
     }
 

@@ -1,5 +1,5 @@
-import Checkpoint
 import CKernels
+import Checkpoint
 import Foundation
 
 // The forward pass: raw-pointer arithmetic over the weights in place and one scratch block.
@@ -42,8 +42,10 @@ extension Engine {
                 let generated = sequence.cachedCount >= sequence.promptCount && take == 1
                 for i in 0..<take {
                     let position = sequence.cachedCount + i
-                    slots.append(Slot(sequence: sequence, token: sequence.tokens[position], position: position,
-                                      logits: i == take - 1 && take == sequence.pendingCount))
+                    slots.append(
+                        Slot(
+                            sequence: sequence, token: sequence.tokens[position], position: position,
+                            logits: i == take - 1 && take == sequence.pendingCount))
                 }
                 shares.append((sequence, take, generated))
             }
@@ -74,13 +76,16 @@ extension Engine {
         let dim = c.embeddingLength, headDim = c.headDimension
         let qDim = c.headCount * headDim, kvDim = c.headCountKV * headDim, ffn = c.feedForwardLength
         let widest = max(dim, qDim, ffn)
-        let actRowBytes = [weights.tokenEmbedding.columns, qDim, ffn].map { columns in
-            [SLLM_Q8_1, SLLM_F32].map { sllm_row_bytes(Int32($0), Int64(columns)) }.max()!
-        }.max()! + 64
+        let actRowBytes =
+            [weights.tokenEmbedding.columns, qDim, ffn].map { columns in
+                [SLLM_Q8_1, SLLM_F32].map { sllm_row_bytes(Int32($0), Int64(columns)) }.max()!
+            }.max()! + 64
         let outputs = slots.filter(\.logits).count
         // One scratch block, carved up.
-        let sizes = [n * dim, n * widest, n * qDim, n * kvDim, n * kvDim, n * qDim, n * ffn, n * ffn,
-                     max(1, outputs) * dim, max(1, outputs) * c.vocabularySize, n * max(2, c.ropeDimensionCount)]
+        let sizes = [
+            n * dim, n * widest, n * qDim, n * kvDim, n * kvDim, n * qDim, n * ffn, n * ffn,
+            max(1, outputs) * dim, max(1, outputs) * c.vocabularySize, n * max(2, c.ropeDimensionCount),
+        ]
         let raw = scratch.bytes(sizes.reduce(0) { $0 + ($1 * 4 + 63) / 64 * 64 } + n * actRowBytes)
         var cursor = raw
         var parts: [UnsafeMutablePointer<Float>] = []
@@ -97,14 +102,17 @@ extension Engine {
         // Embeddings.
         let embedding = weights.tokenEmbedding
         for (t, slot) in slots.enumerated() {
-            sllm_dequantize_row(embedding.type, embedding.data + slot.token * embedding.rowBytes, x + t * dim, Int64(dim))
+            sllm_dequantize_row(
+                embedding.type, embedding.data + slot.token * embedding.rowBytes, x + t * dim, Int64(dim))
         }
 
         let epsilon = Float(c.rmsNormEpsilon)
         let scale = 1 / sqrtf(Float(headDim))
         for (layerIndex, layer) in weights.layers.enumerated() {
             rmsNorm(x, into: xn, rows: n, width: dim, weight: layer.attentionNorm, epsilon: epsilon)
-            multiply([layer.query, layer.key, layer.value], input: xn, rows: n, into: [q, k, v], activations: activations, stride: actRowBytes)
+            multiply(
+                [layer.query, layer.key, layer.value], input: xn, rows: n, into: [q, k, v], activations: activations,
+                stride: actRowBytes)
             if let bias = layer.queryBias { addBias(bias, to: q, rows: n) }
             if let bias = layer.keyBias { addBias(bias, to: k, rows: n) }
             if let bias = layer.valueBias { addBias(bias, to: v, rows: n) }
@@ -124,18 +132,22 @@ extension Engine {
                     let slot = slots[t]
                     let kvHead = h / group
                     let cache = slot.sequence.cache
-                    sllm_attention_f16(q + t * qDim + h * headDim,
-                                       cache.keys(layer: layerIndex) + kvHead * headDim, Int64(kvDim),
-                                       cache.values(layer: layerIndex) + kvHead * headDim, Int64(kvDim),
-                                       Int64(slot.position + 1), Int64(headDim), scale,
-                                       attention + t * qDim + h * headDim)
+                    sllm_attention_f16(
+                        q + t * qDim + h * headDim,
+                        cache.keys(layer: layerIndex) + kvHead * headDim, Int64(kvDim),
+                        cache.values(layer: layerIndex) + kvHead * headDim, Int64(kvDim),
+                        Int64(slot.position + 1), Int64(headDim), scale,
+                        attention + t * qDim + h * headDim)
                 }
             }
-            multiply([layer.output], input: attention, rows: n, into: [xn], activations: activations, stride: actRowBytes)
+            multiply(
+                [layer.output], input: attention, rows: n, into: [xn], activations: activations, stride: actRowBytes)
             add(xn, to: x, count: n * dim)
 
             rmsNorm(x, into: xn, rows: n, width: dim, weight: layer.feedForwardNorm, epsilon: epsilon)
-            multiply([layer.gate, layer.up], input: xn, rows: n, into: [gate, up], activations: activations, stride: actRowBytes)
+            multiply(
+                [layer.gate, layer.up], input: xn, rows: n, into: [gate, up], activations: activations,
+                stride: actRowBytes)
             sllm_swiglu(gate, up, gate, Int64(n * ffn))
             multiply([layer.down], input: gate, rows: n, into: [xn], activations: activations, stride: actRowBytes)
             add(xn, to: x, count: n * dim)
@@ -146,36 +158,49 @@ extension Engine {
         guard outputs > 0 else { return }
         var row = 0
         for (t, slot) in slots.enumerated() where slot.logits {
-            rmsNorm(x + t * dim, into: outNorm + row * dim, rows: 1, width: dim, weight: weights.outputNorm, epsilon: epsilon)
+            rmsNorm(
+                x + t * dim, into: outNorm + row * dim, rows: 1, width: dim, weight: weights.outputNorm,
+                epsilon: epsilon)
             row += 1
         }
-        multiply([weights.output], input: outNorm, rows: outputs, into: [logits], activations: activations, stride: actRowBytes)
+        multiply(
+            [weights.output], input: outNorm, rows: outputs, into: [logits], activations: activations,
+            stride: actRowBytes)
         row = 0
         for slot in slots where slot.logits {
-            slot.sequence.logits = Array(UnsafeBufferPointer(start: logits + row * c.vocabularySize, count: c.vocabularySize))
+            slot.sequence.logits = Array(
+                UnsafeBufferPointer(start: logits + row * c.vocabularySize, count: c.vocabularySize))
             row += 1
         }
     }
 
     /// `outputs[i] = input × matrices[i]ᵀ` for matrices sharing their input (q/k/v, gate/up): the
     /// input is converted once per activation type.
-    private func multiply(_ matrices: [Matrix], input: UnsafeMutablePointer<Float>, rows: Int, into outputs: [UnsafeMutablePointer<Float>],
-                          activations: UnsafeMutableRawPointer, stride: Int) {
+    private func multiply(
+        _ matrices: [Matrix], input: UnsafeMutablePointer<Float>, rows: Int,
+        into outputs: [UnsafeMutablePointer<Float>],
+        activations: UnsafeMutableRawPointer, stride: Int
+    ) {
         var converted: Int32 = -1
         for (matrix, output) in zip(matrices, outputs) {
             let columns = matrix.columns
             if matrix.activationType != converted {
                 for r in 0..<rows {
-                    sllm_quantize_row(matrix.activationType, input + r * columns, activations + r * stride, Int64(columns))
+                    sllm_quantize_row(
+                        matrix.activationType, input + r * columns, activations + r * stride, Int64(columns))
                 }
                 converted = matrix.activationType
             }
-            sllm_pool_gemm(pool, matrix.type, matrix.data, matrix.rowBytes, Int64(matrix.rows), activations, stride,
-                           Int64(rows), Int64(columns), output, Int64(matrix.rows))
+            sllm_pool_gemm(
+                pool, matrix.type, matrix.data, matrix.rowBytes, Int64(matrix.rows), activations, stride,
+                Int64(rows), Int64(columns), output, Int64(matrix.rows))
         }
     }
 
-    private func rmsNorm(_ x: UnsafeMutablePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Int, width: Int, weight: [Float], epsilon: Float) {
+    private func rmsNorm(
+        _ x: UnsafeMutablePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Int, width: Int, weight: [Float],
+        epsilon: Float
+    ) {
         weight.withUnsafeBufferPointer { w in
             for r in 0..<rows {
                 let xr = x + r * width, yr = y + r * width
@@ -237,9 +262,11 @@ extension Engine {
         withoutActuallyEscaping(body) { body in
             var task = body
             withUnsafeMutablePointer(to: &task) { pointer in
-                sllm_pool_run(pool, { context, thread, threads in
-                    context!.assumingMemoryBound(to: ((Int, Int) -> Void).self).pointee(Int(thread), Int(threads))
-                }, pointer)
+                sllm_pool_run(
+                    pool,
+                    { context, thread, threads in
+                        context!.assumingMemoryBound(to: ((Int, Int) -> Void).self).pointee(Int(thread), Int(threads))
+                    }, pointer)
             }
         }
     }

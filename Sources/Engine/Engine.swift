@@ -1,5 +1,5 @@
-public import Checkpoint
 import CKernels
+public import Checkpoint
 package import Foundation
 import Synchronization
 public import Tokenizers
@@ -50,13 +50,19 @@ public final class Engine: @unchecked Sendable {
         if let tokenizer {
             self.tokenizer = tokenizer
         } else {
-            self.tokenizer = try Engine.tokenizer(index: model.index, name: model.name) { Data(try model.fileContents($0)) }
+            self.tokenizer = try Engine.tokenizer(index: model.index, name: model.name) {
+                Data(try model.fileContents($0))
+            }
         }
         guard self.tokenizer.vocabularySize <= config.vocabularySize else {
-            throw EngineError(.unsupportedModel, "the tokenizer has \(self.tokenizer.vocabularySize) tokens but the model only \(config.vocabularySize) embeddings")
+            throw EngineError(
+                .unsupportedModel,
+                "the tokenizer has \(self.tokenizer.vocabularySize) tokens but the model only \(config.vocabularySize) embeddings"
+            )
         }
         guard config.headDimension <= 512, config.headDimension % 2 == 0 else {
-            throw EngineError(.unsupportedModel, "head dimension \(config.headDimension) is not supported (even, at most 512)")
+            throw EngineError(
+                .unsupportedModel, "head dimension \(config.headDimension) is not supported (even, at most 512)")
         }
         self.options = options
         contextLength = max(1, min(options.contextLength ?? config.contextLength, config.contextLength))
@@ -70,7 +76,9 @@ public final class Engine: @unchecked Sendable {
     /// The tokenizer a checkpoint carries, built from its files (not cached: a server keeps
     /// one per model; see Serving's `TokenizerCache`). A tokenizer the files do not make is an
     /// unsupported model; a file that cannot be read throws its own error.
-    package static func tokenizer(index: CheckpointIndex, name: String, read: (String) throws -> Data) throws -> Tokenizer {
+    package static func tokenizer(index: CheckpointIndex, name: String, read: (String) throws -> Data) throws
+        -> Tokenizer
+    {
         do {
             return try Tokenizer(checkpoint: index, read: read)
         } catch let error as TokenizerError {
@@ -86,13 +94,17 @@ public final class Engine: @unchecked Sendable {
         let tokenizer = try tokenizer(index: reader.index, name: reader.directory) { Data(try reader.fileContents($0)) }
         let config = reader.index.config
         guard tokenizer.vocabularySize <= config.vocabularySize else {
-            throw EngineError(.unsupportedModel, "the tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(config.vocabularySize) embeddings")
+            throw EngineError(
+                .unsupportedModel,
+                "the tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(config.vocabularySize) embeddings"
+            )
         }
         guard tokenizer.chatTemplate != nil else { return }
         do {
             _ = try tokenizer.renderChat([ChatMessage(role: "user", content: "Hello")])
         } catch {
-            throw EngineError(.unsupportedModel, "its chat template does not render a one-message conversation: \(error.description)")
+            throw EngineError(
+                .unsupportedModel, "its chat template does not render a one-message conversation: \(error.description)")
         }
     }
 
@@ -110,7 +122,9 @@ public final class Engine: @unchecked Sendable {
     // MARK: - Sequences
 
     /// A new sequence whose first tokens are `tokens` (pending until the next step/prefill).
-    public func makeSequence(tokens: [Int], sampling: SamplingParameters = .greedy) throws(EngineError) -> EngineSequence {
+    public func makeSequence(tokens: [Int], sampling: SamplingParameters = .greedy) throws(EngineError)
+        -> EngineSequence
+    {
         try makeSequence(tokens: tokens, sampler: Sampler(parameters: sampling))
     }
 
@@ -129,8 +143,11 @@ public final class Engine: @unchecked Sendable {
         guard tokens.count <= contextLength else {
             throw EngineError(.contextOverflow, "\(tokens.count) tokens do not fit the context of \(contextLength)")
         }
-        let cache = try KVCache(capacity: contextLength, layers: config.blockCount, kvDimension: config.headCountKV * config.headDimension)
-        return EngineSequence(id: nextID.add(1, ordering: .relaxed).newValue, tokens: tokens, sampler: sampler, cache: cache, budget: budget)
+        let cache = try KVCache(
+            capacity: contextLength, layers: config.blockCount, kvDimension: config.headCountKV * config.headDimension)
+        return EngineSequence(
+            id: nextID.add(1, ordering: .relaxed).newValue, tokens: tokens, sampler: sampler, cache: cache,
+            budget: budget)
     }
 
     func validate(_ tokens: [Int]) throws(EngineError) {
@@ -143,7 +160,9 @@ public final class Engine: @unchecked Sendable {
     public func append(_ tokens: [Int], to sequence: EngineSequence) throws(EngineError) {
         try validate(tokens)
         guard sequence.tokens.count + tokens.count <= sequence.capacity else {
-            throw EngineError(.contextOverflow, "\(sequence.tokens.count + tokens.count) tokens do not fit the context of \(sequence.capacity)")
+            throw EngineError(
+                .contextOverflow,
+                "\(sequence.tokens.count + tokens.count) tokens do not fit the context of \(sequence.capacity)")
         }
         sequence.append(tokens)
     }
@@ -170,7 +189,9 @@ public final class Engine: @unchecked Sendable {
     ///
     /// - Returns: how many prompt tokens are reused from the cache.
     @discardableResult
-    public func reuse(_ sequence: EngineSequence, prompt: [Int], sampling: SamplingParameters) throws(EngineError) -> Int {
+    public func reuse(_ sequence: EngineSequence, prompt: [Int], sampling: SamplingParameters) throws(EngineError)
+        -> Int
+    {
         guard !prompt.isEmpty else { throw EngineError(.invalidInput, "a sequence needs at least one token") }
         try validate(prompt)
         guard prompt.count <= sequence.capacity else {
@@ -206,13 +227,16 @@ public final class Engine: @unchecked Sendable {
             throw EngineError(.invalidInput, "sequence \(sequence.id) has no tokens to continue from")
         }
         for sequence in sequences where sequence.tokens.count >= sequence.capacity {
-            throw EngineError(.contextOverflow, "sequence \(sequence.id) has filled its context of \(sequence.capacity) tokens")
+            throw EngineError(
+                .contextOverflow, "sequence \(sequence.id) has filled its context of \(sequence.capacity) tokens")
         }
         try computePending(sequences)
         return sequences.map { sequence in
             let choice = sequence.logits!.withUnsafeBufferPointer { logits in
-                sequence.sampler.sample(logits: UnsafeBufferPointer(rebasing: logits[0..<tokenizer.vocabularySize]),
-                                        history: sequence.tokens[max(0, sequence.tokens.count - sequence.sampler.state.parameters.penaltyWindow)...])
+                sequence.sampler.sample(
+                    logits: UnsafeBufferPointer(rebasing: logits[0..<tokenizer.vocabularySize]),
+                    history: sequence.tokens[
+                        max(0, sequence.tokens.count - sequence.sampler.state.parameters.penaltyWindow)...])
             }
             sequence.appendSampled(choice.token)
             return choice
@@ -229,7 +253,8 @@ public final class Engine: @unchecked Sendable {
         let vocabulary = min(tokenizer.vocabularySize, logits.count)
         let top = bestCandidates((0..<vocabulary).lazy.map { (token: $0, logit: logits[$0]) }, count: count)
         guard let maximum = top.first?.logit else { return [] }
-        let logSum = logits.withUnsafeBufferPointer { log(sllm_sum_exp($0.baseAddress!, Int64(vocabulary), maximum)) } + maximum
+        let logSum =
+            logits.withUnsafeBufferPointer { log(sllm_sum_exp($0.baseAddress!, Int64(vocabulary), maximum)) } + maximum
         return top.map { (token: $0.token, logprob: $0.logit - logSum) }
     }
 }

@@ -95,7 +95,9 @@ final class KVBudget: Sendable {
             return true
         }
         guard ok else {
-            throw EngineError(.outOfMemory, "the KV cache budget of \(limit / (1 << 20)) MiB is used up (\(usedPositions) positions held)")
+            throw EngineError(
+                .outOfMemory,
+                "the KV cache budget of \(limit / (1 << 20)) MiB is used up (\(usedPositions) positions held)")
         }
     }
 

@@ -112,7 +112,8 @@ public struct GenerationDriver: Sendable {
     /// - Parameter resumedTokens: tokens generated before (a sequence continued from a snapshot):
     ///   their text was released already; the stream is brought to the state they left it in.
     public init(tokenizer: Tokenizer, parameters: GenerationParameters, resumedTokens: [Int] = []) {
-        stream = TextStream(tokenizer: tokenizer, stop: parameters.stop, stopAtEndOfGeneration: parameters.stopAtEndOfGeneration)
+        stream = TextStream(
+            tokenizer: tokenizer, stop: parameters.stop, stopAtEndOfGeneration: parameters.stopAtEndOfGeneration)
         for token in resumedTokens { _ = stream.append(token) }
         generated = resumedTokens.count
         limit = parameters.maxTokens ?? Int.max
@@ -164,7 +165,10 @@ extension Engine {
         while !driver.reachedLimit {
             guard sequence.tokens.count < sequence.capacity else {
                 if generated.isEmpty {
-                    throw EngineError(.contextOverflow, "the prompt of \(prompt.count) tokens fills the context of \(sequence.capacity); nothing can be generated")
+                    throw EngineError(
+                        .contextOverflow,
+                        "the prompt of \(prompt.count) tokens fills the context of \(sequence.capacity); nothing can be generated"
+                    )
                 }
                 break
             }
@@ -180,6 +184,8 @@ extension Engine {
         }
         let rest = driver.finish(reason)
         if !rest.isEmpty { _ = onToken(GeneratedToken(token: -1, logprob: nil, text: rest)) }
-        return GenerationResult(tokens: generated, text: driver.text, finishReason: reason, promptTokens: prompt.count, timings: sequence.timings)
+        return GenerationResult(
+            tokens: generated, text: driver.text, finishReason: reason, promptTokens: prompt.count,
+            timings: sequence.timings)
     }
 }

@@ -127,7 +127,9 @@ public struct DeploymentStateMachine {
     }
 
     public mutating func timerFired(_ id: InstanceID, token: Int) -> [Action] {
-        guard let instance = instances[id], instance.state == .ready, instance.inFlight == 0, instance.timerToken == token else { return [] }
+        guard let instance = instances[id], instance.state == .ready, instance.inFlight == 0,
+            instance.timerToken == token
+        else { return [] }
         return stopIfAboveMinimum(id)
     }
 

@@ -19,7 +19,8 @@ public struct InstanceSizing: Sendable, Codable, Equatable {
     ///   - requestedContext: the deployment's context length, nil for the default.
     ///   - modelContext: the model's trained context.
     ///   - kvBytesPerPosition: KV-cache bytes per position of one sequence.
-    public init(requestedContext: Int?, modelContext: Int, maxSequences: Int, weightBytes: Int, kvBytesPerPosition: Int) {
+    public init(requestedContext: Int?, modelContext: Int, maxSequences: Int, weightBytes: Int, kvBytesPerPosition: Int)
+    {
         contextLength = max(1, min(requestedContext ?? Self.defaultContextLength, modelContext))
         self.maxSequences = max(1, maxSequences)
         self.weightBytes = weightBytes

@@ -31,10 +31,13 @@ public enum MemoryAdmission {
     /// Decides for an instance of `bytes` of `deployment` on a node with `budget` bytes of which
     /// `used` are reserved. Candidates of the same deployment are never chosen (they would be
     /// replaced by the instance being started).
-    public static func decide(bytes: Int, for deployment: String, budget: Int, used: Int, idle: [Candidate]) -> Decision {
+    public static func decide(bytes: Int, for deployment: String, budget: Int, used: Int, idle: [Candidate]) -> Decision
+    {
         let free = budget - used
         guard bytes > free else { return .admit }
-        let others = idle.filter { $0.deployment != deployment }.sorted { ($0.lastUsed, $0.instance) < ($1.lastUsed, $1.instance) }
+        let others = idle.filter { $0.deployment != deployment }.sorted {
+            ($0.lastUsed, $0.instance) < ($1.lastUsed, $1.instance)
+        }
         var chosen: [Candidate] = []
         var freed = 0
         for candidate in others where free + freed < bytes {

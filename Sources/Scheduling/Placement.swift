@@ -19,7 +19,10 @@ public struct NodeFacts: Sendable, Equatable {
     /// Seconds of loads queued ahead of this one on the node.
     public var queuedSeconds: Double
 
-    public init(node: String, freeMemoryBytes: Int, tier: CheckpointTier, bandwidth: [CheckpointTier: Double], queuedSeconds: Double = 0) {
+    public init(
+        node: String, freeMemoryBytes: Int, tier: CheckpointTier, bandwidth: [CheckpointTier: Double],
+        queuedSeconds: Double = 0
+    ) {
         self.node = node
         self.freeMemoryBytes = freeMemoryBytes
         self.tier = tier
@@ -63,7 +66,9 @@ public struct LocalityPlacement: Placement {
     /// Seconds until an instance of `request` could run on `node`; nil when the node lacks memory
     /// or a bandwidth for its tier.
     public func estimate(_ request: PlacementRequest, on node: NodeFacts) -> Double? {
-        guard node.freeMemoryBytes >= request.memoryBytes, let rate = node.bandwidth[node.tier], rate > 0 else { return nil }
+        guard node.freeMemoryBytes >= request.memoryBytes, let rate = node.bandwidth[node.tier], rate > 0 else {
+            return nil
+        }
         return node.queuedSeconds + Double(request.checkpointBytes) / rate
     }
 

@@ -8,14 +8,20 @@ public enum KeepAlive: Sendable, Equatable, Codable, CustomStringConvertible {
     /// Parses Ollama's forms: a duration string (`5m`, `1h30m`, `90s`, `500ms`), a number of
     /// seconds, `0`, or a negative value for "forever".
     public init(parsing text: String) throws(SchedulingError) {
-        let trimmed = String(text.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+        let trimmed = String(
+            text.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
         if let seconds = Double(trimmed) {
             try self.init(seconds: seconds)
             return
         }
-        if trimmed.hasPrefix("-") || ["forever", "inf", "infinite", "never"].contains(trimmed.lowercased()) { self = .forever; return }
+        if trimmed.hasPrefix("-") || ["forever", "inf", "infinite", "never"].contains(trimmed.lowercased()) {
+            self = .forever; return
+        }
         guard let duration = parseDuration(trimmed) else {
-            throw SchedulingError(.invalidSetting, "keep_alive `\(text)` is not a duration of at most 10 years: use e.g. 5m, 30s, 1h, 0 (unload at once) or -1 (forever)", field: "keep_alive")
+            throw SchedulingError(
+                .invalidSetting,
+                "keep_alive `\(text)` is not a duration of at most 10 years: use e.g. 5m, 30s, 1h, 0 (unload at once) or -1 (forever)",
+                field: "keep_alive")
         }
         self = .duration(duration)
     }
@@ -23,11 +29,15 @@ public enum KeepAlive: Sendable, Equatable, Codable, CustomStringConvertible {
     /// Seconds; negative means forever. Not-a-number, infinities and more than ten years are refused.
     public init(seconds: Double) throws(SchedulingError) {
         guard !seconds.isNaN else {
-            throw SchedulingError(.invalidSetting, "keep_alive `\(seconds)` is not a number of seconds", field: "keep_alive")
+            throw SchedulingError(
+                .invalidSetting, "keep_alive `\(seconds)` is not a number of seconds", field: "keep_alive")
         }
         if seconds < 0 { self = .forever; return }
         guard let duration = checkedDuration(seconds: seconds) else {
-            throw SchedulingError(.invalidSetting, "keep_alive `\(seconds)` seconds is out of range: at most \(Int(longestDuration)) (10 years), or -1 for forever", field: "keep_alive")
+            throw SchedulingError(
+                .invalidSetting,
+                "keep_alive `\(seconds)` seconds is out of range: at most \(Int(longestDuration)) (10 years), or -1 for forever",
+                field: "keep_alive")
         }
         self = .duration(duration)
     }
@@ -84,14 +94,27 @@ public struct ScalingSettings: Sendable, Equatable, Codable {
 
     /// Checks the settings' ranges.
     public func validate() throws(SchedulingError) {
-        guard minInstances >= 0 else { throw SchedulingError(.invalidSetting, "min instances must be 0 or more (got \(minInstances))", field: "min_instances") }
-        guard maxInstances >= 1 else { throw SchedulingError(.invalidSetting, "max instances must be at least 1 (got \(maxInstances))", field: "max_instances") }
+        guard minInstances >= 0 else {
+            throw SchedulingError(
+                .invalidSetting, "min instances must be 0 or more (got \(minInstances))", field: "min_instances")
+        }
+        guard maxInstances >= 1 else {
+            throw SchedulingError(
+                .invalidSetting, "max instances must be at least 1 (got \(maxInstances))", field: "max_instances")
+        }
         guard minInstances <= maxInstances else {
-            throw SchedulingError(.invalidSetting, "min instances (\(minInstances)) exceed max instances (\(maxInstances))", field: "min_instances")
+            throw SchedulingError(
+                .invalidSetting, "min instances (\(minInstances)) exceed max instances (\(maxInstances))",
+                field: "min_instances")
         }
         guard (1...256).contains(targetConcurrency) else {
-            throw SchedulingError(.invalidSetting, "target concurrency must be 1...256 (got \(targetConcurrency))", field: "target_concurrency")
+            throw SchedulingError(
+                .invalidSetting, "target concurrency must be 1...256 (got \(targetConcurrency))",
+                field: "target_concurrency")
         }
-        guard queueLimit >= 0 else { throw SchedulingError(.invalidSetting, "queue limit must be 0 or more (got \(queueLimit))", field: "queue_limit") }
+        guard queueLimit >= 0 else {
+            throw SchedulingError(
+                .invalidSetting, "queue limit must be 0 or more (got \(queueLimit))", field: "queue_limit")
+        }
     }
 }

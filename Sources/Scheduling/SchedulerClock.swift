@@ -89,7 +89,9 @@ public final class ManualClock: SchedulerClock {
     public func advance(by duration: Duration) {
         let woken = state.withLock { state -> [CheckedContinuation<Void, any Error>] in
             state.now += duration
-            let due = state.sleepers.filter { $0.value.deadline <= state.now && !$0.value.cancelled }.sorted { $0.value.deadline < $1.value.deadline }
+            let due = state.sleepers.filter { $0.value.deadline <= state.now && !$0.value.cancelled }.sorted {
+                $0.value.deadline < $1.value.deadline
+            }
             var continuations: [CheckedContinuation<Void, any Error>] = []
             for (id, sleeper) in due {
                 if let continuation = sleeper.continuation {

@@ -14,6 +14,7 @@ extension Tokenizer {
     public static func key(of index: CheckpointIndex) -> String {
         let files = index.files.filter { Tokenizer.checkpointFileNames.contains($0.name) }
         let template = index.tokenizer.chatTemplate
-        return (files.map { "\($0.name):\($0.crc32c):\($0.byteCount)" }.sorted() + [String(template?.hashValue ?? 0)]).joined(separator: "|")
+        return (files.map { "\($0.name):\($0.crc32c):\($0.byteCount)" }.sorted() + [String(template?.hashValue ?? 0)])
+            .joined(separator: "|")
     }
 }

@@ -95,25 +95,38 @@ public final class Tokenizer: Sendable {
     public init(gguf: [String: Any]) throws {
         let modelName = gguf["tokenizer.ggml.model"] as? String ?? "(none)"
         guard let model = Model(rawValue: modelName) else {
-            throw TokenizerError(.unsupported, "tokenizer model `\(modelName)` is not supported (supported: gpt2 byte-level BPE, llama SentencePiece BPE)")
+            throw TokenizerError(
+                .unsupported,
+                "tokenizer model `\(modelName)` is not supported (supported: gpt2 byte-level BPE, llama SentencePiece BPE)"
+            )
         }
         guard let tokens = gguf["tokenizer.ggml.tokens"] as? [String], !tokens.isEmpty else {
             throw TokenizerError(.malformed, "tokenizer has no tokenizer.ggml.tokens")
         }
         let merges = gguf["tokenizer.ggml.merges"] as? [String] ?? []
         let pre = gguf["tokenizer.ggml.pre"] as? String ?? "default"
-        guard let preTokenizer = model == .sentencePiece ? PreTokenizer(kind: .gpt2) : PreTokenizer(ggufName: pre) else {
-            throw TokenizerError(.unsupported, "pre-tokenizer `\(pre)` is not supported (supported: gpt2, smollm, llama3, qwen2 and their kin)")
+        guard let preTokenizer = model == .sentencePiece ? PreTokenizer(kind: .gpt2) : PreTokenizer(ggufName: pre)
+        else {
+            throw TokenizerError(
+                .unsupported,
+                "pre-tokenizer `\(pre)` is not supported (supported: gpt2, smollm, llama3, qwen2 and their kin)")
         }
         self.model = model
         let scores = (gguf["tokenizer.ggml.scores"] as? [NSNumber])?.map(\.floatValue) ?? []
         if model == .sentencePiece && scores.count != tokens.count {
-            throw TokenizerError(.malformed, "a SentencePiece vocabulary needs one score per token (\(scores.count) scores for \(tokens.count) tokens)")
+            throw TokenizerError(
+                .malformed,
+                "a SentencePiece vocabulary needs one score per token (\(scores.count) scores for \(tokens.count) tokens)"
+            )
         }
         self.scores = scores
         self.addSpacePrefix = (gguf["tokenizer.ggml.add_space_prefix"] as? Bool) ?? true
-        let types = (gguf["tokenizer.ggml.token_type"] as? [NSNumber])?.map(\.intValue) ?? Array(repeating: 1, count: tokens.count)
-        guard types.count == tokens.count else { throw TokenizerError(.malformed, "token_type has \(types.count) entries for \(tokens.count) tokens") }
+        let types =
+            (gguf["tokenizer.ggml.token_type"] as? [NSNumber])?.map(\.intValue)
+            ?? Array(repeating: 1, count: tokens.count)
+        guard types.count == tokens.count else {
+            throw TokenizerError(.malformed, "token_type has \(types.count) entries for \(tokens.count) tokens")
+        }
         self.tokens = tokens
         self.tokenTypes = types
         var ids: [String: Int] = [:]
@@ -125,7 +138,9 @@ public final class Tokenizer: Sendable {
         for (rank, merge) in merges.enumerated() where ranks[merge] == nil { ranks[merge] = rank }
         self.ranks = ranks
         self.specials = tokens.enumerated()
-            .filter { types[$0.offset] == TokenType.control.rawValue || types[$0.offset] == TokenType.userDefined.rawValue }
+            .filter {
+                types[$0.offset] == TokenType.control.rawValue || types[$0.offset] == TokenType.userDefined.rawValue
+            }
             .map { ($0.element, $0.offset) }
             .sorted { $0.text.count > $1.text.count }
         self.preTokenizer = preTokenizer
@@ -138,8 +153,10 @@ public final class Tokenizer: Sendable {
             let double = number.doubleValue
             return double >= 0 && double < Double(tokens.count) && double == double.rounded()
         }
-        for key in ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"] where gguf[key] != nil && !isToken(gguf[key]) {
-            throw TokenizerError(.malformed, "\(key) is \(gguf[key]!), outside the vocabulary of \(tokens.count) tokens")
+        for key in ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"]
+        where gguf[key] != nil && !isToken(gguf[key]) {
+            throw TokenizerError(
+                .malformed, "\(key) is \(gguf[key]!), outside the vocabulary of \(tokens.count) tokens")
         }
         func id(_ key: String) -> Int? { isToken(gguf[key]) ? (gguf[key] as? NSNumber)?.intValue : nil }
         self.bosTokenID = id("tokenizer.ggml.bos_token_id")
@@ -149,12 +166,20 @@ public final class Tokenizer: Sendable {
         var byteTokens = [Int?](repeating: nil, count: 256)
         if model == .sentencePiece {
             for (id, token) in tokens.enumerated() where types[id] == TokenType.byte.rawValue {
-                if token.hasPrefix("<0x"), token.hasSuffix(">"), let byte = UInt8(token.dropFirst(3).dropLast(), radix: 16) { byteTokens[Int(byte)] = id }
+                if token.hasPrefix("<0x"), token.hasSuffix(">"),
+                    let byte = UInt8(token.dropFirst(3).dropLast(), radix: 16)
+                {
+                    byteTokens[Int(byte)] = id
+                }
             }
         }
         self.byteTokens = byteTokens
-        let endNames: Set<String> = ["<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "</s>", "<|end|>", "<|end_of_text|>"]
-        var ends = Set(specials.filter { types[$0.id] == TokenType.control.rawValue && endNames.contains($0.text) }.map(\.id))
+        let endNames: Set<String> = [
+            "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "</s>", "<|end|>",
+            "<|end_of_text|>",
+        ]
+        var ends = Set(
+            specials.filter { types[$0.id] == TokenType.control.rawValue && endNames.contains($0.text) }.map(\.id))
         if let eos = eosTokenID { ends.insert(eos) }
         endOfGenerationTokens = ends
     }
@@ -173,11 +198,15 @@ public final class Tokenizer: Sendable {
 
     /// Token ids for `text`, giving up with `CancellationError` once the current task is
     /// cancelled (checked between words and every few thousand merges).
-    public func encodeCancellable(_ text: String, addSpecial: Bool = true, parseSpecial: Bool = true) throws(CancellationError) -> [Int] {
+    public func encodeCancellable(_ text: String, addSpecial: Bool = true, parseSpecial: Bool = true)
+        throws(CancellationError) -> [Int]
+    {
         try encode(text, addSpecial: addSpecial, parseSpecial: parseSpecial, cancellable: true)
     }
 
-    private func encode(_ text: String, addSpecial: Bool, parseSpecial: Bool, cancellable: Bool) throws(CancellationError) -> [Int] {
+    private func encode(_ text: String, addSpecial: Bool, parseSpecial: Bool, cancellable: Bool)
+        throws(CancellationError) -> [Int]
+    {
         var out: [Int] = []
         if addSpecial && addBOS, let bos = bosTokenID { out.append(bos) }
         var afterSpecial = true
@@ -188,7 +217,8 @@ public final class Tokenizer: Sendable {
                 afterSpecial = true
             case .text(let piece):
                 if model == .sentencePiece {
-                    try encodeSentencePiece((addSpacePrefix && afterSpecial ? " " : "") + piece, into: &out, cancellable: cancellable)
+                    try encodeSentencePiece(
+                        (addSpacePrefix && afterSpecial ? " " : "") + piece, into: &out, cancellable: cancellable)
                 } else {
                     for word in preTokenizer.split(piece) {
                         if cancellable && Task.isCancelled { throw CancellationError() }
@@ -232,7 +262,9 @@ public final class Tokenizer: Sendable {
             return
         }
         // Lowest merge rank first.
-        let symbols = try merged(spelled, cancellable: cancellable) { left, right in ranks[left + " " + right].map { -Float($0) } }
+        let symbols = try merged(spelled, cancellable: cancellable) { left, right in
+            ranks[left + " " + right].map { -Float($0) }
+        }
         // Not in the vocabulary: fall back to one token per byte symbol where those exist.
         emit(symbols, into: &out) { symbol in symbol.unicodeScalars.compactMap { ids[String($0)] } }
     }
@@ -243,7 +275,9 @@ public final class Tokenizer: Sendable {
     /// O(n log n) in the word's length, as llama.cpp's tokenizers: the symbols form a linked list
     /// and candidate pairs wait in a heap ordered by (priority, position). A pair popped after one
     /// of its symbols changed is stale and skipped; each merge pushes the two pairs it creates.
-    func merged(_ text: String, cancellable: Bool, priority: (String, String) -> Float?) throws(CancellationError) -> [String] {
+    func merged(_ text: String, cancellable: Bool, priority: (String, String) -> Float?) throws(CancellationError)
+        -> [String]
+    {
         var symbols = text.unicodeScalars.map { String($0) }
         guard symbols.count > 1 else { return symbols }
         var next = Array(1...symbols.count)  // symbols.count: none
@@ -261,7 +295,8 @@ public final class Tokenizer: Sendable {
             let left = pair.left
             let right = next[left]
             guard alive[left], right < symbols.count,
-                  symbols[left].utf8.count + symbols[right].utf8.count == pair.length else { continue }
+                symbols[left].utf8.count + symbols[right].utf8.count == pair.length
+            else { continue }
             merges += 1
             if cancellable, merges & 4095 == 0, Task.isCancelled { throw CancellationError() }
             symbols[left] += symbols[right]
@@ -291,8 +326,10 @@ public final class Tokenizer: Sendable {
     /// SentencePiece BPE: characters (spaces as `▁`) merged pairwise, best-scoring merged token
     /// first (leftmost on ties), as llama.cpp's `llm_tokenizer_spm` does; leftovers outside the
     /// vocabulary become byte tokens.
-    private func encodeSentencePiece(_ text: String, into out: inout [Int], cancellable: Bool) throws(CancellationError) {
-        let symbols = try merged(text.replacingOccurrences(of: " ", with: "\u{2581}"), cancellable: cancellable) { left, right in
+    private func encodeSentencePiece(_ text: String, into out: inout [Int], cancellable: Bool) throws(CancellationError)
+    {
+        let symbols = try merged(text.replacingOccurrences(of: " ", with: "\u{2581}"), cancellable: cancellable) {
+            left, right in
             ids[left + right].map { scores[$0] }
         }
         emit(symbols, into: &out) { symbol in symbol.utf8.compactMap { byteTokens[Int($0)] } }
@@ -305,7 +342,9 @@ public final class Tokenizer: Sendable {
         if type == TokenType.control.rawValue { return renderSpecial ? Array(tokens[id].utf8) : [] }
         if type == TokenType.userDefined.rawValue { return Array(tokens[id].utf8) }
         if model == .sentencePiece {
-            if type == TokenType.byte.rawValue, let byte = UInt8(tokens[id].dropFirst(3).dropLast(), radix: 16) { return [byte] }
+            if type == TokenType.byte.rawValue, let byte = UInt8(tokens[id].dropFirst(3).dropLast(), radix: 16) {
+                return [byte]
+            }
             return Array(tokens[id].replacingOccurrences(of: "\u{2581}", with: " ").utf8)
         }
         return ByteLevel.decode(tokens[id])

@@ -10,7 +10,9 @@ import Testing
         ("q4_K", Int32(SLLM_Q4_K), 256, 144), ("q6_K", Int32(SLLM_Q6_K), 256, 210),
     ]
 
-    static func half(_ value: Float) -> [UInt8] { withUnsafeBytes(of: Float16(value).bitPattern.littleEndian) { Array($0) } }
+    static func half(_ value: Float) -> [UInt8] {
+        withUnsafeBytes(of: Float16(value).bitPattern.littleEndian) { Array($0) }
+    }
 
     /// Random weights of a type: sane f16 scales, random quants.
     static func randomRow(_ type: Int32, count: Int, using generator: inout SeededGenerator) -> [UInt8] {
@@ -30,7 +32,9 @@ import Testing
             for _ in 0..<(count / 32) { out += half(Float.random(in: 0.001...0.1, using: &generator)) + random(16) }
         case SLLM_Q4_1:
             for _ in 0..<(count / 32) {
-                out += half(Float.random(in: 0.001...0.1, using: &generator)) + half(Float.random(in: -0.5...0.5, using: &generator)) + random(16)
+                out +=
+                    half(Float.random(in: 0.001...0.1, using: &generator))
+                    + half(Float.random(in: -0.5...0.5, using: &generator)) + random(16)
             }
         case SLLM_Q8_0:
             // Quants of −127…127, as GGML's quantizer produces.
@@ -40,7 +44,9 @@ import Testing
             }
         case SLLM_Q4_K:
             for _ in 0..<(count / 256) {
-                out += half(Float.random(in: 0.001...0.01, using: &generator)) + half(Float.random(in: 0.001...0.01, using: &generator))
+                out +=
+                    half(Float.random(in: 0.001...0.01, using: &generator))
+                    + half(Float.random(in: 0.001...0.01, using: &generator))
                 out += random(12) + random(128)
             }
         case SLLM_Q6_K:
@@ -71,7 +77,9 @@ import Testing
         inputs.withUnsafeBufferPointer { x in
             activations.withUnsafeMutableBytes { a in
                 for t in 0..<tokens {
-                    sllm_quantize_row(activationType, x.baseAddress! + t * columns, a.baseAddress! + t * activationBytes, Int64(columns))
+                    sllm_quantize_row(
+                        activationType, x.baseAddress! + t * columns, a.baseAddress! + t * activationBytes,
+                        Int64(columns))
                 }
             }
         }
@@ -91,8 +99,10 @@ import Testing
                             for block in 0..<(columns / 32) {
                                 let wBlock = wb.baseAddress! + r * rowBytes + block * 20
                                 let aBlock = ab.baseAddress! + t * activationBytes + block * 36
-                                let m = Double(Float16(bitPattern: wBlock.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
-                                let s = Double(Float16(bitPattern: aBlock.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+                                let m = Double(
+                                    Float16(bitPattern: wBlock.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+                                let s = Double(
+                                    Float16(bitPattern: aBlock.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
                                 let exact = (0..<32).reduce(0.0) { $0 + Double(a[block * 32 + $1]) }
                                 sum += m * (s - exact)
                             }
@@ -107,20 +117,33 @@ import Testing
             var reference = [Float](repeating: .nan, count: rows * tokens)
             weights.withUnsafeBytes { wb in
                 activations.withUnsafeBytes { ab in
-                    sllm_gemm_at_level(level, type.id, wb.baseAddress!, rowBytes, 0, Int64(rows), ab.baseAddress!, activationBytes, Int64(tokens), Int64(columns), &out, Int64(rows))
-                    sllm_gemm_reference(type.id, wb.baseAddress!, rowBytes, 0, Int64(rows), ab.baseAddress!, activationBytes, Int64(tokens), Int64(columns), &reference, Int64(rows))
+                    sllm_gemm_at_level(
+                        level, type.id, wb.baseAddress!, rowBytes, 0, Int64(rows), ab.baseAddress!, activationBytes,
+                        Int64(tokens), Int64(columns), &out, Int64(rows))
+                    sllm_gemm_reference(
+                        type.id, wb.baseAddress!, rowBytes, 0, Int64(rows), ab.baseAddress!, activationBytes,
+                        Int64(tokens), Int64(columns), &reference, Int64(rows))
                     // One token at a time (the decoding kernels) gives the tiled results bit for bit.
                     for t in 0..<tokens {
                         var single = [Float](repeating: .nan, count: rows)
-                        sllm_gemm_at_level(level, type.id, wb.baseAddress!, rowBytes, 0, Int64(rows), ab.baseAddress! + t * activationBytes, activationBytes, 1, Int64(columns), &single, Int64(rows))
-                        #expect(single == Array(out[(t * rows)..<((t + 1) * rows)]), "\(name) level \(level) token \(t) alone")
+                        sllm_gemm_at_level(
+                            level, type.id, wb.baseAddress!, rowBytes, 0, Int64(rows),
+                            ab.baseAddress! + t * activationBytes, activationBytes, 1, Int64(columns), &single,
+                            Int64(rows))
+                        #expect(
+                            single == Array(out[(t * rows)..<((t + 1) * rows)]),
+                            "\(name) level \(level) token \(t) alone")
                     }
                 }
             }
             for i in 0..<(rows * tokens) {
                 let tolerance = 2e-4 * max(1, abs(expected[i]))
-                #expect(abs(Double(out[i]) - expected[i]) <= tolerance, "\(name) level \(level) [\(i)]: \(out[i]) vs \(expected[i])")
-                #expect(abs(Double(reference[i]) - expected[i]) <= tolerance, "\(name) reference [\(i)]: \(reference[i]) vs \(expected[i])")
+                #expect(
+                    abs(Double(out[i]) - expected[i]) <= tolerance,
+                    "\(name) level \(level) [\(i)]: \(out[i]) vs \(expected[i])")
+                #expect(
+                    abs(Double(reference[i]) - expected[i]) <= tolerance,
+                    "\(name) reference [\(i)]: \(reference[i]) vs \(expected[i])")
             }
         }
     }
@@ -157,8 +180,12 @@ import Testing
             for _ in 0..<50 {
                 var pooled = [Float](repeating: .nan, count: 2 * rows)
                 var serial = [Float](repeating: .nan, count: 2 * rows)
-                sllm_pool_gemm(pool, Int32(SLLM_F32), weights, columns * 4, Int64(rows), input, columns * 4, 2, Int64(columns), &pooled, Int64(rows))
-                sllm_gemm(Int32(SLLM_F32), weights, columns * 4, 0, Int64(rows), input, columns * 4, 2, Int64(columns), &serial, Int64(rows))
+                sllm_pool_gemm(
+                    pool, Int32(SLLM_F32), weights, columns * 4, Int64(rows), input, columns * 4, 2, Int64(columns),
+                    &pooled, Int64(rows))
+                sllm_gemm(
+                    Int32(SLLM_F32), weights, columns * 4, 0, Int64(rows), input, columns * 4, 2, Int64(columns),
+                    &serial, Int64(rows))
                 #expect(pooled == serial)
             }
         }

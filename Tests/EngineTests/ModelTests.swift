@@ -20,8 +20,10 @@ enum SharedModel {
     static let loaded = Task { () throws -> LoadedModel in
         let store = ModelStore(root: directory.file("home"))
         try await RealModel.link(into: store.root, as: "smol")
-        let loader = ModelLoader(store: store, cache: try DRAMCache(directory: directory.file("cache"), budgetBytes: 1 << 30, slabBytes: 32 << 20),
-                                 configuration: .init(threads: 2))
+        let loader = ModelLoader(
+            store: store,
+            cache: try DRAMCache(directory: directory.file("cache"), budgetBytes: 1 << 30, slabBytes: 32 << 20),
+            configuration: .init(threads: 2))
         return try await loader.load(try ModelName("smol"))
     }
 
@@ -80,7 +82,8 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
         parameters.sampling = .greedy
         parameters.maxTokens = 32
         // The model's own template renders the conversation exactly as llama.cpp did.
-        let rendered = try engine.tokenizer.renderChat(expected.messages.map { ChatMessage(role: $0.role, content: $0.content) })
+        let rendered = try engine.tokenizer.renderChat(
+            expected.messages.map { ChatMessage(role: $0.role, content: $0.content) })
         #expect(rendered == expected.templated_prompt)
         let result = try engine.generate(prompt: engine.tokenizer.encodeChat(rendered), parameters: parameters)
         #expect(result.text == expected.output_text)
@@ -90,7 +93,9 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
 
     @Test func batchedDecodingGivesTheTokensOfSingleDecoding() async throws {
         let engine = try await SharedModel.engine.value
-        let prompts = try ["greedy-01", "greedy-02", "greedy-03"].map { try fixture($0, as: GreedyFixture.self).prompt_ids }
+        let prompts = try ["greedy-01", "greedy-02", "greedy-03"].map {
+            try fixture($0, as: GreedyFixture.self).prompt_ids
+        }
         let single = try prompts.map { try greedy(engine, $0, count: 12) }
         // All three in one batch, the third joining four steps late and the first leaving early.
         let sequences = try prompts.map { try engine.makeSequence(tokens: $0) }
@@ -159,7 +164,9 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
         parameters.maxTokens = 32
         parameters.stop = ["population"]
         var streamed = ""
-        let result = try engine.generate(prompt: engine.tokenizer.encode("The capital of France is"), parameters: parameters) { token in
+        let result = try engine.generate(
+            prompt: engine.tokenizer.encode("The capital of France is"), parameters: parameters
+        ) { token in
             streamed += token.text
             return true
         }
@@ -170,8 +177,12 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
 
     @Test func badInputIsRefusedWithAClearError() async throws {
         let engine = try await SharedModel.engine.value
-        #expect(throws: EngineError(.invalidInput, "a sequence needs at least one token")) { try engine.makeSequence(tokens: []) }
-        #expect { try engine.makeSequence(tokens: [1, 49152]) } throws: { ($0 as? EngineError)?.kind == .invalidInput && "\($0)".contains("49152") }
+        #expect(throws: EngineError(.invalidInput, "a sequence needs at least one token")) {
+            try engine.makeSequence(tokens: [])
+        }
+        #expect { try engine.makeSequence(tokens: [1, 49152]) } throws: {
+            ($0 as? EngineError)?.kind == .invalidInput && "\($0)".contains("49152")
+        }
         #expect { try engine.makeSequence(tokens: [-1]) } throws: { ($0 as? EngineError)?.kind == .invalidInput }
         #expect { try engine.makeSequence(tokens: Array(repeating: 28, count: 513)) } throws: {
             ($0 as? EngineError)?.kind == .contextOverflow && "\($0)".contains("513")
@@ -180,7 +191,9 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
         let full = try engine.makeSequence(tokens: Array(repeating: 28, count: 512))
         #expect { try engine.step([full]) } throws: { ($0 as? EngineError)?.kind == .contextOverflow }
         // generate() reports a prompt that leaves no room.
-        #expect { try engine.generate(prompt: Array(repeating: 28, count: 512), parameters: GenerationParameters()) } throws: {
+        #expect {
+            try engine.generate(prompt: Array(repeating: 28, count: 512), parameters: GenerationParameters())
+        } throws: {
             ($0 as? EngineError)?.kind == .contextOverflow
         }
         // The same sequence twice in one step is refused.
@@ -231,8 +244,10 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
     func load(_ directory: TemporaryDirectory, source: String) async throws -> LoadedModel {
         let store = ModelStore(root: directory.file("home"))
         try Converter.convert(source, to: store.directory(for: try ModelName("m")))
-        let loader = ModelLoader(store: store, cache: try DRAMCache(directory: directory.file("cache"), budgetBytes: 64 << 20, slabBytes: 1 << 20),
-                                 configuration: .init(threads: 1))
+        let loader = ModelLoader(
+            store: store,
+            cache: try DRAMCache(directory: directory.file("cache"), budgetBytes: 64 << 20, slabBytes: 1 << 20),
+            configuration: .init(threads: 1))
         return try await loader.load(try ModelName("m"))
     }
 
@@ -267,7 +282,8 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
         defer { directory.remove() }
         var builder = GGUFBuilder.tinyLlama()
         builder.metadata = builder.metadata.map { key, value in
-            key == "general.architecture" ? (key, .string("gpt2")) : (key.replacingOccurrences(of: "llama.", with: "gpt2."), value)
+            key == "general.architecture"
+                ? (key, .string("gpt2")) : (key.replacingOccurrences(of: "llama.", with: "gpt2."), value)
         }
         try writeFile(directory.file("m.gguf"), builder.build())
         let model = try await load(directory, source: directory.file("m.gguf"))
@@ -286,7 +302,8 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
         try writeFile(directory.file("m.gguf"), builder.build())
         let model = try await load(directory, source: directory.file("m.gguf"))
         #expect { try Engine(model: model) } throws: { error in
-            (error as? EngineError)?.kind == .unsupportedModel && "\(error)".contains("blk.0.attn_q.weight") && "\(error)".contains("q5_0")
+            (error as? EngineError)?.kind == .unsupportedModel && "\(error)".contains("blk.0.attn_q.weight")
+                && "\(error)".contains("q5_0")
         }
     }
 }

@@ -27,7 +27,10 @@ import Tokenizers
     static func weights(_ m: Tiny, seed: UInt64) -> [(String, [Int], [Float])] {
         var generator = SeededGenerator(seed: seed)
         func tensor(_ name: String, _ shape: [Int], scale: Float = 0.3, offset: Float = 0) -> (String, [Int], [Float]) {
-            (name, shape, (0..<shape.reduce(1, *)).map { _ in offset + Float.random(in: -scale...scale, using: &generator) })
+            (
+                name, shape,
+                (0..<shape.reduce(1, *)).map { _ in offset + Float.random(in: -scale...scale, using: &generator) }
+            )
         }
         var out = [tensor("model.embed_tokens.weight", [m.vocabulary, m.hidden], scale: 1)]
         for l in 0..<m.layers {
@@ -51,23 +54,39 @@ import Tokenizers
                 ]
             }
         }
-        out += [tensor("model.norm.weight", [m.hidden], scale: 0.2, offset: 1), tensor("lm_head.weight", [m.vocabulary, m.hidden])]
+        out += [
+            tensor("model.norm.weight", [m.hidden], scale: 0.2, offset: 1),
+            tensor("lm_head.weight", [m.vocabulary, m.hidden]),
+        ]
         return out
     }
 
     static func writeModel(_ m: Tiny, _ tensors: [(String, [Int], [Float])], to directory: String) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let config: [String: Any] = [
-            "architectures": [m.architecture], "vocab_size": m.vocabulary, "hidden_size": m.hidden, "intermediate_size": m.ffn,
+            "architectures": [m.architecture], "vocab_size": m.vocabulary, "hidden_size": m.hidden,
+            "intermediate_size": m.ffn,
             "num_hidden_layers": m.layers, "num_attention_heads": m.heads, "num_key_value_heads": m.kvHeads,
             "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
-        ].merging(m.yarn ? ["rope_scaling": ["type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16]] : [:]) { a, _ in a }
-            .merging(m.llama3 ? ["rope_scaling": ["rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                                  "original_max_position_embeddings": 16]] : [:]) { a, _ in a }
+        ].merging(
+            m.yarn ? ["rope_scaling": ["type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16]] : [:]
+        ) { a, _ in a }
+        .merging(
+            m.llama3
+                ? [
+                    "rope_scaling": [
+                        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                        "original_max_position_embeddings": 16,
+                    ]
+                ] : [:]
+        ) { a, _ in a }
         try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: directory + "/config.json"))
         let vocab = Dictionary(uniqueKeysWithValues: (0..<m.vocabulary).map { ("t\($0)", $0) })
-        let tokenizer: [String: Any] = ["model": ["type": "BPE", "vocab": vocab, "merges": [String]()], "added_tokens": [Any]()]
-        try JSONSerialization.data(withJSONObject: tokenizer).write(to: URL(fileURLWithPath: directory + "/tokenizer.json"))
+        let tokenizer: [String: Any] = [
+            "model": ["type": "BPE", "vocab": vocab, "merges": [String]()], "added_tokens": [Any](),
+        ]
+        try JSONSerialization.data(withJSONObject: tokenizer).write(
+            to: URL(fileURLWithPath: directory + "/tokenizer.json"))
         var data: [UInt8] = []
         for (_, _, values) in tensors { values.withUnsafeBytes { data += $0 } }
         let header = try SafetensorsFile.header(for: tensors.map { ($0.0, "F32", $0.1, $0.2.count * 4) })
@@ -99,7 +118,9 @@ import Tokenizers
         var magnitude = 1.0
         if m.yarn {
             let factor = 4.0, original = 16.0
-            func correction(_ rotations: Double) -> Double { Double(d) * log(original / (rotations * 2 * .pi)) / (2 * log(10000)) }
+            func correction(_ rotations: Double) -> Double {
+                Double(d) * log(original / (rotations * 2 * .pi)) / (2 * log(10000))
+            }
             let low = max(floor(correction(32)), 0), high = min(ceil(correction(1)), Double(d - 1))
             inverseFrequencies = inverseFrequencies.enumerated().map { i, extrapolated in
                 let ramp = min(max((Double(i) - low) / (high == low ? 0.001 : high - low), 0), 1)
@@ -142,7 +163,8 @@ import Tokenizers
                 let q = matvec(p + "self_attn.q_proj.weight", xn, rows: m.heads * hd)
                 let k = matvec(p + "self_attn.k_proj.weight", xn, rows: m.kvHeads * hd)
                 let v = matvec(p + "self_attn.v_proj.weight", xn, rows: m.kvHeads * hd)
-                keys[l].append((0..<m.kvHeads).flatMap { rotateHalf(Array(k[($0 * hd)..<(($0 + 1) * hd)]), position: position) })
+                keys[l].append(
+                    (0..<m.kvHeads).flatMap { rotateHalf(Array(k[($0 * hd)..<(($0 + 1) * hd)]), position: position) })
                 values[l].append(v)
                 var attention: [Double] = []
                 for h in 0..<m.heads {
@@ -164,7 +186,8 @@ import Tokenizers
                 }
                 x = zip(x, matvec(p + "self_attn.o_proj.weight", attention, rows: m.hidden)).map(+)
                 let xn2 = rmsNorm(x, p + "post_attention_layernorm.weight")
-                let gate = matvec(p + "mlp.gate_proj.weight", xn2, rows: m.ffn), up = matvec(p + "mlp.up_proj.weight", xn2, rows: m.ffn)
+                let gate = matvec(p + "mlp.gate_proj.weight", xn2, rows: m.ffn),
+                    up = matvec(p + "mlp.up_proj.weight", xn2, rows: m.ffn)
                 let h = zip(gate, up).map { $0 / (1 + exp(-$0)) * $1 }
                 x = zip(x, matvec(p + "mlp.down_proj.weight", h, rows: m.hidden)).map(+)
             }
@@ -183,8 +206,10 @@ import Tokenizers
         try Self.writeModel(m, tensors, to: directory.file("src"))
         let store = ModelStore(root: directory.file("home"))
         try Converter.convert(directory.file("src"), to: store.directory(for: try ModelName("m")))
-        let loader = ModelLoader(store: store, cache: try DRAMCache(directory: directory.file("cache"), budgetBytes: 64 << 20, slabBytes: 1 << 20),
-                                 configuration: .init(threads: 1))
+        let loader = ModelLoader(
+            store: store,
+            cache: try DRAMCache(directory: directory.file("cache"), budgetBytes: 64 << 20, slabBytes: 1 << 20),
+            configuration: .init(threads: 1))
         let engine = try Engine(model: try await loader.load(try ModelName("m")))
         #expect(engine.config.ropeStyle == (architecture == "Qwen2ForCausalLM" ? "neox" : "normal"))
         let tokens = [3, 17, 42, 5, 9, 30, 11]

@@ -143,7 +143,9 @@ import Testing
             kept = Array(kept.prefix(max(1, probs.firstIndex { $0 < Double(p.minP) * probs[0] } ?? probs.count)))
         }
         var result = [Double](repeating: 0, count: logits.count)
-        for (token, probability) in zip(kept, probabilities(kept, temperature: Double(p.temperature))) { result[token] = probability }
+        for (token, probability) in zip(kept, probabilities(kept, temperature: Double(p.temperature))) {
+            result[token] = probability
+        }
         return result
     }
 
@@ -193,7 +195,10 @@ import Testing
             cells += 1
         }
         #expect(cells >= 2, "\(label): a case must leave a choice")
-        #expect(statistic < Self.bound[cells - 1], "\(label): chi-square \(statistic) over \(cells - 1) degrees of freedom; counts \(counts), expected \(expected.map { Int($0 * Double(draws)) })")
+        #expect(
+            statistic < Self.bound[cells - 1],
+            "\(label): chi-square \(statistic) over \(cells - 1) degrees of freedom; counts \(counts), expected \(expected.map { Int($0 * Double(draws)) })"
+        )
     }
 
     /// The chosen token's log-probability is the model's (raw logits), whatever the temperature:

@@ -1,5 +1,6 @@
-@testable import Scheduling
 import Testing
+
+@testable import Scheduling
 
 @Suite struct DeploymentStateMachineTests {
     typealias Action = DeploymentStateMachine.Action
@@ -77,10 +78,14 @@ import Testing
         var m = machine { $0.keepAlive = .duration(.seconds(60)) }
         _ = m.requestArrived(1)
         _ = m.instanceStarted("i1")
-        guard case .scheduleTimer(_, let stale, _)? = m.requestFinished(on: "i1", keepAlive: nil).first else { return #expect(Bool(false)) }
+        guard case .scheduleTimer(_, let stale, _)? = m.requestFinished(on: "i1", keepAlive: nil).first else {
+            return #expect(Bool(false))
+        }
         #expect(m.requestArrived(2) == [.dispatch(2, "i1")])
         #expect(m.timerFired("i1", token: stale) == [])
-        guard case .scheduleTimer(_, let fresh, _)? = m.requestFinished(on: "i1", keepAlive: nil).first else { return #expect(Bool(false)) }
+        guard case .scheduleTimer(_, let fresh, _)? = m.requestFinished(on: "i1", keepAlive: nil).first else {
+            return #expect(Bool(false))
+        }
         #expect(fresh != stale)
         #expect(m.timerFired("i1", token: fresh) == [.stop("i1")])
     }
@@ -99,7 +104,9 @@ import Testing
 
     /// Deleting a deployment with `min_instances` stops its instances and starts none in their place.
     @Test func aDeletedDeploymentStartsNothingWhenItsInstancesStop() {
-        var m = machine { $0.minInstances = 2; $0.maxInstances = 2 }
+        var m = machine {
+            $0.minInstances = 2; $0.maxInstances = 2
+        }
         #expect(m.ensureMinimum() == [.start("i1"), .start("i2")])
         _ = m.instanceStarted("i1")
         let deletion = m.deleteAll()
@@ -127,7 +134,10 @@ import Testing
         var m = machine()
         _ = m.requestArrived(1)
         _ = m.requestArrived(2)
-        #expect(m.instanceFailed("i1", reason: "no memory") == [.reject(1, .startFailed("no memory")), .reject(2, .startFailed("no memory"))])
+        #expect(
+            m.instanceFailed("i1", reason: "no memory") == [
+                .reject(1, .startFailed("no memory")), .reject(2, .startFailed("no memory")),
+            ])
         #expect(m.instances.isEmpty)
     }
 
@@ -141,10 +151,17 @@ import Testing
 
     @Test func updatesApplyAtOnce() {
         var m = machine { $0.maxInstances = 3 }
-        #expect(m.update(with { $0.minInstances = 2; $0.maxInstances = 3 }) == [.start("i1"), .start("i2")])
+        #expect(
+            m.update(
+                with {
+                    $0.minInstances = 2; $0.maxInstances = 3
+                }) == [.start("i1"), .start("i2")])
         _ = m.instanceStarted("i1")
         _ = m.instanceStarted("i2")
-        let lowered = m.update(with { $0.minInstances = 0; $0.maxInstances = 1; $0.keepAlive = .forever })
+        let lowered = m.update(
+            with {
+                $0.minInstances = 0; $0.maxInstances = 1; $0.keepAlive = .forever
+            })
         #expect(lowered.filter { if case .stop = $0 { true } else { false } }.count == 1)
         #expect(m.count(.ready) == 1)
     }
@@ -201,7 +218,9 @@ extension KeepAlive {
         #expect(throws: SchedulingError.self) { try KeepAlive(parsing: "soon") }
         #expect(throws: SchedulingError.self) { try KeepAlive(parsing: "nanm") }
         #expect(try KeepAlive(parsing: " 5m ") == .duration(.seconds(300)))
-        #expect(KeepAlive.duration(.milliseconds(1500)).description == "1.5s" && KeepAlive.duration(.milliseconds(250)).description == "250ms")
+        #expect(
+            KeepAlive.duration(.milliseconds(1500)).description == "1.5s"
+                && KeepAlive.duration(.milliseconds(250)).description == "250ms")
         #expect(KeepAlive.duration(.seconds(5400)).description == "1h30m")
         #expect(KeepAlive.forever.description == "forever")
     }
@@ -222,15 +241,23 @@ extension KeepAlive {
 
     /// Least recently used first, only as many as needed, never the deployment's own.
     @Test func evictsLeastRecentlyUsedOthersUntilItFits() {
-        #expect(MemoryAdmission.decide(bytes: 500, for: "d", budget: 1000, used: 1000, idle: idle) == .evict([idle[1], idle[0]]))
+        #expect(
+            MemoryAdmission.decide(bytes: 500, for: "d", budget: 1000, used: 1000, idle: idle)
+                == .evict([idle[1], idle[0]]))
         #expect(MemoryAdmission.decide(bytes: 100, for: "d", budget: 1000, used: 1000, idle: idle) == .evict([idle[1]]))
-        #expect(MemoryAdmission.decide(bytes: 500, for: "b", budget: 1000, used: 1000, idle: idle) == .evict([idle[0], idle[2]]))
+        #expect(
+            MemoryAdmission.decide(bytes: 500, for: "b", budget: 1000, used: 1000, idle: idle)
+                == .evict([idle[0], idle[2]]))
     }
 
     /// What cannot fit stops nothing and says by how much.
     @Test func whatCannotFitIsRefusedWithTheFigures() {
-        #expect(MemoryAdmission.decide(bytes: 1200, for: "d", budget: 1000, used: 1000, idle: idle) == .refuse(needed: 1200, free: 0, budget: 1000, evictable: 1000))
-        #expect(MemoryAdmission.decide(bytes: 2000, for: "d", budget: 1000, used: 0, idle: []) == .refuse(needed: 2000, free: 1000, budget: 1000, evictable: 0))
+        #expect(
+            MemoryAdmission.decide(bytes: 1200, for: "d", budget: 1000, used: 1000, idle: idle)
+                == .refuse(needed: 1200, free: 0, budget: 1000, evictable: 1000))
+        #expect(
+            MemoryAdmission.decide(bytes: 2000, for: "d", budget: 1000, used: 0, idle: [])
+                == .refuse(needed: 2000, free: 1000, budget: 1000, evictable: 0))
     }
 }
 
@@ -285,14 +312,18 @@ extension KeepAlive {
             NodeFacts(node: "b", freeMemoryBytes: 8 << 30, tier: .ssd, bandwidth: bandwidth),
             NodeFacts(node: "c", freeMemoryBytes: 8 << 30, tier: .dram, bandwidth: bandwidth),
         ]
-        #expect(LocalityPlacement().place(request, on: nodes) == PlacementDecision(node: "c", estimatedStartSeconds: 0.2))
-        #expect(LocalityPlacement().place(request, on: Array(nodes.prefix(2))) == PlacementDecision(node: "b", estimatedStartSeconds: 2))
+        #expect(
+            LocalityPlacement().place(request, on: nodes) == PlacementDecision(node: "c", estimatedStartSeconds: 0.2))
+        #expect(
+            LocalityPlacement().place(request, on: Array(nodes.prefix(2)))
+                == PlacementDecision(node: "b", estimatedStartSeconds: 2))
     }
 
     /// A queue ahead of the load counts: a busy node with the model in DRAM loses to an idle one
     /// reading its SSD once the queue is longer than the difference.
     @Test func queuedLoadsCount() {
-        let busy = NodeFacts(node: "busy", freeMemoryBytes: 8 << 30, tier: .dram, bandwidth: bandwidth, queuedSeconds: 3)
+        let busy = NodeFacts(
+            node: "busy", freeMemoryBytes: 8 << 30, tier: .dram, bandwidth: bandwidth, queuedSeconds: 3)
         let idle = NodeFacts(node: "idle", freeMemoryBytes: 8 << 30, tier: .ssd, bandwidth: bandwidth)
         #expect(LocalityPlacement().place(request, on: [busy, idle])?.node == "idle")
         var shortQueue = busy

@@ -7,7 +7,9 @@ public struct CLIResult: Sendable {
     public var stderr: String
 }
 
-public func runSLLM(_ arguments: [String], home: String, environment: [String: String] = [:], directory: String? = nil) throws -> CLIResult {
+public func runSLLM(_ arguments: [String], home: String, environment: [String: String] = [:], directory: String? = nil)
+    throws -> CLIResult
+{
     let process = Process()
     process.executableURL = sllmExecutable()
     process.arguments = arguments
@@ -117,7 +119,9 @@ public final class ServeProcess: @unchecked Sendable {
 
     /// The `http://127.0.0.1:PORT` it announced, once it listens.
     public func address(timeout: Double = 60) -> String? {
-        guard waitFor("serving on", timeout: timeout), let range = output.range(of: #"http://127\.0\.0\.1:\d+"#, options: .regularExpression) else {
+        guard waitFor("serving on", timeout: timeout),
+            let range = output.range(of: #"http://127\.0\.0\.1:\d+"#, options: .regularExpression)
+        else {
             return nil
         }
         return String(output[range])

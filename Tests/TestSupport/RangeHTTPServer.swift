@@ -91,12 +91,16 @@ public final class RangeHTTPServer: @unchecked Sendable {
         lock.withLock {
             _requests += 1
             let name = String(head.uri.dropFirst())
-            guard let data = files[name] else { return Reply(status: .notFound, headers: [:], body: Array("not found".utf8)) }
+            guard let data = files[name] else {
+                return Reply(status: .notFound, headers: [:], body: Array("not found".utf8))
+            }
             var status = HTTPResponseStatus.ok
             var body = data
             var headers: HTTPHeaders = ["ETag": "\"v1\""]
             // A name ending in "/" (or empty: the root) is a page of links, as a package index serves.
-            if name.isEmpty || name.hasSuffix("/") || name.hasSuffix(".html") { headers.add(name: "Content-Type", value: "text/html") }
+            if name.isEmpty || name.hasSuffix("/") || name.hasSuffix(".html") {
+                headers.add(name: "Content-Type", value: "text/html")
+            }
             if _rangesSupported, let range = head.headers.first(name: "Range"), range.hasPrefix("bytes=") {
                 let parts = range.dropFirst(6).split(separator: "-", omittingEmptySubsequences: false)
                 if parts.count == 2, let start = Int(parts[0]), start < data.count {
@@ -158,7 +162,10 @@ public final class RangeHTTPServer: @unchecked Sendable {
             case .end:
                 guard let head else { return }
                 let reply = server.reply(to: head)
-                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: reply.status, headers: reply.headers))), promise: nil)
+                context.write(
+                    wrapOutboundOut(
+                        .head(HTTPResponseHead(version: head.version, status: reply.status, headers: reply.headers))),
+                    promise: nil)
                 if reply.stall {
                     context.flush()
                     return

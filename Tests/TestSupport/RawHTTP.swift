@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A plain TCP client for requests no HTTP library sends as written: absolute-form targets,
@@ -15,7 +15,9 @@ public final class RawConnection {
         guard descriptor >= 0 else { throw TestSupportError("socket failed") }
         var address = loopbackAddress(port: port)
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard connected == 0 else {
             close(descriptor)
@@ -32,7 +34,9 @@ public final class RawConnection {
     public func send(_ bytes: [UInt8]) -> Bool {
         var offset = 0
         while offset < bytes.count {
-            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let sent = bytes[offset...].withUnsafeBytes {
+                Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             guard sent > 0 else { return false }
             offset += sent
         }
@@ -82,7 +86,8 @@ public struct RawResponse: Sendable {
         var headers: [(String, String)] = []
         for line in lines.dropFirst() {
             guard let colon = line.firstIndex(of: ":") else { continue }
-            headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+            headers.append(
+                (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
         }
         var response = RawResponse(status: status, headers: headers, body: String(text[end.upperBound...]))
         if let length = response.header("content-length").flatMap(Int.init) {
@@ -92,7 +97,8 @@ public struct RawResponse: Sendable {
             guard response.body.hasSuffix("0\r\n\r\n") else { return nil }
             var decoded = ""
             var rest = Substring(response.body)
-            while let lineEnd = rest.range(of: "\r\n"), let size = Int(rest[..<lineEnd.lowerBound], radix: 16), size > 0 {
+            while let lineEnd = rest.range(of: "\r\n"), let size = Int(rest[..<lineEnd.lowerBound], radix: 16), size > 0
+            {
                 let start = lineEnd.upperBound
                 let bytes = Array(rest[start...].utf8)
                 decoded += String(decoding: bytes.prefix(size), as: UTF8.self)
@@ -124,7 +130,8 @@ public func rawRequestBlocking(port: Int, _ request: String, timeout: Double = 1
     connection.send(request)
     let bytes = connection.receive { RawResponse.parse($0) != nil }
     guard let response = RawResponse.parse(bytes) else {
-        throw TestSupportError("no complete response to \(request.prefix(80).debugDescription) (got \(bytes.count) bytes)")
+        throw TestSupportError(
+            "no complete response to \(request.prefix(80).debugDescription) (got \(bytes.count) bytes)")
     }
     return response
 }
@@ -144,8 +151,12 @@ public func freeTCPPort() -> Int {
     defer { close(descriptor) }
     var address = loopbackAddress(port: 0)
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) } }
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) } }
+    _ = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) }
+    }
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+    }
     return Int(UInt16(bigEndian: address.sin_port))
 }
 
@@ -157,7 +168,9 @@ public func canBind(port: Int) -> Bool {
     setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
     var address = loopbackAddress(port: port)
     let result = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     }
     return result == 0 && listen(descriptor, 1) == 0
 }
@@ -165,7 +178,9 @@ public func canBind(port: Int) -> Bool {
 /// Flips one bit of the first byte of every slab of a DRAM cache (the first tensor of each
 /// segment): what a bit flip in shared memory does.
 public func flipFirstByteOfEverySlab(cacheDirectory: String) throws {
-    let slabs = try FileManager.default.contentsOfDirectory(atPath: cacheDirectory + "/slabs").filter { !$0.hasPrefix(".") }
+    let slabs = try FileManager.default.contentsOfDirectory(atPath: cacheDirectory + "/slabs").filter {
+        !$0.hasPrefix(".")
+    }
     guard !slabs.isEmpty else { throw TestSupportError("no slabs in \(cacheDirectory)") }
     for slab in slabs {
         let handle = try FileHandle(forUpdating: URL(fileURLWithPath: cacheDirectory + "/slabs/" + slab))

@@ -29,12 +29,15 @@ public enum RealModel {
         let models = root + "/models"
         try FileManager.default.createDirectory(atPath: models, withIntermediateDirectories: true)
         guard !FileManager.default.fileExists(atPath: models + "/" + name) else { return }
-        try FileManager.default.createSymbolicLink(atPath: models + "/" + name, withDestinationPath: try await checkpoint.value)
+        try FileManager.default.createSymbolicLink(
+            atPath: models + "/" + name, withDestinationPath: try await checkpoint.value)
     }
 
     /// Path of the GGUF file, fetching it on first use.
     public static func ggufPath() throws -> String {
-        if let path = ProcessInfo.processInfo.environment["SLLM_TEST_GGUF"], FileManager.default.fileExists(atPath: path) {
+        if let path = ProcessInfo.processInfo.environment["SLLM_TEST_GGUF"],
+            FileManager.default.fileExists(atPath: path)
+        {
             return path
         }
         lock.lock()

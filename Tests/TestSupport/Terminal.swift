@@ -1,7 +1,7 @@
 public import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `sllm ARGUMENTS` run on a pseudo-terminal, as a user at a terminal runs it: its stdin, stdout
@@ -23,13 +23,17 @@ public final class TerminalProcess: @unchecked Sendable {
     public init(_ arguments: [String], home: String) throws {
         let master = open("/dev/ptmx", O_RDWR | O_NOCTTY)
         var name = [CChar](repeating: 0, count: 128)
-        guard master >= 0, Self.call("grantpt", master) == 0, Self.call("unlockpt", master) == 0, Self.ptsname(master, &name) == 0 else {
+        guard master >= 0, Self.call("grantpt", master) == 0, Self.call("unlockpt", master) == 0,
+            Self.ptsname(master, &name) == 0
+        else {
             throw TestSupportError("no pseudo-terminal: errno \(errno)")
         }
         let slave = open(name, O_RDWR | O_NOCTTY)
         guard slave >= 0 else {
             close(master)
-            throw TestSupportError("cannot open \(String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)): errno \(errno)")
+            throw TestSupportError(
+                "cannot open \(String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)): errno \(errno)"
+            )
         }
         self.master = master
         process = Process()
@@ -72,7 +76,8 @@ public final class TerminalProcess: @unchecked Sendable {
 
     private static func ptsname(_ fd: Int32, _ name: inout [CChar]) -> Int32 {
         guard let address = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "ptsname_r") else { return -1 }
-        let function = unsafeBitCast(address, to: (@convention(c) (Int32, UnsafeMutablePointer<CChar>, Int) -> Int32).self)
+        let function = unsafeBitCast(
+            address, to: (@convention(c) (Int32, UnsafeMutablePointer<CChar>, Int) -> Int32).self)
         let count = name.count
         return name.withUnsafeMutableBufferPointer { function(fd, $0.baseAddress!, count) }
     }

@@ -19,9 +19,11 @@ import Testing
 
     @Test(arguments: caseIndices)
     func rendersLikePythonJinja2(index: Int) throws {
-        guard case .object(let root) = Self.fixture, case .array(let cases)? = root["cases"], case .object(let templates)? = root["templates"],
-              case .object(let c) = cases[index], case .string(let name)? = c["template"], case .string(let source)? = templates[name],
-              case .array(let messages)? = c["messages"]
+        guard case .object(let root) = Self.fixture, case .array(let cases)? = root["cases"],
+            case .object(let templates)? = root["templates"],
+            case .object(let c) = cases[index], case .string(let name)? = c["template"],
+            case .string(let source)? = templates[name],
+            case .array(let messages)? = c["messages"]
         else { Issue.record("malformed fixture"); return }
         var context: [String: JinjaValue] = [
             "messages": .array(messages), "add_generation_prompt": c["add_generation_prompt"]!,
@@ -47,20 +49,38 @@ import Testing
     /// A template is untrusted input (it comes with a model file): each of these crashed, aborted
     /// or hung the server before the interpreter had limits. Each now fails with a clear error.
     @Test(arguments: [
-        ("{{ " + String(repeating: "(", count: 50_000) + "1" + String(repeating: ")", count: 50_000) + " }}", "too long"),
-        ("{{ " + String(repeating: "(", count: 500) + "1" + String(repeating: ")", count: 500) + " }}", "nests more than"),
+        (
+            "{{ " + String(repeating: "(", count: 50_000) + "1" + String(repeating: ")", count: 50_000) + " }}",
+            "too long"
+        ),
+        (
+            "{{ " + String(repeating: "(", count: 500) + "1" + String(repeating: ")", count: 500) + " }}",
+            "nests more than"
+        ),
         ("{{ 1" + String(repeating: " + 1", count: 1000) + " }}", "nests more than"),
         ("{{ " + String(repeating: "not ", count: 1000) + "x }}", "nests more than"),
         ("{{ " + String(repeating: "- ", count: 1000) + "1 }}", "nests more than"),
         ("{{ 'x' * 100000000000 }}", "MiB of text"),
         ("{{ 'x' * 9223372036854775807 }}", "MiB of text"),
         ("{% for i in range(1000000000) %}{% endfor %}", "lists of more than"),
-        ("{% for i in range(200) %}{% for j in range(200) %}{% for k in range(200) %}{% endfor %}{% endfor %}{% endfor %}", "steps"),
+        (
+            "{% for i in range(200) %}{% for j in range(200) %}{% for k in range(200) %}{% endfor %}{% endfor %}{% endfor %}",
+            "steps"
+        ),
         ("{% for i in range(1000000) %}{{ i }}{% endfor %}", "steps"),
         ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "calls deep"),
-        ("{% set s = 'xxxxxxxxxxxxxxxx' %}{% for i in range(40) %}{% set s = s ~ s %}{% endfor %}{{ s }}", "MiB of text"),
-        ("{% set s = 'x' * 1000000 %}{{ [s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s] | join(s) }}", "MiB of text"),
-        ("{{ ('x' * 1000000).replace('x', 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy') }}", "MiB of text"),
+        (
+            "{% set s = 'xxxxxxxxxxxxxxxx' %}{% for i in range(40) %}{% set s = s ~ s %}{% endfor %}{{ s }}",
+            "MiB of text"
+        ),
+        (
+            "{% set s = 'x' * 1000000 %}{{ [s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s] | join(s) }}",
+            "MiB of text"
+        ),
+        (
+            "{{ ('x' * 1000000).replace('x', 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy') }}",
+            "MiB of text"
+        ),
         ("{{ 9223372036854775807 + 1 }}", "integer overflow"),
         ("{{ -9223372036854775807 - 2 }}", "integer overflow"),
         ("{{ 9223372036854775807 * 2 }}", "integer overflow"),
@@ -72,7 +92,10 @@ import Testing
         ("{{ range() }}", "range takes"),
         ("{{ {'a': 1} | tojson(indent=-1) }}", "indent"),
         ("{{ 'a' | indent(100000000000) }}", "indent"),
-        ("{% if a %}" + String(repeating: "{% if a %}", count: 5000) + String(repeating: "{% endif %}", count: 5001), "blocks nest"),
+        (
+            "{% if a %}" + String(repeating: "{% if a %}", count: 5000) + String(repeating: "{% endif %}", count: 5001),
+            "blocks nest"
+        ),
     ])
     func hostileTemplatesFailWithALimitError(source: String, message: String) throws {
         do {
@@ -85,40 +108,69 @@ import Testing
 
     @Test func limitsLeaveRealTemplatesAlone() throws {
         // A long conversation through SmolLM2's own template renders well inside the limits.
-        let template = try JinjaTemplate(#"{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"#)
-        let messages = (0..<5000).map { i in JinjaValue.object(JinjaObject([("role", .string(i % 2 == 0 ? "user" : "assistant")), ("content", .string("message \(i)"))])) }
+        let template = try JinjaTemplate(
+            #"{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"#
+        )
+        let messages = (0..<5000).map { i in
+            JinjaValue.object(
+                JinjaObject([
+                    ("role", .string(i % 2 == 0 ? "user" : "assistant")), ("content", .string("message \(i)")),
+                ]))
+        }
         let context: [String: JinjaValue] = ["messages": .array(messages), "add_generation_prompt": .bool(true)]
         let rendered = try template.render(context)
         #expect(rendered.hasSuffix("<|im_start|>assistant\n"))
-        #expect(try JinjaTemplate("{{ 'ab' * 3 }} {{ 7 // -2 }} {{ -7 % 3 }} {{ 2 ** 10 }} {{ 2 ** -1 }}").render([:]) == "ababab -4 2 1024 0.5")
+        #expect(
+            try JinjaTemplate("{{ 'ab' * 3 }} {{ 7 // -2 }} {{ -7 % 3 }} {{ 2 ** 10 }} {{ 2 ** -1 }}").render([:])
+                == "ababab -4 2 1024 0.5")
     }
 
     @Test func expressionsFollowPythonSemantics() throws {
-        func render(_ source: String, _ context: [String: JinjaValue] = [:]) throws -> String { try JinjaTemplate(source).render(context) }
-        #expect(try render("{{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ 2 ** 3 }} {{ 1 / 2 }} {{ 'ab' * 2 }}") == "3 -4 1 8 0.5 abab")
+        func render(_ source: String, _ context: [String: JinjaValue] = [:]) throws -> String {
+            try JinjaTemplate(source).render(context)
+        }
+        #expect(
+            try render("{{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ 2 ** 3 }} {{ 1 / 2 }} {{ 'ab' * 2 }}")
+                == "3 -4 1 8 0.5 abab")
         #expect(try render("{{ [1, 2, 3][::-1] }} {{ 'hello'[1:3] }} {{ [1,2,3] | length }}") == "[3, 2, 1] el 3")
         #expect(try render("{{ {'a': 1, 'b': [True, None]} | tojson }}") == #"{"a": 1, "b": [true, null]}"#)
         #expect(try render("{{ x is defined }} {{ x | default('d') }} {{ none is none }}") == "False d True")
-        #expect(try render("{% for a, b in pairs %}{{ loop.index }}{{ a }}{{ b }}{% if not loop.last %},{% endif %}{% endfor %}",
-                           ["pairs": .array([.array([.string("x"), .int(1)]), .array([.string("y"), .int(2)])])]) == "1x1,2y2")
-        #expect(try render("{% set ns = namespace(n=0) %}{% for i in range(5) if i is odd %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}") == "4")
+        #expect(
+            try render(
+                "{% for a, b in pairs %}{{ loop.index }}{{ a }}{{ b }}{% if not loop.last %},{% endif %}{% endfor %}",
+                ["pairs": .array([.array([.string("x"), .int(1)]), .array([.string("y"), .int(2)])])]) == "1x1,2y2")
+        #expect(
+            try render(
+                "{% set ns = namespace(n=0) %}{% for i in range(5) if i is odd %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}"
+            ) == "4")
         #expect(try render("{% for i in range(9) %}{% if i == 3 %}{% break %}{% endif %}{{ i }}{% endfor %}") == "012")
-        #expect(try render("{% macro greet(name, punct='!') %}hi {{ name }}{{ punct }}{% endmacro %}{{ greet('bob') }}") == "hi bob!")
+        #expect(
+            try render("{% macro greet(name, punct='!') %}hi {{ name }}{{ punct }}{% endmacro %}{{ greet('bob') }}")
+                == "hi bob!")
         #expect(try render("  {%- if true %}\n  yes\n{% endif %}") == "  yes\n")
         #expect(try render("{{ '  x  ' | trim }}|{{ 'a,b' .split(',') | join('-') }}") == "x|a-b")
     }
 
     @Test func malformedTemplatesAndRuntimeErrorsAreClear() {
-        #expect(throws: TemplateError("missing {% elif or else or endif %}")) { try JinjaTemplate("{% if x %}unclosed") }
+        #expect(throws: TemplateError("missing {% elif or else or endif %}")) {
+            try JinjaTemplate("{% if x %}unclosed")
+        }
         #expect(throws: TemplateError("unexpected end of expression")) { try JinjaTemplate("{{ 1 + }}") }
-        #expect { try JinjaTemplate("{% frobnicate %}") } throws: { ($0 as? TemplateError)?.description.contains("frobnicate") == true }
+        #expect { try JinjaTemplate("{% frobnicate %}") } throws: {
+            ($0 as? TemplateError)?.description.contains("frobnicate") == true
+        }
         #expect(throws: TemplateError("boom")) { try JinjaTemplate("{{ raise_exception('boom') }}").render([:]) }
-        #expect(throws: TemplateError("missing is undefined (reading .attribute)")) { try JinjaTemplate("{{ missing.attribute }}").render([:]) }
+        #expect(throws: TemplateError("missing is undefined (reading .attribute)")) {
+            try JinjaTemplate("{{ missing.attribute }}").render([:])
+        }
     }
 
     @Test func orderedJSONKeepsKeyOrderAndRejectsGarbage() throws {
-        let value = try JinjaValue.parseJSON(Data(#"{"z": 1, "a": [1.5, "\u00e9\n"], "m": {"y": null, "b": false}}"#.utf8))
-        #expect(JSONText.encode(value, indent: nil, level: 0) == #"{"z": 1, "a": [1.5, "é\n"], "m": {"y": null, "b": false}}"#)
+        let value = try JinjaValue.parseJSON(
+            Data(#"{"z": 1, "a": [1.5, "\u00e9\n"], "m": {"y": null, "b": false}}"#.utf8))
+        #expect(
+            JSONText.encode(value, indent: nil, level: 0)
+                == #"{"z": 1, "a": [1.5, "é\n"], "m": {"y": null, "b": false}}"#)
         #expect { try JinjaValue.parseJSON(Data("{\"a\": }".utf8)) } throws: { $0 is TemplateError }
         #expect { try JinjaValue.parseJSON(Data("[1, 2".utf8)) } throws: { $0 is TemplateError }
     }
@@ -129,8 +181,10 @@ import Testing
 @Suite struct PreTokenizerPatternTests {
     @Test(arguments: ["llama3", "qwen2"])
     func splitsLikeTheRegex(kind: String) throws {
-        let url = try #require(Bundle.module.url(forResource: "pretokenize", withExtension: "json", subdirectory: "Resources"))
-        let cases = try #require((try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: [[Any]]])?[kind])
+        let url = try #require(
+            Bundle.module.url(forResource: "pretokenize", withExtension: "json", subdirectory: "Resources"))
+        let cases = try #require(
+            (try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: [[Any]]])?[kind])
         let splitter = PreTokenizer(kind: PreTokenizer.Kind(rawValue: kind)!)
         for pair in cases {
             let text = pair[0] as! String
@@ -144,19 +198,25 @@ import Testing
 /// fine, a crash or an unbounded render is not (the limits stop every render).
 @Suite struct ChatTemplateFuzzTests {
     static let snippets = [
-        "{{", "}}", "{%", "%}", "{#", "#}", "(", ")", "[", "]", "for x in range(999999999)", "endfor", "if", "endif", "*", "**", "~", "|", "+",
-        "'x' * 99999999", "loop.index", "messages", "namespace(", "macro m(a)", "m(m(m(1)))", "endmacro", "set", "9223372036854775807",
-        "-", "//", "%", " is ", " not ", " in ", "tojson(indent=999999)", "join", "replace('a','bbbbbbbb')", ".", ",", "=", "raise_exception('x')",
+        "{{", "}}", "{%", "%}", "{#", "#}", "(", ")", "[", "]", "for x in range(999999999)", "endfor", "if", "endif",
+        "*", "**", "~", "|", "+",
+        "'x' * 99999999", "loop.index", "messages", "namespace(", "macro m(a)", "m(m(m(1)))", "endmacro", "set",
+        "9223372036854775807",
+        "-", "//", "%", " is ", " not ", " in ", "tojson(indent=999999)", "join", "replace('a','bbbbbbbb')", ".", ",",
+        "=", "raise_exception('x')",
     ]
 
     @Test func mutatedRealTemplatesNeverCrash() throws {
         guard case .object(let root) = ChatTemplateTests.fixture, case .object(let templates)? = root["templates"],
-              case .array(let cases)? = root["cases"], case .object(let first)? = cases.first, case .array(let messages)? = first["messages"]
+            case .array(let cases)? = root["cases"], case .object(let first)? = cases.first,
+            case .array(let messages)? = first["messages"]
         else {
             Issue.record("malformed fixture")
             return
         }
-        let sources = templates.keys.compactMap { key -> String? in if case .string(let text)? = templates[key] { return text } else { return nil } }
+        let sources = templates.keys.compactMap { key -> String? in
+            if case .string(let text)? = templates[key] { return text } else { return nil }
+        }
         #expect(sources.count >= 5)
         var generator = SeededGenerator(seed: 5)
         var rendered = 0
@@ -177,8 +237,10 @@ import Testing
             }
             var source = ""
             source.unicodeScalars.append(contentsOf: text)
-            let context: [String: JinjaValue] = ["messages": .array(messages), "add_generation_prompt": .bool(true),
-                                                  "bos_token": .string("<s>"), "eos_token": .string("</s>")]
+            let context: [String: JinjaValue] = [
+                "messages": .array(messages), "add_generation_prompt": .bool(true),
+                "bos_token": .string("<s>"), "eos_token": .string("</s>"),
+            ]
             do {
                 _ = try JinjaTemplate(source).render(context)
                 rendered += 1
@@ -187,6 +249,8 @@ import Testing
             }
         }
         #expect(rendered + failed == 1500)
-        #expect(rendered > 0 && failed > 0, "the mutations should both keep and break templates: \(rendered) rendered, \(failed) failed")
+        #expect(
+            rendered > 0 && failed > 0,
+            "the mutations should both keep and break templates: \(rendered) rendered, \(failed) failed")
     }
 }

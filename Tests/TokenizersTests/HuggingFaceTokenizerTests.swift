@@ -19,23 +19,34 @@ import Testing
             vocab[token] = id
         }
         let contents = try GGUFConverter.contents(ofFileAt: try RealModel.ggufPath())
-        let ggufJSON = try JSONSerialization.jsonObject(with: Data(contents.files.first { $0.name == "gguf-tokenizer.json" }!.bytes)) as! [String: Any]
+        let ggufJSON =
+            try JSONSerialization.jsonObject(
+                with: Data(contents.files.first { $0.name == "gguf-tokenizer.json" }!.bytes)) as! [String: Any]
         let json: [String: Any] = [
             "version": "1.0", "added_tokens": added,
-            "pre_tokenizer": ["type": "Sequence", "pretokenizers": [
-                ["type": "Digits", "individual_digits": true],
-                ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
-            ]],
+            "pre_tokenizer": [
+                "type": "Sequence",
+                "pretokenizers": [
+                    ["type": "Digits", "individual_digits": true],
+                    ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
+                ],
+            ],
             "decoder": ["type": "ByteLevel"],
             "model": ["type": "BPE", "vocab": vocab, "merges": ggufJSON["tokenizer.ggml.merges"]!],
         ]
-        let config: [String: Any] = ["bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": gguf.chatTemplate!]
-        let hf = try Tokenizer(huggingFaceJSON: try JSONSerialization.data(withJSONObject: json), config: try JSONSerialization.data(withJSONObject: config))
+        let config: [String: Any] = [
+            "bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": gguf.chatTemplate!,
+        ]
+        let hf = try Tokenizer(
+            huggingFaceJSON: try JSONSerialization.data(withJSONObject: json),
+            config: try JSONSerialization.data(withJSONObject: config))
         #expect(hf.preTokenizer.kind == .smollm)
         #expect(hf.model == .byteLevelBPE)
         for entry in try TokenizeFixture.load() {
             #expect(hf.encode(entry.text) == entry.ids_parse_special, "\(entry.text.debugDescription)")
-            #expect(hf.encode(entry.text, parseSpecial: false) == entry.ids_no_parse_special, "\(entry.text.debugDescription)")
+            #expect(
+                hf.encode(entry.text, parseSpecial: false) == entry.ids_no_parse_special,
+                "\(entry.text.debugDescription)")
         }
         #expect(hf.chatTemplate == gguf.chatTemplate)
         #expect(hf.eosTokenID == gguf.eosTokenID)
@@ -54,7 +65,8 @@ import Testing
         }
         let pieces: [(String, Float)] = [
             ("\u{2581}", -1), ("h", -2), ("e", -2), ("l", -2), ("o", -2), ("w", -2), ("r", -2), ("d", -2),
-            ("ll", -3), ("\u{2581}h", -4), ("ello", -5), ("el", -6), ("\u{2581}hello", -7), ("or", -8), ("\u{2581}w", -9),
+            ("ll", -3), ("\u{2581}h", -4), ("ello", -5), ("el", -6), ("\u{2581}hello", -7), ("or", -8),
+            ("\u{2581}w", -9),
         ]
         for (piece, score) in pieces {
             tokens.append(piece)
@@ -63,7 +75,8 @@ import Testing
         }
         return try Tokenizer(gguf: [
             "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
-            "tokenizer.ggml.token_type": types.map { NSNumber(value: $0) }, "tokenizer.ggml.scores": scores.map { NSNumber(value: $0) },
+            "tokenizer.ggml.token_type": types.map { NSNumber(value: $0) },
+            "tokenizer.ggml.scores": scores.map { NSNumber(value: $0) },
             "tokenizer.ggml.bos_token_id": NSNumber(value: 1), "tokenizer.ggml.eos_token_id": NSNumber(value: 2),
         ])
     }
@@ -76,7 +89,10 @@ import Testing
         // so the result is ▁h, e, ll, o.
         #expect(spm.encode("hello") == [1, id("\u{2581}h"), id("e"), id("ll"), id("o")])
         // No BOS when not asked; a space inside becomes ▁; € is not in the vocabulary: three bytes.
-        #expect(spm.encode("he €", addSpecial: false) == [id("\u{2581}h"), id("e"), id("\u{2581}"), 3 + 0xE2, 3 + 0x82, 3 + 0xAC])
+        #expect(
+            spm.encode("he €", addSpecial: false) == [
+                id("\u{2581}h"), id("e"), id("\u{2581}"), 3 + 0xE2, 3 + 0x82, 3 + 0xAC,
+            ])
         #expect(spm.decode(spm.encode("he €", addSpecial: false)) == " he €")
         // A special token resets the space prefix.
         #expect(spm.encode("</s>w", addSpecial: false) == [2, id("\u{2581}w")])
@@ -101,11 +117,16 @@ import Testing
             "model": ["type": "BPE", "vocab": vocab, "merges": ["a b", "c d", "ab cd", "e f", "Ġ a"]],
         ]
     }
-    static var hostile: [Any] { [
-        -1, Int.max, Int.min, 1e300, 0.5, "", "a", "a b c", "Ġ", "<|end|>", NSNull(), true, [Any](), [String: Any](), ["x y"], [["id": -5]],
-        [["id": Int.max, "content": "x", "special": true]], ["type": "Unknown"], ["type": "Sequence", "pretokenizers": [["type": "Split"]]],
-        ["type": "BPE", "vocab": ["a": Int.max], "merges": ["a a"]], ["type": "WordPiece"], String(repeating: "z", count: 5000),
-    ] }
+    static var hostile: [Any] {
+        [
+            -1, Int.max, Int.min, 1e300, 0.5, "", "a", "a b c", "Ġ", "<|end|>", NSNull(), true, [Any](),
+            [String: Any](), ["x y"], [["id": -5]],
+            [["id": Int.max, "content": "x", "special": true]], ["type": "Unknown"],
+            ["type": "Sequence", "pretokenizers": [["type": "Split"]]],
+            ["type": "BPE", "vocab": ["a": Int.max], "merges": ["a a"]], ["type": "WordPiece"],
+            String(repeating: "z", count: 5000),
+        ]
+    }
 
     @Test func mutatedTokenizerFilesNeverCrash() throws {
         var generator = SeededGenerator(seed: 41)
@@ -113,7 +134,9 @@ import Testing
         let hostile = Self.hostile
         for _ in 0..<4000 {
             var json = Self.base
-            var config: [String: Any] = ["bos_token": "a", "eos_token": "<|end|>", "chat_template": "{{ messages[0]['content'] }}"]
+            var config: [String: Any] = [
+                "bos_token": "a", "eos_token": "<|end|>", "chat_template": "{{ messages[0]['content'] }}",
+            ]
             for _ in 0..<Int.random(in: 1...3, using: &generator) {
                 let value = hostile.randomElement(using: &generator)!
                 switch Int.random(in: 0..<6, using: &generator) {
@@ -122,7 +145,8 @@ import Testing
                 case 2: json["decoder"] = value
                 case 3:
                     var model = json["model"] as? [String: Any] ?? [:]
-                    let key = ["type", "vocab", "merges", "unk_token", "byte_fallback"].randomElement(using: &generator)!
+                    let key = ["type", "vocab", "merges", "unk_token", "byte_fallback"].randomElement(
+                        using: &generator)!
                     if key == "vocab", var vocab = model["vocab"] as? [String: Int], let id = value as? Int {
                         vocab[["a", "ab", "Ġ", "new"].randomElement(using: &generator)!] = id
                         model["vocab"] = vocab

@@ -25,7 +25,8 @@ struct TokenizeFixture: Decodable {
     var entries: [Entry]
 
     static func load() throws -> [Entry] {
-        let url = try #require(Bundle.module.url(forResource: "tokenize", withExtension: "json", subdirectory: "Resources"))
+        let url = try #require(
+            Bundle.module.url(forResource: "tokenize", withExtension: "json", subdirectory: "Resources"))
         return try JSONDecoder().decode(TokenizeFixture.self, from: Data(contentsOf: url)).entries
     }
 }
@@ -34,8 +35,12 @@ struct TokenizeFixture: Decodable {
     @Test func idsMatchLlamaCppOnTheFixtureStrings() throws {
         let tokenizer = try SmolLM2Tokenizer.shared.get()
         for entry in try TokenizeFixture.load() {
-            #expect(tokenizer.encode(entry.text, parseSpecial: true) == entry.ids_parse_special, "\(entry.text.debugDescription)")
-            #expect(tokenizer.encode(entry.text, parseSpecial: false) == entry.ids_no_parse_special, "\(entry.text.debugDescription)")
+            #expect(
+                tokenizer.encode(entry.text, parseSpecial: true) == entry.ids_parse_special,
+                "\(entry.text.debugDescription)")
+            #expect(
+                tokenizer.encode(entry.text, parseSpecial: false) == entry.ids_no_parse_special,
+                "\(entry.text.debugDescription)")
         }
     }
 
@@ -67,8 +72,14 @@ struct TokenizeFixture: Decodable {
     }
 
     @Test func unsupportedTokenizersAreNamed() {
-        #expect(throws: TokenizerError.self) { try Tokenizer(gguf: ["tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["a"]]) }
-        #expect(throws: TokenizerError.self) { try Tokenizer(gguf: ["tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.pre": "martian"]) }
+        #expect(throws: TokenizerError.self) {
+            try Tokenizer(gguf: ["tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["a"]])
+        }
+        #expect(throws: TokenizerError.self) {
+            try Tokenizer(gguf: [
+                "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a"], "tokenizer.ggml.pre": "martian",
+            ])
+        }
         #expect(throws: TokenizerError.self) { try Tokenizer(gguf: ["tokenizer.ggml.model": "gpt2"]) }
     }
 
@@ -146,8 +157,12 @@ struct TokenizeFixture: Decodable {
             let text = String((0..<length).map { _ in alphabet.randomElement(using: &generator)! })
             var table: [String: Float] = [:]
             for _ in 0..<40 {
-                let left = String((0..<Int.random(in: 1...3, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! })
-                let right = String((0..<Int.random(in: 1...3, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! })
+                let left = String(
+                    (0..<Int.random(in: 1...3, using: &generator)).map { _ in alphabet.randomElement(using: &generator)!
+                    })
+                let right = String(
+                    (0..<Int.random(in: 1...3, using: &generator)).map { _ in alphabet.randomElement(using: &generator)!
+                    })
                 table[left + "|" + right] = Float(Int.random(in: 0...5, using: &generator))
             }
             let priority: (String, String) -> Float? = { table[$0 + "|" + $1] }
@@ -158,7 +173,10 @@ struct TokenizeFixture: Decodable {
 
     @Test func aLongWordWithoutSplitsTokenizesAndDecodesBack() throws {
         let tokenizer = try SmolLM2Tokenizer.shared.get()
-        for text in [String(repeating: "a", count: 40_000), String(repeating: "ab", count: 20_000), String(repeating: "é", count: 20_000)] {
+        for text in [
+            String(repeating: "a", count: 40_000), String(repeating: "ab", count: 20_000),
+            String(repeating: "é", count: 20_000),
+        ] {
             let ids = tokenizer.encode(text, addSpecial: false)
             #expect(!ids.isEmpty && ids.count < text.utf8.count)
             #expect(tokenizer.decode(ids) == text)
@@ -180,16 +198,25 @@ struct TokenizeFixture: Decodable {
 
     @Test func specialTokenIdsOutsideTheVocabularyAreRefused() throws {
         // Unused ones are ignored, as llama.cpp does.
-        let padding = try Tokenizer(gguf: ["tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b", "ab"], "tokenizer.ggml.padding_token_id": 99])
+        let padding = try Tokenizer(gguf: [
+            "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b", "ab"],
+            "tokenizer.ggml.padding_token_id": 99,
+        ])
         #expect(padding.vocabularySize == 3)
         for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.bos_token_id"] {
             for bad: NSNumber in [NSNumber(value: 0xffff_fff0 as UInt32), NSNumber(value: 3), NSNumber(value: -1)] {
-                let gguf: [String: Any] = ["tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b", "ab"], key: bad]
+                let gguf: [String: Any] = [
+                    "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b", "ab"], key: bad,
+                ]
                 #expect { try Tokenizer(gguf: gguf) } throws: { error in
-                    (error as? TokenizerError)?.description.contains("\(key) is \(bad), outside the vocabulary of 3 tokens") == true
+                    (error as? TokenizerError)?.description.contains(
+                        "\(key) is \(bad), outside the vocabulary of 3 tokens") == true
                 }
             }
-            #expect(try Tokenizer(gguf: ["tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b", "ab"], key: 2]).vocabularySize == 3)
+            #expect(
+                try Tokenizer(gguf: [
+                    "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b", "ab"], key: 2,
+                ]).vocabularySize == 3)
         }
     }
 }

@@ -48,7 +48,9 @@ import Testing
 
         // Damage one byte of one tensor: verify names it and fails.
         let dir = home.path + "/models/smol"
-        let index = try JSONSerialization.jsonObject(with: Data(try runSLLM(["inspect", "smol", "--json"], home: home.path).stdout.utf8)) as! [String: Any]
+        let index =
+            try JSONSerialization.jsonObject(
+                with: Data(try runSLLM(["inspect", "smol", "--json"], home: home.path).stdout.utf8)) as! [String: Any]
         let tensor = (index["tensors"] as! [[String: Any]]).first { $0["name"] as? String == "blk.7.attn_q.weight" }!
         try corruptByte(of: dir + "/data-0000", at: (tensor["offset"] as! Int) + 5)
         let bad = try runSLLM(["verify", "smol"], home: home.path)
@@ -63,9 +65,13 @@ import Testing
     @Test func convertWritesACheckpointDirectory() throws {
         let home = try TemporaryDirectory("cli")
         defer { home.remove() }
-        let result = try runSLLM(["convert", try RealModel.ggufPath(), home.file("out"), "--partition-size", "32MiB"], home: home.path)
+        let result = try runSLLM(
+            ["convert", try RealModel.ggufPath(), home.file("out"), "--partition-size", "32MiB"], home: home.path)
         #expect(result.status == 0, "\(result.stderr)")
-        #expect(directoryEntries(home.file("out")) == ["data-0000", "data-0001", "data-0002", "gguf-tokenizer.json", "index"])
+        #expect(
+            directoryEntries(home.file("out")) == [
+                "data-0000", "data-0001", "data-0002", "gguf-tokenizer.json", "index",
+            ])
         let again = try runSLLM(["convert", try RealModel.ggufPath(), home.file("out")], home: home.path)
         #expect(again.status == 1)
         #expect(again.stderr.contains("already exists"))
@@ -78,8 +84,14 @@ import Testing
         (["rm", "missing-model"], "not in the store"),
         (["pull", "ftp://x/y"], "unsupported source"),
         (["convert", "a", "b", "--partition-size", "12"], "--partition-size"),
-        (["bench", "generate", "--llama-bench", "/nonexistent/llama-bench"], "--llama-bench /nonexistent/llama-bench is not an executable file"),
-        (["bench", "serve", "--llama-server", "/nonexistent/llama-server"], "--llama-server /nonexistent/llama-server is not an executable file"),
+        (
+            ["bench", "generate", "--llama-bench", "/nonexistent/llama-bench"],
+            "--llama-bench /nonexistent/llama-bench is not an executable file"
+        ),
+        (
+            ["bench", "serve", "--llama-server", "/nonexistent/llama-server"],
+            "--llama-server /nonexistent/llama-server is not an executable file"
+        ),
     ])
     func badInputGivesOneErrorLineAndNonZeroStatus(arguments: [String], message: String) throws {
         let home = try TemporaryDirectory("cli")
@@ -104,7 +116,8 @@ import Testing
     @Test func tokenizePrintsLlamaCppsIds() throws {
         let home = try TemporaryDirectory("cli-tok")
         defer { home.remove() }
-        #expect(try runSLLM(["convert", try RealModel.ggufPath(), home.file("smol"), "-q"], home: home.path).status == 0)
+        #expect(
+            try runSLLM(["convert", try RealModel.ggufPath(), home.file("smol"), "-q"], home: home.path).status == 0)
         let result = try runSLLM(["tokenize", home.file("smol"), "<|im_start|>user\nhi<|im_end|>"], home: home.path)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.hasPrefix("1 4093 198 6004 2\n"))

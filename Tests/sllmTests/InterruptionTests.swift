@@ -1,10 +1,10 @@
-import Foundation
 import Checkpoint
+import Foundation
 import TestSupport
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A process killed at the worst moment leaves nothing that looks like a model, and the next
@@ -59,7 +59,8 @@ import Glibc
         let state = home.path + "/downloads/smol/smol.gguf.partial.json"
         let recorded = waitFor(timeout: .seconds(30)) {
             guard let data = FileManager.default.contents(atPath: state),
-                  let done = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["done"] as? [Bool] else { return false }
+                let done = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["done"] as? [Bool]
+            else { return false }
             return done.filter { $0 }.count >= 4
         }
         kill(process.processIdentifier, SIGKILL)
@@ -70,9 +71,13 @@ import Glibc
 
         server.stall(afterTotalBytes: nil)
         let before = server.bytesServed
-        let again = try runSLLM(["pull", server.url("smol.gguf").absoluteString + "#sha256=" + RealModel.sha256, "--quiet"], home: home.path)
+        let again = try runSLLM(
+            ["pull", server.url("smol.gguf").absoluteString + "#sha256=" + RealModel.sha256, "--quiet"], home: home.path
+        )
         #expect(again.status == 0, "\(again.stderr)")
-        #expect(server.bytesServed - before < gguf.count - (24 << 20), "resumed download fetched \(server.bytesServed - before) bytes")
+        #expect(
+            server.bytesServed - before < gguf.count - (24 << 20),
+            "resumed download fetched \(server.bytesServed - before) bytes")
         #expect(try runSLLM(["list"], home: home.path).stdout.contains("smol"))
     }
 }
@@ -121,7 +126,9 @@ import Glibc
         let second = try ServeProcess(arguments, home: home.path)
         try #require(second.address() != nil, "\(second.output)")
         #expect(second.waitFor("deployed smol", timeout: 60), "\(second.output)")
-        #expect(origin.bytesServed - before < gguf.count - (24 << 20), "the resumed pull fetched \(origin.bytesServed - before) bytes")
+        #expect(
+            origin.bytesServed - before < gguf.count - (24 << 20),
+            "the resumed pull fetched \(origin.bytesServed - before) bytes")
         let status = try runSLLM(["status"], home: home.path, environment: env)
         #expect(status.stdout.contains("smol") && !status.stdout.contains("failed"), "\(status.stdout)")
         #expect(!FileManager.default.fileExists(atPath: home.file("downloads/smol")))
@@ -139,15 +146,23 @@ import Glibc
         origin.add("smol.gguf", try readFile(try RealModel.ggufPath()))
         try origin.start()
         let port = freeTCPPort()
-        let server = try ServeProcess(["--port", String(port), "--default-model", "", "--threads", "1"], home: home.path)
+        let server = try ServeProcess(
+            ["--port", String(port), "--default-model", "", "--threads", "1"], home: home.path)
         try #require(server.address() != nil, "\(server.output)")
         let env = ["SLLM_SERVER": "127.0.0.1:\(port)"]
         let wrong = String(repeating: "0", count: 64)
-        let mismatch = try runSLLM(["deploy", origin.url("smol.gguf").absoluteString + "#sha256=" + wrong, "--name", "bad"], home: home.path, environment: env)
-        #expect(mismatch.status == 1 && mismatch.stderr.contains("SHA-256") && mismatch.stderr.contains("partial download was removed"), "\(mismatch.stderr)")
+        let mismatch = try runSLLM(
+            ["deploy", origin.url("smol.gguf").absoluteString + "#sha256=" + wrong, "--name", "bad"], home: home.path,
+            environment: env)
+        #expect(
+            mismatch.status == 1 && mismatch.stderr.contains("SHA-256")
+                && mismatch.stderr.contains("partial download was removed"), "\(mismatch.stderr)")
         #expect(!FileManager.default.fileExists(atPath: home.file("downloads/bad")))
-        let missing = try runSLLM(["deploy", origin.url("nothing.gguf").absoluteString, "--name", "gone"], home: home.path, environment: env)
-        #expect(missing.status == 1 && missing.stderr.contains("404") && missing.stderr.contains("partial download was removed"), "\(missing.stderr)")
+        let missing = try runSLLM(
+            ["deploy", origin.url("nothing.gguf").absoluteString, "--name", "gone"], home: home.path, environment: env)
+        #expect(
+            missing.status == 1 && missing.stderr.contains("404")
+                && missing.stderr.contains("partial download was removed"), "\(missing.stderr)")
         #expect(!FileManager.default.fileExists(atPath: home.file("downloads/gone")))
         #expect(server.stop() == 0)
     }

@@ -3,10 +3,10 @@ import TestSupport
 import Testing
 
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `sllm serve` as a process: configured by flags, env and file; driven by the admin commands;
@@ -52,14 +52,19 @@ import Glibc
         // The default model was deployed on first start, with the environment's keep-alive.
         let status = try runSLLM(["status"], home: home.path, environment: env)
         #expect(status.status == 0, "\(status.stderr)")
-        #expect(status.stdout.contains("smollm2-135m") && status.stdout.contains("9m") && status.stdout.contains("ssd"), "\(status.stdout)")
+        #expect(
+            status.stdout.contains("smollm2-135m") && status.stdout.contains("9m") && status.stdout.contains("ssd"),
+            "\(status.stdout)")
 
-        let deploy = try runSLLM(["deploy", "smollm2-135m", "--name", "second", "--max", "2", "--keep-alive", "-1"], home: home.path, environment: env)
+        let deploy = try runSLLM(
+            ["deploy", "smollm2-135m", "--name", "second", "--max", "2", "--keep-alive", "-1"], home: home.path,
+            environment: env)
         #expect(deploy.status == 0, "\(deploy.stderr)")
         let bad = try runSLLM(["deploy", "smollm2-135m", "--name", "second"], home: home.path, environment: env)
         #expect(bad.status == 1 && bad.stderr.contains("already exists"), "\(bad.stderr)")
 
-        let completion = try await post(server + "/v1/completions", ["model": "second", "prompt": "Hi", "max_tokens": 2])
+        let completion = try await post(
+            server + "/v1/completions", ["model": "second", "prompt": "Hi", "max_tokens": 2])
         #expect(completion == 200)
         let ps = try runSLLM(["ps"], home: home.path, environment: env)
         #expect(ps.stdout.contains("second") && ps.stdout.contains("forever"), "\(ps.stdout)")
@@ -91,10 +96,12 @@ import Glibc
         origin.pace(bytesPerSecond: 8 << 20)
         try origin.start()
         let port = freeTCPPort()
-        let server = try ServeProcess(["--port", String(port), "--default-model", "", "--threads", "1"], home: home.path)
+        let server = try ServeProcess(
+            ["--port", String(port), "--default-model", "", "--threads", "1"], home: home.path)
         try #require(server.address() != nil, "\(server.output)")
         let env = ["SLLM_SERVER": "127.0.0.1:\(port)"]
-        let deploy = try runSLLM(["deploy", origin.url("smol.gguf").absoluteString, "--name", "paced"], home: home.path, environment: env)
+        let deploy = try runSLLM(
+            ["deploy", origin.url("smol.gguf").absoluteString, "--name", "paced"], home: home.path, environment: env)
         #expect(deploy.status == 0 && deploy.stdout.contains("deployed paced"), "\(deploy.stdout) \(deploy.stderr)")
         let download = deploy.stderr.split(separator: "\n").filter { $0.hasPrefix("paced: download: ") }
         // Tenths of the known total as they pass (the poll may skip one), each with the total.
@@ -108,12 +115,21 @@ import Glibc
     @Test func benchDeployReportsPullAndDeploy() throws {
         let home = try TemporaryDirectory("bench-deploy")
         defer { home.remove() }
-        let bench = try runSLLM(["bench", "deploy", "--runs", "2", "--gguf", try RealModel.ggufPath(), "--json", home.file("report.json")], home: home.path)
+        let bench = try runSLLM(
+            ["bench", "deploy", "--runs", "2", "--gguf", try RealModel.ggufPath(), "--json", home.file("report.json")],
+            home: home.path)
         #expect(bench.status == 0, "\(bench.stdout) \(bench.stderr)")
-        #expect(bench.stdout.contains("sllm pull: ") && bench.stdout.contains("sllm deploy: ") && bench.stdout.contains("ratio deploy / pull: "), "\(bench.stdout)")
-        let report = try JSONSerialization.jsonObject(with: Data(try readFile(home.file("report.json")))) as? [String: Any]
-        #expect(((report?["deployMs"] as? [String: Any])?["values"] as? [Double])?.count == 2, "\(String(describing: report))")
-        #expect(((report?["pullMs"] as? [String: Any])?["values"] as? [Double])?.count == 2, "\(String(describing: report))")
+        #expect(
+            bench.stdout.contains("sllm pull: ") && bench.stdout.contains("sllm deploy: ")
+                && bench.stdout.contains("ratio deploy / pull: "), "\(bench.stdout)")
+        let report =
+            try JSONSerialization.jsonObject(with: Data(try readFile(home.file("report.json")))) as? [String: Any]
+        #expect(
+            ((report?["deployMs"] as? [String: Any])?["values"] as? [Double])?.count == 2,
+            "\(String(describing: report))")
+        #expect(
+            ((report?["pullMs"] as? [String: Any])?["values"] as? [Double])?.count == 2, "\(String(describing: report))"
+        )
     }
 
     /// Settings given at start win over stored ones for the default model's deployment; what
@@ -126,19 +142,26 @@ import Glibc
         let env = ["SLLM_SERVER": "127.0.0.1:\(port)"]
         let first = try ServeProcess(["--port", String(port), "--threads", "1"], home: home.path)
         try #require(first.address() != nil && first.waitFor("[Serving] ready"), "\(first.output)")
-        let update = try runSLLM(["update", "smollm2-135m", "--queue-limit", "7", "--keep-alive", "1m"], home: home.path, environment: env)
+        let update = try runSLLM(
+            ["update", "smollm2-135m", "--queue-limit", "7", "--keep-alive", "1m"], home: home.path, environment: env)
         #expect(update.status == 0, "\(update.stderr)")
         #expect(first.stop() == 0)
 
-        let second = try ServeProcess(["--port", String(port), "--threads", "1", "--keep-alive", "10m"], home: home.path)
+        let second = try ServeProcess(
+            ["--port", String(port), "--threads", "1", "--keep-alive", "10m"], home: home.path)
         try #require(second.address() != nil && second.waitFor("[Serving] ready"), "\(second.output)")
-        #expect(second.output.contains("deployment smollm2-135m: scaling from the start settings: keep_alive=10m; stored (sllm update): ")
+        #expect(
+            second.output.contains(
+                "deployment smollm2-135m: scaling from the start settings: keep_alive=10m; stored (sllm update): ")
                 && second.output.contains("queue_limit=7"), "\(second.output)")
         let status = try runSLLM(["status", "--json"], home: home.path, environment: env)
         let deployments = (try? JSONSerialization.jsonObject(with: Data(status.stdout.utf8))) as? [[String: Any]] ?? []
-        let scaling = ((deployments.first?["status"] as? [String: Any])?["spec"] as? [String: Any])?["scaling"] as? [String: Any]
+        let scaling =
+            ((deployments.first?["status"] as? [String: Any])?["spec"] as? [String: Any])?["scaling"] as? [String: Any]
         #expect((scaling?["queue_limit"] as? Int) == 7, "\(status.stdout)")
-        #expect("\(scaling?["keep_alive"] ?? "")".contains("600") || "\(scaling?["keep_alive"] ?? "")".contains("10m"), "\(status.stdout)")
+        #expect(
+            "\(scaling?["keep_alive"] ?? "")".contains("600") || "\(scaling?["keep_alive"] ?? "")".contains("10m"),
+            "\(status.stdout)")
         #expect(second.stop() == 0)
     }
 
@@ -146,10 +169,18 @@ import Glibc
     @Test func benchPopulateMeasuresEveryWay() throws {
         let home = try TemporaryDirectory("bench-populate")
         defer { home.remove() }
-        let bench = try runSLLM(["bench", "populate", "--size", "8MiB", "--runs", "2", "--json", home.file("report.json")], home: home.path)
-        #expect(bench.status == 0 && bench.stdout.contains("fastest for fresh memory: "), "\(bench.stdout) \(bench.stderr)")
-        let rows = (try JSONSerialization.jsonObject(with: Data(try readFile(home.file("report.json"))))) as? [[String: Any]] ?? []
-        #expect(rows.count == 8 && rows.allSatisfy { (($0["gigabytesPerSecond"] as? [String: Any])?["values"] as? [Double])?.count == 2 }, "\(rows)")
+        let bench = try runSLLM(
+            ["bench", "populate", "--size", "8MiB", "--runs", "2", "--json", home.file("report.json")], home: home.path)
+        #expect(
+            bench.status == 0 && bench.stdout.contains("fastest for fresh memory: "), "\(bench.stdout) \(bench.stderr)")
+        let rows =
+            (try JSONSerialization.jsonObject(with: Data(try readFile(home.file("report.json"))))) as? [[String: Any]]
+            ?? []
+        #expect(
+            rows.count == 8
+                && rows.allSatisfy {
+                    (($0["gigabytesPerSecond"] as? [String: Any])?["values"] as? [Double])?.count == 2
+                }, "\(rows)")
         let tooSmall = try runSLLM(["bench", "populate", "--size", "12"], home: home.path)
         #expect(tooSmall.status == 64 && tooSmall.stderr.contains("--size"), "\(tooSmall.stderr)")
     }
@@ -160,7 +191,8 @@ import Glibc
         try writeFile(home.file("bad.yaml"), Array("prot: 80\n".utf8))
         let typo = try runSLLM(["serve", "--config", home.file("bad.yaml")], home: home.path)
         #expect(typo.status == 1 && typo.stderr.contains("unknown setting `prot`"), "\(typo.stderr)")
-        let open = try runSLLM(["serve", "--host", "0.0.0.0", "--port", "0", "--cache-dir", home.file("cache")], home: home.path)
+        let open = try runSLLM(
+            ["serve", "--host", "0.0.0.0", "--port", "0", "--cache-dir", home.file("cache")], home: home.path)
         #expect(open.status == 1 && open.stderr.contains("requires API keys"), "\(open.stderr)")
     }
 

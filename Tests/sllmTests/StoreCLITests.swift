@@ -3,7 +3,7 @@ import TestSupport
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The DRAM cache's memory as `sllm store` shows and recovers it.
@@ -15,7 +15,8 @@ import Glibc
         let before = server.bytesServed
         let load = Process()
         load.executableURL = sllmExecutable()
-        load.arguments = ["store", "load", "smol", "--remote", "http://127.0.0.1:\(server.port)/models", "--quiet"] + cache
+        load.arguments =
+            ["store", "load", "smol", "--remote", "http://127.0.0.1:\(server.port)/models", "--quiet"] + cache
         var environment = ProcessInfo.processInfo.environment
         environment["SLLM_HOME"] = home.file("node")
         load.environment = environment
@@ -24,7 +25,9 @@ import Glibc
         try load.run()
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline && load.isRunning {
-            let entry = ((try? FileManager.default.contentsOfDirectory(atPath: entries)) ?? []).contains { !$0.hasPrefix(".") }
+            let entry = ((try? FileManager.default.contentsOfDirectory(atPath: entries)) ?? []).contains {
+                !$0.hasPrefix(".")
+            }
             if entry && server.bytesServed - before > 6 << 20 { break }
             usleep(20_000)
         }
@@ -43,7 +46,8 @@ import Glibc
         let server = RangeHTTPServer()
         let checkpoint = origin + "/models/smol"
         for file in try FileManager.default.contentsOfDirectory(atPath: checkpoint) {
-            server.add("models/smol/\(file)", Array(try Data(contentsOf: URL(fileURLWithPath: checkpoint + "/" + file))))
+            server.add(
+                "models/smol/\(file)", Array(try Data(contentsOf: URL(fileURLWithPath: checkpoint + "/" + file))))
         }
         server.pace(bytesPerSecond: 4 << 20)
         try server.start()
@@ -53,16 +57,21 @@ import Glibc
 
         try killALoadMidway(home: home, server: server, cache: cache)
         let orphaned = try runSLLM(["store", "status"] + cache, home: node)
-        #expect(orphaned.status == 0 && orphaned.stdout.contains("died mid-load") && !orphaned.stdout.contains("orphaned 0 B"), "\(orphaned.stdout)")
+        #expect(
+            orphaned.status == 0 && orphaned.stdout.contains("died mid-load")
+                && !orphaned.stdout.contains("orphaned 0 B"), "\(orphaned.stdout)")
         #expect(orphaned.stdout.contains("in models 0 B"), "\(orphaned.stdout)")
 
         // A server start returns them to the pool (its fill is off in tests, so the pool is what the load left).
         let serve = try ServeProcess(["--port", "0", "--default-model", ""] + cache, home: node)
         #expect(serve.waitFor("[Serving] ready"), "\(serve.output)")
-        #expect(serve.output.contains("reclaimed shared memory left by a process that died mid-load"), "\(serve.output)")
+        #expect(
+            serve.output.contains("reclaimed shared memory left by a process that died mid-load"), "\(serve.output)")
         serve.stop()
         let pooled = try runSLLM(["store", "status"] + cache, home: node)
-        #expect(pooled.stdout.contains("orphaned 0 B") && !pooled.stdout.contains("pooled for reuse 0 B"), "\(pooled.stdout)")
+        #expect(
+            pooled.stdout.contains("orphaned 0 B") && !pooled.stdout.contains("pooled for reuse 0 B"),
+            "\(pooled.stdout)")
 
         try killALoadMidway(home: home, server: server, cache: cache)
         #expect(!(try runSLLM(["store", "status"] + cache, home: node).stdout.contains("orphaned 0 B")))
@@ -78,13 +87,16 @@ import Glibc
         let home = try TemporaryDirectory("serve-fill")
         defer { home.remove() }
         let cache = ["--cache-dir", home.file("cache"), "--dram-cache", "64MiB"]
-        let serve = try ServeProcess(["--port", "0", "--default-model", ""] + cache, home: home.path, environment: ["SLLM_DRAM_FILL": "true"])
+        let serve = try ServeProcess(
+            ["--port", "0", "--default-model", ""] + cache, home: home.path, environment: ["SLLM_DRAM_FILL": "true"])
         #expect(serve.waitFor("DRAM pool filled: 64.0 MiB added"), "\(serve.output)")
         let status = try runSLLM(["store", "status"] + cache, home: home.path)
         #expect(status.stdout.contains("in models 0 B, pooled for reuse 64.0 MiB, orphaned 0 B"), "\(status.stdout)")
         serve.stop()
         _ = try runSLLM(["store", "evict", "--all"] + cache, home: home.path)
-        let off = try ServeProcess(["--port", "0", "--default-model", "", "--no-dram-fill"] + cache, home: home.path, environment: ["SLLM_DRAM_FILL": "true"])
+        let off = try ServeProcess(
+            ["--port", "0", "--default-model", "", "--no-dram-fill"] + cache, home: home.path,
+            environment: ["SLLM_DRAM_FILL": "true"])
         #expect(off.waitFor("[Serving] ready"), "\(off.output)")
         off.stop()
         #expect(!off.output.contains("DRAM pool filled"))

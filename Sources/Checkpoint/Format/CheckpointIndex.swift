@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// The index of a checkpoint directory: everything but the tensor bytes.
 ///
@@ -117,12 +117,14 @@ extension CheckpointIndex {
         guard version <= currentFormatVersion else {
             throw CheckpointError(
                 .unsupported,
-                "\(path) has format version \(version); this build reads up to \(currentFormatVersion): upgrade sllm or re-run `sllm convert`")
+                "\(path) has format version \(version); this build reads up to \(currentFormatVersion): upgrade sllm or re-run `sllm convert`"
+            )
         }
         let checksum = readUInt32(bytes, at: 12)
         let length = readUInt64(bytes, at: 16)
         guard length == UInt64(bytes.count - headerByteCount), length <= UInt64(maxBodyByteCount) else {
-            throw .format("\(path) declares a \(length)-byte body but holds \(bytes.count - headerByteCount) bytes (truncated?)")
+            throw .format(
+                "\(path) declares a \(length)-byte body but holds \(bytes.count - headerByteCount) bytes (truncated?)")
         }
         let body = Array(bytes[headerByteCount...])
         guard CRC32C.checksum(body) == checksum else {
@@ -151,14 +153,17 @@ extension CheckpointIndex {
         try config.validate()
         for (number, partition) in partitions.enumerated() {
             guard partition.file == Self.partitionFileName(number) else {
-                throw .format("partition \(number) is named `\(partition.file)`, expected `\(Self.partitionFileName(number))`")
+                throw .format(
+                    "partition \(number) is named `\(partition.file)`, expected `\(Self.partitionFileName(number))`")
             }
             guard partition.byteCount >= 0, partition.byteCount % Self.alignment == 0 else {
                 throw .format("partition \(partition.file) length \(partition.byteCount) is not a multiple of 4096")
             }
             let blocks = (partition.byteCount + checksumBlockSize - 1) / checksumBlockSize
             guard partition.blockChecksums.count == blocks else {
-                throw .format("partition \(partition.file) has \(partition.blockChecksums.count) block checksums, expected \(blocks)")
+                throw .format(
+                    "partition \(partition.file) has \(partition.blockChecksums.count) block checksums, expected \(blocks)"
+                )
             }
         }
         var names = Set<String>()
@@ -172,13 +177,17 @@ extension CheckpointIndex {
             guard tensor.shape.count <= 8, let count = elementCount(of: tensor.shape),
                 tensor.dtype.byteCount(elementCount: count) == tensor.byteCount
             else {
-                throw .format("tensor `\(tensor.name)`: shape \(tensor.shape) of \(tensor.dtype) does not take \(tensor.byteCount) bytes")
+                throw .format(
+                    "tensor `\(tensor.name)`: shape \(tensor.shape) of \(tensor.dtype) does not take \(tensor.byteCount) bytes"
+                )
             }
             let end = tensor.offset.addingReportingOverflow(tensor.byteCount)
             guard tensor.offset >= 0, tensor.offset % Self.alignment == 0, !end.overflow,
                 end.partialValue <= partitions[tensor.partition].byteCount
             else {
-                throw .format("tensor `\(tensor.name)` at offset \(tensor.offset) (+\(tensor.byteCount)) is unaligned or past the end of its partition")
+                throw .format(
+                    "tensor `\(tensor.name)` at offset \(tensor.offset) (+\(tensor.byteCount)) is unaligned or past the end of its partition"
+                )
             }
         }
         for file in files {

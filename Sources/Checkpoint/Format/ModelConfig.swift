@@ -60,7 +60,8 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     func validate() throws(CheckpointError) {
         func check(_ value: Int, _ name: String, _ range: ClosedRange<Int>) throws(CheckpointError) {
             guard range.contains(value) else {
-                throw CheckpointError.format("model config: \(name) = \(value) is outside \(range.lowerBound)...\(range.upperBound)")
+                throw CheckpointError.format(
+                    "model config: \(name) = \(value) is outside \(range.lowerBound)...\(range.upperBound)")
             }
         }
         try check(vocabularySize, "vocabulary size", 1...(1 << 24))
@@ -73,10 +74,12 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         try check(headDimension, "head dimension", 1...(1 << 16))
         try check(ropeDimensionCount, "rope dimension count", 0...headDimension)
         guard headCount % headCountKV == 0 else {
-            throw CheckpointError.format("model config: \(headCount) heads are not a multiple of \(headCountKV) key/value heads")
+            throw CheckpointError.format(
+                "model config: \(headCount) heads are not a multiple of \(headCountKV) key/value heads")
         }
         guard rmsNormEpsilon > 0, rmsNormEpsilon < 1, ropeFrequencyBase > 0 else {
-            throw CheckpointError.format("model config: rms_norm_eps \(rmsNormEpsilon) or rope base \(ropeFrequencyBase) is out of range")
+            throw CheckpointError.format(
+                "model config: rms_norm_eps \(rmsNormEpsilon) or rope base \(ropeFrequencyBase) is out of range")
         }
     }
 }

@@ -19,7 +19,8 @@ public enum GGUFConverter {
             if key.hasPrefix("tokenizer.") { tokenizer[key] = value } else { metadata[key] = value }
         }
         guard tokenizer["tokenizer.ggml.model"] != nil, tokenizer["tokenizer.ggml.tokens"]?.arrayValue != nil else {
-            throw CheckpointError(.invalidFormat, "\(name) has no tokenizer (tokenizer.ggml.model / tokenizer.ggml.tokens missing)")
+            throw CheckpointError(
+                .invalidFormat, "\(name) has no tokenizer (tokenizer.ggml.model / tokenizer.ggml.tokens missing)")
         }
         let config = try modelConfig(gguf, name: name)
         let tensors = gguf.tensors.map { tensor in

@@ -38,7 +38,9 @@ public struct GGUFFile: Sendable {
     ///   - fileSize: the real file size, to check tensor data bounds.
     ///   - name: the file name for messages.
     /// - Throws: `CheckpointError` naming what is wrong: magic, version, a count, a type, an offset.
-    public static func parse(_ bytes: UnsafeRawBufferPointer, fileSize: Int, name: String) throws(CheckpointError) -> GGUFFile {
+    public static func parse(_ bytes: UnsafeRawBufferPointer, fileSize: Int, name: String) throws(CheckpointError)
+        -> GGUFFile
+    {
         var cursor = ByteCursor(bytes, context: "GGUF file \(name)")
         let magic = try cursor.read(UInt32.self, "magic")
         guard magic == 0x4655_4747 else {  // "GGUF"
@@ -46,7 +48,9 @@ public struct GGUFFile: Sendable {
         }
         let version = try cursor.read(UInt32.self, "version")
         if version == 1 {
-            throw CheckpointError(.unsupported, "\(name) is GGUF version 1, which is not supported; re-export it with a current llama.cpp")
+            throw CheckpointError(
+                .unsupported, "\(name) is GGUF version 1, which is not supported; re-export it with a current llama.cpp"
+            )
         }
         guard version == 2 || version == 3 else {
             let hint = version.byteSwapped <= 3 ? " (a big-endian GGUF? only little-endian is supported)" : ""
@@ -72,7 +76,8 @@ public struct GGUFFile: Sendable {
 
         var alignment = 32
         if let value = metadata.first(where: { $0.key == "general.alignment" })?.value {
-            guard let requested = value.intValue, requested > 0, requested <= 1 << 20, requested & (requested - 1) == 0 else {
+            guard let requested = value.intValue, requested > 0, requested <= 1 << 20, requested & (requested - 1) == 0
+            else {
                 throw .format("\(name): general.alignment \(value.summary) is not a power of two up to 1 MiB")
             }
             alignment = requested
@@ -99,30 +104,41 @@ public struct GGUFFile: Sendable {
             }
             let rawType = try cursor.read(UInt32.self, "type of `\(tensorName)`")
             guard let dtype = DType(rawValue: rawType) else {
-                throw CheckpointError(.unsupported, "\(name): tensor `\(tensorName)` has unknown or unsupported GGML type \(rawType)")
+                throw CheckpointError(
+                    .unsupported, "\(name): tensor `\(tensorName)` has unknown or unsupported GGML type \(rawType)")
             }
             let offset = try cursor.read(UInt64.self, "offset of `\(tensorName)`")
             guard dimensions[0] % dtype.blockSize == 0, let count = elementCount(of: dimensions),
                 let byteCount = dtype.byteCount(elementCount: count)
             else {
-                throw .format("\(name): tensor `\(tensorName)` shape \(dimensions) does not fit \(dtype) blocks of \(dtype.blockSize)")
+                throw .format(
+                    "\(name): tensor `\(tensorName)` shape \(dimensions) does not fit \(dtype) blocks of \(dtype.blockSize)"
+                )
             }
             guard offset % UInt64(alignment) == 0, offset <= UInt64(Int.max / 2) else {
                 throw .format("\(name): tensor `\(tensorName)` offset \(offset) is not aligned to \(alignment)")
             }
-            tensors.append(TensorInfo(name: tensorName, dimensions: dimensions, dtype: dtype, offset: Int(offset), byteCount: byteCount))
+            tensors.append(
+                TensorInfo(
+                    name: tensorName, dimensions: dimensions, dtype: dtype, offset: Int(offset), byteCount: byteCount))
         }
         let dataOffset = (cursor.offset + alignment - 1) / alignment * alignment
         for tensor in tensors {
-            let end = dataOffset.addingReportingOverflow(tensor.offset).partialValue.addingReportingOverflow(tensor.byteCount)
+            let end = dataOffset.addingReportingOverflow(tensor.offset).partialValue.addingReportingOverflow(
+                tensor.byteCount)
             guard !end.overflow, end.partialValue <= fileSize else {
-                throw .format("\(name): tensor `\(tensor.name)` (\(tensor.byteCount) bytes at data offset \(tensor.offset)) extends past the end of the \(fileSize)-byte file (truncated?)")
+                throw .format(
+                    "\(name): tensor `\(tensor.name)` (\(tensor.byteCount) bytes at data offset \(tensor.offset)) extends past the end of the \(fileSize)-byte file (truncated?)"
+                )
             }
         }
-        return GGUFFile(version: version, metadata: metadata, tensors: tensors, alignment: alignment, dataOffset: dataOffset)
+        return GGUFFile(
+            version: version, metadata: metadata, tensors: tensors, alignment: alignment, dataOffset: dataOffset)
     }
 
-    private static func readValue(type: UInt32, cursor: inout ByteCursor, key: String, depth: Int) throws(CheckpointError) -> JSONValue {
+    private static func readValue(type: UInt32, cursor: inout ByteCursor, key: String, depth: Int)
+        throws(CheckpointError) -> JSONValue
+    {
         switch type {
         case 0: return .int(Int64(try cursor.read(UInt8.self, key)))
         case 1: return .int(Int64(try cursor.read(Int8.self, key)))
@@ -144,7 +160,9 @@ public struct GGUFFile: Sendable {
             let elementType = try cursor.read(UInt32.self, "element type of `\(key)`")
             let count = try cursor.read(UInt64.self, "length of `\(key)`")
             let minimum = UInt64(minimumSize(ofType: elementType))
-            guard minimum > 0 else { throw .format("\(cursor.context): `\(key)` has unknown element type \(elementType)") }
+            guard minimum > 0 else {
+                throw .format("\(cursor.context): `\(key)` has unknown element type \(elementType)")
+            }
             guard count <= UInt64(cursor.remaining) / minimum else {
                 throw .format("\(cursor.context): array `\(key)` claims \(count) elements, more than the file can hold")
             }

@@ -37,10 +37,12 @@ public enum HuggingFaceConverter {
             for tensor in header.tensors {
                 guard let name = TensorNameMap.ggufName(for: tensor.name) else { continue }
                 if name == tensor.name {
-                    logger.warning("keeping a tensor that is not part of the Llama family layout", metadata: ["tensor": "\(name)"])
+                    logger.warning(
+                        "keeping a tensor that is not part of the Llama family layout", metadata: ["tensor": "\(name)"])
                 }
                 guard located[name] == nil else {
-                    throw CheckpointError(.invalidFormat, "tensor `\(tensor.name)` appears in more than one weight file")
+                    throw CheckpointError(
+                        .invalidFormat, "tensor `\(tensor.name)` appears in more than one weight file")
                 }
                 located[name] = (shared, tensor)
             }
@@ -51,26 +53,35 @@ public enum HuggingFaceConverter {
         guard embedding.info.shape == [config.vocabularySize, config.embeddingLength] else {
             throw CheckpointError(
                 .invalidFormat,
-                "model.embed_tokens.weight has shape \(embedding.info.shape); config.json implies [\(config.vocabularySize), \(config.embeddingLength)]")
+                "model.embed_tokens.weight has shape \(embedding.info.shape); config.json implies [\(config.vocabularySize), \(config.embeddingLength)]"
+            )
         }
 
         let permute = config.architecture == "llama"
         let tensors = located.keys.sorted { TensorNameMap.order(of: $0) < TensorNameMap.order(of: $1) }.map { name in
             let (file, info) = located[name]!
             var heads = 0
-            if permute && (name.hasSuffix("attn_q.weight") || name.hasSuffix("attn_q.bias")) { heads = config.headCount }
-            if permute && (name.hasSuffix("attn_k.weight") || name.hasSuffix("attn_k.bias")) { heads = config.headCountKV }
+            if permute && (name.hasSuffix("attn_q.weight") || name.hasSuffix("attn_q.bias")) {
+                heads = config.headCount
+            }
+            if permute && (name.hasSuffix("attn_k.weight") || name.hasSuffix("attn_k.bias")) {
+                heads = config.headCountKV
+            }
             if heads > 0 {
                 return permutedRows(of: file, info: info, name: name, heads: heads)
             }
-            return TensorSource.slice(of: file, at: Int64(info.offset), name: name, dtype: info.dtype, shape: info.shape, byteCount: info.byteCount)
+            return TensorSource.slice(
+                of: file, at: Int64(info.offset), name: name, dtype: info.dtype, shape: info.shape,
+                byteCount: info.byteCount)
         }
 
         var files: [(name: String, bytes: [UInt8])] = []
         for name in copiedFiles where FileSystem.exists(directory + "/" + name) {
             let handle = try FileHandle.openForReading(directory + "/" + name)
             let size = try handle.size()
-            guard size <= 64 << 20 else { throw CheckpointError(.invalidFormat, "\(name) is \(size) bytes, too large for a tokenizer file") }
+            guard size <= 64 << 20 else {
+                throw CheckpointError(.invalidFormat, "\(name) is \(size) bytes, too large for a tokenizer file")
+            }
             files.append((name, try handle.readBytes(count: Int(size), at: 0)))
         }
         return CheckpointContents(
@@ -89,21 +100,26 @@ public enum HuggingFaceConverter {
             }
             var names = Set<String>()
             for (_, value) in map {
-                guard let file = value.stringValue, !file.contains("/"), !file.hasPrefix("."), file.hasSuffix(".safetensors") else {
+                guard let file = value.stringValue, !file.contains("/"), !file.hasPrefix("."),
+                    file.hasSuffix(".safetensors")
+                else {
                     throw CheckpointError(.invalidFormat, "\(indexPath) names an invalid weight file \(value.summary)")
                 }
                 names.insert(file)
             }
             return names.sorted().map { directory + "/" + $0 }
         }
-        let files = try FileSystem.listDirectory(directory).filter { $0.hasSuffix(".safetensors") && !$0.hasPrefix(".") }
+        let files = try FileSystem.listDirectory(directory).filter {
+            $0.hasSuffix(".safetensors") && !$0.hasPrefix(".")
+        }
         guard !files.isEmpty else { throw CheckpointError(.invalidFormat, "\(directory) holds no .safetensors files") }
         return files.map { directory + "/" + $0 }
     }
 
     static func readJSONObject(_ path: String) throws -> [String: JSONValue] {
         guard FileSystem.exists(path) else {
-            throw CheckpointError(.invalidFormat, "\(FileSystem.directoryName(path)) has no \(FileSystem.baseName(path))")
+            throw CheckpointError(
+                .invalidFormat, "\(FileSystem.directoryName(path)) has no \(FileSystem.baseName(path))")
         }
         let handle = try FileHandle.openForReading(path)
         let size = try handle.size()
@@ -116,11 +132,13 @@ public enum HuggingFaceConverter {
     }
 
     static func modelConfig(_ json: [String: JSONValue], directory: String) throws -> ModelConfig {
-        let declared = json["architectures"]?.arrayValue?.first?.stringValue ?? json["model_type"]?.stringValue ?? "(none)"
+        let declared =
+            json["architectures"]?.arrayValue?.first?.stringValue ?? json["model_type"]?.stringValue ?? "(none)"
         guard let architecture = architectures[declared] else {
             throw CheckpointError(
                 .unsupported,
-                "\(directory)/config.json: architecture \(declared) is not supported (supported: \(architectures.keys.sorted().joined(separator: ", ")))")
+                "\(directory)/config.json: architecture \(declared) is not supported (supported: \(architectures.keys.sorted().joined(separator: ", ")))"
+            )
         }
         let hidden = try integer(json, directory, "hidden_size")
         let heads = try integer(json, directory, "num_attention_heads")
@@ -188,14 +206,19 @@ public enum HuggingFaceConverter {
     /// A q or k projection with its rows reordered from Hugging Face's half-split RoPE layout to
     /// GGUF's interleaved one: within each head, row `2i + j` of the result is row `j·d/2 + i`
     /// of the source (`d` = rows per head). llama.cpp: `reshape(n_head, 2, d/2, …).swapaxes(1, 2)`.
-    static func permutedRows(of file: SharedFile, info: SafetensorsFile.TensorInfo, name: String, heads: Int) -> TensorSource {
+    static func permutedRows(of file: SharedFile, info: SafetensorsFile.TensorInfo, name: String, heads: Int)
+        -> TensorSource
+    {
         let rows = info.shape.first ?? 0
         let rowBytes = rows > 0 ? info.byteCount / rows : 0
         let perHead = heads > 0 ? rows / heads : 0
-        return TensorSource(name: name, dtype: info.dtype, shape: info.shape, byteCount: info.byteCount) { start, buffer in
+        return TensorSource(name: name, dtype: info.dtype, shape: info.shape, byteCount: info.byteCount) {
+            start, buffer in
             guard let base = buffer.baseAddress else { return }
             guard perHead % 2 == 0, perHead * heads == rows else {
-                throw CheckpointError(.invalidFormat, "tensor `\(name)` has \(rows) rows, not a whole number of \(heads) heads of even size")
+                throw CheckpointError(
+                    .invalidFormat,
+                    "tensor `\(name)` has \(rows) rows, not a whole number of \(heads) heads of even size")
             }
             // Read each head touched by the request in one pread, then place its rows.
             let headBytes = perHead * rowBytes
@@ -204,7 +227,8 @@ public enum HuggingFaceConverter {
             var head = start / headBytes
             while head * headBytes < end {
                 try scratch.withUnsafeMutableBytes { source in
-                    try file.handle.read(into: source.baseAddress!, count: headBytes, at: Int64(info.offset + head * headBytes))
+                    try file.handle.read(
+                        into: source.baseAddress!, count: headBytes, at: Int64(info.offset + head * headBytes))
                     for local in 0..<perHead {
                         let rowStart = head * headBytes + local * rowBytes
                         let from = max(rowStart, start)

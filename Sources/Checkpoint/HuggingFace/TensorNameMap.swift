@@ -38,7 +38,9 @@ enum TensorNameMap {
     /// Sort key that lays tensors out in the order a forward pass uses them.
     static func order(of name: String) -> (Int, Int, String) {
         if name == "token_embd.weight" { return (0, 0, name) }
-        if name.hasPrefix("blk."), let dot = name.dropFirst(4).firstIndex(of: "."), let layer = Int(name.dropFirst(4)[..<dot]) {
+        if name.hasPrefix("blk."), let dot = name.dropFirst(4).firstIndex(of: "."),
+            let layer = Int(name.dropFirst(4)[..<dot])
+        {
             let suffix = String(name[name.index(after: dot)...])
             let position = layerSuffixes.firstIndex { $0.gguf == suffix } ?? layerSuffixes.count
             return (1 + layer, position, name)

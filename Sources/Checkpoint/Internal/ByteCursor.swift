@@ -18,11 +18,14 @@ struct ByteCursor {
 
     mutating func need(_ count: Int, for what: @autoclosure () -> String) throws(CheckpointError) {
         guard count >= 0, count <= remaining else {
-            throw .format("\(context): \(what()) needs \(count) bytes at offset \(offset) but only \(max(remaining, 0)) remain (truncated file?)")
+            throw .format(
+                "\(context): \(what()) needs \(count) bytes at offset \(offset) but only \(max(remaining, 0)) remain (truncated file?)"
+            )
         }
     }
 
-    mutating func read<T: FixedWidthInteger>(_: T.Type, _ what: @autoclosure () -> String) throws(CheckpointError) -> T {
+    mutating func read<T: FixedWidthInteger>(_: T.Type, _ what: @autoclosure () -> String) throws(CheckpointError) -> T
+    {
         try need(MemoryLayout<T>.size, for: what())
         let value = bytes.loadUnaligned(fromByteOffset: offset, as: T.self)
         offset += MemoryLayout<T>.size
@@ -41,7 +44,8 @@ struct ByteCursor {
     mutating func readString(_ what: @autoclosure () -> String) throws(CheckpointError) -> String {
         let length = try read(UInt64.self, what())
         guard length <= UInt64(remaining) else {
-            throw .format("\(context): \(what()) claims \(length) bytes at offset \(offset) but only \(remaining) remain")
+            throw .format(
+                "\(context): \(what()) claims \(length) bytes at offset \(offset) but only \(remaining) remain")
         }
         let start = offset
         offset += Int(length)

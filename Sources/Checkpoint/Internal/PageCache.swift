@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Page-cache control for benchmarks: evict a file's pages, measure how much of it is resident.

@@ -1,10 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
-
 import CKernels
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 /// `O_DIRECT`, which Swift's Glibc module does not export.
 package let openDirect: Int32 = sllm_o_direct()
@@ -57,7 +57,9 @@ package final class FileHandle {
     /// The file's size in bytes.
     package func size() throws(CheckpointError) -> Int64 {
         var info = stat()
-        guard fstat(fd, &info) == 0 else { throw CheckpointError(.io, "cannot stat \(path)", cause: Errno.current("fstat")) }
+        guard fstat(fd, &info) == 0 else {
+            throw CheckpointError(.io, "cannot stat \(path)", cause: Errno.current("fstat"))
+        }
         return Int64(info.st_size)
     }
 
@@ -68,12 +70,14 @@ package final class FileHandle {
             let n = pread(fd, buffer + done, count - done, off_t(offset) + off_t(done))
             if n < 0 {
                 if errno == EINTR { continue }
-                throw CheckpointError(.io, "read failed in \(path) at offset \(offset + Int64(done))", cause: Errno.current("pread"))
+                throw CheckpointError(
+                    .io, "read failed in \(path) at offset \(offset + Int64(done))", cause: Errno.current("pread"))
             }
             if n == 0 {
                 throw CheckpointError(
                     .invalidFormat,
-                    "\(path) ends at byte \(offset + Int64(done)) but \(count - done) more bytes were expected (truncated file?)")
+                    "\(path) ends at byte \(offset + Int64(done)) but \(count - done) more bytes were expected (truncated file?)"
+                )
             }
             done += n
         }
@@ -117,7 +121,9 @@ package final class FileHandle {
 
     /// `fsync(2)`.
     package func sync() throws(CheckpointError) {
-        guard fsync(fd) == 0 else { throw CheckpointError(.io, "fsync failed for \(path)", cause: Errno.current("fsync")) }
+        guard fsync(fd) == 0 else {
+            throw CheckpointError(.io, "fsync failed for \(path)", cause: Errno.current("fsync"))
+        }
     }
 }
 
@@ -161,7 +167,9 @@ package enum FileSystem {
     package static func makeDirectory(_ path: String) throws(CheckpointError) {
         guard mkdir(path, 0o755) == 0 else {
             let error = Errno.current("mkdir \(path)")
-            if error.rawValue == EEXIST { throw CheckpointError(.alreadyExists, "\(path) already exists", cause: error) }
+            if error.rawValue == EEXIST {
+                throw CheckpointError(.alreadyExists, "\(path) already exists", cause: error)
+            }
             throw CheckpointError(.io, "cannot create directory \(path)", cause: error)
         }
     }
@@ -181,7 +189,9 @@ package enum FileSystem {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw CheckpointError(.io, "cannot open directory \(path)", cause: Errno.current("open")) }
         defer { close(fd) }
-        guard fsync(fd) == 0 else { throw CheckpointError(.io, "fsync failed for \(path)", cause: Errno.current("fsync")) }
+        guard fsync(fd) == 0 else {
+            throw CheckpointError(.io, "fsync failed for \(path)", cause: Errno.current("fsync"))
+        }
     }
 
     package static func rename(_ from: String, to: String) throws(CheckpointError) {

@@ -31,7 +31,9 @@ public struct CheckpointReader: Sendable {
                 throw .format("checkpoint \(directory) is missing its partition file \(partition.file)")
             }
             guard actual == Int64(partition.byteCount) else {
-                throw .format("partition \(partition.file) is \(actual) bytes but the index says \(partition.byteCount) (truncated or replaced)")
+                throw .format(
+                    "partition \(partition.file) is \(actual) bytes but the index says \(partition.byteCount) (truncated or replaced)"
+                )
             }
         }
     }
@@ -84,7 +86,8 @@ public struct CheckpointReader: Sendable {
                 let count = min(buffer.byteCount, partition.byteCount - offset)
                 try file.read(into: buffer.base, count: count, at: Int64(offset))
                 checksums.removeAll(keepingCapacity: true)
-                CRC32C.blockChecksums(UnsafeRawBufferPointer(start: buffer.base, count: count), blockSize: blockSize, into: &checksums)
+                CRC32C.blockChecksums(
+                    UnsafeRawBufferPointer(start: buffer.base, count: count), blockSize: blockSize, into: &checksums)
                 for (i, checksum) in checksums.enumerated() {
                     let block = offset / blockSize + i
                     if checksum != partition.blockChecksums[block] {
@@ -113,9 +116,11 @@ public struct CheckpointReader: Sendable {
             if case .failure = Result(catching: { () throws(CheckpointError) in try tensorBytes(tensor.name) }) {
                 return CheckpointError(
                     .corrupt,
-                    "tensor `\(tensor.name)` is corrupt: \(file) bytes \(start)..<\(min(end, index.partitions[partition].byteCount)) fail their checksum")
+                    "tensor `\(tensor.name)` is corrupt: \(file) bytes \(start)..<\(min(end, index.partitions[partition].byteCount)) fail their checksum"
+                )
             }
         }
-        return CheckpointError(.corrupt, "padding in \(file) bytes \(start)..<\(end) is corrupt (no tensor's own checksum fails)")
+        return CheckpointError(
+            .corrupt, "padding in \(file) bytes \(start)..<\(end) is corrupt (no tensor's own checksum fails)")
     }
 }

@@ -27,7 +27,9 @@ public struct SafetensorsFile: Sendable {
         if let metadata { table["__metadata__"] = metadata }
         var offset = 0
         for tensor in tensors {
-            table[tensor.name] = ["dtype": tensor.dtype, "shape": tensor.shape, "data_offsets": [offset, offset + tensor.byteCount]]
+            table[tensor.name] = [
+                "dtype": tensor.dtype, "shape": tensor.shape, "data_offsets": [offset, offset + tensor.byteCount],
+            ]
             offset += tensor.byteCount
         }
         var json = [UInt8](try JSONSerialization.data(withJSONObject: table, options: [.sortedKeys]))
@@ -44,7 +46,9 @@ public struct SafetensorsFile: Sendable {
     ///   - fileSize: the file's real size, to check data offsets.
     /// - Throws: `CheckpointError` for a bad length, invalid JSON, an unknown dtype, or data
     ///   offsets that are inverted, overlap the wrong size, or run past the end of the file.
-    public static func parse(_ prefix: UnsafeRawBufferPointer, fileSize: Int, name: String) throws(CheckpointError) -> SafetensorsFile {
+    public static func parse(_ prefix: UnsafeRawBufferPointer, fileSize: Int, name: String) throws(CheckpointError)
+        -> SafetensorsFile
+    {
         var cursor = ByteCursor(prefix, context: "safetensors file \(name)")
         let length = try cursor.read(UInt64.self, "header length")
         guard length >= 2, length <= UInt64(maxHeaderByteCount), length <= UInt64(max(fileSize - 8, 0)) else {
@@ -69,7 +73,9 @@ public struct SafetensorsFile: Sendable {
         var metadata: [String: String] = [:]
         for (key, value) in table.sorted(by: { $0.key < $1.key }) {
             if key == "__metadata__" {
-                for (metaKey, metaValue) in value.objectValue ?? [:] { metadata[metaKey] = metaValue.stringValue ?? metaValue.summary }
+                for (metaKey, metaValue) in value.objectValue ?? [:] {
+                    metadata[metaKey] = metaValue.stringValue ?? metaValue.summary
+                }
                 continue
             }
             guard let entry = value.objectValue,
@@ -90,13 +96,18 @@ public struct SafetensorsFile: Sendable {
                 }
                 shape.append(size)
             }
-            guard shape.count <= 8, let count = elementCount(of: shape), let byteCount = dtype.byteCount(elementCount: count) else {
+            guard shape.count <= 8, let count = elementCount(of: shape),
+                let byteCount = dtype.byteCount(elementCount: count)
+            else {
                 throw .format("\(name): tensor `\(key)` shape \(shape) is too large")
             }
             guard begin >= 0, begin <= end, end <= dataSize, end - begin == byteCount else {
-                throw .format("\(name): tensor `\(key)` data_offsets [\(begin), \(end)] do not hold \(byteCount) bytes within the \(dataSize)-byte data section")
+                throw .format(
+                    "\(name): tensor `\(key)` data_offsets [\(begin), \(end)] do not hold \(byteCount) bytes within the \(dataSize)-byte data section"
+                )
             }
-            tensors.append(TensorInfo(name: key, dtype: dtype, shape: shape, offset: dataStart + begin, byteCount: byteCount))
+            tensors.append(
+                TensorInfo(name: key, dtype: dtype, shape: shape, offset: dataStart + begin, byteCount: byteCount))
         }
         return SafetensorsFile(tensors: tensors, metadata: metadata)
     }

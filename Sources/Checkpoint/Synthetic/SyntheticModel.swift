@@ -58,10 +58,12 @@ public enum SyntheticModel {
             "num_key_value_heads": shape.kvHeads, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5,
             "rope_theta": 10000.0, "tie_word_embeddings": shape.tiedEmbeddings, "torch_dtype": "float16",
         ]
-        try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]).write(to: URL(fileURLWithPath: directory + "/config.json"))
+        try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]).write(
+            to: URL(fileURLWithPath: directory + "/config.json"))
         let tokenizer = #"{"version":"1.0","added_tokens":[],"model":{"type":"BPE","vocab":{"a":0,"b":1},"merges":[]}}"#
         try Data(tokenizer.utf8).write(to: URL(fileURLWithPath: directory + "/tokenizer.json"))
-        let tokenizerConfig = #"{"chat_template":"{% for m in messages %}{{ m['content'] }}{% endfor %}","bos_token":"a","eos_token":"b"}"#
+        let tokenizerConfig =
+            #"{"chat_template":"{% for m in messages %}{{ m['content'] }}{% endfor %}","bos_token":"a","eos_token":"b"}"#
         try Data(tokenizerConfig.utf8).write(to: URL(fileURLWithPath: directory + "/tokenizer_config.json"))
 
         var tensors: [(String, [Int])] = [("model.embed_tokens.weight", [shape.vocabularySize, shape.hiddenSize])]
@@ -86,8 +88,11 @@ public enum SyntheticModel {
 
     /// Writes an F16 safetensors file with pseudo-random contents. Returns the data bytes.
     @discardableResult
-    public static func writeSafetensors(_ path: String, tensors: [(name: String, shape: [Int])], seed: UInt64) throws -> Int {
-        let prefix = try SafetensorsFile.header(for: tensors.map { ($0.name, "F16", $0.shape, $0.shape.reduce(2, *)) }, metadata: ["format": "pt"])
+    public static func writeSafetensors(_ path: String, tensors: [(name: String, shape: [Int])], seed: UInt64) throws
+        -> Int
+    {
+        let prefix = try SafetensorsFile.header(
+            for: tensors.map { ($0.name, "F16", $0.shape, $0.shape.reduce(2, *)) }, metadata: ["format": "pt"])
         let dataBytes = tensors.reduce(0) { $0 + $1.shape.reduce(2, *) }
         let file = try FileHandle.create(path)
         try prefix.withUnsafeBytes { try file.write($0, at: 0) }

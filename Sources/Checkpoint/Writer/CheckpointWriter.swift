@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKernels
 import Foundation
 public import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Writes a checkpoint directory atomically.
 ///
@@ -22,7 +23,9 @@ public struct CheckpointWriter: Sendable {
         /// Replace an existing checkpoint at the destination (atomically swapped).
         public var replaceExisting: Bool
 
-        public init(maxPartitionByteCount: Int = 4 << 30, checksumBlockSize: Int = 1 << 20, replaceExisting: Bool = false) {
+        public init(
+            maxPartitionByteCount: Int = 4 << 30, checksumBlockSize: Int = 1 << 20, replaceExisting: Bool = false
+        ) {
             self.maxPartitionByteCount = maxPartitionByteCount
             self.checksumBlockSize = checksumBlockSize
             self.replaceExisting = replaceExisting
@@ -50,10 +53,12 @@ public struct CheckpointWriter: Sendable {
     ) throws -> CheckpointIndex {
         let blockSize = options.checksumBlockSize
         guard blockSize >= CheckpointIndex.alignment, blockSize % CheckpointIndex.alignment == 0 else {
-            throw CheckpointError(.invalidArgument, "checksum block size \(blockSize) is not a positive multiple of 4096")
+            throw CheckpointError(
+                .invalidArgument, "checksum block size \(blockSize) is not a positive multiple of 4096")
         }
         guard options.maxPartitionByteCount >= CheckpointIndex.alignment else {
-            throw CheckpointError(.invalidArgument, "partition size \(options.maxPartitionByteCount) is smaller than 4096")
+            throw CheckpointError(
+                .invalidArgument, "partition size \(options.maxPartitionByteCount) is smaller than 4096")
         }
         try contents.config.validate()
         let destination = FileSystem.absolute(destination)
@@ -62,7 +67,8 @@ public struct CheckpointWriter: Sendable {
         }
         let parent = FileSystem.directoryName(destination)
         try FileSystem.makeDirectories(parent)
-        let temporary = parent + "/." + FileSystem.baseName(destination) + ".partial-\(getpid())-" + FileSystem.randomSuffix()
+        let temporary =
+            parent + "/." + FileSystem.baseName(destination) + ".partial-\(getpid())-" + FileSystem.randomSuffix()
         try FileSystem.makeDirectory(temporary)
         do {
             let index = try writeContents(contents, into: temporary, progress: progress)
@@ -115,8 +121,13 @@ public struct CheckpointWriter: Sendable {
             guard names.insert(tensor.name).inserted else {
                 throw CheckpointError(.invalidFormat, "tensor `\(tensor.name)` appears twice in the source")
             }
-            guard let count = elementCount(of: tensor.shape), tensor.dtype.byteCount(elementCount: count) == tensor.byteCount else {
-                throw CheckpointError(.invalidFormat, "tensor `\(tensor.name)`: shape \(tensor.shape) of \(tensor.dtype) does not take \(tensor.byteCount) bytes")
+            guard let count = elementCount(of: tensor.shape),
+                tensor.dtype.byteCount(elementCount: count) == tensor.byteCount
+            else {
+                throw CheckpointError(
+                    .invalidFormat,
+                    "tensor `\(tensor.name)`: shape \(tensor.shape) of \(tensor.dtype) does not take \(tensor.byteCount) bytes"
+                )
             }
         }
         let placements = Self.layout(contents.tensors, maxPartitionByteCount: options.maxPartitionByteCount)
@@ -131,7 +142,8 @@ public struct CheckpointWriter: Sendable {
         for number in 0..<partitionCount {
             let fileName = CheckpointIndex.partitionFileName(number)
             let file = try FileHandle.create(directory + "/" + fileName)
-            let writer = WriteBehind(file: file, blockSize: blockSize, calls: systemCalls, bufferCount: 3, bufferSize: stagingSize)
+            let writer = WriteBehind(
+                file: file, blockSize: blockSize, calls: systemCalls, bufferCount: 3, bufferSize: stagingSize)
             var finished = false
             defer { if !finished { writer.abandon() } }
             var staging = try writer.takeBuffer()
@@ -171,9 +183,10 @@ public struct CheckpointWriter: Sendable {
                         progress?(Progress(phase: "convert", completedBytes: written, totalBytes: total))
                     }
                 }
-                records.append(.init(
-                    name: tensor.name, dtype: tensor.dtype, shape: tensor.shape, partition: number,
-                    offset: placement.offset, byteCount: tensor.byteCount, crc32c: crc))
+                records.append(
+                    .init(
+                        name: tensor.name, dtype: tensor.dtype, shape: tensor.shape, partition: number,
+                        offset: placement.offset, byteCount: tensor.byteCount, crc32c: crc))
             }
             try pad(to: alignUp(flushedOffset + filled))
             try flush()
@@ -196,7 +209,8 @@ public struct CheckpointWriter: Sendable {
         let index = CheckpointIndex(
             formatVersion: CheckpointIndex.currentFormatVersion, source: contents.source,
             sourceFormat: contents.sourceFormat, config: contents.config, metadata: contents.metadata,
-            tokenizer: .init(format: contents.tokenizerFormat, files: contents.tokenizerFiles, chatTemplate: contents.chatTemplate),
+            tokenizer: .init(
+                format: contents.tokenizerFormat, files: contents.tokenizerFiles, chatTemplate: contents.chatTemplate),
             checksumBlockSize: options.checksumBlockSize, partitions: partitions, tensors: records, files: fileRecords)
         try index.validate()
         let indexFile = try FileHandle.create(directory + "/" + CheckpointIndex.fileName)

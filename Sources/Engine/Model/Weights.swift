@@ -1,5 +1,5 @@
-import Checkpoint
 import CKernels
+import Checkpoint
 import Foundation
 
 /// Why the engine refuses a model or a request: the kind, a message naming what was wrong, and
@@ -83,8 +83,10 @@ struct Weights: Sendable {
     init(model: any ModelWeights) throws(EngineError) {
         let config = model.index.config
         guard supportedArchitectures.contains(config.architecture) else {
-            throw EngineError(.unsupportedModel,
-                "architecture \(config.architecture) is not supported (supported: \(supportedArchitectures.sorted().joined(separator: ", ")))")
+            throw EngineError(
+                .unsupportedModel,
+                "architecture \(config.architecture) is not supported (supported: \(supportedArchitectures.sorted().joined(separator: ", ")))"
+            )
         }
         guard config.ropeStyle == "normal" || config.ropeStyle == "neox" else {
             throw EngineError(.unsupportedModel, "rope style \(config.ropeStyle) is not supported")
@@ -100,22 +102,28 @@ struct Weights: Sendable {
                 throw EngineError(.unsupportedModel, "tensor \(name) is missing from the checkpoint")
             }
             guard supportedWeightTypes.contains(view.dtype) else {
-                throw EngineError(.unsupportedModel,
-                    "tensor \(name) has dtype \(view.dtype.name), which the engine does not compute on (supported: \(supportedWeightTypes.map(\.name).sorted().joined(separator: ", ")))")
+                throw EngineError(
+                    .unsupportedModel,
+                    "tensor \(name) has dtype \(view.dtype.name), which the engine does not compute on (supported: \(supportedWeightTypes.map(\.name).sorted().joined(separator: ", ")))"
+                )
             }
             guard view.shape == [rows, columns] else {
-                throw EngineError(.unsupportedModel, "tensor \(name) has shape \(view.shape), expected [\(rows), \(columns)]")
+                throw EngineError(
+                    .unsupportedModel, "tensor \(name) has shape \(view.shape), expected [\(rows), \(columns)]")
             }
             let type = Int32(view.dtype.rawValue)
             guard columns % view.dtype.blockSize == 0 else {
-                throw EngineError(.unsupportedModel, "tensor \(name): \(columns) columns are not whole \(view.dtype.name) blocks")
+                throw EngineError(
+                    .unsupportedModel, "tensor \(name): \(columns) columns are not whole \(view.dtype.name) blocks")
             }
             let rowBytes = sllm_row_bytes(type, Int64(columns))
             guard rowBytes * rows == view.bytes.count, let base = view.bytes.baseAddress else {
-                throw EngineError(.unsupportedModel, "tensor \(name) holds \(view.bytes.count) bytes, expected \(rowBytes * rows)")
+                throw EngineError(
+                    .unsupportedModel, "tensor \(name) holds \(view.bytes.count) bytes, expected \(rowBytes * rows)")
             }
-            return Matrix(name: name, type: type, data: base, rows: rows, columns: columns, rowBytes: rowBytes,
-                          activationType: sllm_activation_type(type))
+            return Matrix(
+                name: name, type: type, data: base, rows: rows, columns: columns, rowBytes: rowBytes,
+                activationType: sllm_activation_type(type))
         }
 
         func vector(_ name: String, count: Int, optional: Bool = false) throws(EngineError) -> [Float]? {
@@ -124,11 +132,16 @@ struct Weights: Sendable {
                 throw EngineError(.unsupportedModel, "tensor \(name) is missing from the checkpoint")
             }
             guard [DType.f32, .f16, .bf16].contains(view.dtype), view.shape.reduce(1, *) == count,
-                  view.bytes.count == count * view.dtype.blockBytes, let base = view.bytes.baseAddress else {
-                throw EngineError(.unsupportedModel, "tensor \(name) (\(view.dtype.name) \(view.shape)) is not a vector of \(count) floats")
+                view.bytes.count == count * view.dtype.blockBytes, let base = view.bytes.baseAddress
+            else {
+                throw EngineError(
+                    .unsupportedModel,
+                    "tensor \(name) (\(view.dtype.name) \(view.shape)) is not a vector of \(count) floats")
             }
             var values = [Float](repeating: 0, count: count)
-            values.withUnsafeMutableBufferPointer { sllm_dequantize_row(Int32(view.dtype.rawValue), base, $0.baseAddress, Int64(count)) }
+            values.withUnsafeMutableBufferPointer {
+                sllm_dequantize_row(Int32(view.dtype.rawValue), base, $0.baseAddress, Int64(count))
+            }
             return values
         }
 
@@ -142,29 +155,33 @@ struct Weights: Sendable {
         var layers: [Layer] = []
         for i in 0..<config.blockCount {
             let p = "blk.\(i)."
-            layers.append(Layer(
-                attentionNorm: try vector(p + "attn_norm.weight", count: embedding)!,
-                query: try matrix(p + "attn_q.weight", rows: qDim, columns: embedding),
-                key: try matrix(p + "attn_k.weight", rows: kvDim, columns: embedding),
-                value: try matrix(p + "attn_v.weight", rows: kvDim, columns: embedding),
-                output: try matrix(p + "attn_output.weight", rows: embedding, columns: qDim),
-                queryBias: try vector(p + "attn_q.bias", count: qDim, optional: true),
-                keyBias: try vector(p + "attn_k.bias", count: kvDim, optional: true),
-                valueBias: try vector(p + "attn_v.bias", count: kvDim, optional: true),
-                feedForwardNorm: try vector(p + "ffn_norm.weight", count: embedding)!,
-                gate: try matrix(p + "ffn_gate.weight", rows: config.feedForwardLength, columns: embedding),
-                up: try matrix(p + "ffn_up.weight", rows: config.feedForwardLength, columns: embedding),
-                down: try matrix(p + "ffn_down.weight", rows: embedding, columns: config.feedForwardLength)))
+            layers.append(
+                Layer(
+                    attentionNorm: try vector(p + "attn_norm.weight", count: embedding)!,
+                    query: try matrix(p + "attn_q.weight", rows: qDim, columns: embedding),
+                    key: try matrix(p + "attn_k.weight", rows: kvDim, columns: embedding),
+                    value: try matrix(p + "attn_v.weight", rows: kvDim, columns: embedding),
+                    output: try matrix(p + "attn_output.weight", rows: embedding, columns: qDim),
+                    queryBias: try vector(p + "attn_q.bias", count: qDim, optional: true),
+                    keyBias: try vector(p + "attn_k.bias", count: kvDim, optional: true),
+                    valueBias: try vector(p + "attn_v.bias", count: kvDim, optional: true),
+                    feedForwardNorm: try vector(p + "ffn_norm.weight", count: embedding)!,
+                    gate: try matrix(p + "ffn_gate.weight", rows: config.feedForwardLength, columns: embedding),
+                    up: try matrix(p + "ffn_up.weight", rows: config.feedForwardLength, columns: embedding),
+                    down: try matrix(p + "ffn_down.weight", rows: embedding, columns: config.feedForwardLength)))
         }
         self.layers = layers
-        ropeFrequencyFactors = try vector("rope_freqs.weight", count: config.ropeDimensionCount / 2, optional: true)
+        ropeFrequencyFactors =
+            try vector("rope_freqs.weight", count: config.ropeDimensionCount / 2, optional: true)
             ?? Weights.llama3FrequencyFactors(config)
     }
 
     /// Llama 3.1's rope scaling computed from the config (what llama.cpp's converter stores as
     /// `rope_freqs` for GGUF files), for checkpoints converted from Hugging Face.
     static func llama3FrequencyFactors(_ config: ModelConfig) -> [Float]? {
-        guard let scaling = config.ropeScaling, scaling["type"]?.stringValue == "llama3" || scaling["rope_type"]?.stringValue == "llama3" else {
+        guard let scaling = config.ropeScaling,
+            scaling["type"]?.stringValue == "llama3" || scaling["rope_type"]?.stringValue == "llama3"
+        else {
             return nil
         }
         let factor = scaling["factor"]?.doubleValue ?? 8
@@ -202,23 +219,34 @@ struct Weights: Sendable {
             switch type {
             case "none", "default", "llama3": return
             case "linear", "yarn":
-                guard factor > 0 else { throw EngineError(.unsupportedModel, "rope scaling factor \(factor) is not positive") }
+                guard factor > 0 else {
+                    throw EngineError(.unsupportedModel, "rope scaling factor \(factor) is not positive")
+                }
                 frequencyScale = Float(1 / factor)
             default:
-                throw EngineError(.unsupportedModel, "rope scaling type \(type) is not supported (supported: linear, llama3, yarn)")
+                throw EngineError(
+                    .unsupportedModel, "rope scaling type \(type) is not supported (supported: linear, llama3, yarn)")
             }
             guard type == "yarn" else { return }
-            if let multiplier = scaling["yarn_log_multiplier"]?.doubleValue ?? scaling["mscale_all_dim"]?.doubleValue, multiplier != 0 {
-                throw EngineError(.unsupportedModel, "YaRN with a log multiplier (DeepSeek-style mscale) is not supported")
+            if let multiplier = scaling["yarn_log_multiplier"]?.doubleValue ?? scaling["mscale_all_dim"]?.doubleValue,
+                multiplier != 0
+            {
+                throw EngineError(
+                    .unsupportedModel, "YaRN with a log multiplier (DeepSeek-style mscale) is not supported")
             }
-            let original = Float(scaling["original_context_length"]?.doubleValue ?? scaling["original_max_position_embeddings"]?.doubleValue
-                ?? Double(config.contextLength) / factor)
+            let original = Float(
+                scaling["original_context_length"]?.doubleValue ?? scaling["original_max_position_embeddings"]?
+                    .doubleValue
+                    ?? Double(config.contextLength) / factor)
             let betaFast = Float(scaling["yarn_beta_fast"]?.doubleValue ?? scaling["beta_fast"]?.doubleValue ?? 32)
             let betaSlow = Float(scaling["yarn_beta_slow"]?.doubleValue ?? scaling["beta_slow"]?.doubleValue ?? 1)
             let dims = Float(config.ropeDimensionCount), base = Float(config.ropeFrequencyBase)
-            func correctionDim(_ rotations: Float) -> Float { dims * logf(original / (rotations * 2 * Float.pi)) / (2 * logf(base)) }
+            func correctionDim(_ rotations: Float) -> Float {
+                dims * logf(original / (rotations * 2 * Float.pi)) / (2 * logf(base))
+            }
             correctionDims = (max(0, floorf(correctionDim(betaFast))), min(dims - 1, ceilf(correctionDim(betaSlow))))
-            let attentionFactor = Float(scaling["attn_factor"]?.doubleValue ?? scaling["attention_factor"]?.doubleValue ?? 1)
+            let attentionFactor = Float(
+                scaling["attn_factor"]?.doubleValue ?? scaling["attention_factor"]?.doubleValue ?? 1)
             magnitude = attentionFactor * (1 + 0.1 * logf(1 / frequencyScale))
         }
 
@@ -226,7 +254,9 @@ struct Weights: Sendable {
         /// already divided by any per-pair frequency factor).
         func rotation(_ theta: Float, pair i: Int) -> (cos: Float, sin: Float) {
             let interpolated = frequencyScale * theta
-            guard let (low, high) = correctionDims else { return (cosf(interpolated) * magnitude, sinf(interpolated) * magnitude) }
+            guard let (low, high) = correctionDims else {
+                return (cosf(interpolated) * magnitude, sinf(interpolated) * magnitude)
+            }
             let y = (Float(i) - low) / max(0.001, high - low)
             let ramp = 1 - min(1, max(0, y))
             let angle = interpolated * (1 - ramp) + theta * ramp

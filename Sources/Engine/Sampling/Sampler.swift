@@ -108,7 +108,9 @@ public struct Sampler: Sendable {
 
     private mutating func applyPenalties(history: some Collection<Int>) {
         let p = state.parameters
-        guard p.repetitionPenalty != 1 || p.frequencyPenalty != 0 || p.presencePenalty != 0, p.penaltyWindow > 0 else { return }
+        guard p.repetitionPenalty != 1 || p.frequencyPenalty != 0 || p.presencePenalty != 0, p.penaltyWindow > 0 else {
+            return
+        }
         var counts: [Int: Int] = [:]
         for token in history.suffix(p.penaltyWindow) { counts[token, default: 0] += 1 }
         for (token, count) in counts where token >= 0 && token < candidates.count {
@@ -138,10 +140,11 @@ func softmax(_ logits: [Float]) -> [Float] {
     return exps.map { $0 / sum }
 }
 
-
 /// The `k` best (token, logit) pairs, best first (ties: the lower token first), in one pass
 /// without sorting the whole vocabulary.
-func bestCandidates(_ candidates: some Sequence<(token: Int, logit: Float)>, count k: Int) -> [(token: Int, logit: Float)] {
+func bestCandidates(_ candidates: some Sequence<(token: Int, logit: Float)>, count k: Int) -> [(
+    token: Int, logit: Float
+)] {
     func better(_ a: (token: Int, logit: Float), _ b: (token: Int, logit: Float)) -> Bool {
         a.logit > b.logit || (a.logit == b.logit && a.token < b.token)
     }

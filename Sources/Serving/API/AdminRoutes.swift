@@ -1,8 +1,8 @@
 import Checkpoint
 import Foundation
-import Store
 import Hummingbird
 import NIOCore
+import Store
 
 /// The admin API (`/admin/...`): deployments, what is loaded, API keys. JSON with snake_case
 /// keys; the `sllm deploy/update/delete/status/ps/keys` commands are its clients.
@@ -45,7 +45,9 @@ struct AdminRoutes: Sendable {
             var rows: [LoadedInstance] = []
             for report in await registry.statuses() {
                 for instance in report.status.instances {
-                    rows.append(LoadedInstance(deployment: report.status.spec.name, model: report.status.spec.model, instance: instance))
+                    rows.append(
+                        LoadedInstance(
+                            deployment: report.status.spec.name, model: report.status.spec.model, instance: instance))
                 }
             }
             return try encode(rows)
@@ -58,18 +60,26 @@ struct AdminRoutes: Sendable {
                 throw ServingError(.notFound, "model `\(body.model ?? "")` is not in the store", param: "model")
             }
             let results = try await registry.worker.verifyCache(model)
-            return try encode(CacheVerifyReport(verified: results, corrupt: results.filter { $0.corruptTensor != nil }.map(\.model)))
+            return try encode(
+                CacheVerifyReport(verified: results, corrupt: results.filter { $0.corruptTensor != nil }.map(\.model)))
         }
         routes.add(.get, "admin/keys", .admin) { _, _ in try encode(try await keys.list()) }
         routes.add(.post, "admin/keys", .admin) { request, _ in
             let body = try await decode(KeyRequest.self, from: request)
-            guard !body.name.trimmingCharacters(in: .whitespaces).isEmpty else { throw ServingError(.invalidRequest, "a key needs a `name`", param: "name") }
+            guard !body.name.trimmingCharacters(in: .whitespaces).isEmpty else {
+                throw ServingError(.invalidRequest, "a key needs a `name`", param: "name")
+            }
             // A label for people and logs: printable, one line, and short.
-            guard body.name.count <= 128, !body.name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
-                throw ServingError(.invalidRequest, "a key's `name` must be at most 128 printable characters", param: "name")
+            guard body.name.count <= 128,
+                !body.name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+            else {
+                throw ServingError(
+                    .invalidRequest, "a key's `name` must be at most 128 printable characters", param: "name")
             }
             let (key, secret) = try await keys.create(name: body.name, admin: body.admin ?? false)
-            return try encode(CreatedKey(id: key.id, name: key.name, admin: key.admin, createdAt: key.createdAt, key: secret), status: .created)
+            return try encode(
+                CreatedKey(id: key.id, name: key.name, admin: key.admin, createdAt: key.createdAt, key: secret),
+                status: .created)
         }
         routes.add(.delete, "admin/keys/{id}", .admin) { _, context in
             let id = try context.parameters.require("id")
@@ -78,7 +88,8 @@ struct AdminRoutes: Sendable {
         }
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, from request: Request, allowEmpty: Bool = false) async throws -> T {
+    private func decode<T: Decodable>(_ type: T.Type, from request: Request, allowEmpty: Bool = false) async throws -> T
+    {
         let buffer: ByteBuffer
         do { buffer = try await request.body.collect(upTo: maxBodyBytes) } catch {
             throw ServingError(.bodyTooLarge, "the request body exceeds the limit of \(maxBodyBytes) bytes")
@@ -86,7 +97,9 @@ struct AdminRoutes: Sendable {
         if allowEmpty && buffer.readableBytes == 0 { return try JSONDecoder.iso.decode(type, from: Data("{}".utf8)) }
         try requireUTF8(buffer.readableBytesView)
         let data = Data(buffer.readableBytesView)
-        do { return try JSONDecoder.iso.decode(type, from: data) } catch { throw ServingError(decoding: error, body: data) }
+        do { return try JSONDecoder.iso.decode(type, from: data) } catch {
+            throw ServingError(decoding: error, body: data)
+        }
     }
 }
 
@@ -94,7 +107,8 @@ struct AdminRoutes: Sendable {
 func encode(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
     var headers = HTTPFields()
     headers[.contentType] = "application/json"
-    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder.iso.encode(value))))
+    return Response(
+        status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder.iso.encode(value))))
 }
 
 struct CacheVerifyRequest: Decodable {

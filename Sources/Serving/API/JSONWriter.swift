@@ -27,7 +27,11 @@ struct JSONWriter {
 
     mutating func number(_ name: String, _ value: Double?) {
         key(name)
-        if let value, value.isFinite { text += JSONWriter.format(value) } else { text += value == nil ? "null" : "-9999.0" }
+        if let value, value.isFinite {
+            text += JSONWriter.format(value)
+        } else {
+            text += value == nil ? "null" : "-9999.0"
+        }
     }
 
     mutating func bool(_ name: String, _ value: Bool) {

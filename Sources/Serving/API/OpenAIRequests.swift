@@ -1,6 +1,6 @@
-import Scheduling
 import Engine
 import Foundation
+import Scheduling
 
 /// A value OpenAI accepts as either a string or a list of strings (`stop`).
 struct StringOrList: Decodable {
@@ -46,7 +46,10 @@ struct SamplingFields: Decodable {
     func validated() throws(ServingError) -> (sampling: SamplingParameters, maxTokens: Int?, stop: [String]) {
         func range(_ value: Double?, _ bounds: ClosedRange<Double>, _ param: String) throws(ServingError) {
             if let value, !bounds.contains(value) {
-                throw ServingError(.invalidRequest, "`\(param)` must be within \(bounds.lowerBound)...\(bounds.upperBound) (got \(value))", param: param)
+                throw ServingError(
+                    .invalidRequest,
+                    "`\(param)` must be within \(bounds.lowerBound)...\(bounds.upperBound) (got \(value))", param: param
+                )
             }
         }
         guard !model.isEmpty else { throw ServingError(.invalidRequest, "`model` must not be empty", param: "model") }
@@ -56,15 +59,22 @@ struct SamplingFields: Decodable {
         try range(minP, 0...1, "min_p")
         try range(presencePenalty, -2...2, "presence_penalty")
         try range(frequencyPenalty, -2...2, "frequency_penalty")
-        if let repeatPenalty, repeatPenalty <= 0 { throw ServingError(.invalidRequest, "`repeat_penalty` must be positive", param: "repeat_penalty") }
+        if let repeatPenalty, repeatPenalty <= 0 {
+            throw ServingError(.invalidRequest, "`repeat_penalty` must be positive", param: "repeat_penalty")
+        }
         if let topK, topK < 0 { throw ServingError(.invalidRequest, "`top_k` must be 0 or more", param: "top_k") }
         let maxTokens = maxCompletionTokens ?? self.maxTokens
         if let maxTokens, maxTokens < 1 {
-            throw ServingError(.invalidRequest, "`\(maxCompletionTokens != nil ? "max_completion_tokens" : "max_tokens")` must be at least 1 (got \(maxTokens))",
-                               param: maxCompletionTokens != nil ? "max_completion_tokens" : "max_tokens")
+            throw ServingError(
+                .invalidRequest,
+                "`\(maxCompletionTokens != nil ? "max_completion_tokens" : "max_tokens")` must be at least 1 (got \(maxTokens))",
+                param: maxCompletionTokens != nil ? "max_completion_tokens" : "max_tokens")
         }
         let stop = stop?.values ?? []
-        if stop.count > 4 { throw ServingError(.invalidRequest, "at most 4 stop sequences are allowed (got \(stop.count))", param: "stop") }
+        if stop.count > 4 {
+            throw ServingError(
+                .invalidRequest, "at most 4 stop sequences are allowed (got \(stop.count))", param: "stop")
+        }
         var sampling = SamplingParameters()
         sampling.temperature = Float(temperature ?? 1)
         sampling.topP = Float(topP ?? 1)
@@ -106,7 +116,8 @@ struct ChatCompletionRequest: Decodable {
                     guard part.type == "text", let piece = part.text else {
                         throw DecodingError.dataCorruptedError(
                             forKey: .content, in: container,
-                            debugDescription: "content part \(index) has type `\(part.type)`; this model takes only text parts")
+                            debugDescription:
+                                "content part \(index) has type `\(part.type)`; this model takes only text parts")
                     }
                     text += piece
                 }
@@ -122,12 +133,18 @@ struct ChatCompletionRequest: Decodable {
     static let roles: Set<String> = ["system", "developer", "user", "assistant", "tool"]
 
     func validate() throws(ServingError) {
-        guard !messages.isEmpty else { throw ServingError(.invalidRequest, "`messages` must not be empty", param: "messages") }
+        guard !messages.isEmpty else {
+            throw ServingError(.invalidRequest, "`messages` must not be empty", param: "messages")
+        }
         for (index, message) in messages.enumerated() where !Self.roles.contains(message.role) {
-            throw ServingError(.invalidRequest, "messages[\(index)].role `\(message.role)` is not one of system, developer, user, assistant, tool", param: "messages[\(index)].role")
+            throw ServingError(
+                .invalidRequest,
+                "messages[\(index)].role `\(message.role)` is not one of system, developer, user, assistant, tool",
+                param: "messages[\(index)].role")
         }
         if let topLogprobs, !(0...20).contains(topLogprobs) {
-            throw ServingError(.invalidRequest, "`top_logprobs` must be within 0...20 (got \(topLogprobs))", param: "top_logprobs")
+            throw ServingError(
+                .invalidRequest, "`top_logprobs` must be within 0...20 (got \(topLogprobs))", param: "top_logprobs")
         }
         if topLogprobs != nil && logprobs != true {
             throw ServingError(.invalidRequest, "`top_logprobs` needs `logprobs` set to true", param: "top_logprobs")
@@ -161,16 +178,24 @@ struct CompletionRequest: Decodable {
             prompt = .tokens(tokens)
         } else if let texts = try? container.decode([String].self, forKey: .prompt) {
             guard texts.count == 1 else {
-                throw DecodingError.dataCorruptedError(forKey: .prompt, in: container, debugDescription: "one prompt per request is supported (got \(texts.count))")
+                throw DecodingError.dataCorruptedError(
+                    forKey: .prompt, in: container,
+                    debugDescription: "one prompt per request is supported (got \(texts.count))")
             }
             prompt = .text(texts[0])
         } else if let lists = try? container.decode([[Int]].self, forKey: .prompt) {
             guard lists.count == 1 else {
-                throw DecodingError.dataCorruptedError(forKey: .prompt, in: container, debugDescription: "one prompt per request is supported (got \(lists.count))")
+                throw DecodingError.dataCorruptedError(
+                    forKey: .prompt, in: container,
+                    debugDescription: "one prompt per request is supported (got \(lists.count))")
             }
             prompt = .tokens(lists[0])
         } else if container.contains(.prompt) {
-            throw DecodingError.typeMismatch(String.self, .init(codingPath: [CodingKeys.prompt], debugDescription: "expected a string, a list of strings or a list of token ids"))
+            throw DecodingError.typeMismatch(
+                String.self,
+                .init(
+                    codingPath: [CodingKeys.prompt],
+                    debugDescription: "expected a string, a list of strings or a list of token ids"))
         } else {
             throw DecodingError.keyNotFound(CodingKeys.prompt, .init(codingPath: [], debugDescription: "missing"))
         }
@@ -181,7 +206,9 @@ struct CompletionRequest: Decodable {
             throw ServingError(.invalidRequest, "`logprobs` must be within 0...20 (got \(logprobs))", param: "logprobs")
         }
         if echo == true { throw ServingError(.invalidRequest, "`echo` is not supported", param: "echo") }
-        if let suffix, !suffix.isEmpty { throw ServingError(.invalidRequest, "`suffix` is not supported", param: "suffix") }
+        if let suffix, !suffix.isEmpty {
+            throw ServingError(.invalidRequest, "`suffix` is not supported", param: "suffix")
+        }
     }
 }
 
@@ -193,7 +220,8 @@ extension ServingError {
         self.init(decoding: error)
         guard param == nil, let object = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else { return }
         for key in object.keys.sorted() {
-            guard let number = object[key] as? NSNumber else { continue }  // true and false are 1 and 0: never out of range
+            // true and false are 1 and 0: never out of range.
+            guard let number = object[key] as? NSNumber else { continue }
             let value = number.doubleValue
             if value.rounded() == value, abs(value) >= 0x1p63 {
                 self.init(.invalidRequest, "`\(key)` is \(number), outside the range of a 64-bit integer", param: key)
@@ -222,7 +250,10 @@ extension ServingError {
         switch error {
         case .typeMismatch(let type, let context):
             let param = path(context.codingPath)
-            self.init(.invalidRequest, "invalid type for `\(param)`: expected \(Self.typeName(type))\(context.debugDescription.hasPrefix("Expected") ? "" : " (\(context.debugDescription))")", param: param)
+            self.init(
+                .invalidRequest,
+                "invalid type for `\(param)`: expected \(Self.typeName(type))\(context.debugDescription.hasPrefix("Expected") ? "" : " (\(context.debugDescription))")",
+                param: param)
         case .valueNotFound(let type, let context):
             let param = path(context.codingPath)
             self.init(.invalidRequest, "`\(param)` must not be null (expected \(Self.typeName(type)))", param: param)
@@ -250,7 +281,9 @@ extension ServingError {
         default:
             let name = "\(type)"
             if name.hasPrefix("Array") { return "an array" }
-            if name.hasPrefix("Dictionary") || name.contains("Request") || name.contains("Options") { return "an object" }
+            if name.hasPrefix("Dictionary") || name.contains("Request") || name.contains("Options") {
+                return "an object"
+            }
             return name
         }
     }
@@ -272,9 +305,12 @@ private func snakeCase(_ key: String) -> String {
 /// systems. Foundation's decoder would also take UTF-16 and UTF-32 (it guesses from zero bytes
 /// and byte-order marks); the API takes UTF-8 only, and says so.
 func requireUTF8(_ bytes: some Collection<UInt8>) throws(ServingError) {
-    let valid = bytes.first != 0xFE && bytes.first != 0xFF && !bytes.contains(0)
+    let valid =
+        bytes.first != 0xFE && bytes.first != 0xFF && !bytes.contains(0)
         && String(validating: bytes, as: UTF8.self) != nil
-    guard valid else { throw ServingError(.invalidRequest, "the request body is not UTF-8 text (JSON requests must be UTF-8)") }
+    guard valid else {
+        throw ServingError(.invalidRequest, "the request body is not UTF-8 text (JSON requests must be UTF-8)")
+    }
 }
 
 extension JSONDecoder {

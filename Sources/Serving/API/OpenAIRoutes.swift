@@ -1,10 +1,10 @@
-import Scheduling
 import Engine
 import Foundation
-import Store
 import Hummingbird
 import Logging
 import NIOCore
+import Scheduling
+import Store
 import Tokenizers
 
 /// `POST /v1/chat/completions` and `POST /v1/completions`: validate, tokenize, take a slot on an
@@ -60,7 +60,9 @@ struct OpenAIRoutes: Sendable {
             // the 8-bytes-a-token cap of an 8k context): its connection is watched from the
             // start, so a client that leaves cancels the tokenizing too.
             if data.count > Self.watchedPromptBytes {
-                return try await watched(request) { try await respond(kind, data, request, arrival: arrival, model: &model, watching: false) }
+                return try await watched(request) {
+                    try await respond(kind, data, request, arrival: arrival, model: &model, watching: false)
+                }
             }
             return try await respond(kind, data, request, arrival: arrival, model: &model, watching: true)
         } catch is CancellationError {
@@ -75,8 +77,10 @@ struct OpenAIRoutes: Sendable {
 
     /// Validates, tokenizes, queues and answers; a whole answer that may generate many tokens
     /// is watched for a disconnect when `watching` (false: the caller watches already).
-    private func respond(_ kind: Kind, _ data: Data, _ request: Request, arrival: ContinuousClock.Instant, model: inout String,
-                         watching: Bool) async throws -> Response {
+    private func respond(
+        _ kind: Kind, _ data: Data, _ request: Request, arrival: ContinuousClock.Instant, model: inout String,
+        watching: Bool
+    ) async throws -> Response {
         let prepared = try await prepare(kind, data, arrival: arrival, model: &model)
         guard !lifecycle.isShuttingDown else { throw ServingError(.shuttingDown, "the server is shutting down") }
         let ticket = try await prepared.deployment.enqueue()
@@ -108,9 +112,13 @@ struct OpenAIRoutes: Sendable {
 
     // MARK: - Validation
 
-    private func prepare(_ kind: Kind, _ data: Data, arrival: ContinuousClock.Instant, model: inout String) async throws -> Prepared {
+    private func prepare(_ kind: Kind, _ data: Data, arrival: ContinuousClock.Instant, model: inout String) async throws
+        -> Prepared
+    {
         let fields: SamplingFields
-        do { fields = try JSONDecoder.openAI.decode(SamplingFields.self, from: data) } catch { throw ServingError(decoding: error, body: data) }
+        do { fields = try JSONDecoder.openAI.decode(SamplingFields.self, from: data) } catch {
+            throw ServingError(decoding: error, body: data)
+        }
         let (sampling, maxTokens, stop) = try fields.validated()
         let deployment = try await registry.deployment(named: fields.model)
         // Only deployed names become metric labels (clients cannot create series at will).
@@ -124,23 +132,32 @@ struct OpenAIRoutes: Sendable {
         switch kind {
         case .chat:
             let chat: ChatCompletionRequest
-            do { chat = try JSONDecoder.openAI.decode(ChatCompletionRequest.self, from: data) } catch { throw ServingError(decoding: error, body: data) }
+            do { chat = try JSONDecoder.openAI.decode(ChatCompletionRequest.self, from: data) } catch {
+                throw ServingError(decoding: error, body: data)
+            }
             try chat.validate()
             logprobs = chat.logprobs ?? false
             topLogprobs = chat.topLogprobs ?? 0
             promptParam = "messages"
-            try Self.refuseTextBeyondContext(chat.messages.reduce(0) { $0 + $1.content.utf8.count }, contextLength: contextLength, param: promptParam)
+            try Self.refuseTextBeyondContext(
+                chat.messages.reduce(0) { $0 + $1.content.utf8.count }, contextLength: contextLength, param: promptParam
+            )
             let rendered: String
             do {
-                rendered = try tokenizer.renderChat(chat.messages.map { ChatMessage(role: $0.role, content: $0.content) })
+                rendered = try tokenizer.renderChat(
+                    chat.messages.map { ChatMessage(role: $0.role, content: $0.content) })
             } catch {
-                throw ServingError(.invalidRequest, "the chat template of `\(fields.model)` rejected the messages: \(error)", param: "messages")
+                throw ServingError(
+                    .invalidRequest, "the chat template of `\(fields.model)` rejected the messages: \(error)",
+                    param: "messages")
             }
             try Self.refuseTextBeyondContext(rendered.utf8.count, contextLength: contextLength, param: promptParam)
             prompt = try tokenizer.encodeChatCancellable(rendered)
         case .text:
             let completion: CompletionRequest
-            do { completion = try JSONDecoder.openAI.decode(CompletionRequest.self, from: data) } catch { throw ServingError(decoding: error, body: data) }
+            do { completion = try JSONDecoder.openAI.decode(CompletionRequest.self, from: data) } catch {
+                throw ServingError(decoding: error, body: data)
+            }
             try completion.validate()
             logprobs = completion.logprobs != nil
             topLogprobs = completion.logprobs ?? 0
@@ -150,39 +167,50 @@ struct OpenAIRoutes: Sendable {
                 prompt = try tokenizer.encodeCancellable(text)
             case .tokens(let tokens):
                 if let bad = tokens.first(where: { !tokenizer.isValid($0) }) {
-                    throw ServingError(.invalidRequest, "token id \(bad) is outside the vocabulary (0..<\(tokenizer.vocabularySize))", param: "prompt")
+                    throw ServingError(
+                        .invalidRequest, "token id \(bad) is outside the vocabulary (0..<\(tokenizer.vocabularySize))",
+                        param: "prompt")
                 }
                 prompt = tokens
             }
         }
         guard !prompt.isEmpty else { throw ServingError(.invalidRequest, "the prompt is empty", param: promptParam) }
         if prompt.count >= contextLength {
-            throw ServingError(.contextLengthExceeded,
-                               "this model's context is \(contextLength) tokens, but the prompt has \(prompt.count); shorten it", param: promptParam)
+            throw ServingError(
+                .contextLengthExceeded,
+                "this model's context is \(contextLength) tokens, but the prompt has \(prompt.count); shorten it",
+                param: promptParam)
         }
         // Compared without adding: a client's max_tokens may be as large as Int.max.
         if let maxTokens, maxTokens > contextLength - prompt.count {
-            throw ServingError(.contextLengthExceeded,
-                               "this model's context is \(contextLength) tokens, but \(prompt.count.addingReportingOverflow(maxTokens).overflow ? "more than \(Int.max)" : String(prompt.count + maxTokens)) were requested (\(prompt.count) in the prompt, \(maxTokens) to generate); lower max_tokens",
-                               param: fields.maxCompletionTokens != nil ? "max_completion_tokens" : "max_tokens")
+            throw ServingError(
+                .contextLengthExceeded,
+                "this model's context is \(contextLength) tokens, but \(prompt.count.addingReportingOverflow(maxTokens).overflow ? "more than \(Int.max)" : String(prompt.count + maxTokens)) were requested (\(prompt.count) in the prompt, \(maxTokens) to generate); lower max_tokens",
+                param: fields.maxCompletionTokens != nil ? "max_completion_tokens" : "max_tokens")
         }
         let id = (kind == .chat ? "chatcmpl-" : "cmpl-") + String(UInt64.random(in: 0...UInt64.max), radix: 36)
-        var job = GenerationJob(id: id, prompt: prompt, sampling: sampling, maxTokens: maxTokens, stop: stop, logprobs: logprobs ? topLogprobs : nil)
+        var job = GenerationJob(
+            id: id, prompt: prompt, sampling: sampling, maxTokens: maxTokens, stop: stop,
+            logprobs: logprobs ? topLogprobs : nil)
         if fields.ignoreEos == true { job.stopAtEndOfGeneration = false }
-        return Prepared(kind: kind, deployment: deployment, job: job, stream: fields.stream ?? false,
-                        includeUsage: fields.streamOptions?.includeUsage ?? false,
-                        keepAlive: fields.keepAlive, arrival: arrival, created: Int(Date().timeIntervalSince1970))
+        return Prepared(
+            kind: kind, deployment: deployment, job: job, stream: fields.stream ?? false,
+            includeUsage: fields.streamOptions?.includeUsage ?? false,
+            keepAlive: fields.keepAlive, arrival: arrival, created: Int(Date().timeIntervalSince1970))
     }
 
     /// A token is rarely longer than a few bytes: text of more than this many bytes per token of
     /// context cannot fit and is refused before tokenizing (tokenizing megabytes costs seconds).
     static let maxBytesPerToken = 8
 
-    private static func refuseTextBeyondContext(_ byteCount: Int, contextLength: Int, param: String) throws(ServingError) {
+    private static func refuseTextBeyondContext(_ byteCount: Int, contextLength: Int, param: String)
+        throws(ServingError)
+    {
         guard byteCount > maxBytesPerToken * contextLength else { return }
-        throw ServingError(.contextLengthExceeded,
-                           "this model's context is \(contextLength) tokens, but the prompt has \(byteCount) bytes (more than \(maxBytesPerToken) bytes per token of context); shorten it",
-                           param: param)
+        throw ServingError(
+            .contextLengthExceeded,
+            "this model's context is \(contextLength) tokens, but the prompt has \(byteCount) bytes (more than \(maxBytesPerToken) bytes per token of context); shorten it",
+            param: param)
     }
 
     // MARK: - Whole responses
@@ -213,7 +241,9 @@ struct OpenAIRoutes: Sendable {
         }
         // The client went away (its connection closed): the job was cancelled.
         try Task.checkCancellation()
-        guard let summary else { throw ServingError(.unavailable, "the instance ended the request without finishing it") }
+        guard let summary else {
+            throw ServingError(.unavailable, "the instance ended the request without finishing it")
+        }
         record(prepared, lease: lease, summary: summary, firstToken: firstToken ?? seconds(since: prepared.arrival))
 
         var choice = JSONWriter()
@@ -243,12 +273,16 @@ struct OpenAIRoutes: Sendable {
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream"
         headers[.cacheControl] = "no-cache"
-        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-            try await stream(prepared, ticket: ticket, into: &writer)
-        })
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                try await stream(prepared, ticket: ticket, into: &writer)
+            })
     }
 
-    private func stream(_ prepared: Prepared, ticket: Deployment.Ticket, into writer: inout any ResponseBodyWriter) async throws {
+    private func stream(_ prepared: Prepared, ticket: Deployment.Ticket, into writer: inout any ResponseBodyWriter)
+        async throws
+    {
         let lease: Lease
         do {
             lease = try await waitShowingProgress(prepared, ticket: ticket, writer: &writer)
@@ -269,26 +303,38 @@ struct OpenAIRoutes: Sendable {
         var offset = 0
         do {
             if prepared.kind == .chat {
-                try await send(chunk(prepared, object: chunkObject, choice: streamedChoice(.chat, #"{"role":"assistant","content":""}"#, logprobs: nil, finish: nil)), to: &writer)
+                try await send(
+                    chunk(
+                        prepared, object: chunkObject,
+                        choice: streamedChoice(.chat, #"{"role":"assistant","content":""}"#, logprobs: nil, finish: nil)
+                    ), to: &writer)
             }
             for try await event in prepared.deployment.run(prepared.job, on: lease, keepAlive: prepared.keepAlive) {
                 if lifecycle.mustCutStreams {
-                    throw ServingError(.shuttingDown, "the server shut down before this stream finished (its shutdown_timeout passed)")
+                    throw ServingError(
+                        .shuttingDown, "the server shut down before this stream finished (its shutdown_timeout passed)")
                 }
                 switch event {
                 case .token(let output):
                     if firstToken == nil { firstToken = seconds(since: prepared.arrival) }
-                    let logprobs: String? = prepared.logprobs && output.token >= 0
-                        ? (prepared.kind == .chat ? chatLogprobs([output]) : completionLogprobs([output], startOffset: offset)) : nil
+                    let logprobs: String? =
+                        prepared.logprobs && output.token >= 0
+                        ? (prepared.kind == .chat
+                            ? chatLogprobs([output]) : completionLogprobs([output], startOffset: offset)) : nil
                     offset += output.text.utf8.count
                     guard !output.text.isEmpty || logprobs != nil else { continue }
-                    let content = prepared.kind == .chat ? "{\"content\":" + JSONWriter.quote(output.text) + "}" : output.text
+                    let content =
+                        prepared.kind == .chat ? "{\"content\":" + JSONWriter.quote(output.text) + "}" : output.text
                     let choice = streamedChoice(prepared.kind, content, logprobs: logprobs, finish: nil)
                     try await send(chunk(prepared, object: chunkObject, choice: choice), to: &writer)
                 case .finished(let done):
                     summary = done
-                    let choice = streamedChoice(prepared.kind, prepared.kind == .chat ? "{}" : "", logprobs: nil, finish: done.finishReason.rawValue)
-                    try await send(chunk(prepared, object: chunkObject, choice: choice, timings: timings(lease, summary: done)), to: &writer)
+                    let choice = streamedChoice(
+                        prepared.kind, prepared.kind == .chat ? "{}" : "", logprobs: nil,
+                        finish: done.finishReason.rawValue)
+                    try await send(
+                        chunk(prepared, object: chunkObject, choice: choice, timings: timings(lease, summary: done)),
+                        to: &writer)
                 }
             }
         } catch {
@@ -321,7 +367,9 @@ struct OpenAIRoutes: Sendable {
 
     /// Waits for the slot, sending `: loading 42%` comment lines every 250 ms meanwhile (OpenAI
     /// clients ignore comments; they keep the connection alive and show a cold start's progress).
-    private func waitShowingProgress(_ prepared: Prepared, ticket: Deployment.Ticket, writer: inout any ResponseBodyWriter) async throws -> Lease {
+    private func waitShowingProgress(
+        _ prepared: Prepared, ticket: Deployment.Ticket, writer: inout any ResponseBodyWriter
+    ) async throws -> Lease {
         guard case .waiting(let id) = ticket else {
             if case .granted(let lease) = ticket { return lease }
             throw ServingError(.internalError, "unreachable ticket state")
@@ -355,7 +403,9 @@ struct OpenAIRoutes: Sendable {
                 if lifecycle.mustCutStreams {
                     waiter.cancel()
                     await deployment.cancelWaiter(id)
-                    throw ServingError(.shuttingDown, "the server shut down before this request got an instance (its shutdown_timeout passed)")
+                    throw ServingError(
+                        .shuttingDown,
+                        "the server shut down before this request got an instance (its shutdown_timeout passed)")
                 }
                 let fraction = deployment.startingProgress() ?? 1
                 do {
@@ -407,7 +457,6 @@ struct OpenAIRoutes: Sendable {
         return json.finished
     }
 
-
     /// Chat logprobs: `{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}`.
     private func chatLogprobs(_ tokens: [TokenOutput]) -> String {
         func entry(_ piece: String, _ logprob: Float) -> JSONWriter {
@@ -437,11 +486,13 @@ struct OpenAIRoutes: Sendable {
         var json = JSONWriter()
         json.raw("tokens", JSONWriter.array(tokens) { JSONWriter.quote($0.piece) })
         json.raw("token_logprobs", JSONWriter.array(tokens) { JSONWriter.format(Double($0.logprob)) })
-        json.raw("top_logprobs", JSONWriter.array(tokens) { token in
-            var top = JSONWriter()
-            for alternative in token.top { top.number(alternative.piece, Double(alternative.logprob)) }
-            return top.finished
-        })
+        json.raw(
+            "top_logprobs",
+            JSONWriter.array(tokens) { token in
+                var top = JSONWriter()
+                for alternative in token.top { top.number(alternative.piece, Double(alternative.logprob)) }
+                return top.finished
+            })
         json.raw("text_offset", JSONWriter.array(offsets) { String($0) })
         return json.finished
     }
@@ -476,7 +527,8 @@ struct OpenAIRoutes: Sendable {
         let name = prepared.deployment.name
         if logger.logLevel <= .info {
             let path = prepared.kind == .chat ? "/v1/chat/completions" : "/v1/completions"
-            logger.info("""
+            logger.info(
+                """
                 POST \(path) 200 model=\(name) prompt_tokens=\(summary.promptTokens) completion_tokens=\(summary.completionTokens) \
                 finish=\(summary.finishReason.rawValue) stream=\(prepared.stream) cold_start=\(lease.coldStart) \
                 ttft_ms=\(String(format: "%.1f", firstToken * 1000)) total_ms=\(String(format: "%.1f", seconds(since: prepared.arrival) * 1000))
@@ -487,7 +539,9 @@ struct OpenAIRoutes: Sendable {
         metrics.timeToFirstToken(deployment: name, seconds: firstToken)
         if lease.coldStart {
             let phases = ColdStartPhases(lease: lease)
-            metrics.coldStart(deployment: name, queue: phases.queue, load: phases.load, engineInit: phases.engineInit, prefill: summary.prefillSeconds)
+            metrics.coldStart(
+                deployment: name, queue: phases.queue, load: phases.load, engineInit: phases.engineInit,
+                prefill: summary.prefillSeconds)
         }
     }
 
@@ -516,4 +570,3 @@ struct ColdStartPhases {
         }
     }
 }
-

@@ -1,5 +1,5 @@
-public import Scheduling
 public import Foundation
+public import Scheduling
 import Store
 import Yams
 
@@ -93,7 +93,9 @@ public struct ServeConfiguration: Sendable, Equatable {
             guard let address = current.pointee.ai_addr else { return false }
             switch Int32(address.pointee.sa_family) {
             case AF_INET:
-                let ipv4 = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt32(bigEndian: $0.pointee.sin_addr.s_addr) }
+                let ipv4 = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                    UInt32(bigEndian: $0.pointee.sin_addr.s_addr)
+                }
                 guard ipv4 >> 24 == 127 else { return false }
             case AF_INET6:
                 let bytes = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { pointer in
@@ -101,7 +103,9 @@ public struct ServeConfiguration: Sendable, Equatable {
                 }
                 // ::1, or an IPv4-mapped loopback (::ffff:127.x.y.z).
                 let isOne = bytes.prefix(15).allSatisfy { $0 == 0 } && bytes[15] == 1
-                let isMapped = bytes.prefix(10).allSatisfy { $0 == 0 } && bytes[10] == 0xff && bytes[11] == 0xff && bytes[12] == 127
+                let isMapped =
+                    bytes.prefix(10).allSatisfy { $0 == 0 } && bytes[10] == 0xff && bytes[11] == 0xff
+                    && bytes[12] == 127
                 guard isOne || isMapped else { return false }
             default:
                 return false
@@ -119,7 +123,9 @@ public struct ServeConfiguration: Sendable, Equatable {
             return (String(value[value.index(after: value.startIndex)..<close]), port)
         }
         let parts = value.split(separator: ":", omittingEmptySubsequences: false)
-        guard parts.count == 2, !parts[0].isEmpty, let port = Int(parts[1]), (0...65535).contains(port) else { return nil }
+        guard parts.count == 2, !parts[0].isEmpty, let port = Int(parts[1]), (0...65535).contains(port) else {
+            return nil
+        }
         return (String(parts[0]), port)
     }
 
@@ -132,7 +138,9 @@ public struct ServeConfiguration: Sendable, Equatable {
 
     /// The settings `sllm serve` would start with from its config file and environment (no flags):
     /// what the admin commands read to find the server the user started.
-    public static func resolved(dataDirectory: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(ServingError) -> ServeConfiguration {
+    public static func resolved(
+        dataDirectory: String, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(ServingError) -> ServeConfiguration {
         var configuration = ServeConfiguration(dataDirectory: dataDirectory)
         let explicit = environment["SLLM_CONFIG"]
         let path = explicit ?? dataDirectory + "/config.yaml"
@@ -150,14 +158,17 @@ public struct ServeConfiguration: Sendable, Equatable {
     /// Every setting's name, as written in the config file (snake_case); the environment
     /// variable is `SLLM_` + its upper-cased name, the flag `--` + it with dashes.
     public static let keys: [String] = [
-        "host", "port", "data_dir", "auth", "api_keys", "admin_key", "memory_budget", "dram_cache", "cache_dir", "threads",
+        "host", "port", "data_dir", "auth", "api_keys", "admin_key", "memory_budget", "dram_cache", "cache_dir",
+        "threads",
         "direct_io", "default_model", "preload", "min_instances", "max_instances", "target_concurrency", "keep_alive",
         "queue_limit", "max_body", "shutdown_timeout", "idle_timeout", "request_timeout", "max_connections",
         "dram_scrub_rate", "dram_scrub_interval", "dram_fill",
     ]
 
     /// The settings that are a deployment's scaling.
-    public static let scalingKeys: Set<String> = ["min_instances", "max_instances", "target_concurrency", "keep_alive", "queue_limit"]
+    public static let scalingKeys: Set<String> = [
+        "min_instances", "max_instances", "target_concurrency", "keep_alive", "queue_limit",
+    ]
 
     /// Applies one layer of settings given as text (`source` names the layer in errors).
     public mutating func apply(_ values: [String: String], source: String) throws(ServingError) {
@@ -184,7 +195,9 @@ public struct ServeConfiguration: Sendable, Equatable {
                     host = value
                 }
             case "port":
-                guard let port = Int(value), (0...65535).contains(port) else { throw fail(key, value, "a port (0-65535)") }
+                guard let port = Int(value), (0...65535).contains(port) else {
+                    throw fail(key, value, "a port (0-65535)")
+                }
                 self.port = port
             case "data_dir": dataDirectory = value
             case "auth":
@@ -193,14 +206,18 @@ public struct ServeConfiguration: Sendable, Equatable {
             case "api_keys": apiKeys = list(value)
             case "admin_key": adminKey = value.isEmpty ? nil : value
             case "memory_budget":
-                guard let bytes = parseByteCount(value), bytes > 0 else { throw fail(key, value, "a byte count such as 16GiB") }
+                guard let bytes = parseByteCount(value), bytes > 0 else {
+                    throw fail(key, value, "a byte count such as 16GiB")
+                }
                 memoryBudgetBytes = bytes
             case "dram_cache":
                 guard let bytes = parseByteCount(value) else { throw fail(key, value, "a byte count such as 8GiB") }
                 dramCacheBytes = bytes
             case "cache_dir": cacheDirectory = value.isEmpty ? nil : value
             case "threads":
-                guard let threads = Int(value), (1...256).contains(threads) else { throw fail(key, value, "a thread count (1-256)") }
+                guard let threads = Int(value), (1...256).contains(threads) else {
+                    throw fail(key, value, "a thread count (1-256)")
+                }
                 self.threads = threads
             case "direct_io", "dram_fill":
                 let flag: Bool
@@ -219,15 +236,21 @@ public struct ServeConfiguration: Sendable, Equatable {
                 guard let count = Int(value), count >= 1 else { throw fail(key, value, "a count (1 or more)") }
                 deploymentDefaults.maxInstances = count
             case "target_concurrency":
-                guard let count = Int(value), (1...256).contains(count) else { throw fail(key, value, "a count (1-256)") }
+                guard let count = Int(value), (1...256).contains(count) else {
+                    throw fail(key, value, "a count (1-256)")
+                }
                 deploymentDefaults.targetConcurrency = count
             case "keep_alive":
-                do { deploymentDefaults.keepAlive = try KeepAlive(parsing: value) } catch { throw fail(key, value, "a duration of at most 10 years such as 5m, 0 or -1 (forever)") }
+                do { deploymentDefaults.keepAlive = try KeepAlive(parsing: value) } catch {
+                    throw fail(key, value, "a duration of at most 10 years such as 5m, 0 or -1 (forever)")
+                }
             case "queue_limit":
                 guard let count = Int(value), count >= 0 else { throw fail(key, value, "a count (0 or more)") }
                 deploymentDefaults.queueLimit = count
             case "max_body":
-                guard let bytes = parseByteCount(value), bytes >= 1024 else { throw fail(key, value, "a byte count of at least 1KiB") }
+                guard let bytes = parseByteCount(value), bytes >= 1024 else {
+                    throw fail(key, value, "a byte count of at least 1KiB")
+                }
                 maxBodyBytes = bytes
             case "shutdown_timeout":
                 guard let duration = duration(value) else {
@@ -242,7 +265,9 @@ public struct ServeConfiguration: Sendable, Equatable {
             case "dram_scrub_rate":
                 // Per second; `64MiB`, `64MiB/s` and `0` (off) are taken.
                 let text = value.lowercased().hasSuffix("/s") ? String(value.dropLast(2)) : value
-                guard let bytes = parseByteCount(text) else { throw fail(key, value, "a byte count per second such as 64MiB, or 0 (off)") }
+                guard let bytes = parseByteCount(text) else {
+                    throw fail(key, value, "a byte count per second such as 64MiB, or 0 (off)")
+                }
                 dramScrubBytesPerSecond = bytes
             case "dram_scrub_interval":
                 guard let duration = duration(value) else {
@@ -250,16 +275,22 @@ public struct ServeConfiguration: Sendable, Equatable {
                 }
                 dramScrubInterval = duration
             case "max_connections":
-                guard let count = Int(value), (1...1_000_000).contains(count) else { throw fail(key, value, "a count (1-1000000)") }
+                guard let count = Int(value), (1...1_000_000).contains(count) else {
+                    throw fail(key, value, "a count (1-1000000)")
+                }
                 maxConnections = count
             default:
-                throw ServingError(.invalidRequest, "\(source): unknown setting `\(key)` (known: \(Self.keys.joined(separator: ", ")))")
+                throw ServingError(
+                    .invalidRequest, "\(source): unknown setting `\(key)` (known: \(Self.keys.joined(separator: ", ")))"
+                )
             }
         }
     }
 
     /// The settings present in the environment (`SLLM_HOST`, `SLLM_PORT`, …; `SLLM_HOME` is the data directory).
-    public static func environmentLayer(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> [String: String] {
+    public static func environmentLayer(_ environment: [String: String] = ProcessInfo.processInfo.environment)
+        -> [String: String]
+    {
         var layer: [String: String] = [:]
         for key in keys where key != "data_dir" {
             if let value = environment["SLLM_" + key.uppercased()] { layer[key] = value }
@@ -281,25 +312,35 @@ public struct ServeConfiguration: Sendable, Equatable {
             throw ServingError(.invalidRequest, "config file \(path) is not valid YAML: \(brief(error))")
         }
         guard let node else { return [:] }
-        guard case .mapping(let mapping) = node else { throw ServingError(.invalidRequest, "config file \(path): expected a mapping of settings") }
+        guard case .mapping(let mapping) = node else {
+            throw ServingError(.invalidRequest, "config file \(path): expected a mapping of settings")
+        }
         var layer: [String: String] = [:]
         for (keyNode, value) in mapping {
             guard case .scalar(let keyScalar) = keyNode else {
-                throw ServingError(.invalidRequest, "config file \(path): a setting's name must be a plain word, not \(brief(keyNode))")
+                throw ServingError(
+                    .invalidRequest, "config file \(path): a setting's name must be a plain word, not \(brief(keyNode))"
+                )
             }
             let rawKey = keyScalar.string
             let key = rawKey.replacingOccurrences(of: "-", with: "_")
             guard keys.contains(key) else {
-                throw ServingError(.invalidRequest, "config file \(path): unknown setting `\(brief(rawKey))` (known: \(keys.joined(separator: ", ")))")
+                throw ServingError(
+                    .invalidRequest,
+                    "config file \(path): unknown setting `\(brief(rawKey))` (known: \(keys.joined(separator: ", ")))")
             }
-            guard layer[key] == nil else { throw ServingError(.invalidRequest, "config file \(path): `\(rawKey)` is set twice") }
+            guard layer[key] == nil else {
+                throw ServingError(.invalidRequest, "config file \(path): `\(rawKey)` is set twice")
+            }
             switch value {
             case .scalar(let scalar): layer[key] = settingText(scalar)
             case .sequence(let items):
                 var texts: [String] = []
                 for item in items {
                     guard case .scalar(let scalar) = item else {
-                        throw ServingError(.invalidRequest, "config file \(path): `\(rawKey)` must be a list of plain values, not of lists or mappings")
+                        throw ServingError(
+                            .invalidRequest,
+                            "config file \(path): `\(rawKey)` must be a list of plain values, not of lists or mappings")
                     }
                     texts.append(settingText(scalar))
                 }

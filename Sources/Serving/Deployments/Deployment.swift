@@ -1,8 +1,8 @@
 import Checkpoint
-public import Scheduling
-public import Store
 public import Foundation
 import Logging
+public import Scheduling
+public import Store
 import Synchronization
 import Tokenizers
 
@@ -20,7 +20,10 @@ public struct DeploymentSpec: Sendable, Codable, Equatable {
     /// URL or a `pip:` source); kept so that a pull cut short by a restart resumes from it.
     public var source: String?
 
-    public init(name: String, model: String, scaling: ScalingSettings = .init(), contextLength: Int? = nil, createdAt: Date = Date(), source: String? = nil) {
+    public init(
+        name: String, model: String, scaling: ScalingSettings = .init(), contextLength: Int? = nil,
+        createdAt: Date = Date(), source: String? = nil
+    ) {
         self.name = name
         self.model = model
         self.source = source
@@ -85,7 +88,10 @@ actor Deployment {
     private nonisolated let progress = Mutex<[String: Double]>([:])
     private var deleted = false
 
-    init(spec: DeploymentSpec, tokenizer: Tokenizer, facts: ModelFacts, worker: any Worker, resources: NodeResources, clock: any SchedulerClock, metrics: ServingMetrics, logger: Logger) {
+    init(
+        spec: DeploymentSpec, tokenizer: Tokenizer, facts: ModelFacts, worker: any Worker, resources: NodeResources,
+        clock: any SchedulerClock, metrics: ServingMetrics, logger: Logger
+    ) {
         name = spec.name
         self.spec = spec
         self.tokenizer = tokenizer
@@ -106,8 +112,10 @@ actor Deployment {
     /// An instance under the current settings: the context, and the memory it needs (weights +
     /// a KV cache for `targetConcurrency` sequences of the context).
     var sizing: InstanceSizing {
-        InstanceSizing(requestedContext: spec.contextLength, modelContext: facts.contextLength, maxSequences: spec.scaling.targetConcurrency,
-                       weightBytes: facts.weightBytes, kvBytesPerPosition: facts.kvBytesPerPosition)
+        InstanceSizing(
+            requestedContext: spec.contextLength, modelContext: facts.contextLength,
+            maxSequences: spec.scaling.targetConcurrency,
+            weightBytes: facts.weightBytes, kvBytesPerPosition: facts.kvBytesPerPosition)
     }
 
     /// The context length requests are checked against.
@@ -184,7 +192,9 @@ actor Deployment {
     /// an error, the consumer cancelling or dropping the stream). Release happens before the
     /// stream ends, so a caller that saw the end may count on the slot being free. The output
     /// belongs to this handle, not to one instance's stream: live migration re-points a job here.
-    nonisolated func run(_ job: GenerationJob, on lease: Lease, keepAlive: KeepAlive?) -> AsyncThrowingStream<GenerationEvent, any Error> {
+    nonisolated func run(_ job: GenerationJob, on lease: Lease, keepAlive: KeepAlive?) -> AsyncThrowingStream<
+        GenerationEvent, any Error
+    > {
         let (events, output) = AsyncThrowingStream.makeStream(of: GenerationEvent.self, throwing: (any Error).self)
         let task = Task { [worker] in
             var failure: (any Error)?
@@ -280,8 +290,9 @@ actor Deployment {
                 keepAlive: (instance.keepAliveOverride ?? spec.scaling.keepAlive).description,
                 lastUsed: lastUsed[id].map(wallTime))
         }.sorted { $0.id < $1.id }
-        return DeploymentStatus(spec: spec, contextLength: contextLength, instances: instances,
-                                inFlight: machine.inFlight, queued: machine.queueDepth)
+        return DeploymentStatus(
+            spec: spec, contextLength: contextLength, instances: instances,
+            inFlight: machine.inFlight, queued: machine.queueDepth)
     }
 
     /// A time on `clock` as a wall-clock date, for what the API shows.
@@ -303,7 +314,10 @@ actor Deployment {
             case .dispatch(let waiterID, let id):
                 guard let waiter = waiters[waiterID], let info = started[id] else { continue }
                 timers.removeValue(forKey: id)?.task.cancel()
-                settle(waiterID, .success(Lease(instance: info, waitedSeconds: seconds(since: waiter.arrival), coldStart: coldStart)))
+                settle(
+                    waiterID,
+                    .success(Lease(instance: info, waitedSeconds: seconds(since: waiter.arrival), coldStart: coldStart))
+                )
             case .reject(let waiterID, let rejection):
                 settle(waiterID, .failure(error(for: rejection)))
             case .scheduleTimer(let id, let token, let delay):
@@ -311,7 +325,7 @@ actor Deployment {
                 let task = Task { [clock] in
                     try? await clock.sleep(for: delay)
                     guard !Task.isCancelled else { return }
-                    await self.timerFired(id, token: token)
+                    self.timerFired(id, token: token)
                 }
                 timers[id] = (task, clock.now + delay)
             }
@@ -323,7 +337,9 @@ actor Deployment {
         switch rejection {
         case .queueFull(let limit):
             metrics.rejected(deployment: name)
-            return ServingError(.queueFull, "deployment `\(name)` has \(limit) requests queued beyond its instances' slots; retry later")
+            return ServingError(
+                .queueFull, "deployment `\(name)` has \(limit) requests queued beyond its instances' slots; retry later"
+            )
         case .startFailed(let reason):
             return ServingError(.unavailable, "deployment `\(name)` could not start an instance: \(reason)")
         case .deleted:
@@ -352,7 +368,9 @@ actor Deployment {
                 case .started(let info): startedInfo = info
                 }
             }
-            guard let info = startedInfo else { throw ServingError(.unavailable, "the worker ended the start of \(id) without starting it") }
+            guard let info = startedInfo else {
+                throw ServingError(.unavailable, "the worker ended the start of \(id) without starting it")
+            }
             progress.withLock { _ = $0.removeValue(forKey: id) }
             metrics.instanceStarted(deployment: name, info: info)
             started[id] = info

@@ -1,8 +1,8 @@
-public import Scheduling
 import Checkpoint
 import Engine
 import Foundation
 import Logging
+public import Scheduling
 public import Store
 import Synchronization
 import Tokenizers
@@ -40,9 +40,11 @@ actor DeploymentRegistry {
 
     /// - Parameter tokenizers: where tokenizers built from model facts are kept (in one process,
     ///   the worker's own, so a model's vocabulary is parsed once).
-    init(configuration: ServeConfiguration, workers: [any Worker],
-         state: any StateStore, tokenizers: TokenizerCache = TokenizerCache(), clock: any SchedulerClock = SystemClock(),
-         metrics: ServingMetrics, logger: Logger) {
+    init(
+        configuration: ServeConfiguration, workers: [any Worker],
+        state: any StateStore, tokenizers: TokenizerCache = TokenizerCache(), clock: any SchedulerClock = SystemClock(),
+        metrics: ServingMetrics, logger: Logger
+    ) {
         precondition(!workers.isEmpty, "a deployment registry needs a worker")
         self.configuration = configuration
         self.tokenizers = tokenizers
@@ -69,7 +71,9 @@ actor DeploymentRegistry {
         }
         if try await state.setting("default_deployed") == nil {
             try await state.setSetting("default_deployed", "1")
-            if !configuration.defaultModel.isEmpty, deployments[configuration.defaultModel] == nil, pending[configuration.defaultModel] == nil {
+            if !configuration.defaultModel.isEmpty, deployments[configuration.defaultModel] == nil,
+                pending[configuration.defaultModel] == nil
+            {
                 _ = try await deploy(DeploymentRequest(model: configuration.defaultModel))
             }
         }
@@ -87,7 +91,13 @@ actor DeploymentRegistry {
         let names = ([configuration.defaultModel] + configuration.preload).filter { !$0.isEmpty }
         for name in Set(names).sorted() {
             let stored: DeploymentSpec
-            if let deployment = deployments[name] { stored = await deployment.spec } else if let spec = pending[name]?.spec { stored = spec } else { continue }
+            if let deployment = deployments[name] {
+                stored = await deployment.spec
+            } else if let spec = pending[name]?.spec {
+                stored = spec
+            } else {
+                continue
+            }
             let given = configuration.deploymentDefaults
             var request = DeploymentRequest()
             var changed = false
@@ -103,18 +113,28 @@ actor DeploymentRegistry {
                     kept.append("\(key)=\(current)")
                 }
             }
-            take("min_instances", given.minInstances, stored.scaling.minInstances) { $0.minInstances = given.minInstances }
-            take("max_instances", given.maxInstances, stored.scaling.maxInstances) { $0.maxInstances = given.maxInstances }
-            take("target_concurrency", given.targetConcurrency, stored.scaling.targetConcurrency) { $0.targetConcurrency = given.targetConcurrency }
+            take("min_instances", given.minInstances, stored.scaling.minInstances) {
+                $0.minInstances = given.minInstances
+            }
+            take("max_instances", given.maxInstances, stored.scaling.maxInstances) {
+                $0.maxInstances = given.maxInstances
+            }
+            take("target_concurrency", given.targetConcurrency, stored.scaling.targetConcurrency) {
+                $0.targetConcurrency = given.targetConcurrency
+            }
             take("keep_alive", given.keepAlive, stored.scaling.keepAlive) { $0.keepAlive = given.keepAlive }
             take("queue_limit", given.queueLimit, stored.scaling.queueLimit) { $0.queueLimit = given.queueLimit }
             do {
                 if changed { _ = try await update(name, with: request) }
             } catch {
-                logger.warning("the start settings do not fit the deployment; keeping its stored settings", metadata: ["deployment": "\(name)", "error": "\(error)"])
+                logger.warning(
+                    "the start settings do not fit the deployment; keeping its stored settings",
+                    metadata: ["deployment": "\(name)", "error": "\(error)"])
                 continue
             }
-            logger.info("deployment \(name): scaling from the start settings: \(won.isEmpty ? "none" : won.joined(separator: ", ")); stored (sllm update): \(kept.isEmpty ? "none" : kept.joined(separator: ", "))")
+            logger.info(
+                "deployment \(name): scaling from the start settings: \(won.isEmpty ? "none" : won.joined(separator: ", ")); stored (sllm update): \(kept.isEmpty ? "none" : kept.joined(separator: ", "))"
+            )
         }
     }
 
@@ -131,7 +151,10 @@ actor DeploymentRegistry {
     func deployment(named name: String) async throws -> Deployment {
         if let deployment = deployments[name] { return deployment }
         guard let pending = pending[name] else {
-            throw ServingError(.notFound, "the model `\(name)` does not exist (deployed: \(names.joined(separator: ", ")); `sllm deploy \(name)` deploys it)", param: "model")
+            throw ServingError(
+                .notFound,
+                "the model `\(name)` does not exist (deployed: \(names.joined(separator: ", ")); `sllm deploy \(name)` deploys it)",
+                param: "model")
         }
         if let failure = pending.failure {
             throw ServingError(.unavailable, "deployment `\(name)` is not ready: pulling its model failed: \(failure)")
@@ -139,7 +162,9 @@ actor DeploymentRegistry {
         do {
             return try await pending.task.value
         } catch {
-            throw ServingError(.unavailable, "deployment `\(name)` is not ready: pulling its model failed: \(ServingError(error).message)")
+            throw ServingError(
+                .unavailable,
+                "deployment `\(name)` is not ready: pulling its model failed: \(ServingError(error).message)")
         }
     }
 
@@ -155,7 +180,9 @@ actor DeploymentRegistry {
         var scaling = configuration.deploymentDefaults
         request.apply(to: &scaling)
         do { try scaling.validate() } catch { throw ServingError(error) }
-        guard let source = request.model, !source.isEmpty else { throw ServingError(.invalidRequest, "a deployment needs a `model`", param: "model") }
+        guard let source = request.model, !source.isEmpty else {
+            throw ServingError(.invalidRequest, "a deployment needs a `model`", param: "model")
+        }
         if let context = request.contextLength, context < 1 {
             throw ServingError(.invalidRequest, "context must be positive (got \(context))", param: "context_length")
         }
@@ -174,8 +201,9 @@ actor DeploymentRegistry {
         deploying.insert(name)
         defer { deploying.remove(name) }
         let local = resolution.local != nil
-        let spec = DeploymentSpec(name: name, model: local ? source : name, scaling: scaling, contextLength: request.contextLength,
-                                  source: local ? nil : resolution.pullableSource)
+        let spec = DeploymentSpec(
+            name: name, model: local ? source : name, scaling: scaling, contextLength: request.contextLength,
+            source: local ? nil : resolution.pullableSource)
         let facts = local ? try? await worker.modelFacts(try ModelName(source)) : nil
         try await state.save(spec)
         await activate(spec, pull: !local, source: local ? nil : resolution.pullableSource ?? source, facts: facts)
@@ -184,7 +212,8 @@ actor DeploymentRegistry {
 
     private func checkFree(_ name: String) throws(ServingError) {
         guard deployments[name] == nil, pending[name] == nil, !deploying.contains(name) else {
-            throw ServingError(.conflict, "deployment `\(name)` already exists (`sllm update \(name)` changes it)", param: "name")
+            throw ServingError(
+                .conflict, "deployment `\(name)` already exists (`sllm update \(name)` changes it)", param: "name")
         }
     }
 
@@ -200,7 +229,10 @@ actor DeploymentRegistry {
         request.apply(to: &spec.scaling)
         do { try spec.scaling.validate() } catch { throw ServingError(error) }
         if let context = request.contextLength {
-            guard context >= 1 else { throw ServingError(.invalidRequest, "context must be positive (got \(context))", param: "context_length") }
+            guard context >= 1 else {
+                throw ServingError(
+                    .invalidRequest, "context must be positive (got \(context))", param: "context_length")
+            }
             spec.contextLength = context
         }
         try await state.save(spec)
@@ -243,14 +275,21 @@ actor DeploymentRegistry {
         for name in names {
             if let deployment = deployments[name] {
                 let status = await deployment.snapshot()
-                reports.append(DeploymentReport(status: status, state: "ready", pullProgress: nil, error: nil, tiers: tiers(of: status.spec.model)))
+                reports.append(
+                    DeploymentReport(
+                        status: status, state: "ready", pullProgress: nil, error: nil,
+                        tiers: tiers(of: status.spec.model)))
             } else if let pending = pending[name] {
-                reports.append(DeploymentReport(
-                    status: DeploymentStatus(spec: pending.spec, contextLength: pending.spec.contextLength ?? 0, instances: [], inFlight: 0, queued: 0),
-                    state: pending.failure == nil ? "pulling" : "failed", pullProgress: pending.progress?.fraction,
-                    pullPhase: pending.progress?.snapshot.phase, pullBytes: pending.progress?.snapshot.completedBytes,
-                    pullTotalBytes: pending.progress?.snapshot.totalBytes,
-                    error: pending.failure, tiers: tiers(of: pending.spec.model)))
+                reports.append(
+                    DeploymentReport(
+                        status: DeploymentStatus(
+                            spec: pending.spec, contextLength: pending.spec.contextLength ?? 0, instances: [],
+                            inFlight: 0, queued: 0),
+                        state: pending.failure == nil ? "pulling" : "failed", pullProgress: pending.progress?.fraction,
+                        pullPhase: pending.progress?.snapshot.phase,
+                        pullBytes: pending.progress?.snapshot.completedBytes,
+                        pullTotalBytes: pending.progress?.snapshot.totalBytes,
+                        error: pending.failure, tiers: tiers(of: pending.spec.model)))
             }
         }
         return reports
@@ -267,7 +306,8 @@ actor DeploymentRegistry {
         var candidates: [MemoryAdmission.Candidate] = []
         for (name, deployment) in deployments {
             candidates += await deployment.idleInstances().map {
-                MemoryAdmission.Candidate(instance: $0.id, deployment: name, bytes: $0.bytes, lastUsed: $0.lastUsed.seconds)
+                MemoryAdmission.Candidate(
+                    instance: $0.id, deployment: name, bytes: $0.bytes, lastUsed: $0.lastUsed.seconds)
             }
         }
         return candidates
@@ -282,7 +322,9 @@ actor DeploymentRegistry {
 
     /// Makes a deployment live: at once when the worker holds its model (`facts` known or
     /// found), else after a background pull (or a retry that records why it fails).
-    private func activate(_ spec: DeploymentSpec, pull: Bool, source: String? = nil, facts known: ModelFacts? = nil) async {
+    private func activate(_ spec: DeploymentSpec, pull: Bool, source: String? = nil, facts known: ModelFacts? = nil)
+        async
+    {
         var facts = known
         if !pull, facts == nil, let name = try? ModelName(spec.model) { facts = try? await worker.modelFacts(name) }
         if !pull, let facts, let deployment = try? makeDeployment(spec, facts: facts) {
@@ -293,7 +335,8 @@ actor DeploymentRegistry {
         // A deployment of a store model that is gone (`sllm rm --force`) has nothing to pull
         // from: say so instead of taking its name for a path.
         if pull, source == nil, (try? await worker.resolve(spec.model)) == nil {
-            let message = "model `\(spec.model)` is no longer in the store (removed?); `sllm pull` it again, then restart or `sllm delete \(spec.name)`"
+            let message =
+                "model `\(spec.model)` is no longer in the store (removed?); `sllm pull` it again, then restart or `sllm delete \(spec.name)`"
             let task = Task<Deployment, any Error> { throw ServingError(.unavailable, message) }
             pending[spec.name] = PendingDeployment(spec: spec, task: task, progress: nil, failure: message)
             logger.error("deployment \(spec.name): \(message)")
@@ -306,7 +349,7 @@ actor DeploymentRegistry {
                 try await self.pull(source ?? spec.model, as: spec.name, progress: progress)
             }
             let facts = try await self.worker.modelFacts(try ModelName(spec.model))
-            return try await self.makeDeployment(spec, facts: facts)
+            return try self.makeDeployment(spec, facts: facts)
         }
         pending[spec.name] = PendingDeployment(spec: spec, task: task, progress: progress)
         Task {
@@ -323,7 +366,9 @@ actor DeploymentRegistry {
         guard let entry = pending.removeValue(forKey: deployment.name) else { return }
         deployments[deployment.name] = deployment
         let minimum = entry.spec.scaling.minInstances
-        logger.info("deployed \(deployment.name), \(minimum == 0 ? "scaled to zero (the first request starts an instance)" : "starting \(minimum) instance\(minimum == 1 ? "" : "s")")")
+        logger.info(
+            "deployed \(deployment.name), \(minimum == 0 ? "scaled to zero (the first request starts an instance)" : "starting \(minimum) instance\(minimum == 1 ? "" : "s")")"
+        )
         Task {
             await deployment.update(entry.spec)
             await deployment.activate()
@@ -344,9 +389,11 @@ actor DeploymentRegistry {
             let report = Checkpoint.Progress(phase: phase, completedBytes: completed, totalBytes: total)
             // The log shows each phase in steps of 10% (a server has no progress bar).
             if let step = progress.record(report) {
-                logger.info("deployment \(name): \(phase) \(total > 0 ? "\(step)%" : "\(step) MiB")", metadata: [
-                    "bytes": "\(formatBytes(completed)) of \(total > 0 ? formatBytes(total) : "?")",
-                ])
+                logger.info(
+                    "deployment \(name): \(phase) \(total > 0 ? "\(step)%" : "\(step) MiB")",
+                    metadata: [
+                        "bytes": "\(formatBytes(completed)) of \(total > 0 ? formatBytes(total) : "?")"
+                    ])
             }
         }
     }
@@ -356,11 +403,14 @@ actor DeploymentRegistry {
     nonisolated private func makeDeployment(_ spec: DeploymentSpec, facts: ModelFacts) throws -> Deployment {
         let tokenizer = try tokenizers.tokenizer(index: facts.index, name: facts.name.rawValue) { file in
             guard let data = facts.tokenizerFiles[file] else {
-                throw ServingError(.internalError, "the worker's facts of `\(facts.name)` lack its tokenizer file `\(file)`")
+                throw ServingError(
+                    .internalError, "the worker's facts of `\(facts.name)` lack its tokenizer file `\(file)`")
             }
             return data
         }
-        return Deployment(spec: spec, tokenizer: tokenizer, facts: facts, worker: worker, resources: resources, clock: clock, metrics: metrics, logger: logger)
+        return Deployment(
+            spec: spec, tokenizer: tokenizer, facts: facts, worker: worker, resources: resources, clock: clock,
+            metrics: metrics, logger: logger)
     }
 }
 
@@ -376,8 +426,11 @@ public struct DeploymentRequest: Sendable, Codable {
     public var queueLimit: Int?
     public var contextLength: Int?
 
-    public init(model: String? = nil, name: String? = nil, minInstances: Int? = nil, maxInstances: Int? = nil, targetConcurrency: Int? = nil,
-                keepAlive: KeepAlive? = nil, queueLimit: Int? = nil, contextLength: Int? = nil) {
+    public init(
+        model: String? = nil, name: String? = nil, minInstances: Int? = nil, maxInstances: Int? = nil,
+        targetConcurrency: Int? = nil,
+        keepAlive: KeepAlive? = nil, queueLimit: Int? = nil, contextLength: Int? = nil
+    ) {
         self.model = model
         self.name = name
         self.minInstances = minInstances
@@ -414,7 +467,8 @@ public struct DeploymentReport: Sendable, Codable {
 
 /// A pull's progress, written by the pull and read by status requests.
 final class PullProgress: Sendable {
-    private let storage = Mutex<(report: Checkpoint.Progress, loggedStep: Int)>((Checkpoint.Progress(phase: "start", completedBytes: 0, totalBytes: 0), -1))
+    private let storage = Mutex<(report: Checkpoint.Progress, loggedStep: Int)>(
+        (Checkpoint.Progress(phase: "start", completedBytes: 0, totalBytes: 0), -1))
 
     var snapshot: Checkpoint.Progress { storage.withLock { $0.report } }
     var fraction: Double {
@@ -441,4 +495,3 @@ final class PullProgress: Sendable {
         }
     }
 }
-

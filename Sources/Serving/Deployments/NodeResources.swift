@@ -11,20 +11,27 @@ actor NodeResources {
     private(set) var usedBytes = 0
     /// Where idle instances come from and how one is stopped (set by the deployment registry):
     /// `candidates` lists the node's idle instances; `evict` stops one and returns the bytes freed.
-    private var idle: (candidates: @Sendable () async -> [MemoryAdmission.Candidate], evict: @Sendable (MemoryAdmission.Candidate) async -> Int)?
+    private var idle:
+        (
+            candidates: @Sendable () async -> [MemoryAdmission.Candidate],
+            evict: @Sendable (MemoryAdmission.Candidate) async -> Int
+        )?
 
     init(budgetBytes: Int) {
         self.budgetBytes = budgetBytes
     }
 
-    func setIdleInstances(candidates: @escaping @Sendable () async -> [MemoryAdmission.Candidate],
-                          evict: @escaping @Sendable (MemoryAdmission.Candidate) async -> Int) {
+    func setIdleInstances(
+        candidates: @escaping @Sendable () async -> [MemoryAdmission.Candidate],
+        evict: @escaping @Sendable (MemoryAdmission.Candidate) async -> Int
+    ) {
         idle = (candidates, evict)
     }
 
     func reserve(_ bytes: Int, for deployment: String) async throws(ServingError) {
         if usedBytes + bytes > budgetBytes, let idle {
-            let decision = MemoryAdmission.decide(bytes: bytes, for: deployment, budget: budgetBytes, used: usedBytes, idle: await idle.candidates())
+            let decision = MemoryAdmission.decide(
+                bytes: bytes, for: deployment, budget: budgetBytes, used: usedBytes, idle: await idle.candidates())
             if case .evict(let victims) = decision {
                 for victim in victims { _ = await idle.evict(victim) }
             }
@@ -32,7 +39,8 @@ actor NodeResources {
         guard usedBytes + bytes <= budgetBytes else {
             throw ServingError(
                 .insufficientMemory,
-                "an instance of `\(deployment)` needs \(formatBytes(Int64(bytes))) but \(formatBytes(Int64(budgetBytes - usedBytes))) of the node's \(formatBytes(Int64(budgetBytes))) memory budget is free (raise --memory-budget, lower --context or --target-concurrency, or delete a deployment)")
+                "an instance of `\(deployment)` needs \(formatBytes(Int64(bytes))) but \(formatBytes(Int64(budgetBytes - usedBytes))) of the node's \(formatBytes(Int64(budgetBytes))) memory budget is free (raise --memory-budget, lower --context or --target-concurrency, or delete a deployment)"
+            )
         }
         usedBytes += bytes
     }

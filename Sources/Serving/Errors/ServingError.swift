@@ -1,9 +1,9 @@
-public import Hummingbird
 import Checkpoint
 import Engine
-public import Scheduling
 import Foundation
+public import Hummingbird
 import NIOCore
+public import Scheduling
 import Store
 import Tokenizers
 
@@ -71,7 +71,8 @@ public struct ServingError: Error, CustomStringConvertible, Sendable {
     /// OpenAI's `error.type`.
     var type: String {
         switch kind {
-        case .invalidRequest, .contextLengthExceeded, .bodyTooLarge, .notFound, .conflict: return "invalid_request_error"
+        case .invalidRequest, .contextLengthExceeded, .bodyTooLarge, .notFound, .conflict:
+            return "invalid_request_error"
         case .unauthorized: return "authentication_error"
         case .forbidden: return "permission_error"
         case .queueFull: return "rate_limit_error"

@@ -1,8 +1,8 @@
 import CoreMetrics
 import Foundation
-import Store
 import Metrics
 import Prometheus
+import Store
 import Synchronization
 
 /// The server's metrics, recorded through swift-metrics into a Prometheus registry of its own
@@ -18,7 +18,8 @@ final class ServingMetrics: Sendable {
         registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.defaultDurationHistogramBuckets = [
-            .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(20),
+            .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+            .milliseconds(20),
             .milliseconds(50), .milliseconds(100), .milliseconds(200), .milliseconds(500), .seconds(1), .seconds(2),
             .seconds(5), .seconds(10), .seconds(30), .seconds(60),
         ]
@@ -59,8 +60,10 @@ final class ServingMetrics: Sendable {
 
     /// A cold start's phases: waiting, loading the checkpoint, starting the engine, the prompt.
     func coldStart(deployment: String, queue: Double, load: Double, engineInit: Double, prefill: Double) {
-        for (phase, value) in [("queue", queue), ("load", load), ("init", engineInit), ("prefill", prefill),
-                               ("total", queue + load + engineInit + prefill)] {
+        for (phase, value) in [
+            ("queue", queue), ("load", load), ("init", engineInit), ("prefill", prefill),
+            ("total", queue + load + engineInit + prefill),
+        ] {
             timer("sllm_cold_start_seconds", ["model": deployment, "phase": phase]).record(seconds: value)
         }
     }

@@ -13,13 +13,16 @@ struct AccessLogMiddleware: RouterMiddleware {
 
     static let generationPaths: Set<[String]> = [["v1", "chat", "completions"], ["v1", "completions"]]
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         let start = ContinuousClock.now
         do {
             let response = try await next(request, context)
             // Generation requests log their own line when they finish (with model and tokens);
             // the router's split of the path is only made for a path that may be one.
-            let generation = response.status == .ok && request.uri.path.contains("completions")
+            let generation =
+                response.status == .ok && request.uri.path.contains("completions")
                 && Self.generationPaths.contains(RouterPath(request.uri.path).components.map(\.description))
             if !generation {
                 Self.log(logger, request, status: Int(response.status.code), start: start)
@@ -32,7 +35,9 @@ struct AccessLogMiddleware: RouterMiddleware {
         }
     }
 
-    static func log(_ logger: Logger, _ request: Request, status: Int, start: ContinuousClock.Instant, details: String = "") {
+    static func log(
+        _ logger: Logger, _ request: Request, status: Int, start: ContinuousClock.Instant, details: String = ""
+    ) {
         guard logger.logLevel <= .info else { return }
         let milliseconds = String(format: "%.1f", seconds(since: start) * 1000)
         logger.info("\(request.method) \(request.uri.path) \(status)\(details) total_ms=\(milliseconds)")

@@ -47,8 +47,9 @@ final class Routes {
     func add(_ method: HTTPRequest.Method, _ path: String, _ access: RouteAccess, _ handler: @escaping Handler) {
         entries.append(RouteEntry(method: method, path: path, access: access))
         if access == .open {
-            precondition(AuthMiddleware.openPaths.contains(RouterPath(path).components.map(\.description)),
-                         "open route \(path) is missing from AuthMiddleware.openPaths")
+            precondition(
+                AuthMiddleware.openPaths.contains(RouterPath(path).components.map(\.description)),
+                "open route \(path) is missing from AuthMiddleware.openPaths")
         }
         let keys = self.keys
         router.on(RouterPath(path), method: method) { request, context in
@@ -95,7 +96,9 @@ struct AuthMiddleware: RouterMiddleware {
     /// The paths (as the router's components) anyone may call.
     static let openPaths: Set<[String]> = [[], ["health"], ["ready"], ["metrics"]]
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         if keys.required, !Self.openPaths.contains(RouterPath(request.uri.path).components.map(\.description)) {
             try keys.authorize(request, for: .user)
         }

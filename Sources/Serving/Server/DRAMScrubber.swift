@@ -26,7 +26,12 @@ struct DRAMScrubber: Service {
                     }
                     for result in results { metrics.dramVerified(result) }
                     if !results.isEmpty {
-                        logger.debug("DRAM cache checked", metadata: ["models": "\(results.count)", "corrupt": "\(results.filter { $0.corruptTensor != nil }.count)"])
+                        logger.debug(
+                            "DRAM cache checked",
+                            metadata: [
+                                "models": "\(results.count)",
+                                "corrupt": "\(results.filter { $0.corruptTensor != nil }.count)",
+                            ])
                     }
                     try await Task.sleep(for: interval)
                 }

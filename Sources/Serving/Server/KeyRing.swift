@@ -58,21 +58,27 @@ final class KeyRing: Sendable {
 struct ErrorMiddleware: RouterMiddleware {
     typealias Context = BasicRequestContext
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         do {
             return try await next(request, context)
         } catch let error as ServingError {
             throw error
         } catch let error as HTTPError {
-            let kind: ServingError.Kind = switch error.status.code {
-            case 404: .notFound
-            case 413: .bodyTooLarge
-            case 401: .unauthorized
-            case 400..<500: .invalidRequest
-            default: .internalError
+            let kind: ServingError.Kind =
+                switch error.status.code {
+                case 404: .notFound
+                case 413: .bodyTooLarge
+                case 401: .unauthorized
+                case 400..<500: .invalidRequest
+                default: .internalError
+                }
+            var mapped = ServingError(
+                kind, error.body ?? "\(error.status.reasonPhrase): \(request.method) \(request.uri.path)")
+            if error.status.code == 405 {
+                mapped = ServingError(.invalidRequest, "method \(request.method) is not allowed on \(request.uri.path)")
             }
-            var mapped = ServingError(kind, error.body ?? "\(error.status.reasonPhrase): \(request.method) \(request.uri.path)")
-            if error.status.code == 405 { mapped = ServingError(.invalidRequest, "method \(request.method) is not allowed on \(request.uri.path)") }
             throw mapped
         } catch {
             throw ServingError(.internalError, "internal error: \(error)")

@@ -1,13 +1,13 @@
-import Scheduling
-public import Logging
 import Checkpoint
 import Foundation
 import Hummingbird
+public import Logging
 import NIOCore
+import Scheduling
 import ServiceLifecycle
-import UnixSignals
 import Store
 import Synchronization
+import UnixSignals
 
 /// Whether the server is still taking requests (new ones get 503 once shutdown began), and
 /// whether in-flight streams must end now (the shutdown deadline is near).
@@ -55,14 +55,19 @@ public final class Server: Sendable {
     /// Opens the data directory (store, DRAM cache, state database) and serves it with its
     /// in-process worker. Throws on bad settings.
     public convenience init(configuration: ServeConfiguration, logger: Logger = Logger(label: "sllm.serve")) throws {
-        try self.init(configuration: configuration, worker: try LocalWorker(configuration: configuration, logger: logger), logger: logger, wrapWorker: { $0 })
+        try self.init(
+            configuration: configuration, worker: try LocalWorker(configuration: configuration, logger: logger),
+            logger: logger, wrapWorker: { $0 })
     }
 
     /// Serves the node of `worker`. `wrapWorker` lets tests put a worker of their own between
     /// the deployments and the in-process one (the seam a cluster's network worker takes);
     /// `clock` runs the deployments' keep-alive timers (tests move a manual one).
-    init(configuration: ServeConfiguration, worker local: LocalWorker, logger: Logger, clock: any SchedulerClock = SystemClock(),
-         wrapWorker: (LocalWorker) -> any Worker) throws {
+    init(
+        configuration: ServeConfiguration, worker local: LocalWorker, logger: Logger,
+        clock: any SchedulerClock = SystemClock(),
+        wrapWorker: (LocalWorker) -> any Worker
+    ) throws {
         self.configuration = configuration
         self.logger = logger
         localWorker = local
@@ -70,11 +75,15 @@ public final class Server: Sendable {
         let state = try SQLiteStateStore(path: configuration.dataDirectory + "/state.sqlite")
         keys = KeyRing(configuration: configuration, state: state, storedHashes: try state.keyHashes())
         if keys.required && !keys.hasAnyKey {
-            throw ServingError(.invalidRequest, "binding \(configuration.host) (beyond loopback) requires API keys: set --admin-key / SLLM_ADMIN_KEY or --api-keys, or --auth off to serve without keys")
+            throw ServingError(
+                .invalidRequest,
+                "binding \(configuration.host) (beyond loopback) requires API keys: set --admin-key / SLLM_ADMIN_KEY or --api-keys, or --auth off to serve without keys"
+            )
         }
         metrics = ServingMetrics()
-        registry = DeploymentRegistry(configuration: configuration, workers: [worker], state: state, tokenizers: local.tokenizers, clock: clock,
-                                      metrics: metrics, logger: logger)
+        registry = DeploymentRegistry(
+            configuration: configuration, workers: [worker], state: state, tokenizers: local.tokenizers, clock: clock,
+            metrics: metrics, logger: logger)
     }
 
     /// The port the server listens on once running (the configured one, or the one picked for port 0).
@@ -97,9 +106,12 @@ public final class Server: Sendable {
         let requestTimeout = TimeAmount.nanoseconds(Int64(configuration.requestTimeout.seconds * 1e9))
         let app = Application(
             router: router,
-            server: .http1(configuration: .init(
-                additionalChannelHandlers: [ConnectionLimitsHandler(counter: connections, requestTimeout: requestTimeout)],
-                idleTimeout: .nanoseconds(Int64(configuration.idleTimeout.seconds * 1e9)))),
+            server: .http1(
+                configuration: .init(
+                    additionalChannelHandlers: [
+                        ConnectionLimitsHandler(counter: connections, requestTimeout: requestTimeout)
+                    ],
+                    idleTimeout: .nanoseconds(Int64(configuration.idleTimeout.seconds * 1e9)))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "sllm"),
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? 0
@@ -118,12 +130,17 @@ public final class Server: Sendable {
                 .init(service: nodeService),
                 .init(service: app),
                 .init(service: gate, successTerminationBehavior: .ignore),
-                .init(service: DRAMPoolService(cache: localWorker.loader.cache, enabled: configuration.dramFill,
-                                                busy: { [localWorker] in localWorker.isBusy }, logger: logger),
-                      successTerminationBehavior: .ignore),
-                .init(service: DRAMScrubber(cache: localWorker.loader.cache, store: localWorker.store, bytesPerSecond: configuration.dramScrubBytesPerSecond,
-                                            interval: configuration.dramScrubInterval, metrics: metrics, logger: logger),
-                      successTerminationBehavior: .ignore),
+                .init(
+                    service: DRAMPoolService(
+                        cache: localWorker.loader.cache, enabled: configuration.dramFill,
+                        busy: { [localWorker] in localWorker.isBusy }, logger: logger),
+                    successTerminationBehavior: .ignore),
+                .init(
+                    service: DRAMScrubber(
+                        cache: localWorker.loader.cache, store: localWorker.store,
+                        bytesPerSecond: configuration.dramScrubBytesPerSecond,
+                        interval: configuration.dramScrubInterval, metrics: metrics, logger: logger),
+                    successTerminationBehavior: .ignore),
             ],
             gracefulShutdownSignals: signals ? [.sigterm, .sigint] : [],
             cancellationSignals: [],
@@ -147,28 +164,42 @@ public final class Server: Sendable {
     /// Registers every route with the access it needs (`Routes.add`).
     private func register(on router: Router<BasicRequestContext>) -> Routes {
         let routes = Routes(router: router, keys: keys)
-        let openAI = OpenAIRoutes(registry: registry, metrics: metrics, lifecycle: lifecycle, maxBodyBytes: configuration.maxBodyBytes, logger: logger)
-        routes.add(.post, "v1/chat/completions", .user) { request, context in try await openAI.handle(.chat, request, context: context) }
-        routes.add(.post, "v1/completions", .user) { request, context in try await openAI.handle(.text, request, context: context) }
+        let openAI = OpenAIRoutes(
+            registry: registry, metrics: metrics, lifecycle: lifecycle, maxBodyBytes: configuration.maxBodyBytes,
+            logger: logger)
+        routes.add(.post, "v1/chat/completions", .user) { request, context in
+            try await openAI.handle(.chat, request, context: context)
+        }
+        routes.add(.post, "v1/completions", .user) { request, context in
+            try await openAI.handle(.text, request, context: context)
+        }
         routes.add(.get, "v1/models", .user) { _, _ in try await self.models() }
-        routes.add(.get, "v1/models/{id}", .user) { _, context in try await self.model(try context.parameters.require("id")) }
+        routes.add(.get, "v1/models/{id}", .user) { _, context in
+            try await self.model(try context.parameters.require("id"))
+        }
         routes.add(.get, "", .open) { _, _ in
-            try encode(ServerSummary(status: "sllm is running", version: Self.version, links: [
-                "openai": "/v1", "models": "/v1/models", "health": "/health", "ready": "/ready", "metrics": "/metrics", "admin": "/admin/deployments",
-            ]))
+            try encode(
+                ServerSummary(
+                    status: "sllm is running", version: Self.version,
+                    links: [
+                        "openai": "/v1", "models": "/v1/models", "health": "/health", "ready": "/ready",
+                        "metrics": "/metrics", "admin": "/admin/deployments",
+                    ]))
         }
         routes.add(.get, "health", .open) { _, _ in try encode(["status": "ok"]) }
         routes.add(.get, "ready", .open) { _, _ in
             guard self.lifecycle.isReady else {
-                throw ServingError(self.lifecycle.isShuttingDown ? .shuttingDown : .unavailable,
-                                   self.lifecycle.isShuttingDown ? "the server is shutting down" : "the server is starting")
+                throw ServingError(
+                    self.lifecycle.isShuttingDown ? .shuttingDown : .unavailable,
+                    self.lifecycle.isShuttingDown ? "the server is shutting down" : "the server is starting")
             }
             return try encode(["status": "ready"])
         }
         routes.add(.get, "metrics", .open) { _, _ in
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4"
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: self.metrics.render())))
+            return Response(
+                status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: self.metrics.render())))
         }
         AdminRoutes(registry: registry, keys: keys, maxBodyBytes: configuration.maxBodyBytes).register(on: routes)
         return routes

@@ -65,15 +65,18 @@ final class SQLiteStateStore: StateStore {
     // MARK: - Deployments
 
     func deployments() throws -> [DeploymentSpec] {
-        let texts = try database.read { db in try String.fetchAll(db, sql: "SELECT spec FROM deployment ORDER BY name") }
+        let texts = try database.read { db in try String.fetchAll(db, sql: "SELECT spec FROM deployment ORDER BY name")
+        }
         return try texts.map { try JSONDecoder.iso.decode(DeploymentSpec.self, from: Data($0.utf8)) }
     }
 
     func save(_ spec: DeploymentSpec) throws {
         let text = String(decoding: try JSONEncoder.iso.encode(spec), as: UTF8.self)
         try database.write { db in
-            try db.execute(sql: "INSERT INTO deployment (name, spec) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET spec = excluded.spec",
-                           arguments: [spec.name, text])
+            try db.execute(
+                sql:
+                    "INSERT INTO deployment (name, spec) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET spec = excluded.spec",
+                arguments: [spec.name, text])
         }
     }
 
@@ -84,13 +87,17 @@ final class SQLiteStateStore: StateStore {
     // MARK: - Settings
 
     func setting(_ key: String) throws -> String? {
-        try database.read { db in try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = ?", arguments: [key]) }
+        try database.read { db in
+            try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = ?", arguments: [key])
+        }
     }
 
     func setSetting(_ key: String, _ value: String) throws {
         try database.write { db in
-            try db.execute(sql: "INSERT INTO setting (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                           arguments: [key, value])
+            try db.execute(
+                sql:
+                    "INSERT INTO setting (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                arguments: [key, value])
         }
     }
 
@@ -103,8 +110,9 @@ final class SQLiteStateStore: StateStore {
         let secret = "sk-sllm-" + bytes.map { String(format: "%02x", $0) }.joined()
         let key = APIKey(id: String(secret.dropFirst(8).prefix(8)), name: name, admin: admin, createdAt: Date())
         try database.write { db in
-            try db.execute(sql: "INSERT INTO apiKey (id, name, sha256, admin, createdAt) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [key.id, key.name, Self.hash(secret), key.admin, key.createdAt])
+            try db.execute(
+                sql: "INSERT INTO apiKey (id, name, sha256, admin, createdAt) VALUES (?, ?, ?, ?, ?)",
+                arguments: [key.id, key.name, Self.hash(secret), key.admin, key.createdAt])
         }
         return (key, secret)
     }
@@ -121,7 +129,9 @@ final class SQLiteStateStore: StateStore {
     func keyHashes() throws -> [String: Bool] {
         try database.read { db in
             var hashes: [String: Bool] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT sha256, admin FROM apiKey") { hashes[row["sha256"]] = row["admin"] }
+            for row in try Row.fetchAll(db, sql: "SELECT sha256, admin FROM apiKey") {
+                hashes[row["sha256"]] = row["admin"]
+            }
             return hashes
         }
     }

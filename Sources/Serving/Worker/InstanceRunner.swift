@@ -1,8 +1,8 @@
 import Engine
 import Foundation
 import Logging
-import Synchronization
 import Store
+import Synchronization
 import Tokenizers
 
 /// One running model: an engine over a loaded checkpoint and a thread that batches every job
@@ -75,7 +75,10 @@ final class InstanceRunner: @unchecked Sendable {
             condition.signal()
             return true
         }
-        if !accepted { continuation.finish(throwing: ServingError(.unavailable, "instance \(info.id) of `\(info.deployment)` is stopping")) }
+        if !accepted {
+            continuation.finish(
+                throwing: ServingError(.unavailable, "instance \(info.id) of `\(info.deployment)` is stopping"))
+        }
     }
 
     /// Cancels a job (its client went away): it leaves the batch before the next step.
@@ -118,7 +121,9 @@ final class InstanceRunner: @unchecked Sendable {
             var cancels: Set<String> = []
             var snapshots: [(job: String, reply: CheckedContinuation<SequenceSnapshot?, Never>)] = []
             let stop: Bool = condition.withLock {
-                while incoming.isEmpty && active.isEmpty && cancelled.isEmpty && snapshotRequests.isEmpty && !stopping { condition.wait() }
+                while incoming.isEmpty && active.isEmpty && cancelled.isEmpty && snapshotRequests.isEmpty && !stopping {
+                    condition.wait()
+                }
                 snapshots = snapshotRequests
                 snapshotRequests.removeAll()
                 if stopping { return true }
@@ -161,10 +166,14 @@ final class InstanceRunner: @unchecked Sendable {
                     let (sequence, cached) = try sequence(for: arrival.job, activeCount: active.count)
                     // A resumed job's text so far was sent by the instance it came from: only
                     // what follows is reported.
-                    let resumed = arrival.job.resume.map { Array($0.tokens[min($0.promptCount, $0.tokens.count)...]) } ?? []
-                    let driver = GenerationDriver(tokenizer: engine.tokenizer, parameters: arrival.job.parameters, resumedTokens: resumed)
-                    active.append(Active(job: arrival.job, continuation: arrival.continuation, sequence: sequence, driver: driver,
-                                         joined: .now, cachedTokens: cached))
+                    let resumed =
+                        arrival.job.resume.map { Array($0.tokens[min($0.promptCount, $0.tokens.count)...]) } ?? []
+                    let driver = GenerationDriver(
+                        tokenizer: engine.tokenizer, parameters: arrival.job.parameters, resumedTokens: resumed)
+                    active.append(
+                        Active(
+                            job: arrival.job, continuation: arrival.continuation, sequence: sequence, driver: driver,
+                            joined: .now, cachedTokens: cached))
                 } catch {
                     arrival.continuation.finish(throwing: ServingError(error))
                 }
@@ -173,7 +182,9 @@ final class InstanceRunner: @unchecked Sendable {
             // A sequence whose context is full ends here (the engine refuses to step it), as does
             // one resumed at its token limit.
             active.removeAll { job in
-                guard job.sequence.tokens.count >= job.sequence.capacity || job.driver.reachedLimit else { return false }
+                guard job.sequence.tokens.count >= job.sequence.capacity || job.driver.reachedLimit else {
+                    return false
+                }
                 var job = job
                 finish(&job, reason: .length)
                 return true
@@ -258,9 +269,13 @@ final class InstanceRunner: @unchecked Sendable {
             job.continuation.yield(.token(TokenOutput(token: -1, text: rest, piece: "", logprob: 0, top: [])))
         }
         let timings = job.sequence.timings
-        job.continuation.yield(.finished(GenerationSummary(
-            finishReason: reason, promptTokens: job.job.prompt.count, completionTokens: job.driver.generated, cachedTokens: job.cachedTokens,
-            prefillSeconds: timings.prefill, firstTokenSeconds: job.firstToken ?? 0, decodeSeconds: timings.decode)))
+        job.continuation.yield(
+            .finished(
+                GenerationSummary(
+                    finishReason: reason, promptTokens: job.job.prompt.count, completionTokens: job.driver.generated,
+                    cachedTokens: job.cachedTokens,
+                    prefillSeconds: timings.prefill, firstTokenSeconds: job.firstToken ?? 0,
+                    decodeSeconds: timings.decode)))
         job.continuation.finish()
         retain(job.sequence)
     }

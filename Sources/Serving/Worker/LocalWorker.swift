@@ -1,9 +1,9 @@
-public import Store
 import Checkpoint
 public import Engine
 import Foundation
 public import Logging
 import Scheduling
+public import Store
 import Synchronization
 import Tokenizers
 
@@ -27,7 +27,10 @@ public final class LocalWorker: Worker {
     private let bandwidth = Mutex<[Tier: BandwidthAverage]>([:])
     private let logger: Logger
 
-    public init(loader: ModelLoader, threads: Int, memoryBudgetBytes: Int, node: NodeID? = nil, logger: Logger = Logger(label: "sllm.worker")) {
+    public init(
+        loader: ModelLoader, threads: Int, memoryBudgetBytes: Int, node: NodeID? = nil,
+        logger: Logger = Logger(label: "sllm.worker")
+    ) {
         self.loader = loader
         self.memoryBudgetBytes = memoryBudgetBytes
         tokenizers = TokenizerCache()
@@ -43,11 +46,14 @@ public final class LocalWorker: Worker {
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         // Caches of data directories that no longer exist (and that nobody uses) go first.
         DRAMCache.removeOrphans(logger: logger)
-        let cache = try DRAMCache(directory: configuration.cacheDirectory ?? DRAMCache.defaultDirectory(forDataDirectory: store.root),
-                                  budgetBytes: configuration.dramCacheBytes, owner: store.root)
+        let cache = try DRAMCache(
+            directory: configuration.cacheDirectory ?? DRAMCache.defaultDirectory(forDataDirectory: store.root),
+            budgetBytes: configuration.dramCacheBytes, owner: store.root)
         cache.reclaim()
         let loader = ModelLoader(store: store, cache: cache, configuration: .init(directIO: configuration.directIO))
-        self.init(loader: loader, threads: configuration.threads, memoryBudgetBytes: configuration.memoryBudgetBytes, logger: logger)
+        self.init(
+            loader: loader, threads: configuration.threads, memoryBudgetBytes: configuration.memoryBudgetBytes,
+            logger: logger)
     }
 
     // MARK: - The node
@@ -57,10 +63,13 @@ public final class LocalWorker: Worker {
         let (models, entries) = await (try? runBlocking { (try store.list(), cache.listEntries()) }) ?? ([], [])
         let rates = bandwidth.withLock { $0 }
         func tier(_ tier: Tier, _ held: [HeldModel]) -> TierInventory {
-            TierInventory(tier: tier, models: held.sorted { $0.name < $1.name }, usedBytes: held.reduce(0) { $0 + $1.bytes },
-                          loadBytesPerSecond: rates[tier]?.bytesPerSecond, loads: rates[tier]?.count ?? 0)
+            TierInventory(
+                tier: tier, models: held.sorted { $0.name < $1.name }, usedBytes: held.reduce(0) { $0 + $1.bytes },
+                loadBytesPerSecond: rates[tier]?.bytesPerSecond, loads: rates[tier]?.count ?? 0)
         }
-        let dram = entries.filter(\.complete).compactMap { entry in (try? ModelName(entry.name)).map { HeldModel(name: $0, bytes: entry.bytes) } }
+        let dram = entries.filter(\.complete).compactMap { entry in
+            (try? ModelName(entry.name)).map { HeldModel(name: $0, bytes: entry.bytes) }
+        }
         let ssd = models.compactMap { entry -> HeldModel? in
             guard let name = try? ModelName(entry.name), let index = try? entry.index.get() else { return nil }
             return HeldModel(name: name, bytes: index.partitions.reduce(0) { $0 + $1.byteCount })
@@ -68,7 +77,8 @@ public final class LocalWorker: Worker {
         let running = instances.withLock { $0 }
         return NodeInventory(
             node: node, cores: ProcessInfo.processInfo.activeProcessorCount, threadsPerInstance: threads,
-            memoryBudgetBytes: memoryBudgetBytes, reservedBytes: running.values.reduce(0) { $0 + $1.info.weightBytes + $1.info.kvCacheBytes },
+            memoryBudgetBytes: memoryBudgetBytes,
+            reservedBytes: running.values.reduce(0) { $0 + $1.info.weightBytes + $1.info.kvCacheBytes },
             dramBudgetBytes: cache.budgetBytes, tiers: [tier(.dram, dram), tier(.ssd, ssd), tier(.remote, [])],
             instances: running.keys.sorted(), runningJobs: runningJobs.load(ordering: .relaxed))
     }
@@ -84,7 +94,8 @@ public final class LocalWorker: Worker {
             }
             return ModelFacts(
                 name: model, architecture: index.config.architecture, contextLength: index.config.contextLength,
-                weightBytes: index.partitions.reduce(0) { $0 + $1.byteCount }, kvBytesPerPosition: Engine.kvBytesPerPosition(index.config),
+                weightBytes: index.partitions.reduce(0) { $0 + $1.byteCount },
+                kvBytesPerPosition: Engine.kvBytesPerPosition(index.config),
                 index: index, tokenizerFiles: files)
         }
     }
@@ -93,10 +104,16 @@ public final class LocalWorker: Worker {
         if let name = try? ModelName(source), store.contains(name) { return SourceResolution(local: name) }
         let parsed: (source: ModelSource, aliasName: String?)
         do { parsed = try ModelSource.parse(source) } catch {
-            throw ServingError(.invalidRequest, "model `\(source)` is not in the store and is not something `sllm pull` can fetch: \(error.description)", param: "model")
+            throw ServingError(
+                .invalidRequest,
+                "model `\(source)` is not in the store and is not something `sllm pull` can fetch: \(error.description)",
+                param: "model")
         }
         if case .local(let path) = parsed.source, !FileManager.default.fileExists(atPath: path) {
-            throw ServingError(.invalidRequest, "model `\(source)` is neither in the store (`sllm list`), an alias (\(ModelSource.aliases.map(\.name).joined(separator: ", "))), a URL, a pip: source nor an existing file", param: "model")
+            throw ServingError(
+                .invalidRequest,
+                "model `\(source)` is neither in the store (`sllm list`), an alias (\(ModelSource.aliases.map(\.name).joined(separator: ", "))), a URL, a pip: source nor an existing file",
+                param: "model")
         }
         let name: ModelName
         do { name = try parsed.aliasName.map { try ModelName($0) } ?? parsed.source.defaultName() } catch {
@@ -114,9 +131,12 @@ public final class LocalWorker: Worker {
         let task = Task { [puller] in
             do {
                 let outcome = try await puller.pull(source, as: name, force: false) { report in
-                    continuation.yield(.progress(phase: report.phase, completedBytes: report.completedBytes, totalBytes: report.totalBytes))
+                    continuation.yield(
+                        .progress(
+                            phase: report.phase, completedBytes: report.completedBytes, totalBytes: report.totalBytes))
                 }
-                continuation.yield(.finished(name: outcome.name, bytes: outcome.index.partitions.reduce(0) { $0 + $1.byteCount }))
+                continuation.yield(
+                    .finished(name: outcome.name, bytes: outcome.index.partitions.reduce(0) { $0 + $1.byteCount }))
                 continuation.finish()
             } catch {
                 continuation.finish(throwing: error)
@@ -127,7 +147,10 @@ public final class LocalWorker: Worker {
     }
 
     public func prefetch(_ model: ModelName, into tier: Tier) async throws -> LoadReport {
-        guard tier == .dram else { throw ServingError(.invalidRequest, "models are prefetched into the DRAM cache (`dram`), not `\(tier.rawValue)`") }
+        guard tier == .dram else {
+            throw ServingError(
+                .invalidRequest, "models are prefetched into the DRAM cache (`dram`), not `\(tier.rawValue)`")
+        }
         let loaded = try await loader.warm(model)
         record(loaded)
         return LoadReport(model: model, tier: loaded.tier, bytes: loaded.byteCount, seconds: loaded.timings.total)
@@ -136,7 +159,10 @@ public final class LocalWorker: Worker {
     public func evict(_ model: ModelName, from tier: Tier) async throws -> Int {
         switch tier {
         case .dram: return try await loader.evict(model)
-        case .ssd, .remote: throw ServingError(.invalidRequest, "a worker evicts from the DRAM cache (`dram`); `sllm rm` removes a model from the store")
+        case .ssd, .remote:
+            throw ServingError(
+                .invalidRequest,
+                "a worker evicts from the DRAM cache (`dram`); `sllm rm` removes a model from the store")
         }
     }
 
@@ -175,7 +201,9 @@ public final class LocalWorker: Worker {
         return stream
     }
 
-    private func start(_ spec: InstanceSpec, progress: @escaping @Sendable (Double) -> Void) async throws -> InstanceInfo {
+    private func start(_ spec: InstanceSpec, progress: @escaping @Sendable (Double) -> Void) async throws
+        -> InstanceInfo
+    {
         let name = spec.model
         let start = ContinuousClock.now
         let model = try await loader.load(name) { report in
@@ -193,10 +221,13 @@ public final class LocalWorker: Worker {
             id: spec.id, deployment: spec.deployment, model: spec.model, startedAt: Date(), tier: model.tier,
             loadSeconds: loadSeconds, engineInitSeconds: engine.startupSeconds, weightBytes: model.byteCount,
             kvCacheBytes: options.kvCacheBytes, contextLength: engine.contextLength)
-        let instance = InstanceRunner(info: info, engine: engine, model: model, maxSequences: spec.sizing.maxSequences, logger: logger)
+        let instance = InstanceRunner(
+            info: info, engine: engine, model: model, maxSequences: spec.sizing.maxSequences, logger: logger)
         instances.withLock { $0[spec.id] = instance }
         instance.start()
-        logger.info("instance \(spec.id) of \(spec.deployment) started from \(model.tier.rawValue) in \(String(format: "%.1f", loadSeconds * 1000)) ms")
+        logger.info(
+            "instance \(spec.id) of \(spec.deployment) started from \(model.tier.rawValue) in \(String(format: "%.1f", loadSeconds * 1000)) ms"
+        )
         return info
     }
 
@@ -213,7 +244,8 @@ public final class LocalWorker: Worker {
     }
 
     public func run(_ job: GenerationJob, on instanceID: String) -> AsyncThrowingStream<GenerationEvent, any Error> {
-        let (stream, continuation) = AsyncThrowingStream.makeStream(of: GenerationEvent.self, throwing: (any Error).self)
+        let (stream, continuation) = AsyncThrowingStream.makeStream(
+            of: GenerationEvent.self, throwing: (any Error).self)
         guard let instance = instances.withLock({ $0[instanceID] }) else {
             continuation.finish(throwing: ServingError(.unavailable, "instance \(instanceID) is not running"))
             return stream

@@ -1,7 +1,7 @@
 public import Checkpoint
 public import Engine
-public import Scheduling
 public import Foundation
+public import Scheduling
 public import Store
 
 /// A node: what the control side (the deployment registry, the autoscaler, a cluster's
@@ -204,7 +204,9 @@ public struct GenerationJob: Sendable, Codable {
     /// only tokens after it are reported.
     public var resume: SequenceSnapshot?
 
-    public init(id: String, prompt: [Int], sampling: SamplingParameters, maxTokens: Int?, stop: [String], logprobs: Int?) {
+    public init(
+        id: String, prompt: [Int], sampling: SamplingParameters, maxTokens: Int?, stop: [String], logprobs: Int?
+    ) {
         self.id = id
         self.prompt = prompt
         self.sampling = sampling

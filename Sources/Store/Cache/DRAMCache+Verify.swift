@@ -3,7 +3,7 @@ import Foundation
 import Logging
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The outcome of re-hashing one model's DRAM copy.
@@ -28,8 +28,10 @@ extension DRAMCache {
     ///     so a background scrub takes a bounded share of memory bandwidth.
     ///   - shouldStop: checked between tensors; a stopped verification returns nil.
     /// - Returns: nil when the cache holds no complete entry for this checkpoint.
-    public func verify(name: String, reader: CheckpointReader, bytesPerSecond: Int? = nil,
-                       shouldStop: () -> Bool = { false }) -> DRAMVerification? {
+    public func verify(
+        name: String, reader: CheckpointReader, bytesPerSecond: Int? = nil,
+        shouldStop: () -> Bool = { false }
+    ) -> DRAMVerification? {
         let path = entriesDirectory + "/" + Self.key(name: name, indexChecksum: reader.indexChecksum)
         guard let meta = readMeta(path), meta.complete else { return nil }
         guard let lock = sharedLock(path) else { return nil }
@@ -47,7 +49,8 @@ extension DRAMCache {
                     break
                 }
                 let segment = meta.segments[index]
-                let bytes = UnsafeRawBufferPointer(start: slabs[index].base + (tensor.offset - segment.offset), count: tensor.byteCount)
+                let bytes = UnsafeRawBufferPointer(
+                    start: slabs[index].base + (tensor.offset - segment.offset), count: tensor.byteCount)
                 guard CRC32C.checksum(bytes) == tensor.crc32c else {
                     result.corruptTensor = tensor.name
                     break
@@ -79,14 +82,18 @@ extension DRAMCache {
 
     /// Verifies every complete entry whose checkpoint is in `store` (entries of other index
     /// versions are unreachable and skipped).
-    public func verifyAll(store: ModelStore, bytesPerSecond: Int? = nil, shouldStop: () -> Bool = { false }) -> [DRAMVerification] {
+    public func verifyAll(store: ModelStore, bytesPerSecond: Int? = nil, shouldStop: () -> Bool = { false })
+        -> [DRAMVerification]
+    {
         var results: [DRAMVerification] = []
         for entry in listEntries() where entry.complete {
             guard !shouldStop() else { break }
             guard let name = try? ModelName(entry.name), let reader = try? store.reader(for: name),
-                  entry.key == Self.key(name: entry.name, indexChecksum: reader.indexChecksum)
+                entry.key == Self.key(name: entry.name, indexChecksum: reader.indexChecksum)
             else { continue }
-            if let result = verify(name: entry.name, reader: reader, bytesPerSecond: bytesPerSecond, shouldStop: shouldStop) {
+            if let result = verify(
+                name: entry.name, reader: reader, bytesPerSecond: bytesPerSecond, shouldStop: shouldStop)
+            {
                 results.append(result)
             }
         }

@@ -1,11 +1,11 @@
-public import Checkpoint
 import CKernels
+public import Checkpoint
 import Foundation
 public import Logging
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The DRAM tier: checkpoints in shared memory, bounded by a byte budget, least recently used
@@ -52,7 +52,8 @@ public final class DRAMCache: Sendable {
 
         /// Whether all of `tensor`'s bytes lie in this segment.
         func holds(_ tensor: CheckpointIndex.TensorRecord) -> Bool {
-            partition == tensor.partition && tensor.offset >= offset && tensor.offset + tensor.byteCount <= offset + byteCount
+            partition == tensor.partition && tensor.offset >= offset
+                && tensor.offset + tensor.byteCount <= offset + byteCount
         }
     }
 
@@ -71,7 +72,10 @@ public final class DRAMCache: Sendable {
     ///
     /// - Parameter owner: the data directory the cache serves, recorded in `DIR/owner` so that
     ///   `removeOrphans` can delete caches whose data directory is gone.
-    public init(directory: String, budgetBytes: Int, slabBytes: Int = 32 << 20, owner: String? = nil, logger: Logger = Logger(label: "sllm.cache")) throws {
+    public init(
+        directory: String, budgetBytes: Int, slabBytes: Int = 32 << 20, owner: String? = nil,
+        logger: Logger = Logger(label: "sllm.cache")
+    ) throws {
         self.directory = directory
         self.budgetBytes = budgetBytes
         self.slabBytes = max(4096, slabBytes / 4096 * 4096)
@@ -96,10 +100,17 @@ public final class DRAMCache: Sendable {
     /// this user owns to mode 0700.
     static func restrictToThisUser(_ directory: String) throws {
         var info = stat()
-        guard lstat(directory, &info) == 0 else { throw StoreError.system("cannot stat the DRAM cache \(directory)", "lstat") }
-        guard info.st_mode & S_IFMT == S_IFDIR else { throw StoreError(.io, "the DRAM cache \(directory) is not a directory (a link?)") }
+        guard lstat(directory, &info) == 0 else {
+            throw StoreError.system("cannot stat the DRAM cache \(directory)", "lstat")
+        }
+        guard info.st_mode & S_IFMT == S_IFDIR else {
+            throw StoreError(.io, "the DRAM cache \(directory) is not a directory (a link?)")
+        }
         guard info.st_uid == geteuid() else {
-            throw StoreError(.io, "the DRAM cache \(directory) belongs to uid \(info.st_uid), not to this user (uid \(geteuid())); remove it or set --cache-dir / cache_dir")
+            throw StoreError(
+                .io,
+                "the DRAM cache \(directory) belongs to uid \(info.st_uid), not to this user (uid \(geteuid())); remove it or set --cache-dir / cache_dir"
+            )
         }
         if info.st_mode & 0o077 != 0, chmod(directory, 0o700) != 0 {
             throw StoreError.system("cannot restrict the DRAM cache \(directory) to mode 0700", "chmod")
@@ -110,14 +121,16 @@ public final class DRAMCache: Sendable {
     /// longer exists and that nobody uses (no entry locked). Caches of live data directories,
     /// caches in use, and caches without an `owner` record are left alone. Returns the paths removed.
     @discardableResult
-    public static func removeOrphans(in base: String = "/dev/shm", logger: Logger = Logger(label: "sllm.cache")) -> [String] {
+    public static func removeOrphans(in base: String = "/dev/shm", logger: Logger = Logger(label: "sllm.cache"))
+        -> [String]
+    {
         var removed: [String] = []
         for name in (try? FileSystem.listDirectory(base)) ?? [] where name.hasPrefix("sllm-") {
             let path = base + "/" + name
             var info = stat()
             guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR, info.st_uid == geteuid(),
-                  let owner = try? String(contentsOfFile: path + "/owner", encoding: .utf8), !owner.isEmpty,
-                  !FileSystem.exists(owner)
+                let owner = try? String(contentsOfFile: path + "/owner", encoding: .utf8), !owner.isEmpty,
+                !FileSystem.exists(owner)
             else { continue }
             // In use: some process holds an entry's lock.
             let entries = ((try? FileSystem.listDirectory(path + "/entries")) ?? []).filter { !$0.hasPrefix(".") }
@@ -132,7 +145,9 @@ public final class DRAMCache: Sendable {
             }
             guard !busy else { continue }
             FileSystem.removeTree(path)
-            logger.info("removed the DRAM cache of a data directory that no longer exists", metadata: ["cache": "\(path)", "dataDirectory": "\(owner)"])
+            logger.info(
+                "removed the DRAM cache of a data directory that no longer exists",
+                metadata: ["cache": "\(path)", "dataDirectory": "\(owner)"])
             removed.append(path)
         }
         return removed
@@ -146,7 +161,11 @@ public final class DRAMCache: Sendable {
         var freed = 0
         var inUse: [String] = []
         for entry in listEntries() {
-            if removeEntry(entriesDirectory + "/" + entry.key) { freed += entry.bytes } else { inUse.append(entry.name) }
+            if removeEntry(entriesDirectory + "/" + entry.key) {
+                freed += entry.bytes
+            } else {
+                inUse.append(entry.name)
+            }
         }
         trimPool()
         return (freed, inUse, reclaimed)
@@ -182,7 +201,8 @@ public final class DRAMCache: Sendable {
                     continue
                 }
                 if let segment = current { segments.append(segment) }
-                current = Segment(slabs: [], partition: partition, offset: tensor.offset, byteCount: end - tensor.offset)
+                current = Segment(
+                    slabs: [], partition: partition, offset: tensor.offset, byteCount: end - tensor.offset)
             }
             if let segment = current { segments.append(segment) }
         }
@@ -281,7 +301,9 @@ public final class DRAMCache: Sendable {
                     deleteSlab(free.removeLast())
                 } else {
                     let candidates = listEntries().filter(\.complete).sorted { $0.lastUse < $1.lastUse }
-                    guard let victim = candidates.first(where: { removeEntry(entriesDirectory + "/" + $0.key) }) else { return nil }
+                    guard let victim = candidates.first(where: { removeEntry(entriesDirectory + "/" + $0.key) }) else {
+                        return nil
+                    }
                     logger.info("evicted from DRAM", metadata: ["model": "\(victim.name)", "bytes": "\(victim.bytes)"])
                     free = standardFreeSlabs()
                 }
@@ -296,7 +318,8 @@ public final class DRAMCache: Sendable {
             var assigned = [[String]](repeating: [], count: segments.count)
             for i in segments.indices where counts[i] > 1 {
                 if let span = mappedKeys.lazy.map({ $0.split(separator: "+").map(String.init) })
-                    .first(where: { $0.count == counts[i] && $0.allSatisfy(unused.contains) }) {
+                    .first(where: { $0.count == counts[i] && $0.allSatisfy(unused.contains) })
+                {
                     assigned[i] = span
                     unused.subtract(span)
                 }
@@ -305,7 +328,9 @@ public final class DRAMCache: Sendable {
             var otherFree = unused.filter { !singlyMapped.contains($0) }.sorted()
             for i in segments.indices where assigned[i].isEmpty {
                 for _ in 0..<counts[i] {
-                    let name = counts[i] == 1 ? (mappedFree.popLast() ?? otherFree.popLast()) : (otherFree.popLast() ?? mappedFree.popLast())
+                    let name =
+                        counts[i] == 1
+                        ? (mappedFree.popLast() ?? otherFree.popLast()) : (otherFree.popLast() ?? mappedFree.popLast())
                     assigned[i].append(try name ?? createSlabFile())
                 }
             }
@@ -436,7 +461,9 @@ public final class DRAMCache: Sendable {
             file = try UnsafeSharedMemoryFile.openWritable(path, byteCount: Int(size))
         } else {
             let paths = names.map { slabsDirectory + "/" + $0 }
-            guard let size = FileSystem.fileSize(paths[0]) else { throw StoreError(.notFound, "slab \(paths[0]) is missing") }
+            guard let size = FileSystem.fileSize(paths[0]) else {
+                throw StoreError(.notFound, "slab \(paths[0]) is missing")
+            }
             file = try UnsafeSharedMemoryFile.mapContiguous(paths, slabBytes: Int(size))
         }
         mappings.withLock { table in
@@ -444,7 +471,10 @@ public final class DRAMCache: Sendable {
             // hands): forgotten here; whoever still pins it keeps it alive.
             if names.count > 1 {
                 let members = Set(names)
-                for other in table.keys where other.contains("+") && other.split(separator: "+").contains(where: { members.contains(String($0)) }) {
+                for other in table.keys
+                where other.contains("+")
+                    && other.split(separator: "+").contains(where: { members.contains(String($0)) })
+                {
                     table[other] = nil
                 }
             }
@@ -465,11 +495,15 @@ public final class DRAMCache: Sendable {
             let size = FileSystem.fileSize(slabsDirectory + "/" + name)
             guard size == Int64(each) else {
                 deleteSlab(name)
-                throw StoreError(.io, "slab \(name) has \(size.map(String.init) ?? "no") bytes; it was mapped with \(each)")
+                throw StoreError(
+                    .io, "slab \(name) has \(size.map(String.init) ?? "no") bytes; it was mapped with \(each)")
             }
         }
         guard mapping.byteCount >= segment.byteCount else {
-            throw StoreError(.io, "slabs \(segment.slabs.joined(separator: "+")) hold \(mapping.byteCount) bytes; the segment needs \(segment.byteCount)")
+            throw StoreError(
+                .io,
+                "slabs \(segment.slabs.joined(separator: "+")) hold \(mapping.byteCount) bytes; the segment needs \(segment.byteCount)"
+            )
         }
         return mapping
     }
@@ -478,7 +512,8 @@ public final class DRAMCache: Sendable {
         unlink(slabsDirectory + "/" + name)
         // The mappings die with their last user.
         mappings.withLock { table in
-            for key in table.keys where key == name || (key.contains("+") && key.split(separator: "+").contains { $0 == name }) {
+            for key in table.keys
+            where key == name || (key.contains("+") && key.split(separator: "+").contains { $0 == name }) {
                 table[key] = nil
             }
         }
@@ -510,7 +545,9 @@ public final class DRAMCache: Sendable {
             }
             meta.segments.forEach { referenced.formUnion($0.slabs) }
         }
-        return slabNames().filter { !referenced.contains($0) }.map { ($0, Int(FileSystem.fileSize(slabsDirectory + "/" + $0) ?? 0)) }
+        return slabNames().filter { !referenced.contains($0) }.map {
+            ($0, Int(FileSystem.fileSize(slabsDirectory + "/" + $0) ?? 0))
+        }
     }
 
     /// The free slabs of the standard size, after deleting free slabs of any other size (left by
@@ -605,7 +642,10 @@ public final class DRAMCache: Sendable {
             var free = standardFreeSlabs()
             while slabFileBytes() > budgetBytes, let victim = free.popLast() { deleteSlab(victim) }
         }
-        if orphaned > 0 { logger.info("reclaimed shared memory left by a process that died mid-load", metadata: ["bytes": "\(orphaned)"]) }
+        if orphaned > 0 {
+            logger.info(
+                "reclaimed shared memory left by a process that died mid-load", metadata: ["bytes": "\(orphaned)"])
+        }
         return orphaned
     }
 
@@ -679,7 +719,8 @@ public final class DRAMCache: Sendable {
             let path = entriesDirectory + "/" + key
             guard let meta = readMeta(path) else { return nil }
             return Entry(
-                key: key, name: meta.name, bytes: meta.segments.reduce(0) { $0 + $1.byteCount }, complete: meta.complete,
+                key: key, name: meta.name, bytes: meta.segments.reduce(0) { $0 + $1.byteCount },
+                complete: meta.complete,
                 pinned: isLocked(path), lastUse: FileSystem.modificationTime(path + "/lock") ?? 0)
         }
     }

@@ -22,23 +22,30 @@ public struct MemoryStatus: Sendable, Equatable {
         func field(_ name: String, in text: String, scale: Int) -> Int? {
             for line in text.split(separator: "\n") where line.hasPrefix(name + ":") || line.hasPrefix(name + " ") {
                 let parts = line.split(whereSeparator: { $0 == " " || $0 == ":" })
-                if parts.count >= 2, let value = Int(parts[1]) { return value.multipliedReportingOverflow(by: scale).overflow ? nil : value * scale }
+                if parts.count >= 2, let value = Int(parts[1]) {
+                    return value.multipliedReportingOverflow(by: scale).overflow ? nil : value * scale
+                }
             }
             return nil
         }
-        guard let total = field("MemTotal", in: meminfo, scale: 1024), let available = field("MemAvailable", in: meminfo, scale: 1024) else { return nil }
+        guard let total = field("MemTotal", in: meminfo, scale: 1024),
+            let available = field("MemAvailable", in: meminfo, scale: 1024)
+        else { return nil }
         var status = MemoryStatus(availableBytes: available, limitBytes: total)
         // cgroup v2: "0::/path"; the limit is memory.max ("max" when none).
         if let cgroup = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8),
-           let line = cgroup.split(separator: "\n").first(where: { $0.hasPrefix("0::") }) {
+            let line = cgroup.split(separator: "\n").first(where: { $0.hasPrefix("0::") })
+        {
             let directory = "/sys/fs/cgroup" + line.dropFirst(3)
             if let maxText = try? String(contentsOfFile: directory + "/memory.max", encoding: .utf8),
-               let limit = Int(maxText.trimmingCharacters(in: .whitespacesAndNewlines)),
-               let currentText = try? String(contentsOfFile: directory + "/memory.current", encoding: .utf8),
-               let current = Int(currentText.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                let limit = Int(maxText.trimmingCharacters(in: .whitespacesAndNewlines)),
+                let currentText = try? String(contentsOfFile: directory + "/memory.current", encoding: .utf8),
+                let current = Int(currentText.trimmingCharacters(in: .whitespacesAndNewlines))
+            {
                 let stat = (try? String(contentsOfFile: directory + "/memory.stat", encoding: .utf8)) ?? ""
                 // Page cache of files can be reclaimed; tmpfs (the cache itself) cannot.
-                let reclaimable = (field("active_file", in: stat, scale: 1) ?? 0) + (field("inactive_file", in: stat, scale: 1) ?? 0)
+                let reclaimable =
+                    (field("active_file", in: stat, scale: 1) ?? 0) + (field("inactive_file", in: stat, scale: 1) ?? 0)
                 status.limitBytes = min(status.limitBytes, limit)
                 status.availableBytes = min(status.availableBytes, max(0, limit - max(0, current - reclaimable)))
             }
@@ -105,8 +112,11 @@ public final class PoolFiller: Sendable {
     ///   - memory: how much memory is available (normally `MemoryStatus.current`).
     ///   - busy: whether foreground work runs that the fill must not slow (a server's requests);
     ///     it waits while true, as it does for loads.
-    public init(cache: DRAMCache, settings: Settings = .init(), memory: @escaping @Sendable () -> MemoryStatus? = MemoryStatus.current,
-                busy: @escaping @Sendable () -> Bool = { false }, logger: Logger = Logger(label: "sllm.store")) {
+    public init(
+        cache: DRAMCache, settings: Settings = .init(),
+        memory: @escaping @Sendable () -> MemoryStatus? = MemoryStatus.current,
+        busy: @escaping @Sendable () -> Bool = { false }, logger: Logger = Logger(label: "sllm.store")
+    ) {
         self.cache = cache
         self.settings = settings
         self.memory = memory
@@ -140,7 +150,10 @@ public final class PoolFiller: Sendable {
     }
 
     private func floors(_ status: MemoryStatus) -> (fill: Int, release: Int) {
-        (settings.fillFloor ?? max(1 << 30, status.limitBytes / 5), settings.releaseFloor ?? max(512 << 20, status.limitBytes / 10))
+        (
+            settings.fillFloor ?? max(1 << 30, status.limitBytes / 5),
+            settings.releaseFloor ?? max(512 << 20, status.limitBytes / 10)
+        )
     }
 
     private func sleep(_ seconds: Double) {
@@ -155,10 +168,13 @@ public final class PoolFiller: Sendable {
         func finishFirstFill(limitedByMemory: Bool) {
             guard !firstFillDone else { return }
             firstFillDone = true
-            let result = Report(addedBytes: added, seconds: seconds(since: start), pausedSeconds: paused.seconds, limitedByMemory: limitedByMemory)
+            let result = Report(
+                addedBytes: added, seconds: seconds(since: start), pausedSeconds: paused.seconds,
+                limitedByMemory: limitedByMemory)
             report.withLock { $0 = result }
             filled.signal()
-            logger.info("""
+            logger.info(
+                """
                 DRAM pool filled: \(formatBytes(Int64(added))) added in \(String(format: "%.2f", result.seconds)) s \
                 (\(String(format: "%.2f", result.seconds > 0 ? Double(added) / 1e9 / result.seconds : 0)) GB/s, \
                 \(String(format: "%.2f", result.pausedSeconds)) s aside for loads and requests)\(limitedByMemory ? ", stopped short: memory is low" : "")
@@ -171,8 +187,9 @@ public final class PoolFiller: Sendable {
                 if status.availableBytes < releaseFloor {
                     let freed = cache.releasePooled(fillFloor - status.availableBytes)
                     if freed > 0 {
-                        logger.warning("memory is low: gave pooled DRAM back to the kernel",
-                                       metadata: ["bytes": "\(freed)", "available": "\(status.availableBytes)"])
+                        logger.warning(
+                            "memory is low: gave pooled DRAM back to the kernel",
+                            metadata: ["bytes": "\(freed)", "available": "\(status.availableBytes)"])
                     }
                     finishFirstFill(limitedByMemory: true)
                     sleep(settings.interval)
@@ -204,7 +221,8 @@ public final class PoolFiller: Sendable {
                 sleep(settings.interval)
                 continue
             }
-            MemoryPopulation.populateInBackground(slab.base, byteCount: slab.byteCount, threads: settings.threads, niceness: settings.niceness)
+            MemoryPopulation.populateInBackground(
+                slab.base, byteCount: slab.byteCount, threads: settings.threads, niceness: settings.niceness)
             slab.populated.store(true, ordering: .relaxed)
             added += slab.byteCount
         }

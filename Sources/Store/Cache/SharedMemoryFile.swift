@@ -1,10 +1,10 @@
-import Checkpoint
 import CKernels
-import Synchronization
+import Checkpoint
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A file in shared memory (tmpfs, normally under `/dev/shm`) mapped into this process.
@@ -67,7 +67,9 @@ final class UnsafeSharedMemoryFile: @unchecked Sendable {
     static func mapContiguous(_ paths: [String], slabBytes: Int) throws -> UnsafeSharedMemoryFile {
         precondition(!paths.isEmpty && slabBytes > 0 && slabBytes % 4096 == 0)
         let total = paths.count * slabBytes
-        guard let region = mmap(nil, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), region != MAP_FAILED else {
+        guard let region = mmap(nil, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+            region != MAP_FAILED
+        else {
             throw StoreError.system("cannot reserve \(total) bytes of address space", "mmap")
         }
         for (i, path) in paths.enumerated() {
@@ -82,7 +84,9 @@ final class UnsafeSharedMemoryFile: @unchecked Sendable {
                 throw StoreError(.io, "\(path) does not have the expected \(slabBytes) bytes")
             }
             let part = region + i * slabBytes
-            guard let pointer = mmap(part, slabBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0), pointer == part else {
+            guard let pointer = mmap(part, slabBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0),
+                pointer == part
+            else {
                 munmap(region, total)
                 throw StoreError.system("cannot map \(path)", "mmap")
             }
@@ -104,7 +108,9 @@ final class UnsafeSharedMemoryFile: @unchecked Sendable {
             return
         }
         let protection = writable ? PROT_READ | PROT_WRITE : PROT_READ
-        guard let pointer = mmap(nil, byteCount, protection, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0), pointer != MAP_FAILED else {
+        guard let pointer = mmap(nil, byteCount, protection, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0),
+            pointer != MAP_FAILED
+        else {
             throw StoreError.system("cannot map \(path)", "mmap")
         }
         base = pointer
@@ -148,7 +154,9 @@ public enum MemoryPopulation {
     public static func populate(_ base: UnsafeMutableRawPointer, byteCount: Int, threads: Int) {
         guard byteCount > 0 else { return }
         let pieces = Pieces(base, byteCount: byteCount)
-        DispatchQueue.concurrentPerform(iterations: max(1, min(threads, pieces.count))) { _ in pieces.populateUntilDone() }
+        DispatchQueue.concurrentPerform(iterations: max(1, min(threads, pieces.count))) { _ in
+            pieces.populateUntilDone()
+        }
     }
 
     /// The pieces of one range, handed out in turn to whichever thread asks next.
@@ -217,8 +225,11 @@ extension MemoryPopulation {
         case remapExisting
 
         public static var allCases: [Method] {
-            [.mapPopulate, .madvise(threads: 1), .madvise(threads: 2), .madvise(threads: 4), .fallocate(threads: 1), .fallocate(threads: 2),
-             .touch(threads: 2), .remapExisting]
+            [
+                .mapPopulate, .madvise(threads: 1), .madvise(threads: 2), .madvise(threads: 4), .fallocate(threads: 1),
+                .fallocate(threads: 2),
+                .touch(threads: 2), .remapExisting,
+            ]
         }
 
         public var description: String {
@@ -253,7 +264,11 @@ extension MemoryPopulation {
         }
         guard ftruncate(fd, off_t(byteCount)) == 0 else { throw StoreError.system("cannot size \(path)", "ftruncate") }
         func map(populate: Bool) throws -> UnsafeMutableRawPointer {
-            guard let pointer = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0), pointer != MAP_FAILED else {
+            guard
+                let pointer = mmap(
+                    nil, byteCount, PROT_READ | PROT_WRITE, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0),
+                pointer != MAP_FAILED
+            else {
                 throw StoreError.system("cannot map \(path)", "mmap")
             }
             return pointer

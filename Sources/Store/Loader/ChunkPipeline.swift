@@ -33,7 +33,9 @@ struct ChunkPipeline {
     let verifiers: Int
 
     /// One chunk per cache segment (a run of whole tensors), read into `bases[i]`.
-    static func chunks(index: CheckpointIndex, segments: [DRAMCache.Segment], bases: [UnsafeMutableRawPointer]) -> [Chunk] {
+    static func chunks(index: CheckpointIndex, segments: [DRAMCache.Segment], bases: [UnsafeMutableRawPointer])
+        -> [Chunk]
+    {
         var byPartition: [Int: [CheckpointIndex.TensorRecord]] = [:]
         for tensor in index.tensors { byPartition[tensor.partition, default: []].append(tensor) }
         return zip(segments, bases).map { segment, base in
@@ -77,7 +79,9 @@ struct ChunkPipeline {
                     let chunk = boxed.chunks[k]
                     do {
                         let t0 = DispatchTime.now().uptimeNanoseconds
-                        try source.read(partition: chunk.partition, offset: chunk.offset, length: chunk.length, into: chunk.destination)
+                        try source.read(
+                            partition: chunk.partition, offset: chunk.offset, length: chunk.length,
+                            into: chunk.destination)
                         state.addTimes(read: DispatchTime.now().uptimeNanoseconds - t0, verify: 0)
                         queue.push(k)
                     } catch {
@@ -106,19 +110,22 @@ struct ChunkPipeline {
                     do {
                         let t0 = DispatchTime.now().uptimeNanoseconds
                         for (record, offset) in chunk.tensors {
-                            let bytes = UnsafeRawBufferPointer(start: chunk.destination + offset, count: record.byteCount)
+                            let bytes = UnsafeRawBufferPointer(
+                                start: chunk.destination + offset, count: record.byteCount)
                             guard CRC32C.checksum(bytes) == record.crc32c else {
                                 throw CheckpointError(
                                     .corrupt,
-                                    "tensor `\(record.name)` is corrupt: \(partitionFiles[chunk.partition]) bytes \(record.offset)..<\(record.offset + record.byteCount) fail their checksum")
+                                    "tensor `\(record.name)` is corrupt: \(partitionFiles[chunk.partition]) bytes \(record.offset)..<\(record.offset + record.byteCount) fail their checksum"
+                                )
                             }
                         }
                         state.addTimes(read: 0, verify: DispatchTime.now().uptimeNanoseconds - t0)
                         try state.complete(k) { ready in
                             let c = boxed.chunks[ready]
-                            try consumer.consume(LoadedChunk(
-                                partition: c.partition, offset: c.offset,
-                                bytes: UnsafeRawBufferPointer(start: c.destination, count: c.length)))
+                            try consumer.consume(
+                                LoadedChunk(
+                                    partition: c.partition, offset: c.offset,
+                                    bytes: UnsafeRawBufferPointer(start: c.destination, count: c.length)))
                             let done = state.addDelivered(Int64(c.length))
                             progress?(Progress(phase: "load", completedBytes: done, totalBytes: total))
                         }
@@ -203,7 +210,9 @@ private final class PipelineState: @unchecked Sendable {
     func fail(_ error: any Error) {
         lock.withLock {
             // A cancellation caused by another thread's failure must not hide that failure.
-            if firstError == nil || (firstError is CancellationError && !(error is CancellationError)) { firstError = error }
+            if firstError == nil || (firstError is CancellationError && !(error is CancellationError)) {
+                firstError = error
+            }
         }
     }
 

@@ -3,7 +3,7 @@ import Foundation
 import Logging
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Where a load reads chunks from. Called from reader threads, concurrently.
@@ -35,7 +35,9 @@ final class LocalChunkSource: ChunkSource {
             if direct {
                 fd = openFile(path, O_RDONLY | O_CLOEXEC | openDirect)
                 if fd < 0 && errno == EINVAL {
-                    logger.warning("the file system refuses O_DIRECT; reading through the page cache", metadata: ["file": "\(path)"])
+                    logger.warning(
+                        "the file system refuses O_DIRECT; reading through the page cache",
+                        metadata: ["file": "\(path)"])
                     direct = false
                 }
             }
@@ -67,7 +69,10 @@ final class LocalChunkSource: ChunkSource {
                 throw StoreError.system("read of partition \(partition) at \(offset + done) failed", "pread")
             }
             if n == 0 {
-                throw StoreError(.io, "partition \(partition) ends at \(offset + done), before the \(offset + length) bytes its index promises (truncated?)")
+                throw StoreError(
+                    .io,
+                    "partition \(partition) ends at \(offset + done), before the \(offset + length) bytes its index promises (truncated?)"
+                )
             }
             done += n
         }

@@ -1,4 +1,4 @@
-public import Checkpoint
+import Checkpoint
 
 /// A chunk of checkpoint bytes that has been read and verified, handed out in file order.
 public struct LoadedChunk: @unchecked Sendable {

@@ -48,8 +48,10 @@ public final class LoadedModel: ModelWeights {
     private let positions: [String: Int]
 
     /// `segments[i]` (a run of whole tensors of one partition) lies at `bases[i]`.
-    init(reader: CheckpointReader, name: String, tier: Tier, timings: LoadTimings, cached: Bool,
-         storage: any Sendable, segments: [DRAMCache.Segment], bases: [UnsafeRawPointer]) {
+    init(
+        reader: CheckpointReader, name: String, tier: Tier, timings: LoadTimings, cached: Bool,
+        storage: any Sendable, segments: [DRAMCache.Segment], bases: [UnsafeRawPointer]
+    ) {
         self.reader = reader
         self.name = name
         self.index = reader.index
@@ -97,4 +99,3 @@ public final class LoadedModel: ModelWeights {
     /// Total bytes of the partitions in memory.
     public var byteCount: Int { index.partitions.reduce(0) { $0 + $1.byteCount } }
 }
-

@@ -34,7 +34,10 @@ public actor ModelLoader {
         public var populateThreads: Int
 
         /// Reads are the DRAM cache's segments: runs of whole tensors up to its slab size.
-        public init(threads: Int? = nil, verifiers: Int = 1, directIO: Bool = false, remotes: [URL] = [], populateThreads: Int = 2) {
+        public init(
+            threads: Int? = nil, verifiers: Int = 1, directIO: Bool = false, remotes: [URL] = [],
+            populateThreads: Int = 2
+        ) {
             self.threads = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / 2)
             self.verifiers = verifiers
             self.directIO = directIO
@@ -50,7 +53,10 @@ public actor ModelLoader {
     private var indexes: [String: (stamp: Double, reader: CheckpointReader)] = [:]
     private var inFlight: [String: LoadTicket] = [:]
 
-    public init(store: ModelStore, cache: DRAMCache, configuration: Configuration = .init(), logger: Logger = Logger(label: "sllm.loader")) {
+    public init(
+        store: ModelStore, cache: DRAMCache, configuration: Configuration = .init(),
+        logger: Logger = Logger(label: "sllm.loader")
+    ) {
         self.store = store
         self.cache = cache
         self.configuration = configuration
@@ -72,7 +78,8 @@ public actor ModelLoader {
             ticket = LoadTicket()
             ticket.task = Task {
                 do {
-                    ticket.finish(.success(try await self.performLoad(name, start: start, cancelled: ticket, progress: progress)))
+                    ticket.finish(
+                        .success(try await self.performLoad(name, start: start, cancelled: ticket, progress: progress)))
                 } catch {
                     ticket.finish(.failure(error))
                 }
@@ -113,12 +120,15 @@ public actor ModelLoader {
         return reader
     }
 
-    private func performLoad(_ name: ModelName, start: ContinuousClock.Instant, cancelled: LoadTicket, progress: ProgressHandler?) async throws -> LoadedModel {
+    private func performLoad(
+        _ name: ModelName, start: ContinuousClock.Instant, cancelled: LoadTicket, progress: ProgressHandler?
+    ) async throws -> LoadedModel {
         var reader = try self.reader(for: name)
         var remote: RemoteCheckpoint?
         if reader == nil {
             guard !configuration.remotes.isEmpty else {
-                throw StoreError(.notFound, "model `\(name)` is not in the store (\(store.modelsDirectory)); `sllm pull` fetches it")
+                throw StoreError(
+                    .notFound, "model `\(name)` is not in the store (\(store.modelsDirectory)); `sllm pull` fetches it")
             }
             remote = try await RemoteCheckpoint.open(name, store: store, remotes: configuration.remotes, logger: logger)
             reader = remote!.reader
@@ -142,7 +152,8 @@ public actor ModelLoader {
         // The background pool fill stands aside while a load reads.
         cache.loadsInFlight.add(1, ordering: .relaxed)
         defer { cache.loadsInFlight.subtract(1, ordering: .relaxed) }
-        let reservation = try cache.reserve(name: name.rawValue, indexChecksum: checkpoint.indexChecksum, index: checkpoint.index)
+        let reservation = try cache.reserve(
+            name: name.rawValue, indexChecksum: checkpoint.indexChecksum, index: checkpoint.index)
         var segments = reservation?.meta.segments ?? []
         var anonymous: UnsafeAnonymousMemory?
         var bases = reservation?.bases ?? []
@@ -156,8 +167,9 @@ public actor ModelLoader {
                 return memory.base + position
             }
             anonymous = memory
-            logger.warning("model does not fit the DRAM cache; loading without caching",
-                           metadata: ["model": "\(name)", "bytes": "\(memory.byteCount)", "budget": "\(cache.budgetBytes)"])
+            logger.warning(
+                "model does not fit the DRAM cache; loading without caching",
+                metadata: ["model": "\(name)", "bytes": "\(memory.byteCount)", "budget": "\(cache.budgetBytes)"])
         }
         let chunks = ChunkPipeline.chunks(index: checkpoint.index, segments: segments, bases: bases)
         let pipeline = ChunkPipeline(threads: configuration.threads, verifiers: configuration.verifiers)
@@ -167,8 +179,11 @@ public actor ModelLoader {
         timings.queue = seconds(since: start)
 
         do {
-            let source: any ChunkSource = try remote?.source
-                ?? LocalChunkSource(directory: checkpoint.directory, index: checkpoint.index, directIO: configuration.directIO, logger: logger)
+            let source: any ChunkSource =
+                try remote?.source
+                ?? LocalChunkSource(
+                    directory: checkpoint.directory, index: checkpoint.index, directIO: configuration.directIO,
+                    logger: logger)
             let boxedChunks = UncheckedSendable(chunks)
             let timing = try await runBlocking {
                 try pipeline.run(
@@ -181,7 +196,9 @@ public actor ModelLoader {
             if let remote {
                 // Every chunk is verified and on the SSD: publish the checkpoint in the store.
                 installed = try await runBlocking { try remote.install() }
-                indexes[name.rawValue] = (FileSystem.modificationTime(directory + "/" + CheckpointIndex.fileName) ?? 0, installed)
+                indexes[name.rawValue] = (
+                    FileSystem.modificationTime(directory + "/" + CheckpointIndex.fileName) ?? 0, installed
+                )
             }
         } catch {
             if let reservation { cache.discard(reservation) }
@@ -197,10 +214,13 @@ public actor ModelLoader {
             reader: installed, name: name.rawValue, tier: tier, timings: timings,
             cached: reservation != nil, storage: storage, segments: segments, bases: bases.map { UnsafeRawPointer($0) })
         FileSystem.touch(directory)
-        logger.debug("loaded", metadata: [
-            "model": "\(name)", "tier": "\(tier)", "seconds": "\(timings.total)", "queue": "\(timings.queue)", "read": "\(timings.read)",
-            "io": "\(timings.io)", "verify": "\(timings.verify)", "handOut": "\(timings.handOut)",
-        ])
+        logger.debug(
+            "loaded",
+            metadata: [
+                "model": "\(name)", "tier": "\(tier)", "seconds": "\(timings.total)", "queue": "\(timings.queue)",
+                "read": "\(timings.read)",
+                "io": "\(timings.io)", "verify": "\(timings.verify)", "handOut": "\(timings.handOut)",
+            ])
         return model
     }
 }

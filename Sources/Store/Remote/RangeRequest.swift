@@ -34,7 +34,9 @@ enum RangeRequest {
                 for try await buffer in response.body {
                     let count = Int(min(Int64(buffer.readableBytes), length - received))
                     if count == 0 { continue }
-                    try buffer.withUnsafeReadableBytes { try sink(received, UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+                    try buffer.withUnsafeReadableBytes {
+                        try sink(received, UnsafeRawBufferPointer(rebasing: $0[0..<count]))
+                    }
                     received += Int64(count)
                 }
                 guard received == length else {

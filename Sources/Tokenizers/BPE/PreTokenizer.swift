@@ -23,7 +23,8 @@ public struct PreTokenizer: Sendable {
         switch ggufName {
         case "gpt2", "default": self.init(kind: .gpt2)
         case "smollm", "starcoder", "refact", "codeshell", "command-r": self.init(kind: .smollm)
-        case "llama3", "llama-bpe", "llama-v3", "smaug-bpe", "falcon3", "pixtral", "exaone", "minerva-7b": self.init(kind: .llama3)
+        case "llama3", "llama-bpe", "llama-v3", "smaug-bpe", "falcon3", "pixtral", "exaone", "minerva-7b":
+            self.init(kind: .llama3)
         case "qwen2", "qwen35", "deepseek-r1-qwen", "megrez", "hunyuan": self.init(kind: .qwen2)
         default: return nil
         }
@@ -162,7 +163,9 @@ public struct PreTokenizer: Sendable {
                     let s = scalars[symbolStart]
                     if !isSpace(s) && !isLetter(s) && !isNumber(s) {
                         end = symbolStart + 1
-                        while end < n && !isSpace(scalars[end]) && !isLetter(scalars[end]) && !isNumber(scalars[end]) { end += 1 }
+                        while end < n && !isSpace(scalars[end]) && !isLetter(scalars[end]) && !isNumber(scalars[end]) {
+                            end += 1
+                        }
                         while end < n && newline(scalars[end]) { end += 1 }
                     } else {
                         // Whitespace (c is a space here).

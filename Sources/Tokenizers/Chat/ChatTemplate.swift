@@ -21,12 +21,16 @@ extension Tokenizer {
     ///   - tools: OpenAI-style tool definitions, passed to templates that support them.
     /// - Throws: `TemplateError` when the model has no template, the template is malformed, or it
     ///   rejects the conversation (`raise_exception`, e.g. roles that do not alternate).
-    public func renderChat(_ messages: [ChatMessage], addGenerationPrompt: Bool = true, tools: JinjaValue? = nil) throws(TemplateError) -> String {
+    public func renderChat(_ messages: [ChatMessage], addGenerationPrompt: Bool = true, tools: JinjaValue? = nil)
+        throws(TemplateError) -> String
+    {
         try renderChat(values: messages.map(\.value), addGenerationPrompt: addGenerationPrompt, tools: tools)
     }
 
     /// `renderChat` with messages given as template values (for messages with extra fields).
-    public func renderChat(values messages: [JinjaValue], addGenerationPrompt: Bool = true, tools: JinjaValue? = nil) throws(TemplateError) -> String {
+    public func renderChat(values messages: [JinjaValue], addGenerationPrompt: Bool = true, tools: JinjaValue? = nil)
+        throws(TemplateError) -> String
+    {
         guard let chatTemplate else { throw TemplateError("the model has no chat template") }
         let template = try JinjaTemplate(chatTemplate)
         var context: [String: JinjaValue] = [
@@ -62,7 +66,9 @@ extension JinjaValue {
         var parser = OrderedJSONParser(bytes: Array(data))
         let value = try parser.value()
         parser.skipSpace()
-        guard parser.index == parser.bytes.count else { throw TemplateError("JSON: trailing characters at offset \(parser.index)") }
+        guard parser.index == parser.bytes.count else {
+            throw TemplateError("JSON: trailing characters at offset \(parser.index)")
+        }
         return value
     }
 }
@@ -92,7 +98,9 @@ struct OrderedJSONParser {
             if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(object) }
             while true {
                 skipSpace()
-                guard case .string(let key) = try value() else { throw TemplateError("JSON: object keys must be strings (offset \(index))") }
+                guard case .string(let key) = try value() else {
+                    throw TemplateError("JSON: object keys must be strings (offset \(index))")
+                }
                 skipSpace()
                 try expect(UInt8(ascii: ":"))
                 object[key] = try value()
@@ -134,7 +142,9 @@ struct OrderedJSONParser {
     }
 
     mutating func expect(_ byte: UInt8) throws(TemplateError) {
-        guard accept(byte) else { throw TemplateError("JSON: expected `\(Character(Unicode.Scalar(byte)))` at offset \(index)") }
+        guard accept(byte) else {
+            throw TemplateError("JSON: expected `\(Character(Unicode.Scalar(byte)))` at offset \(index)")
+        }
     }
 
     mutating func literal(_ word: String) throws(TemplateError) {
@@ -177,7 +187,9 @@ struct OrderedJSONParser {
     }
 
     mutating func hex4() throws(TemplateError) -> UInt32 {
-        guard index + 4 <= bytes.count, let value = UInt32(String(decoding: bytes[index..<(index + 4)], as: UTF8.self), radix: 16) else {
+        guard index + 4 <= bytes.count,
+            let value = UInt32(String(decoding: bytes[index..<(index + 4)], as: UTF8.self), radix: 16)
+        else {
             throw TemplateError("JSON: bad \\u escape at offset \(index)")
         }
         index += 4

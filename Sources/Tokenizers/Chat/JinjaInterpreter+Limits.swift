@@ -111,9 +111,13 @@ struct RenderBudget {
     static func checkPrintable(_ value: JinjaValue, indent: Int = 0, separatorBytes: Int = 0) throws(TemplateError) {
         var size = printedSize(value, indent: indent)
         if separatorBytes > 0, case .array(let values) = value {
-            size = size.addingReportingOverflow(separatorBytes.multipliedReportingOverflow(by: values.count).partialValue).partialValue
+            size =
+                size.addingReportingOverflow(separatorBytes.multipliedReportingOverflow(by: values.count).partialValue)
+                .partialValue
         }
-        guard size <= maxBytes else { throw TemplateError("the template produced more than \(maxBytes >> 20) MiB of text") }
+        guard size <= maxBytes else {
+            throw TemplateError("the template produced more than \(maxBytes >> 20) MiB of text")
+        }
     }
 
     /// Throws unless replacing `target` by `replacement` in `text` stays within `maxBytes`.
@@ -129,13 +133,17 @@ struct RenderBudget {
     }
 
     static func indentWidth(_ width: Int) throws(TemplateError) -> Int {
-        guard (0...maxIndent).contains(width) else { throw TemplateError("indent \(width) is outside 0...\(maxIndent)") }
+        guard (0...maxIndent).contains(width) else {
+            throw TemplateError("indent \(width) is outside 0...\(maxIndent)")
+        }
         return width
     }
 }
 
 /// The value of an integer operation, or an error naming it when it overflows.
-func checked(_ result: (partialValue: Int, overflow: Bool), _ expression: @autoclosure () -> String) throws(TemplateError) -> Int {
+func checked(_ result: (partialValue: Int, overflow: Bool), _ expression: @autoclosure () -> String)
+    throws(TemplateError) -> Int
+{
     guard !result.overflow else { throw TemplateError("integer overflow: \(expression())") }
     return result.partialValue
 }

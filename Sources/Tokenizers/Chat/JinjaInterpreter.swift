@@ -44,7 +44,8 @@ struct JinjaInterpreter {
                     break
                 }
             case .loop(let targets, let iterable, let filter, let body, let otherwise):
-                try runLoop(targets: targets, iterable: iterable, filter: filter, body: body, otherwise: otherwise, into: &out)
+                try runLoop(
+                    targets: targets, iterable: iterable, filter: filter, body: body, otherwise: otherwise, into: &out)
             case .assign(let target, let value):
                 let result = try evaluate(value)
                 switch target {
@@ -55,7 +56,9 @@ struct JinjaInterpreter {
                     }
                     namespace.object[attribute] = result
                 case .list(let names):
-                    guard case .array(let values) = result, values.count == names.count else { throw TemplateError("set: cannot unpack \(result.typeName)") }
+                    guard case .array(let values) = result, values.count == names.count else {
+                        throw TemplateError("set: cannot unpack \(result.typeName)")
+                    }
                     for (name, value) in zip(names, values) {
                         guard case .name(let n) = name else { throw TemplateError("set: bad target") }
                         assign(n, value)
@@ -74,7 +77,9 @@ struct JinjaInterpreter {
         }
     }
 
-    mutating func runLoop(targets: [String], iterable: Expr, filter: Expr?, body: [Node], otherwise: [Node], into out: inout String) throws {
+    mutating func runLoop(
+        targets: [String], iterable: Expr, filter: Expr?, body: [Node], otherwise: [Node], into out: inout String
+    ) throws {
         let source = try evaluate(iterable)
         var items: [JinjaValue]
         switch source {
@@ -109,12 +114,17 @@ struct JinjaInterpreter {
         for (i, item) in items.enumerated() {
             try budget.step()  // an empty body still costs an iteration
             try bind(item)
-            assign("loop", .object(JinjaObject([
-                ("index", .int(i + 1)), ("index0", .int(i)), ("first", .bool(i == 0)), ("last", .bool(i == items.count - 1)),
-                ("length", .int(items.count)), ("revindex", .int(items.count - i)), ("revindex0", .int(items.count - i - 1)),
-                ("previtem", i > 0 ? items[i - 1] : .undefined("previtem")),
-                ("nextitem", i + 1 < items.count ? items[i + 1] : .undefined("nextitem")),
-            ])))
+            assign(
+                "loop",
+                .object(
+                    JinjaObject([
+                        ("index", .int(i + 1)), ("index0", .int(i)), ("first", .bool(i == 0)),
+                        ("last", .bool(i == items.count - 1)),
+                        ("length", .int(items.count)), ("revindex", .int(items.count - i)),
+                        ("revindex0", .int(items.count - i - 1)),
+                        ("previtem", i > 0 ? items[i - 1] : .undefined("previtem")),
+                        ("nextitem", i + 1 < items.count ? items[i + 1] : .undefined("nextitem")),
+                    ])))
             do {
                 try run(body, into: &out)
             } catch LoopSignal.breakLoop {
@@ -159,7 +169,8 @@ struct JinjaInterpreter {
             }
         case .slice(let base, let start, let stop, let step):
             let value = try evaluate(base)
-            let s = try start.map { try evaluate($0) }, e = try stop.map { try evaluate($0) }, st = try step.map { try evaluate($0) }
+            let s = try start.map { try evaluate($0) }, e = try stop.map { try evaluate($0) },
+                st = try step.map { try evaluate($0) }
             func int(_ v: JinjaValue?) -> Int? { if case .int(let i)? = v { return i }; return nil }
             func sliced<T>(_ items: [T]) -> [T] {
                 let n = items.count
@@ -226,7 +237,9 @@ struct JinjaInterpreter {
             let result = try test(name, try evaluate(operand), try args.map { try evaluate($0) })
             return .bool(result != negated)
         case .filter(let operand, let name, let args, let kwargs):
-            let result = try filter(name, try evaluate(operand), try args.map { try evaluate($0) }, try kwargs.map { ($0.0, try evaluate($0.1)) })
+            let result = try filter(
+                name, try evaluate(operand), try args.map { try evaluate($0) },
+                try kwargs.map { ($0.0, try evaluate($0.1)) })
             try budget.produce(result)
             return result
         }
@@ -249,7 +262,9 @@ struct JinjaInterpreter {
         case "in":
             switch b {
             case .string(let s):
-                guard case .string(let needle) = a else { throw TemplateError("`in <string>` needs a string on the left") }
+                guard case .string(let needle) = a else {
+                    throw TemplateError("`in <string>` needs a string on the left")
+                }
                 return .bool(needle.isEmpty || s.contains(needle))
             case .array(let items): return .bool(items.contains(a))
             case .object(let object):
@@ -261,9 +276,12 @@ struct JinjaInterpreter {
         case "<", ">", "<=", ">=":
             let ordered: Bool
             switch (a, b) {
-            case (.string(let x), .string(let y)): ordered = op == "<" ? x < y : op == ">" ? x > y : op == "<=" ? x <= y : x >= y
+            case (.string(let x), .string(let y)):
+                ordered = op == "<" ? x < y : op == ">" ? x > y : op == "<=" ? x <= y : x >= y
             default:
-                guard let x = number(a), let y = number(b) else { throw TemplateError("cannot compare \(a.typeName) with \(b.typeName)") }
+                guard let x = number(a), let y = number(b) else {
+                    throw TemplateError("cannot compare \(a.typeName) with \(b.typeName)")
+                }
                 ordered = op == "<" ? x < y : op == ">" ? x > y : op == "<=" ? x <= y : x >= y
             }
             return .bool(ordered)
@@ -273,12 +291,16 @@ struct JinjaInterpreter {
             case (.array(let x), .array(let y)): return .array(x + y)
             case (.int(let x), .int(let y)): return .int(try checked(x.addingReportingOverflow(y), "\(x) + \(y)"))
             default:
-                guard let x = number(a), let y = number(b) else { throw TemplateError("cannot add \(a.typeName) and \(b.typeName)") }
+                guard let x = number(a), let y = number(b) else {
+                    throw TemplateError("cannot add \(a.typeName) and \(b.typeName)")
+                }
                 return .double(x + y)
             }
         case "-", "*", "/", "//", "%", "**":
             // The size was charged to the budget (and refused past it) before this allocates.
-            if op == "*", case .string(let s) = a, case .int(let n) = b { return .string(String(repeating: s, count: max(0, n))) }
+            if op == "*", case .string(let s) = a, case .int(let n) = b {
+                return .string(String(repeating: s, count: max(0, n)))
+            }
             if case .int(let x) = a, case .int(let y) = b, op != "/" {
                 switch op {
                 case "-": return .int(try checked(x.subtractingReportingOverflow(y), "\(x) - \(y)"))
@@ -298,7 +320,9 @@ struct JinjaInterpreter {
                     return .int(exact)
                 }
             }
-            guard let x = number(a), let y = number(b) else { throw TemplateError("cannot apply \(op) to \(a.typeName) and \(b.typeName)") }
+            guard let x = number(a), let y = number(b) else {
+                throw TemplateError("cannot apply \(op) to \(a.typeName) and \(b.typeName)")
+            }
             switch op {
             case "-": return .double(x - y)
             case "*": return .double(x * y)
@@ -362,7 +386,8 @@ struct JinjaInterpreter {
             guard (1...3).contains(ints.count), ints.count == args.count else {
                 throw TemplateError("range takes 1 to 3 integers (got \(args.map(\.typeName).joined(separator: ", ")))")
             }
-            let (start, stop, step) = ints.count == 1 ? (0, ints[0], 1) : (ints[0], ints[1], ints.count > 2 ? ints[2] : 1)
+            let (start, stop, step) =
+                ints.count == 1 ? (0, ints[0], 1) : (ints[0], ints[1], ints.count > 2 ? ints[2] : 1)
             guard step != 0 else { throw TemplateError("range step must not be zero") }
             // Counted in doubles: the distance between two Ints may not fit an Int.
             let count = max(0, ((Double(stop) - Double(start)) / Double(step)).rounded(.up))
@@ -372,9 +397,12 @@ struct JinjaInterpreter {
             let formatter = DateFormatter()
             formatter.locale = Locale(identifier: "en_US_POSIX")
             let format = args.first?.printed ?? "%Y-%m-%d"
-            formatter.dateFormat = format.replacingOccurrences(of: "%d", with: "dd").replacingOccurrences(of: "%b", with: "MMM")
-                .replacingOccurrences(of: "%B", with: "MMMM").replacingOccurrences(of: "%Y", with: "yyyy")
-                .replacingOccurrences(of: "%m", with: "MM").replacingOccurrences(of: "%H", with: "HH").replacingOccurrences(of: "%M", with: "mm")
+            formatter.dateFormat = format.replacingOccurrences(of: "%d", with: "dd").replacingOccurrences(
+                of: "%b", with: "MMM"
+            )
+            .replacingOccurrences(of: "%B", with: "MMMM").replacingOccurrences(of: "%Y", with: "yyyy")
+            .replacingOccurrences(of: "%m", with: "MM").replacingOccurrences(of: "%H", with: "HH").replacingOccurrences(
+                of: "%M", with: "mm")
             return .string(formatter.string(from: Date()))
         default:
             throw TemplateError("\(name) is not a function")
@@ -431,14 +459,26 @@ struct JinjaInterpreter {
         case "undefined": return !value.isDefined
         case "none": if case .none = value { return true }; return false
         case "string": if case .string = value { return true }; return false
-        case "number": switch value { case .int, .double: return true; default: return false }
+        case "number":
+            switch value {
+            case .int, .double: return true;
+            default: return false
+            }
         case "integer": if case .int = value { return true }; return false
         case "float": if case .double = value { return true }; return false
         case "boolean": if case .bool = value { return true }; return false
         case "true": return value == .bool(true)
         case "false": return value == .bool(false)
-        case "mapping": switch value { case .object, .namespace: return true; default: return false }
-        case "sequence", "iterable": switch value { case .array, .string, .object: return true; default: return false }
+        case "mapping":
+            switch value {
+            case .object, .namespace: return true;
+            default: return false
+            }
+        case "sequence", "iterable":
+            switch value {
+            case .array, .string, .object: return true;
+            default: return false
+            }
         case "callable": return false
         case "equalto", "eq", "sameas": return value == (args.first ?? .none)
         case "ne": return value != (args.first ?? .none)
@@ -446,7 +486,9 @@ struct JinjaInterpreter {
             guard case .int(let i) = value else { throw TemplateError("\(name) needs an integer") }
             return (i % 2 != 0) == (name == "odd")
         case "divisibleby":
-            guard case .int(let i) = value, case .int(let d)? = args.first, d != 0 else { throw TemplateError("divisibleby needs integers") }
+            guard case .int(let i) = value, case .int(let d)? = args.first, d != 0 else {
+                throw TemplateError("divisibleby needs integers")
+            }
             return i % d == 0
         case "lower": if case .string(let s) = value { return s == s.lowercased() }; return false
         case "upper": if case .string(let s) = value { return s == s.uppercased() }; return false
@@ -459,10 +501,13 @@ struct JinjaInterpreter {
 extension JinjaInterpreter {
     /// Filters that print their value (`str(value)`) before working on the text.
     static let printingFilters: Set<String> = [
-        "string", "lower", "upper", "capitalize", "title", "trim", "replace", "indent", "float", "safe", "e", "escape", "center", "truncate", "wordcount",
+        "string", "lower", "upper", "capitalize", "title", "trim", "replace", "indent", "float", "safe", "e", "escape",
+        "center", "truncate", "wordcount",
     ]
 
-    mutating func filter(_ name: String, _ value: JinjaValue, _ args: [JinjaValue], _ kwargs: [(String, JinjaValue)]) throws -> JinjaValue {
+    mutating func filter(_ name: String, _ value: JinjaValue, _ args: [JinjaValue], _ kwargs: [(String, JinjaValue)])
+        throws -> JinjaValue
+    {
         func kw(_ key: String) -> JinjaValue? { kwargs.first { $0.0 == key }?.1 }
         if Self.printingFilters.contains(name) { try RenderBudget.checkPrintable(value) }
         func list(_ v: JinjaValue) throws -> [JinjaValue] {
@@ -496,7 +541,9 @@ extension JinjaInterpreter {
             switch value {
             case .int: return value
             case .double(let d):
-                guard let whole = Int(exactly: d.rounded(.towardZero)) else { throw TemplateError("int: \(d) does not fit an integer") }
+                guard let whole = Int(exactly: d.rounded(.towardZero)) else {
+                    throw TemplateError("int: \(d) does not fit an integer")
+                }
                 return .int(whole)
             case .string(let s): return .int(Int(s.trimmingCharacters(in: .whitespaces)) ?? 0)
             default: return .int(0)
@@ -538,37 +585,46 @@ extension JinjaInterpreter {
             return .array(o.keys.sorted().map { .array([.string($0), o[$0]!]) })
         case "select", "reject":
             let keep = name == "select"
-            return .array(try list(value).filter { item in
-                let passes = args.isEmpty ? item.truthy : try test(args[0].printed, item, Array(args.dropFirst()))
-                return passes == keep
-            })
+            return .array(
+                try list(value).filter { item in
+                    let passes = args.isEmpty ? item.truthy : try test(args[0].printed, item, Array(args.dropFirst()))
+                    return passes == keep
+                })
         case "selectattr", "rejectattr":
             let keep = name == "selectattr"
             guard let attribute = args.first?.printed else { throw TemplateError("\(name) needs an attribute") }
-            return .array(try list(value).filter { item in
-                let field = try member(item, attribute)
-                let passes = args.count < 2 ? field.truthy : try test(args[1].printed, field, Array(args.dropFirst(2)))
-                return passes == keep
-            })
+            return .array(
+                try list(value).filter { item in
+                    let field = try member(item, attribute)
+                    let passes =
+                        args.count < 2 ? field.truthy : try test(args[1].printed, field, Array(args.dropFirst(2)))
+                    return passes == keep
+                })
         case "map":
             if case .string(let attribute)? = kw("attribute") {
-                return .array(try list(value).map { item in
-                    let field = try member(item, attribute)
-                    return field.isDefined ? field : (kw("default") ?? field)
-                })
+                return .array(
+                    try list(value).map { item in
+                        let field = try member(item, attribute)
+                        return field.isDefined ? field : (kw("default") ?? field)
+                    })
             }
             guard let filterName = args.first?.printed else { throw TemplateError("map needs a filter or attribute=") }
             var copy = self
             return .array(try list(value).map { try copy.filter(filterName, $0, Array(args.dropFirst()), []) })
         case "indent":
             let width: Int
-            if case .int(let w)? = args.first ?? kw("width") { width = try RenderBudget.indentWidth(w) } else { width = 4 }
+            if case .int(let w)? = args.first ?? kw("width") {
+                width = try RenderBudget.indentWidth(w)
+            } else {
+                width = 4
+            }
             let pad = String(repeating: " ", count: width)
             let first = (args.count > 1 ? args[1] : kw("first") ?? .bool(false)).truthy
             let lines = value.printed.components(separatedBy: "\n")
-            return .string(lines.enumerated().map { i, line in
-                (i == 0 && !first) || line.isEmpty ? line : pad + line
-            }.joined(separator: "\n"))
+            return .string(
+                lines.enumerated().map { i, line in
+                    (i == 0 && !first) || line.isEmpty ? line : pad + line
+                }.joined(separator: "\n"))
         case "abs":
             switch value {
             case .int(let i):
@@ -594,10 +650,13 @@ public enum JSONText {
         case .string(let s): return quote(s)
         case .array(let items):
             if items.isEmpty { return "[]" }
-            return container("[", "]", items.map { encode($0, indent: indent, level: level + 1) }, indent: indent, level: level)
+            return container(
+                "[", "]", items.map { encode($0, indent: indent, level: level + 1) }, indent: indent, level: level)
         case .object(let object):
             if object.keys.isEmpty { return "{}" }
-            return container("{", "}", object.keys.map { quote($0) + ": " + encode(object[$0]!, indent: indent, level: level + 1) }, indent: indent, level: level)
+            return container(
+                "{", "}", object.keys.map { quote($0) + ": " + encode(object[$0]!, indent: indent, level: level + 1) },
+                indent: indent, level: level)
         case .namespace(let namespace): return encode(.object(namespace.object), indent: indent, level: level)
         }
     }

@@ -56,7 +56,9 @@ struct JinjaParser {
     private mutating func parseBlock(until terminators: Set<String>) throws(TemplateError) -> ([Node], String?) {
         blockDepth += 1
         defer { blockDepth -= 1 }
-        guard blockDepth <= Self.maxBlockDepth else { throw TemplateError("blocks nest more than \(Self.maxBlockDepth) deep") }
+        guard blockDepth <= Self.maxBlockDepth else {
+            throw TemplateError("blocks nest more than \(Self.maxBlockDepth) deep")
+        }
         var nodes: [Node] = []
         while index < pieces.count {
             let piece = pieces[index]
@@ -75,14 +77,17 @@ struct JinjaParser {
                     return (nodes, keyword)
                 }
                 guard tokens.count <= Self.maxExpressionTokens else {
-                    throw TemplateError("a statement is too long: \(tokens.count) tokens (at most \(Self.maxExpressionTokens))")
+                    throw TemplateError(
+                        "a statement is too long: \(tokens.count) tokens (at most \(Self.maxExpressionTokens))")
                 }
                 let node = try parseStatement(keyword, Array(tokens.dropFirst()))
                 try node.checkExpressionDepth()
                 nodes.append(node)
             }
         }
-        if !terminators.isEmpty { throw TemplateError("missing {% \(terminators.sorted().joined(separator: " or ")) %}") }
+        if !terminators.isEmpty {
+            throw TemplateError("missing {% \(terminators.sorted().joined(separator: " or ")) %}")
+        }
         return (nodes, nil)
     }
 
@@ -117,7 +122,9 @@ struct JinjaParser {
             var parser = ExpressionParser(tokens: rest)
             var targets: [String] = []
             repeat {
-                guard case .name(let name)? = parser.next() else { throw TemplateError("for: expected a loop variable") }
+                guard case .name(let name)? = parser.next() else {
+                    throw TemplateError("for: expected a loop variable")
+                }
                 targets.append(name)
             } while parser.accept(.op(","))
             guard parser.accept(.name("in")) else { throw TemplateError("for: expected `in`") }
@@ -138,7 +145,9 @@ struct JinjaParser {
             var parser = ExpressionParser(tokens: rest)
             let target = try parser.parsePrimaryWithPostfix()
             if parser.atEnd {
-                guard case .name(let name) = target else { throw TemplateError("set: block assignment needs a plain name") }
+                guard case .name(let name) = target else {
+                    throw TemplateError("set: block assignment needs a plain name")
+                }
                 let (body, _) = try parseBlock(until: ["endset"])
                 _ = statementTokens()
                 return .assignBlock(name: name, body: body)
@@ -154,10 +163,14 @@ struct JinjaParser {
             return .conditional([(nil, body)])
         case "macro":
             var parser = ExpressionParser(tokens: rest)
-            guard case .name(let name)? = parser.next(), parser.accept(.op("(")) else { throw TemplateError("macro: expected a name and (") }
+            guard case .name(let name)? = parser.next(), parser.accept(.op("(")) else {
+                throw TemplateError("macro: expected a name and (")
+            }
             var parameters: [(name: String, defaultValue: Expr?)] = []
             while !parser.accept(.op(")")) {
-                guard case .name(let parameter)? = parser.next() else { throw TemplateError("macro \(name): bad parameter list") }
+                guard case .name(let parameter)? = parser.next() else {
+                    throw TemplateError("macro \(name): bad parameter list")
+                }
                 var defaultValue: Expr?
                 if parser.accept(.op("=")) { defaultValue = try parser.parseTernary(allowConditional: true) }
                 parameters.append((parameter, defaultValue))
@@ -215,7 +228,9 @@ struct ExpressionParser {
     }
 
     mutating func expect(_ token: ExprToken) throws(TemplateError) {
-        guard accept(token) else { throw TemplateError("expected \(describe(token)) but found \(peek().map(describe) ?? "the end")") }
+        guard accept(token) else {
+            throw TemplateError("expected \(describe(token)) but found \(peek().map(describe) ?? "the end")")
+        }
     }
 
     func describe(_ token: ExprToken) -> String {
@@ -230,7 +245,8 @@ struct ExpressionParser {
 
     mutating func parseWhole() throws(TemplateError) -> Expr {
         guard tokens.count <= JinjaParser.maxExpressionTokens else {
-            throw TemplateError("an expression is too long: \(tokens.count) tokens (at most \(JinjaParser.maxExpressionTokens))")
+            throw TemplateError(
+                "an expression is too long: \(tokens.count) tokens (at most \(JinjaParser.maxExpressionTokens))")
         }
         return try parseWholeRest()
     }
@@ -274,7 +290,9 @@ struct ExpressionParser {
     }
 
     mutating func parseNot() throws(TemplateError) -> Expr {
-        if accept(.name("not")) { return .unary("not", try nested { parser throws(TemplateError) in try parser.parseNot() }) }
+        if accept(.name("not")) {
+            return .unary("not", try nested { parser throws(TemplateError) in try parser.parseNot() })
+        }
         return try parseCompare()
     }
 
@@ -326,7 +344,9 @@ struct ExpressionParser {
     }
 
     mutating func parseUnary() throws(TemplateError) -> Expr {
-        if accept(.op("-")) { return try parseFilters(.unary("-", try nested { parser throws(TemplateError) in try parser.parseUnary() })) }
+        if accept(.op("-")) {
+            return try parseFilters(.unary("-", try nested { parser throws(TemplateError) in try parser.parseUnary() }))
+        }
         if accept(.op("+")) { return try nested { parser throws(TemplateError) in try parser.parseUnary() } }
         return try parseFilters(try parsePrimaryWithPostfix())
     }

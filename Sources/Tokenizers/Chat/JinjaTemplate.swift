@@ -70,7 +70,11 @@ enum JinjaLexer {
             if stripNextLeading {
                 while let f = t.first, f.properties.isWhitespace { t.removeFirst() }
             } else if trimNextNewline {
-                if t.first == "\n" { t.removeFirst() } else if t.count >= 2 && t[0] == "\r" && t[1] == "\n" { t.removeFirst(2) }
+                if t.first == "\n" {
+                    t.removeFirst()
+                } else if t.count >= 2 && t[0] == "\r" && t[1] == "\n" {
+                    t.removeFirst(2)
+                }
             }
             if stripTrailing {
                 while let l = t.last, l.properties.isWhitespace { t.removeLast() }
@@ -94,7 +98,11 @@ enum JinjaLexer {
             let kind = s[i + 1]
             var j = i + 2
             var leftStrip = false, plus = false
-            if j < s.count && s[j] == "-" { leftStrip = true; j += 1 } else if j < s.count && s[j] == "+" { plus = true; j += 1 }
+            if j < s.count && s[j] == "-" {
+                leftStrip = true; j += 1
+            } else if j < s.count && s[j] == "+" {
+                plus = true; j += 1
+            }
             let close: Unicode.Scalar = kind == "{" ? "}" : kind
             // Find the closing delimiter (skipping string literals inside tags).
             var k = j
@@ -168,7 +176,10 @@ enum JinjaLexer {
             if c.properties.numericType != nil && ("0"..."9").contains(c) {
                 var j = i
                 var isDouble = false
-                while j < s.count && (("0"..."9").contains(s[j]) || s[j] == "_" || (s[j] == "." && !isDouble && j + 1 < s.count && ("0"..."9").contains(s[j + 1]))) {
+                while j < s.count
+                    && (("0"..."9").contains(s[j]) || s[j] == "_"
+                        || (s[j] == "." && !isDouble && j + 1 < s.count && ("0"..."9").contains(s[j + 1])))
+                {
                     if s[j] == "." { isDouble = true }
                     j += 1
                 }
@@ -179,7 +190,9 @@ enum JinjaLexer {
             }
             if c == "_" || c.properties.isAlphabetic {
                 var j = i
-                while j < s.count && (s[j] == "_" || s[j].properties.isAlphabetic || ("0"..."9").contains(s[j])) { j += 1 }
+                while j < s.count && (s[j] == "_" || s[j].properties.isAlphabetic || ("0"..."9").contains(s[j])) {
+                    j += 1
+                }
                 out.append(.name(String(String.UnicodeScalarView(s[i..<j]))))
                 i = j
                 continue

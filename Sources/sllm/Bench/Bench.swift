@@ -4,5 +4,8 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure sllm against its peers in one run and print the ratios.",
         discussion: "Peers (fio) come from scripts/install-bench-tools.sh; a missing peer is reported, not faked.",
-        subcommands: [HashBench.self, ConvertBench.self, LoadBench.self, GenerateBench.self, ServeBench.self, DeployBench.self, PopulateBench.self])
+        subcommands: [
+            HashBench.self, ConvertBench.self, LoadBench.self, GenerateBench.self, ServeBench.self, DeployBench.self,
+            PopulateBench.self,
+        ])
 }

@@ -8,7 +8,10 @@ struct BenchOptions: ParsableArguments {
     @Option(help: "Repetitions (each benchmark has its default; median and spread are reported).")
     var runs: Int?
 
-    @Option(help: "Work directory: downloads, generated models, scratch files (default: DATA_DIR/bench; `bench populate`: /dev/shm).")
+    @Option(
+        help:
+            "Work directory: downloads, generated models, scratch files (default: DATA_DIR/bench; `bench populate`: /dev/shm)."
+    )
     var dir: String?
 
     @Option(help: "Also write the results as JSON to this file.")
@@ -28,7 +31,8 @@ struct Sample: Encodable {
     var median: Double {
         let sorted = values.sorted()
         guard !sorted.isEmpty else { return .nan }
-        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        return sorted.count % 2 == 1
+            ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
     }
     var minimum: Double { values.min() ?? .nan }
     var maximum: Double { values.max() ?? .nan }
@@ -65,16 +69,20 @@ struct Fio {
 
     /// One run over `file`, `engine` psync or libaio. With `readOnly` fio may not write (the file
     /// is someone's data and must already hold `size` bytes); without, fio lays out its own file.
-    func sequentialRead(file: String, size: Int, blockSize: String, engine: String, depth: Int, readOnly: Bool = true) throws -> Double {
+    func sequentialRead(file: String, size: Int, blockSize: String, engine: String, depth: Int, readOnly: Bool = true)
+        throws -> Double
+    {
         if readOnly {
             guard let actual = FileSystem.fileSize(file), actual >= Int64(size) else {
                 throw CommandFailure("fio would have to extend \(file) to \(size) bytes; refusing to touch it")
             }
         }
-        let (status, data) = try runCapturingOutput(executable, [
-            "--name=seqread", "--filename=\(file)", "--rw=read", "--direct=1", "--bs=\(blockSize)",
-            "--ioengine=\(engine)", "--iodepth=\(depth)", "--size=\(size)", "--numjobs=1", "--output-format=json",
-        ] + (readOnly ? ["--readonly"] : []))
+        let (status, data) = try runCapturingOutput(
+            executable,
+            [
+                "--name=seqread", "--filename=\(file)", "--rw=read", "--direct=1", "--bs=\(blockSize)",
+                "--ioengine=\(engine)", "--iodepth=\(depth)", "--size=\(size)", "--numjobs=1", "--output-format=json",
+            ] + (readOnly ? ["--readonly"] : []))
         guard status == 0,
             let json = try JSONSerialization.jsonObject(with: data) as? [String: Any],
             let jobs = json["jobs"] as? [[String: Any]], let read = jobs.first?["read"] as? [String: Any],

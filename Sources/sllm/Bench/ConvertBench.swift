@@ -4,7 +4,7 @@ import Foundation
 import Store
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 struct ConvertBench: AsyncParsableCommand {
@@ -39,7 +39,9 @@ struct ConvertBench: AsyncParsableCommand {
     }
 
     func validate() throws {
-        guard let bytes = parseByteCount(size), bytes >= 64 << 20 else { throw ValidationError("--size must be at least 64MiB") }
+        guard let bytes = parseByteCount(size), bytes >= 64 << 20 else {
+            throw ValidationError("--size must be at least 64MiB")
+        }
     }
 
     func run() async throws {
@@ -81,10 +83,14 @@ struct ConvertBench: AsyncParsableCommand {
                 ratio: Sample(values: convert).median / Sample(values: copied).median)
             cases.append(result)
         }
-        print("sllm bench convert: \(runs) runs each, source evicted from the page cache before each run, output fsynced")
+        print(
+            "sllm bench convert: \(runs) runs each, source evicted from the page cache before each run, output fsynced")
         var rows = [["CASE", "TENSOR BYTES", "CONVERT GB/s", "PLAIN COPY GB/s", "CONVERT/COPY"]]
         for c in cases {
-            rows.append([c.name, formatBytes(Int64(c.bytes)), c.convertGBps.formatted(), c.copyGBps.formatted(), String(format: "%.2fx", c.ratio)])
+            rows.append([
+                c.name, formatBytes(Int64(c.bytes)), c.convertGBps.formatted(), c.copyGBps.formatted(),
+                String(format: "%.2fx", c.ratio),
+            ])
         }
         print(ModelSummary.table(rows))
         try writeReport(cases, to: json)

@@ -5,7 +5,7 @@ import Logging
 import Store
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 struct DeployBench: AsyncParsableCommand {
@@ -41,7 +41,10 @@ struct DeployBench: AsyncParsableCommand {
     func run() async throws {
         _ = global.bootstrap()
         var file = gguf.map(absolutePath) ?? ""
-        if gguf == nil { file = try await SmolLM2File.path(in: bench.directory(or: global.root + "/bench"), logger: Logger(label: "sllm.bench")) }
+        if gguf == nil {
+            file = try await SmolLM2File.path(
+                in: bench.directory(or: global.root + "/bench"), logger: Logger(label: "sllm.bench"))
+        }
         guard let bytes = FileSystem.fileSize(file) else { throw CommandFailure("no such file: \(file)") }
         let scratch = FileManager.default.temporaryDirectory.path + "/sllm-bench-deploy-\(getpid())"
         let cache = "/dev/shm/sllm-bench-deploy-\(getpid())"
@@ -50,10 +53,13 @@ struct DeployBench: AsyncParsableCommand {
             try? FileManager.default.removeItem(atPath: scratch)
             try? FileManager.default.removeItem(atPath: cache)
         }
-        let server = try ServerProcess.start(executable: sllmExecutablePath(), arguments: [
-            "serve", "--data-dir", scratch, "--port", "0", "--cache-dir", cache, "--default-model", "", "--threads", "1",
-            "--no-dram-fill",  // timings of pull and deploy alone, not beside a pool filling its budget
-        ], log: scratch + "/serve.log", banner: "serving on")
+        let server = try ServerProcess.start(
+            executable: sllmExecutablePath(),
+            arguments: [
+                "serve", "--data-dir", scratch, "--port", "0", "--cache-dir", cache, "--default-model", "", "--threads",
+                "1",
+                "--no-dram-fill",  // timings of pull and deploy alone, not beside a pool filling its budget
+            ], log: scratch + "/serve.log", banner: "serving on")
         defer { server.stop() }
         let common = ["--data-dir", scratch, "--quiet"]
         let client = ["--server", server.url, "--quiet"]
@@ -61,7 +67,10 @@ struct DeployBench: AsyncParsableCommand {
         func timed(_ arguments: [String]) throws -> Double {
             var status: Int32 = 0
             let seconds = try measure { status = try runQuietly(sllmExecutablePath(), arguments) }
-            guard status == 0 else { throw CommandFailure("`sllm \(arguments.joined(separator: " "))` failed with status \(status)\(logTail(server.log))") }
+            guard status == 0 else {
+                throw CommandFailure(
+                    "`sllm \(arguments.joined(separator: " "))` failed with status \(status)\(logTail(server.log))")
+            }
             return seconds * 1000
         }
 
@@ -82,11 +91,16 @@ struct DeployBench: AsyncParsableCommand {
             }
             _ = try timed(["delete", "d\(run)", "--server", server.url])
             _ = try timed(["rm", "p\(run)", "d\(run)"] + common)
-            if !global.quiet { print(String(format: "run %d/%d: pull %.0f ms, deploy %.0f ms", run + 1, runs, pull[run], deploy[run])) }
+            if !global.quiet {
+                print(String(format: "run %d/%d: pull %.0f ms, deploy %.0f ms", run + 1, runs, pull[run], deploy[run]))
+            }
         }
-        let report = Report(file: file, bytes: bytes, pullMs: Sample(values: pull), deployMs: Sample(values: deploy),
-                            ratio: Sample(values: deploy).median / Sample(values: pull).median)
-        print("\n\(URL(fileURLWithPath: file).lastPathComponent) (\(formatBytes(bytes))), process start to exit, ms, median (min–max) of \(runs):")
+        let report = Report(
+            file: file, bytes: bytes, pullMs: Sample(values: pull), deployMs: Sample(values: deploy),
+            ratio: Sample(values: deploy).median / Sample(values: pull).median)
+        print(
+            "\n\(URL(fileURLWithPath: file).lastPathComponent) (\(formatBytes(bytes))), process start to exit, ms, median (min–max) of \(runs):"
+        )
         print("  sllm pull:   \(report.pullMs.formatted(0))")
         print("  sllm deploy: \(report.deployMs.formatted(0))")
         print(String(format: "  ratio deploy / pull: %.2f (goal: 1)", report.ratio))

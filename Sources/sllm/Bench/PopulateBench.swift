@@ -4,7 +4,7 @@ import Foundation
 import Store
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 struct PopulateBench: AsyncParsableCommand {
@@ -21,10 +21,14 @@ struct PopulateBench: AsyncParsableCommand {
             GB/s (1e9 bytes per second), median (min–max). The DRAM cache's slabs use the winner.
             """)
 
-    @Option(help: "Bytes per run (e.g. 1GiB).", transform: { text in
-        guard let bytes = parseByteCount(text), bytes >= 4096 else { throw ValidationError("--size must be a byte count of at least 4KiB") }
-        return bytes
-    })
+    @Option(
+        help: "Bytes per run (e.g. 1GiB).",
+        transform: { text in
+            guard let bytes = parseByteCount(text), bytes >= 4096 else {
+                throw ValidationError("--size must be a byte count of at least 4KiB")
+            }
+            return bytes
+        })
     var size: Int = 1 << 30
 
     @OptionGroup var bench: BenchOptions
@@ -42,16 +46,28 @@ struct PopulateBench: AsyncParsableCommand {
         for run in 0..<runs {
             for step in methods.indices {
                 let index = (step + run) % methods.count
-                let seconds = try MemoryPopulation.time(methods[index], byteCount: size, directory: bench.directory(or: "/dev/shm"))
+                let seconds = try MemoryPopulation.time(
+                    methods[index], byteCount: size, directory: bench.directory(or: "/dev/shm"))
                 rates[index].append(Double(size) / seconds / 1e9)
             }
         }
         let rows = zip(methods, rates).map { Row(method: $0.description, gigabytesPerSecond: Sample(values: $1)) }
-        print("\nSetting up \(formatBytes(Int64(size))) of fresh tmpfs memory for writing, GB/s, median (min–max) of \(runs):")
-        for row in rows { print("  \(row.method.padding(toLength: 40, withPad: " ", startingAt: 0)) \(row.gigabytesPerSecond.formatted(2))") }
+        print(
+            "\nSetting up \(formatBytes(Int64(size))) of fresh tmpfs memory for writing, GB/s, median (min–max) of \(runs):"
+        )
+        for row in rows {
+            print(
+                "  \(row.method.padding(toLength: 40, withPad: " ", startingAt: 0)) \(row.gigabytesPerSecond.formatted(2))"
+            )
+        }
         let fresh = rows.dropLast()
-        if let best = fresh.max(by: { $0.gigabytesPerSecond.median < $1.gigabytesPerSecond.median }), let first = rows.first {
-            print(String(format: "  fastest for fresh memory: %@, %.2fx mmap MAP_POPULATE", best.method, best.gigabytesPerSecond.median / first.gigabytesPerSecond.median))
+        if let best = fresh.max(by: { $0.gigabytesPerSecond.median < $1.gigabytesPerSecond.median }),
+            let first = rows.first
+        {
+            print(
+                String(
+                    format: "  fastest for fresh memory: %@, %.2fx mmap MAP_POPULATE", best.method,
+                    best.gigabytesPerSecond.median / first.gigabytesPerSecond.median))
         }
         try writeReport(rows, to: json)
     }

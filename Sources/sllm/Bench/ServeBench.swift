@@ -9,13 +9,14 @@ import Store
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 struct ServeBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Server figures against llama-server: cold starts (DRAM, SSD), warm overhead, many concurrent streams.",
+        abstract:
+            "Server figures against llama-server: cold starts (DRAM, SSD), warm overhead, many concurrent streams.",
         discussion: """
             Starts `sllm serve` (this executable) on a scratch data directory that links the model,
             and, when llama-server is on PATH or given (scripts/build-llama-cpp.sh builds it), the
@@ -120,7 +121,8 @@ struct ServeBench: AsyncParsableCommand {
         let scratch = FileManager.default.temporaryDirectory.path + "/sllm-bench-serve-\(getpid())"
         let cache = "/dev/shm/sllm-bench-serve-\(getpid())"
         try FileManager.default.createDirectory(atPath: scratch + "/models", withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(atPath: scratch + "/models/\(name)", withDestinationPath: global.store.directory(for: name))
+        try FileManager.default.createSymbolicLink(
+            atPath: scratch + "/models/\(name)", withDestinationPath: global.store.directory(for: name))
         defer {
             try? FileManager.default.removeItem(atPath: scratch)
             try? FileManager.default.removeItem(atPath: cache)
@@ -128,28 +130,37 @@ struct ServeBench: AsyncParsableCommand {
         let http = BenchHTTP()
         var report = Report()
 
-        let ours = try ServerProcess.start(executable: sllmExecutablePath(), arguments: [
-            "serve", "--data-dir", scratch, "--port", "0", "--cache-dir", cache, "--default-model", "", "--threads", String(threads),
-            "--memory-budget", "16GiB",  // the default queue (512) holds the streaming clients
-        ], log: scratch + "/serve.log", banner: "serving on")
+        let ours = try ServerProcess.start(
+            executable: sllmExecutablePath(),
+            arguments: [
+                "serve", "--data-dir", scratch, "--port", "0", "--cache-dir", cache, "--default-model", "", "--threads",
+                String(threads),
+                "--memory-budget", "16GiB",  // the default queue (512) holds the streaming clients
+            ], log: scratch + "/serve.log", banner: "serving on")
         defer { ours.stop() }
         let base = ours.url
         print("sllm serve at \(base), \(threads) thread(s); model \(name)")
         // A server in its steady state: the background pool fill (on by default) is done.
         report.poolFill = try waitForPoolFill(ours)
         print("its DRAM pool fill: \(report.poolFill ?? "")")
-        _ = try await http.json(.POST, base + "/admin/deployments", [
-            "model": name.rawValue, "name": "bench", "target_concurrency": parallel, "keep_alive": "0",
-        ])
+        _ = try await http.json(
+            .POST, base + "/admin/deployments",
+            [
+                "model": name.rawValue, "name": "bench", "target_concurrency": parallel, "keep_alive": "0",
+            ])
         let request: [String: Any] = ["model": "bench", "prompt": Self.prompt, "max_tokens": 1, "temperature": 0]
-        let chat: [String: Any] = ["model": "bench", "messages": [["role": "user", "content": Self.chatMessage]], "max_tokens": 1, "temperature": 0]
+        let chat: [String: Any] = [
+            "model": "bench", "messages": [["role": "user", "content": Self.chatMessage]], "max_tokens": 1,
+            "temperature": 0,
+        ]
 
         // Cold starts: each request finds the deployment scaled to zero (keep_alive 0 unloads it after).
         func coldRun(evict: Bool, chat: Bool = false) async throws -> (Double, [String: Any]) {
             try await waitForNoInstance(http, base)
             if evict { try evictFromDRAM(name: name.rawValue, cache: cache, reader: reader) }
             let start = ContinuousClock.now
-            let reply = try await http.json(.POST, base + (chat ? "/v1/chat/completions" : "/v1/completions"), chat ? chatRequest : request)
+            let reply = try await http.json(
+                .POST, base + (chat ? "/v1/chat/completions" : "/v1/completions"), chat ? chatRequest : request)
             var timings = reply["timings"] as? [String: Any] ?? [:]
             timings["prompt_tokens"] = (reply["usage"] as? [String: Any])?["prompt_tokens"]
             return (seconds(since: start), timings)
@@ -188,14 +199,20 @@ struct ServeBench: AsyncParsableCommand {
 
         // llama.cpp, same machine, same threads.
         let peer = llamaServer ?? findOnPath("llama-server")
-        var ggufPath = gguf ?? (reader.index.source.hasSuffix(".gguf") && FileSystem.exists(reader.index.source) ? reader.index.source : nil)
+        var ggufPath =
+            gguf
+            ?? (reader.index.source.hasSuffix(".gguf") && FileSystem.exists(reader.index.source)
+                ? reader.index.source : nil)
         if ggufPath == nil && model == ModelSource.defaultModel.name {
-            ggufPath = try await SmolLM2File.path(in: bench.directory(or: global.root + "/bench"), logger: Logger(label: "sllm.bench"))
+            ggufPath = try await SmolLM2File.path(
+                in: bench.directory(or: global.root + "/bench"), logger: Logger(label: "sllm.bench"))
         }
         if let peer, let ggufPath {
             try await measureLlama(peer: peer, gguf: ggufPath, scratch: scratch, http: http, into: &report)
         } else {
-            print("llama-server not found or no GGUF (scripts/build-llama-cpp.sh builds it; --gguf names the file); measured sllm only")
+            print(
+                "llama-server not found or no GGUF (scripts/build-llama-cpp.sh builds it; --gguf names the file); measured sllm only"
+            )
         }
         try http.shutdown()
         printReport(report)
@@ -203,11 +220,14 @@ struct ServeBench: AsyncParsableCommand {
     }
 
     private func coldSeries(_ once: () async throws -> (Double, [String: Any])) async throws -> ColdReport {
-        var total: [Double] = [], queue: [Double] = [], load: [Double] = [], engineInit: [Double] = [], prefill: [Double] = []
+        var total: [Double] = [], queue: [Double] = [], load: [Double] = [], engineInit: [Double] = [],
+            prefill: [Double] = []
         var tiers: [String] = []
         for _ in 0..<runs {
             let (seconds, timings) = try await once()
-            guard timings["cold_start"] as? Bool == true else { throw CommandFailure("a cold-start run found a running instance") }
+            guard timings["cold_start"] as? Bool == true else {
+                throw CommandFailure("a cold-start run found a running instance")
+            }
             total.append(seconds * 1000)
             queue.append(timings["queue_ms"] as? Double ?? 0)
             load.append(timings["load_ms"] as? Double ?? 0)
@@ -215,8 +235,9 @@ struct ServeBench: AsyncParsableCommand {
             prefill.append(timings["prefill_ms"] as? Double ?? 0)
             tiers.append(timings["tier"] as? String ?? "?")
         }
-        return ColdReport(total: Sample(values: total), queue: Sample(values: queue), load: Sample(values: load),
-                          engineInit: Sample(values: engineInit), prefill: Sample(values: prefill), tiers: Array(Set(tiers)).sorted())
+        return ColdReport(
+            total: Sample(values: total), queue: Sample(values: queue), load: Sample(values: load),
+            engineInit: Sample(values: engineInit), prefill: Sample(values: prefill), tiers: Array(Set(tiers)).sorted())
     }
 
     /// Waits until `server` logs that its DRAM pool is filled; returns that line's figures.
@@ -225,7 +246,8 @@ struct ServeBench: AsyncParsableCommand {
         while ContinuousClock.now < deadline {
             let text = (try? String(contentsOfFile: server.log, encoding: .utf8)) ?? ""
             if let line = text.split(separator: "\n").first(where: { $0.contains("DRAM pool filled: ") }),
-               let range = line.range(of: "DRAM pool filled: ") {
+                let range = line.range(of: "DRAM pool filled: ")
+            {
                 return String(line[range.upperBound...])
             }
             guard server.process.isRunning else { throw CommandFailure("sllm serve exited\(logTail(server.log))") }
@@ -268,10 +290,12 @@ struct ServeBench: AsyncParsableCommand {
                     var streams = 0, failed = 0, tokens = 0
                     var reasons = Set<String>()
                     while ContinuousClock.now < deadline {
-                        let outcome = await http.stream(base + "/v1/completions", [
-                            "model": model, "prompt": "Once upon a time", "max_tokens": 64, "ignore_eos": true,
-                            "temperature": 0.8, "stream": true, "stream_options": ["include_usage": true],
-                        ])
+                        let outcome = await http.stream(
+                            base + "/v1/completions",
+                            [
+                                "model": model, "prompt": "Once upon a time", "max_tokens": 64, "ignore_eos": true,
+                                "temperature": 0.8, "stream": true, "stream_options": ["include_usage": true],
+                            ])
                         streams += 1
                         switch outcome {
                         case .success(let count): tokens += count
@@ -283,42 +307,58 @@ struct ServeBench: AsyncParsableCommand {
                     return (streams, failed, tokens, reasons)
                 }
             }
-            return try await group.reduce(into: (0, 0, 0, Set<String>())) { $0 = ($0.0 + $1.0, $0.1 + $1.1, $0.2 + $1.2, $0.3.union($1.3)) }
+            return try await group.reduce(into: (0, 0, 0, Set<String>())) {
+                $0 = ($0.0 + $1.0, $0.1 + $1.1, $0.2 + $1.2, $0.3.union($1.3))
+            }
         }
         let elapsed = seconds(since: start)
-        return StreamReport(streams: results.0, failed: results.1, tokens: results.2, tokensPerSecond: Double(results.2) / elapsed,
-                            failures: Array(results.3.sorted().prefix(5)))
+        return StreamReport(
+            streams: results.0, failed: results.1, tokens: results.2, tokensPerSecond: Double(results.2) / elapsed,
+            failures: Array(results.3.sorted().prefix(5)))
     }
 
     // MARK: - llama.cpp
 
-    private func measureLlama(peer: String, gguf: String, scratch: String, http: BenchHTTP, into report: inout Report) async throws {
+    private func measureLlama(peer: String, gguf: String, scratch: String, http: BenchHTTP, into report: inout Report)
+        async throws
+    {
         let modelsDirectory = scratch + "/llama-models"
         try FileManager.default.createDirectory(atPath: modelsDirectory, withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(atPath: modelsDirectory + "/" + URL(fileURLWithPath: gguf).lastPathComponent, withDestinationPath: gguf)
+        try FileManager.default.createSymbolicLink(
+            atPath: modelsDirectory + "/" + URL(fileURLWithPath: gguf).lastPathComponent, withDestinationPath: gguf)
 
         // Router mode: llama.cpp's own scale-to-zero.
-        let router = try ServerProcess.start(executable: peer, arguments: [
-            "--models-dir", modelsDirectory, "--host", "127.0.0.1", "--port", String(freePort()), "-t", String(threads), "-c", "2048",
-        ], log: scratch + "/llama-router.log", banner: nil)
+        let router = try ServerProcess.start(
+            executable: peer,
+            arguments: [
+                "--models-dir", modelsDirectory, "--host", "127.0.0.1", "--port", String(freePort()), "-t",
+                String(threads), "-c", "2048",
+            ], log: scratch + "/llama-router.log", banner: nil)
         defer { router.stop() }
         try await waitForHealth(http, router)
         let listed = try await http.json(.GET, router.url + "/models")["data"] as? [[String: Any]] ?? []
-        guard let id = listed.first?["id"] as? String else { throw CommandFailure("llama-server router lists no model") }
+        guard let id = listed.first?["id"] as? String else {
+            throw CommandFailure("llama-server router lists no model")
+        }
         let request: [String: Any] = ["model": id, "prompt": Self.prompt, "max_tokens": 1, "temperature": 0]
         _ = try await http.json(.POST, router.url + "/v1/completions", request)
         func chatBody(_ model: String?) -> [String: Any] {
-            var body: [String: Any] = ["messages": [["role": "user", "content": Self.chatMessage]], "max_tokens": 1, "temperature": 0]
+            var body: [String: Any] = [
+                "messages": [["role": "user", "content": Self.chatMessage]], "max_tokens": 1, "temperature": 0,
+            ]
             body["model"] = model
             return body
         }
-        func coldSeries(dropCaches: Bool, path: String = "/v1/completions", body: [String: Any]? = nil) async throws -> Sample {
+        func coldSeries(dropCaches: Bool, path: String = "/v1/completions", body: [String: Any]? = nil) async throws
+            -> Sample
+        {
             var cold: [Double] = []
             for _ in 0..<runs {
                 _ = try await http.json(.POST, router.url + "/models/unload", ["model": id])
                 for _ in 0..<2000 {
                     let models = try await http.json(.GET, router.url + "/models")["data"] as? [[String: Any]] ?? []
-                    let status = (models.first { $0["id"] as? String == id }?["status"] as? [String: Any])?["value"] as? String
+                    let status =
+                        (models.first { $0["id"] as? String == id }?["status"] as? [String: Any])?["value"] as? String
                     if status == "unloaded" { break }
                     try await Task.sleep(for: .milliseconds(5))
                 }
@@ -333,7 +373,8 @@ struct ServeBench: AsyncParsableCommand {
         if FileManager.default.isWritableFile(atPath: "/proc/sys/vm/drop_caches") {
             report.coldLlamaRouterDropped = try await coldSeries(dropCaches: true)
         }
-        report.coldChatLlamaRouter = try await coldSeries(dropCaches: false, path: "/v1/chat/completions", body: chatBody(id))
+        report.coldChatLlamaRouter = try await coldSeries(
+            dropCaches: false, path: "/v1/chat/completions", body: chatBody(id))
         router.stop()
 
         // llama-server launched for the request: process start to the chat reply.
@@ -341,9 +382,11 @@ struct ServeBench: AsyncParsableCommand {
         for run in 0..<runs {
             let port = freePort()
             let start = ContinuousClock.now
-            let launched = try ServerProcess.start(executable: peer, arguments: [
-                "-m", gguf, "--host", "127.0.0.1", "--port", String(port), "-t", String(threads), "-c", "2048",
-            ], log: scratch + "/llama-launch-\(run).log", banner: nil)
+            let launched = try ServerProcess.start(
+                executable: peer,
+                arguments: [
+                    "-m", gguf, "--host", "127.0.0.1", "--port", String(port), "-t", String(threads), "-c", "2048",
+                ], log: scratch + "/llama-launch-\(run).log", banner: nil)
             defer { launched.stop() }
             try await waitForHealth(http, launched, interval: .milliseconds(2))
             _ = try await http.json(.POST, launched.url + "/v1/chat/completions", chatBody(nil))
@@ -353,10 +396,12 @@ struct ServeBench: AsyncParsableCommand {
         report.coldChatLlamaLaunch = Sample(values: launches)
 
         // A loaded llama-server: warm requests and concurrent streams, -np slots.
-        let single = try ServerProcess.start(executable: peer, arguments: [
-            "-m", gguf, "--host", "127.0.0.1", "--port", String(freePort()), "-t", String(threads),
-            "-np", String(parallel), "-c", String(parallel * 1024),
-        ], log: scratch + "/llama-server.log", banner: nil)
+        let single = try ServerProcess.start(
+            executable: peer,
+            arguments: [
+                "-m", gguf, "--host", "127.0.0.1", "--port", String(freePort()), "-t", String(threads),
+                "-np", String(parallel), "-c", String(parallel * 1024),
+            ], log: scratch + "/llama-server.log", banner: nil)
         defer { single.stop() }
         try await waitForHealth(http, single)
         let plain: [String: Any] = ["prompt": Self.prompt, "max_tokens": 1, "temperature": 0]
@@ -380,11 +425,15 @@ struct ServeBench: AsyncParsableCommand {
     }
 
     /// Waits until `server` answers `/health`; fails at once when it exits first.
-    private func waitForHealth(_ http: BenchHTTP, _ server: ServerProcess, interval: Duration = .milliseconds(50)) async throws {
+    private func waitForHealth(_ http: BenchHTTP, _ server: ServerProcess, interval: Duration = .milliseconds(50))
+        async throws
+    {
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             guard server.process.isRunning else {
-                throw CommandFailure("\(server.process.executableURL?.path ?? "llama-server") exited with status \(server.process.terminationStatus) before answering /health\(logTail(server.log))")
+                throw CommandFailure(
+                    "\(server.process.executableURL?.path ?? "llama-server") exited with status \(server.process.terminationStatus) before answering /health\(logTail(server.log))"
+                )
             }
             if (try? await http.json(.GET, server.url + "/health")) != nil { return }
             try await Task.sleep(for: interval)
@@ -399,41 +448,77 @@ struct ServeBench: AsyncParsableCommand {
         print("\nCold start, request to a 1-token completion of a 5-token prompt (ms, median (min–max) of \(runs)):")
         for (label, cold) in [("sllm, DRAM tier", report.coldDRAM), ("sllm, SSD tier", report.coldSSD)] {
             guard let cold else { continue }
-            print("  \(label): \(ms(cold.total))  [queue \(cold.queue.formatted(2)), load \(cold.load.formatted(2)), init \(cold.engineInit.formatted(2)), prefill \(cold.prefill.formatted(2))] tiers \(cold.tiers.joined(separator: ","))")
+            print(
+                "  \(label): \(ms(cold.total))  [queue \(cold.queue.formatted(2)), load \(cold.load.formatted(2)), init \(cold.engineInit.formatted(2)), prefill \(cold.prefill.formatted(2))] tiers \(cold.tiers.joined(separator: ","))"
+            )
         }
         if let router = report.coldLlamaRouter {
             print("  llama-server router (unload, then request): \(ms(router))")
-            if let dram = report.coldDRAM { print(String(format: "  ratio DRAM: %.3f of llama.cpp (%.1fx faster; goal <= 0.1)", dram.total.median / router.median, router.median / dram.total.median)) }
-            if let ssd = report.coldSSD { print(String(format: "  ratio SSD:  %.3f of llama.cpp (%.1fx faster; goal <= 0.333)", ssd.total.median / router.median, router.median / ssd.total.median)) }
+            if let dram = report.coldDRAM {
+                print(
+                    String(
+                        format: "  ratio DRAM: %.3f of llama.cpp (%.1fx faster; goal <= 0.1)",
+                        dram.total.median / router.median, router.median / dram.total.median))
+            }
+            if let ssd = report.coldSSD {
+                print(
+                    String(
+                        format: "  ratio SSD:  %.3f of llama.cpp (%.1fx faster; goal <= 0.333)",
+                        ssd.total.median / router.median, router.median / ssd.total.median))
+            }
             if let dropped = report.coldLlamaRouterDropped, let ssd = report.coldSSD {
                 print("  llama-server router, page cache dropped before each request: \(ms(dropped))")
-                print(String(format: "  ratio SSD vs that (both read the disk): %.3f (%.1fx faster)", ssd.total.median / dropped.median, dropped.median / ssd.total.median))
+                print(
+                    String(
+                        format: "  ratio SSD vs that (both read the disk): %.3f (%.1fx faster)",
+                        ssd.total.median / dropped.median, dropped.median / ssd.total.median))
             }
         }
         if let chat = report.coldChatDRAM {
-            print("\nCold start of a chat completion (\(report.chatPromptTokens.map(String.init) ?? "?") prompt tokens through the chat template, 1 token; ms):")
-            print("  sllm, DRAM tier: \(ms(chat.total))  [queue \(chat.queue.formatted(2)), load \(chat.load.formatted(2)), init \(chat.engineInit.formatted(2)), prefill \(chat.prefill.formatted(2))]")
+            print(
+                "\nCold start of a chat completion (\(report.chatPromptTokens.map(String.init) ?? "?") prompt tokens through the chat template, 1 token; ms):"
+            )
+            print(
+                "  sllm, DRAM tier: \(ms(chat.total))  [queue \(chat.queue.formatted(2)), load \(chat.load.formatted(2)), init \(chat.engineInit.formatted(2)), prefill \(chat.prefill.formatted(2))]"
+            )
             if let router = report.coldChatLlamaRouter {
-                print("  llama-server router (unload, then request): \(ms(router))" + String(format: "; ratio %.3f (%.1fx faster)", chat.total.median / router.median, router.median / chat.total.median))
+                print(
+                    "  llama-server router (unload, then request): \(ms(router))"
+                        + String(
+                            format: "; ratio %.3f (%.1fx faster)", chat.total.median / router.median,
+                            router.median / chat.total.median))
             }
             if let launch = report.coldChatLlamaLaunch {
-                print("  llama-server launched for the request (start to reply): \(ms(launch))" + String(format: "; ratio %.3f (%.1fx faster)", chat.total.median / launch.median, launch.median / chat.total.median))
+                print(
+                    "  llama-server launched for the request (start to reply): \(ms(launch))"
+                        + String(
+                            format: "; ratio %.3f (%.1fx faster)", chat.total.median / launch.median,
+                            launch.median / chat.total.median))
             }
         }
         print("\nWarm, same request to a loaded model:")
-        print("  sllm round trip: \(ms(report.warm)); server overhead (round trip - engine prefill): \(ms(report.warmOverhead)) (goal p50 < 1 ms)")
+        print(
+            "  sllm round trip: \(ms(report.warm)); server overhead (round trip - engine prefill): \(ms(report.warmOverhead)) (goal p50 < 1 ms)"
+        )
         if let llama = report.warmLlama {
             print("  llama-server round trip: \(ms(llama))")
-            if let warm = report.warm { print(String(format: "  ratio: sllm %.2fx llama-server's time (goal <= 1)", warm.median / llama.median)) }
+            if let warm = report.warm {
+                print(String(format: "  ratio: sllm %.2fx llama-server's time (goal <= 1)", warm.median / llama.median))
+            }
         }
         for (label, streams) in [("sllm", report.streams), ("llama-server -np \(parallel)", report.streamsLlama)] {
             guard let streams else { continue }
-            print(String(format: "\n%@: %d streams by %d clients in %d s, %d failed or malformed, %.1f tokens/s aggregate",
-                         label, streams.streams, clients, duration, streams.failed, streams.tokensPerSecond))
+            print(
+                String(
+                    format: "\n%@: %d streams by %d clients in %d s, %d failed or malformed, %.1f tokens/s aggregate",
+                    label, streams.streams, clients, duration, streams.failed, streams.tokensPerSecond))
             for reason in streams.failures { print("  failed: \(reason)") }
         }
         if let ours = report.streams, let theirs = report.streamsLlama, theirs.tokensPerSecond > 0 {
-            print(String(format: "ratio: sllm %.2fx llama-server's aggregate tokens/s", ours.tokensPerSecond / theirs.tokensPerSecond))
+            print(
+                String(
+                    format: "ratio: sllm %.2fx llama-server's aggregate tokens/s",
+                    ours.tokensPerSecond / theirs.tokensPerSecond))
         }
     }
 }

@@ -4,7 +4,7 @@ import NIOCore
 import NIOHTTP1
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The bench's HTTP client: a pool wide enough for every concurrent stream.
@@ -70,10 +70,17 @@ final class BenchHTTP: Sendable {
                     guard line.hasPrefix("data: ") else { continue }
                     guard !done else { return .failure(StreamFailure("data after [DONE]")) }
                     if line == "data: [DONE]" { done = true; continue }
-                    guard let event = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any],
-                          event["choices"] is [Any] else { return .failure(StreamFailure("malformed event: \(line.prefix(120))")) }
+                    guard
+                        let event = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8))
+                            as? [String: Any],
+                        event["choices"] is [Any]
+                    else { return .failure(StreamFailure("malformed event: \(line.prefix(120))")) }
                     if let tokens = (event["usage"] as? [String: Any])?["completion_tokens"] as? Int { usage = tokens }
-                    if let choice = (event["choices"] as? [[String: Any]])?.first, let text = choice["text"] as? String, !text.isEmpty { events += 1 }
+                    if let choice = (event["choices"] as? [[String: Any]])?.first, let text = choice["text"] as? String,
+                        !text.isEmpty
+                    {
+                        events += 1
+                    }
                 }
             }
             return done ? .success(usage ?? events) : .failure(StreamFailure("ended without [DONE]"))
@@ -116,7 +123,9 @@ final class ServerProcess: @unchecked Sendable {
         if let banner {
             for _ in 0..<1200 {
                 let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-                if text.contains(banner), let range = text.range(of: #"http://[0-9.]+:\d+"#, options: .regularExpression) {
+                if text.contains(banner),
+                    let range = text.range(of: #"http://[0-9.]+:\d+"#, options: .regularExpression)
+                {
                     return ServerProcess(process: process, url: String(text[range]), log: log)
                 }
                 guard process.isRunning else { break }
@@ -141,9 +150,11 @@ final class ServerProcess: @unchecked Sendable {
 /// The last lines of a server's log, for an error message (the bench's scratch directory, and
 /// the log with it, is removed when the bench ends).
 func logTail(_ log: String, lines: Int = 8) -> String {
-    let text = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+    let text = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").trimmingCharacters(
+        in: .whitespacesAndNewlines)
     guard !text.isEmpty else { return " (its log is empty)" }
-    return "; the end of its log:\n" + text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
+    return "; the end of its log:\n"
+        + text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
 }
 
 /// A TCP port nothing listens on now.
@@ -155,8 +166,12 @@ func freePort() -> Int {
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     address.sin_port = 0
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) } }
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) } }
+    _ = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) }
+    }
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+    }
     return Int(UInt16(bigEndian: address.sin_port))
 }
 

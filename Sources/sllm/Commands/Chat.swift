@@ -34,11 +34,17 @@ struct Chat: AsyncParsableCommand {
     func run() async throws {
         _ = global.bootstrap()
         let engine = try await startEngine(model, global: global, options: engineOptions)
-        guard engine.tokenizer.chatTemplate != nil else { throw CommandFailure("\(model) has no chat template; use `sllm generate`") }
+        guard engine.tokenizer.chatTemplate != nil else {
+            throw CommandFailure("\(model) has no chat template; use `sllm generate`")
+        }
         let interactive = isatty(0) != 0
         var messages: [ChatMessage] = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         var sequence: EngineSequence?
-        if interactive { say("Chatting with \(model). /reset clears the conversation, /exit or Ctrl-D quits, Ctrl-C stops an answer.") }
+        if interactive {
+            say(
+                "Chatting with \(model). /reset clears the conversation, /exit or Ctrl-D quits, Ctrl-C stops an answer."
+            )
+        }
         let interrupts = ChatInterrupts(enabled: interactive)
         while true {
             if interactive { FileHandle.standardOutput.write(Data("> ".utf8)) }
@@ -78,8 +84,12 @@ struct Chat: AsyncParsableCommand {
                 if timings {
                     let t = result.timings
                     let prefill = t.prefillTokens - before.prefillTokens, decode = t.decodeTokens - before.decodeTokens
-                    say(String(format: "[prompt %d tokens (%d new) in %.1f ms; %d tokens at %.2f ms/token]", ids.count, prefill,
-                                 (t.prefill - before.prefill) * 1000, decode, decode == 0 ? 0 : (t.decode - before.decode) * 1000 / Double(decode)))
+                    say(
+                        String(
+                            format: "[prompt %d tokens (%d new) in %.1f ms; %d tokens at %.2f ms/token]", ids.count,
+                            prefill,
+                            (t.prefill - before.prefill) * 1000, decode,
+                            decode == 0 ? 0 : (t.decode - before.decode) * 1000 / Double(decode)))
                 }
             } catch let error as EngineError {
                 messages.removeLast()

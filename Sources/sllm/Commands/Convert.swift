@@ -43,7 +43,8 @@ struct Convert: AsyncParsableCommand {
         guard let block = parseByteCount(checksumBlock), block >= 4096, block % 4096 == 0, block <= 1 << 30 else {
             throw ValidationError("--checksum-block \(checksumBlock) is not a multiple of 4 KiB up to 1 GiB")
         }
-        return CheckpointWriter.Options(maxPartitionByteCount: partition, checksumBlockSize: block, replaceExisting: force)
+        return CheckpointWriter.Options(
+            maxPartitionByteCount: partition, checksumBlockSize: block, replaceExisting: force)
     }
 
     func validate() throws { _ = try options() }
@@ -59,8 +60,13 @@ struct Convert: AsyncParsableCommand {
         if json {
             print(try ModelSummary.json(index))
         } else {
-            print(ModelSummary.describe(name: destination, index: index, diskBytes: FileSystem.diskUsage(absolutePath(destination))))
-            print(String(format: "converted in %.2f s (%@/s)", seconds, formatBytes(Int64(Double(index.tensorByteCount) / max(seconds, 1e-9)))))
+            print(
+                ModelSummary.describe(
+                    name: destination, index: index, diskBytes: FileSystem.diskUsage(absolutePath(destination))))
+            print(
+                String(
+                    format: "converted in %.2f s (%@/s)", seconds,
+                    formatBytes(Int64(Double(index.tensorByteCount) / max(seconds, 1e-9)))))
         }
     }
 }

@@ -8,9 +8,13 @@ import Store
 struct ScalingOptions: ParsableArguments {
     @Option(name: .customLong("min"), help: "Instances kept even when idle (0: scale to zero).") var minInstances: Int?
     @Option(name: .customLong("max"), help: "Most instances.") var maxInstances: Int?
-    @Option(name: .customLong("target-concurrency"), help: "Requests batched per instance before another starts.") var targetConcurrency: Int?
-    @Option(name: .customLong("keep-alive"), parsing: .unconditional, help: "Idle time before scale-down: 5m, 30s, 0 (at once), -1 (never).") var keepAlive: String?
-    @Option(name: .customLong("queue-limit"), help: "Requests queued beyond the instances' slots; more get 429.") var queueLimit: Int?
+    @Option(name: .customLong("target-concurrency"), help: "Requests batched per instance before another starts.")
+    var targetConcurrency: Int?
+    @Option(
+        name: .customLong("keep-alive"), parsing: .unconditional,
+        help: "Idle time before scale-down: 5m, 30s, 0 (at once), -1 (never).") var keepAlive: String?
+    @Option(name: .customLong("queue-limit"), help: "Requests queued beyond the instances' slots; more get 429.")
+    var queueLimit: Int?
     @Option(name: [.customShort("c"), .customLong("context")], help: "Context length per request.") var context: Int?
 
     var body: [String: Any] {
@@ -51,7 +55,8 @@ struct Deploy: AsyncParsableCommand {
         }
         body["name"] = name
         let created = try await server.call(.POST, "/admin/deployments", body: body) as? [String: Any] ?? [:]
-        let deployment = ((created["status"] as? [String: Any])?["spec"] as? [String: Any])?["name"] as? String ?? name ?? model
+        let deployment =
+            ((created["status"] as? [String: Any])?["spec"] as? [String: Any])?["name"] as? String ?? name ?? model
         guard !noWait else {
             if !quiet { print("deployed \(deployment) (\(created["state"] as? String ?? "?"))") }
             return
@@ -66,7 +71,9 @@ struct Deploy: AsyncParsableCommand {
                 let phase = report["pull_phase"] as? String ?? "pull"
                 let done = (report["pull_bytes"] as? NSNumber)?.int64Value ?? 0
                 let total = (report["pull_total_bytes"] as? NSNumber)?.int64Value ?? 0
-                if phase != "start" { bar.handler?(.init(phase: "\(deployment): \(phase)", completedBytes: done, totalBytes: total)) }
+                if phase != "start" {
+                    bar.handler?(.init(phase: "\(deployment): \(phase)", completedBytes: done, totalBytes: total))
+                }
                 // Short polls at first, so a quick pull returns as soon as it ends (`sllm bench
                 // deploy` compares with `sllm pull` of the same file), then every 250 ms, so a
                 // long one does not fill the server's access log.
@@ -94,7 +101,10 @@ struct Update: AsyncParsableCommand {
     @Argument(help: "Deployment name.") var name: String
 
     func run() async throws {
-        guard !scaling.body.isEmpty else { throw ValidationError("nothing to change: give --min, --max, --target-concurrency, --keep-alive, --queue-limit or --context") }
+        guard !scaling.body.isEmpty else {
+            throw ValidationError(
+                "nothing to change: give --min, --max, --target-concurrency, --keep-alive, --queue-limit or --context")
+        }
         _ = try await server.call(.PATCH, "/admin/deployments/\(name)", body: scaling.body)
         print("updated \(name)")
     }
@@ -115,7 +125,9 @@ struct Delete: AsyncParsableCommand {
 
 struct Stop: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Unload a deployment's idle instances now (it stays deployed and starts again on demand), as `ollama stop`.")
+        abstract:
+            "Unload a deployment's idle instances now (it stays deployed and starts again on demand), as `ollama stop`."
+    )
 
     @OptionGroup var server: ServerOptions
     @Argument(help: "Deployment name.") var name: String
@@ -123,6 +135,8 @@ struct Stop: AsyncParsableCommand {
     func run() async throws {
         let reply = try await server.call(.POST, "/admin/deployments/\(name)/stop") as? [String: Any] ?? [:]
         let stopped = reply["stopped"] as? String ?? "0", busy = reply["busy"] as? String ?? "0"
-        print("stopped \(stopped) instance(s) of \(name)" + (busy == "0" ? "" : "; \(busy) busy instance(s) keep serving and stop after their keep-alive"))
+        print(
+            "stopped \(stopped) instance(s) of \(name)"
+                + (busy == "0" ? "" : "; \(busy) busy instance(s) keep serving and stop after their keep-alive"))
     }
 }

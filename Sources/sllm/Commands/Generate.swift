@@ -11,7 +11,9 @@ struct SamplingOptions: ParsableArguments {
     /// repetition loop) stops here instead of filling the whole context.
     static let defaultMaxTokens = 256
 
-    @Option(name: [.customShort("n"), .customLong("max-tokens")], help: "Most tokens to generate (default: 256; -1: until the context is full).")
+    @Option(
+        name: [.customShort("n"), .customLong("max-tokens")],
+        help: "Most tokens to generate (default: 256; -1: until the context is full).")
     var maxTokens: Int?
 
     @Option(help: "Temperature; 0 is greedy.")
@@ -48,7 +50,9 @@ struct SamplingOptions: ParsableArguments {
     var ignoreEOS = false
 
     func validate() throws {
-        if let maxTokens, maxTokens < -1 { throw ValidationError("--max-tokens must be -1 (until the context is full), 0 or more") }
+        if let maxTokens, maxTokens < -1 {
+            throw ValidationError("--max-tokens must be -1 (until the context is full), 0 or more")
+        }
         if temperature < 0 { throw ValidationError("--temperature must be 0 or more") }
         if topK < 0 { throw ValidationError("--top-k must be 0 or more") }
         if !(0...1).contains(topP) { throw ValidationError("--top-p must be within 0...1") }
@@ -108,7 +112,9 @@ struct EngineOptions: ParsableArguments {
     @Option(name: [.customShort("t"), .customLong("threads")], help: "Compute threads (default: all cores).")
     var threads: Int?
 
-    @Option(name: [.customShort("c"), .customLong("context")], help: "Context length per sequence (default: the model's, at most 8192).")
+    @Option(
+        name: [.customShort("c"), .customLong("context")],
+        help: "Context length per sequence (default: the model's, at most 8192).")
     var context: Int?
 
     func validate() throws {
@@ -209,19 +215,28 @@ struct Generate: AsyncParsableCommand {
                 var timings: Timings
             }
             let t = result.timings
-            let timings = Timings(promptTokens: t.prefillTokens, promptMs: t.prefill * 1000, generatedTokens: t.decodeTokens,
-                                  generationMs: t.decode * 1000, msPerToken: t.millisecondsPerToken)
-            print(try ModelSummary.json(Output(promptIds: ids, outputIds: result.tokens, text: result.text,
-                                               finishReason: result.finishReason.rawValue, timings: timings)))
+            let timings = Timings(
+                promptTokens: t.prefillTokens, promptMs: t.prefill * 1000, generatedTokens: t.decodeTokens,
+                generationMs: t.decode * 1000, msPerToken: t.millisecondsPerToken)
+            print(
+                try ModelSummary.json(
+                    Output(
+                        promptIds: ids, outputIds: result.tokens, text: result.text,
+                        finishReason: result.finishReason.rawValue, timings: timings)))
         } else {
             say()
         }
         if timings {
             let t = result.timings
-            FileHandle.standardError.write(Data(String(
-                format: "prompt: %d tokens in %.1f ms (%.1f tok/s); generated: %d tokens, %.2f ms/token (%.1f tok/s); finish: %@\n",
-                t.prefillTokens, t.prefill * 1000, Double(t.prefillTokens) / max(t.prefill, 1e-9),
-                result.tokens.count, t.millisecondsPerToken, 1000 / max(t.millisecondsPerToken, 1e-9), result.finishReason.rawValue).utf8))
+            FileHandle.standardError.write(
+                Data(
+                    String(
+                        format:
+                            "prompt: %d tokens in %.1f ms (%.1f tok/s); generated: %d tokens, %.2f ms/token (%.1f tok/s); finish: %@\n",
+                        t.prefillTokens, t.prefill * 1000, Double(t.prefillTokens) / max(t.prefill, 1e-9),
+                        result.tokens.count, t.millisecondsPerToken, 1000 / max(t.millisecondsPerToken, 1e-9),
+                        result.finishReason.rawValue
+                    ).utf8))
         }
     }
 }

@@ -35,7 +35,8 @@ struct Inspect: AsyncParsableCommand {
         }
         print(ModelSummary.describe(name: model, index: index, diskBytes: FileSystem.diskUsage(reader.directory)))
         let config = index.config
-        print("""
+        print(
+            """
             config:       rms eps \(config.rmsNormEpsilon), rope \(config.ropeStyle) base \(config.ropeFrequencyBase) dims \(config.ropeDimensionCount), head dim \(config.headDimension), tied embeddings \(config.tiedEmbeddings)\(config.ropeScaling.map { ", rope scaling \($0.mapValues(\.summary))" } ?? "")
             format:       version \(index.formatVersion), checksum blocks of \(formatBytes(Int64(index.checksumBlockSize)))
             files:        \(index.files.map { "\($0.name) (\(formatBytes(Int64($0.byteCount))))" }.joined(separator: ", "))

@@ -14,21 +14,28 @@ struct Keys: AsyncParsableCommand {
         @Argument(help: "A name for the key.") var name: String
 
         func run() async throws {
-            let created = try await server.call(.POST, "/admin/keys", body: ["name": name, "admin": admin]) as? [String: Any] ?? [:]
+            let created =
+                try await server.call(.POST, "/admin/keys", body: ["name": name, "admin": admin]) as? [String: Any]
+                ?? [:]
             print(created["key"] as? String ?? "")
-            FileHandle.standardError.write(Data("key \(created["id"] ?? "?") (\(name)\(admin ? ", admin" : "")): shown only now\n".utf8))
+            FileHandle.standardError.write(
+                Data("key \(created["id"] ?? "?") (\(name)\(admin ? ", admin" : "")): shown only now\n".utf8))
         }
     }
 
     struct ListKeys: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "list", abstract: "List keys (ids and names, never secrets).")
+        static let configuration = CommandConfiguration(
+            commandName: "list", abstract: "List keys (ids and names, never secrets).")
         @OptionGroup var server: ServerOptions
 
         func run() async throws {
             let keys = try await server.call(.GET, "/admin/keys") as? [[String: Any]] ?? []
             var rows = [["ID", "NAME", "ADMIN", "CREATED"]]
             for key in keys {
-                rows.append([key["id"] as? String ?? "?", key["name"] as? String ?? "?", (key["admin"] as? Bool ?? false) ? "yes" : "no", key["created_at"] as? String ?? "?"])
+                rows.append([
+                    key["id"] as? String ?? "?", key["name"] as? String ?? "?",
+                    (key["admin"] as? Bool ?? false) ? "yes" : "no", key["created_at"] as? String ?? "?",
+                ])
             }
             print(ModelSummary.table(rows))
         }

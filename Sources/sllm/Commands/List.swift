@@ -29,7 +29,8 @@ struct List: AsyncParsableCommand {
         let rows = try global.store.list().map { entry in
             switch entry.index {
             case .success(let index):
-                Row(name: entry.name, architecture: index.config.architecture, parameters: index.parameterCount,
+                Row(
+                    name: entry.name, architecture: index.config.architecture, parameters: index.parameterCount,
                     dtypes: ModelSummary.dtypeMix(index), diskBytes: entry.diskByteCount, source: index.source)
             case .failure(let error):
                 Row(name: entry.name, diskBytes: entry.diskByteCount, error: error.description)

@@ -35,12 +35,17 @@ struct Pull: AsyncParsableCommand {
     @Flag(help: "Print the result as JSON.")
     var json = false
 
-    @Option(help: "SSD tier budget, e.g. 100GiB: least recently used models not in use are removed to fit (env SLLM_DISK_BUDGET).")
+    @Option(
+        help:
+            "SSD tier budget, e.g. 100GiB: least recently used models not in use are removed to fit (env SLLM_DISK_BUDGET)."
+    )
     var diskBudget: String?
 
     func validate() throws {
         if let name { _ = try ModelName(name) }
-        if let diskBudget, parseByteCount(diskBudget) == nil { throw ValidationError("--disk-budget \(diskBudget) is not a byte count") }
+        if let diskBudget, parseByteCount(diskBudget) == nil {
+            throw ValidationError("--disk-budget \(diskBudget) is not a byte count")
+        }
         _ = try ModelSource.parse(source)
     }
 
@@ -49,13 +54,17 @@ struct Pull: AsyncParsableCommand {
         let bar = global.progressBar()
         var puller = Puller(store: global.store, logger: logger)
         puller.validate = { try Engine.validate($0) }
-        if let budget = (diskBudget ?? ProcessInfo.processInfo.environment["SLLM_DISK_BUDGET"]).flatMap(parseByteCount) {
+        if let budget = (diskBudget ?? ProcessInfo.processInfo.environment["SLLM_DISK_BUDGET"]).flatMap(parseByteCount)
+        {
             puller.diskBudgetBytes = budget
-            let cache = try DRAMCache(directory: DRAMCache.defaultDirectory(forDataDirectory: global.root), budgetBytes: Int.max, owner: global.root)
+            let cache = try DRAMCache(
+                directory: DRAMCache.defaultDirectory(forDataDirectory: global.root), budgetBytes: Int.max,
+                owner: global.root)
             puller.modelsInUse = { cache.pinnedNames() }
         }
         if let unknown = ModelSource.unknownModelError(source) { throw unknown }
-        let outcome = try await puller.pull(source, as: name.map { try ModelName($0) }, force: force, progress: bar.handler)
+        let outcome = try await puller.pull(
+            source, as: name.map { try ModelName($0) }, force: force, progress: bar.handler)
         bar.finish()
         let diskBytes = FileSystem.diskUsage(global.store.directory(for: outcome.name))
         if json {

@@ -32,19 +32,27 @@ struct Remove: AsyncParsableCommand {
         _ = global.bootstrap()
         // The data directory's DRAM cache, if it has one (removing creates none).
         let cacheDirectory = DRAMCache.defaultDirectory(forDataDirectory: global.root)
-        let cache = FileSystem.isDirectory(cacheDirectory) ? try DRAMCache(directory: cacheDirectory, budgetBytes: Int.max, owner: global.root) : nil
+        let cache =
+            FileSystem.isDirectory(cacheDirectory)
+            ? try DRAMCache(directory: cacheDirectory, budgetBytes: Int.max, owner: global.root) : nil
         for model in models {
             let name = try ModelName(model)
-            guard global.store.contains(name) else { throw StoreError(.notFound, "model `\(model)` is not in the store (`sllm list` shows what is)") }
+            guard global.store.contains(name) else {
+                throw StoreError(.notFound, "model `\(model)` is not in the store (`sllm list` shows what is)")
+            }
             let users = try StoredDeployments.using(model: model, dataDirectory: global.root)
             if !users.isEmpty && !force {
-                throw CommandFailure("model `\(model)` is served by deployment \(users.map { "`\($0)`" }.joined(separator: ", ")); `sllm delete \(users[0])` first, or pass --force (its next cold start then fails until the model is pulled again)")
+                throw CommandFailure(
+                    "model `\(model)` is served by deployment \(users.map { "`\($0)`" }.joined(separator: ", ")); `sllm delete \(users[0])` first, or pass --force (its next cold start then fails until the model is pulled again)"
+                )
             }
             try global.store.remove(name)
             // Its DRAM copy goes too (unless an instance holds it: it is dropped once released).
             let freed = (try? cache?.evict(name: model, releaseMemory: true)) ?? 0
             if !global.quiet {
-                print("removed \(model)" + (freed > 0 ? " (and \(formatBytes(Int64(freed))) from DRAM)" : "") + (users.isEmpty ? "" : "; deployment \(users.joined(separator: ", ")) has no model now"))
+                print(
+                    "removed \(model)" + (freed > 0 ? " (and \(formatBytes(Int64(freed))) from DRAM)" : "")
+                        + (users.isEmpty ? "" : "; deployment \(users.joined(separator: ", ")) has no model now"))
             }
         }
     }

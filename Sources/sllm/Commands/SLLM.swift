@@ -15,7 +15,11 @@ struct SLLM: AsyncParsableCommand {
             loading-optimized checkpoints. Start with `sllm pull smollm2-135m`.
             """,
         version: Server.version,
-        subcommands: [Pull.self, Convert.self, List.self, Inspect.self, Verify.self, Remove.self, Tokenize.self, Generate.self, Chat.self, Serve.self, Deploy.self, Update.self, Delete.self, Stop.self, Status.self, PS.self, Keys.self, StoreCommand.self, Bench.self]
+        subcommands: [
+            Pull.self, Convert.self, List.self, Inspect.self, Verify.self, Remove.self, Tokenize.self, Generate.self,
+            Chat.self, Serve.self, Deploy.self, Update.self, Delete.self, Stop.self, Status.self, PS.self, Keys.self,
+            StoreCommand.self, Bench.self,
+        ]
     )
 
     /// Runs the command line. Every error prints as one `error: …` line: our own errors exit 1,
@@ -23,7 +27,10 @@ struct SLLM: AsyncParsableCommand {
     static func main() async {
         let arguments = Array(CommandLine.arguments.dropFirst())
         if let first = arguments.first, let suggestion = suggestion(for: first) {
-            FileHandle.standardError.write(Data("error: unknown command `\(first)`. Did you mean `\(suggestion)`? (`sllm --help` lists them)\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    "error: unknown command `\(first)`. Did you mean `\(suggestion)`? (`sllm --help` lists them)\n".utf8
+                ))
             Foundation.exit(64)
         }
         do {

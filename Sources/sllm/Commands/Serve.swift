@@ -28,27 +28,60 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Port (default 8343; 0 picks a free one).") var port: Int?
     @Option(help: "auto (keys required beyond loopback), on or off.") var auth: String?
     @Option(name: .customLong("api-key"), help: "An accepted API key (repeatable).") var apiKeys: [String] = []
-    @Option(name: .customLong("admin-key"), help: "The admin key (admin API; also valid for the OpenAI API).") var adminKey: String?
-    @Option(name: .customLong("memory-budget"), help: "Memory for instances (weights + KV cache), e.g. 16GiB (default: half the RAM).") var memoryBudget: String?
-    @Option(name: .customLong("dram-cache"), help: "DRAM checkpoint cache budget (default: 8GiB or 40% of RAM).") var dramCache: String?
-    @Option(name: .customLong("cache-dir"), help: "Where the DRAM cache lives (default: /dev/shm/sllm-<hash of the data dir>).") var cacheDir: String?
-    @Option(name: [.customShort("t"), .customLong("threads")], help: "Compute threads per instance (default: all cores).") var threads: Int?
-    @Flag(name: .customLong("direct-io"), help: "Read checkpoints from the SSD with O_DIRECT (default: buffered reads with readahead, measured faster here).") var directIO = false
-    @Option(name: .customLong("default-model"), help: "Deployed on the first start (\"\" for none; default smollm2-135m).") var defaultModel: String?
+    @Option(name: .customLong("admin-key"), help: "The admin key (admin API; also valid for the OpenAI API).")
+    var adminKey: String?
+    @Option(
+        name: .customLong("memory-budget"),
+        help: "Memory for instances (weights + KV cache), e.g. 16GiB (default: half the RAM).") var memoryBudget:
+        String?
+    @Option(name: .customLong("dram-cache"), help: "DRAM checkpoint cache budget (default: 8GiB or 40% of RAM).")
+    var dramCache: String?
+    @Option(
+        name: .customLong("cache-dir"),
+        help: "Where the DRAM cache lives (default: /dev/shm/sllm-<hash of the data dir>).") var cacheDir: String?
+    @Option(
+        name: [.customShort("t"), .customLong("threads")], help: "Compute threads per instance (default: all cores).")
+    var threads: Int?
+    @Flag(
+        name: .customLong("direct-io"),
+        help:
+            "Read checkpoints from the SSD with O_DIRECT (default: buffered reads with readahead, measured faster here)."
+    ) var directIO = false
+    @Option(
+        name: .customLong("default-model"), help: "Deployed on the first start (\"\" for none; default smollm2-135m).")
+    var defaultModel: String?
     @Option(help: "Start this deployment at launch (repeatable).") var preload: [String] = []
     @Option(name: .customLong("min"), help: "Default minimum instances of new deployments (0).") var minInstances: Int?
     @Option(name: .customLong("max"), help: "Default maximum instances (1).") var maxInstances: Int?
-    @Option(name: .customLong("target-concurrency"), help: "Default requests batched per instance (4).") var targetConcurrency: Int?
-    @Option(name: .customLong("keep-alive"), parsing: .unconditional, help: "Default idle time before scale-down (5m; 0 = at once, -1 = never).") var keepAlive: String?
-    @Option(name: .customLong("queue-limit"), help: "Default requests queued per deployment beyond its slots (512); more get 429.") var queueLimit: Int?
+    @Option(name: .customLong("target-concurrency"), help: "Default requests batched per instance (4).")
+    var targetConcurrency: Int?
+    @Option(
+        name: .customLong("keep-alive"), parsing: .unconditional,
+        help: "Default idle time before scale-down (5m; 0 = at once, -1 = never).") var keepAlive: String?
+    @Option(
+        name: .customLong("queue-limit"),
+        help: "Default requests queued per deployment beyond its slots (512); more get 429.") var queueLimit: Int?
     @Option(name: .customLong("max-body"), help: "Largest request body (8MiB).") var maxBody: String?
-    @Option(name: .customLong("shutdown-timeout"), help: "Time in-flight streams get after SIGINT/SIGTERM (30s).") var shutdownTimeout: String?
-    @Option(name: .customLong("idle-timeout"), help: "Close a connection with no request in progress after this long (60s).") var idleTimeout: String?
-    @Option(name: .customLong("request-timeout"), help: "A request must arrive whole within this long (60s).") var requestTimeout: String?
-    @Option(name: .customLong("max-connections"), help: "Most connections open at once (1024).") var maxConnections: Int?
-    @Option(name: .customLong("dram-scrub-rate"), help: "Bytes per second the background check of the DRAM cache re-hashes (64MiB; 0 = off).") var dramScrubRate: String?
-    @Option(name: .customLong("dram-scrub-interval"), help: "Rest between two passes of the DRAM cache check (10m).") var dramScrubInterval: String?
-    @Flag(name: .customLong("dram-fill"), inversion: .prefixedNo, help: "Fill the DRAM cache's pool with allocated memory in the background up to its budget, so cold loads run at disk speed (default: on; env SLLM_DRAM_FILL).") var dramFill: Bool?
+    @Option(name: .customLong("shutdown-timeout"), help: "Time in-flight streams get after SIGINT/SIGTERM (30s).")
+    var shutdownTimeout: String?
+    @Option(
+        name: .customLong("idle-timeout"), help: "Close a connection with no request in progress after this long (60s)."
+    ) var idleTimeout: String?
+    @Option(name: .customLong("request-timeout"), help: "A request must arrive whole within this long (60s).")
+    var requestTimeout: String?
+    @Option(name: .customLong("max-connections"), help: "Most connections open at once (1024).") var maxConnections:
+        Int?
+    @Option(
+        name: .customLong("dram-scrub-rate"),
+        help: "Bytes per second the background check of the DRAM cache re-hashes (64MiB; 0 = off).") var dramScrubRate:
+        String?
+    @Option(name: .customLong("dram-scrub-interval"), help: "Rest between two passes of the DRAM cache check (10m).")
+    var dramScrubInterval: String?
+    @Flag(
+        name: .customLong("dram-fill"), inversion: .prefixedNo,
+        help:
+            "Fill the DRAM cache's pool with allocated memory in the background up to its budget, so cold loads run at disk speed (default: on; env SLLM_DRAM_FILL)."
+    ) var dramFill: Bool?
 
     /// The flags given, as a settings layer.
     var flagLayer: [String: String] {
@@ -119,7 +152,10 @@ struct Serve: AsyncParsableCommand {
         do {
             try await server.run { port in
                 if !quiet {
-                    FileHandle.standardError.write(Data("sllm serving on http://\(configuration.host):\(port) (OpenAI API under /v1; data in \(configuration.dataDirectory))\n".utf8))
+                    FileHandle.standardError.write(
+                        Data(
+                            "sllm serving on http://\(configuration.host):\(port) (OpenAI API under /v1; data in \(configuration.dataDirectory))\n"
+                                .utf8))
                 }
                 if crashOnStart { fatalError("SLLM_TEST_CRASH_AFTER_START: crashing on purpose") }
             }

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import Store
 import NIOHTTP1
+import Store
 
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -13,7 +13,12 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         let reports = try await server.call(.GET, "/admin/deployments") as? [[String: Any]] ?? []
         if json { return printJSON(reports) }
-        var rows = [["DEPLOYMENT", "MODEL", "STATE", "INSTANCES", "MIN/MAX", "TARGET", "KEEP-ALIVE", "TIERS", "IN-FLIGHT", "QUEUED"]]
+        var rows = [
+            [
+                "DEPLOYMENT", "MODEL", "STATE", "INSTANCES", "MIN/MAX", "TARGET", "KEEP-ALIVE", "TIERS", "IN-FLIGHT",
+                "QUEUED",
+            ]
+        ]
         var instanceRows = [["DEPLOYMENT", "INSTANCE", "STATE", "AGE", "FROM", "IN-FLIGHT"]]
         for report in reports {
             let status = report["status"] as? [String: Any] ?? [:]
@@ -21,17 +26,23 @@ struct Status: AsyncParsableCommand {
             let scaling = spec["scaling"] as? [String: Any] ?? [:]
             let instances = status["instances"] as? [[String: Any]] ?? []
             var state = report["state"] as? String ?? "?"
-            if state == "pulling", let fraction = report["pull_progress"] as? Double { state += " \(Int(fraction * 100))%" }
+            if state == "pulling", let fraction = report["pull_progress"] as? Double {
+                state += " \(Int(fraction * 100))%"
+            }
             let name = spec["name"] as? String ?? "?"
             rows.append([
                 name, spec["model"] as? String ?? "?", state, String(instances.count),
-                "\(scaling["min_instances"] ?? "?")/\(scaling["max_instances"] ?? "?")", "\(scaling["target_concurrency"] ?? "?")",
-                scaling["keep_alive"] as? String ?? "?", (report["tiers"] as? [String] ?? []).joined(separator: ",").ifEmpty("-"),
+                "\(scaling["min_instances"] ?? "?")/\(scaling["max_instances"] ?? "?")",
+                "\(scaling["target_concurrency"] ?? "?")",
+                scaling["keep_alive"] as? String ?? "?",
+                (report["tiers"] as? [String] ?? []).joined(separator: ",").ifEmpty("-"),
                 "\(status["in_flight"] ?? 0)", "\(status["queued"] ?? 0)",
             ])
             for instance in instances {
                 var state = instance["state"] as? String ?? "?"
-                if state == "starting", let fraction = instance["load_progress"] as? Double { state += " \(Int(fraction * 100))%" }
+                if state == "starting", let fraction = instance["load_progress"] as? Double {
+                    state += " \(Int(fraction * 100))%"
+                }
                 instanceRows.append([
                     name, instance["id"] as? String ?? "?", state, age(instance["started_at"] as? String),
                     instance["tier"] as? String ?? "-", "\(instance["in_flight"] ?? 0)",
@@ -67,7 +78,8 @@ struct PS: AsyncParsableCommand {
                 until = "forever"
             }
             table.append([
-                row["deployment"] as? String ?? "?", instance["id"] as? String ?? "?", instance["state"] as? String ?? "?",
+                row["deployment"] as? String ?? "?", instance["id"] as? String ?? "?",
+                instance["state"] as? String ?? "?",
                 formatBytes(Int64(instance["memory_bytes"] as? Int ?? 0)), String(inFlight), until,
             ])
         }
@@ -76,7 +88,9 @@ struct PS: AsyncParsableCommand {
 }
 
 func printJSON(_ value: Any) {
-    let data = (try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data()
+    let data =
+        (try? JSONSerialization.data(
+            withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data()
     print(String(decoding: data, as: UTF8.self))
 }
 

@@ -20,7 +20,8 @@ struct StoreCommand: AsyncParsableCommand {
         subcommands: [Status.self, Warm.self, Evict.self, Load.self])
 
     struct Status: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show the tiers, their budgets, what each holds and the DRAM hit rate.")
+        static let configuration = CommandConfiguration(
+            abstract: "Show the tiers, their budgets, what each holds and the DRAM hit rate.")
         @OptionGroup var global: GlobalOptions
         @OptionGroup var loader: LoaderOptions
 
@@ -39,12 +40,20 @@ struct StoreCommand: AsyncParsableCommand {
             let (hits, misses) = cache.sharedHitsAndMisses
             let rate = hits + misses > 0 ? String(format: "%.0f%%", Double(hits) * 100 / Double(hits + misses)) : "n/a"
             let usage = cache.usage()
-            print("DRAM  \(cache.directory)  \(formatBytes(Int64(usage.totalBytes))) of \(formatBytes(Int64(cache.budgetBytes)))  hits \(hits), misses \(misses) (hit rate \(rate))")
-            print("  in models \(formatBytes(Int64(usage.entryBytes))), pooled for reuse \(formatBytes(Int64(usage.pooledBytes))), orphaned \(formatBytes(Int64(usage.orphanBytes)))"
-                  + (usage.orphanBytes > 0 ? " (left by a process that died mid-load; `sllm store evict --all` or the next `sllm serve` reclaims it)" : ""))
+            print(
+                "DRAM  \(cache.directory)  \(formatBytes(Int64(usage.totalBytes))) of \(formatBytes(Int64(cache.budgetBytes)))  hits \(hits), misses \(misses) (hit rate \(rate))"
+            )
+            print(
+                "  in models \(formatBytes(Int64(usage.entryBytes))), pooled for reuse \(formatBytes(Int64(usage.pooledBytes))), orphaned \(formatBytes(Int64(usage.orphanBytes)))"
+                    + (usage.orphanBytes > 0
+                        ? " (left by a process that died mid-load; `sllm store evict --all` or the next `sllm serve` reclaims it)"
+                        : ""))
             var rows = [["  MODEL", "BYTES", "STATE", "IN USE"]]
             for entry in entries {
-                rows.append(["  " + entry.name, formatBytes(Int64(entry.bytes)), entry.complete ? "cached" : "loading", entry.pinned ? "yes" : "no"])
+                rows.append([
+                    "  " + entry.name, formatBytes(Int64(entry.bytes)), entry.complete ? "cached" : "loading",
+                    entry.pinned ? "yes" : "no",
+                ])
             }
             if entries.isEmpty { print("  (empty)") } else { print(ModelSummary.table(rows)) }
             try printSSD(entries: entries)
@@ -64,7 +73,8 @@ struct StoreCommand: AsyncParsableCommand {
     }
 
     struct Warm: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Load a model into the DRAM cache ahead of a request.")
+        static let configuration = CommandConfiguration(
+            abstract: "Load a model into the DRAM cache ahead of a request.")
         @OptionGroup var global: GlobalOptions
         @OptionGroup var loader: LoaderOptions
         @Argument(help: "Model name.") var model: String
@@ -72,10 +82,13 @@ struct StoreCommand: AsyncParsableCommand {
         func run() async throws {
             _ = global.bootstrap()
             let bar = global.progressBar()
-            let loaded = try await loader.makeLoader(store: global.store).warm(try ModelName(model), progress: bar.handler)
+            let loaded = try await loader.makeLoader(store: global.store).warm(
+                try ModelName(model), progress: bar.handler)
             bar.finish()
-            print(loaded.cached ? "\(model) is in DRAM (\(formatBytes(Int64(loaded.byteCount))), from \(loaded.tier.rawValue))"
-                                : "\(model) does not fit the DRAM budget (\(formatBytes(Int64(loaded.byteCount)))); not cached")
+            print(
+                loaded.cached
+                    ? "\(model) is in DRAM (\(formatBytes(Int64(loaded.byteCount))), from \(loaded.tier.rawValue))"
+                    : "\(model) does not fit the DRAM budget (\(formatBytes(Int64(loaded.byteCount)))); not cached")
         }
     }
 
@@ -90,8 +103,10 @@ struct StoreCommand: AsyncParsableCommand {
                 """)
         @OptionGroup var global: GlobalOptions
         @OptionGroup var loader: LoaderOptions
-        @Flag(help: "Evict every model nobody uses, return the pooled memory, and remove orphaned caches.") var all = false
-        @Flag(help: "Give the memory back to the kernel instead of keeping it pooled for the next load.") var release = false
+        @Flag(help: "Evict every model nobody uses, return the pooled memory, and remove orphaned caches.") var all =
+            false
+        @Flag(help: "Give the memory back to the kernel instead of keeping it pooled for the next load.") var release =
+            false
         @Argument(help: "Model name.") var model: String?
 
         func validate() throws {
@@ -104,32 +119,50 @@ struct StoreCommand: AsyncParsableCommand {
             if all {
                 let (freed, inUse, reclaimed) = cache.evictAll()
                 let orphans = DRAMCache.removeOrphans()
-                print("evicted \(formatBytes(Int64(freed))) from DRAM" + (inUse.isEmpty ? "" : "; in use and kept: \(inUse.joined(separator: ", "))")
-                      + (reclaimed > 0 ? "; reclaimed \(formatBytes(Int64(reclaimed))) left by a process that died mid-load" : "")
-                      + (orphans.isEmpty ? "" : "; removed \(orphans.count) orphaned cache(s): \(orphans.joined(separator: ", "))"))
+                print(
+                    "evicted \(formatBytes(Int64(freed))) from DRAM"
+                        + (inUse.isEmpty ? "" : "; in use and kept: \(inUse.joined(separator: ", "))")
+                        + (reclaimed > 0
+                            ? "; reclaimed \(formatBytes(Int64(reclaimed))) left by a process that died mid-load" : "")
+                        + (orphans.isEmpty
+                            ? "" : "; removed \(orphans.count) orphaned cache(s): \(orphans.joined(separator: ", "))"))
                 return
             }
             guard let model else { return }
             let cached = cache.listEntries().contains { $0.name == model }
             guard try cached || global.store.contains(ModelName(model)) else {
-                throw StoreError(.notFound, "model `\(model)` is neither in the store nor in the DRAM cache (`sllm list`, `sllm store status`)")
+                throw StoreError(
+                    .notFound,
+                    "model `\(model)` is neither in the store nor in the DRAM cache (`sllm list`, `sllm store status`)")
             }
             let freed = try cache.evict(name: model, releaseMemory: release)
-            let pooled = release ? "memory returned to the kernel" : "\(formatBytes(Int64(cache.pooledBytes))) pooled for reuse"
-            print(freed > 0 ? "evicted \(model) from DRAM (\(formatBytes(Int64(freed)))); \(pooled)" : "\(model) was not in DRAM")
+            let pooled =
+                release ? "memory returned to the kernel" : "\(formatBytes(Int64(cache.pooledBytes))) pooled for reuse"
+            print(
+                freed > 0
+                    ? "evicted \(model) from DRAM (\(formatBytes(Int64(freed)))); \(pooled)"
+                    : "\(model) was not in DRAM")
         }
     }
 
     struct Load: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Load a model and report the tier, bandwidth and per-stage timings.",
-            discussion: "The model stays in the DRAM cache afterwards, as with `sllm store warm`; `sllm store evict NAME --release` frees it.")
+            discussion:
+                "The model stays in the DRAM cache afterwards, as with `sllm store warm`; `sllm store evict NAME --release` frees it."
+        )
         @OptionGroup var global: GlobalOptions
         @OptionGroup var loader: LoaderOptions
         @Argument(help: "Model name.") var model: String
-        @Flag(help: "Evict it from DRAM and from the page cache first (a cold SSD load); the slab pool stays, as after `sllm store evict`.")
+        @Flag(
+            help:
+                "Evict it from DRAM and from the page cache first (a cold SSD load); the slab pool stays, as after `sllm store evict`."
+        )
         var cold = false
-        @Flag(help: "With --cold: also give the pooled memory back, so the load sets up fresh shared memory (a first load after a reboot).")
+        @Flag(
+            help:
+                "With --cold: also give the pooled memory back, so the load sets up fresh shared memory (a first load after a reboot)."
+        )
         var freshMemory = false
 
         func validate() throws {
@@ -151,16 +184,27 @@ struct StoreCommand: AsyncParsableCommand {
             let t = loaded.timings
             if json {
                 struct Timings: Encodable { var queueMs, readMs, ioMs, verifyMs, handOutMs, totalMs: Double }
-                struct Report: Encodable { var model: String; var tier: Tier; var bytes: Int; var cached: Bool; var timings: Timings }
-                let timings = Timings(queueMs: t.queue * 1000, readMs: t.read * 1000, ioMs: t.io * 1000, verifyMs: t.verify * 1000,
-                                      handOutMs: t.handOut * 1000, totalMs: t.total * 1000)
-                print(try ModelSummary.json(Report(model: model, tier: loaded.tier, bytes: loaded.byteCount, cached: loaded.cached, timings: timings)))
+                struct Report: Encodable {
+                    var model: String; var tier: Tier; var bytes: Int; var cached: Bool; var timings: Timings
+                }
+                let timings = Timings(
+                    queueMs: t.queue * 1000, readMs: t.read * 1000, ioMs: t.io * 1000, verifyMs: t.verify * 1000,
+                    handOutMs: t.handOut * 1000, totalMs: t.total * 1000)
+                print(
+                    try ModelSummary.json(
+                        Report(
+                            model: model, tier: loaded.tier, bytes: loaded.byteCount, cached: loaded.cached,
+                            timings: timings)))
                 return
             }
             let rate = Double(loaded.byteCount) / max(t.total, 1e-9)
-            print("\(model): \(formatBytes(Int64(loaded.byteCount))) from \(loaded.tier.rawValue) in \(String(format: "%.3f", t.total * 1000)) ms (\(formatBytes(Int64(rate)))/s)\(loaded.cached ? "" : ", not cached")")
-            print(String(format: "  queue %.3f ms, read %.3f ms (io %.3f, verify %.3f thread-ms), hand-out %.3f ms",
-                         t.queue * 1000, t.read * 1000, t.io * 1000, t.verify * 1000, t.handOut * 1000))
+            print(
+                "\(model): \(formatBytes(Int64(loaded.byteCount))) from \(loaded.tier.rawValue) in \(String(format: "%.3f", t.total * 1000)) ms (\(formatBytes(Int64(rate)))/s)\(loaded.cached ? "" : ", not cached")"
+            )
+            print(
+                String(
+                    format: "  queue %.3f ms, read %.3f ms (io %.3f, verify %.3f thread-ms), hand-out %.3f ms",
+                    t.queue * 1000, t.read * 1000, t.io * 1000, t.verify * 1000, t.handOut * 1000))
         }
     }
 }

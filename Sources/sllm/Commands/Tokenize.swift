@@ -29,7 +29,9 @@ struct Tokenize: AsyncParsableCommand {
     func run() async throws {
         _ = global.bootstrap()
         let reader = try openCheckpoint(model, store: global.store)
-        let tokenizer = try Tokenizer(checkpointFiles: Set(reader.index.files.map(\.name)), chatTemplate: reader.index.tokenizer.chatTemplate) {
+        let tokenizer = try Tokenizer(
+            checkpointFiles: Set(reader.index.files.map(\.name)), chatTemplate: reader.index.tokenizer.chatTemplate
+        ) {
             Data(try reader.fileContents($0))
         }
         let ids = tokenizer.encode(text, parseSpecial: !noParseSpecial)

@@ -35,9 +35,11 @@ struct Verify: AsyncParsableCommand {
         let bytes = try reader.verify(progress: bar.handler)
         bar.finish()
         let seconds = Date().timeIntervalSince(start)
-        print(String(
-            format: "ok: %@ verified, %d tensors, %d files, %@ in %.2f s (%@/s)", model, reader.index.tensors.count,
-            reader.index.files.count, formatBytes(bytes), seconds, formatBytes(Int64(Double(bytes) / max(seconds, 1e-9)))))
+        print(
+            String(
+                format: "ok: %@ verified, %d tensors, %d files, %@ in %.2f s (%@/s)", model, reader.index.tensors.count,
+                reader.index.files.count, formatBytes(bytes), seconds,
+                formatBytes(Int64(Double(bytes) / max(seconds, 1e-9)))))
     }
 
     private func verifyDRAM() throws {
@@ -57,7 +59,10 @@ struct Verify: AsyncParsableCommand {
         var corrupt: [String] = []
         for result in results {
             if let tensor = result.corruptTensor {
-                corrupt.append("\(result.model): tensor `\(tensor)` fails its checksum in DRAM; " + (result.evicted ? "the copy was dropped" : "the copy is in use and was marked so no load uses it again"))
+                corrupt.append(
+                    "\(result.model): tensor `\(tensor)` fails its checksum in DRAM; "
+                        + (result.evicted
+                            ? "the copy was dropped" : "the copy is in use and was marked so no load uses it again"))
             } else {
                 print("ok: \(result.model) in DRAM, \(result.tensors) tensors, \(formatBytes(Int64(result.bytes)))")
             }

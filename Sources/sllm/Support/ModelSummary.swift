@@ -25,7 +25,9 @@ enum ModelSummary {
     /// Tokenizer line: kind, vocabulary size, specials, template.
     static func tokenizer(_ index: CheckpointIndex) -> String {
         var parts = ["\(index.tokenizer.format) tokenizer", "vocab \(index.config.vocabularySize)"]
-        parts.append(index.tokenizer.chatTemplate == nil ? "no chat template" : "chat template \(index.tokenizer.chatTemplate!.count) chars")
+        parts.append(
+            index.tokenizer.chatTemplate == nil
+                ? "no chat template" : "chat template \(index.tokenizer.chatTemplate!.count) chars")
         return parts.joined(separator: ", ")
     }
 
@@ -50,7 +52,9 @@ enum ModelSummary {
     static func table(_ rows: [[String]]) -> String {
         guard let header = rows.first else { return "" }
         var widths = header.map(\.count)
-        for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+        for row in rows {
+            for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) }
+        }
         return rows.map { row in
             row.enumerated().map { i, cell in
                 i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)

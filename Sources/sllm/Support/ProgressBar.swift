@@ -47,7 +47,8 @@ final class ProgressBar: Sendable {
                 state.lastDraw = now
                 let width = 30
                 let filled = Int(fraction * Double(width))
-                let bar = progress.totalBytes > 0
+                let bar =
+                    progress.totalBytes > 0
                     ? "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] "
                         + String(format: "%3.0f%% ", fraction * 100)
                     : ""

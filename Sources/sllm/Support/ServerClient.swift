@@ -1,9 +1,9 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
-import Serving
 import NIOCore
 import NIOHTTP1
+import Serving
 
 /// Where the admin commands find the server: `--server`, else `SLLM_SERVER`, else the address
 /// the server itself would take from its config file and `SLLM_HOST`/`SLLM_PORT` (so `sllm serve
@@ -13,19 +13,28 @@ struct ServerOptions: ParsableArguments {
     static func reason(_ error: any Error) -> String {
         let text = "\(error)"
         if text.contains("connectTimeout") || text.contains("ConnectTimeout") { return "connecting timed out" }
-        if text.contains("Connection refused") || text.contains("connectionRefused") || text.contains("ECONNREFUSED") { return "connection refused" }
+        if text.contains("Connection refused") || text.contains("connectionRefused") || text.contains("ECONNREFUSED") {
+            return "connection refused"
+        }
         if text.contains("invalidURL") { return "not a valid URL" }
         return text
     }
 
-    @Option(help: "Server address: URL or host:port (default: $SLLM_SERVER, else the host and port sllm serve reads from config.yaml, $SLLM_HOST, $SLLM_PORT).")
+    @Option(
+        help:
+            "Server address: URL or host:port (default: $SLLM_SERVER, else the host and port sllm serve reads from config.yaml, $SLLM_HOST, $SLLM_PORT)."
+    )
     var server: String?
 
-    @Option(name: .customLong("api-key"), help: "Key for the admin API (default: $SLLM_API_KEY, else $SLLM_ADMIN_KEY, else admin_key of config.yaml).")
+    @Option(
+        name: .customLong("api-key"),
+        help: "Key for the admin API (default: $SLLM_API_KEY, else $SLLM_ADMIN_KEY, else admin_key of config.yaml).")
     var apiKey: String?
 
     /// The server's own view of its settings (config file and environment), when readable.
-    private var serverConfiguration: ServeConfiguration? { try? ServeConfiguration.resolved(dataDirectory: GlobalOptions.defaultRoot) }
+    private var serverConfiguration: ServeConfiguration? {
+        try? ServeConfiguration.resolved(dataDirectory: GlobalOptions.defaultRoot)
+    }
 
     var baseURL: String {
         let environment = ProcessInfo.processInfo.environment
@@ -68,7 +77,9 @@ struct ServerOptions: ParsableArguments {
         do {
             response = try await Self.client.execute(request, timeout: .seconds(60))
         } catch {
-            throw CommandFailure("cannot reach the server at \(baseURL): \(Self.reason(error)). Is `sllm serve` running there? Point at another with --server or SLLM_SERVER (host:port).")
+            throw CommandFailure(
+                "cannot reach the server at \(baseURL): \(Self.reason(error)). Is `sllm serve` running there? Point at another with --server or SLLM_SERVER (host:port)."
+            )
         }
         let bytes = try await response.body.collect(upTo: 64 << 20)
         if response.status.code == 401 || response.status.code == 403, key == nil {

@@ -24,7 +24,10 @@ import Testing
             withUnsafeBytes(of: value.littleEndian) { copy.replaceSubrange(at..<(at + 8), with: $0) }
         default:
             let at = Int.random(in: 0..<copy.count, using: &generator)
-            copy.insert(contentsOf: (0..<Int.random(in: 1...16, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }, at: at)
+            copy.insert(
+                contentsOf: (0..<Int.random(in: 1...16, using: &generator)).map { _ in
+                    UInt8.random(in: 0...255, using: &generator)
+                }, at: at)
         }
         return copy
     }
@@ -38,7 +41,9 @@ import Testing
             bytes.withUnsafeBytes { raw in
                 do {
                     let file = try GGUFFile.parse(raw, fileSize: bytes.count, name: "fuzz")
-                    for tensor in file.tensors { #expect(file.dataOffset + tensor.offset + tensor.byteCount <= bytes.count) }
+                    for tensor in file.tensors {
+                        #expect(file.dataOffset + tensor.offset + tensor.byteCount <= bytes.count)
+                    }
                     accepted += 1
                 } catch {
                     #expect(error is CheckpointError, "\(error)")
@@ -50,7 +55,8 @@ import Testing
 
     @Test func mutatedSafetensorsHeadersNeverCrash() {
         var generator = SeededGenerator(seed: Self.seed + 1)
-        let header = #"{"__metadata__":{"format":"pt"},"a":{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]},"b":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}}"#
+        let header =
+            #"{"__metadata__":{"format":"pt"},"a":{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]},"b":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}}"#
         let original = SafetensorsFileTests.file(header: header, dataBytes: 20)
         for _ in 0..<5000 {
             let bytes = Self.mutate(original, using: &generator)
@@ -96,7 +102,10 @@ import Testing
         let original = try readFile(path + "/" + CheckpointIndex.fileName)
         let header = Array(original[0..<CheckpointIndex.headerByteCount])
         let body = String(decoding: original[CheckpointIndex.headerByteCount...], as: UTF8.self)
-        let extremes = ["-1", "0", "9223372036854775807", "-9223372036854775808", "18446744073709551616", "1e300", "0.5", "null", "\"x\"", "[]", "{}"]
+        let extremes = [
+            "-1", "0", "9223372036854775807", "-9223372036854775808", "18446744073709551616", "1e300", "0.5", "null",
+            "\"x\"", "[]", "{}",
+        ]
         var generator = SeededGenerator(seed: Self.seed + 3)
         var accepted = 0
         for _ in 0..<2000 {
@@ -118,8 +127,12 @@ import Testing
             do {
                 let index = try CheckpointIndex.decode(bytes, path: "fuzz")
                 for tensor in index.tensors {
-                    #expect(tensor.partition >= 0 && tensor.partition < index.partitions.count && tensor.offset >= 0 && tensor.byteCount >= 0)
-                    #expect(tensor.byteCount <= index.partitions[tensor.partition].byteCount && tensor.offset <= index.partitions[tensor.partition].byteCount - tensor.byteCount)
+                    #expect(
+                        tensor.partition >= 0 && tensor.partition < index.partitions.count && tensor.offset >= 0
+                            && tensor.byteCount >= 0)
+                    #expect(
+                        tensor.byteCount <= index.partitions[tensor.partition].byteCount
+                            && tensor.offset <= index.partitions[tensor.partition].byteCount - tensor.byteCount)
                 }
                 accepted += 1
             } catch {
@@ -136,11 +149,16 @@ import Testing
         let directory = try TemporaryDirectory("config-json-fuzz")
         defer { directory.remove() }
         let base: [String: Any] = [
-            "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
-            "vocab_size": 128, "max_position_embeddings": 256, "intermediate_size": 128, "num_hidden_layers": 2, "rms_norm_eps": 1e-5,
-            "rope_theta": 10000.0, "tie_word_embeddings": false, "rope_scaling": ["rope_type": "linear", "factor": 2.0],
+            "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "head_dim": 16,
+            "vocab_size": 128, "max_position_embeddings": 256, "intermediate_size": 128, "num_hidden_layers": 2,
+            "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0, "tie_word_embeddings": false,
+            "rope_scaling": ["rope_type": "linear", "factor": 2.0],
         ]
-        let extremes: [Any] = [0, -1, 1, Int.max, Int.min, Int(Int32.max) + 1, 1e300, -1e300, 0.5, "8", NSNull(), true, [Any](), ["a": 1]]
+        let extremes: [Any] = [
+            0, -1, 1, Int.max, Int.min, Int(Int32.max) + 1, 1e300, -1e300, 0.5, "8", NSNull(), true, [Any](), ["a": 1],
+        ]
         var generator = SeededGenerator(seed: Self.seed + 4)
         var accepted = 0
         for index in 0..<1000 {
@@ -151,7 +169,8 @@ import Testing
             let path = directory.file("config-\(index % 8).json")
             try writeFile(path, Array(try JSONSerialization.data(withJSONObject: json)))
             do {
-                let config = try HuggingFaceConverter.modelConfig(try HuggingFaceConverter.readJSONObject(path), directory: directory.path)
+                let config = try HuggingFaceConverter.modelConfig(
+                    try HuggingFaceConverter.readJSONObject(path), directory: directory.path)
                 #expect(config.headCount > 0 && config.blockCount >= 0 && config.vocabularySize > 0, "\(json)")
                 accepted += 1
             } catch {

@@ -34,7 +34,8 @@ import Testing
         }
         try reader.verify()
 
-        let tokenizer = try JSONDecoder().decode([String: JSONValue].self, from: Data(try reader.fileContents("gguf-tokenizer.json")))
+        let tokenizer = try JSONDecoder().decode(
+            [String: JSONValue].self, from: Data(try reader.fileContents("gguf-tokenizer.json")))
         #expect(tokenizer["tokenizer.ggml.tokens"]?.arrayValue?.count == 49152)
         #expect(tokenizer["tokenizer.ggml.model"]?.stringValue == "gpt2")
         #expect(tokenizer["tokenizer.ggml.pre"]?.stringValue == "smollm")
@@ -80,7 +81,9 @@ import Testing
         let size = try #require(FileSystem.fileSize(path))
         try FileManager.default.copyItem(atPath: path, toPath: truncated)
         #expect(truncate(truncated, off_t(size - 1000)) == 0)
-        let error = try #require(throws: CheckpointError.self) { try Converter.convert(truncated, to: directory.file("out")) }
+        let error = try #require(throws: CheckpointError.self) {
+            try Converter.convert(truncated, to: directory.file("out"))
+        }
         #expect(error.description.contains("past the end"))
         #expect(!FileSystem.exists(directory.file("out")))
     }

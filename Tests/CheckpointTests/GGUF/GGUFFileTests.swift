@@ -8,7 +8,9 @@ import Testing
     func parse(_ bytes: [UInt8]) throws(CheckpointError) -> GGUFFile {
         var result: Result<GGUFFile, CheckpointError> = .failure(.format("unreached"))
         bytes.withUnsafeBytes { raw in
-            result = Result { () throws(CheckpointError) in try GGUFFile.parse(raw, fileSize: bytes.count, name: "test.gguf") }
+            result = Result { () throws(CheckpointError) in
+                try GGUFFile.parse(raw, fileSize: bytes.count, name: "test.gguf")
+            }
         }
         return try result.get()
     }
@@ -104,7 +106,9 @@ import Testing
         var bytes = builder.build()
         // key string (8 + 20) after the 24-byte header, then type u32, element type u32, then count u64.
         let countOffset = 24 + 8 + 20 + 4 + 4
-        withUnsafeBytes(of: UInt64(1 << 40).littleEndian) { bytes.replaceSubrange(countOffset..<(countOffset + 8), with: $0) }
+        withUnsafeBytes(of: UInt64(1 << 40).littleEndian) {
+            bytes.replaceSubrange(countOffset..<(countOffset + 8), with: $0)
+        }
         expectError(bytes, mentioning: "claims")
     }
 

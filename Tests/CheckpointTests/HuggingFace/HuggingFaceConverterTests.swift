@@ -33,13 +33,16 @@ import Testing
         try SyntheticModel.writeHuggingFaceDirectory(model, shape: .tiny)
         let header = try SafetensorsFile.read(path: model + "/model.safetensors")
         let original = try readFile(model + "/model.safetensors")
-        let reader = try CheckpointReader(directory: try { () throws -> String in
-            try Converter.convert(model, to: directory.file("out"))
-            return directory.file("out")
-        }())
+        let reader = try CheckpointReader(
+            directory: try { () throws -> String in
+                try Converter.convert(model, to: directory.file("out"))
+                return directory.file("out")
+            }())
         // tiny: 4 heads x 8 rows for q, 2 heads x 8 rows for k; rows of 32 F16 = 64 bytes.
-        for (hfName, name, heads) in [("model.layers.0.self_attn.q_proj.weight", "blk.0.attn_q.weight", 4),
-                                      ("model.layers.1.self_attn.k_proj.weight", "blk.1.attn_k.weight", 2)] {
+        for (hfName, name, heads) in [
+            ("model.layers.0.self_attn.q_proj.weight", "blk.0.attn_q.weight", 4),
+            ("model.layers.1.self_attn.k_proj.weight", "blk.1.attn_k.weight", 2),
+        ] {
             let info = try #require(header.tensors.first { $0.name == hfName })
             let source = Array(original[info.offset..<(info.offset + info.byteCount)])
             let permuted = try reader.tensorBytes(name)
@@ -74,11 +77,16 @@ import Testing
         let directory = try TemporaryDirectory("hf")
         defer { directory.remove() }
         let model = directory.file("model")
-        for (file, message) in [("config.json", "no config.json"), ("tokenizer.json", "no tokenizer.json"), ("model.safetensors", "no .safetensors")] {
+        for (file, message) in [
+            ("config.json", "no config.json"), ("tokenizer.json", "no tokenizer.json"),
+            ("model.safetensors", "no .safetensors"),
+        ] {
             FileSystem.removeTree(model)
             try SyntheticModel.writeHuggingFaceDirectory(model, shape: .tiny)
             try FileManager.default.removeItem(atPath: model + "/" + file)
-            let error = try #require(throws: CheckpointError.self) { try Converter.convert(model, to: directory.file("out")) }
+            let error = try #require(throws: CheckpointError.self) {
+                try Converter.convert(model, to: directory.file("out"))
+            }
             #expect(error.description.contains(message), "\(error)")
             #expect(!FileSystem.exists(directory.file("out")))
         }
@@ -90,8 +98,11 @@ import Testing
         let model = directory.file("model")
         try SyntheticModel.writeHuggingFaceDirectory(model, shape: .tiny)
         let config = try String(contentsOfFile: model + "/config.json", encoding: .utf8)
-        try config.replacingOccurrences(of: "LlamaForCausalLM", with: "GPTNeoXForCausalLM").write(toFile: model + "/config.json", atomically: true, encoding: .utf8)
-        let error = try #require(throws: CheckpointError.self) { try Converter.convert(model, to: directory.file("out")) }
+        try config.replacingOccurrences(of: "LlamaForCausalLM", with: "GPTNeoXForCausalLM").write(
+            toFile: model + "/config.json", atomically: true, encoding: .utf8)
+        let error = try #require(throws: CheckpointError.self) {
+            try Converter.convert(model, to: directory.file("out"))
+        }
         #expect(error.code == .unsupported)
         #expect(error.description.contains("GPTNeoXForCausalLM"))
     }
@@ -111,8 +122,11 @@ import Testing
         let first = header.tensors.filter { $0.name == "model.embed_tokens.weight" }
         let second = header.tensors.filter { $0.name != "model.embed_tokens.weight" }
         #expect(!first.isEmpty && !second.isEmpty)
-        for (file, tensors) in [("model-00001-of-00002.safetensors", first), ("model-00002-of-00002.safetensors", second)] {
-            var bytes = try SafetensorsFile.header(for: tensors.map { ($0.name, dtypeName($0.dtype), $0.shape, $0.byteCount) })
+        for (file, tensors) in [
+            ("model-00001-of-00002.safetensors", first), ("model-00002-of-00002.safetensors", second),
+        ] {
+            var bytes = try SafetensorsFile.header(
+                for: tensors.map { ($0.name, dtypeName($0.dtype), $0.shape, $0.byteCount) })
             for tensor in tensors { bytes += original[tensor.offset..<(tensor.offset + tensor.byteCount)] }
             try writeFile(model + "/" + file, bytes)
         }
@@ -120,15 +134,19 @@ import Testing
         var map: [String: String] = [:]
         for tensor in first { map[tensor.name] = "model-00001-of-00002.safetensors" }
         for tensor in second { map[tensor.name] = "model-00002-of-00002.safetensors" }
-        try JSONSerialization.data(withJSONObject: ["weight_map": map]).write(to: URL(fileURLWithPath: model + "/model.safetensors.index.json"))
+        try JSONSerialization.data(withJSONObject: ["weight_map": map]).write(
+            to: URL(fileURLWithPath: model + "/model.safetensors.index.json"))
         let sharded = try Converter.convert(model, to: directory.file("sharded"))
         #expect(sharded.tensors.count == whole.tensors.count && sharded.tensors.count == header.tensors.count)
         let wholeReader = try CheckpointReader(directory: directory.file("whole"))
         let shardedReader = try CheckpointReader(directory: directory.file("sharded"))
         for tensor in whole.tensors {
             let record = try #require(sharded.tensor(named: tensor.name), "\(tensor.name) is missing")
-            #expect(record.dtype == tensor.dtype && record.shape == tensor.shape && record.crc32c == tensor.crc32c, "\(tensor.name)")
-            #expect(try shardedReader.tensorBytes(tensor.name) == wholeReader.tensorBytes(tensor.name), "\(tensor.name)")
+            #expect(
+                record.dtype == tensor.dtype && record.shape == tensor.shape && record.crc32c == tensor.crc32c,
+                "\(tensor.name)")
+            #expect(
+                try shardedReader.tensorBytes(tensor.name) == wholeReader.tensorBytes(tensor.name), "\(tensor.name)")
         }
         #expect(sharded.config == whole.config)
     }

@@ -15,13 +15,16 @@ import Testing
     func parse(_ bytes: [UInt8]) throws(CheckpointError) -> SafetensorsFile {
         var result: Result<SafetensorsFile, CheckpointError> = .failure(.format("unreached"))
         bytes.withUnsafeBytes { raw in
-            result = Result { () throws(CheckpointError) in try SafetensorsFile.parse(raw, fileSize: bytes.count, name: "t.safetensors") }
+            result = Result { () throws(CheckpointError) in
+                try SafetensorsFile.parse(raw, fileSize: bytes.count, name: "t.safetensors")
+            }
         }
         return try result.get()
     }
 
     @Test func aValidHeaderParses() throws {
-        let header = #"{"__metadata__":{"format":"pt"},"a":{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]},"b":{"dtype":"BF16","shape":[4],"data_offsets":[12,20]}}"#
+        let header =
+            #"{"__metadata__":{"format":"pt"},"a":{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]},"b":{"dtype":"BF16","shape":[4],"data_offsets":[12,20]}}"#
         let file = try parse(Self.file(header: header, dataBytes: 20))
         #expect(file.tensors.map(\.name) == ["a", "b"])
         #expect(file.tensors[0].shape == [2, 3])

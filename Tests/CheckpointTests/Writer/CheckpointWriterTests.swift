@@ -2,17 +2,18 @@ import Foundation
 import TestSupport
 import Testing
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 @testable import Checkpoint
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @Suite struct CheckpointWriterTests {
     @Test func everyTensorIsAlignedAndEveryPartitionIsWholePages() throws {
         let directory = try TemporaryDirectory("writer")
         defer { directory.remove() }
-        let (path, index) = try writeTinyCheckpoint(in: directory, options: .init(maxPartitionByteCount: 16384, checksumBlockSize: 4096))
+        let (path, index) = try writeTinyCheckpoint(
+            in: directory, options: .init(maxPartitionByteCount: 16384, checksumBlockSize: 4096))
         #expect(index.partitions.count > 1)
         for tensor in index.tensors {
             #expect(tensor.offset % 4096 == 0)
@@ -82,7 +83,9 @@ import Glibc
         defer { directory.remove() }
         var contents = try GGUFConverter.contents(ofFileAt: try writeTinyGGUF(in: directory))
         let original = contents.tensors[5]
-        contents.tensors[5] = TensorSource(name: original.name, dtype: original.dtype, shape: original.shape, byteCount: original.byteCount) { _, _ in
+        contents.tensors[5] = TensorSource(
+            name: original.name, dtype: original.dtype, shape: original.shape, byteCount: original.byteCount
+        ) { _, _ in
             throw CheckpointError(.io, "source vanished")
         }
         #expect(throws: CheckpointError.self) { try CheckpointWriter().write(contents, to: directory.file("out")) }
@@ -107,7 +110,9 @@ import Glibc
         defer { directory.remove() }
         var contents = try GGUFConverter.contents(ofFileAt: try writeTinyGGUF(in: directory))
         contents.tensors.append(contents.tensors[0])
-        let error = try #require(throws: CheckpointError.self) { try CheckpointWriter().write(contents, to: directory.file("out")) }
+        let error = try #require(throws: CheckpointError.self) {
+            try CheckpointWriter().write(contents, to: directory.file("out"))
+        }
         #expect(error.description.contains("appears twice"))
     }
 

@@ -1,8 +1,9 @@
 import Foundation
 import NIOHTTP1
-@testable import Serving
-import Testing
 import TestSupport
+import Testing
+
+@testable import Serving
 
 /// Authorization is decided on the route the router matched, default-deny: these tables are
 /// generated from the server's own route list, so a new route cannot be left out.
@@ -22,21 +23,26 @@ import TestSupport
 
     @Test func everyRouteChecksItsKeyNoKeyWrongKeyUserKeyRevokedKey() async throws {
         let server = try await Self.keyedServer()
-        let created = try await server.request(.POST, "/admin/keys", json: ["name": "soon-revoked"], key: "admin-secret")
+        let created = try await server.request(
+            .POST, "/admin/keys", json: ["name": "soon-revoked"], key: "admin-secret")
         let revoked = created.json["key"] as? String ?? ""
         let id = created.json["id"] as? String ?? ""
         #expect(try await server.request(.DELETE, "/admin/keys/\(id)", key: "admin-secret").status == 200)
 
         let routes = server.server.routeEntries
         // The table covers what the README lists, at least.
-        for expected in ["v1/chat/completions", "v1/completions", "v1/models", "admin/keys", "admin/deployments", "health"] {
+        for expected in [
+            "v1/chat/completions", "v1/completions", "v1/models", "admin/keys", "admin/deployments", "health",
+        ] {
             #expect(routes.contains { $0.path == expected }, "route \(expected) is missing from the table")
         }
         for route in routes {
             let method = HTTPMethod(rawValue: route.methodName)
             let path = Self.concrete(route.path)
             let body: [String: Any]? = route.takesBody ? [:] : nil
-            func status(_ key: String?) async throws -> Int { try await server.request(method, path, json: body, key: key).status }
+            func status(_ key: String?) async throws -> Int {
+                try await server.request(method, path, json: body, key: key).status
+            }
             let label = "\(route.methodName) \(path) (\(route.access))"
             switch route.access {
             case .open:
@@ -46,7 +52,9 @@ import TestSupport
                 #expect(try await status("wrong") == 401, "\(label) with a wrong key")
                 #expect(try await status(revoked) == 401, "\(label) with a revoked key")
                 let user = try await status("user-key")
-                #expect(route.access == .admin ? user == 403 : ![401, 403].contains(user), "\(label) with a user key: \(user)")
+                #expect(
+                    route.access == .admin ? user == 403 : ![401, 403].contains(user),
+                    "\(label) with a user key: \(user)")
                 #expect(![401, 403].contains(try await status("admin-secret")), "\(label) with the admin key")
             }
         }
@@ -59,24 +67,36 @@ import TestSupport
         let server = try await Self.keyedServer()
         let port = server.port
         let adminSpellings = [
-            "//admin/keys", "///admin/keys", "/admin//keys", "/admin/keys/", "//admin//keys//", "/./admin/keys", "/admin/./keys",
-            "/v1/../admin/keys", "/%61dmin/keys", "/admin%2Fkeys", "/ADMIN/keys", "/Admin/Keys", "http://127.0.0.1:\(port)//admin/keys",
-            "http://127.0.0.1:\(port)/admin/keys", "HTTP://127.0.0.1:\(port)///admin/ps", "//admin/ps", "///admin/deployments",
+            "//admin/keys", "///admin/keys", "/admin//keys", "/admin/keys/", "//admin//keys//", "/./admin/keys",
+            "/admin/./keys",
+            "/v1/../admin/keys", "/%61dmin/keys", "/admin%2Fkeys", "/ADMIN/keys", "/Admin/Keys",
+            "http://127.0.0.1:\(port)//admin/keys",
+            "http://127.0.0.1:\(port)/admin/keys", "HTTP://127.0.0.1:\(port)///admin/ps", "//admin/ps",
+            "///admin/deployments",
             "/admin/keys?x=/health", "/health/../admin/keys", "/health/%2e%2e/admin/keys",
         ]
-        let userSpellings = ["//v1/chat/completions", "///v1//chat//completions", "/v1/./chat/completions", "http://h//v1/chat/completions", "/V1/chat/completions"]
-        let body = #"{"name":"x","admin":true,"model":"smollm2-135m","messages":[{"role":"user","content":"Hi"}],"max_tokens":1}"#
+        let userSpellings = [
+            "//v1/chat/completions", "///v1//chat//completions", "/v1/./chat/completions",
+            "http://h//v1/chat/completions", "/V1/chat/completions",
+        ]
+        let body =
+            #"{"name":"x","admin":true,"model":"smollm2-135m","messages":[{"role":"user","content":"Hi"}],"max_tokens":1}"#
         func send(_ method: String, _ target: String, key: String?) async throws -> RawResponse {
-            var request = "\(method) \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n"
+            var request =
+                "\(method) \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n"
             if let key { request += "Authorization: Bearer \(key)\r\n" }
             return try await rawRequest(port: port, request + "\r\n" + body)
         }
         for target in adminSpellings {
             for method in ["GET", "POST", "DELETE"] {
                 let anonymous = try await send(method, target, key: nil)
-                #expect(anonymous.status == 401, "\(method) \(target) without a key answered \(anonymous.status): \(anonymous.body.prefix(200))")
+                #expect(
+                    anonymous.status == 401,
+                    "\(method) \(target) without a key answered \(anonymous.status): \(anonymous.body.prefix(200))")
                 let user = try await send(method, target, key: "user-key")
-                #expect(!(200..<300).contains(user.status), "\(method) \(target) with a user key answered \(user.status): \(user.body.prefix(200))")
+                #expect(
+                    !(200..<300).contains(user.status),
+                    "\(method) \(target) with a user key answered \(user.status): \(user.body.prefix(200))")
             }
         }
         for target in userSpellings {

@@ -1,8 +1,9 @@
 import Foundation
 import NIOHTTP1
-@testable import Serving
-import Testing
 import TestSupport
+import Testing
+
+@testable import Serving
 
 /// Idle, half-sent and trickling connections are closed; a cap bounds how many are open.
 @Suite(.serialized) struct ConnectionLimitTests {
@@ -19,7 +20,9 @@ import TestSupport
             for connection in halfHead { connection.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n") }
             let halfBody = try (0..<3).map { _ in try RawConnection(port: port, timeout: 8) }
             for connection in halfBody {
-                connection.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"mo")
+                connection.send(
+                    "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"mo"
+                )
             }
             // A slow body: a byte every 300 ms keeps the idle timer fresh; the request timeout ends it.
             let trickle = try RawConnection(port: port, timeout: 8)
@@ -30,7 +33,9 @@ import TestSupport
                 if !trickle.send(" ") { trickleClosed = true; break }
             }
             results.append("trickle: \(trickleClosed || trickle.isClosedByPeer())")
-            for (index, connection) in (idle + halfHead + halfBody).enumerated() { results.append("\(index): \(connection.isClosedByPeer())") }
+            for (index, connection) in (idle + halfHead + halfBody).enumerated() {
+                results.append("\(index): \(connection.isClosedByPeer())")
+            }
             return results
         }
         for result in closed { #expect(result.hasSuffix("true"), "\(result)") }
@@ -47,8 +52,12 @@ import TestSupport
         let (interim, final) = try await onThread { () -> (String, Int?) in
             let connection = try RawConnection(port: port, timeout: 10)
             let body = #"{"model": "smollm2-135m", "prompt": "Hi", "max_tokens": 1}"#
-            connection.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: \(body.utf8.count)\r\n\r\n")
-            let first = String(decoding: connection.receive { String(decoding: $0, as: UTF8.self).contains("\r\n\r\n") }, as: UTF8.self)
+            connection.send(
+                "POST /v1/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: \(body.utf8.count)\r\n\r\n"
+            )
+            let first = String(
+                decoding: connection.receive { String(decoding: $0, as: UTF8.self).contains("\r\n\r\n") }, as: UTF8.self
+            )
             connection.send(body)
             let rest = connection.receive { RawResponse.parse($0) != nil }
             return (first, RawResponse.parse(rest)?.status)
@@ -78,7 +87,9 @@ import TestSupport
         }
         let count = served.filter { $0 }.count
         #expect(count <= 4 && count >= 3, "served \(served)")
-        #expect(served.prefix(3).allSatisfy { $0 } && !served.last!, "the first connections are served, the last refused: \(served)")
+        #expect(
+            served.prefix(3).allSatisfy { $0 } && !served.last!,
+            "the first connections are served, the last refused: \(served)")
         // Once those are gone, new connections are served again.
         #expect(try await server.eventually(10) { (try? await server.request(.GET, "/health").status) == 200 })
         try await server.stop()

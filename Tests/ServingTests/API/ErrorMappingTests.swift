@@ -2,10 +2,11 @@ import Checkpoint
 import Engine
 import Foundation
 import Scheduling
-@testable import Serving
 import Store
 import Testing
 import Tokenizers
+
+@testable import Serving
 
 /// Every layer's errors reach a route with the right HTTP status: a missing model is 404, a full
 /// disk 507, missing memory 503, a bad setting 400, and only what nobody foresaw is 500.
@@ -45,7 +46,9 @@ import Tokenizers
     @Test func aFullDiskSaysSoOnTheWire() throws {
         let mapped = ServingError(StoreError(.io, "cannot write", cause: Errno(ENOSPC, operation: "write")))
         let body = try #require(try JSONSerialization.jsonObject(with: mapped.json) as? [String: [String: Any]])
-        #expect(body["error"]?["code"] as? String == "insufficient_storage" && body["error"]?["type"] as? String == "server_error")
+        #expect(
+            body["error"]?["code"] as? String == "insufficient_storage"
+                && body["error"]?["type"] as? String == "server_error")
         #expect(ServingError(SchedulingError(.invalidSetting, "x", field: "queue_limit")).param == "queue_limit")
     }
 }

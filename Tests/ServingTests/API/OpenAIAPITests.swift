@@ -1,17 +1,20 @@
 import Foundation
 import NIOHTTP1
-@testable import Serving
-import Testing
 import TestSupport
+import Testing
+
+@testable import Serving
 
 /// The OpenAI-compatible endpoints against a running server and the real model.
 @Suite(.serialized) struct OpenAIAPITests {
     @Test func chatCompletionMatchesLlamaCppTokenForToken() async throws {
         let server = try await TestServer.start()
         let expected = try fixture("chat-01.json")
-        let reply = try await server.request(.POST, "/v1/chat/completions", json: [
-            "model": "smollm2-135m", "messages": expected["messages"]!, "max_tokens": 32, "temperature": 0,
-        ])
+        let reply = try await server.request(
+            .POST, "/v1/chat/completions",
+            json: [
+                "model": "smollm2-135m", "messages": expected["messages"]!, "max_tokens": 32, "temperature": 0,
+            ])
         #expect(reply.status == 200)
         let choice = (reply.json["choices"] as? [[String: Any]])?.first ?? [:]
         #expect((choice["message"] as? [String: Any])?["content"] as? String == expected["output_text"] as? String)
@@ -31,9 +34,12 @@ import TestSupport
     @Test func completionMatchesLlamaCppAndReportsLogprobs() async throws {
         let server = try await TestServer.start()
         let expected = try fixture("greedy-01.json")
-        let reply = try await server.request(.POST, "/v1/completions", json: [
-            "model": "smollm2-135m", "prompt": expected["prompt"]!, "max_tokens": 32, "temperature": 0, "ignore_eos": true, "logprobs": 3,
-        ])
+        let reply = try await server.request(
+            .POST, "/v1/completions",
+            json: [
+                "model": "smollm2-135m", "prompt": expected["prompt"]!, "max_tokens": 32, "temperature": 0,
+                "ignore_eos": true, "logprobs": 3,
+            ])
         #expect(reply.status == 200)
         let choice = (reply.json["choices"] as? [[String: Any]])?.first ?? [:]
         #expect(choice["text"] as? String == expected["output_text"] as? String)
@@ -48,17 +54,24 @@ import TestSupport
         #expect(zip(chosen, top).allSatisfy { abs($0 - ($1.values.max() ?? 0)) < 1e-3 })
 
         // The same prompt again: served from the instance's prompt cache, same text.
-        let again = try await server.request(.POST, "/v1/completions", json: [
-            "model": "smollm2-135m", "prompt": expected["prompt"]!, "max_tokens": 32, "temperature": 0, "ignore_eos": true,
-        ])
-        #expect((again.json["choices"] as? [[String: Any]])?.first?["text"] as? String == expected["output_text"] as? String)
+        let again = try await server.request(
+            .POST, "/v1/completions",
+            json: [
+                "model": "smollm2-135m", "prompt": expected["prompt"]!, "max_tokens": 32, "temperature": 0,
+                "ignore_eos": true,
+            ])
+        #expect(
+            (again.json["choices"] as? [[String: Any]])?.first?["text"] as? String == expected["output_text"] as? String
+        )
         let details = (again.json["usage"] as? [String: Any])?["prompt_tokens_details"] as? [String: Any]
         #expect(details?["cached_tokens"] as? Int == 4)
 
         // Token ids as the prompt give the same text.
-        let ids = try await server.request(.POST, "/v1/completions", json: [
-            "model": "smollm2-135m", "prompt": expected["prompt_ids"]!, "max_tokens": 8, "temperature": 0,
-        ])
+        let ids = try await server.request(
+            .POST, "/v1/completions",
+            json: [
+                "model": "smollm2-135m", "prompt": expected["prompt_ids"]!, "max_tokens": 8, "temperature": 0,
+            ])
         let idsText = ((ids.json["choices"] as? [[String: Any]])?.first?["text"] as? String) ?? ""
         #expect((expected["output_text"] as? String ?? "").hasPrefix(idsText) && !idsText.isEmpty)
         try await server.stop()
@@ -82,12 +95,17 @@ import TestSupport
         let usage = events.last?["usage"] as? [String: Any]
         #expect(usage?["completion_tokens"] as? Int == 12)
         #expect((events.last?["choices"] as? [Any])?.isEmpty == true)
-        #expect(events.allSatisfy { $0["object"] as? String == "chat.completion.chunk" && $0["id"] as? String == events[0]["id"] as? String })
+        #expect(
+            events.allSatisfy {
+                $0["object"] as? String == "chat.completion.chunk" && $0["id"] as? String == events[0]["id"] as? String
+            })
 
         var whole = body
         whole["stream"] = false
         let reply = try await server.request(.POST, "/v1/chat/completions", json: whole)
-        #expect(((reply.json["choices"] as? [[String: Any]])?.first?["message"] as? [String: Any])?["content"] as? String == streamed)
+        #expect(
+            ((reply.json["choices"] as? [[String: Any]])?.first?["message"] as? [String: Any])?["content"] as? String
+                == streamed)
 
         // A stop string ends the text before it (not included), finish_reason stop.
         var stopped = whole
@@ -114,12 +132,15 @@ import TestSupport
         #expect(missing.status == 404)
         #expect(missing.errorParam == "model")
 
-        _ = try await server.request(.POST, "/v1/completions", json: ["model": "smollm2-135m", "prompt": "Hello", "max_tokens": 3])
+        _ = try await server.request(
+            .POST, "/v1/completions", json: ["model": "smollm2-135m", "prompt": "Hello", "max_tokens": 3])
         let metrics = try await server.request(.GET, "/metrics").text
-        for name in ["sllm_requests_total{model=\"smollm2-135m\",status=\"200\"} 1", "sllm_time_to_first_token_seconds_count",
-                     "sllm_cold_start_seconds_count{model=\"smollm2-135m\",phase=\"load\"} 1", "sllm_load_seconds_count",
-                     "sllm_load_bytes_total", "sllm_generation_tokens_total{model=\"smollm2-135m\"} 3", "sllm_instances{",
-                     "sllm_queue_depth{", "sllm_dram_cache_misses_total 1"] {
+        for name in [
+            "sllm_requests_total{model=\"smollm2-135m\",status=\"200\"} 1", "sllm_time_to_first_token_seconds_count",
+            "sllm_cold_start_seconds_count{model=\"smollm2-135m\",phase=\"load\"} 1", "sllm_load_seconds_count",
+            "sllm_load_bytes_total", "sllm_generation_tokens_total{model=\"smollm2-135m\"} 3", "sllm_instances{",
+            "sllm_queue_depth{", "sllm_dram_cache_misses_total 1",
+        ] {
             #expect(metrics.contains(name), "missing \(name)")
         }
         try await server.stop()
@@ -135,7 +156,8 @@ import TestSupport
         #expect(malformed.status == 400 && malformed.errorMessage?.contains("not valid JSON") == true)
         let notUTF8 = try await server.request(.POST, "/v1/chat/completions", raw: [0xff, 0xfe, 0x7b, 0x22])
         #expect(notUTF8.status == 400)
-        let huge = try await server.request(.POST, "/v1/chat/completions", raw: Array(repeating: 0x20, count: 200 << 10))
+        let huge = try await server.request(
+            .POST, "/v1/chat/completions", raw: Array(repeating: 0x20, count: 200 << 10))
         #expect(huge.status == 413)
         let wrongType = try await post(["model": "smollm2-135m", "messages": message, "temperature": "hot"])
         #expect(wrongType.status == 400 && wrongType.errorParam == "temperature")
@@ -153,18 +175,28 @@ import TestSupport
         let zero = try await post(["model": "smollm2-135m", "messages": message, "max_tokens": 0])
         #expect(zero.status == 400 && zero.errorParam == "max_tokens")
         let tooMany = try await post(["model": "smollm2-135m", "messages": message, "max_completion_tokens": 1_000_000])
-        #expect(tooMany.status == 400 && (tooMany.json["error"] as? [String: Any])?["code"] as? String == "context_length_exceeded")
-        let longPrompt = try await server.request(.POST, "/v1/completions", json: [
-            "model": "smollm2-135m", "prompt": String(repeating: "word ", count: 9000),
-        ])
+        #expect(
+            tooMany.status == 400
+                && (tooMany.json["error"] as? [String: Any])?["code"] as? String == "context_length_exceeded")
+        let longPrompt = try await server.request(
+            .POST, "/v1/completions",
+            json: [
+                "model": "smollm2-135m", "prompt": String(repeating: "word ", count: 9000),
+            ])
         #expect(longPrompt.status == 400 && longPrompt.errorParam == "prompt")
         let n = try await post(["model": "smollm2-135m", "messages": message, "n": 2])
         #expect(n.status == 400 && n.errorParam == "n")
-        let badToken = try await server.request(.POST, "/v1/completions", json: ["model": "smollm2-135m", "prompt": [1, 999_999]])
+        let badToken = try await server.request(
+            .POST, "/v1/completions", json: ["model": "smollm2-135m", "prompt": [1, 999_999]])
         #expect(badToken.status == 400)
-        let image = try await post(["model": "smollm2-135m", "messages": [["role": "user", "content": [["type": "image_url", "image_url": ["url": "x"]]]]]])
+        let image = try await post([
+            "model": "smollm2-135m",
+            "messages": [["role": "user", "content": [["type": "image_url", "image_url": ["url": "x"]]]]],
+        ])
         #expect(image.status == 400)
-        let nullTemperature = try await post(["model": "smollm2-135m", "messages": message, "max_tokens": 1, "temperature": NSNull()])
+        let nullTemperature = try await post([
+            "model": "smollm2-135m", "messages": message, "max_tokens": 1, "temperature": NSNull(),
+        ])
         #expect(nullTemperature.status == 200)
         let route = try await server.request(.GET, "/v2/everything")
         #expect(route.status == 404 && route.errorMessage != nil)

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The official `openai` Python client against the server, unmodified (`.ci/run` installs it;
 /// elsewhere it is installed on first use into the test cache, as the model is).
@@ -8,12 +8,16 @@ import TestSupport
     @Test func theOfficialPythonClientWorksUnmodified() async throws {
         let server = try await TestServer.start()
         let pythonPath = try Self.openAIPackagePath()
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../../scripts/openai-client-check.py").standardized.path
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "../../../scripts/openai-client-check.py"
+        ).standardized.path
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", script, "http://127.0.0.1:\(server.port)/v1", "smollm2-135m"]
         var environment = ProcessInfo.processInfo.environment
-        if let pythonPath { environment["PYTHONPATH"] = pythonPath + (environment["PYTHONPATH"].map { ":" + $0 } ?? "") }
+        if let pythonPath {
+            environment["PYTHONPATH"] = pythonPath + (environment["PYTHONPATH"].map { ":" + $0 } ?? "")
+        }
         process.environment = environment
         let output = Pipe()
         process.standardOutput = output
@@ -33,7 +37,12 @@ import TestSupport
         let home = ProcessInfo.processInfo.environment["HOME"] ?? "/tmp"
         let target = home + "/.cache/sllm-test/python"
         if run(["python3", "-c", "import sys; sys.path.insert(0, '\(target)'); import openai"]) == 0 { return target }
-        guard run(["python3", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", target, "openai"]) == 0 else {
+        guard
+            run([
+                "python3", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", target,
+                "openai",
+            ]) == 0
+        else {
             throw TestSupportError("the `openai` Python package is missing and `pip install openai` failed")
         }
         return target

@@ -1,10 +1,11 @@
-import Scheduling
 import Foundation
 import NIOCore
 import NIOHTTP1
-@testable import Serving
-import Testing
+import Scheduling
 import TestSupport
+import Testing
+
+@testable import Serving
 
 /// `finish_reason` and `usage` as OpenAI defines them, for {chat, completions} × {stream,
 /// whole} × {max tokens reached, stop string, end of generation}; logprobs from one distribution;
@@ -14,7 +15,8 @@ import TestSupport
         case length, stopString, endOfGeneration
     }
 
-    static let system = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    static let system =
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
     static let question = "What is 2+2? Answer with a number only."
 
     /// A request that ends the given way under greedy decoding (outputs checked against the
@@ -60,7 +62,10 @@ import TestSupport
                 for event in events {
                     let choice = (event["choices"] as? [[String: Any]])?.first
                     if let reason = choice?["finish_reason"] as? String { finishReasons.append(reason) }
-                    text += chat ? ((choice?["delta"] as? [String: Any])?["content"] as? String ?? "") : (choice?["text"] as? String ?? "")
+                    text +=
+                        chat
+                        ? ((choice?["delta"] as? [String: Any])?["content"] as? String ?? "")
+                        : (choice?["text"] as? String ?? "")
                 }
                 // Usage comes once, in the last chunk, whose choices are empty.
                 let last = events.last ?? [:]
@@ -72,11 +77,16 @@ import TestSupport
                 #expect(reply.status == 200, "\(label): \(reply.text)")
                 let choice = (reply.json["choices"] as? [[String: Any]])?.first ?? [:]
                 if let reason = choice["finish_reason"] as? String { finishReasons.append(reason) }
-                text = chat ? ((choice["message"] as? [String: Any])?["content"] as? String ?? "") : (choice["text"] as? String ?? "")
+                text =
+                    chat
+                    ? ((choice["message"] as? [String: Any])?["content"] as? String ?? "")
+                    : (choice["text"] as? String ?? "")
                 usage = reply.json["usage"] as? [String: Any] ?? [:]
                 #expect(reply.json["object"] as? String == (chat ? "chat.completion" : "text_completion"), "\(label)")
             }
-            #expect(finishReasons == [ending == .length ? "length" : "stop"], "\(label): finish reasons \(finishReasons), text \(text.debugDescription)")
+            #expect(
+                finishReasons == [ending == .length ? "length" : "stop"],
+                "\(label): finish reasons \(finishReasons), text \(text.debugDescription)")
             let prompt = usage["prompt_tokens"] as? Int ?? 0
             let completion = usage["completion_tokens"] as? Int ?? -1
             #expect(prompt > 0 && usage["total_tokens"] as? Int == prompt + completion, "\(label): \(usage)")
@@ -85,7 +95,9 @@ import TestSupport
                 #expect(completion == 3, "\(label): \(usage)")
             case .stopString:
                 #expect(completion > 0 && completion < 48, "\(label): \(usage)")
-                #expect(!text.contains(chat ? "= 4" : "United") && text == (chat ? "2 + 2 " : " Paris.\n\nThe "), "\(label): \(text.debugDescription)")
+                #expect(
+                    !text.contains(chat ? "= 4" : "United") && text == (chat ? "2 + 2 " : " Paris.\n\nThe "),
+                    "\(label): \(text.debugDescription)")
             case .endOfGeneration:
                 #expect(completion > 0 && completion < 48, "\(label): \(usage)")
                 #expect(text == "2 + 2 = 4", "\(label): \(text.debugDescription)")
@@ -123,7 +135,9 @@ import TestSupport
             #expect(logprob <= 0)
             let top = entry["top_logprobs"] as? [[String: Any]] ?? []
             if let own = top.first(where: { $0["token"] as? String == token }) {
-                #expect(abs((own["logprob"] as? Double ?? 1) - logprob) < 1e-4, "\(token ?? "?"): \(logprob) vs \(own["logprob"] ?? "-")")
+                #expect(
+                    abs((own["logprob"] as? Double ?? 1) - logprob) < 1e-4,
+                    "\(token ?? "?"): \(logprob) vs \(own["logprob"] ?? "-")")
                 compared += 1
             }
         }
@@ -135,14 +149,20 @@ import TestSupport
     /// `sllm ps` and the admin API report it.
     @Test func perRequestKeepAliveDurationsSetTheReportedExpiry() async throws {
         let server = try await TestServer.start()
-        for (value, seconds) in [("7m", 420.0), ("90s", 90.0), ("1h30m", 5400.0)] as [(Any, Double)] + [(45, 45.0), (2.5, 2.5)] {
+        for (value, seconds) in [("7m", 420.0), ("90s", 90.0), ("1h30m", 5400.0)] as [(Any, Double)] + [
+            (45, 45.0), (2.5, 2.5),
+        ] {
             let sent = Date()
-            let reply = try await server.request(.POST, "/v1/completions", json: ["model": "smollm2-135m", "prompt": "Hi", "max_tokens": 1, "keep_alive": value])
+            let reply = try await server.request(
+                .POST, "/v1/completions",
+                json: ["model": "smollm2-135m", "prompt": "Hi", "max_tokens": 1, "keep_alive": value])
             #expect(reply.status == 200)
             let instance = try await server.instances("smollm2-135m").first ?? [:]
             let formatter = ISO8601DateFormatter()
             formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-            let expires = (instance["expires_at"] as? String).flatMap { formatter.date(from: $0) ?? ISO8601DateFormatter().date(from: $0) }
+            let expires = (instance["expires_at"] as? String).flatMap {
+                formatter.date(from: $0) ?? ISO8601DateFormatter().date(from: $0)
+            }
             guard let expires else {
                 // 2.5 s may have passed on a loaded machine: the instance is then gone, as it should be.
                 if seconds < 10 { continue }
@@ -150,7 +170,8 @@ import TestSupport
                 continue
             }
             let remaining = expires.timeIntervalSince(sent)
-            #expect(remaining > seconds - 30 && remaining <= seconds + 1, "keep_alive \(value): expires in \(remaining) s")
+            #expect(
+                remaining > seconds - 30 && remaining <= seconds + 1, "keep_alive \(value): expires in \(remaining) s")
         }
         try await server.stop()
     }

@@ -1,14 +1,15 @@
-import Engine
-import Scheduling
-import Store
 import AsyncHTTPClient
+import Engine
 import Foundation
 import NIOCore
 import NIOHTTP1
-@testable import Serving
+import Scheduling
+import Store
 import Synchronization
-import Testing
 import TestSupport
+import Testing
+
+@testable import Serving
 
 /// Puts time into every instance start (reporting progress meanwhile) and counts starts.
 final class SlowWorker: Worker {
@@ -44,14 +45,22 @@ final class SlowWorker: Worker {
     func inventory() async -> NodeInventory { await inner.inventory() }
     func modelFacts(_ model: ModelName) async throws -> ModelFacts { try await inner.modelFacts(model) }
     func resolve(_ source: String) async throws -> SourceResolution { try await inner.resolve(source) }
-    func pull(_ source: String, as name: ModelName) -> AsyncThrowingStream<PullEvent, any Error> { inner.pull(source, as: name) }
-    func prefetch(_ model: ModelName, into tier: Tier) async throws -> LoadReport { try await inner.prefetch(model, into: tier) }
+    func pull(_ source: String, as name: ModelName) -> AsyncThrowingStream<PullEvent, any Error> {
+        inner.pull(source, as: name)
+    }
+    func prefetch(_ model: ModelName, into tier: Tier) async throws -> LoadReport {
+        try await inner.prefetch(model, into: tier)
+    }
     func evict(_ model: ModelName, from tier: Tier) async throws -> Int { try await inner.evict(model, from: tier) }
     func verifyCache(_ model: ModelName?) async throws -> [DRAMVerification] { try await inner.verifyCache(model) }
     func stopInstance(_ id: String) async { await inner.stopInstance(id) }
-    func run(_ job: GenerationJob, on instance: String) -> AsyncThrowingStream<GenerationEvent, any Error> { inner.run(job, on: instance) }
+    func run(_ job: GenerationJob, on instance: String) -> AsyncThrowingStream<GenerationEvent, any Error> {
+        inner.run(job, on: instance)
+    }
     func cancel(job: String, on instance: String) async { await inner.cancel(job: job, on: instance) }
-    func snapshot(job: String, on instance: String) async -> SequenceSnapshot? { await inner.snapshot(job: job, on: instance) }
+    func snapshot(job: String, on instance: String) async -> SequenceSnapshot? {
+        await inner.snapshot(job: job, on: instance)
+    }
 }
 
 @Suite(.serialized) struct AutoscalingTests {
@@ -66,14 +75,18 @@ final class SlowWorker: Worker {
     @Test func scalesToZeroAfterKeepAliveAndHonoursPerRequestKeepAlive() async throws {
         let clock = ManualClock()
         let server = try await TestServer.start(clock: clock)
-        #expect(try await server.request(.PATCH, "/admin/deployments/smollm2-135m", json: ["keep_alive": "5m"]).status == 200)
+        #expect(
+            try await server.request(.PATCH, "/admin/deployments/smollm2-135m", json: ["keep_alive": "5m"]).status
+                == 200)
         #expect(try await server.request(.POST, "/v1/chat/completions", json: chat).status == 200)
         #expect(try await server.instances("smollm2-135m").count == 1)
         #expect(try await server.eventually { clock.sleeperCount == 1 }, "the keep-alive timer is armed")
         let expires = try await server.instances("smollm2-135m").first?["expires_at"] as? String
         #expect(expires != nil)
         clock.advance(by: .seconds(299))
-        #expect(try await server.instances("smollm2-135m").count == 1 && clock.sleeperCount == 1, "still within its keep-alive")
+        #expect(
+            try await server.instances("smollm2-135m").count == 1 && clock.sleeperCount == 1,
+            "still within its keep-alive")
         clock.advance(by: .seconds(1))
         #expect(try await server.eventually { try await server.instances("smollm2-135m").isEmpty })
         #expect(try await server.metric("sllm_instances{model=\"smollm2-135m\",state=\"ready\"}") == 0)
@@ -84,7 +97,8 @@ final class SlowWorker: Worker {
         #expect(try await server.request(.POST, "/v1/chat/completions", json: forever).status == 200)
         clock.advance(by: .seconds(3600))
         let kept = try await server.instances("smollm2-135m")
-        #expect(kept.count == 1 && kept.first?["keep_alive"] as? String == "forever" && kept.first?["expires_at"] == nil)
+        #expect(
+            kept.count == 1 && kept.first?["keep_alive"] as? String == "forever" && kept.first?["expires_at"] == nil)
         #expect(clock.sleeperCount == 0, "no timer for forever")
         // keep_alive 0 unloads as soon as the request ends.
         var now = chat
@@ -103,7 +117,9 @@ final class SlowWorker: Worker {
         })
         async let streamed = server.stream("/v1/chat/completions", json: Self.chat(stream: true))
         let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
-            for _ in 0..<3 { group.addTask { try await server.request(.POST, "/v1/chat/completions", json: Self.chat()).status } }
+            for _ in 0..<3 {
+                group.addTask { try await server.request(.POST, "/v1/chat/completions", json: Self.chat()).status }
+            }
             return try await group.reduce(into: []) { $0.append($1) }
         }
         let (status, lines) = try await streamed
@@ -119,17 +135,27 @@ final class SlowWorker: Worker {
 
     @Test func scalesUpToMaxInstancesAndNoFurther() async throws {
         let slow = Mutex<SlowWorker?>(nil)
-        let server = try await TestServer.start({ $0.defaultModel = "" }, wrapWorker: { local in
-            let worker = SlowWorker(local, delay: .milliseconds(200))
-            slow.withLock { $0 = worker }
-            return worker
-        })
-        let created = try await server.request(.POST, "/admin/deployments", json: [
-            "model": "smollm2-135m", "name": "burst", "target_concurrency": 1, "max_instances": 2, "keep_alive": -1,
-        ])
+        let server = try await TestServer.start(
+            { $0.defaultModel = "" },
+            wrapWorker: { local in
+                let worker = SlowWorker(local, delay: .milliseconds(200))
+                slow.withLock { $0 = worker }
+                return worker
+            })
+        let created = try await server.request(
+            .POST, "/admin/deployments",
+            json: [
+                "model": "smollm2-135m", "name": "burst", "target_concurrency": 1, "max_instances": 2, "keep_alive": -1,
+            ])
         #expect(created.status == 201)
         let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
-            for _ in 0..<5 { group.addTask { try await server.request(.POST, "/v1/chat/completions", json: Self.chat(model: "burst", maxTokens: 8)).status } }
+            for _ in 0..<5 {
+                group.addTask {
+                    try await server.request(
+                        .POST, "/v1/chat/completions", json: Self.chat(model: "burst", maxTokens: 8)
+                    ).status
+                }
+            }
             return try await group.reduce(into: []) { $0.append($1) }
         }
         #expect(statuses == Array(repeating: 200, count: 5))
@@ -140,38 +166,53 @@ final class SlowWorker: Worker {
 
     @Test func aFullQueueGets429AndADisconnectFreesItsSlot() async throws {
         let server = try await TestServer.start { $0.defaultModel = "" }
-        #expect(try await server.request(.POST, "/admin/deployments", json: [
-            "model": "smollm2-135m", "name": "tight", "target_concurrency": 1, "max_instances": 1, "queue_limit": 0, "keep_alive": -1,
-        ]).status == 201)
+        #expect(
+            try await server.request(
+                .POST, "/admin/deployments",
+                json: [
+                    "model": "smollm2-135m", "name": "tight", "target_concurrency": 1, "max_instances": 1,
+                    "queue_limit": 0, "keep_alive": -1,
+                ]
+            ).status == 201)
         let firstToken = AsyncStream.makeStream(of: Void.self)
         let holder = Task {
-            let long: [String: Any] = ["model": "tight", "prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": true, "stream": true]
+            let long: [String: Any] = [
+                "model": "tight", "prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": true, "stream": true,
+            ]
             return try await server.stream("/v1/completions", json: long, stopAfter: 1_000_000) { line in
                 if line.hasPrefix("data: ") { firstToken.continuation.yield() }
             }
         }
         var iterator = firstToken.stream.makeAsyncIterator()
         _ = await iterator.next()
-        let rejected = try await server.request(.POST, "/v1/completions", json: ["model": "tight", "prompt": "Hi", "max_tokens": 2])
+        let rejected = try await server.request(
+            .POST, "/v1/completions", json: ["model": "tight", "prompt": "Hi", "max_tokens": 2])
         #expect(rejected.status == 429)
         #expect((rejected.json["error"] as? [String: Any])?["type"] as? String == "rate_limit_error")
         #expect(try await server.metric("sllm_requests_rejected_total{model=\"tight\",reason=\"queue_full\"}") == 1)
         // The client goes away: its job leaves the batch and the slot is free again.
         holder.cancel()
         _ = try? await holder.value
-        #expect(try await server.eventually {
-            ((try await server.deployment("tight"))["status"] as? [String: Any])?["in_flight"] as? Int == 0
-        })
-        #expect(try await server.request(.POST, "/v1/completions", json: ["model": "tight", "prompt": "Hi", "max_tokens": 2]).status == 200)
+        #expect(
+            try await server.eventually {
+                ((try await server.deployment("tight"))["status"] as? [String: Any])?["in_flight"] as? Int == 0
+            })
+        #expect(
+            try await server.request(
+                .POST, "/v1/completions", json: ["model": "tight", "prompt": "Hi", "max_tokens": 2]
+            ).status == 200)
 
         // A whole (non-streaming) request is cancelled too when its connection closes.
         await #expect(throws: HTTPClientError.deadlineExceeded) {
-            try await server.request(.POST, "/v1/completions", json: ["model": "tight", "prompt": "Once", "max_tokens": 4000, "ignore_eos": true],
-                                     timeout: .milliseconds(300))
+            try await server.request(
+                .POST, "/v1/completions",
+                json: ["model": "tight", "prompt": "Once", "max_tokens": 4000, "ignore_eos": true],
+                timeout: .milliseconds(300))
         }
-        #expect(try await server.eventually {
-            ((try await server.deployment("tight"))["status"] as? [String: Any])?["in_flight"] as? Int == 0
-        })
+        #expect(
+            try await server.eventually {
+                ((try await server.deployment("tight"))["status"] as? [String: Any])?["in_flight"] as? Int == 0
+            })
         #expect(try await server.metric("sllm_requests_total{model=\"tight\",status=\"499\"}") >= 1)
         try await server.stop()
     }
@@ -192,9 +233,14 @@ final class SlowWorker: Worker {
             $0.memoryBudgetBytes = 150 << 20
         }
         for name in ["a", "b"] {
-            #expect(try await server.request(.POST, "/admin/deployments", json: [
-                "model": "smollm2-135m", "name": name, "target_concurrency": 1, "context_length": 512, "keep_alive": -1,
-            ]).status == 201)
+            #expect(
+                try await server.request(
+                    .POST, "/admin/deployments",
+                    json: [
+                        "model": "smollm2-135m", "name": name, "target_concurrency": 1, "context_length": 512,
+                        "keep_alive": -1,
+                    ]
+                ).status == 201)
         }
         #expect(try await server.request(.POST, "/v1/chat/completions", json: Self.chat(model: "a")).status == 200)
         #expect(try await server.instances("a").count == 1)
@@ -206,7 +252,10 @@ final class SlowWorker: Worker {
 
     @Test func preloadStartsAnInstanceBeforeAnyRequest() async throws {
         let server = try await TestServer.start { $0.preload = ["smollm2-135m"] }
-        #expect(try await server.eventually { try await server.instances("smollm2-135m").first?["state"] as? String == "ready" })
+        #expect(
+            try await server.eventually {
+                try await server.instances("smollm2-135m").first?["state"] as? String == "ready"
+            })
         // Idle, it stays for the deployment's keep-alive, and says until when.
         #expect(try await server.instances("smollm2-135m").first?["expires_at"] as? String != nil)
         try await server.stop()

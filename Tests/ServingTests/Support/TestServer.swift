@@ -1,12 +1,13 @@
-import Scheduling
 import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
-@testable import Serving
+import Scheduling
 import Store
 import TestSupport
+
+@testable import Serving
 
 /// A server on 127.0.0.1 and a free port, in a data directory of its own, with the real model.
 final class TestServer: Sendable {
@@ -36,8 +37,10 @@ final class TestServer: Sendable {
         configure(&configuration)
         var logger = Logger(label: "test.serve")
         logger.logLevel = .warning
-        let server = try Server(configuration: configuration, worker: try LocalWorker(configuration: configuration, logger: logger), logger: logger,
-                                clock: clock, wrapWorker: wrapWorker)
+        let server = try Server(
+            configuration: configuration, worker: try LocalWorker(configuration: configuration, logger: logger),
+            logger: logger,
+            clock: clock, wrapWorker: wrapWorker)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let task = Task {
             defer { continuation.finish() }
@@ -88,7 +91,10 @@ final class TestServer: Sendable {
         var errorParam: String? { (json["error"] as? [String: Any])?["param"] as? String }
     }
 
-    func request(_ method: HTTPMethod, _ path: String, json: [String: Any]? = nil, raw: [UInt8]? = nil, key: String? = nil, timeout: TimeAmount = .seconds(120)) async throws -> Reply {
+    func request(
+        _ method: HTTPMethod, _ path: String, json: [String: Any]? = nil, raw: [UInt8]? = nil, key: String? = nil,
+        timeout: TimeAmount = .seconds(120)
+    ) async throws -> Reply {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
         request.method = method
         if let key { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
@@ -105,7 +111,9 @@ final class TestServer: Sendable {
 
     /// A streaming request: the raw SSE lines (comments included), read until the stream ends
     /// or `stopAfter` data events (then the connection is dropped).
-    func stream(_ path: String, json: [String: Any], stopAfter: Int? = nil, onEvent: (@Sendable (String) -> Void)? = nil) async throws -> (status: Int, lines: [String]) {
+    func stream(
+        _ path: String, json: [String: Any], stopAfter: Int? = nil, onEvent: (@Sendable (String) -> Void)? = nil
+    ) async throws -> (status: Int, lines: [String]) {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
@@ -169,6 +177,8 @@ final class TestServer: Sendable {
 
 /// Reads a fixture copied from llama.cpp's reference outputs.
 func fixture(_ name: String) throws -> [String: Any] {
-    guard let url = Bundle.module.url(forResource: "Resources/\(name)", withExtension: nil) else { throw TestSupportError("missing fixture \(name)") }
+    guard let url = Bundle.module.url(forResource: "Resources/\(name)", withExtension: nil) else {
+        throw TestSupportError("missing fixture \(name)")
+    }
     return try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any] ?? [:]
 }

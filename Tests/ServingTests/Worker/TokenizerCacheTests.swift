@@ -1,9 +1,10 @@
 import Foundation
-@testable import Serving
 import Store
-import Testing
 import TestSupport
+import Testing
 import Tokenizers
+
+@testable import Serving
 
 @Suite struct TokenizerCacheTests {
     /// A deployment and its instances share one tokenizer per model; another cache builds its own.

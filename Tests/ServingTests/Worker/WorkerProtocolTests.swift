@@ -3,11 +3,12 @@ import Engine
 import Foundation
 import Logging
 import Scheduling
-@testable import Serving
 import Store
-import Testing
 import TestSupport
+import Testing
 import Tokenizers
+
+@testable import Serving
 
 /// The `Worker` protocol on the in-process worker: everything the control side learns of a node
 /// and does to it, with every value crossing it encoded and decoded as a network client will.
@@ -38,7 +39,9 @@ import Tokenizers
         let before = try Self.roundTrip(await worker.inventory())
         #expect(before.fastestTier(holding: smol) == .ssd)
         #expect(before.tiers.map(\.tier) == [.dram, .ssd, .remote])
-        #expect(before.tiers.allSatisfy { $0.loadBytesPerSecond == nil && $0.loads == 0 }, "no bandwidth before a load: measured, not assumed")
+        #expect(
+            before.tiers.allSatisfy { $0.loadBytesPerSecond == nil && $0.loads == 0 },
+            "no bandwidth before a load: measured, not assumed")
         let ssd = try #require(before.tiers.first { $0.tier == .ssd })
         let facts = try await worker.modelFacts(smol)
         #expect(ssd.models == [HeldModel(name: smol, bytes: facts.weightBytes)])
@@ -54,7 +57,9 @@ import Tokenizers
         let ssdRate = try #require(rates[.ssd]?.loadBytesPerSecond)
         #expect(abs(ssdRate - Double(cold.bytes) / cold.seconds) < 1, "the first load is the average")
         #expect(try #require(rates[.dram]?.loadBytesPerSecond) > 0)
-        #expect(after.cores >= 1 && after.dramBudgetBytes == 512 << 20 && after.instances.isEmpty && after.reservedBytes == 0)
+        #expect(
+            after.cores >= 1 && after.dramBudgetBytes == 512 << 20 && after.instances.isEmpty
+                && after.reservedBytes == 0)
         #expect(after.memoryBudgetBytes == 4 << 30)
 
         // Evicting from DRAM frees its bytes; only the DRAM tier is a worker's to evict.
@@ -139,10 +144,13 @@ import Tokenizers
         defer { directory.remove() }
         let worker = try await Self.worker(directory)
         let facts = try await worker.modelFacts(try ModelName("smol"))
-        let sizing = InstanceSizing(requestedContext: 512, modelContext: facts.contextLength, maxSequences: 2,
-                                    weightBytes: facts.weightBytes, kvBytesPerPosition: facts.kvBytesPerPosition)
+        let sizing = InstanceSizing(
+            requestedContext: 512, modelContext: facts.contextLength, maxSequences: 2,
+            weightBytes: facts.weightBytes, kvBytesPerPosition: facts.kvBytesPerPosition)
         var events: [StartEvent] = []
-        for try await event in worker.startInstance(InstanceSpec(id: "a", deployment: "d", model: try ModelName("smol"), sizing: sizing)) {
+        for try await event in worker.startInstance(
+            InstanceSpec(id: "a", deployment: "d", model: try ModelName("smol"), sizing: sizing))
+        {
             events.append(try Self.roundTrip(event))
         }
         guard case .started(let info)? = events.last else { Issue.record("no started event: \(events)"); return }
@@ -150,20 +158,26 @@ import Tokenizers
         #expect(events.dropLast().allSatisfy { if case .loading = $0 { true } else { false } })
         let running = await worker.inventory()
         #expect(running.instances == ["a"] && running.reservedBytes == info.weightBytes + info.kvCacheBytes)
-        for try await _ in worker.startInstance(InstanceSpec(id: "b", deployment: "d", model: try ModelName("smol"), sizing: sizing)) {}
+        for try await _ in worker.startInstance(
+            InstanceSpec(id: "b", deployment: "d", model: try ModelName("smol"), sizing: sizing))
+        {}
 
         let tokenizer = try Tokenizer(checkpoint: facts.index) { try #require(facts.tokenizerFiles[$0]) }
         var sampling = SamplingParameters()
         sampling.temperature = 0.9
         sampling.seed = 42
         func job(_ id: String) -> GenerationJob {
-            var job = GenerationJob(id: id, prompt: tokenizer.encode("Once upon a time"), sampling: sampling, maxTokens: 24, stop: [], logprobs: nil)
+            var job = GenerationJob(
+                id: id, prompt: tokenizer.encode("Once upon a time"), sampling: sampling, maxTokens: 24, stop: [],
+                logprobs: nil)
             job.stopAtEndOfGeneration = false
             return job
         }
         func tokens(_ stream: AsyncThrowingStream<GenerationEvent, any Error>) async throws -> [Int] {
             var tokens: [Int] = []
-            for try await event in stream { if case .token(let output) = event, output.token >= 0 { tokens.append(output.token) } }
+            for try await event in stream {
+                if case .token(let output) = event, output.token >= 0 { tokens.append(output.token) }
+            }
             return tokens
         }
         let uninterrupted = try await tokens(worker.run(job("whole"), on: "b"))
@@ -176,7 +190,9 @@ import Tokenizers
             guard case .token(let output) = event else { continue }
             head.append(output.token)
             if head.count == 5 {
-                snapshot = try Self.roundTrip(try #require(await worker.snapshot(job: "moved", on: "a")))
+                let taken: SequenceSnapshot? = await worker.snapshot(job: "moved", on: "a")
+                let exported = try #require(taken)
+                snapshot = try Self.roundTrip(exported)
                 await worker.cancel(job: "moved", on: "a")
                 break
             }
@@ -207,11 +223,21 @@ import Tokenizers
     @Test func namesAndSizingAreCheckedWhereTheyAreDecided() throws {
         #expect(throws: (any Error).self) { try JSONDecoder().decode(ModelName.self, from: Data(#""../etc""#.utf8)) }
         #expect(try JSONDecoder().decode(ModelName.self, from: Data(#""smol""#.utf8)) == (try ModelName("smol")))
-        let sizing = InstanceSizing(requestedContext: nil, modelContext: 2048, maxSequences: 4, weightBytes: 100, kvBytesPerPosition: 10)
-        #expect(sizing.contextLength == 2048 && sizing.kvCacheBytes == 4 * 2048 * 10 && sizing.totalBytes == 100 + 81920)
-        #expect(InstanceSizing(requestedContext: nil, modelContext: 32768, maxSequences: 1, weightBytes: 0, kvBytesPerPosition: 1).contextLength == 8192)
-        #expect(InstanceSizing(requestedContext: 0, modelContext: 100, maxSequences: 0, weightBytes: 0, kvBytesPerPosition: 1).contextLength == 1)
-        let huge = InstanceSizing(requestedContext: nil, modelContext: 8192, maxSequences: Int.max, weightBytes: 0, kvBytesPerPosition: Int.max)
+        let sizing = InstanceSizing(
+            requestedContext: nil, modelContext: 2048, maxSequences: 4, weightBytes: 100, kvBytesPerPosition: 10)
+        #expect(
+            sizing.contextLength == 2048 && sizing.kvCacheBytes == 4 * 2048 * 10 && sizing.totalBytes == 100 + 81920)
+        #expect(
+            InstanceSizing(
+                requestedContext: nil, modelContext: 32768, maxSequences: 1, weightBytes: 0, kvBytesPerPosition: 1
+            ).contextLength == 8192)
+        #expect(
+            InstanceSizing(
+                requestedContext: 0, modelContext: 100, maxSequences: 0, weightBytes: 0, kvBytesPerPosition: 1
+            ).contextLength == 1)
+        let huge = InstanceSizing(
+            requestedContext: nil, modelContext: 8192, maxSequences: Int.max, weightBytes: 0,
+            kvBytesPerPosition: Int.max)
         #expect(huge.kvCacheBytes > 1 << 60, "an overflowing size is refused by admission, not wrapped")
     }
 }

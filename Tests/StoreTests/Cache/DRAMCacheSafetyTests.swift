@@ -6,7 +6,7 @@ import Testing
 @testable import Store
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Who may write the DRAM cache, and caches whose data directory is gone.
@@ -54,11 +54,13 @@ import Glibc
         try FileManager.default.createDirectory(atPath: liveData, withIntermediateDirectories: true)
         // An orphan (its data directory does not exist) with a model in it.
         let orphan = base.file("sllm-orphan")
-        let orphanLoader = ModelLoader(store: fixture.store, cache: try DRAMCache(directory: orphan, budgetBytes: 1 << 30, owner: goneData))
+        let orphanLoader = ModelLoader(
+            store: fixture.store, cache: try DRAMCache(directory: orphan, budgetBytes: 1 << 30, owner: goneData))
         _ = try await orphanLoader.load(try ModelName("m"))
         // An orphan still in use (an instance holds its model).
         let busy = base.file("sllm-busy")
-        let busyLoader = ModelLoader(store: fixture.store, cache: try DRAMCache(directory: busy, budgetBytes: 1 << 30, owner: goneData))
+        let busyLoader = ModelLoader(
+            store: fixture.store, cache: try DRAMCache(directory: busy, budgetBytes: 1 << 30, owner: goneData))
         let held = try await busyLoader.load(try ModelName("m"))
         // A live one, and one without a record.
         _ = try DRAMCache(directory: base.file("sllm-live"), budgetBytes: 1 << 20, owner: liveData)
@@ -67,7 +69,9 @@ import Glibc
         let removed = DRAMCache.removeOrphans(in: base.path)
         #expect(removed == [orphan])
         #expect(!FileSystem.exists(orphan))
-        #expect(FileSystem.exists(busy) && FileSystem.exists(base.file("sllm-live")) && FileSystem.exists(base.file("sllm-unrecorded")))
+        #expect(
+            FileSystem.exists(busy) && FileSystem.exists(base.file("sllm-live"))
+                && FileSystem.exists(base.file("sllm-unrecorded")))
         try expectTensorsMatchStore(held, fixture.store)
     }
 }

@@ -6,7 +6,7 @@ import Testing
 @testable import Store
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A DRAM hit is never re-verified on the load path; `verify` is how a flipped bit is found.

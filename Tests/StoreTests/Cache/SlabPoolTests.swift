@@ -7,7 +7,7 @@ import Testing
 @testable import Store
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A flag shared with a closure.
@@ -48,7 +48,9 @@ final class Flag: Sendable {
         #expect(residentPages(file.base, byteCount) == (byteCount + 4095) / 4096)
         var expected: [Int: UInt8] = [:]
         for (at, value) in written { expected[at] = value }
-        for (at, value) in expected { #expect(file.base.load(fromByteOffset: at, as: UInt8.self) == value, "byte \(at)") }
+        for (at, value) in expected {
+            #expect(file.base.load(fromByteOffset: at, as: UInt8.self) == value, "byte \(at)")
+        }
         #expect(file.base.load(fromByteOffset: byteCount - 1, as: UInt8.self) == expected[byteCount - 1] ?? 0)
     }
 
@@ -65,7 +67,10 @@ final class Flag: Sendable {
         #expect(reservation.slabs.allSatisfy { residentPages($0.base, $0.byteCount) == 0 })
         let task = cache.startPopulating(reservation, threads: 2)
         task.wait()
-        #expect(reservation.slabs.allSatisfy { $0.populated.load(ordering: .relaxed) && residentPages($0.base, $0.byteCount) == $0.byteCount / 4096 })
+        #expect(
+            reservation.slabs.allSatisfy {
+                $0.populated.load(ordering: .relaxed) && residentPages($0.base, $0.byteCount) == $0.byteCount / 4096
+            })
         cache.discard(reservation)
         let model = try await loader.load(try ModelName("m"))
         #expect(model.tier == .ssd && model.cached)
@@ -109,16 +114,22 @@ final class Flag: Sendable {
         let cache = loader.cache
         let reader = try fixture.store.reader(for: try ModelName("a"))
         let segments = DRAMCache.plan(reader.index, slabBytes: chunk)
-        #expect(segments.contains { cache.slabCount(for: $0.byteCount) > 1 }, "the fixture needs a tensor larger than a slab")
+        #expect(
+            segments.contains { cache.slabCount(for: $0.byteCount) > 1 },
+            "the fixture needs a tensor larger than a slab")
         do {
             let model = try await loader.load(try ModelName("a"))
             try expectTensorsMatchStore(model, fixture.store)
         }
         let slabs = try FileManager.default.contentsOfDirectory(atPath: fixture.cacheDirectory + "/slabs")
-        #expect(!slabs.isEmpty && slabs.allSatisfy { FileSystem.fileSize(fixture.cacheDirectory + "/slabs/" + $0) == Int64(chunk) })
+        #expect(
+            !slabs.isEmpty
+                && slabs.allSatisfy { FileSystem.fileSize(fixture.cacheDirectory + "/slabs/" + $0) == Int64(chunk) })
         #expect(cache.usedBytes == cache.footprint(of: reader.index))
         // Another process: nothing mapped yet.
-        let other = ModelLoader(store: fixture.store, cache: try DRAMCache(directory: fixture.cacheDirectory, budgetBytes: 1 << 30, slabBytes: chunk))
+        let other = ModelLoader(
+            store: fixture.store,
+            cache: try DRAMCache(directory: fixture.cacheDirectory, budgetBytes: 1 << 30, slabBytes: chunk))
         do {
             let model = try await other.load(try ModelName("a"))
             #expect(model.tier == .dram)
@@ -167,9 +178,12 @@ final class Flag: Sendable {
         try fixture.addSynthetic("a", bytes: 2 << 20)
         let cache = try fixture.loader(chunk: 256 << 10).cache
         let reader = try fixture.store.reader(for: try ModelName("a"))
-        let reservation = try #require(try cache.reserve(name: "a", indexChecksum: reader.indexChecksum, index: reader.index))
+        let reservation = try #require(
+            try cache.reserve(name: "a", indexChecksum: reader.indexChecksum, index: reader.index))
         let bytes = cache.footprint(of: reader.index)
-        #expect(cache.usage() == DRAMCache.Usage(entryBytes: bytes, pooledBytes: 0, orphanBytes: 0), "a live load holds its slabs")
+        #expect(
+            cache.usage() == DRAMCache.Usage(entryBytes: bytes, pooledBytes: 0, orphanBytes: 0),
+            "a live load holds its slabs")
         close(reservation.lockDescriptor)  // the loader's process died: the kernel drops its lock
         #expect(cache.usage() == DRAMCache.Usage(entryBytes: 0, pooledBytes: 0, orphanBytes: bytes))
         #expect(cache.listEntries().map(\.complete) == [false])
@@ -208,7 +222,9 @@ final class Flag: Sendable {
         let slabs = try FileManager.default.contentsOfDirectory(atPath: fixture.cacheDirectory + "/slabs")
         _ = try await loader.warm(try ModelName("a"))
         #expect(cache.usedBytes == 24 << 20, "the load took pooled slabs")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.cacheDirectory + "/slabs").sorted() == slabs.sorted())
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: fixture.cacheDirectory + "/slabs").sorted()
+                == slabs.sorted())
     }
 
     /// Under memory pressure the pool goes back to the kernel, and the fill adds nothing.
@@ -226,7 +242,8 @@ final class Flag: Sendable {
         // The machine now has 100 MiB available: below the release floor of 200 MiB.
         settings.fillFloor = 300 << 20
         settings.releaseFloor = 200 << 20
-        let pressed = PoolFiller(cache: cache, settings: settings, memory: { MemoryStatus(availableBytes: 100 << 20, limitBytes: 1 << 30) })
+        let pressed = PoolFiller(
+            cache: cache, settings: settings, memory: { MemoryStatus(availableBytes: 100 << 20, limitBytes: 1 << 30) })
         pressed.start()
         defer { pressed.stop() }
         let report = try #require(pressed.waitUntilFilled(timeout: 60))

@@ -30,7 +30,8 @@ final class RecordingConsumer: LoadConsumer {
             return memory.base + position
         }
         let chunks = ChunkPipeline.chunks(index: reader.index, segments: segments, bases: bases)
-        let source = try LocalChunkSource(directory: reader.directory, index: reader.index, directIO: true, logger: Logger(label: "test"))
+        let source = try LocalChunkSource(
+            directory: reader.directory, index: reader.index, directIO: true, logger: Logger(label: "test"))
         let consumer = RecordingConsumer()
         _ = try ChunkPipeline(threads: readers, verifiers: 2).run(
             chunks, source: source, partitionFiles: reader.index.partitions.map(\.file), consumer: consumer,
@@ -52,7 +53,8 @@ final class RecordingConsumer: LoadConsumer {
         let segments = DRAMCache.plan(index, slabBytes: slab)
         for tensor in index.tensors {
             let holders = segments.filter {
-                $0.partition == tensor.partition && tensor.offset >= $0.offset && tensor.offset + tensor.byteCount <= $0.offset + $0.byteCount
+                $0.partition == tensor.partition && tensor.offset >= $0.offset
+                    && tensor.offset + tensor.byteCount <= $0.offset + $0.byteCount
             }
             #expect(holders.count == 1, "\(tensor.name)")
             if tensor.byteCount <= slab { #expect(holders.first!.byteCount <= slab) }

@@ -32,11 +32,14 @@ struct LoaderFixture {
             shape.layers = max(1, bytes / (2 * (2 * 256 * 256 + 2 * 256 * 128 + 3 * 256 * 512)))
         }
         try SyntheticModel.writeHuggingFaceDirectory(source, shape: shape, seed: seed)
-        try Converter.convert(source, to: store.directory(for: try ModelName(name)), options: .init(checksumBlockSize: 64 << 10))
+        try Converter.convert(
+            source, to: store.directory(for: try ModelName(name)), options: .init(checksumBlockSize: 64 << 10))
         FileSystem.removeTree(source)
     }
 
-    func loader(budget: Int = 1 << 30, threads: Int = 2, chunk: Int = 256 << 10, remotes: [URL] = []) throws -> ModelLoader {
+    func loader(budget: Int = 1 << 30, threads: Int = 2, chunk: Int = 256 << 10, remotes: [URL] = []) throws
+        -> ModelLoader
+    {
         ModelLoader(
             store: store, cache: try DRAMCache(directory: cacheDirectory, budgetBytes: budget, slabBytes: chunk),
             configuration: .init(threads: threads, remotes: remotes))
@@ -46,10 +49,14 @@ struct LoaderFixture {
 }
 
 /// Every tensor of `model` equals the bytes in the store.
-func expectTensorsMatchStore(_ model: LoadedModel, _ store: ModelStore, sourceLocation: SourceLocation = #_sourceLocation) throws {
+func expectTensorsMatchStore(
+    _ model: LoadedModel, _ store: ModelStore, sourceLocation: SourceLocation = #_sourceLocation
+) throws {
     let reader = try store.reader(for: try ModelName(model.name))
     for tensor in model.tensors {
-        #expect(Array(tensor.bytes) == (try reader.tensorBytes(tensor.name)), "\(tensor.name)", sourceLocation: sourceLocation)
+        #expect(
+            Array(tensor.bytes) == (try reader.tensorBytes(tensor.name)), "\(tensor.name)",
+            sourceLocation: sourceLocation)
     }
 }
 
@@ -110,10 +117,13 @@ func expectTensorsMatchStore(_ model: LoadedModel, _ store: ModelStore, sourceLo
             #expect(buffered.tier == .ssd)
             try expectTensorsMatchStore(buffered, fixture.store)
         }
-        _ = try DRAMCache(directory: fixture.cacheDirectory, budgetBytes: 1 << 30, slabBytes: 256 << 10).evict(name: "m")
+        _ = try DRAMCache(directory: fixture.cacheDirectory, budgetBytes: 1 << 30, slabBytes: 256 << 10).evict(
+            name: "m")
         let direct = try await ModelLoader(
-            store: fixture.store, cache: try DRAMCache(directory: fixture.cacheDirectory, budgetBytes: 1 << 30, slabBytes: 256 << 10),
-            configuration: .init(threads: 2, directIO: true)).load(try ModelName("m"))
+            store: fixture.store,
+            cache: try DRAMCache(directory: fixture.cacheDirectory, budgetBytes: 1 << 30, slabBytes: 256 << 10),
+            configuration: .init(threads: 2, directIO: true)
+        ).load(try ModelName("m"))
         #expect(direct.tier == .ssd)
         try expectTensorsMatchStore(direct, fixture.store)
     }
@@ -140,7 +150,8 @@ func expectTensorsMatchStore(_ model: LoadedModel, _ store: ModelStore, sourceLo
         try fixture.addSynthetic("m", bytes: 2 << 20)
         let reader = try fixture.store.reader(for: try ModelName("m"))
         let victim = reader.index.tensors[reader.index.tensors.count / 2]
-        try corruptByte(of: reader.directory + "/" + reader.index.partitions[victim.partition].file, at: victim.offset + 17)
+        try corruptByte(
+            of: reader.directory + "/" + reader.index.partitions[victim.partition].file, at: victim.offset + 17)
         let loader = try fixture.loader()
         let error = await #expect(throws: CheckpointError.self) { try await loader.load(try ModelName("m")) }
         #expect(error?.code == .corrupt)
@@ -178,7 +189,9 @@ func expectTensorsMatchStore(_ model: LoadedModel, _ store: ModelStore, sourceLo
     @Test func leastRecentlyUsedUnpinnedModelsAreEvicted() async throws {
         let fixture = try LoaderFixture("loader-lru")
         defer { fixture.remove() }
-        for name in ["a", "b", "c"] { try fixture.addSynthetic(name, bytes: 1 << 20, seed: UInt64(name.unicodeScalars.first!.value)) }
+        for name in ["a", "b", "c"] {
+            try fixture.addSynthetic(name, bytes: 1 << 20, seed: UInt64(name.unicodeScalars.first!.value))
+        }
         let size = try fixture.loader().cache.footprint(of: fixture.store.reader(for: try ModelName("a")).index)
         let loader = try fixture.loader(budget: 2 * size)
         do {
@@ -241,7 +254,11 @@ func expectTensorsMatchStore(_ model: LoadedModel, _ store: ModelStore, sourceLo
         let cancelled = DispatchSemaphore(value: 0)
         let task = Task {
             try await loader.load(try ModelName("m")) { _ in
-                if started.withLock({ first in defer { first = true }; return !first }) { cancelled.wait() }
+                if started.withLock({ first in
+                    defer { first = true }; return !first
+                }) {
+                    cancelled.wait()
+                }
             }
         }
         while !started.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(1)) }
@@ -302,9 +319,10 @@ func expectTensorsMatchStore(_ model: LoadedModel, _ store: ModelStore, sourceLo
         for (i, name) in names.enumerated() { try fixture.addSynthetic(name, bytes: 1 << 20, seed: UInt64(i + 1)) }
         let size = try fixture.loader().cache.footprint(of: fixture.store.reader(for: try ModelName("a")).index)
         let loader = try fixture.loader(budget: 2 * size)
-        let expected = try Dictionary(uniqueKeysWithValues: names.map { name in
-            (name, try fixture.store.reader(for: try ModelName(name)).index.tensors.map(\.crc32c))
-        })
+        let expected = try Dictionary(
+            uniqueKeysWithValues: names.map { name in
+                (name, try fixture.store.reader(for: try ModelName(name)).index.tensors.map(\.crc32c))
+            })
         try await withThrowingTaskGroup(of: Void.self) { group in
             for worker in 0..<6 {
                 group.addTask {
@@ -346,4 +364,3 @@ func expectTensorsMatchStore(_ model: LoadedModel, _ store: ModelStore, sourceLo
         #expect(try fixture.store.evictLeastRecentlyUsed(toFit: Int(each), protecting: []) == ["a"])
     }
 }
-

@@ -35,7 +35,8 @@ import Testing
         try origin.addSynthetic("m", bytes: megabytes << 20)
         let server = try serve(origin, "m", corruptingByte: corruptingByte)
         defer { server.stop() }
-        try await body(local, server, try local.loader(remotes: [URL(string: "http://127.0.0.1:\(server.port)/models")!]))
+        try await body(
+            local, server, try local.loader(remotes: [URL(string: "http://127.0.0.1:\(server.port)/models")!]))
     }
 
     @Test func aModelOnlyOnARemoteStreamsIntoMemoryAndLandsOnTheSSD() async throws {
@@ -103,14 +104,17 @@ import Testing
             return open(path, flags)
         }
         let source = try LocalChunkSource(
-            directory: reader.directory, index: reader.index, directIO: true, logger: .init(label: "test"), openFile: refusing)
+            directory: reader.directory, index: reader.index, directIO: true, logger: .init(label: "test"),
+            openFile: refusing)
         #expect(!source.isDirect)
         let bytes = reader.index.partitions[0].byteCount
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096)
         defer { buffer.deallocate() }
         try source.read(partition: 0, offset: 0, length: bytes, into: buffer)
         let first = reader.index.tensors[0]
-        #expect(Array(UnsafeRawBufferPointer(start: buffer + first.offset, count: first.byteCount)) == (try reader.tensorBytes(first.name)))
+        #expect(
+            Array(UnsafeRawBufferPointer(start: buffer + first.offset, count: first.byteCount))
+                == (try reader.tensorBytes(first.name)))
     }
 
     /// Whether the temporary directory's file system takes O_DIRECT (tmpfs does not).
@@ -130,7 +134,8 @@ import Testing
         defer { fixture.remove() }
         try fixture.addSynthetic("m")
         let reader = try fixture.store.reader(for: try ModelName("m"))
-        let source = try LocalChunkSource(directory: reader.directory, index: reader.index, directIO: true, logger: .init(label: "test"))
+        let source = try LocalChunkSource(
+            directory: reader.directory, index: reader.index, directIO: true, logger: .init(label: "test"))
         #expect(source.isDirect)
         let file = try readFile(reader.directory + "/" + reader.index.partitions[0].file)
         let length = min(64 << 10, file.count / 4096 * 4096)

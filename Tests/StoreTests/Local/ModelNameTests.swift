@@ -10,13 +10,18 @@ import Testing
         #expect(try ModelName(name).rawValue == name)
     }
 
-    @Test(arguments: ["", "../etc", "a/b", "..", "a..b", ".hidden", "-dash", "sp ace", "ünï", String(repeating: "a", count: 129), "a\0b"])
+    @Test(arguments: [
+        "", "../etc", "a/b", "..", "a..b", ".hidden", "-dash", "sp ace", "ünï", String(repeating: "a", count: 129),
+        "a\0b",
+    ])
     func hostileNamesAreRejected(name: String) {
         #expect(throws: StoreError.self) { try ModelName(name) }
     }
 
     @Test func namesAreDerivedFromPathsAndURLs() throws {
-        #expect(try ModelName.derived(from: "/models/SmolLM2-135M-Instruct.Q4_1.gguf").rawValue == "smollm2-135m-instruct.q4_1")
+        #expect(
+            try ModelName.derived(from: "/models/SmolLM2-135M-Instruct.Q4_1.gguf").rawValue
+                == "smollm2-135m-instruct.q4_1")
         #expect(try ModelName.derived(from: "./My Model/").rawValue == "my-model")
         #expect(try ModelName.derived(from: "model.gguf?download=1").rawValue == "model")
     }
@@ -27,7 +32,8 @@ import Testing
         let directory = try TestSupport.TemporaryDirectory("store")
         defer { directory.remove() }
         let store = ModelStore(root: directory.path)
-        try FileManager.default.createDirectory(atPath: store.modelsDirectory + "/.removing-x-123/sub", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: store.modelsDirectory + "/.removing-x-123/sub", withIntermediateDirectories: true)
         #expect(try store.list().isEmpty)
         #expect(TestSupport.directoryEntries(store.modelsDirectory).isEmpty)
     }

@@ -37,20 +37,25 @@ import Testing
             var stalled = downloader()
             stalled.readTimeout = .seconds(1)
             stalled.attempts = 1
-            await #expect { try await stalled.download(from: server.url("model.gguf"), to: directory.file("model.gguf")) } throws: { error in
+            await #expect {
+                try await stalled.download(from: server.url("model.gguf"), to: directory.file("model.gguf"))
+            } throws: { error in
                 (error as? StoreError)?.code == .download
             }
             // Nothing that looks whole is left behind.
             #expect(!directoryEntries(directory.path).contains("model.gguf"))
             server.stall(afterTotalBytes: nil)
-            let size = try await downloader().download(from: server.url("model.gguf"), to: directory.file("model.gguf"), sha256: Self.sha256)
+            let size = try await downloader().download(
+                from: server.url("model.gguf"), to: directory.file("model.gguf"), sha256: Self.sha256)
             #expect(size == Int64(Self.payload.count))
         }
     }
 
     @Test func aMissingFileIsNotFoundForGood() async throws {
         try await withServer { server, directory in
-            await #expect { try await downloader().download(from: server.url("nothing.gguf"), to: directory.file("x")) } throws: { error in
+            await #expect {
+                try await downloader().download(from: server.url("nothing.gguf"), to: directory.file("x"))
+            } throws: { error in
                 (error as? StoreError)?.code == .notFound && (error as? StoreError)?.message.contains("404") == true
             }
         }
@@ -107,7 +112,9 @@ import Testing
             try await downloader().download(from: server.url("model.gguf"), to: path, sha256: Self.sha256)
             #expect(try readFile(path) == Self.payload)
             let refetched = server.bytesServed - before
-            #expect(refetched < Self.payload.count - 3 * flaky.pieceSize, "fetched \(refetched) of \(Self.payload.count) again (\(pieces) pieces)")
+            #expect(
+                refetched < Self.payload.count - 3 * flaky.pieceSize,
+                "fetched \(refetched) of \(Self.payload.count) again (\(pieces) pieces)")
             #expect(!FileSystem.exists(path + ".partial.json"))
         }
     }
@@ -116,7 +123,8 @@ import Testing
         try await withServer { server, directory in
             let path = directory.file("model.gguf")
             let error = await #expect(throws: StoreError.self) {
-                try await downloader().download(from: server.url("model.gguf"), to: path, sha256: String(repeating: "0", count: 64))
+                try await downloader().download(
+                    from: server.url("model.gguf"), to: path, sha256: String(repeating: "0", count: 64))
             }
             #expect(error?.code == .checksumMismatch)
             #expect(directoryEntries(directory.path).isEmpty)

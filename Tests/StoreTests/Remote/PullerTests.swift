@@ -38,7 +38,8 @@ import Testing
         server.add("SmolLM2.gguf", gguf)
         try server.start()
         let store = ModelStore(root: directory.file("home"))
-        let outcome = try await Puller(store: store).pull(server.url("SmolLM2.gguf").absoluteString + "#sha256=" + RealModel.sha256)
+        let outcome = try await Puller(store: store).pull(
+            server.url("SmolLM2.gguf").absoluteString + "#sha256=" + RealModel.sha256)
         #expect(outcome.name.rawValue == "smollm2")
         #expect(outcome.index.tensors.count == 272)
         try store.reader(for: outcome.name).verify()
