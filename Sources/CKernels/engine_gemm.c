@@ -33,6 +33,30 @@ static float ref_dot(int wtype, const uint8_t *w, const uint8_t *a, int64_t k) {
             sum += f16_to_f32(x->d) * f16_to_f32(y->d) * (float)sumi + f16_to_f32(x->m) * f16_to_f32(y->s);
         }
         return sum;
+    case SLLM_Q5_0:
+        // GGML's `ggml_vec_dot_q5_0_q8_0`: values −16…15, one scale product per block.
+        for (int64_t b = 0; b < k / QK; b++) {
+            const block_q5_0 *x = (const block_q5_0 *)w + b;
+            const block_q8_0 *y = (const block_q8_0 *)a + b;
+            uint8_t values[QK];
+            q5_values(x->qh, x->qs, values);
+            int sumi = 0;
+            for (int j = 0; j < QK; j++) sumi += ((int)values[j] - 16) * y->qs[j];
+            sum += (float)sumi * (f16_to_f32(x->d) * f16_to_f32(y->d));
+        }
+        return sum;
+    case SLLM_Q5_1:
+        // `ggml_vec_dot_q5_1_q8_1`: values 0…31; the min meets Q8_1's s = d·Σq.
+        for (int64_t b = 0; b < k / QK; b++) {
+            const block_q5_1 *x = (const block_q5_1 *)w + b;
+            const block_q8_1 *y = (const block_q8_1 *)a + b;
+            uint8_t values[QK];
+            q5_values(x->qh, x->qs, values);
+            int sumi = 0;
+            for (int j = 0; j < QK; j++) sumi += values[j] * y->qs[j];
+            sum += f16_to_f32(x->d) * f16_to_f32(y->d) * (float)sumi + f16_to_f32(x->m) * f16_to_f32(y->s);
+        }
+        return sum;
     case SLLM_Q8_0:
         for (int64_t b = 0; b < k / QK; b++) {
             const block_q8_0 *x = (const block_q8_0 *)w + b;

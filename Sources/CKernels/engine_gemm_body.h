@@ -16,12 +16,36 @@ static inline __m256i SUFFIX(nibbles)(const uint8_t *qs) {
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0F));
 }
 
-static inline __attribute__((always_inline)) void SUFFIX(row_q4_1)(const block_q4_1 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+/// Byte j is 0xFF where bit j of the 32 bits at `p` is set (GGML's `bytes_from_bits_32`).
+static inline __m256i SUFFIX(bits_to_bytes)(const uint8_t *p) {
+    uint32_t bits;
+    memcpy(&bits, p, 4);
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int)bits),
+        _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000));
+    return _mm256_cmpeq_epi8(_mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)), _mm256_set1_epi64x(-1));
+}
+
+/// The 32 five-bit values (0…31) of a Q5 block: the nibbles at `qs`, the fifth bits at `qh`.
+static inline __m256i SUFFIX(five_bits)(const uint8_t *qh, const uint8_t *qs) {
+    return _mm256_or_si256(SUFFIX(nibbles)(qs), _mm256_and_si256(SUFFIX(bits_to_bytes)(qh), _mm256_set1_epi8(0x10)));
+}
+
+/// The unsigned quants of a block with an f16 scale and min first: Q4_1's nibbles (0…15) or
+/// Q5_1's five-bit values (0…31), met by Q8_1 activations.
+static inline __m256i SUFFIX(unsigned_quants)(const uint8_t *block, int five_bit) {
+    return five_bit ? SUFFIX(five_bits)(block + 4, block + 8) : SUFFIX(nibbles)(block + 4);
+}
+
+static inline __attribute__((always_inline)) void SUFFIX(row_with_min)(const uint8_t *x, size_t bytes, int five_bit, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     float summ[4] = {0, 0, 0, 0};
     for (int64_t b = 0; b < nb; b++) {
-        const __m256i q = SUFFIX(nibbles)(x[b].qs);
-        const float dx = _cvtsh_ss(x[b].d), mx = _cvtsh_ss(x[b].m);
+        const uint8_t *block = x + (size_t)b * bytes;
+        const __m256i q = SUFFIX(unsigned_quants)(block, five_bit);
+        uint16_t dm[2];
+        memcpy(dm, block, 4);
+        const float dx = _cvtsh_ss(dm[0]), mx = _cvtsh_ss(dm[1]);
         for (int t = 0; t < tn; t++) {
             const block_q8_1 *y = (const block_q8_1 *)(a + (size_t)t * astride) + b;
             __m256i s = _mm256_setzero_si256();
@@ -33,10 +57,23 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q4_1)(const block_q
     for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]) + summ[t];
 }
 
-/// The 32 signed quants of a block whose f16 scale comes first: Q8_0's bytes, or Q4_0's nibbles
-/// shifted to −8…7. Both then meet Q8_0 activations the same way.
-static inline __m256i SUFFIX(signed_quants)(const uint8_t *block, int four_bit) {
-    return four_bit ? _mm256_sub_epi8(SUFFIX(nibbles)(block + 2), _mm256_set1_epi8(8)) : _mm256_loadu_si256((const __m256i *)(block + 2));
+static inline __attribute__((always_inline)) void SUFFIX(row_q4_1)(const block_q4_1 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+    SUFFIX(row_with_min)((const uint8_t *)x, sizeof(block_q4_1), 0, a, astride, tn, nb, out, ldo);
+}
+
+static inline __attribute__((always_inline)) void SUFFIX(row_q5_1)(const block_q5_1 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+    SUFFIX(row_with_min)((const uint8_t *)x, sizeof(block_q5_1), 1, a, astride, tn, nb, out, ldo);
+}
+
+/// The 32 signed quants of a block whose f16 scale comes first: Q8_0's bytes (`bits` 8), Q4_0's
+/// nibbles shifted to −8…7 (4), or Q5_0's five-bit values shifted to −16…15 (5). All then meet
+/// Q8_0 activations the same way.
+static inline __m256i SUFFIX(signed_quants)(const uint8_t *block, int bits) {
+    switch (bits) {
+    case 4: return _mm256_sub_epi8(SUFFIX(nibbles)(block + 2), _mm256_set1_epi8(8));
+    case 5: return _mm256_sub_epi8(SUFFIX(five_bits)(block + 2, block + 6), _mm256_set1_epi8(16));
+    default: return _mm256_loadu_si256((const __m256i *)(block + 2));
+    }
 }
 
 static inline float SUFFIX(block_scale)(const uint8_t *block) {
@@ -47,11 +84,11 @@ static inline float SUFFIX(block_scale)(const uint8_t *block) {
 
 /// Q8_0 / Q4_0 weights (`bytes` per block) against Q8_0 activations: Σ over blocks of
 /// d_w·d_a·Σ q_w·q_a, with the sign trick so the byte dot product sees an unsigned side.
-static inline __attribute__((always_inline)) void SUFFIX(row_signed)(const uint8_t *x, size_t bytes, int four_bit, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+static inline __attribute__((always_inline)) void SUFFIX(row_signed)(const uint8_t *x, size_t bytes, int bits, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *block = x + (size_t)b * bytes;
-        const __m256i q = SUFFIX(signed_quants)(block, four_bit);
+        const __m256i q = SUFFIX(signed_quants)(block, bits);
         const __m256i magnitude = _mm256_sign_epi8(q, q);
         const float dx = SUFFIX(block_scale)(block);
         for (int t = 0; t < tn; t++) {
@@ -65,11 +102,15 @@ static inline __attribute__((always_inline)) void SUFFIX(row_signed)(const uint8
 }
 
 static inline __attribute__((always_inline)) void SUFFIX(row_q8_0)(const block_q8_0 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
-    SUFFIX(row_signed)((const uint8_t *)x, sizeof(block_q8_0), 0, a, astride, tn, nb, out, ldo);
+    SUFFIX(row_signed)((const uint8_t *)x, sizeof(block_q8_0), 8, a, astride, tn, nb, out, ldo);
 }
 
 static inline __attribute__((always_inline)) void SUFFIX(row_q4_0)(const block_q4_0 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
-    SUFFIX(row_signed)((const uint8_t *)x, sizeof(block_q4_0), 1, a, astride, tn, nb, out, ldo);
+    SUFFIX(row_signed)((const uint8_t *)x, sizeof(block_q4_0), 4, a, astride, tn, nb, out, ldo);
+}
+
+static inline __attribute__((always_inline)) void SUFFIX(row_q5_0)(const block_q5_0 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+    SUFFIX(row_signed)((const uint8_t *)x, sizeof(block_q5_0), 5, a, astride, tn, nb, out, ldo);
 }
 
 /// Q4_K: eight sub-blocks of 32 with 6-bit scales and mins; the mins meet Q8_K's 16-sums.
@@ -176,29 +217,32 @@ static inline __attribute__((always_inline)) float SUFFIX(dot_f32)(const float *
     return sum;
 }
 
-/// Decoding (one token) of Q4_1 and Q8_0: the activation scales are converted from f16 once
-/// per call rather than once per row; the arithmetic is the tiled kernels' exactly.
-static void SUFFIX(gemv_q4_1)(const uint8_t *w, size_t ws, int64_t r0, int64_t r1, const block_q8_1 *y, int64_t nb, float *out) {
+/// Decoding (one token) of Q4_1/Q5_1 and Q4_0/Q5_0/Q8_0: the activation scales are converted
+/// from f16 once per call rather than once per row; the arithmetic is the tiled kernels' exactly.
+static void SUFFIX(gemv_with_min)(const uint8_t *w, size_t ws, size_t bytes, int five_bit, int64_t r0, int64_t r1, const block_q8_1 *y, int64_t nb, float *out) {
     float dy[nb], sy[nb];
     for (int64_t b = 0; b < nb; b++) {
         dy[b] = _cvtsh_ss(y[b].d);
         sy[b] = _cvtsh_ss(y[b].s);
     }
     for (int64_t r = r0; r < r1; r++) {
-        const block_q4_1 *x = (const block_q4_1 *)(w + (size_t)r * ws);
+        const uint8_t *x = w + (size_t)r * ws;
         __m256 acc = _mm256_setzero_ps();
         float summ = 0;
         for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *block = x + (size_t)b * bytes;
+            uint16_t dm[2];
+            memcpy(dm, block, 4);
             __m256i dot = _mm256_setzero_si256();
-            DOT_U8I8(dot, SUFFIX(nibbles)(x[b].qs), _mm256_loadu_si256((const __m256i *)y[b].qs));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x[b].d) * dy[b]), _mm256_cvtepi32_ps(dot), acc);
-            summ += _cvtsh_ss(x[b].m) * sy[b];
+            DOT_U8I8(dot, SUFFIX(unsigned_quants)(block, five_bit), _mm256_loadu_si256((const __m256i *)y[b].qs));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(dm[0]) * dy[b]), _mm256_cvtepi32_ps(dot), acc);
+            summ += _cvtsh_ss(dm[1]) * sy[b];
         }
         out[r] = SUFFIX(hsum)(acc) + summ;
     }
 }
 
-static inline __attribute__((always_inline)) void SUFFIX(gemv_signed)(const uint8_t *w, size_t ws, size_t bytes, int four_bit, int64_t r0, int64_t r1, const block_q8_0 *y, int64_t nb, float *out) {
+static inline __attribute__((always_inline)) void SUFFIX(gemv_signed)(const uint8_t *w, size_t ws, size_t bytes, int bits, int64_t r0, int64_t r1, const block_q8_0 *y, int64_t nb, float *out) {
     float dy[nb];
     for (int64_t b = 0; b < nb; b++) dy[b] = _cvtsh_ss(y[b].d);
     for (int64_t r = r0; r < r1; r++) {
@@ -206,7 +250,7 @@ static inline __attribute__((always_inline)) void SUFFIX(gemv_signed)(const uint
         __m256 acc = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *block = x + (size_t)b * bytes;
-            const __m256i q = SUFFIX(signed_quants)(block, four_bit);
+            const __m256i q = SUFFIX(signed_quants)(block, bits);
             __m256i dot = _mm256_setzero_si256();
             DOT_U8I8(dot, _mm256_sign_epi8(q, q), _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[b].qs), q));
             acc = _mm256_fmadd_ps(_mm256_set1_ps(SUFFIX(block_scale)(block) * dy[b]), _mm256_cvtepi32_ps(dot), acc);
@@ -234,6 +278,8 @@ static inline __attribute__((always_inline)) void SUFFIX(gemv_signed)(const uint
 SLLM_TILED(q4_1, block_q4_1)
 SLLM_TILED(q8_0, block_q8_0)
 SLLM_TILED(q4_0, block_q4_0)
+SLLM_TILED(q5_0, block_q5_0)
+SLLM_TILED(q5_1, block_q5_1)
 SLLM_TILED(q4_K, block_q4_K)
 SLLM_TILED(q6_K, block_q6_K)
 #undef SLLM_TILED
@@ -242,15 +288,23 @@ static int SUFFIX(gemm)(int wtype, const void *w, size_t ws, int64_t r0, int64_t
                         int64_t nt, int64_t k, float *out, int64_t ldo) {
     switch (wtype) {
     case SLLM_Q4_1:
-        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_q4_1)(w, ws, r0, r1, a, k / QK, out);
+        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_with_min)(w, ws, sizeof(block_q4_1), 0, r0, r1, a, k / QK, out);
         else SUFFIX(gemm_q4_1)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
+    case SLLM_Q5_1:
+        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_with_min)(w, ws, sizeof(block_q5_1), 1, r0, r1, a, k / QK, out);
+        else SUFFIX(gemm_q5_1)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
+        return 1;
+    case SLLM_Q5_0:
+        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_signed)(w, ws, sizeof(block_q5_0), 5, r0, r1, a, k / QK, out);
+        else SUFFIX(gemm_q5_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
+        return 1;
     case SLLM_Q8_0:
-        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_signed)(w, ws, sizeof(block_q8_0), 0, r0, r1, a, k / QK, out);
+        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_signed)(w, ws, sizeof(block_q8_0), 8, r0, r1, a, k / QK, out);
         else SUFFIX(gemm_q8_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q4_0:
-        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_signed)(w, ws, sizeof(block_q4_0), 1, r0, r1, a, k / QK, out);
+        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_signed)(w, ws, sizeof(block_q4_0), 4, r0, r1, a, k / QK, out);
         else SUFFIX(gemm_q4_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q4_K: SUFFIX(gemm_q4_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;

@@ -10,6 +10,8 @@
 
 typedef struct { uint16_t d; uint8_t qs[16]; } block_q4_0;
 typedef struct { uint16_t d, m; uint8_t qs[16]; } block_q4_1;
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } block_q5_0;
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } block_q5_1;
 typedef struct { uint16_t d; int8_t qs[32]; } block_q8_0;
 typedef struct { uint16_t d, s; int8_t qs[32]; } block_q8_1;
 typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } block_q4_K;
@@ -18,6 +20,8 @@ typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } block_q8_K;
 
 _Static_assert(sizeof(block_q4_0) == 18, "q4_0");
 _Static_assert(sizeof(block_q4_1) == 20, "q4_1");
+_Static_assert(sizeof(block_q5_0) == 22, "q5_0");
+_Static_assert(sizeof(block_q5_1) == 24, "q5_1");
 _Static_assert(sizeof(block_q8_0) == 34, "q8_0");
 _Static_assert(sizeof(block_q8_1) == 36, "q8_1");
 _Static_assert(sizeof(block_q4_K) == 144, "q4_K");
@@ -55,6 +59,17 @@ static inline float ggml_dot_f16(const uint16_t *x, const uint16_t *y, int64_t n
     double sum = (double)((quarter[0] + quarter[2]) + (quarter[1] + quarter[3]));
     for (int64_t i = whole; i < n; i++) sum += (double)(f16_to_f32(x[i]) * f16_to_f32(y[i]));
     return (float)sum;
+}
+
+/// The 32 five-bit values of a Q5_0/Q5_1 block, 0…31: element j's low four bits are nibble j
+/// (low nibbles first, then high), its fifth bit is bit j of `qh` (little-endian).
+static inline void q5_values(const uint8_t *qh, const uint8_t *qs, uint8_t *out) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    for (int j = 0; j < 16; j++) {
+        out[j] = (uint8_t)((qs[j] & 0xF) | (((h >> j) & 1) << 4));
+        out[j + 16] = (uint8_t)((qs[j] >> 4) | (((h >> (j + 16)) & 1) << 4));
+    }
 }
 
 void sllm_q4_K_scale_min(int j, const uint8_t *q, uint8_t *scale, uint8_t *min);

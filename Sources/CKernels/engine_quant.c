@@ -15,6 +15,8 @@ int sllm_activation_type(int weightType) {
     case SLLM_Q4_0: return SLLM_Q8_0;
     case SLLM_Q8_0: return SLLM_Q8_0;
     case SLLM_Q4_1: return SLLM_Q8_1;
+    case SLLM_Q5_0: return SLLM_Q8_0;
+    case SLLM_Q5_1: return SLLM_Q8_1;
     case SLLM_Q4_K: return SLLM_Q8_K;
     case SLLM_Q6_K: return SLLM_Q8_K;
     default: return -1;
@@ -27,6 +29,8 @@ size_t sllm_row_bytes(int type, int64_t count) {
     case SLLM_F16: case SLLM_BF16: return (size_t)count * 2;
     case SLLM_Q4_0: return (size_t)(count / QK) * sizeof(block_q4_0);
     case SLLM_Q4_1: return (size_t)(count / QK) * sizeof(block_q4_1);
+    case SLLM_Q5_0: return (size_t)(count / QK) * sizeof(block_q5_0);
+    case SLLM_Q5_1: return (size_t)(count / QK) * sizeof(block_q5_1);
     case SLLM_Q8_0: return (size_t)(count / QK) * sizeof(block_q8_0);
     case SLLM_Q8_1: return (size_t)(count / QK) * sizeof(block_q8_1);
     case SLLM_Q4_K: return (size_t)(count / QKK) * sizeof(block_q4_K);
@@ -198,6 +202,24 @@ void sllm_dequantize_row(int type, const void *source, float *y, int64_t count) 
                 y[j] = d * (float)(x->qs[j] & 0xF) + m;
                 y[j + 16] = d * (float)(x->qs[j] >> 4) + m;
             }
+        }
+        break;
+    case SLLM_Q5_0:
+        for (int64_t b = 0; b < count / QK; b++, y += QK) {
+            const block_q5_0 *x = (const block_q5_0 *)source + b;
+            const float d = f16_to_f32(x->d);
+            uint8_t values[QK];
+            q5_values(x->qh, x->qs, values);
+            for (int j = 0; j < QK; j++) y[j] = d * (float)((int)values[j] - 16);
+        }
+        break;
+    case SLLM_Q5_1:
+        for (int64_t b = 0; b < count / QK; b++, y += QK) {
+            const block_q5_1 *x = (const block_q5_1 *)source + b;
+            const float d = f16_to_f32(x->d), m = f16_to_f32(x->m);
+            uint8_t values[QK];
+            q5_values(x->qh, x->qs, values);
+            for (int j = 0; j < QK; j++) y[j] = d * (float)values[j] + m;
         }
         break;
     case SLLM_Q8_0:

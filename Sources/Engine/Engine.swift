@@ -86,11 +86,26 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
-    /// Checks what a model file brings that requests would trip over later: its tokenizer (special
+    /// Checks what a model file brings that requests would trip over later: its architecture and
+    /// every tensor's dtype (one the engine has kernels for), its tokenizer (special
     /// token ids inside the vocabulary), a vocabulary that fits the embeddings, and its chat
     /// template, which must parse and render a one-message conversation within the template
     /// interpreter's limits. Used when pulling, so a bad file is refused once, up front.
     public static func validate(_ reader: CheckpointReader) throws {
+        // What the engine cannot compute on is refused here, naming it, not at the first request.
+        let index = reader.index
+        guard supportedArchitectures.contains(index.config.architecture) else {
+            throw EngineError(
+                .unsupportedModel,
+                "architecture \(index.config.architecture) is not supported (supported: \(supportedArchitectures.sorted().joined(separator: ", ")))"
+            )
+        }
+        if let tensor = index.tensors.first(where: { !supportedWeightTypes.contains($0.dtype) }) {
+            throw EngineError(
+                .unsupportedModel,
+                "tensor \(tensor.name) has dtype \(tensor.dtype.name), which the engine does not compute on (supported: \(supportedWeightTypes.map(\.name).sorted().joined(separator: ", ")))"
+            )
+        }
         let tokenizer = try tokenizer(index: reader.index, name: reader.directory) { Data(try reader.fileContents($0)) }
         let config = reader.index.config
         guard tokenizer.vocabularySize <= config.vocabularySize else {
@@ -236,7 +251,7 @@ public final class Engine: @unchecked Sendable {
                 sequence.sampler.sample(
                     logits: UnsafeBufferPointer(rebasing: logits[0..<tokenizer.vocabularySize]),
                     history: sequence.tokens[
-                        max(0, sequence.tokens.count - sequence.sampler.state.parameters.penaltyWindow)...])
+                        max(0, sequence.tokens.count - max(0, sequence.sampler.state.parameters.penaltyWindow))...])
             }
             sequence.appendSampled(choice.token)
             return choice

@@ -7,6 +7,7 @@ import Testing
     static let types: [(name: String, id: Int32, block: Int, bytes: Int)] = [
         ("f32", Int32(SLLM_F32), 1, 4), ("f16", Int32(SLLM_F16), 1, 2), ("bf16", Int32(SLLM_BF16), 1, 2),
         ("q4_0", Int32(SLLM_Q4_0), 32, 18), ("q4_1", Int32(SLLM_Q4_1), 32, 20), ("q8_0", Int32(SLLM_Q8_0), 32, 34),
+        ("q5_0", Int32(SLLM_Q5_0), 32, 22), ("q5_1", Int32(SLLM_Q5_1), 32, 24),
         ("q4_K", Int32(SLLM_Q4_K), 256, 144), ("q6_K", Int32(SLLM_Q6_K), 256, 210),
     ]
 
@@ -35,6 +36,16 @@ import Testing
                 out +=
                     half(Float.random(in: 0.001...0.1, using: &generator))
                     + half(Float.random(in: -0.5...0.5, using: &generator)) + random(16)
+            }
+        case SLLM_Q5_0:
+            for _ in 0..<(count / 32) {
+                out += half(Float.random(in: 0.001...0.1, using: &generator)) + random(4) + random(16)
+            }
+        case SLLM_Q5_1:
+            for _ in 0..<(count / 32) {
+                out +=
+                    half(Float.random(in: 0.001...0.1, using: &generator))
+                    + half(Float.random(in: -0.5...0.5, using: &generator)) + random(4) + random(16)
             }
         case SLLM_Q8_0:
             // Quants of −127…127, as GGML's quantizer produces.
@@ -93,11 +104,11 @@ import Testing
                     for t in 0..<tokens {
                         sllm_dequantize_row(activationType, ab.baseAddress! + t * activationBytes, &a, Int64(columns))
                         var sum = zip(w, a).reduce(0) { $0 + Double($1.0) * Double($1.1) }
-                        if type.id == Int32(SLLM_Q4_1) {
+                        if type.id == Int32(SLLM_Q4_1) || type.id == Int32(SLLM_Q5_1) {
                             // Q8_1 carries s = f16(d·Σq) for the min term: the kernel (and GGML) use
                             // m·s instead of the exact Σ m·d·q.
                             for block in 0..<(columns / 32) {
-                                let wBlock = wb.baseAddress! + r * rowBytes + block * 20
+                                let wBlock = wb.baseAddress! + r * rowBytes + block * type.bytes
                                 let aBlock = ab.baseAddress! + t * activationBytes + block * 36
                                 let m = Double(
                                     Float16(bitPattern: wBlock.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))

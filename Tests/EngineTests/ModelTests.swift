@@ -297,13 +297,17 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
         defer { directory.remove() }
         var builder = GGUFBuilder.tinyLlama()
         let index = builder.tensors.firstIndex { $0.name == "blk.0.attn_q.weight" }!
-        builder.tensors[index].type = 6  // q5_0: 32 blocks of 22 bytes
-        builder.tensors[index].data = [UInt8](repeating: 0, count: 32 * 22)
+        builder.tensors[index].type = 9  // q8_1 (an activation type): 32 blocks of 36 bytes
+        builder.tensors[index].data = [UInt8](repeating: 0, count: 32 * 36)
         try writeFile(directory.file("m.gguf"), builder.build())
         let model = try await load(directory, source: directory.file("m.gguf"))
-        #expect { try Engine(model: model) } throws: { error in
+        let named = { (error: any Error) in
             (error as? EngineError)?.kind == .unsupportedModel && "\(error)".contains("blk.0.attn_q.weight")
-                && "\(error)".contains("q5_0")
+                && "\(error)".contains("q8_1")
         }
+        #expect { try Engine(model: model) } throws: { named($0) }
+        // `sllm pull` and `deploy` validate before accepting the model: refused there already.
+        let reader = try ModelStore(root: directory.file("home")).reader(for: try ModelName("m"))
+        #expect { try Engine.validate(reader) } throws: { named($0) }
     }
 }

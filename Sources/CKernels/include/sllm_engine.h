@@ -14,6 +14,8 @@ enum {
     SLLM_F16 = 1,
     SLLM_Q4_0 = 2,
     SLLM_Q4_1 = 3,
+    SLLM_Q5_0 = 6,
+    SLLM_Q5_1 = 7,
     SLLM_Q8_0 = 8,
     SLLM_Q8_1 = 9,
     SLLM_Q4_K = 12,
@@ -23,7 +25,7 @@ enum {
 };
 
 /// The type activations are converted to before a dot product with weights of `weightType`
-/// (GGML's `vec_dot_type`): Q8_1 for Q4_1, Q8_0 for Q4_0/Q8_0, Q8_K for K-quants, and the
+/// (GGML's `vec_dot_type`): Q8_1 for Q4_1/Q5_1, Q8_0 for Q4_0/Q5_0/Q8_0, Q8_K for K-quants, and the
 /// weight's own type for F16/BF16/F32. -1 for a weight type the kernels do not support.
 int sllm_activation_type(int weightType);
 

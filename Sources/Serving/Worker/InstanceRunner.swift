@@ -167,7 +167,8 @@ final class InstanceRunner: @unchecked Sendable {
                     // A resumed job's text so far was sent by the instance it came from: only
                     // what follows is reported.
                     let resumed =
-                        arrival.job.resume.map { Array($0.tokens[min($0.promptCount, $0.tokens.count)...]) } ?? []
+                        arrival.job.resume.map { Array($0.tokens[min(max(0, $0.promptCount), $0.tokens.count)...]) }
+                        ?? []
                     let driver = GenerationDriver(
                         tokenizer: engine.tokenizer, parameters: arrival.job.parameters, resumedTokens: resumed)
                     active.append(

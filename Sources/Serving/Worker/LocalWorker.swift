@@ -23,6 +23,9 @@ public final class LocalWorker: Worker {
     /// Jobs submitted and not yet finished; background work (the DRAM pool fill) waits for zero.
     let runningJobs = Atomic<Int>(0)
     var isBusy: Bool { runningJobs.load(ordering: .relaxed) > 0 }
+    /// Checkpoint bytes of the store's models by name, with their index's modification time:
+    /// an inventory re-reads only the indexes that changed (status pages ask for it often).
+    private let storeSizes = StoreSizes()
     /// Load bandwidth per tier, measured on this node's real loads.
     private let bandwidth = Mutex<[Tier: BandwidthAverage]>([:])
     private let logger: Logger
@@ -60,7 +63,9 @@ public final class LocalWorker: Worker {
 
     public func inventory() async -> NodeInventory {
         let (store, cache) = (store, loader.cache)
-        let (models, entries) = await (try? runBlocking { (try store.list(), cache.listEntries()) }) ?? ([], [])
+        let sizes = storeSizes
+        let (ssd, entries) =
+            await (try? runBlocking { (Self.storeContents(store, sizes: sizes), cache.listEntries()) }) ?? ([], [])
         let rates = bandwidth.withLock { $0 }
         func tier(_ tier: Tier, _ held: [HeldModel]) -> TierInventory {
             TierInventory(
@@ -70,10 +75,6 @@ public final class LocalWorker: Worker {
         let dram = entries.filter(\.complete).compactMap { entry in
             (try? ModelName(entry.name)).map { HeldModel(name: $0, bytes: entry.bytes) }
         }
-        let ssd = models.compactMap { entry -> HeldModel? in
-            guard let name = try? ModelName(entry.name), let index = try? entry.index.get() else { return nil }
-            return HeldModel(name: name, bytes: index.partitions.reduce(0) { $0 + $1.byteCount })
-        }
         let running = instances.withLock { $0 }
         return NodeInventory(
             node: node, cores: ProcessInfo.processInfo.activeProcessorCount, threadsPerInstance: threads,
@@ -81,6 +82,22 @@ public final class LocalWorker: Worker {
             reservedBytes: running.values.reduce(0) { $0 + $1.info.weightBytes + $1.info.kvCacheBytes },
             dramBudgetBytes: cache.budgetBytes, tiers: [tier(.dram, dram), tier(.ssd, ssd), tier(.remote, [])],
             instances: running.keys.sorted(), runningJobs: runningJobs.load(ordering: .relaxed))
+    }
+
+    /// The store's complete models (hidden partial and trash directories skipped) and their
+    /// checkpoint bytes; an unreadable index leaves its model out.
+    private static func storeContents(_ store: ModelStore, sizes: StoreSizes) -> [HeldModel] {
+        let names = (try? FileSystem.listDirectory(store.modelsDirectory)) ?? []
+        return names.filter { !$0.hasPrefix(".") }.compactMap { entry in
+            guard let name = try? ModelName(entry),
+                let stamp = FileSystem.modificationTime(store.directory(for: name) + "/" + CheckpointIndex.fileName)
+            else { return nil }
+            if let bytes = sizes.bytes(of: entry, stamp: stamp) { return HeldModel(name: name, bytes: bytes) }
+            guard let reader = try? store.reader(for: name) else { return nil }
+            let bytes = reader.index.partitions.reduce(0) { $0 + $1.byteCount }
+            sizes.record(entry, stamp: stamp, bytes: bytes)
+            return HeldModel(name: name, bytes: bytes)
+        }
     }
 
     public func modelFacts(_ model: ModelName) async throws -> ModelFacts {
@@ -279,5 +296,18 @@ struct BandwidthAverage: Sendable {
     mutating func add(_ rate: Double) {
         bytesPerSecond = bytesPerSecond.map { $0 + Self.weight * (rate - $0) } ?? rate
         count += 1
+    }
+}
+
+/// Checkpoint sizes by model, valid while the index's modification time is unchanged.
+final class StoreSizes: Sendable {
+    private let sizes = Mutex<[String: (stamp: Double, bytes: Int)]>([:])
+
+    func bytes(of name: String, stamp: Double) -> Int? {
+        sizes.withLock { $0[name] }.flatMap { $0.stamp == stamp ? $0.bytes : nil }
+    }
+
+    func record(_ name: String, stamp: Double, bytes: Int) {
+        sizes.withLock { $0[name] = (stamp, bytes) }
     }
 }

@@ -220,6 +220,82 @@ import Tokenizers
         await worker.stopInstance("b")
     }
 
+    /// What crosses the wire next (the cluster) is untrusted: mutated jobs and snapshots either
+    /// fail to decode, fail with an error event, or run to an end; none traps the instance, and
+    /// it still serves a good job afterwards. Bounded (`SLLM_FUZZ_ITERATIONS`, default 120).
+    @Test func mutatedJobsAndSnapshotsNeverTrapAnInstance() async throws {
+        let directory = try TemporaryDirectory("worker-fuzz")
+        defer { directory.remove() }
+        let worker = try await Self.worker(directory)
+        let facts = try await worker.modelFacts(try ModelName("smol"))
+        let sizing = InstanceSizing(
+            requestedContext: 24, modelContext: facts.contextLength, maxSequences: 2,
+            weightBytes: facts.weightBytes, kvBytesPerPosition: facts.kvBytesPerPosition)
+        for try await _ in worker.startInstance(
+            InstanceSpec(id: "f", deployment: "d", model: try ModelName("smol"), sizing: sizing))
+        {}
+        var sampling = SamplingParameters()
+        sampling.seed = 7
+        sampling.repetitionPenalty = 1.1
+        var base = GenerationJob(
+            id: "j", prompt: [1, 2, 3, 4], sampling: sampling, maxTokens: 6, stop: ["x"], logprobs: 2)
+        base.resume = SequenceSnapshot(
+            tokens: [1, 2, 3, 4, 5, 6], promptCount: 4, sampler: Sampler(parameters: sampling).state)
+        let valid = try #require(
+            try JSONSerialization.jsonObject(with: try JSONEncoder().encode(base)) as? [String: Any])
+        let strange: [Any] = [
+            -1, 0, 1, 49151, 49152, Int.max, Int.min, -0.5, 1e300, "", "x", NSNull(), true, [Int](), [-1, 99999],
+            [Int](repeating: 7, count: 40), ["a": 1],
+        ]
+        let paths: [[String]] = [
+            ["prompt"], ["maxTokens"], ["logprobs"], ["stop"], ["id"], ["resume", "tokens"], ["resume", "promptCount"],
+            ["resume", "sampler", "drawn"], ["resume", "sampler", "rngState"],
+            ["resume", "sampler", "parameters", "penaltyWindow"],
+            ["resume", "sampler", "parameters", "topK"], ["resume", "sampler", "parameters", "temperature"],
+            ["sampling", "penaltyWindow"],
+            ["sampling", "topK"], ["sampling", "minP"], ["resume"],
+        ]
+        func setting(_ object: [String: Any], _ path: ArraySlice<String>, _ value: Any) -> [String: Any] {
+            var object = object
+            guard let key = path.first else { return object }
+            if path.count == 1 {
+                object[key] = value
+            } else {
+                object[key] = setting(object[key] as? [String: Any] ?? [:], path.dropFirst(), value)
+            }
+            return object
+        }
+        let iterations = Int(ProcessInfo.processInfo.environment["SLLM_FUZZ_ITERATIONS"] ?? "") ?? 120
+        var random = SeededGenerator(seed: 13)
+        var ran = 0
+        for iteration in 0..<iterations {
+            var object = valid
+            for _ in 0..<Int.random(in: 1...3, using: &random) {
+                object = setting(
+                    object, paths.randomElement(using: &random)![...], strange.randomElement(using: &random)!)
+            }
+            guard let data = try? JSONSerialization.data(withJSONObject: object),
+                var job = try? JSONDecoder().decode(GenerationJob.self, from: data)
+            else { continue }
+            job.id = "j\(iteration)"
+            job.maxTokens = job.maxTokens.map { min($0, 8) }
+            do {
+                for try await _ in worker.run(job, on: "f") {}
+                ran += 1
+            } catch {
+                #expect(!"\(error)".isEmpty)
+            }
+        }
+        #expect(ran > 0, "some mutated jobs still decode and run")
+        var good = GenerationJob(
+            id: "after", prompt: [1, 2, 3], sampling: .greedy, maxTokens: 3, stop: [], logprobs: nil)
+        good.stopAtEndOfGeneration = false
+        var tokens = 0
+        for try await event in worker.run(good, on: "f") { if case .token = event { tokens += 1 } }
+        #expect(tokens == 3, "the instance still serves")
+        await worker.stopInstance("f")
+    }
+
     @Test func namesAndSizingAreCheckedWhereTheyAreDecided() throws {
         #expect(throws: (any Error).self) { try JSONDecoder().decode(ModelName.self, from: Data(#""../etc""#.utf8)) }
         #expect(try JSONDecoder().decode(ModelName.self, from: Data(#""smol""#.utf8)) == (try ModelName("smol")))
