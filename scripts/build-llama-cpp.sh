@@ -21,5 +21,5 @@ if [ ! -d "$dir/src" ]; then
     rm -rf "$tmp"
 fi
 cmake -S "$dir/src" -B "$dir/build" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release >&2
-cmake --build "$dir/build" -j"$(nproc)" --target llama-bench llama-server llama-completion >&2
+cmake --build "$dir/build" -j"$(nproc)" --target llama-bench llama-server llama-completion llama-quantize >&2
 echo "$dir/build/bin"
