@@ -114,8 +114,14 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q5_0)(const block_q
 }
 
 /// Q4_K: eight sub-blocks of 32 with 6-bit scales and mins; the mins meet Q8_K's 16-sums.
+/// GGML's AVX2 `ggml_vec_dot_q4_K_q8_K` exactly: each of eight int32 lanes sums four bytes of
+/// every sub-block times its scale; per block the lanes are added to eight float accumulators
+/// (`d·lane`, fused), the mins to four (`−dmin·(m·sums)` over sub-block pairs), and the two are
+/// reduced at the end as GGML does. Integer sums are exact; matching the float order keeps
+/// the results GGML's bit for bit, so quantized activations downstream round the same way.
 static inline __attribute__((always_inline)) void SUFFIX(row_q4_K)(const block_q4_K *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
-    float sum[4] = {0, 0, 0, 0};
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m128 accm[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
     for (int64_t b = 0; b < nb; b++) {
         uint8_t scales[8], mins[8];
         for (int j = 0; j < 8; j++) sllm_q4_K_scale_min(j, x[b].scales, &scales[j], &mins[j]);
@@ -125,53 +131,62 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q4_K)(const block_q
             q[2 * j] = _mm256_and_si256(packed, _mm256_set1_epi8(0x0F));
             q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), _mm256_set1_epi8(0x0F));
         }
-        const float d = _cvtsh_ss(x[b].d), dmin = _cvtsh_ss(x[b].dmin);
+        const __m128i mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mins));
+        const float xd = _cvtsh_ss(x[b].d), xdmin = _cvtsh_ss(x[b].dmin);
         for (int t = 0; t < tn; t++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * astride) + b;
-            int summs = 0;
-            for (int j = 0; j < 8; j++) summs += mins[j] * (y->bsums[2 * j] + y->bsums[2 * j + 1]);
+            const __m256i bsums = _mm256_loadu_si256((const __m256i *)y->bsums);
+            const __m128i sums = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+            const __m128i prod = _mm_madd_epi16(mins16, sums);
+            accm[t] = _mm_fmadd_ps(_mm_set1_ps(-y->d * xdmin), _mm_cvtepi32_ps(prod), accm[t]);
             __m256i total = _mm256_setzero_si256();
             for (int j = 0; j < 8; j++) {
                 __m256i s = _mm256_setzero_si256();
                 DOT_U8I8(s, q[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));
                 total = _mm256_add_epi32(total, _mm256_mullo_epi32(s, _mm256_set1_epi32(scales[j])));
             }
-            __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
-            t4 = _mm_hadd_epi32(t4, t4);
-            t4 = _mm_hadd_epi32(t4, t4);
-            sum[t] += d * y->d * (float)_mm_cvtsi128_si32(t4) - dmin * y->d * (float)summs;
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * xd), _mm256_cvtepi32_ps(total), acc[t]);
         }
     }
-    for (int t = 0; t < tn; t++) out[t * ldo] = sum[t];
+    for (int t = 0; t < tn; t++) {
+        __m128 m = _mm_add_ps(accm[t], _mm_movehl_ps(accm[t], accm[t]));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        out[t * ldo] = SUFFIX(hsum)(acc[t]) + _mm_cvtss_f32(m);
+    }
 }
 
 /// Q6_K: sixteen sub-blocks of 16 with signed 8-bit scales; values −32…31 made unsigned
-/// (+32) for the byte dot product and corrected with Q8_K's 16-sums.
+/// (+32) for the byte dot product and corrected with Q8_K's 16-sums. GGML's AVX2
+/// `ggml_vec_dot_q6_K_q8_K` exactly: eight int32 lanes, each four bytes of every 32-value group
+/// times its sub-block's scale, less 32·(scale·sum) of sub-blocks 2i and 2i+1; per block
+/// `d·lane` is added to eight float accumulators (fused), reduced at the end.
 static inline __attribute__((always_inline)) void SUFFIX(row_q6_K)(const block_q6_K *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
-    float sum[4] = {0, 0, 0, 0};
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++) {
         int8_t values[QKK];
         sllm_q6_K_values(&x[b], values);
-        __m256i q[8];
-        for (int j = 0; j < 8; j++) q[j] = _mm256_add_epi8(_mm256_loadu_si256((const __m256i *)(values + 32 * j)), _mm256_set1_epi8(32));
-        const float d = _cvtsh_ss(x[b].d);
+        __m256i q[8], scale[8];
+        for (int j = 0; j < 8; j++) {
+            q[j] = _mm256_add_epi8(_mm256_loadu_si256((const __m256i *)(values + 32 * j)), _mm256_set1_epi8(32));
+            // Lanes 0-3 hold sub-block 2j, lanes 4-7 sub-block 2j+1.
+            scale[j] = _mm256_set_m128i(_mm_set1_epi32(x[b].scales[2 * j + 1]), _mm_set1_epi32(x[b].scales[2 * j]));
+        }
+        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales));
+        const float xd = _cvtsh_ss(x[b].d);
         for (int t = 0; t < tn; t++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * astride) + b;
-            int isum = 0;
+            const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), scales16), 5);
+            __m256i total = _mm256_setzero_si256();
             for (int j = 0; j < 8; j++) {
                 __m256i s = _mm256_setzero_si256();
                 DOT_U8I8(s, q[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));
-                int32_t lanes[8];
-                _mm256_storeu_si256((__m256i *)lanes, s);
-                // Lanes 0-3 hold sub-block 2j, lanes 4-7 sub-block 2j+1.
-                const int low = lanes[0] + lanes[1] + lanes[2] + lanes[3] - 32 * y->bsums[2 * j];
-                const int high = lanes[4] + lanes[5] + lanes[6] + lanes[7] - 32 * y->bsums[2 * j + 1];
-                isum += x[b].scales[2 * j] * low + x[b].scales[2 * j + 1] * high;
+                total = _mm256_add_epi32(total, _mm256_mullo_epi32(s, scale[j]));
             }
-            sum[t] += d * y->d * (float)isum;
+            total = _mm256_sub_epi32(total, offset);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * xd), _mm256_cvtepi32_ps(total), acc[t]);
         }
     }
-    for (int t = 0; t < tn; t++) out[t * ldo] = sum[t];
+    for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]);
 }
 
 static inline __attribute__((always_inline)) float SUFFIX(dot_f16)(const uint16_t *x, const uint16_t *y, int64_t k) {
