@@ -83,6 +83,24 @@ static float ref_dot(int wtype, const uint8_t *w, const uint8_t *a, int64_t k) {
             sum += f16_to_f32(x->d) * y->d * (float)sumi - f16_to_f32(x->dmin) * y->d * (float)summs;
         }
         return sum;
+    case SLLM_Q5_K:
+        for (int64_t b = 0; b < k / QKK; b++) {
+            const block_q5_K *x = (const block_q5_K *)w + b;
+            const block_q8_K *y = (const block_q8_K *)a + b;
+            uint8_t values[QKK];
+            q5_K_values(x, values);
+            int sumi = 0, summs = 0;
+            for (int j = 0; j < 8; j++) {
+                uint8_t sc, m;
+                sllm_q4_K_scale_min(j, x->scales, &sc, &m);
+                int isum = 0;
+                for (int l = 0; l < 32; l++) isum += values[32 * j + l] * y->qs[32 * j + l];
+                sumi += sc * isum;
+                summs += m * (y->bsums[2 * j] + y->bsums[2 * j + 1]);
+            }
+            sum += f16_to_f32(x->d) * y->d * (float)sumi - f16_to_f32(x->dmin) * y->d * (float)summs;
+        }
+        return sum;
     case SLLM_Q6_K:
         for (int64_t b = 0; b < k / QKK; b++) {
             const block_q6_K *x = (const block_q6_K *)w + b;

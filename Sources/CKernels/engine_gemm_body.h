@@ -155,6 +155,39 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q4_K)(const block_q
     }
 }
 
+/// Q5_K: Q4_K's sub-blocks and scales with a fifth bit per value (0…31), and GGML's AVX2
+/// `ggml_vec_dot_q5_K_q8_K` float order: `d·lane` into eight fused accumulators per block, the
+/// mins as one float sum (`−dmin·Σ m·sums`, added per block), reduced at the end.
+static inline __attribute__((always_inline)) void SUFFIX(row_q5_K)(const block_q5_K *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    float summs[4] = {0, 0, 0, 0};
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t scales[8], mins[8], values[QKK];
+        for (int j = 0; j < 8; j++) sllm_q4_K_scale_min(j, x[b].scales, &scales[j], &mins[j]);
+        q5_K_values(&x[b], values);
+        __m256i q[8];
+        for (int j = 0; j < 8; j++) q[j] = _mm256_loadu_si256((const __m256i *)(values + 32 * j));
+        const __m128i mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mins));
+        const float xd = _cvtsh_ss(x[b].d), xdmin = _cvtsh_ss(x[b].dmin);
+        for (int t = 0; t < tn; t++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * astride) + b;
+            const __m256i bsums = _mm256_loadu_si256((const __m256i *)y->bsums);
+            const __m128i sums = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+            const __m128i prod = _mm_madd_epi16(mins16, sums);
+            const __m128i folded = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
+            summs[t] += -y->d * xdmin * (float)_mm_cvtsi128_si32(folded);
+            __m256i total = _mm256_setzero_si256();
+            for (int j = 0; j < 8; j++) {
+                __m256i s = _mm256_setzero_si256();
+                DOT_U8I8(s, q[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));
+                total = _mm256_add_epi32(total, _mm256_mullo_epi32(s, _mm256_set1_epi32(scales[j])));
+            }
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * xd), _mm256_cvtepi32_ps(total), acc[t]);
+        }
+    }
+    for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]) + summs[t];
+}
+
 /// Q6_K: sixteen sub-blocks of 16 with signed 8-bit scales; values −32…31 made unsigned
 /// (+32) for the byte dot product and corrected with Q8_K's 16-sums. GGML's AVX2
 /// `ggml_vec_dot_q6_K_q8_K` exactly: eight int32 lanes, each four bytes of every 32-value group
@@ -296,6 +329,7 @@ SLLM_TILED(q4_0, block_q4_0)
 SLLM_TILED(q5_0, block_q5_0)
 SLLM_TILED(q5_1, block_q5_1)
 SLLM_TILED(q4_K, block_q4_K)
+SLLM_TILED(q5_K, block_q5_K)
 SLLM_TILED(q6_K, block_q6_K)
 #undef SLLM_TILED
 
@@ -323,6 +357,7 @@ static int SUFFIX(gemm)(int wtype, const void *w, size_t ws, int64_t r0, int64_t
         else SUFFIX(gemm_q4_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q4_K: SUFFIX(gemm_q4_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
+    case SLLM_Q5_K: SUFFIX(gemm_q5_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
     case SLLM_Q6_K: SUFFIX(gemm_q6_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
     case SLLM_F16:
         for (int64_t r = r0; r < r1; r++)

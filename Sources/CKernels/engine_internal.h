@@ -15,6 +15,7 @@ typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } block_q5_1;
 typedef struct { uint16_t d; int8_t qs[32]; } block_q8_0;
 typedef struct { uint16_t d, s; int8_t qs[32]; } block_q8_1;
 typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } block_q4_K;
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } block_q5_K;
 typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } block_q6_K;
 typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } block_q8_K;
 
@@ -25,6 +26,7 @@ _Static_assert(sizeof(block_q5_1) == 24, "q5_1");
 _Static_assert(sizeof(block_q8_0) == 34, "q8_0");
 _Static_assert(sizeof(block_q8_1) == 36, "q8_1");
 _Static_assert(sizeof(block_q4_K) == 144, "q4_K");
+_Static_assert(sizeof(block_q5_K) == 176, "q5_K");
 _Static_assert(sizeof(block_q6_K) == 210, "q6_K");
 _Static_assert(sizeof(block_q8_K) == 292, "q8_K");
 
@@ -70,6 +72,17 @@ static inline void q5_values(const uint8_t *qh, const uint8_t *qs, uint8_t *out)
         out[j] = (uint8_t)((qs[j] & 0xF) | (((h >> j) & 1) << 4));
         out[j + 16] = (uint8_t)((qs[j] >> 4) | (((h >> (j + 16)) & 1) << 4));
     }
+}
+
+/// The 256 values (0…31) of a Q5_K block, in order: sub-block 2j takes the low nibbles of
+/// qs[32j…32j+31] and bit 2j of qh[0…31] as its fifth bit; sub-block 2j+1 the high nibbles
+/// and bit 2j+1 (GGML's `dequantize_row_q5_K`).
+static inline void q5_K_values(const block_q5_K *x, uint8_t *out) {
+    for (int j = 0; j < 4; j++)
+        for (int l = 0; l < 32; l++) {
+            out[64 * j + l] = (uint8_t)((x->qs[32 * j + l] & 0xF) | (((x->qh[l] >> (2 * j)) & 1) << 4));
+            out[64 * j + 32 + l] = (uint8_t)((x->qs[32 * j + l] >> 4) | (((x->qh[l] >> (2 * j + 1)) & 1) << 4));
+        }
 }
 
 void sllm_q4_K_scale_min(int j, const uint8_t *q, uint8_t *scale, uint8_t *min);

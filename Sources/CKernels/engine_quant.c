@@ -18,6 +18,7 @@ int sllm_activation_type(int weightType) {
     case SLLM_Q5_0: return SLLM_Q8_0;
     case SLLM_Q5_1: return SLLM_Q8_1;
     case SLLM_Q4_K: return SLLM_Q8_K;
+    case SLLM_Q5_K: return SLLM_Q8_K;
     case SLLM_Q6_K: return SLLM_Q8_K;
     default: return -1;
     }
@@ -34,6 +35,7 @@ size_t sllm_row_bytes(int type, int64_t count) {
     case SLLM_Q8_0: return (size_t)(count / QK) * sizeof(block_q8_0);
     case SLLM_Q8_1: return (size_t)(count / QK) * sizeof(block_q8_1);
     case SLLM_Q4_K: return (size_t)(count / QKK) * sizeof(block_q4_K);
+    case SLLM_Q5_K: return (size_t)(count / QKK) * sizeof(block_q5_K);
     case SLLM_Q6_K: return (size_t)(count / QKK) * sizeof(block_q6_K);
     case SLLM_Q8_K: return (size_t)(count / QKK) * sizeof(block_q8_K);
     default: return 0;
@@ -255,6 +257,20 @@ void sllm_dequantize_row(int type, const void *source, float *y, int64_t count) 
                 const float d2 = d * sc, m2 = dmin * m;
                 for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 0xF) - m1;
                 for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
+            }
+        }
+        break;
+    case SLLM_Q5_K:
+        for (int64_t b = 0; b < count / QKK; b++, y += QKK) {
+            const block_q5_K *x = (const block_q5_K *)source + b;
+            const float d = f16_to_f32(x->d), dmin = f16_to_f32(x->dmin);
+            uint8_t values[QKK];
+            q5_K_values(x, values);
+            for (int j = 0; j < 8; j++) {
+                uint8_t sc, m;
+                sllm_q4_K_scale_min(j, x->scales, &sc, &m);
+                const float dj = d * sc, mj = dmin * m;
+                for (int l = 0; l < 32; l++) y[32 * j + l] = dj * (float)values[32 * j + l] - mj;
             }
         }
         break;

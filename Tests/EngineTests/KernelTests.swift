@@ -8,7 +8,8 @@ import Testing
         ("f32", Int32(SLLM_F32), 1, 4), ("f16", Int32(SLLM_F16), 1, 2), ("bf16", Int32(SLLM_BF16), 1, 2),
         ("q4_0", Int32(SLLM_Q4_0), 32, 18), ("q4_1", Int32(SLLM_Q4_1), 32, 20), ("q8_0", Int32(SLLM_Q8_0), 32, 34),
         ("q5_0", Int32(SLLM_Q5_0), 32, 22), ("q5_1", Int32(SLLM_Q5_1), 32, 24),
-        ("q4_K", Int32(SLLM_Q4_K), 256, 144), ("q6_K", Int32(SLLM_Q6_K), 256, 210),
+        ("q4_K", Int32(SLLM_Q4_K), 256, 144), ("q5_K", Int32(SLLM_Q5_K), 256, 176),
+        ("q6_K", Int32(SLLM_Q6_K), 256, 210),
     ]
 
     static func half(_ value: Float) -> [UInt8] {
@@ -59,6 +60,13 @@ import Testing
                     half(Float.random(in: 0.001...0.01, using: &generator))
                     + half(Float.random(in: 0.001...0.01, using: &generator))
                 out += random(12) + random(128)
+            }
+        case SLLM_Q5_K:
+            for _ in 0..<(count / 256) {
+                out +=
+                    half(Float.random(in: 0.001...0.01, using: &generator))
+                    + half(Float.random(in: 0.001...0.01, using: &generator))
+                out += random(12) + random(32) + random(128)
             }
         case SLLM_Q6_K:
             for _ in 0..<(count / 256) {

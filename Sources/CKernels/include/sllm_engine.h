@@ -19,6 +19,7 @@ enum {
     SLLM_Q8_0 = 8,
     SLLM_Q8_1 = 9,
     SLLM_Q4_K = 12,
+    SLLM_Q5_K = 13,
     SLLM_Q6_K = 14,
     SLLM_Q8_K = 15,
     SLLM_BF16 = 30,

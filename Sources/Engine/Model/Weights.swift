@@ -66,7 +66,7 @@ struct Layer: Sendable {
 let supportedArchitectures: Set<String> = ["llama", "mistral", "qwen2"]
 
 /// Weight types with kernels; others are refused at start-up with their name.
-let supportedWeightTypes: Set<DType> = [.f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q6_K]
+let supportedWeightTypes: Set<DType> = [.f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K]
 
 /// All weights of a model, as views into a `LoadedModel` (nothing is copied except the small
 /// norm and bias vectors, which are turned into floats).
