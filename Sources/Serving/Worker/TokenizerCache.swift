@@ -20,11 +20,6 @@ final class TokenizerCache: Sendable {
         return tokenizer
     }
 
-    /// The tokenizer of a checkpoint in the store, without loading its weights.
-    func tokenizer(of reader: CheckpointReader) throws -> Tokenizer {
-        try tokenizer(index: reader.index, name: reader.directory) { Data(try reader.fileContents($0)) }
-    }
-
     /// The tokenizer of a loaded model.
     func tokenizer(of model: any ModelWeights) throws -> Tokenizer {
         try tokenizer(index: model.index, name: model.name) { Data(try model.fileContents($0)) }

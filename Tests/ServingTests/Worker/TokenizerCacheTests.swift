@@ -1,3 +1,4 @@
+import Checkpoint
 import Foundation
 import Store
 import TestSupport
@@ -13,10 +14,11 @@ import Tokenizers
         defer { directory.remove() }
         try await RealModel.link(into: directory.file("home"), as: "smol")
         let reader = try ModelStore(root: directory.file("home")).reader(for: try ModelName("smol"))
+        let read = { (file: String) in Data(try reader.fileContents(file)) }
         let cache = TokenizerCache()
-        let first = try cache.tokenizer(of: reader)
-        #expect(try cache.tokenizer(of: reader) === first)
-        #expect(try TokenizerCache().tokenizer(of: reader) !== first)
+        let first = try cache.tokenizer(index: reader.index, name: "smol", read: read)
+        #expect(try cache.tokenizer(index: reader.index, name: "smol", read: read) === first)
+        #expect(try TokenizerCache().tokenizer(index: reader.index, name: "smol", read: read) !== first)
         #expect(first.vocabularySize == 49152)
     }
 }
