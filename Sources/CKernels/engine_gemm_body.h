@@ -335,25 +335,27 @@ SLLM_TILED(q6_K, block_q6_K)
 
 static int SUFFIX(gemm)(int wtype, const void *w, size_t ws, int64_t r0, int64_t r1, const void *a, size_t as,
                         int64_t nt, int64_t k, float *out, int64_t ldo) {
+    /* One token, and rows short enough for the gemv's stack array of activation scales: the gemv path. */
+    const int gemv = nt == 1 && k / QK <= 4096;
     switch (wtype) {
     case SLLM_Q4_1:
-        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_with_min)(w, ws, sizeof(block_q4_1), 0, r0, r1, a, k / QK, out);
+        if (gemv) SUFFIX(gemv_with_min)(w, ws, sizeof(block_q4_1), 0, r0, r1, a, k / QK, out);
         else SUFFIX(gemm_q4_1)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q5_1:
-        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_with_min)(w, ws, sizeof(block_q5_1), 1, r0, r1, a, k / QK, out);
+        if (gemv) SUFFIX(gemv_with_min)(w, ws, sizeof(block_q5_1), 1, r0, r1, a, k / QK, out);
         else SUFFIX(gemm_q5_1)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q5_0:
-        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_signed)(w, ws, sizeof(block_q5_0), 5, r0, r1, a, k / QK, out);
+        if (gemv) SUFFIX(gemv_signed)(w, ws, sizeof(block_q5_0), 5, r0, r1, a, k / QK, out);
         else SUFFIX(gemm_q5_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q8_0:
-        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_signed)(w, ws, sizeof(block_q8_0), 8, r0, r1, a, k / QK, out);
+        if (gemv) SUFFIX(gemv_signed)(w, ws, sizeof(block_q8_0), 8, r0, r1, a, k / QK, out);
         else SUFFIX(gemm_q8_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q4_0:
-        if (nt == 1 && k / QK <= 4096) SUFFIX(gemv_signed)(w, ws, sizeof(block_q4_0), 4, r0, r1, a, k / QK, out);
+        if (gemv) SUFFIX(gemv_signed)(w, ws, sizeof(block_q4_0), 4, r0, r1, a, k / QK, out);
         else SUFFIX(gemm_q4_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q4_K: SUFFIX(gemm_q4_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;

@@ -12,6 +12,8 @@ public struct NodeFacts: Sendable, Equatable {
     public var node: String
     /// Memory the node's budget has free for instances.
     public var freeMemoryBytes: Int
+    /// Memory held by idle instances, which memory admission may stop to make room.
+    public var idleMemoryBytes: Int
     /// The fastest tier holding the model on this node (`.remote` when it must be fetched).
     public var tier: CheckpointTier
     /// Measured load bandwidth per tier, bytes per second.
@@ -20,11 +22,12 @@ public struct NodeFacts: Sendable, Equatable {
     public var queuedSeconds: Double
 
     public init(
-        node: String, freeMemoryBytes: Int, tier: CheckpointTier, bandwidth: [CheckpointTier: Double],
-        queuedSeconds: Double = 0
+        node: String, freeMemoryBytes: Int, idleMemoryBytes: Int = 0, tier: CheckpointTier,
+        bandwidth: [CheckpointTier: Double], queuedSeconds: Double = 0
     ) {
         self.node = node
         self.freeMemoryBytes = freeMemoryBytes
+        self.idleMemoryBytes = idleMemoryBytes
         self.tier = tier
         self.bandwidth = bandwidth
         self.queuedSeconds = queuedSeconds
@@ -44,10 +47,18 @@ public struct PlacementRequest: Sendable, Equatable {
     }
 }
 
-/// The node chosen and the start-up time expected there.
+/// The node chosen and the start-up time expected there (nil when the policy does not estimate
+/// one, as the one-node placement before the node's first load).
 public struct PlacementDecision: Sendable, Equatable {
     public var node: String
-    public var estimatedStartSeconds: Double
+    public var tier: CheckpointTier
+    public var estimatedStartSeconds: Double?
+
+    public init(node: String, tier: CheckpointTier, estimatedStartSeconds: Double?) {
+        self.node = node
+        self.tier = tier
+        self.estimatedStartSeconds = estimatedStartSeconds
+    }
 }
 
 /// Chooses a node for an instance start from per-node facts. The cluster scheduler and the
@@ -57,24 +68,52 @@ public protocol Placement: Sendable {
     func place(_ request: PlacementRequest, on nodes: [NodeFacts]) -> PlacementDecision?
 }
 
-/// ServerlessLLM's locality-aware choice: the node with the lowest estimated start-up time,
-/// queued loads plus the checkpoint's bytes over the node's bandwidth from its fastest tier
-/// holding it, among nodes with the memory free. Ties go to the faster tier, then the node id.
-public struct LocalityPlacement: Placement {
+/// Seconds to load `request`'s checkpoint on `node` from its fastest tier holding it, after
+/// the loads queued there; nil without a bandwidth for that tier (measured, else `assumed`).
+func loadEstimate(
+    _ request: PlacementRequest, on node: NodeFacts, assumed: [CheckpointTier: Double] = [:]
+) -> Double? {
+    guard let rate = node.bandwidth[node.tier] ?? assumed[node.tier], rate > 0 else { return nil }
+    return node.queuedSeconds + Double(request.checkpointBytes) / rate
+}
+
+/// One node's placement, `sllm serve`'s: the instance goes to the node there is (the first,
+/// when given several) whatever its memory, since memory admission on that node decides
+/// whether idle instances stop or the start is refused with the figures. The estimate is the
+/// locality estimate once the node has measured a load from that tier.
+public struct SingleNodePlacement: Placement {
     public init() {}
 
-    /// Seconds until an instance of `request` could run on `node`; nil when the node lacks memory
-    /// or a bandwidth for its tier.
+    public func place(_ request: PlacementRequest, on nodes: [NodeFacts]) -> PlacementDecision? {
+        guard let node = nodes.first else { return nil }
+        return PlacementDecision(
+            node: node.node, tier: node.tier, estimatedStartSeconds: loadEstimate(request, on: node))
+    }
+}
+
+/// ServerlessLLM's locality-aware choice: the node with the lowest estimated start-up time,
+/// queued loads plus the checkpoint's bytes over the node's bandwidth from its fastest tier
+/// holding it, among nodes whose free memory (with what idle instances hold, which admission
+/// may stop) fits the instance. Ties go to the faster tier, then the node id. A tier a node has
+/// not measured yet is estimated at `assumedBandwidth` (a node with neither is left out, as is
+/// a node that would have to fetch a checkpoint from a tier without a rate).
+public struct LocalityPlacement: Placement {
+    public var assumedBandwidth: [CheckpointTier: Double]
+
+    public init(assumedBandwidth: [CheckpointTier: Double] = [:]) {
+        self.assumedBandwidth = assumedBandwidth
+    }
+
+    /// Seconds until an instance of `request` could run on `node`; nil when the node lacks
+    /// memory or a bandwidth for its tier.
     public func estimate(_ request: PlacementRequest, on node: NodeFacts) -> Double? {
-        guard node.freeMemoryBytes >= request.memoryBytes, let rate = node.bandwidth[node.tier], rate > 0 else {
-            return nil
-        }
-        return node.queuedSeconds + Double(request.checkpointBytes) / rate
+        guard node.freeMemoryBytes + node.idleMemoryBytes >= request.memoryBytes else { return nil }
+        return loadEstimate(request, on: node, assumed: assumedBandwidth)
     }
 
     public func place(_ request: PlacementRequest, on nodes: [NodeFacts]) -> PlacementDecision? {
         nodes.compactMap { node in estimate(request, on: node).map { (node, $0) } }
             .min { ($0.1, $0.0.tier, $0.0.node) < ($1.1, $1.0.tier, $1.0.node) }
-            .map { PlacementDecision(node: $0.0.node, estimatedStartSeconds: $0.1) }
+            .map { PlacementDecision(node: $0.0.node, tier: $0.0.tier, estimatedStartSeconds: $0.1) }
     }
 }

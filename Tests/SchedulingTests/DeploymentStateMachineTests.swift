@@ -313,10 +313,11 @@ extension KeepAlive {
             NodeFacts(node: "c", freeMemoryBytes: 8 << 30, tier: .dram, bandwidth: bandwidth),
         ]
         #expect(
-            LocalityPlacement().place(request, on: nodes) == PlacementDecision(node: "c", estimatedStartSeconds: 0.2))
+            LocalityPlacement().place(request, on: nodes)
+                == PlacementDecision(node: "c", tier: .dram, estimatedStartSeconds: 0.2))
         #expect(
             LocalityPlacement().place(request, on: Array(nodes.prefix(2)))
-                == PlacementDecision(node: "b", estimatedStartSeconds: 2))
+                == PlacementDecision(node: "b", tier: .ssd, estimatedStartSeconds: 2))
     }
 
     /// A queue ahead of the load counts: a busy node with the model in DRAM loses to an idle one
@@ -340,5 +341,40 @@ extension KeepAlive {
         // Equal estimates: the faster tier, then the node id.
         let twins = ["y", "x"].map { NodeFacts(node: $0, freeMemoryBytes: 8 << 30, tier: .ssd, bandwidth: bandwidth) }
         #expect(LocalityPlacement().place(request, on: twins)?.node == "x")
+    }
+
+    /// Memory idle instances hold counts as room (admission may stop them); a tier the node has
+    /// not measured is estimated at the assumed rate, and a measured rate beats the assumption.
+    @Test func idleMemoryAndAssumedBandwidth() {
+        let crowded = NodeFacts(
+            node: "crowded", freeMemoryBytes: 1 << 30, idleMemoryBytes: 6 << 30, tier: .dram, bandwidth: bandwidth)
+        #expect(LocalityPlacement().place(request, on: [crowded])?.node == "crowded")
+        var full = crowded
+        full.idleMemoryBytes = 1 << 30
+        #expect(LocalityPlacement().place(request, on: [full]) == nil)
+
+        let fresh = NodeFacts(node: "fresh", freeMemoryBytes: 8 << 30, tier: .dram, bandwidth: [:])
+        let measured = NodeFacts(node: "measured", freeMemoryBytes: 8 << 30, tier: .ssd, bandwidth: [.ssd: 4e9])
+        let placement = LocalityPlacement(assumedBandwidth: [.dram: 8e9, .ssd: 1e9])
+        #expect(
+            placement.place(request, on: [fresh, measured])
+                == PlacementDecision(node: "fresh", tier: .dram, estimatedStartSeconds: 0.5))
+        var slowDRAM = fresh
+        slowDRAM.bandwidth = [.dram: 2e9]
+        #expect(placement.place(request, on: [slowDRAM, measured])?.node == "measured")
+    }
+
+    /// The one-node placement takes the node there is, whatever its memory (admission decides
+    /// on the node), with an estimate only once the node has measured that tier.
+    @Test func singleNodePlacementTakesTheNode() {
+        let node = NodeFacts(node: "n", freeMemoryBytes: 0, tier: .ssd, bandwidth: [:])
+        #expect(
+            SingleNodePlacement().place(request, on: [node])
+                == PlacementDecision(node: "n", tier: .ssd, estimatedStartSeconds: nil))
+        var measured = node
+        measured.bandwidth = [.ssd: 2e9]
+        measured.queuedSeconds = 1
+        #expect(SingleNodePlacement().place(request, on: [measured])?.estimatedStartSeconds == 3)
+        #expect(SingleNodePlacement().place(request, on: []) == nil)
     }
 }

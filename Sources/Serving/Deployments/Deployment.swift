@@ -36,6 +36,8 @@ public struct DeploymentSpec: Sendable, Codable, Equatable {
 /// A slot on an instance, held for the length of one request.
 struct Lease: Sendable {
     var instance: InstanceInfo
+    /// The node the instance runs on.
+    var node: NodePool.Node
     /// From the request reaching the deployment to getting the slot.
     var waitedSeconds: Double
     /// Whether the request waited for this instance to start.
@@ -49,8 +51,8 @@ actor Deployment {
     nonisolated let name: String
     private(set) var spec: DeploymentSpec
     private var machine: DeploymentStateMachine
-    private let worker: any Worker
-    private let resources: NodeResources
+    /// The nodes instances are placed on, and their memory budgets.
+    private let pool: NodePool
     /// Keep-alive timers and last-use stamps run on it (a manual clock in tests).
     private let clock: any SchedulerClock
     private let metrics: ServingMetrics
@@ -60,8 +62,9 @@ actor Deployment {
     let tokenizer: Tokenizer
     /// The model's facts (context, sizes), as its worker reported them.
     private let facts: ModelFacts
-    /// Memory reserved from the node's budget for each instance (released when it stops).
-    private var reserved: [String: Int] = [:]
+    /// Where each instance was placed, with the memory it reserved from that node's budget
+    /// (released when it stops).
+    private var placed: [String: NodePool.Placed] = [:]
 
     /// A request waiting for a slot: the decision may come before or after it starts waiting.
     private struct Waiter {
@@ -89,15 +92,14 @@ actor Deployment {
     private var deleted = false
 
     init(
-        spec: DeploymentSpec, tokenizer: Tokenizer, facts: ModelFacts, worker: any Worker, resources: NodeResources,
-        clock: any SchedulerClock, metrics: ServingMetrics, logger: Logger
+        spec: DeploymentSpec, tokenizer: Tokenizer, facts: ModelFacts, pool: NodePool, clock: any SchedulerClock,
+        metrics: ServingMetrics, logger: Logger
     ) {
         name = spec.name
         self.spec = spec
         self.tokenizer = tokenizer
         self.facts = facts
-        self.worker = worker
-        self.resources = resources
+        self.pool = pool
         self.clock = clock
         self.metrics = metrics
         gauges = metrics.gauges(deployment: spec.name)
@@ -196,10 +198,10 @@ actor Deployment {
         GenerationEvent, any Error
     > {
         let (events, output) = AsyncThrowingStream.makeStream(of: GenerationEvent.self, throwing: (any Error).self)
-        let task = Task { [worker] in
+        let task = Task {
             var failure: (any Error)?
             do {
-                for try await event in worker.run(job, on: lease.instance.id) { output.yield(event) }
+                for try await event in lease.node.worker.run(job, on: lease.instance.id) { output.yield(event) }
             } catch {
                 failure = error
             }
@@ -264,9 +266,13 @@ actor Deployment {
         return (stopped, machine.instances.values.filter { $0.state != .stopping }.count)
     }
 
-    /// Idle instances, the memory each holds and when each was last used (candidates for eviction).
-    func idleInstances() -> [(id: String, bytes: Int, lastUsed: Duration)] {
-        machine.idleInstances.map { ($0, reserved[$0] ?? 0, lastUsed[$0] ?? .zero) }
+    /// Idle instances on `node`, the memory each holds and when each was last used (candidates
+    /// for eviction).
+    func idleInstances(on node: NodeID) -> [(id: String, bytes: Int, lastUsed: Duration)] {
+        machine.idleInstances.compactMap { id in
+            guard let placed = placed[id], placed.node.id == node else { return nil }
+            return (id, placed.bytes, lastUsed[id] ?? .zero)
+        }
     }
 
     /// Stops an idle instance to free memory for another deployment; returns the bytes freed.
@@ -274,7 +280,7 @@ actor Deployment {
         guard machine.evict(id) else { return 0 }
         timers.removeValue(forKey: id)?.task.cancel()
         logger.info("deployment \(name): instance \(id) stopped to free memory")
-        let freed = reserved[id] ?? 0
+        let freed = placed[id]?.bytes ?? 0
         await stopNow(id)
         return freed
     }
@@ -284,8 +290,10 @@ actor Deployment {
         let instances = machine.instances.map { id, instance in
             InstanceStatus(
                 id: id, state: instance.state.rawValue, inFlight: instance.inFlight,
-                startedAt: started[id]?.startedAt, tier: started[id]?.tier,
-                memoryBytes: reserved[id] ?? sizing.totalBytes, loadProgress: progress.withLock { $0[id] },
+                startedAt: started[id]?.startedAt, tier: started[id]?.tier, node: placed[id]?.node.id,
+                estimatedStartSeconds: placed[id]?.decision.estimatedStartSeconds,
+                loadSeconds: started[id]?.loadSeconds,
+                memoryBytes: placed[id]?.bytes ?? sizing.totalBytes, loadProgress: progress.withLock { $0[id] },
                 expiresAt: instance.inFlight == 0 ? timers[id].map { wallTime($0.expiresAt) } : nil,
                 keepAlive: (instance.keepAliveOverride ?? spec.scaling.keepAlive).description,
                 lastUsed: lastUsed[id].map(wallTime))
@@ -312,12 +320,16 @@ actor Deployment {
                 timers.removeValue(forKey: id)?.task.cancel()
                 Task { await self.stopNow(id) }
             case .dispatch(let waiterID, let id):
-                guard let waiter = waiters[waiterID], let info = started[id] else { continue }
+                guard let waiter = waiters[waiterID], let info = started[id], let node = placed[id]?.node else {
+                    continue
+                }
                 timers.removeValue(forKey: id)?.task.cancel()
                 settle(
                     waiterID,
-                    .success(Lease(instance: info, waitedSeconds: seconds(since: waiter.arrival), coldStart: coldStart))
-                )
+                    .success(
+                        Lease(
+                            instance: info, node: node, waitedSeconds: seconds(since: waiter.arrival),
+                            coldStart: coldStart)))
             case .reject(let waiterID, let rejection):
                 settle(waiterID, .failure(error(for: rejection)))
             case .scheduleTimer(let id, let token, let delay):
@@ -350,16 +362,25 @@ actor Deployment {
     private func start(_ id: String) async {
         let sizing = self.sizing
         let instanceSpec = InstanceSpec(id: id, deployment: name, model: facts.name, sizing: sizing)
-        let bytes = sizing.totalBytes
+        let placement: NodePool.Placed
         do {
-            try await resources.reserve(bytes, for: name)
-            reserved[id] = bytes
+            placement = try await pool.place(
+                facts.name, checkpointBytes: facts.weightBytes, memoryBytes: sizing.totalBytes, for: name)
+            placed[id] = placement
         } catch {
             progress.withLock { _ = $0.removeValue(forKey: id) }
             logger.warning("deployment \(name): instance not started: \(error)")
             perform(machine.instanceFailed(id, reason: "\(error)"))
             return
         }
+        let decision = placement.decision
+        logger.debug(
+            "deployment \(name): instance \(id) placed on \(decision.node)",
+            metadata: [
+                "tier": "\(decision.tier.rawValue)",
+                "estimate": "\(decision.estimatedStartSeconds.map { "\($0) s" } ?? "none (tier not measured yet)")",
+            ])
+        let worker = placement.node.worker
         do {
             var startedInfo: InstanceInfo?
             for try await event in worker.startInstance(instanceSpec) {
@@ -368,6 +389,7 @@ actor Deployment {
                 case .started(let info): startedInfo = info
                 }
             }
+            await pool.loaded(placement)
             guard let info = startedInfo else {
                 throw ServingError(.unavailable, "the worker ended the start of \(id) without starting it")
             }
@@ -377,13 +399,14 @@ actor Deployment {
             lastUsed[id] = clock.now
             if deleted || machine.instances[id] == nil {
                 await worker.stopInstance(id)
-                await resources.release(reserved.removeValue(forKey: id) ?? 0)
+                await releaseMemory(of: id)
                 return
             }
             perform(machine.instanceStarted(id), coldStart: true)
         } catch {
+            await pool.loaded(placement)
             progress.withLock { _ = $0.removeValue(forKey: id) }
-            await resources.release(reserved.removeValue(forKey: id) ?? 0)
+            await releaseMemory(of: id)
             logger.error("deployment \(name): instance failed to start: \(error)")
             perform(machine.instanceFailed(id, reason: "\(ServingError(error).message)"))
         }
@@ -395,9 +418,15 @@ actor Deployment {
             return
         }
         lastUsed[id] = nil
-        await worker.stopInstance(id)
-        await resources.release(reserved.removeValue(forKey: id) ?? 0)
+        await placed[id]?.node.worker.stopInstance(id)
+        await releaseMemory(of: id)
         perform(machine.instanceStopped(id))
+    }
+
+    /// Returns an instance's memory to its node's budget.
+    private func releaseMemory(of id: String) async {
+        guard let placement = placed.removeValue(forKey: id) else { return }
+        await pool.release(placement.bytes, on: placement.node.id)
     }
 
     private func timerFired(_ id: String, token: Int) {
@@ -427,6 +456,12 @@ public struct InstanceStatus: Sendable, Codable {
     public var inFlight: Int
     public var startedAt: Date?
     public var tier: Tier?
+    /// The node the instance was placed on.
+    public var node: NodeID?
+    /// The start-up time the placement expected (loads queued on the node, then this load; nil
+    /// before the node has measured its tier), beside the load time it took.
+    public var estimatedStartSeconds: Double?
+    public var loadSeconds: Double?
     public var memoryBytes: Int
     public var loadProgress: Double?
     /// When an idle instance will stop (nil while busy, or when kept forever).

@@ -13,13 +13,14 @@ import Tokenizers
 /// inventories, pulls and instances, never the node's disk.
 actor DeploymentRegistry {
     let configuration: ServeConfiguration
-    /// The nodes instances run on (one for `sllm serve`).
-    let workers: [any Worker]
-    /// The node this registry starts instances on and pulls to.
-    nonisolated var worker: any Worker { workers[0] }
+    /// The nodes instances run on (one for `sllm serve`), their memory budgets and the placement
+    /// policy choosing among them.
+    let pool: NodePool
+    /// The node models are pulled to and inspected on (the first; a cluster's nodes fetch from
+    /// it and each other).
+    nonisolated var worker: any Worker { pool.nodes[0].worker }
     let state: any StateStore
     let metrics: ServingMetrics
-    let resources: NodeResources
     /// Tokenizers of deployed models (shared with the node's worker).
     let tokenizers: TokenizerCache
     /// The deployments' clock (keep-alive timers, last use): the system's, or a manual one in tests.
@@ -38,29 +39,29 @@ actor DeploymentRegistry {
         var failure: String?
     }
 
-    /// - Parameter tokenizers: where tokenizers built from model facts are kept (in one process,
-    ///   the worker's own, so a model's vocabulary is parsed once).
+    /// - Parameters:
+    ///   - placement: chooses the node of each instance start (`SingleNodePlacement` for one node).
+    ///   - tokenizers: where tokenizers built from model facts are kept (in one process, the
+    ///     worker's own, so a model's vocabulary is parsed once).
     init(
-        configuration: ServeConfiguration, workers: [any Worker],
+        configuration: ServeConfiguration, workers: [any Worker], placement: any Placement = SingleNodePlacement(),
         state: any StateStore, tokenizers: TokenizerCache = TokenizerCache(), clock: any SchedulerClock = SystemClock(),
         metrics: ServingMetrics, logger: Logger
     ) {
-        precondition(!workers.isEmpty, "a deployment registry needs a worker")
+        pool = NodePool(workers: workers, placement: placement)
         self.configuration = configuration
         self.tokenizers = tokenizers
         self.clock = clock
-        self.workers = workers
         self.state = state
         self.metrics = metrics
         self.logger = logger
-        resources = NodeResources(budgetBytes: configuration.memoryBudgetBytes)
     }
 
     /// Brings back the stored deployments (scaled to zero, or to their minimum), deploys the
     /// default model on the very first start, and preloads the configured models.
     func restore() async throws {
-        await resources.setIdleInstances(
-            candidates: { [weak self] in await self?.idleInstances() ?? [] },
+        await pool.setIdleInstances(
+            candidates: { [weak self] node in await self?.idleInstances(on: node) ?? [] },
             evict: { [weak self] candidate in await self?.evict(candidate) ?? 0 })
         let inventory = await worker.inventory()
         for spec in try await state.deployments() {
@@ -301,11 +302,11 @@ actor DeploymentRegistry {
         for pending in pending.values { pending.task.cancel() }
     }
 
-    /// Every idle instance of the node, for memory admission.
-    private func idleInstances() async -> [MemoryAdmission.Candidate] {
+    /// Every idle instance on a node, for placement and memory admission.
+    private func idleInstances(on node: NodeID) async -> [MemoryAdmission.Candidate] {
         var candidates: [MemoryAdmission.Candidate] = []
         for (name, deployment) in deployments {
-            candidates += await deployment.idleInstances().map {
+            candidates += await deployment.idleInstances(on: node).map {
                 MemoryAdmission.Candidate(
                     instance: $0.id, deployment: name, bytes: $0.bytes, lastUsed: $0.lastUsed.seconds)
             }
@@ -409,8 +410,7 @@ actor DeploymentRegistry {
             return data
         }
         return Deployment(
-            spec: spec, tokenizer: tokenizer, facts: facts, worker: worker, resources: resources, clock: clock,
-            metrics: metrics, logger: logger)
+            spec: spec, tokenizer: tokenizer, facts: facts, pool: pool, clock: clock, metrics: metrics, logger: logger)
     }
 }
 

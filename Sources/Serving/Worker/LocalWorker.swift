@@ -44,7 +44,8 @@ public final class LocalWorker: Worker {
 
     /// The node's worker for `sllm serve`: its data directory's store, its DRAM cache (slabs of
     /// loads that died mid-way, by a crash or kill -9, go back to the pool) and its loader.
-    public convenience init(configuration: ServeConfiguration, logger: Logger) throws {
+    /// `node` names it (default: the host name).
+    public convenience init(configuration: ServeConfiguration, node: NodeID? = nil, logger: Logger) throws {
         let store = ModelStore(root: configuration.dataDirectory)
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         // Caches of data directories that no longer exist (and that nobody uses) go first.
@@ -56,7 +57,7 @@ public final class LocalWorker: Worker {
         let loader = ModelLoader(store: store, cache: cache, configuration: .init(directIO: configuration.directIO))
         self.init(
             loader: loader, threads: configuration.threads, memoryBudgetBytes: configuration.memoryBudgetBytes,
-            logger: logger)
+            node: node, logger: logger)
     }
 
     // MARK: - The node

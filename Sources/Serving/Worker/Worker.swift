@@ -9,6 +9,9 @@ public import Store
 /// in-process ``LocalWorker``; a cluster's controller uses a network client of the same shape,
 /// so every value crossing it is `Codable`, and streams carry Codable events, not closures.
 public protocol Worker: Sendable {
+    /// The node this worker runs (a network client knows it once the worker has registered).
+    var node: NodeID { get }
+
     /// Identity, cores, memory, what each tier holds and each tier's measured load bandwidth.
     func inventory() async -> NodeInventory
 

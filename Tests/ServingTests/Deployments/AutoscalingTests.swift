@@ -42,6 +42,7 @@ final class SlowWorker: Worker {
         return stream
     }
 
+    var node: NodeID { inner.node }
     func inventory() async -> NodeInventory { await inner.inventory() }
     func modelFacts(_ model: ModelName) async throws -> ModelFacts { try await inner.modelFacts(model) }
     func resolve(_ source: String) async throws -> SourceResolution { try await inner.resolve(source) }

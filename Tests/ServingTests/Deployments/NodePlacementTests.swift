@@ -1,0 +1,111 @@
+import Engine
+import Foundation
+import Logging
+import Scheduling
+import Store
+import TestSupport
+import Testing
+
+@testable import Serving
+
+/// The registry's placement seam with two real in-process workers (separate stores and DRAM
+/// caches, both holding SmolLM2): each start goes where the policy says, runs and stops there.
+@Suite(.serialized) struct NodePlacementTests {
+    let smol = try! ModelName("smol")
+
+    /// A worker named `node` over its own data directory, with `budget` bytes for instances.
+    static func worker(_ directory: TemporaryDirectory, node: String, budget: Int) async throws -> LocalWorker {
+        let home = directory.file("\(node)/home")
+        try await RealModel.link(into: home, as: "smol")
+        var configuration = ServeConfiguration(dataDirectory: home)
+        configuration.threads = 1
+        configuration.dramCacheBytes = 512 << 20
+        configuration.cacheDirectory = directory.file("\(node)/cache")
+        configuration.memoryBudgetBytes = budget
+        var logger = Logger(label: "test.worker")
+        logger.logLevel = .warning
+        return try LocalWorker(configuration: configuration, node: NodeID(node), logger: logger)
+    }
+
+    /// A registry over `workers` (its state in a directory of its own) with `smol` deployed.
+    static func registry(_ directory: TemporaryDirectory, workers: [LocalWorker]) async throws -> DeploymentRegistry {
+        let nodes = workers.map(\.node.rawValue).joined(separator: "+")
+        var configuration = ServeConfiguration(dataDirectory: directory.file("control-\(nodes)"))
+        configuration.defaultModel = ""
+        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        var logger = Logger(label: "test.registry")
+        logger.logLevel = .warning
+        let registry = DeploymentRegistry(
+            configuration: configuration, workers: workers,
+            placement: LocalityPlacement(assumedBandwidth: [.dram: 8e9, .ssd: 1e9]),
+            state: try SQLiteStateStore(path: configuration.dataDirectory + "/state.sqlite"),
+            metrics: ServingMetrics(), logger: logger)
+        try await registry.restore()
+        _ = try await registry.deploy(DeploymentRequest(model: "smol", contextLength: 512))
+        return registry
+    }
+
+    /// Runs one short greedy job through the deployment; returns the node it ran on.
+    static func runOnce(_ deployment: Deployment) async throws -> NodeID {
+        let lease = try await deployment.acquire()
+        let job = GenerationJob(
+            id: UUID().uuidString, prompt: [1, 2, 3], sampling: SamplingParameters(), maxTokens: 2, stop: [],
+            logprobs: nil)
+        var tokens = 0
+        for try await event in deployment.run(job, on: lease, keepAlive: nil) {
+            if case .token = event { tokens += 1 }
+        }
+        #expect(tokens > 0, "the job ran on the placed instance")
+        return lease.node.id
+    }
+
+    @Test func startsGoWhereTheCheckpointIsFastestAndFits() async throws {
+        let directory = try TemporaryDirectory("placement")
+        defer { directory.remove() }
+        let a = try await Self.worker(directory, node: "a", budget: 4 << 30)
+        let b = try await Self.worker(directory, node: "b", budget: 4 << 30)
+        let registry = try await Self.registry(directory, workers: [a, b])
+        let deployment = try await registry.deployment(named: "smol")
+
+        // Both hold it on SSD: equal estimates go to the node id. With it in b's DRAM, b.
+        _ = try await b.prefetch(smol, into: .dram)
+        #expect(try await Self.runOnce(deployment) == NodeID("b"))
+        let status = try #require(await deployment.snapshot().instances.first)
+        #expect(status.node == NodeID("b") && status.tier == .dram)
+        #expect(status.estimatedStartSeconds != nil && status.loadSeconds != nil)
+        #expect(await b.inventory().instances == [status.id])
+        #expect(await a.inventory().instances.isEmpty)
+
+        // Stopped on the node it ran on; then a holds it in DRAM and b no longer does: a.
+        #expect(try await registry.unload("smol").stopped == 1)
+        #expect(await b.inventory().instances.isEmpty)
+        #expect(try await b.evict(smol, from: .dram) > 0)
+        _ = try await a.prefetch(smol, into: .dram)
+        #expect(try await Self.runOnce(deployment) == NodeID("a"))
+        #expect(await a.inventory().instances.count == 1)
+        #expect(await b.inventory().instances.isEmpty)
+        await registry.stopAll()
+    }
+
+    @Test func aNodeWithoutTheMemoryIsPassedOverAndNoneFittingIsRefusedWithFigures() async throws {
+        let directory = try TemporaryDirectory("placement-memory")
+        defer { directory.remove() }
+        let small = try await Self.worker(directory, node: "small", budget: 16 << 20)
+        let large = try await Self.worker(directory, node: "large", budget: 4 << 30)
+        // The checkpoint is in the small node's DRAM, but an instance does not fit its budget.
+        _ = try await small.prefetch(smol, into: .dram)
+        let registry = try await Self.registry(directory, workers: [small, large])
+        #expect(try await Self.runOnce(try await registry.deployment(named: "smol")) == NodeID("large"))
+        await registry.stopAll()
+
+        let tiny = try await Self.worker(directory, node: "tiny", budget: 8 << 20)
+        let refusing = try await Self.registry(directory, workers: [small, tiny])
+        let error = await #expect(throws: ServingError.self) {
+            _ = try await refusing.deployment(named: "smol").acquire()
+        }
+        let message = error?.message ?? ""
+        #expect(message.contains("no node can start an instance of `smol`"), "\(message)")
+        #expect(message.contains("small: 16.0 MiB free") && message.contains("tiny: 8.0 MiB free"), "\(message)")
+        await refusing.stopAll()
+    }
+}
