@@ -50,7 +50,10 @@ public final class Tokenizer: Sendable {
     public let tokenTypes: [Int]
     private let ids: [String: Int]
     private let ranks: [String: Int]
+    /// Tokens matched in the text before it is split into words, longest first: control,
+    /// user-defined and unknown ones, and the user-defined ones alone.
     private let specials: [(text: String, id: Int)]
+    private let userDefined: [(text: String, id: Int)]
     public let preTokenizer: PreTokenizer
     public let bosTokenID: Int?
     public let eosTokenID: Int?
@@ -137,12 +140,17 @@ public final class Tokenizer: Sendable {
         ranks.reserveCapacity(merges.count)
         for (rank, merge) in merges.enumerated() where ranks[merge] == nil { ranks[merge] = rank }
         self.ranks = ranks
+        // As llama.cpp: control, user-defined and unknown tokens are matched in the text before
+        // anything else, longest first; without parse-special only the user-defined ones are
+        // (Gemma's whitespace runs, Qwen's `<tool_call>`), as Hugging Face's tokenizers do.
+        let matched: Set<Int> = [
+            TokenType.control.rawValue, TokenType.userDefined.rawValue, TokenType.unknown.rawValue,
+        ]
         self.specials = tokens.enumerated()
-            .filter {
-                types[$0.offset] == TokenType.control.rawValue || types[$0.offset] == TokenType.userDefined.rawValue
-            }
+            .filter { matched.contains(types[$0.offset]) && !$0.element.isEmpty }
             .map { ($0.element, $0.offset) }
-            .sorted { $0.text.count > $1.text.count }
+            .sorted { ($0.text.utf8.count, $1.id) > ($1.text.utf8.count, $0.id) }
+        self.userDefined = specials.filter { types[$0.id] == TokenType.userDefined.rawValue }
         self.preTokenizer = preTokenizer
         // Every special token id is checked against the vocabulary. BOS and EOS are used (an EOS
         // outside the vocabulary never ends a generation; either would index out of bounds): a
@@ -236,23 +244,53 @@ public final class Tokenizer: Sendable {
         case text(Substring)
     }
 
+    /// Splits `text` at the special tokens it contains, as llama.cpp's `tokenizer_st_partition`:
+    /// each special in turn, longest first, takes every occurrence of itself (left to right) out
+    /// of the text not yet taken, so a longer special wins over a shorter one that overlaps it
+    /// even when the shorter one starts earlier. Matching is by Unicode scalars (bytes of UTF-8).
     private func fragments(of text: Substring, parseSpecial: Bool) -> [Fragment] {
-        guard parseSpecial, !specials.isEmpty else { return text.isEmpty ? [] : [.text(text)] }
-        var result: [Fragment] = []
-        var start = text.startIndex
-        var index = text.startIndex
-        while index < text.endIndex {
-            if let match = specials.first(where: { text[index...].hasPrefix($0.text) && !$0.text.isEmpty }) {
-                if start < index { result.append(.text(text[start..<index])) }
-                result.append(.special(match.id))
-                index = text.index(index, offsetBy: match.text.count)
-                start = index
-            } else {
-                index = text.index(after: index)
+        guard !text.isEmpty else { return [] }
+        var result: [Fragment] = [.text(text)]
+        let present = Set(text.unicodeScalars)
+        for special in parseSpecial ? specials : userDefined {
+            guard let first = special.text.unicodeScalars.first, present.contains(first) else { continue }
+            let needle = Array(special.text.unicodeScalars)
+            var next: [Fragment] = []
+            next.reserveCapacity(result.count)
+            for fragment in result {
+                guard case .text(var rest) = fragment else {
+                    next.append(fragment)
+                    continue
+                }
+                while let range = Self.firstRange(of: needle, in: rest) {
+                    if range.lowerBound > rest.startIndex { next.append(.text(rest[..<range.lowerBound])) }
+                    next.append(.special(special.id))
+                    rest = rest[range.upperBound...]
+                }
+                if !rest.isEmpty { next.append(.text(rest)) }
             }
+            result = next
         }
-        if start < text.endIndex { result.append(.text(text[start...])) }
         return result
+    }
+
+    /// Where `needle` (scalars) first occurs in `text`.
+    private static func firstRange(of needle: [Unicode.Scalar], in text: Substring) -> Range<String.Index>? {
+        let scalars = text.unicodeScalars
+        var index = scalars.startIndex
+        while index < scalars.endIndex {
+            if scalars[index] == needle[0] {
+                var end = index
+                var matched = 0
+                while matched < needle.count, end < scalars.endIndex, scalars[end] == needle[matched] {
+                    matched += 1
+                    end = scalars.index(after: end)
+                }
+                if matched == needle.count { return index..<end }
+            }
+            index = scalars.index(after: index)
+        }
+        return nil
     }
 
     private func encodeWord(_ word: Substring, into out: inout [Int], cancellable: Bool) throws(CancellationError) {

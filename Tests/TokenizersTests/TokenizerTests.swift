@@ -219,4 +219,31 @@ struct TokenizeFixture: Decodable {
                 ]).vocabularySize == 3)
         }
     }
+
+    /// As llama.cpp: without parse-special, user-defined tokens are still matched (only control
+    /// and unknown ones are skipped); matching takes the longest special first, so a longer one
+    /// wins over an overlapping shorter one that starts earlier.
+    @Test func userDefinedTokensAreMatchedWithoutParseSpecialAndLongestFirst() throws {
+        let tokens = [
+            "<", ">", "|", "_", "a", "c", "l", "o", "t", "w", "x", "y", "z", "<tool_call>", "<|ctl|>", "xy", "yzw",
+        ]
+        var types = Array(repeating: Tokenizer.TokenType.normal.rawValue, count: tokens.count)
+        types[13] = Tokenizer.TokenType.userDefined.rawValue
+        types[14] = Tokenizer.TokenType.control.rawValue
+        types[15] = Tokenizer.TokenType.userDefined.rawValue
+        types[16] = Tokenizer.TokenType.userDefined.rawValue
+        let tokenizer = try Tokenizer(gguf: [
+            "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
+        ])
+        func ids(_ text: String, parseSpecial: Bool) -> [String] {
+            tokenizer.encode(text, addSpecial: false, parseSpecial: parseSpecial).map { tokens[$0] }
+        }
+        #expect(ids("a<tool_call>a", parseSpecial: false) == ["a", "<tool_call>", "a"])
+        #expect(ids("a<tool_call>a", parseSpecial: true) == ["a", "<tool_call>", "a"])
+        #expect(ids("a<|ctl|>", parseSpecial: false) == ["a", "<", "|", "c", "t", "l", "|", ">"])
+        #expect(ids("a<|ctl|>", parseSpecial: true) == ["a", "<|ctl|>"])
+        #expect(ids("xyzw", parseSpecial: false) == ["x", "yzw"])
+        #expect(ids("xyzw", parseSpecial: true) == ["x", "yzw"])
+        #expect(ids("xyxyzw", parseSpecial: false) == ["xy", "x", "yzw"])
+    }
 }
