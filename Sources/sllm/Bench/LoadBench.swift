@@ -67,6 +67,10 @@ struct LoadBench: AsyncParsableCommand {
         /// The first load in a new `sllm serve` after its pool fill.
         var serverFirstLoadGBps: Sample
         var serverFirstLoadOverSteady: Double
+        /// A later SSD load in the same server, after an eviction and 5 s idle: the server's
+        /// own steady state, and the first load over it.
+        var serverLaterLoadGBps: Sample
+        var serverFirstOverLater: Double
         var serverTiers: [String]
         var fillSeconds: Sample
         var fillBytes: Int
@@ -202,13 +206,14 @@ struct LoadBench: AsyncParsableCommand {
             // The first load in a newly started server, once its pool fill is done.
             _ = modelLoader.cache.evictAll()  // room for the server's cache
             var serverLoads: [Double] = [], fills: [Double] = [], hashIdle: [Double] = [], hashDuring: [Double] = [],
-                peerReads: [Double] = []
+                peerReads: [Double] = [], laterLoads: [Double] = []
             var fillBytes = 0
             var tiers = Set<String>()
             for run in 1...runs {
                 let result = try await firstLoadInNewServer(
                     name, checkpoint: benchStore.directory(for: name), budget: budget, files: files)
                 serverLoads.append(Double(bytes) / 1e9 / result.loadSeconds)
+                if let later = result.laterLoadSeconds { laterLoads.append(Double(bytes) / 1e9 / later) }
                 fills.append(result.fillSeconds)
                 fillBytes = result.fillBytes
                 hashIdle.append(result.hashIdle)
@@ -242,6 +247,8 @@ struct LoadBench: AsyncParsableCommand {
                     newProcessOverBestFio: bestFio.map { Sample(values: newProcess).median / $0 },
                     serverFirstLoadGBps: Sample(values: serverLoads),
                     serverFirstLoadOverSteady: Sample(values: serverLoads).median / ours,
+                    serverLaterLoadGBps: Sample(values: laterLoads),
+                    serverFirstOverLater: Sample(values: serverLoads).median / Sample(values: laterLoads).median,
                     serverTiers: tiers.sorted(), fillSeconds: Sample(values: fills), fillBytes: fillBytes,
                     hashIdleGBps: Sample(values: hashIdle), hashDuringFillGBps: Sample(values: hashDuring),
                     peerFirstReadGBps: Sample(values: peerReads),
@@ -296,6 +303,9 @@ struct LoadBench: AsyncParsableCommand {
                     + String(
                         format: "; / steady state (sllm row): %.2fx (goal >= 0.9)", report.serverFirstLoadOverSteady))
             print(
+                "    a later SSD load in the same server (evicted, cold page cache, 5 s idle): \(report.serverLaterLoadGBps.formatted()) GB/s"
+                    + String(format: "; first / later: %.2fx", report.serverFirstOverLater))
+            print(
                 "    peer: the buffered read loop's first read after the same fill: \(report.peerFirstReadGBps.formatted()) GB/s"
                     + String(format: "; / its steady state (read loop row): %.2fx", report.peerFirstReadOverSteady))
             print(
@@ -337,7 +347,9 @@ struct LoadBench: AsyncParsableCommand {
         _ name: ModelName, checkpoint: String, budget: Int, files: [String], peer: Bool = false
     ) async throws
         -> (
-            loadSeconds: Double, tier: String, fillSeconds: Double, fillBytes: Int, hashIdle: Double, hashDuring: Double
+            loadSeconds: Double, tier: String, fillSeconds: Double, fillBytes: Int, hashIdle: Double,
+            hashDuring: Double,
+            laterLoadSeconds: Double?
         )
     {
         let scratch = FileManager.default.temporaryDirectory.path + "/sllm-bench-load-serve-\(getpid())"
@@ -385,7 +397,7 @@ struct LoadBench: AsyncParsableCommand {
         if peer {
             let bytes = files.reduce(0) { $0 + Int(FileSystem.fileSize($1) ?? 0) }
             let seconds = try measure { try readLoop(files, bytes: bytes) }
-            return (seconds, "ssd", fillSeconds, budget, idle, during)
+            return (seconds, "ssd", fillSeconds, budget, idle, during, nil)
         }
         let http = BenchHTTP()
         defer { try? http.shutdown() }
@@ -397,7 +409,37 @@ struct LoadBench: AsyncParsableCommand {
         else {
             throw CommandFailure("the server's reply has no load time: \(reply)\(logTail(server.log))")
         }
-        return (load / 1000, timings["tier"] as? String ?? "?", fillSeconds, budget, idle, during)
+        // The server's own steady state: the model evicted from DRAM (its slabs stay pooled), the
+        // page cache dropped, the server idle for 5 s as between a user's requests, then the next
+        // request's SSD load.
+        // The instance stops once its request is done (keep-alive 0) and lets go of the entry.
+        var (status, output) = (Int32(-1), Data())
+        for _ in 0..<20 {
+            (status, output) = try runCapturingOutput(
+                sllmExecutablePath(),
+                [
+                    "store", "evict", name.rawValue, "--data-dir", scratch, "--cache-dir", cache, "--dram-cache",
+                    String(budget),
+                ]
+            )
+            if status == 0 { break }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        guard status == 0 else {
+            throw CommandFailure(
+                "`sllm store evict \(name)` failed (status \(status)): \(String(decoding: output, as: UTF8.self).prefix(500))"
+            )
+        }
+        files.forEach(PageCache.evict)
+        try await Task.sleep(for: .seconds(5))
+        let second = try await http.json(
+            .POST, server.url + "/v1/completions", ["model": "bench", "prompt": "a", "max_tokens": 1, "temperature": 0])
+        guard let laterTimings = second["timings"] as? [String: Any], let later = laterTimings["load_ms"] as? Double,
+            later > 0, laterTimings["tier"] as? String == "ssd"
+        else {
+            throw CommandFailure("the server's later load was not an SSD load: \(second)\(logTail(server.log))")
+        }
+        return (load / 1000, timings["tier"] as? String ?? "?", fillSeconds, budget, idle, during, later / 1000)
     }
 
     private func fioRate(_ fio: Fio, files: [String], engine: String, depth: Int) throws -> Double {
