@@ -116,6 +116,13 @@ extension Engine {
             if let bias = layer.queryBias { addBias(bias, to: q, rows: n) }
             if let bias = layer.keyBias { addBias(bias, to: k, rows: n) }
             if let bias = layer.valueBias { addBias(bias, to: v, rows: n) }
+            // Qwen3: each head's query and key normalized on their own (in place), before RoPE.
+            if let norm = layer.queryNorm {
+                rmsNorm(q, into: q, rows: n * c.headCount, width: headDim, weight: norm, epsilon: epsilon)
+            }
+            if let norm = layer.keyNorm {
+                rmsNorm(k, into: k, rows: n * c.headCountKV, width: headDim, weight: norm, epsilon: epsilon)
+            }
             for (t, slot) in slots.enumerated() {
                 rope(q + t * qDim, heads: c.headCount, table: ropeTables + t * ropeStride)
                 rope(k + t * kvDim, heads: c.headCountKV, table: ropeTables + t * ropeStride)

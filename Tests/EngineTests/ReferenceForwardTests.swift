@@ -19,8 +19,11 @@ import Tokenizers
         /// Llama 3.1's rope scaling (factor 8, original context 16).
         var llama3 = false
         var hidden = 64, heads = 4, kvHeads = 2, ffn = 96, layers = 2, vocabulary = 48
-        var headDim: Int { hidden / heads }
+        /// Qwen3 declares a head dimension of its own (here wider than hidden / heads).
+        var headDim: Int { qkNorms ? 32 : hidden / heads }
         var biases: Bool { architecture == "Qwen2ForCausalLM" }
+        /// Per-head query and key RMS norms before RoPE (Qwen3).
+        var qkNorms: Bool { architecture == "Qwen3ForCausalLM" }
     }
 
     /// Signed pseudo-random F32 weights, by tensor name.
@@ -46,6 +49,12 @@ import Tokenizers
                 tensor(p + "mlp.up_proj.weight", [m.ffn, m.hidden]),
                 tensor(p + "mlp.down_proj.weight", [m.hidden, m.ffn]),
             ]
+            if m.qkNorms {
+                out += [
+                    tensor(p + "self_attn.q_norm.weight", [m.headDim], scale: 0.5, offset: 1),
+                    tensor(p + "self_attn.k_norm.weight", [m.headDim], scale: 0.5, offset: 1),
+                ]
+            }
             if m.biases {
                 out += [
                     tensor(p + "self_attn.q_proj.bias", [m.heads * m.headDim]),
@@ -68,18 +77,20 @@ import Tokenizers
             "intermediate_size": m.ffn,
             "num_hidden_layers": m.layers, "num_attention_heads": m.heads, "num_key_value_heads": m.kvHeads,
             "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
-        ].merging(
-            m.yarn ? ["rope_scaling": ["type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16]] : [:]
-        ) { a, _ in a }
-        .merging(
-            m.llama3
-                ? [
-                    "rope_scaling": [
-                        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                        "original_max_position_embeddings": 16,
-                    ]
-                ] : [:]
-        ) { a, _ in a }
+        ].merging(m.qkNorms ? ["head_dim": m.headDim] : [:]) { a, _ in a }
+            .merging(
+                m.yarn
+                    ? ["rope_scaling": ["type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16]] : [:]
+            ) { a, _ in a }
+            .merging(
+                m.llama3
+                    ? [
+                        "rope_scaling": [
+                            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                            "original_max_position_embeddings": 16,
+                        ]
+                    ] : [:]
+            ) { a, _ in a }
         try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: directory + "/config.json"))
         let vocab = Dictionary(uniqueKeysWithValues: (0..<m.vocabulary).map { ("t\($0)", $0) })
         let tokenizer: [String: Any] = [
@@ -108,6 +119,8 @@ import Tokenizers
             }
             return out
         }
+        /// Qwen3's per-head norm of a query or key vector (`q_norm`, `k_norm`), or the vector as is.
+        func headNorm(_ x: [Double], _ name: String) -> [Double] { w[name] == nil ? x : rmsNorm(x, name) }
         func rmsNorm(_ x: [Double], _ name: String) -> [Double] {
             let scale = 1 / (x.reduce(0) { $0 + $1 * $1 } / Double(x.count) + 1e-5).squareRoot()
             return zip(x, w[name]!).map { $0 * scale * $1 }
@@ -164,11 +177,17 @@ import Tokenizers
                 let k = matvec(p + "self_attn.k_proj.weight", xn, rows: m.kvHeads * hd)
                 let v = matvec(p + "self_attn.v_proj.weight", xn, rows: m.kvHeads * hd)
                 keys[l].append(
-                    (0..<m.kvHeads).flatMap { rotateHalf(Array(k[($0 * hd)..<(($0 + 1) * hd)]), position: position) })
+                    (0..<m.kvHeads).flatMap {
+                        rotateHalf(
+                            headNorm(Array(k[($0 * hd)..<(($0 + 1) * hd)]), p + "self_attn.k_norm.weight"),
+                            position: position)
+                    })
                 values[l].append(v)
                 var attention: [Double] = []
                 for h in 0..<m.heads {
-                    let qh = rotateHalf(Array(q[(h * hd)..<((h + 1) * hd)]), position: position)
+                    let qh = rotateHalf(
+                        headNorm(Array(q[(h * hd)..<((h + 1) * hd)]), p + "self_attn.q_norm.weight"), position: position
+                    )
                     let g = h / (m.heads / m.kvHeads)
                     let scores = keys[l].map { key -> Double in
                         var dot = 0.0
@@ -196,7 +215,9 @@ import Tokenizers
         return logits
     }
 
-    @Test(arguments: ["LlamaForCausalLM", "LlamaForCausalLM+llama3", "Qwen2ForCausalLM", "Qwen2ForCausalLM+yarn"])
+    @Test(arguments: [
+        "LlamaForCausalLM", "LlamaForCausalLM+llama3", "Qwen2ForCausalLM", "Qwen2ForCausalLM+yarn", "Qwen3ForCausalLM",
+    ])
     func engineLogitsMatchAHuggingFaceStyleForwardPass(variant: String) async throws {
         let architecture = String(variant.prefix { $0 != "+" })
         let directory = try TemporaryDirectory("engine-reference")
@@ -211,7 +232,7 @@ import Tokenizers
             cache: try DRAMCache(directory: directory.file("cache"), budgetBytes: 64 << 20, slabBytes: 1 << 20),
             configuration: .init(threads: 1))
         let engine = try Engine(model: try await loader.load(try ModelName("m")))
-        #expect(engine.config.ropeStyle == (architecture == "Qwen2ForCausalLM" ? "neox" : "normal"))
+        #expect(engine.config.ropeStyle == (architecture.hasPrefix("Qwen") ? "neox" : "normal"))
         let tokens = [3, 17, 42, 5, 9, 30, 11]
         let expected = Self.reference(m, tensors, tokens: tokens)
         // Token by token, so the logits after every position are compared.

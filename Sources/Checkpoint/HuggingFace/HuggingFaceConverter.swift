@@ -9,6 +9,7 @@ public enum HuggingFaceConverter {
         "LlamaForCausalLM": "llama",
         "MistralForCausalLM": "llama",
         "Qwen2ForCausalLM": "qwen2",
+        "Qwen3ForCausalLM": "qwen3",
     ]
     /// Files copied from a model directory into the checkpoint (beside the weights).
     public static let copiedFiles = [

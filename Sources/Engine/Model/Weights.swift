@@ -56,6 +56,9 @@ struct Layer: Sendable {
     var queryBias: [Float]?
     var keyBias: [Float]?
     var valueBias: [Float]?
+    /// Per-head RMS norms of queries and keys before RoPE (Qwen3), one weight per head dimension.
+    var queryNorm: [Float]?
+    var keyNorm: [Float]?
     var feedForwardNorm: [Float]
     var gate: Matrix
     var up: Matrix
@@ -63,7 +66,7 @@ struct Layer: Sendable {
 }
 
 /// The architectures the engine runs: decoder-only Llama-family models.
-let supportedArchitectures: Set<String> = ["llama", "mistral", "qwen2"]
+let supportedArchitectures: Set<String> = ["llama", "mistral", "qwen2", "qwen3"]
 
 /// Weight types with kernels; others are refused at start-up with their name.
 let supportedWeightTypes: Set<DType> = [.f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K]
@@ -165,6 +168,10 @@ struct Weights: Sendable {
                     queryBias: try vector(p + "attn_q.bias", count: qDim, optional: true),
                     keyBias: try vector(p + "attn_k.bias", count: kvDim, optional: true),
                     valueBias: try vector(p + "attn_v.bias", count: kvDim, optional: true),
+                    queryNorm: try vector(
+                        p + "attn_q_norm.weight", count: config.headDimension, optional: config.architecture != "qwen3"),
+                    keyNorm: try vector(
+                        p + "attn_k_norm.weight", count: config.headDimension, optional: config.architecture != "qwen3"),
                     feedForwardNorm: try vector(p + "ffn_norm.weight", count: embedding)!,
                     gate: try matrix(p + "ffn_gate.weight", rows: config.feedForwardLength, columns: embedding),
                     up: try matrix(p + "ffn_up.weight", rows: config.feedForwardLength, columns: embedding),
