@@ -24,6 +24,8 @@ import Tokenizers
         var biases: Bool { architecture == "Qwen2ForCausalLM" }
         /// Per-head query and key RMS norms before RoPE (Qwen3).
         var qkNorms: Bool { architecture == "Qwen3ForCausalLM" }
+        /// q/k/v in one matrix, gate and up in another, gate first (Phi-3).
+        var fused: Bool { architecture == "Phi3ForCausalLM" }
     }
 
     /// Signed pseudo-random F32 weights, by tensor name.
@@ -38,17 +40,28 @@ import Tokenizers
         var out = [tensor("model.embed_tokens.weight", [m.vocabulary, m.hidden], scale: 1)]
         for l in 0..<m.layers {
             let p = "model.layers.\(l)."
+            out.append(tensor(p + "input_layernorm.weight", [m.hidden], scale: 0.2, offset: 1))
+            if m.fused {
+                out.append(tensor(p + "self_attn.qkv_proj.weight", [(m.heads + 2 * m.kvHeads) * m.headDim, m.hidden]))
+            } else {
+                out += [
+                    tensor(p + "self_attn.q_proj.weight", [m.heads * m.headDim, m.hidden]),
+                    tensor(p + "self_attn.k_proj.weight", [m.kvHeads * m.headDim, m.hidden]),
+                    tensor(p + "self_attn.v_proj.weight", [m.kvHeads * m.headDim, m.hidden]),
+                ]
+            }
             out += [
-                tensor(p + "input_layernorm.weight", [m.hidden], scale: 0.2, offset: 1),
-                tensor(p + "self_attn.q_proj.weight", [m.heads * m.headDim, m.hidden]),
-                tensor(p + "self_attn.k_proj.weight", [m.kvHeads * m.headDim, m.hidden]),
-                tensor(p + "self_attn.v_proj.weight", [m.kvHeads * m.headDim, m.hidden]),
                 tensor(p + "self_attn.o_proj.weight", [m.hidden, m.heads * m.headDim]),
                 tensor(p + "post_attention_layernorm.weight", [m.hidden], scale: 0.2, offset: 1),
-                tensor(p + "mlp.gate_proj.weight", [m.ffn, m.hidden]),
-                tensor(p + "mlp.up_proj.weight", [m.ffn, m.hidden]),
-                tensor(p + "mlp.down_proj.weight", [m.hidden, m.ffn]),
             ]
+            out +=
+                m.fused
+                ? [tensor(p + "mlp.gate_up_proj.weight", [2 * m.ffn, m.hidden])]
+                : [
+                    tensor(p + "mlp.gate_proj.weight", [m.ffn, m.hidden]),
+                    tensor(p + "mlp.up_proj.weight", [m.ffn, m.hidden]),
+                ]
+            out.append(tensor(p + "mlp.down_proj.weight", [m.hidden, m.ffn]))
             if m.qkNorms {
                 out += [
                     tensor(p + "self_attn.q_norm.weight", [m.headDim], scale: 0.5, offset: 1),
@@ -173,9 +186,16 @@ import Tokenizers
             for l in 0..<m.layers {
                 let p = "model.layers.\(l)."
                 let xn = rmsNorm(x, p + "input_layernorm.weight")
-                let q = matvec(p + "self_attn.q_proj.weight", xn, rows: m.heads * hd)
-                let k = matvec(p + "self_attn.k_proj.weight", xn, rows: m.kvHeads * hd)
-                let v = matvec(p + "self_attn.v_proj.weight", xn, rows: m.kvHeads * hd)
+                let q: [Double], k: [Double], v: [Double]
+                if m.fused {
+                    let qkv = matvec(p + "self_attn.qkv_proj.weight", xn, rows: (m.heads + 2 * m.kvHeads) * hd)
+                    let (qEnd, kEnd) = (m.heads * hd, (m.heads + m.kvHeads) * hd)
+                    (q, k, v) = (Array(qkv[..<qEnd]), Array(qkv[qEnd..<kEnd]), Array(qkv[kEnd...]))
+                } else {
+                    q = matvec(p + "self_attn.q_proj.weight", xn, rows: m.heads * hd)
+                    k = matvec(p + "self_attn.k_proj.weight", xn, rows: m.kvHeads * hd)
+                    v = matvec(p + "self_attn.v_proj.weight", xn, rows: m.kvHeads * hd)
+                }
                 keys[l].append(
                     (0..<m.kvHeads).flatMap {
                         rotateHalf(
@@ -205,8 +225,15 @@ import Tokenizers
                 }
                 x = zip(x, matvec(p + "self_attn.o_proj.weight", attention, rows: m.hidden)).map(+)
                 let xn2 = rmsNorm(x, p + "post_attention_layernorm.weight")
-                let gate = matvec(p + "mlp.gate_proj.weight", xn2, rows: m.ffn),
+                let gate: [Double], up: [Double]
+                if m.fused {
+                    // Phi3MLP: `gate, up = gate_up_proj(x).chunk(2)`.
+                    let both = matvec(p + "mlp.gate_up_proj.weight", xn2, rows: 2 * m.ffn)
+                    (gate, up) = (Array(both[..<m.ffn]), Array(both[m.ffn...]))
+                } else {
+                    gate = matvec(p + "mlp.gate_proj.weight", xn2, rows: m.ffn)
                     up = matvec(p + "mlp.up_proj.weight", xn2, rows: m.ffn)
+                }
                 let h = zip(gate, up).map { $0 / (1 + exp(-$0)) * $1 }
                 x = zip(x, matvec(p + "mlp.down_proj.weight", h, rows: m.hidden)).map(+)
             }
@@ -217,6 +244,7 @@ import Tokenizers
 
     @Test(arguments: [
         "LlamaForCausalLM", "LlamaForCausalLM+llama3", "Qwen2ForCausalLM", "Qwen2ForCausalLM+yarn", "Qwen3ForCausalLM",
+        "Phi3ForCausalLM",
     ])
     func engineLogitsMatchAHuggingFaceStyleForwardPass(variant: String) async throws {
         let architecture = String(variant.prefix { $0 != "+" })
@@ -232,7 +260,7 @@ import Tokenizers
             cache: try DRAMCache(directory: directory.file("cache"), budgetBytes: 64 << 20, slabBytes: 1 << 20),
             configuration: .init(threads: 1))
         let engine = try Engine(model: try await loader.load(try ModelName("m")))
-        #expect(engine.config.ropeStyle == (architecture.hasPrefix("Qwen") ? "neox" : "normal"))
+        #expect(engine.config.ropeStyle == (architecture.hasPrefix("Llama") ? "normal" : "neox"))
         let tokens = [3, 17, 42, 5, 9, 30, 11]
         let expected = Self.reference(m, tensors, tokens: tokens)
         // Token by token, so the logits after every position are compared.

@@ -10,6 +10,7 @@ public enum HuggingFaceConverter {
         "MistralForCausalLM": "llama",
         "Qwen2ForCausalLM": "qwen2",
         "Qwen3ForCausalLM": "qwen3",
+        "Phi3ForCausalLM": "phi3",
     ]
     /// Files copied from a model directory into the checkpoint (beside the weights).
     public static let copiedFiles = [

@@ -10,6 +10,8 @@ enum TensorNameMap {
         ("self_attn.v_proj.bias", "attn_v.bias"),
         ("self_attn.o_proj.weight", "attn_output.weight"),
         ("self_attn.o_proj.bias", "attn_output.bias"),
+        ("self_attn.qkv_proj.weight", "attn_qkv.weight"),
+        ("mlp.gate_up_proj.weight", "ffn_up.weight"),
         ("self_attn.q_norm.weight", "attn_q_norm.weight"),
         ("self_attn.k_norm.weight", "attn_k_norm.weight"),
         ("post_attention_layernorm.weight", "ffn_norm.weight"),

@@ -66,7 +66,7 @@ struct Layer: Sendable {
 }
 
 /// The architectures the engine runs: decoder-only Llama-family models.
-let supportedArchitectures: Set<String> = ["llama", "mistral", "qwen2", "qwen3"]
+let supportedArchitectures: Set<String> = ["llama", "mistral", "qwen2", "qwen3", "phi3"]
 
 /// Weight types with kernels; others are refused at start-up with their name.
 let supportedWeightTypes: Set<DType> = [.f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K]
@@ -129,6 +129,20 @@ struct Weights: Sendable {
                 activationType: sllm_activation_type(type))
         }
 
+        /// Consecutive row ranges of one fused matrix (Phi-3's `attn_qkv`, its gate+up `ffn_up`),
+        /// each a view into the same bytes: nothing is copied.
+        func split(_ name: String, rows: [Int], columns: Int) throws(EngineError) -> [Matrix] {
+            let whole = try matrix(name, rows: rows.reduce(0, +), columns: columns)
+            var start = 0
+            return rows.map { count in
+                defer { start += count }
+                var part = whole
+                part.data = whole.data + start * whole.rowBytes
+                part.rows = count
+                return part
+            }
+        }
+
         func vector(_ name: String, count: Int, optional: Bool = false) throws(EngineError) -> [Float]? {
             guard let view = model.tensor(name) else {
                 if optional { return nil }
@@ -158,12 +172,28 @@ struct Weights: Sendable {
         var layers: [Layer] = []
         for i in 0..<config.blockCount {
             let p = "blk.\(i)."
+            let ffnLength = config.feedForwardLength
+            // Phi-3 fuses q/k/v into one matrix and gate/up into another (gate first).
+            let fused = config.architecture == "phi3"
+            let qkv =
+                fused
+                ? try split(p + "attn_qkv.weight", rows: [qDim, kvDim, kvDim], columns: embedding)
+                : [
+                    try matrix(p + "attn_q.weight", rows: qDim, columns: embedding),
+                    try matrix(p + "attn_k.weight", rows: kvDim, columns: embedding),
+                    try matrix(p + "attn_v.weight", rows: kvDim, columns: embedding),
+                ]
+            let gateUp =
+                fused
+                ? try split(p + "ffn_up.weight", rows: [ffnLength, ffnLength], columns: embedding)
+                : [
+                    try matrix(p + "ffn_gate.weight", rows: ffnLength, columns: embedding),
+                    try matrix(p + "ffn_up.weight", rows: ffnLength, columns: embedding),
+                ]
             layers.append(
                 Layer(
                     attentionNorm: try vector(p + "attn_norm.weight", count: embedding)!,
-                    query: try matrix(p + "attn_q.weight", rows: qDim, columns: embedding),
-                    key: try matrix(p + "attn_k.weight", rows: kvDim, columns: embedding),
-                    value: try matrix(p + "attn_v.weight", rows: kvDim, columns: embedding),
+                    query: qkv[0], key: qkv[1], value: qkv[2],
                     output: try matrix(p + "attn_output.weight", rows: embedding, columns: qDim),
                     queryBias: try vector(p + "attn_q.bias", count: qDim, optional: true),
                     keyBias: try vector(p + "attn_k.bias", count: kvDim, optional: true),
@@ -173,8 +203,7 @@ struct Weights: Sendable {
                     keyNorm: try vector(
                         p + "attn_k_norm.weight", count: config.headDimension, optional: config.architecture != "qwen3"),
                     feedForwardNorm: try vector(p + "ffn_norm.weight", count: embedding)!,
-                    gate: try matrix(p + "ffn_gate.weight", rows: config.feedForwardLength, columns: embedding),
-                    up: try matrix(p + "ffn_up.weight", rows: config.feedForwardLength, columns: embedding),
+                    gate: gateUp[0], up: gateUp[1],
                     down: try matrix(p + "ffn_down.weight", rows: embedding, columns: config.feedForwardLength)))
         }
         self.layers = layers
