@@ -1,0 +1,81 @@
+import Checkpoint
+import Foundation
+import Store
+import TestSupport
+import Testing
+
+@testable import Engine
+
+/// Families without a small real checkpoint at hand run on small random-weight GGUFs written by
+/// `scripts/make-random-gguf.py` (the `gguf` package, as llama.cpp's converter writes them), against
+/// llama.cpp's greedy continuation on the same file with each position's top log-probabilities
+/// (llama-server, recorded by the same script).
+///
+/// The criterion, as the README states it: tokens identical up to the first position where
+/// llama.cpp's own top-two log-probability gap is below `nearTie` nats (there either choice is
+/// right: llama.cpp flips such ties between its own code paths), and at every position compared,
+/// the log-probability of each of llama.cpp's top tokens within `tolerance` nats of llama.cpp's.
+@Suite struct ArchitectureFixtureTests {
+    static let nearTie = 0.2
+    static let tolerance = 0.05
+
+    struct Reference: Decodable {
+        struct Step: Decodable {
+            var id: Int
+            var top: [[Double]]
+        }
+        struct Case: Decodable {
+            var prompt: [Int]
+            var steps: [Step]
+        }
+        var model: String
+        var cases: [Case]
+    }
+
+    @Test(arguments: ["qwen3-tiny", "phi3-tiny", "qwen2-tiny"])
+    func greedyTokensAndLogprobsMatchLlamaCpp(name: String) async throws {
+        let resources = try #require(Bundle.module.resourceURL)
+        let reference = try JSONDecoder().decode(
+            Reference.self, from: Data(contentsOf: resources.appendingPathComponent("\(name).json")))
+        let directory = try TemporaryDirectory("engine-architecture")
+        defer { directory.remove() }
+        let store = ModelStore(root: directory.file("home"))
+        try Converter.convert(
+            resources.appendingPathComponent(reference.model).path, to: store.directory(for: try ModelName("m")))
+        let loader = ModelLoader(
+            store: store,
+            cache: try DRAMCache(directory: directory.file("cache"), budgetBytes: 64 << 20, slabBytes: 1 << 20),
+            configuration: .init(threads: 1))
+        let engine = try Engine(model: try await loader.load(try ModelName("m")))
+        var compared = 0
+        var worst = 0.0
+        for (index, testCase) in reference.cases.enumerated() {
+            let sequence = try engine.makeSequence(tokens: testCase.prompt)
+            try engine.prefill(sequence)
+            for (position, step) in testCase.steps.enumerated() {
+                let logits = try #require(sequence.logits).map(Double.init)
+                let top = logits.max()!
+                let normalizer = top + log(logits.reduce(0) { $0 + exp($1 - top) })
+                let ours = logits.indices.max { logits[$0] < logits[$1] }!
+                for entry in step.top {
+                    let id = Int(entry[0])
+                    let difference = abs((logits[id] - normalizer) - entry[1])
+                    #expect(
+                        difference <= Self.tolerance,
+                        "\(name) case \(index) position \(position): token \(id) logprob \(logits[id] - normalizer) vs llama.cpp \(entry[1])"
+                    )
+                }
+                compared += 1
+                worst = max(worst, step.top.map { abs((logits[Int($0[0])] - normalizer) - $0[1]) }.max() ?? 0)
+                let gap = step.top.count > 1 ? step.top[0][1] - step.top[1][1] : .infinity
+                if gap < Self.nearTie { break }
+                #expect(ours == step.id, "\(name) case \(index) position \(position): \(ours) vs llama.cpp \(step.id)")
+                guard ours == step.id else { break }
+                try engine.append([ours], to: sequence)
+                try engine.prefill(sequence)
+            }
+        }
+        #expect(compared >= 24, "enough positions compared before near-ties: \(compared)")
+        print("\(name): \(compared) positions compared, largest logprob difference \(worst) nats")
+    }
+}
