@@ -33,10 +33,13 @@ struct GenerateBench: AsyncParsableCommand {
     var threads: String = "1,2"
 
     @Option(help: "Prompt tokens for pp.")
-    var prompt: Int = 128
+    var prompt: Int = 512
 
     @Option(help: "Generated tokens for tg.")
-    var generate: Int = 64
+    var generate: Int = 128
+
+    @Option(help: "Context already filled for the tg-at-depth row (llama-bench -d); 0 skips the row.")
+    var depth: Int = 4096
 
     @Option(help: "Batch sizes for aggregate generation, comma-separated.")
     var batches: String = "1,4,16"
@@ -53,6 +56,9 @@ struct GenerateBench: AsyncParsableCommand {
         var generateTokensPerSecond: Sample
         var llamaPromptTokensPerSecond: Sample?
         var llamaGenerateTokensPerSecond: Sample?
+        /// Generation after `depth` tokens of context (nil when the row is skipped).
+        var depthGenerateTokensPerSecond: Sample?
+        var llamaDepthGenerateTokensPerSecond: Sample?
     }
 
     struct BatchReport: Encodable {
@@ -70,6 +76,7 @@ struct GenerateBench: AsyncParsableCommand {
 
     func validate() throws {
         guard prompt >= 1, generate >= 1 else { throw ValidationError("--prompt and --generate must be positive") }
+        guard depth >= 0 else { throw ValidationError("--depth must not be negative") }
         guard parsedList(threads) != nil else {
             throw ValidationError("--threads must be a comma-separated list of positive numbers")
         }
@@ -115,11 +122,12 @@ struct GenerateBench: AsyncParsableCommand {
         for threadCount in parsedList(threads)! {
             var options = Engine.Options()
             options.threads = threadCount
-            options.contextLength = max(prompt, generate) + 16
+            options.contextLength = max(prompt, depth + generate) + 16
             let engine = try Engine(model: loaded, tokenizer: tokenizer, options: options)
             // Warm-up: touch the weights and scratch once.
             _ = try engine.generate(prompt: randomTokens(prompt), parameters: greedy(tokens: 2))
             var pp: [Double] = [], tg: [Double] = [], llamaPP: [Double] = [], llamaTG: [Double] = []
+            var deep: [Double] = [], llamaDeep: [Double] = []
             for _ in 0..<runs {
                 let sequence = try engine.makeSequence(tokens: randomTokens(prompt))
                 let prefill = try measure { try engine.prefill(sequence) }
@@ -132,12 +140,24 @@ struct GenerateBench: AsyncParsableCommand {
                     llamaPP.append(p)
                     llamaTG.append(g)
                 }
+                if depth > 0 {
+                    // The context filled first (untimed), then tg as llama-bench -d times it.
+                    let filled = try engine.makeSequence(tokens: randomTokens(depth))
+                    try engine.prefill(filled)
+                    let seconds = try measure { for _ in 0..<generate { _ = try engine.step([filled]) } }
+                    deep.append(Double(generate) / seconds)
+                    if let peer, let ggufPath {
+                        llamaDeep.append(try runLlamaBench(peer, ggufPath, threads: threadCount, depth: depth).1)
+                    }
+                }
             }
             let report = ThreadReport(
                 threads: threadCount, promptTokensPerSecond: Sample(values: pp),
                 generateTokensPerSecond: Sample(values: tg),
                 llamaPromptTokensPerSecond: llamaPP.isEmpty ? nil : Sample(values: llamaPP),
-                llamaGenerateTokensPerSecond: llamaTG.isEmpty ? nil : Sample(values: llamaTG))
+                llamaGenerateTokensPerSecond: llamaTG.isEmpty ? nil : Sample(values: llamaTG),
+                depthGenerateTokensPerSecond: deep.isEmpty ? nil : Sample(values: deep),
+                llamaDepthGenerateTokensPerSecond: llamaDeep.isEmpty ? nil : Sample(values: llamaDeep))
             threadReports.append(report)
             print("threads \(threadCount):")
             print(
@@ -146,6 +166,11 @@ struct GenerateBench: AsyncParsableCommand {
             print(
                 "  tg\(generate)   sllm \(report.generateTokensPerSecond.formatted(1)) tok/s"
                     + ratio(report.generateTokensPerSecond, report.llamaGenerateTokensPerSecond))
+            if let deep = report.depthGenerateTokensPerSecond {
+                print(
+                    "  tg\(generate) @ d\(depth)   sllm \(deep.formatted(1)) tok/s"
+                        + ratio(deep, report.llamaDepthGenerateTokensPerSecond))
+            }
         }
 
         // Aggregate generation with several sequences decoding together.
@@ -206,13 +231,17 @@ struct GenerateBench: AsyncParsableCommand {
         return String(format: "   llama.cpp %@ tok/s   ratio %.2fx", theirs.formatted(1), ours.median / theirs.median)
     }
 
-    /// One llama-bench run (one repetition of pp and tg) → tokens/s of each.
-    private func runLlamaBench(_ executable: String, _ path: String, threads: Int) throws -> (Double, Double) {
+    /// One llama-bench run (one repetition of pp and tg; with `depth`, tg alone after that many
+    /// tokens of context) → tokens/s of each (NaN for what was not run).
+    private func runLlamaBench(_ executable: String, _ path: String, threads: Int, depth: Int = 0) throws -> (
+        Double, Double
+    ) {
         let (status, data) = try runCapturingOutput(
             executable,
             [
-                "-m", path, "-p", "\(prompt)", "-n", "\(generate)", "-t", "\(threads)", "-r", "1", "-o", "json",
-            ])
+                "-m", path, "-p", "\(depth > 0 ? 0 : prompt)", "-n", "\(generate)", "-t", "\(threads)", "-r", "1",
+                "-o", "json",
+            ] + (depth > 0 ? ["-d", "\(depth)"] : []))
         guard status == 0, let rows = try JSONSerialization.jsonObject(with: data) as? [[String: Any]] else {
             throw CommandFailure("llama-bench failed (status \(status))")
         }
