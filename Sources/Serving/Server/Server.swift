@@ -26,7 +26,9 @@ final class ServerLifecycle: Sendable {
     func beginShutdown(deadline: Duration? = nil) {
         state.store(2, ordering: .releasing)
         guard let deadline else { return }
-        let margin = min(Duration.milliseconds(500), deadline / 4)
+        // Room for every stream to write its error event and end before connections are closed:
+        // a loaded machine can take more than half a second to get there.
+        let margin = min(Duration.seconds(2), deadline / 4)
         Task {
             try? await Task.sleep(for: deadline - margin)
             self.cut.store(true, ordering: .releasing)
