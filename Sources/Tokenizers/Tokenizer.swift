@@ -262,7 +262,7 @@ public final class Tokenizer: Sendable {
                     next.append(fragment)
                     continue
                 }
-                while let range = Self.firstRange(of: needle, in: rest) {
+                while let range = rest.unicodeScalars.firstRange(of: needle) {
                     if range.lowerBound > rest.startIndex { next.append(.text(rest[..<range.lowerBound])) }
                     next.append(.special(special.id))
                     rest = rest[range.upperBound...]
@@ -272,25 +272,6 @@ public final class Tokenizer: Sendable {
             result = next
         }
         return result
-    }
-
-    /// Where `needle` (scalars) first occurs in `text`.
-    private static func firstRange(of needle: [Unicode.Scalar], in text: Substring) -> Range<String.Index>? {
-        let scalars = text.unicodeScalars
-        var index = scalars.startIndex
-        while index < scalars.endIndex {
-            if scalars[index] == needle[0] {
-                var end = index
-                var matched = 0
-                while matched < needle.count, end < scalars.endIndex, scalars[end] == needle[matched] {
-                    matched += 1
-                    end = scalars.index(after: end)
-                }
-                if matched == needle.count { return index..<end }
-            }
-            index = scalars.index(after: index)
-        }
-        return nil
     }
 
     private func encodeWord(_ word: Substring, into out: inout [Int], cancellable: Bool) throws(CancellationError) {

@@ -57,16 +57,15 @@ import Testing
                 let top = logits.max()!
                 let normalizer = top + log(logits.reduce(0) { $0 + exp($1 - top) })
                 let ours = logits.indices.max { logits[$0] < logits[$1] }!
-                for entry in step.top {
-                    let id = Int(entry[0])
-                    let difference = abs((logits[id] - normalizer) - entry[1])
+                let differences = step.top.map { abs((logits[Int($0[0])] - normalizer) - $0[1]) }
+                for (entry, difference) in zip(step.top, differences) {
                     #expect(
                         difference <= Self.tolerance,
-                        "\(name) case \(index) position \(position): token \(id) logprob \(logits[id] - normalizer) vs llama.cpp \(entry[1])"
+                        "\(name) case \(index) position \(position): token \(Int(entry[0])) logprob off by \(difference) from llama.cpp's \(entry[1])"
                     )
                 }
                 compared += 1
-                worst = max(worst, step.top.map { abs((logits[Int($0[0])] - normalizer) - $0[1]) }.max() ?? 0)
+                worst = max(worst, differences.max() ?? 0)
                 let gap = step.top.count > 1 ? step.top[0][1] - step.top[1][1] : .infinity
                 if gap < Self.nearTie { break }
                 #expect(ours == step.id, "\(name) case \(index) position \(position): \(ours) vs llama.cpp \(step.id)")

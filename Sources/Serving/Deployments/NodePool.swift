@@ -55,9 +55,6 @@ actor NodePool {
         idle = (candidates, evict)
     }
 
-    /// Bytes reserved on a node (instances running or starting there).
-    func reservedBytes(on node: NodeID) -> Int { reserved[node] ?? 0 }
-
     /// Places an instance of `deployment` serving `model` and reserves its memory on the chosen
     /// node (stopping idle instances there when admission says so). Release the reservation with
     /// `release` when the instance stops or fails to start, and call `loaded` once its load ended.
