@@ -4,6 +4,12 @@ converter writes them), and optionally records llama.cpp's greedy continuation o
 with each position's top log-probabilities, for an engine test to compare against.
 
   scripts/make-random-gguf.py qwen3 OUT.gguf [--seed N] [--reference OUT.json --llama-server BIN]
+  scripts/make-random-gguf.py llama OUT.gguf --hidden 256 --quantize Q3_K_M --llama-quantize BIN \
+      --reference OUT.json --llama-server BIN --server-args "--no-repack -ub 1"
+
+With --quantize, the F16 file goes through llama.cpp's own `llama-quantize` (a preset name as it
+takes them: Q2_K, Q3_K_M, IQ4_NL, ...) and OUT is the quantized file; the reference is recorded on
+it. Use --hidden 256 there: K-quants and IQ4_XS need rows of a multiple of 256.
 
 The vocabulary is GPT-2's byte symbols of ASCII plus a few merges and control tokens (prompts are
 given as token ids). Weights are F16 (norms F32), drawn so the logits are far from uniform.
@@ -27,11 +33,11 @@ def byte_symbols():
     return [symbols[b] for b in range(256)]
 
 
-def write(arch, path, seed):
+def write(arch, path, seed, hidden=128):
     rng = np.random.default_rng(seed)
     # Qwen3 declares a head width of its own (wider than hidden / heads); Phi-3 fuses q/k/v and
     # gate/up (gate first).
-    hidden, heads, kv_heads, ffn, layers = 128, 4, 2, 256, 2
+    heads, kv_heads, ffn, layers = 4, 2, 256, 2
     head_dim = 64 if arch == "qwen3" else hidden // heads
     # ASCII bytes only: every token is whole UTF-8 on its own, so llama-server reports one
     # probability entry per token (it joins the tokens of an incomplete character into one).
@@ -110,10 +116,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def reference(model, server, out, prompts, n_predict, top):
+def reference(model, server, out, prompts, n_predict, top, tokenize=False, context=256, extra=()):
+    """Prompts are token ids, or text when `tokenize` (then recorded with the ids llama.cpp's
+    tokenizer gives them, special tokens parsed and BOS added as the model asks)."""
     port = free_port()
     proc = subprocess.Popen(
-        [server, "-m", model, "--port", str(port), "--host", "127.0.0.1", "-c", "256", "-t", "1", "--no-warmup"],
+        [server, "-m", model, "--port", str(port), "--host", "127.0.0.1", "-c", str(context), "-t", "1", "--no-warmup", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -125,6 +133,12 @@ def reference(model, server, out, prompts, n_predict, top):
                 time.sleep(0.1)
         cases = []
         for prompt in prompts:
+            text = None
+            if tokenize:
+                text = prompt
+                req = urllib.request.Request(url + "/tokenize", json.dumps({"content": text, "add_special": True, "parse_special": True}).encode(),
+                                             {"Content-Type": "application/json"})
+                prompt = json.load(urllib.request.urlopen(req, timeout=60))["tokens"]
             body = {"prompt": prompt, "n_predict": n_predict, "temperature": 0, "top_k": 1, "n_probs": top,
                     "cache_prompt": False, "post_sampling_probs": False}
             req = urllib.request.Request(url + "/completion", json.dumps(body).encode(), {"Content-Type": "application/json"})
@@ -132,7 +146,10 @@ def reference(model, server, out, prompts, n_predict, top):
             steps = []
             for item in reply["completion_probabilities"]:
                 steps.append({"id": item["id"], "top": [[t["id"], t["logprob"]] for t in item["top_logprobs"]]})
-            cases.append({"prompt": prompt, "steps": steps})
+            case = {"prompt": prompt, "steps": steps}
+            if text is not None:
+                case["text"] = text
+            cases.append(case)
         json.dump({"model": os.path.basename(model), "top": top, "cases": cases}, open(out, "w"), indent=1)
     finally:
         proc.terminate()
@@ -146,8 +163,21 @@ if __name__ == "__main__":
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--reference")
     ap.add_argument("--llama-server")
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--quantize")
+    ap.add_argument("--llama-quantize")
+    # `--no-repack -ub 1` records llama.cpp's per-token vec_dot path, the arithmetic the engine
+    # follows; its repacked and batched paths differ from it (and from each other) in last bits.
+    ap.add_argument("--server-args", default="")
     a = ap.parse_args()
-    write(a.arch, a.out, a.seed)
+    if a.quantize:
+        f16 = a.out + ".f16"
+        write(a.arch, f16, a.seed, a.hidden)
+        subprocess.run([a.llama_quantize, "--allow-requantize", f16, a.out, a.quantize], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.remove(f16)
+    else:
+        write(a.arch, a.out, a.seed, a.hidden)
     if a.reference:
         prompts = [[72, 101, 108, 108, 111], [128, 84, 104, 101, 32, 113], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]
-        reference(a.out, a.llama_server, a.reference, prompts, 24, 5)
+        reference(a.out, a.llama_server, a.reference, prompts, 24, 5, extra=a.server_args.split())

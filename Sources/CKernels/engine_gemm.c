@@ -66,6 +66,63 @@ static float ref_dot(int wtype, const uint8_t *w, const uint8_t *a, int64_t k) {
             sum += (float)sumi * (f16_to_f32(x->d) * f16_to_f32(y->d));
         }
         return sum;
+    case SLLM_IQ4_NL:
+        // `ggml_vec_dot_iq4_nl_q8_0`'s definition: grid values times Q8_0 quants, one scale product per block.
+        for (int64_t b = 0; b < k / QK; b++) {
+            const block_iq4_nl *x = (const block_iq4_nl *)w + b;
+            const block_q8_0 *y = (const block_q8_0 *)a + b;
+            int sumi = 0;
+            for (int j = 0; j < 16; j++) sumi += iq4_grid[x->qs[j] & 0xF] * y->qs[j] + iq4_grid[x->qs[j] >> 4] * y->qs[j + 16];
+            sum += (f16_to_f32(y->d) * f16_to_f32(x->d)) * (float)sumi;
+        }
+        return sum;
+    case SLLM_IQ4_XS:
+        for (int64_t b = 0; b < k / QKK; b++) {
+            const block_iq4_xs *x = (const block_iq4_xs *)w + b;
+            const block_q8_K *y = (const block_q8_K *)a + b;
+            int sumi = 0;
+            for (int i = 0; i < 8; i++) {
+                int isum = 0;
+                for (int j = 0; j < 16; j++)
+                    isum += iq4_grid[x->qs[16 * i + j] & 0xF] * y->qs[32 * i + j] + iq4_grid[x->qs[16 * i + j] >> 4] * y->qs[32 * i + j + 16];
+                sumi += iq4_xs_scale(x, i) * isum;
+            }
+            sum += f16_to_f32(x->d) * y->d * (float)sumi;
+        }
+        return sum;
+    case SLLM_Q2_K:
+        // `ggml_vec_dot_q2_K_q8_K`: d·Σ scale·Σ q·q8 less dmin·Σ min·(16-sums of Q8_K).
+        for (int64_t b = 0; b < k / QKK; b++) {
+            const block_q2_K *x = (const block_q2_K *)w + b;
+            const block_q8_K *y = (const block_q8_K *)a + b;
+            uint8_t values[QKK];
+            q2_K_values(x, values);
+            int sumi = 0, summs = 0;
+            for (int g = 0; g < 16; g++) {
+                int isum = 0;
+                for (int l = 0; l < 16; l++) isum += values[16 * g + l] * y->qs[16 * g + l];
+                sumi += (x->scales[g] & 0xF) * isum;
+                summs += (x->scales[g] >> 4) * y->bsums[g];
+            }
+            sum += y->d * f16_to_f32(x->d) * (float)sumi - y->d * f16_to_f32(x->dmin) * (float)summs;
+        }
+        return sum;
+    case SLLM_Q3_K:
+        for (int64_t b = 0; b < k / QKK; b++) {
+            const block_q3_K *x = (const block_q3_K *)w + b;
+            const block_q8_K *y = (const block_q8_K *)a + b;
+            int8_t values[QKK], scales[16];
+            q3_K_values(x, values);
+            q3_K_scales(x->scales, scales);
+            int sumi = 0;
+            for (int g = 0; g < 16; g++) {
+                int isum = 0;
+                for (int l = 0; l < 16; l++) isum += values[16 * g + l] * y->qs[16 * g + l];
+                sumi += scales[g] * isum;
+            }
+            sum += y->d * f16_to_f32(x->d) * (float)sumi;
+        }
+        return sum;
     case SLLM_Q4_K:
         for (int64_t b = 0; b < k / QKK; b++) {
             const block_q4_K *x = (const block_q4_K *)w + b;

@@ -222,6 +222,149 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q6_K)(const block_q
     for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]);
 }
 
+/// Q2_K: sixteen sub-blocks of 16 with 4-bit scales and mins, values 0…3. GGML's AVX2
+/// `ggml_vec_dot_q2_K_q8_K` float order: per block, `−dmin·lane` of the mins against Q8_K's
+/// 16-sums, then `d·lane` of the scaled dot products, each into eight fused accumulators.
+static inline __attribute__((always_inline)) void SUFFIX(row_q2_K)(const block_q2_K *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const __m256i three = _mm256_set1_epi8(3);
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i q[8], scale[8];
+        for (int c = 0; c < 2; c++) {
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * c));
+            q[4 * c] = _mm256_and_si256(bits, three);
+            q[4 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(bits, 2), three);
+            q[4 * c + 2] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), three);
+            q[4 * c + 3] = _mm256_and_si256(_mm256_srli_epi16(bits, 6), three);
+        }
+        // Lanes 0-3 of group g hold sub-block 2g, lanes 4-7 sub-block 2g+1.
+        for (int g = 0; g < 8; g++)
+            scale[g] = _mm256_set_m128i(_mm_set1_epi32(x[b].scales[2 * g + 1] & 0xF), _mm_set1_epi32(x[b].scales[2 * g] & 0xF));
+        const __m128i packed = _mm_loadu_si128((const __m128i *)x[b].scales);
+        const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0xF)));
+        const float xd = _cvtsh_ss(x[b].d), xdmin = _cvtsh_ss(x[b].dmin);
+        for (int t = 0; t < tn; t++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * astride) + b;
+            const __m256i prod = _mm256_madd_epi16(mins16, _mm256_loadu_si256((const __m256i *)y->bsums));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(-y->d * xdmin), _mm256_cvtepi32_ps(prod), acc[t]);
+            __m256i total = _mm256_setzero_si256();
+            for (int g = 0; g < 8; g++) {
+                __m256i s = _mm256_setzero_si256();
+                DOT_U8I8(s, q[g], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * g)));
+                total = _mm256_add_epi32(total, _mm256_mullo_epi32(s, scale[g]));
+            }
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * xd), _mm256_cvtepi32_ps(total), acc[t]);
+        }
+    }
+    for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]);
+}
+
+/// Q3_K: sixteen sub-blocks of 16 with signed 6-bit scales, values −4…3 (two low bits, less 4
+/// where the high bit is clear). GGML's AVX2 `ggml_vec_dot_q3_K_q8_K` keeps the same int32 lanes
+/// (each four bytes of a group times its scale) and adds `d·lane` to eight fused accumulators per
+/// block; the sign trick gives the byte dot product its unsigned side.
+static inline __attribute__((always_inline)) void SUFFIX(row_q3_K)(const block_q3_K *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4), zero = _mm256_setzero_si256();
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i high = _mm256_loadu_si256((const __m256i *)x[b].hmask);
+        __m256i low[8], q[8], magnitude[8], scale[8];
+        for (int c = 0; c < 2; c++) {
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * c));
+            low[4 * c] = _mm256_and_si256(bits, three);
+            low[4 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(bits, 2), three);
+            low[4 * c + 2] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), three);
+            low[4 * c + 3] = _mm256_and_si256(_mm256_srli_epi16(bits, 6), three);
+        }
+        int8_t scales[16];
+        q3_K_scales(x[b].scales, scales);
+        for (int g = 0; g < 8; g++) {
+            const __m256i clear = _mm256_cmpeq_epi8(_mm256_and_si256(high, _mm256_set1_epi8((char)(1 << g))), zero);
+            q[g] = _mm256_sub_epi8(low[g], _mm256_and_si256(clear, four));
+            magnitude[g] = _mm256_sign_epi8(q[g], q[g]);
+            scale[g] = _mm256_set_m128i(_mm_set1_epi32(scales[2 * g + 1]), _mm_set1_epi32(scales[2 * g]));
+        }
+        const float xd = _cvtsh_ss(x[b].d);
+        for (int t = 0; t < tn; t++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * astride) + b;
+            __m256i total = _mm256_setzero_si256();
+            for (int g = 0; g < 8; g++) {
+                __m256i s = _mm256_setzero_si256();
+                DOT_U8I8(s, magnitude[g], _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(y->qs + 32 * g)), q[g]));
+                total = _mm256_add_epi32(total, _mm256_mullo_epi32(s, scale[g]));
+            }
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * xd), _mm256_cvtepi32_ps(total), acc[t]);
+        }
+    }
+    for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]);
+}
+
+/// The 32 grid values (−127…113) of 16 bytes of IQ4 indices: low nibbles first, then high.
+static inline __m256i SUFFIX(iq4_values)(const uint8_t *qs) {
+    const __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)iq4_grid));
+    return _mm256_shuffle_epi8(grid, SUFFIX(nibbles)(qs));
+}
+
+/// IQ4_NL against Q8_0: like Q4_0 with a non-linear grid. GGML's AVX2
+/// `ggml_vec_dot_iq4_nl_q8_0` adds even blocks to one set of eight fused accumulators and odd
+/// blocks to another, reduces their sum, and adds an odd last block in scalar.
+static inline __attribute__((always_inline)) void SUFFIX(row_iq4_nl)(const block_iq4_nl *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+    __m256 even[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 odd[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2) {
+        const __m256i q0 = SUFFIX(iq4_values)(x[b].qs), q1 = SUFFIX(iq4_values)(x[b + 1].qs);
+        const __m256i m0 = _mm256_sign_epi8(q0, q0), m1 = _mm256_sign_epi8(q1, q1);
+        const float d0 = _cvtsh_ss(x[b].d), d1 = _cvtsh_ss(x[b + 1].d);
+        for (int t = 0; t < tn; t++) {
+            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)t * astride) + b;
+            __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+            DOT_U8I8(s0, m0, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[0].qs), q0));
+            DOT_U8I8(s1, m1, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[1].qs), q1));
+            even[t] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(y[0].d) * d0), _mm256_cvtepi32_ps(s0), even[t]);
+            odd[t] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(y[1].d) * d1), _mm256_cvtepi32_ps(s1), odd[t]);
+        }
+    }
+    for (int t = 0; t < tn; t++) {
+        float sum = SUFFIX(hsum)(_mm256_add_ps(even[t], odd[t]));
+        if (b < nb) {
+            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)t * astride) + b;
+            int sumi = 0;
+            for (int j = 0; j < 16; j++)
+                sumi += y->qs[j] * iq4_grid[x[b].qs[j] & 0xF] + y->qs[j + 16] * iq4_grid[x[b].qs[j] >> 4];
+            sum += _cvtsh_ss(y->d) * _cvtsh_ss(x[b].d) * (float)sumi;
+        }
+        out[t * ldo] = sum;
+    }
+}
+
+/// IQ4_XS: eight sub-blocks of 32 grid values with signed 6-bit scales, against Q8_K. GGML's
+/// AVX2 `ggml_vec_dot_iq4_xs_q8_K`: int32 lanes of four bytes times the sub-block's scale, `d·lane`
+/// into eight fused accumulators per block.
+static inline __attribute__((always_inline)) void SUFFIX(row_iq4_xs)(const block_iq4_xs *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i q[8], magnitude[8], scale[8];
+        for (int i = 0; i < 8; i++) {
+            q[i] = SUFFIX(iq4_values)(x[b].qs + 16 * i);
+            magnitude[i] = _mm256_sign_epi8(q[i], q[i]);
+            scale[i] = _mm256_set1_epi32(iq4_xs_scale(&x[b], i));
+        }
+        const float xd = _cvtsh_ss(x[b].d);
+        for (int t = 0; t < tn; t++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * astride) + b;
+            __m256i total = _mm256_setzero_si256();
+            for (int i = 0; i < 8; i++) {
+                __m256i s = _mm256_setzero_si256();
+                DOT_U8I8(s, magnitude[i], _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(y->qs + 32 * i)), q[i]));
+                total = _mm256_add_epi32(total, _mm256_mullo_epi32(s, scale[i]));
+            }
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(xd * y->d), _mm256_cvtepi32_ps(total), acc[t]);
+        }
+    }
+    for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]);
+}
+
 static inline __attribute__((always_inline)) float SUFFIX(dot_f16)(const uint16_t *x, const uint16_t *y, int64_t k) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t i = 0;
@@ -331,6 +474,10 @@ SLLM_TILED(q5_1, block_q5_1)
 SLLM_TILED(q4_K, block_q4_K)
 SLLM_TILED(q5_K, block_q5_K)
 SLLM_TILED(q6_K, block_q6_K)
+SLLM_TILED(q2_K, block_q2_K)
+SLLM_TILED(q3_K, block_q3_K)
+SLLM_TILED(iq4_nl, block_iq4_nl)
+SLLM_TILED(iq4_xs, block_iq4_xs)
 #undef SLLM_TILED
 
 static int SUFFIX(gemm)(int wtype, const void *w, size_t ws, int64_t r0, int64_t r1, const void *a, size_t as,
@@ -361,6 +508,10 @@ static int SUFFIX(gemm)(int wtype, const void *w, size_t ws, int64_t r0, int64_t
     case SLLM_Q4_K: SUFFIX(gemm_q4_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
     case SLLM_Q5_K: SUFFIX(gemm_q5_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
     case SLLM_Q6_K: SUFFIX(gemm_q6_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
+    case SLLM_Q2_K: SUFFIX(gemm_q2_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
+    case SLLM_Q3_K: SUFFIX(gemm_q3_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
+    case SLLM_IQ4_NL: SUFFIX(gemm_iq4_nl)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo); return 1;
+    case SLLM_IQ4_XS: SUFFIX(gemm_iq4_xs)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
     case SLLM_F16:
         for (int64_t r = r0; r < r1; r++)
             for (int64_t t = 0; t < nt; t++)

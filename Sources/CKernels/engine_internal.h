@@ -14,10 +14,14 @@ typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } block_q5_0;
 typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } block_q5_1;
 typedef struct { uint16_t d; int8_t qs[32]; } block_q8_0;
 typedef struct { uint16_t d, s; int8_t qs[32]; } block_q8_1;
+typedef struct { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; } block_q2_K;
+typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; } block_q3_K;
 typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } block_q4_K;
 typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } block_q5_K;
 typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } block_q6_K;
 typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } block_q8_K;
+typedef struct { uint16_t d; uint8_t qs[16]; } block_iq4_nl;
+typedef struct { uint16_t d; uint16_t scales_h; uint8_t scales_l[4]; uint8_t qs[128]; } block_iq4_xs;
 
 _Static_assert(sizeof(block_q4_0) == 18, "q4_0");
 _Static_assert(sizeof(block_q4_1) == 20, "q4_1");
@@ -25,10 +29,18 @@ _Static_assert(sizeof(block_q5_0) == 22, "q5_0");
 _Static_assert(sizeof(block_q5_1) == 24, "q5_1");
 _Static_assert(sizeof(block_q8_0) == 34, "q8_0");
 _Static_assert(sizeof(block_q8_1) == 36, "q8_1");
+_Static_assert(sizeof(block_q2_K) == 84, "q2_K");
+_Static_assert(sizeof(block_q3_K) == 110, "q3_K");
 _Static_assert(sizeof(block_q4_K) == 144, "q4_K");
 _Static_assert(sizeof(block_q5_K) == 176, "q5_K");
 _Static_assert(sizeof(block_q6_K) == 210, "q6_K");
 _Static_assert(sizeof(block_q8_K) == 292, "q8_K");
+_Static_assert(sizeof(block_iq4_nl) == 18, "iq4_nl");
+_Static_assert(sizeof(block_iq4_xs) == 136, "iq4_xs");
+
+/// The sixteen values a 4-bit index of IQ4_NL and IQ4_XS stands for (GGML's `kvalues_iq4nl`): a
+/// non-linear grid, denser near zero, where weights are.
+static const int8_t iq4_grid[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 static inline float f16_to_f32(uint16_t h) {
     _Float16 f;
@@ -83,6 +95,40 @@ static inline void q5_K_values(const block_q5_K *x, uint8_t *out) {
             out[64 * j + l] = (uint8_t)((x->qs[32 * j + l] & 0xF) | (((x->qh[l] >> (2 * j)) & 1) << 4));
             out[64 * j + 32 + l] = (uint8_t)((x->qs[32 * j + l] >> 4) | (((x->qh[l] >> (2 * j + 1)) & 1) << 4));
         }
+}
+
+/// The 256 values (0…3) of a Q2_K block, in order: 32-value group g = 4c + k takes bits 2k…2k+1
+/// of qs[32c…32c+31]; its first 16 values use scale 2g, the next 16 scale 2g+1.
+static inline void q2_K_values(const block_q2_K *x, uint8_t *out) {
+    for (int g = 0; g < 8; g++)
+        for (int l = 0; l < 32; l++) out[32 * g + l] = (uint8_t)((x->qs[32 * (g / 4) + l] >> (2 * (g % 4))) & 3);
+}
+
+/// The 256 signed values (−4…3) of a Q3_K block, in order: Q2_K's two low bits, less 4 where
+/// bit g of hmask[l] is clear (GGML's `dequantize_row_q3_K`).
+static inline void q3_K_values(const block_q3_K *x, int8_t *out) {
+    for (int g = 0; g < 8; g++)
+        for (int l = 0; l < 32; l++) {
+            const int low = (x->qs[32 * (g / 4) + l] >> (2 * (g % 4))) & 3;
+            out[32 * g + l] = (int8_t)(low - (((x->hmask[l] >> g) & 1) ? 0 : 4));
+        }
+}
+
+/// The sixteen 6-bit scales of a Q3_K block, less 32 (−32…31), from its 12 packed bytes: the low
+/// four bits of scale i are nibble i of bytes 0…7 (low nibbles first), the top two bits come
+/// from bytes 8…11.
+static inline void q3_K_scales(const uint8_t *packed, int8_t *out) {
+    for (int i = 0; i < 16; i++) {
+        const int low = i < 8 ? (packed[i] & 0xF) : (packed[i - 8] >> 4);
+        const int high = (packed[8 + (i % 4)] >> (2 * (i / 4))) & 3;
+        out[i] = (int8_t)((low | (high << 4)) - 32);
+    }
+}
+
+/// The 6-bit scale (less 32) of IQ4_XS sub-block `i`: its low nibble from scales_l, its top two
+/// bits from scales_h.
+static inline int iq4_xs_scale(const block_iq4_xs *x, int i) {
+    return (((x->scales_l[i / 2] >> (4 * (i % 2))) & 0xF) | (((x->scales_h >> (2 * i)) & 3) << 4)) - 32;
 }
 
 void sllm_q4_K_scale_min(int j, const uint8_t *q, uint8_t *scale, uint8_t *min);

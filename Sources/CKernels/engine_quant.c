@@ -5,6 +5,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 int sllm_activation_type(int weightType) {
@@ -17,8 +18,12 @@ int sllm_activation_type(int weightType) {
     case SLLM_Q4_1: return SLLM_Q8_1;
     case SLLM_Q5_0: return SLLM_Q8_0;
     case SLLM_Q5_1: return SLLM_Q8_1;
+    case SLLM_IQ4_NL: return SLLM_Q8_0;
+    case SLLM_Q2_K: return SLLM_Q8_K;
+    case SLLM_Q3_K: return SLLM_Q8_K;
     case SLLM_Q4_K: return SLLM_Q8_K;
     case SLLM_Q5_K: return SLLM_Q8_K;
+    case SLLM_IQ4_XS: return SLLM_Q8_K;
     case SLLM_Q6_K: return SLLM_Q8_K;
     default: return -1;
     }
@@ -34,6 +39,10 @@ size_t sllm_row_bytes(int type, int64_t count) {
     case SLLM_Q5_1: return (size_t)(count / QK) * sizeof(block_q5_1);
     case SLLM_Q8_0: return (size_t)(count / QK) * sizeof(block_q8_0);
     case SLLM_Q8_1: return (size_t)(count / QK) * sizeof(block_q8_1);
+    case SLLM_IQ4_NL: return (size_t)(count / QK) * sizeof(block_iq4_nl);
+    case SLLM_Q2_K: return (size_t)(count / QKK) * sizeof(block_q2_K);
+    case SLLM_Q3_K: return (size_t)(count / QKK) * sizeof(block_q3_K);
+    case SLLM_IQ4_XS: return (size_t)(count / QKK) * sizeof(block_iq4_xs);
     case SLLM_Q4_K: return (size_t)(count / QKK) * sizeof(block_q4_K);
     case SLLM_Q5_K: return (size_t)(count / QKK) * sizeof(block_q5_K);
     case SLLM_Q6_K: return (size_t)(count / QKK) * sizeof(block_q6_K);
@@ -244,6 +253,51 @@ void sllm_dequantize_row(int type, const void *source, float *y, int64_t count) 
             for (int j = 0; j < QKK; j++) y[j] = x->d * (float)x->qs[j];
         }
         break;
+    case SLLM_IQ4_NL:
+        for (int64_t b = 0; b < count / QK; b++, y += QK) {
+            const block_iq4_nl *x = (const block_iq4_nl *)source + b;
+            const float d = f16_to_f32(x->d);
+            for (int j = 0; j < 16; j++) {
+                y[j] = d * (float)iq4_grid[x->qs[j] & 0xF];
+                y[j + 16] = d * (float)iq4_grid[x->qs[j] >> 4];
+            }
+        }
+        break;
+    case SLLM_IQ4_XS:
+        for (int64_t b = 0; b < count / QKK; b++) {
+            const block_iq4_xs *x = (const block_iq4_xs *)source + b;
+            const float d = f16_to_f32(x->d);
+            for (int i = 0; i < 8; i++, y += 32) {
+                const float dl = d * (float)iq4_xs_scale(x, i);
+                for (int j = 0; j < 16; j++) {
+                    y[j] = dl * (float)iq4_grid[x->qs[16 * i + j] & 0xF];
+                    y[j + 16] = dl * (float)iq4_grid[x->qs[16 * i + j] >> 4];
+                }
+            }
+        }
+        break;
+    case SLLM_Q2_K:
+        for (int64_t b = 0; b < count / QKK; b++, y += QKK) {
+            const block_q2_K *x = (const block_q2_K *)source + b;
+            const float d = f16_to_f32(x->d), dmin = f16_to_f32(x->dmin);
+            uint8_t values[QKK];
+            q2_K_values(x, values);
+            for (int j = 0; j < QKK; j++) {
+                const uint8_t sc = x->scales[j / 16];
+                y[j] = d * (float)(sc & 0xF) * (float)values[j] - dmin * (float)(sc >> 4);
+            }
+        }
+        break;
+    case SLLM_Q3_K:
+        for (int64_t b = 0; b < count / QKK; b++, y += QKK) {
+            const block_q3_K *x = (const block_q3_K *)source + b;
+            const float d = f16_to_f32(x->d);
+            int8_t values[QKK], scales[16];
+            q3_K_values(x, values);
+            q3_K_scales(x->scales, scales);
+            for (int j = 0; j < QKK; j++) y[j] = d * (float)scales[j / 16] * (float)values[j];
+        }
+        break;
     case SLLM_Q4_K:
         for (int64_t b = 0; b < count / QKK; b++) {
             const block_q4_K *x = (const block_q4_K *)source + b;
@@ -306,6 +360,31 @@ static inline float ggml_expf(float x) {
         return j * power;
     }
     return ldexpf(j, (int)n);
+}
+
+static const float gelu_coef_a = 0.044715f;
+static const float sqrt_2_over_pi = 0.79788456080286535587989211986876f;
+
+/// GGML's tanh-approximated GELU in single precision (`ggml_gelu_f32`).
+static float ggml_gelu(float x) { return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + gelu_coef_a * x * x))); }
+
+/// GELU of every f16 value, rounded to f16: GGML computes GELU through this table
+/// (`ggml_table_gelu_f16`, `GGML_GELU_FP16`), so GeGLU matches llama.cpp's bits only through it.
+static uint16_t gelu_table[1 << 16];
+static pthread_once_t gelu_once = PTHREAD_ONCE_INIT;
+
+static void build_gelu_table(void) {
+    for (int i = 0; i < (1 << 16); i++) gelu_table[i] = f32_to_f16(ggml_gelu(f16_to_f32((uint16_t)i)));
+}
+
+void sllm_geglu(const float *gate, const float *up, float *out, int64_t count) {
+    pthread_once(&gelu_once, build_gelu_table);
+    for (int64_t i = 0; i < count; i++) {
+        const float x = gate[i];
+        if (x <= -10.0f) out[i] = 0.0f;
+        else if (x >= 10.0f) out[i] = x * up[i];
+        else out[i] = f16_to_f32(gelu_table[f32_to_f16(x)]) * up[i];
+    }
 }
 
 int64_t sllm_swiglu_vector(const float *gate, const float *up, float *out, int64_t count);

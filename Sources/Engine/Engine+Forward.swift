@@ -82,9 +82,12 @@ extension Engine {
             }.max()! + 64
         let outputs = slots.filter(\.logits).count
         // One scratch block, carved up.
+        // Sliding-window layers with a RoPE base of their own (Gemma 3) get a second table.
+        let localBase = c.ropeFrequencyBaseSWA
+        let ropeStride = max(2, c.ropeDimensionCount)
         let sizes = [
             n * dim, n * widest, n * qDim, n * kvDim, n * kvDim, n * qDim, n * ffn, n * ffn,
-            max(1, outputs) * dim, max(1, outputs) * c.vocabularySize, n * max(2, c.ropeDimensionCount),
+            max(1, outputs) * dim, max(1, outputs) * c.vocabularySize, n * ropeStride * (localBase == nil ? 1 : 2),
         ]
         let raw = scratch.bytes(sizes.reduce(0) { $0 + ($1 * 4 + 63) / 64 * 64 } + n * actRowBytes)
         var cursor = raw
@@ -95,19 +98,30 @@ extension Engine {
         }
         let (x, xn, q, k, v) = (parts[0], parts[1], parts[2], parts[3], parts[4])
         let (attention, gate, up, outNorm, logits) = (parts[5], parts[6], parts[7], parts[8], parts[9])
-        let ropeTables = parts[10], ropeStride = max(2, c.ropeDimensionCount)
-        for (t, slot) in slots.enumerated() { ropeTable(position: slot.position, into: ropeTables + t * ropeStride) }
+        let ropeTables = parts[10], localRopeTables = localBase == nil ? parts[10] : parts[10] + n * ropeStride
+        for (t, slot) in slots.enumerated() {
+            ropeTable(position: slot.position, into: ropeTables + t * ropeStride)
+            if let localBase {
+                ropeTable(position: slot.position, base: localBase, into: localRopeTables + t * ropeStride)
+            }
+        }
         let activations = UnsafeMutableRawPointer(cursor)
 
-        // Embeddings.
+        // Embeddings (Gemma scales them by √width).
         let embedding = weights.tokenEmbedding
         for (t, slot) in slots.enumerated() {
             sllm_dequantize_row(
                 embedding.type, embedding.data + slot.token * embedding.rowBytes, x + t * dim, Int64(dim))
         }
+        let gemma = c.architecture == "gemma3"
+        if gemma { scale(x, count: n * dim, by: sqrtf(Float(dim))) }
 
         let epsilon = Float(c.rmsNormEpsilon)
-        let scale = 1 / sqrtf(Float(headDim))
+        // Gemma 3 scales queries before attention (by 1/√head_dim, or 1/√(width/heads) for its
+        // 27B), as llama.cpp does, and attends with a scale of 1.
+        let queryScale: Float? =
+            gemma ? 1 / sqrtf(Float(c.blockCount == 62 ? dim / c.headCount : headDim)) : nil
+        let attentionScale = queryScale == nil ? 1 / sqrtf(Float(headDim)) : 1
         for (layerIndex, layer) in weights.layers.enumerated() {
             rmsNorm(x, into: xn, rows: n, width: dim, weight: layer.attentionNorm, epsilon: epsilon)
             multiply(
@@ -123,15 +137,20 @@ extension Engine {
             if let norm = layer.keyNorm {
                 rmsNorm(k, into: k, rows: n * c.headCountKV, width: headDim, weight: norm, epsilon: epsilon)
             }
+            let tables = layer.slidingWindow ? localRopeTables : ropeTables
             for (t, slot) in slots.enumerated() {
-                rope(q + t * qDim, heads: c.headCount, table: ropeTables + t * ropeStride)
-                rope(k + t * kvDim, heads: c.headCountKV, table: ropeTables + t * ropeStride)
+                rope(q + t * qDim, heads: c.headCount, table: tables + t * ropeStride)
+                rope(k + t * kvDim, heads: c.headCountKV, table: tables + t * ropeStride)
+                if let queryScale { scale(q + t * qDim, count: qDim, by: queryScale) }
                 let cache = slot.sequence.cache
                 sllm_f32_to_f16(k + t * kvDim, cache.keys(layer: layerIndex) + slot.position * kvDim, Int64(kvDim))
                 sllm_f32_to_f16(v + t * kvDim, cache.values(layer: layerIndex) + slot.position * kvDim, Int64(kvDim))
             }
-            // Attention, (token, head) pairs spread over the threads.
+            // Attention, (token, head) pairs spread over the threads. A sliding-window layer sees
+            // the keys of the last `window` positions only (llama.cpp masks the rest, which its
+            // attention loop then skips: the same as not visiting them).
             let heads = c.headCount, group = c.headCount / c.headCountKV
+            let window = layer.slidingWindow ? (c.slidingWindow ?? Int.max) : Int.max
             parallel { thread, threads in
                 let total = n * heads
                 for job in (total * thread / threads)..<(total * (thread + 1) / threads) {
@@ -139,24 +158,35 @@ extension Engine {
                     let slot = slots[t]
                     let kvHead = h / group
                     let cache = slot.sequence.cache
+                    let first = max(0, slot.position + 1 - window)
                     sllm_attention_f16(
                         q + t * qDim + h * headDim,
-                        cache.keys(layer: layerIndex) + kvHead * headDim, Int64(kvDim),
-                        cache.values(layer: layerIndex) + kvHead * headDim, Int64(kvDim),
-                        Int64(slot.position + 1), Int64(headDim), scale,
+                        cache.keys(layer: layerIndex) + first * kvDim + kvHead * headDim, Int64(kvDim),
+                        cache.values(layer: layerIndex) + first * kvDim + kvHead * headDim, Int64(kvDim),
+                        Int64(slot.position + 1 - first), Int64(headDim), attentionScale,
                         attention + t * qDim + h * headDim)
                 }
             }
             multiply(
                 [layer.output], input: attention, rows: n, into: [xn], activations: activations, stride: actRowBytes)
+            if let norm = layer.attentionPostNorm {
+                rmsNorm(xn, into: xn, rows: n, width: dim, weight: norm, epsilon: epsilon)
+            }
             add(xn, to: x, count: n * dim)
 
             rmsNorm(x, into: xn, rows: n, width: dim, weight: layer.feedForwardNorm, epsilon: epsilon)
             multiply(
                 [layer.gate, layer.up], input: xn, rows: n, into: [gate, up], activations: activations,
                 stride: actRowBytes)
-            sllm_swiglu(gate, up, gate, Int64(n * ffn))
+            if gemma {
+                sllm_geglu(gate, up, gate, Int64(n * ffn))
+            } else {
+                sllm_swiglu(gate, up, gate, Int64(n * ffn))
+            }
             multiply([layer.down], input: gate, rows: n, into: [xn], activations: activations, stride: actRowBytes)
+            if let norm = layer.feedForwardPostNorm {
+                rmsNorm(xn, into: xn, rows: n, width: dim, weight: norm, epsilon: epsilon)
+            }
             add(xn, to: x, count: n * dim)
 
         }
@@ -233,16 +263,25 @@ extension Engine {
         for i in 0..<count { x[i] += y[i] }
     }
 
+    private func scale(_ x: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
+        for i in 0..<count { x[i] *= factor }
+    }
+
     /// The cos/sin pairs RoPE rotates a token at `position` by, GGML's arithmetic (`theta`
     /// stepped by multiplication, `cosf`/`sinf` in single precision). Computed once per token and
     /// pass, then used for q and k of every layer.
-    private func ropeTable(position: Int, into table: UnsafeMutablePointer<Float>) {
+    /// With `base`, the table of sliding-window layers: their own base, no scaling.
+    private func ropeTable(position: Int, base: Double? = nil, into table: UnsafeMutablePointer<Float>) {
         let dims = config.ropeDimensionCount
-        let thetaScale = powf(Float(config.ropeFrequencyBase), -2 / Float(dims))
+        let thetaScale = powf(Float(base ?? config.ropeFrequencyBase), -2 / Float(dims))
         var theta = Float(position)
         for i in 0..<(dims / 2) {
-            let factor = weights.ropeFrequencyFactors?[i] ?? 1
-            (table[2 * i], table[2 * i + 1]) = ropeScaling.rotation(theta / factor, pair: i)
+            if base != nil {
+                (table[2 * i], table[2 * i + 1]) = (cosf(theta), sinf(theta))
+            } else {
+                let factor = weights.ropeFrequencyFactors?[i] ?? 1
+                (table[2 * i], table[2 * i + 1]) = ropeScaling.rotation(theta / factor, pair: i)
+            }
             theta *= thetaScale
         }
     }

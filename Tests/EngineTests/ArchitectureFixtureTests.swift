@@ -27,12 +27,23 @@ import Testing
         struct Case: Decodable {
             var prompt: [Int]
             var steps: [Step]
+            /// The prompt's text when it was given as text (llama.cpp's ids are `prompt`).
+            var text: String?
         }
         var model: String
         var cases: [Case]
     }
 
-    @Test(arguments: ["qwen3-tiny", "phi3-tiny", "qwen2-tiny"])
+    /// The weight types each fixture must hold, so that it tests them: the architecture fixtures
+    /// are F16; the `llama-*` ones went through llama.cpp's `llama-quantize` with that preset
+    /// (Q2_K puts some matrices in Q3_K, Q3_K_M some in Q4_K and Q5_K).
+    static let fixtures: [String: Set<DType>] = [
+        "qwen3-tiny": [.f16], "phi3-tiny": [.f16], "qwen2-tiny": [.f16],
+        "llama-q2-k": [.q2_K, .q3_K, .q6_K], "llama-q3-k-m": [.q3_K, .q4_K, .q5_K, .q6_K],
+        "llama-iq4-nl": [.iq4_nl, .q6_K], "llama-iq4-xs": [.iq4_xs, .q6_K],
+    ]
+
+    @Test(arguments: fixtures.keys.sorted())
     func greedyTokensAndLogprobsMatchLlamaCpp(name: String) async throws {
         let resources = try #require(Bundle.module.resourceURL)
         let reference = try JSONDecoder().decode(
@@ -46,7 +57,18 @@ import Testing
             store: store,
             cache: try DRAMCache(directory: directory.file("cache"), budgetBytes: 64 << 20, slabBytes: 1 << 20),
             configuration: .init(threads: 1))
-        let engine = try Engine(model: try await loader.load(try ModelName("m")))
+        let model = try await loader.load(try ModelName("m"))
+        let types = Set(model.index.tensors.map(\.dtype)).subtracting([.f32])
+        #expect(types == Self.fixtures[name], "\(name) holds \(types.map(\.name).sorted())")
+        let engine = try Engine(model: model)
+        let (compared, worst) = try Self.compare(engine, with: reference, name: name)
+        #expect(compared >= 24, "enough positions compared before near-ties: \(compared)")
+        print("\(name): \(compared) positions compared, largest logprob difference \(worst) nats")
+    }
+
+    /// Runs each case's prompt and greedy continuation on `engine` against llama.cpp's, under the
+    /// criterion above. Returns the positions compared and the largest log-probability difference.
+    static func compare(_ engine: Engine, with reference: Reference, name: String) throws -> (Int, Double) {
         var compared = 0
         var worst = 0.0
         for (index, testCase) in reference.cases.enumerated() {
@@ -74,7 +96,6 @@ import Testing
                 try engine.prefill(sequence)
             }
         }
-        #expect(compared >= 24, "enough positions compared before near-ties: \(compared)")
-        print("\(name): \(compared) positions compared, largest logprob difference \(worst) nats")
+        return (compared, worst)
     }
 }

@@ -9,7 +9,9 @@ import Testing
         ("q4_0", Int32(SLLM_Q4_0), 32, 18), ("q4_1", Int32(SLLM_Q4_1), 32, 20), ("q8_0", Int32(SLLM_Q8_0), 32, 34),
         ("q5_0", Int32(SLLM_Q5_0), 32, 22), ("q5_1", Int32(SLLM_Q5_1), 32, 24),
         ("q4_K", Int32(SLLM_Q4_K), 256, 144), ("q5_K", Int32(SLLM_Q5_K), 256, 176),
-        ("q6_K", Int32(SLLM_Q6_K), 256, 210),
+        ("q6_K", Int32(SLLM_Q6_K), 256, 210), ("q2_K", Int32(SLLM_Q2_K), 256, 84),
+        ("q3_K", Int32(SLLM_Q3_K), 256, 110), ("iq4_nl", Int32(SLLM_IQ4_NL), 32, 18),
+        ("iq4_xs", Int32(SLLM_IQ4_XS), 256, 136),
     ]
 
     static func half(_ value: Float) -> [UInt8] {
@@ -68,6 +70,23 @@ import Testing
                     + half(Float.random(in: 0.001...0.01, using: &generator))
                 out += random(12) + random(32) + random(128)
             }
+        case SLLM_Q2_K:
+            for _ in 0..<(count / 256) {
+                out += random(16) + random(64)
+                out +=
+                    half(Float.random(in: 0.001...0.01, using: &generator))
+                    + half(Float.random(in: 0.001...0.01, using: &generator))
+            }
+        case SLLM_Q3_K:
+            for _ in 0..<(count / 256) {
+                out += random(32) + random(64) + random(12) + half(Float.random(in: 0.001...0.01, using: &generator))
+            }
+        case SLLM_IQ4_NL:
+            for _ in 0..<(count / 32) { out += half(Float.random(in: 0.001...0.01, using: &generator)) + random(16) }
+        case SLLM_IQ4_XS:
+            for _ in 0..<(count / 256) {
+                out += half(Float.random(in: 0.001...0.01, using: &generator)) + random(2) + random(4) + random(128)
+            }
         case SLLM_Q6_K:
             for _ in 0..<(count / 256) {
                 out += random(128) + random(64)
@@ -83,7 +102,7 @@ import Testing
     func gemmMatchesTheDequantizedDefinitionOnEveryPath(name: String) {
         let type = Self.types.first { $0.name == name }!
         var generator = SeededGenerator(seed: 7)
-        let columns = type.block == 256 ? 512 : 576
+        let columns = type.block == 256 ? 512 : 608
         let rows = 9, tokens = 6
         let activationType = sllm_activation_type(type.id)
         let rowBytes = sllm_row_bytes(type.id, Int64(columns))

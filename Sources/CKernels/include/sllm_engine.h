@@ -18,15 +18,19 @@ enum {
     SLLM_Q5_1 = 7,
     SLLM_Q8_0 = 8,
     SLLM_Q8_1 = 9,
+    SLLM_Q2_K = 10,
+    SLLM_Q3_K = 11,
     SLLM_Q4_K = 12,
     SLLM_Q5_K = 13,
     SLLM_Q6_K = 14,
     SLLM_Q8_K = 15,
+    SLLM_IQ4_NL = 20,
+    SLLM_IQ4_XS = 23,
     SLLM_BF16 = 30,
 };
 
 /// The type activations are converted to before a dot product with weights of `weightType`
-/// (GGML's `vec_dot_type`): Q8_1 for Q4_1/Q5_1, Q8_0 for Q4_0/Q5_0/Q8_0, Q8_K for K-quants, and the
+/// (GGML's `vec_dot_type`): Q8_1 for Q4_1/Q5_1, Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL, Q8_K for K-quants and IQ4_XS, and the
 /// weight's own type for F16/BF16/F32. -1 for a weight type the kernels do not support.
 int sllm_activation_type(int weightType);
 
@@ -58,6 +62,10 @@ void sllm_gemm_at_level(int level, int wtype, const void *w, size_t wstride, int
 
 /// out[i] = silu(gate[i]) * up[i], with GGML's vectorised exp (so results match llama.cpp's bits).
 void sllm_swiglu(const float *gate, const float *up, float *out, int64_t count);
+
+/// out[i] = gelu(gate[i]) * up[i] as GGML computes GeGLU: GELU's tanh approximation looked up
+/// by the f16 value of gate[i] and rounded to f16 (GGML's table), 0 below −10, identity above 10.
+void sllm_geglu(const float *gate, const float *up, float *out, int64_t count);
 
 /// Σ exp(x[i] − max) (for log-probabilities), vectorised where the CPU allows.
 float sllm_sum_exp(const float *x, int64_t count, float max);

@@ -17,6 +17,8 @@ public enum DType: UInt32, Codable, Sendable, CaseIterable, CustomStringConverti
     case q5_K = 13
     case q6_K = 14
     case q8_K = 15
+    case iq4_nl = 20
+    case iq4_xs = 23
     case i8 = 24
     case i16 = 25
     case i32 = 26
@@ -28,8 +30,8 @@ public enum DType: UInt32, Codable, Sendable, CaseIterable, CustomStringConverti
     public var blockSize: Int {
         switch self {
         case .f32, .f16, .bf16, .i8, .i16, .i32, .i64, .f64: 1
-        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q8_1: 32
-        case .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q8_K: 256
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q8_1, .iq4_nl: 32
+        case .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q8_K, .iq4_xs: 256
         }
     }
 
@@ -52,6 +54,8 @@ public enum DType: UInt32, Codable, Sendable, CaseIterable, CustomStringConverti
         case .q5_K: 176
         case .q6_K: 210
         case .q8_K: 292
+        case .iq4_nl: 18
+        case .iq4_xs: 136
         }
     }
 
@@ -72,6 +76,8 @@ public enum DType: UInt32, Codable, Sendable, CaseIterable, CustomStringConverti
         case .q5_K: "q5_K"
         case .q6_K: "q6_K"
         case .q8_K: "q8_K"
+        case .iq4_nl: "iq4_nl"
+        case .iq4_xs: "iq4_xs"
         case .i8: "i8"
         case .i16: "i16"
         case .i32: "i32"

@@ -24,12 +24,21 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     public var ropeScaling: [String: JSONValue]?
     /// True when the output projection reuses the token embedding.
     public var tiedEmbeddings: Bool
+    /// Sliding-window attention: the window (a query at position p sees keys at positions above
+    /// p − window), nil when every layer attends to the whole context.
+    public var slidingWindow: Int?
+    /// Which layers use the sliding window (one flag per block); nil with a window means all.
+    public var slidingWindowLayers: [Bool]?
+    /// The RoPE base of sliding-window layers when it differs from `ropeFrequencyBase` (Gemma 3's
+    /// local layers use 10 000, its global ones 1 000 000).
+    public var ropeFrequencyBaseSWA: Double?
 
     public init(
         architecture: String, vocabularySize: Int, contextLength: Int, embeddingLength: Int,
         feedForwardLength: Int, blockCount: Int, headCount: Int, headCountKV: Int, headDimension: Int,
         rmsNormEpsilon: Double, ropeFrequencyBase: Double, ropeDimensionCount: Int, ropeStyle: String,
-        ropeScaling: [String: JSONValue]?, tiedEmbeddings: Bool
+        ropeScaling: [String: JSONValue]?, tiedEmbeddings: Bool, slidingWindow: Int? = nil,
+        slidingWindowLayers: [Bool]? = nil, ropeFrequencyBaseSWA: Double? = nil
     ) {
         self.architecture = architecture
         self.vocabularySize = vocabularySize
@@ -46,6 +55,16 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         self.ropeStyle = ropeStyle
         self.ropeScaling = ropeScaling
         self.tiedEmbeddings = tiedEmbeddings
+        self.slidingWindow = slidingWindow
+        self.slidingWindowLayers = slidingWindowLayers
+        self.ropeFrequencyBaseSWA = ropeFrequencyBaseSWA
+    }
+
+    /// Whether block `layer` attends through the sliding window.
+    public func usesSlidingWindow(layer: Int) -> Bool {
+        guard slidingWindow != nil else { return false }
+        guard let layers = slidingWindowLayers, layer < layers.count else { return true }
+        return layers[layer]
     }
 
     /// The RoPE convention GGML uses for an architecture.
@@ -73,6 +92,14 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         try check(headCountKV, "key/value head count", 1...headCount)
         try check(headDimension, "head dimension", 1...(1 << 16))
         try check(ropeDimensionCount, "rope dimension count", 0...headDimension)
+        if let slidingWindow { try check(slidingWindow, "sliding window", 1...(1 << 24)) }
+        if let layers = slidingWindowLayers, layers.count != blockCount {
+            throw CheckpointError.format(
+                "model config: \(layers.count) sliding-window layer flags for \(blockCount) blocks")
+        }
+        if let base = ropeFrequencyBaseSWA, !(base > 0) {
+            throw CheckpointError.format("model config: sliding-window rope base \(base) is out of range")
+        }
         guard headCount % headCountKV == 0 else {
             throw CheckpointError.format(
                 "model config: \(headCount) heads are not a multiple of \(headCountKV) key/value heads")

