@@ -60,4 +60,19 @@ import Tokenizers
         #expect(compared >= 16, "enough positions compared before near-ties: \(compared)")
         print("gemma3-270m: \(compared) positions compared, largest logprob difference \(worst) nats")
     }
+
+    /// The file carries no chat template: conversion gives it Gemma's turn format.
+    @Test func aFileWithoutAChatTemplateGetsGemmasTurnFormat() async throws {
+        let tokenizer = try await Self.engine.value.tokenizer
+        let rendered = try tokenizer.renderChat([
+            ChatMessage(role: "system", content: "Be brief."), ChatMessage(role: "user", content: " Hi "),
+            ChatMessage(role: "assistant", content: "Hello."), ChatMessage(role: "user", content: "Bye"),
+        ])
+        #expect(
+            rendered
+                == "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+        )
+        // One BOS, then the turn marker as one special token.
+        #expect(Array(tokenizer.encodeChat(rendered).prefix(3)) == [2, 105, 2364])
+    }
 }

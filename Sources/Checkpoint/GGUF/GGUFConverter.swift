@@ -23,6 +23,13 @@ public enum GGUFConverter {
                 .invalidFormat, "\(name) has no tokenizer (tokenizer.ggml.model / tokenizer.ggml.tokens missing)")
         }
         let config = try modelConfig(gguf, name: name)
+        // A file without a chat template gets its family's turn format when the family has one
+        // that every release uses (as Ollama's Modelfiles supply one): Gemma's.
+        if tokenizer["tokenizer.chat_template"]?.stringValue == nil,
+            let template = builtInChatTemplates[config.architecture]
+        {
+            tokenizer["tokenizer.chat_template"] = .string(template)
+        }
         let tensors = gguf.tensors.map { tensor in
             TensorSource.slice(
                 of: file, at: Int64(gguf.dataOffset + tensor.offset), name: tensor.name, dtype: tensor.dtype,
@@ -36,6 +43,23 @@ public enum GGUFConverter {
             tokenizerFormat: "gguf", chatTemplate: tokenizer["tokenizer.chat_template"]?.stringValue,
             files: [("gguf-tokenizer.json", tokenizerBytes)], tokenizerFiles: ["gguf-tokenizer.json"], tensors: tensors)
     }
+
+    /// Chat templates for families whose GGUF files may lack one, by architecture. Gemma: turns
+    /// of `<start_of_turn>ROLE\n…<end_of_turn>\n` with the assistant's role named `model` and a
+    /// system message put at the head of the first user turn; the tokenizer adds BOS.
+    static let builtInChatTemplates: [String: String] = {
+        let gemma = """
+            {%- if messages[0]['role'] == 'system' -%}
+            {%- set prefix = messages[0]['content'] | trim + '\n\n' -%}{%- set turns = messages[1:] -%}
+            {%- else -%}{%- set prefix = '' -%}{%- set turns = messages -%}{%- endif -%}
+            {%- for message in turns -%}
+            {%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}
+            {{- '<start_of_turn>' + role + '\n' + (prefix if loop.first else '') + message['content'] | trim + '<end_of_turn>\n' -}}
+            {%- endfor -%}
+            {%- if add_generation_prompt -%}{{- '<start_of_turn>model\n' -}}{%- endif -%}
+            """
+        return ["gemma": gemma, "gemma2": gemma, "gemma3": gemma]
+    }()
 
     static func modelConfig(_ gguf: GGUFFile, name: String) throws -> ModelConfig {
         guard let architecture = gguf.value("general.architecture")?.stringValue else {
