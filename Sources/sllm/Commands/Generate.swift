@@ -228,14 +228,18 @@ struct Generate: AsyncParsableCommand {
         }
         if timings {
             let t = result.timings
+            // The first token comes out of the prefill: with no decode step there is no rate.
+            let rate =
+                t.decodeTokens > 0
+                ? String(
+                    format: ", %.2f ms/token (%.1f tok/s)", t.millisecondsPerToken,
+                    1000 / max(t.millisecondsPerToken, 1e-9)) : ""
             FileHandle.standardError.write(
                 Data(
                     String(
-                        format:
-                            "prompt: %d tokens in %.1f ms (%.1f tok/s); generated: %d tokens, %.2f ms/token (%.1f tok/s); finish: %@\n",
+                        format: "prompt: %d tokens in %.1f ms (%.1f tok/s); generated: %d tokens%@; finish: %@\n",
                         t.prefillTokens, t.prefill * 1000, Double(t.prefillTokens) / max(t.prefill, 1e-9),
-                        result.tokens.count, t.millisecondsPerToken, 1000 / max(t.millisecondsPerToken, 1e-9),
-                        result.finishReason.rawValue
+                        result.tokens.count, rate, result.finishReason.rawValue
                     ).utf8))
         }
     }
