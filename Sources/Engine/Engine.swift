@@ -50,9 +50,7 @@ public final class Engine: @unchecked Sendable {
         if let tokenizer {
             self.tokenizer = tokenizer
         } else {
-            self.tokenizer = try Engine.tokenizer(index: model.index, name: model.name) {
-                Data(try model.fileContents($0))
-            }
+            self.tokenizer = try Engine.tokenizer(of: model)
         }
         guard self.tokenizer.vocabularySize <= config.vocabularySize else {
             throw EngineError(
@@ -76,13 +74,18 @@ public final class Engine: @unchecked Sendable {
     /// The tokenizer a checkpoint carries, built from its files (not cached: a server keeps
     /// one per model; see Serving's `TokenizerCache`). A tokenizer the files do not make is an
     /// unsupported model; a file that cannot be read throws its own error.
-    package static func tokenizer(index: CheckpointIndex, name: String, read: (String) throws -> Data) throws
-        -> Tokenizer
-    {
+    package static func tokenizer(name: String, build: () throws -> Tokenizer) throws -> Tokenizer {
         do {
-            return try Tokenizer(checkpoint: index, read: read)
+            return try build()
         } catch let error as TokenizerError {
             throw EngineError(.unsupportedModel, "checkpoint \(name): \(error.description)", cause: error)
+        }
+    }
+
+    /// The tokenizer of loaded weights (their `vocabulary.bin` mapped in place when they have one).
+    package static func tokenizer(of model: any ModelWeights) throws -> Tokenizer {
+        try tokenizer(name: model.name) {
+            try Tokenizer(checkpoint: model.index, map: model.mappedFile, read: model.fileContents)
         }
     }
 
@@ -106,7 +109,9 @@ public final class Engine: @unchecked Sendable {
                 "tensor \(tensor.name) has dtype \(tensor.dtype.name), which the engine does not compute on (supported: \(supportedWeightTypes.map(\.name).sorted().joined(separator: ", ")))"
             )
         }
-        let tokenizer = try tokenizer(index: reader.index, name: reader.directory) { Data(try reader.fileContents($0)) }
+        let tokenizer = try tokenizer(name: reader.directory) {
+            try Tokenizer(checkpoint: reader.index, map: reader.mappedFile, read: reader.fileContents)
+        }
         let config = reader.index.config
         guard tokenizer.vocabularySize <= config.vocabularySize else {
             throw EngineError(

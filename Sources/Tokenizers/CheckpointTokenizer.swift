@@ -9,6 +9,24 @@ extension Tokenizer {
         try self.init(checkpointFiles: Set(files.map(\.name)), chatTemplate: index.tokenizer.chatTemplate, read: read)
     }
 
+    /// `init(checkpoint:read:)` for a checkpoint on disk: its `vocabulary.bin` is mapped (`map`,
+    /// which checksum-verifies) and used in place; the JSON forms are read (`read`).
+    public convenience init(
+        checkpoint index: CheckpointIndex, map: (String) throws -> MappedFile, read: (String) throws -> [UInt8]
+    ) throws {
+        if index.files.contains(where: { $0.name == "vocabulary.bin" }) {
+            let table: VocabularyTable
+            do {
+                table = try VocabularyTable(mapped: try map("vocabulary.bin"))
+            } catch let error as CheckpointError where error.code == .invalidFormat {
+                throw TokenizerError(.malformed, error.message)
+            }
+            try self.init(vocabulary: table, chatTemplate: index.tokenizer.chatTemplate)
+        } else {
+            try self.init(checkpoint: index) { Data(try read($0)) }
+        }
+    }
+
     /// What identifies a checkpoint's tokenizer: its files' names, checksums and sizes, and its
     /// chat template. Checkpoints with equal keys have equal tokenizers (a cache's key).
     public static func key(of index: CheckpointIndex) -> String {

@@ -12,7 +12,9 @@ extension Tokenizer {
     public convenience init(checkpointFiles files: Set<String>, chatTemplate: String?, read: (String) throws -> Data)
         throws
     {
-        if files.contains("gguf-tokenizer.json") {
+        if files.contains("vocabulary.bin") {
+            try self.init(vocabulary: [UInt8](try read("vocabulary.bin")), chatTemplate: chatTemplate)
+        } else if files.contains("gguf-tokenizer.json") {
             try self.init(ggufJSON: try read("gguf-tokenizer.json"), chatTemplate: chatTemplate)
         } else if files.contains("tokenizer.json") {
             try self.init(
@@ -26,7 +28,9 @@ extension Tokenizer {
     }
 
     /// The files `init(checkpointFiles:chatTemplate:read:)` reads, for callers that key a cache on them.
-    public static let checkpointFileNames = ["gguf-tokenizer.json", "tokenizer.json", "tokenizer_config.json"]
+    public static let checkpointFileNames = [
+        "vocabulary.bin", "gguf-tokenizer.json", "tokenizer.json", "tokenizer_config.json",
+    ]
 
     /// Builds a tokenizer from a Hugging Face `tokenizer.json` (BPE models: byte-level such as
     /// Llama 3, Qwen2, SmolLM, GPT-2; or SentencePiece-style with byte fallback such as Llama 2 and

@@ -1,3 +1,4 @@
+public import Checkpoint
 public import Foundation
 
 /// An error from loading a tokenizer or from input it cannot handle.
@@ -46,10 +47,8 @@ public struct TokenizerError: Error, CustomStringConvertible, Sendable, Equatabl
 /// (with a leading one after BOS or a special token), characters merge by the score of the
 /// merged token, and characters outside the vocabulary become `<0xXX>` byte tokens.
 public final class Tokenizer: Sendable {
-    public let tokens: [String]
-    public let tokenTypes: [Int]
-    private let ids: [String: Int]
-    private let ranks: [String: Int]
+    /// Tokens, their ids and merge ranks, looked up in place (`VocabularyTable`).
+    private let table: VocabularyTable
     /// Tokens matched in the text before it is split into words, longest first: control,
     /// user-defined and unknown ones, and the user-defined ones alone.
     private let specials: [(text: String, id: Int)]
@@ -64,8 +63,6 @@ public final class Tokenizer: Sendable {
     public let endOfGenerationTokens: Set<Int>
     /// Which algorithm the vocabulary uses.
     public let model: Model
-    /// SentencePiece scores (the merge priority of each token); empty for byte-level BPE.
-    let scores: [Float]
     /// Whether SentencePiece text gets a leading `▁`.
     let addSpacePrefix: Bool
     /// `<0xXX>` byte tokens of a SentencePiece vocabulary.
@@ -95,7 +92,53 @@ public final class Tokenizer: Sendable {
         try self.init(gguf: object)
     }
 
-    public init(gguf: [String: Any]) throws {
+    /// Builds a tokenizer from GGUF `tokenizer.*` keys.
+    public convenience init(gguf: [String: Any]) throws {
+        guard let tokens = gguf["tokenizer.ggml.tokens"] as? [String], !tokens.isEmpty else {
+            throw TokenizerError(.malformed, "tokenizer has no tokenizer.ggml.tokens")
+        }
+        let merges = gguf["tokenizer.ggml.merges"] as? [String] ?? []
+        let scores = (gguf["tokenizer.ggml.scores"] as? [NSNumber])?.map(\.floatValue) ?? []
+        let types =
+            (gguf["tokenizer.ggml.token_type"] as? [NSNumber])?.map(\.intValue)
+            ?? Array(repeating: 1, count: tokens.count)
+        guard types.count == tokens.count else {
+            throw TokenizerError(.malformed, "token_type has \(types.count) entries for \(tokens.count) tokens")
+        }
+        guard scores.isEmpty || scores.count == tokens.count else {
+            throw TokenizerError(.malformed, "\(scores.count) scores for \(tokens.count) tokens")
+        }
+        let table = try VocabularyTable(
+            VocabularyTable.encode(tokens: tokens, types: types, scores: scores, merges: merges, metadata: Data()))
+        try self.init(table: table, metadata: gguf)
+    }
+
+    /// Builds a tokenizer from a checkpoint's `vocabulary.bin` (written at conversion): nothing
+    /// is built per token, so this takes milliseconds where the JSON form of a large vocabulary
+    /// takes hundreds.
+    public convenience init(vocabulary bytes: [UInt8], chatTemplate: String? = nil) throws {
+        let table: VocabularyTable
+        do {
+            table = try VocabularyTable(bytes)
+        } catch {
+            throw TokenizerError(.malformed, error.message)
+        }
+        try self.init(vocabulary: table, chatTemplate: chatTemplate)
+    }
+
+    /// A tokenizer over a vocabulary table already read (`VocabularyTable(mapped:)` maps a
+    /// checkpoint's file in place).
+    public convenience init(vocabulary table: VocabularyTable, chatTemplate: String? = nil) throws {
+        guard var metadata = try? JSONSerialization.jsonObject(with: table.metadata) as? [String: Any] else {
+            throw TokenizerError(.malformed, "vocabulary.bin: its metadata is not a JSON object")
+        }
+        if let chatTemplate { metadata["tokenizer.chat_template"] = chatTemplate }
+        try self.init(table: table, metadata: metadata)
+    }
+
+    /// `metadata`: the `tokenizer.*` keys besides the vocabulary itself (model, pre-tokenizer,
+    /// special token ids, flags, chat template).
+    init(table: VocabularyTable, metadata gguf: [String: Any]) throws {
         let modelName = gguf["tokenizer.ggml.model"] as? String ?? "(none)"
         guard let model = Model(rawValue: modelName) else {
             throw TokenizerError(
@@ -103,10 +146,6 @@ public final class Tokenizer: Sendable {
                 "tokenizer model `\(modelName)` is not supported (supported: gpt2 byte-level BPE, llama SentencePiece BPE)"
             )
         }
-        guard let tokens = gguf["tokenizer.ggml.tokens"] as? [String], !tokens.isEmpty else {
-            throw TokenizerError(.malformed, "tokenizer has no tokenizer.ggml.tokens")
-        }
-        let merges = gguf["tokenizer.ggml.merges"] as? [String] ?? []
         let pre = gguf["tokenizer.ggml.pre"] as? String ?? "default"
         guard let preTokenizer = model == .sentencePiece ? PreTokenizer(kind: .gpt2) : PreTokenizer(ggufName: pre)
         else {
@@ -115,42 +154,23 @@ public final class Tokenizer: Sendable {
                 "pre-tokenizer `\(pre)` is not supported (supported: gpt2, smollm, llama3, qwen2 and their kin)")
         }
         self.model = model
-        let scores = (gguf["tokenizer.ggml.scores"] as? [NSNumber])?.map(\.floatValue) ?? []
-        if model == .sentencePiece && scores.count != tokens.count {
-            throw TokenizerError(
-                .malformed,
-                "a SentencePiece vocabulary needs one score per token (\(scores.count) scores for \(tokens.count) tokens)"
-            )
+        if model == .sentencePiece && !table.hasScores {
+            throw TokenizerError(.malformed, "a SentencePiece vocabulary needs one score per token (it has none)")
         }
-        self.scores = scores
+        self.table = table
         self.addSpacePrefix = (gguf["tokenizer.ggml.add_space_prefix"] as? Bool) ?? true
-        let types =
-            (gguf["tokenizer.ggml.token_type"] as? [NSNumber])?.map(\.intValue)
-            ?? Array(repeating: 1, count: tokens.count)
-        guard types.count == tokens.count else {
-            throw TokenizerError(.malformed, "token_type has \(types.count) entries for \(tokens.count) tokens")
-        }
-        self.tokens = tokens
-        self.tokenTypes = types
-        var ids: [String: Int] = [:]
-        ids.reserveCapacity(tokens.count)
-        for (id, token) in tokens.enumerated() where ids[token] == nil { ids[token] = id }
-        self.ids = ids
-        var ranks: [String: Int] = [:]
-        ranks.reserveCapacity(merges.count)
-        for (rank, merge) in merges.enumerated() where ranks[merge] == nil { ranks[merge] = rank }
-        self.ranks = ranks
+        let count = table.tokenCount
         // As llama.cpp: control, user-defined and unknown tokens are matched in the text before
         // anything else, longest first; without parse-special only the user-defined ones are
         // (Gemma's whitespace runs, Qwen's `<tool_call>`), as Hugging Face's tokenizers do.
         let matched: Set<Int> = [
             TokenType.control.rawValue, TokenType.userDefined.rawValue, TokenType.unknown.rawValue,
         ]
-        self.specials = tokens.enumerated()
-            .filter { matched.contains(types[$0.offset]) && !$0.element.isEmpty }
-            .map { ($0.element, $0.offset) }
+        self.specials = table.ids(ofTypes: matched)
+            .filter { !table.tokenUTF8($0).isEmpty }
+            .map { (table.token($0), $0) }
             .sorted { ($0.text.utf8.count, $1.id) > ($1.text.utf8.count, $0.id) }
-        self.userDefined = specials.filter { types[$0.id] == TokenType.userDefined.rawValue }
+        self.userDefined = specials.filter { table.type($0.id) == TokenType.userDefined.rawValue }
         self.preTokenizer = preTokenizer
         // Every special token id is checked against the vocabulary. BOS and EOS are used (an EOS
         // outside the vocabulary never ends a generation; either would index out of bounds): a
@@ -159,12 +179,12 @@ public final class Tokenizer: Sendable {
         func isToken(_ value: Any?) -> Bool {
             guard let number = value as? NSNumber else { return false }
             let double = number.doubleValue
-            return double >= 0 && double < Double(tokens.count) && double == double.rounded()
+            return double >= 0 && double < Double(count) && double == double.rounded()
         }
         for key in ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"]
         where gguf[key] != nil && !isToken(gguf[key]) {
             throw TokenizerError(
-                .malformed, "\(key) is \(gguf[key]!), outside the vocabulary of \(tokens.count) tokens")
+                .malformed, "\(key) is \(gguf[key]!), outside the vocabulary of \(count) tokens")
         }
         func id(_ key: String) -> Int? { isToken(gguf[key]) ? (gguf[key] as? NSNumber)?.intValue : nil }
         self.bosTokenID = id("tokenizer.ggml.bos_token_id")
@@ -173,7 +193,8 @@ public final class Tokenizer: Sendable {
         self.chatTemplate = gguf["tokenizer.chat_template"] as? String
         var byteTokens = [Int?](repeating: nil, count: 256)
         if model == .sentencePiece {
-            for (id, token) in tokens.enumerated() where types[id] == TokenType.byte.rawValue {
+            for id in table.ids(ofTypes: [TokenType.byte.rawValue]) {
+                let token = table.token(id)
                 if token.hasPrefix("<0x"), token.hasSuffix(">"),
                     let byte = UInt8(token.dropFirst(3).dropLast(), radix: 16)
                 {
@@ -187,12 +208,18 @@ public final class Tokenizer: Sendable {
             "<|end_of_text|>",
         ]
         var ends = Set(
-            specials.filter { types[$0.id] == TokenType.control.rawValue && endNames.contains($0.text) }.map(\.id))
+            specials.filter { table.type($0.id) == TokenType.control.rawValue && endNames.contains($0.text) }.map(\.id))
         if let eos = eosTokenID { ends.insert(eos) }
         endOfGenerationTokens = ends
     }
 
-    public var vocabularySize: Int { tokens.count }
+    public var vocabularySize: Int { table.tokenCount }
+
+    /// The text of token `id` as the vocabulary spells it (GPT-2 byte symbols, `▁` for spaces).
+    public func token(_ id: Int) -> String { table.token(id) }
+
+    /// The type of token `id` (`TokenType` raw values), 0 for an id outside the vocabulary.
+    public func tokenType(_ id: Int) -> Int { isValid(id) ? table.type(id) : 0 }
 
     /// Token ids for `text`.
     ///
@@ -276,16 +303,16 @@ public final class Tokenizer: Sendable {
 
     private func encodeWord(_ word: Substring, into out: inout [Int], cancellable: Bool) throws(CancellationError) {
         let spelled = ByteLevel.encode(word.unicodeScalars)
-        if let id = ids[spelled] {
+        if let id = table.id(of: spelled) {
             out.append(id)
             return
         }
         // Lowest merge rank first.
         let symbols = try merged(spelled, cancellable: cancellable) { left, right in
-            ranks[left + " " + right].map { -Float($0) }
+            table.rank(of: left + " " + right).map { -Float($0) }
         }
         // Not in the vocabulary: fall back to one token per byte symbol where those exist.
-        emit(symbols, into: &out) { symbol in symbol.unicodeScalars.compactMap { ids[String($0)] } }
+        emit(symbols, into: &out) { symbol in symbol.unicodeScalars.compactMap { table.id(of: String($0)) } }
     }
 
     /// Merges adjacent symbols (single scalars at first) while some pair has a priority, highest
@@ -338,7 +365,7 @@ public final class Tokenizer: Sendable {
     /// The ids of merged symbols; a symbol outside the vocabulary goes through `fallback`.
     private func emit(_ symbols: [String], into out: inout [Int], fallback: (String) -> [Int]) {
         for symbol in symbols {
-            if let id = ids[symbol] { out.append(id) } else { out += fallback(symbol) }
+            if let id = table.id(of: symbol) { out.append(id) } else { out += fallback(symbol) }
         }
     }
 
@@ -349,24 +376,25 @@ public final class Tokenizer: Sendable {
     {
         let symbols = try merged(text.replacingOccurrences(of: " ", with: "\u{2581}"), cancellable: cancellable) {
             left, right in
-            ids[left + right].map { scores[$0] }
+            table.id(of: left + right).map { table.score($0) }
         }
         emit(symbols, into: &out) { symbol in symbol.utf8.compactMap { byteTokens[Int($0)] } }
     }
 
     /// The bytes of token `id` (control tokens give their text only with `renderSpecial`).
     public func bytes(of id: Int, renderSpecial: Bool = false) -> [UInt8] {
-        guard id >= 0, id < tokens.count else { return [] }
-        let type = tokenTypes[id]
-        if type == TokenType.control.rawValue { return renderSpecial ? Array(tokens[id].utf8) : [] }
-        if type == TokenType.userDefined.rawValue { return Array(tokens[id].utf8) }
+        guard id >= 0, id < table.tokenCount else { return [] }
+        let type = table.type(id)
+        if type == TokenType.control.rawValue { return renderSpecial ? Array(table.tokenUTF8(id)) : [] }
+        if type == TokenType.userDefined.rawValue { return Array(table.tokenUTF8(id)) }
+        let token = table.token(id)
         if model == .sentencePiece {
-            if type == TokenType.byte.rawValue, let byte = UInt8(tokens[id].dropFirst(3).dropLast(), radix: 16) {
+            if type == TokenType.byte.rawValue, let byte = UInt8(token.dropFirst(3).dropLast(), radix: 16) {
                 return [byte]
             }
-            return Array(tokens[id].replacingOccurrences(of: "\u{2581}", with: " ").utf8)
+            return Array(token.replacingOccurrences(of: "\u{2581}", with: " ").utf8)
         }
-        return ByteLevel.decode(tokens[id])
+        return ByteLevel.decode(token)
     }
 
     /// The text of `ids` (invalid UTF-8 repaired with U+FFFD).
@@ -375,7 +403,7 @@ public final class Tokenizer: Sendable {
     }
 
     /// Whether `id` is a valid token id.
-    public func isValid(_ id: Int) -> Bool { id >= 0 && id < tokens.count }
+    public func isValid(_ id: Int) -> Bool { id >= 0 && id < table.tokenCount }
 }
 
 /// Turns a stream of token ids into text without ever emitting half a UTF-8 character.

@@ -16,6 +16,17 @@ enum SmolLM2Tokenizer {
     }
 }
 
+/// The same tokenizer built from the converter's `vocabulary.bin`, as engines build it.
+enum SmolLM2TableTokenizer {
+    static let shared: Result<Tokenizer, any Error> = Result {
+        let contents = try GGUFConverter.contents(ofFileAt: try RealModel.ggufPath())
+        guard let file = contents.files.first(where: { $0.name == "vocabulary.bin" }) else {
+            throw TokenizerError(.missing, "the converter wrote no vocabulary.bin")
+        }
+        return try Tokenizer(vocabulary: file.bytes, chatTemplate: contents.chatTemplate)
+    }
+}
+
 struct TokenizeFixture: Decodable {
     struct Entry: Decodable {
         var text: String
@@ -32,8 +43,9 @@ struct TokenizeFixture: Decodable {
 }
 
 @Suite struct TokenizerTests {
-    @Test func idsMatchLlamaCppOnTheFixtureStrings() throws {
-        let tokenizer = try SmolLM2Tokenizer.shared.get()
+    @Test(arguments: ["json", "vocabulary.bin"])
+    func idsMatchLlamaCppOnTheFixtureStrings(form: String) throws {
+        let tokenizer = try (form == "json" ? SmolLM2Tokenizer.shared : SmolLM2TableTokenizer.shared).get()
         for entry in try TokenizeFixture.load() {
             #expect(
                 tokenizer.encode(entry.text, parseSpecial: true) == entry.ids_parse_special,
@@ -245,5 +257,18 @@ struct TokenizeFixture: Decodable {
         #expect(ids("xyzw", parseSpecial: false) == ["x", "yzw"])
         #expect(ids("xyzw", parseSpecial: true) == ["x", "yzw"])
         #expect(ids("xyxyzw", parseSpecial: false) == ["xy", "x", "yzw"])
+    }
+
+    /// Both forms agree on everything a tokenizer exposes.
+    @Test func theVocabularyTableGivesTheJSONFormsTokenizer() throws {
+        let json = try SmolLM2Tokenizer.shared.get(), table = try SmolLM2TableTokenizer.shared.get()
+        #expect(table.vocabularySize == json.vocabularySize)
+        #expect(table.bosTokenID == json.bosTokenID && table.eosTokenID == json.eosTokenID)
+        #expect(table.endOfGenerationTokens == json.endOfGenerationTokens)
+        #expect(table.chatTemplate == json.chatTemplate)
+        for id in stride(from: 0, to: json.vocabularySize, by: 7) {
+            #expect(table.token(id) == json.token(id) && table.tokenType(id) == json.tokenType(id))
+            #expect(table.bytes(of: id, renderSpecial: true) == json.bytes(of: id, renderSpecial: true))
+        }
     }
 }

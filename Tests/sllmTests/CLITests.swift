@@ -70,7 +70,7 @@ import Testing
         #expect(result.status == 0, "\(result.stderr)")
         #expect(
             directoryEntries(home.file("out")) == [
-                "data-0000", "data-0001", "data-0002", "gguf-tokenizer.json", "index",
+                "data-0000", "data-0001", "data-0002", "gguf-tokenizer.json", "index", "vocabulary.bin",
             ])
         let again = try runSLLM(["convert", try RealModel.ggufPath(), home.file("out")], home: home.path)
         #expect(again.status == 1)

@@ -26,4 +26,6 @@ public protocol ModelWeights: AnyObject, Sendable {
     func tensor(_ name: String) -> TensorView?
     /// A small file of the checkpoint (tokenizer, configs), checksum-verified.
     func fileContents(_ name: String) throws -> [UInt8]
+    /// A file of the checkpoint mapped read-only, checksum-verified (`vocabulary.bin`).
+    func mappedFile(_ name: String) throws -> MappedFile
 }

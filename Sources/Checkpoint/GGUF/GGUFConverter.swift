@@ -38,10 +38,35 @@ public enum GGUFConverter {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let tokenizerBytes = [UInt8](try encoder.encode(tokenizer))
+        var files = [("gguf-tokenizer.json", tokenizerBytes)]
+        if let vocabulary = try vocabularyTable(tokenizer, encoder: encoder) {
+            files.append(("vocabulary.bin", vocabulary))
+        }
         return CheckpointContents(
             source: source ?? FileSystem.absolute(path), sourceFormat: "gguf", config: config, metadata: metadata,
             tokenizerFormat: "gguf", chatTemplate: tokenizer["tokenizer.chat_template"]?.stringValue,
-            files: [("gguf-tokenizer.json", tokenizerBytes)], tokenizerFiles: ["gguf-tokenizer.json"], tensors: tensors)
+            files: files, tokenizerFiles: files.map(\.0), tensors: tensors)
+    }
+
+    /// The vocabulary as `VocabularyTable` lays it out for lookups in place, with the other
+    /// tokenizer keys as its metadata; nil when the arrays are not what a tokenizer takes (the
+    /// JSON form then reports what is wrong when a tokenizer is built).
+    static func vocabularyTable(_ tokenizer: [String: JSONValue], encoder: JSONEncoder) throws -> [UInt8]? {
+        let arrays: Set<String> = [
+            "tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.scores", "tokenizer.ggml.merges",
+        ]
+        guard let tokenValues = tokenizer["tokenizer.ggml.tokens"]?.arrayValue, !tokenValues.isEmpty else { return nil }
+        let tokens = tokenValues.compactMap(\.stringValue)
+        let types = tokenizer["tokenizer.ggml.token_type"]?.arrayValue?.compactMap(\.intValue) ?? []
+        let scores = tokenizer["tokenizer.ggml.scores"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? []
+        let mergeValues = tokenizer["tokenizer.ggml.merges"]?.arrayValue ?? []
+        let merges = mergeValues.compactMap(\.stringValue)
+        guard tokens.count == tokenValues.count, types.isEmpty || types.count == tokens.count,
+            scores.isEmpty || scores.count == tokens.count, merges.count == mergeValues.count,
+            tokens.count < 1 << 24, merges.count < 1 << 24
+        else { return nil }
+        let metadata = try encoder.encode(tokenizer.filter { !arrays.contains($0.key) })
+        return VocabularyTable.encode(tokens: tokens, types: types, scores: scores, merges: merges, metadata: metadata)
     }
 
     /// Chat templates for families whose GGUF files may lack one, by architecture. Gemma: turns

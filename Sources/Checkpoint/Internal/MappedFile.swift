@@ -3,11 +3,12 @@
 #endif
 
 /// A read-only memory map of a whole file, unmapped on deinit.
-final class MappedFile {
-    let bytes: UnsafeRawBufferPointer
-    let path: String
+public final class MappedFile: @unchecked Sendable {
+    // Sendable: the mapping is read-only and lives as long as the object.
+    public let bytes: UnsafeRawBufferPointer
+    public let path: String
 
-    init(path: String) throws(CheckpointError) {
+    public init(path: String) throws(CheckpointError) {
         let handle = try FileHandle.openForReading(path)
         let size = try handle.size()
         self.path = path

@@ -54,6 +54,22 @@ public struct CheckpointReader: Sendable {
         return bytes
     }
 
+    /// Maps one of the checkpoint's small files read-only (its pages come from the page cache
+    /// without a copy) after checking its size and CRC-32C.
+    public func mappedFile(_ name: String) throws(CheckpointError) -> MappedFile {
+        guard let record = index.files.first(where: { $0.name == name }) else {
+            throw CheckpointError(.notFound, "checkpoint \(directory) has no file `\(name)`")
+        }
+        let file = try MappedFile(path: directory + "/" + name)
+        guard file.bytes.count == record.byteCount else {
+            throw CheckpointError(.corrupt, "file `\(name)` in \(directory) has the wrong size")
+        }
+        guard CRC32C.checksum(file.bytes) == record.crc32c else {
+            throw CheckpointError(.corrupt, "file `\(name)` in \(directory) is corrupt (checksum mismatch)")
+        }
+        return file
+    }
+
     /// Reads one tensor's bytes and checks them against its CRC-32C.
     public func tensorBytes(_ name: String) throws(CheckpointError) -> [UInt8] {
         guard let tensor = index.tensor(named: name) else {

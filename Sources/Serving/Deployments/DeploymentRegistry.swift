@@ -402,12 +402,14 @@ actor DeploymentRegistry {
     /// A deployment of a model the worker holds: its tokenizer (built from the model's facts,
     /// once per tokenizer), context and sizes.
     nonisolated private func makeDeployment(_ spec: DeploymentSpec, facts: ModelFacts) throws -> Deployment {
-        let tokenizer = try tokenizers.tokenizer(index: facts.index, name: facts.name.rawValue) { file in
-            guard let data = facts.tokenizerFiles[file] else {
-                throw ServingError(
-                    .internalError, "the worker's facts of `\(facts.name)` lack its tokenizer file `\(file)`")
+        let tokenizer = try tokenizers.tokenizer(index: facts.index, name: facts.name.rawValue) {
+            try Tokenizer(checkpoint: facts.index) { file in
+                guard let data = facts.tokenizerFiles[file] else {
+                    throw ServingError(
+                        .internalError, "the worker's facts of `\(facts.name)` lack its tokenizer file `\(file)`")
+                }
+                return data
             }
-            return data
         }
         return Deployment(
             spec: spec, tokenizer: tokenizer, facts: facts, pool: pool, clock: clock, metrics: metrics, logger: logger)

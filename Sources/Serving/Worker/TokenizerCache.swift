@@ -10,18 +10,18 @@ import Tokenizers
 final class TokenizerCache: Sendable {
     private let tokenizers = Mutex<[String: Tokenizer]>([:])
 
-    /// The tokenizer of the checkpoint `index` (named `name` in errors), built once.
+    /// The tokenizer of the checkpoint `index` (named `name` in errors), built once by `build`.
     /// - Throws: `EngineError.unsupportedModel` naming the checkpoint when its files do not make one.
-    func tokenizer(index: CheckpointIndex, name: String, read: (String) throws -> Data) throws -> Tokenizer {
+    func tokenizer(index: CheckpointIndex, name: String, build: () throws -> Tokenizer) throws -> Tokenizer {
         let key = Tokenizer.key(of: index)
         if let cached = tokenizers.withLock({ $0[key] }) { return cached }
-        let tokenizer = try Engine.tokenizer(index: index, name: name, read: read)
+        let tokenizer = try Engine.tokenizer(name: name, build: build)
         tokenizers.withLock { $0[key] = tokenizer }
         return tokenizer
     }
 
-    /// The tokenizer of a loaded model.
+    /// The tokenizer of a loaded model (its `vocabulary.bin` mapped in place).
     func tokenizer(of model: any ModelWeights) throws -> Tokenizer {
-        try tokenizer(index: model.index, name: model.name) { Data(try model.fileContents($0)) }
+        try tokenizer(index: model.index, name: model.name) { try Engine.tokenizer(of: model) }
     }
 }

@@ -96,6 +96,10 @@ public final class LoadedModel: ModelWeights {
         try reader.fileContents(name)
     }
 
+    public func mappedFile(_ name: String) throws -> MappedFile {
+        try reader.mappedFile(name)
+    }
+
     /// Total bytes of the partitions in memory.
     public var byteCount: Int { index.partitions.reduce(0) { $0 + $1.byteCount } }
 }

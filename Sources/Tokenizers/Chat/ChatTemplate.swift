@@ -36,8 +36,8 @@ extension Tokenizer {
         var context: [String: JinjaValue] = [
             "messages": .array(messages),
             "add_generation_prompt": .bool(addGenerationPrompt),
-            "bos_token": .string(bosTokenID.map { tokens[$0] } ?? ""),
-            "eos_token": .string(eosTokenID.map { tokens[$0] } ?? ""),
+            "bos_token": .string(bosTokenID.map { token($0) } ?? ""),
+            "eos_token": .string(eosTokenID.map { token($0) } ?? ""),
         ]
         if let tools { context["tools"] = tools }
         return try template.render(context)
@@ -55,7 +55,7 @@ extension Tokenizer {
     }
 
     private func writesBOS(_ rendered: String) -> Bool {
-        bosTokenID.map { rendered.hasPrefix(tokens[$0]) } ?? false
+        bosTokenID.map { rendered.hasPrefix(token($0)) } ?? false
     }
 }
 

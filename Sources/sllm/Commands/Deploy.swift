@@ -77,7 +77,10 @@ struct Deploy: AsyncParsableCommand {
                 // Short polls at first, so a quick pull returns as soon as it ends (`sllm bench
                 // deploy` compares with `sllm pull` of the same file), then every 250 ms, so a
                 // long one does not fill the server's access log.
-                try await Task.sleep(for: .milliseconds(poll))
+                // A finished download is followed by a conversion that may take only a tenth of a
+                // second: poll closely then, so its phase is shown.
+                let downloaded = phase == "download" && total > 0 && done >= total
+                try await Task.sleep(for: .milliseconds(downloaded ? 20 : poll))
                 poll = min(250, poll * 5 / 4)
             case "failed":
                 bar.finish()

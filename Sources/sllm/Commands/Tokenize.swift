@@ -29,11 +29,7 @@ struct Tokenize: AsyncParsableCommand {
     func run() async throws {
         _ = global.bootstrap()
         let reader = try openCheckpoint(model, store: global.store)
-        let tokenizer = try Tokenizer(
-            checkpointFiles: Set(reader.index.files.map(\.name)), chatTemplate: reader.index.tokenizer.chatTemplate
-        ) {
-            Data(try reader.fileContents($0))
-        }
+        let tokenizer = try Tokenizer(checkpoint: reader.index, map: reader.mappedFile, read: reader.fileContents)
         let ids = tokenizer.encode(text, parseSpecial: !noParseSpecial)
         if json {
             print(try ModelSummary.json(["ids": ids]))

@@ -180,3 +180,35 @@ import Testing
         #expect(accepted > 0 && accepted < 1000, "\(accepted) accepted")
     }
 }
+
+/// Mutated vocabulary tables (`vocabulary.bin`) are refused with a `CheckpointError` or, when
+/// they still parse, every lookup stays in bounds and ends.
+@Suite struct VocabularyTableFuzzTests {
+    @Test func mutatedVocabularyTablesNeverCrashOrHang() {
+        var generator = SeededGenerator(seed: ParserFuzzTests.seed + 7)
+        let tokens = ["a", "b", "ab", "Ġthe", "▁x", "<s>", "", "ab"]
+        let original = VocabularyTable.encode(
+            tokens: tokens, types: [1, 1, 1, 1, 1, 3, 1, 1], scores: (0..<8).map { -Float($0) },
+            merges: ["a b", "Ġ t"], metadata: Data(#"{"tokenizer.ggml.model":"gpt2"}"#.utf8))
+        var accepted = 0
+        for _ in 0..<5000 {
+            let bytes = ParserFuzzTests.mutate(original, using: &generator)
+            do {
+                let table = try VocabularyTable(bytes)
+                for id in 0..<table.tokenCount {
+                    let text = table.token(id)
+                    if let found = table.id(of: text) { #expect(found < table.tokenCount) }
+                    _ = (table.type(id), table.score(id))
+                }
+                for probe in ["a", "zz", "a b", ""] {
+                    if let id = table.id(of: probe) { #expect(id < table.tokenCount) }
+                    if let rank = table.rank(of: probe) { #expect(rank < table.mergeCount) }
+                }
+                accepted += 1
+            } catch {
+                #expect(error.code == .invalidFormat, "\(error)")
+            }
+        }
+        #expect(accepted < 5000)
+    }
+}

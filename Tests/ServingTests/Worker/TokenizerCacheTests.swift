@@ -14,11 +14,11 @@ import Tokenizers
         defer { directory.remove() }
         try await RealModel.link(into: directory.file("home"), as: "smol")
         let reader = try ModelStore(root: directory.file("home")).reader(for: try ModelName("smol"))
-        let read = { (file: String) in Data(try reader.fileContents(file)) }
+        let read = { try Tokenizer(checkpoint: reader.index, map: reader.mappedFile, read: reader.fileContents) }
         let cache = TokenizerCache()
-        let first = try cache.tokenizer(index: reader.index, name: "smol", read: read)
-        #expect(try cache.tokenizer(index: reader.index, name: "smol", read: read) === first)
-        #expect(try TokenizerCache().tokenizer(index: reader.index, name: "smol", read: read) !== first)
+        let first = try cache.tokenizer(index: reader.index, name: "smol", build: read)
+        #expect(try cache.tokenizer(index: reader.index, name: "smol", build: read) === first)
+        #expect(try TokenizerCache().tokenizer(index: reader.index, name: "smol", build: read) !== first)
         #expect(first.vocabularySize == 49152)
     }
 }
