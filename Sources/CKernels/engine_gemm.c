@@ -8,6 +8,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 
 // MARK: - Reference (portable C)
@@ -204,7 +205,12 @@ void sllm_gemm_reference(int wtype, const void *w, size_t wstride, int64_t r0, i
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 #define SUFFIX(name) name##_avx2
 #define DOT_U8I8(acc, u, s) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
+// Sixteen vector registers: four tokens per tile.
+#define SIGNED_TILE 4
+#define SLLM_TILE_CASES SLLM_TILE_CASE(4) SLLM_TILE_CASE(3) SLLM_TILE_CASE(2) SLLM_TILE_CASE(1)
 #include "engine_gemm_body.h"
+#undef SLLM_TILE_CASES
+#undef SIGNED_TILE
 #undef DOT_U8I8
 #undef SUFFIX
 #pragma clang attribute pop
@@ -214,7 +220,14 @@ void sllm_gemm_reference(int wtype, const void *w, size_t wstride, int64_t r0, i
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512dq,avx512bw,avx512vl,avx512vnni"))), apply_to = function)
 #define SUFFIX(name) name##_vnni
 #define DOT_U8I8(acc, u, s) acc = _mm256_dpbusd_epi32(acc, u, s)
+// Thirty-two vector registers (AVX-512VL): eight tokens per tile.
+#define SIGNED_TILE 8
+#define SLLM_TILE_CASES                                                                                    \
+    SLLM_TILE_CASE(8) SLLM_TILE_CASE(7) SLLM_TILE_CASE(6) SLLM_TILE_CASE(5) SLLM_TILE_CASE(4) SLLM_TILE_CASE(3) \
+    SLLM_TILE_CASE(2) SLLM_TILE_CASE(1)
 #include "engine_gemm_body.h"
+#undef SLLM_TILE_CASES
+#undef SIGNED_TILE
 #undef DOT_U8I8
 #undef SUFFIX
 

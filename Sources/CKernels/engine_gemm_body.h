@@ -11,6 +11,19 @@ static inline float SUFFIX(hsum)(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/// total + scale·(u·s) in eight int32 lanes, each lane four bytes of u and s: `vpmaddubsw` into
+/// 16-bit pairs, then `vpmaddwd` by the 16-bit scales (GGML's AVX2 form). Exact, as long as each
+/// pair fits 16 bits (every caller's values do); two µops, where a byte dot product followed by
+/// a 32-bit multiply is three.
+static inline __m256i SUFFIX(scaled_dot)(__m256i total, __m256i u, __m256i s, __m256i scale16) {
+    return _mm256_add_epi32(total, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), scale16));
+}
+
+/// 16-bit scales for a 32-value group: `low` in lanes 0-3 (its first 16 values), `high` in 4-7.
+static inline __m256i SUFFIX(pair_scales)(int low, int high) {
+    return _mm256_set_m128i(_mm_set1_epi16((short)high), _mm_set1_epi16((short)low));
+}
+
 static inline __m256i SUFFIX(nibbles)(const uint8_t *qs) {
     const __m128i packed = _mm_loadu_si128((const __m128i *)qs);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0F));
@@ -37,34 +50,6 @@ static inline __m256i SUFFIX(unsigned_quants)(const uint8_t *block, int five_bit
     return five_bit ? SUFFIX(five_bits)(block + 4, block + 8) : SUFFIX(nibbles)(block + 4);
 }
 
-static inline __attribute__((always_inline)) void SUFFIX(row_with_min)(const uint8_t *x, size_t bytes, int five_bit, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    float summ[4] = {0, 0, 0, 0};
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *block = x + (size_t)b * bytes;
-        const __m256i q = SUFFIX(unsigned_quants)(block, five_bit);
-        uint16_t dm[2];
-        memcpy(dm, block, 4);
-        const float dx = _cvtsh_ss(dm[0]), mx = _cvtsh_ss(dm[1]);
-        for (int t = 0; t < tn; t++) {
-            const block_q8_1 *y = (const block_q8_1 *)(a + (size_t)t * astride) + b;
-            __m256i s = _mm256_setzero_si256();
-            DOT_U8I8(s, q, _mm256_loadu_si256((const __m256i *)y->qs));
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * _cvtsh_ss(y->d)), _mm256_cvtepi32_ps(s), acc[t]);
-            summ[t] += mx * _cvtsh_ss(y->s);
-        }
-    }
-    for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]) + summ[t];
-}
-
-static inline __attribute__((always_inline)) void SUFFIX(row_q4_1)(const block_q4_1 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
-    SUFFIX(row_with_min)((const uint8_t *)x, sizeof(block_q4_1), 0, a, astride, tn, nb, out, ldo);
-}
-
-static inline __attribute__((always_inline)) void SUFFIX(row_q5_1)(const block_q5_1 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
-    SUFFIX(row_with_min)((const uint8_t *)x, sizeof(block_q5_1), 1, a, astride, tn, nb, out, ldo);
-}
-
 /// The 32 signed quants of a block whose f16 scale comes first: Q8_0's bytes (`bits` 8), Q4_0's
 /// nibbles shifted to −8…7 (4), or Q5_0's five-bit values shifted to −16…15 (5). All then meet
 /// Q8_0 activations the same way.
@@ -80,37 +65,6 @@ static inline float SUFFIX(block_scale)(const uint8_t *block) {
     uint16_t d;
     memcpy(&d, block, 2);
     return _cvtsh_ss(d);
-}
-
-/// Q8_0 / Q4_0 weights (`bytes` per block) against Q8_0 activations: Σ over blocks of
-/// d_w·d_a·Σ q_w·q_a, with the sign trick so the byte dot product sees an unsigned side.
-static inline __attribute__((always_inline)) void SUFFIX(row_signed)(const uint8_t *x, size_t bytes, int bits, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *block = x + (size_t)b * bytes;
-        const __m256i q = SUFFIX(signed_quants)(block, bits);
-        const __m256i magnitude = _mm256_sign_epi8(q, q);
-        const float dx = SUFFIX(block_scale)(block);
-        for (int t = 0; t < tn; t++) {
-            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)t * astride) + b;
-            __m256i s = _mm256_setzero_si256();
-            DOT_U8I8(s, magnitude, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), q));
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * _cvtsh_ss(y->d)), _mm256_cvtepi32_ps(s), acc[t]);
-        }
-    }
-    for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]);
-}
-
-static inline __attribute__((always_inline)) void SUFFIX(row_q8_0)(const block_q8_0 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
-    SUFFIX(row_signed)((const uint8_t *)x, sizeof(block_q8_0), 8, a, astride, tn, nb, out, ldo);
-}
-
-static inline __attribute__((always_inline)) void SUFFIX(row_q4_0)(const block_q4_0 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
-    SUFFIX(row_signed)((const uint8_t *)x, sizeof(block_q4_0), 4, a, astride, tn, nb, out, ldo);
-}
-
-static inline __attribute__((always_inline)) void SUFFIX(row_q5_0)(const block_q5_0 *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
-    SUFFIX(row_signed)((const uint8_t *)x, sizeof(block_q5_0), 5, a, astride, tn, nb, out, ldo);
 }
 
 /// Q4_K: eight sub-blocks of 32 with 6-bit scales and mins; the mins meet Q8_K's 16-sums.
@@ -131,6 +85,8 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q4_K)(const block_q
             q[2 * j] = _mm256_and_si256(packed, _mm256_set1_epi8(0x0F));
             q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), _mm256_set1_epi8(0x0F));
         }
+        int16_t scale16[8];
+        for (int j = 0; j < 8; j++) scale16[j] = scales[j];
         const __m128i mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mins));
         const float xd = _cvtsh_ss(x[b].d), xdmin = _cvtsh_ss(x[b].dmin);
         for (int t = 0; t < tn; t++) {
@@ -140,11 +96,8 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q4_K)(const block_q
             const __m128i prod = _mm_madd_epi16(mins16, sums);
             accm[t] = _mm_fmadd_ps(_mm_set1_ps(-y->d * xdmin), _mm_cvtepi32_ps(prod), accm[t]);
             __m256i total = _mm256_setzero_si256();
-            for (int j = 0; j < 8; j++) {
-                __m256i s = _mm256_setzero_si256();
-                DOT_U8I8(s, q[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));
-                total = _mm256_add_epi32(total, _mm256_mullo_epi32(s, _mm256_set1_epi32(scales[j])));
-            }
+            for (int j = 0; j < 8; j++)
+                total = SUFFIX(scaled_dot)(total, q[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)), _mm256_set1_epi16(scale16[j]));
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * xd), _mm256_cvtepi32_ps(total), acc[t]);
         }
     }
@@ -162,11 +115,20 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q5_K)(const block_q
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     float summs[4] = {0, 0, 0, 0};
     for (int64_t b = 0; b < nb; b++) {
-        uint8_t scales[8], mins[8], values[QKK];
+        uint8_t scales[8], mins[8];
         for (int j = 0; j < 8; j++) sllm_q4_K_scale_min(j, x[b].scales, &scales[j], &mins[j]);
-        q5_K_values(&x[b], values);
+        // Sub-block 2j: low nibbles of qs[32j…], fifth bit from bit 2j of qh; 2j+1: high, 2j+1.
         __m256i q[8];
-        for (int j = 0; j < 8; j++) q[j] = _mm256_loadu_si256((const __m256i *)(values + 32 * j));
+        const __m256i high = _mm256_loadu_si256((const __m256i *)x[b].qh);
+        for (int j = 0; j < 4; j++) {
+            const __m256i packed = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * j));
+            const __m256i h0 = _mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * j)), _mm256_set1_epi8(1));
+            const __m256i h1 = _mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * j + 1)), _mm256_set1_epi8(1));
+            q[2 * j] = _mm256_or_si256(_mm256_and_si256(packed, _mm256_set1_epi8(0x0F)), _mm256_slli_epi16(h0, 4));
+            q[2 * j + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(packed, 4), _mm256_set1_epi8(0x0F)), _mm256_slli_epi16(h1, 4));
+        }
+        int16_t scale16[8];
+        for (int j = 0; j < 8; j++) scale16[j] = scales[j];
         const __m128i mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mins));
         const float xd = _cvtsh_ss(x[b].d), xdmin = _cvtsh_ss(x[b].dmin);
         for (int t = 0; t < tn; t++) {
@@ -177,11 +139,8 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q5_K)(const block_q
             const __m128i folded = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
             summs[t] += -y->d * xdmin * (float)_mm_cvtsi128_si32(folded);
             __m256i total = _mm256_setzero_si256();
-            for (int j = 0; j < 8; j++) {
-                __m256i s = _mm256_setzero_si256();
-                DOT_U8I8(s, q[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));
-                total = _mm256_add_epi32(total, _mm256_mullo_epi32(s, _mm256_set1_epi32(scales[j])));
-            }
+            for (int j = 0; j < 8; j++)
+                total = SUFFIX(scaled_dot)(total, q[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)), _mm256_set1_epi16(scale16[j]));
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * xd), _mm256_cvtepi32_ps(total), acc[t]);
         }
     }
@@ -196,13 +155,18 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q5_K)(const block_q
 static inline __attribute__((always_inline)) void SUFFIX(row_q6_K)(const block_q6_K *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++) {
-        int8_t values[QKK];
-        sllm_q6_K_values(&x[b], values);
-        __m256i q[8], scale[8];
-        for (int j = 0; j < 8; j++) {
-            q[j] = _mm256_add_epi8(_mm256_loadu_si256((const __m256i *)(values + 32 * j)), _mm256_set1_epi8(32));
-            // Lanes 0-3 hold sub-block 2j, lanes 4-7 sub-block 2j+1.
-            scale[j] = _mm256_set_m128i(_mm_set1_epi32(x[b].scales[2 * j + 1]), _mm_set1_epi32(x[b].scales[2 * j]));
+        // The values plus 32 (0…63): four low bits from ql, two high ones from qh, per half
+        // of 128 as `dequantize_row_q6_K` lays them out.
+        __m256i q[8];
+        for (int h = 0; h < 2; h++) {
+            const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(x[b].ql + 64 * h));
+            const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(x[b].ql + 64 * h + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(x[b].qh + 32 * h));
+            const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
+            q[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
+            q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
+            q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2));
+            q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
         }
         const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales));
         const float xd = _cvtsh_ss(x[b].d);
@@ -210,12 +174,10 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q6_K)(const block_q
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * astride) + b;
             const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), scales16), 5);
             __m256i total = _mm256_setzero_si256();
-            for (int j = 0; j < 8; j++) {
-                __m256i s = _mm256_setzero_si256();
-                DOT_U8I8(s, q[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));
-                total = _mm256_add_epi32(total, _mm256_mullo_epi32(s, scale[j]));
-            }
-            total = _mm256_sub_epi32(total, offset);
+            for (int j = 0; j < 8; j++)
+                total = SUFFIX(scaled_dot)(total, q[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)),
+                                           SUFFIX(pair_scales)(x[b].scales[2 * j], x[b].scales[2 * j + 1]));
+            total = _mm256_sub_epi32(total, offset);  // (values + 32)·y less 32·y
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * xd), _mm256_cvtepi32_ps(total), acc[t]);
         }
     }
@@ -238,8 +200,7 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q2_K)(const block_q
             q[4 * c + 3] = _mm256_and_si256(_mm256_srli_epi16(bits, 6), three);
         }
         // Lanes 0-3 of group g hold sub-block 2g, lanes 4-7 sub-block 2g+1.
-        for (int g = 0; g < 8; g++)
-            scale[g] = _mm256_set_m128i(_mm_set1_epi32(x[b].scales[2 * g + 1] & 0xF), _mm_set1_epi32(x[b].scales[2 * g] & 0xF));
+        for (int g = 0; g < 8; g++) scale[g] = SUFFIX(pair_scales)(x[b].scales[2 * g] & 0xF, x[b].scales[2 * g + 1] & 0xF);
         const __m128i packed = _mm_loadu_si128((const __m128i *)x[b].scales);
         const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0xF)));
         const float xd = _cvtsh_ss(x[b].d), xdmin = _cvtsh_ss(x[b].dmin);
@@ -248,11 +209,8 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q2_K)(const block_q
             const __m256i prod = _mm256_madd_epi16(mins16, _mm256_loadu_si256((const __m256i *)y->bsums));
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(-y->d * xdmin), _mm256_cvtepi32_ps(prod), acc[t]);
             __m256i total = _mm256_setzero_si256();
-            for (int g = 0; g < 8; g++) {
-                __m256i s = _mm256_setzero_si256();
-                DOT_U8I8(s, q[g], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * g)));
-                total = _mm256_add_epi32(total, _mm256_mullo_epi32(s, scale[g]));
-            }
+            for (int g = 0; g < 8; g++)
+                total = SUFFIX(scaled_dot)(total, q[g], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * g)), scale[g]);
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * xd), _mm256_cvtepi32_ps(total), acc[t]);
         }
     }
@@ -282,17 +240,14 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q3_K)(const block_q
             const __m256i clear = _mm256_cmpeq_epi8(_mm256_and_si256(high, _mm256_set1_epi8((char)(1 << g))), zero);
             q[g] = _mm256_sub_epi8(low[g], _mm256_and_si256(clear, four));
             magnitude[g] = _mm256_sign_epi8(q[g], q[g]);
-            scale[g] = _mm256_set_m128i(_mm_set1_epi32(scales[2 * g + 1]), _mm_set1_epi32(scales[2 * g]));
+            scale[g] = SUFFIX(pair_scales)(scales[2 * g], scales[2 * g + 1]);
         }
         const float xd = _cvtsh_ss(x[b].d);
         for (int t = 0; t < tn; t++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * astride) + b;
             __m256i total = _mm256_setzero_si256();
-            for (int g = 0; g < 8; g++) {
-                __m256i s = _mm256_setzero_si256();
-                DOT_U8I8(s, magnitude[g], _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(y->qs + 32 * g)), q[g]));
-                total = _mm256_add_epi32(total, _mm256_mullo_epi32(s, scale[g]));
-            }
+            for (int g = 0; g < 8; g++)
+                total = SUFFIX(scaled_dot)(total, magnitude[g], _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(y->qs + 32 * g)), q[g]), scale[g]);
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * xd), _mm256_cvtepi32_ps(total), acc[t]);
         }
     }
@@ -348,17 +303,14 @@ static inline __attribute__((always_inline)) void SUFFIX(row_iq4_xs)(const block
         for (int i = 0; i < 8; i++) {
             q[i] = SUFFIX(iq4_values)(x[b].qs + 16 * i);
             magnitude[i] = _mm256_sign_epi8(q[i], q[i]);
-            scale[i] = _mm256_set1_epi32(iq4_xs_scale(&x[b], i));
+            scale[i] = _mm256_set1_epi16((short)iq4_xs_scale(&x[b], i));
         }
         const float xd = _cvtsh_ss(x[b].d);
         for (int t = 0; t < tn; t++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * astride) + b;
             __m256i total = _mm256_setzero_si256();
-            for (int i = 0; i < 8; i++) {
-                __m256i s = _mm256_setzero_si256();
-                DOT_U8I8(s, magnitude[i], _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(y->qs + 32 * i)), q[i]));
-                total = _mm256_add_epi32(total, _mm256_mullo_epi32(s, scale[i]));
-            }
+            for (int i = 0; i < 8; i++)
+                total = SUFFIX(scaled_dot)(total, magnitude[i], _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(y->qs + 32 * i)), q[i]), scale[i]);
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(xd * y->d), _mm256_cvtepi32_ps(total), acc[t]);
         }
     }
@@ -450,6 +402,84 @@ static inline __attribute__((always_inline)) void SUFFIX(gemv_signed)(const uint
     }
 }
 
+/// Tiles of up to SIGNED_TILE tokens against one row of 32-value blocks, with the activation
+/// scales already in floats (`dy`, `sy`: `nb` per token): Q8_0/Q4_0/Q5_0 (`bits` 8, 4, 5; `sy`
+/// unused) or Q4_1/Q5_1 (`bits` 4 or 5 with a min, `sy` Q8_1's d·Σq). Per token the arithmetic is
+/// the single-token kernels' exactly.
+static inline __attribute__((always_inline)) void SUFFIX(tile_blocks)(const uint8_t *x, size_t bytes, int bits, int with_min, const uint8_t *a, size_t astride, const float *dy, const float *sy, int64_t nb, int tn, float *out, int64_t ldo) {
+    __m256 acc[SIGNED_TILE];
+    float summ[SIGNED_TILE];
+    for (int t = 0; t < tn; t++) {
+        acc[t] = _mm256_setzero_ps();
+        summ[t] = 0;
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *block = x + (size_t)b * bytes;
+        if (with_min) {
+            const __m256i q = SUFFIX(unsigned_quants)(block, bits == 5);
+            uint16_t dm[2];
+            memcpy(dm, block, 4);
+            const float dx = _cvtsh_ss(dm[0]), mx = _cvtsh_ss(dm[1]);
+            for (int t = 0; t < tn; t++) {
+                const block_q8_1 *y = (const block_q8_1 *)(a + (size_t)t * astride) + b;
+                __m256i s = _mm256_setzero_si256();
+                DOT_U8I8(s, q, _mm256_loadu_si256((const __m256i *)y->qs));
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy[t * nb + b]), _mm256_cvtepi32_ps(s), acc[t]);
+                summ[t] += mx * sy[t * nb + b];
+            }
+        } else {
+            const __m256i q = SUFFIX(signed_quants)(block, bits);
+            const __m256i magnitude = _mm256_sign_epi8(q, q);
+            const float dx = SUFFIX(block_scale)(block);
+            for (int t = 0; t < tn; t++) {
+                const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)t * astride) + b;
+                __m256i s = _mm256_setzero_si256();
+                DOT_U8I8(s, magnitude, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), q));
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy[t * nb + b]), _mm256_cvtepi32_ps(s), acc[t]);
+            }
+        }
+    }
+    for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]) + summ[t];
+}
+
+/// Prompts of 32-value-block weights: tokens in chunks of 16 whose activation scales are turned
+/// into floats once, each row's blocks unpacked once per tile of SIGNED_TILE tokens, and the
+/// chunk's activations (a few KiB) kept in L1 while the rows pass.
+static void SUFFIX(gemm_blocks)(const uint8_t *w, size_t ws, size_t bytes, int bits, int with_min, int64_t r0, int64_t r1, const uint8_t *a, size_t as, int64_t nt, int64_t nb, float *out, int64_t ldo) {
+    enum { chunk = 16 };
+    float *dy = malloc(sizeof(float) * 2 * chunk * (size_t)nb);
+    if (!dy) return;
+    float *sy = dy + chunk * nb;
+    for (int64_t t0 = 0; t0 < nt; t0 += chunk) {
+        const int tc = (int)(nt - t0 < chunk ? nt - t0 : chunk);
+        for (int t = 0; t < tc; t++)
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *y = a + (size_t)(t0 + t) * as + (size_t)b * (with_min ? sizeof(block_q8_1) : sizeof(block_q8_0));
+                uint16_t h[2];
+                memcpy(h, y, 4);
+                dy[t * nb + b] = _cvtsh_ss(h[0]);
+                sy[t * nb + b] = with_min ? _cvtsh_ss(h[1]) : 0;
+            }
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *x = w + (size_t)r * ws;
+            for (int t = 0; t < tc; t += SIGNED_TILE) {
+                const int tn = tc - t < SIGNED_TILE ? tc - t : SIGNED_TILE;
+                const uint8_t *at = a + (size_t)(t0 + t) * as;
+                float *o = out + (t0 + t) * ldo + r;
+                const float *dt = dy + t * nb, *st = sy + t * nb;
+                switch (tn) {
+#define SLLM_TILE_CASE(n) \
+    case n: SUFFIX(tile_blocks)(x, bytes, bits, with_min, at, as, dt, st, nb, n, o, ldo); break;
+                    SLLM_TILE_CASES
+#undef SLLM_TILE_CASE
+                default: break;
+                }
+            }
+        }
+    }
+    free(dy);
+}
+
 #define SLLM_TILED(kind, block)                                                                          \
     static void SUFFIX(gemm_##kind)(const uint8_t *w, size_t ws, int64_t r0, int64_t r1, const uint8_t *a, \
                                     size_t as, int64_t nt, int64_t nb, float *out, int64_t ldo) {        \
@@ -466,11 +496,6 @@ static inline __attribute__((always_inline)) void SUFFIX(gemv_signed)(const uint
         }                                                                                                \
     }
 
-SLLM_TILED(q4_1, block_q4_1)
-SLLM_TILED(q8_0, block_q8_0)
-SLLM_TILED(q4_0, block_q4_0)
-SLLM_TILED(q5_0, block_q5_0)
-SLLM_TILED(q5_1, block_q5_1)
 SLLM_TILED(q4_K, block_q4_K)
 SLLM_TILED(q5_K, block_q5_K)
 SLLM_TILED(q6_K, block_q6_K)
@@ -487,23 +512,23 @@ static int SUFFIX(gemm)(int wtype, const void *w, size_t ws, int64_t r0, int64_t
     switch (wtype) {
     case SLLM_Q4_1:
         if (gemv) SUFFIX(gemv_with_min)(w, ws, sizeof(block_q4_1), 0, r0, r1, a, k / QK, out);
-        else SUFFIX(gemm_q4_1)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
+        else SUFFIX(gemm_blocks)(w, ws, sizeof(block_q4_1), 4, 1, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q5_1:
         if (gemv) SUFFIX(gemv_with_min)(w, ws, sizeof(block_q5_1), 1, r0, r1, a, k / QK, out);
-        else SUFFIX(gemm_q5_1)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
+        else SUFFIX(gemm_blocks)(w, ws, sizeof(block_q5_1), 5, 1, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q5_0:
         if (gemv) SUFFIX(gemv_signed)(w, ws, sizeof(block_q5_0), 5, r0, r1, a, k / QK, out);
-        else SUFFIX(gemm_q5_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
+        else SUFFIX(gemm_blocks)(w, ws, sizeof(block_q5_0), 5, 0, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q8_0:
         if (gemv) SUFFIX(gemv_signed)(w, ws, sizeof(block_q8_0), 8, r0, r1, a, k / QK, out);
-        else SUFFIX(gemm_q8_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
+        else SUFFIX(gemm_blocks)(w, ws, sizeof(block_q8_0), 8, 0, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q4_0:
         if (gemv) SUFFIX(gemv_signed)(w, ws, sizeof(block_q4_0), 4, r0, r1, a, k / QK, out);
-        else SUFFIX(gemm_q4_0)(w, ws, r0, r1, a, as, nt, k / QK, out, ldo);
+        else SUFFIX(gemm_blocks)(w, ws, sizeof(block_q4_0), 4, 0, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q4_K: SUFFIX(gemm_q4_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
     case SLLM_Q5_K: SUFFIX(gemm_q5_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;

@@ -165,29 +165,6 @@ void sllm_quantize_row(int type, const float *x, void *y, int64_t count) {
     }
 }
 
-void sllm_q4_K_scale_min(int j, const uint8_t *q, uint8_t *scale, uint8_t *min) {
-    if (j < 4) {
-        *scale = q[j] & 63;
-        *min = q[j + 4] & 63;
-    } else {
-        *scale = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-        *min = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
-}
-
-/// The 256 signed 6-bit values of a Q6_K block, in order.
-void sllm_q6_K_values(const block_q6_K *block, int8_t *out) {
-    const uint8_t *ql = block->ql, *qh = block->qh;
-    for (int n = 0; n < QKK; n += 128, ql += 64, qh += 32, out += 128) {
-        for (int l = 0; l < 32; l++) {
-            out[l] = (int8_t)(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
-            out[l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
-            out[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
-            out[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
-        }
-    }
-}
-
 void sllm_dequantize_row(int type, const void *source, float *y, int64_t count) {
     switch (type) {
     case SLLM_F32: memcpy(y, source, (size_t)count * 4); break;

@@ -103,7 +103,8 @@ import Testing
         let type = Self.types.first { $0.name == name }!
         var generator = SeededGenerator(seed: 7)
         let columns = type.block == 256 ? 512 : 608
-        let rows = 9, tokens = 6
+        // 19 tokens: a chunk of 16 and a partial one, full and partial tiles of 8 and of 4.
+        let rows = 9, tokens = 19
         let activationType = sllm_activation_type(type.id)
         let rowBytes = sllm_row_bytes(type.id, Int64(columns))
         let activationBytes = sllm_row_bytes(activationType, Int64(columns))
