@@ -178,10 +178,16 @@ extension Engine {
             multiply(
                 [layer.gate, layer.up], input: xn, rows: n, into: [gate, up], activations: activations,
                 stride: actRowBytes)
-            if gemma {
-                sllm_geglu(gate, up, gate, Int64(n * ffn))
-            } else {
-                sllm_swiglu(gate, up, gate, Int64(n * ffn))
+            parallel { thread, threads in
+                // Split at multiples of 16, the vector kernels' width.
+                let total = n * ffn
+                let start = thread == 0 ? 0 : total * thread / threads / 16 * 16
+                let end = thread == threads - 1 ? total : total * (thread + 1) / threads / 16 * 16
+                if gemma {
+                    sllm_geglu(gate + start, up + start, gate + start, Int64(end - start))
+                } else {
+                    sllm_swiglu(gate + start, up + start, gate + start, Int64(end - start))
+                }
             }
             multiply([layer.down], input: gate, rows: n, into: [xn], activations: activations, stride: actRowBytes)
             if let norm = layer.feedForwardPostNorm {
@@ -222,11 +228,18 @@ extension Engine {
         for (matrix, output) in zip(matrices, outputs) {
             let columns = matrix.columns
             if matrix.activationType != converted {
-                for r in 0..<rows {
-                    sllm_quantize_row(
-                        matrix.activationType, input + r * columns, activations + r * stride, Int64(columns))
+                let type = matrix.activationType
+                if rows == 1 {
+                    sllm_quantize_row(type, input, activations, Int64(columns))
+                } else {
+                    // A prompt's rows are converted on every thread (each row on its own).
+                    parallel { thread, threads in
+                        for r in (rows * thread / threads)..<(rows * (thread + 1) / threads) {
+                            sllm_quantize_row(type, input + r * columns, activations + r * stride, Int64(columns))
+                        }
+                    }
                 }
-                converted = matrix.activationType
+                converted = type
             }
             sllm_pool_gemm(
                 pool, matrix.type, matrix.data, matrix.rowBytes, Int64(matrix.rows), activations, stride,
