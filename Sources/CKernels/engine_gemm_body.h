@@ -184,21 +184,27 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q6_K)(const block_q
     for (int t = 0; t < tn; t++) out[t * ldo] = SUFFIX(hsum)(acc[t]);
 }
 
+/// The 256 two-bit fields of Q2_K/Q3_K `qs` (64 bytes) as eight groups of 32 bytes (0…3):
+/// group 4c + k holds bits 2k…2k+1 of bytes 32c…32c+31.
+static inline void SUFFIX(two_bit_groups)(const uint8_t *qs, __m256i *out) {
+    const __m256i three = _mm256_set1_epi8(3);
+    for (int c = 0; c < 2; c++) {
+        const __m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+        out[4 * c] = _mm256_and_si256(bits, three);
+        out[4 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(bits, 2), three);
+        out[4 * c + 2] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), three);
+        out[4 * c + 3] = _mm256_and_si256(_mm256_srli_epi16(bits, 6), three);
+    }
+}
+
 /// Q2_K: sixteen sub-blocks of 16 with 4-bit scales and mins, values 0…3. GGML's AVX2
 /// `ggml_vec_dot_q2_K_q8_K` float order: per block, `−dmin·lane` of the mins against Q8_K's
 /// 16-sums, then `d·lane` of the scaled dot products, each into eight fused accumulators.
 static inline __attribute__((always_inline)) void SUFFIX(row_q2_K)(const block_q2_K *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    const __m256i three = _mm256_set1_epi8(3);
     for (int64_t b = 0; b < nb; b++) {
         __m256i q[8], scale[8];
-        for (int c = 0; c < 2; c++) {
-            const __m256i bits = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * c));
-            q[4 * c] = _mm256_and_si256(bits, three);
-            q[4 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(bits, 2), three);
-            q[4 * c + 2] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), three);
-            q[4 * c + 3] = _mm256_and_si256(_mm256_srli_epi16(bits, 6), three);
-        }
+        SUFFIX(two_bit_groups)(x[b].qs, q);
         // Lanes 0-3 of group g hold sub-block 2g, lanes 4-7 sub-block 2g+1.
         for (int g = 0; g < 8; g++) scale[g] = SUFFIX(pair_scales)(x[b].scales[2 * g] & 0xF, x[b].scales[2 * g + 1] & 0xF);
         const __m128i packed = _mm_loadu_si128((const __m128i *)x[b].scales);
@@ -223,17 +229,11 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q2_K)(const block_q
 /// block; the sign trick gives the byte dot product its unsigned side.
 static inline __attribute__((always_inline)) void SUFFIX(row_q3_K)(const block_q3_K *x, const uint8_t *a, size_t astride, int tn, int64_t nb, float *out, int64_t ldo) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4), zero = _mm256_setzero_si256();
+    const __m256i four = _mm256_set1_epi8(4), zero = _mm256_setzero_si256();
     for (int64_t b = 0; b < nb; b++) {
         const __m256i high = _mm256_loadu_si256((const __m256i *)x[b].hmask);
         __m256i low[8], q[8], magnitude[8], scale[8];
-        for (int c = 0; c < 2; c++) {
-            const __m256i bits = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * c));
-            low[4 * c] = _mm256_and_si256(bits, three);
-            low[4 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(bits, 2), three);
-            low[4 * c + 2] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), three);
-            low[4 * c + 3] = _mm256_and_si256(_mm256_srli_epi16(bits, 6), three);
-        }
+        SUFFIX(two_bit_groups)(x[b].qs, low);
         int8_t scales[16];
         q3_K_scales(x[b].scales, scales);
         for (int g = 0; g < 8; g++) {

