@@ -54,6 +54,28 @@ import Tokenizers
         }
     }
 
+    /// Gemma's whitespace runs are user-defined tokens: llama.cpp matches them with parse-special
+    /// off too (only control tokens then stay text), and so must the engine.
+    @Test func whitespaceRunsAndSpecialsTokenizeAsLlamaCppWithAndWithoutParseSpecial() async throws {
+        struct Entry: Decodable {
+            var text: String
+            var parse_special: [Int]
+            var no_parse_special: [Int]
+        }
+        let resources = try #require(Bundle.module.resourceURL)
+        let entries = try JSONDecoder().decode(
+            [Entry].self, from: Data(contentsOf: resources.appendingPathComponent("gemma3-270m-tokenize.json")))
+        let tokenizer = try await Self.engine.value.tokenizer
+        for entry in entries {
+            #expect(
+                tokenizer.encode(entry.text, parseSpecial: true) == entry.parse_special,
+                "\(entry.text.debugDescription)")
+            #expect(
+                tokenizer.encode(entry.text, parseSpecial: false) == entry.no_parse_special,
+                "\(entry.text.debugDescription)")
+        }
+    }
+
     @Test func greedyTokensAndLogprobsMatchLlamaCpp() async throws {
         let (compared, worst) = try ArchitectureFixtureTests.compare(
             try await Self.engine.value, with: try Self.reference(), name: "gemma3-270m")
