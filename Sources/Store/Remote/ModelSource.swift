@@ -124,7 +124,10 @@ public enum ModelSource: Sendable, Equatable, CustomStringConvertible {
         case .local(let path): path
         case .url(let url, _): url.absoluteString
         case .pip(let requirement, let member, _): "pip:\(requirement)#\(member)"
-        case .pipParts(let parts, _): parts.map { "pip:\($0.requirement)#\($0.member)" }.joined(separator: " + ")
+        case .pipParts(let parts, _):
+            // The first part in full and how many follow (the list shows sources on one line).
+            (parts.first.map { "pip:\($0.requirement)#\($0.member)" } ?? "pip:")
+                + (parts.count > 1 ? " + \(parts.count - 1) more part\(parts.count == 2 ? "" : "s")" : "")
         }
     }
 
