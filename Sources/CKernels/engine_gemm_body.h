@@ -444,11 +444,12 @@ static inline __attribute__((always_inline)) void SUFFIX(tile_blocks)(const uint
 
 /// Prompts of 32-value-block weights: tokens in chunks of 16 whose activation scales are turned
 /// into floats once, each row's blocks unpacked once per tile of SIGNED_TILE tokens, and the
-/// chunk's activations (a few KiB) kept in L1 while the rows pass.
-static void SUFFIX(gemm_blocks)(const uint8_t *w, size_t ws, size_t bytes, int bits, int with_min, int64_t r0, int64_t r1, const uint8_t *a, size_t as, int64_t nt, int64_t nb, float *out, int64_t ldo) {
+/// chunk's activations (a few KiB) kept in L1 while the rows pass. Returns 0, having computed
+/// nothing, when the scales' buffer cannot be had (the caller then takes the portable path).
+static int SUFFIX(gemm_blocks)(const uint8_t *w, size_t ws, size_t bytes, int bits, int with_min, int64_t r0, int64_t r1, const uint8_t *a, size_t as, int64_t nt, int64_t nb, float *out, int64_t ldo) {
     enum { chunk = 16 };
     float *dy = malloc(sizeof(float) * 2 * chunk * (size_t)nb);
-    if (!dy) return;
+    if (!dy) return 0;
     float *sy = dy + chunk * nb;
     for (int64_t t0 = 0; t0 < nt; t0 += chunk) {
         const int tc = (int)(nt - t0 < chunk ? nt - t0 : chunk);
@@ -478,6 +479,7 @@ static void SUFFIX(gemm_blocks)(const uint8_t *w, size_t ws, size_t bytes, int b
         }
     }
     free(dy);
+    return 1;
 }
 
 #define SLLM_TILED(kind, block)                                                                          \
@@ -512,23 +514,23 @@ static int SUFFIX(gemm)(int wtype, const void *w, size_t ws, int64_t r0, int64_t
     switch (wtype) {
     case SLLM_Q4_1:
         if (gemv) SUFFIX(gemv_with_min)(w, ws, sizeof(block_q4_1), 0, r0, r1, a, k / QK, out);
-        else SUFFIX(gemm_blocks)(w, ws, sizeof(block_q4_1), 4, 1, r0, r1, a, as, nt, k / QK, out, ldo);
+        else return SUFFIX(gemm_blocks)(w, ws, sizeof(block_q4_1), 4, 1, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q5_1:
         if (gemv) SUFFIX(gemv_with_min)(w, ws, sizeof(block_q5_1), 1, r0, r1, a, k / QK, out);
-        else SUFFIX(gemm_blocks)(w, ws, sizeof(block_q5_1), 5, 1, r0, r1, a, as, nt, k / QK, out, ldo);
+        else return SUFFIX(gemm_blocks)(w, ws, sizeof(block_q5_1), 5, 1, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q5_0:
         if (gemv) SUFFIX(gemv_signed)(w, ws, sizeof(block_q5_0), 5, r0, r1, a, k / QK, out);
-        else SUFFIX(gemm_blocks)(w, ws, sizeof(block_q5_0), 5, 0, r0, r1, a, as, nt, k / QK, out, ldo);
+        else return SUFFIX(gemm_blocks)(w, ws, sizeof(block_q5_0), 5, 0, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q8_0:
         if (gemv) SUFFIX(gemv_signed)(w, ws, sizeof(block_q8_0), 8, r0, r1, a, k / QK, out);
-        else SUFFIX(gemm_blocks)(w, ws, sizeof(block_q8_0), 8, 0, r0, r1, a, as, nt, k / QK, out, ldo);
+        else return SUFFIX(gemm_blocks)(w, ws, sizeof(block_q8_0), 8, 0, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q4_0:
         if (gemv) SUFFIX(gemv_signed)(w, ws, sizeof(block_q4_0), 4, r0, r1, a, k / QK, out);
-        else SUFFIX(gemm_blocks)(w, ws, sizeof(block_q4_0), 4, 0, r0, r1, a, as, nt, k / QK, out, ldo);
+        else return SUFFIX(gemm_blocks)(w, ws, sizeof(block_q4_0), 4, 0, r0, r1, a, as, nt, k / QK, out, ldo);
         return 1;
     case SLLM_Q4_K: SUFFIX(gemm_q4_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
     case SLLM_Q5_K: SUFFIX(gemm_q5_K)(w, ws, r0, r1, a, as, nt, k / QKK, out, ldo); return 1;
