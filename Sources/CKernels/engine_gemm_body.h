@@ -197,6 +197,16 @@ static inline void SUFFIX(two_bit_groups)(const uint8_t *qs, __m256i *out) {
     }
 }
 
+/// Σ over eight 32-value groups of scale·(q·y) in int32 lanes, for signed weights `q` (their
+/// magnitudes precomputed) against the Q8_K quants `qs`: the sign trick gives the byte dot product
+/// its unsigned side. Q3_K and IQ4_XS.
+static inline __m256i SUFFIX(signed_groups_dot)(const __m256i *q, const __m256i *magnitude, const __m256i *scale, const int8_t *qs) {
+    __m256i total = _mm256_setzero_si256();
+    for (int g = 0; g < 8; g++)
+        total = SUFFIX(scaled_dot)(total, magnitude[g], _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(qs + 32 * g)), q[g]), scale[g]);
+    return total;
+}
+
 /// Q2_K: sixteen sub-blocks of 16 with 4-bit scales and mins, values 0…3. GGML's AVX2
 /// `ggml_vec_dot_q2_K_q8_K` float order: per block, `−dmin·lane` of the mins against Q8_K's
 /// 16-sums, then `d·lane` of the scaled dot products, each into eight fused accumulators.
@@ -245,9 +255,7 @@ static inline __attribute__((always_inline)) void SUFFIX(row_q3_K)(const block_q
         const float xd = _cvtsh_ss(x[b].d);
         for (int t = 0; t < tn; t++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * astride) + b;
-            __m256i total = _mm256_setzero_si256();
-            for (int g = 0; g < 8; g++)
-                total = SUFFIX(scaled_dot)(total, magnitude[g], _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(y->qs + 32 * g)), q[g]), scale[g]);
+            const __m256i total = SUFFIX(signed_groups_dot)(q, magnitude, scale, y->qs);
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * xd), _mm256_cvtepi32_ps(total), acc[t]);
         }
     }
@@ -308,9 +316,7 @@ static inline __attribute__((always_inline)) void SUFFIX(row_iq4_xs)(const block
         const float xd = _cvtsh_ss(x[b].d);
         for (int t = 0; t < tn; t++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * astride) + b;
-            __m256i total = _mm256_setzero_si256();
-            for (int i = 0; i < 8; i++)
-                total = SUFFIX(scaled_dot)(total, magnitude[i], _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(y->qs + 32 * i)), q[i]), scale[i]);
+            const __m256i total = SUFFIX(signed_groups_dot)(q, magnitude, scale, y->qs);
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(xd * y->d), _mm256_cvtepi32_ps(total), acc[t]);
         }
     }

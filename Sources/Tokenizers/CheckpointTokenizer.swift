@@ -15,12 +15,7 @@ extension Tokenizer {
         checkpoint index: CheckpointIndex, map: (String) throws -> MappedFile, read: (String) throws -> [UInt8]
     ) throws {
         if index.files.contains(where: { $0.name == "vocabulary.bin" }) {
-            let table: VocabularyTable
-            do {
-                table = try VocabularyTable(mapped: try map("vocabulary.bin"))
-            } catch let error as CheckpointError where error.code == .invalidFormat {
-                throw TokenizerError(.malformed, error.message)
-            }
+            let table = try Tokenizer.table { try VocabularyTable(mapped: try map("vocabulary.bin")) }
             try self.init(vocabulary: table, chatTemplate: index.tokenizer.chatTemplate)
         } else {
             try self.init(checkpoint: index) { Data(try read($0)) }

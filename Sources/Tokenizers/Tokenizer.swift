@@ -117,13 +117,17 @@ public final class Tokenizer: Sendable {
     /// is built per token, so this takes milliseconds where the JSON form of a large vocabulary
     /// takes hundreds.
     public convenience init(vocabulary bytes: [UInt8], chatTemplate: String? = nil) throws {
-        let table: VocabularyTable
+        try self.init(vocabulary: try Tokenizer.table { try VocabularyTable(bytes) }, chatTemplate: chatTemplate)
+    }
+
+    /// A vocabulary table from `read`, a malformed one reported as a malformed tokenizer (other
+    /// failures, a file that cannot be read or fails its checksum, as they are).
+    static func table(_ read: () throws -> VocabularyTable) throws -> VocabularyTable {
         do {
-            table = try VocabularyTable(bytes)
-        } catch {
+            return try read()
+        } catch let error as CheckpointError where error.code == .invalidFormat {
             throw TokenizerError(.malformed, error.message)
         }
-        try self.init(vocabulary: table, chatTemplate: chatTemplate)
     }
 
     /// A tokenizer over a vocabulary table already read (`VocabularyTable(mapped:)` maps a
