@@ -35,10 +35,15 @@ extension Engine {
         }
         try budget.reserve(remaining.reduce(0) { $0 + $1.pendingCount })
         while !remaining.isEmpty {
+            // While weights still arrive, a prompt goes through in one pass (up to a bound), so
+            // all of it is computed layer by layer behind the load instead of waiting for the
+            // last layer between two passes.
+            let batchSize =
+                weights.model.isComplete ? options.batchSize : max(options.batchSize, Self.streamingBatchSize)
             var slots: [Slot] = []
             var shares: [(EngineSequence, Int, Bool)] = []
-            for sequence in remaining where slots.count < options.batchSize {
-                let take = min(sequence.pendingCount, options.batchSize - slots.count)
+            for sequence in remaining where slots.count < batchSize {
+                let take = min(sequence.pendingCount, batchSize - slots.count)
                 let generated = sequence.cachedCount >= sequence.promptCount && take == 1
                 for i in 0..<take {
                     let position = sequence.cachedCount + i
@@ -50,7 +55,13 @@ extension Engine {
                 shares.append((sequence, take, generated))
             }
             let start = ContinuousClock.now
-            forward(slots)
+            do {
+                try forward(slots)
+            } catch {
+                // Nothing of this pass counts: the positions go back to the budget.
+                budget.release(remaining.reduce(0) { $0 + $1.pendingCount })
+                throw error
+            }
             let elapsed = (ContinuousClock.now - start).seconds
             for (sequence, take, generated) in shares {
                 sequence.cachedCount += take
@@ -68,9 +79,31 @@ extension Engine {
         }
     }
 
+    /// Most tokens of one pass while the weights still arrive.
+    static let streamingBatchSize = 1024
+
+    /// Layer `i`, built once its tensors have arrived when the weights are still loading.
+    private func layer(_ i: Int) throws(EngineError) -> Layer {
+        if let layer = arrivedLayers[i] { return layer }
+        try Weights.waitFor(weights.layerTensors[i], of: weights.model)
+        let layer = try Weights.layer(i, of: weights.model, read: true)
+        arrivedLayers[i] = layer
+        return layer
+    }
+
+    /// The output norm, read once `output_norm` and the output matrix have arrived.
+    private func outputNorm() throws(EngineError) -> [Float] {
+        if let norm = arrivedOutputNorm { return norm }
+        try Weights.waitFor(["output_norm.weight", weights.output.name], of: weights.model)
+        let norm = try Weights.vector(weights.model, "output_norm.weight", count: config.embeddingLength)!
+        arrivedOutputNorm = norm
+        return norm
+    }
+
     /// Runs the model over `slots` (in order), writing K/V into each sequence's cache and logits
-    /// into the sequences of slots that ask for them.
-    private func forward(_ slots: [Slot]) {
+    /// into the sequences of slots that ask for them. Weights that still arrive are waited for
+    /// layer by layer.
+    private func forward(_ slots: [Slot], rerun: Bool = false) throws(EngineError) {
         let c = config
         let n = slots.count
         let dim = c.embeddingLength, headDim = c.headDimension
@@ -107,11 +140,29 @@ extension Engine {
         }
         let activations = UnsafeMutableRawPointer(cursor)
 
-        // Embeddings (Gemma scales them by √width).
+        // Embeddings (Gemma scales them by √width). While they are still arriving (they come
+        // last), the prompt's rows are read on their own, unverified, and checked against the
+        // verified matrix before anything of this pass is used (`checkEarlyRows`).
         let embedding = weights.tokenEmbedding
+        var early: [Int: [UInt8]] = [:]
+        if weights.streamed && !rerun && !weights.model.hasArrived([embedding.name]) {
+            let tokens = Set(slots.map(\.token)).sorted()
+            if let rows = weights.model.unverifiedBytes(
+                of: embedding.name,
+                ranges: tokens.map { $0 * embedding.rowBytes..<($0 + 1) * embedding.rowBytes })
+            {
+                early = Dictionary(uniqueKeysWithValues: zip(tokens, rows))
+            } else {
+                try Weights.waitFor([embedding.name], of: weights.model)
+            }
+        }
         for (t, slot) in slots.enumerated() {
-            sllm_dequantize_row(
-                embedding.type, embedding.data + slot.token * embedding.rowBytes, x + t * dim, Int64(dim))
+            if let row = early[slot.token] {
+                row.withUnsafeBytes { sllm_dequantize_row(embedding.type, $0.baseAddress, x + t * dim, Int64(dim)) }
+            } else {
+                sllm_dequantize_row(
+                    embedding.type, embedding.data + slot.token * embedding.rowBytes, x + t * dim, Int64(dim))
+            }
         }
         let gemma = c.architecture == "gemma3"
         if gemma { scale(x, count: n * dim, by: sqrtf(Float(dim))) }
@@ -122,7 +173,8 @@ extension Engine {
         let queryScale: Float? =
             gemma ? 1 / sqrtf(Float(c.blockCount == 62 ? dim / c.headCount : headDim)) : nil
         let attentionScale = queryScale == nil ? 1 / sqrtf(Float(headDim)) : 1
-        for (layerIndex, layer) in weights.layers.enumerated() {
+        for layerIndex in 0..<c.blockCount {
+            let layer = try layer(layerIndex)
             rmsNorm(x, into: xn, rows: n, width: dim, weight: layer.attentionNorm, epsilon: epsilon)
             multiply(
                 [layer.query, layer.key, layer.value], input: xn, rows: n, into: [q, k, v], activations: activations,
@@ -197,12 +249,26 @@ extension Engine {
 
         }
 
+        // Rows read before the embeddings arrived must equal the verified ones; if any does not,
+        // the pass is computed again on the verified weights (it overwrites the same cache
+        // positions, and nothing of it has been handed out yet).
+        if !early.isEmpty {
+            try Weights.waitFor([embedding.name], of: weights.model)
+            let mismatch = early.contains { token, row in
+                row.withUnsafeBytes {
+                    memcmp($0.baseAddress!, embedding.data + token * embedding.rowBytes, row.count) != 0
+                }
+            }
+            if mismatch { return try forward(slots, rerun: true) }
+        }
+
         // Output: only the slots that want logits.
         guard outputs > 0 else { return }
+        let outputNorm = try outputNorm()
         var row = 0
         for (t, slot) in slots.enumerated() where slot.logits {
             rmsNorm(
-                x + t * dim, into: outNorm + row * dim, rows: 1, width: dim, weight: weights.outputNorm,
+                x + t * dim, into: outNorm + row * dim, rows: 1, width: dim, weight: outputNorm,
                 epsilon: epsilon)
             row += 1
         }

@@ -39,6 +39,9 @@ public final class Engine: @unchecked Sendable {
     let pool: OpaquePointer
     let forwardLock = NSLock()
     var scratch = Scratch()
+    /// Layers built as their tensors arrived (weights from a streaming load); under `forwardLock`.
+    var arrivedLayers: [Layer?]
+    var arrivedOutputNorm: [Float]?
     let budget: KVBudget
     private let nextID = Atomic<Int>(0)
 
@@ -46,6 +49,8 @@ public final class Engine: @unchecked Sendable {
         let start = ContinuousClock.now
         weights = try Weights(model: model)
         config = weights.config
+        arrivedLayers = weights.streamed ? Array(repeating: nil, count: config.blockCount) : weights.layers.map { $0 }
+        arrivedOutputNorm = weights.streamed ? nil : weights.outputNorm
         ropeScaling = try Weights.RopeScaling(config)
         if let tokenizer {
             self.tokenizer = tokenizer

@@ -28,4 +28,26 @@ public protocol ModelWeights: AnyObject, Sendable {
     func fileContents(_ name: String) throws -> [UInt8]
     /// A file of the checkpoint mapped read-only, checksum-verified (`vocabulary.bin`).
     func mappedFile(_ name: String) throws -> MappedFile
+    /// Whether every tensor's bytes are in memory and verified. False while a streaming load
+    /// (serve while loading) still reads: views are valid addresses, but their bytes may not
+    /// have arrived; `waitForTensors` says when they have.
+    var isComplete: Bool { get }
+    /// Blocks until the named tensors' bytes are in memory and verified. Throws the load's error
+    /// when it failed or was cancelled before they arrived. Returns at once when `isComplete`.
+    func waitForTensors(_ names: [String]) throws
+    /// Whether the named tensors have arrived (never blocks).
+    func hasArrived(_ names: [String]) -> Bool
+    /// Byte ranges of a tensor that has not arrived, read straight from where the load reads
+    /// it and **not verified**: for a pass that computes on a few rows before the tensor
+    /// arrives (a prompt's embeddings), and then compares these bytes with the verified tensor
+    /// before anything it computed is used. Nil when the weights cannot provide them.
+    func unverifiedBytes(of tensor: String, ranges: [Range<Int>]) -> [[UInt8]]?
+}
+
+extension ModelWeights {
+    /// Weights handed out whole: nothing arrives later.
+    public var isComplete: Bool { true }
+    public func waitForTensors(_ names: [String]) throws {}
+    public func hasArrived(_ names: [String]) -> Bool { true }
+    public func unverifiedBytes(of tensor: String, ranges: [Range<Int>]) -> [[UInt8]]? { nil }
 }

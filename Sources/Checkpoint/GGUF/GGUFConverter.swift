@@ -30,7 +30,10 @@ public enum GGUFConverter {
         {
             tokenizer["tokenizer.chat_template"] = .string(template)
         }
-        let tensors = gguf.tensors.map { tensor in
+        // Laid out in the order a forward pass uses them (GGUF files put `output.weight` or the
+        // norms anywhere), so a streaming load hands out layer by layer.
+        let ordered = gguf.tensors.sorted { TensorNameMap.order(of: $0.name) < TensorNameMap.order(of: $1.name) }
+        let tensors = ordered.map { tensor in
             TensorSource.slice(
                 of: file, at: Int64(gguf.dataOffset + tensor.offset), name: tensor.name, dtype: tensor.dtype,
                 shape: tensor.shape, byteCount: tensor.byteCount)

@@ -14,6 +14,9 @@ public struct EngineError: Error, CustomStringConvertible, Sendable, Equatable {
         case invalidInput
         /// The KV-cache memory budget is used up.
         case outOfMemory
+        /// The weights could not be loaded while the engine was already serving (a streaming
+        /// load that failed a checksum, could not read, or was stopped).
+        case weightsUnavailable
     }
 
     public var kind: Kind
@@ -80,6 +83,11 @@ let supportedWeightTypes: Set<DType> = [
 
 /// All weights of a model, as views into a `LoadedModel` (nothing is copied except the small
 /// norm and bias vectors, which are turned into floats).
+///
+/// Weights still arriving (a streaming load, `ModelWeights.isComplete` false) are checked the
+/// same way, every tensor's dtype and shape, but no byte is read: the layers' vectors (and the
+/// output norm) are left empty, and the engine builds each layer with `layer(_:of:)` once its
+/// tensors are in.
 struct Weights: Sendable {
     let model: any ModelWeights
     let config: ModelConfig
@@ -89,6 +97,10 @@ struct Weights: Sendable {
     let layers: [Layer]
     /// Per-dimension-pair RoPE frequency divisors (Llama 3's `rope_freqs`), nil when absent.
     let ropeFrequencyFactors: [Float]?
+    /// Whether the layers' vectors were left unread because the weights were still arriving.
+    let streamed: Bool
+    /// The tensors of each layer, what a pass waits for before computing it.
+    let layerTensors: [[String]]
 
     init(model: any ModelWeights) throws(EngineError) {
         let config = model.index.config
@@ -103,123 +115,163 @@ struct Weights: Sendable {
         }
         self.model = model
         self.config = config
+        let read = model.isComplete
+        streamed = !read
         let embedding = config.embeddingLength
-        let qDim = config.headCount * config.headDimension
-        let kvDim = config.headCountKV * config.headDimension
-
-        func matrix(_ name: String, rows: Int, columns: Int) throws(EngineError) -> Matrix {
-            guard let view = model.tensor(name) else {
-                throw EngineError(.unsupportedModel, "tensor \(name) is missing from the checkpoint")
-            }
-            guard supportedWeightTypes.contains(view.dtype) else {
-                throw EngineError(
-                    .unsupportedModel,
-                    "tensor \(name) has dtype \(view.dtype.name), which the engine does not compute on (supported: \(supportedWeightTypes.map(\.name).sorted().joined(separator: ", ")))"
-                )
-            }
-            guard view.shape == [rows, columns] else {
-                throw EngineError(
-                    .unsupportedModel, "tensor \(name) has shape \(view.shape), expected [\(rows), \(columns)]")
-            }
-            let type = Int32(view.dtype.rawValue)
-            guard columns % view.dtype.blockSize == 0 else {
-                throw EngineError(
-                    .unsupportedModel, "tensor \(name): \(columns) columns are not whole \(view.dtype.name) blocks")
-            }
-            let rowBytes = sllm_row_bytes(type, Int64(columns))
-            guard rowBytes * rows == view.bytes.count, let base = view.bytes.baseAddress else {
-                throw EngineError(
-                    .unsupportedModel, "tensor \(name) holds \(view.bytes.count) bytes, expected \(rowBytes * rows)")
-            }
-            return Matrix(
-                name: name, type: type, data: base, rows: rows, columns: columns, rowBytes: rowBytes,
-                activationType: sllm_activation_type(type))
-        }
-
-        /// Consecutive row ranges of one fused matrix (Phi-3's `attn_qkv`, its gate+up `ffn_up`),
-        /// each a view into the same bytes: nothing is copied.
-        func split(_ name: String, rows: [Int], columns: Int) throws(EngineError) -> [Matrix] {
-            let whole = try matrix(name, rows: rows.reduce(0, +), columns: columns)
-            var start = 0
-            return rows.map { count in
-                defer { start += count }
-                var part = whole
-                part.data = whole.data + start * whole.rowBytes
-                part.rows = count
-                return part
-            }
-        }
-
-        func vector(_ name: String, count: Int, optional: Bool = false) throws(EngineError) -> [Float]? {
-            guard let view = model.tensor(name) else {
-                if optional { return nil }
-                throw EngineError(.unsupportedModel, "tensor \(name) is missing from the checkpoint")
-            }
-            guard [DType.f32, .f16, .bf16].contains(view.dtype), view.shape.reduce(1, *) == count,
-                view.bytes.count == count * view.dtype.blockBytes, let base = view.bytes.baseAddress
-            else {
-                throw EngineError(
-                    .unsupportedModel,
-                    "tensor \(name) (\(view.dtype.name) \(view.shape)) is not a vector of \(count) floats")
-            }
-            var values = [Float](repeating: 0, count: count)
-            values.withUnsafeMutableBufferPointer {
-                sllm_dequantize_row(Int32(view.dtype.rawValue), base, $0.baseAddress, Int64(count))
-            }
-            return values
-        }
-
-        tokenEmbedding = try matrix("token_embd.weight", rows: config.vocabularySize, columns: embedding)
+        tokenEmbedding = try Self.matrix(model, "token_embd.weight", rows: config.vocabularySize, columns: embedding)
         if model.tensor("output.weight") != nil {
-            output = try matrix("output.weight", rows: config.vocabularySize, columns: embedding)
+            output = try Self.matrix(model, "output.weight", rows: config.vocabularySize, columns: embedding)
         } else {
             output = tokenEmbedding
         }
-        outputNorm = try vector("output_norm.weight", count: embedding)!
-        var layers: [Layer] = []
-        for i in 0..<config.blockCount {
-            let p = "blk.\(i)."
-            let ffnLength = config.feedForwardLength
-            // Phi-3 fuses q/k/v into one matrix and gate/up into another (gate first).
-            let fused = config.architecture == "phi3"
-            let gemma = config.architecture == "gemma3"
-            let headNorms = config.architecture == "qwen3" || gemma
-            let qkv =
-                fused
-                ? try split(p + "attn_qkv.weight", rows: [qDim, kvDim, kvDim], columns: embedding)
-                : [
-                    try matrix(p + "attn_q.weight", rows: qDim, columns: embedding),
-                    try matrix(p + "attn_k.weight", rows: kvDim, columns: embedding),
-                    try matrix(p + "attn_v.weight", rows: kvDim, columns: embedding),
-                ]
-            let gateUp =
-                fused
-                ? try split(p + "ffn_up.weight", rows: [ffnLength, ffnLength], columns: embedding)
-                : [
-                    try matrix(p + "ffn_gate.weight", rows: ffnLength, columns: embedding),
-                    try matrix(p + "ffn_up.weight", rows: ffnLength, columns: embedding),
-                ]
-            layers.append(
-                Layer(
-                    attentionNorm: try vector(p + "attn_norm.weight", count: embedding)!,
-                    query: qkv[0], key: qkv[1], value: qkv[2],
-                    output: try matrix(p + "attn_output.weight", rows: embedding, columns: qDim),
-                    queryBias: try vector(p + "attn_q.bias", count: qDim, optional: true),
-                    keyBias: try vector(p + "attn_k.bias", count: kvDim, optional: true),
-                    valueBias: try vector(p + "attn_v.bias", count: kvDim, optional: true),
-                    queryNorm: try vector(p + "attn_q_norm.weight", count: config.headDimension, optional: !headNorms),
-                    keyNorm: try vector(p + "attn_k_norm.weight", count: config.headDimension, optional: !headNorms),
-                    feedForwardNorm: try vector(p + "ffn_norm.weight", count: embedding)!,
-                    attentionPostNorm: try vector(p + "post_attention_norm.weight", count: embedding, optional: !gemma),
-                    feedForwardPostNorm: try vector(p + "post_ffw_norm.weight", count: embedding, optional: !gemma),
-                    slidingWindow: config.usesSlidingWindow(layer: i),
-                    gate: gateUp[0], up: gateUp[1],
-                    down: try matrix(p + "ffn_down.weight", rows: embedding, columns: config.feedForwardLength)))
+        outputNorm = try Self.vector(model, "output_norm.weight", count: embedding, read: read)!
+        layers = try (0..<config.blockCount).map { i throws(EngineError) in try Self.layer(i, of: model, read: read) }
+        var byLayer = [[String]](repeating: [], count: config.blockCount)
+        for tensor in model.index.tensors where tensor.name.hasPrefix("blk.") {
+            let rest = tensor.name.dropFirst(4)
+            if let dot = rest.firstIndex(of: "."), let i = Int(rest[..<dot]), byLayer.indices.contains(i) {
+                byLayer[i].append(tensor.name)
+            }
         }
-        self.layers = layers
+        layerTensors = byLayer
+        // RoPE factors are needed by every pass from the start; the checkpoint lays them first.
+        if !read && model.tensor("rope_freqs.weight") != nil {
+            try Self.waitFor(["rope_freqs.weight"], of: model)
+        }
         ropeFrequencyFactors =
-            try vector("rope_freqs.weight", count: config.ropeDimensionCount / 2, optional: true)
+            try Self.vector(model, "rope_freqs.weight", count: config.ropeDimensionCount / 2, optional: true)
             ?? Weights.llama3FrequencyFactors(config)
+    }
+
+    /// Blocks until `names` have arrived (a streaming load); a load that failed is reported as
+    /// weights that are unavailable, naming the model and the cause.
+    static func waitFor(_ names: [String], of model: any ModelWeights) throws(EngineError) {
+        do {
+            try model.waitForTensors(names)
+        } catch {
+            throw EngineError(
+                .weightsUnavailable, "the weights of \(model.name) did not load: \(error)",
+                cause: error as? any Error & Sendable)
+        }
+    }
+
+    /// The `rows` × `columns` weight matrix `name`, checked against the type and shape it must have.
+    static func matrix(_ model: any ModelWeights, _ name: String, rows: Int, columns: Int) throws(EngineError)
+        -> Matrix
+    {
+        guard let view = model.tensor(name) else {
+            throw EngineError(.unsupportedModel, "tensor \(name) is missing from the checkpoint")
+        }
+        guard supportedWeightTypes.contains(view.dtype) else {
+            throw EngineError(
+                .unsupportedModel,
+                "tensor \(name) has dtype \(view.dtype.name), which the engine does not compute on (supported: \(supportedWeightTypes.map(\.name).sorted().joined(separator: ", ")))"
+            )
+        }
+        guard view.shape == [rows, columns] else {
+            throw EngineError(
+                .unsupportedModel, "tensor \(name) has shape \(view.shape), expected [\(rows), \(columns)]")
+        }
+        let type = Int32(view.dtype.rawValue)
+        guard columns % view.dtype.blockSize == 0 else {
+            throw EngineError(
+                .unsupportedModel, "tensor \(name): \(columns) columns are not whole \(view.dtype.name) blocks")
+        }
+        let rowBytes = sllm_row_bytes(type, Int64(columns))
+        guard rowBytes * rows == view.bytes.count, let base = view.bytes.baseAddress else {
+            throw EngineError(
+                .unsupportedModel, "tensor \(name) holds \(view.bytes.count) bytes, expected \(rowBytes * rows)")
+        }
+        return Matrix(
+            name: name, type: type, data: base, rows: rows, columns: columns, rowBytes: rowBytes,
+            activationType: sllm_activation_type(type))
+    }
+
+    /// Consecutive row ranges of one fused matrix (Phi-3's `attn_qkv`, its gate+up `ffn_up`),
+    /// each a view into the same bytes: nothing is copied.
+    static func split(_ model: any ModelWeights, _ name: String, rows: [Int], columns: Int) throws(EngineError)
+        -> [Matrix]
+    {
+        let whole = try matrix(model, name, rows: rows.reduce(0, +), columns: columns)
+        var start = 0
+        return rows.map { count in
+            defer { start += count }
+            var part = whole
+            part.data = whole.data + start * whole.rowBytes
+            part.rows = count
+            return part
+        }
+    }
+
+    /// The vector `name` as floats, or nil when it is optional and absent; with `read` false it
+    /// is only checked, and an empty array stands for it.
+    static func vector(
+        _ model: any ModelWeights, _ name: String, count: Int, optional: Bool = false, read: Bool = true
+    ) throws(EngineError) -> [Float]? {
+        guard let view = model.tensor(name) else {
+            if optional { return nil }
+            throw EngineError(.unsupportedModel, "tensor \(name) is missing from the checkpoint")
+        }
+        guard [DType.f32, .f16, .bf16].contains(view.dtype), view.shape.reduce(1, *) == count,
+            view.bytes.count == count * view.dtype.blockBytes, let base = view.bytes.baseAddress
+        else {
+            throw EngineError(
+                .unsupportedModel,
+                "tensor \(name) (\(view.dtype.name) \(view.shape)) is not a vector of \(count) floats")
+        }
+        guard read else { return [] }
+        var values = [Float](repeating: 0, count: count)
+        values.withUnsafeMutableBufferPointer {
+            sllm_dequantize_row(Int32(view.dtype.rawValue), base, $0.baseAddress, Int64(count))
+        }
+        return values
+    }
+
+    /// Transformer block `i`: its matrices, and its vectors read when `read` is set.
+    static func layer(_ i: Int, of model: any ModelWeights, read: Bool) throws(EngineError) -> Layer {
+        let config = model.index.config
+        let embedding = config.embeddingLength
+        let qDim = config.headCount * config.headDimension
+        let kvDim = config.headCountKV * config.headDimension
+        let p = "blk.\(i)."
+        let ffnLength = config.feedForwardLength
+        // Phi-3 fuses q/k/v into one matrix and gate/up into another (gate first).
+        let fused = config.architecture == "phi3"
+        let gemma = config.architecture == "gemma3"
+        let headNorms = config.architecture == "qwen3" || gemma
+        let qkv =
+            fused
+            ? try split(model, p + "attn_qkv.weight", rows: [qDim, kvDim, kvDim], columns: embedding)
+            : [
+                try matrix(model, p + "attn_q.weight", rows: qDim, columns: embedding),
+                try matrix(model, p + "attn_k.weight", rows: kvDim, columns: embedding),
+                try matrix(model, p + "attn_v.weight", rows: kvDim, columns: embedding),
+            ]
+        let gateUp =
+            fused
+            ? try split(model, p + "ffn_up.weight", rows: [ffnLength, ffnLength], columns: embedding)
+            : [
+                try matrix(model, p + "ffn_gate.weight", rows: ffnLength, columns: embedding),
+                try matrix(model, p + "ffn_up.weight", rows: ffnLength, columns: embedding),
+            ]
+        func vector(_ name: String, count: Int, optional: Bool = false) throws(EngineError) -> [Float]? {
+            try Self.vector(model, p + name, count: count, optional: optional, read: read)
+        }
+        return Layer(
+            attentionNorm: try vector("attn_norm.weight", count: embedding)!,
+            query: qkv[0], key: qkv[1], value: qkv[2],
+            output: try matrix(model, p + "attn_output.weight", rows: embedding, columns: qDim),
+            queryBias: try vector("attn_q.bias", count: qDim, optional: true),
+            keyBias: try vector("attn_k.bias", count: kvDim, optional: true),
+            valueBias: try vector("attn_v.bias", count: kvDim, optional: true),
+            queryNorm: try vector("attn_q_norm.weight", count: config.headDimension, optional: !headNorms),
+            keyNorm: try vector("attn_k_norm.weight", count: config.headDimension, optional: !headNorms),
+            feedForwardNorm: try vector("ffn_norm.weight", count: embedding)!,
+            attentionPostNorm: try vector("post_attention_norm.weight", count: embedding, optional: !gemma),
+            feedForwardPostNorm: try vector("post_ffw_norm.weight", count: embedding, optional: !gemma),
+            slidingWindow: config.usesSlidingWindow(layer: i),
+            gate: gateUp[0], up: gateUp[1],
+            down: try matrix(model, p + "ffn_down.weight", rows: embedding, columns: config.feedForwardLength))
     }
 
     /// Llama 3.1's rope scaling computed from the config (what llama.cpp's converter stores as

@@ -60,6 +60,9 @@ public struct ServeConfiguration: Sendable, Equatable {
     /// Fill the DRAM cache's pool with allocated memory in the background from the start, up to
     /// its budget, so a cold load does not wait for fresh pages (`PoolFiller`).
     public var dramFill = true
+    /// Start an instance's engine while its weights are still read from the SSD: a prompt's pass
+    /// computes each layer as soon as it has arrived (`ModelLoader.load(_:streaming:)`).
+    public var serveWhileLoading = true
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory
@@ -162,7 +165,7 @@ public struct ServeConfiguration: Sendable, Equatable {
         "threads",
         "direct_io", "default_model", "preload", "min_instances", "max_instances", "target_concurrency", "keep_alive",
         "queue_limit", "max_body", "shutdown_timeout", "idle_timeout", "request_timeout", "max_connections",
-        "dram_scrub_rate", "dram_scrub_interval", "dram_fill",
+        "dram_scrub_rate", "dram_scrub_interval", "dram_fill", "serve_while_loading",
     ]
 
     /// The settings that are a deployment's scaling.
@@ -219,14 +222,18 @@ public struct ServeConfiguration: Sendable, Equatable {
                     throw fail(key, value, "a thread count (1-256)")
                 }
                 self.threads = threads
-            case "direct_io", "dram_fill":
+            case "direct_io", "dram_fill", "serve_while_loading":
                 let flag: Bool
                 switch value.lowercased() {
                 case "true", "yes", "on", "1": flag = true
                 case "false", "no", "off", "0": flag = false
                 default: throw fail(key, value, "true or false")
                 }
-                if key == "direct_io" { directIO = flag } else { dramFill = flag }
+                switch key {
+                case "direct_io": directIO = flag
+                case "dram_fill": dramFill = flag
+                default: serveWhileLoading = flag
+                }
             case "default_model": defaultModel = value
             case "preload": preload = list(value)
             case "min_instances":

@@ -206,6 +206,9 @@ actor Deployment {
                 failure = error
             }
             await self.release(lease, keepAlive: keepAlive)
+            if (failure as? ServingError)?.kind == .instanceFailed {
+                await self.instanceBroke(lease.instance.id, failure!)
+            }
             output.finish(throwing: failure)
         }
         output.onTermination = { termination in
@@ -410,6 +413,14 @@ actor Deployment {
             logger.error("deployment \(name): instance failed to start: \(error)")
             perform(machine.instanceFailed(id, reason: "\(ServingError(error).message)"))
         }
+    }
+
+    /// An instance that can serve nothing more (its weights did not load) is stopped, its
+    /// memory returned; the next request starts a fresh one.
+    private func instanceBroke(_ id: String, _ error: any Error) async {
+        guard started[id] != nil else { return }
+        logger.error("deployment \(name): instance \(id) failed and is stopped: \(error)")
+        await stopNow(id)
     }
 
     private func stopNow(_ id: String) async {

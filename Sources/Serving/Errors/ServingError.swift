@@ -23,6 +23,9 @@ public struct ServingError: Error, CustomStringConvertible, Sendable {
         case shuttingDown
         case unavailable
         case insufficientMemory
+        /// The instance serving the request can serve nothing more: its weights did not load
+        /// (a streamed load failed a checksum or a read). It is stopped; a retry starts another.
+        case instanceFailed
         /// The node's disk is full.
         case insufficientStorage
         case internalError
@@ -59,7 +62,7 @@ public struct ServingError: Error, CustomStringConvertible, Sendable {
         case .notFound: return .notFound
         case .conflict: return .conflict
         case .queueFull: return .tooManyRequests
-        case .shuttingDown, .unavailable, .insufficientMemory: return .serviceUnavailable
+        case .shuttingDown, .unavailable, .insufficientMemory, .instanceFailed: return .serviceUnavailable
         case .insufficientStorage: return .init(code: 507, reasonPhrase: "Insufficient Storage")
         case .internalError: return .internalServerError
         }
@@ -76,7 +79,7 @@ public struct ServingError: Error, CustomStringConvertible, Sendable {
         case .unauthorized: return "authentication_error"
         case .forbidden: return "permission_error"
         case .queueFull: return "rate_limit_error"
-        case .shuttingDown, .unavailable, .insufficientMemory: return "service_unavailable_error"
+        case .shuttingDown, .unavailable, .insufficientMemory, .instanceFailed: return "service_unavailable_error"
         case .insufficientStorage, .internalError: return "server_error"
         }
     }
@@ -91,6 +94,7 @@ public struct ServingError: Error, CustomStringConvertible, Sendable {
         case .bodyTooLarge: return "request_too_large"
         case .shuttingDown: return "shutting_down"
         case .insufficientMemory: return "insufficient_memory"
+        case .instanceFailed: return "model_load_failed"
         case .insufficientStorage: return "insufficient_storage"
         default: return nil
         }
@@ -132,6 +136,7 @@ extension ServingError {
             case .invalidInput: self.init(.invalidRequest, error.description)
             case .outOfMemory: self.init(.insufficientMemory, error.description)
             case .unsupportedModel: self.init(.unavailable, error.description)
+            case .weightsUnavailable: self.init(.instanceFailed, error.description)
             }
         case let error as SchedulingError:
             self.init(error)

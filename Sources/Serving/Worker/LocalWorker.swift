@@ -28,13 +28,16 @@ public final class LocalWorker: Worker {
     private let storeSizes = StoreSizes()
     /// Load bandwidth per tier, measured on this node's real loads.
     private let bandwidth = Mutex<[Tier: BandwidthAverage]>([:])
+    /// Start engines on weights that are still being read from the SSD (serve while loading).
+    public let serveWhileLoading: Bool
     private let logger: Logger
 
     public init(
         loader: ModelLoader, threads: Int, memoryBudgetBytes: Int, node: NodeID? = nil,
-        logger: Logger = Logger(label: "sllm.worker")
+        serveWhileLoading: Bool = true, logger: Logger = Logger(label: "sllm.worker")
     ) {
         self.loader = loader
+        self.serveWhileLoading = serveWhileLoading
         self.memoryBudgetBytes = memoryBudgetBytes
         tokenizers = TokenizerCache()
         self.threads = max(1, threads)
@@ -57,7 +60,7 @@ public final class LocalWorker: Worker {
         let loader = ModelLoader(store: store, cache: cache, configuration: .init(directIO: configuration.directIO))
         self.init(
             loader: loader, threads: configuration.threads, memoryBudgetBytes: configuration.memoryBudgetBytes,
-            node: node, logger: logger)
+            node: node, serveWhileLoading: configuration.serveWhileLoading, logger: logger)
     }
 
     // MARK: - The node
@@ -198,9 +201,12 @@ public final class LocalWorker: Worker {
 
     /// Adds a real load to its tier's bandwidth average (a DRAM hit maps memory; it is its own tier).
     private func record(_ model: LoadedModel) {
-        guard model.timings.total > 0, model.byteCount > 0 else { return }
-        let rate = Double(model.byteCount) / model.timings.total
-        bandwidth.withLock { $0[model.tier, default: BandwidthAverage()].add(rate) }
+        record(model.tier, bytes: model.byteCount, seconds: model.timings.total)
+    }
+
+    private func record(_ tier: Tier, bytes: Int, seconds: Double) {
+        guard seconds > 0, bytes > 0 else { return }
+        bandwidth.withLock { $0[tier, default: BandwidthAverage()].add(Double(bytes) / seconds) }
     }
 
     // MARK: - Instances
@@ -224,11 +230,12 @@ public final class LocalWorker: Worker {
     {
         let name = spec.model
         let start = ContinuousClock.now
-        let model = try await loader.load(name) { report in
+        let model = try await loader.load(name, streaming: serveWhileLoading) { report in
             if report.totalBytes > 0 { progress(Double(report.completedBytes) / Double(report.totalBytes)) }
         }
+        // A streamed load returns once its memory is reserved: this is the time to start serving,
+        // and the rest of the load overlaps the first prompt's pass.
         let loadSeconds = seconds(since: start)
-        record(model)
         try Task.checkCancellation()
         var options = Engine.Options()
         options.threads = threads
@@ -243,10 +250,37 @@ public final class LocalWorker: Worker {
             info: info, engine: engine, model: model, maxSequences: spec.sizing.maxSequences, logger: logger)
         instances.withLock { $0[spec.id] = instance }
         instance.start()
-        logger.info(
-            "instance \(spec.id) of \(spec.deployment) started from \(model.tier.rawValue) in \(String(format: "%.1f", loadSeconds * 1000)) ms"
-        )
+        if let completion = model.completion {
+            logger.info(
+                "instance \(spec.id) of \(spec.deployment) serving from \(model.tier.rawValue) while its weights load (\(String(format: "%.1f", loadSeconds * 1000)) ms to start)"
+            )
+            watch(completion, of: instance)
+        } else {
+            record(model)
+            logger.info(
+                "instance \(spec.id) of \(spec.deployment) started from \(model.tier.rawValue) in \(String(format: "%.1f", loadSeconds * 1000)) ms"
+            )
+        }
         return info
+    }
+
+    /// Waits (on a thread of its own, holding neither the model nor the instance) for a streamed
+    /// load to end: a load that finished counts towards its tier's bandwidth; one that failed (a
+    /// checksum, a read error) is logged. Its instance's passes fail with the error, which makes
+    /// the deployment stop it (`ServingError.Kind.instanceFailed`).
+    private func watch(_ completion: LoadCompletion, of instance: InstanceRunner) {
+        let id = instance.info.id
+        Thread.detachNewThread { [self] in
+            do {
+                try completion.wait()
+                record(completion.tier, bytes: completion.byteCount, seconds: completion.seconds)
+                logger.debug("instance \(id): weights loaded", metadata: ["seconds": "\(completion.seconds)"])
+            } catch is CancellationError {
+                // Stopped before its weights were in.
+            } catch {
+                logger.error("instance \(id): its weights did not load: \(error)")
+            }
+        }
     }
 
     public func stopInstance(_ id: String) async {

@@ -32,20 +32,43 @@ struct ChunkPipeline {
     /// Checksum threads.
     let verifiers: Int
 
-    /// One chunk per cache segment (a run of whole tensors), read into `bases[i]`.
-    static func chunks(index: CheckpointIndex, segments: [DRAMCache.Segment], bases: [UnsafeMutableRawPointer])
-        -> [Chunk]
-    {
+    /// One chunk per cache segment (a run of whole tensors), read into `bases[i]`; with
+    /// `maxChunkBytes`, segments are cut at tensor boundaries into chunks of at most that many
+    /// bytes (a tensor larger stays whole), so a streaming load hands out layer by layer.
+    static func chunks(
+        index: CheckpointIndex, segments: [DRAMCache.Segment], bases: [UnsafeMutableRawPointer],
+        maxChunkBytes: Int = .max
+    ) -> [Chunk] {
         var byPartition: [Int: [CheckpointIndex.TensorRecord]] = [:]
         for tensor in index.tensors { byPartition[tensor.partition, default: []].append(tensor) }
-        return zip(segments, bases).map { segment, base in
+        for key in byPartition.keys { byPartition[key]!.sort { $0.offset < $1.offset } }
+        var chunks: [Chunk] = []
+        for (segment, base) in zip(segments, bases) {
             let inside = (byPartition[segment.partition] ?? []).filter {
                 $0.offset >= segment.offset && $0.offset + $0.byteCount <= segment.offset + segment.byteCount
             }
-            return Chunk(
-                partition: segment.partition, offset: segment.offset, length: segment.byteCount, destination: base,
-                tensors: inside.map { ($0, $0.offset - segment.offset) })
+            let end = segment.offset + segment.byteCount
+            var first = 0
+            while first < inside.count || (first == 0 && inside.isEmpty) {
+                // Take whole tensors while the chunk (up to the next tensor's start) stays small.
+                let start = first == 0 ? segment.offset : inside[first].offset
+                var last = first
+                while last + 1 < inside.count
+                    && inside[last + 1].offset + inside[last + 1].byteCount - start <= maxChunkBytes
+                {
+                    last += 1
+                }
+                let stop = last + 1 < inside.count ? inside[last + 1].offset : end
+                let tensors = inside.isEmpty ? [] : inside[first...last].map { ($0, $0.offset - start) }
+                chunks.append(
+                    Chunk(
+                        partition: segment.partition, offset: start, length: stop - start,
+                        destination: base + (start - segment.offset), tensors: tensors))
+                if inside.isEmpty { break }
+                first = last + 1
+            }
         }
+        return chunks
     }
 
     /// Runs the load on `threads` dedicated threads and returns when every chunk is handed out.

@@ -1,4 +1,9 @@
 public import Checkpoint
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Which tier served a load.
 public enum Tier: String, Sendable, Codable {
@@ -31,16 +36,24 @@ public struct LoadTimings: Sendable, Codable {
 /// Holding it pins the memory: a cached model cannot be evicted from DRAM while any
 /// `LoadedModel` of it is alive (in this or another process). Views are valid for the
 /// object's lifetime.
+///
+/// A streaming load (`ModelLoader.load(_:streaming:)`) hands it out before the bytes arrive:
+/// `isComplete` is false and `waitForTensors` blocks until the named tensors are read and
+/// verified. Dropping such a model before its load ends stops the load.
 public final class LoadedModel: ModelWeights {
     public let name: String
     public let index: CheckpointIndex
     /// The checkpoint directory in the local store (tokenizer files are read from there).
     public let directory: String
     public let tier: Tier
-    public let timings: LoadTimings
     /// Whether the bytes live in the DRAM cache (false when the model did not fit its budget).
     public let cached: Bool
-    private let storage: any Sendable
+    /// What keeps the bytes alive: the pin (cached), the anonymous memory (not cached), or
+    /// while a streaming load runs, its reservation (the pin joins it at the end).
+    private let storage: Mutex<[any Sendable]>
+    private let loadTimings: Mutex<LoadTimings>
+    /// Set while a streaming load may still be reading.
+    let arrival: WeightArrival?
     /// The store's reader, whose already-decoded index serves `fileContents`.
     private let reader: CheckpointReader
     /// Where each tensor (in index order) starts.
@@ -50,16 +63,17 @@ public final class LoadedModel: ModelWeights {
     /// `segments[i]` (a run of whole tensors of one partition) lies at `bases[i]`.
     init(
         reader: CheckpointReader, name: String, tier: Tier, timings: LoadTimings, cached: Bool,
-        storage: any Sendable, segments: [DRAMCache.Segment], bases: [UnsafeRawPointer]
+        storage: any Sendable, segments: [DRAMCache.Segment], bases: [UnsafeRawPointer], arrival: WeightArrival? = nil
     ) {
         self.reader = reader
         self.name = name
         self.index = reader.index
         self.directory = reader.directory
         self.tier = tier
-        self.timings = timings
+        self.loadTimings = Mutex(timings)
         self.cached = cached
-        self.storage = storage
+        self.storage = Mutex([storage])
+        self.arrival = arrival
         var starts: [UncheckedSendable<UnsafeRawPointer>] = []
         var positions: [String: Int] = [:]
         var segment = 0
@@ -74,6 +88,77 @@ public final class LoadedModel: ModelWeights {
         }
         self.starts = starts
         self.positions = positions
+    }
+
+    deinit {
+        // Nobody computes on it any more: a load still reading into it stops.
+        if let arrival, !arrival.isFinished { arrival.cancel() }
+    }
+
+    /// Per-stage timings; a streaming load's are final once it completes.
+    public var timings: LoadTimings { loadTimings.withLock { $0 } }
+
+    /// A streaming load has finished: what keeps the bytes alive from now on, and the timings.
+    func complete(storage: any Sendable, timings: LoadTimings) {
+        self.storage.withLock { $0.append(storage) }
+        loadTimings.withLock { $0 = timings }
+    }
+
+    public var isComplete: Bool { arrival?.isFinished ?? true }
+
+    public func waitForTensors(_ names: [String]) throws {
+        try arrival?.wait(for: names)
+    }
+
+    public func hasArrived(_ names: [String]) -> Bool {
+        arrival?.hasArrived(names) ?? true
+    }
+
+    /// Reads the ranges from the tensor's partition file, through a descriptor of its own that
+    /// asks the kernel for no readahead (the reads are a few scattered rows, beside the load's
+    /// sequential stream). Nil when the tensor is unknown, the ranges leave it, or a read fails.
+    public func unverifiedBytes(of tensor: String, ranges: [Range<Int>]) -> [[UInt8]]? {
+        guard let position = positions[tensor] else { return nil }
+        let record = index.tensors[position]
+        guard ranges.allSatisfy({ $0.lowerBound >= 0 && $0.upperBound <= record.byteCount }) else { return nil }
+        let path = directory + "/" + index.partitions[record.partition].file
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        posix_fadvise(descriptor, 0, 0, POSIX_FADV_RANDOM)
+        var result: [[UInt8]] = []
+        for range in ranges {
+            var bytes = [UInt8](repeating: 0, count: range.count)
+            let complete = bytes.withUnsafeMutableBytes { buffer -> Bool in
+                var done = 0
+                while done < buffer.count {
+                    let n = pread(
+                        descriptor, buffer.baseAddress! + done, buffer.count - done,
+                        off_t(record.offset + range.lowerBound + done))
+                    if n < 0 && errno == EINTR { continue }
+                    guard n > 0 else { return false }
+                    done += n
+                }
+                return true
+            }
+            guard complete else { return nil }
+            result.append(bytes)
+        }
+        return result
+    }
+
+    /// A streaming load still running: what to wait on for its end; nil when complete.
+    public var completion: LoadCompletion? {
+        guard let arrival, !arrival.isFinished else { return nil }
+        return LoadCompletion(arrival: arrival, tier: tier, byteCount: byteCount) { [weak self] in
+            self?.timings.total ?? 0
+        }
+    }
+
+    /// Waits until a streaming load has every byte in memory and verified (at once for a load
+    /// that was not streamed); throws the load's error.
+    public func waitUntilComplete() throws {
+        try arrival?.waitUntilFinished()
     }
 
     /// The tensor named `name`, or nil.

@@ -52,6 +52,9 @@ public actor ModelLoader {
     private let logger: Logger
     private var indexes: [String: (stamp: Double, reader: CheckpointReader)] = [:]
     private var inFlight: [String: LoadTicket] = [:]
+    /// Largest read of a streaming load (whole tensors; a larger tensor is one read): about a
+    /// layer of a small model, so the first layers are handed out early.
+    static let streamingChunkBytes = 4 << 20
 
     public init(
         store: ModelStore, cache: DRAMCache, configuration: Configuration = .init(),
@@ -65,12 +68,24 @@ public actor ModelLoader {
 
     /// Loads `name` into memory from the fastest tier that holds it.
     ///
-    /// - Parameter progress: called from reader threads with bytes handed out so far.
+    /// - Parameters:
+    ///   - streaming: serve while loading. A load from the SSD returns as soon as its memory is
+    ///     reserved, before the bytes arrive: the model's `isComplete` is false and
+    ///     `waitForTensors` blocks until the tensors asked for are read and verified (the
+    ///     checkpoint lays them out in the order a forward pass uses them). A DRAM hit, or a
+    ///     load from a remote store, returns complete as without it.
+    ///   - progress: called from reader threads with bytes handed out so far.
     /// - Throws: `StoreError.notFound` when no tier has the model, `CheckpointError.corrupt`
-    ///   naming the tensor whose bytes fail their checksum (nothing is cached then),
-    ///   `CancellationError` when cancelled.
-    public func load(_ name: ModelName, progress: ProgressHandler? = nil) async throws -> LoadedModel {
+    ///   naming the tensor whose bytes fail their checksum (nothing is cached then; a streaming
+    ///   model's waits throw it), `CancellationError` when cancelled.
+    public func load(_ name: ModelName, streaming: Bool = false, progress: ProgressHandler? = nil) async throws
+        -> LoadedModel
+    {
         let start = ContinuousClock.now
+        // A streamed load whose model was dropped is stopping: it is not joined but waited out.
+        while let existing = inFlight[name.rawValue], !existing.isSettled, existing.isAbandoned {
+            await existing.task?.value
+        }
         let ticket: LoadTicket
         if let existing = inFlight[name.rawValue], !existing.isSettled {
             ticket = existing
@@ -79,7 +94,9 @@ public actor ModelLoader {
             ticket.task = Task {
                 do {
                     ticket.finish(
-                        .success(try await self.performLoad(name, start: start, cancelled: ticket, progress: progress)))
+                        .success(
+                            try await self.performLoad(
+                                name, start: start, ticket: ticket, streaming: streaming, progress: progress)))
                 } catch {
                     ticket.finish(.failure(error))
                 }
@@ -87,6 +104,21 @@ public actor ModelLoader {
             inFlight[name.rawValue] = ticket
         }
         ticket.join()
+        if streaming {
+            // The model as soon as a streaming load hands it out (this or an earlier caller's).
+            let abandoned = Mutex(false)
+            let early = await withTaskCancellationHandler {
+                await ticket.firstModel()
+            } onCancel: {
+                abandoned.withLock { $0 = true }
+                ticket.abandon()
+            }
+            if let early {
+                ticket.leave(active: !abandoned.withLock { $0 })
+                try Task.checkCancellation()
+                return early
+            }
+        }
         let task = ticket.task!
         await withTaskCancellationHandler {
             await task.value
@@ -121,7 +153,8 @@ public actor ModelLoader {
     }
 
     private func performLoad(
-        _ name: ModelName, start: ContinuousClock.Instant, cancelled: LoadTicket, progress: ProgressHandler?
+        _ name: ModelName, start: ContinuousClock.Instant, ticket: LoadTicket, streaming: Bool,
+        progress: ProgressHandler?
     ) async throws -> LoadedModel {
         var reader = try self.reader(for: name)
         var remote: RemoteCheckpoint?
@@ -171,13 +204,50 @@ public actor ModelLoader {
                 "model does not fit the DRAM cache; loading without caching",
                 metadata: ["model": "\(name)", "bytes": "\(memory.byteCount)", "budget": "\(cache.budgetBytes)"])
         }
-        let chunks = ChunkPipeline.chunks(index: checkpoint.index, segments: segments, bases: bases)
+        // A streaming load reads in chunks of about a layer, so each layer is handed out as it
+        // arrives; the model goes to the caller now, and `arrival` tracks what is in.
+        let streamed = streaming && remote == nil
+        let chunks = ChunkPipeline.chunks(
+            index: checkpoint.index, segments: segments, bases: bases,
+            maxChunkBytes: streamed ? Self.streamingChunkBytes : .max)
         let pipeline = ChunkPipeline(threads: configuration.threads, verifiers: configuration.verifiers)
         // Slabs new to this process get their pages while the reads run, not before them.
         let populating = reservation.map { cache.startPopulating($0, threads: configuration.populateThreads) }
         defer { populating?.cancel() }
         timings.queue = seconds(since: start)
+        let arrival = streamed ? WeightArrival(chunks: chunks) : nil
+        // The streamed model, held only until the reading thread hands it to the callers.
+        let handOff = Mutex<LoadedModel?>(nil)
+        let early = WeakReference<LoadedModel>()
+        if let arrival {
+            let model = LoadedModel(
+                reader: checkpoint, name: name.rawValue, tier: tier, timings: timings, cached: reservation != nil,
+                storage: (reservation as (any Sendable)?) ?? anonymous!, segments: segments,
+                bases: bases.map { UnsafeRawPointer($0) }, arrival: arrival)
+            early.value = model
+            handOff.withLock { $0 = model }
+        }
+        // A streamed model's load stops when the model is dropped and no other caller waits.
+        let isCancelled: @Sendable () -> Bool
+        if let arrival {
+            isCancelled = { arrival.isCancelled && ticket.activeCount == 0 }
+        } else {
+            isCancelled = { ticket.isCancelled }
+        }
 
+        // Discarded once, by whichever side sees the failure first: a streamed load's reading
+        // thread (before its waiters hear of it), or this task.
+        let discarded = Mutex(false)
+        let discard: @Sendable () -> Void = { [cache] in
+            guard let reservation,
+                !discarded.withLock({ done in
+                    defer { done = true }
+                    return done
+                })
+            else { return }
+            cache.discard(reservation)
+        }
+        let storage: any Sendable
         do {
             let source: any ChunkSource =
                 try remote?.source
@@ -185,10 +255,40 @@ public actor ModelLoader {
                     directory: checkpoint.directory, index: checkpoint.index, directIO: configuration.directIO,
                     logger: logger)
             let boxedChunks = UncheckedSendable(chunks)
-            let timing = try await runBlocking {
-                try pipeline.run(
-                    boxedChunks.value, source: source, partitionFiles: checkpoint.index.partitions.map(\.file),
-                    consumer: InPlaceConsumer(), isCancelled: { cancelled.isCancelled }, progress: progress)
+            let (cache, queued, memory) = (cache, timings.queue, anonymous)
+            let (timing, streamedStorage) = try await runBlocking {
+                () throws -> (ChunkPipeline.Timing, (any Sendable)?) in
+                // A streamed model is handed out and completed from this thread, so a caller
+                // blocked on its tensors never waits for the load to get a thread of the
+                // concurrency pool.
+                if let model = handOff.withLock({ held in
+                    defer { held = nil }
+                    return held
+                }) {
+                    ticket.publish(model)
+                }
+                do {
+                    let timing = try pipeline.run(
+                        boxedChunks.value, source: source, partitionFiles: checkpoint.index.partitions.map(\.file),
+                        consumer: ArrivalConsumer(arrival: arrival), isCancelled: isCancelled, progress: progress)
+                    guard let arrival else { return (timing, nil) }
+                    let committing = ContinuousClock.now
+                    let storage: any Sendable = try reservation.map { try cache.commit($0) } ?? memory!
+                    var final = LoadTimings()
+                    final.queue = queued
+                    final.read = timing.wallSeconds
+                    final.verify = timing.verifySeconds
+                    final.io = timing.readSeconds
+                    final.handOut = seconds(since: committing)
+                    final.total = seconds(since: start)
+                    early.value?.complete(storage: storage, timings: final)
+                    arrival.finish()
+                    return (timing, storage)
+                } catch {
+                    if arrival != nil { discard() }
+                    arrival?.fail(error)
+                    throw error
+                }
             }
             timings.read = timing.wallSeconds
             timings.verify = timing.verifySeconds
@@ -200,19 +300,22 @@ public actor ModelLoader {
                     FileSystem.modificationTime(directory + "/" + CheckpointIndex.fileName) ?? 0, installed
                 )
             }
+            let handOutStart = ContinuousClock.now
+            // The pin (cached) or the anonymous memory (not cached) keeps the bytes alive.
+            storage = try streamedStorage ?? reservation.map { try cache.commit($0) } ?? anonymous!
+            if streamedStorage == nil { timings.handOut = seconds(since: handOutStart) }
         } catch {
-            if let reservation { cache.discard(reservation) }
+            discard()
             remote?.abandon()
             throw error
         }
-        let handOutStart = ContinuousClock.now
-        // The pin (cached) or the anonymous memory (not cached) keeps the bytes alive.
-        let storage: any Sendable = try reservation.map { try cache.commit($0) } ?? anonymous!
-        timings.handOut = seconds(since: handOutStart)
         timings.total = seconds(since: start)
-        let model = LoadedModel(
-            reader: installed, name: name.rawValue, tier: tier, timings: timings,
-            cached: reservation != nil, storage: storage, segments: segments, bases: bases.map { UnsafeRawPointer($0) })
+        let model =
+            early.value
+            ?? LoadedModel(
+                reader: installed, name: name.rawValue, tier: tier, timings: timings,
+                cached: reservation != nil, storage: storage, segments: segments,
+                bases: bases.map { UnsafeRawPointer($0) })
         FileSystem.touch(directory)
         logger.debug(
             "loaded",
@@ -237,6 +340,16 @@ final class LoadTicket: @unchecked Sendable {
         var active = 0
         var cancelled = false
         var result: Result<LoadedModel, any Error>?
+        var settled = false
+        /// A streaming load's model, handed out before the load ends; weak, so that dropping it
+        /// stops the load.
+        weak var early: LoadedModel?
+        /// The streamed model, held until a caller takes it (it may be published before any
+        /// caller waits) or the load ends.
+        var held: LoadedModel?
+        var published = false
+        /// Streaming callers waiting for the model or the end of the load.
+        var firstWaiters: [CheckedContinuation<LoadedModel?, Never>] = []
     }
     private let state = Mutex(State())
 
@@ -247,17 +360,64 @@ final class LoadTicket: @unchecked Sendable {
         }
     }
 
+    /// A streaming caller took the early model and leaves (`active`: it was not abandoned).
+    func leave(active: Bool) {
+        state.withLock {
+            $0.waiters -= 1
+            if active { $0.active -= 1 }
+        }
+    }
+
     /// A caller was cancelled; when no caller is left before the load ends, the load stops.
     func abandon() {
         let cancel = state.withLock { state -> Bool in
             state.active -= 1
-            if state.active <= 0 && state.result == nil { state.cancelled = true }
+            if state.active <= 0 && !state.settled { state.cancelled = true }
             return state.cancelled
         }
         if cancel { task?.cancel() }
     }
 
-    func finish(_ result: Result<LoadedModel, any Error>) { state.withLock { $0.result = result } }
+    /// A streaming load's model, before its bytes arrive.
+    func publish(_ model: LoadedModel) {
+        let waiters = state.withLock { state in
+            state.early = model
+            state.published = true
+            if state.firstWaiters.isEmpty { state.held = model }
+            defer { state.firstWaiters = [] }
+            return state.firstWaiters
+        }
+        waiters.forEach { $0.resume(returning: model) }
+    }
+
+    /// The streaming model once published, or nil when the load ended without one (a DRAM hit,
+    /// a remote load, an error, or a streamed model already dropped): then take the result.
+    func firstModel() async -> LoadedModel? {
+        await withCheckedContinuation { continuation in
+            let ready: (Bool, LoadedModel?) = state.withLock { state in
+                if state.published || state.settled {
+                    defer { state.held = nil }
+                    return (true, state.held ?? state.early)
+                }
+                state.firstWaiters.append(continuation)
+                return (false, nil)
+            }
+            if ready.0 { continuation.resume(returning: ready.1) }
+        }
+    }
+
+    func finish(_ result: Result<LoadedModel, any Error>) {
+        let waiters = state.withLock { state in
+            state.settled = true
+            state.held = nil
+            // Kept only for callers still to take it: a streamed model nobody waits for must not
+            // be held (its pin would keep it from being evicted).
+            if state.waiters > 0 { state.result = result }
+            defer { state.firstWaiters = [] }
+            return state.firstWaiters
+        }
+        waiters.forEach { $0.resume(returning: nil) }
+    }
 
     /// The result for one caller; the last caller's take releases it.
     func take() -> Result<LoadedModel, any Error> {
@@ -269,8 +429,25 @@ final class LoadTicket: @unchecked Sendable {
         }
     }
 
-    var isSettled: Bool { state.withLock { $0.result != nil } }
+    var isSettled: Bool { state.withLock { $0.settled } }
     var isCancelled: Bool { state.withLock { $0.cancelled } || (task?.isCancelled ?? false) }
+    /// A streamed load whose model is gone and that nobody waits for: it is stopping.
+    var isAbandoned: Bool {
+        state.withLock { $0.published && $0.early == nil && $0.held == nil && $0.active == 0 && !$0.settled }
+    }
+    /// Callers still waiting for the load's end.
+    var activeCount: Int { state.withLock { $0.active } }
+}
+
+/// A weak reference that can be shared between threads.
+final class WeakReference<Value: AnyObject>: @unchecked Sendable {
+    // @unchecked: `value` is guarded by `lock`.
+    private let lock = NSLock()
+    private weak var object: Value?
+    var value: Value? {
+        get { lock.withLock { object } }
+        set { lock.withLock { object = newValue } }
+    }
 }
 
 /// Wraps a value whose sharing is made safe by the caller (here: chunk pointers into memory

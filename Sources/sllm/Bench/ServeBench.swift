@@ -31,6 +31,10 @@ struct ServeBench: AsyncParsableCommand {
                           launched cold (process start to the reply, page cache warm).
               warm        the same request to a loaded model: round trip, and sllm's server
                           overhead (client time to first token minus the engine's prefill).
+              while loading  cold starts from the SSD with a long prompt (--prompt-tokens, default
+                          calibrated so that prefill ≈ load), on a server that starts the engine
+                          while the weights arrive and on one with --no-serve-while-loading;
+                          runs interleaved; ratio to the sequential server's load + prefill.
               streams     --clients streaming clients for --duration seconds (64 tokens each,
                           again and again, each on a fresh connection); every stream checked;
                           aggregate tokens/s against `llama-server -np 16` on the same threads.
@@ -58,6 +62,15 @@ struct ServeBench: AsyncParsableCommand {
 
     @Option(help: "Sequences batched per instance (sllm) and parallel slots (llama-server -np).")
     var parallel: Int = 16
+
+    @Option(
+        help:
+            "Prompt length of the serve-while-loading runs (default: calibrated so that prefill takes about as long as the load)."
+    )
+    var promptTokens: Int = 0
+
+    @Flag(help: "Run only the serve-while-loading comparison.")
+    var whileLoadingOnly = false
 
     @Option(help: "Path of llama-server (default: llama-server on PATH).")
     var llamaServer: String?
@@ -88,6 +101,7 @@ struct ServeBench: AsyncParsableCommand {
         var warmLlama: Sample?
         var streams: StreamReport?
         var streamsLlama: StreamReport?
+        var whileLoading: WhileLoadingReport?
     }
 
     struct ColdReport: Encodable {
@@ -111,6 +125,7 @@ struct ServeBench: AsyncParsableCommand {
     func validate() throws {
         if clients < 1 { throw ValidationError("--clients must be at least 1") }
         if threads < 1 || threads > 256 { throw ValidationError("--threads must be 1...256") }
+        if !(0...32768).contains(promptTokens) { throw ValidationError("--prompt-tokens must be 0...32768") }
         try requireExecutable(llamaServer, option: "--llama-server")
     }
 
@@ -129,6 +144,14 @@ struct ServeBench: AsyncParsableCommand {
         }
         let http = BenchHTTP()
         var report = Report()
+        if whileLoadingOnly {
+            report.whileLoading = try await measureWhileLoading(
+                name: name, reader: reader, scratch: scratch, cache: cache, http: http)
+            try http.shutdown()
+            printWhileLoading(report.whileLoading!)
+            try writeReport(report, to: json)
+            return
+        }
 
         let ours = try ServerProcess.start(
             executable: sllmExecutablePath(),
@@ -196,6 +219,8 @@ struct ServeBench: AsyncParsableCommand {
             report.streams = try await streams(http, base: base, model: "bench")
         }
         ours.stop()
+        report.whileLoading = try await measureWhileLoading(
+            name: name, reader: reader, scratch: scratch, cache: cache, http: http)
 
         // llama.cpp, same machine, same threads.
         let peer = llamaServer ?? findOnPath("llama-server")
@@ -216,6 +241,7 @@ struct ServeBench: AsyncParsableCommand {
         }
         try http.shutdown()
         printReport(report)
+        if let whileLoading = report.whileLoading { printWhileLoading(whileLoading) }
         try writeReport(report, to: json)
     }
 
@@ -241,7 +267,7 @@ struct ServeBench: AsyncParsableCommand {
     }
 
     /// Waits until `server` logs that its DRAM pool is filled; returns that line's figures.
-    private func waitForPoolFill(_ server: ServerProcess) throws -> String {
+    func waitForPoolFill(_ server: ServerProcess) throws -> String {
         let deadline = ContinuousClock.now + .seconds(600)
         while ContinuousClock.now < deadline {
             let text = (try? String(contentsOfFile: server.log, encoding: .utf8)) ?? ""
@@ -256,7 +282,7 @@ struct ServeBench: AsyncParsableCommand {
         throw CommandFailure("sllm serve did not fill its DRAM pool within 10 minutes\(logTail(server.log))")
     }
 
-    private func waitForNoInstance(_ http: BenchHTTP, _ base: String) async throws {
+    func waitForNoInstance(_ http: BenchHTTP, _ base: String) async throws {
         for _ in 0..<1000 {
             if try await http.array(.GET, base + "/admin/ps").isEmpty { return }
             try await Task.sleep(for: .milliseconds(5))
@@ -266,7 +292,7 @@ struct ServeBench: AsyncParsableCommand {
 
     /// Drops the checkpoint from the DRAM cache and its files from the page cache, so the next
     /// load reads the SSD.
-    private func evictFromDRAM(name: String, cache: String, reader: CheckpointReader) throws {
+    func evictFromDRAM(name: String, cache: String, reader: CheckpointReader) throws {
         let dram = try DRAMCache(directory: cache, budgetBytes: 1 << 30)
         _ = try dram.evict(name: name)
         for partition in reader.index.partitions {

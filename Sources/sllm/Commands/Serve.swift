@@ -82,6 +82,11 @@ struct Serve: AsyncParsableCommand {
         help:
             "Fill the DRAM cache's pool with allocated memory in the background up to its budget, so cold loads run at disk speed (default: on; env SLLM_DRAM_FILL)."
     ) var dramFill: Bool?
+    @Flag(
+        name: .customLong("serve-while-loading"), inversion: .prefixedNo,
+        help:
+            "Start a cold instance's engine while its weights are still read from the SSD, computing each layer as it arrives (default: on)."
+    ) var serveWhileLoading: Bool?
 
     /// The flags given, as a settings layer.
     var flagLayer: [String: String] {
@@ -108,6 +113,7 @@ struct Serve: AsyncParsableCommand {
         layer["idle_timeout"] = idleTimeout
         layer["request_timeout"] = requestTimeout
         layer["dram_fill"] = dramFill.map { $0 ? "true" : "false" }
+        layer["serve_while_loading"] = serveWhileLoading.map { $0 ? "true" : "false" }
         layer["max_connections"] = maxConnections.map(String.init)
         layer["dram_scrub_rate"] = dramScrubRate
         layer["dram_scrub_interval"] = dramScrubInterval

@@ -22,6 +22,12 @@ import Testing
         #expect(index.config.tiedEmbeddings)
         #expect(index.tokenizer.chatTemplate?.contains("<|im_start|>") == true)
         #expect(Set(index.tensors.map(\.dtype)) == [.q4_1, .q8_0, .f32])
+        // Laid out in the order a forward pass waits for them (the GGUF has the embeddings
+        // first): layer by layer, then the output norm, then the (tied) token embeddings.
+        let layers = index.tensors.dropLast(2).map { Int($0.name.split(separator: ".")[1]) ?? -1 }
+        #expect(layers == layers.sorted() && layers.first == 0 && layers.last == 29)
+        #expect(index.tensors.suffix(2).map(\.name) == ["output_norm.weight", "token_embd.weight"])
+        #expect(index.tensors.map(\.offset) == index.tensors.map(\.offset).sorted())
 
         // Quantized blocks are copied as they are: compare with the GGUF's own bytes.
         let original = try readFile(path)

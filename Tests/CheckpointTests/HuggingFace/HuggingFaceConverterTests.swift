@@ -16,8 +16,9 @@ import Testing
         #expect(index.config.blockCount == 2)
         #expect(index.config.headCountKV == 2)
         #expect(index.config.ropeStyle == "normal")
-        #expect(index.tensors.first?.name == "token_embd.weight")
-        #expect(index.tensors.last?.name == "output.weight")
+        // The order a forward pass waits in: layers, the output, the token embeddings last.
+        #expect(index.tensors.first?.name == "blk.0.attn_norm.weight")
+        #expect(index.tensors.suffix(3).map(\.name) == ["output_norm.weight", "output.weight", "token_embd.weight"])
         #expect(index.tensor(named: "blk.1.ffn_down.weight")?.shape == [32, 64])
         #expect(index.tensors.allSatisfy { $0.dtype == .f16 })
         #expect(index.tokenizer.format == "huggingface")

@@ -29,6 +29,7 @@ import Tokenizers
         (CheckpointError(.invalidArgument, "bad option"), 400),
         (EngineError(.contextOverflow, "too long"), 400),
         (EngineError(.outOfMemory, "KV budget"), 503),
+        (EngineError(.weightsUnavailable, "the weights of m did not load: tensor `blk.3` is corrupt"), 503),
         (SchedulingError(.invalidSetting, "keep_alive `soon`", field: "keep_alive"), 400),
         (TokenizerError(.malformed, "the template failed on message 2"), 400),
         (Errno(ENOSPC, operation: "write"), 507),

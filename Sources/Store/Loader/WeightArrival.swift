@@ -1,0 +1,107 @@
+import Checkpoint
+import Foundation
+import Synchronization
+
+/// Which chunks of a streaming load have been handed out (read and verified), in file order, so
+/// an engine can compute on the first layers while later ones are still being read.
+///
+/// Waiters block on a condition: an engine's forward pass is synchronous code on its own thread.
+final class WeightArrival: @unchecked Sendable {
+    // @unchecked: `delivered`, `failure` and `finished` are guarded by `condition`; the maps are
+    // immutable after init.
+    private let condition = NSCondition()
+    private var delivered = 0
+    private var failure: (any Error)?
+    private var finished = false
+    private let cancelled = Atomic<Bool>(false)
+    /// The chunk (in hand-out order) holding each tensor.
+    private let chunkOfTensor: [String: Int]
+
+    init(chunks: [ChunkPipeline.Chunk]) {
+        var map: [String: Int] = [:]
+        for (position, chunk) in chunks.enumerated() {
+            for (record, _) in chunk.tensors { map[record.name] = position }
+        }
+        chunkOfTensor = map
+    }
+
+    /// The next chunk in order has been handed out.
+    func chunkDelivered() {
+        condition.withLock {
+            delivered += 1
+            condition.broadcast()
+        }
+    }
+
+    /// Every chunk is in and the memory is committed: waits return at once from now on.
+    func finish() {
+        condition.withLock {
+            finished = true
+            condition.broadcast()
+        }
+    }
+
+    /// The load stopped: waiters for what has not arrived get `error`.
+    func fail(_ error: any Error) {
+        condition.withLock {
+            if failure == nil { failure = error }
+            condition.broadcast()
+        }
+    }
+
+    var isFinished: Bool { condition.withLock { finished } }
+
+    /// Asks the load to stop (its model is no longer wanted).
+    func cancel() { cancelled.store(true, ordering: .relaxed) }
+    var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
+
+    /// Whether every named tensor has arrived (never blocks).
+    func hasArrived(_ names: [String]) -> Bool {
+        let last = names.compactMap { chunkOfTensor[$0] }.max() ?? -1
+        return condition.withLock { finished || delivered > last }
+    }
+
+    /// Blocks until the load has finished (every byte in, the memory committed).
+    func waitUntilFinished() throws {
+        condition.lock()
+        defer { condition.unlock() }
+        while !finished {
+            if let failure { throw failure }
+            condition.wait()
+        }
+    }
+
+    /// Blocks until every named tensor has arrived; names the load does not hold are ignored.
+    func wait(for names: [String]) throws {
+        let last = names.compactMap { chunkOfTensor[$0] }.max() ?? -1
+        condition.lock()
+        defer { condition.unlock() }
+        while !finished && delivered <= last {
+            if let failure { throw failure }
+            condition.wait()
+        }
+    }
+}
+
+/// Marks chunks as arrived as the pipeline hands them out.
+struct ArrivalConsumer: LoadConsumer {
+    /// Nil for a load that is not streamed: nothing to mark.
+    let arrival: WeightArrival?
+    func consume(_ chunk: LoadedChunk) throws { arrival?.chunkDelivered() }
+}
+
+/// The end of a streaming load, to wait for without holding its model (dropping the model still
+/// stops the load).
+public struct LoadCompletion: Sendable {
+    let arrival: WeightArrival
+    public let tier: Tier
+    /// Bytes the load reads.
+    public let byteCount: Int
+    let timings: @Sendable () -> Double
+
+    /// Blocks until every byte is in and verified; throws the load's error.
+    public func wait() throws { try arrival.waitUntilFinished() }
+
+    /// Seconds the whole load took, once it has finished (0 when its model is gone).
+    public var seconds: Double { timings() }
+}

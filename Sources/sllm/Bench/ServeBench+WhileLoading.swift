@@ -1,0 +1,145 @@
+import Checkpoint
+import Foundation
+import NIOHTTP1
+import Store
+import Tokenizers
+
+/// `sllm bench serve`'s serve-while-loading phase: cold starts from the SSD with a long prompt,
+/// on a server that starts the engine while the weights arrive and on one that loads first.
+extension ServeBench {
+    struct WhileLoadingReport: Encodable {
+        var promptTokens: Int
+        /// Client time to the 1-token reply, ms.
+        var streamed: Sample
+        var sequential: Sample
+        /// The sequential server's load and prefill, ms (their sum is what overlapping saves on).
+        var sequentialLoad: Sample
+        var sequentialPrefill: Sample
+        /// streamed / (sequential load + prefill), medians.
+        var ratio: Double
+    }
+
+    /// Two servers on the scratch store (DRAM caches of their own), deployments scaled to zero;
+    /// runs interleaved, each after the model is evicted from DRAM and the page cache.
+    func measureWhileLoading(name: ModelName, reader: CheckpointReader, scratch: String, cache: String, http: BenchHTTP)
+        async throws -> WhileLoadingReport
+    {
+        func start(_ label: String, streaming: Bool) throws -> ServerProcess {
+            try ServerProcess.start(
+                executable: sllmExecutablePath(),
+                arguments: [
+                    "serve", "--data-dir", scratch, "--port", "0", "--cache-dir", cache + "-" + label,
+                    "--default-model", "", "--threads", String(threads), "--dram-cache", "2GiB",
+                    streaming ? "--serve-while-loading" : "--no-serve-while-loading",
+                ], log: scratch + "/serve-\(label).log", banner: "serving on")
+        }
+        let streamed = try start("streamed", streaming: true)
+        defer {
+            streamed.stop()
+            try? FileManager.default.removeItem(atPath: cache + "-streamed")
+        }
+        let sequential = try start("sequential", streaming: false)
+        defer {
+            sequential.stop()
+            try? FileManager.default.removeItem(atPath: cache + "-sequential")
+        }
+        for server in [streamed, sequential] {
+            print("waiting for the DRAM pool fill of \(server.url): \(try waitForPoolFill(server))")
+            _ = try await http.json(
+                .POST, server.url + "/admin/deployments", ["model": name.rawValue, "name": "bench", "keep_alive": "0"])
+        }
+        let tokenizer = try Tokenizer(checkpoint: reader.index, map: reader.mappedFile, read: reader.fileContents)
+        func cold(_ server: ServerProcess, label: String, prompt: String) async throws -> (Double, [String: Any]) {
+            try await waitForNoInstance(http, server.url)
+            try evictFromDRAM(name: name.rawValue, cache: cache + "-" + label, reader: reader)
+            let begin = ContinuousClock.now
+            let reply = try await http.json(
+                .POST, server.url + "/v1/completions",
+                ["model": "bench", "prompt": prompt, "max_tokens": 1, "temperature": 0])
+            let elapsed = seconds(since: begin) * 1000
+            var timings = reply["timings"] as? [String: Any] ?? [:]
+            guard timings["cold_start"] as? Bool == true, timings["tier"] as? String == "ssd" else {
+                throw CommandFailure("a serve-while-loading run was not a cold start from the SSD: \(timings)")
+            }
+            timings["text"] = ((reply["choices"] as? [[String: Any]])?.first?["text"] as? String) ?? ""
+            timings["prompt_tokens"] = (reply["usage"] as? [String: Any])?["prompt_tokens"]
+            return (elapsed, timings)
+        }
+        // Load and prefill of similar length show the overlap best: unless --prompt-tokens
+        // says, one sequential run at 128 tokens sets the length where prefill ≈ load.
+        var tokens = promptTokens
+        if tokens == 0 {
+            let (_, probe) = try await cold(sequential, label: "sequential", prompt: Self.text(tokens: 128, tokenizer))
+            let load = probe["load_ms"] as? Double ?? 0, prefill = probe["prefill_ms"] as? Double ?? 0
+            tokens = prefill > 0 ? min(2048, max(16, Int(128 * load / prefill))) : 512
+            print(
+                String(
+                    format: "calibration: load %.1f ms, prefill of 128 tokens %.1f ms → a %d-token prompt", load,
+                    prefill, tokens))
+        }
+        let prompt = Self.text(tokens: tokens, tokenizer)
+        var streamedTimes: [Double] = [], sequentialTimes: [Double] = [], loads: [Double] = [], prefills: [Double] = []
+        var promptCount = 0
+        for run in 0..<runs {
+            // Alternate which server goes first, so neither always follows the other's work.
+            let order = run % 2 == 0 ? [true, false] : [false, true]
+            var texts: [String] = []
+            for isStreamed in order {
+                let (elapsed, timings) = try await cold(
+                    isStreamed ? streamed : sequential, label: isStreamed ? "streamed" : "sequential", prompt: prompt)
+                texts.append(timings["text"] as? String ?? "")
+                promptCount = timings["prompt_tokens"] as? Int ?? promptCount
+                if isStreamed {
+                    streamedTimes.append(elapsed)
+                } else {
+                    sequentialTimes.append(elapsed)
+                    loads.append(timings["load_ms"] as? Double ?? 0)
+                    prefills.append(timings["prefill_ms"] as? Double ?? 0)
+                }
+            }
+            guard texts[0] == texts[1] else {
+                throw CommandFailure(
+                    "the two servers answered differently: \(texts[0].debugDescription) vs \(texts[1].debugDescription)"
+                )
+            }
+        }
+        let streamedSample = Sample(values: streamedTimes)
+        let load = Sample(values: loads), prefill = Sample(values: prefills)
+        return WhileLoadingReport(
+            promptTokens: promptCount, streamed: streamedSample, sequential: Sample(values: sequentialTimes),
+            sequentialLoad: load, sequentialPrefill: prefill,
+            ratio: streamedSample.median / (load.median + prefill.median))
+    }
+
+    /// A plain English text of about `tokens` tokens under `tokenizer`.
+    static func text(tokens: Int, _ tokenizer: Tokenizer) -> String {
+        let sentences = [
+            "The river bends twice before it reaches the old mill, where the water slows and turns green.",
+            "Every spring the village repairs the bridge, and every autumn the floods test the work again.",
+            "Children count the stones on the path while their parents argue about the price of flour.",
+            "A traveller once wrote that the valley smelled of pine resin, wet wool and wood smoke.",
+        ]
+        var text = ""
+        var index = 0
+        while tokenizer.encode(text).count < tokens {
+            text += (text.isEmpty ? "" : " ") + sentences[index % sentences.count]
+            index += 1
+        }
+        let ids = Array(tokenizer.encode(text).prefix(tokens))
+        return tokenizer.decode(ids)
+    }
+
+    func printWhileLoading(_ report: WhileLoadingReport) {
+        print(
+            "\nServe while loading: cold start from the SSD, a \(report.promptTokens)-token prompt, 1 token (ms, median (min–max) of \(runs)):"
+        )
+        print("  engine started while the weights arrive: \(report.streamed.formatted(1)) ms")
+        print(
+            "  load, then prefill (--no-serve-while-loading): \(report.sequential.formatted(1)) ms  [load \(report.sequentialLoad.formatted(1)), prefill \(report.sequentialPrefill.formatted(1))]"
+        )
+        print(
+            String(
+                format: "  ratio: %.3f of load + prefill (goal <= 0.65); %.3f of the sequential request",
+                report.ratio, report.streamed.median / report.sequential.median))
+    }
+}

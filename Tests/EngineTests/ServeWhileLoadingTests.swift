@@ -1,0 +1,136 @@
+import Checkpoint
+import Foundation
+import Store
+import Synchronization
+import TestSupport
+import Testing
+import Tokenizers
+
+@testable import Engine
+
+/// An engine started on a streaming load computes each layer once it has arrived, with the same
+/// arithmetic as on weights loaded whole.
+@Suite(.serialized) struct ServeWhileLoadingTests {
+    /// Holds the first chunk's hand-out until released, so the engine provably starts before
+    /// any weight byte has arrived.
+    final class Gate: Sendable {
+        let opened = DispatchSemaphore(value: 0)
+        let first = Mutex(true)
+        func hold() {
+            if first.withLock({ first in
+                defer { first = false }
+                return first
+            }) {
+                opened.wait()
+            }
+        }
+        func release() { opened.signal() }
+    }
+
+    /// A store holding the real model (a copy when it is to be damaged) and a loader over it.
+    static func loader(in directory: TemporaryDirectory, copy: Bool = false) async throws -> ModelLoader {
+        let store = ModelStore(root: directory.file("home"))
+        if copy {
+            try FileManager.default.createDirectory(atPath: store.modelsDirectory, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(
+                atPath: try await RealModel.checkpoint.value, toPath: store.directory(for: try ModelName("smol")))
+        } else {
+            try await RealModel.link(into: store.root, as: "smol")
+        }
+        return ModelLoader(
+            store: store,
+            cache: try DRAMCache(directory: directory.file("cache"), budgetBytes: 1 << 30, slabBytes: 32 << 20),
+            configuration: .init(threads: 1))
+    }
+
+    static var options: Engine.Options {
+        var options = Engine.Options()
+        options.threads = 2
+        options.contextLength = 512
+        return options
+    }
+
+    @Test func aStreamedModelGivesTheLogitsAndGreedyTokensOfTheWholeOne() async throws {
+        let directory = try TemporaryDirectory("engine-stream")
+        defer { directory.remove() }
+        let loader = try await Self.loader(in: directory)
+        let gate = Gate()
+        let model = try await loader.load(try ModelName("smol"), streaming: true) { _ in gate.hold() }
+        let engine = try Engine(model: model, options: Self.options)
+        // The engine is up (tokenizer, every tensor's type and shape checked) with no weight in.
+        #expect(!model.isComplete)
+        let expected = try fixture("greedy-01", as: GreedyFixture.self)
+        let prompt = engine.tokenizer.encode(expected.prompt)
+        let sequence = try engine.makeSequence(tokens: prompt)
+        gate.release()
+        try engine.prefill(sequence)
+        let reference = try await SharedModel.engine.value
+        let whole = try reference.makeSequence(tokens: prompt)
+        try reference.prefill(whole)
+        #expect(sequence.logits == whole.logits)
+        #expect(try greedy(engine, prompt, count: expected.output_ids.count) == expected.output_ids)
+        try model.waitUntilComplete()
+        #expect(model.isComplete)
+    }
+
+    @Test func aLayerThatFailsItsChecksumFailsThePassNamingIt() async throws {
+        let directory = try TemporaryDirectory("engine-stream-corrupt")
+        defer { directory.remove() }
+        let loader = try await Self.loader(in: directory, copy: true)
+        let reader = try loader.store.reader(for: try ModelName("smol"))
+        let victim = try #require(reader.index.tensors.first { $0.name == "blk.20.ffn_down.weight" })
+        try corruptByte(
+            of: reader.directory + "/" + reader.index.partitions[victim.partition].file, at: victim.offset + 100)
+        let model = try await loader.load(try ModelName("smol"), streaming: true)
+        let engine = try Engine(model: model, options: Self.options)
+        let sequence = try engine.makeSequence(tokens: [1, 2, 3])
+        let error = #expect(throws: EngineError.self) { try engine.prefill(sequence) }
+        #expect(error?.kind == .weightsUnavailable)
+        #expect(error?.description.contains(victim.name) == true)
+        // The engine stays consistent: nothing was cached for the sequence, the budget is back.
+        #expect(sequence.cachedCount == 0)
+        #expect(engine.kvCacheBytesInUse == 0)
+        #expect(throws: EngineError.self) { _ = try engine.step([sequence]) }
+        #expect(loader.cache.listEntries().isEmpty)
+    }
+
+    /// Weights whose token embeddings never report arrived, and whose early rows are the stored
+    /// bytes or those bytes damaged.
+    final class EarlyRowsWeights: ModelWeights {
+        let base: LoadedModel
+        let damaged: Bool
+        let reads = Mutex(0)
+        init(_ base: LoadedModel, damaged: Bool) {
+            self.base = base
+            self.damaged = damaged
+        }
+        var name: String { base.name }
+        var index: CheckpointIndex { base.index }
+        func tensor(_ name: String) -> TensorView? { base.tensor(name) }
+        func fileContents(_ name: String) throws -> [UInt8] { try base.fileContents(name) }
+        func mappedFile(_ name: String) throws -> MappedFile { try base.mappedFile(name) }
+        var isComplete: Bool { false }
+        func waitForTensors(_ names: [String]) throws {}
+        func hasArrived(_ names: [String]) -> Bool { !names.contains("token_embd.weight") }
+        func unverifiedBytes(of tensor: String, ranges: [Range<Int>]) -> [[UInt8]]? {
+            reads.withLock { $0 += 1 }
+            guard let view = base.tensor(tensor) else { return nil }
+            return ranges.map { range in view.bytes[range].map { damaged ? $0 ^ 0x5A : $0 } }
+        }
+    }
+
+    @Test(arguments: [false, true])
+    func earlyEmbeddingRowsAreCheckedAndAPassOnWrongOnesIsComputedAgain(damaged: Bool) async throws {
+        let reference = try await SharedModel.engine.value
+        let weights = EarlyRowsWeights(try await SharedModel.loaded.value, damaged: damaged)
+        let engine = try Engine(model: weights, options: Self.options)
+        let prompt = engine.tokenizer.encode("The quick brown fox jumps over the lazy dog")
+        let sequence = try engine.makeSequence(tokens: prompt)
+        try engine.prefill(sequence)
+        // One read of the prompt's rows; damaged ones are caught and the pass recomputed.
+        #expect(weights.reads.withLock { $0 } == 1)
+        let whole = try reference.makeSequence(tokens: prompt)
+        try reference.prefill(whole)
+        #expect(sequence.logits == whole.logits)
+    }
+}
