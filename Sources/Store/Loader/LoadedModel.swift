@@ -1,4 +1,5 @@
 public import Checkpoint
+import Foundation
 import Synchronization
 
 #if canImport(Glibc)
@@ -126,26 +127,45 @@ public final class LoadedModel: ModelWeights {
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
         posix_fadvise(descriptor, 0, 0, POSIX_FADV_RANDOM)
-        var result: [[UInt8]] = []
-        for range in ranges {
-            var bytes = [UInt8](repeating: 0, count: range.count)
-            let complete = bytes.withUnsafeMutableBytes { buffer -> Bool in
-                var done = 0
-                while done < buffer.count {
-                    let n = pread(
-                        descriptor, buffer.baseAddress! + done, buffer.count - done,
-                        off_t(record.offset + range.lowerBound + done))
-                    if n < 0 && errno == EINTR { continue }
-                    guard n > 0 else { return false }
-                    done += n
+        // Scattered small reads wait on the device one by one: several threads keep several in
+        // flight (on this project's virtual disk 8 made 52 rows of Gemma take 4 ms, not 30).
+        let results = Mutex([[UInt8]?](repeating: nil, count: ranges.count))
+        let threads = min(Self.rowReadThreads, ranges.count)
+        let group = DispatchGroup()
+        for thread in 0..<threads {
+            group.enter()
+            let worker = Thread {
+                defer { group.leave() }
+                for k in stride(from: thread, to: ranges.count, by: threads) {
+                    let range = ranges[k]
+                    var bytes = [UInt8](repeating: 0, count: range.count)
+                    let complete = bytes.withUnsafeMutableBytes { buffer -> Bool in
+                        var done = 0
+                        while done < buffer.count {
+                            let n = pread(
+                                descriptor, buffer.baseAddress! + done, buffer.count - done,
+                                off_t(record.offset + range.lowerBound + done))
+                            if n < 0 && errno == EINTR { continue }
+                            guard n > 0 else { return false }
+                            done += n
+                        }
+                        return true
+                    }
+                    guard complete else { return }
+                    results.withLock { $0[k] = bytes }
                 }
-                return true
             }
-            guard complete else { return nil }
-            result.append(bytes)
+            worker.stackSize = 256 << 10
+            worker.start()
         }
-        return result
+        group.wait()
+        let read = results.withLock { $0 }
+        guard read.allSatisfy({ $0 != nil }) else { return nil }
+        return read.map { $0! }
     }
+
+    /// Threads reading early rows (`unverifiedBytes`).
+    static let rowReadThreads = 8
 
     /// A streaming load still running: what to wait on for its end; nil when complete.
     public var completion: LoadCompletion? {

@@ -15,6 +15,10 @@ extension ServeBench {
         /// The sequential server's load and prefill, ms (their sum is what overlapping saves on).
         var sequentialLoad: Sample
         var sequentialPrefill: Sample
+        /// The streamed server's time to start serving and its prefill (which includes waiting
+        /// for weights), ms.
+        var streamedStart: Sample
+        var streamedPrefill: Sample
         /// streamed / (sequential load + prefill), medians.
         var ratio: Double
     }
@@ -79,6 +83,7 @@ extension ServeBench {
         }
         let prompt = Self.text(tokens: tokens, tokenizer)
         var streamedTimes: [Double] = [], sequentialTimes: [Double] = [], loads: [Double] = [], prefills: [Double] = []
+        var starts: [Double] = [], streamedPrefills: [Double] = []
         var promptCount = 0
         for run in 0..<runs {
             // Alternate which server goes first, so neither always follows the other's work.
@@ -91,6 +96,8 @@ extension ServeBench {
                 promptCount = timings["prompt_tokens"] as? Int ?? promptCount
                 if isStreamed {
                     streamedTimes.append(elapsed)
+                    starts.append(timings["load_ms"] as? Double ?? 0)
+                    streamedPrefills.append(timings["prefill_ms"] as? Double ?? 0)
                 } else {
                     sequentialTimes.append(elapsed)
                     loads.append(timings["load_ms"] as? Double ?? 0)
@@ -107,7 +114,8 @@ extension ServeBench {
         let load = Sample(values: loads), prefill = Sample(values: prefills)
         return WhileLoadingReport(
             promptTokens: promptCount, streamed: streamedSample, sequential: Sample(values: sequentialTimes),
-            sequentialLoad: load, sequentialPrefill: prefill,
+            sequentialLoad: load, sequentialPrefill: prefill, streamedStart: Sample(values: starts),
+            streamedPrefill: Sample(values: streamedPrefills),
             ratio: streamedSample.median / (load.median + prefill.median))
     }
 
@@ -133,7 +141,9 @@ extension ServeBench {
         print(
             "\nServe while loading: cold start from the SSD, a \(report.promptTokens)-token prompt, 1 token (ms, median (min–max) of \(runs)):"
         )
-        print("  engine started while the weights arrive: \(report.streamed.formatted(1)) ms")
+        print(
+            "  engine started while the weights arrive: \(report.streamed.formatted(1)) ms  [start \(report.streamedStart.formatted(1)), prefill with waits \(report.streamedPrefill.formatted(1))]"
+        )
         print(
             "  load, then prefill (--no-serve-while-loading): \(report.sequential.formatted(1)) ms  [load \(report.sequentialLoad.formatted(1)), prefill \(report.sequentialPrefill.formatted(1))]"
         )
