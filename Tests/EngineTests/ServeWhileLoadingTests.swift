@@ -11,22 +11,6 @@ import Tokenizers
 /// An engine started on a streaming load computes each layer once it has arrived, with the same
 /// arithmetic as on weights loaded whole.
 @Suite(.serialized) struct ServeWhileLoadingTests {
-    /// Holds the first chunk's hand-out until released, so the engine provably starts before
-    /// any weight byte has arrived.
-    final class Gate: Sendable {
-        let opened = DispatchSemaphore(value: 0)
-        let first = Mutex(true)
-        func hold() {
-            if first.withLock({ first in
-                defer { first = false }
-                return first
-            }) {
-                opened.wait()
-            }
-        }
-        func release() { opened.signal() }
-    }
-
     /// A store holding the real model (a copy when it is to be damaged) and a loader over it.
     static func loader(in directory: TemporaryDirectory, copy: Bool = false) async throws -> ModelLoader {
         let store = ModelStore(root: directory.file("home"))
@@ -54,7 +38,7 @@ import Tokenizers
         let directory = try TemporaryDirectory("engine-stream")
         defer { directory.remove() }
         let loader = try await Self.loader(in: directory)
-        let gate = Gate()
+        let gate = FirstCallGate()
         let model = try await loader.load(try ModelName("smol"), streaming: true) { _ in gate.hold() }
         let engine = try Engine(model: model, options: Self.options)
         // The engine is up (tokenizer, every tensor's type and shape checked) with no weight in.

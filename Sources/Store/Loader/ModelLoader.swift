@@ -104,6 +104,7 @@ public actor ModelLoader {
             inFlight[name.rawValue] = ticket
         }
         ticket.join()
+        var abandonedAlready = false
         if streaming {
             // The model as soon as a streaming load hands it out (this or an earlier caller's).
             let abandoned = Mutex(false)
@@ -118,12 +119,17 @@ public actor ModelLoader {
                 try Task.checkCancellation()
                 return early
             }
+            abandonedAlready = abandoned.withLock { $0 }
         }
         let task = ticket.task!
-        await withTaskCancellationHandler {
-            await task.value
-        } onCancel: {
-            ticket.abandon()
+        if abandonedAlready {
+            await task.value  // this caller has already left the load's count
+        } else {
+            await withTaskCancellationHandler {
+                await task.value
+            } onCancel: {
+                ticket.abandon()
+            }
         }
         if inFlight[name.rawValue] === ticket { inFlight[name.rawValue] = nil }
         return try ticket.take().get()
@@ -365,6 +371,9 @@ final class LoadTicket: @unchecked Sendable {
         state.withLock {
             $0.waiters -= 1
             if active { $0.active -= 1 }
+            // The load may have ended before this caller took the model: its result must not
+            // stay here holding the model (and its pin) for nobody.
+            if $0.waiters == 0 { $0.result = nil }
         }
     }
 

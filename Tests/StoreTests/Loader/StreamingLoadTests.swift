@@ -9,29 +9,13 @@ import Testing
 /// Serve while loading: a streaming load hands its model out before the bytes arrive, and each
 /// tensor once it is read and verified.
 @Suite struct StreamingLoadTests {
-    /// A progress handler that holds the first chunk's hand-out until `release` is signalled, so
-    /// a test can look at a streamed model before any byte has arrived, however fast the disk.
-    final class Gate: Sendable {
-        let opened = DispatchSemaphore(value: 0)
-        let first = Mutex(true)
-        func hold(_ progress: Checkpoint.Progress) {
-            if first.withLock({ first in
-                defer { first = false }
-                return first
-            }) {
-                opened.wait()
-            }
-        }
-        func release() { opened.signal() }
-    }
-
     @Test func aStreamedModelIsHandedOutBeforeItsBytesAndEachTensorOnceVerified() async throws {
         let fixture = try LoaderFixture("stream")
         defer { fixture.remove() }
         try fixture.addSynthetic("m", bytes: 8 << 20)
         let loader = try fixture.loader(threads: 1, chunk: 4 << 20)
-        let gate = Gate()
-        let model = try await loader.load(try ModelName("m"), streaming: true) { gate.hold($0) }
+        let gate = FirstCallGate()
+        let model = try await loader.load(try ModelName("m"), streaming: true) { _ in gate.hold() }
         #expect(model.tier == .ssd)
         #expect(!model.isComplete)
         #expect(model.completion != nil)
@@ -98,8 +82,8 @@ import Testing
         defer { fixture.remove() }
         try fixture.addSynthetic("m", bytes: 16 << 20)
         let loader = try fixture.loader(threads: 1, chunk: 1 << 20)
-        let gate = Gate()
-        var model: LoadedModel? = try await loader.load(try ModelName("m"), streaming: true) { gate.hold($0) }
+        let gate = FirstCallGate()
+        var model: LoadedModel? = try await loader.load(try ModelName("m"), streaming: true) { _ in gate.hold() }
         let completion = try #require(model?.completion)
         #expect(model?.isComplete == false)
         model = nil
@@ -121,8 +105,8 @@ import Testing
         defer { fixture.remove() }
         try fixture.addSynthetic("m", bytes: 8 << 20)
         let loader = try fixture.loader(threads: 1, chunk: 4 << 20)
-        let gate = Gate()
-        let streamed = try await loader.load(try ModelName("m"), streaming: true) { gate.hold($0) }
+        let gate = FirstCallGate()
+        let streamed = try await loader.load(try ModelName("m"), streaming: true) { _ in gate.hold() }
         let joining = Task { try await loader.load(try ModelName("m")) }
         let sameStream = try await loader.load(try ModelName("m"), streaming: true)
         #expect(sameStream === streamed)
