@@ -31,7 +31,6 @@ struct sllm_pool {
     atomic_int pending;
     atomic_int sleepers;
     atomic_bool stopping;
-    atomic_bool serial;
     sllm_task_fn fn;
     void *context;
 };
@@ -96,12 +95,8 @@ sllm_pool *sllm_pool_create(int threads) {
 
 int sllm_pool_threads(const sllm_pool *pool) { return pool->threads; }
 
-void sllm_pool_set_serial(sllm_pool *pool, int serial) {
-    atomic_store_explicit(&pool->serial, serial != 0, memory_order_relaxed);
-}
-
 void sllm_pool_run(sllm_pool *pool, sllm_task_fn fn, void *context) {
-    if (pool->threads == 1 || atomic_load_explicit(&pool->serial, memory_order_relaxed)) {
+    if (pool->threads == 1) {
         fn(context, 0, 1);
         return;
     }

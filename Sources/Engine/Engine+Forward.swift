@@ -55,12 +55,6 @@ extension Engine {
                 shares.append((sequence, take, generated))
             }
             let start = ContinuousClock.now
-            // While weights arrive, an instance whose threads take every core computes on one
-            // thread fewer (with two threads: the caller alone): the loader's reads and checksums
-            // need a core, and a pass whose threads are preempted waits at every task's end.
-            let leaveACore = !weights.model.isComplete && threads == 2 && Self.cores <= 2
-            if leaveACore { sllm_pool_set_serial(pool, 1) }
-            defer { if leaveACore { sllm_pool_set_serial(pool, 0) } }
             do {
                 try forward(slots)
             } catch {
@@ -84,9 +78,6 @@ extension Engine {
             remaining.removeAll { $0.pendingCount == 0 }
         }
     }
-
-    /// Cores of this machine.
-    static let cores = ProcessInfo.processInfo.activeProcessorCount
 
     /// Most tokens of one pass while the weights still arrive.
     static let streamingBatchSize = 1024

@@ -96,10 +96,6 @@ int sllm_pool_threads(const sllm_pool *pool);
 /// Runs `fn(context, i, threads)` for every i in 0..<threads (the caller runs i = 0) and returns
 /// when all have finished.
 void sllm_pool_run(sllm_pool *pool, sllm_task_fn fn, void *context);
-/// While `serial` is set, tasks run on the caller alone (`fn(context, 0, 1)`) and the workers
-/// are left to sleep: an engine computing while its weights still arrive leaves a core to the
-/// loader when its threads would otherwise take every core.
-void sllm_pool_set_serial(sllm_pool *pool, int serial);
 /// `sllm_gemm` with rows split evenly across the pool's threads.
 void sllm_pool_gemm(sllm_pool *pool, int wtype, const void *w, size_t wstride, int64_t rows,
                     const void *a, size_t astride, int64_t tokens, int64_t k, float *out, int64_t ldo);
