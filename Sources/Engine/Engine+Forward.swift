@@ -142,7 +142,7 @@ extension Engine {
 
         // Embeddings (Gemma scales them by √width). While they are still arriving (they come
         // last), the prompt's rows are read on their own, unverified, and checked against the
-        // verified matrix before anything of this pass is used (`checkEarlyRows`).
+        // verified matrix before anything of this pass is used (after the layers, below).
         let embedding = weights.tokenEmbedding
         var early: [Int: [UInt8]] = [:]
         if weights.streamed && !rerun && !weights.model.hasArrived([embedding.name]) {
