@@ -17,8 +17,9 @@ struct GenerateBench: AsyncParsableCommand {
             llama-bench's pp/tg tests do; llama-bench runs in the same invocation with the same
             threads when it is on PATH (scripts/build-llama-cpp.sh builds it) or given by
             --llama-bench. Then aggregate generation with 1, 4, 16 sequences decoding together, the
-            engine start-up time from a loaded (DRAM-cached) checkpoint, and the memory the engine
-            adds beyond weights and KV cache. Medians with (min–max).
+            engine start-up time from a loaded (DRAM-cached) checkpoint, the memory the engine
+            adds beyond weights and KV cache, and a new engine's first prefill of a chat-sized
+            prompt (37 tokens) against the same prompt again on it. Medians with (min–max).
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -28,6 +29,10 @@ struct GenerateBench: AsyncParsableCommand {
 
     @Argument(help: "Model in the store.")
     var model: String = "smollm2-135m"
+
+    /// The fresh-versus-warm prefill row's prompt: about a templated one-message chat (37 tokens
+    /// with SmolLM2's template).
+    static let chatPromptTokens = 37
 
     @Option(help: "Thread counts, comma-separated.")
     var threads: String = "1,2"
@@ -72,6 +77,9 @@ struct GenerateBench: AsyncParsableCommand {
         var batchReports: [BatchReport]
         var startupMilliseconds: Sample
         var extraResidentBytes: Int
+        /// A new engine's first prefill of a chat-sized prompt, and the same prompt again on it, ms.
+        var firstPrefillMilliseconds: Sample
+        var warmPrefillMilliseconds: Sample
     }
 
     func validate() throws {
@@ -228,10 +236,28 @@ struct GenerateBench: AsyncParsableCommand {
         print(
             "engine start-up from a loaded checkpoint: \(startup.formatted(3)) ms; memory beyond weights and KV cache: \(formatBytes(Int64(extra)))"
         )
+        // A fresh instance's first prefill against a warm one's: a new engine (new threads, new
+        // scratch memory) prefills a chat-sized prompt, then a second sequence of the same prompt.
+        var firsts: [Double] = [], warms: [Double] = []
+        let chatPrompt = randomTokens(Self.chatPromptTokens)
+        for _ in 0..<max(runs, 5) {
+            let fresh = try Engine(model: loaded, tokenizer: tokenizer, options: options)
+            let first = try fresh.makeSequence(tokens: chatPrompt)
+            firsts.append(try measure { try fresh.prefill(first) } * 1000)
+            let again = try fresh.makeSequence(tokens: chatPrompt)
+            warms.append(try measure { try fresh.prefill(again) } * 1000)
+        }
+        let firstPrefill = Sample(values: firsts), warmPrefill = Sample(values: warms)
+        print(
+            String(
+                format: "first prefill of a new engine (%d tokens, %d threads): %@ ms; again on it: %@ ms; ratio %.2f",
+                Self.chatPromptTokens, options.threads, firstPrefill.formatted(2), warmPrefill.formatted(2),
+                firstPrefill.median / warmPrefill.median))
         try writeReport(
             Report(
                 model: model, threadReports: threadReports, batchReports: batchReports, startupMilliseconds: startup,
-                extraResidentBytes: extra), to: json)
+                extraResidentBytes: extra, firstPrefillMilliseconds: firstPrefill, warmPrefillMilliseconds: warmPrefill),
+            to: json)
     }
 
     private func greedy(tokens: Int) -> GenerationParameters {
