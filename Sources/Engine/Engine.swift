@@ -49,8 +49,8 @@ public final class Engine: @unchecked Sendable {
         let start = ContinuousClock.now
         weights = try Weights(model: model)
         config = weights.config
-        arrivedLayers = weights.streamed ? Array(repeating: nil, count: config.blockCount) : weights.layers.map { $0 }
-        arrivedOutputNorm = weights.streamed ? nil : weights.outputNorm
+        arrivedLayers = weights.layers
+        arrivedOutputNorm = weights.outputNorm
         ropeScaling = try Weights.RopeScaling(config)
         if let tokenizer {
             self.tokenizer = tokenizer

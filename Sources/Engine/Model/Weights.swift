@@ -85,16 +85,17 @@ let supportedWeightTypes: Set<DType> = [
 /// norm and bias vectors, which are turned into floats).
 ///
 /// Weights still arriving (a streaming load, `ModelWeights.isComplete` false) are checked the
-/// same way, every tensor's dtype and shape, but no byte is read: the layers' vectors (and the
-/// output norm) are left empty, and the engine builds each layer with `layer(_:of:)` once its
-/// tensors are in.
+/// same way, every tensor's dtype and shape, but no byte is read: `layers` and `outputNorm` are
+/// nil, and the engine builds each layer with `layer(_:of:read:)` once its tensors are in.
 struct Weights: Sendable {
     let model: any ModelWeights
     let config: ModelConfig
     let tokenEmbedding: Matrix
     let output: Matrix
-    let outputNorm: [Float]
-    let layers: [Layer]
+    /// Nil while the weights still arrive (then read by the engine when the output needs it).
+    let outputNorm: [Float]?
+    /// Nil while the weights still arrive (then built by the engine layer by layer).
+    let layers: [Layer?]
     /// Per-dimension-pair RoPE frequency divisors (Llama 3's `rope_freqs`), nil when absent.
     let ropeFrequencyFactors: [Float]?
     /// Whether the layers' vectors were left unread because the weights were still arriving.
@@ -124,8 +125,13 @@ struct Weights: Sendable {
         } else {
             output = tokenEmbedding
         }
-        outputNorm = try Self.vector(model, "output_norm.weight", count: embedding, read: read)!
-        layers = try (0..<config.blockCount).map { i throws(EngineError) in try Self.layer(i, of: model, read: read) }
+        let norm = try Self.vector(model, "output_norm.weight", count: embedding, read: read)!
+        outputNorm = read ? norm : nil
+        // Every layer is checked either way; only weights that are in keep theirs.
+        let built = try (0..<config.blockCount).map { i throws(EngineError) in
+            try Self.layer(i, of: model, read: read)
+        }
+        layers = read ? built : Array(repeating: nil, count: config.blockCount)
         var byLayer = [[String]](repeating: [], count: config.blockCount)
         for tensor in model.index.tensors where tensor.name.hasPrefix("blk.") {
             let rest = tensor.name.dropFirst(4)

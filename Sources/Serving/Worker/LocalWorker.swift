@@ -254,7 +254,7 @@ public final class LocalWorker: Worker {
             logger.info(
                 "instance \(spec.id) of \(spec.deployment) serving from \(model.tier.rawValue) while its weights load (\(String(format: "%.1f", loadSeconds * 1000)) ms to start)"
             )
-            watch(completion, of: instance)
+            watch(completion, instance: spec.id)
         } else {
             record(model)
             logger.info(
@@ -268,8 +268,7 @@ public final class LocalWorker: Worker {
     /// load to end: a load that finished counts towards its tier's bandwidth; one that failed (a
     /// checksum, a read error) is logged. Its instance's passes fail with the error, which makes
     /// the deployment stop it (`ServingError.Kind.instanceFailed`).
-    private func watch(_ completion: LoadCompletion, of instance: InstanceRunner) {
-        let id = instance.info.id
+    private func watch(_ completion: LoadCompletion, instance id: String) {
         Thread.detachNewThread { [self] in
             do {
                 try completion.wait()

@@ -47,10 +47,17 @@ struct ChunkPipeline {
             let inside = (byPartition[segment.partition] ?? []).filter {
                 $0.offset >= segment.offset && $0.offset + $0.byteCount <= segment.offset + segment.byteCount
             }
-            let end = segment.offset + segment.byteCount
+            guard !inside.isEmpty else {
+                chunks.append(
+                    Chunk(
+                        partition: segment.partition, offset: segment.offset, length: segment.byteCount,
+                        destination: base, tensors: []))
+                continue
+            }
             var first = 0
-            while first < inside.count || (first == 0 && inside.isEmpty) {
-                // Take whole tensors while the chunk (up to the next tensor's start) stays small.
+            while first < inside.count {
+                // Take whole tensors while the chunk (up to the next tensor's start) stays small;
+                // the first chunk starts with the segment, the last ends with it.
                 let start = first == 0 ? segment.offset : inside[first].offset
                 var last = first
                 while last + 1 < inside.count
@@ -58,13 +65,12 @@ struct ChunkPipeline {
                 {
                     last += 1
                 }
-                let stop = last + 1 < inside.count ? inside[last + 1].offset : end
-                let tensors = inside.isEmpty ? [] : inside[first...last].map { ($0, $0.offset - start) }
+                let stop = last + 1 < inside.count ? inside[last + 1].offset : segment.offset + segment.byteCount
                 chunks.append(
                     Chunk(
                         partition: segment.partition, offset: start, length: stop - start,
-                        destination: base + (start - segment.offset), tensors: tensors))
-                if inside.isEmpty { break }
+                        destination: base + (start - segment.offset),
+                        tensors: inside[first...last].map { ($0, $0.offset - start) }))
                 first = last + 1
             }
         }

@@ -222,16 +222,13 @@ public actor ModelLoader {
         defer { populating?.cancel() }
         timings.queue = seconds(since: start)
         let arrival = streamed ? WeightArrival(chunks: chunks) : nil
-        // The streamed model, held only until the reading thread hands it to the callers.
-        let handOff = Mutex<LoadedModel?>(nil)
-        let early = WeakReference<LoadedModel>()
         if let arrival {
-            let model = LoadedModel(
-                reader: checkpoint, name: name.rawValue, tier: tier, timings: timings, cached: reservation != nil,
-                storage: (reservation as (any Sendable)?) ?? anonymous!, segments: segments,
-                bases: bases.map { UnsafeRawPointer($0) }, arrival: arrival)
-            early.value = model
-            handOff.withLock { $0 = model }
+            // Held by the ticket until the reading thread hands it to the callers.
+            ticket.stage(
+                LoadedModel(
+                    reader: checkpoint, name: name.rawValue, tier: tier, timings: timings, cached: reservation != nil,
+                    storage: (reservation as (any Sendable)?) ?? anonymous!, segments: segments,
+                    bases: bases.map { UnsafeRawPointer($0) }, arrival: arrival))
         }
         // A streamed model's load stops when the model is dropped and no other caller waits.
         let isCancelled: @Sendable () -> Bool
@@ -267,12 +264,7 @@ public actor ModelLoader {
                 // A streamed model is handed out and completed from this thread, so a caller
                 // blocked on its tensors never waits for the load to get a thread of the
                 // concurrency pool.
-                if let model = handOff.withLock({ held in
-                    defer { held = nil }
-                    return held
-                }) {
-                    ticket.publish(model)
-                }
+                if arrival != nil { ticket.publish() }
                 do {
                     let timing = try pipeline.run(
                         boxedChunks.value, source: source, partitionFiles: checkpoint.index.partitions.map(\.file),
@@ -280,14 +272,11 @@ public actor ModelLoader {
                     guard let arrival else { return (timing, nil) }
                     let committing = ContinuousClock.now
                     let storage: any Sendable = try reservation.map { try cache.commit($0) } ?? memory!
-                    var final = LoadTimings()
-                    final.queue = queued
-                    final.read = timing.wallSeconds
-                    final.verify = timing.verifySeconds
-                    final.io = timing.readSeconds
-                    final.handOut = seconds(since: committing)
-                    final.total = seconds(since: start)
-                    early.value?.complete(storage: storage, timings: final)
+                    ticket.streamedModel?.complete(
+                        storage: storage,
+                        timings: LoadTimings(
+                            queue: queued, pipeline: timing, handOut: seconds(since: committing),
+                            total: seconds(since: start)))
                     arrival.finish()
                     return (timing, storage)
                 } catch {
@@ -296,9 +285,7 @@ public actor ModelLoader {
                     throw error
                 }
             }
-            timings.read = timing.wallSeconds
-            timings.verify = timing.verifySeconds
-            timings.io = timing.readSeconds
+            timings = LoadTimings(queue: timings.queue, pipeline: timing)
             if let remote {
                 // Every chunk is verified and on the SSD: publish the checkpoint in the store.
                 installed = try await runBlocking { try remote.install() }
@@ -317,7 +304,7 @@ public actor ModelLoader {
         }
         timings.total = seconds(since: start)
         let model =
-            early.value
+            ticket.streamedModel
             ?? LoadedModel(
                 reader: installed, name: name.rawValue, tier: tier, timings: timings,
                 cached: reservation != nil, storage: storage, segments: segments,
@@ -350,8 +337,8 @@ final class LoadTicket: @unchecked Sendable {
         /// A streaming load's model, handed out before the load ends; weak, so that dropping it
         /// stops the load.
         weak var early: LoadedModel?
-        /// The streamed model, held until a caller takes it (it may be published before any
-        /// caller waits) or the load ends.
+        /// The streamed model, held from `stage` until a caller takes it (it may be published
+        /// before any caller waits) or the load ends.
         var held: LoadedModel?
         var published = false
         /// Streaming callers waiting for the model or the end of the load.
@@ -387,17 +374,29 @@ final class LoadTicket: @unchecked Sendable {
         if cancel { task?.cancel() }
     }
 
-    /// A streaming load's model, before its bytes arrive.
-    func publish(_ model: LoadedModel) {
-        let waiters = state.withLock { state in
-            state.early = model
+    /// A streaming load's model, made before its bytes arrive and held until `publish`.
+    func stage(_ model: LoadedModel) {
+        state.withLock {
+            $0.early = model
+            $0.held = model
+        }
+    }
+
+    /// Hands the staged model to the streaming callers waiting and to those still to come.
+    func publish() {
+        let (model, waiters) = state.withLock { state in
             state.published = true
-            if state.firstWaiters.isEmpty { state.held = model }
+            let model = state.held
+            // Held on only when nobody has taken it yet.
+            if !state.firstWaiters.isEmpty { state.held = nil }
             defer { state.firstWaiters = [] }
-            return state.firstWaiters
+            return (model, state.firstWaiters)
         }
         waiters.forEach { $0.resume(returning: model) }
     }
+
+    /// The streamed model while anyone holds it (nil for a load that is not streamed).
+    var streamedModel: LoadedModel? { state.withLock { $0.held ?? $0.early } }
 
     /// The streaming model once published, or nil when the load ended without one (a DRAM hit,
     /// a remote load, an error, or a streamed model already dropped): then take the result.
@@ -446,17 +445,6 @@ final class LoadTicket: @unchecked Sendable {
     }
     /// Callers still waiting for the load's end.
     var activeCount: Int { state.withLock { $0.active } }
-}
-
-/// A weak reference that can be shared between threads.
-final class WeakReference<Value: AnyObject>: @unchecked Sendable {
-    // @unchecked: `value` is guarded by `lock`.
-    private let lock = NSLock()
-    private weak var object: Value?
-    var value: Value? {
-        get { lock.withLock { object } }
-        set { lock.withLock { object = newValue } }
-    }
 }
 
 /// Wraps a value whose sharing is made safe by the caller (here: chunk pointers into memory

@@ -57,26 +57,32 @@ final class WeightArrival: @unchecked Sendable {
 
     /// Whether every named tensor has arrived (never blocks).
     func hasArrived(_ names: [String]) -> Bool {
-        let last = names.compactMap { chunkOfTensor[$0] }.max() ?? -1
+        let last = lastChunk(holding: names)
         return condition.withLock { finished || delivered > last }
     }
 
     /// Blocks until the load has finished (every byte in, the memory committed).
     func waitUntilFinished() throws {
-        condition.lock()
-        defer { condition.unlock() }
-        while !finished {
-            if let failure { throw failure }
-            condition.wait()
-        }
+        try block { finished }
     }
 
     /// Blocks until every named tensor has arrived; names the load does not hold are ignored.
     func wait(for names: [String]) throws {
-        let last = names.compactMap { chunkOfTensor[$0] }.max() ?? -1
+        let last = lastChunk(holding: names)
+        try block { finished || delivered > last }
+    }
+
+    /// The last chunk (in hand-out order) holding one of `names`; -1 for none.
+    private func lastChunk(holding names: [String]) -> Int {
+        names.compactMap { chunkOfTensor[$0] }.max() ?? -1
+    }
+
+    /// Waits on the condition until `ready` (read under it) holds; throws the load's failure if
+    /// it comes first.
+    private func block(until ready: () -> Bool) throws {
         condition.lock()
         defer { condition.unlock() }
-        while !finished && delivered <= last {
+        while !ready() {
             if let failure { throw failure }
             condition.wait()
         }

@@ -54,20 +54,14 @@ extension ServeBench {
         }
         let tokenizer = try Tokenizer(checkpoint: reader.index, map: reader.mappedFile, read: reader.fileContents)
         func cold(_ server: ServerProcess, label: String, prompt: String) async throws -> (Double, [String: Any]) {
-            try await waitForNoInstance(http, server.url)
-            try evictFromDRAM(name: name.rawValue, cache: cache + "-" + label, reader: reader)
-            let begin = ContinuousClock.now
-            let reply = try await http.json(
-                .POST, server.url + "/v1/completions",
-                ["model": "bench", "prompt": prompt, "max_tokens": 1, "temperature": 0])
-            let elapsed = seconds(since: begin) * 1000
-            var timings = reply["timings"] as? [String: Any] ?? [:]
+            let (elapsed, timings) = try await coldRequest(
+                http, base: server.url, path: "/v1/completions",
+                body: ["model": "bench", "prompt": prompt, "max_tokens": 1, "temperature": 0],
+                evicting: (name, cache + "-" + label, reader))
             guard timings["cold_start"] as? Bool == true, timings["tier"] as? String == "ssd" else {
                 throw CommandFailure("a serve-while-loading run was not a cold start from the SSD: \(timings)")
             }
-            timings["text"] = ((reply["choices"] as? [[String: Any]])?.first?["text"] as? String) ?? ""
-            timings["prompt_tokens"] = (reply["usage"] as? [String: Any])?["prompt_tokens"]
-            return (elapsed, timings)
+            return (elapsed * 1000, timings)
         }
         // Load and prefill of similar length show the overlap best: unless --prompt-tokens
         // says, one sequential run at 128 tokens sets the length where prefill ≈ load.

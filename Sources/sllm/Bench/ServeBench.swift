@@ -179,14 +179,9 @@ struct ServeBench: AsyncParsableCommand {
 
         // Cold starts: each request finds the deployment scaled to zero (keep_alive 0 unloads it after).
         func coldRun(evict: Bool, chat: Bool = false) async throws -> (Double, [String: Any]) {
-            try await waitForNoInstance(http, base)
-            if evict { try evictFromDRAM(name: name.rawValue, cache: cache, reader: reader) }
-            let start = ContinuousClock.now
-            let reply = try await http.json(
-                .POST, base + (chat ? "/v1/chat/completions" : "/v1/completions"), chat ? chatRequest : request)
-            var timings = reply["timings"] as? [String: Any] ?? [:]
-            timings["prompt_tokens"] = (reply["usage"] as? [String: Any])?["prompt_tokens"]
-            return (seconds(since: start), timings)
+            try await coldRequest(
+                http, base: base, path: chat ? "/v1/chat/completions" : "/v1/completions",
+                body: chat ? chatRequest : request, evicting: evict ? (name, cache, reader) : nil)
         }
         let chatRequest = chat
         _ = try await coldRun(evict: false)  // fills the DRAM cache
@@ -288,6 +283,28 @@ struct ServeBench: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(5))
         }
         throw CommandFailure("the bench deployment did not scale to zero")
+    }
+
+    /// One cold start: waits until the server at `base` has no instance, drops the model from
+    /// its DRAM cache and the page cache when asked, and sends `body` to `path`. Returns the
+    /// client's seconds and the reply's `timings`, with its `prompt_tokens` and first choice's
+    /// `text` added.
+    func coldRequest(
+        _ http: BenchHTTP, base: String, path: String, body: [String: Any],
+        evicting: (name: ModelName, cache: String, reader: CheckpointReader)?
+    ) async throws -> (Double, [String: Any]) {
+        try await waitForNoInstance(http, base)
+        if let evicting {
+            try evictFromDRAM(name: evicting.name.rawValue, cache: evicting.cache, reader: evicting.reader)
+        }
+        let start = ContinuousClock.now
+        let reply = try await http.json(.POST, base + path, body)
+        let elapsed = seconds(since: start)
+        var timings = reply["timings"] as? [String: Any] ?? [:]
+        timings["prompt_tokens"] = (reply["usage"] as? [String: Any])?["prompt_tokens"]
+        let choice = (reply["choices"] as? [[String: Any]])?.first
+        timings["text"] = (choice?["text"] ?? (choice?["message"] as? [String: Any])?["content"]) as? String ?? ""
+        return (elapsed, timings)
     }
 
     /// Drops the checkpoint from the DRAM cache and its files from the page cache, so the next
