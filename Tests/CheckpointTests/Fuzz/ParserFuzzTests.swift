@@ -32,6 +32,34 @@ import Testing
         return copy
     }
 
+    /// A model file names its tensors; the converters sort them by those names into the order a
+    /// forward pass waits for them. Any name sorts without trapping (a layer number near
+    /// `Int.max` once overflowed), and the order stays total.
+    @Test func anyTensorNameSortsWithoutTrapping() {
+        var generator = SeededGenerator(seed: Self.seed)
+        let layers = ["0", "7", "999999", "1000000", "9223372036854775807", "-1", "", "x", "99999999999999999999"]
+        let suffixes = ["attn_q.weight", "ffn_down.weight", "", ".", "attn_qkv.weight", "\u{0}"]
+        var names = ["token_embd.weight", "output.weight", "output_norm.weight", "rope_freqs.weight", "blk.", "blk"]
+        for _ in 0..<2000 {
+            var name =
+                "blk." + layers.randomElement(using: &generator)! + "." + suffixes.randomElement(using: &generator)!
+            if Bool.random(using: &generator) {
+                var bytes = Array(name.utf8)
+                for _ in 0..<Int.random(in: 1...3, using: &generator) {
+                    bytes[Int.random(in: 0..<bytes.count, using: &generator)] = UInt8.random(
+                        in: 32...126, using: &generator)
+                }
+                name = String(decoding: bytes, as: UTF8.self)
+            }
+            names.append(name)
+        }
+        let keys = names.map(TensorNameMap.order(of:))
+        let sorted = names.sorted { TensorNameMap.order(of: $0) < TensorNameMap.order(of: $1) }
+        #expect(sorted.count == names.count)
+        #expect(sorted.last == "token_embd.weight")
+        #expect(keys.allSatisfy { $0.0 >= 0 })
+    }
+
     @Test func mutatedGGUFHeadersNeverCrash() {
         var generator = SeededGenerator(seed: Self.seed)
         let original = GGUFBuilder.tinyLlama().build()
