@@ -7,6 +7,14 @@ import Testing
     import Glibc
 #endif
 
+/// How many pieces a download's state file records as done (0 while there is none).
+func piecesRecorded(in statePath: String) -> Int {
+    guard let data = FileManager.default.contents(atPath: statePath),
+        let done = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["done"] as? [Bool]
+    else { return 0 }
+    return done.filter { $0 }.count
+}
+
 /// A process killed at the worst moment leaves nothing that looks like a model, and the next
 /// run recovers.
 @Suite struct InterruptionTests {
@@ -57,12 +65,7 @@ import Testing
         // The five 8 MiB pieces sent whole are recorded by the client; kill once four are (a
         // fixed sleep lost this race on a loaded machine).
         let state = home.path + "/downloads/smol/smol.gguf.partial.json"
-        let recorded = waitFor(timeout: .seconds(30)) {
-            guard let data = FileManager.default.contents(atPath: state),
-                let done = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["done"] as? [Bool]
-            else { return false }
-            return done.filter { $0 }.count >= 4
-        }
+        let recorded = waitFor(timeout: .seconds(30)) { piecesRecorded(in: state) >= 4 }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         try #require(stalled && recorded)
@@ -115,8 +118,11 @@ import Testing
         let deploy = try runSLLM(["deploy", source, "--no-wait"], home: home.path, environment: env)
         #expect(deploy.status == 0, "\(deploy.stderr)")
         try #require(waitFor { origin.bytesServed >= 40 << 20 }, "the download did not start")
-        // The origin now stalls; give the client a moment to record the pieces it received.
-        usleep(500_000)
+        // The origin now stalls; the client records the five pieces it received whole.
+        let recorded = waitFor(timeout: 30) {
+            piecesRecorded(in: home.path + "/downloads/smol/smol.gguf.partial.json") >= 4
+        }
+        try #require(recorded, "the client did not record the pieces it received")
         kill(first.process.processIdentifier, signal)
         first.process.waitUntilExit()
         #expect(directoryEntries(home.path + "/downloads/smol").contains("smol.gguf.partial.json"))

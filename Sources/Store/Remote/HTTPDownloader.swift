@@ -182,11 +182,10 @@ public struct HTTPDownloader: Sendable {
                         progress?(Progress(phase: "download", completedBytes: received, totalBytes: initial.size))
                     }
                     try fileBox.file.sync()
-                    let snapshot = shared.value.withLock { value in
-                        value.state.done[piece] = true
-                        return value.state
-                    }
-                    try save(snapshot, to: statePath)
+                    shared.value.withLock { $0.state.done[piece] = true }
+                    // One save at a time, each of the newest state: saves that raced once left
+                    // an older record on disk than one already written.
+                    try shared.saving.withLock { _ in try save(shared.value.withLock { $0.state }, to: statePath) }
                 }
             }
             for _ in 0..<concurrency { startNext() }
@@ -245,6 +244,7 @@ public struct HTTPDownloader: Sendable {
 /// Download state shared by the piece tasks; the mutex makes it Sendable.
 private final class PieceTracker: Sendable {
     let value: Mutex<(state: HTTPDownloader.State, received: Int64)>
+    let saving = Mutex(())
     init(state: HTTPDownloader.State, received: Int64) { value = Mutex((state, received)) }
 }
 

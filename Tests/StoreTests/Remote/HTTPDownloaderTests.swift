@@ -119,6 +119,30 @@ import Testing
         }
     }
 
+    /// Pieces finishing together each record their progress; a record written later never
+    /// carries fewer pieces than one written before it (out-of-order saves once left a resume
+    /// refetching pieces it had, and failed `aKilledDownloadResumes` on a loaded machine).
+    @Test func theRecordOfDonePiecesNeverGoesBackwards() async throws {
+        try await withServer { server, directory in
+            let path = directory.file("model.gguf")
+            var many = downloader()
+            many.pieceSize = 16 << 10
+            many.concurrency = 16
+            many.attempts = 1
+            many.readTimeout = .seconds(3)
+            // The 1-byte probe and then 128 whole pieces are sent; every later request stalls.
+            server.stall(afterTotalBytes: 128 * many.pieceSize)
+            await #expect(throws: StoreError.self) {
+                try await many.download(from: server.url("model.gguf"), to: path)
+            }
+            let served = (server.bytesServed - 1) / many.pieceSize
+            #expect(served == 128)
+            let data = try #require(FileManager.default.contents(atPath: path + ".partial.json"))
+            let state = try JSONDecoder().decode(HTTPDownloader.State.self, from: data)
+            #expect(state.done.filter { $0 }.count == served)
+        }
+    }
+
     @Test func aChecksumMismatchLeavesNothing() async throws {
         try await withServer { server, directory in
             let path = directory.file("model.gguf")
