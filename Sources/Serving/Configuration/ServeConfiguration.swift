@@ -63,6 +63,9 @@ public struct ServeConfiguration: Sendable, Equatable {
     /// Start an instance's engine while its weights are still read from the SSD: a prompt's pass
     /// computes each layer as soon as it has arrived (`ModelLoader.load(_:streaming:)`).
     public var serveWhileLoading = true
+    /// Where deployments, settings and API keys are kept: nil for `<data-dir>/state.sqlite`, or a
+    /// PostgreSQL URL (`postgres://user@host:5432/db`) that several servers or controllers share.
+    public var stateURL: String?
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory
@@ -165,7 +168,7 @@ public struct ServeConfiguration: Sendable, Equatable {
         "threads",
         "direct_io", "default_model", "preload", "min_instances", "max_instances", "target_concurrency", "keep_alive",
         "queue_limit", "max_body", "shutdown_timeout", "idle_timeout", "request_timeout", "max_connections",
-        "dram_scrub_rate", "dram_scrub_interval", "dram_fill", "serve_while_loading",
+        "dram_scrub_rate", "dram_scrub_interval", "dram_fill", "serve_while_loading", "state_url",
     ]
 
     /// The settings that are a deployment's scaling.
@@ -281,6 +284,15 @@ public struct ServeConfiguration: Sendable, Equatable {
                     throw fail(key, value, "a duration of at most 10 years such as 10m")
                 }
                 dramScrubInterval = duration
+            case "state_url":
+                // Checked in full where it is opened; never echoed here (it may hold a password).
+                guard value.isEmpty || value.hasPrefix("postgres://") || value.hasPrefix("postgresql://") else {
+                    throw ServingError(
+                        .invalidRequest,
+                        "\(source): state_url is not a PostgreSQL URL (postgres://user@host:5432/database), or empty for the data directory's SQLite file"
+                    )
+                }
+                stateURL = value.isEmpty ? nil : value
             case "max_connections":
                 guard let count = Int(value), (1...1_000_000).contains(count) else {
                     throw fail(key, value, "a count (1-1000000)")

@@ -30,7 +30,7 @@ final class KeyRing: Sendable {
 
     func access(for secret: String) -> Access {
         if let access = configured[secret] { return access }
-        let hash = SQLiteStateStore.hash(secret)
+        let hash = APIKey.hash(secret)
         return stored.withLock { $0[hash] }.map { $0 ? .admin : .user } ?? .none
     }
 

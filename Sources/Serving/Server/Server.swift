@@ -57,25 +57,38 @@ public final class Server: Sendable {
     /// Opens the data directory (store, DRAM cache, state database) and serves it with its
     /// in-process worker. Throws on bad settings.
     public convenience init(configuration: ServeConfiguration, logger: Logger = Logger(label: "sllm.serve")) throws {
+        // The worker opens (and makes) the data directory the state file lives in.
+        let worker = try LocalWorker(configuration: configuration, logger: logger)
+        let state = try SQLiteStateStore(path: configuration.dataDirectory + "/state.sqlite")
+        try self.init(
+            configuration: configuration, worker: worker, state: state, storedKeyHashes: try state.keyHashes(),
+            logger: logger, wrapWorker: { $0 })
+    }
+
+    /// Serves the data directory's store and DRAM cache with its state in `state` (a cluster's
+    /// database) instead of the directory's SQLite file.
+    public convenience init(
+        configuration: ServeConfiguration, state: any StateStore, logger: Logger = Logger(label: "sllm.serve")
+    ) async throws {
+        let hashes = try await state.keyHashes()
         try self.init(
             configuration: configuration, worker: try LocalWorker(configuration: configuration, logger: logger),
-            logger: logger, wrapWorker: { $0 })
+            state: state, storedKeyHashes: hashes, logger: logger, wrapWorker: { $0 })
     }
 
     /// Serves the node of `worker`. `wrapWorker` lets tests put a worker of their own between
     /// the deployments and the in-process one (the seam a cluster's network worker takes);
     /// `clock` runs the deployments' keep-alive timers (tests move a manual one).
     init(
-        configuration: ServeConfiguration, worker local: LocalWorker, logger: Logger,
-        clock: any SchedulerClock = SystemClock(),
+        configuration: ServeConfiguration, worker local: LocalWorker, state: any StateStore,
+        storedKeyHashes: [String: Bool], logger: Logger, clock: any SchedulerClock = SystemClock(),
         wrapWorker: (LocalWorker) -> any Worker
     ) throws {
         self.configuration = configuration
         self.logger = logger
         localWorker = local
         worker = wrapWorker(local)
-        let state = try SQLiteStateStore(path: configuration.dataDirectory + "/state.sqlite")
-        keys = KeyRing(configuration: configuration, state: state, storedHashes: try state.keyHashes())
+        keys = KeyRing(configuration: configuration, state: state, storedHashes: storedKeyHashes)
         if keys.required && !keys.hasAnyKey {
             throw ServingError(
                 .invalidRequest,

@@ -4,8 +4,9 @@ import GRDB
 
 /// Where the control side keeps what must outlive it: deployments, settings and API keys (hashed).
 /// Async, because a cluster's state is a database across the network; `sllm serve` keeps it in
-/// SQLite (``SQLiteStateStore``), a cluster in PostgreSQL, behind this same protocol.
-protocol StateStore: Sendable {
+/// SQLite (``SQLiteStateStore``), a cluster in PostgreSQL (the `Cluster` target's
+/// `PostgresStateStore`), behind this same protocol. Errors are `ServingError`s naming what failed.
+public protocol StateStore: Sendable {
     func deployments() async throws -> [DeploymentSpec]
     /// Creates or replaces a deployment (by name), in one transaction.
     func save(_ spec: DeploymentSpec) async throws
@@ -24,11 +25,11 @@ protocol StateStore: Sendable {
 /// The server's durable state in SQLite (`<data-dir>/state.sqlite`): deployments, API keys and
 /// settings. Writes are transactions, so a crash never leaves half a deployment. Its calls are
 /// synchronous (a local file); they satisfy the async protocol as they are.
-final class SQLiteStateStore: StateStore {
+public final class SQLiteStateStore: StateStore {
     let path: String
     private let database: DatabaseQueue
 
-    init(path: String) throws {
+    public init(path: String) throws {
         self.path = path
         var configuration = Configuration()
         configuration.busyMode = .timeout(5)
@@ -64,14 +65,14 @@ final class SQLiteStateStore: StateStore {
 
     // MARK: - Deployments
 
-    func deployments() throws -> [DeploymentSpec] {
+    public func deployments() throws -> [DeploymentSpec] {
         let texts = try database.read { db in try String.fetchAll(db, sql: "SELECT spec FROM deployment ORDER BY name")
         }
-        return try texts.map { try JSONDecoder.iso.decode(DeploymentSpec.self, from: Data($0.utf8)) }
+        return try texts.map(StateCoding.decodeDeployment)
     }
 
-    func save(_ spec: DeploymentSpec) throws {
-        let text = String(decoding: try JSONEncoder.iso.encode(spec), as: UTF8.self)
+    public func save(_ spec: DeploymentSpec) throws {
+        let text = try StateCoding.encode(spec)
         try database.write { db in
             try db.execute(
                 sql:
@@ -80,19 +81,19 @@ final class SQLiteStateStore: StateStore {
         }
     }
 
-    func deleteDeployment(_ name: String) throws {
+    public func deleteDeployment(_ name: String) throws {
         try database.write { db in try db.execute(sql: "DELETE FROM deployment WHERE name = ?", arguments: [name]) }
     }
 
     // MARK: - Settings
 
-    func setting(_ key: String) throws -> String? {
+    public func setting(_ key: String) throws -> String? {
         try database.read { db in
             try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = ?", arguments: [key])
         }
     }
 
-    func setSetting(_ key: String, _ value: String) throws {
+    public func setSetting(_ key: String, _ value: String) throws {
         try database.write { db in
             try db.execute(
                 sql:
@@ -104,20 +105,17 @@ final class SQLiteStateStore: StateStore {
     // MARK: - API keys
 
     /// Creates a key; returns its record and the secret, which is stored only as a hash.
-    func createKey(name: String, admin: Bool) throws -> (APIKey, secret: String) {
-        var bytes = [UInt8](repeating: 0, count: 24)
-        for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
-        let secret = "sk-sllm-" + bytes.map { String(format: "%02x", $0) }.joined()
-        let key = APIKey(id: String(secret.dropFirst(8).prefix(8)), name: name, admin: admin, createdAt: Date())
+    public func createKey(name: String, admin: Bool) throws -> (APIKey, secret: String) {
+        let (key, secret) = APIKey.make(name: name, admin: admin)
         try database.write { db in
             try db.execute(
                 sql: "INSERT INTO apiKey (id, name, sha256, admin, createdAt) VALUES (?, ?, ?, ?, ?)",
-                arguments: [key.id, key.name, Self.hash(secret), key.admin, key.createdAt])
+                arguments: [key.id, key.name, APIKey.hash(secret), key.admin, key.createdAt])
         }
         return (key, secret)
     }
 
-    func keys() throws -> [APIKey] {
+    public func keys() throws -> [APIKey] {
         try database.read { db in
             try Row.fetchAll(db, sql: "SELECT id, name, admin, createdAt FROM apiKey ORDER BY createdAt").map {
                 APIKey(id: $0["id"], name: $0["name"], admin: $0["admin"], createdAt: $0["createdAt"])
@@ -126,7 +124,7 @@ final class SQLiteStateStore: StateStore {
     }
 
     /// Every stored key's hash and whether it is an admin key.
-    func keyHashes() throws -> [String: Bool] {
+    public func keyHashes() throws -> [String: Bool] {
         try database.read { db in
             var hashes: [String: Bool] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT sha256, admin FROM apiKey") {
@@ -137,15 +135,11 @@ final class SQLiteStateStore: StateStore {
     }
 
     /// Revokes a key by id; false when there is none.
-    func revokeKey(_ id: String) throws -> Bool {
+    public func revokeKey(_ id: String) throws -> Bool {
         try database.write { db in
             try db.execute(sql: "DELETE FROM apiKey WHERE id = ?", arguments: [id])
             return db.changesCount > 0
         }
-    }
-
-    static func hash(_ secret: String) -> String {
-        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 }
 
@@ -155,6 +149,38 @@ public struct APIKey: Sendable, Codable, Equatable {
     public var name: String
     public var admin: Bool
     public var createdAt: Date
+
+    public init(id: String, name: String, admin: Bool, createdAt: Date) {
+        self.id = id
+        self.name = name
+        self.admin = admin
+        self.createdAt = createdAt
+    }
+
+    /// A new key and its secret (`sk-sllm-` and 48 random hex digits; the id is its first 8).
+    public static func make(name: String, admin: Bool) -> (APIKey, secret: String) {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<24).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let secret = "sk-sllm-" + bytes.map { String(format: "%02x", $0) }.joined()
+        return (APIKey(id: String(secret.dropFirst(8).prefix(8)), name: name, admin: admin, createdAt: Date()), secret)
+    }
+
+    /// What a store keeps of a secret: its SHA-256, in hex.
+    public static func hash(_ secret: String) -> String {
+        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// How stores write the values they keep as JSON (a deployment's spec), so that every store
+/// reads what another wrote: ISO 8601 dates, snake-case keys.
+public enum StateCoding {
+    public static func encode(_ spec: DeploymentSpec) throws -> String {
+        String(decoding: try JSONEncoder.iso.encode(spec), as: UTF8.self)
+    }
+
+    public static func decodeDeployment(_ text: String) throws -> DeploymentSpec {
+        try JSONDecoder.iso.decode(DeploymentSpec.self, from: Data(text.utf8))
+    }
 }
 
 extension JSONEncoder {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpoint
+import Cluster
 import Foundation
 import Serving
 import Store
@@ -40,7 +41,7 @@ struct Remove: AsyncParsableCommand {
             guard global.store.contains(name) else {
                 throw StoreError(.notFound, "model `\(model)` is not in the store (`sllm list` shows what is)")
             }
-            let users = try StoredDeployments.using(model: model, dataDirectory: global.root)
+            let users = try await deployments(using: model)
             if !users.isEmpty && !force {
                 throw CommandFailure(
                     "model `\(model)` is served by deployment \(users.map { "`\($0)`" }.joined(separator: ", ")); `sllm delete \(users[0])` first, or pass --force (its next cold start then fails until the model is pulled again)"
@@ -54,6 +55,22 @@ struct Remove: AsyncParsableCommand {
                     "removed \(model)" + (freed > 0 ? " (and \(formatBytes(Int64(freed))) from DRAM)" : "")
                         + (users.isEmpty ? "" : "; deployment \(users.joined(separator: ", ")) has no model now"))
             }
+        }
+    }
+
+    /// The deployments that serve `model`, from the state `sllm serve` keeps (its `state_url`,
+    /// from the environment or the config file, else the data directory's SQLite file).
+    private func deployments(using model: String) async throws -> [String] {
+        let configuration = try Serve.layered(global: global, config: nil, flags: [:])
+        guard let url = configuration.stateURL else {
+            return try StoredDeployments.using(model: model, dataDirectory: global.root)
+        }
+        do {
+            let state = try await PostgresStateStore.open(PostgresLocation(url: url))
+            defer { state.close() }
+            return try await state.deployments().filter { $0.model == model }.map(\.name)
+        } catch let error as ServingError {
+            throw CommandFailure("cannot check which deployments use `\(model)`: \(error.message)")
         }
     }
 }

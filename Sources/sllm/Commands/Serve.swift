@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpoint
+import Cluster
 import Foundation
 import Logging
 import Serving
@@ -87,6 +88,11 @@ struct Serve: AsyncParsableCommand {
         help:
             "Start a cold instance's engine while its weights are still read from the SSD, computing each layer as it arrives (default: on)."
     ) var serveWhileLoading: Bool?
+    @Option(
+        name: .customLong("state-url"),
+        help:
+            "Keep deployments, settings and API keys in PostgreSQL (postgres://user[:password]@host[:port]/database) instead of <data-dir>/state.sqlite; PGPASSWORD supplies a password the URL lacks."
+    ) var stateURL: String?
 
     /// The flags given, as a settings layer.
     var flagLayer: [String: String] {
@@ -117,10 +123,19 @@ struct Serve: AsyncParsableCommand {
         layer["max_connections"] = maxConnections.map(String.init)
         layer["dram_scrub_rate"] = dramScrubRate
         layer["dram_scrub_interval"] = dramScrubInterval
+        layer["state_url"] = stateURL
         return layer
     }
 
     func resolvedConfiguration() throws -> ServeConfiguration {
+        try Self.layered(global: global, config: config, flags: flagLayer)
+    }
+
+    /// The settings as `sllm serve` would run with them: the config file, the environment, then
+    /// `flags` (other commands, such as `sllm rm`, pass none to read the server's state_url).
+    static func layered(global: GlobalOptions, config: String?, flags: [String: String]) throws
+        -> ServeConfiguration
+    {
         let environment = ProcessInfo.processInfo.environment
         var configuration = ServeConfiguration(dataDirectory: global.root)
         let explicitPath = config ?? environment["SLLM_CONFIG"]
@@ -134,7 +149,7 @@ struct Serve: AsyncParsableCommand {
                 try configuration.apply(file, source: "config file \(path)")
             }
             try configuration.apply(ServeConfiguration.environmentLayer(environment), source: "environment")
-            try configuration.apply(flagLayer, source: "flags")
+            try configuration.apply(flags, source: "flags")
         } catch {
             throw CommandFailure(error.message)
         }
@@ -145,11 +160,20 @@ struct Serve: AsyncParsableCommand {
         LoggingBootstrap.once(level: global.verbose ? .debug : global.quiet ? .error : .info)
         let configuration = try resolvedConfiguration()
         let server: Server
+        var database: PostgresStateStore?
         do {
-            server = try Server(configuration: configuration)
+            if let url = configuration.stateURL {
+                let store = try await PostgresStateStore.open(PostgresLocation(url: url))
+                database = store
+                server = try await Server(configuration: configuration, state: store)
+            } else {
+                server = try Server(configuration: configuration)
+            }
         } catch let error as ServingError {
+            database?.close()
             throw CommandFailure(error.message)
         }
+        defer { database?.close() }
         let quiet = global.quiet
         // A crash must not leave the port held by the crash reporter (a child process).
         FileSystem.installCrashSocketCloser()

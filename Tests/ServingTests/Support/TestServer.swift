@@ -37,10 +37,11 @@ final class TestServer: Sendable {
         configure(&configuration)
         var logger = Logger(label: "test.serve")
         logger.logLevel = .warning
+        let worker = try LocalWorker(configuration: configuration, logger: logger)
+        let state = try SQLiteStateStore(path: configuration.dataDirectory + "/state.sqlite")
         let server = try Server(
-            configuration: configuration, worker: try LocalWorker(configuration: configuration, logger: logger),
-            logger: logger,
-            clock: clock, wrapWorker: wrapWorker)
+            configuration: configuration, worker: worker, state: state, storedKeyHashes: try state.keyHashes(),
+            logger: logger, clock: clock, wrapWorker: wrapWorker)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let task = Task {
             defer { continuation.finish() }
