@@ -71,11 +71,14 @@ public final class ServeProcess: @unchecked Sendable {
     private var log = ""
     private let errors = Pipe()
 
-    /// Starts `sllm serve ARGUMENTS` with `SLLM_HOME` = `home`, `SLLM_DRAM_FILL=false` (plus `environment`).
-    public init(_ arguments: [String], home: String, environment: [String: String] = [:]) throws {
+    /// Starts `sllm COMMAND ARGUMENTS` (`serve`, `controller`, `worker`: each announces `serving on
+    /// ADDRESS`) with `SLLM_HOME` = `home`, `SLLM_DRAM_FILL=false` (plus `environment`).
+    public init(_ arguments: [String], home: String, environment: [String: String] = [:], command: String = "serve")
+        throws
+    {
         process = Process()
         process.executableURL = sllmExecutable()
-        process.arguments = ["serve"] + arguments
+        process.arguments = [command] + arguments
         var env = ProcessInfo.processInfo.environment
         env["SLLM_HOME"] = home
         // Test servers do not fill a DRAM pool up to the machine's budget; tests of the fill ask for it.

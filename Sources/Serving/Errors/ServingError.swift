@@ -125,8 +125,9 @@ extension ServingError: HTTPResponseError {
 }
 
 extension ServingError {
-    /// Maps an engine error to the wire.
-    init(_ error: any Error) {
+    /// Maps any error of the layers below (engine, store, checkpoint, tokenizer, scheduling,
+    /// a system call) to the serving layer's kind, as the APIs answer it.
+    public init(_ error: any Error) {
         switch error {
         case let error as ServingError:
             self = error

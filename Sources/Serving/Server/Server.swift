@@ -3,7 +3,7 @@ import Foundation
 import Hummingbird
 public import Logging
 import NIOCore
-import Scheduling
+public import Scheduling
 import ServiceLifecycle
 import Store
 import Synchronization
@@ -46,9 +46,10 @@ public final class Server: Sendable {
     let metrics: ServingMetrics
     let lifecycle = ServerLifecycle()
     private let keys: KeyRing
-    private let worker: any Worker
-    /// This node's worker (inside `worker` when a test wraps it).
-    private let localWorker: LocalWorker
+    private let workers: [any Worker]
+    /// This node's worker (inside `workers` when a test wraps it); nil for a cluster's controller,
+    /// whose workers are other processes.
+    private let localWorker: LocalWorker?
     private let logger: Logger
     private let group = Mutex<ServiceGroup?>(nil)
     private let boundPort = Mutex<Int?>(nil)
@@ -79,15 +80,38 @@ public final class Server: Sendable {
     /// Serves the node of `worker`. `wrapWorker` lets tests put a worker of their own between
     /// the deployments and the in-process one (the seam a cluster's network worker takes);
     /// `clock` runs the deployments' keep-alive timers (tests move a manual one).
-    init(
+    convenience init(
         configuration: ServeConfiguration, worker local: LocalWorker, state: any StateStore,
         storedKeyHashes: [String: Bool], logger: Logger, clock: any SchedulerClock = SystemClock(),
         wrapWorker: (LocalWorker) -> any Worker
     ) throws {
+        try self.init(
+            configuration: configuration, workers: [wrapWorker(local)], local: local, placement: SingleNodePlacement(),
+            state: state, storedKeyHashes: storedKeyHashes, tokenizers: local.tokenizers, logger: logger, clock: clock)
+    }
+
+    /// A cluster's controller: the APIs and deployments over `workers` (network clients of other
+    /// processes), instances placed by the locality-aware `placement`, no store of its own.
+    public convenience init(
+        configuration: ServeConfiguration, workers: [any Worker], placement: any Placement, state: any StateStore,
+        logger: Logger = Logger(label: "sllm.controller")
+    ) async throws {
+        guard !workers.isEmpty else { throw ServingError(.invalidRequest, "a controller needs at least one worker") }
+        try self.init(
+            configuration: configuration, workers: workers, local: nil, placement: placement, state: state,
+            storedKeyHashes: try await state.keyHashes(), tokenizers: TokenizerCache(), logger: logger,
+            clock: SystemClock())
+    }
+
+    private init(
+        configuration: ServeConfiguration, workers: [any Worker], local: LocalWorker?, placement: any Placement,
+        state: any StateStore, storedKeyHashes: [String: Bool], tokenizers: TokenizerCache, logger: Logger,
+        clock: any SchedulerClock
+    ) throws {
         self.configuration = configuration
         self.logger = logger
         localWorker = local
-        worker = wrapWorker(local)
+        self.workers = workers
         keys = KeyRing(configuration: configuration, state: state, storedHashes: storedKeyHashes)
         if keys.required && !keys.hasAnyKey {
             throw ServingError(
@@ -97,8 +121,8 @@ public final class Server: Sendable {
         }
         metrics = ServingMetrics()
         registry = DeploymentRegistry(
-            configuration: configuration, workers: [worker], state: state, tokenizers: local.tokenizers, clock: clock,
-            metrics: metrics, logger: logger)
+            configuration: configuration, workers: workers, placement: placement, state: state, tokenizers: tokenizers,
+            clock: clock, metrics: metrics, logger: logger)
     }
 
     /// The port the server listens on once running (the configured one, or the one picked for port 0).
@@ -145,18 +169,9 @@ public final class Server: Sendable {
                 .init(service: nodeService),
                 .init(service: app),
                 .init(service: gate, successTerminationBehavior: .ignore),
-                .init(
-                    service: DRAMPoolService(
-                        cache: localWorker.loader.cache, enabled: configuration.dramFill,
-                        busy: { [localWorker] in localWorker.isBusy }, logger: logger),
-                    successTerminationBehavior: .ignore),
-                .init(
-                    service: DRAMScrubber(
-                        cache: localWorker.loader.cache, store: localWorker.store,
-                        bytesPerSecond: configuration.dramScrubBytesPerSecond,
-                        interval: configuration.dramScrubInterval, metrics: metrics, logger: logger),
-                    successTerminationBehavior: .ignore),
-            ],
+            ]
+                + (localWorker?.backgroundServices(configuration: configuration, metrics: metrics, logger: logger) ?? [])
+                .map { .init(service: $0, successTerminationBehavior: .ignore) },
             gracefulShutdownSignals: signals ? [.sigterm, .sigint] : [],
             cancellationSignals: [],
             logger: logger)

@@ -3,6 +3,7 @@ public import Engine
 import Foundation
 public import Logging
 import Scheduling
+public import ServiceLifecycle
 public import Store
 import Synchronization
 import Tokenizers
@@ -343,5 +344,25 @@ final class StoreSizes: Sendable {
 
     func record(_ name: String, stamp: Double, bytes: Int) {
         sizes.withLock { $0[name] = (stamp, bytes) }
+    }
+}
+
+extension LocalWorker {
+    /// The node's background work while it serves: the DRAM pool's fill (`dram_fill`) and the
+    /// DRAM cache's check (`dram_scrub_rate`); `sllm serve` and `sllm worker` both run them.
+    public func backgroundServices(configuration: ServeConfiguration, logger: Logger) -> [any Service] {
+        backgroundServices(configuration: configuration, metrics: ServingMetrics(), logger: logger)
+    }
+
+    func backgroundServices(configuration: ServeConfiguration, metrics: ServingMetrics, logger: Logger)
+        -> [any Service]
+    {
+        [
+            DRAMPoolService(
+                cache: loader.cache, enabled: configuration.dramFill, busy: { [self] in isBusy }, logger: logger),
+            DRAMScrubber(
+                cache: loader.cache, store: store, bytesPerSecond: configuration.dramScrubBytesPerSecond,
+                interval: configuration.dramScrubInterval, metrics: metrics, logger: logger),
+        ]
     }
 }

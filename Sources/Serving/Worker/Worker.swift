@@ -74,6 +74,21 @@ public struct NodeInventory: Sendable, Codable, Equatable {
     /// Jobs running on the node's instances.
     public var runningJobs: Int
 
+    public init(
+        node: NodeID, cores: Int, threadsPerInstance: Int, memoryBudgetBytes: Int, reservedBytes: Int,
+        dramBudgetBytes: Int, tiers: [TierInventory], instances: [String], runningJobs: Int
+    ) {
+        self.node = node
+        self.cores = cores
+        self.threadsPerInstance = threadsPerInstance
+        self.memoryBudgetBytes = memoryBudgetBytes
+        self.reservedBytes = reservedBytes
+        self.dramBudgetBytes = dramBudgetBytes
+        self.tiers = tiers
+        self.instances = instances
+        self.runningJobs = runningJobs
+    }
+
     /// The fastest tier holding `model`, nil when the node holds it nowhere.
     public func fastestTier(holding model: ModelName) -> Tier? {
         tiers.first { tier in tier.models.contains { $0.name == model } }?.tier

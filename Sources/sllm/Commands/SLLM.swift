@@ -18,7 +18,7 @@ struct SLLM: AsyncParsableCommand {
         subcommands: [
             Pull.self, Convert.self, List.self, Inspect.self, Verify.self, Remove.self, Tokenize.self, Generate.self,
             Chat.self, Serve.self, Deploy.self, Update.self, Delete.self, Stop.self, Status.self, PS.self, Keys.self,
-            StoreCommand.self, Bench.self,
+            StoreCommand.self, Bench.self, Controller.self, WorkerCommand.self,
         ]
     )
 

@@ -23,6 +23,88 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
+    @OptionGroup var options: ServeOptions
+
+    func resolvedConfiguration() throws -> ServeConfiguration {
+        try Self.layered(global: global, config: options.config, flags: options.flagLayer)
+    }
+
+    /// The settings as `sllm serve` would run with them: the config file, the environment, then
+    /// `flags` (other commands, such as `sllm rm`, pass none to read the server's state_url).
+    static func layered(global: GlobalOptions, config: String?, flags: [String: String]) throws
+        -> ServeConfiguration
+    {
+        let environment = ProcessInfo.processInfo.environment
+        var configuration = ServeConfiguration(dataDirectory: global.root)
+        let explicitPath = config ?? environment["SLLM_CONFIG"]
+        let path = explicitPath.map(absolutePath) ?? global.root + "/config.yaml"
+        do {
+            if explicitPath != nil || FileManager.default.fileExists(atPath: path) {
+                var file = try ServeConfiguration.fileLayer(path: path)
+                // --data-dir and SLLM_HOME outrank the file's data_dir.
+                if global.dataDirectory != nil || environment["SLLM_HOME"] != nil { file["data_dir"] = nil }
+                file["data_dir"] = file["data_dir"].map(absolutePath)
+                try configuration.apply(file, source: "config file \(path)")
+            }
+            try configuration.apply(ServeConfiguration.environmentLayer(environment), source: "environment")
+            try configuration.apply(flags, source: "flags")
+        } catch {
+            throw CommandFailure(error.message)
+        }
+        return configuration
+    }
+
+    func run() async throws {
+        LoggingBootstrap.once(level: global.verbose ? .debug : global.quiet ? .error : .info)
+        let configuration = try resolvedConfiguration()
+        try await Self.serve(configuration, quiet: global.quiet, what: "OpenAI API under /v1") { state in
+            if let state { return try await Server(configuration: configuration, state: state) }
+            return try Server(configuration: configuration)
+        }
+    }
+
+    /// Opens the state (the configured PostgreSQL database, else nil for the data directory's
+    /// SQLite file), makes the server with it and serves until a shutdown signal, printing the
+    /// address once listening. `sllm serve` and `sllm controller` run through here.
+    static func serve(
+        _ configuration: ServeConfiguration, quiet: Bool, what: String,
+        makeServer: (PostgresStateStore?) async throws -> Server
+    ) async throws {
+        let server: Server
+        var database: PostgresStateStore?
+        do {
+            if let url = configuration.stateURL {
+                database = try await PostgresStateStore.open(PostgresLocation(url: url))
+            }
+            server = try await makeServer(database)
+        } catch let error as ServingError {
+            database?.close()
+            throw CommandFailure(error.message)
+        }
+        defer { database?.close() }
+        // A crash must not leave the port held by the crash reporter (a child process).
+        FileSystem.installCrashSocketCloser()
+        // Test hook: crash once listening, to check that a crash frees the port at once.
+        let crashOnStart = ProcessInfo.processInfo.environment["SLLM_TEST_CRASH_AFTER_START"] == "1"
+        do {
+            try await server.run { port in
+                if !quiet {
+                    FileHandle.standardError.write(
+                        Data(
+                            "sllm serving on http://\(configuration.host):\(port) (\(what); data in \(configuration.dataDirectory))\n"
+                                .utf8))
+                }
+                if crashOnStart { fatalError("SLLM_TEST_CRASH_AFTER_START: crashing on purpose") }
+            }
+        } catch {
+            throw CommandFailure("serve: \(error)")
+        }
+    }
+}
+
+/// The settings `sllm serve` and `sllm controller` take as flags (each also an `SLLM_*` variable
+/// and a config file key).
+struct ServeOptions: ParsableArguments {
     @Option(help: "YAML config file (keys: \(ServeConfiguration.keys.joined(separator: ", "))).")
     var config: String?
     @Option(help: "Address to bind (default 127.0.0.1).") var host: String?
@@ -125,72 +207,5 @@ struct Serve: AsyncParsableCommand {
         layer["dram_scrub_interval"] = dramScrubInterval
         layer["state_url"] = stateURL
         return layer
-    }
-
-    func resolvedConfiguration() throws -> ServeConfiguration {
-        try Self.layered(global: global, config: config, flags: flagLayer)
-    }
-
-    /// The settings as `sllm serve` would run with them: the config file, the environment, then
-    /// `flags` (other commands, such as `sllm rm`, pass none to read the server's state_url).
-    static func layered(global: GlobalOptions, config: String?, flags: [String: String]) throws
-        -> ServeConfiguration
-    {
-        let environment = ProcessInfo.processInfo.environment
-        var configuration = ServeConfiguration(dataDirectory: global.root)
-        let explicitPath = config ?? environment["SLLM_CONFIG"]
-        let path = explicitPath.map(absolutePath) ?? global.root + "/config.yaml"
-        do {
-            if explicitPath != nil || FileManager.default.fileExists(atPath: path) {
-                var file = try ServeConfiguration.fileLayer(path: path)
-                // --data-dir and SLLM_HOME outrank the file's data_dir.
-                if global.dataDirectory != nil || environment["SLLM_HOME"] != nil { file["data_dir"] = nil }
-                file["data_dir"] = file["data_dir"].map(absolutePath)
-                try configuration.apply(file, source: "config file \(path)")
-            }
-            try configuration.apply(ServeConfiguration.environmentLayer(environment), source: "environment")
-            try configuration.apply(flags, source: "flags")
-        } catch {
-            throw CommandFailure(error.message)
-        }
-        return configuration
-    }
-
-    func run() async throws {
-        LoggingBootstrap.once(level: global.verbose ? .debug : global.quiet ? .error : .info)
-        let configuration = try resolvedConfiguration()
-        let server: Server
-        var database: PostgresStateStore?
-        do {
-            if let url = configuration.stateURL {
-                let store = try await PostgresStateStore.open(PostgresLocation(url: url))
-                database = store
-                server = try await Server(configuration: configuration, state: store)
-            } else {
-                server = try Server(configuration: configuration)
-            }
-        } catch let error as ServingError {
-            database?.close()
-            throw CommandFailure(error.message)
-        }
-        defer { database?.close() }
-        let quiet = global.quiet
-        // A crash must not leave the port held by the crash reporter (a child process).
-        FileSystem.installCrashSocketCloser()
-        // Test hook: crash once listening, to check that a crash frees the port at once.
-        let crashOnStart = ProcessInfo.processInfo.environment["SLLM_TEST_CRASH_AFTER_START"] == "1"
-        do {
-            try await server.run { port in
-                if !quiet {
-                    FileHandle.standardError.write(
-                        Data(
-                            "sllm serving on http://\(configuration.host):\(port) (OpenAI API under /v1; data in \(configuration.dataDirectory))\n"
-                                .utf8))
-                }
-                if crashOnStart { fatalError("SLLM_TEST_CRASH_AFTER_START: crashing on purpose") }
-            }
-        } catch {
-            throw CommandFailure("serve: \(error)")
-        }
     }
 }

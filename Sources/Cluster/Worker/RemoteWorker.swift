@@ -1,0 +1,249 @@
+public import AsyncHTTPClient
+public import Engine
+public import Foundation
+public import Logging
+import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
+public import Serving
+public import Store
+import Synchronization
+
+/// A worker in another process, reached over HTTP (``WorkerWire``): what a controller's
+/// deployments use in place of the in-process `LocalWorker`, behind the same ``Worker`` protocol.
+///
+/// Errors come back as the worker's `ServingError`s (the same kind, message and field), so the
+/// controller answers a request as `sllm serve` would. A worker that cannot be reached fails the
+/// call with `.unavailable` naming it; a stream the worker stops sending (it died, the link broke)
+/// ends with that error, never as a normal finish.
+public final class RemoteWorker: Worker {
+    public let node: NodeID
+    public let url: URL
+    private let token: String
+    private let client: HTTPClient
+    private let logger: Logger
+    /// The last inventory the worker sent (what `inventory()` answers while it cannot be reached).
+    private let lastInventory: Mutex<NodeInventory>
+
+    /// How long a call that does not stream may take (a prefetch reads a whole checkpoint).
+    static let callTimeout = TimeAmount.minutes(10)
+    /// Streams run as long as their work: a generation, a pull of many gigabytes.
+    static let streamTimeout = TimeAmount.hours(24)
+
+    /// Connects to the worker at `url` (its inventory names the node) and checks that it speaks
+    /// this protocol version and accepts `token`.
+    public static func connect(url: URL, token: String, client: HTTPClient, logger: Logger) async throws(ServingError)
+        -> RemoteWorker
+    {
+        let probe = RemoteWorker(
+            node: NodeID("?"), url: url, token: token, client: client, logger: logger,
+            inventory: NodeInventory(
+                node: NodeID("?"), cores: 0, threadsPerInstance: 0, memoryBudgetBytes: 0, reservedBytes: 0,
+                dramBudgetBytes: 0, tiers: [], instances: [], runningJobs: 0))
+        let inventory: NodeInventory
+        do {
+            inventory = try await probe.call(.inventory, as: NodeInventory.self)
+        } catch {
+            throw ServingError(error)
+        }
+        return RemoteWorker(
+            node: inventory.node, url: url, token: token, client: client, logger: logger, inventory: inventory)
+    }
+
+    private init(node: NodeID, url: URL, token: String, client: HTTPClient, logger: Logger, inventory: NodeInventory) {
+        self.node = node
+        self.url = url
+        self.token = token
+        self.client = client
+        self.logger = logger
+        lastInventory = Mutex(inventory)
+    }
+
+    // MARK: - Worker
+
+    public func inventory() async -> NodeInventory {
+        do {
+            let inventory = try await call(.inventory, as: NodeInventory.self)
+            lastInventory.withLock { $0 = inventory }
+            return inventory
+        } catch {
+            logger.warning(
+                "worker did not answer its inventory; using the last one",
+                metadata: ["node": "\(node)", "error": "\(error)"])
+            return lastInventory.withLock { $0 }
+        }
+    }
+
+    public func modelFacts(_ model: ModelName) async throws -> ModelFacts {
+        try await call(.modelFacts(model), as: ModelFacts.self)
+    }
+
+    public func resolve(_ source: String) async throws -> SourceResolution {
+        try await call(.resolve(source), as: SourceResolution.self)
+    }
+
+    public func pull(_ source: String, as name: ModelName) -> AsyncThrowingStream<PullEvent, any Error> {
+        stream(.pull(source: source, name: name))
+    }
+
+    public func prefetch(_ model: ModelName, into tier: Tier) async throws -> LoadReport {
+        try await call(.prefetch(model, tier), as: LoadReport.self)
+    }
+
+    public func evict(_ model: ModelName, from tier: Tier) async throws -> Int {
+        try await call(.evict(model, tier), as: Int.self)
+    }
+
+    public func verifyCache(_ model: ModelName?) async throws -> [DRAMVerification] {
+        try await call(.verifyCache(model), as: [DRAMVerification].self)
+    }
+
+    public func startInstance(_ spec: InstanceSpec) -> AsyncThrowingStream<StartEvent, any Error> {
+        stream(.startInstance(spec))
+    }
+
+    public func stopInstance(_ id: String) async {
+        do { _ = try await call(.stopInstance(id), as: WireDone.self) } catch {
+            logger.warning(
+                "cannot stop an instance", metadata: ["node": "\(node)", "instance": "\(id)", "error": "\(error)"])
+        }
+    }
+
+    public func run(_ job: GenerationJob, on instance: String) -> AsyncThrowingStream<GenerationEvent, any Error> {
+        stream(.run(job, instance: instance))
+    }
+
+    public func cancel(job: String, on instance: String) async {
+        do { _ = try await call(.cancel(job: job, instance: instance), as: WireDone.self) } catch {
+            logger.warning("cannot cancel a job", metadata: ["node": "\(node)", "job": "\(job)", "error": "\(error)"])
+        }
+    }
+
+    public func snapshot(job: String, on instance: String) async -> SequenceSnapshot? {
+        do { return try await call(.snapshot(job: job, instance: instance), as: SequenceSnapshot?.self) } catch {
+            logger.warning(
+                "cannot snapshot a job", metadata: ["node": "\(node)", "job": "\(job)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    // MARK: - Calls
+
+    private func request(_ call: WorkerCall) throws -> HTTPClientRequest {
+        var request = HTTPClientRequest(url: url.absoluteString + WorkerWire.callPath)
+        request.method = .POST
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: WorkerWire.versionHeader, value: String(WorkerWire.version))
+        request.body = .bytes(ByteBuffer(bytes: try JSONEncoder.wire.encode(call)))
+        return request
+    }
+
+    /// Sends `call` and reads its whole answer.
+    func call<Value: Codable & Sendable>(_ call: WorkerCall, as: Value.Type) async throws -> Value {
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(try request(call), timeout: Self.callTimeout)
+        } catch {
+            throw unreachable(call, error)
+        }
+        try checkVersion(response)
+        let body: ByteBuffer
+        do { body = try await response.body.collect(upTo: 1 << 30) } catch { throw unreachable(call, error) }
+        let reply: WireReply<Value>
+        do { reply = try JSONDecoder.wire.decode(WireReply<Value>.self, from: Data(buffer: body)) } catch {
+            throw ServingError(
+                .unavailable,
+                "worker \(node) (\(url.absoluteString)) answered \(call.name) with HTTP \(response.status.code) and no worker reply"
+            )
+        }
+        switch reply {
+        case .value(let value): return value
+        case .error(let error): throw error.serving
+        }
+    }
+
+    /// Sends `call` and yields its events as they arrive. Ending the iteration cancels the
+    /// request, and the worker's work with it.
+    func stream<Event: Codable & Sendable>(_ call: WorkerCall) -> AsyncThrowingStream<Event, any Error> {
+        let (events, continuation) = AsyncThrowingStream.makeStream(of: Event.self)
+        let task = Task {
+            do {
+                let response: HTTPClientResponse
+                do {
+                    response = try await client.execute(try request(call), timeout: Self.streamTimeout)
+                } catch {
+                    throw unreachable(call, error)
+                }
+                try checkVersion(response)
+                guard response.status == .ok else {
+                    let body = try? await response.body.collect(upTo: 1 << 20)
+                    if let body,
+                        let reply = try? JSONDecoder.wire.decode(WireReply<WireDone>.self, from: Data(buffer: body)),
+                        case .error(let error) = reply
+                    {
+                        throw error.serving
+                    }
+                    throw ServingError(
+                        .unavailable, "worker \(node) answered \(call.name) with HTTP \(response.status.code)")
+                }
+                var pending = ByteBuffer()
+                var ended = false
+                do {
+                    for try await var chunk in response.body {
+                        pending.writeBuffer(&chunk)
+                        while let newline = pending.readableBytesView.firstIndex(of: 0x0A) {
+                            let length = newline - pending.readerIndex
+                            let line = pending.readSlice(length: length)!
+                            pending.moveReaderIndex(forwardBy: 1)
+                            switch try JSONDecoder.wire.decode(WireLine<Event>.self, from: Data(buffer: line)) {
+                            case .event(let event): continuation.yield(event)
+                            case .error(let error): throw error.serving
+                            case .end: ended = true
+                            }
+                        }
+                        pending.discardReadBytes()
+                        guard pending.readableBytes <= WorkerWire.maxCallBytes else {
+                            throw ServingError(.unavailable, "worker \(node) sent a line over 32 MiB")
+                        }
+                    }
+                } catch let error as ServingError {
+                    throw error
+                } catch let error as CancellationError {
+                    throw error
+                } catch let error as DecodingError {
+                    throw ServingError(
+                        .unavailable, "worker \(node) sent a line that is not a \(call.name) event: \(error)")
+                } catch {
+                    throw unreachable(call, error)
+                }
+                guard ended else {
+                    throw ServingError(
+                        .unavailable,
+                        "worker \(node) (\(url.absoluteString)) stopped sending \(call.name) before its end")
+                }
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: error)
+            }
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return events
+    }
+
+    private func checkVersion(_ response: HTTPClientResponse) throws {
+        let theirs = response.headers.first(name: WorkerWire.versionHeader)
+        guard theirs == String(WorkerWire.version) else {
+            throw ServingError(
+                .unavailable,
+                "\(url.absoluteString) speaks worker protocol \(theirs ?? "(none: not an sllm worker?)"), this controller \(WorkerWire.version): run one sllm version across the cluster"
+            )
+        }
+    }
+
+    private func unreachable(_ call: WorkerCall, _ error: any Error) -> ServingError {
+        if let serving = error as? ServingError { return serving }
+        return ServingError(
+            .unavailable, "worker \(node) (\(url.absoluteString)) cannot be reached for \(call.name): \(error)")
+    }
+}

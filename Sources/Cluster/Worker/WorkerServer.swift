@@ -1,0 +1,168 @@
+import Crypto
+import Foundation
+import HTTPTypes
+public import Hummingbird
+public import Logging
+import NIOCore
+import NIOFoundationCompat
+public import Serving
+
+/// A node's worker served over HTTP to the cluster's controllers (`sllm worker`): the
+/// ``Worker`` protocol as ``WorkerWire`` calls, behind the cluster token.
+///
+/// A stranger who reaches the port can run nothing and read nothing: every path but `/health`
+/// needs `Authorization: Bearer <cluster token>` (compared in constant time; 401 otherwise), and
+/// an unknown path answers 404 only after that check.
+public struct WorkerRoutes: Sendable {
+    let worker: any Worker
+    let tokenDigest: [UInt8]
+    let logger: Logger
+
+    /// - Parameter token: the cluster token (at least 16 bytes: a Kubernetes Secret's value).
+    public init(worker: any Worker, token: String, logger: Logger) throws(ServingError) {
+        guard token.utf8.count >= 16 else {
+            throw ServingError(.invalidRequest, "the cluster token must be at least 16 bytes (got \(token.utf8.count))")
+        }
+        self.worker = worker
+        tokenDigest = Array(SHA256.hash(data: Data(token.utf8)))
+        self.logger = logger
+    }
+
+    /// The router of a worker's HTTP server.
+    public func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.middlewares.add(TokenMiddleware(tokenDigest: tokenDigest))
+        router.get("health") { _, _ in "ok" }
+        router.post(RouterPath(WorkerWire.callPath)) { request, context in
+            try await handle(request, context: context)
+        }
+        return router
+    }
+
+    func handle(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let theirs = request.headers[HTTPField.Name(WorkerWire.versionHeader)!]
+        guard theirs == String(WorkerWire.version) else {
+            return Self.reply(
+                WireReply<WireDone>.error(
+                    WireError(
+                        ServingError(
+                            .invalidRequest,
+                            "worker protocol \(theirs ?? "(none)") is not this worker's (\(WorkerWire.version)): run one sllm version across the cluster"
+                        ))), status: .badRequest)
+        }
+        let call: WorkerCall
+        do {
+            let body = try await request.body.collect(upTo: WorkerWire.maxCallBytes)
+            call = try JSONDecoder.wire.decode(WorkerCall.self, from: Data(buffer: body))
+        } catch {
+            return Self.reply(
+                WireReply<WireDone>.error(WireError(ServingError(.invalidRequest, "not a worker call: \(error)"))),
+                status: .badRequest)
+        }
+        logger.debug("worker call", metadata: ["call": "\(call.name)"])
+        switch call {
+        case .inventory:
+            return Self.reply(WireReply.value(await worker.inventory()))
+        case .modelFacts(let model):
+            return await Self.unary { try await worker.modelFacts(model) }
+        case .resolve(let source):
+            return await Self.unary { try await worker.resolve(source) }
+        case .pull(let source, let name):
+            return Self.stream(worker.pull(source, as: name))
+        case .prefetch(let model, let tier):
+            return await Self.unary { try await worker.prefetch(model, into: tier) }
+        case .evict(let model, let tier):
+            return await Self.unary { try await worker.evict(model, from: tier) }
+        case .verifyCache(let model):
+            return await Self.unary { try await worker.verifyCache(model) }
+        case .startInstance(let spec):
+            return Self.stream(worker.startInstance(spec))
+        case .stopInstance(let id):
+            await worker.stopInstance(id)
+            return Self.reply(WireReply.value(WireDone()))
+        case .run(let job, let instance):
+            return Self.stream(worker.run(job, on: instance))
+        case .cancel(let job, let instance):
+            await worker.cancel(job: job, on: instance)
+            return Self.reply(WireReply.value(WireDone()))
+        case .snapshot(let job, let instance):
+            return Self.reply(WireReply.value(await worker.snapshot(job: job, on: instance)))
+        }
+    }
+
+    static func unary<Value: Codable & Sendable>(_ body: () async throws -> Value) async -> Response {
+        do { return reply(WireReply.value(try await body())) } catch {
+            return reply(WireReply<Value>.error(WireError(error)))
+        }
+    }
+
+    static func reply<Value>(_ reply: WireReply<Value>, status: HTTPResponse.Status = .ok) -> Response {
+        let data =
+            (try? JSONEncoder.wire.encode(reply))
+            ?? Data(#"{"error":{"_0":{"kind":"internalError","message":"unencodable reply"}}}"#.utf8)
+        return Response(
+            status: status, headers: headers(contentType: "application/json"),
+            body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// Events as they come, one JSON line each, then `end` (or the error that ended them). The
+    /// controller going away ends the writes, which ends the iteration and so the work (a
+    /// generation's job is cancelled as when a local consumer stops).
+    static func stream<Event: Codable & Sendable>(_ events: AsyncThrowingStream<Event, any Error>) -> Response {
+        Response(
+            status: .ok, headers: headers(contentType: "application/x-ndjson"),
+            body: ResponseBody { writer in
+                let encoder = JSONEncoder.wire
+                func line(_ line: WireLine<Event>) throws -> ByteBuffer {
+                    var data = try encoder.encode(line)
+                    data.append(0x0A)
+                    return ByteBuffer(bytes: data)
+                }
+                do {
+                    for try await event in events { try await writer.write(try line(.event(event))) }
+                    try await writer.write(try line(.end))
+                } catch let error as CancellationError {
+                    throw error
+                } catch {
+                    // An error of the work goes to the controller; a failed write (it left) ends here.
+                    try? await writer.write(try line(.error(WireError(error))))
+                }
+                try await writer.finish(nil)
+            })
+    }
+
+    static func headers(contentType: String) -> HTTPFields {
+        var headers = HTTPFields()
+        headers[.contentType] = contentType
+        headers[HTTPField.Name(WorkerWire.versionHeader)!] = String(WorkerWire.version)
+        return headers
+    }
+}
+
+/// Every path but `/health` needs the cluster token.
+struct TokenMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let tokenDigest: [UInt8]
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        if request.uri.path != "/health" {
+            let header = request.headers[.authorization] ?? ""
+            let given = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : ""
+            let digest = Array(SHA256.hash(data: Data(given.utf8)))
+            var difference: UInt8 = 0
+            for (a, b) in zip(digest, tokenDigest) { difference |= a ^ b }
+            guard difference == 0 else {
+                var headers = WorkerRoutes.headers(contentType: "application/json")
+                headers[.wwwAuthenticate] = "Bearer"
+                let body = try JSONEncoder.wire.encode(
+                    WireReply<WireDone>.error(
+                        WireError(ServingError(.unauthorized, "this worker needs the cluster token"))))
+                return Response(
+                    status: .unauthorized, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+            }
+        }
+        return try await next(request, context)
+    }
+}

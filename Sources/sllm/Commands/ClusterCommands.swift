@@ -1,0 +1,189 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Checkpoint
+import Cluster
+import Foundation
+import Hummingbird
+import Logging
+import Scheduling
+import ServiceLifecycle
+import Serving
+import Store
+import UnixSignals
+
+/// The cluster token from `--token-file` or `SLLM_CLUSTER_TOKEN` (a Kubernetes Secret gives either).
+struct ClusterTokenOptions: ParsableArguments {
+    @Option(
+        name: .customLong("token-file"),
+        help: "File holding the cluster token that controllers and workers share (else $SLLM_CLUSTER_TOKEN).")
+    var tokenFile: String?
+
+    func token() throws -> String {
+        if let tokenFile {
+            guard let data = FileManager.default.contents(atPath: tokenFile) else {
+                throw CommandFailure("cannot read the cluster token file \(tokenFile)")
+            }
+            return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        if let token = ProcessInfo.processInfo.environment["SLLM_CLUSTER_TOKEN"], !token.isEmpty { return token }
+        throw CommandFailure(
+            "the cluster needs a shared token: --token-file FILE or SLLM_CLUSTER_TOKEN (at least 16 bytes, e.g. `openssl rand -hex 32`)"
+        )
+    }
+}
+
+struct Controller: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract:
+            "Serve the OpenAI and admin APIs over the workers of a cluster, placing each cold start where it starts fastest.",
+        discussion: """
+            The same APIs, deployments and settings as `sllm serve`, with instances on the workers
+            given by --worker (each an `sllm worker`), placed by the locality-aware scheduler. Keep
+            the state in PostgreSQL (--state-url) to share it between controllers.
+
+            Example:
+              SLLM_CLUSTER_TOKEN=$(cat token) sllm controller --worker http://10.0.0.2:8344 \\
+                --worker http://10.0.0.3:8344 --state-url postgres://sllm@db/sllm
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var options: ServeOptions
+    @OptionGroup var cluster: ClusterTokenOptions
+    @Option(name: .customLong("worker"), help: "A worker's URL, http://HOST:PORT (repeatable; at least one).")
+    var workers: [String] = []
+
+    func validate() throws {
+        if workers.isEmpty { throw ValidationError("name at least one worker: --worker http://HOST:PORT") }
+        for worker in workers {
+            guard let url = URL(string: worker), url.scheme == "http" || url.scheme == "https", url.host != nil,
+                url.path.isEmpty || url.path == "/", url.query == nil
+            else {
+                throw ValidationError("--worker \(worker) is not a worker URL (http://HOST:PORT)")
+            }
+        }
+    }
+
+    func run() async throws {
+        LoggingBootstrap.once(level: global.verbose ? .debug : global.quiet ? .error : .info)
+        var configuration = try Serve.layered(global: global, config: options.config, flags: options.flagLayer)
+        // A controller holds no models: nothing is deployed by itself unless asked.
+        if options.defaultModel == nil && ProcessInfo.processInfo.environment["SLLM_DEFAULT_MODEL"] == nil {
+            configuration.defaultModel = ""
+        }
+        let token = try cluster.token()
+        let logger = Logger(label: "sllm.controller")
+        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        do {
+            try await run(configuration: configuration, token: token, client: client, logger: logger)
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+        try? await client.shutdown()
+    }
+
+    private func run(configuration: ServeConfiguration, token: String, client: HTTPClient, logger: Logger) async throws
+    {
+        var connected: [any Worker] = []
+        for address in workers {
+            let url = URL(string: address.hasSuffix("/") ? String(address.dropLast()) : address)!
+            do {
+                connected.append(try await RemoteWorker.connect(url: url, token: token, client: client, logger: logger))
+            } catch {
+                throw CommandFailure("worker \(address): \(error.message)")
+            }
+        }
+        let workers = connected
+        try await Serve.serve(
+            configuration, quiet: global.quiet,
+            what: "controller of \(workers.map(\.node.rawValue).joined(separator: ", "))"
+        ) { state in
+            let state: any StateStore =
+                try state ?? SQLiteStateStore(path: try Self.stateFile(configuration.dataDirectory))
+            return try await Server(
+                configuration: configuration, workers: workers,
+                placement: LocalityPlacement(assumedBandwidth: [.dram: 8e9, .ssd: 1e9, .remote: 1e8]), state: state,
+                logger: logger)
+        }
+    }
+
+    /// The SQLite file of a controller without `--state-url` (its data directory made if missing).
+    static func stateFile(_ directory: String) throws -> String {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        return directory + "/state.sqlite"
+    }
+}
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run this node for a cluster's controllers: its store, DRAM cache and instances, over HTTP.",
+        discussion: """
+            Serves the worker protocol on --host/--port behind the cluster token; the node's
+            settings (data directory, memory budget, DRAM cache, threads) are those of `sllm serve`
+            (flags below, SLLM_* variables, the config file).
+
+            Example: SLLM_CLUSTER_TOKEN=$(cat token) sllm worker --host 10.0.0.2 --port 8344
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var cluster: ClusterTokenOptions
+    @Option(help: "YAML config file (the keys of `sllm serve`).") var config: String?
+    @Option(help: "Address to bind (default 127.0.0.1).") var host = "127.0.0.1"
+    @Option(help: "Port (default 8344; 0 picks a free one).") var port = 8344
+    @Option(help: "This node's name in the cluster (default: the host name).") var node: String?
+    @Option(
+        name: [.customShort("t"), .customLong("threads")], help: "Compute threads per instance (default: all cores).")
+    var threads: Int?
+    @Option(name: .customLong("memory-budget"), help: "Memory for instances (default: half the RAM).")
+    var memoryBudget: String?
+    @Option(name: .customLong("dram-cache"), help: "DRAM checkpoint cache budget.") var dramCache: String?
+    @Option(name: .customLong("cache-dir"), help: "Where the DRAM cache lives.") var cacheDir: String?
+    @Flag(name: .customLong("dram-fill"), inversion: .prefixedNo, help: "Fill the DRAM pool in the background.")
+    var dramFill: Bool?
+
+    func run() async throws {
+        LoggingBootstrap.once(level: global.verbose ? .debug : global.quiet ? .error : .info)
+        var flags: [String: String] = [:]
+        flags["threads"] = threads.map(String.init)
+        flags["memory_budget"] = memoryBudget
+        flags["dram_cache"] = dramCache
+        flags["cache_dir"] = cacheDir.map(absolutePath)
+        flags["dram_fill"] = dramFill.map { $0 ? "true" : "false" }
+        let configuration = try Serve.layered(global: global, config: config, flags: flags)
+        let token = try cluster.token()
+        let logger = Logger(label: "sllm.worker")
+        let local: LocalWorker
+        let routes: WorkerRoutes
+        do {
+            local = try LocalWorker(configuration: configuration, node: node.map(NodeID.init), logger: logger)
+            routes = try WorkerRoutes(worker: local, token: token, logger: logger)
+        } catch {
+            throw CommandFailure(ServingError(error).message)
+        }
+        FileSystem.installCrashSocketCloser()
+        let quiet = global.quiet
+        let host = host
+        let app = Application(
+            router: routes.router(),
+            configuration: .init(address: .hostname(host, port: port), serverName: "sllm-worker"),
+            onServerRunning: { channel in
+                FileSystem.markDescriptorsCloseOnExec()
+                if !quiet {
+                    FileHandle.standardError.write(
+                        Data(
+                            "sllm worker \(local.node) serving on http://\(host):\(channel.localAddress?.port ?? 0) (worker protocol \(WorkerWire.version); data in \(configuration.dataDirectory))\n"
+                                .utf8))
+                }
+            },
+            logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: app)]
+                    + local.backgroundServices(configuration: configuration, logger: logger).map {
+                        .init(service: $0, successTerminationBehavior: .ignore)
+                    },
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        do { try await group.run() } catch { throw CommandFailure("worker: \(error)") }
+    }
+}

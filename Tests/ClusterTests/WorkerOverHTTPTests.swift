@@ -1,0 +1,245 @@
+import AsyncHTTPClient
+import Engine
+import Foundation
+import Logging
+import NIOCore
+import Scheduling
+import Serving
+import Store
+import TestSupport
+import Testing
+
+@testable import Cluster
+
+/// The worker protocol over HTTP (`sllm worker` and a controller's `RemoteWorker`): the same
+/// calls, events and errors as the in-process worker, behind the cluster token.
+@Suite(.serialized) struct WorkerOverHTTPTests {
+    static let prompt = [1, 504, 3458, 282, 253, 1193, 30, 2]
+
+    static func job(_ id: String) -> GenerationJob {
+        var sampling = SamplingParameters()
+        sampling.temperature = 0.9
+        sampling.seed = 42
+        var job = GenerationJob(id: id, prompt: prompt, sampling: sampling, maxTokens: 48, stop: [], logprobs: 2)
+        job.stopAtEndOfGeneration = false
+        return job
+    }
+
+    static func collect(_ stream: AsyncThrowingStream<GenerationEvent, any Error>) async throws -> (
+        tokens: [Int], summary: GenerationSummary?
+    ) {
+        var tokens: [Int] = []
+        var summary: GenerationSummary?
+        for try await event in stream {
+            switch event {
+            case .token(let output): if output.token >= 0 { tokens.append(output.token) }
+            case .finished(let done): summary = done
+            }
+        }
+        return (tokens, summary)
+    }
+
+    /// Start, generate, snapshot, cancel, resume and stop through the network client give what
+    /// the in-process worker gives; errors keep their kind.
+    @Test func everyCallCrossesTheWireAsItRunsInProcess() async throws {
+        let harness = try await WorkerHarness.start(node: "node-a")
+        defer { harness.remove() }
+        let remote = try await harness.remote()
+        #expect(remote.node.rawValue == "node-a")
+        let model = try ModelName("smollm2-135m")
+        let inventory = await remote.inventory()
+        #expect(inventory.node.rawValue == "node-a" && inventory.fastestTier(holding: model) == .ssd)
+        let facts = try await remote.modelFacts(model)
+        #expect(facts.weightBytes == (try await harness.local.modelFacts(model)).weightBytes)
+        #expect(try await remote.resolve("smollm2-135m").local == model)
+        // A store error keeps its kind (404, param `model`) across the wire.
+        await #expect {
+            try await remote.modelFacts(try ModelName("absent"))
+        } throws: { error in
+            (error as? ServingError)?.kind == .notFound && (error as? ServingError)?.param == "model"
+        }
+
+        let sizing = InstanceSizing(
+            requestedContext: 512, modelContext: facts.contextLength, maxSequences: 2, weightBytes: facts.weightBytes,
+            kvBytesPerPosition: facts.kvBytesPerPosition)
+        var started: InstanceInfo?
+        var progress = 0
+        for try await event in remote.startInstance(
+            InstanceSpec(id: "a", deployment: "d", model: model, sizing: sizing))
+        {
+            switch event {
+            case .loading: progress += 1
+            case .started(let info): started = info
+            }
+        }
+        #expect(started?.id == "a" && started?.contextLength == 512 && started?.tier == .ssd)
+        #expect(await remote.inventory().instances == ["a"])
+
+        // The same sampled job through the wire and in process: the same tokens, and logprobs
+        // (including masked -inf alternatives) survive the JSON.
+        let wire = try await Self.collect(remote.run(Self.job("wire"), on: "a"))
+        let local = try await Self.collect(harness.local.run(Self.job("local"), on: "a"))
+        #expect(wire.tokens.count == 48 && wire.tokens == local.tokens)
+        #expect(wire.summary?.completionTokens == 48 && wire.summary?.finishReason == .length)
+
+        // Snapshot a running job over the wire, cancel it, and resume it: the same sequence.
+        var head: [Int] = []
+        var snapshot: SequenceSnapshot?
+        for try await event in remote.run(Self.job("moved"), on: "a") {
+            guard case .token(let output) = event else { continue }
+            head.append(output.token)
+            if head.count == 5 {
+                snapshot = await remote.snapshot(job: "moved", on: "a")
+                await remote.cancel(job: "moved", on: "a")
+                break
+            }
+        }
+        let taken = try #require(snapshot)
+        // Resumed as a migration does: a job of its own continuing the snapshot.
+        var resumed = Self.job("moved-on")
+        resumed.resume = taken
+        let tail = try await Self.collect(remote.run(resumed, on: "a"))
+        #expect(Array(taken.tokens[taken.promptCount...]) + tail.tokens == wire.tokens)
+        #expect(await remote.snapshot(job: "moved", on: "nowhere") == nil)
+
+        // A job on an instance that is not there: the worker's own error, not a hang.
+        await #expect {
+            _ = try await Self.collect(remote.run(Self.job("lost"), on: "nowhere"))
+        } throws: { error in
+            error is ServingError
+        }
+        await remote.stopInstance("a")
+        #expect(await remote.inventory().instances.isEmpty)
+    }
+
+    /// A worker that dies mid-stream ends the controller's stream with an error naming it, never
+    /// with a normal finish; its last inventory stays what `inventory()` answers.
+    @Test func aWorkerThatDiesMidStreamIsAnErrorNotAnEnd() async throws {
+        let harness = try await WorkerHarness.start(node: "node-dies")
+        defer { harness.remove() }
+        let remote = try await harness.remote()
+        let model = try ModelName("smollm2-135m")
+        let facts = try await remote.modelFacts(model)
+        let sizing = InstanceSizing(
+            requestedContext: 512, modelContext: facts.contextLength, maxSequences: 1, weightBytes: facts.weightBytes,
+            kvBytesPerPosition: facts.kvBytesPerPosition)
+        for try await _ in remote.startInstance(InstanceSpec(id: "x", deployment: "d", model: model, sizing: sizing)) {}
+        var job = Self.job("long")
+        job.maxTokens = 400
+        var seen = 0
+        await #expect {
+            for try await event in remote.run(job, on: "x") {
+                guard case .token = event else { continue }
+                seen += 1
+                if seen == 3 { await harness.stop() }
+            }
+        } throws: { error in
+            guard let error = error as? ServingError else { return false }
+            return error.kind == .unavailable && error.message.contains("node-dies")
+        }
+        #expect(seen < 400)
+        #expect(await remote.inventory().node.rawValue == "node-dies")
+        await harness.local.stopInstance("x")
+    }
+
+    /// A stranger who reaches the port runs nothing and reads nothing, however the path is
+    /// spelled; a controller of another protocol version is refused with a reason.
+    @Test func strangersRunNothingAndReadNothing() async throws {
+        let harness = try await WorkerHarness.start(node: "node-guarded")
+        defer { harness.remove() }
+        let call = try JSONEncoder.wire.encode(WorkerCall.inventory)
+        let good = ["Authorization": "Bearer \(WorkerHarness.token)", WorkerWire.versionHeader: "1"]
+        func send(_ path: String, headers: [String: String], body: Data? = nil, method: String = "POST") async throws
+            -> RawResponse
+        {
+            var request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            for (name, value) in headers { request += "\(name): \(value)\r\n" }
+            let payload = body ?? Data()
+            request += "Content-Length: \(payload.count)\r\n\r\n"
+            return try await exchange(port: harness.port, Array(request.utf8) + Array(payload))
+        }
+        #expect(try await send("/worker/v1/call", headers: good, body: call).status == 200)
+        let spellings = [
+            "/worker/v1/call", "//worker/v1/call", "/worker/v1/call/", "/worker//v1/call", "/worker/v1/./call",
+            "/worker/v1/../v1/call", "/%77orker/v1/call", "/health/../worker/v1/call", "/WORKER/v1/call",
+            "/worker/v1/call?x=1", "/worker/v1/call%00", "/worker/v1/call#x",
+        ]
+        for path in spellings {
+            for headers in [
+                [WorkerWire.versionHeader: "1"], ["Authorization": "Bearer wrong", WorkerWire.versionHeader: "1"],
+                ["Authorization": "Bearer", WorkerWire.versionHeader: "1"],
+                ["Authorization": "bearer \(WorkerHarness.token)x", WorkerWire.versionHeader: "1"],
+            ] {
+                let response = try await send(path, headers: headers, body: call)
+                #expect(response.status == 401 || response.status == 400, "\(path) \(headers): \(response.status)")
+                #expect(!response.body.contains("node-guarded"), "\(path) leaked the inventory")
+            }
+        }
+        #expect(try await send("/health", headers: [:], method: "GET").status == 200)
+        #expect(try await send("/metrics", headers: [:], method: "GET").status == 401)
+        #expect(try await send("/nothing", headers: good, method: "GET").status == 404)
+        let old = try await send(
+            "/worker/v1/call", headers: ["Authorization": good["Authorization"]!, WorkerWire.versionHeader: "0"],
+            body: call)
+        #expect(old.status == 400 && old.body.contains("run one sllm version across the cluster"))
+        // The client refuses a server that is not a worker of its version, saying so.
+        await #expect {
+            try await RemoteWorker.connect(
+                url: harness.url, token: "another-cluster-token-000", client: WorkerHarness.client,
+                logger: .init(label: "test"))
+        } throws: { error in
+            (error as? ServingError)?.kind == .unauthorized
+        }
+    }
+
+    /// Mutated call bodies (with the token) get a 400 or a worker reply, never a 5xx, a trap or a
+    /// hang; the worker still answers afterwards. Bounded (`SLLM_FUZZ_ITERATIONS`, default 300).
+    @Test func mutatedCallsNeverTrapTheWorker() async throws {
+        let harness = try await WorkerHarness.start(node: "node-fuzz")
+        defer { harness.remove() }
+        let seeds: [WorkerCall] = [
+            .inventory, .modelFacts(try ModelName("smollm2-135m")), .resolve("smollm2-135m"),
+            .evict(try ModelName("smollm2-135m"), .dram), .stopInstance("none"),
+            .run(Self.job("j"), instance: "none"), .cancel(job: "j", instance: "none"),
+            .snapshot(job: "j", instance: "none"), .verifyCache(nil),
+        ]
+        let bodies = try seeds.map { try JSONEncoder.wire.encode($0) }
+        var random = SeededGenerator(seed: 0xC0FFEE)
+        let iterations = Int(ProcessInfo.processInfo.environment["SLLM_FUZZ_ITERATIONS"] ?? "") ?? 300
+        let alphabet = Array("{}[]\":,0123456789-eE.nulltruefalse\\u{}".utf8)
+        var statuses: [Int: Int] = [:]
+        for round in 0..<iterations {
+            var bytes = [UInt8](bodies[round % bodies.count])
+            for _ in 0..<Int.random(in: 1...4, using: &random) {
+                let position = Int.random(in: 0...bytes.count, using: &random)
+                switch Int.random(in: 0..<3, using: &random) {
+                case 0: bytes.insert(alphabet.randomElement(using: &random)!, at: position)
+                case 1 where position < bytes.count: bytes.remove(at: position)
+                default: if position < bytes.count { bytes[position] = UInt8.random(in: 0...255, using: &random) }
+                }
+            }
+            var request = "POST /worker/v1/call HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            request += "Authorization: Bearer \(WorkerHarness.token)\r\n\(WorkerWire.versionHeader): 1\r\n"
+            request += "Content-Length: \(bytes.count)\r\n\r\n"
+            let response = try await exchange(port: harness.port, Array(request.utf8) + bytes)
+            statuses[response.status, default: 0] += 1
+            #expect(response.status == 200 || response.status == 400, "round \(round): \(response.status)")
+        }
+        print("worker fuzz: \(iterations) bodies; statuses \(statuses.sorted { $0.key < $1.key })")
+        let remote = try await harness.remote()
+        #expect(await remote.inventory().node.rawValue == "node-fuzz")
+    }
+}
+
+/// Sends raw bytes as one request and reads the response, on a thread of its own.
+func exchange(port: Int, _ bytes: [UInt8]) async throws -> RawResponse {
+    try await onThread {
+        let connection = try RawConnection(port: port, timeout: 30)
+        _ = connection.send(bytes)
+        let received = connection.receive { RawResponse.parse($0) != nil }
+        guard let response = RawResponse.parse(received) else {
+            throw PostgresServerError("no complete response (got \(received.count) bytes)")
+        }
+        return response
+    }
+}
