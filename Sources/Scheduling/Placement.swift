@@ -117,3 +117,9 @@ public struct LocalityPlacement: Placement {
             .map { PlacementDecision(node: $0.0.node, tier: $0.0.tier, estimatedStartSeconds: $0.1) }
     }
 }
+
+extension LocalityPlacement {
+    /// Rates assumed for tiers a node has not measured yet (DRAM 8 GB/s, SSD 1 GB/s, the remote
+    /// store 100 MB/s): what a controller places with until its workers' own loads have run.
+    public static let untilMeasured: [CheckpointTier: Double] = [.dram: 8e9, .ssd: 1e9, .remote: 1e8]
+}

@@ -122,7 +122,9 @@ extension Tokenizer {
             var scores = [Float](repeating: -Float(merges.count + 1), count: size)
             for (rank, merge) in merges.enumerated() {
                 let merged = merge.replacingOccurrences(of: " ", with: "")
-                if let id = vocab[merged]?.intValue, scores[id] < -Float(rank) || scores[id] == -Float(merges.count + 1)
+                // A vocabulary id may be negative (such entries are left out above).
+                if let id = vocab[merged]?.intValue, scores.indices.contains(id),
+                    scores[id] < -Float(rank) || scores[id] == -Float(merges.count + 1)
                 {
                     scores[id] = -Float(rank)
                 }

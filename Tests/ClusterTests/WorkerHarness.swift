@@ -58,7 +58,7 @@ final class WorkerHarness: Sendable {
 
     func remove() { directory.remove() }
 
-    static let client = HTTPClient(eventLoopGroupProvider: .singleton)
+    static let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: RemoteWorker.clientConfiguration)
 
     func remote() async throws -> RemoteWorker {
         var logger = Logger(label: "test.remote")

@@ -135,7 +135,7 @@ import Testing
             }
         } throws: { error in
             guard let error = error as? ServingError else { return false }
-            return error.kind == .unavailable && error.message.contains("node-dies")
+            return error.kind == .workerLost && error.message.contains("node-dies")
         }
         #expect(seen < 400)
         #expect(await remote.inventory().node.rawValue == "node-dies")

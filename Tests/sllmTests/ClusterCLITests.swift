@@ -5,6 +5,9 @@ import Testing
 #if canImport(FoundationNetworking)
     import FoundationNetworking
 #endif
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// `sllm controller` over two `sllm worker` processes: deployments, completions and status go
 /// through the controller; instances run on the workers, behind the cluster token.
@@ -51,6 +54,7 @@ import Testing
             ["--port", String(controllerPort), "--worker", urls[0], "--worker", urls[1]], home: root.file("control"),
             environment: ["SLLM_CLUSTER_TOKEN": token], command: "controller")
         let server = try #require(controller.address(), "\(controller.output)")
+        try #require(controller.waitFor("[Serving] ready"), "\(controller.output)")
         defer { controller.stop() }
         #expect(controller.output.contains("controller of node-a, node-b"), "\(controller.output)")
         let env = ["SLLM_SERVER": "127.0.0.1:\(controllerPort)"]
@@ -72,12 +76,34 @@ import Testing
             } ?? []
         let node = instances.first?["node"] as? String
         #expect(node == "node-a" || node == "node-b", "\(String(describing: deployments))")
+        let ps = try runSLLM(["ps"], home: root.path, environment: env)
+        #expect(ps.stdout.contains("NODE") && ps.stdout.contains(node ?? "?"), "\(ps.stdout)")
+
+        // The worker holding the instance is killed: the request on it fails with `worker_lost`
+        // naming it, the instance is dropped, and the next request starts on the other worker.
+        let dying = node == "node-a" ? 0 : 1
+        kill(workers[dying].process.processIdentifier, SIGKILL)
+        workers[dying].process.waitUntilExit()
+        let (lost, failure) = try await Self.json(
+            server + "/v1/completions", body: ["model": "smollm2-135m", "prompt": "Hello", "max_tokens": 4])
+        let details = (failure as? [String: Any])?["error"] as? [String: Any]
+        #expect(lost == 503 && details?["code"] as? String == "worker_lost", "\(String(describing: failure))")
+        #expect((details?["message"] as? String)?.contains(node ?? "?") == true)
+        let (again, _) = try await Self.json(
+            server + "/v1/completions", body: ["model": "smollm2-135m", "prompt": "Hello", "max_tokens": 4])
+        #expect(again == 200)
+        let (_, after) = try await Self.json(server + "/admin/deployments")
+        let survivors =
+            (after as? [[String: Any]])?.flatMap {
+                (($0["status"] as? [String: Any])?["instances"] as? [[String: Any]]) ?? []
+            } ?? []
+        #expect(survivors.compactMap { $0["node"] as? String } == [dying == 0 ? "node-b" : "node-a"])
 
         // A controller given a wrong token cannot use the workers, and says which.
         let refused = try runSLLM(
-            ["controller", "--port", "0", "--worker", urls[0]], home: root.file("control-2"),
+            ["controller", "--port", "0", "--worker", urls[1 - dying]], home: root.file("control-2"),
             environment: ["SLLM_CLUSTER_TOKEN": "not-the-cluster-token-000"])
-        #expect(refused.status != 0 && refused.stderr.contains("worker \(urls[0])"), "\(refused.stderr)")
+        #expect(refused.status != 0 && refused.stderr.contains("worker \(urls[1 - dying])"), "\(refused.stderr)")
         #expect(controller.stop() == 0)
     }
 }

@@ -17,7 +17,7 @@ import Testing
 
         // The URL from the environment, as a Kubernetes Secret would give it.
         let first = try ServeProcess(arguments, home: home.path, environment: ["SLLM_STATE_URL": url])
-        try #require(first.address() != nil, "\(first.output)")
+        try #require(first.address() != nil && first.waitFor("[Serving] ready"), "\(first.output)")
         let deploy = try runSLLM(
             ["deploy", "smollm2-135m", "--name", "second", "--keep-alive", "7m"], home: home.path, environment: env)
         #expect(deploy.status == 0, "\(deploy.stderr)")
@@ -36,7 +36,8 @@ import Testing
 
         // A restart (the flag this time) finds everything; the default model is not deployed twice.
         let second = try ServeProcess(arguments + ["--state-url", url], home: home.path)
-        try #require(second.address() != nil, "\(second.output)")
+        // Listening comes before the deployments are restored; `ready` after.
+        try #require(second.address() != nil && second.waitFor("[Serving] ready"), "\(second.output)")
         let status = try runSLLM(["status"], home: home.path, environment: env)
         #expect(status.stdout.contains("second") && status.stdout.contains("7m"), "\(status.stdout)")
         let keys = try runSLLM(["keys", "list"], home: home.path, environment: env)

@@ -14,7 +14,7 @@ import Synchronization
 ///
 /// Errors come back as the worker's `ServingError`s (the same kind, message and field), so the
 /// controller answers a request as `sllm serve` would. A worker that cannot be reached fails the
-/// call with `.unavailable` naming it; a stream the worker stops sending (it died, the link broke)
+/// call with `.workerLost` naming it; a stream the worker stops sending (it died, the link broke)
 /// ends with that error, never as a normal finish.
 public final class RemoteWorker: Worker {
     public let node: NodeID
@@ -22,11 +22,27 @@ public final class RemoteWorker: Worker {
     private let token: String
     private let client: HTTPClient
     private let logger: Logger
-    /// The last inventory the worker sent (what `inventory()` answers while it cannot be reached).
+    /// The last inventory the worker sent (what `inventory()` answers, marked unreachable,
+    /// while it cannot be reached).
     private let lastInventory: Mutex<NodeInventory>
 
-    /// How long a call that does not stream may take (a prefetch reads a whole checkpoint).
-    static let callTimeout = TimeAmount.minutes(10)
+    /// How long a call that does not stream may take: an inventory is quick (a placement waits
+    /// on it, and a vanished host must not hold it), a prefetch reads a whole checkpoint.
+    static func timeout(of call: WorkerCall) -> TimeAmount {
+        switch call {
+        case .inventory: .seconds(5)
+        case .modelFacts, .resolve, .stopInstance, .cancel, .snapshot: .seconds(60)
+        case .prefetch, .evict, .verifyCache, .pull, .startInstance, .run: .minutes(10)
+        }
+    }
+
+    /// The HTTP client settings a controller's workers share: a host that does not accept a
+    /// connection within 3 s is unreachable.
+    public static var clientConfiguration: HTTPClient.Configuration {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout.connect = .seconds(3)
+        return configuration
+    }
     /// Streams run as long as their work: a generation, a pull of many gigabytes.
     static let streamTimeout = TimeAmount.hours(24)
 
@@ -68,9 +84,11 @@ public final class RemoteWorker: Worker {
             return inventory
         } catch {
             logger.warning(
-                "worker did not answer its inventory; using the last one",
+                "worker did not answer its inventory; it is passed over until it answers",
                 metadata: ["node": "\(node)", "error": "\(error)"])
-            return lastInventory.withLock { $0 }
+            var last = lastInventory.withLock { $0 }
+            last.unreachable = ServingError(error).message
+            return last
         }
     }
 
@@ -143,7 +161,7 @@ public final class RemoteWorker: Worker {
     func call<Value: Codable & Sendable>(_ call: WorkerCall, as: Value.Type) async throws -> Value {
         let response: HTTPClientResponse
         do {
-            response = try await client.execute(try request(call), timeout: Self.callTimeout)
+            response = try await client.execute(try request(call), timeout: Self.timeout(of: call))
         } catch {
             throw unreachable(call, error)
         }
@@ -219,7 +237,7 @@ public final class RemoteWorker: Worker {
                 }
                 guard ended else {
                     throw ServingError(
-                        .unavailable,
+                        .workerLost,
                         "worker \(node) (\(url.absoluteString)) stopped sending \(call.name) before its end")
                 }
                 continuation.finish()
@@ -241,9 +259,11 @@ public final class RemoteWorker: Worker {
         }
     }
 
+    /// The error of a call that did not reach the worker, or whose answer broke off: the
+    /// worker is lost to the instances on it (``ServingError/Kind/workerLost``).
     private func unreachable(_ call: WorkerCall, _ error: any Error) -> ServingError {
         if let serving = error as? ServingError { return serving }
         return ServingError(
-            .unavailable, "worker \(node) (\(url.absoluteString)) cannot be reached for \(call.name): \(error)")
+            .workerLost, "worker \(node) (\(url.absoluteString)) cannot be reached for \(call.name): \(error)")
     }
 }

@@ -206,7 +206,7 @@ actor Deployment {
                 failure = error
             }
             await self.release(lease, keepAlive: keepAlive)
-            if (failure as? ServingError)?.kind == .instanceFailed {
+            if let kind = (failure as? ServingError)?.kind, kind == .instanceFailed || kind == .workerLost {
                 await self.instanceBroke(lease.instance.id, failure!)
             }
             output.finish(throwing: failure)
@@ -415,8 +415,8 @@ actor Deployment {
         }
     }
 
-    /// An instance that can serve nothing more (its weights did not load) is stopped, its
-    /// memory returned; the next request starts a fresh one.
+    /// An instance that can serve nothing more (its weights did not load, or its worker is
+    /// gone) is stopped, its memory returned; the next request starts a fresh one.
     private func instanceBroke(_ id: String, _ error: any Error) async {
         guard started[id] != nil else { return }
         logger.error("deployment \(name): instance \(id) failed and is stopped: \(error)")

@@ -65,8 +65,13 @@ actor NodePool {
             model: model.rawValue, checkpointBytes: checkpointBytes, memoryBytes: memoryBytes)
         var facts: [NodeFacts] = []
         var budgets: [NodeID: Int] = [:]
+        var unreachable: [String] = []
         for node in nodes {
             let inventory = await node.worker.inventory()
+            if let reason = inventory.unreachable {
+                unreachable.append("\(node.id): unreachable (\(reason))")
+                continue
+            }
             budgets[node.id] = inventory.memoryBudgetBytes
             let idleBytes = (await idle?.candidates(node.id) ?? []).filter { $0.deployment != deployment }
                 .reduce(0) { $0 + $1.bytes }
@@ -88,7 +93,7 @@ actor NodePool {
             }
             throw ServingError(
                 .insufficientMemory,
-                "no node can start an instance of `\(deployment)` (needs \(formatBytes(Int64(memoryBytes)))): \(figures.joined(separator: "; "))"
+                "no node can start an instance of `\(deployment)` (needs \(formatBytes(Int64(memoryBytes)))): \((figures + unreachable).joined(separator: "; "))"
             )
         }
         let budget = budgets[node.id] ?? 0

@@ -26,6 +26,10 @@ public struct ServingError: Error, CustomStringConvertible, Sendable {
         /// The instance serving the request can serve nothing more: its weights did not load
         /// (a streamed load failed a checksum or a read). It is stopped; a retry starts another.
         case instanceFailed
+        /// The worker (another process, another node) running the instance cannot be reached:
+        /// it died, or the link to it broke. The instance is dropped; a retry starts another on a
+        /// node that answers.
+        case workerLost
         /// The node's disk is full.
         case insufficientStorage
         case internalError
@@ -62,7 +66,7 @@ public struct ServingError: Error, CustomStringConvertible, Sendable {
         case .notFound: return .notFound
         case .conflict: return .conflict
         case .queueFull: return .tooManyRequests
-        case .shuttingDown, .unavailable, .insufficientMemory, .instanceFailed: return .serviceUnavailable
+        case .shuttingDown, .unavailable, .insufficientMemory, .instanceFailed, .workerLost: return .serviceUnavailable
         case .insufficientStorage: return .init(code: 507, reasonPhrase: "Insufficient Storage")
         case .internalError: return .internalServerError
         }
@@ -79,7 +83,8 @@ public struct ServingError: Error, CustomStringConvertible, Sendable {
         case .unauthorized: return "authentication_error"
         case .forbidden: return "permission_error"
         case .queueFull: return "rate_limit_error"
-        case .shuttingDown, .unavailable, .insufficientMemory, .instanceFailed: return "service_unavailable_error"
+        case .shuttingDown, .unavailable, .insufficientMemory, .instanceFailed, .workerLost:
+            return "service_unavailable_error"
         case .insufficientStorage, .internalError: return "server_error"
         }
     }
@@ -95,6 +100,7 @@ public struct ServingError: Error, CustomStringConvertible, Sendable {
         case .shuttingDown: return "shutting_down"
         case .insufficientMemory: return "insufficient_memory"
         case .instanceFailed: return "model_load_failed"
+        case .workerLost: return "worker_lost"
         case .insufficientStorage: return "insufficient_storage"
         default: return nil
         }

@@ -73,11 +73,15 @@ public struct NodeInventory: Sendable, Codable, Equatable {
     public var instances: [String]
     /// Jobs running on the node's instances.
     public var runningJobs: Int
+    /// Why the node does not answer (a network worker's last inventory, kept while it cannot be
+    /// reached); nil while it answers. Placement passes such a node over.
+    public var unreachable: String?
 
     public init(
         node: NodeID, cores: Int, threadsPerInstance: Int, memoryBudgetBytes: Int, reservedBytes: Int,
-        dramBudgetBytes: Int, tiers: [TierInventory], instances: [String], runningJobs: Int
+        dramBudgetBytes: Int, tiers: [TierInventory], instances: [String], runningJobs: Int, unreachable: String? = nil
     ) {
+        self.unreachable = unreachable
         self.node = node
         self.cores = cores
         self.threadsPerInstance = threadsPerInstance

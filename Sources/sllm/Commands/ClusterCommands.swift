@@ -72,7 +72,7 @@ struct Controller: AsyncParsableCommand {
         }
         let token = try cluster.token()
         let logger = Logger(label: "sllm.controller")
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: RemoteWorker.clientConfiguration)
         do {
             try await run(configuration: configuration, token: token, client: client, logger: logger)
         } catch {
@@ -102,7 +102,7 @@ struct Controller: AsyncParsableCommand {
                 try state ?? SQLiteStateStore(path: try Self.stateFile(configuration.dataDirectory))
             return try await Server(
                 configuration: configuration, workers: workers,
-                placement: LocalityPlacement(assumedBandwidth: [.dram: 8e9, .ssd: 1e9, .remote: 1e8]), state: state,
+                placement: LocalityPlacement(assumedBandwidth: LocalityPlacement.untilMeasured), state: state,
                 logger: logger)
         }
     }

@@ -65,7 +65,7 @@ struct PS: AsyncParsableCommand {
     func run() async throws {
         let rows = try await server.call(.GET, "/admin/ps") as? [[String: Any]] ?? []
         if json { return printJSON(rows) }
-        var table = [["NAME", "INSTANCE", "STATE", "MEMORY", "IN-FLIGHT", "UNTIL"]]
+        var table = [["NAME", "INSTANCE", "NODE", "STATE", "MEMORY", "IN-FLIGHT", "UNTIL"]]
         for row in rows {
             let instance = row["instance"] as? [String: Any] ?? [:]
             let inFlight = instance["in_flight"] as? Int ?? 0
@@ -79,7 +79,7 @@ struct PS: AsyncParsableCommand {
             }
             table.append([
                 row["deployment"] as? String ?? "?", instance["id"] as? String ?? "?",
-                instance["state"] as? String ?? "?",
+                instance["node"] as? String ?? "-", instance["state"] as? String ?? "?",
                 formatBytes(Int64(instance["memory_bytes"] as? Int ?? 0)), String(inFlight), until,
             ])
         }

@@ -30,6 +30,7 @@ import Tokenizers
         (EngineError(.contextOverflow, "too long"), 400),
         (EngineError(.outOfMemory, "KV budget"), 503),
         (EngineError(.weightsUnavailable, "the weights of m did not load: tensor `blk.3` is corrupt"), 503),
+        (ServingError(.workerLost, "worker node-b cannot be reached for run"), 503),
         (SchedulingError(.invalidSetting, "keep_alive `soon`", field: "keep_alive"), 400),
         (TokenizerError(.malformed, "the template failed on message 2"), 400),
         (Errno(ENOSPC, operation: "write"), 507),
