@@ -142,6 +142,44 @@ import Testing
         await harness.local.stopInstance("x")
     }
 
+    /// A controller that stops reading a generation (its client left) ends the worker's job: the
+    /// HTTP request is cancelled, the worker's writes fail, and the job's slot is freed.
+    @Test func leavingAStreamCancelsTheJobOnTheWorker() async throws {
+        let harness = try await WorkerHarness.start(node: "node-leave")
+        defer { harness.remove() }
+        let remote = try await harness.remote()
+        let model = try ModelName("smollm2-135m")
+        let facts = try await remote.modelFacts(model)
+        let sizing = InstanceSizing(
+            requestedContext: 1024, modelContext: facts.contextLength, maxSequences: 1, weightBytes: facts.weightBytes,
+            kvBytesPerPosition: facts.kvBytesPerPosition)
+        for try await _ in remote.startInstance(InstanceSpec(id: "l", deployment: "d", model: model, sizing: sizing)) {}
+        var job = Self.job("left")
+        job.maxTokens = 900
+        var seen = 0
+        for try await event in remote.run(job, on: "l") {
+            guard case .token = event else { continue }
+            seen += 1
+            if seen == 3 { break }
+        }
+        #expect(seen == 3)
+        // The job ends on the worker long before its 900 tokens (a job left running is seen at 899
+        // before it ends): followed through its snapshots
+        // until it is gone (a job the cancellation missed would be seen growing to its end).
+        var furthest = 0
+        while let snapshot = await harness.local.snapshot(job: "left", on: "l") {
+            furthest = max(furthest, snapshot.tokens.count - snapshot.promptCount)
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(furthest < 600, "the job ran \(furthest) tokens after its reader left")
+        #expect(await harness.local.inventory().runningJobs == 0)
+        // The one slot is free again: a new job runs to its end.
+        var short = Self.job("after")
+        short.maxTokens = 4
+        #expect(try await Self.collect(remote.run(short, on: "l")).tokens.count == 4)
+        await remote.stopInstance("l")
+    }
+
     /// A stranger who reaches the port runs nothing and reads nothing, however the path is
     /// spelled; a controller of another protocol version is refused with a reason.
     @Test func strangersRunNothingAndReadNothing() async throws {
