@@ -46,9 +46,9 @@ public final class Server: Sendable {
     let metrics: ServingMetrics
     let lifecycle = ServerLifecycle()
     private let keys: KeyRing
-    private let workers: [any Worker]
-    /// This node's worker (inside `workers` when a test wraps it); nil for a cluster's controller,
-    /// whose workers are other processes.
+    /// This node's worker, whose background services the server runs (the deployments may reach
+    /// it through a test's wrapper); nil for a cluster's controller, whose workers are other
+    /// processes.
     private let localWorker: LocalWorker?
     private let logger: Logger
     private let group = Mutex<ServiceGroup?>(nil)
@@ -111,7 +111,6 @@ public final class Server: Sendable {
         self.configuration = configuration
         self.logger = logger
         localWorker = local
-        self.workers = workers
         keys = KeyRing(configuration: configuration, state: state, storedHashes: storedKeyHashes)
         if keys.required && !keys.hasAnyKey {
             throw ServingError(
