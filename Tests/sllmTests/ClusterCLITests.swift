@@ -59,6 +59,14 @@ import Testing
         #expect(controller.output.contains("controller of node-a, node-b"), "\(controller.output)")
         let env = ["SLLM_SERVER": "127.0.0.1:\(controllerPort)"]
 
+        // A controller given a wrong token cannot use the workers, and says which.
+        let refused = try runSLLM(
+            ["controller", "--port", "0", "--worker", urls[0]], home: root.file("control-2"),
+            environment: ["SLLM_CLUSTER_TOKEN": "not-the-cluster-token-000"])
+        #expect(
+            refused.status != 0 && refused.stderr.contains("worker \(urls[0])")
+                && refused.stderr.contains("cluster token"), "\(refused.stderr)")
+
         let deploy = try runSLLM(["deploy", "smollm2-135m", "--keep-alive", "-1"], home: root.path, environment: env)
         #expect(deploy.status == 0, "\(deploy.stderr)")
         let (status, answer) = try await Self.json(
@@ -79,31 +87,49 @@ import Testing
         let ps = try runSLLM(["ps"], home: root.path, environment: env)
         #expect(ps.stdout.contains("NODE") && ps.stdout.contains(node ?? "?"), "\(ps.stdout)")
 
-        // The worker holding the instance is killed: the request on it fails with `worker_lost`
-        // naming it, the instance is dropped, and the next request starts on the other worker.
-        let dying = node == "node-a" ? 0 : 1
-        kill(workers[dying].process.processIdentifier, SIGKILL)
-        workers[dying].process.waitUntilExit()
-        let (lost, failure) = try await Self.json(
+        // The worker holding the (idle) instance is killed: the next request, which had sent
+        // nothing when the worker was found lost, runs again on the other worker and succeeds.
+        let first = node == "node-a" ? 0 : 1
+        let second = 1 - first
+        kill(workers[first].process.processIdentifier, SIGKILL)
+        workers[first].process.waitUntilExit()
+        let (again, retried) = try await Self.json(
             server + "/v1/completions", body: ["model": "smollm2-135m", "prompt": "Hello", "max_tokens": 4])
-        let details = (failure as? [String: Any])?["error"] as? [String: Any]
-        #expect(lost == 503 && details?["code"] as? String == "worker_lost", "\(String(describing: failure))")
-        #expect((details?["message"] as? String)?.contains(node ?? "?") == true)
-        let (again, _) = try await Self.json(
-            server + "/v1/completions", body: ["model": "smollm2-135m", "prompt": "Hello", "max_tokens": 4])
-        #expect(again == 200)
+        #expect(again == 200, "\(String(describing: retried))")
         let (_, after) = try await Self.json(server + "/admin/deployments")
         let survivors =
             (after as? [[String: Any]])?.flatMap {
                 (($0["status"] as? [String: Any])?["instances"] as? [[String: Any]]) ?? []
             } ?? []
-        #expect(survivors.compactMap { $0["node"] as? String } == [dying == 0 ? "node-b" : "node-a"])
+        #expect(survivors.compactMap { $0["node"] as? String } == [second == 0 ? "node-a" : "node-b"])
+        #expect(controller.output.contains("running it on another instance"), "\(controller.output)")
 
-        // A controller given a wrong token cannot use the workers, and says which.
-        let refused = try runSLLM(
-            ["controller", "--port", "0", "--worker", urls[1 - dying]], home: root.file("control-2"),
-            environment: ["SLLM_CLUSTER_TOKEN": "not-the-cluster-token-000"])
-        #expect(refused.status != 0 && refused.stderr.contains("worker \(urls[1 - dying])"), "\(refused.stderr)")
+        // The other worker dies while it streams an answer: the stream ends with `worker_lost`
+        // naming it (tokens were sent, so it is not run again).
+        let body =
+            #"{"model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": true, "stream": true}"#
+        let victim = workers[second].process.processIdentifier
+        let streamed = try await onThread { () -> String in
+            let connection = try RawConnection(port: controllerPort, timeout: 60)
+            connection.send(
+                "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            )
+            var seen = connection.receive {
+                String(decoding: $0, as: UTF8.self).components(separatedBy: "data: {").count > 3
+            }
+            kill(victim, SIGKILL)
+            seen += connection.receive { String(decoding: $0, as: UTF8.self).contains("worker_lost") }
+            return String(decoding: seen, as: UTF8.self)
+        }
+        workers[second].process.waitUntilExit()
+        #expect(streamed.contains("worker_lost") && streamed.contains("node-"), "\(streamed.suffix(600))")
+
+        // No worker answers: a start names each as unreachable.
+        let (none, failure) = try await Self.json(
+            server + "/v1/completions", body: ["model": "smollm2-135m", "prompt": "Hello", "max_tokens": 4])
+        let message = ((failure as? [String: Any])?["error"] as? [String: Any])?["message"] as? String ?? ""
+        #expect(none == 503 && message.contains("unreachable"), "\(message)")
+
         #expect(controller.stop() == 0)
     }
 }

@@ -216,7 +216,7 @@ struct OpenAIRoutes: Sendable {
     // MARK: - Whole responses
 
     private func wholeResponse(_ prepared: Prepared, ticket: Deployment.Ticket) async throws -> Response {
-        let lease: Lease
+        var lease: Lease
         switch ticket {
         case .granted(let granted): lease = granted
         case .waiting(let id): lease = try await prepared.deployment.wait(for: id)
@@ -225,19 +225,26 @@ struct OpenAIRoutes: Sendable {
         var tokens: [TokenOutput] = []
         var summary: GenerationSummary?
         var firstToken: Double?
-        do {
-            for try await event in prepared.deployment.run(prepared.job, on: lease, keepAlive: prepared.keepAlive) {
-                switch event {
-                case .token(let output):
-                    if firstToken == nil { firstToken = seconds(since: prepared.arrival) }
-                    text += output.text
-                    if output.token >= 0 { tokens.append(output) }
-                case .finished(let done):
-                    summary = done
+        var retries = 0
+        while true {
+            do {
+                for try await event in prepared.deployment.run(prepared.job, on: lease, keepAlive: prepared.keepAlive) {
+                    switch event {
+                    case .token(let output):
+                        if firstToken == nil { firstToken = seconds(since: prepared.arrival) }
+                        text += output.text
+                        if output.token >= 0 { tokens.append(output) }
+                    case .finished(let done):
+                        summary = done
+                    }
                 }
+                break
+            } catch {
+                guard
+                    let retry = try await retryLost(error, prepared, sentNothing: firstToken == nil, retries: &retries)
+                else { throw ServingError(error) }
+                lease = retry
             }
-        } catch {
-            throw ServingError(error)
         }
         // The client went away (its connection closed): the job was cancelled.
         try Task.checkCancellation()
@@ -283,7 +290,7 @@ struct OpenAIRoutes: Sendable {
     private func stream(_ prepared: Prepared, ticket: Deployment.Ticket, into writer: inout any ResponseBodyWriter)
         async throws
     {
-        let lease: Lease
+        var lease: Lease
         do {
             lease = try await waitShowingProgress(prepared, ticket: ticket, writer: &writer)
         } catch is CancellationError {
@@ -309,32 +316,51 @@ struct OpenAIRoutes: Sendable {
                         choice: streamedChoice(.chat, #"{"role":"assistant","content":""}"#, logprobs: nil, finish: nil)
                     ), to: &writer)
             }
-            for try await event in prepared.deployment.run(prepared.job, on: lease, keepAlive: prepared.keepAlive) {
-                if lifecycle.mustCutStreams {
-                    throw ServingError(
-                        .shuttingDown, "the server shut down before this stream finished (its shutdown_timeout passed)")
-                }
-                switch event {
-                case .token(let output):
-                    if firstToken == nil { firstToken = seconds(since: prepared.arrival) }
-                    let logprobs: String? =
-                        prepared.logprobs && output.token >= 0
-                        ? (prepared.kind == .chat
-                            ? chatLogprobs([output]) : completionLogprobs([output], startOffset: offset)) : nil
-                    offset += output.text.utf8.count
-                    guard !output.text.isEmpty || logprobs != nil else { continue }
-                    let content =
-                        prepared.kind == .chat ? "{\"content\":" + JSONWriter.quote(output.text) + "}" : output.text
-                    let choice = streamedChoice(prepared.kind, content, logprobs: logprobs, finish: nil)
-                    try await send(chunk(prepared, object: chunkObject, choice: choice), to: &writer)
-                case .finished(let done):
-                    summary = done
-                    let choice = streamedChoice(
-                        prepared.kind, prepared.kind == .chat ? "{}" : "", logprobs: nil,
-                        finish: done.finishReason.rawValue)
-                    try await send(
-                        chunk(prepared, object: chunkObject, choice: choice, timings: timings(lease, summary: done)),
-                        to: &writer)
+            var retries = 0
+            while true {
+                do {
+                    for try await event in prepared.deployment.run(
+                        prepared.job, on: lease, keepAlive: prepared.keepAlive)
+                    {
+                        if lifecycle.mustCutStreams {
+                            throw ServingError(
+                                .shuttingDown,
+                                "the server shut down before this stream finished (its shutdown_timeout passed)")
+                        }
+                        switch event {
+                        case .token(let output):
+                            if firstToken == nil { firstToken = seconds(since: prepared.arrival) }
+                            let logprobs: String? =
+                                prepared.logprobs && output.token >= 0
+                                ? (prepared.kind == .chat
+                                    ? chatLogprobs([output]) : completionLogprobs([output], startOffset: offset)) : nil
+                            offset += output.text.utf8.count
+                            guard !output.text.isEmpty || logprobs != nil else { continue }
+                            let content =
+                                prepared.kind == .chat
+                                ? "{\"content\":" + JSONWriter.quote(output.text) + "}" : output.text
+                            let choice = streamedChoice(prepared.kind, content, logprobs: logprobs, finish: nil)
+                            try await send(chunk(prepared, object: chunkObject, choice: choice), to: &writer)
+                        case .finished(let done):
+                            summary = done
+                            let choice = streamedChoice(
+                                prepared.kind, prepared.kind == .chat ? "{}" : "", logprobs: nil,
+                                finish: done.finishReason.rawValue)
+                            try await send(
+                                chunk(
+                                    prepared, object: chunkObject, choice: choice,
+                                    timings: timings(lease, summary: done)),
+                                to: &writer)
+                        }
+                    }
+                    break
+                } catch {
+                    // Nothing of the answer was sent: a lost worker's request starts again elsewhere.
+                    guard
+                        let retry = try await retryLost(
+                            error, prepared, sentNothing: firstToken == nil, retries: &retries)
+                    else { throw error }
+                    lease = retry
                 }
             }
         } catch {
@@ -363,6 +389,20 @@ struct OpenAIRoutes: Sendable {
         }
         try? await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
         try? await writer.finish(nil)
+    }
+
+    /// A request whose worker was lost before it produced anything runs again on a new slot (the
+    /// lost instance is dropped, and placement passes its worker over): at most twice. Returns
+    /// the new lease, or nil when `error` is not that case (the caller reports it).
+    private func retryLost(_ error: any Error, _ prepared: Prepared, sentNothing: Bool, retries: inout Int)
+        async throws -> Lease?
+    {
+        guard (error as? ServingError)?.kind == .workerLost, sentNothing, retries < 2 else { return nil }
+        retries += 1
+        logger.warning(
+            "the worker of a request was lost before it answered; running it on another instance",
+            metadata: ["deployment": "\(prepared.deployment.name)", "error": "\(error)"])
+        return try await prepared.deployment.acquire()
     }
 
     /// Waits for the slot, sending `: loading 42%` comment lines every 250 ms meanwhile (OpenAI
