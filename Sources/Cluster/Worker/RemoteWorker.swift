@@ -25,6 +25,11 @@ public final class RemoteWorker: Worker {
     /// The last inventory the worker sent (what `inventory()` answers, marked unreachable,
     /// while it cannot be reached).
     private let lastInventory: Mutex<NodeInventory>
+    /// Set when a call could not reach the worker: until then, calls fail at once instead of
+    /// each waiting out the connect timeout (placement, stopping the lost instance and the
+    /// retried request all ask within that time).
+    private let lost = Mutex<(until: ContinuousClock.Instant, reason: String)?>(nil)
+    static let lostFor = Duration.seconds(2)
 
     /// How long a call that does not stream may take: an inventory is quick (a placement waits
     /// on it, and a vanished host must not hold it), a prefetch reads a whole checkpoint.
@@ -37,10 +42,10 @@ public final class RemoteWorker: Worker {
     }
 
     /// The HTTP client settings a controller's workers share: a host that does not accept a
-    /// connection within 3 s is unreachable.
+    /// connection within 1 s is unreachable (the client retries a refused connection within it).
     public static var clientConfiguration: HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration()
-        configuration.timeout.connect = .seconds(3)
+        configuration.timeout.connect = .seconds(1)
         return configuration
     }
     /// Streams run as long as their work: a generation, a pull of many gigabytes.
@@ -160,11 +165,7 @@ public final class RemoteWorker: Worker {
     /// Sends `call` and reads its whole answer.
     func call<Value: Codable & Sendable>(_ call: WorkerCall, as: Value.Type) async throws -> Value {
         let response: HTTPClientResponse
-        do {
-            response = try await client.execute(try request(call), timeout: Self.timeout(of: call))
-        } catch {
-            throw unreachable(call, error)
-        }
+        response = try await execute(call, timeout: Self.timeout(of: call))
         try checkVersion(response)
         let body: ByteBuffer
         do { body = try await response.body.collect(upTo: 1 << 30) } catch { throw unreachable(call, error) }
@@ -187,12 +188,7 @@ public final class RemoteWorker: Worker {
         let (events, continuation) = AsyncThrowingStream.makeStream(of: Event.self)
         let task = Task {
             do {
-                let response: HTTPClientResponse
-                do {
-                    response = try await client.execute(try request(call), timeout: Self.streamTimeout)
-                } catch {
-                    throw unreachable(call, error)
-                }
+                let response = try await execute(call, timeout: Self.streamTimeout)
                 try checkVersion(response)
                 guard response.status == .ok else {
                     let body = try? await response.body.collect(upTo: 1 << 20)
@@ -259,11 +255,33 @@ public final class RemoteWorker: Worker {
         }
     }
 
+    /// Sends `call`, unless the worker was found lost moments ago.
+    private func execute(_ call: WorkerCall, timeout: TimeAmount) async throws -> HTTPClientResponse {
+        if let lost = lost.withLock({ $0 }), ContinuousClock.now < lost.until {
+            throw ServingError(
+                .workerLost, "worker \(node) (\(url.absoluteString)) was lost moments ago (\(lost.reason))")
+        }
+        do {
+            let response = try await client.execute(try request(call), timeout: timeout)
+            lost.withLock { $0 = nil }
+            return response
+        } catch {
+            throw unreachable(call, error)
+        }
+    }
+
     /// The error of a call that did not reach the worker, or whose answer broke off: the
-    /// worker is lost to the instances on it (``ServingError/Kind/workerLost``).
+    /// worker is lost to the instances on it (``ServingError/Kind/workerLost``), and calls in
+    /// the next ``lostFor`` fail at once.
     private func unreachable(_ call: WorkerCall, _ error: any Error) -> ServingError {
         if let serving = error as? ServingError { return serving }
+        // A call its caller cancelled (a client that left) says nothing of the worker.
+        if Task.isCancelled || error is CancellationError {
+            return ServingError(.unavailable, "the call \(call.name) to worker \(node) was cancelled")
+        }
+        let reason = "\(error)"
+        lost.withLock { $0 = (ContinuousClock.now + Self.lostFor, reason) }
         return ServingError(
-            .workerLost, "worker \(node) (\(url.absoluteString)) cannot be reached for \(call.name): \(error)")
+            .workerLost, "worker \(node) (\(url.absoluteString)) cannot be reached for \(call.name): \(reason)")
     }
 }
