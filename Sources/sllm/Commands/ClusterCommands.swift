@@ -37,9 +37,7 @@ struct Controller: AsyncParsableCommand {
         abstract:
             "Serve the OpenAI and admin APIs over the workers of a cluster, placing each cold start where it starts fastest.",
         discussion: """
-            The same APIs, deployments and settings as `sllm serve`, with instances on the workers
-            given by --worker (each an `sllm worker`), placed by the locality-aware scheduler. Keep
-            the state in PostgreSQL (--state-url) to share it between controllers.
+            The same APIs, deployments and settings as `sllm serve`, with instances on the workers given by --worker (each an `sllm worker`), placed by the locality-aware scheduler. Keep the state in PostgreSQL (--state-url) to share it between controllers.
 
             Example:
               SLLM_CLUSTER_TOKEN=$(cat token) sllm controller --worker http://10.0.0.2:8344 \\
@@ -119,9 +117,7 @@ struct WorkerCommand: AsyncParsableCommand {
         commandName: "worker",
         abstract: "Run this node for a cluster's controllers: its store, DRAM cache and instances, over HTTP.",
         discussion: """
-            Serves the worker protocol on --host/--port behind the cluster token; the node's
-            settings (data directory, memory budget, DRAM cache, threads) are those of `sllm serve`
-            (flags below, SLLM_* variables, the config file).
+            Serves the worker protocol on --host/--port behind the cluster token. The node's settings (data directory, memory budget, DRAM cache, threads) are those of `sllm serve`: the flags below, SLLM_* variables, the config file.
 
             Example: SLLM_CLUSTER_TOKEN=$(cat token) sllm worker --host 10.0.0.2 --port 8344
             """)
@@ -129,8 +125,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var cluster: ClusterTokenOptions
     @Option(help: "YAML config file (the keys of `sllm serve`).") var config: String?
-    @Option(help: "Address to bind (default 127.0.0.1).") var host = "127.0.0.1"
-    @Option(help: "Port (default 8344; 0 picks a free one).") var port = 8344
+    @Option(help: "Address to bind.") var host = "127.0.0.1"
+    @Option(help: "Port (0 picks a free one).") var port = 8344
     @Option(help: "This node's name in the cluster (default: the host name).") var node: String?
     @Option(
         name: [.customShort("t"), .customLong("threads")], help: "Compute threads per instance (default: all cores).")

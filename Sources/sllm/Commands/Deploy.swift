@@ -77,10 +77,11 @@ struct Deploy: AsyncParsableCommand {
                 // Short polls at first, so a quick pull returns as soon as it ends (`sllm bench
                 // deploy` compares with `sllm pull` of the same file), then every 250 ms, so a
                 // long one does not fill the server's access log.
-                // A finished download is followed by a conversion that may take only a tenth of a
-                // second: poll closely then, so its phase is shown.
-                let downloaded = phase == "download" && total > 0 && done >= total
-                try await Task.sleep(for: .milliseconds(downloaded ? 20 : poll))
+                // The end of a download is followed by a conversion that may take only a tenth of
+                // a second: poll closely over the download's last tenth and after it, so the
+                // conversion's phase is shown (a 250 ms poll once skipped both).
+                let nearlyDownloaded = phase == "download" && total > 0 && done * 10 >= total * 9
+                try await Task.sleep(for: .milliseconds(nearlyDownloaded || phase == "convert" ? 20 : poll))
                 poll = min(250, poll * 5 / 4)
             case "failed":
                 bar.finish()
