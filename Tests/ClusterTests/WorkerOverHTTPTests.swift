@@ -25,6 +25,16 @@ import Testing
         return job
     }
 
+    /// Starts instance `id` of the real model on `worker` (one sequence of `context` positions).
+    static func startInstance(_ id: String, context: Int, on worker: any Worker) async throws {
+        let model = try ModelName("smollm2-135m")
+        let facts = try await worker.modelFacts(model)
+        let sizing = InstanceSizing(
+            requestedContext: context, modelContext: facts.contextLength, maxSequences: 1,
+            weightBytes: facts.weightBytes, kvBytesPerPosition: facts.kvBytesPerPosition)
+        for try await _ in worker.startInstance(InstanceSpec(id: id, deployment: "d", model: model, sizing: sizing)) {}
+    }
+
     static func collect(_ stream: AsyncThrowingStream<GenerationEvent, any Error>) async throws -> (
         tokens: [Int], summary: GenerationSummary?
     ) {
@@ -118,12 +128,7 @@ import Testing
         let harness = try await WorkerHarness.start(node: "node-dies")
         defer { harness.remove() }
         let remote = try await harness.remote()
-        let model = try ModelName("smollm2-135m")
-        let facts = try await remote.modelFacts(model)
-        let sizing = InstanceSizing(
-            requestedContext: 512, modelContext: facts.contextLength, maxSequences: 1, weightBytes: facts.weightBytes,
-            kvBytesPerPosition: facts.kvBytesPerPosition)
-        for try await _ in remote.startInstance(InstanceSpec(id: "x", deployment: "d", model: model, sizing: sizing)) {}
+        try await Self.startInstance("x", context: 512, on: remote)
         var job = Self.job("long")
         job.maxTokens = 400
         var seen = 0
@@ -148,12 +153,7 @@ import Testing
         let harness = try await WorkerHarness.start(node: "node-leave")
         defer { harness.remove() }
         let remote = try await harness.remote()
-        let model = try ModelName("smollm2-135m")
-        let facts = try await remote.modelFacts(model)
-        let sizing = InstanceSizing(
-            requestedContext: 1024, modelContext: facts.contextLength, maxSequences: 1, weightBytes: facts.weightBytes,
-            kvBytesPerPosition: facts.kvBytesPerPosition)
-        for try await _ in remote.startInstance(InstanceSpec(id: "l", deployment: "d", model: model, sizing: sizing)) {}
+        try await Self.startInstance("l", context: 1024, on: remote)
         var job = Self.job("left")
         job.maxTokens = 900
         var seen = 0
