@@ -132,4 +132,96 @@ import Testing
 
         #expect(controller.stop() == 0)
     }
+
+    /// The nodes `GET /admin/nodes` reports, by name, with their state.
+    static func nodeStates(_ server: String) async throws -> [String: String] {
+        let (_, nodes) = try await json(server + "/admin/nodes")
+        var states: [String: String] = [:]
+        for node in nodes as? [[String: Any]] ?? [] {
+            if let name = node["node"] as? String { states[name] = node["state"] as? String }
+        }
+        return states
+    }
+
+    /// Polls `/admin/nodes` until `check` holds (up to a minute); returns the seconds it took.
+    @discardableResult
+    static func waitForNodes(_ server: String, _ check: ([String: String]) -> Bool) async throws -> Double {
+        let start = ContinuousClock.now
+        var states: [String: String] = [:]
+        while ContinuousClock.now - start < .seconds(60) {
+            states = try await nodeStates(server)
+            if check(states) {
+                let elapsed = ContinuousClock.now - start
+                return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        Issue.record("nodes never reached the state wanted: \(states)")
+        return .infinity
+    }
+
+    /// Workers join a controller by their lease (`sllm worker --controller`): the controller is
+    /// ready once one has joined; a killed worker is lost once its lease runs out and its work
+    /// runs on the other; it joins again when restarted; a worker stopped with SIGTERM leaves.
+    @Test func workersJoinByTheirLease() async throws {
+        let root = try TemporaryDirectory("cluster-lease")
+        defer { root.remove() }
+        let token = "cluster-lease-test-token-0123456789"
+        let controllerPort = freeTCPPort()
+        let server = "http://127.0.0.1:\(controllerPort)"
+        let controller = try ServeProcess(
+            ["--port", String(controllerPort), "--worker-lease", "1500ms"], home: root.file("control"),
+            environment: ["SLLM_CLUSTER_TOKEN": token], command: "controller")
+        defer { controller.stop() }
+        _ = try #require(controller.address(), "\(controller.output)")
+        #expect(controller.waitFor("waiting for a worker to join"), "\(controller.output)")
+        let (notReady, _) = try await Self.json(server + "/ready")
+        #expect(notReady == 503)
+
+        func startWorker(_ node: String) throws -> ServeProcess {
+            let worker = try ServeProcess(
+                [
+                    "--port", "0", "--node", node, "--threads", "1", "--controller", server,
+                    "--cache-dir", root.file("\(node)-cache"), "--dram-cache", "256MiB",
+                ], home: root.file(node), environment: ["SLLM_CLUSTER_TOKEN": token], command: "worker")
+            _ = try #require(worker.address(), "\(worker.output)")
+            return worker
+        }
+        for node in ["node-a", "node-b"] { try await RealModel.link(into: root.file(node), as: "smollm2-135m") }
+        var workers = ["node-a": try startWorker("node-a"), "node-b": try startWorker("node-b")]
+        defer { workers.values.forEach { $0.stop() } }
+        try await Self.waitForNodes(server) { $0 == ["node-a": "alive", "node-b": "alive"] }
+        #expect(controller.waitFor("[Serving] ready"), "\(controller.output)")
+
+        let env = ["SLLM_SERVER": "127.0.0.1:\(controllerPort)"]
+        let deploy = try runSLLM(["deploy", "smollm2-135m", "--keep-alive", "-1"], home: root.path, environment: env)
+        #expect(deploy.status == 0, "\(deploy.stderr)")
+        let request: [String: Any] = ["model": "smollm2-135m", "prompt": "The capital of France is", "max_tokens": 4]
+        let (first, answer) = try await Self.json(server + "/v1/completions", body: request)
+        #expect(first == 200, "\(String(describing: answer))")
+        let ps = try runSLLM(["ps", "--json"], home: root.path, environment: env)
+        let rows = (try? JSONSerialization.jsonObject(with: Data(ps.stdout.utf8))) as? [[String: Any]] ?? []
+        let holder = try #require((rows.first?["instance"] as? [String: Any])?["node"] as? String, "\(ps.stdout)")
+        let other = holder == "node-a" ? "node-b" : "node-a"
+
+        // The holder dies: it is lost once its lease runs out, and the next request runs on the other.
+        kill(workers[holder]!.process.processIdentifier, SIGKILL)
+        workers[holder]!.process.waitUntilExit()
+        let detection = try await Self.waitForNodes(server) { $0[holder] == "lost" }
+        print("worker death detected in \(String(format: "%.2f", detection)) s (lease 1.5 s)")
+        #expect(controller.output.contains("node \(holder) lost: no lease renewal"), "\(controller.output)")
+        let (second, retried) = try await Self.json(server + "/v1/completions", body: request)
+        #expect(second == 200, "\(String(describing: retried))")
+        let status = try runSLLM(["status"], home: root.path, environment: env)
+        #expect(status.stdout.contains("NODE") && status.stdout.contains("\(holder)  lost"), "\(status.stdout)")
+
+        // Restarted, it joins again; stopped with SIGTERM, it leaves at once.
+        workers[holder] = try startWorker(holder)
+        try await Self.waitForNodes(server) { $0[holder] == "alive" && $0[other] == "alive" }
+        kill(workers[other]!.process.processIdentifier, SIGTERM)
+        #expect(workers[other]!.stop() == 0)
+        try await Self.waitForNodes(server) { $0[other] == "left" }
+        let (third, last) = try await Self.json(server + "/v1/completions", body: request)
+        #expect(third == 200, "\(String(describing: last))")
+    }
 }

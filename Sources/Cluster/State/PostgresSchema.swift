@@ -41,7 +41,24 @@ enum PostgresSchema {
                     admin boolean NOT NULL,
                     created_at timestamptz NOT NULL)
                 """,
-            ])
+            ]),
+        Migration(
+            version: 2, name: "workers and their leases",
+            statements: [
+                // One row per node: its current (or last) lease. Times are the database's clock.
+                """
+                CREATE TABLE worker (
+                    node text PRIMARY KEY,
+                    url text NOT NULL,
+                    boot text NOT NULL,
+                    state text NOT NULL CHECK (state IN ('alive', 'lost', 'left')),
+                    joined_at timestamptz NOT NULL,
+                    renewed_at timestamptz NOT NULL,
+                    expires_at timestamptz NOT NULL,
+                    reason text,
+                    inventory jsonb NOT NULL)
+                """
+            ]),
     ]
 
     /// The newest version this program knows.

@@ -30,6 +30,12 @@ public final class RemoteWorker: Worker {
     /// retried request all ask within that time).
     private let lost = Mutex<(until: ContinuousClock.Instant, reason: String)?>(nil)
     static let lostFor = Duration.seconds(2)
+    /// Set once the controller has given the node up (its lease ran out): every call fails
+    /// with it, now and from then on.
+    private let retired = Mutex<String?>(nil)
+    /// Calls in flight, cancelled when the worker is retired (a partitioned host would
+    /// otherwise hold them until their timeouts).
+    private let inFlight = Mutex<(next: Int, tasks: [Int: @Sendable () -> Void])>((0, [:]))
 
     /// How long a call that does not stream may take: an inventory is quick (a placement waits
     /// on it, and a vanished host must not hold it), a prefetch reads a whole checkpoint.
@@ -69,6 +75,59 @@ public final class RemoteWorker: Worker {
         }
         return RemoteWorker(
             node: inventory.node, url: url, token: token, client: client, logger: logger, inventory: inventory)
+    }
+
+    /// A worker that joined through its lease (``Membership``): its renewal named the node,
+    /// its URL and its inventory.
+    public static func registered(
+        node: NodeID, url: URL, token: String, client: HTTPClient, logger: Logger, inventory: NodeInventory
+    ) -> RemoteWorker {
+        RemoteWorker(node: node, url: url, token: token, client: client, logger: logger, inventory: inventory)
+    }
+
+    /// The inventory a renewal carried: what `inventory()` answers while the worker cannot be reached.
+    public func report(_ inventory: NodeInventory) {
+        lastInventory.withLock { $0 = inventory }
+    }
+
+    /// The node was given up: calls in flight end with `.workerLost` and `reason`, as do all later ones.
+    public func retire(_ reason: String) {
+        retired.withLock { $0 = reason }
+        let cancels = inFlight.withLock { state in
+            defer { state.tasks.removeAll() }
+            return Array(state.tasks.values)
+        }
+        for cancel in cancels { cancel() }
+    }
+
+    /// Runs `body` as a task that `retire` cancels.
+    private func tracked<Value: Sendable>(_ body: @escaping @Sendable () async throws -> Value) async throws -> Value {
+        let task = Task { try await body() }
+        let key = track { task.cancel() }
+        defer { untrack(key) }
+        return try await withTaskCancellationHandler {
+            try await task.value
+        } onCancel: {
+            task.cancel()
+        }
+    }
+
+    /// Registers how to cancel a call in flight (at once when the worker is already retired).
+    private func track(_ cancel: @escaping @Sendable () -> Void) -> Int {
+        let key = inFlight.withLock { state in
+            state.next += 1
+            state.tasks[state.next] = cancel
+            return state.next
+        }
+        if retired.withLock({ $0 }) != nil { cancel() }
+        return key
+    }
+
+    private func untrack(_ key: Int) { inFlight.withLock { _ = $0.tasks.removeValue(forKey: key) } }
+
+    /// The error of every call once the node was given up.
+    private var retirement: ServingError? {
+        retired.withLock { $0 }.map { ServingError(.workerLost, "worker \(node) (\(url.absoluteString)): \($0)") }
     }
 
     private init(node: NodeID, url: URL, token: String, client: HTTPClient, logger: Logger, inventory: NodeInventory) {
@@ -126,6 +185,8 @@ public final class RemoteWorker: Worker {
     }
 
     public func stopInstance(_ id: String) async {
+        // A node given up keeps nothing of this controller's: the returning worker is told then.
+        if retirement != nil { return }
         do { _ = try await call(.stopInstance(id), as: WireDone.self) } catch {
             logger.warning(
                 "cannot stop an instance", metadata: ["node": "\(node)", "instance": "\(id)", "error": "\(error)"])
@@ -163,7 +224,15 @@ public final class RemoteWorker: Worker {
     }
 
     /// Sends `call` and reads its whole answer.
-    func call<Value: Codable & Sendable>(_ call: WorkerCall, as: Value.Type) async throws -> Value {
+    func call<Value: Codable & Sendable>(_ call: WorkerCall, as type: Value.Type) async throws -> Value {
+        do {
+            return try await tracked { try await self.send(call, as: type) }
+        } catch {
+            throw retirement ?? error
+        }
+    }
+
+    private func send<Value: Codable & Sendable>(_ call: WorkerCall, as: Value.Type) async throws -> Value {
         let response: HTTPClientResponse
         response = try await execute(call, timeout: Self.timeout(of: call))
         try checkVersion(response)
@@ -238,10 +307,14 @@ public final class RemoteWorker: Worker {
                 }
                 continuation.finish()
             } catch {
-                continuation.finish(throwing: error)
+                continuation.finish(throwing: self.retirement ?? error)
             }
         }
-        continuation.onTermination = { _ in task.cancel() }
+        let key = track { task.cancel() }
+        continuation.onTermination = { _ in
+            task.cancel()
+            self.untrack(key)
+        }
         return events
     }
 
@@ -257,6 +330,7 @@ public final class RemoteWorker: Worker {
 
     /// Sends `call`, unless the worker was found lost moments ago.
     private func execute(_ call: WorkerCall, timeout: TimeAmount) async throws -> HTTPClientResponse {
+        if let retirement { throw retirement }
         if let lost = lost.withLock({ $0 }), ContinuousClock.now < lost.until {
             throw ServingError(
                 .workerLost, "worker \(node) (\(url.absoluteString)) was lost moments ago (\(lost.reason))")
@@ -275,6 +349,7 @@ public final class RemoteWorker: Worker {
     /// the next ``lostFor`` fail at once.
     private func unreachable(_ call: WorkerCall, _ error: any Error) -> ServingError {
         if let serving = error as? ServingError { return serving }
+        if let retirement { return retirement }
         // A call its caller cancelled (a client that left) says nothing of the worker.
         if Task.isCancelled || error is CancellationError {
             return ServingError(.unavailable, "the call \(call.name) to worker \(node) was cancelled")

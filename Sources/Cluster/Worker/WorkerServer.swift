@@ -139,15 +139,25 @@ public struct WorkerRoutes: Sendable {
     }
 }
 
-/// Every path but `/health` needs the cluster token.
+/// Every path but the open ones (a worker's `/health`) needs the cluster token.
 struct TokenMiddleware: RouterMiddleware {
     typealias Context = BasicRequestContext
     let tokenDigest: [UInt8]
+    var open: Set<String> = ["/health"]
+
+    init(tokenDigest: [UInt8], open: Set<String> = ["/health"]) {
+        self.tokenDigest = tokenDigest
+        self.open = open
+    }
+
+    init(token: String, open: Set<String>) {
+        self.init(tokenDigest: Array(SHA256.hash(data: Data(token.utf8))), open: open)
+    }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
-        if request.uri.path != "/health" {
+        if !open.contains(request.uri.path) {
             let header = request.headers[.authorization] ?? ""
             let given = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : ""
             let digest = Array(SHA256.hash(data: Data(given.utf8)))
@@ -158,7 +168,7 @@ struct TokenMiddleware: RouterMiddleware {
                 headers[.wwwAuthenticate] = "Bearer"
                 let body = try JSONEncoder.wire.encode(
                     WireReply<WireDone>.error(
-                        WireError(ServingError(.unauthorized, "this worker needs the cluster token"))))
+                        WireError(ServingError(.unauthorized, "this needs the cluster token"))))
                 return Response(
                     status: .unauthorized, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
             }

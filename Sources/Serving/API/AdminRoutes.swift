@@ -1,5 +1,5 @@
 import Checkpoint
-import Foundation
+public import Foundation
 import Hummingbird
 import NIOCore
 import Store
@@ -52,6 +52,7 @@ struct AdminRoutes: Sendable {
             }
             return try encode(rows)
         }
+        routes.add(.get, "admin/nodes", .admin) { _, _ in try encode(await registry.nodeReports()) }
         // Re-hashes DRAM copies now (of `model`, or of every cached model); corrupt ones are dropped.
         routes.add(.post, "admin/cache/verify", .admin) { request, _ in
             let body = try await decode(CacheVerifyRequest.self, from: request, allowEmpty: true)
@@ -59,7 +60,8 @@ struct AdminRoutes: Sendable {
             do { model = try body.model.map { try ModelName($0) } } catch {
                 throw ServingError(.notFound, "model `\(body.model ?? "")` is not in the store", param: "model")
             }
-            let results = try await registry.worker.verifyCache(model)
+            var results: [DRAMVerification] = []
+            for node in await registry.pool.nodes { results += try await node.worker.verifyCache(model) }
             return try encode(
                 CacheVerifyReport(verified: results, corrupt: results.filter { $0.corruptTensor != nil }.map(\.model)))
         }
@@ -140,4 +142,16 @@ public struct LoadedInstance: Sendable, Codable {
     public var deployment: String
     public var model: String
     public var instance: InstanceStatus
+}
+
+/// One node of `GET /admin/nodes`: a live one with its inventory, or one that was lost.
+public struct NodeReport: Sendable, Codable {
+    public var node: NodeID
+    /// `alive`, `unreachable` (a member that does not answer), or `lost`.
+    public var state: String
+    /// Why it is unreachable or was lost.
+    public var reason: String?
+    /// When it was lost.
+    public var since: Date?
+    public var inventory: NodeInventory?
 }

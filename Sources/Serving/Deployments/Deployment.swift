@@ -288,6 +288,21 @@ actor Deployment {
         return freed
     }
 
+    /// The instances placed on `node` (running or starting).
+    func instances(on node: NodeID) -> Set<String> {
+        Set(placed.filter { $0.value.node.id == node }.keys)
+    }
+
+    /// `node` was lost: its running instances are dropped (their jobs end with the worker's
+    /// error, and the autoscaler starts others as demand asks); starts under way there fail
+    /// with `.workerLost` and are placed again.
+    func nodeLost(_ node: NodeID, reason: String) async {
+        for id in instances(on: node) where started[id] != nil {
+            logger.warning("deployment \(name): instance \(id) dropped: node \(node) lost (\(reason))")
+            await stopNow(id)
+        }
+    }
+
     /// What `sllm status` and `sllm ps` show.
     func snapshot() -> DeploymentStatus {
         let instances = machine.instances.map { id, instance in
@@ -362,7 +377,23 @@ actor Deployment {
         }
     }
 
+    /// Starts an instance: placed on a node, then loaded there. A start whose node is lost
+    /// before it ends is placed again (on the nodes left), twice at most.
     private func start(_ id: String) async {
+        for attempt in 1...3 {
+            guard let failure = await startOnce(id) else { return }
+            guard failure.kind == .workerLost, attempt < 3, !deleted, machine.instances[id] != nil else {
+                logger.error("deployment \(name): instance failed to start: \(failure)")
+                perform(machine.instanceFailed(id, reason: failure.message))
+                return
+            }
+            logger.warning("deployment \(name): the node of starting instance \(id) was lost; placing it again")
+            progress.withLock { $0[id] = 0 }
+        }
+    }
+
+    /// One try at starting `id`: nil when it started (or was dropped meanwhile), else why not.
+    private func startOnce(_ id: String) async -> ServingError? {
         let sizing = self.sizing
         let instanceSpec = InstanceSpec(id: id, deployment: name, model: facts.name, sizing: sizing)
         let placement: NodePool.Placed
@@ -372,9 +403,7 @@ actor Deployment {
             placed[id] = placement
         } catch {
             progress.withLock { _ = $0.removeValue(forKey: id) }
-            logger.warning("deployment \(name): instance not started: \(error)")
-            perform(machine.instanceFailed(id, reason: "\(error)"))
-            return
+            return error
         }
         let decision = placement.decision
         logger.debug(
@@ -403,15 +432,23 @@ actor Deployment {
             if deleted || machine.instances[id] == nil {
                 await worker.stopInstance(id)
                 await releaseMemory(of: id)
-                return
+                return nil
+            }
+            // Its node was lost while the start's answer was on its way: start it elsewhere.
+            if await pool.node(placement.node.id) == nil {
+                started[id] = nil
+                lastUsed[id] = nil
+                await worker.stopInstance(id)
+                await releaseMemory(of: id)
+                return ServingError(.workerLost, "node \(placement.node.id) was lost as instance \(id) started")
             }
             perform(machine.instanceStarted(id), coldStart: true)
+            return nil
         } catch {
             await pool.loaded(placement)
             progress.withLock { _ = $0.removeValue(forKey: id) }
             await releaseMemory(of: id)
-            logger.error("deployment \(name): instance failed to start: \(error)")
-            perform(machine.instanceFailed(id, reason: "\(ServingError(error).message)"))
+            return ServingError(error)
         }
     }
 

@@ -16,9 +16,9 @@ actor DeploymentRegistry {
     /// The nodes instances run on (one for `sllm serve`), their memory budgets and the placement
     /// policy choosing among them.
     let pool: NodePool
-    /// The node models are pulled to and inspected on (the first; a cluster's nodes fetch from
-    /// it and each other).
-    nonisolated var worker: any Worker { pool.nodes[0].worker }
+    /// The node models are pulled to and inspected on (the first that joined and is still
+    /// here; a cluster's nodes fetch from it and each other).
+    func catalog() async throws(ServingError) -> any Worker { try await pool.catalog() }
     let state: any StateStore
     let metrics: ServingMetrics
     /// Tokenizers of deployed models (shared with the node's worker).
@@ -63,7 +63,11 @@ actor DeploymentRegistry {
         await pool.setIdleInstances(
             candidates: { [weak self] node in await self?.idleInstances(on: node) ?? [] },
             evict: { [weak self] candidate in await self?.evict(candidate) ?? 0 })
-        let inventory = await worker.inventory()
+        if await pool.nodes.isEmpty {
+            logger.info("waiting for a worker to join (`sllm worker --controller URL`)")
+            await pool.waitForNode()
+        }
+        let inventory = try await catalog().inventory()
         for spec in try await state.deployments() {
             // A pull cut short (crash, restart) resumes from the stored source; its download
             // continues where it stopped.
@@ -189,6 +193,7 @@ actor DeploymentRegistry {
         }
         // A source to pull is checked (by the worker, whose disk a path names) before the
         // deployment is accepted; it names the deployment as `sllm pull` would name the model.
+        let worker = try await catalog()
         let resolution = try await worker.resolve(source)
         let name: String
         do {
@@ -267,10 +272,14 @@ actor DeploymentRegistry {
     }
 
     func statuses() async -> [DeploymentReport] {
-        let inventory = await worker.inventory()
+        let inventories = await self.inventories()
+        // The tiers holding a model on any node, fastest first.
         func tiers(of model: String) -> [Tier] {
             guard let name = try? ModelName(model) else { return [] }
-            return inventory.tiers.filter { tier in tier.models.contains { $0.name == name } }.map(\.tier)
+            let held = inventories.flatMap { inventory in
+                inventory.tiers.filter { tier in tier.models.contains { $0.name == name } }.map(\.tier)
+            }
+            return [Tier.dram, .ssd, .remote].filter(held.contains)
         }
         var reports: [DeploymentReport] = []
         for name in names {
@@ -294,6 +303,59 @@ actor DeploymentRegistry {
             }
         }
         return reports
+    }
+
+    /// Every node's inventory, asked of all at once (an unreachable node answers its last one).
+    func inventories() async -> [NodeInventory] {
+        let nodes = await pool.nodes
+        return await withTaskGroup(of: (Int, NodeInventory).self) { group in
+            for (index, node) in nodes.enumerated() {
+                group.addTask { (index, await node.worker.inventory()) }
+            }
+            var answers: [(Int, NodeInventory)] = []
+            for await answer in group { answers.append(answer) }
+            return answers.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+    }
+
+    // MARK: - Nodes
+
+    /// A worker joined (or came back): placement sees it from now on.
+    func join(_ worker: any Worker) async {
+        await pool.add(worker)
+        logger.info("node \(worker.node) joined")
+        // Minimums that could not start for want of a node start now.
+        for deployment in deployments.values { await deployment.activate() }
+    }
+
+    /// A worker was lost (its lease ran out): placement stops seeing it, and every deployment
+    /// drops its instances there (their requests that had produced nothing run elsewhere, the
+    /// others end with `worker_lost`; starts under way there are placed again).
+    func leave(_ node: NodeID, reason: String, left: Bool = false) async {
+        guard await pool.remove(node, reason: reason, left: left) != nil else { return }
+        logger.warning("node \(node) lost: \(reason)")
+        for deployment in deployments.values { await deployment.nodeLost(node, reason: reason) }
+    }
+
+    /// Every node, live ones first (in the order they joined), then the lost ones.
+    func nodeReports() async -> [NodeReport] {
+        let live = await inventories().map { inventory in
+            NodeReport(
+                node: inventory.node, state: inventory.unreachable == nil ? "alive" : "unreachable",
+                reason: inventory.unreachable, since: nil, inventory: inventory)
+        }
+        let departed = await pool.departed.sorted { $0.key.rawValue < $1.key.rawValue }.map { node, lost in
+            NodeReport(
+                node: node, state: lost.left ? "left" : "lost", reason: lost.reason, since: lost.at, inventory: nil)
+        }
+        return live + departed
+    }
+
+    /// The instances the deployments have placed on `node` (running or starting).
+    func instances(on node: NodeID) async -> Set<String> {
+        var ids: Set<String> = []
+        for deployment in deployments.values { ids.formUnion(await deployment.instances(on: node)) }
+        return ids
     }
 
     /// Stops every instance (server shutdown).
@@ -327,7 +389,9 @@ actor DeploymentRegistry {
         async
     {
         var facts = known
-        if !pull, facts == nil, let name = try? ModelName(spec.model) { facts = try? await worker.modelFacts(name) }
+        if !pull, facts == nil, let name = try? ModelName(spec.model) {
+            facts = try? await catalog().modelFacts(name)
+        }
         if !pull, let facts, let deployment = try? makeDeployment(spec, facts: facts) {
             deployments[spec.name] = deployment
             Task { await deployment.activate() }
@@ -335,7 +399,7 @@ actor DeploymentRegistry {
         }
         // A deployment of a store model that is gone (`sllm rm --force`) has nothing to pull
         // from: say so instead of taking its name for a path.
-        if pull, source == nil, (try? await worker.resolve(spec.model)) == nil {
+        if pull, source == nil, (try? await catalog().resolve(spec.model)) == nil {
             let message =
                 "model `\(spec.model)` is no longer in the store (removed?); `sllm pull` it again, then restart or `sllm delete \(spec.name)`"
             let task = Task<Deployment, any Error> { throw ServingError(.unavailable, message) }
@@ -349,7 +413,7 @@ actor DeploymentRegistry {
             if let progress {
                 try await self.pull(source ?? spec.model, as: spec.name, progress: progress)
             }
-            let facts = try await self.worker.modelFacts(try ModelName(spec.model))
+            let facts = try await self.catalog().modelFacts(try ModelName(spec.model))
             return try self.makeDeployment(spec, facts: facts)
         }
         pending[spec.name] = PendingDeployment(spec: spec, task: task, progress: progress)
@@ -385,7 +449,7 @@ actor DeploymentRegistry {
 
     private func pull(_ source: String, as name: String, progress: PullProgress) async throws {
         logger.info("deployment \(name): pulling \(source)")
-        for try await event in worker.pull(source, as: try ModelName(name)) {
+        for try await event in try await catalog().pull(source, as: try ModelName(name)) {
             guard case .progress(let phase, let completed, let total) = event else { continue }
             let report = Checkpoint.Progress(phase: phase, completedBytes: completed, totalBytes: total)
             // The log shows each phase in steps of 10% (a server has no progress bar).

@@ -2,8 +2,8 @@ import Foundation
 import Scheduling
 import Store
 
-/// The nodes instances run on (one for `sllm serve`), and what is reserved of each node's
-/// memory budget. A start is placed by the registry's ``Placement`` from each node's facts (the
+/// The nodes instances run on (one for `sllm serve`; a controller's grow and shrink as workers
+/// join and are lost), and what is reserved of each node's memory budget. A start is placed by the registry's ``Placement`` from each node's facts (the
 /// fastest tier holding the model, the node's measured load bandwidths, its free memory and what
 /// its idle instances hold, the loads already under way there), then admitted on the chosen node
 /// by ``MemoryAdmission``: idle instances of other deployments on that node stop first, least
@@ -25,8 +25,14 @@ actor NodePool {
         let loadSeconds: Double
     }
 
-    nonisolated let nodes: [Node]
+    /// The nodes in the order they joined (`sllm serve`'s one node first and only).
+    private(set) var nodes: [Node]
     nonisolated let placement: any Placement
+    /// Nodes that were lost or left, why and when (what `GET /admin/nodes` shows beside the live
+    /// ones); the latest 256.
+    private(set) var departed: [NodeID: (reason: String, at: Date, left: Bool)] = [:]
+    /// Callers waiting for a first node (a controller before any worker joined).
+    private var awaitingNode: [CheckedContinuation<Void, Never>] = []
     /// Memory reserved on each node by instances running or starting there.
     private var reserved: [NodeID: Int] = [:]
     /// Expected seconds of the loads under way on each node (a new start queues behind them).
@@ -40,13 +46,55 @@ actor NodePool {
         )?
 
     init(workers: [any Worker], placement: any Placement) {
-        precondition(!workers.isEmpty, "a node pool needs a worker")
         nodes = workers.map { Node(id: $0.node, worker: $0) }
         self.placement = placement
     }
 
     /// The node of `id`, nil when the pool has no such node.
-    nonisolated func node(_ id: NodeID) -> Node? { nodes.first { $0.id == id } }
+    func node(_ id: NodeID) -> Node? { nodes.first { $0.id == id } }
+
+    /// Adds a node (a worker that joined), or replaces the worker of a node of that id.
+    func add(_ worker: any Worker) {
+        let node = Node(id: worker.node, worker: worker)
+        if let index = nodes.firstIndex(where: { $0.id == node.id }) {
+            nodes[index] = node
+        } else {
+            nodes.append(node)
+        }
+        departed[node.id] = nil
+        let waiting = awaitingNode
+        awaitingNode.removeAll()
+        for continuation in waiting { continuation.resume() }
+    }
+
+    /// Takes a node out (its worker was lost, or `left`): placement no longer sees it, and what was
+    /// reserved there is forgotten. Returns the node, nil when the pool had none of that id.
+    @discardableResult
+    func remove(_ id: NodeID, reason: String, left: Bool = false) -> Node? {
+        guard let index = nodes.firstIndex(where: { $0.id == id }) else { return nil }
+        reserved[id] = nil
+        loading[id] = nil
+        departed[id] = (reason, Date(), left)
+        if departed.count > 256, let oldest = departed.min(by: { $0.value.at < $1.value.at })?.key {
+            departed[oldest] = nil
+        }
+        return nodes.remove(at: index)
+    }
+
+    /// Returns once the pool has a node (at once when it has one).
+    func waitForNode() async {
+        guard nodes.isEmpty else { return }
+        await withCheckedContinuation { awaitingNode.append($0) }
+    }
+
+    /// The node models are pulled to and inspected on: the first that joined and is still here.
+    func catalog() throws(ServingError) -> any Worker {
+        guard let node = nodes.first else {
+            throw ServingError(
+                .unavailable, "no worker has joined this controller yet; start `sllm worker --controller`")
+        }
+        return node.worker
+    }
 
     func setIdleInstances(
         candidates: @escaping @Sendable (NodeID) async -> [MemoryAdmission.Candidate],
@@ -88,6 +136,12 @@ actor NodePool {
                     bandwidth: bandwidth, queuedSeconds: loading[node.id] ?? 0))
         }
         guard let decision = placement.place(request, on: facts), let node = node(NodeID(decision.node)) else {
+            if nodes.isEmpty {
+                throw ServingError(
+                    .unavailable,
+                    "no worker can start an instance of `\(deployment)`: none has joined\(departed.isEmpty ? "" : " (lost: \(departed.keys.map(\.rawValue).sorted().joined(separator: ", ")))")"
+                )
+            }
             let figures = facts.map {
                 "\($0.node): \(formatBytes(Int64($0.freeMemoryBytes))) free, \(formatBytes(Int64($0.idleMemoryBytes))) idle, checkpoint \($0.tier == .remote ? "not held" : "in \($0.tier.rawValue)")"
             }
@@ -98,6 +152,11 @@ actor NodePool {
         }
         let budget = budgets[node.id] ?? 0
         try await admit(memoryBytes, for: deployment, on: node.id, budget: budget)
+        // The node may have been lost while idle instances stopped to make room.
+        guard self.node(node.id) != nil else {
+            reserved[node.id] = nil
+            throw ServingError(.workerLost, "node \(node.id) was lost while its room was being made")
+        }
         let queued = facts.first { $0.node == decision.node }?.queuedSeconds ?? 0
         let loadSeconds = max(0, (decision.estimatedStartSeconds ?? queued) - queued)
         loading[node.id, default: 0] += loadSeconds

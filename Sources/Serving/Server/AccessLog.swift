@@ -24,7 +24,9 @@ struct AccessLogMiddleware: RouterMiddleware {
             let generation =
                 response.status == .ok && request.uri.path.contains("completions")
                 && Self.generationPaths.contains(RouterPath(request.uri.path).components.map(\.description))
-            if !generation {
+            // Lease renewals (several a second from each worker) are logged only at debug.
+            let renewal = response.status == .ok && request.uri.path == "/cluster/v1/lease"
+            if !generation && !renewal {
                 Self.log(logger, request, status: Int(response.status.code), start: start)
             }
             return response

@@ -92,6 +92,8 @@ extension KeyRing {
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = BasicRequestContext
     let keys: KeyRing
+    /// First path components whose routes authenticate themselves (``ServerExtension``).
+    var extensionPrefixes: Set<String> = []
 
     /// The paths (as the router's components) anyone may call.
     static let openPaths: Set<[String]> = [[], ["health"], ["ready"], ["metrics"]]
@@ -99,7 +101,10 @@ struct AuthMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
-        if keys.required, !Self.openPaths.contains(RouterPath(request.uri.path).components.map(\.description)) {
+        let components = RouterPath(request.uri.path).components.map(\.description)
+        if keys.required, !Self.openPaths.contains(components),
+            !(components.first.map(extensionPrefixes.contains) ?? false)
+        {
             try keys.authorize(request, for: .user)
         }
         return try await next(request, context)

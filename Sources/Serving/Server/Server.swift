@@ -1,10 +1,10 @@
 import Checkpoint
 import Foundation
-import Hummingbird
+public import Hummingbird
 public import Logging
 import NIOCore
 public import Scheduling
-import ServiceLifecycle
+public import ServiceLifecycle
 import Store
 import Synchronization
 import UnixSignals
@@ -54,6 +54,7 @@ public final class Server: Sendable {
     private let group = Mutex<ServiceGroup?>(nil)
     private let boundPort = Mutex<Int?>(nil)
     private let routeTable = Mutex<[RouteEntry]>([])
+    private let extensions = Mutex<[any ServerExtension]>([])
 
     /// Opens the data directory (store, DRAM cache, state database) and serves it with its
     /// in-process worker. Throws on bad settings.
@@ -91,12 +92,12 @@ public final class Server: Sendable {
     }
 
     /// A cluster's controller: the APIs and deployments over `workers` (network clients of other
-    /// processes), instances placed by the locality-aware `placement`, no store of its own.
+    /// processes; more join through ``join(_:)``), instances placed by `placement`, no store of
+    /// its own. With no worker yet, it is ready once the first joins.
     public convenience init(
         configuration: ServeConfiguration, workers: [any Worker], placement: any Placement, state: any StateStore,
         logger: Logger = Logger(label: "sllm.controller")
     ) async throws {
-        guard !workers.isEmpty else { throw ServingError(.invalidRequest, "a controller needs at least one worker") }
         try self.init(
             configuration: configuration, workers: workers, local: nil, placement: placement, state: state,
             storedKeyHashes: try await state.keyHashes(), tokenizers: TokenizerCache(), logger: logger,
@@ -124,6 +125,24 @@ public final class Server: Sendable {
             clock: clock, metrics: metrics, logger: logger)
     }
 
+    /// Adds routes and services of a layer above (a cluster's membership); call before `run`.
+    public func mount(_ serverExtension: any ServerExtension) {
+        extensions.withLock { $0.append(serverExtension) }
+    }
+
+    /// A node joined (a worker registered): placement sees it from now on.
+    public func join(_ worker: any Worker) async { await registry.join(worker) }
+
+    /// A node was lost (or left, `left`): its instances are dropped and their work placed again
+    /// where it can be.
+    public func leave(_ node: NodeID, reason: String, left: Bool = false) async {
+        await registry.leave(node, reason: reason, left: left)
+    }
+
+    /// The instances the deployments have placed on `node`: what a returning worker keeps (any
+    /// other instance it runs is stopped).
+    public func instances(on node: NodeID) async -> Set<String> { await registry.instances(on: node) }
+
     /// The port the server listens on once running (the configured one, or the one picked for port 0).
     public var port: Int? { boundPort.withLock { $0 } }
 
@@ -136,8 +155,10 @@ public final class Server: Sendable {
         let router = Router()
         router.middlewares.add(AccessLogMiddleware(logger: logger))
         router.middlewares.add(ErrorMiddleware())
-        router.middlewares.add(AuthMiddleware(keys: keys))
+        let mounted = extensions.withLock { $0 }
+        router.middlewares.add(AuthMiddleware(keys: keys, extensionPrefixes: Set(mounted.map(\.pathPrefix))))
         let routes = register(on: router)
+        for serverExtension in mounted { serverExtension.register(on: router) }
         routeTable.withLock { $0 = routes.entries }
 
         let connections = ConnectionCounter(limit: configuration.maxConnections)
@@ -169,7 +190,9 @@ public final class Server: Sendable {
                 .init(service: app),
                 .init(service: gate, successTerminationBehavior: .ignore),
             ]
-                + (localWorker?.backgroundServices(configuration: configuration, metrics: metrics, logger: logger) ?? [])
+                + ((localWorker?.backgroundServices(configuration: configuration, metrics: metrics, logger: logger)
+                ?? [])
+                + mounted.flatMap(\.services))
                 .map { .init(service: $0, successTerminationBehavior: .ignore) },
             gracefulShutdownSignals: signals ? [.sigterm, .sigint] : [],
             cancellationSignals: [],
@@ -273,6 +296,17 @@ public final class Server: Sendable {
         headers[.contentType] = "application/json"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
     }
+}
+
+/// Routes and services a layer above the server mounts on it (a cluster controller's worker
+/// membership). Requests under `pathPrefix` skip API keys: the extension authenticates them
+/// itself (the cluster token), with middleware on its own route group.
+public protocol ServerExtension: Sendable {
+    /// The first path component the extension's routes share (`cluster`).
+    var pathPrefix: String { get }
+    func register(on router: Router<BasicRequestContext>)
+    /// Run beside the server, stopped with it.
+    var services: [any Service] { get }
 }
 
 /// `GET /`: what is running and where to go.

@@ -37,21 +37,32 @@ struct Controller: AsyncParsableCommand {
         abstract:
             "Serve the OpenAI and admin APIs over the workers of a cluster, placing each cold start where it starts fastest.",
         discussion: """
-            The same APIs, deployments and settings as `sllm serve`, with instances on the workers given by --worker (each an `sllm worker`), placed by the locality-aware scheduler. Keep the state in PostgreSQL (--state-url) to share it between controllers.
+            The same APIs, deployments and settings as `sllm serve`, with instances on the cluster's workers, placed by the locality-aware scheduler. Workers join by themselves (`sllm worker --controller URL`) and stay members while they renew their lease (every --worker-lease / 3); one silent for --worker-lease is lost, its instances dropped and their work placed again. --worker names a worker to use without a lease. Keep the state in PostgreSQL (--state-url) to share it between controllers.
 
             Example:
-              SLLM_CLUSTER_TOKEN=$(cat token) sllm controller --worker http://10.0.0.2:8344 \\
-                --worker http://10.0.0.3:8344 --state-url postgres://sllm@db/sllm
+              SLLM_CLUSTER_TOKEN=$(cat token) sllm controller --host 10.0.0.1 --auth on \\
+                --state-url postgres://sllm@db/sllm
+              SLLM_CLUSTER_TOKEN=$(cat token) sllm worker --host 10.0.0.2 --controller http://10.0.0.1:8343
             """)
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var options: ServeOptions
     @OptionGroup var cluster: ClusterTokenOptions
-    @Option(name: .customLong("worker"), help: "A worker's URL, http://HOST:PORT (repeatable; at least one).")
+    @Option(
+        name: .customLong("worker"),
+        help:
+            "A worker's URL, http://HOST:PORT, used without a lease (repeatable; workers with --controller join by themselves)."
+    )
     var workers: [String] = []
+    @Option(
+        name: .customLong("worker-lease"),
+        help: "How long a worker stays a member without renewing its lease (it renews 3 times in it).")
+    var workerLease = "3s"
 
     func validate() throws {
-        if workers.isEmpty { throw ValidationError("name at least one worker: --worker http://HOST:PORT") }
+        guard let lease = parseDuration(workerLease), lease >= .milliseconds(300), lease <= .seconds(300) else {
+            throw ValidationError("--worker-lease \(workerLease) is not a duration from 300ms to 5m (e.g. 3s)")
+        }
         for worker in workers {
             guard let url = URL(string: worker), url.scheme == "http" || url.scheme == "https", url.host != nil,
                 url.path.isEmpty || url.path == "/", url.query == nil
@@ -92,17 +103,26 @@ struct Controller: AsyncParsableCommand {
             }
         }
         let workers = connected
-        try await Serve.serve(
-            configuration, quiet: global.quiet,
-            what: "controller of \(workers.map(\.node.rawValue).joined(separator: ", "))"
-        ) { state in
+        let lease = parseDuration(workerLease)!
+        let what =
+            workers.isEmpty
+            ? "controller; workers join with `sllm worker --controller URL`"
+            : "controller of \(workers.map(\.node.rawValue).joined(separator: ", ")); more join with --controller"
+        var leaseLog: PostgresLeaseLog?
+        try await Serve.serve(configuration, quiet: global.quiet, what: what) { database in
             let state: any StateStore =
-                try state ?? SQLiteStateStore(path: try Self.stateFile(configuration.dataDirectory))
-            return try await Server(
+                try database ?? SQLiteStateStore(path: try Self.stateFile(configuration.dataDirectory))
+            let server = try await Server(
                 configuration: configuration, workers: workers,
                 placement: LocalityPlacement(assumedBandwidth: LocalityPlacement.untilMeasured), state: state,
                 logger: logger)
+            leaseLog = database.map { PostgresLeaseLog(store: $0, logger: logger) }
+            let membership = Membership(
+                server: server, token: token, client: client, lease: lease, log: leaseLog, logger: logger)
+            server.mount(try MembershipRoutes(membership: membership, token: token))
+            return server
         }
+        await leaseLog?.flush()
     }
 
     /// The SQLite file of a controller without `--state-url` (its data directory made if missing).
@@ -117,9 +137,9 @@ struct WorkerCommand: AsyncParsableCommand {
         commandName: "worker",
         abstract: "Run this node for a cluster's controllers: its store, DRAM cache and instances, over HTTP.",
         discussion: """
-            Serves the worker protocol on --host/--port behind the cluster token. The node's settings (data directory, memory budget, DRAM cache, threads) are those of `sllm serve`: the flags below, SLLM_* variables, the config file.
+            Serves the worker protocol on --host/--port behind the cluster token, and joins the controllers given by --controller (the first that answers), renewing its lease while it runs; it leaves when stopped. The node's settings (data directory, memory budget, DRAM cache, threads) are those of `sllm serve`: the flags below, SLLM_* variables, the config file.
 
-            Example: SLLM_CLUSTER_TOKEN=$(cat token) sllm worker --host 10.0.0.2 --port 8344
+            Example: SLLM_CLUSTER_TOKEN=$(cat token) sllm worker --host 10.0.0.2 --controller http://10.0.0.1:8343
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -129,6 +149,15 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Port (0 picks a free one).") var port = 8344
     @Option(help: "This node's name in the cluster (default: the host name).") var node: String?
     @Option(
+        name: .customLong("controller"),
+        help: "A controller's URL, http://HOST:PORT, to join (repeatable: every controller of the cluster).")
+    var controllers: [String] = []
+    @Option(
+        help:
+            "The URL controllers reach this worker at (default: http://HOST:PORT as bound; needed when --host is 0.0.0.0)."
+    )
+    var advertise: String?
+    @Option(
         name: [.customShort("t"), .customLong("threads")], help: "Compute threads per instance (default: all cores).")
     var threads: Int?
     @Option(name: .customLong("memory-budget"), help: "Memory for instances (default: half the RAM).")
@@ -137,6 +166,19 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("cache-dir"), help: "Where the DRAM cache lives.") var cacheDir: String?
     @Flag(name: .customLong("dram-fill"), inversion: .prefixedNo, help: "Fill the DRAM pool in the background.")
     var dramFill: Bool?
+
+    func validate() throws {
+        for controller in controllers where LeaseRequest.checkedURL(controller) == nil {
+            throw ValidationError("--controller \(controller) is not a controller URL (http://HOST:PORT)")
+        }
+        if let advertise, LeaseRequest.checkedURL(advertise) == nil {
+            throw ValidationError("--advertise \(advertise) is not this worker's URL (http://HOST:PORT)")
+        }
+        if advertise == nil, !controllers.isEmpty, host == "0.0.0.0" || host == "::" {
+            throw ValidationError(
+                "--host \(host) is not an address controllers can reach: give --advertise http://ADDRESS:PORT")
+        }
+    }
 
     func run() async throws {
         LoggingBootstrap.once(level: global.verbose ? .debug : global.quiet ? .error : .info)
@@ -160,11 +202,13 @@ struct WorkerCommand: AsyncParsableCommand {
         FileSystem.installCrashSocketCloser()
         let quiet = global.quiet
         let host = host
+        let bound = BoundAddress()
         let app = Application(
             router: routes.router(),
             configuration: .init(address: .hostname(host, port: port), serverName: "sllm-worker"),
             onServerRunning: { channel in
                 FileSystem.markDescriptorsCloseOnExec()
+                await bound.set(channel.localAddress?.port ?? 0)
                 if !quiet {
                     FileHandle.standardError.write(
                         Data(
@@ -173,13 +217,46 @@ struct WorkerCommand: AsyncParsableCommand {
                 }
             },
             logger: logger)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: RemoteWorker.clientConfiguration)
+        var services: [any Service] = local.backgroundServices(configuration: configuration, logger: logger)
+        if !controllers.isEmpty {
+            let advertise = advertise
+            services.append(
+                LeaseRenewer(
+                    controllers: controllers.compactMap(LeaseRequest.checkedURL), worker: local,
+                    url: {
+                        if let advertise { return advertise }
+                        let port = await bound.port()
+                        return "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+                    },
+                    token: token, client: client, logger: logger))
+        }
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: app)]
-                    + local.backgroundServices(configuration: configuration, logger: logger).map {
-                        .init(service: $0, successTerminationBehavior: .ignore)
-                    },
+                    + services.map { .init(service: $0, successTerminationBehavior: .ignore) },
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        do { try await group.run() } catch { throw CommandFailure("worker: \(error)") }
+        do { try await group.run() } catch {
+            try? await client.shutdown()
+            throw CommandFailure("worker: \(error)")
+        }
+        try? await client.shutdown()
+    }
+}
+
+/// The port a server bound, for those that must wait for it (a worker's lease names its URL).
+actor BoundAddress {
+    private var bound: Int?
+    private var waiting: [CheckedContinuation<Int, Never>] = []
+
+    func set(_ port: Int) {
+        bound = port
+        for continuation in waiting { continuation.resume(returning: port) }
+        waiting.removeAll()
+    }
+
+    func port() async -> Int {
+        if let bound { return bound }
+        return await withCheckedContinuation { waiting.append($0) }
     }
 }

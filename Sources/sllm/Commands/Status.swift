@@ -51,6 +51,33 @@ struct Status: AsyncParsableCommand {
         }
         print(ModelSummary.table(rows))
         if instanceRows.count > 1 { print("\n" + ModelSummary.table(instanceRows)) }
+        let nodes = try await server.call(.GET, "/admin/nodes") as? [[String: Any]] ?? []
+        if !nodes.isEmpty { print("\n" + ModelSummary.table(Self.nodeRows(nodes))) }
+    }
+
+    /// The nodes table: each live node's cores, memory and DRAM cache use, its instances and
+    /// jobs; a lost or unreachable node with why.
+    static func nodeRows(_ nodes: [[String: Any]]) -> [[String]] {
+        var rows = [["NODE", "STATE", "CORES", "MEMORY", "DRAM CACHE", "INSTANCES", "JOBS", "NOTE"]]
+        for node in nodes {
+            let inventory = node["inventory"] as? [String: Any]
+            func bytes(_ key: String) -> String {
+                (inventory?[key] as? Int).map { formatBytes(Int64($0)) } ?? "-"
+            }
+            let dram = (inventory?["tiers"] as? [[String: Any]])?.first { $0["tier"] as? String == "dram" }
+            let dramHeld = dram?["used_bytes"] as? Int
+            var note = node["reason"] as? String ?? ""
+            if let since = node["since"] as? String { note = "since \(since): " + note }
+            rows.append([
+                node["node"] as? String ?? "?", node["state"] as? String ?? "?",
+                (inventory?["cores"] as? Int).map(String.init) ?? "-",
+                inventory == nil ? "-" : "\(bytes("reserved_bytes")) / \(bytes("memory_budget_bytes"))",
+                inventory == nil ? "-" : "\(formatBytes(Int64(dramHeld ?? 0))) / \(bytes("dram_budget_bytes"))",
+                (inventory?["instances"] as? [Any]).map { String($0.count) } ?? "-",
+                (inventory?["running_jobs"] as? Int).map(String.init) ?? "-", note.ifEmpty("-"),
+            ])
+        }
+        return rows
     }
 }
 

@@ -1,0 +1,82 @@
+import Foundation
+import HTTPTypes
+public import Hummingbird
+import NIOCore
+import NIOFoundationCompat
+public import ServiceLifecycle
+public import Serving
+
+/// The controller's side of the lease protocol, mounted on its HTTP server (`/cluster/...`):
+/// `POST /cluster/v1/lease` and `POST /cluster/v1/leave`, behind the cluster token and the
+/// worker protocol's version header, answered as ``WireReply``s.
+public struct MembershipRoutes: ServerExtension {
+    let membership: Membership
+    let token: String
+
+    public init(membership: Membership, token: String) throws(ServingError) {
+        guard token.utf8.count >= 16 else {
+            throw ServingError(.invalidRequest, "the cluster token must be at least 16 bytes (got \(token.utf8.count))")
+        }
+        self.membership = membership
+        self.token = token
+    }
+
+    public var pathPrefix: String { "cluster" }
+
+    public var services: [any Service] { [MembershipService(membership: membership)] }
+
+    public func register(on router: Router<BasicRequestContext>) {
+        let group = router.group("cluster").add(middleware: TokenMiddleware(token: token, open: []))
+        group.post("v1/lease") { request, _ in
+            await Self.answer(request, as: LeaseRequest.self) { lease in try await membership.renew(lease) }
+        }
+        group.post("v1/leave") { request, _ in
+            await Self.answer(request, as: LeaveRequest.self) { leave in
+                await membership.leave(leave)
+                return WireDone()
+            }
+        }
+    }
+
+    /// Checks the version header, reads the body as `Body` (bounded) and answers `handle`'s value
+    /// or error as a ``WireReply``.
+    static func answer<Body: Decodable & Sendable, Value: Codable & Sendable>(
+        _ request: Request, as: Body.Type, _ handle: (Body) async throws -> Value
+    ) async -> Response {
+        let theirs = request.headers[HTTPField.Name(WorkerWire.versionHeader)!]
+        guard theirs == String(WorkerWire.version) else {
+            return WorkerRoutes.reply(
+                WireReply<Value>.error(
+                    WireError(
+                        ServingError(
+                            .invalidRequest,
+                            "worker protocol \(theirs ?? "(none)") is not this controller's (\(WorkerWire.version)): run one sllm version across the cluster"
+                        ))), status: .badRequest)
+        }
+        let body: Body
+        do {
+            let buffer = try await request.body.collect(upTo: LeaseWire.maxBodyBytes)
+            body = try JSONDecoder.wire.decode(Body.self, from: Data(buffer: buffer))
+        } catch {
+            return WorkerRoutes.reply(
+                WireReply<Value>.error(WireError(ServingError(.invalidRequest, "not a \(Body.self): \(error)"))),
+                status: .badRequest)
+        }
+        do {
+            return WorkerRoutes.reply(WireReply.value(try await handle(body)))
+        } catch {
+            let serving = ServingError(error)
+            return WorkerRoutes.reply(WireReply<Value>.error(WireError(serving)), status: serving.status)
+        }
+    }
+}
+
+/// Ends the membership's watches when the controller stops.
+struct MembershipService: Service {
+    let membership: Membership
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await membership.close()
+    }
+}
