@@ -104,6 +104,18 @@ public struct DeploymentStateMachine {
         return actions
     }
 
+    /// An instance found already running (on a worker, after the controller restarted or took
+    /// over) joins as ready, when the deployment may have one more; nil when it may not (the
+    /// owner stops it).
+    public mutating func adopt(_ id: InstanceID) -> [Action]? {
+        guard !isDeleted, instances[id] == nil, live < settings.maxInstances else { return nil }
+        nextSerial += 1
+        instances[id] = Instance(state: .ready, serial: nextSerial)
+        var actions = drainQueue()
+        if instances[id]?.inFlight == 0 { actions += becameIdle(id) }
+        return actions
+    }
+
     /// Starting failed (load error, or the node's memory budget refused it).
     public mutating func instanceFailed(_ id: InstanceID, reason: String) -> [Action] {
         guard instances.removeValue(forKey: id) != nil else { return [] }

@@ -118,9 +118,10 @@ extension Duration {
 }
 
 @Suite(.serialized) struct MembershipTests {
-    /// A worker joins by renewing, is lost when it stops, and joins again when it comes back
-    /// (the same run: the instance the controller dropped meanwhile is stopped; a new run: a new
-    /// membership). Every step is recorded in PostgreSQL's `worker` table.
+    /// A worker joins by renewing, is lost when it stops, and joins again when it comes back (the
+    /// same run: its instance, still running, is adopted by its deployment, or stopped once the
+    /// deployment is gone; a new run: a new membership). Every step is recorded in PostgreSQL's
+    /// `worker` table.
     @Test func workersJoinAreLostAndComeBack() async throws {
         let postgres = try PostgresServer.start()
         let (database, url) = try postgres.createDatabase("membership")
@@ -156,13 +157,28 @@ extension Duration {
         #expect(lost.map(\.state) == ["lost"] && lost.first?.reason?.contains("no lease renewal") == true)
         #expect(await controller.server.instances(on: NodeID("node-m")).isEmpty)
 
-        // It comes back (the same run): it is a member again, and the instance nobody placed is stopped.
+        // It comes back (the same run): it is a member again, and the instance that ran on is
+        // adopted by its deployment (no second one is started for the minimum).
         renewing = controller.renew(worker, boot: "boot-1")
         try await controller.waitForMembers(["node-m"])
-        for _ in 0..<3000 where await worker.local.inventory().instances.contains(placed) {
+        for _ in 0..<3000 where await controller.server.instances(on: NodeID("node-m")).isEmpty {
             try await Task.sleep(for: .milliseconds(20))
         }
-        #expect(!(await worker.local.inventory().instances.contains(placed)))
+        #expect(await controller.server.instances(on: NodeID("node-m")) == [placed])
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(await worker.local.inventory().instances == [placed])
+
+        // Lost again; its deployment is deleted meanwhile: back, the instance nobody takes is stopped.
+        renewing.cancel()
+        _ = await renewing.value
+        try await controller.waitForMembers([], limit: .seconds(30))
+        try await controller.server.registry.delete("smollm2-135m")
+        renewing = controller.renew(worker, boot: "boot-1")
+        try await controller.waitForMembers(["node-m"])
+        for _ in 0..<3000 where await !worker.local.inventory().instances.isEmpty {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(await worker.local.inventory().instances.isEmpty)
 
         await controller.log?.flush()
         let row = try postgres.psql(

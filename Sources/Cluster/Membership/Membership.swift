@@ -82,17 +82,10 @@ public actor Membership {
         members[node] = Member(worker: worker, boot: request.boot, url: request.url, deadline: .now + lease)
         members[node]?.watch = Task { await self.watch(node, boot: request.boot) }
         log?.joined(request, lease: lease)
-        await server.join(worker)
         logger.info(
             "worker joined",
             metadata: ["node": "\(node)", "url": "\(request.url)", "cores": "\(request.inventory.cores)"])
-        // Instances it runs that no deployment here placed are stopped: their requests are gone.
-        let known = await server.instances(on: node)
-        for id in request.inventory.instances where !known.contains(id) {
-            logger.info(
-                "stopping an instance no deployment placed", metadata: ["node": "\(node)", "instance": "\(id)"])
-            await worker.stopInstance(id)
-        }
+        await server.join(worker, running: request.inventory.running)
         return grant
     }
 

@@ -293,6 +293,29 @@ actor Deployment {
         Set(placed.filter { $0.value.node.id == node }.keys)
     }
 
+    /// Takes an instance found running on `node` (a controller that restarted or took over
+    /// finds it in the worker's report) as one of this deployment's, ready and idle; false when
+    /// it is not of this deployment's model or the deployment is at its maximum (the caller
+    /// stops it then). An instance it already has counts as taken.
+    func adopt(_ info: InstanceInfo, on node: NodePool.Node) async -> Bool {
+        if machine.instances[info.id] != nil { return true }
+        guard info.deployment == name, info.model == facts.name, let actions = machine.adopt(info.id) else {
+            return false
+        }
+        let bytes = info.weightBytes + info.kvCacheBytes
+        placed[info.id] = NodePool.Placed(
+            node: node, bytes: bytes,
+            decision: PlacementDecision(
+                node: node.id.rawValue, tier: CheckpointTier(info.tier), estimatedStartSeconds: nil),
+            loadSeconds: 0)
+        started[info.id] = info
+        lastUsed[info.id] = clock.now
+        perform(actions)
+        await pool.reserve(bytes, on: node.id)
+        logger.info("deployment \(name): adopted instance \(info.id) running on \(node.id)")
+        return true
+    }
+
     /// `node` was lost: its running instances are dropped (their jobs end with the worker's
     /// error, and the autoscaler starts others as demand asks); starts under way there fail
     /// with `.workerLost` and are placed again.

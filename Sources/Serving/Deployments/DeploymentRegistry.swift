@@ -27,6 +27,9 @@ actor DeploymentRegistry {
     let clock: any SchedulerClock
     private let logger: Logger
     private var deployments: [String: Deployment] = [:]
+    /// Set once the stored deployments are back: from then on a joining node's running
+    /// instances are adopted at once (before, `restore` adopts them).
+    private var restored = false
     /// Deployments whose model is being pulled (or whose pull failed), with progress.
     private var pending: [String: PendingDeployment] = [:]
     /// Names of deployments being created (between their check and their activation).
@@ -68,12 +71,20 @@ actor DeploymentRegistry {
             await pool.waitForNode()
         }
         let inventory = try await catalog().inventory()
+        var restoredNow: [Deployment] = []
         for spec in try await state.deployments() {
             // A pull cut short (crash, restart) resumes from the stored source; its download
             // continues where it stopped.
             let held = inventory.fastestTier(holding: try ModelName(spec.model)) != nil
-            await activate(spec, pull: !held, source: spec.source)
+            if let deployment = await activate(spec, pull: !held, source: spec.source, start: false) {
+                restoredNow.append(deployment)
+            }
         }
+        // Instances still running on the nodes (this controller restarted, or took over from
+        // another) are adopted before minimums are started, so none is started twice.
+        restored = true
+        for node in await pool.nodes { await adoptRunning(on: node, await node.worker.inventory().running) }
+        for deployment in restoredNow { await deployment.activate() }
         if try await state.setting("default_deployed") == nil {
             try await state.setSetting("default_deployed", "1")
             if !configuration.defaultModel.isEmpty, deployments[configuration.defaultModel] == nil,
@@ -320,11 +331,14 @@ actor DeploymentRegistry {
 
     // MARK: - Nodes
 
-    /// A worker joined (or came back): placement sees it from now on.
-    func join(_ worker: any Worker) async {
+    /// A worker joined (or came back): placement sees it from now on. The instances it runs
+    /// (`running`, from its report) are adopted by their deployments, or stopped when none takes them.
+    func join(_ worker: any Worker, running: [InstanceInfo]) async {
         await pool.add(worker)
         logger.info("node \(worker.node) joined")
-        // Minimums that could not start for want of a node start now.
+        if restored, let node = await pool.node(worker.node) { await adoptRunning(on: node, running) }
+        // Minimums that could not start for want of a node start now (after adopting, so an
+        // instance that came back is not started twice).
         for deployment in deployments.values { await deployment.activate() }
     }
 
@@ -351,11 +365,28 @@ actor DeploymentRegistry {
         return live + departed
     }
 
+    /// Gives each instance running on `node` that no deployment has to its deployment; stops
+    /// those none takes (deleted meanwhile, at its maximum, another model).
+    private func adoptRunning(on node: NodePool.Node, _ running: [InstanceInfo]) async {
+        let known = await instances(on: node.id)
+        for info in running where !known.contains(info.id) {
+            if let deployment = deployments[info.deployment], await deployment.adopt(info, on: node) { continue }
+            logger.info("stopping instance \(info.id) on \(node.id): no deployment takes it")
+            await node.worker.stopInstance(info.id)
+        }
+    }
+
     /// The instances the deployments have placed on `node` (running or starting).
     func instances(on node: NodeID) async -> Set<String> {
         var ids: Set<String> = []
         for deployment in deployments.values { ids.formUnion(await deployment.instances(on: node)) }
         return ids
+    }
+
+    /// Ends the pulls under way and leaves instances running (a controller stopping: its workers
+    /// keep them, and the controller that runs next adopts them).
+    func detach() {
+        for pending in pending.values { pending.task.cancel() }
     }
 
     /// Stops every instance (server shutdown).
@@ -385,17 +416,20 @@ actor DeploymentRegistry {
 
     /// Makes a deployment live: at once when the worker holds its model (`facts` known or
     /// found), else after a background pull (or a retry that records why it fails).
-    private func activate(_ spec: DeploymentSpec, pull: Bool, source: String? = nil, facts known: ModelFacts? = nil)
-        async
-    {
+    /// - Parameter start: false to leave starting its minimum to the caller (restore adopts
+    ///   running instances first); the deployment made live at once is returned.
+    @discardableResult
+    private func activate(
+        _ spec: DeploymentSpec, pull: Bool, source: String? = nil, facts known: ModelFacts? = nil, start: Bool = true
+    ) async -> Deployment? {
         var facts = known
         if !pull, facts == nil, let name = try? ModelName(spec.model) {
             facts = try? await catalog().modelFacts(name)
         }
         if !pull, let facts, let deployment = try? makeDeployment(spec, facts: facts) {
             deployments[spec.name] = deployment
-            Task { await deployment.activate() }
-            return
+            if start { Task { await deployment.activate() } }
+            return deployment
         }
         // A deployment of a store model that is gone (`sllm rm --force`) has nothing to pull
         // from: say so instead of taking its name for a path.
@@ -405,7 +439,7 @@ actor DeploymentRegistry {
             let task = Task<Deployment, any Error> { throw ServingError(.unavailable, message) }
             pending[spec.name] = PendingDeployment(spec: spec, task: task, progress: nil, failure: message)
             logger.error("deployment \(spec.name): \(message)")
-            return
+            return nil
         }
         // Pull first (or retry opening the checkpoint, to record why it fails).
         let progress = pull ? PullProgress() : nil
@@ -425,6 +459,7 @@ actor DeploymentRegistry {
                 self.failActivation(spec.name, error: error)
             }
         }
+        return nil
     }
 
     private func finishActivation(_ deployment: Deployment) {

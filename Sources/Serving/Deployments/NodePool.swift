@@ -168,6 +168,12 @@ actor NodePool {
         loading[placed.node.id] = max(0, (loading[placed.node.id] ?? 0) - placed.loadSeconds)
     }
 
+    /// Reserves memory an instance found running takes (it is there: no admission).
+    func reserve(_ bytes: Int, on node: NodeID) {
+        guard self.node(node) != nil else { return }
+        reserved[node, default: 0] += bytes
+    }
+
     /// Returns memory reserved on a node.
     func release(_ bytes: Int, on node: NodeID) {
         reserved[node] = max(0, (reserved[node] ?? 0) - bytes)

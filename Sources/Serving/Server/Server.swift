@@ -130,8 +130,11 @@ public final class Server: Sendable {
         extensions.withLock { $0.append(serverExtension) }
     }
 
-    /// A node joined (a worker registered): placement sees it from now on.
-    public func join(_ worker: any Worker) async { await registry.join(worker) }
+    /// A node joined (a worker registered): placement sees it from now on, and the instances it
+    /// reports running are adopted by their deployments (or stopped when none takes them).
+    public func join(_ worker: any Worker, running: [InstanceInfo] = []) async {
+        await registry.join(worker, running: running)
+    }
 
     /// A node was lost (or left, `left`): its instances are dropped and their work placed again
     /// where it can be.
@@ -139,8 +142,7 @@ public final class Server: Sendable {
         await registry.leave(node, reason: reason, left: left)
     }
 
-    /// The instances the deployments have placed on `node`: what a returning worker keeps (any
-    /// other instance it runs is stopped).
+    /// The instances the deployments have placed on `node`.
     public func instances(on node: NodeID) async -> Set<String> { await registry.instances(on: node) }
 
     /// The port the server listens on once running (the configured one, or the one picked for port 0).
@@ -180,7 +182,8 @@ public final class Server: Sendable {
                 await onRunning(bound)
             },
             logger: logger)
-        let nodeService = NodeService(registry: registry, lifecycle: lifecycle, logger: logger)
+        let nodeService = NodeService(
+            registry: registry, lifecycle: lifecycle, stopInstances: localWorker != nil, logger: logger)
         let gate = ShutdownGate(lifecycle: lifecycle, deadline: configuration.shutdownTimeout)
         // Services shut down in reverse order: the gate first (new requests get 503), then the
         // HTTP server (stops accepting, waits for in-flight streams), then the node (instances).
@@ -316,10 +319,12 @@ private struct ServerSummary: Encodable {
     var links: [String: String]
 }
 
-/// Restores the deployments at start; stops every instance at shutdown.
+/// Restores the deployments at start; stops every instance at shutdown (`sllm serve`), or
+/// leaves them to the workers (a controller: the next one adopts them).
 private struct NodeService: Service {
     let registry: DeploymentRegistry
     let lifecycle: ServerLifecycle
+    let stopInstances: Bool
     let logger: Logger
 
     func run() async throws {
@@ -327,7 +332,7 @@ private struct NodeService: Service {
         lifecycle.markReady()
         logger.info("ready")
         try? await gracefulShutdown()
-        await registry.stopAll()
+        if stopInstances { await registry.stopAll() } else { await registry.detach() }
     }
 }
 

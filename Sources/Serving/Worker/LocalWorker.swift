@@ -86,7 +86,8 @@ public final class LocalWorker: Worker {
             memoryBudgetBytes: memoryBudgetBytes,
             reservedBytes: running.values.reduce(0) { $0 + $1.info.weightBytes + $1.info.kvCacheBytes },
             dramBudgetBytes: cache.budgetBytes, tiers: [tier(.dram, dram), tier(.ssd, ssd), tier(.remote, [])],
-            instances: running.keys.sorted(), runningJobs: runningJobs.load(ordering: .relaxed))
+            instances: running.keys.sorted(), running: running.values.map(\.info).sorted { $0.id < $1.id },
+            runningJobs: runningJobs.load(ordering: .relaxed))
     }
 
     /// The store's complete models (hidden partial and trash directories skipped) and their

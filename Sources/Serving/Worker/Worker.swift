@@ -71,6 +71,8 @@ public struct NodeInventory: Sendable, Codable, Equatable {
     public var tiers: [TierInventory]
     /// Instances running on the node.
     public var instances: [String]
+    /// What each of them is (a controller that restarted, or took over, adopts them from this).
+    public var running: [InstanceInfo]
     /// Jobs running on the node's instances.
     public var runningJobs: Int
     /// Why the node does not answer (a network worker's last inventory, kept while it cannot be
@@ -79,9 +81,11 @@ public struct NodeInventory: Sendable, Codable, Equatable {
 
     public init(
         node: NodeID, cores: Int, threadsPerInstance: Int, memoryBudgetBytes: Int, reservedBytes: Int,
-        dramBudgetBytes: Int, tiers: [TierInventory], instances: [String], runningJobs: Int, unreachable: String? = nil
+        dramBudgetBytes: Int, tiers: [TierInventory], instances: [String], running: [InstanceInfo] = [],
+        runningJobs: Int, unreachable: String? = nil
     ) {
         self.unreachable = unreachable
+        self.running = running
         self.node = node
         self.cores = cores
         self.threadsPerInstance = threadsPerInstance
