@@ -12,8 +12,9 @@ import Testing
 /// `sllm controller` over two `sllm worker` processes: deployments, completions and status go
 /// through the controller; instances run on the workers, behind the cluster token.
 @Suite struct ClusterCLITests {
-    static func json(_ url: String, body: [String: Any]? = nil) async throws -> (Int, Any?) {
+    static func json(_ url: String, body: [String: Any]? = nil, key: String? = nil) async throws -> (Int, Any?) {
         var request = URLRequest(url: URL(string: url)!)
+        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
         if let body {
             request.httpMethod = "POST"
             request.httpBody = try JSONSerialization.data(withJSONObject: body)
@@ -134,8 +135,8 @@ import Testing
     }
 
     /// The nodes `GET /admin/nodes` reports, by name, with their state.
-    static func nodeStates(_ server: String) async throws -> [String: String] {
-        let (_, nodes) = try await json(server + "/admin/nodes")
+    static func nodeStates(_ server: String, key: String? = nil) async throws -> [String: String] {
+        let (_, nodes) = try await json(server + "/admin/nodes", key: key)
         var states: [String: String] = [:]
         for node in nodes as? [[String: Any]] ?? [] {
             if let name = node["node"] as? String { states[name] = node["state"] as? String }
@@ -145,11 +146,13 @@ import Testing
 
     /// Polls `/admin/nodes` until `check` holds (up to a minute); returns the seconds it took.
     @discardableResult
-    static func waitForNodes(_ server: String, _ check: ([String: String]) -> Bool) async throws -> Double {
+    static func waitForNodes(_ server: String, key: String? = nil, _ check: ([String: String]) -> Bool) async throws
+        -> Double
+    {
         let start = ContinuousClock.now
         var states: [String: String] = [:]
         while ContinuousClock.now - start < .seconds(60) {
-            states = try await nodeStates(server)
+            states = try await nodeStates(server, key: key)
             if check(states) {
                 let elapsed = ContinuousClock.now - start
                 return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
@@ -223,5 +226,115 @@ import Testing
         try await Self.waitForNodes(server) { $0[other] == "left" }
         let (third, last) = try await Self.json(server + "/v1/completions", body: request)
         #expect(third == 200, "\(String(describing: last))")
+    }
+
+    /// Two controllers share one PostgreSQL database: one leads, the other forwards requests to
+    /// it and tells workers where it is. The leader is killed mid-stream: the stream ends with
+    /// `controller_lost`, the follower takes over, adopts the running instance (no cold start)
+    /// and serves; the old leader, restarted, follows; the new leader stopped with SIGTERM hands
+    /// over at once. Keys are required: a key made through the first leader works at the next.
+    @Test func controllersFailOver() async throws {
+        let postgres = try PostgresServer.start()
+        let (database, stateURL) = try postgres.createDatabase("ha")
+        let root = try TemporaryDirectory("cluster-ha")
+        defer { root.remove() }
+        let token = "cluster-ha-test-token-0123456789"
+        let admin = "cluster-ha-admin-key-0123456789"
+        let ports = [freeTCPPort(), freeTCPPort()]
+        let urls = ports.map { "http://127.0.0.1:\($0)" }
+        func startController(_ index: Int) throws -> ServeProcess {
+            let controller = try ServeProcess(
+                ["--port", String(ports[index]), "--state-url", stateURL, "--worker-lease", "2s", "--auth", "on"],
+                home: root.file("control-\(index)"),
+                environment: ["SLLM_CLUSTER_TOKEN": token, "SLLM_ADMIN_KEY": admin],
+                command: "controller")
+            _ = try #require(controller.address(), "\(controller.output)")
+            return controller
+        }
+        var controllers = [try startController(0)]
+        try #require(controllers[0].waitFor("leading the cluster"), "\(controllers[0].output)")
+        controllers.append(try startController(1))
+        defer { controllers.forEach { $0.stop() } }
+        try #require(controllers[1].waitFor("following"), "\(controllers[1].output)")
+
+        var workers: [ServeProcess] = []
+        for node in ["node-a", "node-b"] {
+            try await RealModel.link(into: root.file(node), as: "smollm2-135m")
+            let worker = try ServeProcess(
+                [
+                    "--port", "0", "--node", node, "--threads", "1", "--controller", urls[1], "--controller", urls[0],
+                    "--cache-dir", root.file("\(node)-cache"), "--dram-cache", "256MiB",
+                ], home: root.file(node), environment: ["SLLM_CLUSTER_TOKEN": token], command: "worker")
+            _ = try #require(worker.address(), "\(worker.output)")
+            workers.append(worker)
+        }
+        defer { workers.forEach { $0.stop() } }
+        // Through the follower: the nodes (the leader's), a deployment, an answer.
+        try await Self.waitForNodes(urls[1], key: admin) { $0 == ["node-a": "alive", "node-b": "alive"] }
+        let (followerReady, readiness) = try await Self.json(urls[1] + "/ready")
+        #expect(followerReady == 200 && "\(readiness ?? "")".contains("follower"))
+        let deploy = try runSLLM(
+            ["deploy", "smollm2-135m", "--keep-alive", "-1"], home: root.path,
+            environment: ["SLLM_SERVER": "127.0.0.1:\(ports[1])", "SLLM_API_KEY": admin])
+        #expect(deploy.status == 0, "\(deploy.stderr)")
+        // A user key made through the follower (by the leader, in the shared database).
+        let (created, made) = try await Self.json(urls[1] + "/admin/keys", body: ["name": "ha"], key: admin)
+        let userKey = try #require(
+            (made as? [String: Any])?["key"] as? String, "\(created) \(String(describing: made))")
+        let request: [String: Any] = ["model": "smollm2-135m", "prompt": "The capital of France is", "max_tokens": 4]
+        let (stranger, _) = try await Self.json(urls[1] + "/v1/completions", body: request)
+        #expect(stranger == 401)
+        let (first, answer) = try await Self.json(urls[1] + "/v1/completions", body: request, key: userKey)
+        #expect(first == 200, "\(String(describing: answer))")
+
+        // The leader dies while a stream passes through the follower.
+        let body =
+            #"{"model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": true, "stream": true}"#
+        let leader = controllers[0].process.processIdentifier
+        let followerPort = ports[1]
+        let streamed = try await onThread { () -> String in
+            let connection = try RawConnection(port: followerPort, timeout: 60)
+            connection.send(
+                "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(admin)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            )
+            var seen = connection.receive {
+                String(decoding: $0, as: UTF8.self).components(separatedBy: "data: {").count > 3
+            }
+            kill(leader, SIGKILL)
+            seen += connection.receive { String(decoding: $0, as: UTF8.self).contains("controller_lost") }
+            return String(decoding: seen, as: UTF8.self)
+        }
+        let killed = ContinuousClock.now
+        controllers[0].process.waitUntilExit()
+        #expect(streamed.contains("controller_lost"), "\(streamed.suffix(600))")
+
+        // The follower takes over and serves on the instance that ran on (adopted, no cold start).
+        var failover: Duration?
+        var served: [String: Any]?
+        while ContinuousClock.now - killed < .seconds(60) {
+            let (status, answer) = try await Self.json(urls[1] + "/v1/completions", body: request, key: userKey)
+            if status == 200 {
+                failover = ContinuousClock.now - killed
+                served = answer as? [String: Any]
+                break
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let took = try #require(failover, "\(controllers[1].output)")
+        print("controller failover: first answer \(took) after the leader was killed (worker lease 2 s)")
+        #expect(
+            (served?["timings"] as? [String: Any])?["cold_start"] as? Bool == false, "\(String(describing: served))")
+        #expect(controllers[1].output.contains("adopted instance"), "\(controllers[1].output)")
+        #expect(try postgres.psql(database, "SELECT epoch FROM leader") == "2")
+
+        // The old leader comes back as a follower; the new one, stopped, hands over at once.
+        controllers[0] = try startController(0)
+        try #require(controllers[0].waitFor("following"), "\(controllers[0].output)")
+        #expect(controllers[1].stop() == 0)
+        try #require(controllers[0].waitFor("leading the cluster"), "\(controllers[0].output)")
+        try await Self.waitForNodes(urls[0], key: admin) { $0["node-a"] == "alive" && $0["node-b"] == "alive" }
+        let (third, last) = try await Self.json(urls[0] + "/v1/completions", body: request, key: userKey)
+        #expect(third == 200, "\(String(describing: last))")
+        #expect(try postgres.psql(database, "SELECT epoch FROM leader") == "3")
     }
 }

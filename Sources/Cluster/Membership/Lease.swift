@@ -64,15 +64,21 @@ public struct LeaveRequest: Codable, Sendable, Equatable {
     }
 }
 
-/// The controller's answer to a renewal.
+/// The controller's answer to a renewal: a lease, or (from a controller that does not lead)
+/// where the leader is.
 public struct LeaseGrant: Codable, Sendable, Equatable {
-    /// Seconds after this renewal at which the worker is lost unless it renews again.
+    /// Seconds after this renewal at which the worker is lost unless it renews again (0: not granted).
     public var leaseSeconds: Double
     /// Seconds until the worker should renew.
     public var renewSeconds: Double
+    /// The leading controller's URL, when this one does not lead (nil while none is known).
+    public var leader: String?
 
-    public init(leaseSeconds: Double, renewSeconds: Double) {
+    public init(leaseSeconds: Double, renewSeconds: Double, leader: String? = nil) {
         self.leaseSeconds = leaseSeconds
         self.renewSeconds = renewSeconds
+        self.leader = leader
     }
+
+    public var granted: Bool { leaseSeconds > 0 }
 }

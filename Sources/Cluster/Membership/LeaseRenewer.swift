@@ -52,12 +52,29 @@ public struct LeaseRenewer: Service {
         var index = 0
         var joined: URL?
         var lastProblem = ""
+        /// The leader a controller that does not lead named: asked next.
+        var redirect: URL?
         let url = await self.url()
         while !Task.isCancelled {
-            let controller = controllers[index]
+            let controller = redirect ?? controllers[index]
+            redirect = nil
             do {
                 let request = LeaseRequest(node: worker.node, url: url, boot: boot, inventory: await worker.inventory())
                 let grant: LeaseGrant = try await post(LeaseWire.leasePath, request, to: controller)
+                guard grant.granted else {
+                    // Not the leader: go to the one it names, or on through the list.
+                    if let leader = grant.leader.flatMap(LeaseRequest.checkedURL), leader != controller {
+                        redirect = leader
+                    } else {
+                        index = (index + 1) % controllers.count
+                        if index == 0 { try await Task.sleep(for: .milliseconds(250)) }
+                    }
+                    if joined != nil {
+                        logger.info("the controller no longer leads", metadata: ["controller": "\(controller)"])
+                        joined = nil
+                    }
+                    continue
+                }
                 if joined != controller {
                     logger.info(
                         "joined the controller",

@@ -30,6 +30,8 @@ public actor Membership {
     /// How long a lease lasts after each renewal (a node silent this long is lost).
     public nonisolated let lease: Duration
     private let log: (any LeaseLog)?
+    /// Who leads, when several controllers share the state (nil: this one alone, always leading).
+    private let leadership: Leadership?
     private var members: [NodeID: Member] = [:]
     /// Nodes joining or being dropped: a renewal arriving meanwhile is granted and does nothing
     /// (the next one joins), so a join and a drop of one node never interleave.
@@ -40,8 +42,9 @@ public actor Membership {
     ///   - log: where leases are recorded for operators and other controllers (PostgreSQL), if anywhere.
     public init(
         server: Server, token: String, client: HTTPClient, lease: Duration = .seconds(3), log: (any LeaseLog)? = nil,
-        logger: Logger
+        leadership: Leadership? = nil, logger: Logger
     ) {
+        self.leadership = leadership
         self.server = server
         self.token = token
         self.client = client
@@ -61,6 +64,9 @@ public actor Membership {
     /// A worker's renewal (its first one makes it a member).
     public func renew(_ request: LeaseRequest) async throws(ServingError) -> LeaseGrant {
         if let problem = request.problem() { throw ServingError(.invalidRequest, "not a lease: \(problem)") }
+        if let leadership, !leadership.isLeader {
+            return LeaseGrant(leaseSeconds: 0, renewSeconds: 0, leader: leadership.leaderURL)
+        }
         let node = request.node
         if var member = members[node], member.boot == request.boot, member.url == request.url {
             member.deadline = .now + lease

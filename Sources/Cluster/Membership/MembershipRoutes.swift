@@ -1,6 +1,8 @@
+public import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 public import Hummingbird
+public import Logging
 import NIOCore
 import NIOFoundationCompat
 public import ServiceLifecycle
@@ -12,18 +14,42 @@ public import Serving
 public struct MembershipRoutes: ServerExtension {
     let membership: Membership
     let token: String
+    let forwarding: LeaderForwarding?
+    let leadership: Leadership?
 
-    public init(membership: Membership, token: String) throws(ServingError) {
+    /// - Parameters:
+    ///   - leadership: the campaign among controllers sharing the state (nil: this one alone);
+    ///     while it does not lead, requests are forwarded to the leader with `client`.
+    public init(
+        membership: Membership, token: String, leadership: Leadership? = nil, client: HTTPClient? = nil,
+        requestTimeout: Duration = .seconds(600), maxBodyBytes: Int = 8 << 20,
+        logger: Logger = Logger(label: "sllm.controller")
+    ) throws(ServingError) {
         guard token.utf8.count >= 16 else {
             throw ServingError(.invalidRequest, "the cluster token must be at least 16 bytes (got \(token.utf8.count))")
         }
         self.membership = membership
         self.token = token
+        self.leadership = leadership
+        if let leadership, let client {
+            forwarding = LeaderForwarding(
+                leadership: leadership, client: client,
+                timeout: .seconds(Int64(max(1, requestTimeout.components.seconds))), maxBodyBytes: maxBodyBytes,
+                logger: logger)
+        } else {
+            forwarding = nil
+        }
     }
 
     public var pathPrefix: String { "cluster" }
 
-    public var services: [any Service] { [MembershipService(membership: membership)] }
+    public var services: [any Service] {
+        [MembershipService(membership: membership)] + (leadership.map { [LeadershipService($0)] } ?? [])
+    }
+
+    public func addMiddleware(to router: Router<BasicRequestContext>) {
+        if let forwarding { router.middlewares.add(forwarding) }
+    }
 
     public func register(on router: Router<BasicRequestContext>) {
         let group = router.group("cluster").add(middleware: TokenMiddleware(token: token, open: []))

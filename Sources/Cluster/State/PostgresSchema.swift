@@ -59,6 +59,21 @@ enum PostgresSchema {
                     inventory jsonb NOT NULL)
                 """
             ]),
+        Migration(
+            version: 3, name: "the leading controller's lease",
+            statements: [
+                // One row: the controller that leads, until when (the database's clock), and the
+                // epoch, bumped at each change of leader.
+                """
+                CREATE TABLE leader (
+                    id integer PRIMARY KEY CHECK (id = 1),
+                    holder text NOT NULL,
+                    url text NOT NULL,
+                    epoch bigint NOT NULL,
+                    renewed_at timestamptz NOT NULL,
+                    expires_at timestamptz NOT NULL)
+                """
+            ]),
     ]
 
     /// The newest version this program knows.

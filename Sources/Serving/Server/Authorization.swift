@@ -36,12 +36,16 @@ final class Routes {
 
     private let router: Router<BasicRequestContext>
     private let keys: KeyRing
+    private let lifecycle: ServerLifecycle?
     /// Every route registered so far.
     private(set) var entries: [RouteEntry] = []
 
-    init(router: Router<BasicRequestContext>, keys: KeyRing) {
+    /// - Parameter lifecycle: when given, a route that is not open waits for the server to be
+    ///   ready (its deployments restored) before it answers.
+    init(router: Router<BasicRequestContext>, keys: KeyRing, lifecycle: ServerLifecycle? = nil) {
         self.router = router
         self.keys = keys
+        self.lifecycle = lifecycle
     }
 
     func add(_ method: HTTPRequest.Method, _ path: String, _ access: RouteAccess, _ handler: @escaping Handler) {
@@ -52,8 +56,10 @@ final class Routes {
                 "open route \(path) is missing from AuthMiddleware.openPaths")
         }
         let keys = self.keys
+        let lifecycle = access == .open ? nil : self.lifecycle
         router.on(RouterPath(path), method: method) { request, context in
             try keys.authorize(request, for: access)
+            try await lifecycle?.awaitReady()
             return try await handler(request, context)
         }
     }
@@ -94,6 +100,9 @@ struct AuthMiddleware: RouterMiddleware {
     let keys: KeyRing
     /// First path components whose routes authenticate themselves (``ServerExtension``).
     var extensionPrefixes: Set<String> = []
+    /// While the server is not ready, a key it does not know waits for it: the keys are read
+    /// again as it becomes ready (a controller taking over).
+    var lifecycle: ServerLifecycle?
 
     /// The paths (as the router's components) anyone may call.
     static let openPaths: Set<[String]> = [[], ["health"], ["ready"], ["metrics"]]
@@ -105,6 +114,9 @@ struct AuthMiddleware: RouterMiddleware {
         if keys.required, !Self.openPaths.contains(components),
             !(components.first.map(extensionPrefixes.contains) ?? false)
         {
+            if let lifecycle, !lifecycle.isReady, keys.access(for: KeyRing.bearer(request)) == .none {
+                try await lifecycle.awaitReady()
+            }
             try keys.authorize(request, for: .user)
         }
         return try await next(request, context)

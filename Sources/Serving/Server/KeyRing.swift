@@ -48,7 +48,8 @@ final class KeyRing: Sendable {
         return revoked
     }
 
-    private func refresh() async throws {
+    /// Reads the stored keys again (a controller taking over learns those made under the last leader).
+    func refresh() async throws {
         let hashes = try await state.keyHashes()
         stored.withLock { $0 = hashes }
     }

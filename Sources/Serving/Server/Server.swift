@@ -14,17 +14,94 @@ import UnixSignals
 final class ServerLifecycle: Sendable {
     private let state = Atomic<Int>(0)
     private let cut = Atomic<Bool>(false)
+    /// A standby server (a controller that does not lead) restores nothing until activated.
+    private let activation = Mutex<(active: Bool?, waiting: [CheckedContinuation<Bool, Never>])>((false, []))
+
+    init(standby: Bool) {
+        if !standby { activation.withLock { $0.active = true } }
+    }
+
+    /// Activates a standby server (`active`), or gives up waiting for it (shutdown).
+    func activate(_ active: Bool = true) {
+        let waiting = activation.withLock { state in
+            guard state.active == false else { return [CheckedContinuation<Bool, Never>]() }
+            defer { state = (active ? true : nil, []) }
+            return state.waiting
+        }
+        for continuation in waiting { continuation.resume(returning: active) }
+    }
+
+    /// Whether the server was activated (false: it shut down first).
+    func waitForActivation() async -> Bool {
+        await withCheckedContinuation { continuation in
+            let settled = activation.withLock { state -> Bool? in
+                if let active = state.active, active { return true }
+                if state.active == nil { return false }
+                state.waiting.append(continuation)
+                return nil
+            }
+            if let settled { continuation.resume(returning: settled) }
+        }
+    }
 
     var isReady: Bool { state.load(ordering: .acquiring) == 1 }
     var isShuttingDown: Bool { state.load(ordering: .acquiring) >= 2 }
     /// Streams still running end themselves with an error event (before they are cancelled).
     var mustCutStreams: Bool { cut.load(ordering: .acquiring) }
-    func markReady() { state.store(1, ordering: .releasing) }
+    func markReady() {
+        state.store(1, ordering: .releasing)
+        wakeReadyWaiters()
+    }
+
+    /// Requests waiting for the deployments to be restored (a server starting, a controller
+    /// taking over), each with its continuation.
+    private let readyWaiters = Mutex<(next: Int, waiting: [Int: CheckedContinuation<Void, Never>])>((0, [:]))
+
+    private func wakeReadyWaiters() {
+        let waiting = readyWaiters.withLock { state in
+            defer { state.waiting.removeAll() }
+            return Array(state.waiting.values)
+        }
+        for continuation in waiting { continuation.resume() }
+    }
+
+    /// Returns once the server is ready (at once when it is); a request that arrives while the
+    /// deployments are being restored waits for them instead of finding none.
+    ///
+    /// - Throws: `.shuttingDown` once shutdown began, `.unavailable` after `limit`.
+    func awaitReady(limit: Duration = .seconds(30)) async throws(ServingError) {
+        if isReady { return }
+        if !isShuttingDown {
+            let key = readyWaiters.withLock { state in
+                state.next += 1
+                return state.next
+            }
+            let timeout = Task {
+                try? await Task.sleep(for: limit)
+                let continuation = readyWaiters.withLock { $0.waiting.removeValue(forKey: key) }
+                continuation?.resume()
+            }
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = readyWaiters.withLock { state -> Bool in
+                    if self.isReady || self.isShuttingDown { return true }
+                    state.waiting[key] = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+            timeout.cancel()
+        }
+        if isReady { return }
+        throw isShuttingDown
+            ? ServingError(.shuttingDown, "the server is shutting down")
+            : ServingError(.unavailable, "the server is starting (restoring its deployments); retry shortly")
+    }
 
     /// New requests get 503 from now on; streams are told to end shortly before `deadline`
     /// (`shutdown_timeout`), so each can still say why it ends.
     func beginShutdown(deadline: Duration? = nil) {
         state.store(2, ordering: .releasing)
+        wakeReadyWaiters()
         guard let deadline else { return }
         // Room for every stream to write its error event and end before connections are closed:
         // a loaded machine can take more than half a second to get there.
@@ -44,7 +121,7 @@ public final class Server: Sendable {
     public let configuration: ServeConfiguration
     let registry: DeploymentRegistry
     let metrics: ServingMetrics
-    let lifecycle = ServerLifecycle()
+    let lifecycle: ServerLifecycle
     private let keys: KeyRing
     /// This node's worker, whose background services the server runs (the deployments may reach
     /// it through a test's wrapper); nil for a cluster's controller, whose workers are other
@@ -53,6 +130,7 @@ public final class Server: Sendable {
     private let logger: Logger
     private let group = Mutex<ServiceGroup?>(nil)
     private let boundPort = Mutex<Int?>(nil)
+    private let portWaiters = Mutex<[CheckedContinuation<Int, Never>]>([])
     private let routeTable = Mutex<[RouteEntry]>([])
     private let extensions = Mutex<[any ServerExtension]>([])
 
@@ -94,21 +172,29 @@ public final class Server: Sendable {
     /// A cluster's controller: the APIs and deployments over `workers` (network clients of other
     /// processes; more join through ``join(_:)``), instances placed by `placement`, no store of
     /// its own. With no worker yet, it is ready once the first joins.
+    ///
+    /// - Parameter standby: restore nothing until ``activate()`` (a controller that does not lead
+    ///   yet; meanwhile a ``ServerExtension``'s middleware answers for it).
     public convenience init(
         configuration: ServeConfiguration, workers: [any Worker], placement: any Placement, state: any StateStore,
-        logger: Logger = Logger(label: "sllm.controller")
+        standby: Bool = false, logger: Logger = Logger(label: "sllm.controller")
     ) async throws {
         try self.init(
             configuration: configuration, workers: workers, local: nil, placement: placement, state: state,
             storedKeyHashes: try await state.keyHashes(), tokenizers: TokenizerCache(), logger: logger,
-            clock: SystemClock())
+            clock: SystemClock(), standby: standby)
     }
+
+    /// A standby server starts: it restores its deployments (adopting what its workers run) and
+    /// becomes ready.
+    public func activate() { lifecycle.activate() }
 
     private init(
         configuration: ServeConfiguration, workers: [any Worker], local: LocalWorker?, placement: any Placement,
         state: any StateStore, storedKeyHashes: [String: Bool], tokenizers: TokenizerCache, logger: Logger,
-        clock: any SchedulerClock
+        clock: any SchedulerClock, standby: Bool = false
     ) throws {
+        lifecycle = ServerLifecycle(standby: standby)
         self.configuration = configuration
         self.logger = logger
         localWorker = local
@@ -148,6 +234,18 @@ public final class Server: Sendable {
     /// The port the server listens on once running (the configured one, or the one picked for port 0).
     public var port: Int? { boundPort.withLock { $0 } }
 
+    /// The port, once the server listens.
+    public func listeningPort() async -> Int {
+        await withCheckedContinuation { continuation in
+            let bound = portWaiters.withLock { waiters -> Int? in
+                if let port = boundPort.withLock({ $0 }) { return port }
+                waiters.append(continuation)
+                return nil
+            }
+            if let bound { continuation.resume(returning: bound) }
+        }
+    }
+
     /// Serves until a shutdown signal or `shutdown()`.
     ///
     /// - Parameters:
@@ -158,7 +256,9 @@ public final class Server: Sendable {
         router.middlewares.add(AccessLogMiddleware(logger: logger))
         router.middlewares.add(ErrorMiddleware())
         let mounted = extensions.withLock { $0 }
-        router.middlewares.add(AuthMiddleware(keys: keys, extensionPrefixes: Set(mounted.map(\.pathPrefix))))
+        for serverExtension in mounted { serverExtension.addMiddleware(to: router) }
+        router.middlewares.add(
+            AuthMiddleware(keys: keys, extensionPrefixes: Set(mounted.map(\.pathPrefix)), lifecycle: lifecycle))
         let routes = register(on: router)
         for serverExtension in mounted { serverExtension.register(on: router) }
         routeTable.withLock { $0 = routes.entries }
@@ -179,11 +279,15 @@ public final class Server: Sendable {
                 // The listener was opened without close-on-exec: no child may inherit it.
                 FileSystem.markDescriptorsCloseOnExec()
                 self.boundPort.withLock { $0 = bound }
+                for waiter in self.portWaiters.withLock({ waiters in
+                    defer { waiters.removeAll() }
+                    return waiters
+                }) { waiter.resume(returning: bound) }
                 await onRunning(bound)
             },
             logger: logger)
         let nodeService = NodeService(
-            registry: registry, lifecycle: lifecycle, stopInstances: localWorker != nil, logger: logger)
+            registry: registry, lifecycle: lifecycle, keys: keys, stopInstances: localWorker != nil, logger: logger)
         let gate = ShutdownGate(lifecycle: lifecycle, deadline: configuration.shutdownTimeout)
         // Services shut down in reverse order: the gate first (new requests get 503), then the
         // HTTP server (stops accepting, waits for in-flight streams), then the node (instances).
@@ -218,7 +322,7 @@ public final class Server: Sendable {
 
     /// Registers every route with the access it needs (`Routes.add`).
     private func register(on router: Router<BasicRequestContext>) -> Routes {
-        let routes = Routes(router: router, keys: keys)
+        let routes = Routes(router: router, keys: keys, lifecycle: lifecycle)
         let openAI = OpenAIRoutes(
             registry: registry, metrics: metrics, lifecycle: lifecycle, maxBodyBytes: configuration.maxBodyBytes,
             logger: logger)
@@ -310,6 +414,13 @@ public protocol ServerExtension: Sendable {
     func register(on router: Router<BasicRequestContext>)
     /// Run beside the server, stopped with it.
     var services: [any Service] { get }
+    /// Adds middleware that sees every request after the error middleware and before API keys
+    /// are checked (a follower controller forwards requests to the leader from here).
+    func addMiddleware(to router: Router<BasicRequestContext>)
+}
+
+extension ServerExtension {
+    public func addMiddleware(to router: Router<BasicRequestContext>) {}
 }
 
 /// `GET /`: what is running and where to go.
@@ -324,10 +435,18 @@ private struct ServerSummary: Encodable {
 private struct NodeService: Service {
     let registry: DeploymentRegistry
     let lifecycle: ServerLifecycle
+    let keys: KeyRing
     let stopInstances: Bool
     let logger: Logger
 
     func run() async throws {
+        let activated = await withGracefulShutdownHandler {
+            await lifecycle.waitForActivation()
+        } onGracefulShutdown: {
+            lifecycle.activate(false)
+        }
+        guard activated else { return }
+        try await keys.refresh()
         try await registry.restore()
         lifecycle.markReady()
         logger.info("ready")

@@ -58,10 +58,18 @@ struct Controller: AsyncParsableCommand {
         name: .customLong("worker-lease"),
         help: "How long a worker stays a member without renewing its lease (it renews 3 times in it).")
     var workerLease = "3s"
+    @Option(
+        help:
+            "The URL other controllers and workers reach this one at (default: http://HOST:PORT as bound; needed with --host 0.0.0.0 when controllers share --state-url)."
+    )
+    var advertise: String?
 
     func validate() throws {
         guard let lease = parseDuration(workerLease), lease >= .milliseconds(300), lease <= .seconds(300) else {
             throw ValidationError("--worker-lease \(workerLease) is not a duration from 300ms to 5m (e.g. 3s)")
+        }
+        if let advertise, LeaseRequest.checkedURL(advertise) == nil {
+            throw ValidationError("--advertise \(advertise) is not this controller's URL (http://HOST:PORT)")
         }
         for worker in workers {
             guard let url = URL(string: worker), url.scheme == "http" || url.scheme == "https", url.host != nil,
@@ -108,21 +116,28 @@ struct Controller: AsyncParsableCommand {
             workers.isEmpty
             ? "controller; workers join with `sllm worker --controller URL`"
             : "controller of \(workers.map(\.node.rawValue).joined(separator: ", ")); more join with --controller"
-        var leaseLog: PostgresLeaseLog?
+        var controller: ClusterController?
+        let (advertise, host) = (advertise, configuration.host)
+        let bound = BoundAddress()
         try await Serve.serve(configuration, quiet: global.quiet, what: what) { database in
             let state: any StateStore =
                 try database ?? SQLiteStateStore(path: try Self.stateFile(configuration.dataDirectory))
-            let server = try await Server(
-                configuration: configuration, workers: workers,
-                placement: LocalityPlacement(assumedBandwidth: LocalityPlacement.untilMeasured), state: state,
-                logger: logger)
-            leaseLog = database.map { PostgresLeaseLog(store: $0, logger: logger) }
-            let membership = Membership(
-                server: server, token: token, client: client, lease: lease, log: leaseLog, logger: logger)
-            server.mount(try MembershipRoutes(membership: membership, token: token))
-            return server
+            let made = try await ClusterController(
+                configuration: configuration, workers: workers, state: state, database: database, token: token,
+                client: client, workerLease: lease,
+                advertise: {
+                    if let advertise { return advertise }
+                    let port = await bound.port()
+                    return "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+                }, logger: logger)
+            controller = made
+            Task { await bound.set(await made.server.listeningPort()) }
+            return made.server
         }
-        await leaseLog?.flush()
+        await controller?.leaseLog?.flush()
+        if let reason = controller?.leadership?.deposedReason {
+            throw CommandFailure("stopped: this controller no longer leads (\(reason)); start it again to follow")
+        }
     }
 
     /// The SQLite file of a controller without `--state-url` (its data directory made if missing).
