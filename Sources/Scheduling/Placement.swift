@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Where a model's checkpoint sits on a node, fastest first.
 public enum CheckpointTier: String, Sendable, Codable, CaseIterable, Comparable {
     case dram, ssd, remote
@@ -20,11 +22,14 @@ public struct NodeFacts: Sendable, Equatable {
     public var bandwidth: [CheckpointTier: Double]
     /// Seconds of loads queued ahead of this one on the node.
     public var queuedSeconds: Double
+    /// Generations running on the node's instances (what `least-loaded` compares).
+    public var runningJobs: Int
 
     public init(
         node: String, freeMemoryBytes: Int, idleMemoryBytes: Int = 0, tier: CheckpointTier,
-        bandwidth: [CheckpointTier: Double], queuedSeconds: Double = 0
+        bandwidth: [CheckpointTier: Double], queuedSeconds: Double = 0, runningJobs: Int = 0
     ) {
+        self.runningJobs = runningJobs
         self.node = node
         self.freeMemoryBytes = freeMemoryBytes
         self.idleMemoryBytes = idleMemoryBytes
@@ -122,4 +127,87 @@ extension LocalityPlacement {
     /// Rates assumed for tiers a node has not measured yet (DRAM 8 GB/s, SSD 1 GB/s, the remote
     /// store 100 MB/s): what a controller places with until its workers' own loads have run.
     public static let untilMeasured: [CheckpointTier: Double] = [.dram: 8e9, .ssd: 1e9, .remote: 1e8]
+}
+
+/// The placement policies a controller can run (`--placement`), for comparing them.
+public enum PlacementPolicy: String, Sendable, Codable, CaseIterable {
+    /// ``LocalityPlacement``: the lowest estimated start-up time (the default).
+    case locality
+    /// Any node with room, uniformly at random.
+    case random
+    /// The nodes with room in turn.
+    case roundRobin = "round-robin"
+    /// The node with room running the fewest generations (then the most free memory).
+    case leastLoaded = "least-loaded"
+
+    /// The policy's placement; every one estimates the start-up time of the node it picks with
+    /// the locality estimate (so the decision log compares estimate and outcome for all).
+    public func placement(assumedBandwidth: [CheckpointTier: Double] = LocalityPlacement.untilMeasured)
+        -> any Placement
+    {
+        switch self {
+        case .locality: LocalityPlacement(assumedBandwidth: assumedBandwidth)
+        case .random: RandomPlacement(assumedBandwidth: assumedBandwidth)
+        case .roundRobin: RoundRobinPlacement(assumedBandwidth: assumedBandwidth)
+        case .leastLoaded: LeastLoadedPlacement(assumedBandwidth: assumedBandwidth)
+        }
+    }
+}
+
+/// Nodes whose memory (with what idle instances hold) fits the request, each with the locality
+/// estimate of its start-up time where one can be made.
+private func roomy(_ request: PlacementRequest, _ nodes: [NodeFacts], assumed: [CheckpointTier: Double]) -> [(
+    NodeFacts, Double?
+)] {
+    nodes.filter { $0.freeMemoryBytes + $0.idleMemoryBytes >= request.memoryBytes }
+        .map { ($0, loadEstimate(request, on: $0, assumed: assumed)) }
+}
+
+/// A node with room, chosen uniformly at random (a baseline: it ignores where checkpoints sit).
+public struct RandomPlacement: Placement {
+    public var assumedBandwidth: [CheckpointTier: Double]
+
+    public init(assumedBandwidth: [CheckpointTier: Double] = [:]) { self.assumedBandwidth = assumedBandwidth }
+
+    public func place(_ request: PlacementRequest, on nodes: [NodeFacts]) -> PlacementDecision? {
+        roomy(request, nodes, assumed: assumedBandwidth).randomElement().map {
+            PlacementDecision(node: $0.0.node, tier: $0.0.tier, estimatedStartSeconds: $0.1)
+        }
+    }
+}
+
+/// The nodes with room in turn, in the order of their ids (Ray Serve's and KServe's spread).
+public final class RoundRobinPlacement: Placement {
+    public let assumedBandwidth: [CheckpointTier: Double]
+    private let next = Mutex<Int>(0)
+
+    public init(assumedBandwidth: [CheckpointTier: Double] = [:]) { self.assumedBandwidth = assumedBandwidth }
+
+    public func place(_ request: PlacementRequest, on nodes: [NodeFacts]) -> PlacementDecision? {
+        let candidates = roomy(request, nodes, assumed: assumedBandwidth).sorted { $0.0.node < $1.0.node }
+        guard !candidates.isEmpty else { return nil }
+        let turn = next.withLock { value in
+            defer { value &+= 1 }
+            return value
+        }
+        let (node, estimate) = candidates[Int(UInt(bitPattern: turn) % UInt(candidates.count))]
+        return PlacementDecision(node: node.node, tier: node.tier, estimatedStartSeconds: estimate)
+    }
+}
+
+/// The node with room running the fewest generations, then with the most free memory, then by id.
+public struct LeastLoadedPlacement: Placement {
+    public var assumedBandwidth: [CheckpointTier: Double]
+
+    public init(assumedBandwidth: [CheckpointTier: Double] = [:]) { self.assumedBandwidth = assumedBandwidth }
+
+    public func place(_ request: PlacementRequest, on nodes: [NodeFacts]) -> PlacementDecision? {
+        roomy(request, nodes, assumed: assumedBandwidth)
+            .min {
+                ($0.0.runningJobs, -$0.0.freeMemoryBytes, $0.0.node) < (
+                    $1.0.runningJobs, -$1.0.freeMemoryBytes, $1.0.node
+                )
+            }
+            .map { PlacementDecision(node: $0.0.node, tier: $0.0.tier, estimatedStartSeconds: $0.1) }
+    }
 }

@@ -377,4 +377,29 @@ extension KeepAlive {
         #expect(SingleNodePlacement().place(request, on: [measured])?.estimatedStartSeconds == 3)
         #expect(SingleNodePlacement().place(request, on: []) == nil)
     }
+
+    /// The baselines: `random` and `round-robin` spread over the nodes with room whatever they
+    /// hold, `least-loaded` takes the node running the fewest generations; each still reports
+    /// the locality estimate of the node it chose.
+    @Test func theComparisonPolicies() {
+        let nodes = [
+            NodeFacts(node: "a", freeMemoryBytes: 8 << 30, tier: .dram, bandwidth: bandwidth, runningJobs: 3),
+            NodeFacts(node: "b", freeMemoryBytes: 8 << 30, tier: .remote, bandwidth: bandwidth, runningJobs: 1),
+            NodeFacts(node: "c", freeMemoryBytes: 9 << 30, tier: .ssd, bandwidth: bandwidth, runningJobs: 1),
+            NodeFacts(node: "full", freeMemoryBytes: 1 << 30, tier: .dram, bandwidth: bandwidth),
+        ]
+        let random = PlacementPolicy.random.placement(assumedBandwidth: [:])
+        let picks = Set((0..<200).compactMap { _ in random.place(request, on: nodes)?.node })
+        #expect(picks == ["a", "b", "c"])
+        let roundRobin = PlacementPolicy.roundRobin.placement(assumedBandwidth: [:])
+        #expect(
+            (0..<6).compactMap { _ in roundRobin.place(request, on: nodes)?.node } == ["a", "b", "c", "a", "b", "c"])
+        let leastLoaded = PlacementPolicy.leastLoaded.placement(assumedBandwidth: [:])
+        #expect(
+            leastLoaded.place(request, on: nodes) == PlacementDecision(node: "c", tier: .ssd, estimatedStartSeconds: 2))
+        #expect(PlacementPolicy.locality.placement(assumedBandwidth: [:]).place(request, on: nodes)?.node == "a")
+        for policy in PlacementPolicy.allCases {
+            #expect(policy.placement(assumedBandwidth: [:]).place(request, on: [nodes[3]]) == nil, "\(policy)")
+        }
+    }
 }

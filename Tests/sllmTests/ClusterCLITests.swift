@@ -206,6 +206,18 @@ import Testing
         let rows = (try? JSONSerialization.jsonObject(with: Data(ps.stdout.utf8))) as? [[String: Any]] ?? []
         let holder = try #require((rows.first?["instance"] as? [String: Any])?["node"] as? String, "\(ps.stdout)")
         let other = holder == "node-a" ? "node-b" : "node-a"
+        // The decision is logged with its terms and the time the start took.
+        let decisions = try runSLLM(["status", "--decisions"], home: root.path, environment: env)
+        #expect(decisions.status == 0, "\(decisions.stderr)")
+        #expect(
+            decisions.stdout.contains("ESTIMATE") && decisions.stdout.contains("locality")
+                && decisions.stdout.contains(holder) && decisions.stdout.contains("started"), "\(decisions.stdout)")
+        for limit in ["0", "1001", "x", "-1"] {
+            let (status, _) = try await Self.json(server + "/admin/decisions?limit=\(limit)")
+            #expect(status == 400, "limit \(limit)")
+        }
+        let badPolicy = try runSLLM(["controller", "--placement", "nearest"], home: root.path)
+        #expect(badPolicy.status != 0 && badPolicy.stderr.contains("round-robin"), "\(badPolicy.stderr)")
 
         // The holder dies: it is lost once its lease runs out, and the next request runs on the other.
         kill(workers[holder]!.process.processIdentifier, SIGKILL)
@@ -326,6 +338,9 @@ import Testing
             (served?["timings"] as? [String: Any])?["cold_start"] as? Bool == false, "\(String(describing: served))")
         #expect(controllers[1].output.contains("adopted instance"), "\(controllers[1].output)")
         #expect(try postgres.psql(database, "SELECT epoch FROM leader") == "2")
+        // The first leader's cold start is in the decision log.
+        #expect(
+            try postgres.psql(database, "SELECT count(*) FROM placement_decision WHERE outcome = 'started'") != "0")
 
         // The old leader comes back as a follower; the new one, stopped, hands over at once.
         controllers[0] = try startController(0)

@@ -23,6 +23,7 @@ public final class ClusterController: Sendable {
     public let membership: Membership
     public let leadership: Leadership?
     public let leaseLog: PostgresLeaseLog?
+    public let placementLog: PostgresPlacementLog?
 
     /// - Parameters:
     ///   - workers: workers used without a lease (`--worker`).
@@ -31,12 +32,12 @@ public final class ClusterController: Sendable {
     public init(
         configuration: ServeConfiguration, workers: [any Worker], state: any StateStore,
         database: PostgresStateStore?, token: String, client: HTTPClient, workerLease: Duration,
-        advertise: @escaping @Sendable () async -> String, logger: Logger
+        policy: PlacementPolicy = .locality, advertise: @escaping @Sendable () async -> String, logger: Logger
     ) async throws {
+        let decisions = database.map { PostgresPlacementLog(store: $0, logger: logger) }
         let server = try await Server(
-            configuration: configuration, workers: workers,
-            placement: LocalityPlacement(assumedBandwidth: LocalityPlacement.untilMeasured), state: state,
-            standby: database != nil, logger: logger)
+            configuration: configuration, workers: workers, placement: policy.placement(), state: state,
+            standby: database != nil, placementLog: decisions, logger: logger)
         let log = database.map { PostgresLeaseLog(store: $0, logger: logger) }
         var leadership: Leadership?
         let membershipBox = MembershipBox()
@@ -62,6 +63,7 @@ public final class ClusterController: Sendable {
         self.membership = membership
         self.leadership = leadership
         leaseLog = log
+        placementLog = decisions
     }
 
     /// Waits until the workers the database records alive have joined `membership`, or `within` passed.

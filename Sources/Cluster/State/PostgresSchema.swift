@@ -74,6 +74,25 @@ enum PostgresSchema {
                     expires_at timestamptz NOT NULL)
                 """
             ]),
+        Migration(
+            version: 4, name: "the scheduler's decision log",
+            statements: [
+                """
+                CREATE TABLE placement_decision (
+                    id bigserial PRIMARY KEY,
+                    decided_at timestamptz NOT NULL,
+                    deployment text NOT NULL,
+                    instance text NOT NULL,
+                    policy text NOT NULL,
+                    node text NOT NULL,
+                    tier text NOT NULL,
+                    estimated_seconds double precision,
+                    actual_seconds double precision,
+                    outcome text,
+                    record jsonb NOT NULL)
+                """,
+                "CREATE INDEX placement_decision_at ON placement_decision (decided_at)",
+            ]),
     ]
 
     /// The newest version this program knows.

@@ -53,6 +53,15 @@ struct AdminRoutes: Sendable {
             return try encode(rows)
         }
         routes.add(.get, "admin/nodes", .admin) { _, _ in try encode(await registry.nodeReports()) }
+        // The scheduler's latest decisions, newest first (`?limit=N`, default 50, at most 1000).
+        routes.add(.get, "admin/decisions", .admin) { request, _ in
+            let given = request.uri.queryParameters.get("limit")
+            guard let limit = given.map({ Int($0) }) ?? 50, (1...NodePool.keptDecisions).contains(limit) else {
+                throw ServingError(
+                    .invalidRequest, "limit must be a whole number from 1 to \(NodePool.keptDecisions)", param: "limit")
+            }
+            return try encode(Array(await registry.pool.decisions.suffix(limit).reversed()))
+        }
         // Re-hashes DRAM copies now (of `model`, or of every cached model); corrupt ones are dropped.
         routes.add(.post, "admin/cache/verify", .admin) { request, _ in
             let body = try await decode(CacheVerifyRequest.self, from: request, allowEmpty: true)

@@ -422,7 +422,8 @@ actor Deployment {
         let placement: NodePool.Placed
         do {
             placement = try await pool.place(
-                facts.name, checkpointBytes: facts.weightBytes, memoryBytes: sizing.totalBytes, for: name)
+                facts.name, checkpointBytes: facts.weightBytes, memoryBytes: sizing.totalBytes, for: name,
+                instance: id)
             placed[id] = placement
         } catch {
             progress.withLock { _ = $0.removeValue(forKey: id) }
@@ -448,6 +449,7 @@ actor Deployment {
             guard let info = startedInfo else {
                 throw ServingError(.unavailable, "the worker ended the start of \(id) without starting it")
             }
+            await pool.ended(placement, actualSeconds: info.loadSeconds, failure: nil)
             progress.withLock { _ = $0.removeValue(forKey: id) }
             metrics.instanceStarted(deployment: name, info: info)
             started[id] = info
@@ -469,6 +471,7 @@ actor Deployment {
             return nil
         } catch {
             await pool.loaded(placement)
+            await pool.ended(placement, actualSeconds: nil, failure: ServingError(error).message)
             progress.withLock { _ = $0.removeValue(forKey: id) }
             await releaseMemory(of: id)
             return ServingError(error)

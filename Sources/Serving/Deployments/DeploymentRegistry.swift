@@ -49,9 +49,9 @@ actor DeploymentRegistry {
     init(
         configuration: ServeConfiguration, workers: [any Worker], placement: any Placement = SingleNodePlacement(),
         state: any StateStore, tokenizers: TokenizerCache = TokenizerCache(), clock: any SchedulerClock = SystemClock(),
-        metrics: ServingMetrics, logger: Logger
+        metrics: ServingMetrics, placementLog: (any PlacementLog)? = nil, logger: Logger
     ) {
-        pool = NodePool(workers: workers, placement: placement)
+        pool = NodePool(workers: workers, placement: placement, log: placementLog)
         self.configuration = configuration
         self.tokenizers = tokenizers
         self.clock = clock

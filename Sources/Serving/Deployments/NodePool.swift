@@ -23,11 +23,22 @@ actor NodePool {
         let decision: PlacementDecision
         /// Seconds the load should take at the rate the estimate used (0 when none was known).
         let loadSeconds: Double
+        /// Its entry in the decision log (nil for an adopted instance).
+        var record: Int? = nil
     }
 
     /// The nodes in the order they joined (`sllm serve`'s one node first and only).
     private(set) var nodes: [Node]
     nonisolated let placement: any Placement
+    /// The policy's name, as the decision log shows it.
+    nonisolated let policyName: String
+    /// The latest decisions, oldest first (at most `keptDecisions`).
+    private(set) var decisions: [PlacementRecord] = []
+    static let keptDecisions = 1000
+    private var nextDecision = 1
+    private var correction = EstimateCorrection()
+    /// Where ended decisions are also written.
+    private let placementLog: (any PlacementLog)?
     /// Nodes that were lost or left, why and when (what `GET /admin/nodes` shows beside the live
     /// ones); the latest 256.
     private(set) var departed: [NodeID: (reason: String, at: Date, left: Bool)] = [:]
@@ -45,9 +56,19 @@ actor NodePool {
             evict: @Sendable (MemoryAdmission.Candidate) async -> Int
         )?
 
-    init(workers: [any Worker], placement: any Placement) {
+    init(workers: [any Worker], placement: any Placement, log: (any PlacementLog)? = nil) {
         nodes = workers.map { Node(id: $0.node, worker: $0) }
         self.placement = placement
+        placementLog = log
+        policyName =
+            switch placement {
+            case is SingleNodePlacement: "single-node"
+            case is LocalityPlacement: PlacementPolicy.locality.rawValue
+            case is RandomPlacement: PlacementPolicy.random.rawValue
+            case is RoundRobinPlacement: PlacementPolicy.roundRobin.rawValue
+            case is LeastLoadedPlacement: PlacementPolicy.leastLoaded.rawValue
+            default: String(describing: type(of: placement))
+            }
     }
 
     /// The node of `id`, nil when the pool has no such node.
@@ -107,7 +128,7 @@ actor NodePool {
     /// node (stopping idle instances there when admission says so). Release the reservation with
     /// `release` when the instance stops or fails to start, and call `loaded` once its load ended.
     func place(
-        _ model: ModelName, checkpointBytes: Int, memoryBytes: Int, for deployment: String
+        _ model: ModelName, checkpointBytes: Int, memoryBytes: Int, for deployment: String, instance: String = ""
     ) async throws(ServingError) -> Placed {
         let request = PlacementRequest(
             model: model.rawValue, checkpointBytes: checkpointBytes, memoryBytes: memoryBytes)
@@ -125,7 +146,8 @@ actor NodePool {
                 .reduce(0) { $0 + $1.bytes }
             var bandwidth: [CheckpointTier: Double] = [:]
             for tier in inventory.tiers {
-                if let rate = tier.loadBytesPerSecond { bandwidth[CheckpointTier(tier.tier)] = rate }
+                let name = CheckpointTier(tier.tier)
+                if let rate = tier.loadBytesPerSecond { bandwidth[name] = rate / correction.factor(node.id, name) }
             }
             facts.append(
                 NodeFacts(
@@ -133,7 +155,7 @@ actor NodePool {
                     freeMemoryBytes: inventory.memoryBudgetBytes - (reserved[node.id] ?? 0),
                     idleMemoryBytes: idleBytes,
                     tier: inventory.fastestTier(holding: model).map(CheckpointTier.init) ?? .remote,
-                    bandwidth: bandwidth, queuedSeconds: loading[node.id] ?? 0))
+                    bandwidth: bandwidth, queuedSeconds: loading[node.id] ?? 0, runningJobs: inventory.runningJobs))
         }
         guard let decision = placement.place(request, on: facts), let node = node(NodeID(decision.node)) else {
             if nodes.isEmpty {
@@ -157,10 +179,38 @@ actor NodePool {
             reserved[node.id] = nil
             throw ServingError(.workerLost, "node \(node.id) was lost while its room was being made")
         }
-        let queued = facts.first { $0.node == decision.node }?.queuedSeconds ?? 0
+        let chosen = facts.first { $0.node == decision.node }
+        let queued = chosen?.queuedSeconds ?? 0
         let loadSeconds = max(0, (decision.estimatedStartSeconds ?? queued) - queued)
         loading[node.id, default: 0] += loadSeconds
-        return Placed(node: node, bytes: memoryBytes, decision: decision, loadSeconds: loadSeconds)
+        let record = PlacementRecord(
+            id: nextDecision, at: Date(), deployment: deployment, model: model.rawValue, instance: instance,
+            policy: policyName, node: decision.node, tier: decision.tier, checkpointBytes: checkpointBytes,
+            queuedSeconds: queued, bandwidth: chosen?.bandwidth[decision.tier],
+            correction: correction.factor(node.id, decision.tier), estimatedSeconds: decision.estimatedStartSeconds,
+            actualSeconds: nil, outcome: nil,
+            candidates: facts.map {
+                PlacementRecord.Candidate(
+                    node: $0.node, tier: $0.tier, freeBytes: $0.freeMemoryBytes, idleBytes: $0.idleMemoryBytes,
+                    queuedSeconds: $0.queuedSeconds, bandwidth: $0.bandwidth[$0.tier], runningJobs: $0.runningJobs)
+            })
+        nextDecision += 1
+        decisions.append(record)
+        if decisions.count > Self.keptDecisions { decisions.removeFirst(decisions.count - Self.keptDecisions) }
+        return Placed(node: node, bytes: memoryBytes, decision: decision, loadSeconds: loadSeconds, record: record.id)
+    }
+
+    /// A placed start ended: its load took `actualSeconds` (the worker's measure), or it
+    /// failed. The decision log gets the outcome; the estimate's error corrects later ones.
+    func ended(_ placed: Placed, actualSeconds: Double?, failure: String?) {
+        guard let id = placed.record, let index = decisions.lastIndex(where: { $0.id == id }) else { return }
+        decisions[index].actualSeconds = actualSeconds
+        decisions[index].outcome = failure.map { "failed: \($0)" } ?? "started"
+        if let actualSeconds, failure == nil {
+            correction.observe(
+                placed.node.id, placed.decision.tier, estimated: placed.loadSeconds, actual: actualSeconds)
+        }
+        placementLog?.record(decisions[index])
     }
 
     /// The load of a placed start ended (started or failed): later starts stop queueing behind it.

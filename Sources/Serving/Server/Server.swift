@@ -177,12 +177,13 @@ public final class Server: Sendable {
     ///   yet; meanwhile a ``ServerExtension``'s middleware answers for it).
     public convenience init(
         configuration: ServeConfiguration, workers: [any Worker], placement: any Placement, state: any StateStore,
-        standby: Bool = false, logger: Logger = Logger(label: "sllm.controller")
+        standby: Bool = false, placementLog: (any PlacementLog)? = nil,
+        logger: Logger = Logger(label: "sllm.controller")
     ) async throws {
         try self.init(
             configuration: configuration, workers: workers, local: nil, placement: placement, state: state,
             storedKeyHashes: try await state.keyHashes(), tokenizers: TokenizerCache(), logger: logger,
-            clock: SystemClock(), standby: standby)
+            clock: SystemClock(), standby: standby, placementLog: placementLog)
     }
 
     /// A standby server starts: it restores its deployments (adopting what its workers run) and
@@ -192,7 +193,7 @@ public final class Server: Sendable {
     private init(
         configuration: ServeConfiguration, workers: [any Worker], local: LocalWorker?, placement: any Placement,
         state: any StateStore, storedKeyHashes: [String: Bool], tokenizers: TokenizerCache, logger: Logger,
-        clock: any SchedulerClock, standby: Bool = false
+        clock: any SchedulerClock, standby: Bool = false, placementLog: (any PlacementLog)? = nil
     ) throws {
         lifecycle = ServerLifecycle(standby: standby)
         self.configuration = configuration
@@ -208,7 +209,7 @@ public final class Server: Sendable {
         metrics = ServingMetrics()
         registry = DeploymentRegistry(
             configuration: configuration, workers: workers, placement: placement, state: state, tokenizers: tokenizers,
-            clock: clock, metrics: metrics, logger: logger)
+            clock: clock, metrics: metrics, placementLog: placementLog, logger: logger)
     }
 
     /// Adds routes and services of a layer above (a cluster's membership); call before `run`.

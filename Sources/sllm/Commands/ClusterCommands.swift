@@ -59,6 +59,11 @@ struct Controller: AsyncParsableCommand {
         help: "How long a worker stays a member without renewing its lease (it renews 3 times in it).")
     var workerLease = "3s"
     @Option(
+        help: ArgumentHelp(
+            "How cold starts are placed: \(PlacementPolicy.allCases.map(\.rawValue).joined(separator: ", ")) (the others are baselines to compare with)."
+        ))
+    var placement = PlacementPolicy.locality.rawValue
+    @Option(
         help:
             "The URL other controllers and workers reach this one at (default: http://HOST:PORT as bound; needed with --host 0.0.0.0 when controllers share --state-url)."
     )
@@ -67,6 +72,11 @@ struct Controller: AsyncParsableCommand {
     func validate() throws {
         guard let lease = parseDuration(workerLease), lease >= .milliseconds(300), lease <= .seconds(300) else {
             throw ValidationError("--worker-lease \(workerLease) is not a duration from 300ms to 5m (e.g. 3s)")
+        }
+        if PlacementPolicy(rawValue: placement) == nil {
+            throw ValidationError(
+                "--placement \(placement) is not one of \(PlacementPolicy.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
         }
         if let advertise, LeaseRequest.checkedURL(advertise) == nil {
             throw ValidationError("--advertise \(advertise) is not this controller's URL (http://HOST:PORT)")
@@ -124,7 +134,7 @@ struct Controller: AsyncParsableCommand {
                 try database ?? SQLiteStateStore(path: try Self.stateFile(configuration.dataDirectory))
             let made = try await ClusterController(
                 configuration: configuration, workers: workers, state: state, database: database, token: token,
-                client: client, workerLease: lease,
+                client: client, workerLease: lease, policy: PlacementPolicy(rawValue: placement)!,
                 advertise: {
                     if let advertise { return advertise }
                     let port = await bound.port()
@@ -135,6 +145,7 @@ struct Controller: AsyncParsableCommand {
             return made.server
         }
         await controller?.leaseLog?.flush()
+        await controller?.placementLog?.close()
         if let reason = controller?.leadership?.deposedReason {
             throw CommandFailure("stopped: this controller no longer leads (\(reason)); start it again to follow")
         }

@@ -9,8 +9,16 @@ struct Status: AsyncParsableCommand {
 
     @OptionGroup var server: ServerOptions
     @Flag(help: "Print the server's JSON.") var json = false
+    @Flag(help: "Show the scheduler's latest placement decisions: each estimate's terms beside the time taken.")
+    var decisions = false
+    @Option(help: "How many decisions --decisions shows (1 to 1000).") var limit = 20
+
+    func validate() throws {
+        guard (1...1000).contains(limit) else { throw ValidationError("--limit must be from 1 to 1000") }
+    }
 
     func run() async throws {
+        if decisions { return try await showDecisions() }
         let reports = try await server.call(.GET, "/admin/deployments") as? [[String: Any]] ?? []
         if json { return printJSON(reports) }
         var rows = [
@@ -53,6 +61,41 @@ struct Status: AsyncParsableCommand {
         if instanceRows.count > 1 { print("\n" + ModelSummary.table(instanceRows)) }
         let nodes = try await server.call(.GET, "/admin/nodes") as? [[String: Any]] ?? []
         if !nodes.isEmpty { print("\n" + ModelSummary.table(Self.nodeRows(nodes))) }
+    }
+
+    private func showDecisions() async throws {
+        let records = try await server.call(.GET, "/admin/decisions?limit=\(limit)") as? [[String: Any]] ?? []
+        if json { return printJSON(records) }
+        guard !records.isEmpty else {
+            print("no placement decisions yet (the first cold start makes one)")
+            return
+        }
+        var rows = [
+            [
+                "TIME", "DEPLOYMENT", "INSTANCE", "POLICY", "NODE", "FROM", "ESTIMATE", "QUEUED + BYTES / RATE",
+                "ACTUAL", "OUTCOME", "OTHERS",
+            ]
+        ]
+        func seconds(_ value: Any?) -> String {
+            (value as? Double).map { String(format: "%.3f s", $0) } ?? "-"
+        }
+        for record in records {
+            let bytes = Int64(record["checkpoint_bytes"] as? Int ?? 0)
+            let rate = (record["bandwidth"] as? Double).map { formatBytes(Int64($0)) + "/s" } ?? "unmeasured"
+            let others = (record["candidates"] as? [[String: Any]] ?? []).filter {
+                $0["node"] as? String != record["node"] as? String
+            }.map { "\($0["node"] as? String ?? "?")(\($0["tier"] as? String ?? "?"))" }
+            let time = (record["at"] as? String).map { String($0.dropFirst(11).prefix(8)) } ?? "?"
+            rows.append([
+                time, record["deployment"] as? String ?? "?", record["instance"] as? String ?? "?",
+                record["policy"] as? String ?? "?", record["node"] as? String ?? "?", record["tier"] as? String ?? "?",
+                seconds(record["estimated_seconds"]),
+                "\(String(format: "%.3f", record["queued_seconds"] as? Double ?? 0)) + \(formatBytes(bytes)) / \(rate)",
+                seconds(record["actual_seconds"]), record["outcome"] as? String ?? "starting",
+                others.joined(separator: ",").ifEmpty("-"),
+            ])
+        }
+        print(ModelSummary.table(rows))
     }
 
     /// The nodes table: each live node's cores, memory and DRAM cache use, its instances and

@@ -84,7 +84,31 @@ import Testing
         #expect(try await Self.runOnce(deployment) == NodeID("a"))
         #expect(await a.inventory().instances.count == 1)
         #expect(await b.inventory().instances.isEmpty)
+
+        // Both decisions are logged with their terms, every candidate, and the time each took.
+        let decisions = await registry.pool.decisions
+        #expect(decisions.map(\.node) == ["b", "a"] && decisions.map(\.tier) == [.dram, .dram])
+        #expect(decisions.allSatisfy { $0.outcome == "started" && $0.actualSeconds != nil && $0.candidates.count == 2 })
+        #expect(
+            decisions.allSatisfy { $0.policy == "locality" && $0.deployment == "smol" && $0.estimatedSeconds != nil })
+        #expect(decisions[0].candidates.first { $0.node == "a" }?.tier == .ssd)
         await registry.stopAll()
+    }
+
+    /// Outcomes correct later estimates: loads that took twice the estimate halve the bandwidth
+    /// used next (an exponentially weighted average, bounded), per node and tier.
+    @Test func estimateErrorsFeedBack() {
+        var correction = EstimateCorrection()
+        #expect(correction.factor(NodeID("n"), .ssd) == 1)
+        for _ in 0..<30 {
+            correction.observe(NodeID("n"), .ssd, estimated: 1 * correction.factor(NodeID("n"), .ssd), actual: 2)
+        }
+        #expect(abs(correction.factor(NodeID("n"), .ssd) - 2) < 0.01)
+        #expect(correction.factor(NodeID("n"), .dram) == 1 && correction.factor(NodeID("m"), .ssd) == 1)
+        for _ in 0..<50 { correction.observe(NodeID("n"), .ssd, estimated: 1, actual: 1e6) }
+        #expect(correction.factor(NodeID("n"), .ssd) <= 20)
+        correction.observe(NodeID("n"), .dram, estimated: 0, actual: 5)
+        #expect(correction.factor(NodeID("n"), .dram) == 1)
     }
 
     @Test func aNodeWithoutTheMemoryIsPassedOverAndNoneFittingIsRefusedWithFigures() async throws {

@@ -1,0 +1,51 @@
+import Foundation
+public import Logging
+import PostgresNIO
+import Scheduling
+public import Serving
+
+/// Writes the scheduler's decisions, each once its start ended, to `placement_decision`: the
+/// node, policy, estimate and actual time as columns (for SQL), the whole record with every
+/// candidate's terms as JSON. In order, off the placement's path; a failed write is logged.
+public final class PostgresPlacementLog: PlacementLog {
+    private let writes: AsyncStream<PlacementRecord>.Continuation
+    private let writer: Task<Void, Never>
+
+    public init(store: PostgresStateStore, logger: Logger) {
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: PlacementRecord.self, bufferingPolicy: .bufferingNewest(4096))
+        writes = continuation
+        writer = Task {
+            for await record in stream {
+                do { try await Self.write(record, to: store) } catch {
+                    logger.warning(
+                        "cannot record a placement decision", metadata: ["error": "\(ServingError(error).message)"])
+                }
+            }
+        }
+    }
+
+    deinit { writes.finish() }
+
+    public func record(_ decision: PlacementRecord) { writes.yield(decision) }
+
+    /// Ends the writer once the decisions asked so far are written.
+    public func close() async {
+        writes.finish()
+        await writer.value
+    }
+
+    private static func write(_ record: PlacementRecord, to store: PostgresStateStore) async throws {
+        let json = String(decoding: try JSONEncoder.wire.encode(record), as: UTF8.self)
+        try await store.run("record placement decision \(record.id)") { client, logger in
+            try await client.query(
+                """
+                INSERT INTO placement_decision (decided_at, deployment, instance, policy, node, tier,
+                    estimated_seconds, actual_seconds, outcome, record)
+                VALUES (\(record.at), \(record.deployment), \(record.instance), \(record.policy), \(record.node),
+                    \(record.tier.rawValue), \(record.estimatedSeconds), \(record.actualSeconds), \(record.outcome),
+                    \(json)::jsonb)
+                """, logger: logger)
+        }
+    }
+}
