@@ -124,7 +124,7 @@ func expectTensorsMatchStore(
             do {
                 _ = try cache.evict(name: "m")
                 break
-            } catch where attempt < 100 {
+            } catch  where attempt < 100 {
                 try await Task.sleep(for: .milliseconds(50))
             }
         }
