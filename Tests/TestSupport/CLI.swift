@@ -123,7 +123,7 @@ public final class ServeProcess: @unchecked Sendable {
     /// The `http://127.0.0.1:PORT` it announced, once it listens.
     public func address(timeout: Double = 60) -> String? {
         guard waitFor("serving on", timeout: timeout),
-            let range = output.range(of: #"http://127\.0\.0\.1:\d+"#, options: .regularExpression)
+            let range = output.range(of: #"https?://127\.0\.0\.1:\d+"#, options: .regularExpression)
         else {
             return nil
         }

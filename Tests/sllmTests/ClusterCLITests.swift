@@ -180,6 +180,11 @@ import Testing
         #expect(controller.waitFor("waiting for a worker to join"), "\(controller.output)")
         let (notReady, _) = try await Self.json(server + "/ready")
         #expect(notReady == 503)
+        // A controller still waiting for its first worker stops at once when told to.
+        let idle = try ServeProcess(
+            ["--port", "0"], home: root.file("idle"), environment: ["SLLM_CLUSTER_TOKEN": token], command: "controller")
+        #expect(idle.waitFor("waiting for a worker to join"), "\(idle.output)")
+        #expect(idle.stop() == 0, "\(idle.output)")
 
         func startWorker(_ node: String) throws -> ServeProcess {
             let worker = try ServeProcess(
@@ -218,6 +223,8 @@ import Testing
         }
         let badPolicy = try runSLLM(["controller", "--placement", "nearest"], home: root.path)
         #expect(badPolicy.status != 0 && badPolicy.stderr.contains("round-robin"), "\(badPolicy.stderr)")
+        let nodeFlag = try runSLLM(["controller", "--memory-budget", "4GiB"], home: root.path)
+        #expect(nodeFlag.status != 0 && nodeFlag.stderr.contains("`sllm worker`"), "\(nodeFlag.stderr)")
 
         // The holder dies: it is lost once its lease runs out, and the next request runs on the other.
         kill(workers[holder]!.process.processIdentifier, SIGKILL)
@@ -351,5 +358,114 @@ import Testing
         let (third, last) = try await Self.json(urls[0] + "/v1/completions", body: request, key: userKey)
         #expect(third == 200, "\(String(describing: last))")
         #expect(try postgres.psql(database, "SELECT epoch FROM leader") == "3")
+    }
+
+    /// Runs a program; returns its exit status and output (standard error with it).
+    static func run(_ arguments: [String]) throws -> (Int32, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, text)
+    }
+
+    /// A certificate authority and a certificate for 127.0.0.1 signed by it, made with openssl.
+    static func makeCertificates(in directory: TemporaryDirectory) throws {
+        let steps: [[String]] = [
+            [
+                "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", directory.file("ca.key"), "-out", directory.file("ca.pem"), "-days", "2", "-subj",
+                "/CN=sllm test authority",
+            ],
+            [
+                "openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+                directory.file("node.key"), "-out", directory.file("node.csr"), "-subj", "/CN=127.0.0.1",
+            ],
+        ]
+        for step in steps {
+            let (status, output) = try run(step)
+            try #require(status == 0, "\(step.joined(separator: " ")): \(output)")
+        }
+        try writeFile(directory.file("san.cnf"), Array("subjectAltName=IP:127.0.0.1\n".utf8))
+        let (status, output) = try run([
+            "openssl", "x509", "-req", "-in", directory.file("node.csr"), "-CA", directory.file("ca.pem"), "-CAkey",
+            directory.file("ca.key"), "-CAcreateserial", "-out", directory.file("node.pem"), "-days", "2", "-extfile",
+            directory.file("san.cnf"),
+        ])
+        try #require(status == 0, "openssl x509: \(output)")
+    }
+
+    /// The cluster over TLS: a worker serving HTTPS joins a controller serving HTTPS, both
+    /// trusting the cluster's authority (`--tls-ca`); a deployment answers through them. A worker
+    /// that does not trust the authority cannot join, plain HTTP to a TLS port gets nothing, and
+    /// bad certificate settings stop a start with the file named.
+    @Test func theClusterSpeaksTLS() async throws {
+        let root = try TemporaryDirectory("cluster-tls")
+        defer { root.remove() }
+        try Self.makeCertificates(in: root)
+        let token = "cluster-tls-test-token-0123456789"
+        let tls = ["--tls-cert", root.file("node.pem"), "--tls-key", root.file("node.key")]
+        let port = freeTCPPort()
+        let base = "https://127.0.0.1:\(port)"
+        let controller = try ServeProcess(
+            ["--port", String(port), "--tls-ca", root.file("ca.pem")] + tls, home: root.file("control"),
+            environment: ["SLLM_CLUSTER_TOKEN": token], command: "controller")
+        defer { controller.stop() }
+        _ = try #require(controller.address(), "\(controller.output)")
+        #expect(controller.output.contains("serving on https://"), "\(controller.output)")
+        try await RealModel.link(into: root.file("node-a"), as: "smollm2-135m")
+        let worker = try ServeProcess(
+            [
+                "--port", "0", "--node", "node-a", "--threads", "1", "--controller", base, "--tls-ca",
+                root.file("ca.pem"), "--cache-dir", root.file("a-cache"), "--dram-cache", "256MiB",
+            ] + tls, home: root.file("node-a"), environment: ["SLLM_CLUSTER_TOKEN": token], command: "worker")
+        defer { worker.stop() }
+        _ = try #require(worker.address(), "\(worker.output)")
+        #expect(worker.output.contains("serving on https://"), "\(worker.output)")
+        try #require(controller.waitFor("[Serving] ready"), "\(controller.output)")
+
+        func curl(_ path: String, _ body: String? = nil) throws -> String {
+            var arguments = ["curl", "-sS", "--max-time", "60", "--cacert", root.file("ca.pem"), base + path]
+            if let body { arguments += ["-H", "Content-Type: application/json", "-d", body] }
+            return try Self.run(arguments).1
+        }
+        #expect(try curl("/admin/nodes").contains("\"alive\""))
+        #expect(
+            try curl("/admin/deployments", #"{"model": "smollm2-135m", "keep_alive": "-1"}"#).contains("smollm2-135m"))
+        let answer = try curl("/v1/completions", #"{"model": "smollm2-135m", "prompt": "Hello", "max_tokens": 3}"#)
+        #expect(answer.contains("\"choices\""), "\(answer)")
+        // Without the authority, neither curl nor a worker trusts the controller.
+        let (untrusted, _) = try Self.run(["curl", "-sS", "--max-time", "10", base + "/health"])
+        #expect(untrusted != 0)
+        let (plain, _) = try Self.run(["curl", "-sS", "--max-time", "10", "http://127.0.0.1:\(port)/health"])
+        #expect(plain != 0)
+        let stranger = try ServeProcess(
+            [
+                "--port", "0", "--node", "node-b", "--threads", "1", "--controller", base, "--cache-dir",
+                root.file("b-cache"), "--dram-cache", "64MiB",
+            ], home: root.file("node-b"), environment: ["SLLM_CLUSTER_TOKEN": token], command: "worker")
+        defer { stranger.stop() }
+        #expect(stranger.waitFor("cannot renew the lease"), "\(stranger.output)")
+        #expect(stranger.output.lowercased().contains("certificate"), "\(stranger.output)")
+        #expect(try curl("/admin/nodes").contains("node-b") == false)
+
+        // Bad settings stop the start, naming what is wrong.
+        for (arguments, expected) in [
+            (["--tls-cert", root.file("missing.pem"), "--tls-key", root.file("node.key")], "missing.pem"),
+            (["--tls-cert", root.file("node.pem")], "go together"),
+            (["--tls-cert", root.file("node.key"), "--tls-key", root.file("node.key")], "node.key"),
+        ] {
+            let result = try runSLLM(["serve", "--port", "0"] + arguments, home: root.file("bad"))
+            #expect(result.status != 0 && result.stderr.contains(expected), "\(arguments): \(result.stderr)")
+        }
+        let badCA = try runSLLM(
+            ["controller", "--port", "0", "--tls-ca", root.file("node.key")], home: root.file("bad"),
+            environment: ["SLLM_CLUSTER_TOKEN": token])
+        #expect(badCA.status != 0 && badCA.stderr.contains("--tls-ca"), "\(badCA.stderr)")
     }
 }

@@ -5,6 +5,7 @@ public import Logging
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
+public import NIOSSL
 public import Serving
 public import Store
 import Synchronization
@@ -49,9 +50,13 @@ public final class RemoteWorker: Worker {
 
     /// The HTTP client settings a controller's workers share: a host that does not accept a
     /// connection within 1 s is unreachable (the client retries a refused connection within it).
-    public static var clientConfiguration: HTTPClient.Configuration {
+    public static var clientConfiguration: HTTPClient.Configuration { clientConfiguration(tls: nil) }
+
+    /// The same, trusting what `tls` says for `https` workers and controllers (``TLSFiles/client(authorities:)``).
+    public static func clientConfiguration(tls: TLSConfiguration?) -> HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration()
         configuration.timeout.connect = .seconds(1)
+        if let tls { configuration.tlsConfiguration = tls }
         return configuration
     }
     /// Streams run as long as their work: a generation, a pull of many gigabytes.

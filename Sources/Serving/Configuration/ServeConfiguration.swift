@@ -66,6 +66,9 @@ public struct ServeConfiguration: Sendable, Equatable {
     /// Where deployments, settings and API keys are kept: nil for `<data-dir>/state.sqlite`, or a
     /// PostgreSQL URL (`postgres://user@host:5432/db`) that several servers or controllers share.
     public var stateURL: String?
+    /// Serve HTTPS with this PEM certificate (chain) and PEM private key (both or neither).
+    public var tlsCertificate: String?
+    public var tlsKey: String?
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory
@@ -168,7 +171,8 @@ public struct ServeConfiguration: Sendable, Equatable {
         "threads",
         "direct_io", "default_model", "preload", "min_instances", "max_instances", "target_concurrency", "keep_alive",
         "queue_limit", "max_body", "shutdown_timeout", "idle_timeout", "request_timeout", "max_connections",
-        "dram_scrub_rate", "dram_scrub_interval", "dram_fill", "serve_while_loading", "state_url",
+        "dram_scrub_rate", "dram_scrub_interval", "dram_fill", "serve_while_loading", "state_url", "tls_cert",
+        "tls_key",
     ]
 
     /// The settings that are a deployment's scaling.
@@ -293,6 +297,10 @@ public struct ServeConfiguration: Sendable, Equatable {
                     )
                 }
                 stateURL = value.isEmpty ? nil : value
+            case "tls_cert":
+                tlsCertificate = value.isEmpty ? nil : value
+            case "tls_key":
+                tlsKey = value.isEmpty ? nil : value
             case "max_connections":
                 guard let count = Int(value), (1...1_000_000).contains(count) else {
                     throw fail(key, value, "a count (1-1000000)")

@@ -68,7 +68,7 @@ actor DeploymentRegistry {
             evict: { [weak self] candidate in await self?.evict(candidate) ?? 0 })
         if await pool.nodes.isEmpty {
             logger.info("waiting for a worker to join (`sllm worker --controller URL`)")
-            await pool.waitForNode()
+            try await pool.waitForNode()
         }
         let inventory = try await catalog().inventory()
         var restoredNow: [Deployment] = []

@@ -83,9 +83,7 @@ actor NodePool {
             nodes.append(node)
         }
         departed[node.id] = nil
-        let waiting = awaitingNode
-        awaitingNode.removeAll()
-        for continuation in waiting { continuation.resume() }
+        wakeWaiters()
     }
 
     /// Takes a node out (its worker was lost, or `left`): placement no longer sees it, and what was
@@ -103,9 +101,22 @@ actor NodePool {
     }
 
     /// Returns once the pool has a node (at once when it has one).
-    func waitForNode() async {
+    ///
+    /// - Throws: `CancellationError` when the caller is cancelled first (a server stopping).
+    func waitForNode() async throws {
         guard nodes.isEmpty else { return }
-        await withCheckedContinuation { awaitingNode.append($0) }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { awaitingNode.append($0) }
+        } onCancel: {
+            Task { await self.wakeWaiters() }
+        }
+        try Task.checkCancellation()
+    }
+
+    private func wakeWaiters() {
+        let waiting = awaitingNode
+        awaitingNode.removeAll()
+        for continuation in waiting { continuation.resume() }
     }
 
     /// The node models are pulled to and inspected on: the first that joined and is still here.

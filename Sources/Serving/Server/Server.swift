@@ -1,6 +1,8 @@
 import Checkpoint
 import Foundation
 public import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 public import Logging
 import NIOCore
 public import Scheduling
@@ -196,6 +198,8 @@ public final class Server: Sendable {
         clock: any SchedulerClock, standby: Bool = false, placementLog: (any PlacementLog)? = nil
     ) throws {
         lifecycle = ServerLifecycle(standby: standby)
+        // Certificate files are read now, so a bad one stops the start with its name.
+        _ = try TLSFiles.server(configuration)
         self.configuration = configuration
         self.logger = logger
         localWorker = local
@@ -266,14 +270,15 @@ public final class Server: Sendable {
 
         let connections = ConnectionCounter(limit: configuration.maxConnections)
         let requestTimeout = TimeAmount.nanoseconds(Int64(configuration.requestTimeout.seconds * 1e9))
+        let http: HTTPServerBuilder = .http1(
+            configuration: .init(
+                additionalChannelHandlers: [
+                    ConnectionLimitsHandler(counter: connections, requestTimeout: requestTimeout)
+                ],
+                idleTimeout: .nanoseconds(Int64(configuration.idleTimeout.seconds * 1e9))))
         let app = Application(
             router: router,
-            server: .http1(
-                configuration: .init(
-                    additionalChannelHandlers: [
-                        ConnectionLimitsHandler(counter: connections, requestTimeout: requestTimeout)
-                    ],
-                    idleTimeout: .nanoseconds(Int64(configuration.idleTimeout.seconds * 1e9)))),
+            server: try TLSFiles.server(configuration).map { try .tls(http, tlsConfiguration: $0) } ?? http,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "sllm"),
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? 0
@@ -447,8 +452,18 @@ private struct NodeService: Service {
             lifecycle.activate(false)
         }
         guard activated else { return }
-        try await keys.refresh()
-        try await registry.restore()
+        do {
+            // A controller waits here for its first worker: a shutdown meanwhile ends the wait.
+            try await cancelWhenGracefulShutdown {
+                try await keys.refresh()
+                try await registry.restore()
+            }
+        } catch {
+            // Stopped while restoring (the state store may report the cancellation as its own error).
+            guard error is CancellationError || lifecycle.isShuttingDown else { throw error }
+            if stopInstances { await registry.stopAll() } else { await registry.detach() }
+            return
+        }
         lifecycle.markReady()
         logger.info("ready")
         try? await gracefulShutdown()

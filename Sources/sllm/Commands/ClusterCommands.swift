@@ -4,7 +4,10 @@ import Checkpoint
 import Cluster
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
+import NIOSSL
 import Scheduling
 import ServiceLifecycle
 import Serving
@@ -17,6 +20,24 @@ struct ClusterTokenOptions: ParsableArguments {
         name: .customLong("token-file"),
         help: "File holding the cluster token that controllers and workers share (else $SLLM_CLUSTER_TOKEN).")
     var tokenFile: String?
+    @Option(
+        name: .customLong("tls-ca"),
+        help:
+            "PEM certificates of the authority that signed the cluster's TLS certificates, trusted beside the system's (else $SLLM_CLUSTER_CA)."
+    )
+    var tlsCA: String?
+
+    /// The HTTP client settings for reaching workers and controllers (`https` ones trusted by `--tls-ca`).
+    func clientConfiguration() throws -> HTTPClient.Configuration {
+        let authorities =
+            tlsCA ?? ProcessInfo.processInfo.environment["SLLM_CLUSTER_CA"].flatMap { $0.isEmpty ? nil : $0 }
+        do {
+            return RemoteWorker.clientConfiguration(
+                tls: try TLSFiles.client(authorities: authorities.map(absolutePath)))
+        } catch {
+            throw CommandFailure(error.message)
+        }
+    }
 
     func token() throws -> String {
         if let tokenFile {
@@ -73,6 +94,18 @@ struct Controller: AsyncParsableCommand {
         guard let lease = parseDuration(workerLease), lease >= .milliseconds(300), lease <= .seconds(300) else {
             throw ValidationError("--worker-lease \(workerLease) is not a duration from 300ms to 5m (e.g. 3s)")
         }
+        // The node's settings belong to its worker: a controller holds no store, cache or instance.
+        let nodeOnly: [(String, Bool)] = [
+            ("--memory-budget", options.memoryBudget != nil), ("--dram-cache", options.dramCache != nil),
+            ("--cache-dir", options.cacheDir != nil), ("--threads", options.threads != nil),
+            ("--direct-io", options.directIO), ("--dram-scrub-rate", options.dramScrubRate != nil),
+            ("--dram-scrub-interval", options.dramScrubInterval != nil), ("--dram-fill", options.dramFill != nil),
+            ("--serve-while-loading", options.serveWhileLoading != nil),
+        ]
+        if let (flag, _) = nodeOnly.first(where: { $0.1 }) {
+            throw ValidationError(
+                "\(flag) is a node's setting: give it to `sllm worker` (a controller runs no instance)")
+        }
         if PlacementPolicy(rawValue: placement) == nil {
             throw ValidationError(
                 "--placement \(placement) is not one of \(PlacementPolicy.allCases.map(\.rawValue).joined(separator: ", "))"
@@ -99,7 +132,7 @@ struct Controller: AsyncParsableCommand {
         }
         let token = try cluster.token()
         let logger = Logger(label: "sllm.controller")
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: RemoteWorker.clientConfiguration)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: try cluster.clientConfiguration())
         do {
             try await run(configuration: configuration, token: token, client: client, logger: logger)
         } catch {
@@ -138,7 +171,8 @@ struct Controller: AsyncParsableCommand {
                 advertise: {
                     if let advertise { return advertise }
                     let port = await bound.port()
-                    return "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+                    return
+                        "\(configuration.tlsCertificate == nil ? "http" : "https")://\(host.contains(":") ? "[\(host)]" : host):\(port)"
                 }, logger: logger)
             controller = made
             Task { await bound.set(await made.server.listeningPort()) }
@@ -192,6 +226,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("cache-dir"), help: "Where the DRAM cache lives.") var cacheDir: String?
     @Flag(name: .customLong("dram-fill"), inversion: .prefixedNo, help: "Fill the DRAM pool in the background.")
     var dramFill: Bool?
+    @Option(name: .customLong("tls-cert"), help: "Serve the worker protocol over HTTPS with this PEM certificate.")
+    var tlsCert: String?
+    @Option(name: .customLong("tls-key"), help: "The PEM private key of --tls-cert.") var tlsKey: String?
 
     func validate() throws {
         for controller in controllers where LeaseRequest.checkedURL(controller) == nil {
@@ -214,23 +251,28 @@ struct WorkerCommand: AsyncParsableCommand {
         flags["dram_cache"] = dramCache
         flags["cache_dir"] = cacheDir.map(absolutePath)
         flags["dram_fill"] = dramFill.map { $0 ? "true" : "false" }
+        flags["tls_cert"] = tlsCert.map(absolutePath)
+        flags["tls_key"] = tlsKey.map(absolutePath)
         let configuration = try Serve.layered(global: global, config: config, flags: flags)
         let token = try cluster.token()
         let logger = Logger(label: "sllm.worker")
         let local: LocalWorker
         let routes: WorkerRoutes
+        let server: HTTPServerBuilder
         do {
             local = try LocalWorker(configuration: configuration, node: node.map(NodeID.init), logger: logger)
             routes = try WorkerRoutes(worker: local, token: token, logger: logger)
+            server = try TLSFiles.server(configuration).map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
         } catch {
             throw CommandFailure(ServingError(error).message)
         }
+        let scheme = configuration.tlsCertificate == nil ? "http" : "https"
         FileSystem.installCrashSocketCloser()
         let quiet = global.quiet
         let host = host
         let bound = BoundAddress()
         let app = Application(
-            router: routes.router(),
+            router: routes.router(), server: server,
             configuration: .init(address: .hostname(host, port: port), serverName: "sllm-worker"),
             onServerRunning: { channel in
                 FileSystem.markDescriptorsCloseOnExec()
@@ -238,12 +280,12 @@ struct WorkerCommand: AsyncParsableCommand {
                 if !quiet {
                     FileHandle.standardError.write(
                         Data(
-                            "sllm worker \(local.node) serving on http://\(host):\(channel.localAddress?.port ?? 0) (worker protocol \(WorkerWire.version); data in \(configuration.dataDirectory))\n"
+                            "sllm worker \(local.node) serving on \(scheme)://\(host):\(channel.localAddress?.port ?? 0) (worker protocol \(WorkerWire.version); data in \(configuration.dataDirectory))\n"
                                 .utf8))
                 }
             },
             logger: logger)
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: RemoteWorker.clientConfiguration)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: try cluster.clientConfiguration())
         var services: [any Service] = local.backgroundServices(configuration: configuration, logger: logger)
         if !controllers.isEmpty {
             let advertise = advertise
@@ -253,7 +295,7 @@ struct WorkerCommand: AsyncParsableCommand {
                     url: {
                         if let advertise { return advertise }
                         let port = await bound.port()
-                        return "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+                        return "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)"
                     },
                     token: token, client: client, logger: logger))
         }

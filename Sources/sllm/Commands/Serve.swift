@@ -91,7 +91,7 @@ struct Serve: AsyncParsableCommand {
                 if !quiet {
                     FileHandle.standardError.write(
                         Data(
-                            "sllm serving on http://\(configuration.host):\(port) (\(what); data in \(configuration.dataDirectory))\n"
+                            "sllm serving on \(configuration.tlsCertificate == nil ? "http" : "https")://\(configuration.host):\(port) (\(what); data in \(configuration.dataDirectory))\n"
                                 .utf8))
                 }
                 if crashOnStart { fatalError("SLLM_TEST_CRASH_AFTER_START: crashing on purpose") }
@@ -175,6 +175,9 @@ struct ServeOptions: ParsableArguments {
         help:
             "Keep deployments, settings and API keys in PostgreSQL (postgres://user[:password]@host[:port]/database) instead of <data-dir>/state.sqlite; PGPASSWORD supplies a password the URL lacks."
     ) var stateURL: String?
+    @Option(name: .customLong("tls-cert"), help: "Serve HTTPS with this PEM certificate (with --tls-key).")
+    var tlsCert: String?
+    @Option(name: .customLong("tls-key"), help: "The PEM private key of --tls-cert.") var tlsKey: String?
 
     /// The flags given, as a settings layer.
     var flagLayer: [String: String] {
@@ -206,6 +209,8 @@ struct ServeOptions: ParsableArguments {
         layer["dram_scrub_rate"] = dramScrubRate
         layer["dram_scrub_interval"] = dramScrubInterval
         layer["state_url"] = stateURL
+        layer["tls_cert"] = tlsCert.map(absolutePath)
+        layer["tls_key"] = tlsKey.map(absolutePath)
         return layer
     }
 }
