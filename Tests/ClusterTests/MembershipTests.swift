@@ -127,7 +127,8 @@ extension Duration {
         let (database, url) = try postgres.createDatabase("membership")
         let store = try await PostgresStateStore.open(try PostgresLocation(url: url))
         defer { store.close() }
-        let controller = try await ControllerHarness.start(lease: .milliseconds(900), postgres: store)
+        // The default lease: a shorter one flaps when a loaded machine delays renewals.
+        let controller = try await ControllerHarness.start(lease: .seconds(3), postgres: store)
         let worker = try await WorkerHarness.start(node: "node-m")
         defer { worker.remove() }
 

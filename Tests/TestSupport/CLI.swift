@@ -140,3 +140,20 @@ public final class ServeProcess: @unchecked Sendable {
 
     deinit { if process.isRunning { process.terminate() } }
 }
+
+/// Runs a program found on PATH; returns its exit status and output (standard error with it).
+public func runProgram(_ arguments: [String], environment: [String: String]? = nil) throws -> (
+    status: Int32, output: String
+) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = arguments
+    if let environment { process.environment = environment }
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, text)
+}

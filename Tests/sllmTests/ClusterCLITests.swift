@@ -107,21 +107,8 @@ import Testing
 
         // The other worker dies while it streams an answer: the stream ends with `worker_lost`
         // naming it (tokens were sent, so it is not run again).
-        let body =
-            #"{"model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": true, "stream": true}"#
-        let victim = workers[second].process.processIdentifier
-        let streamed = try await onThread { () -> String in
-            let connection = try RawConnection(port: controllerPort, timeout: 60)
-            connection.send(
-                "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-            )
-            var seen = connection.receive {
-                String(decoding: $0, as: UTF8.self).components(separatedBy: "data: {").count > 3
-            }
-            kill(victim, SIGKILL)
-            seen += connection.receive { String(decoding: $0, as: UTF8.self).contains("worker_lost") }
-            return String(decoding: seen, as: UTF8.self)
-        }
+        let streamed = try await Self.streamThenKill(
+            port: controllerPort, victim: workers[second].process.processIdentifier, until: "worker_lost")
         workers[second].process.waitUntilExit()
         #expect(streamed.contains("worker_lost") && streamed.contains("node-"), "\(streamed.suffix(600))")
 
@@ -132,6 +119,26 @@ import Testing
         #expect(none == 503 && message.contains("unreachable"), "\(message)")
 
         #expect(controller.stop() == 0)
+    }
+
+    /// Starts a long streamed completion on `port`, SIGKILLs `victim` once a few events came,
+    /// and returns what the stream said until `until` appears in it.
+    static func streamThenKill(port: Int, key: String? = nil, victim: pid_t, until: String) async throws -> String {
+        let body =
+            #"{"model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": true, "stream": true}"#
+        let authorization = key.map { "Authorization: Bearer \($0)\r\n" } ?? ""
+        return try await onThread { () -> String in
+            let connection = try RawConnection(port: port, timeout: 60)
+            connection.send(
+                "POST /v1/completions HTTP/1.1\r\nHost: x\r\n\(authorization)Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            )
+            var seen = connection.receive {
+                String(decoding: $0, as: UTF8.self).components(separatedBy: "data: {").count > 3
+            }
+            kill(victim, SIGKILL)
+            seen += connection.receive { String(decoding: $0, as: UTF8.self).contains(until) }
+            return String(decoding: seen, as: UTF8.self)
+        }
     }
 
     /// The nodes `GET /admin/nodes` reports, by name, with their state.
@@ -173,7 +180,7 @@ import Testing
         let controllerPort = freeTCPPort()
         let server = "http://127.0.0.1:\(controllerPort)"
         let controller = try ServeProcess(
-            ["--port", String(controllerPort), "--worker-lease", "1500ms"], home: root.file("control"),
+            ["--port", String(controllerPort), "--worker-lease", "3s"], home: root.file("control"),
             environment: ["SLLM_CLUSTER_TOKEN": token], command: "controller")
         defer { controller.stop() }
         _ = try #require(controller.address(), "\(controller.output)")
@@ -230,7 +237,7 @@ import Testing
         kill(workers[holder]!.process.processIdentifier, SIGKILL)
         workers[holder]!.process.waitUntilExit()
         let detection = try await Self.waitForNodes(server) { $0[holder] == "lost" }
-        print("worker death detected in \(String(format: "%.2f", detection)) s (lease 1.5 s)")
+        print("worker death detected in \(String(format: "%.2f", detection)) s (lease 3 s)")
         #expect(controller.output.contains("node \(holder) lost: no lease renewal"), "\(controller.output)")
         let (second, retried) = try await Self.json(server + "/v1/completions", body: request)
         #expect(second == 200, "\(String(describing: retried))")
@@ -263,7 +270,7 @@ import Testing
         let urls = ports.map { "http://127.0.0.1:\($0)" }
         func startController(_ index: Int) throws -> ServeProcess {
             let controller = try ServeProcess(
-                ["--port", String(ports[index]), "--state-url", stateURL, "--worker-lease", "2s", "--auth", "on"],
+                ["--port", String(ports[index]), "--state-url", stateURL, "--worker-lease", "3s", "--auth", "on"],
                 home: root.file("control-\(index)"),
                 environment: ["SLLM_CLUSTER_TOKEN": token, "SLLM_ADMIN_KEY": admin],
                 command: "controller")
@@ -307,22 +314,8 @@ import Testing
         #expect(first == 200, "\(String(describing: answer))")
 
         // The leader dies while a stream passes through the follower.
-        let body =
-            #"{"model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": true, "stream": true}"#
-        let leader = controllers[0].process.processIdentifier
-        let followerPort = ports[1]
-        let streamed = try await onThread { () -> String in
-            let connection = try RawConnection(port: followerPort, timeout: 60)
-            connection.send(
-                "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(admin)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-            )
-            var seen = connection.receive {
-                String(decoding: $0, as: UTF8.self).components(separatedBy: "data: {").count > 3
-            }
-            kill(leader, SIGKILL)
-            seen += connection.receive { String(decoding: $0, as: UTF8.self).contains("controller_lost") }
-            return String(decoding: seen, as: UTF8.self)
-        }
+        let streamed = try await Self.streamThenKill(
+            port: ports[1], key: admin, victim: controllers[0].process.processIdentifier, until: "controller_lost")
         let killed = ContinuousClock.now
         controllers[0].process.waitUntilExit()
         #expect(streamed.contains("controller_lost"), "\(streamed.suffix(600))")
@@ -340,7 +333,7 @@ import Testing
             try await Task.sleep(for: .milliseconds(50))
         }
         let took = try #require(failover, "\(controllers[1].output)")
-        print("controller failover: first answer \(took) after the leader was killed (worker lease 2 s)")
+        print("controller failover: first answer \(took) after the leader was killed (worker lease 3 s)")
         #expect(
             (served?["timings"] as? [String: Any])?["cold_start"] as? Bool == false, "\(String(describing: served))")
         #expect(controllers[1].output.contains("adopted instance"), "\(controllers[1].output)")
@@ -360,20 +353,6 @@ import Testing
         #expect(try postgres.psql(database, "SELECT epoch FROM leader") == "3")
     }
 
-    /// Runs a program; returns its exit status and output (standard error with it).
-    static func run(_ arguments: [String]) throws -> (Int32, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, text)
-    }
-
     /// A certificate authority and a certificate for 127.0.0.1 signed by it, made with openssl.
     static func makeCertificates(in directory: TemporaryDirectory) throws {
         let steps: [[String]] = [
@@ -388,11 +367,11 @@ import Testing
             ],
         ]
         for step in steps {
-            let (status, output) = try run(step)
+            let (status, output) = try runProgram(step)
             try #require(status == 0, "\(step.joined(separator: " ")): \(output)")
         }
         try writeFile(directory.file("san.cnf"), Array("subjectAltName=IP:127.0.0.1\n".utf8))
-        let (status, output) = try run([
+        let (status, output) = try runProgram([
             "openssl", "x509", "-req", "-in", directory.file("node.csr"), "-CA", directory.file("ca.pem"), "-CAkey",
             directory.file("ca.key"), "-CAcreateserial", "-out", directory.file("node.pem"), "-days", "2", "-extfile",
             directory.file("san.cnf"),
@@ -432,7 +411,7 @@ import Testing
         func curl(_ path: String, _ body: String? = nil) throws -> String {
             var arguments = ["curl", "-sS", "--max-time", "60", "--cacert", root.file("ca.pem"), base + path]
             if let body { arguments += ["-H", "Content-Type: application/json", "-d", body] }
-            return try Self.run(arguments).1
+            return try runProgram(arguments).output
         }
         #expect(try curl("/admin/nodes").contains("\"alive\""))
         #expect(
@@ -440,9 +419,9 @@ import Testing
         let answer = try curl("/v1/completions", #"{"model": "smollm2-135m", "prompt": "Hello", "max_tokens": 3}"#)
         #expect(answer.contains("\"choices\""), "\(answer)")
         // Without the authority, neither curl nor a worker trusts the controller.
-        let (untrusted, _) = try Self.run(["curl", "-sS", "--max-time", "10", base + "/health"])
+        let (untrusted, _) = try runProgram(["curl", "-sS", "--max-time", "10", base + "/health"])
         #expect(untrusted != 0)
-        let (plain, _) = try Self.run(["curl", "-sS", "--max-time", "10", "http://127.0.0.1:\(port)/health"])
+        let (plain, _) = try runProgram(["curl", "-sS", "--max-time", "10", "http://127.0.0.1:\(port)/health"])
         #expect(plain != 0)
         let stranger = try ServeProcess(
             [

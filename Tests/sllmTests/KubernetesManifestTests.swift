@@ -10,19 +10,11 @@ import Testing
         .deletingLastPathComponent().path
 
     @Test(arguments: [false, true]) func theManifestsAreValid(withoutKubectl: Bool) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", Self.root + "/scripts/check-kubernetes.py"]
         var environment = ProcessInfo.processInfo.environment
         if withoutKubectl { environment["SLLM_NO_KUBECTL"] = "1" }
-        process.environment = environment
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(text)")
+        let (status, text) = try runProgram(
+            ["python3", Self.root + "/scripts/check-kubernetes.py"], environment: environment)
+        #expect(status == 0, "\(text)")
         #expect(text.contains("7 objects") && text.contains(": valid"), "\(text)")
         if withoutKubectl { #expect(text.contains("no kubectl"), "\(text)") }
     }

@@ -58,7 +58,7 @@ public final class ClusterController: Sendable {
         server.mount(
             try MembershipRoutes(
                 membership: membership, token: token, leadership: leadership, client: client,
-                requestTimeout: configuration.requestTimeout, maxBodyBytes: configuration.maxBodyBytes, logger: logger))
+                maxBodyBytes: configuration.maxBodyBytes, logger: logger))
         self.server = server
         self.membership = membership
         self.leadership = leadership

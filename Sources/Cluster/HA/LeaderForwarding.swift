@@ -20,6 +20,8 @@ struct LeaderForwarding: RouterMiddleware {
     typealias Context = BasicRequestContext
     let leadership: Leadership
     let client: HTTPClient
+    /// Until the leader's answer begins (a whole completion begins when it is done); the body
+    /// then streams for as long as it takes.
     let timeout: TimeAmount
     let maxBodyBytes: Int
     let logger: Logger

@@ -22,7 +22,7 @@ public struct MembershipRoutes: ServerExtension {
     ///     while it does not lead, requests are forwarded to the leader with `client`.
     public init(
         membership: Membership, token: String, leadership: Leadership? = nil, client: HTTPClient? = nil,
-        requestTimeout: Duration = .seconds(600), maxBodyBytes: Int = 8 << 20,
+        maxBodyBytes: Int = 8 << 20,
         logger: Logger = Logger(label: "sllm.controller")
     ) throws(ServingError) {
         guard token.utf8.count >= 16 else {
@@ -34,7 +34,7 @@ public struct MembershipRoutes: ServerExtension {
         if let leadership, let client {
             forwarding = LeaderForwarding(
                 leadership: leadership, client: client,
-                timeout: .seconds(Int64(max(1, requestTimeout.components.seconds))), maxBodyBytes: maxBodyBytes,
+                timeout: RemoteWorker.streamTimeout, maxBodyBytes: maxBodyBytes,
                 logger: logger)
         } else {
             forwarding = nil
@@ -69,24 +69,10 @@ public struct MembershipRoutes: ServerExtension {
     static func answer<Body: Decodable & Sendable, Value: Codable & Sendable>(
         _ request: Request, as: Body.Type, _ handle: (Body) async throws -> Value
     ) async -> Response {
-        let theirs = request.headers[HTTPField.Name(WorkerWire.versionHeader)!]
-        guard theirs == String(WorkerWire.version) else {
-            return WorkerRoutes.reply(
-                WireReply<Value>.error(
-                    WireError(
-                        ServingError(
-                            .invalidRequest,
-                            "worker protocol \(theirs ?? "(none)") is not this controller's (\(WorkerWire.version)): run one sllm version across the cluster"
-                        ))), status: .badRequest)
-        }
         let body: Body
-        do {
-            let buffer = try await request.body.collect(upTo: LeaseWire.maxBodyBytes)
-            body = try JSONDecoder.wire.decode(Body.self, from: Data(buffer: buffer))
-        } catch {
-            return WorkerRoutes.reply(
-                WireReply<Value>.error(WireError(ServingError(.invalidRequest, "not a \(Body.self): \(error)"))),
-                status: .badRequest)
+        switch await WorkerRoutes.read(request, as: Body.self, upTo: LeaseWire.maxBodyBytes, by: "controller") {
+        case .success(let read): body = read
+        case .failure(let refusal): return refusal.response
         }
         do {
             return WorkerRoutes.reply(WireReply.value(try await handle(body)))

@@ -40,24 +40,10 @@ public struct WorkerRoutes: Sendable {
     }
 
     func handle(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let theirs = request.headers[HTTPField.Name(WorkerWire.versionHeader)!]
-        guard theirs == String(WorkerWire.version) else {
-            return Self.reply(
-                WireReply<WireDone>.error(
-                    WireError(
-                        ServingError(
-                            .invalidRequest,
-                            "worker protocol \(theirs ?? "(none)") is not this worker's (\(WorkerWire.version)): run one sllm version across the cluster"
-                        ))), status: .badRequest)
-        }
         let call: WorkerCall
-        do {
-            let body = try await request.body.collect(upTo: WorkerWire.maxCallBytes)
-            call = try JSONDecoder.wire.decode(WorkerCall.self, from: Data(buffer: body))
-        } catch {
-            return Self.reply(
-                WireReply<WireDone>.error(WireError(ServingError(.invalidRequest, "not a worker call: \(error)"))),
-                status: .badRequest)
+        switch await Self.read(request, as: WorkerCall.self, upTo: WorkerWire.maxCallBytes, by: "worker") {
+        case .success(let body): call = body
+        case .failure(let refusal): return refusal.response
         }
         logger.debug("worker call", metadata: ["call": "\(call.name)"])
         switch call {
@@ -87,6 +73,41 @@ public struct WorkerRoutes: Sendable {
             return Self.reply(WireReply.value(WireDone()))
         case .snapshot(let job, let instance):
             return Self.reply(WireReply.value(await worker.snapshot(job: job, on: instance)))
+        }
+    }
+
+    /// A request refused before it was read: its 400 answer.
+    struct Refusal: Error {
+        var response: Response
+    }
+
+    /// Checks a cluster request's protocol version (`by` names this end in the message) and reads
+    /// its body, at most `limit` bytes, as `Body`; a refusal is the 400 to answer.
+    static func read<Body: Decodable>(_ request: Request, as: Body.Type, upTo limit: Int, by end: String) async
+        -> Result<Body, Refusal>
+    {
+        let theirs = request.headers[HTTPField.Name(WorkerWire.versionHeader)!]
+        guard theirs == String(WorkerWire.version) else {
+            return .failure(
+                Refusal(
+                    response: reply(
+                        WireReply<WireDone>.error(
+                            WireError(
+                                ServingError(
+                                    .invalidRequest,
+                                    "worker protocol \(theirs ?? "(none)") is not this \(end)'s (\(WorkerWire.version)): run one sllm version across the cluster"
+                                ))), status: .badRequest)))
+        }
+        do {
+            let buffer = try await request.body.collect(upTo: limit)
+            return .success(try JSONDecoder.wire.decode(Body.self, from: Data(buffer: buffer)))
+        } catch {
+            let what = Body.self == WorkerCall.self ? "a worker call" : "a \(Body.self)"
+            return .failure(
+                Refusal(
+                    response: reply(
+                        WireReply<WireDone>.error(WireError(ServingError(.invalidRequest, "not \(what): \(error)"))),
+                        status: .badRequest)))
         }
     }
 
