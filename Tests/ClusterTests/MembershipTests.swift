@@ -207,7 +207,7 @@ extension Duration {
     }
 
     /// `/cluster/...` needs the cluster token and the protocol version, takes only well-formed
-    /// leases, and answers every other input with an error, whatever the path's spelling; the
+    /// leases and leaves, and answers every other input with an error, whatever the path's spelling; the
     /// controller's keys do not open it, and it opens nothing else.
     @Test func strangersAndBadLeasesAreRefused() async throws {
         let controller = try await ControllerHarness.start(lease: .seconds(3), adminKey: "admin-key-for-cluster-test")
@@ -286,6 +286,22 @@ extension Duration {
             let (status, _) = try await controller.post(
                 LeaseWire.leasePath, body: Data(bytes), headers: ControllerHarness.goodHeaders)
             #expect([200, 400].contains(status), "round \(round): \(status)")
+        }
+        // The same for leaves: mutated ones are answered (a leave of no member changes nothing).
+        let leave = Array(try JSONEncoder().encode(LeaveRequest(node: NodeID("n1"), boot: "b")))
+        for round in 0..<150 {
+            var bytes = leave
+            for _ in 0..<(1 + round % 6) {
+                let index = Int.random(in: 0..<bytes.count, using: &random)
+                if Bool.random(using: &random) {
+                    bytes[index] = UInt8.random(in: 0...255, using: &random)
+                } else {
+                    bytes.remove(at: index)
+                }
+            }
+            let (status, _) = try await controller.post(
+                LeaseWire.leavePath, body: Data(bytes), headers: ControllerHarness.goodHeaders)
+            #expect([200, 400].contains(status), "leave round \(round): \(status)")
         }
         // Still serving: a well-formed lease is granted (its node is never reached, and is lost).
         let (granted, grant) = try await controller.post(

@@ -104,12 +104,7 @@ public struct LeaseRenewer: Service {
     private func post<Body: Encodable, Value: Codable & Sendable>(_ path: String, _ body: Body, to controller: URL)
         async throws -> Value
     {
-        var request = HTTPClientRequest(url: controller.absoluteString + path)
-        request.method = .POST
-        request.headers.add(name: "Authorization", value: "Bearer \(token)")
-        request.headers.add(name: "Content-Type", value: "application/json")
-        request.headers.add(name: WorkerWire.versionHeader, value: String(WorkerWire.version))
-        request.body = .bytes(ByteBuffer(bytes: try JSONEncoder.wire.encode(body)))
+        let request = try WorkerWire.request(controller.absoluteString + path, token: token, body: body)
         let response = try await client.execute(request, timeout: .seconds(5))
         let data = try await response.body.collect(upTo: 1 << 20)
         guard let reply = try? JSONDecoder.wire.decode(WireReply<Value>.self, from: Data(buffer: data)) else {
@@ -118,9 +113,6 @@ public struct LeaseRenewer: Service {
                 "\(controller.absoluteString) answered HTTP \(response.status.code) without a lease reply (not an sllm controller?)"
             )
         }
-        switch reply {
-        case .value(let value): return value
-        case .error(let error): throw error.serving
-        }
+        return try reply.get()
     }
 }

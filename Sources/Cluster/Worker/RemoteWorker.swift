@@ -219,13 +219,7 @@ public final class RemoteWorker: Worker {
     // MARK: - Calls
 
     private func request(_ call: WorkerCall) throws -> HTTPClientRequest {
-        var request = HTTPClientRequest(url: url.absoluteString + WorkerWire.callPath)
-        request.method = .POST
-        request.headers.add(name: "Authorization", value: "Bearer \(token)")
-        request.headers.add(name: "Content-Type", value: "application/json")
-        request.headers.add(name: WorkerWire.versionHeader, value: String(WorkerWire.version))
-        request.body = .bytes(ByteBuffer(bytes: try JSONEncoder.wire.encode(call)))
-        return request
+        try WorkerWire.request(url.absoluteString + WorkerWire.callPath, token: token, body: call)
     }
 
     /// Sends `call` and reads its whole answer.
@@ -250,10 +244,7 @@ public final class RemoteWorker: Worker {
                 "worker \(node) (\(url.absoluteString)) answered \(call.name) with HTTP \(response.status.code) and no worker reply"
             )
         }
-        switch reply {
-        case .value(let value): return value
-        case .error(let error): throw error.serving
-        }
+        return try reply.get()
     }
 
     /// Sends `call` and yields its events as they arrive. Ending the iteration cancels the

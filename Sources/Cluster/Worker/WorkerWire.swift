@@ -1,4 +1,7 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
+import NIOHTTP1
 import Serving
 import Store
 
@@ -17,6 +20,18 @@ public enum WorkerWire {
     public static let callPath = "/worker/v1/call"
     /// The largest call body a worker reads (a generation job carries its prompt's token ids).
     public static let maxCallBytes = 32 << 20
+
+    /// A cluster call as sent: `POST url` with the token, the version header and `body` as JSON
+    /// (worker calls from controllers, leases from workers).
+    static func request(_ url: String, token: String, body: some Encodable) throws -> HTTPClientRequest {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: versionHeader, value: String(version))
+        request.body = .bytes(ByteBuffer(bytes: try JSONEncoder.wire.encode(body)))
+        return request
+    }
 }
 
 /// One ``Worker`` call.
@@ -76,6 +91,14 @@ struct WireError: Codable, Sendable, Error {
 enum WireReply<Value: Codable & Sendable>: Codable, Sendable {
     case value(Value)
     case error(WireError)
+
+    /// The value, or the error the other end sent.
+    func get() throws(ServingError) -> Value {
+        switch self {
+        case .value(let value): return value
+        case .error(let error): throw error.serving
+        }
+    }
 }
 
 /// A line of a streamed answer.
