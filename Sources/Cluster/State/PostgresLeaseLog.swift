@@ -13,45 +13,21 @@ public final class PostgresLeaseLog: LeaseLog {
         case joined(LeaseRequest, Duration)
         case renewed(LeaseRequest, Duration)
         case ended(NodeID, boot: String, LeaseState, String)
-        /// Resumed once the writes before it are done.
-        case barrier(CheckedContinuation<Void, Never>)
     }
 
-    private let writes: AsyncStream<Write>.Continuation
-    private let writer: Task<Void, Never>
+    private let writes: OrderedWrites<Write>
 
     public init(store: PostgresStateStore, logger: Logger) {
-        let (stream, continuation) = AsyncStream.makeStream(of: Write.self, bufferingPolicy: .bufferingNewest(4096))
-        writes = continuation
-        writer = Task {
-            for await write in stream {
-                if case .barrier(let continuation) = write {
-                    continuation.resume()
-                    continue
-                }
-                do { try await Self.perform(write, on: store) } catch {
-                    logger.warning(
-                        "cannot record a worker's lease", metadata: ["error": "\(ServingError(error).message)"])
-                }
-            }
-        }
-    }
-
-    deinit {
-        writes.finish()
+        writes = OrderedWrites("a worker's lease", logger: logger) { try await Self.perform($0, on: store) }
     }
 
     /// Waits for the writes asked so far (tests, and a controller stopping).
-    public func flush() async {
-        await withCheckedContinuation { continuation in
-            if case .terminated = writes.yield(.barrier(continuation)) { continuation.resume() }
-        }
-    }
+    public func flush() async { await writes.flush() }
 
-    public func joined(_ request: LeaseRequest, lease: Duration) { writes.yield(.joined(request, lease)) }
-    public func renewed(_ request: LeaseRequest, lease: Duration) { writes.yield(.renewed(request, lease)) }
+    public func joined(_ request: LeaseRequest, lease: Duration) { writes.submit(.joined(request, lease)) }
+    public func renewed(_ request: LeaseRequest, lease: Duration) { writes.submit(.renewed(request, lease)) }
     public func ended(_ node: NodeID, boot: String, state: LeaseState, reason: String) {
-        writes.yield(.ended(node, boot: boot, state, reason))
+        writes.submit(.ended(node, boot: boot, state, reason))
     }
 
     private static func perform(_ write: Write, on store: PostgresStateStore) async throws {
@@ -82,8 +58,6 @@ public final class PostgresLeaseLog: LeaseLog {
                     WHERE node = \(request.node.rawValue) AND boot = \(request.boot) AND state = 'alive'
                     """, logger: logger)
             }
-        case .barrier:
-            return
         case .ended(let node, let boot, let state, let reason):
             try await store.run("record that worker \(node)'s lease ended") { client, logger in
                 try await client.query(

@@ -8,32 +8,16 @@ public import Serving
 /// node, policy, estimate and actual time as columns (for SQL), the whole record with every
 /// candidate's terms as JSON. In order, off the placement's path; a failed write is logged.
 public final class PostgresPlacementLog: PlacementLog {
-    private let writes: AsyncStream<PlacementRecord>.Continuation
-    private let writer: Task<Void, Never>
+    private let writes: OrderedWrites<PlacementRecord>
 
     public init(store: PostgresStateStore, logger: Logger) {
-        let (stream, continuation) = AsyncStream.makeStream(
-            of: PlacementRecord.self, bufferingPolicy: .bufferingNewest(4096))
-        writes = continuation
-        writer = Task {
-            for await record in stream {
-                do { try await Self.write(record, to: store) } catch {
-                    logger.warning(
-                        "cannot record a placement decision", metadata: ["error": "\(ServingError(error).message)"])
-                }
-            }
-        }
+        writes = OrderedWrites("a placement decision", logger: logger) { try await Self.write($0, to: store) }
     }
 
-    deinit { writes.finish() }
-
-    public func record(_ decision: PlacementRecord) { writes.yield(decision) }
+    public func record(_ decision: PlacementRecord) { writes.submit(decision) }
 
     /// Ends the writer once the decisions asked so far are written.
-    public func close() async {
-        writes.finish()
-        await writer.value
-    }
+    public func close() async { await writes.close() }
 
     private static func write(_ record: PlacementRecord, to store: PostgresStateStore) async throws {
         let json = String(decoding: try JSONEncoder.wire.encode(record), as: UTF8.self)
