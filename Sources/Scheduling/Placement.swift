@@ -2,7 +2,8 @@ import Synchronization
 
 /// Where a model's checkpoint sits on a node, fastest first.
 public enum CheckpointTier: String, Sendable, Codable, CaseIterable, Comparable {
-    case dram, ssd, remote
+    /// `peer`: another node holds the checkpoint (or is fetching it) and sends it over the link.
+    case dram, ssd, peer, remote
 
     public static func < (a: CheckpointTier, b: CheckpointTier) -> Bool {
         allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
@@ -124,9 +125,10 @@ public struct LocalityPlacement: Placement {
 }
 
 extension LocalityPlacement {
-    /// Rates assumed for tiers a node has not measured yet (DRAM 8 GB/s, SSD 1 GB/s, the remote
-    /// store 100 MB/s): what a controller places with until its workers' own loads have run.
-    public static let untilMeasured: [CheckpointTier: Double] = [.dram: 8e9, .ssd: 1e9, .remote: 1e8]
+    /// Rates assumed for tiers a node has not measured yet (DRAM 8 GB/s, SSD 1 GB/s, a peer over
+    /// the cluster's network 500 MB/s, the remote store 100 MB/s): what a controller places with
+    /// until its workers' own loads have run.
+    public static let untilMeasured: [CheckpointTier: Double] = [.dram: 8e9, .ssd: 1e9, .peer: 5e8, .remote: 1e8]
 }
 
 /// The placement policies a controller can run (`--placement`), for comparing them.

@@ -218,10 +218,16 @@ extension Duration {
             LeaseRequest(node: NodeID("n1"), url: "http://127.0.0.1:9", boot: "b", inventory: inventory))
 
         for headers in [
-            [("sllm-worker-protocol", "1")],
-            [("Authorization", "Bearer wrong-token-wrong-token-00"), ("sllm-worker-protocol", "1")],
-            [("Authorization", "Bearer admin-key-for-cluster-test"), ("sllm-worker-protocol", "1")],
-            [("Authorization", "Basic \(WorkerHarness.token)"), ("sllm-worker-protocol", "1")],
+            [("sllm-worker-protocol", String(WorkerWire.version))],
+            [
+                ("Authorization", "Bearer wrong-token-wrong-token-00"),
+                ("sllm-worker-protocol", String(WorkerWire.version)),
+            ],
+            [
+                ("Authorization", "Bearer admin-key-for-cluster-test"),
+                ("sllm-worker-protocol", String(WorkerWire.version)),
+            ],
+            [("Authorization", "Basic \(WorkerHarness.token)"), ("sllm-worker-protocol", String(WorkerWire.version))],
         ] {
             let (status, _) = try await controller.post(LeaseWire.leasePath, body: good, headers: headers)
             #expect(status == 401)

@@ -32,7 +32,7 @@ final class WorkerHarness: Sendable {
         var logger = Logger(label: "test.worker")
         logger.logLevel = .warning
         let local = try LocalWorker(configuration: configuration, node: NodeID(node), logger: logger)
-        let routes = try WorkerRoutes(worker: local, token: token, logger: logger)
+        let routes = try WorkerRoutes(worker: local, token: token, checkpoints: local.loader, logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let app = Application(
             router: routes.router(), configuration: .init(address: .hostname("127.0.0.1", port: 0)),

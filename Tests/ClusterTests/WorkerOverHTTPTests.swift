@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Checkpoint
 import Engine
 import Foundation
 import Logging
@@ -186,7 +187,9 @@ import Testing
         let harness = try await WorkerHarness.start(node: "node-guarded")
         defer { harness.remove() }
         let call = try JSONEncoder.wire.encode(WorkerCall.inventory)
-        let good = ["Authorization": "Bearer \(WorkerHarness.token)", WorkerWire.versionHeader: "1"]
+        let good = [
+            "Authorization": "Bearer \(WorkerHarness.token)", WorkerWire.versionHeader: String(WorkerWire.version),
+        ]
         func send(_ path: String, headers: [String: String], body: Data? = nil, method: String = "POST") async throws
             -> RawResponse
         {
@@ -204,9 +207,13 @@ import Testing
         ]
         for path in spellings {
             for headers in [
-                [WorkerWire.versionHeader: "1"], ["Authorization": "Bearer wrong", WorkerWire.versionHeader: "1"],
-                ["Authorization": "Bearer", WorkerWire.versionHeader: "1"],
-                ["Authorization": "bearer \(WorkerHarness.token)x", WorkerWire.versionHeader: "1"],
+                [WorkerWire.versionHeader: String(WorkerWire.version)],
+                ["Authorization": "Bearer wrong", WorkerWire.versionHeader: String(WorkerWire.version)],
+                ["Authorization": "Bearer", WorkerWire.versionHeader: String(WorkerWire.version)],
+                [
+                    "Authorization": "bearer \(WorkerHarness.token)x",
+                    WorkerWire.versionHeader: String(WorkerWire.version),
+                ],
             ] {
                 let response = try await send(path, headers: headers, body: call)
                 #expect(response.status == 401 || response.status == 400, "\(path) \(headers): \(response.status)")
@@ -257,7 +264,8 @@ import Testing
                 }
             }
             var request = "POST /worker/v1/call HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-            request += "Authorization: Bearer \(WorkerHarness.token)\r\n\(WorkerWire.versionHeader): 1\r\n"
+            request +=
+                "Authorization: Bearer \(WorkerHarness.token)\r\n\(WorkerWire.versionHeader): \(WorkerWire.version)\r\n"
             request += "Content-Length: \(bytes.count)\r\n\r\n"
             let response = try await exchange(port: harness.port, Array(request.utf8) + bytes)
             statuses[response.status, default: 0] += 1
@@ -266,6 +274,121 @@ import Testing
         print("worker fuzz: \(iterations) bodies; statuses \(statuses.sorted { $0.key < $1.key })")
         let remote = try await harness.remote()
         #expect(await remote.inventory().node.rawValue == "node-fuzz")
+    }
+}
+
+/// A worker's checkpoints as peers read them: behind the token, by range, only the index's files.
+@Suite struct CheckpointRouteTests {
+    static func get(_ port: Int, _ path: String, headers: [String: String] = [:]) async throws -> RawResponse {
+        var request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        for (name, value) in headers { request += "\(name): \(value)\r\n" }
+        request += "\r\n"
+        return try await exchange(port: port, Array(request.utf8))
+    }
+
+    static let token = ["Authorization": "Bearer \(WorkerHarness.token)"]
+
+    @Test func peersReadCheckpointFilesByRangeWithTheTokenOnly() async throws {
+        let harness = try await WorkerHarness.start(node: "node-peer")
+        defer { harness.remove() }
+        let reader = try harness.local.store.reader(for: try ModelName("smollm2-135m"))
+        let partition = reader.index.partitions[0]
+        let onDisk = try Data(contentsOf: URL(fileURLWithPath: reader.directory + "/" + partition.file))
+        let base = "/cluster/v1/checkpoints/smollm2-135m/"
+
+        let index = try await Self.get(harness.port, base + "index", headers: Self.token)
+        #expect(index.status == 200)
+        let whole = try Data(contentsOf: URL(fileURLWithPath: reader.directory + "/index"))
+        #expect(index.bodyBytes == Array(whole))
+
+        let ranged = try await Self.get(
+            harness.port, base + partition.file, headers: Self.token.merging(["Range": "bytes=1000-5095"]) { $1 })
+        #expect(ranged.status == 206)
+        #expect(ranged.header("content-range") == "bytes 1000-5095/\(partition.byteCount)")
+        #expect(ranged.bodyBytes == Array(onDisk[1000..<5096]))
+        let suffix = try await Self.get(
+            harness.port, base + partition.file, headers: Self.token.merging(["Range": "bytes=-10"]) { $1 })
+        #expect(suffix.status == 206 && suffix.bodyBytes == Array(onDisk.suffix(10)))
+
+        for range in [
+            "bytes=\(partition.byteCount)-", "bytes=5-1", "bytes=0-1,4-5", "items=0-1", "bytes=-0", "bytes=x-",
+        ] {
+            let refused = try await Self.get(
+                harness.port, base + partition.file, headers: Self.token.merging(["Range": range]) { $1 })
+            #expect(refused.status == 416, "\(range): \(refused.status)")
+            #expect(refused.header("content-range") == "bytes */\(partition.byteCount)")
+        }
+        #expect(try await Self.get(harness.port, base + "nothing", headers: Self.token).status == 404)
+        #expect(
+            try await Self.get(harness.port, "/cluster/v1/checkpoints/absent/index", headers: Self.token).status == 404)
+        #expect(
+            try await Self.get(harness.port, "/cluster/v1/checkpoints/BAD%20NAME/index", headers: Self.token).status
+                == 400)
+
+        // A stranger reads nothing, however the path is spelled; a path never reaches the disk.
+        let spellings = [
+            base + "index", "/" + base + "index", base + "index/", base + "./index", base + "../smollm2-135m/index",
+            "/%63luster/v1/checkpoints/smollm2-135m/index", "/health/.." + base + "index", base + "index?x=1",
+            base + "index%00", base + partition.file,
+        ]
+        for path in spellings {
+            for headers in [[:], ["Authorization": "Bearer wrong"], ["Authorization": "Basic \(WorkerHarness.token)"]] {
+                let response = try await Self.get(harness.port, path, headers: headers)
+                #expect(response.status == 401, "\(path) \(headers): \(response.status)")
+                #expect(response.bodyBytes.count < 400, "\(path) leaked bytes")
+            }
+        }
+        for path in [
+            base + "..%2F..%2F..%2Fetc%2Fpasswd", base + "%2E%2E", "/cluster/v1/checkpoints/..%2Fmodels/index",
+            "/cluster/v1/checkpoints/smollm2-135m/..", "/cluster/v1/checkpoints/%2e%2e/%2e%2e",
+        ] {
+            let response = try await Self.get(harness.port, path, headers: Self.token)
+            #expect([400, 404].contains(response.status), "\(path): \(response.status)")
+        }
+    }
+
+    /// Mutated paths and Range headers (with the token) get a 2xx, 4xx, never a 5xx, trap or hang.
+    /// Bounded (`SLLM_FUZZ_ITERATIONS`, default 300).
+    @Test func mutatedCheckpointReadsNeverTrapTheWorker() async throws {
+        let harness = try await WorkerHarness.start(node: "node-peer-fuzz")
+        defer { harness.remove() }
+        var random = SeededGenerator(seed: 0xF17C4)
+        let iterations = Int(ProcessInfo.processInfo.environment["SLLM_FUZZ_ITERATIONS"] ?? "") ?? 300
+        // Ranges are mutated on the index only (40 KB): a mutation dropping a range's end must not
+        // make a round read the 96 MB partition, whose path is mutated with a small range.
+        let paths = ["/cluster/v1/checkpoints/smollm2-135m/index", "/cluster/v1/checkpoints/smollm2-135m/data-0000"]
+        let ranges = ["bytes=0-99", "bytes=-4096", "bytes=100-", "bytes=0-0"]
+        let alphabet = Array("/.%2e0123456789-=,bytes ".utf8)
+        func mutate(_ text: String) -> String {
+            var bytes = Array(text.utf8)
+            for _ in 0..<Int.random(in: 1...3, using: &random) {
+                let position = Int.random(in: 0...bytes.count, using: &random)
+                switch Int.random(in: 0..<3, using: &random) {
+                case 0: bytes.insert(alphabet.randomElement(using: &random)!, at: position)
+                case 1 where position < bytes.count: bytes.remove(at: position)
+                default: if position < bytes.count { bytes[position] = alphabet.randomElement(using: &random)! }
+                }
+            }
+            return String(decoding: bytes.filter { $0 > 0x20 && $0 < 0x7F || $0 == 0x20 }, as: UTF8.self)
+        }
+        var statuses: [Int: Int] = [:]
+        for round in 0..<iterations {
+            var path = paths[0]
+            var range = "bytes=0-4095"
+            if round % 2 == 0 {
+                path = mutate(paths[round / 2 % paths.count])
+            } else {
+                range = mutate(ranges[round / 2 % ranges.count])
+            }
+            if !path.hasPrefix("/") { path = "/" + path }
+            let response = try await CheckpointRouteTests.get(
+                harness.port, path.replacingOccurrences(of: " ", with: "%20"),
+                headers: Self.token.merging(["Range": range]) { $1 })
+            statuses[response.status, default: 0] += 1
+            #expect(response.status < 500, "round \(round): \(path) \(range): \(response.status)")
+        }
+        print("checkpoint route fuzz: \(iterations) requests; statuses \(statuses.sorted { $0.key < $1.key })")
+        #expect(try await Self.get(harness.port, paths[0], headers: Self.token).status == 200)
     }
 }
 

@@ -73,6 +73,9 @@ public struct RawResponse: Sendable {
     public var status: Int
     public var headers: [(String, String)]
     public var body: String
+    /// The body's bytes as sent, for a response with a Content-Length (binary bodies; `body`
+    /// decodes them as UTF-8); empty otherwise.
+    public var bodyBytes: [UInt8] = []
 
     public func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
 
@@ -91,7 +94,11 @@ public struct RawResponse: Sendable {
         }
         var response = RawResponse(status: status, headers: headers, body: String(text[end.upperBound...]))
         if let length = response.header("content-length").flatMap(Int.init) {
-            guard response.body.utf8.count >= length else { return nil }
+            let headEnd = (0..<max(0, bytes.count - 3)).first {
+                bytes[$0] == 13 && bytes[$0 + 1] == 10 && bytes[$0 + 2] == 13 && bytes[$0 + 3] == 10
+            }
+            guard let headEnd, bytes.count - (headEnd + 4) >= length else { return nil }
+            response.bodyBytes = Array(bytes[(headEnd + 4)..<(headEnd + 4 + length)])
             response.body = String(decoding: Array(response.body.utf8)[0..<length], as: UTF8.self)
         } else if response.header("transfer-encoding")?.lowercased() == "chunked" {
             guard response.body.hasSuffix("0\r\n\r\n") else { return nil }

@@ -254,6 +254,85 @@ import Testing
         #expect(third == 200, "\(String(describing: last))")
     }
 
+    /// Only one node holds the model: the others fetch it from their peers at their first start
+    /// (a scale-out of three chains: each forwards what it has verified to the next), behind the
+    /// cluster token; the decision log names the sources and every instance serves.
+    @Test func workersFetchCheckpointsFromTheirPeers() async throws {
+        let root = try TemporaryDirectory("cluster-peers")
+        defer { root.remove() }
+        let token = "cluster-peers-test-token-0123456789"
+        let controllerPort = freeTCPPort()
+        let server = "http://127.0.0.1:\(controllerPort)"
+        let controller = try ServeProcess(
+            ["--port", String(controllerPort), "--worker-lease", "3s", "--default-model", ""],
+            home: root.file("control"), environment: ["SLLM_CLUSTER_TOKEN": token], command: "controller")
+        defer { controller.stop() }
+        _ = try #require(controller.address(), "\(controller.output)")
+        try await RealModel.link(into: root.file("node-a"), as: "smollm2-135m")
+        var workers: [String: ServeProcess] = [:]
+        for node in ["node-a", "node-b", "node-c"] {
+            // Room for one instance each: a deployment of three spreads over the three nodes.
+            let worker = try ServeProcess(
+                [
+                    "--port", "0", "--node", node, "--threads", "1", "--controller", server, "--memory-budget",
+                    "250MiB", "--cache-dir", root.file("\(node)-cache"), "--dram-cache", "256MiB",
+                ], home: root.file(node), environment: ["SLLM_CLUSTER_TOKEN": token], command: "worker")
+            workers[node] = worker
+            _ = try #require(worker.address(), "\(worker.output)")
+        }
+        defer { workers.values.forEach { $0.stop() } }
+        try await Self.waitForNodes(server) { $0.count == 3 && $0.values.allSatisfy { $0 == "alive" } }
+
+        // A stranger reads no checkpoint from a worker.
+        let holder = try #require(workers["node-a"]?.address())
+        let (stranger, _) = try await Self.json(holder + "/cluster/v1/checkpoints/smollm2-135m/index")
+        #expect(stranger == 401)
+
+        let env = ["SLLM_SERVER": "127.0.0.1:\(controllerPort)"]
+        let deploy = try runSLLM(
+            ["deploy", "smollm2-135m", "--min", "3", "--max", "3", "--keep-alive", "-1", "--context", "512"],
+            home: root.path, environment: env)
+        #expect(deploy.status == 0, "\(deploy.stderr)")
+        var instances: [[String: Any]] = []
+        let deadline = ContinuousClock.now + .seconds(90)
+        while ContinuousClock.now < deadline {
+            let (_, deployments) = try await Self.json(server + "/admin/deployments")
+            instances =
+                (deployments as? [[String: Any]])?.flatMap {
+                    (($0["status"] as? [String: Any])?["instances"] as? [[String: Any]]) ?? []
+                } ?? []
+            if instances.count == 3, instances.allSatisfy({ $0["state"] as? String == "ready" }) { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(Set(instances.compactMap { $0["node"] as? String }) == ["node-a", "node-b", "node-c"], "\(instances)")
+        // The checkpoint's partitions (its `data-*` files), as the holder's store has them.
+        let directory = root.file("node-a/models/smollm2-135m")
+        let weights = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix("data-") }
+            .reduce(0) { total, file in
+                var info = stat()
+                return total + (stat(directory + "/" + file, &info) == 0 ? Int(info.st_size) : 0)
+            }
+        #expect(weights > 0)
+        for instance in instances where instance["node"] as? String != "node-a" {
+            #expect(instance["tier"] as? String == "peer", "\(instance)")
+            let fetched = instance["fetched_bytes"] as? [String: Int] ?? [:]
+            #expect(fetched.values.reduce(0, +) == weights, "\(instance)")
+            #expect(Set(fetched.keys).isSubset(of: ["node-a", "node-b", "node-c"]), "\(instance)")
+        }
+        // Each fetching node now holds the checkpoint in its store.
+        for node in ["node-b", "node-c"] {
+            #expect(FileManager.default.fileExists(atPath: root.file("\(node)/models/smollm2-135m/index")))
+        }
+        let (_, decisions) = try await Self.json(server + "/admin/decisions")
+        let fetchers = (decisions as? [[String: Any]] ?? []).filter { $0["sources"] != nil }
+        #expect(fetchers.count == 2, "\(String(describing: decisions))")
+        for _ in 0..<3 {
+            let (status, answer) = try await Self.json(
+                server + "/v1/completions", body: ["model": "smollm2-135m", "prompt": "Hello", "max_tokens": 3])
+            #expect(status == 200, "\(String(describing: answer))")
+        }
+    }
+
     /// Two controllers share one PostgreSQL database: one leads, the other forwards requests to
     /// it and tells workers where it is. The leader is killed mid-stream: the stream ends with
     /// `controller_lost`, the follower takes over, adopts the running instance (no cold start)

@@ -146,6 +146,8 @@ public final class RemoteWorker: Worker {
 
     // MARK: - Worker
 
+    public var checkpointURL: URL? { url.appendingPathComponent(String(CheckpointRoutes.path.dropFirst())) }
+
     public func inventory() async -> NodeInventory {
         do {
             let inventory = try await call(.inventory, as: NodeInventory.self)

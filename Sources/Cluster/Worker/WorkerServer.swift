@@ -6,6 +6,7 @@ public import Logging
 import NIOCore
 import NIOFoundationCompat
 public import Serving
+public import Store
 
 /// A node's worker served over HTTP to the cluster's controllers (`sllm worker`): the
 /// ``Worker`` protocol as ``WorkerWire`` calls, behind the cluster token.
@@ -16,13 +17,20 @@ public import Serving
 public struct WorkerRoutes: Sendable {
     let worker: any Worker
     let tokenDigest: [UInt8]
+    /// The node's loader, whose checkpoints peers fetch (``CheckpointRoutes``); nil serves none.
+    let checkpoints: ModelLoader?
     let logger: Logger
 
-    /// - Parameter token: the cluster token (at least 16 bytes: a Kubernetes Secret's value).
-    public init(worker: any Worker, token: String, logger: Logger) throws(ServingError) {
+    /// - Parameters:
+    ///   - token: the cluster token (at least 16 bytes: a Kubernetes Secret's value).
+    ///   - checkpoints: the loader whose store (and fetches under way) peers read.
+    public init(worker: any Worker, token: String, checkpoints: ModelLoader? = nil, logger: Logger)
+        throws(ServingError)
+    {
         guard token.utf8.count >= 16 else {
             throw ServingError(.invalidRequest, "the cluster token must be at least 16 bytes (got \(token.utf8.count))")
         }
+        self.checkpoints = checkpoints
         self.worker = worker
         tokenDigest = Array(SHA256.hash(data: Data(token.utf8)))
         self.logger = logger
@@ -36,6 +44,7 @@ public struct WorkerRoutes: Sendable {
         router.post(RouterPath(WorkerWire.callPath)) { request, context in
             try await handle(request, context: context)
         }
+        if let checkpoints { CheckpointRoutes.add(to: router, loader: checkpoints, logger: logger) }
         return router
     }
 

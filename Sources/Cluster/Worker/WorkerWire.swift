@@ -15,7 +15,7 @@ import Store
 /// `sllm-worker-protocol` header and its answer names the worker's; a mismatch is refused with a
 /// message saying to run one sllm version across the cluster.
 public enum WorkerWire {
-    public static let version = 1
+    public static let version = 2
     public static let versionHeader = "sllm-worker-protocol"
     public static let callPath = "/worker/v1/call"
     /// The largest call body a worker reads (a generation job carries its prompt's token ids).

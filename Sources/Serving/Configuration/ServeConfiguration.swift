@@ -32,6 +32,10 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var threads: Int
     /// Read checkpoints from the SSD with `O_DIRECT` instead of buffered reads with readahead.
     public var directIO = false
+    /// Remote stores (`BASE/NAME/index`) a model missing from the store is fetched from at its
+    /// first load, after any peer the scheduler names (`remote`, a comma-separated list;
+    /// `--remote`, repeatable).
+    public var remotes: [URL] = []
     /// Deployed (scale-to-zero) on the first start; empty for none.
     public var defaultModel = ModelSource.defaultModel.name
     /// Models (deployment names) started at launch and kept loaded for their keep-alive.
@@ -172,7 +176,7 @@ public struct ServeConfiguration: Sendable, Equatable {
         "direct_io", "default_model", "preload", "min_instances", "max_instances", "target_concurrency", "keep_alive",
         "queue_limit", "max_body", "shutdown_timeout", "idle_timeout", "request_timeout", "max_connections",
         "dram_scrub_rate", "dram_scrub_interval", "dram_fill", "serve_while_loading", "state_url", "tls_cert",
-        "tls_key",
+        "tls_key", "remote",
     ]
 
     /// The settings that are a deployment's scaling.
@@ -243,6 +247,14 @@ public struct ServeConfiguration: Sendable, Equatable {
                 }
             case "default_model": defaultModel = value
             case "preload": preload = list(value)
+            case "remote":
+                var urls: [URL] = []
+                for text in list(value) {
+                    guard let url = URL(string: text), url.scheme == "http" || url.scheme == "https", url.host != nil
+                    else { throw fail(key, text, "an http(s) URL of a remote store (BASE, holding BASE/NAME/index)") }
+                    urls.append(url)
+                }
+                remotes = urls
             case "min_instances":
                 guard let count = Int(value), count >= 0 else { throw fail(key, value, "a count (0 or more)") }
                 deploymentDefaults.minInstances = count

@@ -333,7 +333,7 @@ actor Deployment {
                 id: id, state: instance.state.rawValue, inFlight: instance.inFlight,
                 startedAt: started[id]?.startedAt, tier: started[id]?.tier, node: placed[id]?.node.id,
                 estimatedStartSeconds: placed[id]?.decision.estimatedStartSeconds,
-                loadSeconds: started[id]?.loadSeconds,
+                loadSeconds: started[id]?.loadSeconds, fetchedBytes: started[id]?.fetchedBytes,
                 memoryBytes: placed[id]?.bytes ?? sizing.totalBytes, loadProgress: progress.withLock { $0[id] },
                 expiresAt: instance.inFlight == 0 ? timers[id].map { wallTime($0.expiresAt) } : nil,
                 keepAlive: (instance.keepAliveOverride ?? spec.scaling.keepAlive).description,
@@ -418,13 +418,15 @@ actor Deployment {
     /// One try at starting `id`: nil when it started (or was dropped meanwhile), else why not.
     private func startOnce(_ id: String) async -> ServingError? {
         let sizing = self.sizing
-        let instanceSpec = InstanceSpec(id: id, deployment: name, model: facts.name, sizing: sizing)
+        var instanceSpec = InstanceSpec(id: id, deployment: name, model: facts.name, sizing: sizing)
         let placement: NodePool.Placed
         do {
             placement = try await pool.place(
                 facts.name, checkpointBytes: facts.weightBytes, memoryBytes: sizing.totalBytes, for: name,
                 instance: id)
             placed[id] = placement
+            instanceSpec.sources = placement.sources
+            instanceSpec.spread = placement.spread
         } catch {
             progress.withLock { _ = $0.removeValue(forKey: id) }
             return error
@@ -536,6 +538,8 @@ public struct InstanceStatus: Sendable, Codable {
     /// before the node has measured its tier), beside the load time it took.
     public var estimatedStartSeconds: Double?
     public var loadSeconds: Double?
+    /// For a checkpoint the node fetched: its bytes by source (peer nodes, remote stores).
+    public var fetchedBytes: [String: Int]?
     public var memoryBytes: Int
     public var loadProgress: Double?
     /// When an idle instance will stop (nil while busy, or when kept forever).

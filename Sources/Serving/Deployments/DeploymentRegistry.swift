@@ -18,7 +18,9 @@ actor DeploymentRegistry {
     let pool: NodePool
     /// The node models are pulled to and inspected on (the first that joined and is still
     /// here; a cluster's nodes fetch from it and each other).
-    func catalog() async throws(ServingError) -> any Worker { try await pool.catalog() }
+    func catalog(holding model: ModelName? = nil) async throws(ServingError) -> any Worker {
+        try await pool.catalog(holding: model)
+    }
     let state: any StateStore
     let metrics: ServingMetrics
     /// Tokenizers of deployed models (shared with the node's worker).
@@ -70,12 +72,11 @@ actor DeploymentRegistry {
             logger.info("waiting for a worker to join (`sllm worker --controller URL`)")
             try await pool.waitForNode()
         }
-        let inventory = try await catalog().inventory()
         var restoredNow: [Deployment] = []
         for spec in try await state.deployments() {
             // A pull cut short (crash, restart) resumes from the stored source; its download
             // continues where it stopped.
-            let held = inventory.fastestTier(holding: try ModelName(spec.model)) != nil
+            let held = await pool.holder(of: try ModelName(spec.model)) != nil
             if let deployment = await activate(spec, pull: !held, source: spec.source, start: false) {
                 restoredNow.append(deployment)
             }
@@ -204,7 +205,7 @@ actor DeploymentRegistry {
         }
         // A source to pull is checked (by the worker, whose disk a path names) before the
         // deployment is accepted; it names the deployment as `sllm pull` would name the model.
-        let worker = try await catalog()
+        let worker = try await catalog(holding: try? ModelName(source))
         let resolution = try await worker.resolve(source)
         let name: String
         do {
@@ -424,7 +425,7 @@ actor DeploymentRegistry {
     ) async -> Deployment? {
         var facts = known
         if !pull, facts == nil, let name = try? ModelName(spec.model) {
-            facts = try? await catalog().modelFacts(name)
+            facts = try? await catalog(holding: name).modelFacts(name)
         }
         if !pull, let facts, let deployment = try? makeDeployment(spec, facts: facts) {
             deployments[spec.name] = deployment
@@ -433,7 +434,7 @@ actor DeploymentRegistry {
         }
         // A deployment of a store model that is gone (`sllm rm --force`) has nothing to pull
         // from: say so instead of taking its name for a path.
-        if pull, source == nil, (try? await catalog().resolve(spec.model)) == nil {
+        if pull, source == nil, (try? await catalog(holding: try? ModelName(spec.model)).resolve(spec.model)) == nil {
             let message =
                 "model `\(spec.model)` is no longer in the store (removed?); `sllm pull` it again, then restart or `sllm delete \(spec.name)`"
             let task = Task<Deployment, any Error> { throw ServingError(.unavailable, message) }
@@ -447,7 +448,8 @@ actor DeploymentRegistry {
             if let progress {
                 try await self.pull(source ?? spec.model, as: spec.name, progress: progress)
             }
-            let facts = try await self.catalog().modelFacts(try ModelName(spec.model))
+            let model = try ModelName(spec.model)
+            let facts = try await self.catalog(holding: model).modelFacts(model)
             return try self.makeDeployment(spec, facts: facts)
         }
         pending[spec.name] = PendingDeployment(spec: spec, task: task, progress: progress)

@@ -25,6 +25,12 @@ actor NodePool {
         let loadSeconds: Double
         /// Its entry in the decision log (nil for an adopted instance).
         var record: Int? = nil
+        /// For a node that lacks the checkpoint: the peers to fetch it from, the first `spread`
+        /// sharing the chunks (empty: the node's remote stores).
+        var sources: [PeerSource] = []
+        var spread = 1
+        /// The model whose checkpoint the node fetches (nil when it holds it).
+        var fetches: ModelName? = nil
     }
 
     /// The nodes in the order they joined (`sllm serve`'s one node first and only).
@@ -48,6 +54,9 @@ actor NodePool {
     private var reserved: [NodeID: Int] = [:]
     /// Expected seconds of the loads under way on each node (a new start queues behind them).
     private var loading: [NodeID: Double] = [:]
+    /// Per model, the nodes fetching its checkpoint now, in the order they began (a later fetch
+    /// of it relays from the last, so a scale-out chains instead of each node pulling from one source).
+    private var fetching: [ModelName: [NodeID]] = [:]
     /// Where idle instances come from and how one is stopped (set by the deployment registry):
     /// `candidates` lists a node's idle instances; `evict` stops one and returns the bytes freed.
     private var idle:
@@ -93,6 +102,7 @@ actor NodePool {
         guard let index = nodes.firstIndex(where: { $0.id == id }) else { return nil }
         reserved[id] = nil
         loading[id] = nil
+        for model in Array(fetching.keys) { stopFetching(model, on: id) }
         departed[id] = (reason, Date(), left)
         if departed.count > 256, let oldest = departed.min(by: { $0.value.at < $1.value.at })?.key {
             departed[oldest] = nil
@@ -119,13 +129,25 @@ actor NodePool {
         for continuation in waiting { continuation.resume() }
     }
 
-    /// The node models are pulled to and inspected on: the first that joined and is still here.
-    func catalog() throws(ServingError) -> any Worker {
-        guard let node = nodes.first else {
+    /// The node models are pulled to and inspected on: the first that joined and is still here;
+    /// for `model`, the first node whose store or DRAM cache holds it (other nodes fetch it from
+    /// a peer at their first start), else that first node.
+    func catalog(holding model: ModelName? = nil) async throws(ServingError) -> any Worker {
+        guard let first = nodes.first else {
             throw ServingError(
                 .unavailable, "no worker has joined this controller yet; start `sllm worker --controller`")
         }
-        return node.worker
+        if let model, nodes.count > 1, let holder = await holder(of: model) { return holder }
+        return first.worker
+    }
+
+    /// The first node holding `model` in its store or DRAM cache, nil when none does.
+    func holder(of model: ModelName) async -> (any Worker)? {
+        for node in nodes {
+            let inventory = await node.worker.inventory()
+            if inventory.unreachable == nil, inventory.fastestTier(holding: model) != nil { return node.worker }
+        }
+        return nil
     }
 
     func setIdleInstances(
@@ -146,12 +168,28 @@ actor NodePool {
         var facts: [NodeFacts] = []
         var budgets: [NodeID: Int] = [:]
         var unreachable: [String] = []
+        var inventories: [(Node, NodeInventory)] = []
         for node in nodes {
             let inventory = await node.worker.inventory()
             if let reason = inventory.unreachable {
                 unreachable.append("\(node.id): unreachable (\(reason))")
                 continue
             }
+            inventories.append((node, inventory))
+        }
+        // Nodes other nodes can fetch the checkpoint from: those holding it (DRAM first), and
+        // those fetching it now.
+        let holders = inventories.filter { $0.0.worker.checkpointURL != nil }
+            .compactMap { node, inventory in inventory.fastestTier(holding: model).map { (node, $0) } }
+            .sorted { ($0.1 == .dram ? 0 : 1, $0.0.id.rawValue) < ($1.1 == .dram ? 0 : 1, $1.0.id.rawValue) }
+            .map(\.0)
+        let reachable = inventories.map(\.0)
+        func fetchers() -> [Node] {
+            (fetching[model] ?? []).compactMap { id in
+                reachable.first { $0.id == id && $0.worker.checkpointURL != nil }
+            }
+        }
+        for (node, inventory) in inventories {
             budgets[node.id] = inventory.memoryBudgetBytes
             let idleBytes = (await idle?.candidates(node.id) ?? []).filter { $0.deployment != deployment }
                 .reduce(0) { $0 + $1.bytes }
@@ -165,7 +203,9 @@ actor NodePool {
                     node: node.id.rawValue,
                     freeMemoryBytes: inventory.memoryBudgetBytes - (reserved[node.id] ?? 0),
                     idleMemoryBytes: idleBytes,
-                    tier: inventory.fastestTier(holding: model).map(CheckpointTier.init) ?? .remote,
+                    tier: inventory.fastestTier(holding: model).map(CheckpointTier.init)
+                        ?? (holders.contains { $0.id != node.id } || fetchers().contains { $0.id != node.id }
+                            ? .peer : .remote),
                     bandwidth: bandwidth, queuedSeconds: loading[node.id] ?? 0, runningJobs: inventory.runningJobs))
         }
         guard let decision = placement.place(request, on: facts), let node = node(NodeID(decision.node)) else {
@@ -194,6 +234,27 @@ actor NodePool {
         let queued = chosen?.queuedSeconds ?? 0
         let loadSeconds = max(0, (decision.estimatedStartSeconds ?? queued) - queued)
         loading[node.id, default: 0] += loadSeconds
+        // A node that must fetch the checkpoint relays from the node fetching it last (a chain:
+        // k nodes scale out in about one transfer), else spreads its ranges over the holders.
+        // Read and extended with no suspension between, so concurrent starts line up.
+        var sources: [PeerSource] = []
+        var spread = 1
+        if decision.tier == .peer || decision.tier == .remote {
+            func peer(_ node: Node) -> PeerSource? {
+                node.worker.checkpointURL.map { PeerSource(node: node.id, url: $0) }
+            }
+            let others = { (list: [Node]) in list.filter { $0.id != node.id } }
+            let fetchers = fetchers()
+            if let tail = others(fetchers).last {
+                sources =
+                    ([tail].compactMap(peer).map { PeerSource(node: $0.node, url: $0.url, relays: true) })
+                    + (others(holders) + others(fetchers).dropLast().reversed()).compactMap(peer)
+            } else {
+                sources = others(holders).compactMap(peer)
+                spread = max(1, min(Self.maxSpread, sources.count))
+            }
+            fetching[model, default: []].append(node.id)
+        }
         let record = PlacementRecord(
             id: nextDecision, at: Date(), deployment: deployment, model: model.rawValue, instance: instance,
             policy: policyName, node: decision.node, tier: decision.tier, checkpointBytes: checkpointBytes,
@@ -204,12 +265,19 @@ actor NodePool {
                 PlacementRecord.Candidate(
                     node: $0.node, tier: $0.tier, freeBytes: $0.freeMemoryBytes, idleBytes: $0.idleMemoryBytes,
                     queuedSeconds: $0.queuedSeconds, bandwidth: $0.bandwidth[$0.tier], runningJobs: $0.runningJobs)
-            })
+            },
+            sources: sources.isEmpty ? nil : sources.map(\.node.rawValue), spread: sources.isEmpty ? nil : spread)
         nextDecision += 1
         decisions.append(record)
         if decisions.count > Self.keptDecisions { decisions.removeFirst(decisions.count - Self.keptDecisions) }
-        return Placed(node: node, bytes: memoryBytes, decision: decision, loadSeconds: loadSeconds, record: record.id)
+        return Placed(
+            node: node, bytes: memoryBytes, decision: decision, loadSeconds: loadSeconds, record: record.id,
+            sources: sources, spread: spread,
+            fetches: decision.tier == .peer || decision.tier == .remote ? model : nil)
     }
+
+    /// Most holders one fetch spreads its ranges over.
+    static let maxSpread = 4
 
     /// A placed start ended: its load took `actualSeconds` (the worker's measure), or it
     /// failed. The decision log gets the outcome; the estimate's error corrects later ones.
@@ -227,6 +295,13 @@ actor NodePool {
     /// The load of a placed start ended (started or failed): later starts stop queueing behind it.
     func loaded(_ placed: Placed) {
         loading[placed.node.id] = max(0, (loading[placed.node.id] ?? 0) - placed.loadSeconds)
+        if let model = placed.fetches { stopFetching(model, on: placed.node.id) }
+    }
+
+    private func stopFetching(_ model: ModelName, on node: NodeID) {
+        guard var list = fetching[model], let index = list.firstIndex(of: node) else { return }
+        list.remove(at: index)
+        fetching[model] = list.isEmpty ? nil : list
     }
 
     /// Reserves memory an instance found running takes (it is there: no admission).
@@ -268,6 +343,7 @@ extension CheckpointTier {
         switch tier {
         case .dram: self = .dram
         case .ssd: self = .ssd
+        case .peer: self = .peer
         case .remote: self = .remote
         }
     }

@@ -27,6 +27,10 @@ public struct PlacementRecord: Sendable, Codable, Equatable {
     /// `started`, `failed: ...`, or nil while starting.
     public var outcome: String?
     public var candidates: [Candidate]
+    /// For a checkpoint the node had to fetch: the nodes it was told to fetch from, in order (the
+    /// first `spread` share the chunks; its remote stores come after them). Nil otherwise.
+    public var sources: [String]?
+    public var spread: Int?
 
     public struct Candidate: Sendable, Codable, Equatable {
         public var node: String

@@ -31,12 +31,17 @@ public final class LocalWorker: Worker {
     private let bandwidth = Mutex<[Tier: BandwidthAverage]>([:])
     /// Start engines on weights that are still being read from the SSD (serve while loading).
     public let serveWhileLoading: Bool
+    /// How this node reaches another's checkpoints (with the cluster token, over its TLS); nil
+    /// where it has no peers (`sllm serve`), and a start's peer sources are then passed over.
+    private let peers: (@Sendable (PeerSource) -> CheckpointSource)?
     private let logger: Logger
 
     public init(
         loader: ModelLoader, threads: Int, memoryBudgetBytes: Int, node: NodeID? = nil,
-        serveWhileLoading: Bool = true, logger: Logger = Logger(label: "sllm.worker")
+        serveWhileLoading: Bool = true, peers: (@Sendable (PeerSource) -> CheckpointSource)? = nil,
+        logger: Logger = Logger(label: "sllm.worker")
     ) {
+        self.peers = peers
         self.loader = loader
         self.serveWhileLoading = serveWhileLoading
         self.memoryBudgetBytes = memoryBudgetBytes
@@ -49,7 +54,10 @@ public final class LocalWorker: Worker {
     /// The node's worker for `sllm serve`: its data directory's store, its DRAM cache (slabs of
     /// loads that died mid-way, by a crash or kill -9, go back to the pool) and its loader.
     /// `node` names it (default: the host name).
-    public convenience init(configuration: ServeConfiguration, node: NodeID? = nil, logger: Logger) throws {
+    public convenience init(
+        configuration: ServeConfiguration, node: NodeID? = nil,
+        peers: (@Sendable (PeerSource) -> CheckpointSource)? = nil, logger: Logger
+    ) throws {
         let store = ModelStore(root: configuration.dataDirectory)
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         // Caches of data directories that no longer exist (and that nobody uses) go first.
@@ -58,10 +66,12 @@ public final class LocalWorker: Worker {
             directory: configuration.cacheDirectory ?? DRAMCache.defaultDirectory(forDataDirectory: store.root),
             budgetBytes: configuration.dramCacheBytes, owner: store.root)
         cache.reclaim()
-        let loader = ModelLoader(store: store, cache: cache, configuration: .init(directIO: configuration.directIO))
+        let loader = ModelLoader(
+            store: store, cache: cache,
+            configuration: .init(directIO: configuration.directIO, remotes: configuration.remotes))
         self.init(
             loader: loader, threads: configuration.threads, memoryBudgetBytes: configuration.memoryBudgetBytes,
-            node: node, serveWhileLoading: configuration.serveWhileLoading, logger: logger)
+            node: node, serveWhileLoading: configuration.serveWhileLoading, peers: peers, logger: logger)
     }
 
     // MARK: - The node
@@ -85,7 +95,8 @@ public final class LocalWorker: Worker {
             node: node, cores: ProcessInfo.processInfo.activeProcessorCount, threadsPerInstance: threads,
             memoryBudgetBytes: memoryBudgetBytes,
             reservedBytes: running.values.reduce(0) { $0 + $1.info.weightBytes + $1.info.kvCacheBytes },
-            dramBudgetBytes: cache.budgetBytes, tiers: [tier(.dram, dram), tier(.ssd, ssd), tier(.remote, [])],
+            dramBudgetBytes: cache.budgetBytes,
+            tiers: [tier(.dram, dram), tier(.ssd, ssd), tier(.peer, []), tier(.remote, [])],
             instances: running.keys.sorted(), running: running.values.map(\.info).sorted { $0.id < $1.id },
             runningJobs: runningJobs.load(ordering: .relaxed))
     }
@@ -182,7 +193,7 @@ public final class LocalWorker: Worker {
     public func evict(_ model: ModelName, from tier: Tier) async throws -> Int {
         switch tier {
         case .dram: return try await loader.evict(model)
-        case .ssd, .remote:
+        case .ssd, .peer, .remote:
             throw ServingError(
                 .invalidRequest,
                 "a worker evicts from the DRAM cache (`dram`); `sllm rm` removes a model from the store")
@@ -232,7 +243,11 @@ public final class LocalWorker: Worker {
     {
         let name = spec.model
         let start = ContinuousClock.now
-        let model = try await loader.load(name, streaming: serveWhileLoading) { report in
+        var plan = FetchPlan()
+        if let peers, !spec.sources.isEmpty {
+            plan = FetchPlan(sources: spec.sources.filter { $0.node != node }.map(peers), spread: spec.spread)
+        }
+        let model = try await loader.load(name, streaming: serveWhileLoading, from: plan) { report in
             if report.totalBytes > 0 { progress(Double(report.completedBytes) / Double(report.totalBytes)) }
         }
         // A streamed load returns once its memory is reserved: this is the time to start serving,
@@ -247,7 +262,8 @@ public final class LocalWorker: Worker {
         let info = InstanceInfo(
             id: spec.id, deployment: spec.deployment, model: spec.model, startedAt: Date(), tier: model.tier,
             loadSeconds: loadSeconds, engineInitSeconds: engine.startupSeconds, weightBytes: model.byteCount,
-            kvCacheBytes: options.kvCacheBytes, contextLength: engine.contextLength)
+            kvCacheBytes: options.kvCacheBytes, contextLength: engine.contextLength,
+            fetchedBytes: model.timings.fetched)
         let instance = InstanceRunner(
             info: info, engine: engine, model: model, maxSequences: spec.sizing.maxSequences, logger: logger)
         instances.withLock { $0[spec.id] = instance }

@@ -12,6 +12,10 @@ public protocol Worker: Sendable {
     /// The node this worker runs (a network client knows it once the worker has registered).
     var node: NodeID { get }
 
+    /// Where other nodes fetch this node's checkpoints (nil where nodes cannot fetch from it:
+    /// `sllm serve`'s one node).
+    var checkpointURL: URL? { get }
+
     /// Identity, cores, memory, what each tier holds and each tier's measured load bandwidth.
     func inventory() async -> NodeInventory
 
@@ -54,6 +58,10 @@ public protocol Worker: Sendable {
     /// A running job's sequence as another instance can continue it (tokens so far and sampler
     /// state): the hook live migration uses. Nil when the job is not running there.
     func snapshot(job: String, on instance: String) async -> SequenceSnapshot?
+}
+
+extension Worker {
+    public var checkpointURL: URL? { nil }
 }
 
 /// A node as the control side sees it.
@@ -188,12 +196,38 @@ public struct InstanceSpec: Sendable, Codable, Equatable {
     public var model: ModelName
     /// Context, sequences and KV budget, from ``InstanceSizing`` (the one place that decides them).
     public var sizing: InstanceSizing
+    /// Nodes to fetch the checkpoint from when this node's store lacks it, in order of
+    /// preference (the scheduler's choice: nodes holding it, or for a scale-out the node that is
+    /// fetching it last, so transfers chain); the first `spread` share the chunks. The node's own
+    /// remote stores come after them.
+    public var sources: [PeerSource]
+    public var spread: Int
 
-    public init(id: String, deployment: String, model: ModelName, sizing: InstanceSizing) {
+    public init(
+        id: String, deployment: String, model: ModelName, sizing: InstanceSizing, sources: [PeerSource] = [],
+        spread: Int = 1
+    ) {
         self.id = id
         self.deployment = deployment
         self.model = model
         self.sizing = sizing
+        self.sources = sources
+        self.spread = spread
+    }
+}
+
+/// Another node's checkpoints, as a fetch reaches them: `url/NAME/FILE` (behind the cluster token).
+public struct PeerSource: Sendable, Codable, Equatable {
+    public var node: NodeID
+    public var url: URL
+    /// The node is fetching the checkpoint itself (it relays what it has verified), and may not
+    /// have begun yet: its answer for the index waits for the fetch to begin.
+    public var relays: Bool
+
+    public init(node: NodeID, url: URL, relays: Bool = false) {
+        self.node = node
+        self.url = url
+        self.relays = relays
     }
 }
 
@@ -211,6 +245,8 @@ public struct InstanceInfo: Sendable, Codable, Equatable {
     /// The most KV cache the instance may use.
     public var kvCacheBytes: Int
     public var contextLength: Int
+    /// For a checkpoint fetched from peers or a remote store: its bytes by source.
+    public var fetchedBytes: [String: Int]?
 }
 
 /// One generation request as an instance runs it: prompt token ids and how to sample.

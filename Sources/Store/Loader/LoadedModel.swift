@@ -12,7 +12,10 @@ public enum Tier: String, Sendable, Codable {
     case dram
     /// Read from the local store (SSD).
     case ssd
-    /// Fetched from a remote store while streaming into memory.
+    /// Fetched from another node of the cluster (which held it, or was fetching it) while
+    /// streaming into memory and the SSD.
+    case peer
+    /// Fetched from a remote store while streaming into memory and the SSD.
     case remote
 }
 
@@ -30,6 +33,9 @@ public struct LoadTimings: Sendable, Codable {
     public var handOut: Double = 0
     /// Everything, request to return.
     public var total: Double = 0
+    /// Bytes of a fetched checkpoint's partitions by source (a peer node's name or a remote
+    /// store's URL); nil for a load from this node's tiers.
+    public var fetched: [String: Int]?
 
     init() {}
 

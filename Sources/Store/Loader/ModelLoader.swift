@@ -52,9 +52,22 @@ public actor ModelLoader {
     private let logger: Logger
     private var indexes: [String: (stamp: Double, reader: CheckpointReader)] = [:]
     private var inFlight: [String: LoadTicket] = [:]
+    /// Checkpoints being fetched, as peers may read them meanwhile: directory, index, arrivals.
+    private var relays: [String: (directory: String, index: CheckpointIndex, relay: FetchRelay)] = [:] {
+        didSet {
+            for name in relays.keys where relayWaiters[name] != nil {
+                relayWaiters.removeValue(forKey: name)?.forEach { $0.continuation.resume() }
+            }
+        }
+    }
+    /// Peers' reads waiting for a fetch of the model to begin (or for their time to run out).
+    private var relayWaiters: [String: [(id: Int, continuation: CheckedContinuation<Void, Never>)]] = [:]
+    private var nextRelayWaiter = 0
     /// Largest read of a streaming load (whole tensors; a larger tensor is one read): about a
     /// layer of a small model, so the first layers are handed out early.
     static let streamingChunkBytes = 4 << 20
+    /// Range requests in flight to each source a fetch spreads over.
+    static let fetchStreamsPerSource = 4
 
     public init(
         store: ModelStore, cache: DRAMCache, configuration: Configuration = .init(),
@@ -74,11 +87,16 @@ public actor ModelLoader {
     ///     `waitForTensors` blocks until the tensors asked for are read and verified (the
     ///     checkpoint lays them out in the order a forward pass uses them). A DRAM hit, or a
     ///     load from a remote store, returns complete as without it.
+    ///   - plan: where to fetch the checkpoint when the store lacks it (peers holding it), before
+    ///     the configured remote stores. A load already under way for the model is joined whatever
+    ///     its plan: concurrent cold starts of one model fetch once.
     ///   - progress: called from reader threads with bytes handed out so far.
     /// - Throws: `StoreError.notFound` when no tier has the model, `CheckpointError.corrupt`
     ///   naming the tensor whose bytes fail their checksum (nothing is cached then; a streaming
     ///   model's waits throw it), `CancellationError` when cancelled.
-    public func load(_ name: ModelName, streaming: Bool = false, progress: ProgressHandler? = nil) async throws
+    public func load(
+        _ name: ModelName, streaming: Bool = false, from plan: FetchPlan = FetchPlan(), progress: ProgressHandler? = nil
+    ) async throws
         -> LoadedModel
     {
         let start = ContinuousClock.now
@@ -96,7 +114,8 @@ public actor ModelLoader {
                     ticket.finish(
                         .success(
                             try await self.performLoad(
-                                name, start: start, ticket: ticket, streaming: streaming, progress: progress)))
+                                name, start: start, ticket: ticket, streaming: streaming, plan: plan,
+                                progress: progress)))
                 } catch {
                     ticket.finish(.failure(error))
                 }
@@ -147,6 +166,71 @@ public actor ModelLoader {
         try cache.evict(name: name.rawValue)
     }
 
+    /// A file of `name`'s checkpoint as this node serves it to peers: from the store, or from a
+    /// fetch under way (reads of its partitions wait for their bytes to arrive and be verified).
+    /// Nil when this node has no such checkpoint or the checkpoint no such file (only the index,
+    /// its small files and its partitions are served: never a path).
+    ///
+    /// With `awaiting`, a checkpoint neither held nor being fetched is waited for that long: a
+    /// node told to relay from this one may ask before this node's own fetch has begun.
+    public func checkpointFile(_ name: ModelName, file: String, awaiting: Duration? = nil) async throws
+        -> CheckpointFile?
+    {
+        if let awaiting, try reader(for: name) == nil, relays[name.rawValue] == nil {
+            await waitForRelay(name, upTo: awaiting)
+        }
+        return try openCheckpointFile(name, file: file)
+    }
+
+    private func openCheckpointFile(_ name: ModelName, file: String) throws -> CheckpointFile? {
+        func open(_ directory: String, _ index: CheckpointIndex, relay: FetchRelay?) throws -> CheckpointFile? {
+            if file == CheckpointIndex.fileName {
+                guard let size = FileSystem.fileSize(directory + "/" + file) else { return nil }
+                return try CheckpointFile(
+                    path: directory + "/" + file, name: file, byteCount: Int(size), relay: nil, partition: nil)
+            }
+            if let record = index.files.first(where: { $0.name == file }) {
+                return try CheckpointFile(
+                    path: directory + "/" + file, name: file, byteCount: record.byteCount, relay: nil, partition: nil)
+            }
+            if let partition = index.partitions.firstIndex(where: { $0.file == file }) {
+                return try CheckpointFile(
+                    path: directory + "/" + file, name: file, byteCount: index.partitions[partition].byteCount,
+                    relay: relay, partition: partition)
+            }
+            return nil
+        }
+        if let reader = try reader(for: name) { return try open(reader.directory, reader.index, relay: nil) }
+        if let fetching = relays[name.rawValue] {
+            return try open(fetching.directory, fetching.index, relay: fetching.relay)
+        }
+        return nil
+    }
+
+    /// Returns when a fetch of `name` begins, after `limit`, or when the caller is cancelled.
+    private func waitForRelay(_ name: ModelName, upTo limit: Duration) async {
+        nextRelayWaiter += 1
+        let id = nextRelayWaiter
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: limit)
+            await self?.endRelayWait(name, id)
+        }
+        defer { timer.cancel() }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                relayWaiters[name.rawValue, default: []].append((id, continuation))
+            }
+        } onCancel: {
+            Task { await self.endRelayWait(name, id) }
+        }
+    }
+
+    private func endRelayWait(_ name: ModelName, _ id: Int) {
+        guard let index = relayWaiters[name.rawValue]?.firstIndex(where: { $0.id == id }) else { return }
+        relayWaiters[name.rawValue]!.remove(at: index).continuation.resume()
+        if relayWaiters[name.rawValue]!.isEmpty { relayWaiters[name.rawValue] = nil }
+    }
+
     // MARK: - The load itself
 
     private func reader(for name: ModelName) throws -> CheckpointReader? {
@@ -159,20 +243,26 @@ public actor ModelLoader {
     }
 
     private func performLoad(
-        _ name: ModelName, start: ContinuousClock.Instant, ticket: LoadTicket, streaming: Bool,
+        _ name: ModelName, start: ContinuousClock.Instant, ticket: LoadTicket, streaming: Bool, plan: FetchPlan,
         progress: ProgressHandler?
     ) async throws -> LoadedModel {
         var reader = try self.reader(for: name)
         var remote: RemoteCheckpoint?
         if reader == nil {
-            guard !configuration.remotes.isEmpty else {
+            let sources = plan.sources + configuration.remotes.map { CheckpointSource(base: $0) }
+            guard !sources.isEmpty else {
                 throw StoreError(
                     .notFound, "model `\(name)` is not in the store (\(store.modelsDirectory)); `sllm pull` fetches it")
             }
-            remote = try await RemoteCheckpoint.open(name, store: store, remotes: configuration.remotes, logger: logger)
+            remote = try await RemoteCheckpoint.open(
+                name, store: store, plan: FetchPlan(sources: sources, spread: plan.spread), logger: logger)
             reader = remote!.reader
+            relays[name.rawValue] = (remote!.temporary, remote!.reader.index, remote!.source.relay)
         }
-        let tier: Tier = remote == nil ? .ssd : .remote
+        defer {
+            if let remote, relays[name.rawValue]?.relay === remote.source.relay { relays[name.rawValue] = nil }
+        }
+        let tier: Tier = remote == nil ? .ssd : remote!.fromPeer ? .peer : .remote
         let checkpoint = reader!
         let directory = store.directory(for: name)
         var installed = checkpoint
@@ -213,10 +303,16 @@ public actor ModelLoader {
         // A streaming load reads in chunks of about a layer, so each layer is handed out as it
         // arrives; the model goes to the caller now, and `arrival` tracks what is in.
         let streamed = streaming && remote == nil
+        // A fetch moves layer-sized chunks too, so nodes relaying from this one get each chunk
+        // soon after it arrives, and reads from several sources (which wait on the network, not
+        // on a disk) run side by side.
         let chunks = ChunkPipeline.chunks(
             index: checkpoint.index, segments: segments, bases: bases,
-            maxChunkBytes: streamed ? Self.streamingChunkBytes : .max)
-        let pipeline = ChunkPipeline(threads: configuration.threads, verifiers: configuration.verifiers)
+            maxChunkBytes: streamed || remote != nil ? Self.streamingChunkBytes : .max)
+        let readers =
+            remote.map { max(configuration.threads, Self.fetchStreamsPerSource * $0.source.spread) }
+            ?? configuration.threads
+        let pipeline = ChunkPipeline(threads: readers, verifiers: configuration.verifiers)
         // Slabs new to this process get their pages while the reads run, not before them.
         let populating = reservation.map { cache.startPopulating($0, threads: configuration.populateThreads) }
         defer { populating?.cancel() }
@@ -286,6 +382,7 @@ public actor ModelLoader {
                 }
             }
             timings = LoadTimings(queue: timings.queue, pipeline: timing)
+            timings.fetched = remote?.source.bytesBySource
             if let remote {
                 // Every chunk is verified and on the SSD: publish the checkpoint in the store.
                 installed = try await runBlocking { try remote.install() }
@@ -299,6 +396,7 @@ public actor ModelLoader {
             if streamedStorage == nil { timings.handOut = seconds(since: handOutStart) }
         } catch {
             discard()
+            remote?.source.relay.fail("\(error)")
             remote?.abandon()
             throw error
         }

@@ -10,46 +10,59 @@ import Synchronization
     import Glibc
 #endif
 
-/// A checkpoint being fetched from a remote store (`BASE/NAME/index`, `BASE/NAME/data-0000`, …:
-/// any HTTP server with range support over a data directory's `models/`, or another node).
+/// A checkpoint being fetched from remote stores or peers (`BASE/NAME/index`,
+/// `BASE/NAME/data-0000`, …: any HTTP server with range support over a data directory's
+/// `models/`, or another node's worker).
 ///
 /// The index and small files come first, into a hidden directory in the local store. Then the
 /// loader's reader threads fetch partition chunks with range requests straight into the
-/// destination memory, and each verified chunk is also written to the SSD file, so a remote cold
-/// start streams into memory while it fills the SSD tier. `install()` publishes the checkpoint
-/// in the store (atomic rename) once every byte is in and verified; `abandon()` removes it.
+/// destination memory, spread over the plan's sources; each chunk is checked against its
+/// tensors' checksums before it is accepted (a source that fails or sends bad bytes is passed
+/// over, and the chunk comes from the next one), then written to the SSD file and offered to
+/// the nodes relaying from this one. `install()` publishes the checkpoint in the store (atomic
+/// rename) once every byte is in and verified; `abandon()` removes it.
 final class RemoteCheckpoint: Sendable {
     let reader: CheckpointReader
     let source: RemoteChunkSource
     let temporary: String
     let destination: String
+    /// Whether the index came from another node (the load's tier is then `.peer`).
+    let fromPeer: Bool
 
-    private init(reader: CheckpointReader, source: RemoteChunkSource, temporary: String, destination: String) {
+    private init(
+        reader: CheckpointReader, source: RemoteChunkSource, temporary: String, destination: String, fromPeer: Bool
+    ) {
         self.reader = reader
         self.source = source
         self.temporary = temporary
         self.destination = destination
+        self.fromPeer = fromPeer
     }
 
-    static func open(_ name: ModelName, store: ModelStore, remotes: [URL], logger: Logger) async throws
+    static func open(_ name: ModelName, store: ModelStore, plan: FetchPlan, logger: Logger) async throws
         -> RemoteCheckpoint
     {
         var failures: [String] = []
-        for base in remotes {
-            let root = base.appendingPathComponent(name.rawValue)
-            let indexURL = root.appendingPathComponent(CheckpointIndex.fileName)
+        for (position, origin) in plan.sources.enumerated() {
+            let indexURL = origin.url(name, CheckpointIndex.fileName)
             let indexBytes: [UInt8]
             do {
-                guard let bytes = try await get(indexURL, limit: 1 << 28) else {
-                    failures.append("\(indexURL.absoluteString): HTTP 404")
+                guard let bytes = try await get(indexURL, from: origin, limit: 1 << 28) else {
+                    failures.append("\(origin): HTTP 404")
                     continue
                 }
                 indexBytes = bytes
             } catch {
-                failures.append("\(indexURL.absoluteString): \(error)")
+                failures.append("\(origin): \(error)")
                 continue
             }
-            let index = try CheckpointIndex.decode(indexBytes, path: indexURL.absoluteString)
+            let index: CheckpointIndex
+            do {
+                index = try CheckpointIndex.decode(indexBytes, path: indexURL.absoluteString)
+            } catch {
+                failures.append("\(origin): \(error)")
+                continue
+            }
 
             try FileSystem.makeDirectories(store.modelsDirectory)
             let destination = store.directory(for: name)
@@ -57,15 +70,10 @@ final class RemoteCheckpoint: Sendable {
                 store.modelsDirectory + "/." + name.rawValue + ".partial-\(getpid())-" + FileSystem.randomSuffix()
             try FileSystem.makeDirectory(temporary)
             do {
+                // Sources after this one in the plan may still serve chunks; those before it did not answer.
+                let usable = Array(plan.sources[position...])
                 for file in index.files {
-                    let url = root.appendingPathComponent(file.name)
-                    guard let bytes = try await get(url, limit: 64 << 20) else {
-                        throw StoreError(.download, "\(url.absoluteString): HTTP 404")
-                    }
-                    guard bytes.count == file.byteCount, CRC32C.checksum(bytes) == file.crc32c else {
-                        throw StoreError(
-                            .checksumMismatch, "\(url.absoluteString) does not match its checksum in the index")
-                    }
+                    let bytes = try await smallFile(file, of: name, from: usable)
                     let handle = try Checkpoint.FileHandle.create(temporary + "/" + file.name)
                     try bytes.withUnsafeBytes { try handle.write($0, at: 0) }
                     try handle.sync()
@@ -74,6 +82,8 @@ final class RemoteCheckpoint: Sendable {
                 for partition in index.partitions {
                     let fd = Glibc.open(temporary + "/" + partition.file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
                     guard fd >= 0, ftruncate(fd, off_t(partition.byteCount)) == 0 else {
+                        if fd >= 0 { close(fd) }
+                        descriptors.forEach { close($0) }
                         throw StoreError.system("cannot create \(temporary)/\(partition.file)", "open")
                     }
                     descriptors.append(fd)
@@ -81,28 +91,65 @@ final class RemoteCheckpoint: Sendable {
                 let handle = try Checkpoint.FileHandle.create(temporary + "/" + CheckpointIndex.fileName)
                 try indexBytes.withUnsafeBytes { try handle.write($0, at: 0) }
                 let source = RemoteChunkSource(
-                    urls: index.partitions.map { root.appendingPathComponent($0.file) }, descriptors: descriptors,
-                    logger: logger)
+                    model: name, index: index, sources: usable, spread: position == 0 ? plan.spread : 1,
+                    descriptors: descriptors, logger: logger)
                 let reader = try CheckpointReader(directory: temporary)
                 logger.info(
-                    "fetching from a remote store", metadata: ["model": "\(name)", "remote": "\(base.absoluteString)"])
-                return RemoteCheckpoint(reader: reader, source: source, temporary: temporary, destination: destination)
+                    "fetching a checkpoint",
+                    metadata: [
+                        "model": "\(name)",
+                        "from": "\(usable.prefix(source.spread).map(\.label).joined(separator: ", "))",
+                    ])
+                return RemoteCheckpoint(
+                    reader: reader, source: source, temporary: temporary, destination: destination,
+                    fromPeer: origin.isPeer)
             } catch {
                 FileSystem.removeTree(temporary)
                 throw error
             }
         }
         throw StoreError(
-            .notFound, "model `\(name)` is neither in the store nor on a remote (\(failures.joined(separator: "; ")))")
+            .notFound,
+            "model `\(name)` is neither in the store nor at any source (\(failures.joined(separator: "; ")))")
+    }
+
+    /// A small file of the checkpoint (tokenizer, vocabulary) from the first source whose copy
+    /// matches the index.
+    private static func smallFile(
+        _ file: CheckpointIndex.FileRecord, of name: ModelName, from sources: [CheckpointSource]
+    )
+        async throws -> [UInt8]
+    {
+        var failures: [String] = []
+        for origin in sources {
+            let url = origin.url(name, file.name)
+            do {
+                guard let bytes = try await get(url, from: origin, limit: 64 << 20) else {
+                    failures.append("\(origin): HTTP 404")
+                    continue
+                }
+                guard bytes.count == file.byteCount, CRC32C.checksum(bytes) == file.crc32c else {
+                    failures.append("\(origin): \(file.name) does not match its checksum in the index")
+                    continue
+                }
+                return bytes
+            } catch {
+                failures.append("\(origin): \(error)")
+            }
+        }
+        throw StoreError(.download, "cannot fetch \(file.name) of `\(name)`: \(failures.joined(separator: "; "))")
     }
 
     /// GETs a small file, retrying broken connections; nil on 404.
-    private static func get(_ url: URL, limit: Int) async throws -> [UInt8]? {
+    private static func get(_ url: URL, from origin: CheckpointSource, limit: Int) async throws -> [UInt8]? {
         var lastError: (any Error)?
         for attempt in 1...3 {
             do {
-                let response = try await HTTPClient.shared.execute(
-                    HTTPClientRequest(url: url.absoluteString), timeout: .seconds(60))
+                var request = origin.request(url)
+                if origin.relays, url.lastPathComponent == CheckpointIndex.fileName {
+                    request.headers.add(name: CheckpointSource.awaitFetchHeader, value: "10")
+                }
+                let response = try await (origin.client ?? .shared).execute(request, timeout: .seconds(60))
                 if response.status == .notFound { return nil }
                 guard response.status == .ok else {
                     throw StoreError(.download, "\(url.absoluteString): HTTP \(response.status.code)")
@@ -134,21 +181,49 @@ final class RemoteCheckpoint: Sendable {
     func abandon() { FileSystem.removeTree(temporary) }
 }
 
-/// Reads chunks with HTTP range requests (bridged to the reader threads, which block) and
-/// writes each one to the SSD copy as well.
+/// Reads chunks with HTTP range requests (bridged to the reader threads, which block) from the
+/// plan's sources, checks each against its tensors' checksums, writes it to the SSD copy and
+/// tells the relay it is in.
 final class RemoteChunkSource: ChunkSource {
-    let urls: [URL]
+    let model: ModelName
+    let sources: [CheckpointSource]
+    /// The first `spread` sources share the chunks; the others stand by.
+    let spread: Int
+    /// Per partition, its tensors by offset (a chunk is checked against those it holds).
+    private let tensors: [[CheckpointIndex.TensorRecord]]
+    private let files: [String]
     private let descriptors: [Int32]
     private let logger: Logger
+    private let turn = Atomic<Int>(0)
+    /// Sources that failed a chunk: later chunks go to the others first.
+    private let failed = Mutex<Set<Int>>([])
+    /// Bytes taken from each source, by label.
+    private let taken = Mutex<[String: Int]>([:])
+    let relay: FetchRelay
     var isDirect: Bool { false }
 
-    init(urls: [URL], descriptors: [Int32], logger: Logger) {
-        self.urls = urls
+    init(
+        model: ModelName, index: CheckpointIndex, sources: [CheckpointSource], spread: Int, descriptors: [Int32],
+        logger: Logger
+    ) {
+        self.model = model
+        self.sources = sources
+        self.spread = max(1, min(spread, sources.count))
+        var byPartition = Array(repeating: [CheckpointIndex.TensorRecord](), count: index.partitions.count)
+        for tensor in index.tensors where byPartition.indices.contains(tensor.partition) {
+            byPartition[tensor.partition].append(tensor)
+        }
+        tensors = byPartition.map { $0.sorted { $0.offset < $1.offset } }
+        files = index.partitions.map(\.file)
         self.descriptors = descriptors
         self.logger = logger
+        relay = FetchRelay(partitions: index.partitions.count)
     }
 
     deinit { descriptors.forEach { close($0) } }
+
+    /// Bytes taken from each source so far, by label.
+    var bytesBySource: [String: Int] { taken.withLock { $0 } }
 
     func syncAll() throws {
         for fd in descriptors where fsync(fd) != 0 {
@@ -156,15 +231,65 @@ final class RemoteChunkSource: ChunkSource {
         }
     }
 
+    /// The order to try the sources in for the next chunk: one of the spread sources in turn,
+    /// then the others; sources that have failed go last.
+    private func order() -> [Int] {
+        let first = turn.add(1, ordering: .relaxed).oldValue % spread
+        let preferred = [first] + Array(0..<spread).filter { $0 != first } + Array(spread..<sources.count)
+        let failed = failed.withLock { $0 }
+        return preferred.filter { !failed.contains($0) } + preferred.filter { failed.contains($0) }
+    }
+
     func read(partition: Int, offset: Int, length: Int, into destination: UnsafeMutableRawPointer) throws {
-        let url = urls[partition]
+        var failures: [String] = []
+        var corrupt = false
+        for choice in order() {
+            let origin = sources[choice]
+            do {
+                try fetch(from: origin, partition: partition, offset: offset, length: length, into: destination)
+                try check(partition: partition, offset: offset, length: length, at: destination)
+            } catch {
+                let already = failed.withLock { !$0.insert(choice).inserted }
+                if !already {
+                    logger.warning(
+                        "a checkpoint source failed; its chunks go to the next source",
+                        metadata: ["model": "\(model)", "source": "\(origin)", "error": "\(error)"])
+                }
+                failures.append("\(origin): \(error)")
+                if let error = error as? CheckpointError, error.code == .corrupt { corrupt = true }
+                continue
+            }
+            taken.withLock { $0[origin.label, default: 0] += length }
+            var written = 0
+            while written < length {
+                let n = pwrite(descriptors[partition], destination + written, length - written, off_t(offset + written))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw StoreError.system("write to the local store failed", "pwrite") }
+                written += n
+            }
+            relay.arrived(partition: partition, range: offset..<offset + length)
+            return
+        }
+        let message =
+            "no source could deliver \(files[partition]) bytes \(offset)..<\(offset + length) of `\(model)`: \(failures.joined(separator: "; "))"
+        // Bytes that fail their checksums are corruption, whatever else failed.
+        if corrupt { throw CheckpointError(.corrupt, message) }
+        throw StoreError(.download, message)
+    }
+
+    private func fetch(
+        from origin: CheckpointSource, partition: Int, offset: Int, length: Int,
+        into destination: UnsafeMutableRawPointer
+    ) throws {
+        let url = origin.url(model, files[partition])
         let target = UncheckedSendable(destination)
         let outcome = Mutex<Result<Void, any Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task {
             do {
                 try await RangeRequest.fetch(
-                    url, start: Int64(offset), length: Int64(length), attempts: 3, backoff: .milliseconds(50)
+                    url, start: Int64(offset), length: Int64(length), client: origin.client ?? .shared,
+                    headers: origin.headers, attempts: 2, backoff: .milliseconds(50)
                 ) { at, bytes in
                     (target.value + Int(at)).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
                 }
@@ -176,11 +301,23 @@ final class RemoteChunkSource: ChunkSource {
         }
         done.wait()
         try outcome.withLock { $0! }.get()
-        var written = 0
-        while written < length {
-            let n = pwrite(descriptors[partition], destination + written, length - written, off_t(offset + written))
-            guard n > 0 else { throw StoreError.system("write to the local store failed", "pwrite") }
-            written += n
+    }
+
+    /// Checks the tensors lying wholly inside the chunk against their checksums.
+    private func check(partition: Int, offset: Int, length: Int, at bytes: UnsafeMutableRawPointer) throws {
+        let records = tensors[partition]
+        var low = 0
+        var high = records.count
+        while low < high {
+            let middle = (low + high) / 2
+            if records[middle].offset < offset { low = middle + 1 } else { high = middle }
+        }
+        for record in records[low...] {
+            guard record.offset + record.byteCount <= offset + length else { break }
+            let view = UnsafeRawBufferPointer(start: bytes + (record.offset - offset), count: record.byteCount)
+            guard CRC32C.checksum(view) == record.crc32c else {
+                throw CheckpointError(.corrupt, "tensor `\(record.name)` arrived with bytes that fail its checksum")
+            }
         }
     }
 }

@@ -16,7 +16,9 @@ enum RangeRequest {
     ///
     /// - Throws: the last attempt's error after `attempts` failures, or `CancellationError`.
     static func fetch(
-        _ url: URL, start: Int64, length: Int64, client: HTTPClient = .shared, attempts: Int, backoff: Duration,
+        _ url: URL, start: Int64, length: Int64, client: HTTPClient = .shared,
+        headers: [(name: String, value: String)] = [],
+        attempts: Int, backoff: Duration,
         sink: (Int64, UnsafeRawBufferPointer) throws -> Void,
         failed: (_ attempt: Int, _ received: Int64, _ error: any Error) -> Void = { _, _, _ in }
     ) async throws {
@@ -24,6 +26,7 @@ enum RangeRequest {
         for attempt in 1...max(1, attempts) {
             try Task.checkCancellation()
             var request = HTTPClientRequest(url: url.absoluteString)
+            for header in headers { request.headers.add(name: header.name, value: header.value) }
             request.headers.add(name: "Range", value: "bytes=\(start)-\(start + length - 1)")
             var received: Int64 = 0
             do {

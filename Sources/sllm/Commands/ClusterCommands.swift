@@ -226,6 +226,11 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("cache-dir"), help: "Where the DRAM cache lives.") var cacheDir: String?
     @Flag(name: .customLong("dram-fill"), inversion: .prefixedNo, help: "Fill the DRAM pool in the background.")
     var dramFill: Bool?
+    @Option(
+        name: .customLong("remote"),
+        help:
+            "Base URL of a remote store (BASE/NAME/index), fetched from when no peer holds a model (repeatable).")
+    var remotes: [String] = []
     @Option(name: .customLong("tls-cert"), help: "Serve the worker protocol over HTTPS with this PEM certificate.")
     var tlsCert: String?
     @Option(name: .customLong("tls-key"), help: "The PEM private key of --tls-cert.") var tlsKey: String?
@@ -251,17 +256,25 @@ struct WorkerCommand: AsyncParsableCommand {
         flags["dram_cache"] = dramCache
         flags["cache_dir"] = cacheDir.map(absolutePath)
         flags["dram_fill"] = dramFill.map { $0 ? "true" : "false" }
+        if !remotes.isEmpty { flags["remote"] = remotes.joined(separator: ",") }
         flags["tls_cert"] = tlsCert.map(absolutePath)
         flags["tls_key"] = tlsKey.map(absolutePath)
         let configuration = try Serve.layered(global: global, config: config, flags: flags)
         let token = try cluster.token()
         let logger = Logger(label: "sllm.worker")
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: try cluster.clientConfiguration())
         let local: LocalWorker
         let routes: WorkerRoutes
         let server: HTTPServerBuilder
         do {
-            local = try LocalWorker(configuration: configuration, node: node.map(NodeID.init), logger: logger)
-            routes = try WorkerRoutes(worker: local, token: token, logger: logger)
+            local = try LocalWorker(
+                configuration: configuration, node: node.map(NodeID.init),
+                peers: { peer in
+                    CheckpointSource(
+                        base: peer.url, label: peer.node.rawValue, isPeer: true,
+                        headers: [("Authorization", "Bearer \(token)")], client: client, relays: peer.relays)
+                }, logger: logger)
+            routes = try WorkerRoutes(worker: local, token: token, checkpoints: local.loader, logger: logger)
             server = try TLSFiles.server(configuration).map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
         } catch {
             throw CommandFailure(ServingError(error).message)
@@ -285,7 +298,6 @@ struct WorkerCommand: AsyncParsableCommand {
                 }
             },
             logger: logger)
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: try cluster.clientConfiguration())
         var services: [any Service] = local.backgroundServices(configuration: configuration, logger: logger)
         if !controllers.isEmpty {
             let advertise = advertise

@@ -134,6 +134,11 @@ struct ServeOptions: ParsableArguments {
         name: .customLong("default-model"), help: "Deployed on the first start (\"\" for none; default smollm2-135m).")
     var defaultModel: String?
     @Option(help: "Start this deployment at launch (repeatable).") var preload: [String] = []
+    @Option(
+        name: .customLong("remote"),
+        help:
+            "Base URL of a remote store (BASE/NAME/index) a model missing from the store is fetched from at its first load (repeatable)."
+    ) var remotes: [String] = []
     @Option(name: .customLong("min"), help: "Default minimum instances of new deployments (0).") var minInstances: Int?
     @Option(name: .customLong("max"), help: "Default maximum instances (1).") var maxInstances: Int?
     @Option(name: .customLong("target-concurrency"), help: "Default requests batched per instance (4).")
@@ -194,6 +199,7 @@ struct ServeOptions: ParsableArguments {
         if directIO { layer["direct_io"] = "true" }
         layer["default_model"] = defaultModel
         if !preload.isEmpty { layer["preload"] = preload.joined(separator: ",") }
+        if !remotes.isEmpty { layer["remote"] = remotes.joined(separator: ",") }
         layer["min_instances"] = minInstances.map(String.init)
         layer["max_instances"] = maxInstances.map(String.init)
         layer["target_concurrency"] = targetConcurrency.map(String.init)

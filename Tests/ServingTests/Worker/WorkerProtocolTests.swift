@@ -38,7 +38,7 @@ import Tokenizers
         let smol = try ModelName("smol")
         let before = try Self.roundTrip(await worker.inventory())
         #expect(before.fastestTier(holding: smol) == .ssd)
-        #expect(before.tiers.map(\.tier) == [.dram, .ssd, .remote])
+        #expect(before.tiers.map(\.tier) == [.dram, .ssd, .peer, .remote])
         #expect(
             before.tiers.allSatisfy { $0.loadBytesPerSecond == nil && $0.loads == 0 },
             "no bandwidth before a load: measured, not assumed")
