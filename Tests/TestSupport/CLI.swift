@@ -73,12 +73,21 @@ public final class ServeProcess: @unchecked Sendable {
 
     /// Starts `sllm COMMAND ARGUMENTS` (`serve`, `controller`, `worker`: each announces `serving on
     /// ADDRESS`) with `SLLM_HOME` = `home`, `SLLM_DRAM_FILL=false` (plus `environment`).
-    public init(_ arguments: [String], home: String, environment: [String: String] = [:], command: String = "serve")
-        throws
-    {
+    ///
+    /// With `namespace`, it runs inside that network namespace (a ``NetworkLab`` host), through
+    /// `ip netns exec`, which execs it: the process is sllm's own.
+    public init(
+        _ arguments: [String], home: String, environment: [String: String] = [:], command: String = "serve",
+        namespace: String? = nil
+    ) throws {
         process = Process()
-        process.executableURL = sllmExecutable()
-        process.arguments = [command] + arguments
+        if let namespace {
+            process.executableURL = URL(fileURLWithPath: NetworkLab.ip)
+            process.arguments = ["netns", "exec", namespace, sllmExecutable().path, command] + arguments
+        } else {
+            process.executableURL = sllmExecutable()
+            process.arguments = [command] + arguments
+        }
         var env = ProcessInfo.processInfo.environment
         env["SLLM_HOME"] = home
         // Test servers do not fill a DRAM pool up to the machine's budget; tests of the fill ask for it.
@@ -120,10 +129,10 @@ public final class ServeProcess: @unchecked Sendable {
         return false
     }
 
-    /// The `http://127.0.0.1:PORT` it announced, once it listens.
+    /// The `http://ADDRESS:PORT` it announced, once it listens.
     public func address(timeout: Double = 60) -> String? {
         guard waitFor("serving on", timeout: timeout),
-            let range = output.range(of: #"https?://127\.0\.0\.1:\d+"#, options: .regularExpression)
+            let range = output.range(of: #"https?://[0-9.]+:\d+"#, options: .regularExpression)
         else {
             return nil
         }

@@ -14,6 +14,8 @@ import Synchronization
 /// process is gone, however that process ended.
 public final class PostgresServer: Sendable {
     public let directory: String
+    /// The address it listens on (127.0.0.1, or a ``NetworkLab`` host's).
+    public let host: String
     public let port: Int
     public let binaries: String
     public let user = "sllm"
@@ -24,13 +26,20 @@ public final class PostgresServer: Sendable {
     public static func start() throws -> PostgresServer {
         try shared.withLock { slot in
             if let slot { return try slot.get() }
-            let result = Result { try PostgresServer() }
+            let result = Result { try PostgresServer(host: "127.0.0.1", namespace: nil) }
             slot = result
             return try result.get()
         }
     }
 
-    private init() throws(PostgresServerError) {
+    /// A server of its own on a ``NetworkLab`` host (`namespace`), listening on its `address`;
+    /// it stops with the test process, as the shared one does.
+    public static func start(namespace: String, address: String) throws -> PostgresServer {
+        try PostgresServer(host: address, namespace: namespace)
+    }
+
+    private init(host: String, namespace: String?) throws(PostgresServerError) {
+        self.host = host
         guard let binaries = Self.findBinaries() else {
             throw PostgresServerError(
                 "PostgreSQL's server binaries (initdb, postgres) were not found: run .ci/run, which installs the distribution's postgresql package, or set SLLM_POSTGRES_BIN"
@@ -58,10 +67,17 @@ public final class PostgresServer: Sendable {
                     "--locale=C",
                 ], as: owner)
             guard initdb.status == 0 else { throw PostgresServerError("initdb failed: \(initdb.output)") }
+            if namespace != nil {
+                // The lab's hosts reach it over their own network (trust, as on the loopback).
+                let rules = try FileHandle(forWritingTo: URL(fileURLWithPath: base + "/data/pg_hba.conf"))
+                rules.seekToEndOfFile()
+                rules.write(Data("host all all samenet trust\n".utf8))
+                try rules.close()
+            }
             // The watchdog: postgres runs as its child; when the test process (or postgres) is
             // gone it stops postgres at once and removes the directory.
             let script = """
-                "$0" -D "$1/data" -k "$1" -p "$2" -c listen_addresses=127.0.0.1 -c fsync=off \
+                "$0" -D "$1/data" -k "$1" -p "$2" -c listen_addresses="$4" -c fsync=off \
                   -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
                   -c log_min_messages=warning >"$1/postgres.log" 2>&1 &
                 child=$!
@@ -75,7 +91,11 @@ public final class PostgresServer: Sendable {
             process.executableURL = URL(fileURLWithPath: root ? "/usr/sbin/runuser" : "/bin/sh")
             process.arguments =
                 (root ? ["-u", "postgres", "--", "/bin/sh"] : [])
-                + ["-c", script, binaries + "/postgres", base, String(port), String(getpid())]
+                + ["-c", script, binaries + "/postgres", base, String(port), String(getpid()), host]
+            if let namespace {
+                process.arguments = ["netns", "exec", namespace, process.executableURL!.path] + process.arguments!
+                process.executableURL = URL(fileURLWithPath: NetworkLab.ip)
+            }
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()
@@ -95,7 +115,7 @@ public final class PostgresServer: Sendable {
         throw PostgresServerError("PostgreSQL did not start within 60 s: \(log.suffix(2000))")
     }
 
-    /// A new, empty database: its name, and its URL (TCP on 127.0.0.1, no TLS; see `url(database:)`).
+    /// A new, empty database: its name, and its URL (TCP on `host`, no TLS; see `url(database:)`).
     public func createDatabase(_ label: String = "test") throws(PostgresServerError) -> (name: String, url: String) {
         let name = "\(label)_\(UUID().uuidString.prefix(8).lowercased())"
         let result: (status: Int32, output: String)
@@ -112,7 +132,7 @@ public final class PostgresServer: Sendable {
     /// The database's URL. Its connect timeout is long: the tests share two cores, and a test that
     /// blocks its thread can hold the Swift concurrency pool for seconds.
     public func url(database: String) -> String {
-        "postgres://\(user)@127.0.0.1:\(port)/\(database)?sslmode=disable&connect_timeout=60"
+        "postgres://\(user)@\(host):\(port)/\(database)?sslmode=disable&connect_timeout=60"
     }
 
     /// Runs SQL through `psql` (for a test to look at or damage the state behind a store's back).

@@ -9,11 +9,12 @@ import Foundation
 public final class RawConnection {
     public let descriptor: Int32
 
-    /// Connects to 127.0.0.1:`port`; reads give up after `timeout` seconds.
-    public init(port: Int, timeout: Double = 10) throws {
+    /// Connects to `host` (IPv4; default 127.0.0.1):`port`; reads give up after `timeout` seconds.
+    public init(host: String = "127.0.0.1", port: Int, timeout: Double = 10) throws {
         descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw TestSupportError("socket failed") }
         var address = loopbackAddress(port: port)
+        address.sin_addr.s_addr = inet_addr(host)
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
@@ -21,7 +22,7 @@ public final class RawConnection {
         }
         guard connected == 0 else {
             close(descriptor)
-            throw TestSupportError("cannot connect to 127.0.0.1:\(port)")
+            throw TestSupportError("cannot connect to \(host):\(port)")
         }
         var interval = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1e6))
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
