@@ -121,6 +121,7 @@ let package = Package(
                 "Serving",
                 "Cluster",
                 "Scheduling",
+                "Lab",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -131,10 +132,11 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(name: "Lab", swiftSettings: swiftSettings),
         .target(
             name: "TestSupport",
             dependencies: [
-                "Checkpoint",
+                "Checkpoint", "Lab",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -199,7 +201,7 @@ let package = Package(
         ),
         .testTarget(
             name: "sllmTests",
-            dependencies: ["TestSupport", "Checkpoint"],
+            dependencies: ["TestSupport", "Checkpoint", "Lab"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -25,11 +25,16 @@ public struct NodeFacts: Sendable, Equatable {
     public var queuedSeconds: Double
     /// Generations running on the node's instances (what `least-loaded` compares).
     public var runningJobs: Int
+    /// What making room costs on this node when its free memory does not fit the instance: the
+    /// seconds the idle instances admission would stop there will take to load again at their
+    /// next start. Zero when the instance fits.
+    public var roomSeconds: Double
 
     public init(
         node: String, freeMemoryBytes: Int, idleMemoryBytes: Int = 0, tier: CheckpointTier,
-        bandwidth: [CheckpointTier: Double], queuedSeconds: Double = 0, runningJobs: Int = 0
+        bandwidth: [CheckpointTier: Double], queuedSeconds: Double = 0, runningJobs: Int = 0, roomSeconds: Double = 0
     ) {
+        self.roomSeconds = roomSeconds
         self.runningJobs = runningJobs
         self.node = node
         self.freeMemoryBytes = freeMemoryBytes
@@ -75,12 +80,13 @@ public protocol Placement: Sendable {
 }
 
 /// Seconds to load `request`'s checkpoint on `node` from its fastest tier holding it, after
-/// the loads queued there; nil without a bandwidth for that tier (measured, else `assumed`).
+/// the loads queued there, plus what making room there costs; nil without a bandwidth for that
+/// tier (measured, else `assumed`).
 func loadEstimate(
     _ request: PlacementRequest, on node: NodeFacts, assumed: [CheckpointTier: Double] = [:]
 ) -> Double? {
     guard let rate = node.bandwidth[node.tier] ?? assumed[node.tier], rate > 0 else { return nil }
-    return node.queuedSeconds + Double(request.checkpointBytes) / rate
+    return node.queuedSeconds + Double(request.checkpointBytes) / rate + node.roomSeconds
 }
 
 /// One node's placement, `sllm serve`'s: the instance goes to the node there is (the first,
@@ -99,7 +105,7 @@ public struct SingleNodePlacement: Placement {
 
 /// ServerlessLLM's locality-aware choice: the node with the lowest estimated start-up time,
 /// queued loads plus the checkpoint's bytes over the node's bandwidth from its fastest tier
-/// holding it, among nodes whose free memory (with what idle instances hold, which admission
+/// holding it plus the cost of making room (``NodeFacts/roomSeconds``), among nodes whose free memory (with what idle instances hold, which admission
 /// may stop) fits the instance. Ties go to the faster tier, then the node id. A tier a node has
 /// not measured yet is estimated at `assumedBandwidth` (a node with neither is left out, as is
 /// a node that would have to fetch a checkpoint from a tier without a rate).

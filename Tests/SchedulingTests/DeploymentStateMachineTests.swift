@@ -364,6 +364,39 @@ extension KeepAlive {
         #expect(placement.place(request, on: [slowDRAM, measured])?.node == "measured")
     }
 
+    /// Making room is charged: a node whose idle instances would have to stop (and load again
+    /// later) loses to one with free memory once that reload costs more than the tiers differ.
+    @Test func makingRoomIsCharged() {
+        let crowded = NodeFacts(
+            node: "crowded", freeMemoryBytes: 1 << 30, idleMemoryBytes: 6 << 30, tier: .dram, bandwidth: bandwidth,
+            roomSeconds: 0.1)
+        let roomy = NodeFacts(node: "roomy", freeMemoryBytes: 8 << 30, tier: .ssd, bandwidth: bandwidth)
+        // DRAM 0.2 s + 0.1 s of room beats the SSD's 2 s.
+        #expect(
+            LocalityPlacement().place(request, on: [crowded, roomy])
+                == PlacementDecision(node: "crowded", tier: .dram, estimatedStartSeconds: 0.30000000000000004))
+        var costly = crowded
+        costly.roomSeconds = 3
+        #expect(LocalityPlacement().place(request, on: [costly, roomy])?.node == "roomy")
+        // Alone, it is still chosen, with the cost in its estimate.
+        #expect(LocalityPlacement().place(request, on: [costly])?.estimatedStartSeconds == 3.2)
+    }
+
+    /// A checkpoint another node holds is fetched over the link: slower than the node's own SSD,
+    /// faster than the remote store, at the assumed peer rate until measured.
+    @Test func aPeerSitsBetweenTheSSDAndTheRemoteStore() {
+        let nodes = [
+            NodeFacts(node: "a", freeMemoryBytes: 8 << 30, tier: .remote, bandwidth: [:]),
+            NodeFacts(node: "b", freeMemoryBytes: 8 << 30, tier: .peer, bandwidth: [:]),
+        ]
+        let placement = LocalityPlacement(assumedBandwidth: LocalityPlacement.untilMeasured)
+        #expect(
+            placement.place(request, on: nodes) == PlacementDecision(node: "b", tier: .peer, estimatedStartSeconds: 8))
+        let ssd = NodeFacts(node: "c", freeMemoryBytes: 8 << 30, tier: .ssd, bandwidth: [:])
+        #expect(placement.place(request, on: nodes + [ssd])?.node == "c")
+        #expect(CheckpointTier.ssd < .peer && CheckpointTier.peer < .remote)
+    }
+
     /// The one-node placement takes the node there is, whatever its memory (admission decides
     /// on the node), with an estimate only once the node has measured that tier.
     @Test func singleNodePlacementTakesTheNode() {

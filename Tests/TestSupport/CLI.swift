@@ -1,4 +1,5 @@
 public import Foundation
+import Lab
 
 /// Runs the built `sllm` executable (found beside the test bundle) and captures its output.
 public struct CLIResult: Sendable {

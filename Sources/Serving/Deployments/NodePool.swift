@@ -191,12 +191,22 @@ actor NodePool {
         }
         for (node, inventory) in inventories {
             budgets[node.id] = inventory.memoryBudgetBytes
-            let idleBytes = (await idle?.candidates(node.id) ?? []).filter { $0.deployment != deployment }
-                .reduce(0) { $0 + $1.bytes }
+            let candidates = (await idle?.candidates(node.id) ?? []).filter { $0.deployment != deployment }
+            let idleBytes = candidates.reduce(0) { $0 + $1.bytes }
             var bandwidth: [CheckpointTier: Double] = [:]
             for tier in inventory.tiers {
                 let name = CheckpointTier(tier.tier)
                 if let rate = tier.loadBytesPerSecond { bandwidth[name] = rate / correction.factor(node.id, name) }
+            }
+            // Making room stops idle instances; each costs a load at its next start (from DRAM,
+            // where its checkpoint stays cached, at the node's rate).
+            var roomSeconds = 0.0
+            if case .evict(let victims) = MemoryAdmission.decide(
+                bytes: memoryBytes, for: deployment, budget: inventory.memoryBudgetBytes,
+                used: reserved[node.id] ?? 0, idle: candidates)
+            {
+                let rate = bandwidth[.dram] ?? LocalityPlacement.untilMeasured[.dram]!
+                roomSeconds = victims.reduce(0) { $0 + Double($1.bytes) / rate }
             }
             facts.append(
                 NodeFacts(
@@ -206,7 +216,8 @@ actor NodePool {
                     tier: inventory.fastestTier(holding: model).map(CheckpointTier.init)
                         ?? (holders.contains { $0.id != node.id } || fetchers().contains { $0.id != node.id }
                             ? .peer : .remote),
-                    bandwidth: bandwidth, queuedSeconds: loading[node.id] ?? 0, runningJobs: inventory.runningJobs))
+                    bandwidth: bandwidth, queuedSeconds: loading[node.id] ?? 0, runningJobs: inventory.runningJobs,
+                    roomSeconds: roomSeconds))
         }
         guard let decision = placement.place(request, on: facts), let node = node(NodeID(decision.node)) else {
             if nodes.isEmpty {
@@ -258,13 +269,14 @@ actor NodePool {
         let record = PlacementRecord(
             id: nextDecision, at: Date(), deployment: deployment, model: model.rawValue, instance: instance,
             policy: policyName, node: decision.node, tier: decision.tier, checkpointBytes: checkpointBytes,
-            queuedSeconds: queued, bandwidth: chosen?.bandwidth[decision.tier],
+            queuedSeconds: queued, roomSeconds: chosen?.roomSeconds, bandwidth: chosen?.bandwidth[decision.tier],
             correction: correction.factor(node.id, decision.tier), estimatedSeconds: decision.estimatedStartSeconds,
             actualSeconds: nil, outcome: nil,
             candidates: facts.map {
                 PlacementRecord.Candidate(
                     node: $0.node, tier: $0.tier, freeBytes: $0.freeMemoryBytes, idleBytes: $0.idleMemoryBytes,
-                    queuedSeconds: $0.queuedSeconds, bandwidth: $0.bandwidth[$0.tier], runningJobs: $0.runningJobs)
+                    queuedSeconds: $0.queuedSeconds, bandwidth: $0.bandwidth[$0.tier], runningJobs: $0.runningJobs,
+                    roomSeconds: $0.roomSeconds)
             },
             sources: sources.isEmpty ? nil : sources.map(\.node.rawValue), spread: sources.isEmpty ? nil : spread)
         nextDecision += 1

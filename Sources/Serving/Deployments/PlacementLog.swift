@@ -3,7 +3,7 @@ public import Scheduling
 
 /// One placement decision, as `sllm status --decisions` and `GET /admin/decisions` show it: the
 /// node chosen, the policy, the terms of its estimate (queued loads, checkpoint bytes over the
-/// bandwidth of the tier holding it), every candidate's figures, and, once the start ended, the
+/// bandwidth of the tier holding it, the cost of making room), every candidate's figures, and, once the start ended, the
 /// time it actually took beside the estimate.
 public struct PlacementRecord: Sendable, Codable, Equatable {
     public var id: Int
@@ -17,6 +17,8 @@ public struct PlacementRecord: Sendable, Codable, Equatable {
     public var checkpointBytes: Int
     /// Seconds of loads queued on the node ahead of this one.
     public var queuedSeconds: Double
+    /// Seconds charged for making room on the node (nil or 0: the instance fit).
+    public var roomSeconds: Double?
     /// The bandwidth the estimate used (bytes/s, after the correction below), nil when none.
     public var bandwidth: Double?
     /// The factor past outcomes put on the node's tier bandwidth (estimated ÷ actual, averaged).
@@ -40,6 +42,8 @@ public struct PlacementRecord: Sendable, Codable, Equatable {
         public var queuedSeconds: Double
         public var bandwidth: Double?
         public var runningJobs: Int
+        /// Seconds charged for making room (the reloads of the idle instances stopped there).
+        public var roomSeconds: Double?
     }
 }
 

@@ -54,6 +54,11 @@ final class FetchRelay: Sendable {
         for waiter in ready { waiter.continuation.resume() }
     }
 
+    /// Whether `range` of `partition` has arrived.
+    func has(partition: Int, range: Range<Int>) -> Bool {
+        state.withLock { Self.covered(range, by: $0.arrived[partition]) }
+    }
+
     /// The fetch stopped: readers waiting, and later ones, fail with `reason`.
     func fail(_ reason: String) {
         let waiters = state.withLock { state in

@@ -66,8 +66,8 @@ public actor ModelLoader {
     /// Largest read of a streaming load (whole tensors; a larger tensor is one read): about a
     /// layer of a small model, so the first layers are handed out early.
     static let streamingChunkBytes = 4 << 20
-    /// Range requests in flight to each source a fetch spreads over.
-    static let fetchStreamsPerSource = 4
+    /// Range requests in flight to a remote store (a peer gets one).
+    static let fetchStreamsPerRemote = 4
 
     public init(
         store: ModelStore, cache: DRAMCache, configuration: Configuration = .init(),
@@ -309,8 +309,16 @@ public actor ModelLoader {
         let chunks = ChunkPipeline.chunks(
             index: checkpoint.index, segments: segments, bases: bases,
             maxChunkBytes: streamed || remote != nil ? Self.streamingChunkBytes : .max)
+        // One stream per peer: a cluster's links are short and one TCP stream fills them, and a
+        // node relaying what it receives must receive it in order (parallel streams share a
+        // shaped link unfairly, so one chunk can trail the others by seconds and hold up every
+        // node down the chain). A remote store, far away, gets several streams.
         let readers =
-            remote.map { max(configuration.threads, Self.fetchStreamsPerSource * $0.source.spread) }
+            remote.map { fetch in
+                let spread = fetch.source.sources.prefix(fetch.source.spread)
+                return max(
+                    configuration.threads, spread.reduce(0) { $0 + ($1.isPeer ? 1 : Self.fetchStreamsPerRemote) })
+            }
             ?? configuration.threads
         let pipeline = ChunkPipeline(threads: readers, verifiers: configuration.verifiers)
         // Slabs new to this process get their pages while the reads run, not before them.

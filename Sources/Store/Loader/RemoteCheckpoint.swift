@@ -192,6 +192,12 @@ final class RemoteChunkSource: ChunkSource {
     /// Per partition, its tensors by offset (a chunk is checked against those it holds).
     private let tensors: [[CheckpointIndex.TensorRecord]]
     private let files: [String]
+    private let partitionBytes: [Int]
+    /// The index's checksum of every block of each partition: a block that has arrived whole is
+    /// checked, written and relayed at once, before the rest of its chunk (a chunk holds at
+    /// least one whole tensor, and an embedding table is tens of megabytes).
+    private let blockChecksums: [[UInt32]]
+    private let blockSize: Int
     private let descriptors: [Int32]
     private let logger: Logger
     private let turn = Atomic<Int>(0)
@@ -215,6 +221,9 @@ final class RemoteChunkSource: ChunkSource {
         }
         tensors = byPartition.map { $0.sorted { $0.offset < $1.offset } }
         files = index.partitions.map(\.file)
+        partitionBytes = index.partitions.map(\.byteCount)
+        blockChecksums = index.partitions.map(\.blockChecksums)
+        blockSize = index.checksumBlockSize
         self.descriptors = descriptors
         self.logger = logger
         relay = FetchRelay(partitions: index.partitions.count)
@@ -260,13 +269,7 @@ final class RemoteChunkSource: ChunkSource {
                 continue
             }
             taken.withLock { $0[origin.label, default: 0] += length }
-            var written = 0
-            while written < length {
-                let n = pwrite(descriptors[partition], destination + written, length - written, off_t(offset + written))
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { throw StoreError.system("write to the local store failed", "pwrite") }
-                written += n
-            }
+            try write(partition: partition, UnsafeRawBufferPointer(start: destination, count: length), at: offset)
             relay.arrived(partition: partition, range: offset..<offset + length)
             return
         }
@@ -285,13 +288,22 @@ final class RemoteChunkSource: ChunkSource {
         let target = UncheckedSendable(destination)
         let outcome = Mutex<Result<Void, any Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
+        // The first block starting inside the chunk (or, when the chunk starts mid-block, that
+        // block: checked with the part before the chunk once that part is in), and the next one
+        // to check as bytes arrive.
+        let firstBlock = offset / blockSize
         Task {
             do {
+                var nextBlock = firstBlock
                 try await RangeRequest.fetch(
                     url, start: Int64(offset), length: Int64(length), client: origin.client ?? .shared,
                     headers: origin.headers, attempts: 2, backoff: .milliseconds(50)
                 ) { at, bytes in
+                    if at == 0 { nextBlock = firstBlock }  // an attempt starts the range over
                     (target.value + Int(at)).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+                    try self.relayBlocks(
+                        partition: partition, chunk: offset, received: Int(at) + bytes.count, length: length,
+                        at: target.value, next: &nextBlock)
                 }
                 outcome.withLock { $0 = .success(()) }
             } catch {
@@ -301,6 +313,68 @@ final class RemoteChunkSource: ChunkSource {
         }
         done.wait()
         try outcome.withLock { $0! }.get()
+    }
+
+    /// Checks, writes and relays the blocks of the chunk (at `chunk` in `partition`) that its
+    /// first `received` bytes now hold whole, from block `next` on.
+    private func relayBlocks(
+        partition: Int, chunk: Int, received: Int, length: Int, at base: UnsafeMutableRawPointer, next: inout Int
+    ) throws {
+        let checksums = blockChecksums[partition]
+        while next < checksums.count {
+            let start = next * blockSize
+            let end = min(start + blockSize, partitionBytes[partition])
+            guard end <= chunk + length else { return }  // ends in the next chunk: relayed with it
+            guard end <= chunk + received else { return }
+            if start < chunk {
+                // The block began in the previous chunk: checked whole once that part is written.
+                guard relay.has(partition: partition, range: start..<chunk) else {
+                    next += 1
+                    continue
+                }
+                var whole = [UInt8](repeating: 0, count: end - start)
+                try whole.withUnsafeMutableBytes { buffer in
+                    var done = 0
+                    while done < chunk - start {
+                        let n = pread(
+                            descriptors[partition], buffer.baseAddress! + done, chunk - start - done,
+                            off_t(start + done))
+                        if n < 0 && errno == EINTR { continue }
+                        guard n > 0 else { throw StoreError.system("read of the local copy failed", "pread") }
+                        done += n
+                    }
+                    (buffer.baseAddress! + (chunk - start)).copyMemory(from: base, byteCount: end - chunk)
+                }
+                guard CRC32C.checksum(whole) == checksums[next] else {
+                    throw CheckpointError(
+                        .corrupt, "\(files[partition]) block \(next) arrived with bytes that fail its checksum")
+                }
+                try write(partition: partition, UnsafeRawBufferPointer(start: base, count: end - chunk), at: chunk)
+                relay.arrived(partition: partition, range: start..<end)
+                next += 1
+                continue
+            }
+            let bytes = UnsafeRawBufferPointer(start: base + (start - chunk), count: end - start)
+            guard CRC32C.checksum(bytes) == checksums[next] else {
+                throw CheckpointError(
+                    .corrupt, "\(files[partition]) block \(next) arrived with bytes that fail its checksum")
+            }
+            try write(partition: partition, bytes, at: start)
+            relay.arrived(partition: partition, range: start..<end)
+            next += 1
+        }
+    }
+
+    /// Writes `bytes` at `offset` of the partition's SSD file.
+    private func write(partition: Int, _ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+        var written = 0
+        while written < bytes.count {
+            let n = pwrite(
+                descriptors[partition], bytes.baseAddress! + written, bytes.count - written, off_t(offset + written))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw StoreError.system("write to the local store failed", "pwrite") }
+            written += n
+        }
     }
 
     /// Checks the tensors lying wholly inside the chunk against their checksums.

@@ -72,7 +72,8 @@ struct Status: AsyncParsableCommand {
         }
         var rows = [
             [
-                "TIME", "DEPLOYMENT", "INSTANCE", "POLICY", "NODE", "FROM", "ESTIMATE", "QUEUED + BYTES / RATE",
+                "TIME", "DEPLOYMENT", "INSTANCE", "POLICY", "NODE", "FROM", "ESTIMATE",
+                "QUEUED + BYTES / RATE [+ ROOM]",
                 "ACTUAL", "OUTCOME", "OTHERS",
             ]
         ]
@@ -90,7 +91,9 @@ struct Status: AsyncParsableCommand {
                 time, record["deployment"] as? String ?? "?", record["instance"] as? String ?? "?",
                 record["policy"] as? String ?? "?", record["node"] as? String ?? "?", record["tier"] as? String ?? "?",
                 seconds(record["estimated_seconds"]),
-                "\(String(format: "%.3f", record["queued_seconds"] as? Double ?? 0)) + \(formatBytes(bytes)) / \(rate)",
+                "\(String(format: "%.3f", record["queued_seconds"] as? Double ?? 0)) + \(formatBytes(bytes)) / \(rate)"
+                    + ((record["room_seconds"] as? Double).flatMap { $0 > 0 ? String(format: " + %.3f room", $0) : nil }
+                        ?? ""),
                 seconds(record["actual_seconds"]), record["outcome"] as? String ?? "starting",
                 others.joined(separator: ",").ifEmpty("-"),
             ])

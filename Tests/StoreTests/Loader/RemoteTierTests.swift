@@ -169,140 +169,123 @@ extension ModelName {
         try store.reader(for: ModelName.m).index.partitions.reduce(0) { $0 + $1.byteCount }
     }
 
-    @Test func aFetchSpreadsOverItsSourcesAndPassesOverOneSendingBadBytes() async throws {
+    /// A store holding a synthetic `m` of `megabytes` served by `count` servers (the first
+    /// corrupting a byte when asked), and an empty store whose loader has no remote of its own.
+    func withSources(
+        megabytes: Int, count: Int, corruptingFirst: Bool = false,
+        _ body: (LoaderFixture, LoaderFixture, [RangeHTTPServer], ModelLoader) async throws -> Void
+    ) async throws {
         let origin = try LoaderFixture("plan-origin")
         let local = try LoaderFixture("plan-local")
         defer {
             origin.remove()
             local.remove()
         }
-        try origin.addSynthetic("m", bytes: 6 << 20)
-        let servers = try servers(origin, count: 3, corruptingFirst: true)
+        try origin.addSynthetic("m", bytes: megabytes << 20)
+        let servers = try servers(origin, count: count, corruptingFirst: corruptingFirst)
         defer { servers.forEach { $0.stop() } }
-        let loader = try local.loader()
-        let plan = FetchPlan(
-            sources: servers.enumerated().map { source($1, label: "peer-\($0)") }, spread: 3)
-        let model = try await loader.load(ModelName.m, from: plan)
-        #expect(model.tier == .peer)
-        try expectTensorsMatchStore(model, local.store)
-        try local.store.reader(for: ModelName.m).verify()
-        let fetched = try #require(model.timings.fetched)
-        // Every byte was taken once; the chunk holding the bad byte, and every chunk after the
-        // first failure, came from the good sources, which both served a share.
-        #expect(fetched.values.reduce(0, +) == (try partitionBytes(local.store)), "\(fetched)")
-        #expect((fetched["peer-0"] ?? 0) < (try partitionBytes(local.store)) / 2, "\(fetched)")
-        #expect((fetched["peer-1"] ?? 0) > 0 && (fetched["peer-2"] ?? 0) > 0, "\(fetched)")
+        try await body(origin, local, servers, try local.loader())
+    }
+
+    @Test func aFetchSpreadsOverItsSourcesAndPassesOverOneSendingBadBytes() async throws {
+        try await withSources(megabytes: 6, count: 3, corruptingFirst: true) { origin, local, servers, loader in
+            let plan = FetchPlan(
+                sources: servers.enumerated().map { source($1, label: "peer-\($0)") }, spread: 3)
+            let model = try await loader.load(ModelName.m, from: plan)
+            #expect(model.tier == .peer)
+            try expectTensorsMatchStore(model, local.store)
+            try local.store.reader(for: ModelName.m).verify()
+            let fetched = try #require(model.timings.fetched)
+            // Every byte was taken once; the chunk holding the bad byte, and every chunk after the
+            // first failure, came from the good sources, which both served a share.
+            #expect(fetched.values.reduce(0, +) == (try partitionBytes(local.store)), "\(fetched)")
+            #expect((fetched["peer-0"] ?? 0) < (try partitionBytes(local.store)) / 2, "\(fetched)")
+            #expect((fetched["peer-1"] ?? 0) > 0 && (fetched["peer-2"] ?? 0) > 0, "\(fetched)")
+        }
     }
 
     @Test func aSourceThatDiesMidFetchIsReplacedByTheNextAndNothingIsFetchedTwice() async throws {
-        let origin = try LoaderFixture("plan-origin")
-        let local = try LoaderFixture("plan-local")
-        defer {
-            origin.remove()
-            local.remove()
+        try await withSources(megabytes: 8, count: 2) { origin, local, servers, loader in
+            // The first source breaks every connection once it has sent 2 MiB.
+            servers[0].breakConnections(afterTotalBytes: 2 << 20)
+            let model = try await loader.load(
+                ModelName.m, from: FetchPlan(sources: [source(servers[0], label: "a"), source(servers[1], label: "b")]))
+            try expectTensorsMatchStore(model, local.store)
+            let fetched = try #require(model.timings.fetched)
+            #expect((fetched["a"] ?? 0) >= 2 << 20 && (fetched["b"] ?? 0) > 0, "\(fetched)")
+            #expect(fetched.values.reduce(0, +) == (try partitionBytes(local.store)))
         }
-        try origin.addSynthetic("m", bytes: 8 << 20)
-        let servers = try servers(origin, count: 2)
-        defer { servers.forEach { $0.stop() } }
-        // The first source breaks every connection once it has sent 2 MiB.
-        servers[0].breakConnections(afterTotalBytes: 2 << 20)
-        let loader = try local.loader()
-        let model = try await loader.load(
-            ModelName.m, from: FetchPlan(sources: [source(servers[0], label: "a"), source(servers[1], label: "b")]))
-        try expectTensorsMatchStore(model, local.store)
-        let fetched = try #require(model.timings.fetched)
-        #expect((fetched["a"] ?? 0) >= 2 << 20 && (fetched["b"] ?? 0) > 0, "\(fetched)")
-        #expect(fetched.values.reduce(0, +) == (try partitionBytes(local.store)))
     }
 
     @Test func concurrentLoadsOfOneModelFetchItOnce() async throws {
-        let origin = try LoaderFixture("plan-origin")
-        let local = try LoaderFixture("plan-local")
-        defer {
-            origin.remove()
-            local.remove()
+        try await withSources(megabytes: 4, count: 1) { origin, local, servers, loader in
+            servers[0].pace(bytesPerSecond: 16 << 20)
+            let plan = FetchPlan(sources: [source(servers[0], label: "a")])
+            async let first = loader.load(ModelName.m, from: plan)
+            async let second = loader.load(ModelName.m, from: plan)
+            let models = try await [first, second]
+            for model in models { try expectTensorsMatchStore(model, local.store) }
+            let checkpointBytes = try partitionBytes(local.store)
+            #expect(servers[0].bytesServed < checkpointBytes + (1 << 20), "\(servers[0].bytesServed)")
         }
-        try origin.addSynthetic("m", bytes: 4 << 20)
-        let servers = try servers(origin, count: 1)
-        defer { servers.forEach { $0.stop() } }
-        servers[0].pace(bytesPerSecond: 16 << 20)
-        let loader = try local.loader()
-        let plan = FetchPlan(sources: [source(servers[0], label: "a")])
-        async let first = loader.load(ModelName.m, from: plan)
-        async let second = loader.load(ModelName.m, from: plan)
-        let models = try await [first, second]
-        for model in models { try expectTensorsMatchStore(model, local.store) }
-        let checkpointBytes = try partitionBytes(local.store)
-        #expect(servers[0].bytesServed < checkpointBytes + (1 << 20), "\(servers[0].bytesServed)")
     }
 
     /// A node fetching a checkpoint serves it meanwhile: a read waits for its range to arrive,
     /// a read asked before the fetch began waits for it to begin, and only the index's files
     /// are served.
     @Test func aFetchUnderWayIsRelayedToPeers() async throws {
-        let origin = try LoaderFixture("plan-origin")
-        let local = try LoaderFixture("plan-local")
-        defer {
-            origin.remove()
-            local.remove()
-        }
-        try origin.addSynthetic("m", bytes: 6 << 20)
-        let servers = try servers(origin, count: 1)
-        defer { servers.forEach { $0.stop() } }
-        servers[0].pace(bytesPerSecond: 8 << 20)
-        let loader = try local.loader()
-        let partition = try origin.store.reader(for: ModelName.m).index.partitions[0]
-        let expected = try readFile(origin.store.directory(for: ModelName.m) + "/" + partition.file)
+        try await withSources(megabytes: 6, count: 1) { origin, local, servers, loader in
+            servers[0].pace(bytesPerSecond: 8 << 20)
+            let partition = try origin.store.reader(for: ModelName.m).index.partitions[0]
+            let expected = try readFile(origin.store.directory(for: ModelName.m) + "/" + partition.file)
 
-        // Asked before the fetch begins: waits for it.
-        let early = Task { try await loader.checkpointFile(ModelName.m, file: partition.file, awaiting: .seconds(20)) }
-        try await Task.sleep(for: .milliseconds(100))
-        let load = Task {
-            try await loader.load(ModelName.m, from: FetchPlan(sources: [source(servers[0], label: "a")]))
-        }
-        let file = try #require(try await early.value)
-        #expect(file.isRelayed)
-        // The last MiB is read before it has arrived (the fetch takes most of a second).
-        let tail = try await file.read(offset: partition.byteCount - (1 << 20), count: 1 << 20)
-        #expect(tail == Array(expected[(partition.byteCount - (1 << 20))...]))
-        _ = try await load.value
-        #expect(try await loader.checkpointFile(ModelName.m, file: partition.file)?.isRelayed == false)
+            // Asked before the fetch begins: waits for it.
+            let early = Task {
+                try await loader.checkpointFile(ModelName.m, file: partition.file, awaiting: .seconds(20))
+            }
+            try await Task.sleep(for: .milliseconds(100))
+            let load = Task {
+                try await loader.load(ModelName.m, from: FetchPlan(sources: [source(servers[0], label: "a")]))
+            }
+            let file = try #require(try await early.value)
+            #expect(file.isRelayed)
+            // The last MiB is read before it has arrived (the fetch takes most of a second).
+            let tail = try await file.read(offset: partition.byteCount - (1 << 20), count: 1 << 20)
+            #expect(tail == Array(expected[(partition.byteCount - (1 << 20))...]))
+            _ = try await load.value
+            #expect(try await loader.checkpointFile(ModelName.m, file: partition.file)?.isRelayed == false)
 
-        // Only files the index names.
-        for name in ["../m/index", "..", "config.json.bak", "", "index/../index", "%2e%2e"] {
-            #expect(try await loader.checkpointFile(ModelName.m, file: name) == nil, "\(name)")
+            // Only files the index names.
+            for name in ["../m/index", "..", "config.json.bak", "", "index/../index", "%2e%2e"] {
+                #expect(try await loader.checkpointFile(ModelName.m, file: name) == nil, "\(name)")
+            }
+            #expect(try await loader.checkpointFile(try ModelName("other"), file: "index") == nil)
+            // Not awaited long when nothing comes.
+            #expect(
+                try await loader.checkpointFile(try ModelName("other"), file: "index", awaiting: .milliseconds(50))
+                    == nil)
         }
-        #expect(try await loader.checkpointFile(try ModelName("other"), file: "index") == nil)
-        // Not awaited long when nothing comes.
-        #expect(
-            try await loader.checkpointFile(try ModelName("other"), file: "index", awaiting: .milliseconds(50)) == nil)
     }
 
     @Test func aRelayedReadFailsWhenTheFetchFails() async throws {
-        let origin = try LoaderFixture("plan-origin")
-        let local = try LoaderFixture("plan-local")
-        defer {
-            origin.remove()
-            local.remove()
+        try await withSources(megabytes: 6, count: 1) { origin, local, servers, loader in
+            servers[0].pace(bytesPerSecond: 8 << 20)
+            servers[0].breakConnections(afterTotalBytes: 2 << 20)
+            let partition = try origin.store.reader(for: ModelName.m).index.partitions[0]
+            let early = Task {
+                try await loader.checkpointFile(ModelName.m, file: partition.file, awaiting: .seconds(20))
+            }
+            try await Task.sleep(for: .milliseconds(100))
+            let load = Task {
+                try await loader.load(ModelName.m, from: FetchPlan(sources: [source(servers[0], label: "a")]))
+            }
+            let file = try #require(try await early.value)
+            await #expect(throws: StoreError.self) {
+                _ = try await file.read(offset: partition.byteCount - 4096, count: 4096)
+            }
+            await #expect(throws: (any Error).self) { _ = try await load.value }
+            #expect(!local.store.contains(ModelName.m))
+            #expect(directoryEntries(local.store.modelsDirectory).isEmpty)
         }
-        try origin.addSynthetic("m", bytes: 6 << 20)
-        let servers = try servers(origin, count: 1)
-        defer { servers.forEach { $0.stop() } }
-        servers[0].pace(bytesPerSecond: 8 << 20)
-        servers[0].breakConnections(afterTotalBytes: 2 << 20)
-        let loader = try local.loader()
-        let partition = try origin.store.reader(for: ModelName.m).index.partitions[0]
-        let early = Task { try await loader.checkpointFile(ModelName.m, file: partition.file, awaiting: .seconds(20)) }
-        try await Task.sleep(for: .milliseconds(100))
-        let load = Task {
-            try await loader.load(ModelName.m, from: FetchPlan(sources: [source(servers[0], label: "a")]))
-        }
-        let file = try #require(try await early.value)
-        await #expect(throws: StoreError.self) {
-            _ = try await file.read(offset: partition.byteCount - 4096, count: 4096)
-        }
-        await #expect(throws: (any Error).self) { _ = try await load.value }
-        #expect(!local.store.contains(ModelName.m))
-        #expect(directoryEntries(local.store.modelsDirectory).isEmpty)
     }
 }

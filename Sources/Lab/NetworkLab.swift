@@ -4,7 +4,7 @@ import Foundation
     import Glibc
 #endif
 
-/// Hosts for multi-node tests, each a network namespace with its own address: a veth pair per
+/// Hosts for multi-node tests and benchmarks (`sllm bench scale-out`), each a network namespace with its own address: a veth pair per
 /// host joins its `eth0` (10.x.y.N/24) to a bridge, which also carries the test process's own
 /// address (10.x.y.254), so the test reaches every host and the hosts reach each other. Links
 /// can be shaped (`tc`), cut and healed. Needs root (CAP_NET_ADMIN) and iproute2, which `.ci/run`
@@ -40,7 +40,7 @@ public final class NetworkLab: @unchecked Sendable {
         return made.status == 0 ? nil : "cannot create a network namespace: \(made.output)"
     }()
 
-    static let ip =
+    public static let ip =
         ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"].first {
             FileManager.default.isExecutableFile(atPath: $0)
         } ?? "/usr/sbin/ip"
