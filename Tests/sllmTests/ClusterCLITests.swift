@@ -224,10 +224,15 @@ import Testing
         #expect(
             decisions.stdout.contains("ESTIMATE") && decisions.stdout.contains("locality")
                 && decisions.stdout.contains(holder) && decisions.stdout.contains("started"), "\(decisions.stdout)")
-        for limit in ["0", "1001", "x", "-1"] {
+        for limit in [
+            "0", "1001", "x", "-1", "", "1e3", "%00", "99999999999999999999", "1.5", "0x10", "5%20", "%EF%BC%95",
+            String(repeating: "9", count: 500),
+        ] {
             let (status, _) = try await Self.json(server + "/admin/decisions?limit=\(limit)")
             #expect(status == 400, "limit \(limit)")
         }
+        let (fine, few) = try await Self.json(server + "/admin/decisions?limit=1")
+        #expect(fine == 200 && (few as? [Any])?.count == 1)
         let badPolicy = try runSLLM(["controller", "--placement", "nearest"], home: root.path)
         #expect(badPolicy.status != 0 && badPolicy.stderr.contains("round-robin"), "\(badPolicy.stderr)")
         let nodeFlag = try runSLLM(["controller", "--memory-budget", "4GiB"], home: root.path)

@@ -26,6 +26,20 @@ import Testing
         megabytes: Int, corruptingByte: Int? = nil,
         _ body: (LoaderFixture, RangeHTTPServer, ModelLoader) async throws -> Void
     ) async throws {
+        try await Self.withServed(megabytes: megabytes, count: 1, corruptingByte: corruptingByte) {
+            _, local, servers in
+            try await body(
+                local, servers[0],
+                try local.loader(remotes: [URL(string: "http://127.0.0.1:\(servers[0].port)/models")!]))
+        }
+    }
+
+    /// A store holding a synthetic `m` of `megabytes` served by `count` servers (the first
+    /// corrupting a byte of its data when asked), and an empty store beside it.
+    static func withServed(
+        megabytes: Int, count: Int, corruptingByte: Int? = nil,
+        _ body: (LoaderFixture, LoaderFixture, [RangeHTTPServer]) async throws -> Void
+    ) async throws {
         let origin = try LoaderFixture("remote-origin")
         let local = try LoaderFixture("remote-local")
         defer {
@@ -33,10 +47,11 @@ import Testing
             local.remove()
         }
         try origin.addSynthetic("m", bytes: megabytes << 20)
-        let server = try serve(origin, "m", corruptingByte: corruptingByte)
-        defer { server.stop() }
-        try await body(
-            local, server, try local.loader(remotes: [URL(string: "http://127.0.0.1:\(server.port)/models")!]))
+        let servers = try (0..<count).map { index in
+            try RemoteTierTests().serve(origin, "m", corruptingByte: index == 0 ? corruptingByte : nil)
+        }
+        defer { servers.forEach { $0.stop() } }
+        try await body(origin, local, servers)
     }
 
     @Test func aModelOnlyOnARemoteStreamsIntoMemoryAndLandsOnTheSSD() async throws {
@@ -153,13 +168,6 @@ extension ModelName {
 
 /// Fetches from several sources (peers, remote stores): spread, failover, relays.
 @Suite struct FetchPlanTests {
-    /// `count` servers each serving the origin's checkpoint `m` under `/models/m/…`.
-    func servers(_ origin: LoaderFixture, count: Int, corruptingFirst: Bool = false) throws -> [RangeHTTPServer] {
-        try (0..<count).map { index in
-            try RemoteTierTests().serve(origin, "m", corruptingByte: corruptingFirst && index == 0 ? 300_000 : nil)
-        }
-    }
-
     func source(_ server: RangeHTTPServer, label: String, relays: Bool = false) -> CheckpointSource {
         CheckpointSource(
             base: URL(string: "http://127.0.0.1:\(server.port)/models")!, label: label, isPeer: true, relays: relays)
@@ -169,22 +177,16 @@ extension ModelName {
         try store.reader(for: ModelName.m).index.partitions.reduce(0) { $0 + $1.byteCount }
     }
 
-    /// A store holding a synthetic `m` of `megabytes` served by `count` servers (the first
-    /// corrupting a byte when asked), and an empty store whose loader has no remote of its own.
+    /// `RemoteTierTests.withServed`, with a loader of the empty store that has no remote of its own.
     func withSources(
         megabytes: Int, count: Int, corruptingFirst: Bool = false,
         _ body: (LoaderFixture, LoaderFixture, [RangeHTTPServer], ModelLoader) async throws -> Void
     ) async throws {
-        let origin = try LoaderFixture("plan-origin")
-        let local = try LoaderFixture("plan-local")
-        defer {
-            origin.remove()
-            local.remove()
+        try await RemoteTierTests.withServed(
+            megabytes: megabytes, count: count, corruptingByte: corruptingFirst ? 300_000 : nil
+        ) { origin, local, servers in
+            try await body(origin, local, servers, try local.loader())
         }
-        try origin.addSynthetic("m", bytes: megabytes << 20)
-        let servers = try servers(origin, count: count, corruptingFirst: corruptingFirst)
-        defer { servers.forEach { $0.stop() } }
-        try await body(origin, local, servers, try local.loader())
     }
 
     @Test func aFetchSpreadsOverItsSourcesAndPassesOverOneSendingBadBytes() async throws {
@@ -230,6 +232,17 @@ extension ModelName {
         }
     }
 
+    /// Asks `loader` for `partition`'s file before its fetch from `server` begins, then starts the
+    /// fetch: the file (answered once the fetch began) and the load.
+    func relayedPartition(
+        _ partition: CheckpointIndex.PartitionRecord, of loader: ModelLoader, fetchingFrom server: RangeHTTPServer
+    ) async throws -> (CheckpointFile, Task<LoadedModel, any Error>) {
+        let early = Task { try await loader.checkpointFile(ModelName.m, file: partition.file, awaiting: .seconds(20)) }
+        try await Task.sleep(for: .milliseconds(100))
+        let load = Task { try await loader.load(ModelName.m, from: FetchPlan(sources: [source(server, label: "a")])) }
+        return (try #require(try await early.value), load)
+    }
+
     /// A node fetching a checkpoint serves it meanwhile: a read waits for its range to arrive,
     /// a read asked before the fetch began waits for it to begin, and only the index's files
     /// are served.
@@ -240,14 +253,7 @@ extension ModelName {
             let expected = try readFile(origin.store.directory(for: ModelName.m) + "/" + partition.file)
 
             // Asked before the fetch begins: waits for it.
-            let early = Task {
-                try await loader.checkpointFile(ModelName.m, file: partition.file, awaiting: .seconds(20))
-            }
-            try await Task.sleep(for: .milliseconds(100))
-            let load = Task {
-                try await loader.load(ModelName.m, from: FetchPlan(sources: [source(servers[0], label: "a")]))
-            }
-            let file = try #require(try await early.value)
+            let (file, load) = try await relayedPartition(partition, of: loader, fetchingFrom: servers[0])
             #expect(file.isRelayed)
             // The last MiB is read before it has arrived (the fetch takes most of a second).
             let tail = try await file.read(offset: partition.byteCount - (1 << 20), count: 1 << 20)
@@ -272,14 +278,7 @@ extension ModelName {
             servers[0].pace(bytesPerSecond: 8 << 20)
             servers[0].breakConnections(afterTotalBytes: 2 << 20)
             let partition = try origin.store.reader(for: ModelName.m).index.partitions[0]
-            let early = Task {
-                try await loader.checkpointFile(ModelName.m, file: partition.file, awaiting: .seconds(20))
-            }
-            try await Task.sleep(for: .milliseconds(100))
-            let load = Task {
-                try await loader.load(ModelName.m, from: FetchPlan(sources: [source(servers[0], label: "a")]))
-            }
-            let file = try #require(try await early.value)
+            let (file, load) = try await relayedPartition(partition, of: loader, fetchingFrom: servers[0])
             await #expect(throws: StoreError.self) {
                 _ = try await file.read(offset: partition.byteCount - 4096, count: 4096)
             }
