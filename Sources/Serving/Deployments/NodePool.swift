@@ -243,7 +243,10 @@ actor NodePool {
         }
         let chosen = facts.first { $0.node == decision.node }
         let queued = chosen?.queuedSeconds ?? 0
-        let loadSeconds = max(0, (decision.estimatedStartSeconds ?? queued) - queued)
+        // The load alone: what later starts queue behind and what the outcome corrects (making
+        // room is charged in the choice, not a load the worker measures).
+        let room = chosen?.roomSeconds ?? 0
+        let loadSeconds = max(0, (decision.estimatedStartSeconds ?? queued + room) - queued - room)
         loading[node.id, default: 0] += loadSeconds
         // A node that must fetch the checkpoint relays from the node fetching it last (a chain:
         // k nodes scale out in about one transfer), else spreads its ranges over the holders.
