@@ -123,12 +123,14 @@ import Testing
 
     /// Starts a long streamed completion on `port`, SIGKILLs `victim` once a few events came,
     /// and returns what the stream said until `until` appears in it.
-    static func streamThenKill(port: Int, key: String? = nil, victim: pid_t, until: String) async throws -> String {
+    static func streamThenKill(host: String = "127.0.0.1", port: Int, key: String? = nil, victim: pid_t, until: String)
+        async throws -> String
+    {
         let body =
             #"{"model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": true, "stream": true}"#
         let authorization = key.map { "Authorization: Bearer \($0)\r\n" } ?? ""
         return try await onThread { () -> String in
-            let connection = try RawConnection(port: port, timeout: 60)
+            let connection = try RawConnection(host: host, port: port, timeout: 60)
             connection.send(
                 "POST /v1/completions HTTP/1.1\r\nHost: x\r\n\(authorization)Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
             )

@@ -165,8 +165,9 @@ struct NetworkClusterTests {
         #expect(try sllm(["update", "smollm2-135m", "--min", "1", "--max", "1"], server: follower).status == 0)
         let one = try await waitForInstances(follower) { $0.count == 1 && ready($0).count == 1 }
         let serving = try #require(one.first?["node"] as? String)
-        let stream = try await Self.streamThenKill(
-            host: lab.host("ctl-2").address, port: 8343, victim: workers[serving]!.process.processIdentifier)
+        let stream = try await ClusterCLITests.streamThenKill(
+            host: lab.host("ctl-2").address, port: 8343, key: Self.admin,
+            victim: workers[serving]!.process.processIdentifier, until: "[DONE]")
         #expect(stream.contains("\"error\""), "\(stream.suffix(600))")
         #expect(!stream.contains("\"finish_reason\":\"length\""), "\(stream.suffix(600))")
         workers[serving]!.process.waitUntilExit()
@@ -190,25 +191,6 @@ struct NetworkClusterTests {
         #expect(try await complete(follower) == 200)
         for name in ["node-1", "node-2", "node-3"] {
             #expect(FileManager.default.fileExists(atPath: root.file("\(name)/models/smollm2-135m/index")), "\(name)")
-        }
-    }
-
-    /// Streams a long completion from `host:port`, kills `victim` after a few tokens, and returns
-    /// what arrived until the response ended.
-    static func streamThenKill(host: String, port: Int, victim: pid_t) async throws -> String {
-        let body =
-            #"{"model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": true, "stream": true}"#
-        return try await onThread { () -> String in
-            let connection = try RawConnection(host: host, port: port, timeout: 60)
-            connection.send(
-                "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(admin)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-            )
-            var seen = connection.receive {
-                String(decoding: $0, as: UTF8.self).components(separatedBy: "data: {").count > 3
-            }
-            kill(victim, SIGKILL)
-            seen += connection.receive { String(decoding: $0, as: UTF8.self).contains("[DONE]") }
-            return String(decoding: seen, as: UTF8.self)
         }
     }
 }
