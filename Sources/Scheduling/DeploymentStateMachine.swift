@@ -66,6 +66,9 @@ public struct DeploymentStateMachine {
 
     // MARK: - Events
 
+    /// Whether fewer than `minInstances` are up or starting (a start failed).
+    public var belowMinimum: Bool { !isDeleted && live < settings.minInstances }
+
     /// Instances to start so that `minInstances` are up.
     public mutating func ensureMinimum() -> [Action] {
         guard !isDeleted else { return [] }  // instances stopping for a delete are not replaced

@@ -90,6 +90,12 @@ actor Deployment {
     /// Load progress of instances being started, written from loader threads.
     private nonisolated let progress = Mutex<[String: Double]>([:])
     private var deleted = false
+    /// A retry of the minimum after a start failed (a node full for now, a worker lost), and the
+    /// wait before the next one: 1 s, doubled after each failure up to a minute, reset by a start.
+    private var minimumRetry: Task<Void, Never>?
+    private var retryDelay = Deployment.firstRetry
+    static let firstRetry = Duration.seconds(1)
+    static let lastRetry = Duration.seconds(60)
 
     init(
         spec: DeploymentSpec, tokenizer: Tokenizer, facts: ModelFacts, pool: NodePool, clock: any SchedulerClock,
@@ -252,6 +258,8 @@ actor Deployment {
     /// Stops every instance and fails every waiting request; returns once instances are stopped.
     func delete() async {
         deleted = true
+        minimumRetry?.cancel()
+        minimumRetry = nil
         let deletion = machine.deleteAll()
         for id in deletion.stopped { timers.removeValue(forKey: id)?.task.cancel() }
         perform(deletion.rejected.map { .reject($0, .deleted) })
@@ -408,6 +416,7 @@ actor Deployment {
             guard failure.kind == .workerLost, attempt < 3, !deleted, machine.instances[id] != nil else {
                 logger.error("deployment \(name): instance failed to start: \(failure)")
                 perform(machine.instanceFailed(id, reason: failure.message))
+                retryMinimumLater()
                 return
             }
             logger.warning("deployment \(name): the node of starting instance \(id) was lost; placing it again")
@@ -469,6 +478,7 @@ actor Deployment {
                 await releaseMemory(of: id)
                 return ServingError(.workerLost, "node \(placement.node.id) was lost as instance \(id) started")
             }
+            retryDelay = Self.firstRetry
             perform(machine.instanceStarted(id), coldStart: true)
             return nil
         } catch {
@@ -478,6 +488,29 @@ actor Deployment {
             await releaseMemory(of: id)
             return ServingError(error)
         }
+    }
+
+    /// Below the minimum after a failed start: the minimum is started again after a backoff (as
+    /// Kubernetes retries a pod it could not schedule), so a deployment of three whose node was
+    /// full for a moment does not stay at two.
+    private func retryMinimumLater() {
+        guard !deleted, machine.belowMinimum, minimumRetry == nil else { return }
+        let delay = retryDelay
+        retryDelay = min(retryDelay * 2, Self.lastRetry)
+        logger.warning(
+            "deployment \(name): fewer instances than its minimum (\(spec.scaling.minInstances)); starting again in \(delay)"
+        )
+        minimumRetry = Task { [clock] in
+            try? await clock.sleep(for: delay)
+            guard !Task.isCancelled else { return }
+            self.retryMinimum()
+        }
+    }
+
+    private func retryMinimum() {
+        minimumRetry = nil
+        guard !deleted else { return }
+        perform(machine.ensureMinimum())
     }
 
     /// An instance that can serve nothing more (its weights did not load, or its worker is

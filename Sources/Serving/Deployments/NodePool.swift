@@ -48,6 +48,12 @@ actor NodePool {
     /// Nodes that were lost or left, why and when (what `GET /admin/nodes` shows beside the live
     /// ones); the latest 256.
     private(set) var departed: [NodeID: (reason: String, at: Date, left: Bool)] = [:]
+    /// Whether a placement is under way, and the placements waiting their turn (oldest first):
+    /// one at a time, so each sees the memory the ones before it reserved and the fetches they
+    /// began (three concurrent starts otherwise all pick the one node holding the model, and two
+    /// then find its budget taken).
+    private var placing = false
+    private var awaitingTurn: [CheckedContinuation<Void, Never>] = []
     /// Callers waiting for a first node (a controller before any worker joined).
     private var awaitingNode: [CheckedContinuation<Void, Never>] = []
     /// Memory reserved on each node by instances running or starting there.
@@ -163,14 +169,15 @@ actor NodePool {
     func place(
         _ model: ModelName, checkpointBytes: Int, memoryBytes: Int, for deployment: String, instance: String = ""
     ) async throws(ServingError) -> Placed {
+        await takeTurn()
+        defer { passTurn() }
         let request = PlacementRequest(
             model: model.rawValue, checkpointBytes: checkpointBytes, memoryBytes: memoryBytes)
         var facts: [NodeFacts] = []
         var budgets: [NodeID: Int] = [:]
         var unreachable: [String] = []
         var inventories: [(Node, NodeInventory)] = []
-        for node in nodes {
-            let inventory = await node.worker.inventory()
+        for (node, inventory) in await Self.inventories(of: nodes) {
             if let reason = inventory.unreachable {
                 unreachable.append("\(node.id): unreachable (\(reason))")
                 continue
@@ -289,6 +296,37 @@ actor NodePool {
             node: node, bytes: memoryBytes, decision: decision, loadSeconds: loadSeconds, record: record.id,
             sources: sources, spread: spread,
             fetches: decision.tier == .peer || decision.tier == .remote ? model : nil)
+    }
+
+    /// The nodes' inventories, asked all at once (a slow node costs its timeout, not the sum of
+    /// everyone's answers), in the nodes' order.
+    private static func inventories(of nodes: [Node]) async -> [(Node, NodeInventory)] {
+        await withTaskGroup(of: (Int, NodeInventory).self) { group in
+            for (index, node) in nodes.enumerated() {
+                group.addTask { (index, await node.worker.inventory()) }
+            }
+            var answers = [NodeInventory?](repeating: nil, count: nodes.count)
+            for await (index, inventory) in group { answers[index] = inventory }
+            return zip(nodes, answers).compactMap { node, inventory in inventory.map { (node, $0) } }
+        }
+    }
+
+    /// Waits until no other placement is under way (in the order placements arrived).
+    private func takeTurn() async {
+        guard placing else {
+            placing = true
+            return
+        }
+        // Resumed by `passTurn`, which hands the turn over without clearing `placing`.
+        await withCheckedContinuation { awaitingTurn.append($0) }
+    }
+
+    private func passTurn() {
+        if awaitingTurn.isEmpty {
+            placing = false
+        } else {
+            awaitingTurn.removeFirst().resume()
+        }
     }
 
     /// Most holders one fetch spreads its ranges over.

@@ -16,10 +16,23 @@ final class SlowWorker: Worker {
     let inner: LocalWorker
     let delay: Duration
     let starts = Atomic<Int>(0)
+    /// Inventories answered in groups (see `gatherInventories`): the group size, how long one
+    /// waits at most, the askers waiting.
+    private let gathering = Mutex<(size: Int, within: Duration, waiting: [CheckedContinuation<Void, Never>])>(
+        (0, .zero, []))
 
     init(_ inner: LocalWorker, delay: Duration) {
         self.inner = inner
         self.delay = delay
+    }
+
+    /// From now on, inventories are answered in groups of `size`: each once the group is complete
+    /// (or `within` has passed), so that concurrent askers get theirs at the same moment.
+    func gatherInventories(_ size: Int, within: Duration) {
+        gathering.withLock {
+            $0.size = size
+            $0.within = within
+        }
     }
 
     /// Reports progress through a slow first part of the load, then starts for real.
@@ -43,7 +56,31 @@ final class SlowWorker: Worker {
     }
 
     var node: NodeID { inner.node }
-    func inventory() async -> NodeInventory { await inner.inventory() }
+    func inventory() async -> NodeInventory {
+        if gathering.withLock({ $0.size }) > 0 {
+            await withCheckedContinuation { (asker: CheckedContinuation<Void, Never>) in
+                let (complete, within) = gathering.withLock {
+                    gathering -> ([CheckedContinuation<Void, Never>], Duration) in
+                    gathering.waiting.append(asker)
+                    guard gathering.waiting.count >= gathering.size else { return ([], gathering.within) }
+                    defer { gathering.waiting.removeAll() }
+                    return (gathering.waiting, gathering.within)
+                }
+                for waiting in complete { waiting.resume() }
+                guard complete.isEmpty else { return }
+                // A group that does not fill up is answered when its time is up.
+                Task {
+                    try? await Task.sleep(for: within)
+                    let late = self.gathering.withLock { gathering -> [CheckedContinuation<Void, Never>] in
+                        defer { gathering.waiting.removeAll() }
+                        return gathering.waiting
+                    }
+                    for waiting in late { waiting.resume() }
+                }
+            }
+        }
+        return await inner.inventory()
+    }
     func modelFacts(_ model: ModelName) async throws -> ModelFacts { try await inner.modelFacts(model) }
     func resolve(_ source: String) async throws -> SourceResolution { try await inner.resolve(source) }
     func pull(_ source: String, as name: ModelName) -> AsyncThrowingStream<PullEvent, any Error> {

@@ -28,7 +28,7 @@ import Testing
     }
 
     /// A registry over `workers` (its state in a directory of its own) with `smol` deployed.
-    static func registry(_ directory: TemporaryDirectory, workers: [LocalWorker]) async throws -> DeploymentRegistry {
+    static func registry(_ directory: TemporaryDirectory, workers: [any Worker]) async throws -> DeploymentRegistry {
         let nodes = workers.map(\.node.rawValue).joined(separator: "+")
         var configuration = ServeConfiguration(dataDirectory: directory.file("control-\(nodes)"))
         configuration.defaultModel = ""
@@ -131,5 +131,69 @@ import Testing
         #expect(message.contains("no node can start an instance of `smol`"), "\(message)")
         #expect(message.contains("small: 16.0 MiB free") && message.contains("tiny: 8.0 MiB free"), "\(message)")
         await refusing.stopAll()
+    }
+
+    /// Starts placed at the same moment take turns: each sees the memory the ones before it
+    /// reserved. Three nodes with room for one instance each, the checkpoint in one node's DRAM,
+    /// inventories answered to concurrent askers at once: one start lands on each, not three on
+    /// the DRAM node with two of them then refused.
+    @Test func concurrentStartsSeeTheMemoryTheOthersReserved() async throws {
+        let directory = try TemporaryDirectory("placement-turns")
+        defer { directory.remove() }
+        var workers: [SlowWorker] = []
+        for node in ["a", "b", "c"] {
+            workers.append(SlowWorker(try await Self.worker(directory, node: node, budget: 150 << 20), delay: .zero))
+        }
+        _ = try await workers[0].prefetch(smol, into: .dram)
+        let registry = try await Self.registry(directory, workers: workers)
+        for worker in workers { worker.gatherInventories(3, within: .milliseconds(20)) }
+        // Rounds, since how concurrent tasks interleave varies from run to run.
+        for _ in 0..<30 {
+            let placed = try await withThrowingTaskGroup(of: NodePool.Placed.self) { group in
+                for _ in 0..<3 {
+                    group.addTask {
+                        try await registry.pool.place(
+                            smol, checkpointBytes: 100 << 20, memoryBytes: 100 << 20, for: "smol")
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(Set(placed.map(\.node.id.rawValue)) == ["a", "b", "c"])
+            #expect(placed.first { $0.node.id == NodeID("a") }?.decision.tier == .dram)
+            for start in placed {
+                await registry.pool.loaded(start)
+                await registry.pool.release(start.bytes, on: start.node.id)
+            }
+        }
+        await registry.stopAll()
+    }
+
+    /// A deployment whose minimum could not start (its node had no room) starts it again after a
+    /// backoff, once room is there.
+    @Test func aMinimumThatFailedToStartIsStartedAgain() async throws {
+        let directory = try TemporaryDirectory("placement-retry")
+        defer { directory.remove() }
+        let node = try await Self.worker(directory, node: "n", budget: 1 << 30)
+        let registry = try await Self.registry(directory, workers: [node])
+        // Something else holds all but 16 MiB of the node's budget.
+        let taken = (1 << 30) - (16 << 20)
+        await registry.pool.reserve(taken, on: node.node)
+        _ = try await registry.deploy(
+            DeploymentRequest(model: "smol", name: "kept", minInstances: 1, contextLength: 512))
+        let deployment = try await registry.deployment(named: "kept")
+        // Its start fails for memory (a request waiting on it is told why); nothing runs.
+        let error = await #expect(throws: ServingError.self) { _ = try await deployment.acquire() }
+        #expect(
+            error?.message.contains("no node can start an instance of `kept`") == true, "\(String(describing: error))")
+        #expect(await node.inventory().instances.isEmpty)
+        await registry.pool.release(taken, on: node.node)
+        var ready: [InstanceStatus] = []
+        for _ in 0..<300 {
+            ready = await deployment.snapshot().instances.filter { $0.state == "ready" }
+            if !ready.isEmpty { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(ready.count == 1 && ready.first?.node == node.node, "\(ready)")
+        await registry.stopAll()
     }
 }
