@@ -340,6 +340,104 @@ import Testing
         }
     }
 
+    /// A cluster whose nodes hold nothing: `sllm store serve` is its remote store. A model only
+    /// the store has is deployed (its facts come from there) and each node fetches it at its first
+    /// start: from the store, since this controller runs with `--no-peer-fetch`. A worker with
+    /// `--no-keep-fetched` drops the checkpoint once its instance stops; the other keeps it. The
+    /// store serves checkpoint files to anyone, and nothing else.
+    @Test func aRemoteStoreServesNodesThatHoldNothing() async throws {
+        let root = try TemporaryDirectory("cluster-remote")
+        defer { root.remove() }
+        try await RealModel.link(into: root.file("store"), as: "smollm2-135m")
+        let store = try ServeProcess(["serve", "--port", "0"], home: root.file("store"), command: "store")
+        defer { store.stop() }
+        let storeURL = try #require(store.address(), "\(store.output)")
+        var request = URLRequest(url: URL(string: storeURL + "/smollm2-135m/index")!)
+        request.setValue("bytes=0-15", forHTTPHeaderField: "Range")
+        let (head, headResponse) = try await URLSession.shared.data(for: request)
+        #expect((headResponse as? HTTPURLResponse)?.statusCode == 206 && head.count == 16)
+        for path in [
+            "/smollm2-135m/..%2F..%2Fstate.sqlite", "/smollm2-135m/missing", "/nothing/index",
+            "/models/smollm2-135m/index", "/smollm2-135m", "/smollm2-135m/index/x", "/%2e%2e/%2e%2e/etc/passwd",
+        ] {
+            let (status, _) = try await Self.json(storeURL + path)
+            #expect(status == 404 || status == 400, "\(path): \(status)")
+        }
+
+        let token = "cluster-remote-test-token-0123456789"
+        let controllerPort = freeTCPPort()
+        let server = "http://127.0.0.1:\(controllerPort)"
+        let controller = try ServeProcess(
+            ["--port", String(controllerPort), "--worker-lease", "3s", "--default-model", "", "--no-peer-fetch"],
+            home: root.file("control"), environment: ["SLLM_CLUSTER_TOKEN": token], command: "controller")
+        defer { controller.stop() }
+        _ = try #require(controller.address(), "\(controller.output)")
+        var workers: [ServeProcess] = []
+        defer { workers.forEach { $0.stop() } }
+        for node in ["node-a", "node-b"] {
+            let worker = try ServeProcess(
+                [
+                    "--port", "0", "--node", node, "--threads", "1", "--controller", server, "--remote", storeURL,
+                    "--memory-budget", "250MiB", "--cache-dir", root.file("\(node)-cache"), "--dram-cache", "256MiB",
+                ] + (node == "node-b" ? ["--no-keep-fetched"] : []),
+                home: root.file(node), environment: ["SLLM_CLUSTER_TOKEN": token], command: "worker")
+            workers.append(worker)
+            _ = try #require(worker.address(), "\(worker.output)")
+        }
+        try await Self.waitForNodes(server) { $0.count == 2 && $0.values.allSatisfy { $0 == "alive" } }
+
+        let env = ["SLLM_SERVER": "127.0.0.1:\(controllerPort)"]
+        let deploy = try runSLLM(
+            ["deploy", "smollm2-135m", "--min", "2", "--max", "2", "--keep-alive", "-1", "--context", "512"],
+            home: root.path, environment: env)
+        #expect(deploy.status == 0, "\(deploy.stderr)")
+        var instances: [[String: Any]] = []
+        let deadline = ContinuousClock.now + .seconds(90)
+        while ContinuousClock.now < deadline {
+            let (_, deployments) = try await Self.json(server + "/admin/deployments")
+            instances =
+                (deployments as? [[String: Any]])?.flatMap {
+                    (($0["status"] as? [String: Any])?["instances"] as? [[String: Any]]) ?? []
+                } ?? []
+            if instances.count == 2, instances.allSatisfy({ $0["state"] as? String == "ready" }) { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(Set(instances.compactMap { $0["node"] as? String }) == ["node-a", "node-b"], "\(instances)")
+        let directory = root.file("store/models/smollm2-135m")
+        let weights = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix("data-") }
+            .reduce(0) { total, file in
+                var info = stat()
+                return total + (stat(directory + "/" + file, &info) == 0 ? Int(info.st_size) : 0)
+            }
+        for instance in instances {
+            #expect(instance["tier"] as? String == "remote", "\(instance)")
+            let fetched = instance["fetched_bytes"] as? [String: Int] ?? [:]
+            #expect(fetched == [storeURL: weights], "\(instance)")
+        }
+        let (_, decisions) = try await Self.json(server + "/admin/decisions")
+        #expect(
+            (decisions as? [[String: Any]] ?? []).allSatisfy { $0["sources"] == nil },
+            "\(String(describing: decisions))")
+        let (status, answer) = try await Self.json(
+            server + "/v1/completions", body: ["model": "smollm2-135m", "prompt": "Hello", "max_tokens": 3])
+        #expect(status == 200, "\(String(describing: answer))")
+        for node in ["node-a", "node-b"] {
+            #expect(FileManager.default.fileExists(atPath: root.file("\(node)/models/smollm2-135m/index")), "\(node)")
+        }
+
+        // Stopped: node-b drops what it fetched, node-a keeps it.
+        let (stopped, _) = try await Self.json(server + "/admin/deployments/smollm2-135m/stop", body: [:])
+        #expect(stopped == 200)
+        var dropped = false
+        for _ in 0..<100 where !dropped {
+            dropped = !FileManager.default.fileExists(atPath: root.file("node-b/models/smollm2-135m"))
+            if !dropped { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(dropped, "\(workers[1].output)")
+        #expect(FileManager.default.fileExists(atPath: root.file("node-a/models/smollm2-135m/index")))
+        #expect(workers[1].output.contains("dropped the fetched checkpoint of smollm2-135m"))
+    }
+
     /// Two controllers share one PostgreSQL database: one leads, the other forwards requests to
     /// it and tells workers where it is. The leader is killed mid-stream: the stream ends with
     /// `controller_lost`, the follower takes over, adopts the running instance (no cold start)

@@ -1,7 +1,7 @@
 import Foundation
 import HTTPTypes
 public import Hummingbird
-import Logging
+public import Logging
 import NIOCore
 import Serving
 public import Store
@@ -24,6 +24,18 @@ public enum CheckpointRoutes {
         router.get(RouterPath(String(path.dropFirst()) + "/:model/:file")) { request, context in
             try await serve(request, context: context, loader: loader, logger: logger)
         }
+    }
+
+    /// The router of a remote store (`sllm store serve`): `GET /NAME/FILE`, what a node's
+    /// `--remote BASE` fetches, served as a worker serves its peers but with no token (a
+    /// read-only store of checkpoints, as an object store's public bucket); `GET /health`.
+    public static func storeRouter(loader: ModelLoader, logger: Logger) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("health") { _, _ in "ok" }
+        router.get(":model/:file") { request, context in
+            try await serve(request, context: context, loader: loader, logger: logger)
+        }
+        return router
     }
 
     static func serve(_ request: Request, context: BasicRequestContext, loader: ModelLoader, logger: Logger)

@@ -67,6 +67,14 @@ public struct ServeConfiguration: Sendable, Equatable {
     /// Start an instance's engine while its weights are still read from the SSD: a prompt's pass
     /// computes each layer as soon as it has arrived (`ModelLoader.load(_:streaming:)`).
     public var serveWhileLoading = true
+    /// A controller: a node lacking a checkpoint fetches it from the nodes that hold it (or are
+    /// fetching it); off, every node fetches from its remote stores (links that are slow or
+    /// metered; the KServe-like baseline of `sllm bench cluster`).
+    public var peerFetch = true
+    /// A worker: a checkpoint it fetched (from a peer or a remote store) stays in its store and
+    /// DRAM cache; off, it is dropped when its last instance stops, as a pod's `emptyDir` is (every
+    /// start fetches it again).
+    public var keepFetched = true
     /// Where deployments, settings and API keys are kept: nil for `<data-dir>/state.sqlite`, or a
     /// PostgreSQL URL (`postgres://user@host:5432/db`) that several servers or controllers share.
     public var stateURL: String?
@@ -176,7 +184,7 @@ public struct ServeConfiguration: Sendable, Equatable {
         "direct_io", "default_model", "preload", "min_instances", "max_instances", "target_concurrency", "keep_alive",
         "queue_limit", "max_body", "shutdown_timeout", "idle_timeout", "request_timeout", "max_connections",
         "dram_scrub_rate", "dram_scrub_interval", "dram_fill", "serve_while_loading", "state_url", "tls_cert",
-        "tls_key", "remote",
+        "tls_key", "remote", "peer_fetch", "keep_fetched",
     ]
 
     /// The settings that are a deployment's scaling.
@@ -233,7 +241,7 @@ public struct ServeConfiguration: Sendable, Equatable {
                     throw fail(key, value, "a thread count (1-256)")
                 }
                 self.threads = threads
-            case "direct_io", "dram_fill", "serve_while_loading":
+            case "direct_io", "dram_fill", "serve_while_loading", "peer_fetch", "keep_fetched":
                 let flag: Bool
                 switch value.lowercased() {
                 case "true", "yes", "on", "1": flag = true
@@ -243,6 +251,8 @@ public struct ServeConfiguration: Sendable, Equatable {
                 switch key {
                 case "direct_io": directIO = flag
                 case "dram_fill": dramFill = flag
+                case "peer_fetch": peerFetch = flag
+                case "keep_fetched": keepFetched = flag
                 default: serveWhileLoading = flag
                 }
             case "default_model": defaultModel = value

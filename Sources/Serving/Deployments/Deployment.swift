@@ -193,6 +193,8 @@ actor Deployment {
     func release(_ lease: Lease, keepAlive: KeepAlive?) {
         lastUsed[lease.instance.id] = clock.now
         perform(machine.requestFinished(on: lease.instance.id, keepAlive: keepAlive))
+        // An instance that went idle may be stopped to make room for a start waiting for it.
+        if machine.instances[lease.instance.id]?.inFlight == 0 { Task { [pool] in await pool.roomMayHaveFreed() } }
     }
 
     /// Runs `job` on the slot `lease` holds and owns the rest of its life: the returned stream
@@ -409,20 +411,38 @@ actor Deployment {
     }
 
     /// Starts an instance: placed on a node, then loaded there. A start whose node is lost
-    /// before it ends is placed again (on the nodes left), twice at most.
+    /// before it ends is placed again (on the nodes left), twice at most. A start that finds
+    /// every node's memory held by busy instances waits for room (as Ollama queues a request
+    /// until a model can be unloaded), up to `roomWait`; one that fits no node fails at once.
     private func start(_ id: String) async {
-        for attempt in 1...3 {
+        var lost = 0
+        let began = ContinuousClock.now
+        while true {
             guard let failure = await startOnce(id) else { return }
-            guard failure.kind == .workerLost, attempt < 3, !deleted, machine.instances[id] != nil else {
-                logger.error("deployment \(name): instance failed to start: \(failure)")
-                perform(machine.instanceFailed(id, reason: failure.message))
-                retryMinimumLater()
-                return
+            let waited = ContinuousClock.now - began
+            if failure.kind == .insufficientMemory, !deleted, machine.instances[id] != nil, waited < Self.roomWait,
+                await pool.couldFit(sizing.totalBytes)
+            {
+                logger.info(
+                    "deployment \(name): instance \(id) waits for room (every node's memory is held by busy instances)")
+                await pool.waitForRoom(upTo: Self.roomWait - waited)
+                continue
             }
-            logger.warning("deployment \(name): the node of starting instance \(id) was lost; placing it again")
-            progress.withLock { $0[id] = 0 }
+            if failure.kind == .workerLost, lost < 2, !deleted, machine.instances[id] != nil {
+                lost += 1
+                logger.warning("deployment \(name): the node of starting instance \(id) was lost; placing it again")
+                progress.withLock { $0[id] = 0 }
+                continue
+            }
+            logger.error("deployment \(name): instance failed to start: \(failure)")
+            perform(machine.instanceFailed(id, reason: failure.message))
+            retryMinimumLater()
+            return
         }
     }
+
+    /// How long a start waits for memory held by busy instances to free up.
+    static let roomWait = Duration.seconds(120)
 
     /// One try at starting `id`: nil when it started (or was dropped meanwhile), else why not.
     private func startOnce(_ id: String) async -> ServingError? {

@@ -53,7 +53,8 @@ actor DeploymentRegistry {
         state: any StateStore, tokenizers: TokenizerCache = TokenizerCache(), clock: any SchedulerClock = SystemClock(),
         metrics: ServingMetrics, placementLog: (any PlacementLog)? = nil, logger: Logger
     ) {
-        pool = NodePool(workers: workers, placement: placement, log: placementLog)
+        pool = NodePool(
+            workers: workers, placement: placement, peerFetch: configuration.peerFetch, log: placementLog)
         self.configuration = configuration
         self.tokenizers = tokenizers
         self.clock = clock

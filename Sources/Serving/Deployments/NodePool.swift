@@ -36,6 +36,8 @@ actor NodePool {
     /// The nodes in the order they joined (`sllm serve`'s one node first and only).
     private(set) var nodes: [Node]
     nonisolated let placement: any Placement
+    /// Whether a node lacking a checkpoint fetches it from its peers (else from its remote stores).
+    nonisolated let peerFetch: Bool
     /// The policy's name, as the decision log shows it.
     nonisolated let policyName: String
     /// The latest decisions, oldest first (at most `keptDecisions`).
@@ -54,6 +56,13 @@ actor NodePool {
     /// then find its budget taken).
     private var placing = false
     private var awaitingTurn: [CheckedContinuation<Void, Never>] = []
+    /// Starts waiting for memory to free up somewhere (every node's budget held by busy
+    /// instances), woken when an instance stops, goes idle or a node joins.
+    private var awaitingRoom: [Int: CheckedContinuation<Void, Never>] = [:]
+    private var nextRoomWaiter = 0
+    /// The largest memory budget of the nodes at the last placement: an instance larger than it
+    /// fits nowhere, however long it waits.
+    private var largestBudget = 0
     /// Callers waiting for a first node (a controller before any worker joined).
     private var awaitingNode: [CheckedContinuation<Void, Never>] = []
     /// Memory reserved on each node by instances running or starting there.
@@ -71,9 +80,10 @@ actor NodePool {
             evict: @Sendable (MemoryAdmission.Candidate) async -> Int
         )?
 
-    init(workers: [any Worker], placement: any Placement, log: (any PlacementLog)? = nil) {
+    init(workers: [any Worker], placement: any Placement, peerFetch: Bool = true, log: (any PlacementLog)? = nil) {
         nodes = workers.map { Node(id: $0.node, worker: $0) }
         self.placement = placement
+        self.peerFetch = peerFetch
         placementLog = log
         policyName =
             switch placement {
@@ -99,6 +109,7 @@ actor NodePool {
         }
         departed[node.id] = nil
         wakeWaiters()
+        roomMayHaveFreed()
     }
 
     /// Takes a node out (its worker was lost, or `left`): placement no longer sees it, and what was
@@ -186,13 +197,13 @@ actor NodePool {
         }
         // Nodes other nodes can fetch the checkpoint from: those holding it (DRAM first), and
         // those fetching it now.
-        let holders = inventories.filter { $0.0.worker.checkpointURL != nil }
+        let holders = inventories.filter { peerFetch && $0.0.worker.checkpointURL != nil }
             .compactMap { node, inventory in inventory.fastestTier(holding: model).map { (node, $0) } }
             .sorted { ($0.1 == .dram ? 0 : 1, $0.0.id.rawValue) < ($1.1 == .dram ? 0 : 1, $1.0.id.rawValue) }
             .map(\.0)
         let reachable = inventories.map(\.0)
         func fetchers() -> [Node] {
-            (fetching[model] ?? []).compactMap { id in
+            (peerFetch ? fetching[model] ?? [] : []).compactMap { id in
                 reachable.first { $0.id == id && $0.worker.checkpointURL != nil }
             }
         }
@@ -226,6 +237,7 @@ actor NodePool {
                     bandwidth: bandwidth, queuedSeconds: loading[node.id] ?? 0, runningJobs: inventory.runningJobs,
                     roomSeconds: roomSeconds))
         }
+        largestBudget = budgets.values.max() ?? 0
         guard let decision = placement.place(request, on: facts), let node = node(NodeID(decision.node)) else {
             if nodes.isEmpty {
                 throw ServingError(
@@ -366,6 +378,35 @@ actor NodePool {
     /// Returns memory reserved on a node.
     func release(_ bytes: Int, on node: NodeID) {
         reserved[node] = max(0, (reserved[node] ?? 0) - bytes)
+        roomMayHaveFreed()
+    }
+
+    /// Whether an instance of `bytes` fits some node's budget once what runs there stops (else
+    /// it fits nowhere, and waiting for room is pointless).
+    func couldFit(_ bytes: Int) -> Bool { bytes <= largestBudget }
+
+    /// Waits until memory may have freed up (an instance stopped or went idle, a node joined),
+    /// or `timeout` passed.
+    func waitForRoom(upTo timeout: Duration) async {
+        let id = nextRoomWaiter
+        nextRoomWaiter += 1
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            self.wakeRoomWaiter(id)
+        }
+        await withCheckedContinuation { awaitingRoom[id] = $0 }
+        timer.cancel()
+    }
+
+    private func wakeRoomWaiter(_ id: Int) {
+        awaitingRoom.removeValue(forKey: id)?.resume()
+    }
+
+    /// Wakes the starts waiting for room, to be placed again.
+    func roomMayHaveFreed() {
+        let waiting = awaitingRoom
+        awaitingRoom.removeAll()
+        for continuation in waiting.values { continuation.resume() }
     }
 
     /// Reserves `bytes` on `node`, stopping the idle instances `MemoryAdmission` names first.

@@ -72,6 +72,12 @@ final class ServingMetrics: Sendable {
         timer("sllm_load_seconds", ["tier": info.tier.rawValue]).record(seconds: info.loadSeconds)
         counter("sllm_load_bytes_total", ["tier": info.tier.rawValue]).increment(by: info.weightBytes)
         counter(info.tier == .dram ? "sllm_dram_cache_hits_total" : "sllm_dram_cache_misses_total", [:]).increment()
+        // A fetched checkpoint's bytes by where they came from: other nodes, or the remote stores
+        // (named by URL in the instance's report).
+        for (source, bytes) in info.fetchedBytes ?? [:] {
+            counter("sllm_fetched_bytes_total", ["from": source.contains("://") ? "remote" : "peer"]).increment(
+                by: bytes)
+        }
     }
 
     /// A deployment's gauges, made once (they are set on every request).

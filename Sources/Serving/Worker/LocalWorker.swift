@@ -34,14 +34,21 @@ public final class LocalWorker: Worker {
     /// How this node reaches another's checkpoints (with the cluster token, over its TLS); nil
     /// where it has no peers (`sllm serve`), and a start's peer sources are then passed over.
     private let peers: (@Sendable (PeerSource) -> CheckpointSource)?
+    /// Keep the checkpoints this node fetched after their last instance stops (else they are
+    /// dropped from the store and the DRAM cache then, as a pod's `emptyDir` is).
+    public let keepFetched: Bool
+    /// Models whose checkpoint this node fetched while `keepFetched` is off (dropped when their
+    /// last instance stops).
+    private let fetchedHere = Mutex<Set<ModelName>>([])
     private let logger: Logger
 
     public init(
         loader: ModelLoader, threads: Int, memoryBudgetBytes: Int, node: NodeID? = nil,
         serveWhileLoading: Bool = true, peers: (@Sendable (PeerSource) -> CheckpointSource)? = nil,
-        logger: Logger = Logger(label: "sllm.worker")
+        keepFetched: Bool = true, logger: Logger = Logger(label: "sllm.worker")
     ) {
         self.peers = peers
+        self.keepFetched = keepFetched
         self.loader = loader
         self.serveWhileLoading = serveWhileLoading
         self.memoryBudgetBytes = memoryBudgetBytes
@@ -71,7 +78,8 @@ public final class LocalWorker: Worker {
             configuration: .init(directIO: configuration.directIO, remotes: configuration.remotes))
         self.init(
             loader: loader, threads: configuration.threads, memoryBudgetBytes: configuration.memoryBudgetBytes,
-            node: node, serveWhileLoading: configuration.serveWhileLoading, peers: peers, logger: logger)
+            node: node, serveWhileLoading: configuration.serveWhileLoading, peers: peers,
+            keepFetched: configuration.keepFetched, logger: logger)
     }
 
     // MARK: - The node
@@ -119,6 +127,17 @@ public final class LocalWorker: Worker {
 
     public func modelFacts(_ model: ModelName) async throws -> ModelFacts {
         let store = store
+        // A model only the remote stores hold: its index and tokenizer files from there.
+        if !store.contains(model),
+            let (index, files) = try await loader.remoteDescription(
+                of: model, files: Set(Tokenizer.checkpointFileNames))
+        {
+            return ModelFacts(
+                name: model, architecture: index.config.architecture, contextLength: index.config.contextLength,
+                weightBytes: index.partitions.reduce(0) { $0 + $1.byteCount },
+                kvBytesPerPosition: Engine.kvBytesPerPosition(index.config),
+                index: index, tokenizerFiles: files.mapValues { Data($0) })
+        }
         return try await runBlocking {
             let reader = try store.reader(for: model)
             let index = reader.index
@@ -136,6 +155,10 @@ public final class LocalWorker: Worker {
 
     public func resolve(_ source: String) async throws -> SourceResolution {
         if let name = try? ModelName(source), store.contains(name) { return SourceResolution(local: name) }
+        // In a remote store: every node can fetch it at its first start.
+        if let name = try? ModelName(source), (try? await loader.remoteDescription(of: name, files: [])) != nil {
+            return SourceResolution(local: name)
+        }
         let parsed: (source: ModelSource, aliasName: String?)
         do { parsed = try ModelSource.parse(source) } catch {
             throw ServingError(
@@ -250,6 +273,7 @@ public final class LocalWorker: Worker {
         let model = try await loader.load(name, streaming: serveWhileLoading, from: plan) { report in
             if report.totalBytes > 0 { progress(Double(report.completedBytes) / Double(report.totalBytes)) }
         }
+        if !keepFetched, model.tier == .peer || model.tier == .remote { fetchedHere.withLock { _ = $0.insert(name) } }
         // A streamed load returns once its memory is reserved: this is the time to start serving,
         // and the rest of the load overlaps the first prompt's pass.
         let loadSeconds = seconds(since: start)
@@ -301,15 +325,50 @@ public final class LocalWorker: Worker {
     }
 
     public func stopInstance(_ id: String) async {
-        guard let instance = instances.withLock({ $0.removeValue(forKey: id) }) else { return }
-        // Waits for the batching thread to leave its current step; off the cooperative pool.
+        guard let handoff = instances.withLock({ $0.removeValue(forKey: id) }).map(Handoff.init) else { return }
+        let info = handoff.info
+        // Waits for the batching thread to leave its current step; off the cooperative pool. The
+        // thread lets go of the instance before the wait ends, so its model is no longer in use
+        // when this returns (`sllm store evict` right after `sllm stop` finds it free).
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             Thread.detachNewThread {
-                instance.stop()
+                handoff.take()?.stop()
                 done.resume()
             }
         }
-        logger.info("instance \(id) of \(instance.info.deployment) stopped")
+        logger.info("instance \(id) of \(info.deployment) stopped")
+        if !keepFetched { await dropFetched(info.model) }
+    }
+
+    /// Passes an instance to the thread that stops it, which lets go of it when done.
+    private final class Handoff: Sendable {
+        private let runner: Mutex<InstanceRunner?>
+        let info: InstanceInfo
+        init(_ runner: InstanceRunner) {
+            self.runner = Mutex(runner)
+            info = runner.info
+        }
+        func take() -> InstanceRunner? { runner.withLock { $0.take() } }
+    }
+
+    /// Drops a checkpoint this node fetched once no instance of it runs (`keepFetched` off).
+    private func dropFetched(_ model: ModelName) async {
+        let drop = fetchedHere.withLock { fetched in
+            guard fetched.contains(model), !instances.withLock({ $0.values.contains { $0.info.model == model } })
+            else { return false }
+            fetched.remove(model)
+            return true
+        }
+        guard drop else { return }
+        let cached = (try? await loader.evict(model)) ?? 0
+        do {
+            try store.remove(model)
+            logger.info(
+                "dropped the fetched checkpoint of \(model) (its last instance stopped; keep_fetched is off)",
+                metadata: ["dram_bytes": "\(cached)"])
+        } catch {
+            logger.warning("could not drop the fetched checkpoint of \(model): \(error)")
+        }
     }
 
     public func run(_ job: GenerationJob, on instanceID: String) -> AsyncThrowingStream<GenerationEvent, any Error> {

@@ -79,6 +79,16 @@ public actor ModelLoader {
         self.logger = logger
     }
 
+    /// The index of `name` and its small files named in `files`, from the remote stores, for a
+    /// model the local store lacks (nothing is written); nil when no remote store has it.
+    public func remoteDescription(of name: ModelName, files: Set<String>) async throws
+        -> (index: CheckpointIndex, files: [String: [UInt8]])?
+    {
+        guard !configuration.remotes.isEmpty else { return nil }
+        return try await RemoteCheckpoint.describe(
+            name, files: files, from: configuration.remotes.map { CheckpointSource(base: $0) })
+    }
+
     /// Loads `name` into memory from the fastest tier that holds it.
     ///
     /// - Parameters:

@@ -113,6 +113,26 @@ final class RemoteCheckpoint: Sendable {
             "model `\(name)` is neither in the store nor at any source (\(failures.joined(separator: "; ")))")
     }
 
+    /// A checkpoint's index and those of its small files named in `files`, from the first source
+    /// that has it (what a controller needs to deploy a model no node holds yet); nothing is
+    /// written. Nil when no source has it.
+    static func describe(_ name: ModelName, files: Set<String>, from sources: [CheckpointSource]) async throws
+        -> (index: CheckpointIndex, files: [String: [UInt8]])?
+    {
+        for (position, origin) in sources.enumerated() {
+            let url = origin.url(name, CheckpointIndex.fileName)
+            guard let bytes = try? await get(url, from: origin, limit: 1 << 28),
+                let index = try? CheckpointIndex.decode(bytes, path: url.absoluteString)
+            else { continue }
+            var contents: [String: [UInt8]] = [:]
+            for file in index.files where files.contains(file.name) {
+                contents[file.name] = try await smallFile(file, of: name, from: Array(sources[position...]))
+            }
+            return (index, contents)
+        }
+        return nil
+    }
+
     /// A small file of the checkpoint (tokenizer, vocabulary) from the first source whose copy
     /// matches the index.
     private static func smallFile(

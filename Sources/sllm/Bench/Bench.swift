@@ -6,6 +6,7 @@ struct Bench: AsyncParsableCommand {
         discussion: "Peers (fio) come from scripts/install-bench-tools.sh; a missing peer is reported, not faked.",
         subcommands: [
             HashBench.self, ConvertBench.self, LoadBench.self, GenerateBench.self, ServeBench.self, DeployBench.self,
-            PopulateBench.self, ClusterBench.self, FailoverBench.self, PlacementBench.self, ScaleOutBench.self,
+            PopulateBench.self, HopBench.self, ClusterBench.self, FailoverBench.self, PlacementBench.self,
+            ScaleOutBench.self,
         ])
 }

@@ -1,86 +1,394 @@
 import ArgumentParser
+import AsyncHTTPClient
+import Checkpoint
 import Foundation
+import Lab
+import NIOCore
+import NIOFoundationCompat
 import NIOHTTP1
+import Scheduling
 import Store
 
-/// `sllm bench cluster`: what the controller's hop costs a request. The same warm deployment is
-/// asked for one token through `sllm serve` (its in-process worker) and through `sllm
-/// controller` in front of an `sllm worker` (the worker protocol over HTTP on loopback),
-/// interleaved; the difference of the medians is the controller's overhead on the request path.
+/// `sllm bench cluster`: many models on a few nodes under a bursty workload, per placement
+/// policy, against a KServe-like baseline, on hosts made of network namespaces.
 struct ClusterBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cluster",
-        abstract: "The controller's overhead on the request path: sllm serve against controller + worker, interleaved.")
+        abstract:
+            "A bursty many-model workload on a cluster of namespaced hosts, per placement policy and against a KServe-like baseline.",
+        discussion: """
+            Builds hosts from network namespaces (needs root and iproute2): a controller, a remote \
+            store (`sllm store serve`, its link shaped to --store-rate) and --nodes workers (links \
+            shaped to --link), every worker with an empty store, a DRAM cache for --dram-models \
+            checkpoints and memory for --instances-per-node instances. --deployments copies of the \
+            model, under distinct names, are deployed scale-to-zero (--keep-alive). One trace of \
+            requests (Zipf popularity over the deployments, Gamma inter-arrival times with \
+            coefficient of variation --cv) is replayed against each policy with fresh processes: \
+            one-token completions, so the time to the answer is the time to first token. \
+            `kserve` is the baseline: least-loaded placement, no peer fetch, and workers that keep \
+            no checkpoint once its instance stops (as a pod's emptyDir: every cold start downloads \
+            from the remote store).
+            """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "Model (pulled if missing).") var model = ModelSource.defaultModel.name
-    @Option(help: "Requests per side.") var requests = 200
-    @Option(help: "Compute threads per instance.") var threads = 1
+    @Argument(help: "Model whose copies are deployed (pulled if missing).") var model = ModelSource.defaultModel.name
+    @Option(help: "Worker nodes.") var nodes = 4
+    @Option(help: "Deployments (copies of the model under distinct names).") var deployments = 24
+    @Option(help: "Requests in the trace.") var requests = 240
+    @Option(help: "Mean requests per second.") var rate = 4.0
+    @Option(help: "Coefficient of variation of the inter-arrival times (Gamma).") var cv = 4.0
+    @Option(help: "Zipf exponent of the deployments' popularity.") var zipf = 1.0
+    @Option(name: .customLong("store-rate"), help: "The remote store's link, both ways (tc rate).")
+    var storeRate = "1600mbit"
+    @Option(help: "Each worker's link, both ways (tc rate).") var link = "8gbit"
+    @Option(name: .customLong("dram-models"), help: "Checkpoints each node's DRAM cache holds.") var dramModels = 3
+    @Option(name: .customLong("instances-per-node"), help: "Instances each node's memory budget holds.")
+    var instancesPerNode = 2
+    @Option(name: .customLong("keep-alive"), help: "Idle time before an instance stops.") var keepAlive = "2s"
+    @Option(help: "Comma-separated: locality, random, round-robin, least-loaded, kserve.")
+    var policies = "locality,random,round-robin,least-loaded,kserve"
+    @Option(help: "Rounds (each runs every policy, in a rotated order).") var rounds = 1
+    @Option(help: "Seed of the trace.") var seed: UInt64 = 1
+    @Option(help: "Write the figures as JSON here.") var json: String?
+    @Flag(help: "Keep the scratch directory (every process's log) and print where it is.") var keep = false
+
+    static let known = ["locality", "random", "round-robin", "least-loaded", "kserve"]
+
+    var policyList: [String] { policies.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+
+    func validate() throws {
+        guard (2...12).contains(nodes), (1...200).contains(deployments), (1...100_000).contains(requests),
+            rate > 0, rate <= 1000, cv > 0, cv <= 100, zipf >= 0, zipf <= 10, (1...64).contains(dramModels),
+            (1...64).contains(instancesPerNode), (1...20).contains(rounds)
+        else {
+            throw ValidationError(
+                "--nodes 2...12, --deployments 1...200, --requests 1...100000, --rate (0, 1000], --cv (0, 100], --zipf 0...10, --dram-models and --instances-per-node 1...64, --rounds 1...20"
+            )
+        }
+        if let bad = policyList.first(where: { !Self.known.contains($0) }) {
+            throw ValidationError("--policies: `\(bad)` is not one of \(Self.known.joined(separator: ", "))")
+        }
+        if policyList.isEmpty { throw ValidationError("--policies names none") }
+        guard parseDuration(keepAlive) != nil else {
+            throw ValidationError("--keep-alive \(keepAlive) is not a duration")
+        }
+    }
+
+    /// One request of the trace: when it is sent (seconds from the start) and to which deployment.
+    struct Arrival {
+        var at: Double
+        var deployment: Int
+    }
+
+    /// What one request saw.
+    struct Outcome {
+        var seconds: Double
+        var cold: Bool
+        var tier: String?
+        var failure: String?
+    }
+
+    /// One policy's run.
+    struct Run: Encodable {
+        var policy: String
+        var round: Int
+        var ttft: Sample
+        var coldTTFT: Sample
+        var warmTTFT: Sample
+        var coldStarts: Int
+        var failed: Int
+        var failures: [String]
+        /// Checkpoint bytes loaded per tier, and fetched bytes per kind of source (the controller's counters).
+        var loadedBytes: [String: Int]
+        var fetchedBytes: [String: Int]
+    }
 
     func run() async throws {
         _ = global.bootstrap()
+        if let reason = NetworkLab.unavailable { throw CommandFailure("bench cluster: \(reason)") }
         let name = try await ensurePulled(model, global: global)
+        let index = try global.store.reader(for: name).index
+        let weights = index.partitions.reduce(0) { $0 + $1.byteCount }
+        let trace = makeTrace()
+        let gaps = zip(trace.dropFirst(), trace).map { $0.at - $1.at }
+        let mean = gaps.reduce(0, +) / Double(max(1, gaps.count))
+        let deviation = (gaps.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(max(1, gaps.count))).squareRoot()
+        var perDeployment = [Int](repeating: 0, count: deployments)
+        for arrival in trace { perDeployment[arrival.deployment] += 1 }
+        let names = (1...deployments).map { String(format: "bench-%02d", $0) }
+
         let scratch = FileManager.default.temporaryDirectory.path + "/sllm-bench-cluster-\(getpid())"
-        defer { try? FileManager.default.removeItem(atPath: scratch) }
-        for side in ["serve", "worker"] {
-            try FileManager.default.createDirectory(
-                atPath: scratch + "/\(side)/models", withIntermediateDirectories: true)
+        defer {
+            if keep { print("logs kept in \(scratch)") } else { try? FileManager.default.removeItem(atPath: scratch) }
+        }
+        // The remote store: every deployment's checkpoint is a copy (a link) of the model's.
+        try FileManager.default.createDirectory(atPath: scratch + "/store/models", withIntermediateDirectories: true)
+        for copy in names {
             try FileManager.default.createSymbolicLink(
-                atPath: scratch + "/\(side)/models/\(name)", withDestinationPath: global.store.directory(for: name))
+                atPath: scratch + "/store/models/\(copy)", withDestinationPath: global.store.directory(for: name))
         }
         let token = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
         try Data(token.utf8).write(to: URL(fileURLWithPath: scratch + "/token"))
-        let common = ["--port", "0", "--threads", String(threads), "--no-dram-fill"]
-        let serve = try ServerProcess.start(
-            executable: sllmExecutablePath(),
-            arguments: [
-                "serve", "--data-dir", scratch + "/serve", "--default-model", "", "--cache-dir",
-                scratch + "/serve-cache",
-            ] + common, log: scratch + "/serve.log", banner: "serving on")
-        defer { serve.stop() }
-        let worker = try ServerProcess.start(
-            executable: sllmExecutablePath(),
-            arguments: [
-                "worker", "--data-dir", scratch + "/worker", "--node", "bench-worker", "--token-file",
-                scratch + "/token", "--cache-dir", scratch + "/worker-cache",
-            ] + common,
-            log: scratch + "/worker.log", banner: "serving on")
-        defer { worker.stop() }
-        let controller = try ServerProcess.start(
-            executable: sllmExecutablePath(),
-            arguments: [
-                "controller", "--data-dir", scratch + "/control", "--port", "0", "--worker", worker.url,
-                "--token-file", scratch + "/token",
-            ], log: scratch + "/controller.log", banner: "serving on")
-        defer { controller.stop() }
+
+        let workers = (1...nodes).map { "node-\($0)" }
+        let lab = try NetworkLab(hosts: ["ctl", "store"] + workers)
+        defer { lab.remove() }
+        try lab.shape("store", rate: storeRate)
+        for host in workers { try lab.shape(host, rate: link) }
+        let storeURL = "http://\(lab.host("store").address):8345"
+        let store = try ServerProcess.start(
+            executable: NetworkLab.ip,
+            arguments: lab.command(
+                on: "store",
+                [
+                    sllmExecutablePath(), "store", "serve", "--data-dir", scratch + "/store", "--host",
+                    lab.host("store").address, "--port", "8345",
+                ]
+            ).dropFirst().map { $0 }, log: scratch + "/store.log", banner: "serving on")
+        defer { store.stop() }
         let http = BenchHTTP()
         defer { try? http.shutdown() }
-        let request: [String: Any] = ["model": "bench", "prompt": "Hi", "max_tokens": 1, "temperature": 0]
-        for base in [serve.url, controller.url] {
-            _ = try await http.json(
-                .POST, base + "/admin/deployments", ["model": name.rawValue, "name": "bench", "keep_alive": "-1"])
-            for _ in 0..<5 { _ = try await http.json(.POST, base + "/v1/completions", request) }
-        }
-        print("sllm serve at \(serve.url); sllm controller at \(controller.url) over the worker at \(worker.url)")
-        print("\(requests) one-token completions each, interleaved, \(threads) thread(s), model \(name)")
-        var direct: [Double] = []
-        var hop: [Double] = []
-        for round in 0..<requests {
-            // Alternating which goes first, so neither always follows the other's work.
-            for base in round % 2 == 0 ? [serve.url, controller.url] : [controller.url, serve.url] {
-                let started = DispatchTime.now().uptimeNanoseconds
-                _ = try await http.json(.POST, base + "/v1/completions", request)
-                let milliseconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
-                if base == serve.url { direct.append(milliseconds) } else { hop.append(milliseconds) }
-            }
-        }
-        let directSample = Sample(values: direct)
-        let hopSample = Sample(values: hop)
-        print("  sllm serve              \(directSample.formatted(2)) ms")
-        print("  controller + worker     \(hopSample.formatted(2)) ms")
+
+        print(
+            "\(deployments) deployments (copies of \(name), \(formatBytes(Int64(weights))) each) on \(nodes) nodes; remote store at \(storeRate), node links \(link); each node: DRAM cache for \(dramModels) checkpoints, memory for \(instancesPerNode) instances; keep-alive \(keepAlive)"
+        )
         print(
             String(
-                format: "  overhead (median)       %.2f ms; ratio %.3f", hopSample.median - directSample.median,
-                hopSample.median / directSample.median))
+                format:
+                    "trace: %d one-token completions over %.0f s (mean %.2f req/s), inter-arrival CV %.1f (asked %.1f), Zipf %.1f: the top deployment gets %d, the last %d",
+                trace.count, trace.last?.at ?? 0, Double(trace.count) / max(trace.last?.at ?? 1, 1e-9),
+                deviation / mean,
+                cv, zipf, perDeployment.max() ?? 0, perDeployment.min() ?? 0))
+
+        var runs: [Run] = []
+        let policies = policyList
+        for round in 0..<rounds {
+            for offset in 0..<policies.count {
+                let policy = policies[(offset + round) % policies.count]
+                let directory = scratch + "/round-\(round)-\(policy)"
+                let run = try await replay(
+                    trace, policy: policy, names: names, weights: weights, lab: lab, storeURL: storeURL,
+                    directory: directory, scratch: scratch, http: http, round: round)
+                runs.append(run)
+                print(
+                    "\(policy.padding(toLength: 13, withPad: " ", startingAt: 0)) round \(round + 1): cold TTFT p50 \(Self.seconds(Self.percentile(run.coldTTFT.values, 0.5))) p99 \(Self.seconds(Self.percentile(run.coldTTFT.values, 0.99))); all p99 \(Self.seconds(Self.percentile(run.ttft.values, 0.99))); \(run.coldStarts) cold starts, \(run.failed) failed"
+                )
+            }
+        }
+        report(runs, policies: policies)
+        try writeReport(runs, to: json)
+    }
+
+    /// The trace: Gamma inter-arrival times of coefficient of variation `cv` (shape 1/cv²), scaled
+    /// so the trace's mean rate is exactly `rate` (with so heavy a tail, a few hundred draws'
+    /// own mean strays far), each request to a deployment drawn by Zipf popularity.
+    func makeTrace() -> [Arrival] {
+        var random = SplitMix(seed: seed)
+        let popularity = ZipfDraw(count: deployments, exponent: zipf)
+        let shape = 1 / (cv * cv)
+        let gaps = (1..<requests).map { _ in random.gamma(shape: shape) }
+        let scale = Double(requests - 1) / rate / max(gaps.reduce(0, +), 1e-12)
+        var at = 0.0
+        var arrivals = [Arrival(at: 0, deployment: popularity.draw(&random))]
+        for gap in gaps {
+            at += gap * scale
+            arrivals.append(Arrival(at: at, deployment: popularity.draw(&random)))
+        }
+        return arrivals
+    }
+
+    /// Starts the cluster afresh for `policy`, deploys every copy, replays the trace and stops it.
+    func replay(
+        _ trace: [Arrival], policy: String, names: [String], weights: Int, lab: NetworkLab, storeURL: String,
+        directory: String, scratch: String, http: BenchHTTP, round: Int
+    ) async throws -> Run {
+        let baseline = policy == "kserve"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let controllerURL = "http://\(lab.host("ctl").address):8343"
+        let controller = try ServerProcess.start(
+            executable: NetworkLab.ip,
+            arguments: lab.command(
+                on: "ctl",
+                [
+                    sllmExecutablePath(), "controller", "--data-dir", directory + "/ctl", "--host",
+                    lab.host("ctl").address, "--port", "8343", "--auth", "off", "--default-model", "",
+                    "--token-file", scratch + "/token", "--placement", baseline ? "least-loaded" : policy,
+                ] + (baseline ? ["--no-peer-fetch"] : [])
+            ).dropFirst().map { $0 }, log: directory + "/ctl.log", banner: "serving on")
+        defer { controller.stop() }
+        // An instance: the weights and a 256-token KV cache, with room to spare.
+        let instanceBytes = weights + (48 << 20)
+        var processes: [ServerProcess] = []
+        defer { processes.forEach { $0.stop() } }
+        for host in (1...nodes).map({ "node-\($0)" }) {
+            processes.append(
+                try ServerProcess.start(
+                    executable: NetworkLab.ip,
+                    arguments: lab.command(
+                        on: host,
+                        [
+                            sllmExecutablePath(), "worker", "--data-dir", directory + "/" + host, "--node", host,
+                            "--host", lab.host(host).address, "--port", "8344", "--controller", controllerURL,
+                            "--token-file", scratch + "/token", "--threads", "1", "--memory-budget",
+                            String(instanceBytes * instancesPerNode), "--cache-dir", directory + "/\(host)-cache",
+                            "--dram-cache", String(weights * dramModels + (16 << 20)), "--remote", storeURL,
+                        ] + (baseline ? ["--no-keep-fetched"] : [])
+                    ).dropFirst().map { $0 }, log: directory + "/\(host).log", banner: "serving on"))
+        }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try await http.array(.GET, controllerURL + "/admin/nodes").filter({ $0["state"] as? String == "alive" })
+            .count < nodes
+        {
+            guard ContinuousClock.now < deadline else {
+                throw CommandFailure("the workers did not join\(logTail(controller.log))")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        for copy in names {
+            _ = try await http.json(
+                .POST, controllerURL + "/admin/deployments",
+                [
+                    "model": copy, "name": copy, "keep_alive": keepAlive, "max_instances": 1,
+                    "context_length": 256,
+                ])
+        }
+        let client = http.client
+        let start = ContinuousClock.now
+        let outcomes = await withTaskGroup(of: Outcome.self) { group in
+            for arrival in trace {
+                group.addTask {
+                    try? await Task.sleep(until: start + .seconds(arrival.at), clock: .continuous)
+                    return await Self.complete(
+                        client, controllerURL + "/v1/completions", model: names[arrival.deployment])
+                }
+            }
+            return await group.reduce(into: [Outcome]()) { $0.append($1) }
+        }
+        let metrics = try await Self.metrics(client, controllerURL + "/metrics")
+        let served = outcomes.filter { $0.failure == nil }
+        let failures = Dictionary(grouping: outcomes.compactMap(\.failure), by: { $0 }).map { "\($1.count)× \($0)" }
+        return Run(
+            policy: policy, round: round, ttft: Sample(values: served.map(\.seconds)),
+            coldTTFT: Sample(values: served.filter(\.cold).map(\.seconds)),
+            warmTTFT: Sample(values: served.filter { !$0.cold }.map(\.seconds)),
+            coldStarts: served.filter(\.cold).count, failed: outcomes.count - served.count,
+            failures: failures.sorted(),
+            loadedBytes: metrics.filter { $0.key.hasPrefix("sllm_load_bytes_total") }.reduce(into: [:]) {
+                $0[Self.label($1.key)] = Int($1.value)
+            },
+            fetchedBytes: metrics.filter { $0.key.hasPrefix("sllm_fetched_bytes_total") }.reduce(into: [:]) {
+                $0[Self.label($1.key)] = Int($1.value)
+            })
+    }
+
+    /// One one-token completion: the time to its answer, and whether it waited for a cold start.
+    static func complete(_ client: HTTPClient, _ url: String, model: String) async -> Outcome {
+        let started = ContinuousClock.now
+        do {
+            var request = HTTPClientRequest(url: url)
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(
+                ByteBuffer(
+                    bytes: try JSONSerialization.data(withJSONObject: [
+                        "model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0,
+                    ])))
+            let response = try await client.execute(request, timeout: .seconds(300))
+            let body = try await response.body.collect(upTo: 1 << 20)
+            let seconds = (ContinuousClock.now - started) / .seconds(1)
+            let json = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any]
+            guard response.status == .ok else {
+                let message = ((json?["error"] as? [String: Any])?["message"] as? String) ?? ""
+                return Outcome(
+                    seconds: seconds, cold: false, tier: nil,
+                    failure: "HTTP \(response.status.code) \(message.prefix(80))")
+            }
+            let timings = json?["timings"] as? [String: Any]
+            return Outcome(
+                seconds: seconds, cold: timings?["cold_start"] as? Bool ?? false, tier: timings?["tier"] as? String,
+                failure: nil)
+        } catch {
+            return Outcome(
+                seconds: (ContinuousClock.now - started) / .seconds(1), cold: false, tier: nil, failure: "\(error)")
+        }
+    }
+
+    /// The controller's Prometheus counters, by their line's name and labels.
+    static func metrics(_ client: HTTPClient, _ url: String) async throws -> [String: Double] {
+        let response = try await client.execute(HTTPClientRequest(url: url), timeout: .seconds(30))
+        let text = String(buffer: try await response.body.collect(upTo: 16 << 20))
+        var values: [String: Double] = [:]
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            let parts = line.split(separator: " ")
+            if parts.count >= 2, let value = Double(parts[1]) { values[String(parts[0])] = value }
+        }
+        return values
+    }
+
+    /// The value of a metric line's one label (`name{tier="ssd"}` → `ssd`).
+    static func label(_ key: String) -> String {
+        guard let open = key.firstIndex(of: "\""), let close = key.lastIndex(of: "\""), open < close else {
+            return key
+        }
+        return String(key[key.index(after: open)..<close])
+    }
+
+    static func percentile(_ values: [Double], _ fraction: Double) -> Double {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return .nan }
+        // The nearest-rank percentile.
+        let rank = Int((Double(sorted.count) * fraction).rounded(.up)) - 1
+        return sorted[min(sorted.count - 1, max(0, rank))]
+    }
+
+    static func seconds(_ value: Double) -> String { value.isNaN ? "n/a" : String(format: "%.3f s", value) }
+
+    /// The table: per policy, the median over rounds of each figure (min–max when several).
+    func report(_ runs: [Run], policies: [String]) {
+        print("")
+        print(
+            "POLICY         COLD TTFT p50    COLD TTFT p99    ALL TTFT p99     COLD STARTS  FAILED  LOADED FROM (dram/ssd/peer/remote)   FETCHED (peer/remote)"
+        )
+        var coldP99: [String: Double] = [:]
+        for policy in policies {
+            let mine = runs.filter { $0.policy == policy }
+            guard let last = mine.last else { continue }
+            let p50 = Sample(values: mine.map { Self.percentile($0.coldTTFT.values, 0.5) })
+            let p99 = Sample(values: mine.map { Self.percentile($0.coldTTFT.values, 0.99) })
+            let all = Sample(values: mine.map { Self.percentile($0.ttft.values, 0.99) })
+            coldP99[policy] = p99.median
+            let loaded = ["dram", "ssd", "peer", "remote"].map { formatBytes(Int64(last.loadedBytes[$0] ?? 0)) }
+            let fetched = ["peer", "remote"].map { formatBytes(Int64(last.fetchedBytes[$0] ?? 0)) }
+            print(
+                "\(policy.padding(toLength: 14, withPad: " ", startingAt: 0)) \(Self.cell(p50)) \(Self.cell(p99)) \(Self.cell(all)) \(String(mine.map(\.coldStarts).sorted()[mine.count / 2]).padding(toLength: 12, withPad: " ", startingAt: 0)) \(String(mine.map(\.failed).reduce(0, +)).padding(toLength: 7, withPad: " ", startingAt: 0)) \(loaded.joined(separator: " / ").padding(toLength: 36, withPad: " ", startingAt: 0)) \(fetched.joined(separator: " / "))"
+            )
+            for failure in Set(mine.flatMap(\.failures)).sorted().prefix(3) { print("    failed: \(failure)") }
+        }
+        if let locality = coldP99["locality"] {
+            if let random = coldP99["random"] {
+                let ratio = random / locality
+                print(
+                    String(
+                        format: "locality's cold-start p99 is 1/%.1f of random's: %@ the ≤ 1/5 goal", ratio,
+                        ratio >= 5 ? "meets" : "misses"))
+            }
+            if let baseline = coldP99["kserve"] {
+                let ratio = baseline / locality
+                print(
+                    String(
+                        format:
+                            "locality's cold-start p99 is %.1f× better than the KServe-like baseline's: %@ the ≥ 10× goal",
+                        ratio, ratio >= 10 ? "meets" : "misses"))
+            }
+        }
+        print("(bytes: the last round's; times: the median over rounds, min–max in brackets when several)")
+    }
+
+    static func cell(_ sample: Sample) -> String {
+        let text =
+            sample.values.count > 1
+            ? String(format: "%.3f (%.3f–%.3f)", sample.median, sample.minimum, sample.maximum)
+            : String(format: "%.3f s", sample.median)
+        return text.padding(toLength: 16, withPad: " ", startingAt: 0)
     }
 }

@@ -52,23 +52,7 @@ struct PlacementBench: ParsableCommand {
             if random.unit() < 0.3 { places.append((Int(random.next() % UInt64(nodes)), .dram)) }
             held.append(places)
         }
-        // Zipf(1) popularity: cumulative weights, a draw is a binary search.
-        var cumulative: [Double] = []
-        var total = 0.0
-        for rank in 1...models {
-            total += 1 / Double(rank)
-            cumulative.append(total)
-        }
-        func draw(_ random: inout SplitMix) -> Int {
-            let target = random.unit() * total
-            var low = 0
-            var high = cumulative.count - 1
-            while low < high {
-                let middle = (low + high) / 2
-                if cumulative[middle] < target { low = middle + 1 } else { high = middle }
-            }
-            return low
-        }
+        let popularity = ZipfDraw(count: models)
         print(
             "\(nodes) simulated nodes, \(models) models (Zipf popularity, \(replicas) SSD replicas each), \(decisions) decisions per policy"
         )
@@ -80,7 +64,7 @@ struct PlacementBench: ParsableCommand {
             times.reserveCapacity(decisions)
             var chosen = 0
             for _ in 0..<decisions {
-                let model = draw(&random)
+                let model = popularity.draw(&random)
                 let start = DispatchTime.now().uptimeNanoseconds
                 var facts = base
                 let elsewhere: CheckpointTier = held[model].isEmpty ? .remote : .peer
@@ -110,16 +94,3 @@ struct PlacementBench: ParsableCommand {
 }
 
 /// A small seeded generator (SplitMix64), so runs repeat.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
-}

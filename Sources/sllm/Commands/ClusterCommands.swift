@@ -84,6 +84,12 @@ struct Controller: AsyncParsableCommand {
             "How cold starts are placed: \(PlacementPolicy.allCases.map(\.rawValue).joined(separator: ", ")) (the others are baselines to compare with)."
         ))
     var placement = PlacementPolicy.locality.rawValue
+    @Flag(
+        name: .customLong("peer-fetch"), inversion: .prefixedNo,
+        help:
+            "Nodes lacking a checkpoint fetch it from the nodes holding it (default); with --no-peer-fetch, from their --remote stores."
+    )
+    var peerFetch: Bool?
     @Option(
         help:
             "The URL other controllers and workers reach this one at (default: http://HOST:PORT as bound; needed with --host 0.0.0.0 when controllers share --state-url)."
@@ -125,7 +131,9 @@ struct Controller: AsyncParsableCommand {
 
     func run() async throws {
         LoggingBootstrap.once(level: global.verbose ? .debug : global.quiet ? .error : .info)
-        var configuration = try Serve.layered(global: global, config: options.config, flags: options.flagLayer)
+        var flags = options.flagLayer
+        flags["peer_fetch"] = peerFetch.map { $0 ? "true" : "false" }
+        var configuration = try Serve.layered(global: global, config: options.config, flags: flags)
         // A controller holds no models: nothing is deployed by itself unless asked.
         if options.defaultModel == nil && ProcessInfo.processInfo.environment["SLLM_DEFAULT_MODEL"] == nil {
             configuration.defaultModel = ""
@@ -226,6 +234,12 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("cache-dir"), help: "Where the DRAM cache lives.") var cacheDir: String?
     @Flag(name: .customLong("dram-fill"), inversion: .prefixedNo, help: "Fill the DRAM pool in the background.")
     var dramFill: Bool?
+    @Flag(
+        name: .customLong("keep-fetched"), inversion: .prefixedNo,
+        help:
+            "Keep the checkpoints this node fetched (default); with --no-keep-fetched, drop each when its last instance stops."
+    )
+    var keepFetched: Bool?
     @Option(
         name: .customLong("remote"),
         help:
@@ -256,6 +270,7 @@ struct WorkerCommand: AsyncParsableCommand {
         flags["dram_cache"] = dramCache
         flags["cache_dir"] = cacheDir.map(absolutePath)
         flags["dram_fill"] = dramFill.map { $0 ? "true" : "false" }
+        flags["keep_fetched"] = keepFetched.map { $0 ? "true" : "false" }
         if !remotes.isEmpty { flags["remote"] = remotes.joined(separator: ",") }
         flags["tls_cert"] = tlsCert.map(absolutePath)
         flags["tls_key"] = tlsKey.map(absolutePath)

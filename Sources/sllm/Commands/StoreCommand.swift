@@ -1,7 +1,12 @@
 import ArgumentParser
 import Checkpoint
+import Cluster
 import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
 import Store
+import UnixSignals
 
 struct StoreCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,8 +21,57 @@ struct StoreCommand: AsyncParsableCommand {
               sllm store warm smollm2-135m
               sllm store load smollm2-135m --cold
               sllm store evict smollm2-135m
+              sllm store serve --host 10.0.0.5
             """,
-        subcommands: [Status.self, Warm.self, Evict.self, Load.self])
+        subcommands: [Status.self, Warm.self, Evict.self, Load.self, Serve.self])
+
+    struct Serve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Serve this store's checkpoints over HTTP, read-only: a remote store for nodes' --remote.",
+            discussion: """
+                GET /NAME/FILE answers the files a checkpoint's index names (the index, its small files, its \
+                partitions), whole or one byte range per request, verified as they are read; nothing else \
+                (no listing, no paths, no writes). It asks for no token, as a public bucket: bind it to an \
+                address only the cluster reaches.
+
+                Example: sllm store serve --host 10.0.0.5 --port 8345
+                         sllm worker --remote http://10.0.0.5:8345 --controller http://10.0.0.1:8343
+                """)
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "Address to bind.") var host = "127.0.0.1"
+        @Option(help: "Port (0 picks a free one).") var port = 8345
+
+        func run() async throws {
+            _ = global.bootstrap()
+            // Files are read from the store itself: the loader's DRAM cache stays empty.
+            let loader: ModelLoader
+            do {
+                loader = ModelLoader(
+                    store: global.store,
+                    cache: try DRAMCache(
+                        directory: DRAMCache.defaultDirectory(forDataDirectory: global.store.root), budgetBytes: 0,
+                        owner: global.store.root))
+            } catch {
+                throw CommandFailure("store serve: \(error)")
+            }
+            let logger = Logger(label: "sllm.store")
+            let (host, quiet, root) = (host, global.quiet, global.store.root)
+            let app = Application(
+                router: CheckpointRoutes.storeRouter(loader: loader, logger: logger),
+                configuration: .init(address: .hostname(host, port: port), serverName: "sllm-store"),
+                onServerRunning: { channel in
+                    guard !quiet else { return }
+                    FileHandle.standardError.write(
+                        Data(
+                            "sllm store serving on http://\(host):\(channel.localAddress?.port ?? 0) (checkpoints of \(root))\n"
+                                .utf8))
+                }, logger: logger)
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            do { try await group.run() } catch { throw CommandFailure("store serve: \(error)") }
+        }
+    }
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -19,11 +19,14 @@ import Testing
                 preload: [a, b]
                 target-concurrency: 8
                 direct_io: true
+                keep_fetched: no
                 """.utf8))
         var configuration = ServeConfiguration(dataDirectory: "/data")
         try configuration.apply(ServeConfiguration.fileLayer(path: directory.file("sllm.yaml")), source: "file")
         try configuration.apply(
-            ServeConfiguration.environmentLayer(["SLLM_PORT": "9100", "SLLM_KEEP_ALIVE": "-1", "HOME": "/x"]),
+            ServeConfiguration.environmentLayer([
+                "SLLM_PORT": "9100", "SLLM_KEEP_ALIVE": "-1", "HOME": "/x", "SLLM_PEER_FETCH": "off",
+            ]),
             source: "env")
         try configuration.apply(["port": "9200"], source: "flags")
         #expect(configuration.port == 9200)
@@ -33,6 +36,9 @@ import Testing
         #expect(configuration.preload == ["a", "b"])
         #expect(configuration.directIO)
         #expect(!ServeConfiguration(dataDirectory: "/d").directIO)
+        #expect(!configuration.keepFetched && !configuration.peerFetch)
+        #expect(
+            ServeConfiguration(dataDirectory: "/d").keepFetched && ServeConfiguration(dataDirectory: "/d").peerFetch)
         #expect(configuration.requiresKeys)
         #expect(!ServeConfiguration(dataDirectory: "/d").requiresKeys)
     }

@@ -16,6 +16,8 @@ final class SlowWorker: Worker {
     let inner: LocalWorker
     let delay: Duration
     let starts = Atomic<Int>(0)
+    /// Starts still to fail (each fails at once with an error of its own, as a load error would).
+    let failingStarts = Atomic<Int>(0)
     /// Inventories answered in groups (see `gatherInventories`): the group size, how long one
     /// waits at most, the askers waiting.
     private let gathering = Mutex<(size: Int, within: Duration, waiting: [CheckedContinuation<Void, Never>])>(
@@ -39,6 +41,11 @@ final class SlowWorker: Worker {
     func startInstance(_ spec: InstanceSpec) -> AsyncThrowingStream<StartEvent, any Error> {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: StartEvent.self, throwing: (any Error).self)
         starts.add(1, ordering: .relaxed)
+        if failingStarts.load(ordering: .relaxed) > 0 {
+            failingStarts.subtract(1, ordering: .relaxed)
+            continuation.finish(throwing: ServingError(.internalError, "this start fails (a test's failing worker)"))
+            return stream
+        }
         let task = Task { [inner, delay] in
             do {
                 for step in 1...4 {
