@@ -1,6 +1,9 @@
 /// Whether a new instance fits a node's memory budget, and which idle instances to stop first
-/// when it does not: least recently used first, as Ollama unloads idle models. Pure: the
-/// executor gathers the facts, applies the decision and reports back.
+/// when it does not: least recently used first, as Ollama unloads idle models, except that an
+/// instance that is cheap to start again (its checkpoint in this node's DRAM) goes before one
+/// that is dear (read from a disk or fetched over the network): each second its reload would
+/// take counts as `reloadWorth` seconds of more recent use. Pure: the executor gathers the
+/// facts, applies the decision and reports back.
 public enum MemoryAdmission {
     /// An idle instance that may be stopped to make room.
     public struct Candidate: Sendable, Equatable {
@@ -8,16 +11,33 @@ public enum MemoryAdmission {
         public var deployment: String
         /// Memory it holds (weights + KV cache).
         public var bytes: Int
-        /// When it was last used, on the executor's clock (only the order matters).
+        /// When it was last used, on the executor's clock (seconds; only differences matter).
         public var lastUsed: Double
+        /// The model it serves.
+        public var model: String
+        /// Seconds its next start would spend loading, from the fastest tier of this node that
+        /// holds its checkpoint (0 when unknown).
+        public var reloadSeconds: Double
 
-        public init(instance: String, deployment: String, bytes: Int, lastUsed: Double) {
+        public init(
+            instance: String, deployment: String, bytes: Int, lastUsed: Double, model: String = "",
+            reloadSeconds: Double = 0
+        ) {
             self.instance = instance
             self.deployment = deployment
             self.bytes = bytes
             self.lastUsed = lastUsed
+            self.model = model
+            self.reloadSeconds = reloadSeconds
         }
+
+        /// The eviction order's key: lowest goes first.
+        var keep: Double { lastUsed + reloadSeconds * MemoryAdmission.reloadWorth }
     }
+
+    /// Seconds of recent use that one second of reload is worth when choosing what to stop: an
+    /// instance whose reload takes 0.5 s longer is kept as if used 30 s later.
+    public static let reloadWorth = 60.0
 
     public enum Decision: Sendable, Equatable {
         /// It fits as things are.
@@ -36,7 +56,7 @@ public enum MemoryAdmission {
         let free = budget - used
         guard bytes > free else { return .admit }
         let others = idle.filter { $0.deployment != deployment }.sorted {
-            ($0.lastUsed, $0.instance) < ($1.lastUsed, $1.instance)
+            ($0.keep, $0.instance) < ($1.keep, $1.instance)
         }
         var chosen: [Candidate] = []
         var freed = 0

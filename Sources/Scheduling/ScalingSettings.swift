@@ -89,8 +89,26 @@ public struct ScalingSettings: Sendable, Equatable, Codable {
     public var keepAlive: KeepAlive = .duration(.seconds(300))
     /// Requests waiting for a slot beyond those being served; more get 429.
     public var queueLimit: Int = 512
+    /// Nodes that keep the checkpoint in their DRAM cache even with no instance running, so a
+    /// cold start there maps memory instead of reading a disk or a network (0: none on purpose).
+    public var dramReplicas: Int = 0
 
     public init() {}
+
+    private enum CodingKeys: String, CodingKey {
+        case minInstances, maxInstances, targetConcurrency, keepAlive, queueLimit, dramReplicas
+    }
+
+    /// Reads settings stored before a field existed with that field's default.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        minInstances = try container.decodeIfPresent(Int.self, forKey: .minInstances) ?? 0
+        maxInstances = try container.decodeIfPresent(Int.self, forKey: .maxInstances) ?? 1
+        targetConcurrency = try container.decodeIfPresent(Int.self, forKey: .targetConcurrency) ?? 4
+        keepAlive = try container.decodeIfPresent(KeepAlive.self, forKey: .keepAlive) ?? .duration(.seconds(300))
+        queueLimit = try container.decodeIfPresent(Int.self, forKey: .queueLimit) ?? 512
+        dramReplicas = try container.decodeIfPresent(Int.self, forKey: .dramReplicas) ?? 0
+    }
 
     /// Checks the settings' ranges.
     public func validate() throws(SchedulingError) {
@@ -115,6 +133,10 @@ public struct ScalingSettings: Sendable, Equatable, Codable {
         guard queueLimit >= 0 else {
             throw SchedulingError(
                 .invalidSetting, "queue limit must be 0 or more (got \(queueLimit))", field: "queue_limit")
+        }
+        guard (0...64).contains(dramReplicas) else {
+            throw SchedulingError(
+                .invalidSetting, "DRAM replicas must be 0...64 (got \(dramReplicas))", field: "dram_replicas")
         }
     }
 }

@@ -250,6 +250,23 @@ extension KeepAlive {
                 == .evict([idle[0], idle[2]]))
     }
 
+    /// An instance cheap to start again goes before a dearer one used a little earlier: each
+    /// second of reload counts as `reloadWorth` seconds of more recent use.
+    @Test func cheapReloadsGoFirst() {
+        let dear = MemoryAdmission.Candidate(
+            instance: "dear", deployment: "x", bytes: 400, lastUsed: 100, model: "x", reloadSeconds: 2)
+        let cheap = MemoryAdmission.Candidate(
+            instance: "cheap", deployment: "y", bytes: 400, lastUsed: 130, model: "y", reloadSeconds: 0.05)
+        #expect(
+            MemoryAdmission.decide(bytes: 300, for: "d", budget: 1000, used: 1000, idle: [dear, cheap])
+                == .evict([cheap]))
+        // Used long enough before, the dear one goes first all the same.
+        var old = dear
+        old.lastUsed = 0
+        #expect(
+            MemoryAdmission.decide(bytes: 300, for: "d", budget: 1000, used: 1000, idle: [old, cheap]) == .evict([old]))
+    }
+
     /// What cannot fit stops nothing and says by how much.
     @Test func whatCannotFitIsRefusedWithTheFigures() {
         #expect(

@@ -425,7 +425,9 @@ import Testing
             #expect(FileManager.default.fileExists(atPath: root.file("\(node)/models/smollm2-135m/index")), "\(node)")
         }
 
-        // Stopped: node-b drops what it fetched, node-a keeps it.
+        // Stopped (with no minimum to keep): node-b drops what it fetched, node-a keeps it.
+        let update = try runSLLM(["update", "smollm2-135m", "--min", "0"], home: root.path, environment: env)
+        #expect(update.status == 0, "\(update.stderr)")
         let (stopped, _) = try await Self.json(server + "/admin/deployments/smollm2-135m/stop", body: [:])
         #expect(stopped == 200)
         var dropped = false

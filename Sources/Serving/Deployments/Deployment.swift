@@ -367,6 +367,14 @@ actor Deployment {
             case .start(let id):
                 progress.withLock { $0[id] = 0 }
                 Task { await self.start(id) }
+                // A scale-up (demand outgrew the instances running): one more node readies the
+                // checkpoint in its DRAM, so the start after this one maps memory.
+                if machine.instances.count > 1 {
+                    Task { [pool, facts, logger] in
+                        DeploymentRegistry.log(
+                            await pool.keepWarm(facts.name, replicas: nil), of: facts.name, logger: logger)
+                    }
+                }
             case .stop(let id):
                 timers.removeValue(forKey: id)?.task.cancel()
                 Task { await self.stopNow(id) }

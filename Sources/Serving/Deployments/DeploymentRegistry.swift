@@ -32,6 +32,8 @@ actor DeploymentRegistry {
     /// Set once the stored deployments are back: from then on a joining node's running
     /// instances are adopted at once (before, `restore` adopts them).
     private var restored = false
+    /// The loop that keeps checkpoints warm (`keepWarm`), from `restore` to `stopAll`/`detach`.
+    private var warmKeeper: Task<Void, Never>?
     /// Deployments whose model is being pulled (or whose pull failed), with progress.
     private var pending: [String: PendingDeployment] = [:]
     /// Names of deployments being created (between their check and their activation).
@@ -99,6 +101,13 @@ actor DeploymentRegistry {
         for name in configuration.preload {
             if deployments[name] == nil && pending[name] == nil { _ = try await deploy(DeploymentRequest(model: name)) }
             Task { try? await self.preload(name) }
+        }
+        warmKeeper?.cancel()
+        warmKeeper = Task {
+            while !Task.isCancelled {
+                await self.keepWarm()
+                try? await Task.sleep(for: Self.warmInterval)
+            }
         }
     }
 
@@ -226,6 +235,7 @@ actor DeploymentRegistry {
         let facts = local ? try? await worker.modelFacts(try ModelName(source)) : nil
         try await state.save(spec)
         await activate(spec, pull: !local, source: local ? nil : resolution.pullableSource ?? source, facts: facts)
+        if spec.scaling.dramReplicas > 0 { Task { await self.keepWarm() } }
         return spec
     }
 
@@ -260,6 +270,7 @@ actor DeploymentRegistry {
         } else {
             pending[name]?.spec = spec
         }
+        if spec.scaling.dramReplicas > 0 { Task { await self.keepWarm() } }
         return spec
     }
 
@@ -342,6 +353,7 @@ actor DeploymentRegistry {
         // Minimums that could not start for want of a node start now (after adopting, so an
         // instance that came back is not started twice).
         for deployment in deployments.values { await deployment.activate() }
+        Task { await self.keepWarm() }
     }
 
     /// A worker was lost (its lease ran out): placement stops seeing it, and every deployment
@@ -389,10 +401,12 @@ actor DeploymentRegistry {
     /// keep them, and the controller that runs next adopts them).
     func detach() {
         for pending in pending.values { pending.task.cancel() }
+        warmKeeper?.cancel()
     }
 
     /// Stops every instance (server shutdown).
     func stopAll() async {
+        warmKeeper?.cancel()
         for deployment in deployments.values { await deployment.delete() }
         for pending in pending.values { pending.task.cancel() }
     }
@@ -401,12 +415,42 @@ actor DeploymentRegistry {
     private func idleInstances(on node: NodeID) async -> [MemoryAdmission.Candidate] {
         var candidates: [MemoryAdmission.Candidate] = []
         for (name, deployment) in deployments {
+            let model = await deployment.spec.model
             candidates += await deployment.idleInstances(on: node).map {
                 MemoryAdmission.Candidate(
-                    instance: $0.id, deployment: name, bytes: $0.bytes, lastUsed: $0.lastUsed.seconds)
+                    instance: $0.id, deployment: name, bytes: $0.bytes, lastUsed: $0.lastUsed.seconds, model: model)
             }
         }
         return candidates
+    }
+
+    // MARK: - Keeping checkpoints warm
+
+    /// Keeps each deployment's checkpoint in the DRAM cache of its `dram_replicas` nodes (the
+    /// prefetches are logged). Run after a deployment is made or changed, when a node joins, and
+    /// every `warmInterval` (a node's cache may have let it go for another model's load).
+    func keepWarm() async {
+        for deployment in deployments.values {
+            let spec = await deployment.spec
+            guard spec.scaling.dramReplicas > 0, let model = try? ModelName(spec.model) else { continue }
+            Self.log(await pool.keepWarm(model, replicas: spec.scaling.dramReplicas), of: model, logger: logger)
+        }
+    }
+
+    static let warmInterval = Duration.seconds(10)
+
+    /// Logs the prefetches that keep `model` warm.
+    static func log(_ prefetches: [(NodeID, Result<LoadReport, ServingError>)], of model: ModelName, logger: Logger) {
+        for (node, outcome) in prefetches {
+            switch outcome {
+            case .success(let report):
+                logger.info(
+                    "keeping \(model) warm: in node \(node)'s DRAM (\(formatBytes(Int64(report.bytes))) from \(report.tier.rawValue) in \(String(format: "%.2f", report.seconds)) s)"
+                )
+            case .failure(let error):
+                logger.warning("keeping \(model) warm: node \(node) could not prefetch it: \(error.message)")
+            }
+        }
     }
 
     /// Stops an idle instance memory admission chose; returns the bytes freed (0 when it became busy).
@@ -529,12 +573,15 @@ public struct DeploymentRequest: Sendable, Codable {
     public var keepAlive: KeepAlive?
     public var queueLimit: Int?
     public var contextLength: Int?
+    /// Nodes that keep the checkpoint in DRAM (`ScalingSettings.dramReplicas`).
+    public var dramReplicas: Int?
 
     public init(
         model: String? = nil, name: String? = nil, minInstances: Int? = nil, maxInstances: Int? = nil,
         targetConcurrency: Int? = nil,
-        keepAlive: KeepAlive? = nil, queueLimit: Int? = nil, contextLength: Int? = nil
+        keepAlive: KeepAlive? = nil, queueLimit: Int? = nil, contextLength: Int? = nil, dramReplicas: Int? = nil
     ) {
+        self.dramReplicas = dramReplicas
         self.model = model
         self.name = name
         self.minInstances = minInstances
@@ -551,6 +598,7 @@ public struct DeploymentRequest: Sendable, Codable {
         if let targetConcurrency { scaling.targetConcurrency = targetConcurrency }
         if let keepAlive { scaling.keepAlive = keepAlive }
         if let queueLimit { scaling.queueLimit = queueLimit }
+        if let dramReplicas { scaling.dramReplicas = dramReplicas }
     }
 }
 

@@ -65,6 +65,9 @@ actor NodePool {
     private var largestBudget = 0
     /// Callers waiting for a first node (a controller before any worker joined).
     private var awaitingNode: [CheckedContinuation<Void, Never>] = []
+    /// Each node's inventory and load rates as the last placement saw them (what an idle
+    /// instance's reload would cost there).
+    private var reloadRates: [NodeID: (NodeInventory, [CheckpointTier: Double])] = [:]
     /// Memory reserved on each node by instances running or starting there.
     private var reserved: [NodeID: Int] = [:]
     /// Expected seconds of the loads under way on each node (a new start queues behind them).
@@ -119,6 +122,7 @@ actor NodePool {
         guard let index = nodes.firstIndex(where: { $0.id == id }) else { return nil }
         reserved[id] = nil
         loading[id] = nil
+        reloadRates[id] = nil
         for model in Array(fetching.keys) { stopFetching(model, on: id) }
         departed[id] = (reason, Date(), left)
         if departed.count > 256, let oldest = departed.min(by: { $0.value.at < $1.value.at })?.key {
@@ -209,22 +213,21 @@ actor NodePool {
         }
         for (node, inventory) in inventories {
             budgets[node.id] = inventory.memoryBudgetBytes
-            let candidates = (await idle?.candidates(node.id) ?? []).filter { $0.deployment != deployment }
-            let idleBytes = candidates.reduce(0) { $0 + $1.bytes }
             var bandwidth: [CheckpointTier: Double] = [:]
             for tier in inventory.tiers {
                 let name = CheckpointTier(tier.tier)
                 if let rate = tier.loadBytesPerSecond { bandwidth[name] = rate / correction.factor(node.id, name) }
             }
-            // Making room stops idle instances; each costs a load at its next start (from DRAM,
-            // where its checkpoint stays cached, at the node's rate).
+            reloadRates[node.id] = (inventory, bandwidth)
+            let candidates = await idleCandidates(on: node.id, besides: deployment)
+            let idleBytes = candidates.reduce(0) { $0 + $1.bytes }
+            // Making room stops idle instances; each costs a load at its next start.
             var roomSeconds = 0.0
             if case .evict(let victims) = MemoryAdmission.decide(
                 bytes: memoryBytes, for: deployment, budget: inventory.memoryBudgetBytes,
                 used: reserved[node.id] ?? 0, idle: candidates)
             {
-                let rate = bandwidth[.dram] ?? LocalityPlacement.untilMeasured[.dram]!
-                roomSeconds = victims.reduce(0) { $0 + Double($1.bytes) / rate }
+                roomSeconds = victims.reduce(0) { $0 + $1.reloadSeconds }
             }
             facts.append(
                 NodeFacts(
@@ -313,14 +316,10 @@ actor NodePool {
     /// The nodes' inventories, asked all at once (a slow node costs its timeout, not the sum of
     /// everyone's answers), in the nodes' order.
     private static func inventories(of nodes: [Node]) async -> [(Node, NodeInventory)] {
-        await withTaskGroup(of: (Int, NodeInventory).self) { group in
-            for (index, node) in nodes.enumerated() {
-                group.addTask { (index, await node.worker.inventory()) }
-            }
-            var answers = [NodeInventory?](repeating: nil, count: nodes.count)
-            for await (index, inventory) in group { answers[index] = inventory }
-            return zip(nodes, answers).compactMap { node, inventory in inventory.map { (node, $0) } }
-        }
+        let asked = nodes.map { node in Task { await node.worker.inventory() } }
+        var answers: [(Node, NodeInventory)] = []
+        for (node, answer) in zip(nodes, asked) { answers.append((node, await answer.value)) }
+        return answers
     }
 
     /// Waits until no other placement is under way (in the order placements arrived).
@@ -340,6 +339,61 @@ actor NodePool {
             awaitingTurn.removeFirst().resume()
         }
     }
+
+    /// A node's idle instances of deployments other than `deployment`, each with the time its
+    /// next start there would spend loading (its memory at the rate of the node's fastest tier
+    /// holding its checkpoint, as last seen), which orders what admission stops first.
+    private func idleCandidates(on node: NodeID, besides deployment: String) async -> [MemoryAdmission.Candidate] {
+        let candidates = (await idle?.candidates(node) ?? []).filter { $0.deployment != deployment }
+        guard let (inventory, bandwidth) = reloadRates[node] else { return candidates }
+        return candidates.map { candidate in
+            var candidate = candidate
+            let tier =
+                (try? ModelName(candidate.model)).flatMap { inventory.fastestTier(holding: $0) }.map(
+                    CheckpointTier.init)
+                ?? .remote
+            let rate = bandwidth[tier] ?? LocalityPlacement.untilMeasured[tier] ?? 1e8
+            candidate.reloadSeconds = Double(candidate.bytes) / max(rate, 1)
+            return candidate
+        }
+    }
+
+    /// Asks nodes to keep `model` in their DRAM cache: until `replicas` nodes hold it there, or
+    /// (nil) one more than hold it now (a scale-up's signal that demand grows). Chosen among the
+    /// nodes holding it on their SSD (a copy off their own disk; the others get it at their first
+    /// start), most free memory budget first. Returns each node asked and how its prefetch ended.
+    func keepWarm(_ model: ModelName, replicas: Int?) async -> [(NodeID, Result<LoadReport, ServingError>)] {
+        let inventories = await Self.inventories(of: nodes).filter { $0.1.unreachable == nil }
+        let underway = Set(warming.filter { $0.model == model }.map(\.node))
+        let warm = inventories.filter { $0.1.fastestTier(holding: model) == .dram || underway.contains($0.0.id) }.count
+        let target = replicas ?? (warm + 1)
+        guard warm < target else { return [] }
+        let chosen = inventories.filter { $0.1.fastestTier(holding: model) == .ssd && !underway.contains($0.0.id) }
+            .sorted {
+                ($1.1.memoryBudgetBytes - (reserved[$1.0.id] ?? 0), $0.0.id.rawValue)
+                    < ($0.1.memoryBudgetBytes - (reserved[$0.0.id] ?? 0), $1.0.id.rawValue)
+            }
+            .prefix(target - warm).map(\.0)
+        for node in chosen { warming.insert(Warming(model: model, node: node.id)) }
+        defer { for node in chosen { warming.remove(Warming(model: model, node: node.id)) } }
+        let prefetches = chosen.map { node in
+            Task { () -> Result<LoadReport, ServingError> in
+                do { return .success(try await node.worker.prefetch(model, into: .dram)) } catch {
+                    return .failure(ServingError(error))
+                }
+            }
+        }
+        var outcomes: [(NodeID, Result<LoadReport, ServingError>)] = []
+        for (node, prefetch) in zip(chosen, prefetches) { outcomes.append((node.id, await prefetch.value)) }
+        return outcomes
+    }
+
+    /// A prefetch into a node's DRAM under way for keeping a model warm.
+    private struct Warming: Hashable {
+        var model: ModelName
+        var node: NodeID
+    }
+    private var warming: Set<Warming> = []
 
     /// Most holders one fetch spreads its ranges over.
     static let maxSpread = 4
@@ -414,7 +468,7 @@ actor NodePool {
         if (reserved[node] ?? 0) + bytes > budget, let idle {
             let decision = MemoryAdmission.decide(
                 bytes: bytes, for: deployment, budget: budget, used: reserved[node] ?? 0,
-                idle: await idle.candidates(node))
+                idle: await idleCandidates(on: node, besides: deployment))
             if case .evict(let victims) = decision {
                 for victim in victims { _ = await idle.evict(victim) }
             }

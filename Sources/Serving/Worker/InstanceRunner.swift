@@ -24,7 +24,22 @@ final class InstanceRunner: @unchecked Sendable {
     /// Snapshot requests (`snapshot(of:)`), answered by the loop between steps.
     private var snapshotRequests: [(job: String, reply: CheckedContinuation<SequenceSnapshot?, Never>)] = []
     private var stopping = false
-    private var finished = false
+    /// Set by the batching thread once it has let go of the instance (its engine and weights).
+    private let exited = Exited()
+
+    /// A flag a thread waits on.
+    private final class Exited: @unchecked Sendable {
+        // Sendable: `done` is guarded by `condition`.
+        private let condition = NSCondition()
+        private var done = false
+        func signal() {
+            condition.withLock {
+                done = true
+                condition.broadcast()
+            }
+        }
+        func wait() { condition.withLock { while !done { condition.wait() } } }
+    }
 
     private struct Submitted {
         var job: GenerationJob
@@ -61,7 +76,12 @@ final class InstanceRunner: @unchecked Sendable {
     /// Starts the batching thread (once); jobs submitted before wait for it.
     func start() {
         guard !started.exchange(true, ordering: .relaxed) else { return }
-        let thread = Thread { [self] in loop() }
+        // The thread holds the instance only while its loop runs: once `exited` is signalled,
+        // nothing of it keeps the weights pinned.
+        let thread = Thread { [weak self, exited] in
+            self?.loop()
+            exited.signal()
+        }
         thread.name = "sllm-instance-\(info.id)"
         thread.stackSize = 8 << 20
         thread.start()
@@ -104,14 +124,15 @@ final class InstanceRunner: @unchecked Sendable {
     }
 
     /// Ends the loop: running jobs fail with `unavailable`. Returns once the loop has exited and
-    /// the engine is idle, so the caller can drop the instance and its memory.
+    /// its thread let go of the instance, so the caller's reference is the last and dropping it
+    /// frees the engine and unpins the weights.
     func stop() {
         start()  // a loop that never ran still has to see the stop and fail what was queued
         condition.withLock {
             stopping = true
             condition.broadcast()
-            while !finished { condition.wait() }
         }
+        exited.wait()
     }
 
     private func loop() {
@@ -146,10 +167,6 @@ final class InstanceRunner: @unchecked Sendable {
                 for job in active { job.continuation.finish(throwing: failure) }
                 for job in left { job.continuation.finish(throwing: failure) }
                 active.removeAll()
-                condition.withLock {
-                    finished = true
-                    condition.broadcast()
-                }
                 return
             }
             if !cancels.isEmpty {

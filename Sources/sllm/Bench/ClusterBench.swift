@@ -19,9 +19,10 @@ struct ClusterBench: AsyncParsableCommand {
         discussion: """
             Builds hosts from network namespaces (needs root and iproute2): a controller, a remote \
             store (`sllm store serve`, its link shaped to --store-rate) and --nodes workers (links \
-            shaped to --link), every worker with an empty store, a DRAM cache for --dram-models \
-            checkpoints and memory for --instances-per-node instances. --deployments copies of the \
-            model, under distinct names, are deployed scale-to-zero (--keep-alive). One trace of \
+            shaped to --link), every worker with a DRAM cache for --dram-models checkpoints and \
+            memory for --instances-per-node instances. --deployments copies of the model, under \
+            distinct names, are in the remote store and each on the SSD of --ssd-copies nodes \
+            (round robin), and are deployed scale-to-zero (--keep-alive). One trace of \
             requests (Zipf popularity over the deployments, Gamma inter-arrival times with \
             coefficient of variation --cv) is replayed against each policy with fresh processes: \
             one-token completions, so the time to the answer is the time to first token. \
@@ -45,6 +46,10 @@ struct ClusterBench: AsyncParsableCommand {
     @Option(name: .customLong("instances-per-node"), help: "Instances each node's memory budget holds.")
     var instancesPerNode = 2
     @Option(name: .customLong("keep-alive"), help: "Idle time before an instance stops.") var keepAlive = "2s"
+    @Option(
+        name: .customLong("ssd-copies"),
+        help: "Nodes whose SSD holds each checkpoint at the start (round robin; 0: every store empty). Not for kserve.")
+    var ssdCopies = 1
     @Option(help: "Comma-separated: locality, random, round-robin, least-loaded, kserve.")
     var policies = "locality,random,round-robin,least-loaded,kserve"
     @Option(help: "Rounds (each runs every policy, in a rotated order).") var rounds = 1
@@ -59,10 +64,10 @@ struct ClusterBench: AsyncParsableCommand {
     func validate() throws {
         guard (2...12).contains(nodes), (1...200).contains(deployments), (1...100_000).contains(requests),
             rate > 0, rate <= 1000, cv > 0, cv <= 100, zipf >= 0, zipf <= 10, (1...64).contains(dramModels),
-            (1...64).contains(instancesPerNode), (1...20).contains(rounds)
+            (1...64).contains(instancesPerNode), (1...20).contains(rounds), (0...nodes).contains(ssdCopies)
         else {
             throw ValidationError(
-                "--nodes 2...12, --deployments 1...200, --requests 1...100000, --rate (0, 1000], --cv (0, 100], --zipf 0...10, --dram-models and --instances-per-node 1...64, --rounds 1...20"
+                "--nodes 2...12, --deployments 1...200, --requests 1...100000, --rate (0, 1000], --cv (0, 100], --zipf 0...10, --dram-models and --instances-per-node 1...64, --rounds 1...20, --ssd-copies 0...nodes"
             )
         }
         if let bad = policyList.first(where: { !Self.known.contains($0) }) {
@@ -150,7 +155,7 @@ struct ClusterBench: AsyncParsableCommand {
         defer { try? http.shutdown() }
 
         print(
-            "\(deployments) deployments (copies of \(name), \(formatBytes(Int64(weights))) each) on \(nodes) nodes; remote store at \(storeRate), node links \(link); each node: DRAM cache for \(dramModels) checkpoints, memory for \(instancesPerNode) instances; keep-alive \(keepAlive)"
+            "\(deployments) deployments (copies of \(name), \(formatBytes(Int64(weights))) each) on \(nodes) nodes, each checkpoint on \(ssdCopies) node SSD\(ssdCopies == 1 ? "" : "s") and in the remote store at \(storeRate); node links \(link); each node: DRAM cache for \(dramModels) checkpoints, memory for \(instancesPerNode) instances; keep-alive \(keepAlive)"
         )
         print(
             String(
@@ -220,6 +225,17 @@ struct ClusterBench: AsyncParsableCommand {
         let instanceBytes = weights + (48 << 20)
         var processes: [ServerProcess] = []
         defer { processes.forEach { $0.stop() } }
+        // The checkpoints already on the nodes' SSDs (none for the baseline: it keeps nothing).
+        for (index, copy) in names.enumerated() where !baseline {
+            for replica in 0..<ssdCopies {
+                let models = directory + "/node-\((index + replica) % nodes + 1)/models"
+                try FileManager.default.createDirectory(atPath: models, withIntermediateDirectories: true)
+                try FileManager.default.createSymbolicLink(
+                    atPath: models + "/" + copy,
+                    withDestinationPath: try FileManager.default.destinationOfSymbolicLink(
+                        atPath: scratch + "/store/models/" + copy))
+            }
+        }
         for host in (1...nodes).map({ "node-\($0)" }) {
             processes.append(
                 try ServerProcess.start(
@@ -347,7 +363,7 @@ struct ClusterBench: AsyncParsableCommand {
     func report(_ runs: [Run], policies: [String]) {
         print("")
         print(
-            "POLICY         COLD TTFT p50    COLD TTFT p99    ALL TTFT p99     COLD STARTS  FAILED  LOADED FROM (dram/ssd/peer/remote)   FETCHED (peer/remote)"
+            "POLICY         COLD TTFT p50    COLD TTFT p99    ALL TTFT p99     COLD STARTS  FAILED  LOADED FROM (dram/ssd/peer/remote)           FETCHED (peer/remote)"
         )
         var coldP99: [String: Double] = [:]
         for policy in policies {
@@ -360,7 +376,7 @@ struct ClusterBench: AsyncParsableCommand {
             let loaded = ["dram", "ssd", "peer", "remote"].map { formatBytes(Int64(last.loadedBytes[$0] ?? 0)) }
             let fetched = ["peer", "remote"].map { formatBytes(Int64(last.fetchedBytes[$0] ?? 0)) }
             print(
-                "\(policy.padding(toLength: 14, withPad: " ", startingAt: 0)) \(Self.cell(p50)) \(Self.cell(p99)) \(Self.cell(all)) \(String(mine.map(\.coldStarts).sorted()[mine.count / 2]).padding(toLength: 12, withPad: " ", startingAt: 0)) \(String(mine.map(\.failed).reduce(0, +)).padding(toLength: 7, withPad: " ", startingAt: 0)) \(loaded.joined(separator: " / ").padding(toLength: 36, withPad: " ", startingAt: 0)) \(fetched.joined(separator: " / "))"
+                "\(policy.padding(toLength: 14, withPad: " ", startingAt: 0)) \(Self.cell(p50)) \(Self.cell(p99)) \(Self.cell(all)) \(String(mine.map(\.coldStarts).sorted()[mine.count / 2]).padding(toLength: 12, withPad: " ", startingAt: 0)) \(String(mine.map(\.failed).reduce(0, +)).padding(toLength: 7, withPad: " ", startingAt: 0)) \(loaded.joined(separator: " / ").padding(toLength: 44, withPad: " ", startingAt: 0)) \(fetched.joined(separator: " / "))"
             )
             for failure in Set(mine.flatMap(\.failures)).sorted().prefix(3) { print("    failed: \(failure)") }
         }

@@ -16,6 +16,10 @@ struct ScalingOptions: ParsableArguments {
     @Option(name: .customLong("queue-limit"), help: "Requests queued beyond the instances' slots; more get 429.")
     var queueLimit: Int?
     @Option(name: [.customShort("c"), .customLong("context")], help: "Context length per request.") var context: Int?
+    @Option(
+        name: .customLong("dram-replicas"),
+        help: "Nodes that keep the checkpoint in their DRAM cache even while no instance runs (0: none on purpose).")
+    var dramReplicas: Int?
 
     var body: [String: Any] {
         var body: [String: Any] = [:]
@@ -25,6 +29,7 @@ struct ScalingOptions: ParsableArguments {
         body["keep_alive"] = keepAlive
         body["queue_limit"] = queueLimit
         body["context_length"] = context
+        body["dram_replicas"] = dramReplicas
         return body
     }
 }

@@ -224,4 +224,49 @@ import Testing
         await refusing.stopAll()
         await registry.stopAll()
     }
+
+    /// `dram_replicas` keeps a deployment's checkpoint in that many nodes' DRAM caches with no
+    /// instance running, chosen among the nodes holding it on their SSD; a copy a node lets go
+    /// of is put back at the next pass.
+    @Test func deploymentsKeepTheirCheckpointWarm() async throws {
+        let directory = try TemporaryDirectory("placement-warm")
+        defer { directory.remove() }
+        let a = try await Self.worker(directory, node: "a", budget: 4 << 30)
+        let b = try await Self.worker(directory, node: "b", budget: 4 << 30)
+        let registry = try await Self.registry(directory, workers: [a, b])
+        func warm() async -> [String] {
+            var nodes: [String] = []
+            for worker in [a, b] where await worker.inventory().fastestTier(holding: smol) == .dram {
+                nodes.append(worker.node.rawValue)
+            }
+            return nodes
+        }
+        /// Runs a pass (one may be under way already: a deploy or update starts one) and waits
+        /// for the copies to be what `expected` says.
+        func settles(_ expected: ([String]) -> Bool) async throws -> [String] {
+            for _ in 0..<100 {
+                await registry.keepWarm()
+                let nodes = await warm()
+                if expected(nodes) { return nodes }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            return await warm()
+        }
+        #expect(await warm().isEmpty)
+        _ = try await registry.update("smol", with: DeploymentRequest(dramReplicas: 1))
+        #expect(try await settles { $0.count == 1 }.count == 1)
+        _ = try await registry.update("smol", with: DeploymentRequest(dramReplicas: 2))
+        #expect(try await settles { $0.count == 2 } == ["a", "b"])
+        // b's cache lets it go; the next pass puts it back. Nothing ran meanwhile.
+        #expect(try await b.evict(smol, from: .dram) > 0)
+        #expect(await warm() == ["a"])
+        #expect(try await settles { $0.count == 2 } == ["a", "b"])
+        let running = await a.inventory().instances + b.inventory().instances
+        #expect(running.isEmpty)
+        let refused = await #expect(throws: ServingError.self) {
+            _ = try await registry.update("smol", with: DeploymentRequest(dramReplicas: 65))
+        }
+        #expect(refused?.message.contains("DRAM replicas must be 0...64") == true)
+        await registry.stopAll()
+    }
 }
