@@ -24,6 +24,31 @@ import Testing
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, try? JSONSerialization.jsonObject(with: data))
     }
 
+    /// Deploys SmolLM2 with `count` instances kept (no keep-alive end, context 512) through the
+    /// CLI, and waits (90 s at most) until that many are ready; returns the instances seen last.
+    static func deploy(_ count: Int, server: String, home: String, environment: [String: String]) async throws
+        -> [[String: Any]]
+    {
+        let deploy = try runSLLM(
+            [
+                "deploy", "smollm2-135m", "--min", String(count), "--max", String(count), "--keep-alive", "-1",
+                "--context", "512",
+            ], home: home, environment: environment)
+        #expect(deploy.status == 0, "\(deploy.stderr)")
+        var instances: [[String: Any]] = []
+        let deadline = ContinuousClock.now + .seconds(90)
+        while ContinuousClock.now < deadline {
+            let (_, deployments) = try await json(server + "/admin/deployments")
+            instances =
+                (deployments as? [[String: Any]])?.flatMap {
+                    (($0["status"] as? [String: Any])?["instances"] as? [[String: Any]]) ?? []
+                } ?? []
+            if instances.count == count, instances.allSatisfy({ $0["state"] as? String == "ready" }) { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        return instances
+    }
+
     @Test func aControllerServesThroughTwoWorkers() async throws {
         let root = try TemporaryDirectory("cluster-cli")
         defer { root.remove() }
@@ -296,21 +321,7 @@ import Testing
         #expect(stranger == 401)
 
         let env = ["SLLM_SERVER": "127.0.0.1:\(controllerPort)"]
-        let deploy = try runSLLM(
-            ["deploy", "smollm2-135m", "--min", "3", "--max", "3", "--keep-alive", "-1", "--context", "512"],
-            home: root.path, environment: env)
-        #expect(deploy.status == 0, "\(deploy.stderr)")
-        var instances: [[String: Any]] = []
-        let deadline = ContinuousClock.now + .seconds(90)
-        while ContinuousClock.now < deadline {
-            let (_, deployments) = try await Self.json(server + "/admin/deployments")
-            instances =
-                (deployments as? [[String: Any]])?.flatMap {
-                    (($0["status"] as? [String: Any])?["instances"] as? [[String: Any]]) ?? []
-                } ?? []
-            if instances.count == 3, instances.allSatisfy({ $0["state"] as? String == "ready" }) { break }
-            try await Task.sleep(for: .milliseconds(200))
-        }
+        let instances = try await Self.deploy(3, server: server, home: root.path, environment: env)
         #expect(Set(instances.compactMap { $0["node"] as? String }) == ["node-a", "node-b", "node-c"], "\(instances)")
         // The checkpoint's partitions (its `data-*` files), as the holder's store has them.
         let directory = root.file("node-a/models/smollm2-135m")
@@ -387,21 +398,7 @@ import Testing
         try await Self.waitForNodes(server) { $0.count == 2 && $0.values.allSatisfy { $0 == "alive" } }
 
         let env = ["SLLM_SERVER": "127.0.0.1:\(controllerPort)"]
-        let deploy = try runSLLM(
-            ["deploy", "smollm2-135m", "--min", "2", "--max", "2", "--keep-alive", "-1", "--context", "512"],
-            home: root.path, environment: env)
-        #expect(deploy.status == 0, "\(deploy.stderr)")
-        var instances: [[String: Any]] = []
-        let deadline = ContinuousClock.now + .seconds(90)
-        while ContinuousClock.now < deadline {
-            let (_, deployments) = try await Self.json(server + "/admin/deployments")
-            instances =
-                (deployments as? [[String: Any]])?.flatMap {
-                    (($0["status"] as? [String: Any])?["instances"] as? [[String: Any]]) ?? []
-                } ?? []
-            if instances.count == 2, instances.allSatisfy({ $0["state"] as? String == "ready" }) { break }
-            try await Task.sleep(for: .milliseconds(200))
-        }
+        let instances = try await Self.deploy(2, server: server, home: root.path, environment: env)
         #expect(Set(instances.compactMap { $0["node"] as? String }) == ["node-a", "node-b"], "\(instances)")
         let directory = root.file("store/models/smollm2-135m")
         let weights = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix("data-") }

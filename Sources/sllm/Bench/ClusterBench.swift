@@ -142,14 +142,12 @@ struct ClusterBench: AsyncParsableCommand {
         for host in workers { try lab.shape(host, rate: link) }
         let storeURL = "http://\(lab.host("store").address):8345"
         let store = try ServerProcess.start(
-            executable: NetworkLab.ip,
-            arguments: lab.command(
-                on: "store",
-                [
-                    sllmExecutablePath(), "store", "serve", "--data-dir", scratch + "/store", "--host",
-                    lab.host("store").address, "--port", "8345",
-                ]
-            ).dropFirst().map { $0 }, log: scratch + "/store.log", banner: "serving on")
+            on: "store", of: lab,
+            [
+                "store", "serve", "--data-dir", scratch + "/store", "--host", lab.host("store").address, "--port",
+                "8345",
+            ],
+            log: scratch + "/store.log")
         defer { store.stop() }
         let http = BenchHTTP()
         defer { try? http.shutdown() }
@@ -211,15 +209,12 @@ struct ClusterBench: AsyncParsableCommand {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let controllerURL = "http://\(lab.host("ctl").address):8343"
         let controller = try ServerProcess.start(
-            executable: NetworkLab.ip,
-            arguments: lab.command(
-                on: "ctl",
-                [
-                    sllmExecutablePath(), "controller", "--data-dir", directory + "/ctl", "--host",
-                    lab.host("ctl").address, "--port", "8343", "--auth", "off", "--default-model", "",
-                    "--token-file", scratch + "/token", "--placement", baseline ? "least-loaded" : policy,
-                ] + (baseline ? ["--no-peer-fetch"] : [])
-            ).dropFirst().map { $0 }, log: directory + "/ctl.log", banner: "serving on")
+            on: "ctl", of: lab,
+            [
+                "controller", "--data-dir", directory + "/ctl", "--host", lab.host("ctl").address, "--port", "8343",
+                "--auth", "off", "--default-model", "", "--token-file", scratch + "/token", "--placement",
+                baseline ? "least-loaded" : policy,
+            ] + (baseline ? ["--no-peer-fetch"] : []), log: directory + "/ctl.log")
         defer { controller.stop() }
         // An instance: the weights and a 256-token KV cache, with room to spare.
         let instanceBytes = weights + (48 << 20)
@@ -239,27 +234,17 @@ struct ClusterBench: AsyncParsableCommand {
         for host in (1...nodes).map({ "node-\($0)" }) {
             processes.append(
                 try ServerProcess.start(
-                    executable: NetworkLab.ip,
-                    arguments: lab.command(
-                        on: host,
-                        [
-                            sllmExecutablePath(), "worker", "--data-dir", directory + "/" + host, "--node", host,
-                            "--host", lab.host(host).address, "--port", "8344", "--controller", controllerURL,
-                            "--token-file", scratch + "/token", "--threads", "1", "--memory-budget",
-                            String(instanceBytes * instancesPerNode), "--cache-dir", directory + "/\(host)-cache",
-                            "--dram-cache", String(weights * dramModels + (16 << 20)), "--remote", storeURL,
-                        ] + (baseline ? ["--no-keep-fetched"] : [])
-                    ).dropFirst().map { $0 }, log: directory + "/\(host).log", banner: "serving on"))
+                    on: host, of: lab,
+                    [
+                        "worker", "--data-dir", directory + "/" + host, "--node", host, "--host",
+                        lab.host(host).address,
+                        "--port", "8344", "--controller", controllerURL, "--token-file", scratch + "/token",
+                        "--threads", "1", "--memory-budget", String(instanceBytes * instancesPerNode), "--cache-dir",
+                        directory + "/\(host)-cache", "--dram-cache", String(weights * dramModels + (16 << 20)),
+                        "--remote", storeURL,
+                    ] + (baseline ? ["--no-keep-fetched"] : []), log: directory + "/\(host).log"))
         }
-        let deadline = ContinuousClock.now + .seconds(60)
-        while try await http.array(.GET, controllerURL + "/admin/nodes").filter({ $0["state"] as? String == "alive" })
-            .count < nodes
-        {
-            guard ContinuousClock.now < deadline else {
-                throw CommandFailure("the workers did not join\(logTail(controller.log))")
-            }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        try await waitForNodes(http, controller: controllerURL, count: nodes, log: controller.log)
         for copy in names {
             _ = try await http.json(
                 .POST, controllerURL + "/admin/deployments",

@@ -70,45 +70,29 @@ struct ScaleOutBench: AsyncParsableCommand {
                 atPath: directory + "/holder/models/\(name)", withDestinationPath: global.store.directory(for: name))
             let controllerURL = "http://\(lab.host("ctl").address):8343"
             let controller = try ServerProcess.start(
-                executable: NetworkLab.ip,
-                arguments: lab.command(
-                    on: "ctl",
-                    [
-                        sllmExecutablePath(), "controller", "--data-dir", directory + "/ctl", "--host",
-                        lab.host("ctl").address, "--port", "8343", "--auth", "off", "--default-model", "",
-                        "--token-file", scratch + "/token",
-                    ]
-                ).dropFirst().map { $0 }, log: directory + "/ctl.log", banner: "serving on")
+                on: "ctl", of: lab,
+                [
+                    "controller", "--data-dir", directory + "/ctl", "--host", lab.host("ctl").address, "--port",
+                    "8343", "--auth", "off", "--default-model", "", "--token-file", scratch + "/token",
+                ], log: directory + "/ctl.log")
             defer { controller.stop() }
             var workers: [ServerProcess] = []
             defer { workers.forEach { $0.stop() } }
             for host in ["holder"] + (1...count).map({ "node-\($0)" }) {
                 workers.append(
                     try ServerProcess.start(
-                        executable: NetworkLab.ip,
-                        arguments: lab.command(
-                            on: host,
-                            [
-                                sllmExecutablePath(), "worker", "--data-dir", directory + "/" + host, "--node", host,
-                                "--host", lab.host(host).address, "--port", "8344", "--controller", controllerURL,
-                                "--token-file", scratch + "/token", "--threads", "1", "--memory-budget", String(budget),
-                                "--cache-dir", directory + "/\(host)-cache", "--dram-cache",
-                                String(weights + (64 << 20)),
-                                "--no-dram-fill",
-                            ]
-                        ).dropFirst().map { $0 }, log: directory + "/\(host).log", banner: "serving on"))
+                        on: host, of: lab,
+                        [
+                            "worker", "--data-dir", directory + "/" + host, "--node", host, "--host",
+                            lab.host(host).address, "--port", "8344", "--controller", controllerURL, "--token-file",
+                            scratch + "/token", "--threads", "1", "--memory-budget", String(budget), "--cache-dir",
+                            directory + "/\(host)-cache", "--dram-cache", String(weights + (64 << 20)),
+                            "--no-dram-fill",
+                        ], log: directory + "/\(host).log"))
             }
             // Every node joined before the deployment, so all k starts are placed at once.
+            try await waitForNodes(http, controller: controllerURL, count: count + 1, log: controller.log)
             let deadline = ContinuousClock.now + .seconds(60)
-            while try await http.array(.GET, controllerURL + "/admin/nodes").filter({
-                $0["state"] as? String == "alive"
-            })
-            .count < count + 1 {
-                guard ContinuousClock.now < deadline else {
-                    throw CommandFailure("the workers did not join\(logTail(controller.log))")
-                }
-                try await Task.sleep(for: .milliseconds(50))
-            }
             _ = try await http.json(
                 .POST, controllerURL + "/admin/deployments",
                 [

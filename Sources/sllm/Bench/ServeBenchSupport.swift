@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Lab
 import NIOCore
 import NIOHTTP1
 
@@ -138,12 +139,34 @@ final class ServerProcess: @unchecked Sendable {
         return ServerProcess(process: process, url: "http://127.0.0.1:\(port)", log: log)
     }
 
+    /// Starts `sllm ARGUMENTS` on a host of `lab` (through `ip netns exec`), waiting for its
+    /// `serving on` banner.
+    static func start(on host: String, of lab: NetworkLab, _ arguments: [String], log: String) throws
+        -> ServerProcess
+    {
+        try start(
+            executable: NetworkLab.ip,
+            arguments: Array(lab.command(on: host, [sllmExecutablePath()] + arguments).dropFirst()),
+            log: log, banner: "serving on")
+    }
+
     func stop() {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGTERM)
         for _ in 0..<400 where process.isRunning { usleep(25_000) }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
+    }
+}
+
+/// Waits until `count` workers are alive at the controller (within a minute).
+func waitForNodes(_ http: BenchHTTP, controller: String, count: Int, log: String) async throws {
+    let deadline = ContinuousClock.now + .seconds(60)
+    while try await http.array(.GET, controller + "/admin/nodes").filter({ $0["state"] as? String == "alive" }).count
+        < count
+    {
+        guard ContinuousClock.now < deadline else { throw CommandFailure("the workers did not join\(logTail(log))") }
+        try await Task.sleep(for: .milliseconds(50))
     }
 }
 
