@@ -90,8 +90,9 @@ actor Deployment {
     /// Load progress of instances being started, written from loader threads.
     private nonisolated let progress = Mutex<[String: Double]>([:])
     private var deleted = false
-    /// A retry of the minimum after a start failed (a node full for now, a worker lost), and the
-    /// wait before the next one: 1 s, doubled after each failure up to a minute, reset by a start.
+    /// A retry of the minimum after a start failed (a load error, its node lost twice, no room
+    /// within `roomWait`), and the wait before the next one: 1 s, doubled after each failure up
+    /// to a minute, reset by a start.
     private var minimumRetry: Task<Void, Never>?
     private var retryDelay = Deployment.firstRetry
     static let firstRetry = Duration.seconds(1)
@@ -519,8 +520,8 @@ actor Deployment {
     }
 
     /// Below the minimum after a failed start: the minimum is started again after a backoff (as
-    /// Kubernetes retries a pod it could not schedule), so a deployment of three whose node was
-    /// full for a moment does not stay at two.
+    /// Kubernetes retries a pod that failed), so a deployment of three whose start failed once
+    /// does not stay at two.
     private func retryMinimumLater() {
         guard !deleted, machine.belowMinimum, minimumRetry == nil else { return }
         let delay = retryDelay

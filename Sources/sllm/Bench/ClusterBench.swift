@@ -348,7 +348,7 @@ struct ClusterBench: AsyncParsableCommand {
     func report(_ runs: [Run], policies: [String]) {
         print("")
         print(
-            "POLICY         COLD TTFT p50    COLD TTFT p99    ALL TTFT p99     COLD STARTS  FAILED  LOADED FROM (dram/ssd/peer/remote)           FETCHED (peer/remote)"
+            "POLICY         COLD TTFT p50          COLD TTFT p99          ALL TTFT p99           COLD STARTS  FAILED  LOADED FROM (dram/ssd/peer/remote)           FETCHED (peer/remote)"
         )
         var coldP99: [String: Double] = [:]
         for policy in policies {
@@ -390,6 +390,6 @@ struct ClusterBench: AsyncParsableCommand {
             sample.values.count > 1
             ? String(format: "%.3f (%.3f–%.3f)", sample.median, sample.minimum, sample.maximum)
             : String(format: "%.3f s", sample.median)
-        return text.padding(toLength: 16, withPad: " ", startingAt: 0)
+        return text.padding(toLength: 22, withPad: " ", startingAt: 0)
     }
 }
