@@ -132,11 +132,7 @@ public final class LocalWorker: Worker {
             let (index, files) = try await loader.remoteDescription(
                 of: model, files: Set(Tokenizer.checkpointFileNames))
         {
-            return ModelFacts(
-                name: model, architecture: index.config.architecture, contextLength: index.config.contextLength,
-                weightBytes: index.partitions.reduce(0) { $0 + $1.byteCount },
-                kvBytesPerPosition: Engine.kvBytesPerPosition(index.config),
-                index: index, tokenizerFiles: files.mapValues { Data($0) })
+            return Self.facts(of: model, index: index, tokenizerFiles: files.mapValues { Data($0) })
         }
         return try await runBlocking {
             let reader = try store.reader(for: model)
@@ -145,12 +141,17 @@ public final class LocalWorker: Worker {
             for file in index.files where Tokenizer.checkpointFileNames.contains(file.name) {
                 files[file.name] = Data(try reader.fileContents(file.name))
             }
-            return ModelFacts(
-                name: model, architecture: index.config.architecture, contextLength: index.config.contextLength,
-                weightBytes: index.partitions.reduce(0) { $0 + $1.byteCount },
-                kvBytesPerPosition: Engine.kvBytesPerPosition(index.config),
-                index: index, tokenizerFiles: files)
+            return Self.facts(of: model, index: index, tokenizerFiles: files)
         }
+    }
+
+    /// A model's facts from its checkpoint's index and tokenizer files.
+    private static func facts(of model: ModelName, index: CheckpointIndex, tokenizerFiles: [String: Data]) -> ModelFacts
+    {
+        ModelFacts(
+            name: model, architecture: index.config.architecture, contextLength: index.config.contextLength,
+            weightBytes: index.partitions.reduce(0) { $0 + $1.byteCount },
+            kvBytesPerPosition: Engine.kvBytesPerPosition(index.config), index: index, tokenizerFiles: tokenizerFiles)
     }
 
     public func resolve(_ source: String) async throws -> SourceResolution {

@@ -89,7 +89,6 @@ struct ClusterBench: AsyncParsableCommand {
     struct Outcome {
         var seconds: Double
         var cold: Bool
-        var tier: String?
         var failure: String?
     }
 
@@ -301,16 +300,12 @@ struct ClusterBench: AsyncParsableCommand {
             guard response.status == .ok else {
                 let message = ((json?["error"] as? [String: Any])?["message"] as? String) ?? ""
                 return Outcome(
-                    seconds: seconds, cold: false, tier: nil,
-                    failure: "HTTP \(response.status.code) \(message.prefix(80))")
+                    seconds: seconds, cold: false, failure: "HTTP \(response.status.code) \(message.prefix(80))")
             }
             let timings = json?["timings"] as? [String: Any]
-            return Outcome(
-                seconds: seconds, cold: timings?["cold_start"] as? Bool ?? false, tier: timings?["tier"] as? String,
-                failure: nil)
+            return Outcome(seconds: seconds, cold: timings?["cold_start"] as? Bool ?? false, failure: nil)
         } catch {
-            return Outcome(
-                seconds: (ContinuousClock.now - started) / .seconds(1), cold: false, tier: nil, failure: "\(error)")
+            return Outcome(seconds: (ContinuousClock.now - started) / .seconds(1), cold: false, failure: "\(error)")
         }
     }
 
