@@ -217,20 +217,39 @@ public final class Engine: @unchecked Sendable {
     public func reuse(_ sequence: EngineSequence, prompt: [Int], sampling: SamplingParameters) throws(EngineError)
         -> Int
     {
-        guard !prompt.isEmpty else { throw EngineError(.invalidInput, "a sequence needs at least one token") }
-        try validate(prompt)
-        guard prompt.count <= sequence.capacity else {
-            throw EngineError(.contextOverflow, "\(prompt.count) tokens do not fit the context of \(sequence.capacity)")
-        }
-        var common = 0
-        let limit = min(prompt.count, sequence.tokens.count)
-        while common < limit && prompt[common] == sequence.tokens[common] { common += 1 }
-        truncate(sequence, to: common)
-        sequence.append(Array(prompt[common...]))
+        try replaceTokens(of: sequence, with: prompt)
         sequence.sampler = Sampler(parameters: sampling)
-        sequence.timings = SequenceTimings()
         sequence.promptCount = prompt.count
         return sequence.cachedCount
+    }
+
+    /// Continues `snapshot` on a sequence that holds a prefix of its tokens (a migration's target
+    /// warmed with an earlier snapshot of the same sequence): only the tokens beyond the shared
+    /// prefix are computed, and the sequence goes on exactly as `makeSequence(snapshot:)` would.
+    ///
+    /// - Returns: how many of the snapshot's tokens are reused from the cache.
+    @discardableResult
+    public func reuse(_ sequence: EngineSequence, snapshot: SequenceSnapshot) throws(EngineError) -> Int {
+        try replaceTokens(of: sequence, with: snapshot.tokens)
+        sequence.sampler = Sampler(state: snapshot.sampler)
+        sequence.promptCount = min(max(0, snapshot.promptCount), snapshot.tokens.count)
+        return sequence.cachedCount
+    }
+
+    /// Makes `tokens` the sequence's tokens, keeping the KV cache of the prefix they share with
+    /// what it holds; timings start afresh.
+    private func replaceTokens(of sequence: EngineSequence, with tokens: [Int]) throws(EngineError) {
+        guard !tokens.isEmpty else { throw EngineError(.invalidInput, "a sequence needs at least one token") }
+        try validate(tokens)
+        guard tokens.count <= sequence.capacity else {
+            throw EngineError(.contextOverflow, "\(tokens.count) tokens do not fit the context of \(sequence.capacity)")
+        }
+        var common = 0
+        let limit = min(tokens.count, sequence.tokens.count)
+        while common < limit && tokens[common] == sequence.tokens[common] { common += 1 }
+        truncate(sequence, to: common)
+        sequence.append(Array(tokens[common...]))
+        sequence.timings = SequenceTimings()
     }
 
     /// Computes every pending token of `sequences` (the KV cache catches up; nothing is sampled).

@@ -11,7 +11,9 @@ public struct DeploymentStateMachine {
     public typealias InstanceID = String
 
     public enum InstanceState: String, Sendable {
-        case starting, ready, stopping
+        /// Draining: being migrated away (its jobs move to a new instance); it takes no new
+        /// requests and stops once the migration succeeded and its last job left or ended.
+        case starting, ready, draining, stopping
     }
 
     /// Set by `deleteAll`: from then on nothing starts.
@@ -26,6 +28,9 @@ public struct DeploymentStateMachine {
         public internal(set) var keepAliveOverride: KeepAlive?
         /// Order of creation (scale-down stops the newest idle first).
         var serial: Int
+        /// While draining: the instance its jobs move to, until the migration ends (it does not
+        /// stop meanwhile, even with no job left: a job whose target failed comes back to it).
+        public internal(set) var migratingTo: InstanceID?
     }
 
     public enum Action: Equatable, Sendable {
@@ -61,8 +66,8 @@ public struct DeploymentStateMachine {
     public var inFlight: Int { instances.values.reduce(0) { $0 + $1.inFlight } }
     public var queueDepth: Int { waiting.count }
     public func count(_ state: InstanceState) -> Int { instances.values.filter { $0.state == state }.count }
-    /// Instances that count toward capacity (not stopping).
-    private var live: Int { instances.values.filter { $0.state != .stopping }.count }
+    /// Instances that count toward capacity (not stopping; not draining, whose target counts).
+    private var live: Int { instances.values.filter { $0.state != .stopping && $0.state != .draining }.count }
 
     // MARK: - Events
 
@@ -134,6 +139,7 @@ public struct DeploymentStateMachine {
         instance.inFlight -= 1
         if let keepAlive { instance.keepAliveOverride = keepAlive }
         instances[id] = instance
+        if instance.state == .draining { return stopIfDrained(id) }
         if let waiter = waiting.first, instance.state == .ready {
             waiting.removeFirst()
             return [take(id, for: waiter)]
@@ -195,6 +201,60 @@ public struct DeploymentStateMachine {
         guard let instance = instances[id], instance.state == .ready, instance.inFlight == 0 else { return false }
         instances[id]!.state = .stopping
         return true
+    }
+
+    // MARK: - Live migration
+
+    /// A live migration of `source` begins: a new instance (the returned id, `starting`) is to
+    /// start and take its jobs over; the source takes no new requests meanwhile (requests wait
+    /// for the target, or go to other instances). Nil when the source is not ready.
+    public mutating func beginMigration(from source: InstanceID) -> InstanceID? {
+        guard !isDeleted, let instance = instances[source], instance.state == .ready else { return nil }
+        let target = makeID()
+        nextSerial += 1
+        instances[target] = Instance(state: .starting, serial: nextSerial)
+        instances[source]!.state = .draining
+        instances[source]!.timerToken += 1
+        instances[source]!.migratingTo = target
+        return target
+    }
+
+    /// One job moved between instances: to a migration's target at hand-over, or back to the
+    /// source when the target failed before continuing it.
+    public mutating func jobMoved(from: InstanceID, to: InstanceID) -> [Action] {
+        guard instances[from] != nil, instances[to] != nil else { return [] }
+        instances[from]!.inFlight -= 1
+        instances[to]!.inFlight += 1
+        instances[to]!.timerToken += 1
+        switch instances[from]!.state {
+        case .draining: return stopIfDrained(from)
+        case .ready: return becameIdle(from)
+        case .starting, .stopping: return []
+        }
+    }
+
+    /// The migration of `source` ended. Succeeded: the target serves as a ready instance, and the
+    /// source stops once no job is left on it (one that reached it before the migration began
+    /// runs to its end there). Failed: the source serves again; the owner disposes of the target
+    /// (`instanceFailed` when it never started, `instanceStarted` when it holds moved jobs,
+    /// a stop when it broke).
+    public mutating func endMigration(from source: InstanceID, to target: InstanceID, succeeded: Bool) -> [Action] {
+        var actions: [Action] = []
+        if succeeded, instances[target]?.state == .starting { actions += instanceStarted(target) }
+        guard let instance = instances[source], instance.state == .draining else { return actions }
+        instances[source]!.migratingTo = nil
+        if succeeded { return actions + stopIfDrained(source) }
+        instances[source]!.state = .ready
+        actions += drainQueue()
+        return actions + becameIdle(source)
+    }
+
+    private mutating func stopIfDrained(_ id: InstanceID) -> [Action] {
+        guard let instance = instances[id], instance.state == .draining, instance.migratingTo == nil,
+            instance.inFlight == 0
+        else { return [] }
+        instances[id]!.state = .stopping
+        return [.stop(id)]
     }
 
     // MARK: - Rules

@@ -45,6 +45,7 @@ import Testing
             switch event {
             case .token(let output): if output.token >= 0 { tokens.append(output.token) }
             case .finished(let done): summary = done
+            case .detached: Issue.record("a job nobody migrated was detached")
             }
         }
         return (tokens, summary)
@@ -112,6 +113,33 @@ import Testing
         let tail = try await Self.collect(remote.run(resumed, on: "a"))
         #expect(Array(taken.tokens[taken.promptCount...]) + tail.tokens == wire.tokens)
         #expect(await remote.snapshot(job: "moved", on: "nowhere") == nil)
+
+        // A migration's calls over the wire: warm the job's tokens, detach it (its stream ends
+        // with the snapshot), continue it from there: the same sequence again.
+        var handed: [Int] = []
+        var detached: SequenceSnapshot?
+        var warm: WarmReport?
+        for try await event in remote.run(Self.job("handed"), on: "a") {
+            switch event {
+            case .token(let output):
+                handed.append(output.token)
+                if handed.count == 6, let taken = await remote.snapshot(job: "handed", on: "a") {
+                    warm = try await remote.warm(taken.tokens, on: "a")
+                    #expect(await remote.detach(job: "handed", on: "a"))
+                }
+            case .detached(let snapshot): detached = snapshot
+            case .finished: Issue.record("a detached job does not finish where it was")
+            }
+        }
+        let hand = try #require(detached)
+        #expect(Array(hand.tokens[hand.promptCount...]) == handed)
+        #expect(warm.map { $0.tokens > Self.prompt.count && $0.computed > 0 } == true)
+        var continued = Self.job("handed-on")
+        continued.resume = hand
+        let rest = try await Self.collect(remote.run(continued, on: "a"))
+        #expect(handed + rest.tokens == wire.tokens)
+        #expect(await remote.detach(job: "handed", on: "a") == false)
+        await #expect(throws: ServingError.self) { try await remote.warm([1, 2], on: "nowhere") }
 
         // A job on an instance that is not there: the worker's own error, not a hang.
         await #expect {
@@ -246,7 +274,8 @@ import Testing
             .inventory, .modelFacts(try ModelName("smollm2-135m")), .resolve("smollm2-135m"),
             .evict(try ModelName("smollm2-135m"), .dram), .stopInstance("none"),
             .run(Self.job("j"), instance: "none"), .cancel(job: "j", instance: "none"),
-            .snapshot(job: "j", instance: "none"), .verifyCache(nil),
+            .snapshot(job: "j", instance: "none"), .verifyCache(nil), .warm([1, 2, 3], instance: "none"),
+            .detach(job: "j", instance: "none"),
         ]
         let bodies = try seeds.map { try JSONEncoder.wire.encode($0) }
         var random = SeededGenerator(seed: 0xC0FFEE)

@@ -453,3 +453,67 @@ extension KeepAlive {
         }
     }
 }
+
+/// Live migration's rules: the source drains (no new requests) while its target starts; jobs
+/// move one by one; the source stops only once the migration succeeded and it is empty; a failed
+/// migration leaves the source serving.
+@Suite struct MigrationStateTests {
+    func machine() -> DeploymentStateMachine {
+        var settings = ScalingSettings()
+        settings.targetConcurrency = 2
+        settings.maxInstances = 1
+        var next = 0
+        return DeploymentStateMachine(settings: settings) {
+            next += 1
+            return "i\(next)"
+        }
+    }
+
+    @Test func jobsMoveAndTheSourceStopsOnceTheMigrationSucceeded() {
+        var m = machine()
+        _ = m.requestArrived(1)
+        #expect(m.instanceStarted("i1") == [.dispatch(1, "i1")])
+        #expect(m.requestArrived(2) == [.dispatch(2, "i1")])
+        #expect(m.beginMigration(from: "i1") == "i2")
+        #expect(m.instances["i1"]?.state == .draining && m.instances["i2"]?.state == .starting)
+        #expect(m.beginMigration(from: "i1") == nil, "a draining instance does not migrate twice")
+        #expect(m.beginMigration(from: "i2") == nil, "nor does one still starting")
+        // A request arriving meanwhile waits for the target (the source takes none).
+        #expect(m.requestArrived(3) == [])
+        #expect(m.jobMoved(from: "i1", to: "i2") == [])
+        // Empty, but its migration has not ended: a job may still come back to it.
+        #expect(m.jobMoved(from: "i1", to: "i2") == [])
+        #expect(m.instances["i1"]?.state == .draining && m.instances["i2"]?.inFlight == 2)
+        #expect(m.endMigration(from: "i1", to: "i2", succeeded: true) == [.stop("i1")])
+        #expect(m.instances["i2"]?.state == .ready)
+        #expect(m.requestFinished(on: "i2", keepAlive: nil) == [.dispatch(3, "i2")])
+    }
+
+    @Test func aJobThatReachedTheSourceLateEndsThereAndThenItStops() {
+        var m = machine()
+        _ = m.requestArrived(1)
+        _ = m.instanceStarted("i1")
+        _ = m.requestArrived(2)
+        #expect(m.beginMigration(from: "i1") == "i2")
+        #expect(m.jobMoved(from: "i1", to: "i2") == [])
+        #expect(m.endMigration(from: "i1", to: "i2", succeeded: true) == [])
+        #expect(m.instances["i1"]?.state == .draining)
+        #expect(m.requestFinished(on: "i1", keepAlive: nil) == [.stop("i1")])
+    }
+
+    @Test func aFailedMigrationLeavesTheSourceServing() {
+        var m = machine()
+        _ = m.requestArrived(1)
+        _ = m.instanceStarted("i1")
+        #expect(m.beginMigration(from: "i1") == "i2")
+        #expect(m.requestArrived(2) == [])
+        // The target took a job, which came back when it failed before continuing it.
+        #expect(m.jobMoved(from: "i1", to: "i2") == [])
+        #expect(m.jobMoved(from: "i2", to: "i1") == [])
+        #expect(m.endMigration(from: "i1", to: "i2", succeeded: false) == [.dispatch(2, "i1")])
+        #expect(m.instances["i1"]?.state == .ready && m.instances["i1"]?.inFlight == 2)
+        #expect(m.instanceFailed("i2", reason: "gone") == [])
+        #expect(m.instances["i2"] == nil)
+        #expect(m.requestFinished(on: "i1", keepAlive: nil) == [])
+    }
+}

@@ -43,8 +43,8 @@ public final class RemoteWorker: Worker {
     static func timeout(of call: WorkerCall) -> TimeAmount {
         switch call {
         case .inventory: .seconds(5)
-        case .modelFacts, .resolve, .stopInstance, .cancel, .snapshot: .seconds(60)
-        case .prefetch, .evict, .verifyCache, .pull, .startInstance, .run: .minutes(10)
+        case .modelFacts, .resolve, .stopInstance, .cancel, .snapshot, .detach: .seconds(60)
+        case .prefetch, .evict, .verifyCache, .pull, .startInstance, .run, .warm: .minutes(10)
         }
     }
 
@@ -215,6 +215,17 @@ public final class RemoteWorker: Worker {
             logger.warning(
                 "cannot snapshot a job", metadata: ["node": "\(node)", "job": "\(job)", "error": "\(error)"])
             return nil
+        }
+    }
+
+    public func warm(_ tokens: [Int], on instance: String) async throws -> WarmReport {
+        try await call(.warm(tokens, instance: instance), as: WarmReport.self)
+    }
+
+    public func detach(job: String, on instance: String) async -> Bool {
+        do { return try await call(.detach(job: job, instance: instance), as: Bool.self) } catch {
+            logger.warning("cannot detach a job", metadata: ["node": "\(node)", "job": "\(job)", "error": "\(error)"])
+            return false
         }
     }
 

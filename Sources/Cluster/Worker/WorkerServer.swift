@@ -82,6 +82,10 @@ public struct WorkerRoutes: Sendable {
             return Self.reply(WireReply.value(WireDone()))
         case .snapshot(let job, let instance):
             return Self.reply(WireReply.value(await worker.snapshot(job: job, on: instance)))
+        case .warm(let tokens, let instance):
+            return await Self.unary { try await worker.warm(tokens, on: instance) }
+        case .detach(let job, let instance):
+            return Self.reply(WireReply.value(await worker.detach(job: job, on: instance)))
         }
     }
 

@@ -15,7 +15,7 @@ import Store
 /// `sllm-worker-protocol` header and its answer names the worker's; a mismatch is refused with a
 /// message saying to run one sllm version across the cluster.
 public enum WorkerWire {
-    public static let version = 2
+    public static let version = 3
     public static let versionHeader = "sllm-worker-protocol"
     public static let callPath = "/worker/v1/call"
     /// The largest call body a worker reads (a generation job carries its prompt's token ids).
@@ -48,6 +48,8 @@ enum WorkerCall: Codable, Sendable {
     case run(GenerationJob, instance: String)
     case cancel(job: String, instance: String)
     case snapshot(job: String, instance: String)
+    case warm([Int], instance: String)
+    case detach(job: String, instance: String)
 
     /// Its name in logs.
     var name: String {
@@ -64,6 +66,8 @@ enum WorkerCall: Codable, Sendable {
         case .run: "run"
         case .cancel: "cancel"
         case .snapshot: "snapshot"
+        case .warm: "warm"
+        case .detach: "detach"
         }
     }
 }

@@ -52,6 +52,16 @@ struct AdminRoutes: Sendable {
             }
             return try encode(rows)
         }
+        // Live migration: the instance's jobs continue on a new instance on `node` (or the
+        // scheduler's choice); answers once every job was handed over.
+        routes.add(.post, "admin/instances/{id}/migrate", .admin) { request, context in
+            let id = try context.parameters.require("id")
+            let body = try await decode(MigrateRequest.self, from: request, allowEmpty: true)
+            if let node = body.node, node.isEmpty || node.utf8.count > 253 {
+                throw ServingError(.invalidRequest, "`node` must name a node (1 to 253 bytes)", param: "node")
+            }
+            return try encode(try await registry.migrate(instance: id, to: body.node.map(NodeID.init)))
+        }
         routes.add(.get, "admin/nodes", .admin) { _, _ in try encode(await registry.nodeReports()) }
         // The scheduler's latest decisions, newest first (`?limit=N`, default 50, at most 1000).
         routes.add(.get, "admin/decisions", .admin) { request, _ in
@@ -130,6 +140,11 @@ struct CacheVerifyRequest: Decodable {
 struct CacheVerifyReport: Encodable {
     var verified: [DRAMVerification]
     var corrupt: [String]
+}
+
+/// `POST /admin/instances/{id}/migrate`: the node to move to (none: the scheduler picks).
+struct MigrateRequest: Decodable {
+    var node: String?
 }
 
 struct KeyRequest: Decodable {

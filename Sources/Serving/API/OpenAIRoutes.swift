@@ -236,6 +236,8 @@ struct OpenAIRoutes: Sendable {
                         if output.token >= 0 { tokens.append(output) }
                     case .finished(let done):
                         summary = done
+                    case .detached:
+                        break  // the deployment's run continues a migrated job; it never yields this
                     }
                 }
                 break
@@ -341,6 +343,8 @@ struct OpenAIRoutes: Sendable {
                                 ? "{\"content\":" + JSONWriter.quote(output.text) + "}" : output.text
                             let choice = streamedChoice(prepared.kind, content, logprobs: logprobs, finish: nil)
                             try await send(chunk(prepared, object: chunkObject, choice: choice), to: &writer)
+                        case .detached:
+                            continue  // the deployment's run continues a migrated job; it never yields this
                         case .finished(let done):
                             summary = done
                             let choice = streamedChoice(

@@ -1,4 +1,5 @@
 import Checkpoint
+import Engine
 public import Foundation
 import Logging
 public import Scheduling
@@ -95,6 +96,29 @@ actor Deployment {
     /// to a minute, reset by a start.
     private var minimumRetry: Task<Void, Never>?
     private var retryDelay = Deployment.firstRetry
+    /// Jobs running through `run`, by the instance they run on (what a migration moves).
+    private var jobs: [String: Set<String>] = [:]
+    /// Where a job continues once its instance detached it (set by a migration before detaching).
+    private var moves: [String: Lease] = [:]
+    /// Hand-overs a migration waits for, by job: expected, awaited, or already reported.
+    private var handovers: [String: HandoverSlot] = [:]
+
+    private enum HandoverSlot {
+        case expected
+        case awaited(CheckedContinuation<Handover, Never>)
+        case reported(Handover)
+    }
+
+    /// How one job's hand-over went.
+    enum Handover: Sendable {
+        /// It continues on the target; the client's stream paused this long between the last
+        /// token from the source and the first from the target.
+        case continued(pauseSeconds: Double)
+        /// The target failed before continuing it: it continues on the source.
+        case cameBack
+        /// It ended before continuing anywhere (its client went away, or both instances failed).
+        case ended
+    }
     static let firstRetry = Duration.seconds(1)
     static let lastRetry = Duration.seconds(60)
 
@@ -208,12 +232,49 @@ actor Deployment {
     > {
         let (events, output) = AsyncThrowingStream.makeStream(of: GenerationEvent.self, throwing: (any Error).self)
         let task = Task {
+            var lease = lease
+            var job = job
             var failure: (any Error)?
-            do {
-                for try await event in lease.node.worker.run(job, on: lease.instance.id) { output.yield(event) }
-            } catch {
-                failure = error
+            await self.jobBegan(job.id, on: lease.instance.id)
+            var lastEvent = ContinuousClock.now
+            // After a hand-over, until the target's first event: the lease it came from.
+            var handedFrom: Lease?
+            while true {
+                var detached: SequenceSnapshot?
+                failure = nil
+                do {
+                    for try await event in lease.node.worker.run(job, on: lease.instance.id) {
+                        if case .detached(let snapshot) = event {
+                            detached = snapshot
+                            continue
+                        }
+                        if handedFrom != nil {
+                            handedFrom = nil
+                            await self.reportHandover(job.id, .continued(pauseSeconds: seconds(since: lastEvent)))
+                        }
+                        output.yield(event)
+                        lastEvent = .now
+                    }
+                } catch {
+                    failure = error
+                }
+                // The target failed before continuing the job: the source kept its KV cache and
+                // continues it, as if nothing had happened.
+                if failure != nil, let source = handedFrom, !Task.isCancelled,
+                    await self.moveBack(job.id, from: lease, to: source)
+                {
+                    handedFrom = nil
+                    await self.reportHandover(job.id, .cameBack)
+                    lease = source
+                    continue
+                }
+                guard failure == nil, let snapshot = detached, let next = await self.handOver(job.id, from: lease)
+                else { break }
+                job.resume = snapshot
+                handedFrom = lease
+                lease = next
             }
+            await self.jobEnded(job.id, on: lease.instance.id)
             await self.release(lease, keepAlive: keepAlive)
             if let kind = (failure as? ServingError)?.kind, kind == .instanceFailed || kind == .workerLost {
                 await self.instanceBroke(lease.instance.id, failure!)
@@ -224,6 +285,53 @@ actor Deployment {
             if case .cancelled = termination { task.cancel() }
         }
         return events
+    }
+
+    private func jobBegan(_ job: String, on instance: String) {
+        jobs[instance, default: []].insert(job)
+    }
+
+    private func jobEnded(_ job: String, on instance: String) {
+        jobs[instance]?.remove(job)
+        if jobs[instance]?.isEmpty == true { jobs[instance] = nil }
+        reportHandover(job, .ended)
+    }
+
+    /// A job its instance detached continues where the migration put it; nil when none did
+    /// (the job then ends).
+    private func handOver(_ job: String, from lease: Lease) -> Lease? {
+        guard let next = moves.removeValue(forKey: job) else { return nil }
+        jobs[lease.instance.id]?.remove(job)
+        jobs[next.instance.id, default: []].insert(job)
+        perform(machine.jobMoved(from: lease.instance.id, to: next.instance.id))
+        return next
+    }
+
+    /// A job whose target failed goes back to its source, when the source still runs.
+    private func moveBack(_ job: String, from target: Lease, to source: Lease) -> Bool {
+        guard started[source.instance.id] != nil, machine.instances[source.instance.id] != nil else { return false }
+        jobs[target.instance.id]?.remove(job)
+        jobs[source.instance.id, default: []].insert(job)
+        perform(machine.jobMoved(from: target.instance.id, to: source.instance.id))
+        return true
+    }
+
+    private func reportHandover(_ job: String, _ outcome: Handover) {
+        switch handovers[job] {
+        case nil, .reported: return
+        case .expected: handovers[job] = .reported(outcome)
+        case .awaited(let waiter):
+            handovers[job] = nil
+            waiter.resume(returning: outcome)
+        }
+    }
+
+    private func handover(of job: String) async -> Handover {
+        if case .reported(let outcome)? = handovers[job] {
+            handovers[job] = nil
+            return outcome
+        }
+        return await withCheckedContinuation { handovers[job] = .awaited($0) }
     }
 
     /// Gives up a queued ticket (the client went away). A slot granted meanwhile is returned.
@@ -298,6 +406,9 @@ actor Deployment {
         await stopNow(id)
         return freed
     }
+
+    /// Whether `id` is one of this deployment's instances.
+    func runs(_ id: String) -> Bool { machine.instances[id] != nil }
 
     /// The instances placed on `node` (running or starting).
     func instances(on node: NodeID) -> Set<String> {
@@ -453,15 +564,17 @@ actor Deployment {
     /// How long a start waits for memory held by busy instances to free up.
     static let roomWait = Duration.seconds(120)
 
-    /// One try at starting `id`: nil when it started (or was dropped meanwhile), else why not.
-    private func startOnce(_ id: String) async -> ServingError? {
+    /// One try at starting `id`: nil when it started (or was dropped meanwhile), else why not. A
+    /// migration's target (`placing` names its node, or the node to avoid) is not announced to
+    /// the state machine: it becomes ready when the migration ends.
+    private func startOnce(_ id: String, placing target: MigrationTarget? = nil) async -> ServingError? {
         let sizing = self.sizing
         var instanceSpec = InstanceSpec(id: id, deployment: name, model: facts.name, sizing: sizing)
         let placement: NodePool.Placed
         do {
             placement = try await pool.place(
                 facts.name, checkpointBytes: facts.weightBytes, memoryBytes: sizing.totalBytes, for: name,
-                instance: id)
+                instance: id, on: target?.node, avoiding: target?.avoiding)
             placed[id] = placement
             instanceSpec.sources = placement.sources
             instanceSpec.spread = placement.spread
@@ -508,7 +621,7 @@ actor Deployment {
                 return ServingError(.workerLost, "node \(placement.node.id) was lost as instance \(id) started")
             }
             retryDelay = Self.firstRetry
-            perform(machine.instanceStarted(id), coldStart: true)
+            if target == nil { perform(machine.instanceStarted(id), coldStart: true) }
             return nil
         } catch {
             await pool.loaded(placement)
@@ -517,6 +630,133 @@ actor Deployment {
             await releaseMemory(of: id)
             return ServingError(error)
         }
+    }
+
+    // MARK: - Live migration
+
+    /// Where a migration's target is placed.
+    struct MigrationTarget {
+        /// The node an operator named (nil: the scheduler's choice).
+        var node: NodeID?
+        /// The source's node.
+        var avoiding: NodeID
+    }
+
+    /// Stage 1 repeats while a sequence grew by more than this many tokens since it was warmed.
+    static let migrationDelta = 8
+    static let migrationRounds = 4
+
+    /// Moves a running instance to another node without interrupting its jobs (ServerlessLLM's
+    /// live migration, by tokens): a new instance starts on `node` (or where the scheduler places
+    /// it, on another node); stage 1 warms it with each running job's tokens while the source
+    /// keeps generating, again while a job grew by more than ``migrationDelta`` tokens; stage 2
+    /// detaches each job from the source between two steps and continues it on the target from
+    /// its snapshot, which computes only the tokens since the last warm. Each client's stream
+    /// goes on with no token lost, repeated or changed. Requests arriving meanwhile wait for the
+    /// target or go to other instances. The source stops once its jobs have left.
+    ///
+    /// A job that ends meanwhile is dropped from the set. Should the target fail before the
+    /// hand-over, the source serves on as if nothing happened; a job whose target fails before
+    /// continuing it comes back to the source, which kept its KV cache.
+    func migrate(_ source: String, to node: NodeID?) async throws(ServingError) -> MigrationReport {
+        let began = ContinuousClock.now
+        guard started[source] != nil, let sourceNode = placed[source]?.node else {
+            throw ServingError(.notFound, "deployment `\(name)` has no running instance \(source)", param: "instance")
+        }
+        if let node, node == sourceNode.id {
+            throw ServingError(.invalidRequest, "instance \(source) runs on \(node) already", param: "node")
+        }
+        guard let target = machine.beginMigration(from: source) else {
+            let state = machine.instances[source]?.state.rawValue ?? "gone"
+            throw ServingError(.conflict, "instance \(source) is \(state); only a ready instance can migrate")
+        }
+        logger.info(
+            "deployment \(name): migrating instance \(source) from \(sourceNode.id) to \(node?.rawValue ?? "the scheduler's choice") as \(target)"
+        )
+        updateGauges()
+        progress.withLock { $0[target] = 0 }
+        if let failure = await startOnce(target, placing: MigrationTarget(node: node, avoiding: sourceNode.id)) {
+            perform(machine.endMigration(from: source, to: target, succeeded: false))
+            perform(machine.instanceFailed(target, reason: failure.message))
+            logger.warning("deployment \(name): migration of \(source) abandoned: its target did not start: \(failure)")
+            throw failure
+        }
+        guard let targetInfo = started[target], let targetNode = placed[target]?.node else {
+            perform(machine.endMigration(from: source, to: target, succeeded: false))
+            throw ServingError(.unavailable, "the migration's target \(target) stopped as it started")
+        }
+        var report = MigrationReport(
+            instance: source, target: target, from: sourceNode.id, to: targetNode.id, tier: targetInfo.tier,
+            loadSeconds: targetInfo.loadSeconds + targetInfo.engineInitSeconds)
+
+        // Stage 1: the target computes each job's tokens while the source goes on.
+        let warmBegan = ContinuousClock.now
+        var warmed: [String: Int] = [:]
+        do {
+            var grown = Int.max
+            while grown > Self.migrationDelta && report.rounds < Self.migrationRounds {
+                report.rounds += 1
+                grown = 0
+                for job in (jobs[source] ?? []).sorted() {
+                    guard let snapshot = await sourceNode.worker.snapshot(job: job, on: source) else { continue }
+                    grown = max(grown, snapshot.tokens.count - (warmed[job] ?? 0))
+                    let warm = try await targetNode.worker.warm(snapshot.tokens, on: target)
+                    warmed[job] = snapshot.tokens.count
+                    report.warmedTokens += warm.computed
+                }
+            }
+        } catch {
+            // The source never paused: it serves on; the target is given up.
+            report.warmSeconds = seconds(since: warmBegan)
+            perform(machine.endMigration(from: source, to: target, succeeded: false))
+            await stopNow(target)
+            let failure = ServingError(error)
+            logger.warning("deployment \(name): migration of \(source) abandoned while warming its target: \(failure)")
+            throw ServingError(failure.kind, "the migration's target failed while warming: \(failure.message)")
+        }
+        report.warmSeconds = seconds(since: warmBegan)
+
+        // Stage 2: each job leaves the source between two steps and continues on the target.
+        let targetLease = Lease(instance: targetInfo, node: targetNode, waitedSeconds: 0, coldStart: false)
+        var handing: [String] = []
+        for job in (jobs[source] ?? []).sorted() {
+            moves[job] = targetLease
+            handovers[job] = .expected
+            if await sourceNode.worker.detach(job: job, on: source) {
+                handing.append(job)
+            } else {
+                // It ended meanwhile (or had not reached the batch yet: it runs to its end there).
+                moves[job] = nil
+                handovers[job] = nil
+                report.endedMeanwhile += 1
+            }
+        }
+        for job in handing {
+            switch await handover(of: job) {
+            case .continued(let pause):
+                report.moved += 1
+                report.longestPauseSeconds = max(report.longestPauseSeconds, pause)
+            case .cameBack: report.cameBack += 1
+            case .ended: report.endedMeanwhile += 1
+            }
+        }
+        let succeeded = report.cameBack == 0 && started[target] != nil
+        perform(machine.endMigration(from: source, to: target, succeeded: succeeded))
+        if !succeeded, started[target] != nil {
+            // Jobs that did move keep running there: the target serves as an instance of its own.
+            perform(machine.instanceStarted(target))
+        }
+        report.succeeded = succeeded
+        report.seconds = seconds(since: began)
+        metrics.migrated(deployment: name, succeeded: succeeded, pauseSeconds: report.longestPauseSeconds)
+        logger.info(
+            "deployment \(name): migration of \(source) to \(target) on \(targetNode.id) \(succeeded ? "done" : "failed")",
+            metadata: [
+                "moved": "\(report.moved)", "came_back": "\(report.cameBack)", "ended": "\(report.endedMeanwhile)",
+                "rounds": "\(report.rounds)", "warmed_tokens": "\(report.warmedTokens)",
+                "pause_ms": "\(report.longestPauseSeconds * 1000)", "seconds": "\(report.seconds)",
+            ])
+        return report
     }
 
     /// Below the minimum after a failed start: the minimum is started again after a backoff (as
@@ -577,6 +817,34 @@ actor Deployment {
             starting: machine.count(.starting), ready: machine.count(.ready),
             stopping: machine.count(.stopping), queued: machine.queueDepth, inFlight: machine.inFlight)
     }
+}
+
+/// What a live migration did (`POST /admin/instances/{id}/migrate`, `sllm migrate`).
+public struct MigrationReport: Sendable, Codable, Equatable {
+    /// The instance moved away, and the new one its jobs continue on.
+    public var instance: String
+    public var target: String
+    public var from: NodeID
+    public var to: NodeID
+    /// The tier the target loaded the checkpoint from, and its load + engine start.
+    public var tier: Tier
+    public var loadSeconds: Double
+    /// Stage 1: rounds of warming, the tokens the target computed, and how long it took.
+    public var rounds = 0
+    public var warmedTokens = 0
+    public var warmSeconds = 0.0
+    /// Jobs that continue on the target; that came back to the source (the target failed
+    /// before continuing them); that ended before their hand-over.
+    public var moved = 0
+    public var cameBack = 0
+    public var endedMeanwhile = 0
+    /// The longest gap a moved job's stream saw between its last token from the source and its
+    /// first from the target.
+    public var longestPauseSeconds = 0.0
+    /// From the request to the last hand-over.
+    public var seconds = 0.0
+    /// The target serves and the source stops (false: the source serves on).
+    public var succeeded = false
 }
 
 /// A deployment as `GET /admin/deployments` reports it.

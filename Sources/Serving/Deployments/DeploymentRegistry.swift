@@ -390,6 +390,24 @@ actor DeploymentRegistry {
         }
     }
 
+    /// Moves a running instance to another node without interrupting its jobs (`node`: where;
+    /// nil: the scheduler's choice among the other nodes).
+    func migrate(instance: String, to node: NodeID?) async throws -> MigrationReport {
+        for deployment in deployments.values where await deployment.runs(instance) {
+            if let node, await pool.node(node) == nil {
+                throw ServingError(
+                    .notFound,
+                    "node \(node) is not in the cluster (nodes: \(await pool.nodes.map(\.id.rawValue).joined(separator: ", ")))",
+                    param: "node")
+            }
+            guard await pool.nodes.count > 1 else {
+                throw ServingError(.conflict, "instance \(instance) cannot migrate: the cluster has no other node")
+            }
+            return try await deployment.migrate(instance, to: node)
+        }
+        throw ServingError(.notFound, "no deployment runs an instance \(instance)", param: "instance")
+    }
+
     /// The instances the deployments have placed on `node` (running or starting).
     func instances(on node: NodeID) async -> Set<String> {
         var ids: Set<String> = []

@@ -181,8 +181,10 @@ actor NodePool {
     /// Places an instance of `deployment` serving `model` and reserves its memory on the chosen
     /// node (stopping idle instances there when admission says so). Release the reservation with
     /// `release` when the instance stops or fails to start, and call `loaded` once its load ended.
+    /// A migration's target is placed `on` the node an operator named, or `avoiding` its source's.
     func place(
-        _ model: ModelName, checkpointBytes: Int, memoryBytes: Int, for deployment: String, instance: String = ""
+        _ model: ModelName, checkpointBytes: Int, memoryBytes: Int, for deployment: String, instance: String = "",
+        on required: NodeID? = nil, avoiding: NodeID? = nil
     ) async throws(ServingError) -> Placed {
         await takeTurn()
         defer { passTurn() }
@@ -192,7 +194,16 @@ actor NodePool {
         var budgets: [NodeID: Int] = [:]
         var unreachable: [String] = []
         var inventories: [(Node, NodeInventory)] = []
-        for (node, inventory) in await Self.inventories(of: nodes) {
+        let offered = nodes.filter { node in
+            node.id != avoiding && required.map { $0 == node.id } ?? true
+        }
+        if let required, offered.isEmpty {
+            throw ServingError(
+                .notFound,
+                "node \(required) \(required == avoiding ? "is where the instance runs already" : "is not in the cluster") (nodes: \(nodes.map(\.id.rawValue).joined(separator: ", ")))",
+                param: "node")
+        }
+        for (node, inventory) in await Self.inventories(of: offered) {
             if let reason = inventory.unreachable {
                 unreachable.append("\(node.id): unreachable (\(reason))")
                 continue

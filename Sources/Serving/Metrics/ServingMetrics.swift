@@ -80,6 +80,12 @@ final class ServingMetrics: Sendable {
         }
     }
 
+    /// A live migration ended: counted by outcome, with the longest pause its streams saw.
+    func migrated(deployment: String, succeeded: Bool, pauseSeconds: Double) {
+        counter("sllm_migrations_total", ["model": deployment, "outcome": succeeded ? "moved" : "failed"]).increment()
+        if succeeded { timer("sllm_migration_pause_seconds", ["model": deployment]).record(seconds: pauseSeconds) }
+    }
+
     /// A deployment's gauges, made once (they are set on every request).
     struct DeploymentGauges: Sendable {
         let starting: CoreMetrics.Gauge

@@ -21,8 +21,9 @@ final class InstanceRunner: @unchecked Sendable {
     private let condition = NSCondition()
     private var incoming: [Submitted] = []
     private var cancelled: Set<String> = []
-    /// Snapshot requests (`snapshot(of:)`), answered by the loop between steps.
-    private var snapshotRequests: [(job: String, reply: CheckedContinuation<SequenceSnapshot?, Never>)] = []
+    /// Requests about running jobs (`snapshot(of:)`, `warm(_:)`, `detach(_:)`), answered by the
+    /// loop between steps, in order.
+    private var controls: [Control] = []
     private var stopping = false
     /// Set by the batching thread once it has let go of the instance (its engine and weights).
     private let exited = Exited()
@@ -39,6 +40,21 @@ final class InstanceRunner: @unchecked Sendable {
             }
         }
         func wait() { condition.withLock { while !done { condition.wait() } } }
+    }
+
+    private enum Control {
+        case snapshot(String, CheckedContinuation<SequenceSnapshot?, Never>)
+        case warm([Int], CheckedContinuation<Result<WarmReport, ServingError>, Never>)
+        case detach(String, CheckedContinuation<Bool, Never>)
+
+        /// The answer when the instance stops first.
+        func refuse(_ error: ServingError) {
+            switch self {
+            case .snapshot(_, let reply): reply.resume(returning: nil)
+            case .warm(_, let reply): reply.resume(returning: .failure(error))
+            case .detach(_, let reply): reply.resume(returning: false)
+            }
+        }
     }
 
     private struct Submitted {
@@ -112,15 +128,33 @@ final class InstanceRunner: @unchecked Sendable {
     /// A running job's sequence (tokens so far, sampler state), taken between two steps; nil
     /// when the job is not in the batch (finished, cancelled, still queued, or unknown).
     func snapshot(of jobID: String) async -> SequenceSnapshot? {
-        await withCheckedContinuation { reply in
-            let accepted = condition.withLock {
-                guard !stopping else { return false }
-                snapshotRequests.append((jobID, reply))
-                condition.signal()
-                return true
-            }
-            if !accepted { reply.resume(returning: nil) }
+        await withCheckedContinuation { send(.snapshot(jobID, $0)) }
+    }
+
+    /// Computes and keeps the KV cache of `tokens` (a migration's target, before the job moves
+    /// here), between two steps.
+    func warm(_ tokens: [Int]) async throws(ServingError) -> WarmReport {
+        try await withCheckedContinuation { send(.warm(tokens, $0)) }.get()
+    }
+
+    /// Takes a running job out of the batch between two steps; its stream ends with
+    /// `.detached` and its snapshot. False when it is not in the batch.
+    func detach(_ jobID: String) async -> Bool {
+        await withCheckedContinuation { send(.detach(jobID, $0)) }
+    }
+
+    private func send(_ control: Control) {
+        let accepted = condition.withLock {
+            guard !stopping else { return false }
+            controls.append(control)
+            condition.signal()
+            return true
         }
+        if !accepted { control.refuse(stoppedError) }
+    }
+
+    private var stoppedError: ServingError {
+        ServingError(.unavailable, "instance \(info.id) of `\(info.deployment)` stopped")
     }
 
     /// Ends the loop: running jobs fail with `unavailable`. Returns once the loop has exited and
@@ -140,13 +174,13 @@ final class InstanceRunner: @unchecked Sendable {
         while true {
             var arrivals: [Submitted] = []
             var cancels: Set<String> = []
-            var snapshots: [(job: String, reply: CheckedContinuation<SequenceSnapshot?, Never>)] = []
+            var requests: [Control] = []
             let stop: Bool = condition.withLock {
-                while incoming.isEmpty && active.isEmpty && cancelled.isEmpty && snapshotRequests.isEmpty && !stopping {
+                while incoming.isEmpty && active.isEmpty && cancelled.isEmpty && controls.isEmpty && !stopping {
                     condition.wait()
                 }
-                snapshots = snapshotRequests
-                snapshotRequests.removeAll()
+                requests = controls
+                controls.removeAll()
                 if stopping { return true }
                 let room = max(0, maxSequences - active.count)
                 arrivals = Array(incoming.prefix(room))
@@ -155,15 +189,16 @@ final class InstanceRunner: @unchecked Sendable {
                 cancelled.removeAll()
                 return false
             }
-            for request in snapshots {
-                request.reply.resume(returning: active.first { $0.job.id == request.job }?.sequence.snapshot())
-            }
             if stop {
-                let left = condition.withLock { () -> [Submitted] in
-                    defer { incoming.removeAll() }
-                    return incoming
+                let (left, unanswered) = condition.withLock { () -> ([Submitted], [Control]) in
+                    defer {
+                        incoming.removeAll()
+                        controls.removeAll()
+                    }
+                    return (incoming, controls)
                 }
-                let failure = ServingError(.unavailable, "instance \(info.id) of `\(info.deployment)` stopped")
+                let failure = stoppedError
+                for request in requests + unanswered { request.refuse(failure) }
                 for job in active { job.continuation.finish(throwing: failure) }
                 for job in left { job.continuation.finish(throwing: failure) }
                 active.removeAll()
@@ -196,6 +231,7 @@ final class InstanceRunner: @unchecked Sendable {
                     arrival.continuation.finish(throwing: ServingError(error))
                 }
             }
+            for request in requests { answer(request, active: &active) }
             guard !active.isEmpty else { continue }
             // A sequence whose context is full ends here (the engine refuses to step it), as does
             // one resumed at its token limit.
@@ -228,25 +264,80 @@ final class InstanceRunner: @unchecked Sendable {
         }
     }
 
-    /// A sequence for a new job: the retained one sharing the longest prefix with its prompt, or
-    /// a fresh one (dropping the least recently used retained sequence when slots are full).
+    /// Answers a request about running jobs, between two steps.
+    private func answer(_ request: Control, active: inout [Active]) {
+        switch request {
+        case .snapshot(let id, let reply):
+            reply.resume(returning: active.first { $0.job.id == id }?.sequence.snapshot())
+        case .warm(let tokens, let reply):
+            do {
+                reply.resume(returning: .success(try warm(tokens, activeCount: active.count)))
+            } catch {
+                reply.resume(returning: .failure(ServingError(error)))
+            }
+        case .detach(let id, let reply):
+            guard let index = active.firstIndex(where: { $0.job.id == id }) else {
+                reply.resume(returning: false)
+                return
+            }
+            let job = active.remove(at: index)
+            job.continuation.yield(.detached(job.sequence.snapshot()))
+            job.continuation.finish()
+            // Kept: should the target fail, the job resumed here computes nothing again.
+            retain(job.sequence)
+            reply.resume(returning: true)
+        }
+    }
+
+    private func warm(_ tokens: [Int], activeCount: Int) throws -> WarmReport {
+        let began = ContinuousClock.now
+        let sequence: EngineSequence
+        if let kept = takeRetained(sharingPrefixWith: tokens) {
+            sequence = kept
+            try engine.reuse(sequence, prompt: tokens, sampling: .greedy)
+        } else {
+            makeRoom(activeCount: activeCount)
+            sequence = try engine.makeSequence(tokens: tokens)
+        }
+        let held = sequence.cachedCount
+        try engine.prefill(sequence)
+        retain(sequence)
+        return WarmReport(
+            tokens: sequence.cachedCount, computed: sequence.cachedCount - held, seconds: seconds(since: began))
+    }
+
+    /// A sequence for a new job: the retained one sharing the longest prefix with its prompt (or,
+    /// for a resumed job, with its snapshot: a migration warmed it), or a fresh one (dropping the
+    /// least recently used retained sequence when slots are full).
     private func sequence(for job: GenerationJob, activeCount: Int) throws -> (EngineSequence, Int) {
         if let snapshot = job.resume {
-            while !retained.isEmpty && activeCount + retained.count >= maxSequences { retained.removeFirst() }
+            if let sequence = takeRetained(sharingPrefixWith: snapshot.tokens) {
+                // Only its prompt's share counts as the prompt cache's (OpenAI's `cached_tokens`).
+                return (sequence, min(try engine.reuse(sequence, snapshot: snapshot), snapshot.promptCount))
+            }
+            makeRoom(activeCount: activeCount)
             return (try engine.makeSequence(snapshot: snapshot), 0)
         }
+        if let sequence = takeRetained(sharingPrefixWith: job.prompt) {
+            return (sequence, try engine.reuse(sequence, prompt: job.prompt, sampling: job.sampling))
+        }
+        makeRoom(activeCount: activeCount)
+        return (try engine.makeSequence(tokens: job.prompt, sampling: job.sampling), 0)
+    }
+
+    /// Removes and returns the retained sequence sharing the longest prefix with `tokens`.
+    private func takeRetained(sharingPrefixWith tokens: [Int]) -> EngineSequence? {
         var best: (index: Int, common: Int)?
         for (index, candidate) in retained.enumerated() {
-            let common = zip(candidate.tokens, job.prompt).prefix { $0 == $1 }.count
+            let common = zip(candidate.tokens, tokens).prefix { $0 == $1 }.count
             if common > 0 && common > (best?.common ?? 0) { best = (index, common) }
         }
-        if let best {
-            let sequence = retained.remove(at: best.index)
-            let cached = try engine.reuse(sequence, prompt: job.prompt, sampling: job.sampling)
-            return (sequence, cached)
-        }
+        return best.map { retained.remove(at: $0.index) }
+    }
+
+    /// Drops the least recently used retained sequences until a new one fits the slots.
+    private func makeRoom(activeCount: Int) {
         while !retained.isEmpty && activeCount + retained.count >= maxSequences { retained.removeFirst() }
-        return (try engine.makeSequence(tokens: job.prompt, sampling: job.sampling), 0)
     }
 
     /// Keeps a finished job's sequence for later prompts.

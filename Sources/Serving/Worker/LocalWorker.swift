@@ -396,6 +396,18 @@ public final class LocalWorker: Worker {
         guard let instance = instances.withLock({ $0[instanceID] }) else { return nil }
         return await instance.snapshot(of: job)
     }
+
+    public func warm(_ tokens: [Int], on instanceID: String) async throws -> WarmReport {
+        guard let instance = instances.withLock({ $0[instanceID] }) else {
+            throw ServingError(.unavailable, "instance \(instanceID) is not running")
+        }
+        return try await instance.warm(tokens)
+    }
+
+    public func detach(job: String, on instanceID: String) async -> Bool {
+        guard let instance = instances.withLock({ $0[instanceID] }) else { return false }
+        return await instance.detach(job)
+    }
 }
 
 /// An exponentially weighted average of load bandwidths: recent loads count most (weight 0.3),

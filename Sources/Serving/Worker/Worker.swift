@@ -58,6 +58,16 @@ public protocol Worker: Sendable {
     /// A running job's sequence as another instance can continue it (tokens so far and sampler
     /// state): the hook live migration uses. Nil when the job is not running there.
     func snapshot(job: String, on instance: String) async -> SequenceSnapshot?
+
+    /// Live migration's first stage, on the target: computes the KV cache of `tokens` (a running
+    /// job's snapshot on the source) and keeps it, so that the job resumed here later computes
+    /// only what came after. Runs between the instance's steps.
+    func warm(_ tokens: [Int], on instance: String) async throws -> WarmReport
+
+    /// Live migration's hand-over, on the source: takes a running job out of the instance's
+    /// batch between two steps; its stream then ends with `.detached` carrying the snapshot that
+    /// continues it (every token before was reported). False when the job is not running there.
+    func detach(job: String, on instance: String) async -> Bool
 }
 
 extension Worker {
@@ -249,6 +259,22 @@ public struct InstanceInfo: Sendable, Codable, Equatable {
     public var fetchedBytes: [String: Int]?
 }
 
+/// What warming a migration's target computed.
+public struct WarmReport: Sendable, Codable, Equatable {
+    /// Tokens the target now holds in its KV cache for the sequence.
+    public var tokens: Int
+    /// Of them, those it computed now (the rest it held from an earlier warm).
+    public var computed: Int
+    /// Engine seconds spent computing them.
+    public var seconds: Double
+
+    public init(tokens: Int, computed: Int, seconds: Double) {
+        self.tokens = tokens
+        self.computed = computed
+        self.seconds = seconds
+    }
+}
+
 /// One generation request as an instance runs it: prompt token ids and how to sample.
 public struct GenerationJob: Sendable, Codable {
     public var id: String
@@ -296,6 +322,9 @@ public enum GenerationEvent: Sendable, Codable {
     case token(TokenOutput)
     /// The job ended.
     case finished(GenerationSummary)
+    /// The job left the instance for another (live migration): the snapshot continues it there;
+    /// every token before it was reported. Nothing follows on this stream.
+    case detached(SequenceSnapshot)
 }
 
 public struct TokenOutput: Sendable, Codable {

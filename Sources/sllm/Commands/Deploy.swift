@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoint
 import Foundation
+import NIOCore
 import NIOHTTP1
 import Store
 
@@ -147,5 +148,52 @@ struct Stop: AsyncParsableCommand {
         print(
             "stopped \(stopped) instance(s) of \(name)"
                 + (busy == "0" ? "" : "; \(busy) busy instance(s) keep serving and stop after their keep-alive"))
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Move a running instance to another node without interrupting its requests (live migration).",
+        discussion: """
+            A new instance of the same deployment starts on NODE (or, without --to, where the \
+            scheduler places it among the other nodes); it computes the running requests' tokens \
+            while the old instance goes on generating, then each request moves over between two \
+            tokens and its stream continues there. The old instance stops once its requests left. \
+            `sllm ps` shows instance ids and nodes.
+            """)
+
+    @OptionGroup var server: ServerOptions
+    @Argument(help: "The instance to move (an id from `sllm ps`).") var instance: String
+    @Option(name: .customLong("to"), help: "The node to move it to (a name from `sllm status`).") var node: String?
+    @Flag(help: "Print the report as JSON.") var json = false
+
+    func run() async throws {
+        let path =
+            "/admin/instances/\(instance.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? instance)/migrate"
+        let reply =
+            try await server.call(.POST, path, body: node.map { ["node": $0] } ?? [:], timeout: .minutes(10))
+            as? [String: Any] ?? [:]
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: reply, options: [.prettyPrinted, .sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        func number(_ key: String) -> Double { (reply[key] as? NSNumber)?.doubleValue ?? 0 }
+        let succeeded = reply["succeeded"] as? Bool ?? false
+        print(
+            "\(succeeded ? "migrated" : "migration failed:") \(reply["instance"] as? String ?? instance) on \(reply["from"] as? String ?? "?") -> \(reply["target"] as? String ?? "?") on \(reply["to"] as? String ?? "?")"
+        )
+        print(
+            String(
+                format: "  target loaded from %@ in %.2f s; %d warm round(s), %d tokens computed in %.2f s",
+                reply["tier"] as? String ?? "?", number("load_seconds"), Int(number("rounds")),
+                Int(number("warmed_tokens")), number("warm_seconds")))
+        print(
+            String(
+                format:
+                    "  %d request(s) moved (longest pause %.1f ms), %d came back, %d ended meanwhile; %.2f s in all",
+                Int(number("moved")), number("longest_pause_seconds") * 1000, Int(number("came_back")),
+                Int(number("ended_meanwhile")), number("seconds")))
+        if !succeeded { throw ExitCode(1) }
     }
 }

@@ -17,7 +17,8 @@ struct SLLM: AsyncParsableCommand {
         version: Server.version,
         subcommands: [
             Pull.self, Convert.self, List.self, Inspect.self, Verify.self, Remove.self, Tokenize.self, Generate.self,
-            Chat.self, Serve.self, Deploy.self, Update.self, Delete.self, Stop.self, Status.self, PS.self, Keys.self,
+            Chat.self, Serve.self, Deploy.self, Update.self, Delete.self, Stop.self, Migrate.self, Status.self, PS.self,
+            Keys.self,
             StoreCommand.self, Bench.self, Controller.self, WorkerCommand.self,
         ]
     )

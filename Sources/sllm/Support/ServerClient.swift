@@ -65,7 +65,9 @@ struct ServerOptions: ParsableArguments {
 
     /// Sends a request to the server; returns the decoded JSON body, or fails with the server's
     /// error message (or a hint to start the server).
-    func call(_ method: HTTPMethod, _ path: String, body: [String: Any]? = nil) async throws -> Any {
+    func call(_ method: HTTPMethod, _ path: String, body: [String: Any]? = nil, timeout: TimeAmount = .seconds(60))
+        async throws -> Any
+    {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
         if let key { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
@@ -75,7 +77,7 @@ struct ServerOptions: ParsableArguments {
         }
         let response: HTTPClientResponse
         do {
-            response = try await Self.client.execute(request, timeout: .seconds(60))
+            response = try await Self.client.execute(request, timeout: timeout)
         } catch {
             throw CommandFailure(
                 "cannot reach the server at \(baseURL): \(Self.reason(error)). Is `sllm serve` running there? Point at another with --server or SLLM_SERVER (host:port)."

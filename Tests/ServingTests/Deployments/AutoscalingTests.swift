@@ -18,6 +18,10 @@ final class SlowWorker: Worker {
     let starts = Atomic<Int>(0)
     /// Starts still to fail (each fails at once with an error of its own, as a load error would).
     let failingStarts = Atomic<Int>(0)
+    /// A migration's calls still to fail as a worker that died would: warms, and runs of
+    /// resumed jobs (a target lost right at the hand-over).
+    let failingWarms = Atomic<Int>(0)
+    let failingResumes = Atomic<Int>(0)
     /// Inventories answered in groups (see `gatherInventories`): the group size, how long one
     /// waits at most, the askers waiting.
     private let gathering = Mutex<(size: Int, within: Duration, waiting: [CheckedContinuation<Void, Never>])>(
@@ -41,8 +45,7 @@ final class SlowWorker: Worker {
     func startInstance(_ spec: InstanceSpec) -> AsyncThrowingStream<StartEvent, any Error> {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: StartEvent.self, throwing: (any Error).self)
         starts.add(1, ordering: .relaxed)
-        if failingStarts.load(ordering: .relaxed) > 0 {
-            failingStarts.subtract(1, ordering: .relaxed)
+        if Self.take(failingStarts) {
             continuation.finish(throwing: ServingError(.internalError, "this start fails (a test's failing worker)"))
             return stream
         }
@@ -100,11 +103,32 @@ final class SlowWorker: Worker {
     func verifyCache(_ model: ModelName?) async throws -> [DRAMVerification] { try await inner.verifyCache(model) }
     func stopInstance(_ id: String) async { await inner.stopInstance(id) }
     func run(_ job: GenerationJob, on instance: String) -> AsyncThrowingStream<GenerationEvent, any Error> {
-        inner.run(job, on: instance)
+        if job.resume != nil, Self.take(failingResumes) {
+            return AsyncThrowingStream { $0.finish(throwing: ServingError(.workerLost, "a test's target died")) }
+        }
+        return inner.run(job, on: instance)
+    }
+
+    /// Takes one of a counter's failures; false when none is left.
+    private static func take(_ failures: borrowing Atomic<Int>) -> Bool {
+        var left = failures.load(ordering: .relaxed)
+        while left > 0 {
+            let (taken, now) = failures.compareExchange(expected: left, desired: left - 1, ordering: .relaxed)
+            if taken { return true }
+            left = now
+        }
+        return false
     }
     func cancel(job: String, on instance: String) async { await inner.cancel(job: job, on: instance) }
     func snapshot(job: String, on instance: String) async -> SequenceSnapshot? {
         await inner.snapshot(job: job, on: instance)
+    }
+    func warm(_ tokens: [Int], on instance: String) async throws -> WarmReport {
+        if Self.take(failingWarms) { throw ServingError(.workerLost, "a test's target died while warming") }
+        return try await inner.warm(tokens, on: instance)
+    }
+    func detach(job: String, on instance: String) async -> Bool {
+        await inner.detach(job: job, on: instance)
     }
 }
 

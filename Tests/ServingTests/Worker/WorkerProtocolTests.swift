@@ -212,6 +212,7 @@ import Tokenizers
             switch event {
             case .token(let output): if output.token >= 0 { tail.append(output.token) }
             case .finished(let done): summary = done
+            case .detached: Issue.record("nobody detached this job")
             }
         }
         #expect(generated + tail == uninterrupted)
