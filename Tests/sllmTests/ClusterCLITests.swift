@@ -146,6 +146,86 @@ import Testing
         #expect(controller.stop() == 0)
     }
 
+    /// `sllm migrate` moves a streaming request's instance from one worker process to the other
+    /// mid-generation: the client's stream goes on with the same text an unmigrated run gives,
+    /// and goes on still when the worker it left is killed.
+    @Test func aStreamMovesBetweenWorkerProcesses() async throws {
+        let root = try TemporaryDirectory("cluster-migrate")
+        defer { root.remove() }
+        let token = "cluster-migrate-token-0123456789"
+        var workers: [String: ServeProcess] = [:]
+        var urls: [String] = []
+        for node in ["node-a", "node-b"] {
+            let home = root.file(node)
+            try await RealModel.link(into: home, as: "smollm2-135m")
+            let worker = try ServeProcess(
+                [
+                    "--port", "0", "--node", node, "--threads", "1", "--cache-dir", root.file("\(node)-cache"),
+                    "--dram-cache", "256MiB",
+                ], home: home, environment: ["SLLM_CLUSTER_TOKEN": token], command: "worker")
+            urls.append(try #require(worker.address(), "\(worker.output)"))
+            workers[node] = worker
+        }
+        defer { workers.values.forEach { $0.stop() } }
+        let port = freeTCPPort()
+        let controller = try ServeProcess(
+            ["--port", String(port), "--worker", urls[0], "--worker", urls[1]], home: root.file("control"),
+            environment: ["SLLM_CLUSTER_TOKEN": token], command: "controller")
+        let server = try #require(controller.address(), "\(controller.output)")
+        try #require(controller.waitFor("[Serving] ready"), "\(controller.output)")
+        defer { controller.stop() }
+        let env = ["SLLM_SERVER": "127.0.0.1:\(port)"]
+        let instances = try await Self.deploy(1, server: server, home: root.path, environment: env)
+        let id = try #require(instances.first?["id"] as? String)
+        let source = try #require(instances.first?["node"] as? String)
+        let target = source == "node-a" ? "node-b" : "node-a"
+
+        let request: [String: Any] = [
+            "model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 200, "ignore_eos": true,
+            "temperature": 0,
+        ]
+        let (status, answer) = try await Self.json(server + "/v1/completions", body: request)
+        #expect(status == 200, "\(String(describing: answer))")
+        let reference = ((answer as? [String: Any])?["choices"] as? [[String: Any]])?.first?["text"] as? String
+        let sourcePID = try #require(workers[source]).process.processIdentifier
+
+        var streamed = request
+        streamed["stream"] = true
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: streamed), as: UTF8.self)
+        let home = root.path
+        let (events, migration) = try await onThread { () -> (String, CLIResult) in
+            let connection = try RawConnection(port: port, timeout: 120)
+            connection.send(
+                "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            )
+            var seen = connection.receive {
+                String(decoding: $0, as: UTF8.self).components(separatedBy: "data: {").count > 4
+            }
+            let migration = try runSLLM(["migrate", id, "--to", target], home: home, environment: env)
+            // The worker it left dies: the stream, now on the other, goes on.
+            kill(sourcePID, SIGKILL)
+            seen += connection.receive { String(decoding: $0, as: UTF8.self).contains("data: [DONE]") }
+            return (String(decoding: seen, as: UTF8.self), migration)
+        }
+        #expect(migration.status == 0, "\(migration.stderr)\n\(controller.output.suffix(2000))")
+        #expect(migration.stdout.contains("migrated \(id) on \(source)"), "\(migration.stdout)")
+        #expect(migration.stdout.contains("1 request(s) moved"), "\(migration.stdout)")
+        // The stream's text, event by event.
+        var text = ""
+        for line in events.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n") where line.hasPrefix("data: {") {
+            let event = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any]
+            text += ((event?["choices"] as? [[String: Any]])?.first?["text"] as? String) ?? ""
+        }
+        #expect(text == reference, "\(events.suffix(800))")
+        #expect(!events.contains("\"error\""), "\(events.suffix(800))")
+        let (_, after) = try await Self.json(server + "/admin/deployments")
+        let nodes =
+            (after as? [[String: Any]])?.flatMap {
+                (($0["status"] as? [String: Any])?["instances"] as? [[String: Any]]) ?? []
+            }.compactMap { $0["node"] as? String }
+        #expect(nodes == [target])
+    }
+
     /// Starts a long streamed completion on `port`, SIGKILLs `victim` once a few events came,
     /// and returns what the stream said until `until` appears in it.
     static func streamThenKill(host: String = "127.0.0.1", port: Int, key: String? = nil, victim: pid_t, until: String)

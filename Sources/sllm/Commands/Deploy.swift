@@ -168,8 +168,9 @@ struct Migrate: AsyncParsableCommand {
     @Flag(help: "Print the report as JSON.") var json = false
 
     func run() async throws {
-        let path =
-            "/admin/instances/\(instance.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? instance)/migrate"
+        let unreserved = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~"))
+        let escaped = instance.addingPercentEncoding(withAllowedCharacters: unreserved) ?? instance
+        let path = "/admin/instances/\(escaped)/migrate"
         let reply =
             try await server.call(.POST, path, body: node.map { ["node": $0] } ?? [:], timeout: .minutes(10))
             as? [String: Any] ?? [:]
