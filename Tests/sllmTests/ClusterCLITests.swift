@@ -189,33 +189,16 @@ import Testing
         let reference = ((answer as? [String: Any])?["choices"] as? [[String: Any]])?.first?["text"] as? String
         let sourcePID = try #require(workers[source]).process.processIdentifier
 
-        var streamed = request
-        streamed["stream"] = true
-        let body = String(decoding: try JSONSerialization.data(withJSONObject: streamed), as: UTF8.self)
         let home = root.path
-        let (events, migration) = try await onThread { () -> (String, CLIResult) in
-            let connection = try RawConnection(port: port, timeout: 120)
-            connection.send(
-                "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-            )
-            var seen = connection.receive {
-                String(decoding: $0, as: UTF8.self).components(separatedBy: "data: {").count > 4
-            }
+        let (text, events, migration) = try await Self.stream(request, port: port, after: 4) {
             let migration = try runSLLM(["migrate", id, "--to", target], home: home, environment: env)
             // The worker it left dies: the stream, now on the other, goes on.
             kill(sourcePID, SIGKILL)
-            seen += connection.receive { String(decoding: $0, as: UTF8.self).contains("data: [DONE]") }
-            return (String(decoding: seen, as: UTF8.self), migration)
+            return migration
         }
         #expect(migration.status == 0, "\(migration.stderr)\n\(controller.output.suffix(2000))")
         #expect(migration.stdout.contains("migrated \(id) on \(source)"), "\(migration.stdout)")
         #expect(migration.stdout.contains("1 request(s) moved"), "\(migration.stdout)")
-        // The stream's text, event by event.
-        var text = ""
-        for line in events.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n") where line.hasPrefix("data: {") {
-            let event = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any]
-            text += ((event?["choices"] as? [[String: Any]])?.first?["text"] as? String) ?? ""
-        }
         #expect(text == reference, "\(events.suffix(800))")
         #expect(!events.contains("\"error\""), "\(events.suffix(800))")
         let (_, after) = try await Self.json(server + "/admin/deployments")
@@ -224,6 +207,88 @@ import Testing
                 (($0["status"] as? [String: Any])?["instances"] as? [[String: Any]]) ?? []
             }.compactMap { $0["node"] as? String }
         #expect(nodes == [target])
+    }
+
+    /// Streams `request` from the server on `port`; once `after` events came, runs `action` (on
+    /// the stream's thread). Returns the text the stream carried, its raw events, and what
+    /// `action` returned.
+    static func stream<T: Sendable>(
+        _ request: [String: Any], port: Int, after: Int, _ action: @escaping @Sendable () throws -> T
+    ) async throws -> (text: String, events: String, result: T) {
+        var streamed = request
+        streamed["stream"] = true
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: streamed), as: UTF8.self)
+        let (events, result) = try await onThread { () -> (String, T) in
+            let connection = try RawConnection(port: port, timeout: 120)
+            connection.send(
+                "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            )
+            var seen = connection.receive {
+                String(decoding: $0, as: UTF8.self).components(separatedBy: "data: {").count > after
+            }
+            let result = try action()
+            seen += connection.receive { String(decoding: $0, as: UTF8.self).contains("data: [DONE]") }
+            return (String(decoding: seen, as: UTF8.self), result)
+        }
+        var text = ""
+        for line in events.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n")
+        where line.hasPrefix("data: {") {
+            let event = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any]
+            text += ((event?["choices"] as? [[String: Any]])?.first?["text"] as? String) ?? ""
+        }
+        return (text, events, result)
+    }
+
+    /// A worker stopped with SIGTERM (a scale-in, a pod's termination) first has its running
+    /// requests migrated to the other worker: the client's stream goes on with the same text.
+    @Test func aLeavingWorkerHandsItsStreamsOver() async throws {
+        let root = try TemporaryDirectory("cluster-drain")
+        defer { root.remove() }
+        let token = "cluster-drain-token-0123456789"
+        let port = freeTCPPort()
+        let server = "http://127.0.0.1:\(port)"
+        let controller = try ServeProcess(
+            ["--port", String(port), "--worker-lease", "10s"], home: root.file("control"),
+            environment: ["SLLM_CLUSTER_TOKEN": token], command: "controller")
+        defer { controller.stop() }
+        _ = try #require(controller.address(), "\(controller.output)")
+        var workers: [String: ServeProcess] = [:]
+        for node in ["node-a", "node-b"] {
+            try await RealModel.link(into: root.file(node), as: "smollm2-135m")
+            let worker = try ServeProcess(
+                [
+                    "--port", "0", "--node", node, "--threads", "1", "--controller", server,
+                    "--cache-dir", root.file("\(node)-cache"), "--dram-cache", "256MiB",
+                ], home: root.file(node), environment: ["SLLM_CLUSTER_TOKEN": token], command: "worker")
+            _ = try #require(worker.address(), "\(worker.output)")
+            workers[node] = worker
+        }
+        defer { workers.values.forEach { $0.stop() } }
+        try await Self.waitForNodes(server) { $0 == ["node-a": "alive", "node-b": "alive"] }
+        let env = ["SLLM_SERVER": "127.0.0.1:\(port)"]
+        let instances = try await Self.deploy(1, server: server, home: root.path, environment: env)
+        let holder = try #require(instances.first?["node"] as? String)
+        let request: [String: Any] = [
+            "model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 200, "ignore_eos": true,
+            "temperature": 0,
+        ]
+        let (status, answer) = try await Self.json(server + "/v1/completions", body: request)
+        #expect(status == 200, "\(String(describing: answer))")
+        let reference = ((answer as? [String: Any])?["choices"] as? [[String: Any]])?.first?["text"] as? String
+
+        let leaving = try #require(workers[holder])
+        let pid = leaving.process.processIdentifier
+        let (text, events, _) = try await Self.stream(request, port: port, after: 4) { kill(pid, SIGTERM) }
+        #expect(text == reference, "\(events.suffix(800))\n\(controller.output.suffix(2000))")
+        #expect(leaving.stop() == 0, "\(leaving.output.suffix(1000))")
+        #expect(controller.output.contains("worker drained before leaving"), "\(controller.output.suffix(2000))")
+        try await Self.waitForNodes(server) { $0[holder] == "left" }
+        let (_, after) = try await Self.json(server + "/admin/deployments")
+        let nodes =
+            (after as? [[String: Any]])?.flatMap {
+                (($0["status"] as? [String: Any])?["instances"] as? [[String: Any]]) ?? []
+            }.compactMap { $0["node"] as? String }
+        #expect(nodes == [holder == "node-a" ? "node-b" : "node-a"])
     }
 
     /// Starts a long streamed completion on `port`, SIGKILLs `victim` once a few events came,

@@ -1,4 +1,5 @@
 public import Foundation
+import NIOCore
 public import Serving
 
 /// Workers join a controller and stay members by renewing a lease: `POST /cluster/v1/lease`
@@ -8,6 +9,9 @@ public import Serving
 public enum LeaseWire {
     public static let leasePath = "/cluster/v1/lease"
     public static let leavePath = "/cluster/v1/leave"
+    /// How long a leaving worker waits for the controller to move its running requests away
+    /// (within Kubernetes' default termination grace period of 30 s).
+    static let drainTimeout = TimeAmount.seconds(25)
     /// The largest lease body a controller reads (an inventory lists every model a node holds).
     public static let maxBodyBytes = 4 << 20
 }

@@ -43,8 +43,10 @@ public struct LeaseRenewer: Service {
     public func run() async throws {
         let joined = try? await cancelWhenGracefulShutdown { await renewals() }
         guard let controller = joined ?? controllers.first else { return }
+        // The controller moves this node's running requests elsewhere before it answers.
         let _: WireDone? = try? await post(
-            LeaseWire.leavePath, LeaveRequest(node: worker.node, boot: boot), to: controller)
+            LeaseWire.leavePath, LeaveRequest(node: worker.node, boot: boot), to: controller,
+            timeout: LeaseWire.drainTimeout)
     }
 
     /// Renews until cancelled; returns the controller that granted the last renewal.
@@ -101,11 +103,11 @@ public struct LeaseRenewer: Service {
     }
 
     /// Posts `body` to a controller and decodes its ``WireReply``.
-    private func post<Body: Encodable, Value: Codable & Sendable>(_ path: String, _ body: Body, to controller: URL)
-        async throws -> Value
-    {
+    private func post<Body: Encodable, Value: Codable & Sendable>(
+        _ path: String, _ body: Body, to controller: URL, timeout: TimeAmount = .seconds(5)
+    ) async throws -> Value {
         let request = try WorkerWire.request(controller.absoluteString + path, token: token, body: body)
-        let response = try await client.execute(request, timeout: .seconds(5))
+        let response = try await client.execute(request, timeout: timeout)
         let data = try await response.body.collect(upTo: 1 << 20)
         guard let reply = try? JSONDecoder.wire.decode(WireReply<Value>.self, from: Data(buffer: data)) else {
             throw ServingError(

@@ -95,13 +95,23 @@ public actor Membership {
         return grant
     }
 
-    /// A worker leaving: its membership ends now (when `boot` is the member's).
+    /// A worker leaving: first its requests move to other nodes (live migration of every
+    /// instance with requests running: a scale-in or a pod's termination loses none), then its
+    /// membership ends (when `boot` is the member's).
     public func leave(_ request: LeaveRequest) async {
         guard let member = members[request.node], member.boot == request.boot, !busy.contains(request.node) else {
             return
         }
         busy.insert(request.node)
         defer { busy.remove(request.node) }
+        let moved = await server.drain(request.node)
+        if !moved.isEmpty {
+            logger.info(
+                "worker drained before leaving",
+                metadata: [
+                    "node": "\(request.node)", "migrated": "\(moved.filter(\.succeeded).count) of \(moved.count)",
+                ])
+        }
         await drop(request.node, reason: "it left", state: .left)
     }
 

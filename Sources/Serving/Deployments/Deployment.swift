@@ -407,6 +407,13 @@ actor Deployment {
         return freed
     }
 
+    /// Ready instances on `node` with requests running (what a draining node migrates).
+    func busyInstances(on node: NodeID) -> [String] {
+        machine.instances.filter { id, instance in
+            instance.state == .ready && instance.inFlight > 0 && placed[id]?.node.id == node
+        }.keys.sorted()
+    }
+
     /// Whether `id` is one of this deployment's instances.
     func runs(_ id: String) -> Bool { machine.instances[id] != nil }
 

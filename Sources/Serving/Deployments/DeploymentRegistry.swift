@@ -408,6 +408,24 @@ actor DeploymentRegistry {
         throw ServingError(.notFound, "no deployment runs an instance \(instance)", param: "instance")
     }
 
+    /// A node about to leave: placement passes it over from now on, and its busy instances
+    /// migrate to other nodes (idle ones simply stop with the node).
+    func drain(_ node: NodeID) async -> [MigrationReport] {
+        await pool.cordon(node)
+        guard await pool.nodes.count > 1 else { return [] }
+        var reports: [MigrationReport] = []
+        for deployment in deployments.values {
+            for id in await deployment.busyInstances(on: node) {
+                do {
+                    reports.append(try await deployment.migrate(id, to: nil))
+                } catch {
+                    logger.warning("instance \(id) could not migrate off leaving node \(node): \(error)")
+                }
+            }
+        }
+        return reports
+    }
+
     /// The instances the deployments have placed on `node` (running or starting).
     func instances(on node: NodeID) async -> Set<String> {
         var ids: Set<String> = []

@@ -111,6 +111,7 @@ actor NodePool {
             nodes.append(node)
         }
         departed[node.id] = nil
+        cordoned.remove(node.id)
         wakeWaiters()
         roomMayHaveFreed()
     }
@@ -123,6 +124,7 @@ actor NodePool {
         reserved[id] = nil
         loading[id] = nil
         reloadRates[id] = nil
+        cordoned.remove(id)
         for model in Array(fetching.keys) { stopFetching(model, on: id) }
         departed[id] = (reason, Date(), left)
         if departed.count > 256, let oldest = departed.min(by: { $0.value.at < $1.value.at })?.key {
@@ -178,6 +180,11 @@ actor NodePool {
         idle = (candidates, evict)
     }
 
+    /// Nodes about to leave (draining): nothing new is placed there.
+    private var cordoned: Set<NodeID> = []
+
+    func cordon(_ node: NodeID) { cordoned.insert(node) }
+
     /// Places an instance of `deployment` serving `model` and reserves its memory on the chosen
     /// node (stopping idle instances there when admission says so). Release the reservation with
     /// `release` when the instance stops or fails to start, and call `loaded` once its load ended.
@@ -195,7 +202,7 @@ actor NodePool {
         var unreachable: [String] = []
         var inventories: [(Node, NodeInventory)] = []
         let offered = nodes.filter { node in
-            node.id != avoiding && required.map { $0 == node.id } ?? true
+            node.id != avoiding && !cordoned.contains(node.id) && required.map { $0 == node.id } ?? true
         }
         if let required, offered.isEmpty {
             throw ServingError(

@@ -236,6 +236,10 @@ public final class Server: Sendable {
     /// The instances the deployments have placed on `node`.
     public func instances(on node: NodeID) async -> Set<String> { await registry.instances(on: node) }
 
+    /// A node about to leave: nothing new is placed there, and every instance there with
+    /// requests running migrates to other nodes; returns what each migration did.
+    public func drain(_ node: NodeID) async -> [MigrationReport] { await registry.drain(node) }
+
     /// The port the server listens on once running (the configured one, or the one picked for port 0).
     public var port: Int? { boundPort.withLock { $0 } }
 
