@@ -35,6 +35,14 @@ struct Sample: Encodable {
             ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
     }
     var minimum: Double { values.min() ?? .nan }
+
+    /// The nearest-rank percentile (`fraction` 0...1).
+    func percentile(_ fraction: Double) -> Double {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return .nan }
+        let rank = Int((Double(sorted.count) * fraction).rounded(.up)) - 1
+        return sorted[min(sorted.count - 1, max(0, rank))]
+    }
     var maximum: Double { values.max() ?? .nan }
 
     /// `1.23 (1.10–1.31)`.

@@ -173,7 +173,7 @@ struct ClusterBench: AsyncParsableCommand {
                     directory: directory, scratch: scratch, http: http, round: round)
                 runs.append(run)
                 print(
-                    "\(policy.padding(toLength: 13, withPad: " ", startingAt: 0)) round \(round + 1): cold TTFT p50 \(Self.seconds(Self.percentile(run.coldTTFT.values, 0.5))) p99 \(Self.seconds(Self.percentile(run.coldTTFT.values, 0.99))); all p99 \(Self.seconds(Self.percentile(run.ttft.values, 0.99))); \(run.coldStarts) cold starts, \(run.failed) failed"
+                    "\(policy.padding(toLength: 13, withPad: " ", startingAt: 0)) round \(round + 1): cold TTFT p50 \(Self.seconds(run.coldTTFT.percentile(0.5))) p99 \(Self.seconds(run.coldTTFT.percentile(0.99))); all p99 \(Self.seconds(run.ttft.percentile(0.99))); \(run.coldStarts) cold starts, \(run.failed) failed"
                 )
             }
         }
@@ -329,14 +329,6 @@ struct ClusterBench: AsyncParsableCommand {
         return String(key[key.index(after: open)..<close])
     }
 
-    static func percentile(_ values: [Double], _ fraction: Double) -> Double {
-        let sorted = values.sorted()
-        guard !sorted.isEmpty else { return .nan }
-        // The nearest-rank percentile.
-        let rank = Int((Double(sorted.count) * fraction).rounded(.up)) - 1
-        return sorted[min(sorted.count - 1, max(0, rank))]
-    }
-
     static func seconds(_ value: Double) -> String { value.isNaN ? "n/a" : String(format: "%.3f s", value) }
 
     /// The table: per policy, the median over rounds of each figure (min–max when several).
@@ -349,9 +341,9 @@ struct ClusterBench: AsyncParsableCommand {
         for policy in policies {
             let mine = runs.filter { $0.policy == policy }
             guard let last = mine.last else { continue }
-            let p50 = Sample(values: mine.map { Self.percentile($0.coldTTFT.values, 0.5) })
-            let p99 = Sample(values: mine.map { Self.percentile($0.coldTTFT.values, 0.99) })
-            let all = Sample(values: mine.map { Self.percentile($0.ttft.values, 0.99) })
+            let p50 = Sample(values: mine.map { $0.coldTTFT.percentile(0.5) })
+            let p99 = Sample(values: mine.map { $0.coldTTFT.percentile(0.99) })
+            let all = Sample(values: mine.map { $0.ttft.percentile(0.99) })
             coldP99[policy] = p99.median
             let loaded = ["dram", "ssd", "peer", "remote"].map { formatBytes(Int64(last.loadedBytes[$0] ?? 0)) }
             let fetched = ["peer", "remote"].map { formatBytes(Int64(last.fetchedBytes[$0] ?? 0)) }

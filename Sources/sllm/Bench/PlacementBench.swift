@@ -79,12 +79,12 @@ struct PlacementBench: ParsableCommand {
                 times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e3)
                 if decision != nil { chosen += 1 }
             }
-            times.sort()
-            let p50 = times[times.count / 2]
-            let p99 = times[min(times.count - 1, times.count * 99 / 100)]
+            let sample = Sample(values: times)
+            let p50 = sample.percentile(0.5)
+            let p99 = sample.percentile(0.99)
             print(
                 policy.rawValue.padding(toLength: 13, withPad: " ", startingAt: 0)
-                    + String(format: "%8.1f %8.1f %8.1f", p50, p99, times.last ?? 0)
+                    + String(format: "%8.1f %8.1f %8.1f", p50, p99, sample.maximum)
                     + "   (\(chosen) placed, \(decisions - chosen) without room)")
             results[policy.rawValue] = Sample(values: [p50, p99])
         }

@@ -47,7 +47,10 @@ final class BenchHTTP: Sendable {
     /// One streamed completion on a connection of its own, checked: HTTP 200, every event JSON with `choices`, `[DONE]` last.
     /// Returns the completion tokens (from usage, else the count of text events), or why the
     /// stream failed or was malformed.
-    func stream(_ url: String, _ body: [String: Any]) async -> Result<Int, StreamFailure> {
+    /// `onText` sees each event's text as it arrives.
+    func stream(_ url: String, _ body: [String: Any], onText: (@Sendable (String) -> Void)? = nil) async -> Result<
+        Int, StreamFailure
+    > {
         do {
             var request = HTTPClientRequest(url: url)
             request.method = .POST
@@ -81,6 +84,7 @@ final class BenchHTTP: Sendable {
                         !text.isEmpty
                     {
                         events += 1
+                        onText?(text)
                     }
                 }
             }

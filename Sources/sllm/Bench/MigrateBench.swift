@@ -1,0 +1,230 @@
+import ArgumentParser
+import Foundation
+import NIOHTTP1
+import Store
+import Synchronization
+
+/// `sllm bench migrate`: live migration as a client sees it. `sllm controller` over two `sllm
+/// worker` processes on loopback; per prompt length, the same greedy stream runs unmigrated and
+/// then migrated to the other worker once `--after` tokens came. It reports the longest gap the
+/// migrated stream saw against the unmigrated streams' inter-token p99, the migration's own
+/// times (the target's start, stage 1, the whole), and whether the texts are identical.
+struct MigrateBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "migrate",
+        abstract:
+            "Live migration: the pause a moved stream sees against its normal inter-token gaps, and the migration's time by prompt length."
+    )
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Model (pulled if missing).") var model = ModelSource.defaultModel.name
+    @Option(help: "Comma-separated prompt lengths, in tokens.") var lengths = "32,256,1024"
+    @Option(help: "Tokens each stream generates.") var tokens = 96
+    @Option(help: "Migrate once the stream has given this many tokens.") var after = 24
+    @Option(help: "Rounds (each runs every length, unmigrated then migrated).") var rounds = 3
+    @Option(help: "Compute threads per instance.") var threads = 1
+    @Option(help: "Write the figures as JSON here.") var json: String?
+
+    func validate() throws {
+        guard tokens > after + 8, after >= 1 else {
+            throw ValidationError("--tokens must exceed --after by more than 8, and --after be at least 1")
+        }
+        guard rounds >= 1, threads >= 1 else { throw ValidationError("--rounds and --threads must be at least 1") }
+        _ = try promptLengths()
+    }
+
+    func promptLengths() throws -> [Int] {
+        let values = lengths.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ ($0 ?? 0) >= 1 && ($0 ?? 0) <= 3000 }) else {
+            throw ValidationError("--lengths takes whole numbers from 1 to 3000, comma-separated (got \(lengths))")
+        }
+        return values.map { $0! }
+    }
+
+    /// One length's figures.
+    struct Row: Encodable {
+        var promptTokens: Int
+        /// Inter-token gaps of the unmigrated streams, milliseconds.
+        var normalGaps: Sample
+        var normalP99: Double
+        /// The longest gap of each migrated stream, milliseconds; and over the normal p99.
+        var pause: Sample
+        var pauseOverP99: Sample
+        /// The pause the controller measured (last token from the source to the first from the target).
+        var handoverPause: Sample
+        /// The target's load and engine start, stage 1, and the whole migration, seconds.
+        var targetStart: Sample
+        var warm: Sample
+        var total: Sample
+        var warmedTokens: Int
+        var identical: Int
+        var runs: Int
+    }
+
+    func run() async throws {
+        _ = global.bootstrap()
+        let name = try await ensurePulled(model, global: global)
+        let scratch = FileManager.default.temporaryDirectory.path + "/sllm-bench-migrate-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        for node in ["a", "b"] {
+            try FileManager.default.createDirectory(
+                atPath: scratch + "/\(node)/models", withIntermediateDirectories: true)
+            try FileManager.default.createSymbolicLink(
+                atPath: scratch + "/\(node)/models/\(name)", withDestinationPath: global.store.directory(for: name))
+        }
+        let token = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        try Data(token.utf8).write(to: URL(fileURLWithPath: scratch + "/token"))
+        var workers: [ServerProcess] = []
+        defer { workers.forEach { $0.stop() } }
+        for node in ["a", "b"] {
+            workers.append(
+                try ServerProcess.start(
+                    executable: sllmExecutablePath(),
+                    arguments: [
+                        "worker", "--data-dir", scratch + "/\(node)", "--node", "node-\(node)", "--token-file",
+                        scratch + "/token", "--cache-dir", scratch + "/\(node)-cache", "--port", "0", "--threads",
+                        String(threads), "--no-dram-fill",
+                    ], log: scratch + "/\(node).log", banner: "serving on"))
+        }
+        let controller = try ServerProcess.start(
+            executable: sllmExecutablePath(),
+            arguments: [
+                "controller", "--data-dir", scratch + "/control", "--port", "0", "--worker", workers[0].url,
+                "--worker", workers[1].url, "--token-file", scratch + "/token", "--default-model", "",
+            ], log: scratch + "/controller.log", banner: "serving on")
+        defer { controller.stop() }
+        let http = BenchHTTP()
+        defer { try? http.shutdown() }
+        let lengths = try promptLengths()
+        _ = try await http.json(
+            .POST, controller.url + "/admin/deployments",
+            [
+                "model": name.rawValue, "name": "bench", "keep_alive": "-1", "min_instances": 1, "max_instances": 1,
+                "context_length": (lengths.max() ?? 0) + tokens + 16,
+            ])
+        var random = SplitMix(seed: 11)
+        let prompts = lengths.map { length in (0..<length).map { _ in 1000 + Int(random.next() % 20_000) } }
+        _ = try await timedStream(http, controller.url, prompt: prompts[0], migrate: false)
+        print("sllm controller at \(controller.url) over workers at \(workers.map(\.url).joined(separator: ", "))")
+        print(
+            "greedy streams of \(tokens) tokens, migrated after \(after); \(rounds) round(s); \(threads) thread(s); model \(name)"
+        )
+
+        var results: [[(normal: [Double], stream: Streamed, moved: Streamed)]] = Array(
+            repeating: [], count: lengths.count)
+        for round in 0..<rounds {
+            for (index, prompt) in prompts.enumerated() {
+                let normal = try await timedStream(http, controller.url, prompt: prompt, migrate: false)
+                let moved = try await timedStream(http, controller.url, prompt: prompt, migrate: true)
+                results[index].append((normal.gaps, normal, moved))
+                let report = moved.report ?? [:]
+                print(
+                    String(
+                        format:
+                            "  round %d, %5d prompt tokens: longest gap %.1f ms (normal p99 %.1f ms), migration %.3f s (%.0f warm rounds, %.0f tokens warmed)%@",
+                        round + 1, prompt.count, moved.gaps.max() ?? 0, Sample(values: normal.gaps).percentile(0.99),
+                        report["seconds"] ?? .nan, report["rounds"] ?? 0, report["warmed_tokens"] ?? 0,
+                        moved.text == normal.text ? "" : ", TEXT DIFFERS"))
+            }
+        }
+
+        print("")
+        print(
+            "prompt  normal gap p50 / p99   migrated stream's longest gap   / normal p99   target start    stage 1        whole migration   same text"
+        )
+        var rows: [Row] = []
+        for (index, runs) in results.enumerated() {
+            let normal = Sample(values: runs.flatMap(\.normal))
+            let p99 = normal.percentile(0.99)
+            let pauses = Sample(values: runs.map { $0.moved.gaps.max() ?? .nan })
+            func figure(_ key: String) -> Sample {
+                Sample(values: runs.map { $0.moved.report?[key] ?? .nan })
+            }
+            let row = Row(
+                promptTokens: lengths[index], normalGaps: normal, normalP99: p99, pause: pauses,
+                pauseOverP99: Sample(values: pauses.values.map { $0 / p99 }),
+                handoverPause: Sample(values: figure("longest_pause_seconds").values.map { $0 * 1000 }),
+                targetStart: figure("load_seconds"), warm: figure("warm_seconds"), total: figure("seconds"),
+                warmedTokens: Int(runs.map { $0.moved.report?["warmed_tokens"] ?? 0 }.max() ?? 0),
+                identical: runs.filter { $0.moved.text == $0.stream.text }.count, runs: runs.count)
+            rows.append(row)
+            print(
+                String(format: "%6d  %6.1f / %6.1f ms      ", row.promptTokens, normal.percentile(0.5), p99)
+                    + "\(row.pause.formatted(1)) ms  \(row.pauseOverP99.formatted(2))×  "
+                    + "\(row.targetStart.formatted(3)) s  \(row.warm.formatted(3)) s  \(row.total.formatted(3)) s  "
+                    + "\(row.identical)/\(row.runs)")
+        }
+        let worst = rows.map(\.pauseOverP99.median).max() ?? .nan
+        print(
+            String(
+                format: "goal: no gap above 2× the normal p99 — worst median here %.2f×: %@", worst,
+                worst <= 2 ? "met" : "missed"))
+        if let json { try writeReport(rows, to: json) }
+    }
+
+    /// A stream's text, its inter-token gaps (ms, after the first token) and, when migrated,
+    /// the migration's report.
+    struct Streamed {
+        var text: String
+        var gaps: [Double]
+        /// The migration's report, its numbers by key.
+        var report: [String: Double]?
+    }
+
+    /// Streams a greedy completion of `prompt`; with `migrate`, moves its instance to the other
+    /// node once `after` tokens came.
+    func timedStream(_ http: BenchHTTP, _ base: String, prompt: [Int], migrate: Bool) async throws -> Streamed {
+        var instance = ""
+        var target = ""
+        if migrate {
+            let deployments = try await http.array(.GET, base + "/admin/deployments")
+            let instances =
+                deployments.flatMap { (($0["status"] as? [String: Any])?["instances"] as? [[String: Any]]) ?? [] }
+            guard let running = instances.first, let id = running["id"] as? String,
+                let node = running["node"] as? String
+            else { throw CommandFailure("the deployment has no running instance to migrate") }
+            instance = id
+            target = node == "node-a" ? "node-b" : "node-a"
+        }
+        struct State {
+            var text = ""
+            var times: [ContinuousClock.Instant] = []
+            var migration: Task<[String: Double], any Error>?
+        }
+        let state = Mutex(State())
+        let after = self.after
+        let (id, node) = (instance, target)
+        let outcome = await http.stream(
+            base + "/v1/completions",
+            [
+                "model": "bench", "prompt": prompt, "max_tokens": tokens, "temperature": 0, "ignore_eos": true,
+                "stream": true,
+            ]
+        ) { text in
+            state.withLock { state in
+                state.text += text
+                state.times.append(.now)
+                if migrate, state.times.count == after {
+                    state.migration = Task {
+                        let report = try await http.json(
+                            .POST, base + "/admin/instances/\(id)/migrate", ["node": node])
+                        guard report["succeeded"] as? Bool == true else {
+                            throw CommandFailure("the migration failed: \(report)")
+                        }
+                        return report.compactMapValues { ($0 as? NSNumber)?.doubleValue }
+                    }
+                }
+            }
+        }
+        if case .failure(let failure) = outcome { throw CommandFailure("a stream failed: \(failure.reason)") }
+        let (text, times, migration) = state.withLock { ($0.text, $0.times, $0.migration) }
+        let report = try await migration?.value
+        if migrate, report == nil { throw CommandFailure("the stream ended before its migration began") }
+        let gaps = zip(times.dropFirst(), times).map { pair in
+            let (later, earlier) = pair
+            let elapsed = later - earlier
+            return Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) * 1e-15
+        }
+        return Streamed(text: text, gaps: gaps, report: report)
+    }
+}
