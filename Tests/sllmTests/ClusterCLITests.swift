@@ -181,7 +181,7 @@ import Testing
         let target = source == "node-a" ? "node-b" : "node-a"
 
         let request: [String: Any] = [
-            "model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 200, "ignore_eos": true,
+            "model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 480, "ignore_eos": true,
             "temperature": 0,
         ]
         let (status, answer) = try await Self.json(server + "/v1/completions", body: request)
@@ -269,7 +269,7 @@ import Testing
         let instances = try await Self.deploy(1, server: server, home: root.path, environment: env)
         let holder = try #require(instances.first?["node"] as? String)
         let request: [String: Any] = [
-            "model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 200, "ignore_eos": true,
+            "model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 480, "ignore_eos": true,
             "temperature": 0,
         ]
         let (status, answer) = try await Self.json(server + "/v1/completions", body: request)

@@ -649,9 +649,11 @@ actor Deployment {
         var avoiding: NodeID
     }
 
-    /// Stage 1 repeats while a sequence grew by more than this many tokens since it was warmed.
-    static let migrationDelta = 8
-    static let migrationRounds = 4
+    /// Stage 1 repeats while a sequence grew by more than this many tokens since it was warmed
+    /// (and by fewer than the round before), at most `migrationRounds` times: what is left is
+    /// computed during the pause, so it is kept to a token or two.
+    static let migrationDelta = 2
+    static let migrationRounds = 12
 
     /// Moves a running instance to another node without interrupting its jobs (ServerlessLLM's
     /// live migration, by tokens): a new instance starts on `node` (or where the scheduler places
@@ -700,9 +702,16 @@ actor Deployment {
         let warmBegan = ContinuousClock.now
         var warmed: [String: Int] = [:]
         do {
+            // The most a job grew since its last warm; and that of the round before.
             var grown = Int.max
-            while grown > Self.migrationDelta && report.rounds < Self.migrationRounds {
+            var previous = Int.max
+            // Again while a job grew by more than the delta meanwhile, and the delta still shrinks
+            // (the target computes faster than the source generates; each round is shorter).
+            while report.rounds == 0
+                || (report.rounds < Self.migrationRounds && grown > Self.migrationDelta && grown < previous)
+            {
                 report.rounds += 1
+                previous = grown
                 grown = 0
                 for job in (jobs[source] ?? []).sorted() {
                     guard let snapshot = await sourceNode.worker.snapshot(job: job, on: source) else { continue }

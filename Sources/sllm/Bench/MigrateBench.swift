@@ -19,7 +19,10 @@ struct MigrateBench: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Model (pulled if missing).") var model = ModelSource.defaultModel.name
     @Option(help: "Comma-separated prompt lengths, in tokens.") var lengths = "32,256,1024"
-    @Option(help: "Tokens each stream generates.") var tokens = 96
+    @Option(
+        help:
+            "Tokens each stream generates, at least (a longer prompt's stream gets 1.5× its length beyond --after, so that the stream outlasts stage 1)."
+    ) var tokens = 128
     @Option(help: "Migrate once the stream has given this many tokens.") var after = 24
     @Option(help: "Rounds (each runs every length, unmigrated then migrated).") var rounds = 3
     @Option(help: "Compute threads per instance.") var threads = 1
@@ -57,6 +60,8 @@ struct MigrateBench: AsyncParsableCommand {
         var warm: Sample
         var total: Sample
         var warmedTokens: Int
+        /// Streams whose job was handed over (not ended before), and whose text was the unmigrated one's.
+        var moved: Int
         var identical: Int
         var runs: Int
     }
@@ -100,14 +105,14 @@ struct MigrateBench: AsyncParsableCommand {
             .POST, controller.url + "/admin/deployments",
             [
                 "model": name.rawValue, "name": "bench", "keep_alive": "-1", "min_instances": 1, "max_instances": 1,
-                "context_length": (lengths.max() ?? 0) + tokens + 16,
+                "context_length": lengths.map { $0 + streamTokens($0) }.max()! + 16,
             ])
         var random = SplitMix(seed: 11)
         let prompts = lengths.map { length in (0..<length).map { _ in 1000 + Int(random.next() % 20_000) } }
         _ = try await timedStream(http, controller.url, prompt: prompts[0], migrate: false)
         print("sllm controller at \(controller.url) over workers at \(workers.map(\.url).joined(separator: ", "))")
         print(
-            "greedy streams of \(tokens) tokens, migrated after \(after); \(rounds) round(s); \(threads) thread(s); model \(name)"
+            "greedy streams of \(lengths.map { String(streamTokens($0)) }.joined(separator: "/")) tokens, migrated after \(after); \(rounds) round(s); \(threads) thread(s); model \(name)"
         )
 
         var results: [[(normal: [Double], stream: Streamed, moved: Streamed)]] = Array(
@@ -116,6 +121,9 @@ struct MigrateBench: AsyncParsableCommand {
             for (index, prompt) in prompts.enumerated() {
                 let normal = try await timedStream(http, controller.url, prompt: prompt, migrate: false)
                 let moved = try await timedStream(http, controller.url, prompt: prompt, migrate: true)
+                if moved.report?["moved"] != 1 {
+                    print("  (the stream ended before its hand-over: give more --tokens)")
+                }
                 results[index].append((normal.gaps, normal, moved))
                 let report = moved.report ?? [:]
                 print(
@@ -130,15 +138,17 @@ struct MigrateBench: AsyncParsableCommand {
 
         print("")
         print(
-            "prompt  normal gap p50 / p99   migrated stream's longest gap   / normal p99   target start    stage 1        whole migration   same text"
+            "prompt  normal gap p50 / p99   migrated stream's longest gap   / normal p99   target start    stage 1        whole migration   moved, same text"
         )
         var rows: [Row] = []
         for (index, runs) in results.enumerated() {
             let normal = Sample(values: runs.flatMap(\.normal))
             let p99 = normal.percentile(0.99)
-            let pauses = Sample(values: runs.map { $0.moved.gaps.max() ?? .nan })
+            // Streams that ended before their hand-over saw no pause: only those moved count.
+            let handed = runs.filter { $0.moved.report?["moved"] == 1 }
+            let pauses = Sample(values: handed.map { $0.moved.gaps.max() ?? .nan })
             func figure(_ key: String) -> Sample {
-                Sample(values: runs.map { $0.moved.report?[key] ?? .nan })
+                Sample(values: handed.map { $0.moved.report?[key] ?? .nan })
             }
             let row = Row(
                 promptTokens: lengths[index], normalGaps: normal, normalP99: p99, pause: pauses,
@@ -146,13 +156,14 @@ struct MigrateBench: AsyncParsableCommand {
                 handoverPause: Sample(values: figure("longest_pause_seconds").values.map { $0 * 1000 }),
                 targetStart: figure("load_seconds"), warm: figure("warm_seconds"), total: figure("seconds"),
                 warmedTokens: Int(runs.map { $0.moved.report?["warmed_tokens"] ?? 0 }.max() ?? 0),
+                moved: handed.count,
                 identical: runs.filter { $0.moved.text == $0.stream.text }.count, runs: runs.count)
             rows.append(row)
             print(
                 String(format: "%6d  %6.1f / %6.1f ms      ", row.promptTokens, normal.percentile(0.5), p99)
                     + "\(row.pause.formatted(1)) ms  \(row.pauseOverP99.formatted(2))×  "
                     + "\(row.targetStart.formatted(3)) s  \(row.warm.formatted(3)) s  \(row.total.formatted(3)) s  "
-                    + "\(row.identical)/\(row.runs)")
+                    + "\(row.moved)/\(row.runs), \(row.identical)/\(row.runs)")
         }
         let worst = rows.map(\.pauseOverP99.median).max() ?? .nan
         print(
@@ -161,6 +172,10 @@ struct MigrateBench: AsyncParsableCommand {
                 worst <= 2 ? "met" : "missed"))
         if let json { try writeReport(rows, to: json) }
     }
+
+    /// Tokens a stream of a `length`-token prompt generates: its stage 1 computes the prompt on the
+    /// target while the source goes on, so longer prompts need longer streams to be handed over.
+    func streamTokens(_ length: Int) -> Int { max(tokens, after + 64 + length * 3 / 2) }
 
     /// A stream's text, its inter-token gaps (ms, after the first token) and, when migrated,
     /// the migration's report.
@@ -197,7 +212,8 @@ struct MigrateBench: AsyncParsableCommand {
         let outcome = await http.stream(
             base + "/v1/completions",
             [
-                "model": "bench", "prompt": prompt, "max_tokens": tokens, "temperature": 0, "ignore_eos": true,
+                "model": "bench", "prompt": prompt, "max_tokens": streamTokens(prompt.count), "temperature": 0,
+                "ignore_eos": true,
                 "stream": true,
             ]
         ) { text in

@@ -29,7 +29,9 @@ import Testing
     }
 
     /// A registry over `workers` (its state in a directory of its own) with `smol` deployed.
-    static func registry(_ directory: TemporaryDirectory, workers: [any Worker]) async throws -> DeploymentRegistry {
+    static func registry(_ directory: TemporaryDirectory, workers: [any Worker], context: Int = 512) async throws
+        -> DeploymentRegistry
+    {
         let nodes = workers.map(\.node.rawValue).joined(separator: "+")
         var configuration = ServeConfiguration(dataDirectory: directory.file("control-\(nodes)"))
         configuration.defaultModel = ""
@@ -42,7 +44,7 @@ import Testing
             state: try SQLiteStateStore(path: configuration.dataDirectory + "/state.sqlite"),
             metrics: ServingMetrics(), logger: logger)
         try await registry.restore()
-        _ = try await registry.deploy(DeploymentRequest(model: "smol", contextLength: 512))
+        _ = try await registry.deploy(DeploymentRequest(model: "smol", contextLength: context))
         return registry
     }
 
