@@ -517,3 +517,77 @@ extension KeepAlive {
         #expect(m.requestFinished(on: "i1", keepAlive: nil) == [])
     }
 }
+
+/// The locality-driven migration cost model: move a busy instance off the node where the
+/// request's checkpoint is fast, only when that beats loading elsewhere.
+@Suite struct MigrationPlannerTests {
+    let request = PlacementRequest(model: "m", checkpointBytes: 1_000_000_000, memoryBytes: 1_200_000_000)
+    let rates: [CheckpointTier: Double] = [.dram: 8e9, .ssd: 1e9, .remote: 1e8]
+
+    func nodes(bTier: CheckpointTier = .remote, bFree: Int = 4_000_000_000) -> [NodeFacts] {
+        [
+            NodeFacts(node: "a", freeMemoryBytes: 100_000_000, tier: .dram, bandwidth: rates),
+            NodeFacts(node: "b", freeMemoryBytes: bFree, tier: bTier, bandwidth: rates),
+        ]
+    }
+
+    func busy(tokens: Int = 500, memory: Int = 1_500_000_000) -> BusyInstance {
+        BusyInstance(
+            id: "s", node: "a", memoryBytes: memory, checkpointBytes: 1_000_000_000, tokens: tokens,
+            tiers: ["a": .dram, "b": .dram])
+    }
+
+    func plain(_ nodes: [NodeFacts]) -> Double? {
+        LocalityPlacement(assumedBandwidth: rates).place(request, on: nodes)?.estimatedStartSeconds
+    }
+
+    @Test func aBusyInstanceMovesWhenLoadingElsewhereIsSlow() throws {
+        let nodes = nodes()
+        #expect(plain(nodes) == 10)  // b fetches from the remote store
+        let plan = try #require(
+            MigrationPlanner.plan(
+                request, nodes: nodes, busy: [busy()], beating: plain(nodes), prefillTokensPerSecond: ["b": 1000],
+                assumedBandwidth: rates))
+        #expect(plan.victim == "s" && plan.from == "a" && plan.to == "b" && plan.tier == .dram)
+        // The victim's load on b from DRAM, its 500 tokens at 1000/s, then the request's load on a.
+        #expect(abs(plan.migrationSeconds - (0.125 + 0.5)) < 1e-9)
+        #expect(abs(plan.estimatedStartSeconds - (0.125 + 0.5 + 0.125)) < 1e-9)
+    }
+
+    @Test func noMigrationWhenItDoesNotPay() {
+        // b holds the request's checkpoint in DRAM too: loading there is as fast as it gets.
+        let near = nodes(bTier: .dram)
+        #expect(
+            MigrationPlanner.plan(
+                request, nodes: near, busy: [busy()], beating: plain(near), prefillTokensPerSecond: [:],
+                assumedBandwidth: rates) == nil)
+        // Too many tokens to recompute (the pause budget), or slow to recompute.
+        let far = nodes()
+        #expect(
+            MigrationPlanner.plan(
+                request, nodes: far, busy: [busy(tokens: 20_000)], beating: plain(far), prefillTokensPerSecond: [:],
+                assumedBandwidth: rates) == nil)
+        #expect(
+            MigrationPlanner.plan(
+                request, nodes: far, busy: [busy()], beating: plain(far), prefillTokensPerSecond: ["b": 10],
+                assumedBandwidth: rates) == nil)
+        // No node has room for the victim.
+        let full = nodes(bFree: 1_000_000_000)
+        #expect(
+            MigrationPlanner.plan(
+                request, nodes: full, busy: [busy()], beating: plain(full), prefillTokensPerSecond: [:],
+                assumedBandwidth: rates) == nil)
+    }
+
+    @Test func aSmallVictimMakesRoomWhereNothingFits() throws {
+        // b has room for the victim but not for the request: without migration the request waits.
+        var nodes = nodes(bFree: 1_000_000_000)
+        nodes[0].freeMemoryBytes = 300_000_000
+        #expect(plain(nodes) == nil)
+        let plan = try #require(
+            MigrationPlanner.plan(
+                request, nodes: nodes, busy: [busy(memory: 1_000_000_000)], beating: nil, prefillTokensPerSecond: [:],
+                assumedBandwidth: rates))
+        #expect(plan.to == "b" && plan.from == "a")
+    }
+}

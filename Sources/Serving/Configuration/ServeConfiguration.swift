@@ -71,6 +71,10 @@ public struct ServeConfiguration: Sendable, Equatable {
     /// fetching it); off, every node fetches from its remote stores (links that are slow or
     /// metered; the KServe-like baseline of `sllm bench cluster`).
     public var peerFetch = true
+    /// A controller: a cold start may first migrate a busy instance off the node where the
+    /// checkpoint sits in its fastest tier, when the locality scheduler's cost model says that
+    /// starts it sooner than loading elsewhere (`MigrationPlanner`).
+    public var migration = false
     /// A worker: a checkpoint it fetched (from a peer or a remote store) stays in its store and
     /// DRAM cache; off, it is dropped when its last instance stops, as a pod's `emptyDir` is (every
     /// start fetches it again).
@@ -184,7 +188,7 @@ public struct ServeConfiguration: Sendable, Equatable {
         "direct_io", "default_model", "preload", "min_instances", "max_instances", "target_concurrency", "keep_alive",
         "queue_limit", "max_body", "shutdown_timeout", "idle_timeout", "request_timeout", "max_connections",
         "dram_scrub_rate", "dram_scrub_interval", "dram_fill", "serve_while_loading", "state_url", "tls_cert",
-        "tls_key", "remote", "peer_fetch", "keep_fetched",
+        "tls_key", "remote", "peer_fetch", "keep_fetched", "migration",
     ]
 
     /// The settings that are a deployment's scaling.
@@ -241,7 +245,7 @@ public struct ServeConfiguration: Sendable, Equatable {
                     throw fail(key, value, "a thread count (1-256)")
                 }
                 self.threads = threads
-            case "direct_io", "dram_fill", "serve_while_loading", "peer_fetch", "keep_fetched":
+            case "direct_io", "dram_fill", "serve_while_loading", "peer_fetch", "keep_fetched", "migration":
                 let flag: Bool
                 switch value.lowercased() {
                 case "true", "yes", "on", "1": flag = true
@@ -253,6 +257,7 @@ public struct ServeConfiguration: Sendable, Equatable {
                 case "dram_fill": dramFill = flag
                 case "peer_fetch": peerFetch = flag
                 case "keep_fetched": keepFetched = flag
+                case "migration": migration = flag
                 default: serveWhileLoading = flag
                 }
             case "default_model": defaultModel = value

@@ -100,6 +100,9 @@ actor Deployment {
     private var jobs: [String: Set<String>] = [:]
     /// Where a job continues once its instance detached it (set by a migration before detaching).
     private var moves: [String: Lease] = [:]
+    /// Tokens each running job holds (prompt and generated so far), written by the jobs' relays:
+    /// what migrating their instance would recompute.
+    private nonisolated let jobTokens = Mutex<[String: Int]>([:])
     /// Hand-overs a migration waits for, by job: expected, awaited, or already reported.
     private var handovers: [String: HandoverSlot] = [:]
 
@@ -236,6 +239,7 @@ actor Deployment {
             var job = job
             var failure: (any Error)?
             await self.jobBegan(job.id, on: lease.instance.id)
+            self.jobTokens.withLock { $0[job.id] = job.prompt.count }
             var lastEvent = ContinuousClock.now
             // After a hand-over, until the target's first event: the lease it came from.
             var handedFrom: Lease?
@@ -251,6 +255,14 @@ actor Deployment {
                         if handedFrom != nil {
                             handedFrom = nil
                             await self.reportHandover(job.id, .continued(pauseSeconds: seconds(since: lastEvent)))
+                        }
+                        switch event {
+                        case .token: self.jobTokens.withLock { $0[job.id, default: 0] += 1 }
+                        case .finished(let summary):
+                            await self.pool.observePrefill(
+                                on: lease.node.id, tokens: summary.promptTokens - summary.cachedTokens,
+                                seconds: summary.prefillSeconds)
+                        case .detached: break
                         }
                         output.yield(event)
                         lastEvent = .now
@@ -274,6 +286,7 @@ actor Deployment {
                 handedFrom = lease
                 lease = next
             }
+            self.jobTokens.withLock { _ = $0.removeValue(forKey: job.id) }
             await self.jobEnded(job.id, on: lease.instance.id)
             await self.release(lease, keepAlive: keepAlive)
             if let kind = (failure as? ServingError)?.kind, kind == .instanceFailed || kind == .workerLost {
@@ -412,6 +425,17 @@ actor Deployment {
         machine.instances.filter { id, instance in
             instance.state == .ready && instance.inFlight > 0 && placed[id]?.node.id == node
         }.keys.sorted()
+    }
+
+    /// Busy instances on `node` with the memory each holds and the tokens its requests hold (what
+    /// the scheduler weighs a migration by).
+    func busyForMigration(on node: NodeID) -> [NodePool.Busy] {
+        busyInstances(on: node).map { id in
+            let tokens = jobTokens.withLock { counts in (jobs[id] ?? []).reduce(0) { $0 + (counts[$1] ?? 0) } }
+            return NodePool.Busy(
+                id: id, deployment: name, model: facts.name, memoryBytes: placed[id]?.bytes ?? sizing.totalBytes,
+                tokens: tokens)
+        }
     }
 
     /// Whether `id` is one of this deployment's instances.
@@ -577,11 +601,34 @@ actor Deployment {
     private func startOnce(_ id: String, placing target: MigrationTarget? = nil) async -> ServingError? {
         let sizing = self.sizing
         var instanceSpec = InstanceSpec(id: id, deployment: name, model: facts.name, sizing: sizing)
-        let placement: NodePool.Placed
+        var placement: NodePool.Placed
         do {
             placement = try await pool.place(
                 facts.name, checkpointBytes: facts.weightBytes, memoryBytes: sizing.totalBytes, for: name,
                 instance: id, on: target?.node, avoiding: target?.avoiding)
+            if let plan = placement.migrateFirst {
+                // Locality-driven migration: a busy instance leaves the node where this
+                // checkpoint is fastest, then this start goes there (else wherever it can).
+                logger.info(
+                    "deployment \(name): instance \(id) starts on \(plan.from) once \(plan.victim) has migrated to \(plan.to)",
+                    metadata: [
+                        "estimate": "\(plan.estimatedStartSeconds) s", "migration": "\(plan.migrationSeconds) s",
+                    ])
+                do {
+                    _ = try await pool.carryOut(plan)
+                } catch {
+                    logger.warning("deployment \(name): the migration of \(plan.victim) failed: \(error)")
+                }
+                do {
+                    placement = try await pool.place(
+                        facts.name, checkpointBytes: facts.weightBytes, memoryBytes: sizing.totalBytes, for: name,
+                        instance: id, on: NodeID(plan.from), mayMigrate: false)
+                } catch {
+                    placement = try await pool.place(
+                        facts.name, checkpointBytes: facts.weightBytes, memoryBytes: sizing.totalBytes, for: name,
+                        instance: id, mayMigrate: false)
+                }
+            }
             placed[id] = placement
             instanceSpec.sources = placement.sources
             instanceSpec.spread = placement.spread
@@ -731,6 +778,7 @@ actor Deployment {
             throw ServingError(failure.kind, "the migration's target failed while warming: \(failure.message)")
         }
         report.warmSeconds = seconds(since: warmBegan)
+        await pool.observePrefill(on: targetNode.id, tokens: report.warmedTokens, seconds: report.warmSeconds)
 
         // Stage 2: each job leaves the source between two steps and continues on the target.
         let targetLease = Lease(instance: targetInfo, node: targetNode, waitedSeconds: 0, coldStart: false)

@@ -71,6 +71,14 @@ actor DeploymentRegistry {
         await pool.setIdleInstances(
             candidates: { [weak self] node in await self?.idleInstances(on: node) ?? [] },
             evict: { [weak self] candidate in await self?.evict(candidate) ?? 0 })
+        if configuration.migration {
+            await pool.setMigration(
+                busy: { [weak self] node in await self?.busyInstances(on: node) ?? [] },
+                migrate: { [weak self] instance, node in
+                    guard let self else { throw ServingError(.shuttingDown, "the server is stopping") }
+                    return try await self.migrate(instance: instance, to: node)
+                })
+        }
         if await pool.nodes.isEmpty {
             logger.info("waiting for a worker to join (`sllm worker --controller URL`)")
             try await pool.waitForNode()
@@ -424,6 +432,13 @@ actor DeploymentRegistry {
             }
         }
         return reports
+    }
+
+    /// Every busy instance on a node, for locality-driven migration.
+    private func busyInstances(on node: NodeID) async -> [NodePool.Busy] {
+        var busy: [NodePool.Busy] = []
+        for deployment in deployments.values { busy += await deployment.busyForMigration(on: node) }
+        return busy
     }
 
     /// The instances the deployments have placed on `node` (running or starting).

@@ -31,6 +31,19 @@ actor NodePool {
         var spread = 1
         /// The model whose checkpoint the node fetches (nil when it holds it).
         var fetches: ModelName? = nil
+        /// Set instead of a placement (nothing reserved): the start goes faster if this busy
+        /// instance first migrates off `node` (`carryOut`), then the start is placed on `node`.
+        var migrateFirst: MigrationPlan? = nil
+    }
+
+    /// An instance with requests running, as its deployment reports it (a migration candidate).
+    struct Busy: Sendable {
+        var id: String
+        var deployment: String
+        var model: ModelName
+        var memoryBytes: Int
+        /// Tokens its running requests hold.
+        var tokens: Int
     }
 
     /// The nodes in the order they joined (`sllm serve`'s one node first and only).
@@ -82,6 +95,16 @@ actor NodePool {
             candidates: @Sendable (NodeID) async -> [MemoryAdmission.Candidate],
             evict: @Sendable (MemoryAdmission.Candidate) async -> Int
         )?
+    /// Locality-driven migration (set by the registry when `migration` is on): a node's busy
+    /// instances, and how one migrates to a node.
+    private var migration:
+        (
+            busy: @Sendable (NodeID) async -> [Busy],
+            migrate: @Sendable (String, NodeID) async throws -> MigrationReport
+        )?
+    /// Prompt tokens per second each node's instances compute (a migration's stage 1 and
+    /// requests' prefills, averaged): what recomputing a migrated instance's tokens costs there.
+    private var prefillRates: [NodeID: BandwidthAverage] = [:]
 
     init(workers: [any Worker], placement: any Placement, peerFetch: Bool = true, log: (any PlacementLog)? = nil) {
         nodes = workers.map { Node(id: $0.node, worker: $0) }
@@ -173,6 +196,25 @@ actor NodePool {
         return nil
     }
 
+    func setMigration(
+        busy: @escaping @Sendable (NodeID) async -> [Busy],
+        migrate: @escaping @Sendable (String, NodeID) async throws -> MigrationReport
+    ) {
+        migration = (busy, migrate)
+    }
+
+    /// A prefill measured on `node`: `tokens` computed in `seconds`.
+    func observePrefill(on node: NodeID, tokens: Int, seconds: Double) {
+        guard tokens >= 16, seconds > 0 else { return }
+        prefillRates[node, default: BandwidthAverage()].add(Double(tokens) / seconds)
+    }
+
+    /// Carries out a migration a placement planned.
+    func carryOut(_ plan: MigrationPlan) async throws -> MigrationReport {
+        guard let migration else { throw ServingError(.conflict, "migration is off") }
+        return try await migration.migrate(plan.victim, NodeID(plan.to))
+    }
+
     func setIdleInstances(
         candidates: @escaping @Sendable (NodeID) async -> [MemoryAdmission.Candidate],
         evict: @escaping @Sendable (MemoryAdmission.Candidate) async -> Int
@@ -191,7 +233,7 @@ actor NodePool {
     /// A migration's target is placed `on` the node an operator named, or `avoiding` its source's.
     func place(
         _ model: ModelName, checkpointBytes: Int, memoryBytes: Int, for deployment: String, instance: String = "",
-        on required: NodeID? = nil, avoiding: NodeID? = nil
+        on required: NodeID? = nil, avoiding: NodeID? = nil, mayMigrate: Bool = true
     ) async throws(ServingError) -> Placed {
         await takeTurn()
         defer { passTurn() }
@@ -259,7 +301,30 @@ actor NodePool {
                     roomSeconds: roomSeconds))
         }
         largestBudget = budgets.values.max() ?? 0
-        guard let decision = placement.place(request, on: facts), let node = node(NodeID(decision.node)) else {
+        let plain = placement.place(request, on: facts)
+        if mayMigrate, required == nil,
+            let plan = await migrationPlan(
+                request, for: deployment, facts: facts, inventories: inventories, beating: plain?.estimatedStartSeconds),
+            let from = node(NodeID(plan.from))
+        {
+            let record = PlacementRecord(
+                id: nextDecision, at: Date(), deployment: deployment, model: model.rawValue, instance: instance,
+                policy: policyName + "+migration", node: plan.from, tier: plan.tier, checkpointBytes: checkpointBytes,
+                queuedSeconds: 0, roomSeconds: plan.migrationSeconds, bandwidth: nil, correction: 1,
+                estimatedSeconds: plan.estimatedStartSeconds, actualSeconds: nil,
+                outcome:
+                    "migrating \(plan.victim) to \(plan.to) first (without: \(plain.map { "\($0.node) in \($0.estimatedStartSeconds.map { String(format: "%.3f s", $0) } ?? "?")" } ?? "no node has room"))",
+                candidates: [], sources: nil, spread: nil)
+            nextDecision += 1
+            decisions.append(record)
+            if decisions.count > Self.keptDecisions { decisions.removeFirst(decisions.count - Self.keptDecisions) }
+            return Placed(
+                node: from, bytes: 0,
+                decision: PlacementDecision(
+                    node: plan.from, tier: plan.tier, estimatedStartSeconds: plan.estimatedStartSeconds),
+                loadSeconds: 0, migrateFirst: plan)
+        }
+        guard let decision = plain, let node = node(NodeID(decision.node)) else {
             if nodes.isEmpty {
                 throw ServingError(
                     .unavailable,
@@ -329,6 +394,39 @@ actor NodePool {
             node: node, bytes: memoryBytes, decision: decision, loadSeconds: loadSeconds, record: record.id,
             sources: sources, spread: spread,
             fetches: decision.tier == .peer || decision.tier == .remote ? model : nil)
+    }
+
+    /// A migration that starts the request sooner than `plain` (the best start without one),
+    /// under the locality policy with migration on; nil otherwise.
+    private func migrationPlan(
+        _ request: PlacementRequest, for deployment: String, facts: [NodeFacts],
+        inventories: [(Node, NodeInventory)], beating plain: Double?
+    ) async -> MigrationPlan? {
+        guard let migration, let locality = placement as? LocalityPlacement else { return nil }
+        var busy: [BusyInstance] = []
+        for (node, _) in inventories {
+            for instance in await migration.busy(node.id) where instance.deployment != deployment {
+                var tiers: [String: CheckpointTier] = [:]
+                var checkpointBytes = instance.memoryBytes
+                for (other, inventory) in inventories {
+                    guard let tier = inventory.fastestTier(holding: instance.model) else { continue }
+                    tiers[other.id.rawValue] = CheckpointTier(tier)
+                    for held in inventory.tiers.flatMap(\.models) where held.name == instance.model {
+                        checkpointBytes = held.bytes
+                    }
+                }
+                busy.append(
+                    BusyInstance(
+                        id: instance.id, node: node.id.rawValue, memoryBytes: instance.memoryBytes,
+                        checkpointBytes: checkpointBytes, tokens: instance.tokens, tiers: tiers))
+            }
+        }
+        guard !busy.isEmpty else { return nil }
+        var rates: [String: Double] = [:]
+        for (node, average) in prefillRates { rates[node.rawValue] = average.bytesPerSecond }
+        return MigrationPlanner.plan(
+            request, nodes: facts, busy: busy, beating: plain, prefillTokensPerSecond: rates,
+            assumedBandwidth: locality.assumedBandwidth)
     }
 
     /// The nodes' inventories, asked all at once (a slow node costs its timeout, not the sum of

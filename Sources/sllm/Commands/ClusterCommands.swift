@@ -90,6 +90,12 @@ struct Controller: AsyncParsableCommand {
             "Nodes lacking a checkpoint fetch it from the nodes holding it (default); with --no-peer-fetch, from their --remote stores."
     )
     var peerFetch: Bool?
+    @Flag(
+        name: .customLong("migration"), inversion: .prefixedNo,
+        help:
+            "A cold start may first live-migrate a busy instance off the node holding its checkpoint in the fastest tier, when that starts it sooner than loading elsewhere (default off)."
+    )
+    var migration: Bool?
     @Option(
         help:
             "The URL other controllers and workers reach this one at (default: http://HOST:PORT as bound; needed with --host 0.0.0.0 when controllers share --state-url)."
@@ -133,6 +139,7 @@ struct Controller: AsyncParsableCommand {
         LoggingBootstrap.once(level: global.verbose ? .debug : global.quiet ? .error : .info)
         var flags = options.flagLayer
         flags["peer_fetch"] = peerFetch.map { $0 ? "true" : "false" }
+        flags["migration"] = migration.map { $0 ? "true" : "false" }
         var configuration = try Serve.layered(global: global, config: options.config, flags: flags)
         // A controller holds no models: nothing is deployed by itself unless asked.
         if options.defaultModel == nil && ProcessInfo.processInfo.environment["SLLM_DEFAULT_MODEL"] == nil {

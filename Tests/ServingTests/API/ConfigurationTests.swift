@@ -26,6 +26,7 @@ import Testing
         try configuration.apply(
             ServeConfiguration.environmentLayer([
                 "SLLM_PORT": "9100", "SLLM_KEEP_ALIVE": "-1", "HOME": "/x", "SLLM_PEER_FETCH": "off",
+                "SLLM_MIGRATION": "on",
             ]),
             source: "env")
         try configuration.apply(["port": "9200"], source: "flags")
@@ -36,7 +37,8 @@ import Testing
         #expect(configuration.preload == ["a", "b"])
         #expect(configuration.directIO)
         #expect(!ServeConfiguration(dataDirectory: "/d").directIO)
-        #expect(!configuration.keepFetched && !configuration.peerFetch)
+        #expect(!configuration.keepFetched && !configuration.peerFetch && configuration.migration)
+        #expect(!ServeConfiguration(dataDirectory: "/d").migration)
         #expect(
             ServeConfiguration(dataDirectory: "/d").keepFetched && ServeConfiguration(dataDirectory: "/d").peerFetch)
         #expect(configuration.requiresKeys)

@@ -169,6 +169,59 @@ import Testing
         await registry.stopAll()
     }
 
+    /// Locality-driven migration (`migration` on): node a holds model `ysmol` and is full with a
+    /// busy instance of `smol`; node b has room but not `ysmol` (it could only fetch it). A cold
+    /// start of `ysmol` first moves the busy instance to b, then starts on a; the moved stream
+    /// goes on with the same tokens, and the decision log says why.
+    @Test func aColdStartMigratesABusyInstanceOffItsFastestNode() async throws {
+        let directory = try TemporaryDirectory("migration-locality")
+        defer { directory.remove() }
+        let smol = try ModelName("smol")
+        let b = try await NodePlacementTests.worker(directory, node: "b", budget: 4 << 30)
+        let facts = try await b.modelFacts(smol)
+        // Node a's budget holds the busy instance (context 4096) but not both.
+        let busyBytes = InstanceSizing(
+            requestedContext: 4096, modelContext: facts.contextLength, maxSequences: 4, weightBytes: facts.weightBytes,
+            kvBytesPerPosition: facts.kvBytesPerPosition
+        ).totalBytes
+        let small = try await NodePlacementTests.worker(directory, node: "a", budget: busyBytes + (busyBytes / 10))
+        try await RealModel.link(into: directory.file("a/home"), as: "ysmol")
+        _ = try await small.prefetch(smol, into: .dram)
+        let registry = try await NodePlacementTests.registry(directory, workers: [small, b], context: 4096) {
+            $0.migration = true
+        }
+        _ = try await registry.deploy(DeploymentRequest(model: "ysmol", name: "y", contextLength: 512))
+        let busy = try await registry.deployment(named: "smol")
+        let cold = try await registry.deployment(named: "y")
+
+        let lease = try await busy.acquire()
+        #expect(lease.node.id == NodeID("a"), "the busy instance starts where smol is in DRAM")
+        var moved = Run()
+        var answered: Task<Run, any Error>?
+        var tokensAfter = 0
+        for try await event in busy.run(Self.job("busy"), on: lease, keepAlive: nil) {
+            guard case .token(let output) = event else { continue }
+            moved.tokens.append(output.token)
+            if moved.tokens.count == 8 {
+                answered = Task { try await Self.run(Self.job("cold", maxTokens: 4), on: cold) }
+            }
+            if answered != nil, await cold.snapshot().instances.first?.state == "ready" {
+                tokensAfter += 1
+                if tokensAfter == 16 { break }
+            }
+        }
+        let answer = try #require(try await answered?.value)
+        #expect(answer.tokens.count == 4)
+        #expect(await cold.snapshot().instances.first?.node == NodeID("a"))
+        #expect(await busy.snapshot().instances.map(\.node) == [NodeID("b")])
+        let reference = try await Self.reference(of: Self.job("busy"), moved, on: busy)
+        #expect(moved.tokens == reference.tokens)
+        let decisions = await registry.pool.decisions
+        let why = try #require(decisions.first { $0.policy == "locality+migration" })
+        #expect(why.deployment == "y" && why.node == "a" && why.outcome?.contains("to b first") == true)
+        await registry.stopAll()
+    }
+
     /// A job that ends while its instance migrates is dropped from the set; a request that
     /// arrives meanwhile is served (by the target once it took over, or another instance).
     @Test func jobsEndingAndArrivingDuringAMigrationAreServed() async throws {

@@ -29,12 +29,14 @@ import Testing
     }
 
     /// A registry over `workers` (its state in a directory of its own) with `smol` deployed.
-    static func registry(_ directory: TemporaryDirectory, workers: [any Worker], context: Int = 512) async throws
-        -> DeploymentRegistry
-    {
+    static func registry(
+        _ directory: TemporaryDirectory, workers: [any Worker], context: Int = 512,
+        configure: (inout ServeConfiguration) -> Void = { _ in }
+    ) async throws -> DeploymentRegistry {
         let nodes = workers.map(\.node.rawValue).joined(separator: "+")
         var configuration = ServeConfiguration(dataDirectory: directory.file("control-\(nodes)"))
         configuration.defaultModel = ""
+        configure(&configuration)
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         var logger = Logger(label: "test.registry")
         logger.logLevel = .warning
