@@ -239,19 +239,27 @@ import Testing
         return (text, events, result)
     }
 
+    /// An `sllm controller` on a free port with `flags`, which workers join by lease; its port
+    /// and URL.
+    static func leaseController(_ root: TemporaryDirectory, token: String, _ flags: [String]) throws -> (
+        ServeProcess, port: Int, server: String
+    ) {
+        let port = freeTCPPort()
+        let controller = try ServeProcess(
+            ["--port", String(port)] + flags, home: root.file("control"),
+            environment: ["SLLM_CLUSTER_TOKEN": token], command: "controller")
+        _ = try #require(controller.address(), "\(controller.output)")
+        return (controller, port, "http://127.0.0.1:\(port)")
+    }
+
     /// A worker stopped with SIGTERM (a scale-in, a pod's termination) first has its running
     /// requests migrated to the other worker: the client's stream goes on with the same text.
     @Test func aLeavingWorkerHandsItsStreamsOver() async throws {
         let root = try TemporaryDirectory("cluster-drain")
         defer { root.remove() }
         let token = "cluster-drain-token-0123456789"
-        let port = freeTCPPort()
-        let server = "http://127.0.0.1:\(port)"
-        let controller = try ServeProcess(
-            ["--port", String(port), "--worker-lease", "10s"], home: root.file("control"),
-            environment: ["SLLM_CLUSTER_TOKEN": token], command: "controller")
+        let (controller, port, server) = try Self.leaseController(root, token: token, ["--worker-lease", "10s"])
         defer { controller.stop() }
-        _ = try #require(controller.address(), "\(controller.output)")
         var workers: [String: ServeProcess] = [:]
         for node in ["node-a", "node-b"] {
             try await RealModel.link(into: root.file(node), as: "smollm2-135m")
@@ -349,13 +357,9 @@ import Testing
         let root = try TemporaryDirectory("cluster-lease")
         defer { root.remove() }
         let token = "cluster-lease-test-token-0123456789"
-        let controllerPort = freeTCPPort()
-        let server = "http://127.0.0.1:\(controllerPort)"
-        let controller = try ServeProcess(
-            ["--port", String(controllerPort), "--worker-lease", "3s"], home: root.file("control"),
-            environment: ["SLLM_CLUSTER_TOKEN": token], command: "controller")
+        let (controller, controllerPort, server) = try Self.leaseController(
+            root, token: token, ["--worker-lease", "3s"])
         defer { controller.stop() }
-        _ = try #require(controller.address(), "\(controller.output)")
         #expect(controller.waitFor("waiting for a worker to join"), "\(controller.output)")
         let (notReady, _) = try await Self.json(server + "/ready")
         #expect(notReady == 503)
@@ -438,13 +442,9 @@ import Testing
         let root = try TemporaryDirectory("cluster-peers")
         defer { root.remove() }
         let token = "cluster-peers-test-token-0123456789"
-        let controllerPort = freeTCPPort()
-        let server = "http://127.0.0.1:\(controllerPort)"
-        let controller = try ServeProcess(
-            ["--port", String(controllerPort), "--worker-lease", "3s", "--default-model", ""],
-            home: root.file("control"), environment: ["SLLM_CLUSTER_TOKEN": token], command: "controller")
+        let (controller, controllerPort, server) = try Self.leaseController(
+            root, token: token, ["--worker-lease", "3s", "--default-model", ""])
         defer { controller.stop() }
-        _ = try #require(controller.address(), "\(controller.output)")
         try await RealModel.link(into: root.file("node-a"), as: "smollm2-135m")
         var workers: [String: ServeProcess] = [:]
         for node in ["node-a", "node-b", "node-c"] {

@@ -20,16 +20,8 @@ struct HopBench: AsyncParsableCommand {
     func run() async throws {
         _ = global.bootstrap()
         let name = try await ensurePulled(model, global: global)
-        let scratch = FileManager.default.temporaryDirectory.path + "/sllm-bench-hop-\(getpid())"
+        let scratch = try benchScratch("hop", linking: name, into: ["serve", "worker"], global: global)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        for side in ["serve", "worker"] {
-            try FileManager.default.createDirectory(
-                atPath: scratch + "/\(side)/models", withIntermediateDirectories: true)
-            try FileManager.default.createSymbolicLink(
-                atPath: scratch + "/\(side)/models/\(name)", withDestinationPath: global.store.directory(for: name))
-        }
-        let token = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
-        try Data(token.utf8).write(to: URL(fileURLWithPath: scratch + "/token"))
         let common = ["--port", "0", "--threads", String(threads), "--no-dram-fill"]
         let serve = try ServerProcess.start(
             executable: sllmExecutablePath(),

@@ -69,16 +69,8 @@ struct MigrateBench: AsyncParsableCommand {
     func run() async throws {
         _ = global.bootstrap()
         let name = try await ensurePulled(model, global: global)
-        let scratch = FileManager.default.temporaryDirectory.path + "/sllm-bench-migrate-\(getpid())"
+        let scratch = try benchScratch("migrate", linking: name, into: ["a", "b"], global: global)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        for node in ["a", "b"] {
-            try FileManager.default.createDirectory(
-                atPath: scratch + "/\(node)/models", withIntermediateDirectories: true)
-            try FileManager.default.createSymbolicLink(
-                atPath: scratch + "/\(node)/models/\(name)", withDestinationPath: global.store.directory(for: name))
-        }
-        let token = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
-        try Data(token.utf8).write(to: URL(fileURLWithPath: scratch + "/token"))
         var workers: [ServerProcess] = []
         defer { workers.forEach { $0.stop() } }
         for node in ["a", "b"] {

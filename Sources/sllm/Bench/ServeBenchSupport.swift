@@ -3,6 +3,7 @@ import Foundation
 import Lab
 import NIOCore
 import NIOHTTP1
+import Store
 
 #if canImport(Glibc)
     import Glibc
@@ -200,6 +201,22 @@ func freePort() -> Int {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
     }
     return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// A bench's scratch directory (the caller removes it): `name` linked into the store of each
+/// data directory `homes` (relative to it), and a fresh cluster token in its file `token`.
+func benchScratch(_ label: String, linking name: ModelName, into homes: [String], global: GlobalOptions) throws
+    -> String
+{
+    let scratch = FileManager.default.temporaryDirectory.path + "/sllm-bench-\(label)-\(getpid())"
+    for home in homes {
+        try FileManager.default.createDirectory(atPath: scratch + "/\(home)/models", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(
+            atPath: scratch + "/\(home)/models/\(name)", withDestinationPath: global.store.directory(for: name))
+    }
+    let token = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+    try Data(token.utf8).write(to: URL(fileURLWithPath: scratch + "/token"))
+    return scratch
 }
 
 /// This executable.
