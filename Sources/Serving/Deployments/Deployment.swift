@@ -697,7 +697,7 @@ actor Deployment {
     }
 
     /// Stage 1 repeats while a sequence grew by more than this many tokens since it was warmed
-    /// (and by fewer than the round before), at most `migrationRounds` times: what is left is
+    /// (and by a quarter fewer than the round before), at most `migrationRounds` times: what is left is
     /// computed during the pause, so it is kept to a token or two.
     static let migrationDelta = 2
     static let migrationRounds = 12
@@ -753,9 +753,11 @@ actor Deployment {
             var grown = Int.max
             var previous = Int.max
             // Again while a job grew by more than the delta meanwhile, and the delta still shrinks
-            // (the target computes faster than the source generates; each round is shorter).
+            // by a quarter at least (the target computes faster than the source generates; each
+            // round is shorter); a delta that stays put is left to the pause.
             while report.rounds == 0
-                || (report.rounds < Self.migrationRounds && grown > Self.migrationDelta && grown < previous)
+                || (report.rounds < Self.migrationRounds && grown > Self.migrationDelta
+                    && (previous == .max || grown <= previous - previous / 4))
             {
                 report.rounds += 1
                 previous = grown

@@ -21,8 +21,8 @@ struct MigrateBench: AsyncParsableCommand {
     @Option(help: "Comma-separated prompt lengths, in tokens.") var lengths = "32,256,1024"
     @Option(
         help:
-            "Tokens each stream generates, at least (a longer prompt's stream gets 1.5× its length beyond --after, so that the stream outlasts stage 1)."
-    ) var tokens = 128
+            "Tokens each stream generates, at least (a longer prompt's stream gets twice its length beyond --after, so that the stream outlasts stage 1)."
+    ) var tokens = 256
     @Option(help: "Migrate once the stream has given this many tokens.") var after = 24
     @Option(help: "Rounds (each runs every length, unmigrated then migrated).") var rounds = 3
     @Option(help: "Compute threads per instance.") var threads = 1
@@ -167,7 +167,7 @@ struct MigrateBench: AsyncParsableCommand {
 
     /// Tokens a stream of a `length`-token prompt generates: its stage 1 computes the prompt on the
     /// target while the source goes on, so longer prompts need longer streams to be handed over.
-    func streamTokens(_ length: Int) -> Int { max(tokens, after + 64 + length * 3 / 2) }
+    func streamTokens(_ length: Int) -> Int { max(tokens, after + 64 + length * 2) }
 
     /// A stream's text, its inter-token gaps (ms, after the first token) and, when migrated,
     /// the migration's report.
