@@ -70,6 +70,9 @@ public enum MigrationPlanner {
                     guard target.freeMemoryBytes + target.idleMemoryBytes >= victim.memoryBytes else { continue }
                     var facts = byName[target.node] ?? target
                     facts.tier = victim.tiers[target.node] ?? .remote
+                    // Making room there is priced for the request; the victim needs none when
+                    // the free memory fits it.
+                    if target.freeMemoryBytes >= victim.memoryBytes { facts.roomSeconds = 0 }
                     let load = loadEstimate(
                         PlacementRequest(
                             model: "", checkpointBytes: victim.checkpointBytes, memoryBytes: victim.memoryBytes),

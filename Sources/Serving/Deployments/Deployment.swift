@@ -256,16 +256,17 @@ actor Deployment {
                             handedFrom = nil
                             await self.reportHandover(job.id, .continued(pauseSeconds: seconds(since: lastEvent)))
                         }
+                        output.yield(event)
+                        lastEvent = .now
                         switch event {
                         case .token: self.jobTokens.withLock { $0[job.id, default: 0] += 1 }
                         case .finished(let summary):
+                            // What a migration here would cost to recompute, learnt from requests.
                             await self.pool.observePrefill(
                                 on: lease.node.id, tokens: summary.promptTokens - summary.cachedTokens,
                                 seconds: summary.prefillSeconds)
                         case .detached: break
                         }
-                        output.yield(event)
-                        lastEvent = .now
                     }
                 } catch {
                     failure = error

@@ -168,11 +168,12 @@ import Testing
             ),
             (.POST, "/admin/keys", ["name": "fuzz", "admin": false]),
             (.POST, "/admin/cache/verify", ["model": "smollm2-135m"]),
+            (.POST, "/admin/instances/smollm2-135m-1-0/migrate", ["node": "elsewhere"]),
         ]
     }
     static let adminKeys = [
         "model", "name", "min_instances", "max_instances", "target_concurrency", "keep_alive", "queue_limit",
-        "context_length", "admin",
+        "context_length", "admin", "node",
     ]
 
     /// Mutated admin bodies (deployments, PATCH, keys, cache verify) with the admin key: no
