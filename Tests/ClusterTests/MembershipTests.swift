@@ -127,8 +127,10 @@ extension Duration {
         let (database, url) = try postgres.createDatabase("membership")
         let store = try await PostgresStateStore.open(try PostgresLocation(url: url))
         defer { store.close() }
-        // The default lease: a shorter one flaps when a loaded machine delays renewals.
-        let controller = try await ControllerHarness.start(lease: .seconds(3), postgres: store)
+        // Longer than the default: renewals run on the test process's cooperative pool, which the
+        // parallel suite can starve for seconds on 2 cores (the node was lost before its
+        // instance started, twice in CI with 3 s).
+        let controller = try await ControllerHarness.start(lease: .seconds(10), postgres: store)
         let worker = try await WorkerHarness.start(node: "node-m")
         defer { worker.remove() }
 

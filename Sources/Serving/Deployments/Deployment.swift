@@ -808,7 +808,14 @@ actor Deployment {
             }
         }
         let succeeded = report.cameBack == 0 && started[target] != nil
-        perform(machine.endMigration(from: source, to: target, succeeded: succeeded))
+        // The source stops before the answer (a start waiting for its node's memory, as a
+        // locality-driven migration's, finds it free).
+        let ending = machine.endMigration(from: source, to: target, succeeded: succeeded)
+        perform(ending.filter { $0 != .stop(source) })
+        if ending.contains(.stop(source)) {
+            timers.removeValue(forKey: source)?.task.cancel()
+            await stopNow(source)
+        }
         if !succeeded, started[target] != nil {
             // Jobs that did move keep running there: the target serves as an instance of its own.
             perform(machine.instanceStarted(target))

@@ -27,6 +27,12 @@ struct MigrateBench: AsyncParsableCommand {
     @Option(help: "Rounds (each runs every length, unmigrated then migrated).") var rounds = 3
     @Option(help: "Compute threads per instance.") var threads = 1
     @Option(help: "Write the figures as JSON here.") var json: String?
+    @Flag(
+        name: .customLong("cold-start"),
+        help:
+            "Instead: the cold start of a request whose fastest node is full with a busy instance, with migration, loading elsewhere and waiting (needs root and iproute2: hosts made of network namespaces)."
+    ) var coldStartOnly = false
+    @Option(help: "With --cold-start: each worker's link, both ways (tc rate).") var link = "200mbit"
 
     func validate() throws {
         guard tokens > after + 8, after >= 1 else {
@@ -69,6 +75,7 @@ struct MigrateBench: AsyncParsableCommand {
     func run() async throws {
         _ = global.bootstrap()
         let name = try await ensurePulled(model, global: global)
+        if coldStartOnly { return try await coldStart(name: name) }
         let scratch = try benchScratch("migrate", linking: name, into: ["a", "b"], global: global)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         var workers: [ServerProcess] = []
