@@ -75,11 +75,8 @@ import Testing
         let (stranger, _) = try await Self.json(urls[0] + "/worker/v1/call", body: ["inventory": [:]])
         #expect(stranger == 401)
 
-        let controllerPort = freeTCPPort()
-        let controller = try ServeProcess(
-            ["--port", String(controllerPort), "--worker", urls[0], "--worker", urls[1]], home: root.file("control"),
-            environment: ["SLLM_CLUSTER_TOKEN": token], command: "controller")
-        let server = try #require(controller.address(), "\(controller.output)")
+        let (controller, controllerPort, server) = try Self.leaseController(
+            root, token: token, ["--worker", urls[0], "--worker", urls[1]])
         try #require(controller.waitFor("[Serving] ready"), "\(controller.output)")
         defer { controller.stop() }
         #expect(controller.output.contains("controller of node-a, node-b"), "\(controller.output)")
@@ -167,11 +164,8 @@ import Testing
             workers[node] = worker
         }
         defer { workers.values.forEach { $0.stop() } }
-        let port = freeTCPPort()
-        let controller = try ServeProcess(
-            ["--port", String(port), "--worker", urls[0], "--worker", urls[1]], home: root.file("control"),
-            environment: ["SLLM_CLUSTER_TOKEN": token], command: "controller")
-        let server = try #require(controller.address(), "\(controller.output)")
+        let (controller, port, server) = try Self.leaseController(
+            root, token: token, ["--worker", urls[0], "--worker", urls[1]])
         try #require(controller.waitFor("[Serving] ready"), "\(controller.output)")
         defer { controller.stop() }
         let env = ["SLLM_SERVER": "127.0.0.1:\(port)"]
@@ -239,8 +233,8 @@ import Testing
         return (text, events, result)
     }
 
-    /// An `sllm controller` on a free port with `flags`, which workers join by lease; its port
-    /// and URL.
+    /// An `sllm controller` on a free port with `flags` (its workers given by `--worker`, or
+    /// joining by lease); its port and URL.
     static func leaseController(_ root: TemporaryDirectory, token: String, _ flags: [String]) throws -> (
         ServeProcess, port: Int, server: String
     ) {
