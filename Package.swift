@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "Scheduling", targets: ["Scheduling"]),
         .library(name: "Serving", targets: ["Serving"]),
         .library(name: "Cluster", targets: ["Cluster"]),
+        .library(name: "Simulation", targets: ["Simulation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -73,6 +74,8 @@ let package = Package(
         // The decisions a node, a cluster scheduler and the simulator share: no I/O, no
         // dependency beyond the standard library.
         .target(name: "Scheduling", swiftSettings: swiftSettings),
+        // `sllm simulate`: the Scheduling code behind a simulated clock, on simulated nodes.
+        .target(name: "Simulation", dependencies: ["Scheduling"], swiftSettings: swiftSettings),
         .target(
             name: "Serving",
             dependencies: [
@@ -121,6 +124,7 @@ let package = Package(
                 "Serving",
                 "Cluster",
                 "Scheduling",
+                "Simulation",
                 "Lab",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -197,6 +201,12 @@ let package = Package(
         .testTarget(
             name: "SchedulingTests",
             dependencies: ["Scheduling"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SimulationTests",
+            dependencies: ["Simulation", "Scheduling"],
+            resources: [.copy("Resources")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

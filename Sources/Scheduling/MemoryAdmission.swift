@@ -53,20 +53,52 @@ public enum MemoryAdmission {
     /// replaced by the instance being started).
     public static func decide(bytes: Int, for deployment: String, budget: Int, used: Int, idle: [Candidate]) -> Decision
     {
+        guard bytes > budget - used else { return .admit }
+        return decide(bytes: bytes, for: deployment, budget: budget, used: used, ordered: evictionOrder(idle))
+    }
+
+    /// The order admission stops idle instances in (what `decide` walks).
+    public static func evictionOrder(_ idle: [Candidate]) -> [Candidate] {
+        idle.sorted { ($0.keep, $0.instance) < ($1.keep, $1.instance) }
+    }
+
+    /// `decide` over candidates already in ``evictionOrder(_:)``, for a caller that decides often
+    /// on the same idle instances (the simulator keeps each node's order until it changes).
+    public static func decide(bytes: Int, for deployment: String, budget: Int, used: Int, ordered: [Candidate])
+        -> Decision
+    {
         let free = budget - used
         guard bytes > free else { return .admit }
-        let others = idle.filter { $0.deployment != deployment }.sorted {
-            ($0.keep, $0.instance) < ($1.keep, $1.instance)
-        }
         var chosen: [Candidate] = []
-        var freed = 0
-        for candidate in others where free + freed < bytes {
-            chosen.append(candidate)
-            freed += candidate.bytes
-        }
+        let freed = walk(bytes: bytes, for: deployment, free: free, ordered: ordered) { chosen.append($0) }
         guard free + freed >= bytes else {
             return .refuse(needed: bytes, free: free, budget: budget, evictable: freed)
         }
         return .evict(chosen)
+    }
+
+    /// What `decide` would cost in reloads: the seconds the instances it stops will take to load
+    /// again at their next start (0 when it admits as things are), or nil when it would refuse.
+    /// Allocates nothing (a scheduler asks it of every node at each placement).
+    public static func roomSeconds(bytes: Int, for deployment: String, budget: Int, used: Int, ordered: [Candidate])
+        -> Double?
+    {
+        let free = budget - used
+        guard bytes > free else { return 0 }
+        var seconds = 0.0
+        let freed = walk(bytes: bytes, for: deployment, free: free, ordered: ordered) { seconds += $0.reloadSeconds }
+        return free + freed >= bytes ? seconds : nil
+    }
+
+    /// Visits the candidates `decide` stops, in order, until `bytes` fit; returns the bytes freed.
+    private static func walk(
+        bytes: Int, for deployment: String, free: Int, ordered: [Candidate], _ visit: (Candidate) -> Void
+    ) -> Int {
+        var freed = 0
+        for candidate in ordered where free + freed < bytes && candidate.deployment != deployment {
+            visit(candidate)
+            freed += candidate.bytes
+        }
+        return freed
     }
 }

@@ -124,9 +124,24 @@ public struct LocalityPlacement: Placement {
     }
 
     public func place(_ request: PlacementRequest, on nodes: [NodeFacts]) -> PlacementDecision? {
-        nodes.compactMap { node in estimate(request, on: node).map { (node, $0) } }
-            .min { ($0.1, $0.0.tier, $0.0.node) < ($1.1, $1.0.tier, $1.0.node) }
-            .map { PlacementDecision(node: $0.0.node, tier: $0.0.tier, estimatedStartSeconds: $0.1) }
+        // One pass, no copies of the facts: a controller places among thousands of nodes.
+        var best: (index: Int, seconds: Double)?
+        for index in nodes.indices {
+            guard let seconds = estimate(request, on: nodes[index]) else { continue }
+            if let current = best {
+                guard
+                    seconds < current.seconds
+                        || (seconds == current.seconds
+                            && (nodes[index].tier, nodes[index].node) < (
+                                nodes[current.index].tier, nodes[current.index].node
+                            ))
+                else { continue }
+            }
+            best = (index, seconds)
+        }
+        return best.map {
+            PlacementDecision(node: nodes[$0.index].node, tier: nodes[$0.index].tier, estimatedStartSeconds: $0.seconds)
+        }
     }
 }
 
@@ -150,12 +165,13 @@ public enum PlacementPolicy: String, Sendable, Codable, CaseIterable {
 
     /// The policy's placement; every one estimates the start-up time of the node it picks with
     /// the locality estimate (so the decision log compares estimate and outcome for all).
-    public func placement(assumedBandwidth: [CheckpointTier: Double] = LocalityPlacement.untilMeasured)
-        -> any Placement
-    {
+    /// `seed` makes the random policy's draws repeat.
+    public func placement(
+        assumedBandwidth: [CheckpointTier: Double] = LocalityPlacement.untilMeasured, seed: UInt64? = nil
+    ) -> any Placement {
         switch self {
         case .locality: LocalityPlacement(assumedBandwidth: assumedBandwidth)
-        case .random: RandomPlacement(assumedBandwidth: assumedBandwidth)
+        case .random: RandomPlacement(assumedBandwidth: assumedBandwidth, seed: seed)
         case .roundRobin: RoundRobinPlacement(assumedBandwidth: assumedBandwidth)
         case .leastLoaded: LeastLoadedPlacement(assumedBandwidth: assumedBandwidth)
         }
@@ -172,15 +188,39 @@ private func roomy(_ request: PlacementRequest, _ nodes: [NodeFacts], assumed: [
 }
 
 /// A node with room, chosen uniformly at random (a baseline: it ignores where checkpoints sit).
+/// With a seed its draws repeat (the simulator's runs do).
 public struct RandomPlacement: Placement {
     public var assumedBandwidth: [CheckpointTier: Double]
+    private let draws: SeededDraws?
 
-    public init(assumedBandwidth: [CheckpointTier: Double] = [:]) { self.assumedBandwidth = assumedBandwidth }
+    public init(assumedBandwidth: [CheckpointTier: Double] = [:], seed: UInt64? = nil) {
+        self.assumedBandwidth = assumedBandwidth
+        draws = seed.map(SeededDraws.init)
+    }
 
     public func place(_ request: PlacementRequest, on nodes: [NodeFacts]) -> PlacementDecision? {
-        roomy(request, nodes, assumed: assumedBandwidth).randomElement().map {
-            PlacementDecision(node: $0.0.node, tier: $0.0.tier, estimatedStartSeconds: $0.1)
+        let candidates = roomy(request, nodes, assumed: assumedBandwidth)
+        guard !candidates.isEmpty else { return nil }
+        let (node, estimate) = candidates[draws?.index(below: candidates.count) ?? Int.random(in: 0..<candidates.count)]
+        return PlacementDecision(node: node.node, tier: node.tier, estimatedStartSeconds: estimate)
+    }
+}
+
+/// Seeded uniform draws (SplitMix64) shared by copies of a placement.
+private final class SeededDraws: Sendable {
+    private let state: Mutex<UInt64>
+
+    init(seed: UInt64) { state = Mutex(seed) }
+
+    func index(below count: Int) -> Int {
+        let value = state.withLock { state -> UInt64 in
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
         }
+        return Int(value % UInt64(count))
     }
 }
 

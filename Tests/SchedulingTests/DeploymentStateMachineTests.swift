@@ -276,6 +276,32 @@ extension KeepAlive {
             MemoryAdmission.decide(bytes: 2000, for: "d", budget: 1000, used: 0, idle: [])
                 == .refuse(needed: 2000, free: 1000, budget: 1000, evictable: 0))
     }
+
+    /// The reload cost a scheduler charges for making room is that of the instances `decide`
+    /// stops, for any idle set and size.
+    @Test func roomSecondsPricesWhatDecideStops() {
+        var state: UInt64 = 7
+        func next(_ bound: Int) -> Int {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int((state >> 33) % UInt64(bound))
+        }
+        for _ in 0..<500 {
+            let idle = (0..<next(6)).map { index in
+                Candidate(
+                    instance: "i\(index)", deployment: ["d", "e", "f"][next(3)], bytes: 100 * (1 + next(5)),
+                    lastUsed: Double(next(100)), reloadSeconds: Double(next(10)) / 10)
+            }
+            let (bytes, used) = (100 * (1 + next(8)), 100 * next(11))
+            let ordered = MemoryAdmission.evictionOrder(idle)
+            let seconds = MemoryAdmission.roomSeconds(
+                bytes: bytes, for: "d", budget: 1000, used: used, ordered: ordered)
+            switch MemoryAdmission.decide(bytes: bytes, for: "d", budget: 1000, used: used, idle: idle) {
+            case .admit: #expect(seconds == 0)
+            case .evict(let victims): #expect(seconds == victims.reduce(0) { $0 + $1.reloadSeconds })
+            case .refuse: #expect(seconds == nil)
+            }
+        }
+    }
 }
 
 @Suite struct ManualClockTests {
@@ -441,6 +467,14 @@ extension KeepAlive {
         let random = PlacementPolicy.random.placement(assumedBandwidth: [:])
         let picks = Set((0..<200).compactMap { _ in random.place(request, on: nodes)?.node })
         #expect(picks == ["a", "b", "c"])
+        // Seeded, its draws repeat.
+        let draws = { (seed: UInt64) in
+            let seeded = PlacementPolicy.random.placement(assumedBandwidth: [:], seed: seed)
+            return (0..<50).compactMap { _ in seeded.place(request, on: nodes)?.node }
+        }
+        #expect(draws(4) == draws(4))
+        #expect(Set(draws(4)) == ["a", "b", "c"])
+        #expect(draws(4) != draws(5))
         let roundRobin = PlacementPolicy.roundRobin.placement(assumedBandwidth: [:])
         #expect(
             (0..<6).compactMap { _ in roundRobin.place(request, on: nodes)?.node } == ["a", "b", "c", "a", "b", "c"])

@@ -282,13 +282,10 @@ actor NodePool {
             let candidates = await idleCandidates(on: node.id, besides: deployment)
             let idleBytes = candidates.reduce(0) { $0 + $1.bytes }
             // Making room stops idle instances; each costs a load at its next start.
-            var roomSeconds = 0.0
-            if case .evict(let victims) = MemoryAdmission.decide(
-                bytes: memoryBytes, for: deployment, budget: inventory.memoryBudgetBytes,
-                used: reserved[node.id] ?? 0, idle: candidates)
-            {
-                roomSeconds = victims.reduce(0) { $0 + $1.reloadSeconds }
-            }
+            let roomSeconds =
+                MemoryAdmission.roomSeconds(
+                    bytes: memoryBytes, for: deployment, budget: inventory.memoryBudgetBytes,
+                    used: reserved[node.id] ?? 0, ordered: MemoryAdmission.evictionOrder(candidates)) ?? 0
             facts.append(
                 NodeFacts(
                     node: node.id.rawValue,

@@ -7,6 +7,7 @@ import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
 import Scheduling
+import Simulation
 import Store
 
 /// `sllm bench cluster`: many models on a few nodes under a bursty workload, per placement
@@ -105,6 +106,15 @@ struct ClusterBench: AsyncParsableCommand {
         /// Checkpoint bytes loaded per tier, and fetched bytes per kind of source (the controller's counters).
         var loadedBytes: [String: Int]
         var fetchedBytes: [String: Int]
+        /// Every start's load as the worker measured it (the scheduler's decision log): what
+        /// `sllm simulate --validate` calibrates the tiers' speeds from.
+        var loads: [Load]
+    }
+
+    struct Load: Encodable {
+        var tier: String
+        var bytes: Int
+        var seconds: Double
     }
 
     func run() async throws {
@@ -178,26 +188,65 @@ struct ClusterBench: AsyncParsableCommand {
             }
         }
         report(runs, policies: policies)
-        try writeReport(runs, to: json)
+        try writeReport(
+            Report(
+                config: Configuration(
+                    nodes: nodes, deployments: deployments, requests: requests, rate: rate, cv: cv, zipf: zipf,
+                    seed: seed, storeRate: storeRate, link: link, keepAlive: keepAlive, ssdCopies: ssdCopies,
+                    weightBytes: weights, instanceBytes: Self.instanceBytes(weights: weights),
+                    memoryBudgetBytes: Self.instanceBytes(weights: weights) * instancesPerNode,
+                    dramCacheBytes: dramCacheBytes(weights: weights)), runs: runs), to: json)
     }
 
-    /// The trace: Gamma inter-arrival times of coefficient of variation `cv` (shape 1/cv²), scaled
-    /// so the trace's mean rate is exactly `rate` (with so heavy a tail, a few hundred draws'
-    /// own mean strays far), each request to a deployment drawn by Zipf popularity.
+    /// The trace: Gamma inter-arrival times of coefficient of variation `cv`, scaled so the
+    /// trace's mean rate is exactly `rate`, each request to a deployment drawn by Zipf
+    /// popularity: the simulator's synthetic workload, so `sllm simulate --validate` replays it.
     func makeTrace() -> [Arrival] {
-        var random = SplitMix(seed: seed)
-        let popularity = ZipfDraw(count: deployments, exponent: zipf)
-        let shape = 1 / (cv * cv)
-        let gaps = (1..<requests).map { _ in random.gamma(shape: shape) }
-        let scale = Double(requests - 1) / rate / max(gaps.reduce(0, +), 1e-12)
-        var at = 0.0
-        var arrivals = [Arrival(at: 0, deployment: popularity.draw(&random))]
-        for gap in gaps {
-            at += gap * scale
-            arrivals.append(Arrival(at: at, deployment: popularity.draw(&random)))
-        }
-        return arrivals
+        SyntheticWorkload(requests: requests, rate: rate, cv: cv, zipf: zipf, models: deployments, seed: seed)
+            .generate().map { Arrival(at: $0.at, deployment: $0.model) }
     }
+
+    /// What `sllm simulate --validate` needs to replay the run.
+    struct Configuration: Encodable {
+        var nodes: Int
+        var deployments: Int
+        var requests: Int
+        var rate: Double
+        var cv: Double
+        var zipf: Double
+        var seed: UInt64
+        var storeRate: String
+        var link: String
+        var keepAlive: String
+        var ssdCopies: Int
+        var weightBytes: Int
+        var instanceBytes: Int
+        var memoryBudgetBytes: Int
+        var dramCacheBytes: Int
+
+        enum CodingKeys: String, CodingKey {
+            case nodes, deployments, requests, rate, cv, zipf, seed
+            case storeRate = "store_rate"
+            case link
+            case keepAlive = "keep_alive"
+            case ssdCopies = "ssd_copies"
+            case weightBytes = "weight_bytes"
+            case instanceBytes = "instance_bytes"
+            case memoryBudgetBytes = "memory_budget_bytes"
+            case dramCacheBytes = "dram_cache_bytes"
+        }
+    }
+
+    struct Report: Encodable {
+        var config: Configuration
+        var runs: [Run]
+    }
+
+    /// An instance: the weights and a 256-token KV cache, with room to spare.
+    static func instanceBytes(weights: Int) -> Int { weights + (48 << 20) }
+
+    /// Each worker's DRAM cache.
+    func dramCacheBytes(weights: Int) -> Int { weights * dramModels + (16 << 20) }
 
     /// Starts the cluster afresh for `policy`, deploys every copy, replays the trace and stops it.
     func replay(
@@ -215,8 +264,7 @@ struct ClusterBench: AsyncParsableCommand {
                 baseline ? "least-loaded" : policy,
             ] + (baseline ? ["--no-peer-fetch"] : []), log: directory + "/ctl.log")
         defer { controller.stop() }
-        // An instance: the weights and a 256-token KV cache, with room to spare.
-        let instanceBytes = weights + (48 << 20)
+        let instanceBytes = Self.instanceBytes(weights: weights)
         var processes: [ServerProcess] = []
         defer { processes.forEach { $0.stop() } }
         // The checkpoints already on the nodes' SSDs (none for the baseline: it keeps nothing).
@@ -239,7 +287,7 @@ struct ClusterBench: AsyncParsableCommand {
                         lab.host(host).address,
                         "--port", "8344", "--controller", controllerURL, "--token-file", scratch + "/token",
                         "--threads", "1", "--memory-budget", String(instanceBytes * instancesPerNode), "--cache-dir",
-                        directory + "/\(host)-cache", "--dram-cache", String(weights * dramModels + (16 << 20)),
+                        directory + "/\(host)-cache", "--dram-cache", String(dramCacheBytes(weights: weights)),
                         "--remote", storeURL,
                     ] + (baseline ? ["--no-keep-fetched"] : []), log: directory + "/\(host).log"))
         }
@@ -265,6 +313,7 @@ struct ClusterBench: AsyncParsableCommand {
             return await group.reduce(into: [Outcome]()) { $0.append($1) }
         }
         let metrics = try await Self.metrics(client, controllerURL + "/metrics")
+        let loads = try await Self.loads(client, controllerURL + "/admin/decisions?limit=1000")
         let served = outcomes.filter { $0.failure == nil }
         let failures = Dictionary(grouping: outcomes.compactMap(\.failure), by: { $0 }).map { "\($1.count)× \($0)" }
         return Run(
@@ -278,7 +327,26 @@ struct ClusterBench: AsyncParsableCommand {
             },
             fetchedBytes: metrics.filter { $0.key.hasPrefix("sllm_fetched_bytes_total") }.reduce(into: [:]) {
                 $0[Self.label($1.key)] = Int($1.value)
-            })
+            }, loads: loads)
+    }
+
+    /// The loads of the controller's decision log that ended with a start.
+    static func loads(_ client: HTTPClient, _ url: String) async throws -> [Load] {
+        let response = try await client.execute(HTTPClientRequest(url: url), timeout: .seconds(30))
+        let body = try await response.body.collect(upTo: 64 << 20)
+        guard response.status == .ok,
+            let records = try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [[String: Any]]
+        else {
+            throw CommandFailure("bench cluster: the controller's decision log could not be read (\(response.status))")
+        }
+        return records.compactMap { record in
+            func value(_ keys: String...) -> Any? { keys.lazy.compactMap { record[$0] }.first }
+            guard let tier = value("tier") as? String,
+                let bytes = (value("checkpointBytes", "checkpoint_bytes") as? NSNumber)?.intValue,
+                let seconds = (value("actualSeconds", "actual_seconds") as? NSNumber)?.doubleValue, seconds > 0
+            else { return nil }
+            return Load(tier: tier, bytes: bytes, seconds: seconds)
+        }
     }
 
     /// One one-token completion: the time to its answer, and whether it waited for a cold start.

@@ -1,6 +1,7 @@
 import Foundation
 import Lab
 import NIOHTTP1
+import Simulation
 import Store
 import Synchronization
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Scheduling
+import Simulation
 
 /// `sllm bench placement`: the scheduler's decision time on a large simulated cluster.
 struct PlacementBench: ParsableCommand {
@@ -92,5 +93,3 @@ struct PlacementBench: ParsableCommand {
         print(String(format: "locality p99 %.1f µs: %@ the < 1 ms goal", p99, p99 < 1000 ? "meets" : "misses"))
     }
 }
-
-/// A small seeded generator (SplitMix64), so runs repeat.

@@ -19,7 +19,7 @@ struct SLLM: AsyncParsableCommand {
             Pull.self, Convert.self, List.self, Inspect.self, Verify.self, Remove.self, Tokenize.self, Generate.self,
             Chat.self, Serve.self, Deploy.self, Update.self, Delete.self, Stop.self, Migrate.self, Status.self, PS.self,
             Keys.self,
-            StoreCommand.self, Bench.self, Controller.self, WorkerCommand.self,
+            StoreCommand.self, Bench.self, Simulate.self, Controller.self, WorkerCommand.self,
         ]
     )
 

@@ -1,0 +1,289 @@
+import ArgumentParser
+import Foundation
+import Scheduling
+import Simulation
+import Store
+
+/// One policy's figures at one point of a run.
+struct SummaryRow: Encodable {
+    var point: String
+    var sweep: String?
+    var value: Double
+    var policy: String
+    var requests: Int
+    var served: Int
+    var failed: Int
+    var coldRequests: Int
+    var starts: Int
+    var coldTTFT: [String: Double]
+    var coldStartup: [String: Double]
+    var ttft: [String: Double]
+    var migrations: Int
+    var migratedRequests: Int
+    var evictions: Int
+    var loads: [String: Int]
+    var loadedBytes: [String: Int]
+    var events: Int
+    var wallSeconds: Double
+    var eventsPerSecond: Double
+
+    static let fractions: [(String, Double)] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)]
+
+    init(point: String, sweep: String?, value: Double, result: SimulationResult) {
+        self.point = point
+        self.sweep = sweep
+        self.value = value
+        policy = result.policy.rawValue
+        requests = result.requests
+        served = result.served
+        failed = result.failed
+        coldRequests = result.coldTTFT.count
+        starts = result.counters.starts
+        func summary(_ values: [Double]) -> [String: Double] {
+            let sorted = values.sorted()
+            return Dictionary(uniqueKeysWithValues: Self.fractions.map { ($0.0, percentile(sorted: sorted, $0.1)) })
+        }
+        coldTTFT = summary(result.coldTTFT)
+        coldStartup = summary(result.coldStartup)
+        ttft = summary(result.ttft)
+        migrations = result.counters.migrations
+        migratedRequests = result.counters.migratedRequests
+        evictions = result.counters.evictions
+        loads = Dictionary(uniqueKeysWithValues: result.counters.loads.map { ($0.key.rawValue, $0.value) })
+        loadedBytes = Dictionary(uniqueKeysWithValues: result.counters.loadedBytes.map { ($0.key.rawValue, $0.value) })
+        events = result.counters.events
+        wallSeconds = result.wallSeconds
+        eventsPerSecond = result.eventsPerSecond
+    }
+
+    static let header =
+        "POLICY              COLD TTFT p50 / p90 / p99 (s)    ALL TTFT p99   COLD REQS  STARTS  FAILED  MIGRATIONS  LOADS dram/ssd/peer/remote   EVENTS/s     WALL"
+
+    var line: String {
+        func s(_ value: Double?) -> String { value.map { $0.isNaN ? "n/a" : String(format: "%.3f", $0) } ?? "n/a" }
+        let cold = "\(s(coldTTFT["p50"])) / \(s(coldTTFT["p90"])) / \(s(coldTTFT["p99"]))"
+        let tiers = ["dram", "ssd", "peer", "remote"].map { String(loads[$0] ?? 0) }.joined(separator: "/")
+        return [
+            policy.padding(toLength: 19, withPad: " ", startingAt: 0),
+            cold.padding(toLength: 32, withPad: " ", startingAt: 0),
+            s(ttft["p99"]).padding(toLength: 14, withPad: " ", startingAt: 0),
+            String(coldRequests).padding(toLength: 10, withPad: " ", startingAt: 0),
+            String(starts).padding(toLength: 7, withPad: " ", startingAt: 0),
+            String(failed).padding(toLength: 7, withPad: " ", startingAt: 0),
+            String(migrations).padding(toLength: 11, withPad: " ", startingAt: 0),
+            tiers.padding(toLength: 28, withPad: " ", startingAt: 0),
+            String(format: "%.2e", eventsPerSecond).padding(toLength: 12, withPad: " ", startingAt: 0),
+            String(format: "%.2f s", wallSeconds),
+        ].joined(separator: " ")
+    }
+
+    static let csvHeader =
+        "point,sweep,value,policy,requests,served,failed,cold_requests,starts,cold_ttft_p50,cold_ttft_p90,cold_ttft_p99,cold_startup_p50,cold_startup_p99,ttft_p50,ttft_p99,migrations,migrated_requests,evictions,loads_dram,loads_ssd,loads_peer,loads_remote,events,wall_seconds,events_per_second"
+
+    var csv: String {
+        func s(_ value: Double?) -> String { value.map { $0.isNaN ? "" : String(format: "%.6f", $0) } ?? "" }
+        return [
+            point, sweep ?? "", Simulate.number(value), policy, String(requests), String(served), String(failed),
+            String(coldRequests), String(starts), s(coldTTFT["p50"]), s(coldTTFT["p90"]), s(coldTTFT["p99"]),
+            s(coldStartup["p50"]), s(coldStartup["p99"]), s(ttft["p50"]), s(ttft["p99"]), String(migrations),
+            String(migratedRequests), String(evictions), String(loads["dram"] ?? 0), String(loads["ssd"] ?? 0),
+            String(loads["peer"] ?? 0), String(loads["remote"] ?? 0), String(events),
+            String(format: "%.3f", wallSeconds),
+            String(format: "%.0f", eventsPerSecond),
+        ].joined(separator: ",")
+    }
+}
+
+extension Simulate {
+    /// Writes the CSVs and plots into `--out`, and the JSON summary.
+    func write(rows: [SummaryRow], cdfs: [(point: String, policy: String, values: [Double])], sweep: String?) throws {
+        if let json { try writeReport(rows, to: json) }
+        guard let out else { return }
+        let directory = absolutePath(out)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        func save(_ text: String, _ name: String) throws {
+            try Data(text.utf8).write(to: URL(fileURLWithPath: directory + "/" + name), options: .atomic)
+        }
+        try save(([SummaryRow.csvHeader] + rows.map(\.csv)).joined(separator: "\n") + "\n", "summary.csv")
+        var cdfText = "point,policy,cold_ttft_seconds,fraction\n"
+        var plots: [String] = []
+        for point in Array(NSOrderedSet(array: cdfs.map(\.point))) as? [String] ?? [] {
+            let series = cdfs.filter { $0.point == point }.map {
+                SVGPlot.Series(name: $0.policy, points: SimulationResult.cdf($0.values))
+            }
+            for line in series {
+                for (x, y) in line.points { cdfText += "\(point),\(line.name),\(String(format: "%.6f", x)),\(y)\n" }
+            }
+            let name = "cdf-\(point.replacingOccurrences(of: "=", with: "-")).svg"
+            try save(
+                SVGPlot(
+                    title: "Cold-start TTFT CDF (\(point))", xLabel: "time to first token (s, log)",
+                    yLabel: "fraction of cold requests", logX: true, steps: true, series: series
+                ).render(), name)
+            plots.append(name)
+        }
+        try save(cdfText, "cdf.csv")
+        if let sweep {
+            let policies = Array(NSOrderedSet(array: rows.map(\.policy))) as? [String] ?? []
+            for (figure, key) in [("p99", "p99"), ("p50", "p50")] {
+                let series = policies.map { policy in
+                    SVGPlot.Series(
+                        name: policy,
+                        points: rows.filter { $0.policy == policy }.map { ($0.value, $0.coldTTFT[key] ?? .nan) })
+                }
+                let name = "sweep-\(sweep)-cold-ttft-\(figure).svg"
+                try save(
+                    SVGPlot(
+                        title: "Cold-start TTFT \(figure) by \(sweep)", xLabel: sweep, yLabel: "seconds (log)",
+                        logY: true, series: series
+                    ).render(), name)
+                plots.append(name)
+            }
+        }
+        print("wrote summary.csv, cdf.csv and \(plots.joined(separator: ", ")) to \(directory)")
+    }
+
+    /// Replays a `sllm bench cluster --json` report's configuration and trace, and compares the
+    /// cold-start TTFT percentiles per policy (median over the report's rounds).
+    func compare(with path: String, base: inout SimulationSettings) throws {
+        guard let data = FileManager.default.contents(atPath: absolutePath(path)),
+            let report = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let config = report["config"] as? [String: Any], let runs = report["runs"] as? [[String: Any]]
+        else {
+            throw ValidationError("--validate \(path) is not a `sllm bench cluster --json` report (config and runs)")
+        }
+        func int(_ key: String) throws -> Int {
+            guard let value = (config[key] as? NSNumber)?.intValue else {
+                throw ValidationError("--validate: the report's config lacks `\(key)`")
+            }
+            return value
+        }
+        func double(_ key: String) throws -> Double {
+            guard let value = (config[key] as? NSNumber)?.doubleValue else {
+                throw ValidationError("--validate: the report's config lacks `\(key)`")
+            }
+            return value
+        }
+        func string(_ key: String) throws -> String {
+            guard let value = config[key] as? String else {
+                throw ValidationError("--validate: the report's config lacks `\(key)`")
+            }
+            return value
+        }
+        base.nodes = try int("nodes")
+        base.models = try int("deployments")
+        base.requests = try int("requests")
+        base.durationSeconds = nil
+        base.trace = nil
+        base.rate = try double("rate")
+        base.cv = try double("cv")
+        base.zipf = try double("zipf")
+        base.seed = UInt64(try int("seed"))
+        base.sizes = [(try int("weight_bytes"), 1)]
+        base.memoryBytes = try int("memory_budget_bytes")
+        base.dramBytes = try int("dram_cache_bytes")
+        base.extraBytes = try int("instance_bytes") - (try int("weight_bytes"))
+        base.ssdCopies = try int("ssd_copies")
+        base.linkRate = try Self.rate(try string("link"), "link")
+        base.storeRate = try Self.rate(try string("store_rate"), "store-rate")
+        guard let keep = try? KeepAlive(parsing: try string("keep_alive")) else {
+            throw ValidationError("--validate: the report's keep_alive is not a duration")
+        }
+        base.keepAlive = keep
+        base.maxInstances = 1
+        base.prompt = .fixed(1)
+        base.output = .fixed(1)
+        if calibration == nil { base.calibration = Self.calibration(from: runs, base: base.calibration) }
+        let (cluster, scaling, workload) = try base.build()
+        print(base.describe(cluster: cluster, requests: workload, label: "replaying \(path)"))
+        let used = cluster.calibration
+        print(
+            String(
+                format:
+                    "calibration%@: loads DRAM %.2f GB/s, SSD %.2f GB/s, peer %.0f MB/s, remote %.0f MB/s per fetch (start included: %.1f ms more), request %.1f ms",
+                calibration == nil ? " from the report's own loads and warm requests" : " from \(calibration!)",
+                used.dramBytesPerSecond / 1e9, used.ssdBytesPerSecond / 1e9, used.peerBytesPerSecond / 1e6,
+                used.remoteBytesPerSecond / 1e6, used.startSeconds * 1000, used.requestSeconds * 1000))
+        var measured: [String: [(p50: Double, p99: Double)]] = [:]
+        for run in runs {
+            guard let policy = run["policy"] as? String, let cold = run["coldTTFT"] as? [String: Any],
+                let values = cold["values"] as? [NSNumber]
+            else { continue }
+            let sorted = values.map(\.doubleValue).sorted()
+            measured[policy, default: []].append((percentile(sorted: sorted, 0.5), percentile(sorted: sorted, 0.99)))
+        }
+        let order = ["locality", "random", "round-robin", "least-loaded", "kserve"].filter { measured[$0] != nil }
+        print(
+            "POLICY         BENCH cold p50   SIM cold p50   Δ        BENCH cold p99   SIM cold p99   Δ        (bench: median over \(runs.count / max(1, order.count)) round(s))"
+        )
+        var rows: [SummaryRow] = []
+        var worst = 0.0
+        for name in order {
+            guard let policy = SimulatedPolicy(rawValue: name), let runs = measured[name] else { continue }
+            let result = try Simulator(
+                cluster: cluster, policy: policy, scaling: scaling, requests: workload, seed: base.seed
+            ).run()
+            rows.append(SummaryRow(point: "validate", sweep: nil, value: 0, result: result))
+            let benchP50 = Self.median(runs.map(\.p50))
+            let benchP99 = Self.median(runs.map(\.p99))
+            let simP50 = percentile(result.coldTTFT, 0.5)
+            let simP99 = percentile(result.coldTTFT, 0.99)
+            let d50 = (simP50 - benchP50) / benchP50
+            let d99 = (simP99 - benchP99) / benchP99
+            worst = max(worst, abs(d50), abs(d99))
+            print(
+                [
+                    name.padding(toLength: 14, withPad: " ", startingAt: 0),
+                    String(format: "%.3f s", benchP50).padding(toLength: 16, withPad: " ", startingAt: 0),
+                    String(format: "%.3f s", simP50).padding(toLength: 14, withPad: " ", startingAt: 0),
+                    String(format: "%+.0f%%", d50 * 100).padding(toLength: 8, withPad: " ", startingAt: 0),
+                    String(format: "%.3f s", benchP99).padding(toLength: 16, withPad: " ", startingAt: 0),
+                    String(format: "%.3f s", simP99).padding(toLength: 14, withPad: " ", startingAt: 0),
+                    String(format: "%+.0f%%", d99 * 100),
+                ].joined(separator: " "))
+        }
+        print(
+            String(
+                format: "largest deviation %.0f%%: %@ the 15%% goal", worst * 100, worst <= 0.15 ? "meets" : "misses"))
+        try write(rows: rows, cdfs: [], sweep: nil)
+    }
+
+    /// Node speeds as the bench run measured them: per tier the median rate of its loads (the
+    /// worker's load time, engine start included, so no start cost is added), a remote fetch
+    /// at the 90th percentile of the remote loads' rates (the store's link is shared; the
+    /// fastest fetches had it nearly alone), and a request's own cost from the warm requests'
+    /// median time to first token. Tiers the run never loaded from keep `base`'s figures.
+    static func calibration(from runs: [[String: Any]], base: Calibration) -> Calibration {
+        var rates: [String: [Double]] = [:]
+        var warm: [Double] = []
+        for run in runs {
+            for load in run["loads"] as? [[String: Any]] ?? [] {
+                guard let tier = load["tier"] as? String, let bytes = (load["bytes"] as? NSNumber)?.doubleValue,
+                    let seconds = (load["seconds"] as? NSNumber)?.doubleValue, seconds > 0, bytes > 0
+                else { continue }
+                rates[tier, default: []].append(bytes / seconds)
+            }
+            warm += ((run["warmTTFT"] as? [String: Any])?["values"] as? [NSNumber] ?? []).map(\.doubleValue)
+        }
+        var calibration = base
+        if !rates.isEmpty { calibration.startSeconds = 0 }
+        if let dram = rates["dram"] { calibration.dramBytesPerSecond = median(dram) }
+        if let ssd = rates["ssd"] { calibration.ssdBytesPerSecond = median(ssd) }
+        if let peer = rates["peer"] { calibration.peerBytesPerSecond = median(peer) }
+        if let remote = rates["remote"] { calibration.remoteBytesPerSecond = percentile(remote, 0.9) }
+        if !warm.isEmpty {
+            let tokens =
+                1 / calibration.prefill(bytes: Int(calibration.referenceBytes))
+                + 1 / calibration.decode(bytes: Int(calibration.referenceBytes))
+            calibration.requestSeconds = max(0, median(warm) - tokens)
+        }
+        return calibration
+    }
+
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return .nan }
+        return sorted.count % 2 == 1
+            ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    }
+}

@@ -1,0 +1,106 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// `sllm simulate` as a user runs it: figures per policy, CSV and SVG files, traces, sweeps, a
+/// comparison with a bench report, and clear refusals.
+@Suite struct SimulateCLITests {
+    @Test func aRunWritesItsFiguresPerPolicy() throws {
+        let home = try TemporaryDirectory("simulate")
+        defer { home.remove() }
+        let result = try runSLLM(
+            [
+                "simulate", "--requests", "300", "--policies", "locality+migration,locality,random,kserve", "--out",
+                home.file("out"), "--json", home.file("summary.json"),
+            ], home: home.path)
+        #expect(result.status == 0, "\(result.stderr)")
+        for policy in ["locality+migration", "locality", "random", "kserve"] { #expect(result.stdout.contains(policy)) }
+        let csv = try String(contentsOfFile: home.file("out/summary.csv"), encoding: .utf8)
+            .split(separator: "\n")
+        #expect(csv.count == 5)
+        #expect(csv[0].hasPrefix("point,sweep,value,policy,requests,served,failed"))
+        #expect(csv[2].contains(",locality,300,300,0,"))
+        let svg = try String(contentsOfFile: home.file("out/cdf-base.svg"), encoding: .utf8)
+        #expect(svg.hasPrefix("<svg") && svg.contains("kserve"))
+        let rows =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: home.file("summary.json"))))
+            as? [[String: Any]]
+        #expect(rows?.count == 4)
+        #expect((rows?.first?["served"] as? Int) == 300)
+    }
+
+    @Test func sweepsAndTracesAndValidation() throws {
+        let home = try TemporaryDirectory("simulate")
+        defer { home.remove() }
+        let sweep = try runSLLM(
+            ["simulate", "--sweep", "rate=1,4", "--policies", "locality,random", "--out", home.file("sweep")],
+            home: home.path)
+        #expect(sweep.status == 0, "\(sweep.stderr)")
+        #expect(sweep.stdout.contains("[rate=1]") && sweep.stdout.contains("[rate=4]"))
+        #expect(FileManager.default.fileExists(atPath: home.file("sweep/sweep-rate-cold-ttft-p99.svg")))
+        #expect(
+            try String(contentsOfFile: home.file("sweep/summary.csv"), encoding: .utf8).split(separator: "\n").count
+                == 5)
+
+        let trace = home.file("burst.csv")
+        try Data(
+            ("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                + (0..<50).map { "\($0 * 3),ChatGPT,\(20 + $0),\(5 + $0 % 7),0,Conversation log" }.joined(
+                    separator: "\n"))
+                .utf8
+        ).write(to: URL(fileURLWithPath: trace))
+        let replay = try runSLLM(
+            ["simulate", "--trace", trace, "--format", "burstgpt", "--models", "6", "--policies", "locality"],
+            home: home.path)
+        #expect(replay.status == 0, "\(replay.stderr)")
+        #expect(replay.stdout.contains("50 requests over 147 s"))
+
+        // A bench cluster report's configuration and cold TTFTs: replayed and compared.
+        let report: [String: Any] = [
+            "config": [
+                "nodes": 4, "deployments": 24, "requests": 240, "rate": 2.0, "cv": 4.0, "zipf": 1.0, "seed": 1,
+                "store_rate": "1600mbit", "link": "8gbit", "keep_alive": "2s", "ssd_copies": 1,
+                "weight_bytes": 100_352_000, "instance_bytes": 150_683_648, "memory_budget_bytes": 301_367_296,
+                "dram_cache_bytes": 317_833_216,
+            ],
+            "runs": [
+                ["policy": "locality", "coldTTFT": ["values": [0.1, 0.12, 0.9]]],
+                ["policy": "kserve", "coldTTFT": ["values": [3.5, 3.6, 7.0]]],
+            ],
+        ]
+        try JSONSerialization.data(withJSONObject: report).write(to: URL(fileURLWithPath: home.file("bench.json")))
+        let validate = try runSLLM(["simulate", "--validate", home.file("bench.json")], home: home.path)
+        #expect(validate.status == 0, "\(validate.stderr)")
+        #expect(validate.stdout.contains("BENCH cold p50"))
+        #expect(validate.stdout.contains("the 15% goal"))
+        #expect(validate.stdout.contains("kserve"))
+    }
+
+    @Test func badOptionsAreRefusedWithTheirName() throws {
+        let home = try TemporaryDirectory("simulate")
+        defer { home.remove() }
+        try Data("not json".utf8).write(to: URL(fileURLWithPath: home.file("bad.json")))
+        try Data("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1\n".utf8)
+            .write(to: URL(fileURLWithPath: home.file("short.csv")))
+        let cases: [([String], String)] = [
+            (["--sweep", "colour=1,2"], "--sweep"),
+            (["--sweep", "rate=1,-2"], "not a positive number"),
+            (["--link", "fast"], "--link `fast` is not a rate"),
+            (["--policies", "locality,best"], "`best` is not one of"),
+            (["--trace", home.file("missing.csv")], "cannot read trace file"),
+            (["--trace", home.file("short.csv")], "line 2 has 2 columns"),
+            (["--trace", home.file("short.csv"), "--format", "parquet"], "--format `parquet`"),
+            (["--model-size", "96MiB,7GiB"], "does not fit a node's memory"),
+            (["--keep-alive", "soon"], "--keep-alive"),
+            (["--prompt", "0"], "--prompt `0`"),
+            (["--validate", home.file("bad.json")], "is not a `sllm bench cluster --json` report"),
+            (["--calibration", home.file("bad.json")], "is not a calibration"),
+            (["--rate", "0"], "rate must be"),
+        ]
+        for (arguments, message) in cases {
+            let result = try runSLLM(["simulate"] + arguments, home: home.path)
+            #expect(result.status != 0, "\(arguments)")
+            #expect(result.stderr.contains(message), "\(arguments): \(result.stderr)")
+        }
+    }
+}
