@@ -140,7 +140,7 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
-                "Checkpoint", "Lab",
+                "Checkpoint", "Lab", "Scheduling",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -178,13 +178,17 @@ public enum PlacementPolicy: String, Sendable, Codable, CaseIterable {
     }
 }
 
+/// Whether the node's memory (with what idle instances hold) fits the request.
+private func fits(_ request: PlacementRequest, _ node: NodeFacts) -> Bool {
+    node.freeMemoryBytes + node.idleMemoryBytes >= request.memoryBytes
+}
+
 /// Nodes whose memory (with what idle instances hold) fits the request, each with the locality
 /// estimate of its start-up time where one can be made.
 private func roomy(_ request: PlacementRequest, _ nodes: [NodeFacts], assumed: [CheckpointTier: Double]) -> [(
     NodeFacts, Double?
 )] {
-    nodes.filter { $0.freeMemoryBytes + $0.idleMemoryBytes >= request.memoryBytes }
-        .map { ($0, loadEstimate(request, on: $0, assumed: assumed)) }
+    nodes.filter { fits(request, $0) }.map { ($0, loadEstimate(request, on: $0, assumed: assumed)) }
 }
 
 /// A node with room, chosen uniformly at random (a baseline: it ignores where checkpoints sit).
@@ -199,28 +203,31 @@ public struct RandomPlacement: Placement {
     }
 
     public func place(_ request: PlacementRequest, on nodes: [NodeFacts]) -> PlacementDecision? {
-        let candidates = roomy(request, nodes, assumed: assumedBandwidth)
-        guard !candidates.isEmpty else { return nil }
-        let (node, estimate) = candidates[draws?.index(below: candidates.count) ?? Int.random(in: 0..<candidates.count)]
-        return PlacementDecision(node: node.node, tier: node.tier, estimatedStartSeconds: estimate)
+        // Count the nodes with room, draw one, find it: no copies of the facts.
+        var count = 0
+        for index in nodes.indices where fits(request, nodes[index]) { count += 1 }
+        guard count > 0 else { return nil }
+        var rank = draws?.index(below: count) ?? Int.random(in: 0..<count)
+        for index in nodes.indices where fits(request, nodes[index]) {
+            if rank == 0 {
+                return PlacementDecision(
+                    node: nodes[index].node, tier: nodes[index].tier,
+                    estimatedStartSeconds: loadEstimate(request, on: nodes[index], assumed: assumedBandwidth))
+            }
+            rank -= 1
+        }
+        return nil
     }
 }
 
-/// Seeded uniform draws (SplitMix64) shared by copies of a placement.
+/// Seeded uniform draws shared by copies of a placement.
 private final class SeededDraws: Sendable {
-    private let state: Mutex<UInt64>
+    private let generator: Mutex<SplitMix>
 
-    init(seed: UInt64) { state = Mutex(seed) }
+    init(seed: UInt64) { generator = Mutex(SplitMix(seed: seed)) }
 
     func index(below count: Int) -> Int {
-        let value = state.withLock { state -> UInt64 in
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        return Int(value % UInt64(count))
+        Int(generator.withLock { $0.next() } % UInt64(count))
     }
 }
 
@@ -250,12 +257,20 @@ public struct LeastLoadedPlacement: Placement {
     public init(assumedBandwidth: [CheckpointTier: Double] = [:]) { self.assumedBandwidth = assumedBandwidth }
 
     public func place(_ request: PlacementRequest, on nodes: [NodeFacts]) -> PlacementDecision? {
-        roomy(request, nodes, assumed: assumedBandwidth)
-            .min {
-                ($0.0.runningJobs, -$0.0.freeMemoryBytes, $0.0.node) < (
-                    $1.0.runningJobs, -$1.0.freeMemoryBytes, $1.0.node
-                )
+        // One pass, no copies of the facts.
+        var best: Int?
+        for index in nodes.indices where fits(request, nodes[index]) {
+            if let current = best {
+                let key = (nodes[index].runningJobs, -nodes[index].freeMemoryBytes)
+                let bestKey = (nodes[current].runningJobs, -nodes[current].freeMemoryBytes)
+                guard key < bestKey || (key == bestKey && nodes[index].node < nodes[current].node) else { continue }
             }
-            .map { PlacementDecision(node: $0.0.node, tier: $0.0.tier, estimatedStartSeconds: $0.1) }
+            best = index
+        }
+        return best.map {
+            PlacementDecision(
+                node: nodes[$0].node, tier: nodes[$0].tier,
+                estimatedStartSeconds: loadEstimate(request, on: nodes[$0], assumed: assumedBandwidth))
+        }
     }
 }

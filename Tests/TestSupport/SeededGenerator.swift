@@ -1,15 +1,11 @@
-/// A deterministic generator (SplitMix64) for property and fuzz tests, so a failure reproduces
-/// from the seed it prints.
+import Scheduling
+
+/// A deterministic generator for property and fuzz tests, so a failure reproduces from the seed
+/// it prints (the project's SplitMix64).
 public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    public var state: UInt64
+    private var base: SplitMix
 
-    public init(seed: UInt64) { state = seed }
+    public init(seed: UInt64) { base = SplitMix(seed: seed) }
 
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public mutating func next() -> UInt64 { base.next() }
 }

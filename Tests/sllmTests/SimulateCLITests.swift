@@ -37,7 +37,7 @@ import Testing
             home: home.path)
         #expect(sweep.status == 0, "\(sweep.stderr)")
         #expect(sweep.stdout.contains("[rate=1]") && sweep.stdout.contains("[rate=4]"))
-        #expect(FileManager.default.fileExists(atPath: home.file("sweep/sweep-rate-cold-ttft-p99.svg")))
+        #expect(FileManager.default.fileExists(atPath: home.file("sweep/sweep-rate-cold-start-p99.svg")))
         #expect(
             try String(contentsOfFile: home.file("sweep/summary.csv"), encoding: .utf8).split(separator: "\n").count
                 == 5)

@@ -1,3 +1,5 @@
+public import Scheduling
+
 /// One request of a workload: when it arrives, which model it asks for, and its token lengths.
 public struct SimulatedRequest: Sendable, Equatable {
     /// Seconds from the workload's start.

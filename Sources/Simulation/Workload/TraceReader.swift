@@ -1,4 +1,5 @@
 public import Foundation
+import Scheduling
 
 /// The published trace formats a simulation replays.
 public enum TraceFormat: String, Sendable, CaseIterable, Codable {

@@ -91,6 +91,16 @@ struct ClusterBench: AsyncParsableCommand {
         var seconds: Double
         var cold: Bool
         var failure: String?
+        /// A cold request's phases as the server reports them (`timings`).
+        var phases: ColdPhases?
+    }
+
+    /// Where a cold request's wait went, by the server's own account (seconds).
+    struct ColdPhases: Encodable {
+        var tier: String
+        var queue: Double
+        var load: Double
+        var engineInit: Double
     }
 
     /// One policy's run.
@@ -109,6 +119,7 @@ struct ClusterBench: AsyncParsableCommand {
         /// Every start's load as the worker measured it (the scheduler's decision log): what
         /// `sllm simulate --validate` calibrates the tiers' speeds from.
         var loads: [Load]
+        var coldPhases: [ColdPhases]
     }
 
     struct Load: Encodable {
@@ -327,7 +338,7 @@ struct ClusterBench: AsyncParsableCommand {
             },
             fetchedBytes: metrics.filter { $0.key.hasPrefix("sllm_fetched_bytes_total") }.reduce(into: [:]) {
                 $0[Self.label($1.key)] = Int($1.value)
-            }, loads: loads)
+            }, loads: loads, coldPhases: served.compactMap(\.phases))
     }
 
     /// The loads of the controller's decision log that ended with a start.
@@ -371,7 +382,14 @@ struct ClusterBench: AsyncParsableCommand {
                     seconds: seconds, cold: false, failure: "HTTP \(response.status.code) \(message.prefix(80))")
             }
             let timings = json?["timings"] as? [String: Any]
-            return Outcome(seconds: seconds, cold: timings?["cold_start"] as? Bool ?? false, failure: nil)
+            let cold = timings?["cold_start"] as? Bool ?? false
+            func ms(_ key: String) -> Double { ((timings?[key] as? NSNumber)?.doubleValue ?? 0) / 1000 }
+            return Outcome(
+                seconds: seconds, cold: cold, failure: nil,
+                phases: cold
+                    ? ColdPhases(
+                        tier: timings?["tier"] as? String ?? "", queue: ms("queue_ms"), load: ms("load_ms"),
+                        engineInit: ms("init_ms")) : nil)
         } catch {
             return Outcome(seconds: (ContinuousClock.now - started) / .seconds(1), cold: false, failure: "\(error)")
         }

@@ -1,6 +1,7 @@
 import Foundation
 import Lab
 import NIOHTTP1
+import Scheduling
 import Simulation
 import Store
 import Synchronization

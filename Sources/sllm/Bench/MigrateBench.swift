@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NIOHTTP1
+import Scheduling
 import Simulation
 import Store
 import Synchronization

@@ -57,7 +57,7 @@ struct SummaryRow: Encodable {
     }
 
     static let header =
-        "POLICY              COLD TTFT p50 / p90 / p99 (s)    ALL TTFT p99   COLD REQS  STARTS  FAILED  MIGRATIONS  LOADS dram/ssd/peer/remote   EVENTS/s     WALL"
+        "POLICY              COLD TTFT p50 / p90 / p99 (s)    COLD START p50 / p99   ALL TTFT p99   COLD REQS  STARTS  FAILED  MIGRATIONS  LOADS dram/ssd/peer/remote   EVENTS/s     WALL"
 
     var line: String {
         func s(_ value: Double?) -> String { value.map { $0.isNaN ? "n/a" : String(format: "%.3f", $0) } ?? "n/a" }
@@ -66,6 +66,7 @@ struct SummaryRow: Encodable {
         return [
             policy.padding(toLength: 19, withPad: " ", startingAt: 0),
             cold.padding(toLength: 32, withPad: " ", startingAt: 0),
+            "\(s(coldStartup["p50"])) / \(s(coldStartup["p99"]))".padding(toLength: 22, withPad: " ", startingAt: 0),
             s(ttft["p99"]).padding(toLength: 14, withPad: " ", startingAt: 0),
             String(coldRequests).padding(toLength: 10, withPad: " ", startingAt: 0),
             String(starts).padding(toLength: 7, withPad: " ", startingAt: 0),
@@ -105,7 +106,7 @@ extension Simulate {
             try Data(text.utf8).write(to: URL(fileURLWithPath: directory + "/" + name), options: .atomic)
         }
         try save(([SummaryRow.csvHeader] + rows.map(\.csv)).joined(separator: "\n") + "\n", "summary.csv")
-        var cdfText = "point,policy,cold_ttft_seconds,fraction\n"
+        var cdfText = "point,policy,cold_start_seconds,fraction\n"
         var plots: [String] = []
         for point in Array(NSOrderedSet(array: cdfs.map(\.point))) as? [String] ?? [] {
             let series = cdfs.filter { $0.point == point }.map {
@@ -117,8 +118,9 @@ extension Simulate {
             let name = "cdf-\(point.replacingOccurrences(of: "=", with: "-")).svg"
             try save(
                 SVGPlot(
-                    title: "Cold-start TTFT CDF (\(point))", xLabel: "time to first token (s, log)",
-                    yLabel: "fraction of cold requests", logX: true, steps: true, series: series
+                    title: "Cold-start latency CDF (\(point))",
+                    xLabel: "arrival to an instance taking the request (s, log)", yLabel: "fraction of cold requests",
+                    logX: true, steps: true, series: series
                 ).render(), name)
             plots.append(name)
         }
@@ -129,12 +131,12 @@ extension Simulate {
                 let series = policies.map { policy in
                     SVGPlot.Series(
                         name: policy,
-                        points: rows.filter { $0.policy == policy }.map { ($0.value, $0.coldTTFT[key] ?? .nan) })
+                        points: rows.filter { $0.policy == policy }.map { ($0.value, $0.coldStartup[key] ?? .nan) })
                 }
-                let name = "sweep-\(sweep)-cold-ttft-\(figure).svg"
+                let name = "sweep-\(sweep)-cold-start-\(figure).svg"
                 try save(
                     SVGPlot(
-                        title: "Cold-start TTFT \(figure) by \(sweep)", xLabel: sweep, yLabel: "seconds (log)",
+                        title: "Cold-start latency \(figure) by \(sweep)", xLabel: sweep, yLabel: "seconds (log)",
                         logY: true, series: series
                     ).render(), name)
                 plots.append(name)
@@ -200,7 +202,7 @@ extension Simulate {
         print(
             String(
                 format:
-                    "calibration%@: loads DRAM %.2f GB/s, SSD %.2f GB/s, peer %.0f MB/s, remote %.0f MB/s per fetch (start included: %.1f ms more), request %.1f ms",
+                    "calibration%@: loads DRAM %.2f GB/s, SSD %.2f GB/s, peer %.0f MB/s, remote %.0f MB/s per fetch, start %.1f ms more, request %.1f ms",
                 calibration == nil ? " from the report's own loads and warm requests" : " from \(calibration!)",
                 used.dramBytesPerSecond / 1e9, used.ssdBytesPerSecond / 1e9, used.peerBytesPerSecond / 1e6,
                 used.remoteBytesPerSecond / 1e6, used.startSeconds * 1000, used.requestSeconds * 1000))
@@ -249,7 +251,7 @@ extension Simulate {
     }
 
     /// Node speeds as the bench run measured them: per tier the median rate of its loads (the
-    /// worker's load time, engine start included, so no start cost is added), a remote fetch
+    /// worker's load time), the start's fixed cost from the cold requests' phases, a remote fetch
     /// at the 90th percentile of the remote loads' rates (the store's link is shared; the
     /// fastest fetches had it nearly alone), and a request's own cost from the warm requests'
     /// median time to first token. Tiers the run never loaded from keep `base`'s figures.
@@ -265,8 +267,18 @@ extension Simulate {
             }
             warm += ((run["warmTTFT"] as? [String: Any])?["values"] as? [NSNumber] ?? []).map(\.doubleValue)
         }
+        // The cold path beyond the load: the engine's start, and what a start waits with nothing
+        // ahead of it (placement, the start call), the floor of the cold requests' queue phase.
+        var initSeconds: [Double] = []
+        var queueSeconds: [Double] = []
+        for run in runs {
+            for phases in run["coldPhases"] as? [[String: Any]] ?? [] {
+                if let value = (phases["engineInit"] as? NSNumber)?.doubleValue { initSeconds.append(value) }
+                if let value = (phases["queue"] as? NSNumber)?.doubleValue { queueSeconds.append(value) }
+            }
+        }
         var calibration = base
-        if !rates.isEmpty { calibration.startSeconds = 0 }
+        if !initSeconds.isEmpty { calibration.startSeconds = median(initSeconds) + percentile(queueSeconds, 0.1) }
         if let dram = rates["dram"] { calibration.dramBytesPerSecond = median(dram) }
         if let ssd = rates["ssd"] { calibration.ssdBytesPerSecond = median(ssd) }
         if let peer = rates["peer"] { calibration.peerBytesPerSecond = median(peer) }

@@ -94,7 +94,7 @@ struct Simulate: ParsableCommand {
                 let row = SummaryRow(point: label, sweep: name, value: value, result: result)
                 print(row.line)
                 rows.append(row)
-                cdfs.append((label, policy.rawValue, result.coldTTFT))
+                cdfs.append((label, policy.rawValue, result.coldStartup))
             }
             print("")
         }
