@@ -51,8 +51,9 @@ public struct SVGPlot: Sendable {
         func range(_ values: [Double], log: Bool) -> (Double, Double) {
             guard var low = values.min(), var high = values.max() else { return (log ? 1 : 0, log ? 10 : 1) }
             if log {
-                low = pow(10, floor(log10(low)))
                 high = pow(10, ceil(log10(high)))
+                // Five decades at most: smaller values are drawn at the axis.
+                low = max(pow(10, floor(log10(low))), high / 1e5)
                 if high <= low { high = low * 10 }
             } else {
                 if !logY, values.allSatisfy({ $0 >= 0 }) { low = min(low, 0) }
@@ -64,11 +65,11 @@ public struct SVGPlot: Sendable {
         let (yLow, yHigh) = range(finite.map(\.y), log: logY)
         func px(_ x: Double) -> Double {
             let t = logX ? (log10(x) - log10(xLow)) / (log10(xHigh) - log10(xLow)) : (x - xLow) / (xHigh - xLow)
-            return left + t * plotWidth
+            return left + min(1, max(0, t)) * plotWidth
         }
         func py(_ y: Double) -> Double {
             let t = logY ? (log10(y) - log10(yLow)) / (log10(yHigh) - log10(yLow)) : (y - yLow) / (yHigh - yLow)
-            return top + (1 - t) * plotHeight
+            return top + (1 - min(1, max(0, t))) * plotHeight
         }
         func ticks(_ low: Double, _ high: Double, log: Bool) -> [Double] {
             if log {

@@ -78,6 +78,7 @@ extension Simulator {
         nodes[source].idleVersion += 1
         nodes[destination].idleVersion += 1
         instances[target].phase = .ready
+        instances[target].readyAt = now
         instances[target].lastUsed = now
         instances[target].migration = nil
         counters.migrations += 1

@@ -180,6 +180,7 @@ extension Simulator {
                 at: now + Double(tokens) / cluster.calibration.prefill(bytes: cluster.modelBytes[model]))
         } else if instances[index].phase == .starting {
             instances[index].phase = .ready
+            instances[index].readyAt = now
             instances[index].lastUsed = now
             nodes[node].idleVersion += 1
             apply(machines[model].instanceStarted(instances[index].id), model: model)

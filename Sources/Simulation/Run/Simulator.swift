@@ -47,6 +47,9 @@ public final class Simulator {
     /// on the node pool: an instance going idle or stopping wakes them, for `roomWait`).
     var awaitingRoom: [Int] = []
     var roomMayHaveFreed = false
+    /// Nodes where memory was freed or an instance went idle since the waiters were last tried:
+    /// only there can a waiter now fit.
+    var roomChanged: [Int] = []
     static let roomWait = 120.0
 
     // What happened to each request.
@@ -153,7 +156,6 @@ public final class Simulator {
         arriving = request
         apply(machines[model].requestArrived(request), model: model)
         arriving = -1
-        if dispatchedAt[request].isNaN, failure[request] == nil { cold[request] = true }
     }
 
     private func dispatch(_ request: Int, to index: Int) {
@@ -163,6 +165,8 @@ public final class Simulator {
         let prefill = Double(spec.promptTokens) / calibration.prefill(bytes: bytes)
         let step = 1 / calibration.decode(bytes: bytes)
         dispatchedAt[request] = now
+        // Cold: it waited for this instance's start (a wait for a busy instance's slot is not).
+        cold[request] = request != arriving && instances[index].readyAt >= spec.at
         firstTokenAt[request] = now + calibration.requestSeconds + prefill + step
         requestInstance[request] = index
         instances[index].jobs.append(request)
@@ -180,8 +184,11 @@ public final class Simulator {
         let model = requests[request].model
         instances[index].jobs.removeAll { $0 == request }
         instances[index].lastUsed = now
-        if instances[index].jobs.isEmpty { roomMayHaveFreed = true }
         let node = instances[index].node
+        if instances[index].jobs.isEmpty {
+            roomMayHaveFreed = true
+            roomChanged.append(node)
+        }
         nodes[node].runningJobs -= 1
         nodes[node].idleVersion += 1
         apply(machines[model].requestFinished(on: instances[index].id, keepAlive: nil), model: model)
@@ -223,13 +230,28 @@ public final class Simulator {
         }
     }
 
-    /// Places the starts waiting for room again, in the order they began waiting.
+    /// Places the starts waiting for room again, in the order they began waiting: those that fit
+    /// one of the nodes where room changed (elsewhere nothing changed since they last failed).
     private func retryAwaitingRoom() {
         roomMayHaveFreed = false
+        var room = 0
+        for node in Set(roomChanged) {
+            _ = evictionOrder(on: node)
+            room = max(room, nodes[node].budget - nodes[node].reserved + nodes[node].idleBytes)
+        }
+        roomChanged.removeAll(keepingCapacity: true)
         let waiting = awaitingRoom
         awaitingRoom.removeAll()
+        // Once a start of some size found no node, larger ones wait without trying this round.
+        var refused = Int.max
         for index in waiting where instances[index].phase == .starting && instances[index].node < 0 {
+            let bytes = instances[index].bytes
+            guard bytes <= room, bytes < refused else {
+                awaitingRoom.append(index)
+                continue
+            }
             start(index, mayMigrate: policy == .localityMigration, retry: true)
+            if instances[index].node < 0, awaitingRoom.last == index { refused = bytes }
         }
     }
 
@@ -288,6 +310,7 @@ public final class Simulator {
         }
         instanceIndex[instances[index].id] = nil
         roomMayHaveFreed = true
+        if node >= 0 { roomChanged.append(node) }
         let model = instances[index].model
         apply(machines[model].instanceStopped(instances[index].id), model: model)
     }
@@ -392,6 +415,8 @@ struct SimulatedInstance {
     var phase = Phase.starting
     var jobs: [Int] = []
     var lastUsed = 0.0
+    /// When it became ready (infinity until then).
+    var readyAt = Double.infinity
     /// Set on a migration's target.
     var migration: Int?
 

@@ -1,5 +1,5 @@
-public import Scheduling
 import Foundation
+public import Scheduling
 
 /// The distributions workloads draw from.
 extension SplitMix {

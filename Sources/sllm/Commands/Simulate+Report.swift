@@ -108,7 +108,7 @@ extension Simulate {
         try save(([SummaryRow.csvHeader] + rows.map(\.csv)).joined(separator: "\n") + "\n", "summary.csv")
         var cdfText = "point,policy,cold_start_seconds,fraction\n"
         var plots: [String] = []
-        for point in Array(NSOrderedSet(array: cdfs.map(\.point))) as? [String] ?? [] {
+        for point in Self.ordered(cdfs.map(\.point)) {
             let series = cdfs.filter { $0.point == point }.map {
                 SVGPlot.Series(name: $0.policy, points: SimulationResult.cdf($0.values))
             }
@@ -126,7 +126,7 @@ extension Simulate {
         }
         try save(cdfText, "cdf.csv")
         if let sweep {
-            let policies = Array(NSOrderedSet(array: rows.map(\.policy))) as? [String] ?? []
+            let policies = Self.ordered(rows.map(\.policy))
             for (figure, key) in [("p99", "p99"), ("p50", "p50")] {
                 let series = policies.map { policy in
                     SVGPlot.Series(
@@ -195,7 +195,9 @@ extension Simulate {
         base.maxInstances = 1
         base.prompt = .fixed(1)
         base.output = .fixed(1)
-        if calibration == nil { base.calibration = Self.calibration(from: runs, base: base.calibration) }
+        if calibration == nil {
+            base.calibration = Self.calibration(from: runs, bytes: try int("weight_bytes"), base: base.calibration)
+        }
         let (cluster, scaling, workload) = try base.build()
         print(base.describe(cluster: cluster, requests: workload, label: "replaying \(path)"))
         let used = cluster.calibration
@@ -203,7 +205,7 @@ extension Simulate {
             String(
                 format:
                     "calibration%@: loads DRAM %.2f GB/s, SSD %.2f GB/s, peer %.0f MB/s, remote %.0f MB/s per fetch, start %.1f ms more, request %.1f ms",
-                calibration == nil ? " from the report's own loads and warm requests" : " from \(calibration!)",
+                calibration == nil ? " from the report's cold and warm requests" : " from \(calibration!)",
                 used.dramBytesPerSecond / 1e9, used.ssdBytesPerSecond / 1e9, used.peerBytesPerSecond / 1e6,
                 used.remoteBytesPerSecond / 1e6, used.startSeconds * 1000, used.requestSeconds * 1000))
         var measured: [String: [(p50: Double, p99: Double)]] = [:]
@@ -250,46 +252,74 @@ extension Simulate {
         try write(rows: rows, cdfs: [], sweep: nil)
     }
 
-    /// Node speeds as the bench run measured them: per tier the median rate of its loads (the
-    /// worker's load time), the start's fixed cost from the cold requests' phases, a remote fetch
-    /// at the 90th percentile of the remote loads' rates (the store's link is shared; the
-    /// fastest fetches had it nearly alone), and a request's own cost from the warm requests'
-    /// median time to first token. Tiers the run never loaded from keep `base`'s figures.
-    static func calibration(from runs: [[String: Any]], base: Calibration) -> Calibration {
-        var rates: [String: [Double]] = [:]
-        var warm: [Double] = []
-        for run in runs {
-            for load in run["loads"] as? [[String: Any]] ?? [] {
-                guard let tier = load["tier"] as? String, let bytes = (load["bytes"] as? NSNumber)?.doubleValue,
-                    let seconds = (load["seconds"] as? NSNumber)?.doubleValue, seconds > 0, bytes > 0
-                else { continue }
-                rates[tier, default: []].append(bytes / seconds)
-            }
-            warm += ((run["warmTTFT"] as? [String: Any])?["values"] as? [NSNumber] ?? []).map(\.doubleValue)
-        }
-        // The cold path beyond the load: the engine's start, and what a start waits with nothing
-        // ahead of it (placement, the start call), the floor of the cold requests' queue phase.
+    /// Node speeds as the bench run measured them. A cold request's wait, by the server's own
+    /// account, is its queue, its instance's load and engine start; what its first token took
+    /// beyond a warm request's is the rest of the load (an instance serves while its weights
+    /// still arrive). Per tier, the load is the median of the cold requests' loads plus the
+    /// median of that rest (a remote fetch: see below); the start's fixed cost is the median engine start plus the 10th
+    /// percentile of the queue phase (placement and the start call with nothing ahead); a
+    /// request's own cost is the warm requests' median time to first token. Queueing behind
+    /// other loads and sharing the store's link are left to the simulation. Tiers the run never
+    /// loaded from keep `base`'s figures.
+    static func calibration(from runs: [[String: Any]], bytes: Int, base: Calibration) -> Calibration {
+        var loads: [String: [Double]] = [:]
+        var rests: [String: [Double]] = [:]
         var initSeconds: [Double] = []
         var queueSeconds: [Double] = []
+        var warm: [Double] = []
         for run in runs {
-            for phases in run["coldPhases"] as? [[String: Any]] ?? [] {
-                if let value = (phases["engineInit"] as? NSNumber)?.doubleValue { initSeconds.append(value) }
-                if let value = (phases["queue"] as? NSNumber)?.doubleValue { queueSeconds.append(value) }
+            warm += ((run["warmTTFT"] as? [String: Any])?["values"] as? [NSNumber] ?? []).map(\.doubleValue)
+            let cold = ((run["coldTTFT"] as? [String: Any])?["values"] as? [NSNumber] ?? []).map(\.doubleValue)
+            let phases = run["coldPhases"] as? [[String: Any]] ?? []
+            // Both list the run's cold requests in the same order.
+            guard cold.count == phases.count else { continue }
+            for (ttft, phase) in zip(cold, phases) {
+                guard let tier = phase["tier"] as? String, let queue = (phase["queue"] as? NSNumber)?.doubleValue,
+                    let load = (phase["load"] as? NSNumber)?.doubleValue,
+                    let start = (phase["engineInit"] as? NSNumber)?.doubleValue
+                else { continue }
+                loads[tier, default: []].append(load)
+                rests[tier, default: []].append(ttft - queue - load - start)
+                initSeconds.append(start)
+                queueSeconds.append(queue)
             }
         }
         var calibration = base
-        if !initSeconds.isEmpty { calibration.startSeconds = median(initSeconds) + percentile(queueSeconds, 0.1) }
-        if let dram = rates["dram"] { calibration.dramBytesPerSecond = median(dram) }
-        if let ssd = rates["ssd"] { calibration.ssdBytesPerSecond = median(ssd) }
-        if let peer = rates["peer"] { calibration.peerBytesPerSecond = median(peer) }
-        if let remote = rates["remote"] { calibration.remoteBytesPerSecond = percentile(remote, 0.9) }
-        if !warm.isEmpty {
+        let warmMedian = warm.isEmpty ? nil : median(warm)
+        if let warmMedian {
             let tokens =
                 1 / calibration.prefill(bytes: Int(calibration.referenceBytes))
                 + 1 / calibration.decode(bytes: Int(calibration.referenceBytes))
-            calibration.requestSeconds = max(0, median(warm) - tokens)
+            calibration.requestSeconds = max(0, warmMedian - tokens)
         }
+        if !initSeconds.isEmpty { calibration.startSeconds = median(initSeconds) + percentile(queueSeconds, 0.1) }
+        for (tier, values) in loads {
+            let seconds = median(values) + max(0, median(rests[tier] ?? []) - (warmMedian ?? 0))
+            let rate = Double(bytes) / max(seconds, 1e-6)
+            switch tier {
+            case "dram": calibration.dramBytesPerSecond = rate
+            case "ssd": calibration.ssdBytesPerSecond = rate
+            case "peer": calibration.peerBytesPerSecond = rate
+            default: break
+            }
+        }
+        // A remote fetch's load shares the store's link, which the simulation shares again: its
+        // rate alone is the 90th percentile of the decision log's remote loads (the fastest had
+        // the store nearly to themselves).
+        let remote = runs.flatMap { $0["loads"] as? [[String: Any]] ?? [] }.compactMap { load -> Double? in
+            guard load["tier"] as? String == "remote", let bytes = (load["bytes"] as? NSNumber)?.doubleValue,
+                let seconds = (load["seconds"] as? NSNumber)?.doubleValue, seconds > 0
+            else { return nil }
+            return bytes / seconds
+        }
+        if !remote.isEmpty { calibration.remoteBytesPerSecond = percentile(remote, 0.9) }
         return calibration
+    }
+
+    /// The distinct values, in the order they first appear.
+    static func ordered(_ values: [String]) -> [String] {
+        var seen: Set<String> = []
+        return values.filter { seen.insert($0).inserted }
     }
 
     static func median(_ values: [Double]) -> Double {
