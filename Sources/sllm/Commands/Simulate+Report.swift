@@ -13,6 +13,8 @@ struct SummaryRow: Encodable {
     var requests: Int
     var served: Int
     var failed: Int
+    /// Failed requests by cause (`queue full`, `no room`).
+    var failures: [String: Int]
     var coldRequests: Int
     var starts: Int
     var coldTTFT: [String: Double]
@@ -37,6 +39,7 @@ struct SummaryRow: Encodable {
         requests = result.requests
         served = result.served
         failed = result.failed
+        failures = Dictionary(uniqueKeysWithValues: result.failures.map { ($0.key.rawValue, $0.value) })
         coldRequests = result.coldTTFT.count
         starts = result.counters.starts
         func summary(_ values: [Double]) -> [String: Double] {

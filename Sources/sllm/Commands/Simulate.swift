@@ -93,6 +93,9 @@ struct Simulate: ParsableCommand {
                 ).run()
                 let row = SummaryRow(point: label, sweep: name, value: value, result: result)
                 print(row.line)
+                if !row.failures.isEmpty {
+                    print("    failed: " + row.failures.sorted { $0.key < $1.key }.map { "\($1) \($0)" }.joined(separator: ", "))
+                }
                 rows.append(row)
                 cdfs.append((label, policy.rawValue, result.coldStartup))
             }
