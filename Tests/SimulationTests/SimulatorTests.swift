@@ -181,6 +181,36 @@ import Testing
         }
     }
 
+    /// Calibration files as a stranger might write them: each is refused, or runs a simulation.
+    @Test func fuzzedCalibrationsAreRefusedOrRun() throws {
+        var random = SplitMix(seed: 17)
+        let keys = [
+            "dram_bytes_per_second", "ssd_bytes_per_second", "peer_bytes_per_second", "remote_bytes_per_second",
+            "start_seconds", "request_seconds", "reference_bytes", "prefill_tokens_per_second",
+            "decode_tokens_per_second", "unknown",
+        ]
+        let values = ["0", "-1", "1e400", "1e-300", "1", "3600", "1e9", "\"fast\"", "null", "[]", "96500000", "1e15"]
+        let requests = (0..<20).map {
+            SimulatedRequest(at: Double($0) * 0.3, model: $0 % 4, promptTokens: 8, outputTokens: 4)
+        }
+        var ran = 0
+        for _ in 0..<300 {
+            let fields = (0..<Int(random.next() % 4)).map { _ in
+                "\"\(keys[Int(random.next() % UInt64(keys.count))])\": \(values[Int(random.next() % UInt64(values.count))])"
+            }
+            let text = "{" + fields.joined(separator: ", ") + "}"
+            guard let calibration = try? JSONDecoder().decode(Calibration.self, from: Data(text.utf8)) else { continue }
+            do { try calibration.validate() } catch {
+                #expect(error.message.hasPrefix("calibration: "), "\(text)")
+                continue
+            }
+            let result = try Self.run(Self.benchCluster(calibration: calibration), .locality, requests)
+            #expect(result.served == requests.count, "\(text)")
+            ran += 1
+        }
+        #expect(ran > 0)
+    }
+
     @Test func plotsAreSVGWithOneLinePerSeries() {
         let plot = SVGPlot(
             title: "a <b> & c", xLabel: "x", yLabel: "y", logX: true, steps: true,

@@ -26,7 +26,6 @@ struct EventQueue {
     private var nextSequence = 0
 
     var isEmpty: Bool { heap.isEmpty }
-    var count: Int { heap.count }
     var nextTime: Double? { heap.first?.time }
 
     private static func before(_ a: Entry, _ b: Entry) -> Bool {

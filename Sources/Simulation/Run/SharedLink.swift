@@ -18,7 +18,6 @@ struct SharedLink {
         self.capPerTransfer = capPerTransfer
     }
 
-    var active: Int { transfers.count }
     private var rate: Double { transfers.isEmpty ? 0 : min(capPerTransfer, bytesPerSecond / Double(transfers.count)) }
 
     private mutating func advance(to now: Double) {
@@ -64,7 +63,6 @@ struct TierCache {
     init(capacity: Int) { self.capacity = capacity }
 
     func contains(_ model: Int) -> Bool { lastUse[model] != nil }
-    var models: Dictionary<Int, Double>.Keys { lastUse.keys }
 
     mutating func touch(_ model: Int, now: Double) {
         if lastUse[model] != nil { lastUse[model] = now }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoint
 import Foundation
+import Simulation
 import Store
 
 /// The options every `sllm bench` subcommand takes.
@@ -37,12 +38,7 @@ struct Sample: Encodable {
     var minimum: Double { values.min() ?? .nan }
 
     /// The nearest-rank percentile (`fraction` 0...1).
-    func percentile(_ fraction: Double) -> Double {
-        let sorted = values.sorted()
-        guard !sorted.isEmpty else { return .nan }
-        let rank = Int((Double(sorted.count) * fraction).rounded(.up)) - 1
-        return sorted[min(sorted.count - 1, max(0, rank))]
-    }
+    func percentile(_ fraction: Double) -> Double { Simulation.percentile(values, fraction) }
     var maximum: Double { values.max() ?? .nan }
 
     /// `1.23 (1.10–1.31)`.
