@@ -94,7 +94,8 @@ struct Simulate: ParsableCommand {
                 let row = SummaryRow(point: label, sweep: name, value: value, result: result)
                 print(row.line)
                 if !row.failures.isEmpty {
-                    print("    failed: " + row.failures.sorted { $0.key < $1.key }.map { "\($1) \($0)" }.joined(separator: ", "))
+                    let causes = row.failures.sorted { $0.key < $1.key }.map { "\($1) \($0)" }
+                    print("    failed: " + causes.joined(separator: ", "))
                 }
                 rows.append(row)
                 cdfs.append((label, policy.rawValue, result.coldStartup))
