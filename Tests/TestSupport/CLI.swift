@@ -8,9 +8,19 @@ public struct CLIResult: Sendable {
     public var stderr: String
 }
 
-public func runSLLM(_ arguments: [String], home: String, environment: [String: String] = [:], directory: String? = nil)
-    throws -> CLIResult
-{
+/// Runs `sllm ARGUMENTS` to its exit, waiting on a thread of its own: Swift's concurrency pool has
+/// as many threads as the machine has cores (two in CI), and a test blocking one of them while
+/// another waits on in-process work can stall every test in the process.
+public func runSLLM(
+    _ arguments: [String], home: String, environment: [String: String] = [:], directory: String? = nil
+) async throws -> CLIResult {
+    try await onThread { try runSLLMBlocking(arguments, home: home, environment: environment, directory: directory) }
+}
+
+/// ``runSLLM(_:home:environment:directory:)`` for a thread that may block (never the pool's).
+public func runSLLMBlocking(
+    _ arguments: [String], home: String, environment: [String: String] = [:], directory: String? = nil
+) throws -> CLIResult {
     let process = Process()
     process.executableURL = sllmExecutable()
     process.arguments = arguments

@@ -29,7 +29,7 @@ import Testing
     static func deploy(_ count: Int, server: String, home: String, environment: [String: String]) async throws
         -> [[String: Any]]
     {
-        let deploy = try runSLLM(
+        let deploy = try await runSLLM(
             [
                 "deploy", "smollm2-135m", "--min", String(count), "--max", String(count), "--keep-alive", "-1",
                 "--context", "512",
@@ -83,14 +83,15 @@ import Testing
         let env = ["SLLM_SERVER": "127.0.0.1:\(controllerPort)"]
 
         // A controller given a wrong token cannot use the workers, and says which.
-        let refused = try runSLLM(
+        let refused = try await runSLLM(
             ["controller", "--port", "0", "--worker", urls[0]], home: root.file("control-2"),
             environment: ["SLLM_CLUSTER_TOKEN": "not-the-cluster-token-000"])
         #expect(
             refused.status != 0 && refused.stderr.contains("worker \(urls[0])")
                 && refused.stderr.contains("cluster token"), "\(refused.stderr)")
 
-        let deploy = try runSLLM(["deploy", "smollm2-135m", "--keep-alive", "-1"], home: root.path, environment: env)
+        let deploy = try await runSLLM(
+            ["deploy", "smollm2-135m", "--keep-alive", "-1"], home: root.path, environment: env)
         #expect(deploy.status == 0, "\(deploy.stderr)")
         let (status, answer) = try await Self.json(
             server + "/v1/completions",
@@ -107,7 +108,7 @@ import Testing
             } ?? []
         let node = instances.first?["node"] as? String
         #expect(node == "node-a" || node == "node-b", "\(String(describing: deployments))")
-        let ps = try runSLLM(["ps"], home: root.path, environment: env)
+        let ps = try await runSLLM(["ps"], home: root.path, environment: env)
         #expect(ps.stdout.contains("NODE") && ps.stdout.contains(node ?? "?"), "\(ps.stdout)")
 
         // The worker holding the (idle) instance is killed: the next request, which had sent
@@ -185,7 +186,7 @@ import Testing
 
         let home = root.path
         let (text, events, migration) = try await Self.stream(request, port: port, after: 4) {
-            let migration = try runSLLM(["migrate", id, "--to", target], home: home, environment: env)
+            let migration = try runSLLMBlocking(["migrate", id, "--to", target], home: home, environment: env)
             // The worker it left dies: the stream, now on the other, goes on.
             kill(sourcePID, SIGKILL)
             return migration
@@ -379,17 +380,18 @@ import Testing
         #expect(controller.waitFor("[Serving] ready"), "\(controller.output)")
 
         let env = ["SLLM_SERVER": "127.0.0.1:\(controllerPort)"]
-        let deploy = try runSLLM(["deploy", "smollm2-135m", "--keep-alive", "-1"], home: root.path, environment: env)
+        let deploy = try await runSLLM(
+            ["deploy", "smollm2-135m", "--keep-alive", "-1"], home: root.path, environment: env)
         #expect(deploy.status == 0, "\(deploy.stderr)")
         let request: [String: Any] = ["model": "smollm2-135m", "prompt": "The capital of France is", "max_tokens": 4]
         let (first, answer) = try await Self.json(server + "/v1/completions", body: request)
         #expect(first == 200, "\(String(describing: answer))")
-        let ps = try runSLLM(["ps", "--json"], home: root.path, environment: env)
+        let ps = try await runSLLM(["ps", "--json"], home: root.path, environment: env)
         let rows = (try? JSONSerialization.jsonObject(with: Data(ps.stdout.utf8))) as? [[String: Any]] ?? []
         let holder = try #require((rows.first?["instance"] as? [String: Any])?["node"] as? String, "\(ps.stdout)")
         let other = holder == "node-a" ? "node-b" : "node-a"
         // The decision is logged with its terms and the time the start took.
-        let decisions = try runSLLM(["status", "--decisions"], home: root.path, environment: env)
+        let decisions = try await runSLLM(["status", "--decisions"], home: root.path, environment: env)
         #expect(decisions.status == 0, "\(decisions.stderr)")
         #expect(
             decisions.stdout.contains("ESTIMATE") && decisions.stdout.contains("locality")
@@ -403,9 +405,9 @@ import Testing
         }
         let (fine, few) = try await Self.json(server + "/admin/decisions?limit=1")
         #expect(fine == 200 && (few as? [Any])?.count == 1)
-        let badPolicy = try runSLLM(["controller", "--placement", "nearest"], home: root.path)
+        let badPolicy = try await runSLLM(["controller", "--placement", "nearest"], home: root.path)
         #expect(badPolicy.status != 0 && badPolicy.stderr.contains("round-robin"), "\(badPolicy.stderr)")
-        let nodeFlag = try runSLLM(["controller", "--memory-budget", "4GiB"], home: root.path)
+        let nodeFlag = try await runSLLM(["controller", "--memory-budget", "4GiB"], home: root.path)
         #expect(nodeFlag.status != 0 && nodeFlag.stderr.contains("`sllm worker`"), "\(nodeFlag.stderr)")
 
         // The holder dies: it is lost once its lease runs out, and the next request runs on the other.
@@ -416,7 +418,7 @@ import Testing
         #expect(controller.output.contains("node \(holder) lost: no lease renewal"), "\(controller.output)")
         let (second, retried) = try await Self.json(server + "/v1/completions", body: request)
         #expect(second == 200, "\(String(describing: retried))")
-        let status = try runSLLM(["status"], home: root.path, environment: env)
+        let status = try await runSLLM(["status"], home: root.path, environment: env)
         #expect(status.stdout.contains("NODE") && status.stdout.contains("\(holder)  lost"), "\(status.stdout)")
 
         // Restarted, it joins again; stopped with SIGTERM, it leaves at once.
@@ -597,7 +599,7 @@ import Testing
         }
 
         // Stopped (with no minimum to keep): node-b drops what it fetched, node-a keeps it.
-        let update = try runSLLM(["update", "smollm2-135m", "--min", "0"], home: root.path, environment: env)
+        let update = try await runSLLM(["update", "smollm2-135m", "--min", "0"], home: root.path, environment: env)
         #expect(update.status == 0, "\(update.stderr)")
         let (stopped, _) = try await Self.json(server + "/admin/deployments/smollm2-135m/stop", body: [:])
         #expect(stopped == 200)
@@ -656,7 +658,7 @@ import Testing
         try await Self.waitForNodes(urls[1], key: admin) { $0 == ["node-a": "alive", "node-b": "alive"] }
         let (followerReady, readiness) = try await Self.json(urls[1] + "/ready")
         #expect(followerReady == 200 && "\(readiness ?? "")".contains("follower"))
-        let deploy = try runSLLM(
+        let deploy = try await runSLLM(
             ["deploy", "smollm2-135m", "--keep-alive", "-1"], home: root.path,
             environment: ["SLLM_SERVER": "127.0.0.1:\(ports[1])", "SLLM_API_KEY": admin])
         #expect(deploy.status == 0, "\(deploy.stderr)")
@@ -796,10 +798,10 @@ import Testing
             (["--tls-cert", root.file("node.pem")], "go together"),
             (["--tls-cert", root.file("node.key"), "--tls-key", root.file("node.key")], "node.key"),
         ] {
-            let result = try runSLLM(["serve", "--port", "0"] + arguments, home: root.file("bad"))
+            let result = try await runSLLM(["serve", "--port", "0"] + arguments, home: root.file("bad"))
             #expect(result.status != 0 && result.stderr.contains(expected), "\(arguments): \(result.stderr)")
         }
-        let badCA = try runSLLM(
+        let badCA = try await runSLLM(
             ["controller", "--port", "0", "--tls-ca", root.file("node.key")], home: root.file("bad"),
             environment: ["SLLM_CLUSTER_TOKEN": token])
         #expect(badCA.status != 0 && badCA.stderr.contains("--tls-ca"), "\(badCA.stderr)")

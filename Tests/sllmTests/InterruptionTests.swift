@@ -29,7 +29,7 @@ func piecesRecorded(in statePath: String) -> Int {
         return false
     }
 
-    @Test func aKilledConversionLeavesNoModel() throws {
+    @Test func aKilledConversionLeavesNoModel() async throws {
         let home = try TemporaryDirectory("kill-convert")
         defer { home.remove() }
         try SyntheticModel.writeHuggingFaceDirectory(home.file("hf"), shape: .sized(256 << 20))
@@ -40,16 +40,16 @@ func piecesRecorded(in statePath: String) -> Int {
         process.waitUntilExit()
         try #require(sawPartial, "the conversion finished before it could be interrupted")
         #expect(!directoryEntries(models).contains("big"))
-        let list = try runSLLM(["list"], home: home.path)
+        let list = try await runSLLM(["list"], home: home.path)
         #expect(list.stdout.contains("no models"))
         // Listing cleared the dead writer's debris; a new pull succeeds.
         #expect(directoryEntries(models).isEmpty)
-        let again = try runSLLM(["pull", home.file("hf"), "--name", "big", "--quiet"], home: home.path)
+        let again = try await runSLLM(["pull", home.file("hf"), "--name", "big", "--quiet"], home: home.path)
         #expect(again.status == 0, "\(again.stderr)")
-        #expect(try runSLLM(["verify", "big"], home: home.path).status == 0)
+        #expect(try await runSLLM(["verify", "big"], home: home.path).status == 0)
     }
 
-    @Test func aKilledDownloadResumes() throws {
+    @Test func aKilledDownloadResumes() async throws {
         let home = try TemporaryDirectory("kill-pull")
         let server = RangeHTTPServer()
         defer {
@@ -69,19 +69,19 @@ func piecesRecorded(in statePath: String) -> Int {
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         try #require(stalled && recorded)
-        #expect(try runSLLM(["list"], home: home.path).stdout.contains("no models"))
+        #expect(try await runSLLM(["list"], home: home.path).stdout.contains("no models"))
         #expect(directoryEntries(home.path + "/downloads/smol").contains("smol.gguf.partial.json"))
 
         server.stall(afterTotalBytes: nil)
         let before = server.bytesServed
-        let again = try runSLLM(
+        let again = try await runSLLM(
             ["pull", server.url("smol.gguf").absoluteString + "#sha256=" + RealModel.sha256, "--quiet"], home: home.path
         )
         #expect(again.status == 0, "\(again.stderr)")
         #expect(
             server.bytesServed - before < gguf.count - (24 << 20),
             "resumed download fetched \(server.bytesServed - before) bytes")
-        #expect(try runSLLM(["list"], home: home.path).stdout.contains("smol"))
+        #expect(try await runSLLM(["list"], home: home.path).stdout.contains("smol"))
     }
 }
 
@@ -98,7 +98,7 @@ func piecesRecorded(in statePath: String) -> Int {
     }
 
     @Test(arguments: [SIGKILL, SIGTERM])
-    func aPullCutByAStopResumesOnTheNextStart(signal: Int32) throws {
+    func aPullCutByAStopResumesOnTheNextStart(signal: Int32) async throws {
         let home = try TemporaryDirectory("deploy-resume")
         let origin = RangeHTTPServer()
         defer {
@@ -115,7 +115,7 @@ func piecesRecorded(in statePath: String) -> Int {
         let first = try ServeProcess(arguments, home: home.path)
         try #require(first.address() != nil, "\(first.output)")
         let source = origin.url("smol.gguf").absoluteString + "#sha256=" + RealModel.sha256
-        let deploy = try runSLLM(["deploy", source, "--no-wait"], home: home.path, environment: env)
+        let deploy = try await runSLLM(["deploy", source, "--no-wait"], home: home.path, environment: env)
         #expect(deploy.status == 0, "\(deploy.stderr)")
         try #require(waitFor { origin.bytesServed >= 40 << 20 }, "the download did not start")
         // The origin now stalls; the client records the five pieces it received whole.
@@ -135,14 +135,14 @@ func piecesRecorded(in statePath: String) -> Int {
         #expect(
             origin.bytesServed - before < gguf.count - (24 << 20),
             "the resumed pull fetched \(origin.bytesServed - before) bytes")
-        let status = try runSLLM(["status"], home: home.path, environment: env)
+        let status = try await runSLLM(["status"], home: home.path, environment: env)
         #expect(status.stdout.contains("smol") && !status.stdout.contains("failed"), "\(status.stdout)")
         #expect(!FileManager.default.fileExists(atPath: home.file("downloads/smol")))
         #expect(second.stop() == 0)
     }
 
     /// A source that fails for good (gone, wrong checksum) leaves no download behind, and says so.
-    @Test func aSourceThatFailsForGoodLeavesNoDownload() throws {
+    @Test func aSourceThatFailsForGoodLeavesNoDownload() async throws {
         let home = try TemporaryDirectory("deploy-gone")
         let origin = RangeHTTPServer()
         defer {
@@ -157,14 +157,14 @@ func piecesRecorded(in statePath: String) -> Int {
         try #require(server.address() != nil, "\(server.output)")
         let env = ["SLLM_SERVER": "127.0.0.1:\(port)"]
         let wrong = String(repeating: "0", count: 64)
-        let mismatch = try runSLLM(
+        let mismatch = try await runSLLM(
             ["deploy", origin.url("smol.gguf").absoluteString + "#sha256=" + wrong, "--name", "bad"], home: home.path,
             environment: env)
         #expect(
             mismatch.status == 1 && mismatch.stderr.contains("SHA-256")
                 && mismatch.stderr.contains("partial download was removed"), "\(mismatch.stderr)")
         #expect(!FileManager.default.fileExists(atPath: home.file("downloads/bad")))
-        let missing = try runSLLM(
+        let missing = try await runSLLM(
             ["deploy", origin.url("nothing.gguf").absoluteString, "--name", "gone"], home: home.path, environment: env)
         #expect(
             missing.status == 1 && missing.stderr.contains("404")

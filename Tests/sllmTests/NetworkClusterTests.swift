@@ -78,8 +78,8 @@ struct NetworkClusterTests {
             try await json(server, "/v1/completions", body: ["model": "smollm2-135m", "prompt": "Hi", "max_tokens": 3])
                 .0
         }
-        func sllm(_ arguments: [String], server: String) throws -> CLIResult {
-            try runSLLM(
+        func sllm(_ arguments: [String], server: String) async throws -> CLIResult {
+            try await runSLLM(
                 arguments, home: root.path,
                 environment: [
                     "SLLM_SERVER": server.replacingOccurrences(of: "http://", with: ""), "SLLM_API_KEY": Self.admin,
@@ -101,7 +101,7 @@ struct NetworkClusterTests {
         try await ClusterCLITests.waitForNodes(leader, key: Self.admin) {
             $0 == ["node-1": "alive", "node-2": "alive", "node-3": "alive"]
         }
-        let deploy = try sllm(
+        let deploy = try await sllm(
             ["deploy", "smollm2-135m", "--min", "2", "--max", "3", "--keep-alive", "-1", "--context", "512"],
             server: leader)
         #expect(deploy.status == 0, "\(deploy.stderr)")
@@ -116,7 +116,7 @@ struct NetworkClusterTests {
         let newcomer = try #require(Set(["node-1", "node-2", "node-3"]).subtracting(holders).first)
         let victim = try #require(holders.sorted().last)
         for holder in holders { try lab.shape(holder, rate: "200mbit") }
-        #expect(try sllm(["update", "smollm2-135m", "--min", "3"], server: leader).status == 0)
+        #expect(try await sllm(["update", "smollm2-135m", "--min", "3"], server: leader).status == 0)
         _ = try await waitForInstances(leader, seconds: 30) { list in
             list.contains { $0["node"] as? String == newcomer }
         }
@@ -164,7 +164,7 @@ struct NetworkClusterTests {
         controllers["ctl-1"] = try startController("ctl-1")
 
         // A worker killed mid-stream: the stream ends with an error, not as if it were done.
-        #expect(try sllm(["update", "smollm2-135m", "--min", "1", "--max", "1"], server: follower).status == 0)
+        #expect(try await sllm(["update", "smollm2-135m", "--min", "1", "--max", "1"], server: follower).status == 0)
         let one = try await waitForInstances(follower) { $0.count == 1 && ready($0).count == 1 }
         let serving = try #require(one.first?["node"] as? String)
         let stream = try await ClusterCLITests.streamThenKill(

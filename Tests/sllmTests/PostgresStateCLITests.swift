@@ -18,10 +18,10 @@ import Testing
         // The URL from the environment, as a Kubernetes Secret would give it.
         let first = try ServeProcess(arguments, home: home.path, environment: ["SLLM_STATE_URL": url])
         try #require(first.address() != nil && first.waitFor("[Serving] ready"), "\(first.output)")
-        let deploy = try runSLLM(
+        let deploy = try await runSLLM(
             ["deploy", "smollm2-135m", "--name", "second", "--keep-alive", "7m"], home: home.path, environment: env)
         #expect(deploy.status == 0, "\(deploy.stderr)")
-        let key = try runSLLM(["keys", "create", "ci"], home: home.path, environment: env)
+        let key = try await runSLLM(["keys", "create", "ci"], home: home.path, environment: env)
         #expect(key.status == 0, "\(key.stderr)")
         // The rows are in PostgreSQL, and no SQLite file was made.
         #expect(
@@ -38,20 +38,20 @@ import Testing
         let second = try ServeProcess(arguments + ["--state-url", url], home: home.path)
         // Listening comes before the deployments are restored; `ready` after.
         try #require(second.address() != nil && second.waitFor("[Serving] ready"), "\(second.output)")
-        let status = try runSLLM(["status"], home: home.path, environment: env)
+        let status = try await runSLLM(["status"], home: home.path, environment: env)
         #expect(status.stdout.contains("second") && status.stdout.contains("7m"), "\(status.stdout)")
-        let keys = try runSLLM(["keys", "list"], home: home.path, environment: env)
+        let keys = try await runSLLM(["keys", "list"], home: home.path, environment: env)
         #expect(keys.stdout.contains("ci"), "\(keys.stdout)")
-        #expect(try runSLLM(["delete", "second"], home: home.path, environment: env).status == 0)
+        #expect(try await runSLLM(["delete", "second"], home: home.path, environment: env).status == 0)
         #expect(try postgres.psql(database, "SELECT count(*) FROM deployment WHERE name = 'second'") == "0")
         #expect(second.stop() == 0)
         // `sllm rm` finds the deployment that serves the model in the same database.
-        let remove = try runSLLM(["rm", "smollm2-135m"], home: home.path, environment: ["SLLM_STATE_URL": url])
+        let remove = try await runSLLM(["rm", "smollm2-135m"], home: home.path, environment: ["SLLM_STATE_URL": url])
         #expect(remove.status == 1 && remove.stderr.contains("served by deployment `smollm2-135m`"), "\(remove.stderr)")
     }
 
     /// A state URL that cannot be used stops the start with the reason, not a half-started server.
-    @Test func anUnusableStateURLStopsTheStart() throws {
+    @Test func anUnusableStateURLStopsTheStart() async throws {
         let home = try TemporaryDirectory("serve-pg-bad")
         defer { home.remove() }
         let closed = freeTCPPort()
@@ -64,7 +64,8 @@ import Testing
             ),
         ]
         for (arguments, expected) in cases {
-            let result = try runSLLM(["serve", "--port", "0", "--default-model", ""] + arguments, home: home.path)
+            let result = try await runSLLM(
+                ["serve", "--port", "0", "--default-model", ""] + arguments, home: home.path)
             #expect(result.status != 0)
             #expect(result.stderr.contains(expected) && !result.stderr.contains("hunter2"), "\(result.stderr)")
         }

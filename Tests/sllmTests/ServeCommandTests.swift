@@ -33,7 +33,7 @@ import Testing
         defer { if process.isRunning { process.terminate() } }
 
         // The first line names the address.
-        let banner = await Task.detached { () -> String in
+        let banner = try await onThread { () -> String in
             var seen = Data()
             while !String(decoding: seen, as: UTF8.self).contains("serving on") {
                 let chunk = errors.fileHandleForReading.availableData
@@ -41,7 +41,7 @@ import Testing
                 seen.append(chunk)
             }
             return String(decoding: seen, as: UTF8.self)
-        }.value
+        }
         guard let range = banner.range(of: #"http://127\.0\.0\.1:\d+"#, options: .regularExpression) else {
             Issue.record("no address in: \(banner)")
             return
@@ -50,27 +50,27 @@ import Testing
         let env = ["SLLM_SERVER": server]
 
         // The default model was deployed on first start, with the environment's keep-alive.
-        let status = try runSLLM(["status"], home: home.path, environment: env)
+        let status = try await runSLLM(["status"], home: home.path, environment: env)
         #expect(status.status == 0, "\(status.stderr)")
         #expect(
             status.stdout.contains("smollm2-135m") && status.stdout.contains("9m") && status.stdout.contains("ssd"),
             "\(status.stdout)")
 
-        let deploy = try runSLLM(
+        let deploy = try await runSLLM(
             ["deploy", "smollm2-135m", "--name", "second", "--max", "2", "--keep-alive", "-1"], home: home.path,
             environment: env)
         #expect(deploy.status == 0, "\(deploy.stderr)")
-        let bad = try runSLLM(["deploy", "smollm2-135m", "--name", "second"], home: home.path, environment: env)
+        let bad = try await runSLLM(["deploy", "smollm2-135m", "--name", "second"], home: home.path, environment: env)
         #expect(bad.status == 1 && bad.stderr.contains("already exists"), "\(bad.stderr)")
 
         let completion = try await post(
             server + "/v1/completions", ["model": "second", "prompt": "Hi", "max_tokens": 2])
         #expect(completion == 200)
-        let ps = try runSLLM(["ps"], home: home.path, environment: env)
+        let ps = try await runSLLM(["ps"], home: home.path, environment: env)
         #expect(ps.stdout.contains("second") && ps.stdout.contains("forever"), "\(ps.stdout)")
-        #expect(try runSLLM(["update", "second", "--max", "3"], home: home.path, environment: env).status == 0)
-        #expect(try runSLLM(["delete", "second"], home: home.path, environment: env).status == 0)
-        let gone = try runSLLM(["delete", "second"], home: home.path, environment: env)
+        #expect(try await runSLLM(["update", "second", "--max", "3"], home: home.path, environment: env).status == 0)
+        #expect(try await runSLLM(["delete", "second"], home: home.path, environment: env).status == 0)
+        let gone = try await runSLLM(["delete", "second"], home: home.path, environment: env)
         #expect(gone.status == 1 && gone.stderr.contains("does not exist"))
 
         kill(process.processIdentifier, SIGTERM)
@@ -79,13 +79,13 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: home.file("state.sqlite")))
 
         // Without a server, the admin commands say how to start one.
-        let offline = try runSLLM(["status"], home: home.path, environment: ["SLLM_SERVER": server])
+        let offline = try await runSLLM(["status"], home: home.path, environment: ["SLLM_SERVER": server])
         #expect(offline.status == 1 && offline.stderr.contains("sllm serve"))
     }
 
     /// `sllm deploy` of a remote source shows the server's pull as it runs: its phase
     /// (download, then convert) and bytes out of the total, as `sllm pull` would.
-    @Test func deployShowsTheServersPullPhaseAndBytes() throws {
+    @Test func deployShowsTheServersPullPhaseAndBytes() async throws {
         let home = try TemporaryDirectory("deploy-progress")
         let origin = RangeHTTPServer()
         defer {
@@ -100,7 +100,7 @@ import Testing
             ["--port", String(port), "--default-model", "", "--threads", "1"], home: home.path)
         try #require(server.address() != nil, "\(server.output)")
         let env = ["SLLM_SERVER": "127.0.0.1:\(port)"]
-        let deploy = try runSLLM(
+        let deploy = try await runSLLM(
             ["deploy", origin.url("smol.gguf").absoluteString, "--name", "paced"], home: home.path, environment: env)
         #expect(deploy.status == 0 && deploy.stdout.contains("deployed paced"), "\(deploy.stdout) \(deploy.stderr)")
         let download = deploy.stderr.split(separator: "\n").filter { $0.hasPrefix("paced: download: ") }
@@ -112,10 +112,10 @@ import Testing
     }
 
     /// `sllm bench deploy` runs both commands on the real file and reports both, and the ratio.
-    @Test func benchDeployReportsPullAndDeploy() throws {
+    @Test func benchDeployReportsPullAndDeploy() async throws {
         let home = try TemporaryDirectory("bench-deploy")
         defer { home.remove() }
-        let bench = try runSLLM(
+        let bench = try await runSLLM(
             ["bench", "deploy", "--runs", "2", "--gguf", try RealModel.ggufPath(), "--json", home.file("report.json")],
             home: home.path)
         #expect(bench.status == 0, "\(bench.stdout) \(bench.stderr)")
@@ -142,7 +142,7 @@ import Testing
         let env = ["SLLM_SERVER": "127.0.0.1:\(port)"]
         let first = try ServeProcess(["--port", String(port), "--threads", "1"], home: home.path)
         try #require(first.address() != nil && first.waitFor("[Serving] ready"), "\(first.output)")
-        let update = try runSLLM(
+        let update = try await runSLLM(
             ["update", "smollm2-135m", "--queue-limit", "7", "--keep-alive", "1m"], home: home.path, environment: env)
         #expect(update.status == 0, "\(update.stderr)")
         #expect(first.stop() == 0)
@@ -154,7 +154,7 @@ import Testing
             second.output.contains(
                 "deployment smollm2-135m: scaling from the start settings: keep_alive=10m; stored (sllm update): ")
                 && second.output.contains("queue_limit=7"), "\(second.output)")
-        let status = try runSLLM(["status", "--json"], home: home.path, environment: env)
+        let status = try await runSLLM(["status", "--json"], home: home.path, environment: env)
         let deployments = (try? JSONSerialization.jsonObject(with: Data(status.stdout.utf8))) as? [[String: Any]] ?? []
         let scaling =
             ((deployments.first?["status"] as? [String: Any])?["spec"] as? [String: Any])?["scaling"] as? [String: Any]
@@ -166,10 +166,10 @@ import Testing
     }
 
     /// `sllm bench populate` measures every way, on tmpfs, and names the fastest.
-    @Test func benchPopulateMeasuresEveryWay() throws {
+    @Test func benchPopulateMeasuresEveryWay() async throws {
         let home = try TemporaryDirectory("bench-populate")
         defer { home.remove() }
-        let bench = try runSLLM(
+        let bench = try await runSLLM(
             ["bench", "populate", "--size", "8MiB", "--runs", "2", "--json", home.file("report.json")], home: home.path)
         #expect(
             bench.status == 0 && bench.stdout.contains("fastest for fresh memory: "), "\(bench.stdout) \(bench.stderr)")
@@ -181,17 +181,17 @@ import Testing
                 && rows.allSatisfy {
                     (($0["gigabytesPerSecond"] as? [String: Any])?["values"] as? [Double])?.count == 2
                 }, "\(rows)")
-        let tooSmall = try runSLLM(["bench", "populate", "--size", "12"], home: home.path)
+        let tooSmall = try await runSLLM(["bench", "populate", "--size", "12"], home: home.path)
         #expect(tooSmall.status == 64 && tooSmall.stderr.contains("--size"), "\(tooSmall.stderr)")
     }
 
-    @Test func badConfigurationIsRefusedByName() throws {
+    @Test func badConfigurationIsRefusedByName() async throws {
         let home = try TemporaryDirectory("serve-cli")
         defer { home.remove() }
         try writeFile(home.file("bad.yaml"), Array("prot: 80\n".utf8))
-        let typo = try runSLLM(["serve", "--config", home.file("bad.yaml")], home: home.path)
+        let typo = try await runSLLM(["serve", "--config", home.file("bad.yaml")], home: home.path)
         #expect(typo.status == 1 && typo.stderr.contains("unknown setting `prot`"), "\(typo.stderr)")
-        let open = try runSLLM(
+        let open = try await runSLLM(
             ["serve", "--host", "0.0.0.0", "--port", "0", "--cache-dir", home.file("cache")], home: home.path)
         #expect(open.status == 1 && open.stderr.contains("requires API keys"), "\(open.stderr)")
     }

@@ -5,10 +5,10 @@ import Testing
 /// `sllm simulate` as a user runs it: figures per policy, CSV and SVG files, traces, sweeps, a
 /// comparison with a bench report, and clear refusals.
 @Suite struct SimulateCLITests {
-    @Test func aRunWritesItsFiguresPerPolicy() throws {
+    @Test func aRunWritesItsFiguresPerPolicy() async throws {
         let home = try TemporaryDirectory("simulate")
         defer { home.remove() }
-        let result = try runSLLM(
+        let result = try await runSLLM(
             [
                 "simulate", "--requests", "300", "--policies", "locality+migration,locality,random,kserve", "--out",
                 home.file("out"), "--json", home.file("summary.json"),
@@ -29,10 +29,10 @@ import Testing
         #expect((rows?.first?["served"] as? Int) == 300)
     }
 
-    @Test func sweepsAndTracesAndValidation() throws {
+    @Test func sweepsAndTracesAndValidation() async throws {
         let home = try TemporaryDirectory("simulate")
         defer { home.remove() }
-        let sweep = try runSLLM(
+        let sweep = try await runSLLM(
             ["simulate", "--sweep", "rate=1,4", "--policies", "locality,random", "--out", home.file("sweep")],
             home: home.path)
         #expect(sweep.status == 0, "\(sweep.stderr)")
@@ -49,7 +49,7 @@ import Testing
                     separator: "\n"))
                 .utf8
         ).write(to: URL(fileURLWithPath: trace))
-        let replay = try runSLLM(
+        let replay = try await runSLLM(
             ["simulate", "--trace", trace, "--format", "burstgpt", "--models", "6", "--policies", "locality"],
             home: home.path)
         #expect(replay.status == 0, "\(replay.stderr)")
@@ -69,14 +69,14 @@ import Testing
             ],
         ]
         try JSONSerialization.data(withJSONObject: report).write(to: URL(fileURLWithPath: home.file("bench.json")))
-        let validate = try runSLLM(["simulate", "--validate", home.file("bench.json")], home: home.path)
+        let validate = try await runSLLM(["simulate", "--validate", home.file("bench.json")], home: home.path)
         #expect(validate.status == 0, "\(validate.stderr)")
         #expect(validate.stdout.contains("BENCH cold p50"))
         #expect(validate.stdout.contains("the 15% goal"))
         #expect(validate.stdout.contains("kserve"))
     }
 
-    @Test func badOptionsAreRefusedWithTheirName() throws {
+    @Test func badOptionsAreRefusedWithTheirName() async throws {
         let home = try TemporaryDirectory("simulate")
         defer { home.remove() }
         try Data("not json".utf8).write(to: URL(fileURLWithPath: home.file("bad.json")))
@@ -98,7 +98,7 @@ import Testing
             (["--rate", "0"], "rate must be"),
         ]
         for (arguments, message) in cases {
-            let result = try runSLLM(["simulate"] + arguments, home: home.path)
+            let result = try await runSLLM(["simulate"] + arguments, home: home.path)
             #expect(result.status != 0, "\(arguments)")
             #expect(result.stderr.contains(message), "\(arguments): \(result.stderr)")
         }

@@ -38,11 +38,13 @@ import Testing
 
     /// A load killed mid-way leaves slabs nobody owns. `store status` shows them as orphaned;
     /// the next `sllm serve` returns them to the pool; `store evict --all` reclaims them too.
-    @Test func aLoadKilledMidwayLeavesOrphansThatAreReclaimed() throws {
+    @Test func aLoadKilledMidwayLeavesOrphansThatAreReclaimed() async throws {
         let home = try TemporaryDirectory("killed-load")
         defer { home.remove() }
         let origin = home.file("origin")
-        #expect(try runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: origin).status == 0)
+        #expect(
+            try await runSLLM(["pull", try RealModel.ggufPath(), "--name", "smol", "--quiet"], home: origin).status == 0
+        )
         let server = RangeHTTPServer()
         let checkpoint = origin + "/models/smol"
         for file in try FileManager.default.contentsOfDirectory(atPath: checkpoint) {
@@ -56,7 +58,7 @@ import Testing
         let node = home.file("node")
 
         try killALoadMidway(home: home, server: server, cache: cache)
-        let orphaned = try runSLLM(["store", "status"] + cache, home: node)
+        let orphaned = try await runSLLM(["store", "status"] + cache, home: node)
         #expect(
             orphaned.status == 0 && orphaned.stdout.contains("died mid-load")
                 && !orphaned.stdout.contains("orphaned 0 B"), "\(orphaned.stdout)")
@@ -68,38 +70,39 @@ import Testing
         #expect(
             serve.output.contains("reclaimed shared memory left by a process that died mid-load"), "\(serve.output)")
         serve.stop()
-        let pooled = try runSLLM(["store", "status"] + cache, home: node)
+        let pooled = try await runSLLM(["store", "status"] + cache, home: node)
         #expect(
             pooled.stdout.contains("orphaned 0 B") && !pooled.stdout.contains("pooled for reuse 0 B"),
             "\(pooled.stdout)")
 
         try killALoadMidway(home: home, server: server, cache: cache)
-        #expect(!(try runSLLM(["store", "status"] + cache, home: node).stdout.contains("orphaned 0 B")))
-        let all = try runSLLM(["store", "evict", "--all"] + cache, home: node)
+        #expect(!(try await runSLLM(["store", "status"] + cache, home: node).stdout.contains("orphaned 0 B")))
+        let all = try await runSLLM(["store", "evict", "--all"] + cache, home: node)
         #expect(all.status == 0 && all.stdout.contains("reclaimed"), "\(all.stdout) \(all.stderr)")
-        let empty = try runSLLM(["store", "status"] + cache, home: node)
+        let empty = try await runSLLM(["store", "status"] + cache, home: node)
         #expect(empty.stdout.contains("in models 0 B, pooled for reuse 0 B, orphaned 0 B"), "\(empty.stdout)")
     }
 
     /// `sllm serve` fills the pool up to the budget in the background (`SLLM_DRAM_FILL`, on by
     /// default; test servers turn it off), and `--no-dram-fill` wins over the environment.
-    @Test func serveFillsThePoolToTheBudget() throws {
+    @Test func serveFillsThePoolToTheBudget() async throws {
         let home = try TemporaryDirectory("serve-fill")
         defer { home.remove() }
         let cache = ["--cache-dir", home.file("cache"), "--dram-cache", "64MiB"]
         let serve = try ServeProcess(
             ["--port", "0", "--default-model", ""] + cache, home: home.path, environment: ["SLLM_DRAM_FILL": "true"])
         #expect(serve.waitFor("DRAM pool filled: 64.0 MiB added"), "\(serve.output)")
-        let status = try runSLLM(["store", "status"] + cache, home: home.path)
+        let status = try await runSLLM(["store", "status"] + cache, home: home.path)
         #expect(status.stdout.contains("in models 0 B, pooled for reuse 64.0 MiB, orphaned 0 B"), "\(status.stdout)")
         serve.stop()
-        _ = try runSLLM(["store", "evict", "--all"] + cache, home: home.path)
+        _ = try await runSLLM(["store", "evict", "--all"] + cache, home: home.path)
         let off = try ServeProcess(
             ["--port", "0", "--default-model", "", "--no-dram-fill"] + cache, home: home.path,
             environment: ["SLLM_DRAM_FILL": "true"])
         #expect(off.waitFor("[Serving] ready"), "\(off.output)")
         off.stop()
         #expect(!off.output.contains("DRAM pool filled"))
-        #expect(try runSLLM(["store", "status"] + cache, home: home.path).stdout.contains("pooled for reuse 0 B"))
+        #expect(
+            try await runSLLM(["store", "status"] + cache, home: home.path).stdout.contains("pooled for reuse 0 B"))
     }
 }

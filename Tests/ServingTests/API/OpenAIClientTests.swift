@@ -7,32 +7,32 @@ import Testing
 @Suite struct OpenAIClientTests {
     @Test func theOfficialPythonClientWorksUnmodified() async throws {
         let server = try await TestServer.start()
-        let pythonPath = try Self.openAIPackagePath()
+        let pythonPath = try await Self.openAIPackagePath()
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
             "../../../scripts/openai-client-check.py"
         ).standardized.path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, "http://127.0.0.1:\(server.port)/v1", "smollm2-135m"]
         var environment = ProcessInfo.processInfo.environment
         if let pythonPath {
             environment["PYTHONPATH"] = pythonPath + (environment["PYTHONPATH"].map { ":" + $0 } ?? "")
         }
-        process.environment = environment
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let data = await Task.detached { output.fileHandleForReading.readDataToEndOfFile() }.value
-        process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
+        // The client talks to this process's server: it is waited for on a thread of its own, never
+        // on one of the concurrency pool's (two in CI), which the server needs to answer it.
+        let port = server.port
+        let (status, text) = try await onThread { [environment] in
+            try runProgram(
+                ["python3", script, "http://127.0.0.1:\(port)/v1", "smollm2-135m"], environment: environment)
+        }
         try await server.stop()
-        #expect(process.terminationStatus == 0, "\(text)")
+        #expect(status == 0, "\(text)")
         #expect(text.hasSuffix("ok\n"), "\(text)")
     }
 
     /// nil when `import openai` works as is; else a directory it was pip-installed into.
-    static func openAIPackagePath() throws -> String? {
+    static func openAIPackagePath() async throws -> String? {
+        try await onThread { try openAIPackagePathBlocking() }
+    }
+
+    private static func openAIPackagePathBlocking() throws -> String? {
         if run(["python3", "-c", "import openai"]) == 0 { return nil }
         let home = ProcessInfo.processInfo.environment["HOME"] ?? "/tmp"
         let target = home + "/.cache/sllm-test/python"
