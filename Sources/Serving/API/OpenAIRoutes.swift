@@ -578,7 +578,9 @@ struct OpenAIRoutes: Sendable {
                 ttft_ms=\(String(format: "%.1f", firstToken * 1000)) total_ms=\(String(format: "%.1f", seconds(since: prepared.arrival) * 1000))
                 """)
         }
-        metrics.request(deployment: name, status: 200)
+        let interToken =
+            summary.completionTokens > 1 ? summary.decodeSeconds / Double(summary.completionTokens - 1) : nil
+        metrics.request(deployment: name, status: 200, firstToken: firstToken, interToken: interToken)
         metrics.tokens(deployment: name, prompt: summary.promptTokens, completion: summary.completionTokens)
         metrics.timeToFirstToken(deployment: name, seconds: firstToken)
         if lease.coldStart {
@@ -586,6 +588,13 @@ struct OpenAIRoutes: Sendable {
             metrics.coldStart(
                 deployment: name, queue: phases.queue, load: phases.load, engineInit: phases.engineInit,
                 prefill: summary.prefillSeconds)
+            metrics.activity.coldStart(
+                ConsoleActivity.ColdStart(
+                    at: Date(), deployment: name, instance: lease.instance.id, node: lease.node.id.rawValue,
+                    tier: lease.instance.tier.rawValue, queueSeconds: phases.queue, loadSeconds: phases.load,
+                    initSeconds: phases.engineInit, prefillSeconds: summary.prefillSeconds,
+                    firstTokenSeconds: firstToken, promptTokens: summary.promptTokens,
+                    weightBytes: lease.instance.weightBytes, fetchedBytes: lease.instance.fetchedBytes))
         }
     }
 

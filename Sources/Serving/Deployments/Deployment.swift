@@ -777,6 +777,9 @@ actor Deployment {
             perform(machine.endMigration(from: source, to: target, succeeded: false))
             await stopNow(target)
             let failure = ServingError(error)
+            report.seconds = seconds(since: began)
+            metrics.activity.migration(
+                .init(at: Date(), deployment: name, report: report, failure: "its target failed while warming"))
             logger.warning("deployment \(name): migration of \(source) abandoned while warming its target: \(failure)")
             throw ServingError(failure.kind, "the migration's target failed while warming: \(failure.message)")
         }
@@ -823,6 +826,7 @@ actor Deployment {
         report.succeeded = succeeded
         report.seconds = seconds(since: began)
         metrics.migrated(deployment: name, succeeded: succeeded, pauseSeconds: report.longestPauseSeconds)
+        metrics.activity.migration(.init(at: Date(), deployment: name, report: report))
         logger.info(
             "deployment \(name): migration of \(source) to \(target) on \(targetNode.id) \(succeeded ? "done" : "failed")",
             metadata: [

@@ -13,6 +13,8 @@ final class ServingMetrics: Sendable {
     private let counters = Mutex<[String: CoreMetrics.Counter]>([:])
     private let timers = Mutex<[String: CoreMetrics.Timer]>([:])
     private let gauges = Mutex<[String: CoreMetrics.Gauge]>([:])
+    /// Recent requests, cold starts and migrations, for the console.
+    let activity = ConsoleActivity()
 
     init() {
         registry = PrometheusCollectorRegistry()
@@ -35,8 +37,11 @@ final class ServingMetrics: Sendable {
 
     // MARK: - Recording
 
-    func request(deployment: String, status: Int) {
+    /// A request that ended: its status, and for one that produced tokens its time to the first
+    /// and its mean gap between the later ones.
+    func request(deployment: String, status: Int, firstToken: Double? = nil, interToken: Double? = nil) {
         counter("sllm_requests_total", ["model": deployment, "status": String(status)]).increment()
+        activity.request(status: status, firstToken: firstToken, interToken: interToken)
     }
 
     func rejected(deployment: String) {

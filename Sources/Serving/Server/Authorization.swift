@@ -3,7 +3,7 @@ import Hummingbird
 
 /// Who may call a route when keys are required.
 enum RouteAccess: String, Sendable, Comparable {
-    /// Probes and scrapers: `/`, `/health`, `/ready`, `/metrics`.
+    /// Probes, scrapers and the console's page: `/`, `/health`, `/ready`, `/metrics`, `/console/*`.
     case open
     /// Any valid key (the OpenAI API).
     case user
@@ -21,6 +21,8 @@ struct RouteEntry: Sendable, Equatable {
     var method: HTTPRequest.Method
     var path: String
     var access: RouteAccess
+    /// Whether the answer is a stream that does not end by itself (server-sent events).
+    var streams = false
 
     /// `GET`, `POST`, …
     var methodName: String { method.rawValue }
@@ -48,8 +50,11 @@ final class Routes {
         self.lifecycle = lifecycle
     }
 
-    func add(_ method: HTTPRequest.Method, _ path: String, _ access: RouteAccess, _ handler: @escaping Handler) {
-        entries.append(RouteEntry(method: method, path: path, access: access))
+    func add(
+        _ method: HTTPRequest.Method, _ path: String, _ access: RouteAccess, streams: Bool = false,
+        _ handler: @escaping Handler
+    ) {
+        entries.append(RouteEntry(method: method, path: path, access: access, streams: streams))
         if access == .open {
             precondition(
                 AuthMiddleware.openPaths.contains(RouterPath(path).components.map(\.description)),
@@ -105,7 +110,9 @@ struct AuthMiddleware: RouterMiddleware {
     var lifecycle: ServerLifecycle?
 
     /// The paths (as the router's components) anyone may call.
-    static let openPaths: Set<[String]> = [[], ["health"], ["ready"], ["metrics"]]
+    static let openPaths: Set<[String]> = [
+        [], ["health"], ["ready"], ["metrics"], ["console", "app.js"], ["console", "style.css"],
+    ]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response

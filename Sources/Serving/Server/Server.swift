@@ -346,13 +346,15 @@ public final class Server: Sendable {
         routes.add(.get, "v1/models/{id}", .user) { _, context in
             try await self.model(try context.parameters.require("id"))
         }
-        routes.add(.get, "", .open) { _, _ in
-            try encode(
+        // A browser gets the console; other clients the server's summary.
+        routes.add(.get, "", .open) { request, _ in
+            if let page = ConsoleRoutes.page(for: request, keysRequired: self.keys.required) { return page }
+            return try encode(
                 ServerSummary(
                     status: "sllm is running", version: Self.version,
                     links: [
                         "openai": "/v1", "models": "/v1/models", "health": "/health", "ready": "/ready",
-                        "metrics": "/metrics", "admin": "/admin/deployments",
+                        "metrics": "/metrics", "admin": "/admin/deployments", "events": "/admin/events",
                     ]))
         }
         routes.add(.get, "health", .open) { _, _ in try encode(["status": "ok"]) }
@@ -371,6 +373,9 @@ public final class Server: Sendable {
                 status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: self.metrics.render())))
         }
         AdminRoutes(registry: registry, keys: keys, maxBodyBytes: configuration.maxBodyBytes).register(on: routes)
+        ConsoleRoutes(
+            feed: ConsoleFeed(registry: registry, activity: metrics.activity), lifecycle: lifecycle, keys: keys
+        ).register(on: routes)
         return routes
     }
 

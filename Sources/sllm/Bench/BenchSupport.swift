@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoint
 import Foundation
+import Scheduling
 import Simulation
 import Store
 
@@ -38,7 +39,7 @@ struct Sample: Encodable {
     var minimum: Double { values.min() ?? .nan }
 
     /// The nearest-rank percentile (`fraction` 0...1).
-    func percentile(_ fraction: Double) -> Double { Simulation.percentile(values, fraction) }
+    func percentile(_ fraction: Double) -> Double { Scheduling.percentile(values, fraction) }
     var maximum: Double { values.max() ?? .nan }
 
     /// `1.23 (1.10–1.31)`.

@@ -12,15 +12,50 @@ struct Status: AsyncParsableCommand {
     @Flag(help: "Show the scheduler's latest placement decisions: each estimate's terms beside the time taken.")
     var decisions = false
     @Option(help: "How many decisions --decisions shows (1 to 1000).") var limit = 20
+    @Flag(
+        help:
+            "Follow the server's event stream (GET /admin/events, as the web console does) and redraw on every change (with --json: one snapshot per line); Ctrl-C stops."
+    )
+    var watch = false
 
     func validate() throws {
         guard (1...1000).contains(limit) else { throw ValidationError("--limit must be from 1 to 1000") }
+        if watch && decisions { throw ValidationError("--watch shows the status tables; leave out --decisions") }
     }
 
     func run() async throws {
         if decisions { return try await showDecisions() }
+        if watch { return try await follow() }
         let reports = try await server.call(.GET, "/admin/deployments") as? [[String: Any]] ?? []
         if json { return printJSON(reports) }
+        let nodes = try await server.call(.GET, "/admin/nodes") as? [[String: Any]] ?? []
+        print(Self.tables(reports: reports, nodes: nodes))
+    }
+
+    /// Redraws the tables from each snapshot of the event stream; opens the next stream when
+    /// one ends (the server ends each after an hour).
+    private func follow() async throws {
+        let terminal = isatty(STDOUT_FILENO) == 1
+        while true {
+            try await server.follow("/admin/events") { event in
+                let snapshot = event["snapshot"] as? [String: Any] ?? [:]
+                if json {
+                    let data = try JSONSerialization.data(withJSONObject: event, options: [.sortedKeys])
+                    print(String(decoding: data, as: UTF8.self))
+                } else {
+                    let reports = snapshot["deployments"] as? [[String: Any]] ?? []
+                    let nodes = snapshot["nodes"] as? [[String: Any]] ?? []
+                    // Home and clear on a terminal; elsewhere, one block after another.
+                    print((terminal ? "\u{1B}[H\u{1B}[2J" : "\n") + "\(event["server_time"] ?? "")  (Ctrl-C stops)")
+                    print(Self.tables(reports: reports, nodes: nodes))
+                }
+                fflush(nil)  // every stream: a pipe is block-buffered
+            }
+        }
+    }
+
+    /// The deployments, instances and nodes tables.
+    static func tables(reports: [[String: Any]], nodes: [[String: Any]]) -> String {
         var rows = [
             [
                 "DEPLOYMENT", "MODEL", "STATE", "INSTANCES", "MIN/MAX", "TARGET", "KEEP-ALIVE", "TIERS", "IN-FLIGHT",
@@ -57,10 +92,10 @@ struct Status: AsyncParsableCommand {
                 ])
             }
         }
-        print(ModelSummary.table(rows))
-        if instanceRows.count > 1 { print("\n" + ModelSummary.table(instanceRows)) }
-        let nodes = try await server.call(.GET, "/admin/nodes") as? [[String: Any]] ?? []
-        if !nodes.isEmpty { print("\n" + ModelSummary.table(Self.nodeRows(nodes))) }
+        var text = ModelSummary.table(rows)
+        if instanceRows.count > 1 { text += "\n\n" + ModelSummary.table(instanceRows) }
+        if !nodes.isEmpty { text += "\n\n" + ModelSummary.table(Self.nodeRows(nodes)) }
+        return text
     }
 
     private func showDecisions() async throws {

@@ -63,6 +63,46 @@ struct ServerOptions: ParsableArguments {
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
 
+    /// Reads a server-sent event stream (`GET path`) to its end, calling `each` with every
+    /// event's JSON data.
+    func follow(_ path: String, each: ([String: Any]) throws -> Void) async throws {
+        var request = HTTPClientRequest(url: baseURL + path)
+        if let key { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
+        let response: HTTPClientResponse
+        do {
+            response = try await Self.client.execute(request, timeout: .hours(2))
+        } catch {
+            throw CommandFailure(
+                "cannot reach the server at \(baseURL): \(Self.reason(error)). Is `sllm serve` running there? Point at another with --server or SLLM_SERVER (host:port)."
+            )
+        }
+        guard response.status.code == 200 else {
+            let bytes = try await response.body.collect(upTo: 1 << 20)
+            let json = try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))
+            let message = ((json as? [String: Any])?["error"] as? [String: Any])?["message"] as? String
+            if response.status.code == 401, key == nil {
+                throw CommandFailure("the server at \(baseURL) needs a key: pass --api-key or set SLLM_API_KEY")
+            }
+            throw CommandFailure(message ?? "the server answered \(response.status)")
+        }
+        var pending: [UInt8] = []
+        for try await chunk in response.body {
+            pending += chunk.readableBytesView
+            // Events end with a blank line; their `data:` lines hold one JSON object.
+            while let end = pending.indices.dropLast().first(where: { pending[$0] == 10 && pending[$0 + 1] == 10 }) {
+                let block = String(decoding: pending[..<end], as: UTF8.self)
+                pending.removeSubrange(...(end + 1))
+                let data = block.split(separator: "\n").filter { $0.hasPrefix("data: ") }.map { $0.dropFirst(6) }
+                    .joined(separator: "\n")
+                guard !data.isEmpty,
+                    let event = try? JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any]
+                else { continue }
+                try each(event)
+            }
+            guard pending.count <= 64 << 20 else { throw CommandFailure("the server sent an event over 64 MiB") }
+        }
+    }
+
     /// Sends a request to the server; returns the decoded JSON body, or fails with the server's
     /// error message (or a hint to start the server).
     func call(_ method: HTTPMethod, _ path: String, body: [String: Any]? = nil, timeout: TimeAmount = .seconds(60))

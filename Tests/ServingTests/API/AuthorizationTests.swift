@@ -41,7 +41,19 @@ import Testing
             let path = Self.concrete(route.path)
             let body: [String: Any]? = route.takesBody ? [:] : nil
             func status(_ key: String?) async throws -> Int {
-                try await server.request(method, path, json: body, key: key).status
+                guard route.streams else { return try await server.request(method, path, json: body, key: key).status }
+                // A stream that does not end: its status line is the answer.
+                let port = server.port
+                return try await onThread {
+                    let connection = try RawConnection(port: port, timeout: 10)
+                    connection.send(
+                        "\(route.methodName) \(path) HTTP/1.1\r\nHost: x\r\n"
+                            + (key.map { "Authorization: Bearer \($0)\r\n" } ?? "") + "\r\n")
+                    let head = String(
+                        decoding: connection.receive { String(decoding: $0, as: UTF8.self).contains("\r\n\r\n") },
+                        as: UTF8.self)
+                    return Int(head.split(separator: " ").dropFirst().first ?? "") ?? 0
+                }
             }
             let label = "\(route.methodName) \(path) (\(route.access))"
             switch route.access {

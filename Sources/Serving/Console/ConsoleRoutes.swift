@@ -1,0 +1,153 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import Scheduling
+
+/// The web console: its page at `/` (for a browser; other clients get the JSON summary), its
+/// script and style, and the state it shows: `GET /admin/console` (one snapshot) and
+/// `GET /admin/events` (server-sent events, a snapshot at most once a second, when it changed).
+/// Both take any key: the console's pages are read-only; its actions call the admin API, which
+/// wants an admin key. `sllm status --watch` reads the same event stream.
+struct ConsoleRoutes: Sendable {
+    let feed: ConsoleFeed
+    let lifecycle: ServerLifecycle
+    let keys: KeyRing
+
+    /// How long one event stream lasts before the browser (which reconnects by itself) or
+    /// `sllm status --watch` opens the next: no stream runs unbounded.
+    static let streamLifetime: Duration = .seconds(3600)
+    /// A snapshot goes out at least this often even when nothing changed (the viewer's clock
+    /// check and a keep-alive for proxies).
+    static let heartbeat: Duration = .seconds(15)
+
+    func register(on routes: Routes) {
+        routes.add(.get, "console/app.js", .open) { _, _ in
+            Self.asset(ConsoleAssets.script, type: "text/javascript; charset=utf-8")
+        }
+        routes.add(.get, "console/style.css", .open) { _, _ in
+            Self.asset(ConsoleAssets.style, type: "text/css; charset=utf-8")
+        }
+        routes.add(.get, "admin/console", .user) { request, _ in
+            var headers = HTTPFields()
+            headers[.contentType] = "application/json"
+            headers[.cacheControl] = "no-store"
+            let access = access(of: request)
+            return Response(
+                status: .ok, headers: headers,
+                body: .init(
+                    byteBuffer: ByteBuffer(
+                        bytes: try feed.wrap(try await feed.snapshot(), serverTime: Date(), access: access))))
+        }
+        routes.add(.get, "admin/events", .user, streams: true) { request, _ in
+            var headers = HTTPFields()
+            headers[.contentType] = "text/event-stream"
+            headers[.cacheControl] = "no-store"
+            let (feed, lifecycle, access) = (feed, lifecycle, access(of: request))
+            return Response(
+                status: .ok, headers: headers,
+                body: ResponseBody { writer in
+                    let clock = ContinuousClock()
+                    let end = clock.now + Self.streamLifetime
+                    var last: [UInt8] = []
+                    var lastSent = clock.now
+                    // The browser waits this long before reconnecting once the stream ends.
+                    try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
+                    while !Task.isCancelled, !lifecycle.isShuttingDown, clock.now < end {
+                        let snapshot = try await feed.snapshot()
+                        if snapshot != last || clock.now - lastSent >= Self.heartbeat {
+                            var event = ByteBuffer(string: "event: snapshot\ndata: ")
+                            event.writeBytes(try feed.wrap(snapshot, serverTime: Date(), access: access))
+                            event.writeString("\n\n")
+                            try await writer.write(event)
+                            last = snapshot
+                            lastSent = clock.now
+                        }
+                        try await Task.sleep(for: .seconds(1))
+                    }
+                    try await writer.finish(nil)
+                })
+        }
+    }
+
+    /// What the caller's key may do, as the console shows it: `admin` (acts), `user` (looks).
+    /// Without required keys, everyone is an admin, as for the admin API.
+    private func access(of request: Request) -> String {
+        guard keys.required else { return "admin" }
+        return keys.access(for: KeyRing.bearer(request)) == .admin ? "admin" : "user"
+    }
+
+    /// The page for a browser (`Accept: text/html`), nil for other clients. It says whether the
+    /// server wants keys, so that the page asks for one before it calls anything.
+    static func page(for request: Request, keysRequired: Bool) -> Response? {
+        guard request.headers[.accept]?.contains("text/html") == true else { return nil }
+        let page = ConsoleAssets.page.replacingOccurrences(
+            of: "data-keys=\"\"", with: "data-keys=\"\(keysRequired ? "required" : "none")\"")
+        return asset(page, type: "text/html; charset=utf-8")
+    }
+
+    private static func asset(_ text: String, type: String) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = type
+        headers[.cacheControl] = "no-cache"
+        // The page runs only its own script and style, and is never framed.
+        headers[HTTPField.Name("Content-Security-Policy")!] =
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+        headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+}
+
+/// Builds the console's snapshot at most once a second, however many viewers ask: 20 open tabs
+/// cost what one does.
+actor ConsoleFeed {
+    private let registry: DeploymentRegistry
+    private let activity: ConsoleActivity
+    private var cached: (at: ContinuousClock.Instant, bytes: [UInt8])?
+    /// Windows the overview offers, seconds.
+    static let windows = [60, 300, 900, 3600]
+    /// Rows of each list the snapshot carries (newest first).
+    static let rows = 50
+
+    init(registry: DeploymentRegistry, activity: ConsoleActivity) {
+        self.registry = registry
+        self.activity = activity
+    }
+
+    /// The current snapshot's JSON (cached for just under a second).
+    func snapshot() async throws -> [UInt8] {
+        let now = ContinuousClock.now
+        if let cached, now - cached.at < .milliseconds(900) { return cached.bytes }
+        let snapshot = ConsoleSnapshot(
+            version: Server.version,
+            nodes: await registry.nodeReports(),
+            deployments: await registry.statuses(),
+            decisions: Array(await registry.pool.decisions.suffix(Self.rows).reversed()),
+            coldStarts: Array(activity.recentColdStarts.suffix(Self.rows).reversed()),
+            migrations: Array(activity.recentMigrations.suffix(Self.rows).reversed()),
+            windows: Self.windows.map { activity.window($0) })
+        let bytes = Array(try JSONEncoder.iso.encode(snapshot))
+        cached = (now, bytes)
+        return bytes
+    }
+
+    /// `{"access": ..., "server_time": ..., "snapshot": ...}` around a snapshot's JSON.
+    nonisolated func wrap(_ snapshot: [UInt8], serverTime: Date, access: String) throws -> [UInt8] {
+        let time = String(decoding: try JSONEncoder.iso.encode(serverTime), as: UTF8.self)
+        return Array("{\"access\":\"\(access)\",\"server_time\":\(time),\"snapshot\":".utf8) + snapshot
+            + Array("}".utf8)
+    }
+}
+
+/// What the console shows, as one JSON object (snake_case keys, ISO 8601 times).
+struct ConsoleSnapshot: Codable {
+    var version: String
+    var nodes: [NodeReport]
+    var deployments: [DeploymentReport]
+    /// The scheduler's latest placements, newest first: node, tier, estimate terms, outcome.
+    var decisions: [PlacementRecord]
+    var coldStarts: [ConsoleActivity.ColdStart]
+    var migrations: [ConsoleActivity.Migration]
+    /// Requests over the last minute, 5 minutes, 15 minutes and hour.
+    var windows: [WindowStats]
+}
