@@ -93,16 +93,18 @@ final class ConsoleActivity: Sendable {
     var recentColdStarts: [ColdStart] { coldStarts.withLock { $0 } }
     var recentMigrations: [Migration] { migrations.withLock { $0 } }
 
-    /// Request figures over the last `window` seconds (not counting the second under way), with
-    /// `points` buckets of it for a chart.
+    /// Request figures over the last `window` seconds, with `points` buckets of it for a chart.
+    /// The window ends at the last bucket boundary (a multiple of the bucket's length), so its
+    /// figures change once a bucket at most, not every second: an idle server's snapshot stays
+    /// the same.
     func window(_ window: Int, points: Int = 30) -> WindowStats {
         let window = min(max(1, window), Self.history - 1)
-        let end = now()
+        let bucketSeconds = max(1, window / max(1, points))
+        let end = now() / bucketSeconds * bucketSeconds
         let ring = seconds.withLock { $0 }
         var stats = WindowStats(seconds: window)
         var firstToken: [Double] = []
         var interToken: [Double] = []
-        let bucketSeconds = max(1, window / max(1, points))
         var series: [WindowStats.Point] = []
         var bucket = WindowStats.Point()
         var bucketStart = end - window

@@ -43,28 +43,19 @@ struct ConsoleRoutes: Sendable {
             var headers = HTTPFields()
             headers[.contentType] = "text/event-stream"
             headers[.cacheControl] = "no-store"
-            let (feed, lifecycle, access) = (feed, lifecycle, access(of: request))
+            let (feed, lifecycle) = (feed, lifecycle)
+            let (id, events) = try await feed.subscribe(access: access(of: request))
             return Response(
                 status: .ok, headers: headers,
                 body: ResponseBody { writer in
-                    let clock = ContinuousClock()
-                    let end = clock.now + Self.streamLifetime
-                    var last: [UInt8] = []
-                    var lastSent = clock.now
+                    let end = ContinuousClock.now + Self.streamLifetime
                     // The browser waits this long before reconnecting once the stream ends.
                     try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
-                    while !Task.isCancelled, !lifecycle.isShuttingDown, clock.now < end {
-                        let snapshot = try await feed.snapshot()
-                        if snapshot != last || clock.now - lastSent >= Self.heartbeat {
-                            var event = ByteBuffer(string: "event: snapshot\ndata: ")
-                            event.writeBytes(try feed.wrap(snapshot, serverTime: Date(), access: access))
-                            event.writeString("\n\n")
-                            try await writer.write(event)
-                            last = snapshot
-                            lastSent = clock.now
-                        }
-                        try await Task.sleep(for: .seconds(1))
+                    for await event in events {
+                        try await writer.write(event)
+                        if lifecycle.isShuttingDown || ContinuousClock.now >= end { break }
                     }
+                    await feed.unsubscribe(id)
                     try await writer.finish(nil)
                 })
         }
@@ -98,20 +89,29 @@ struct ConsoleRoutes: Sendable {
     }
 }
 
-/// Builds the console's snapshot at most once a second, however many viewers ask: 20 open tabs
-/// cost what one does.
+/// Builds the console's snapshot at most once a second, however many viewers ask, and sends it
+/// to every event stream from one loop (running while a stream is open): 20 open tabs cost one
+/// snapshot a second and a write each when it changed.
 actor ConsoleFeed {
     private let registry: DeploymentRegistry
     private let activity: ConsoleActivity
+    private let lifecycle: ServerLifecycle
     private var cached: (at: ContinuousClock.Instant, bytes: [UInt8])?
+    /// The open event streams, with the access their key has.
+    private var subscribers: [Int: (access: String, continuation: AsyncStream<ByteBuffer>.Continuation)] = [:]
+    private var nextSubscriber = 0
+    private var pump: Task<Void, Never>?
+    /// Which pump is the current one (an old one ending late leaves a newer one alone).
+    private var pumpGeneration = 0
     /// Windows the overview offers, seconds.
     static let windows = [60, 300, 900, 3600]
     /// Rows of each list the snapshot carries (newest first).
     static let rows = 50
 
-    init(registry: DeploymentRegistry, activity: ConsoleActivity) {
+    init(registry: DeploymentRegistry, activity: ConsoleActivity, lifecycle: ServerLifecycle) {
         self.registry = registry
         self.activity = activity
+        self.lifecycle = lifecycle
     }
 
     /// The current snapshot's JSON (cached for just under a second).
@@ -136,6 +136,68 @@ actor ConsoleFeed {
         let time = String(decoding: try JSONEncoder.iso.encode(serverTime), as: UTF8.self)
         return Array("{\"access\":\"\(access)\",\"server_time\":\(time),\"snapshot\":".utf8) + snapshot
             + Array("}".utf8)
+    }
+
+    /// A new event stream: the current snapshot at once, then every change (and a heartbeat).
+    func subscribe(access: String) async throws -> (Int, AsyncStream<ByteBuffer>) {
+        let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingNewest(2))
+        nextSubscriber += 1
+        let id = nextSubscriber
+        continuation.yield(Self.event(try wrap(try await snapshot(), serverTime: Date(), access: access)))
+        // However the stream ends (the client left, the response was dropped), it is let go.
+        continuation.onTermination = { _ in Task { await self.unsubscribe(id) } }
+        subscribers[id] = (access, continuation)
+        if pump == nil {
+            pumpGeneration += 1
+            let generation = pumpGeneration
+            pump = Task { await self.run(generation) }
+        }
+        return (id, stream)
+    }
+
+    func unsubscribe(_ id: Int) {
+        subscribers.removeValue(forKey: id)?.continuation.finish()
+        if subscribers.isEmpty {
+            pump?.cancel()
+            pump = nil
+        }
+    }
+
+    /// Once a second while streams are open: a snapshot that changed (or the heartbeat) goes to
+    /// each, built once per access level; at shutdown every stream ends.
+    private func run(_ generation: Int) async {
+        var last: [UInt8] = []
+        var lastSent = ContinuousClock.now
+        while !Task.isCancelled, !subscribers.isEmpty {
+            try? await Task.sleep(for: .seconds(1))
+            if lifecycle.isShuttingDown {
+                for (_, subscriber) in subscribers { subscriber.continuation.finish() }
+                subscribers.removeAll()
+                break
+            }
+            guard let snapshot = try? await snapshot() else { continue }
+            if last.isEmpty { last = snapshot }
+            guard snapshot != last || ContinuousClock.now - lastSent >= ConsoleRoutes.heartbeat else { continue }
+            last = snapshot
+            lastSent = ContinuousClock.now
+            let now = Date()
+            var events: [String: ByteBuffer] = [:]
+            for (_, subscriber) in subscribers {
+                if events[subscriber.access] == nil {
+                    guard let bytes = try? wrap(snapshot, serverTime: now, access: subscriber.access) else { continue }
+                    events[subscriber.access] = Self.event(bytes)
+                }
+                subscriber.continuation.yield(events[subscriber.access]!)
+            }
+        }
+        if pumpGeneration == generation { pump = nil }
+    }
+
+    private static func event(_ json: [UInt8]) -> ByteBuffer {
+        var event = ByteBuffer(string: "event: snapshot\ndata: ")
+        event.writeBytes(json)
+        event.writeString("\n\n")
+        return event
     }
 }
 

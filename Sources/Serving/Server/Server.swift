@@ -374,7 +374,9 @@ public final class Server: Sendable {
         }
         AdminRoutes(registry: registry, keys: keys, maxBodyBytes: configuration.maxBodyBytes).register(on: routes)
         ConsoleRoutes(
-            feed: ConsoleFeed(registry: registry, activity: metrics.activity), lifecycle: lifecycle, keys: keys
+            feed: ConsoleFeed(registry: registry, activity: metrics.activity, lifecycle: lifecycle),
+            lifecycle: lifecycle,
+            keys: keys
         ).register(on: routes)
         return routes
     }

@@ -7,6 +7,6 @@ struct Bench: AsyncParsableCommand {
         subcommands: [
             HashBench.self, ConvertBench.self, LoadBench.self, GenerateBench.self, ServeBench.self, DeployBench.self,
             PopulateBench.self, HopBench.self, ClusterBench.self, FailoverBench.self, PlacementBench.self,
-            ScaleOutBench.self, MigrateBench.self,
+            ScaleOutBench.self, MigrateBench.self, ConsoleBench.self,
         ])
 }
