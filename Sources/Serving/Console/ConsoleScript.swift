@@ -72,6 +72,24 @@ extension ConsoleAssets {
           if (options.body) headers["Content-Type"] = "application/json";
           return fetch(path, Object.assign({}, options, { headers }));
         }
+        // The `data:` of each server-sent event in a response body, as it arrives (comments and
+        // other fields skipped).
+        async function* serverSentEvents(response) {
+          const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+          let buffer = "";
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) return;
+            buffer += value;
+            let end;
+            while ((end = buffer.indexOf("\n\n")) >= 0) {
+              const block = buffer.slice(0, end);
+              buffer = buffer.slice(end + 2);
+              const data = block.split("\n").filter((line) => line.startsWith("data: ")).map((line) => line.slice(6)).join("\n");
+              if (data) yield data;
+            }
+          }
+        }
         async function errorMessage(response) {
           try { return (await response.json()).error.message; } catch { return `HTTP ${response.status}`; }
         }
@@ -136,20 +154,7 @@ extension ConsoleAssets {
               if (!response.ok) throw new Error(await errorMessage(response));
               $("live").className = "live on";
               $("live").textContent = "live";
-              const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-              let buffer = "";
-              for (;;) {
-                const { value, done } = await reader.read();
-                if (done) break;
-                buffer += value;
-                let end;
-                while ((end = buffer.indexOf("\n\n")) >= 0) {
-                  const block = buffer.slice(0, end);
-                  buffer = buffer.slice(end + 2);
-                  const data = block.split("\n").filter((line) => line.startsWith("data: ")).map((line) => line.slice(6)).join("\n");
-                  if (data) accept(JSON.parse(data));
-                }
-              }
+              for await (const data of serverSentEvents(response)) accept(JSON.parse(data));
             } catch (error) {
               if (controller.signal.aborted) return;
             }
@@ -451,26 +456,16 @@ extension ConsoleAssets {
               model: $("chat-model").value, stream: true, max_tokens: Number($("chat-max").value) || 32,
               messages: [{ role: "user", content: $("chat-prompt").value }] }) });
             if (!response.ok) throw new Error(await errorMessage(response));
-            const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-            let buffer = "";
-            for (;;) {
-              const { value, done } = await reader.read();
-              if (done) break;
-              buffer += value;
-              let end;
-              while ((end = buffer.indexOf("\n\n")) >= 0) {
-                const block = buffer.slice(0, end);
-                buffer = buffer.slice(end + 2);
-                if (!block.startsWith("data: ") || block === "data: [DONE]") continue;
-                const chunk = JSON.parse(block.slice(6));
-                if (chunk.error) throw new Error(chunk.error.message);
-                const text = chunk.choices && chunk.choices[0] && chunk.choices[0].delta ? chunk.choices[0].delta.content : null;
-                if (text) {
-                  if (firstToken === null) firstToken = performance.now() - started;
-                  answer.textContent += text;
-                }
-                if (chunk.timings) final = chunk.timings;
+            for await (const data of serverSentEvents(response)) {
+              if (data === "[DONE]") continue;
+              const chunk = JSON.parse(data);
+              if (chunk.error) throw new Error(chunk.error.message);
+              const text = chunk.choices && chunk.choices[0] && chunk.choices[0].delta ? chunk.choices[0].delta.content : null;
+              if (text) {
+                if (firstToken === null) firstToken = performance.now() - started;
+                answer.textContent += text;
               }
+              if (chunk.timings) final = chunk.timings;
             }
             const rows = [["first token (this page)", firstToken === null ? "—" : `${firstToken.toFixed(1)} ms`],
               ["total (this page)", `${(performance.now() - started).toFixed(1)} ms`]];
