@@ -20,15 +20,15 @@ public final class RawConnection {
                 connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
-        guard connected == 0 else {
-            close(descriptor)
-            throw TestSupportError("cannot connect to \(host):\(port)")
-        }
+        // `deinit` closes the socket, also when this throws (the instance is whole by then): closing
+        // it here too would close a descriptor number another thread may have opened meanwhile
+        // (Foundation's process monitor took that for a child's exit and blocked on it for good).
+        guard connected == 0 else { throw TestSupportError("cannot connect to \(host):\(port)") }
         var interval = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1e6))
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
     }
 
-    deinit { close(descriptor) }
+    deinit { if descriptor >= 0 { close(descriptor) } }
 
     /// Sends bytes; false when the server has closed the connection.
     @discardableResult

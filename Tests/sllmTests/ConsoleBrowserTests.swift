@@ -105,6 +105,13 @@ import Testing
                 "return document.activeElement.id + ' ' + document.getElementById('tab-residency').getAttribute('aria-selected')"
             ) as? String == "tab-residency true")
 
+        // Text contrast passes WCAG AA on every view (4.5:1, 3:1 for large text).
+        for view in Self.views {
+            try await browser.click("#tab-\(view)")
+            let failures = try await browser.run(Self.contrastCheck) as? [String] ?? ["no answer"]
+            #expect(failures.isEmpty, "\(view): \(failures.prefix(5))")
+        }
+
         // Every view at desktop and phone widths, with the cold starts recorded above.
         for (width, name) in [(1280, "desktop"), (390, "phone")] {
             try await browser.resize(width: width, height: 900)
@@ -196,6 +203,35 @@ import Testing
         #expect(coldStarts.first?["tier"] as? String == "ssd" || coldStarts.first?["tier"] as? String == "dram")
         #expect((coldStarts.first?["load_seconds"] as? Double ?? 0) > 0)
     }
+
+    /// Every visible element with text of its own whose colour against its background falls
+    /// short of WCAG AA (relative luminance contrast; backgrounds found up the tree; disabled
+    /// controls are exempt, as WCAG exempts inactive components).
+    static let contrastCheck = """
+        const parse = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+        const channel = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+        const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+        const background = (element) => {
+          for (let e = element; e; e = e.parentElement) {
+            const c = parse(getComputedStyle(e).backgroundColor);
+            if (c.length >= 3 && (c.length < 4 || c[3] > 0)) return c;
+          }
+          return [255, 255, 255];
+        };
+        const failures = [];
+        for (const element of document.querySelectorAll('body *')) {
+          if (!element.offsetParent || element.closest(':disabled') || element.closest('svg')) continue;
+          const own = [...element.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+          if (!own) continue;
+          const style = getComputedStyle(element);
+          const a = luminance(parse(style.color)), b = luminance(background(element));
+          const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+          const size = parseFloat(style.fontSize), bold = Number(style.fontWeight) >= 700;
+          const needed = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+          if (ratio < needed) failures.push(`${element.tagName}.${element.className} "${element.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+        }
+        return failures;
+        """
 
     private func signIn(_ browser: Browser, key: String) async throws {
         #expect(try await browser.waitFor("return !document.getElementById('login').hidden"))
