@@ -63,19 +63,23 @@ struct ServerOptions: ParsableArguments {
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
 
-    /// Reads a server-sent event stream (`GET path`) to its end, calling `each` with every
-    /// event's JSON data.
-    func follow(_ path: String, each: ([String: Any]) throws -> Void) async throws {
-        var request = HTTPClientRequest(url: baseURL + path)
+    /// Sends `request` with the key; a server that cannot be reached fails with a hint to start one.
+    private func execute(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> HTTPClientResponse {
+        var request = request
         if let key { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
-        let response: HTTPClientResponse
         do {
-            response = try await Self.client.execute(request, timeout: .hours(2))
+            return try await Self.client.execute(request, timeout: timeout)
         } catch {
             throw CommandFailure(
                 "cannot reach the server at \(baseURL): \(Self.reason(error)). Is `sllm serve` running there? Point at another with --server or SLLM_SERVER (host:port)."
             )
         }
+    }
+
+    /// Reads a server-sent event stream (`GET path`) to its end, calling `each` with every
+    /// event's JSON data.
+    func follow(_ path: String, each: ([String: Any]) throws -> Void) async throws {
+        let response = try await execute(HTTPClientRequest(url: baseURL + path), timeout: .hours(2))
         guard response.status.code == 200 else {
             let bytes = try await response.body.collect(upTo: 1 << 20)
             let json = try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))
@@ -110,19 +114,11 @@ struct ServerOptions: ParsableArguments {
     {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
-        if let key { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
         if let body {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
         }
-        let response: HTTPClientResponse
-        do {
-            response = try await Self.client.execute(request, timeout: timeout)
-        } catch {
-            throw CommandFailure(
-                "cannot reach the server at \(baseURL): \(Self.reason(error)). Is `sllm serve` running there? Point at another with --server or SLLM_SERVER (host:port)."
-            )
-        }
+        let response = try await execute(request, timeout: timeout)
         let bytes = try await response.body.collect(upTo: 64 << 20)
         if response.status.code == 401 || response.status.code == 403, key == nil {
             throw CommandFailure("the server at \(baseURL) needs an admin key: pass --api-key or set SLLM_API_KEY")
