@@ -63,7 +63,7 @@ final class ConsoleActivity: Sendable {
     func request(status: Int, firstToken: Double? = nil, interToken: Double? = nil) {
         let second = now()
         seconds.withLock { ring in
-            let slot = second % Self.history
+            let slot = Self.slot(second)
             if ring[slot].at != second { ring[slot] = Second(at: second) }
             ring[slot].requests += 1
             if status >= 400 && status != 499 { ring[slot].errors += 1 }
@@ -90,6 +90,9 @@ final class ConsoleActivity: Sendable {
         }
     }
 
+    /// Where `second` is kept in the ring.
+    private static func slot(_ second: Int) -> Int { ((second % history) + history) % history }
+
     var recentColdStarts: [ColdStart] { coldStarts.withLock { $0 } }
     var recentMigrations: [Migration] { migrations.withLock { $0 } }
 
@@ -101,7 +104,12 @@ final class ConsoleActivity: Sendable {
         let window = min(max(1, window), Self.history - 1)
         let bucketSeconds = max(1, window / max(1, points))
         let end = now() / bucketSeconds * bucketSeconds
-        let ring = seconds.withLock { $0 }
+        // Only the window's seconds are copied, under the lock: holding the ring itself would make
+        // the next request's record copy all of it (copy on write).
+        let entries = seconds.withLock { ring in
+            ((end - window)..<end).map { second in ring[Self.slot(second)].at == second ? ring[Self.slot(second)] : nil
+            }
+        }
         var stats = WindowStats(seconds: window)
         var firstToken: [Double] = []
         var interToken: [Double] = []
@@ -109,7 +117,8 @@ final class ConsoleActivity: Sendable {
         var bucket = WindowStats.Point()
         var bucketStart = end - window
         var bucketTTFT: [Double] = []
-        for second in (end - window)..<end {
+        for (offset, entry) in entries.enumerated() {
+            let second = end - window + offset
             if second - bucketStart >= bucketSeconds {
                 bucket.firstTokenP50 = quantile(bucketTTFT.sorted(), 0.5)
                 series.append(bucket)
@@ -117,8 +126,7 @@ final class ConsoleActivity: Sendable {
                 bucketStart = second
                 bucketTTFT.removeAll()
             }
-            let entry = ring[((second % Self.history) + Self.history) % Self.history]
-            guard entry.at == second else { continue }
+            guard let entry else { continue }
             stats.requests += entry.requests
             stats.errors += entry.errors
             firstToken += entry.firstToken
