@@ -106,8 +106,17 @@ public final class Browser: @unchecked Sendable {
     }
 
     /// Clicks the first element matching `selector` as a user would (the driver's click).
+    /// The page redraws live views on every snapshot: an element found just before a redraw is
+    /// stale by the click, so it is found again (three tries).
     public func click(_ selector: String) async throws {
-        _ = try await command("POST", "/element/\(try element(selector))/click", [:])
+        for attempt in 1...3 {
+            do {
+                _ = try await command("POST", "/element/\(try await element(selector))/click", [:])
+                return
+            } catch let error as TestSupportError where attempt < 3 && "\(error)".contains("stale element") {
+                continue
+            }
+        }
     }
 
     /// Types `text` into the first element matching `selector`.
