@@ -10,7 +10,7 @@ kustomization uses (resources, namespace, labels; also with SLLM_NO_KUBECTL=1), 
 without kubectl checks the same objects. A deliberately broken copy of the first Deployment must be rejected, or the check
 itself is broken. Exit status 0 when everything is valid.
 """
-import argparse, copy, os, shutil, subprocess, sys, venv
+import argparse, copy, fcntl, os, shutil, subprocess, sys, venv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KUSTOMIZATION = os.path.join(ROOT, "deploy", "kubernetes")
@@ -20,11 +20,16 @@ CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentV
 
 def ensure_validator():
     python = os.path.join(CACHE, "bin", "python")
-    if subprocess.run([python, "-c", "import kubernetes_validate, yaml"], capture_output=True).returncode if os.path.exists(python) else 1:
-        shutil.rmtree(CACHE, ignore_errors=True)
-        venv.EnvBuilder(with_pip=True).create(CACHE)
-        subprocess.check_call([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                               "kubernetes-validate==1.37.0", "PyYAML"])
+    os.makedirs(os.path.dirname(CACHE), exist_ok=True)
+    # Checks running at once (the test suite runs two) build the environment once: the others
+    # wait for the lock, then find it whole.
+    with open(CACHE + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if subprocess.run([python, "-c", "import kubernetes_validate, yaml"], capture_output=True).returncode if os.path.exists(python) else 1:
+            shutil.rmtree(CACHE, ignore_errors=True)
+            venv.EnvBuilder(with_pip=True).create(CACHE)
+            subprocess.check_call([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                                   "kubernetes-validate==1.37.0", "PyYAML"])
     return python
 
 

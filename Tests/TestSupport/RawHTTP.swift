@@ -125,6 +125,25 @@ public func rawRequest(port: Int, _ request: String, timeout: Double = 10) async
     try await onThread { try rawRequestBlocking(port: port, request, timeout: timeout) }
 }
 
+/// Sends one raw request and reads only its status line and headers (a stream such as server-sent
+/// events never ends by itself); the body is whatever came with them.
+public func rawRequestHead(port: Int, _ request: String, timeout: Double = 10) async throws -> RawResponse {
+    try await onThread {
+        let connection = try RawConnection(port: port, timeout: timeout)
+        connection.send(request)
+        let bytes = connection.receive { $0.count >= 4 && String(decoding: $0, as: UTF8.self).contains("\r\n\r\n") }
+        let text = String(decoding: bytes, as: UTF8.self)
+        guard let end = text.range(of: "\r\n\r\n"),
+            let response = RawResponse.parse(
+                Array(text[..<end.lowerBound].utf8) + Array("\r\nContent-Length: 0\r\n\r\n".utf8))
+        else {
+            throw TestSupportError(
+                "no response head to \(request.prefix(80).debugDescription) (got \(bytes.count) bytes)")
+        }
+        return response
+    }
+}
+
 /// Runs blocking work on a new thread and returns its result.
 public func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in

@@ -477,6 +477,16 @@ import Testing
             let fetched = instance["fetched_bytes"] as? [String: Int] ?? [:]
             #expect(fetched.values.reduce(0, +) == weights, "\(instance)")
             #expect(Set(fetched.keys).isSubset(of: ["node-a", "node-b", "node-c"]), "\(instance)")
+            let seconds = instance["fetch_seconds"] as? [String: Double] ?? [:]
+            #expect(Set(seconds.keys) == Set(fetched.keys) && seconds.values.allSatisfy { $0 > 0 }, "\(instance)")
+        }
+        // Each fetching node measured its links: a rate per source, and the bytes it fetched.
+        let (_, nodes) = try await Self.json(server + "/admin/nodes")
+        for node in nodes as? [[String: Any]] ?? [] where node["node"] as? String != "node-a" {
+            let links = (node["inventory"] as? [String: Any])?["links"] as? [[String: Any]] ?? []
+            #expect(!links.isEmpty && links.allSatisfy { ($0["bytes_per_second"] as? Double ?? 0) > 0 }, "\(node)")
+            #expect(links.reduce(0) { $0 + ($1["bytes"] as? Int ?? 0) } == weights, "\(node)")
+            #expect(links.allSatisfy { $0["fetches"] as? Int == 1 }, "\(node)")
         }
         // Each fetching node now holds the checkpoint in its store.
         for node in ["node-b", "node-c"] {

@@ -14,7 +14,7 @@ import Testing
 @Suite(.serialized) struct ConsoleBrowserTests {
     static let admin = "console-admin-key-0123456789"
     static let user = "console-user-key-0123456789"
-    static let views = ["overview", "residency", "coldstarts", "instances", "migrations", "playground"]
+    static let views = ["overview", "residency", "coldstarts", "instances", "migrations", "experiments", "playground"]
 
     @Test func theConsoleShowsALiveServerAndActsOnItInABrowser() async throws {
         guard Browser.executables() != nil else {
@@ -24,6 +24,14 @@ import Testing
         let home = try TemporaryDirectory("console")
         defer { home.remove() }
         try await RealModel.link(into: home.path, as: "smollm2-135m")
+        // A simulator run where the console looks for them (`<data-dir>/experiments/NAME`).
+        let simulate = try await runSLLM(
+            [
+                "simulate", "--requests", "300", "--policies", "locality,random", "--out",
+                home.file("experiments/small"),
+            ],
+            home: home.path)
+        try #require(simulate.status == 0, "\(simulate.stderr)")
         let server = try ServeProcess(
             [
                 "--port", "0", "--auth", "on", "--api-key", Self.user, "--admin-key", Self.admin, "--threads", "2",
@@ -68,6 +76,32 @@ import Testing
         let shown = try await text(browser, "#view-coldstarts")
         #expect(waterfall, "\(shown)")
 
+        // The same prompt again hits the instance's prompt cache; the instances view shows it,
+        // and the KV cache the kept sequence holds.
+        #expect(try await Self.complete(address, key: Self.user).0 == 200)
+        try await browser.click("#tab-instances")
+        #expect(
+            try await browser.waitFor(
+                "const c = document.querySelector('#instances td[data-cache-hits]'); return !!c && c.dataset.cacheHits === '1' && c.textContent.startsWith('1 / 2')"
+            ))
+        #expect(
+            try await browser.waitFor("return Number(document.querySelector('#instances td[data-kv]')?.dataset.kv) > 0")
+        )
+
+        // The simulator's run is plotted, one curve per policy, with this server's cold start over it.
+        try await browser.click("#tab-experiments")
+        #expect(
+            try await browser.waitFor(
+                "return document.querySelectorAll('svg.cdf[data-run=\"small\"] path[data-policy]').length === 2 && !!document.getElementById('live-small')"
+            ))
+        let runRows = try await browser.run(
+            "return [...document.querySelectorAll('article[data-run=\"small\"] tr[data-policy]')].map((r) => r.dataset.policy).join(',')"
+        )
+        #expect(runRows as? String == "locality,random")
+        let localityRow = try await text(browser, "article[data-run='small'] tr[data-policy='locality']")
+        #expect(!localityRow.contains("—"), "every figure of the run is shown: \(localityRow)")
+        #expect((try await text(browser, "#view-experiments")).contains("this server"))
+
         // The residency map shows the model in engine memory while its instance runs ...
         try await browser.click("#tab-residency")
         let tiers =
@@ -105,9 +139,15 @@ import Testing
                 "return document.activeElement.id + ' ' + document.getElementById('tab-residency').getAttribute('aria-selected')"
             ) as? String == "tab-residency true")
 
-        // Text contrast passes WCAG AA on every view (4.5:1, 3:1 for large text).
+        // Text contrast passes WCAG AA on every view (4.5:1, 3:1 for large text); no view shows a
+        // value the script failed to render (`null`, `undefined`, `NaN`, `[object …]`).
         for view in Self.views {
             try await browser.click("#tab-\(view)")
+            let stray =
+                try await browser.run(
+                    "return (document.getElementById('view-' + arguments[0]).innerText.match(/\\b(null|undefined|NaN)\\b|\\[object /g) || []).join(' ')",
+                    [view]) as? String
+            #expect(stray == "", "\(view) shows \(stray ?? "?")")
             let failures = try await browser.run(Self.contrastCheck) as? [String] ?? ["no answer"]
             #expect(failures.isEmpty, "\(view): \(failures.prefix(5))")
         }

@@ -594,7 +594,8 @@ struct OpenAIRoutes: Sendable {
                     tier: lease.instance.tier.rawValue, queueSeconds: phases.queue, loadSeconds: phases.load,
                     initSeconds: phases.engineInit, prefillSeconds: summary.prefillSeconds,
                     firstTokenSeconds: firstToken, promptTokens: summary.promptTokens,
-                    weightBytes: lease.instance.weightBytes, fetchedBytes: lease.instance.fetchedBytes))
+                    weightBytes: lease.instance.weightBytes, fetchedBytes: lease.instance.fetchedBytes,
+                    fetchSeconds: lease.instance.fetchSeconds))
         }
     }
 

@@ -83,6 +83,9 @@ public struct ServeConfiguration: Sendable, Equatable {
     /// PostgreSQL URL (`postgres://user@host:5432/db`) that several servers or controllers share.
     public var stateURL: String?
     /// Serve HTTPS with this PEM certificate (chain) and PEM private key (both or neither).
+    /// Where the console finds `sllm simulate --out` runs to show beside the live figures (nil:
+    /// `<data-dir>/experiments`).
+    public var experimentsDirectory: String?
     public var tlsCertificate: String?
     public var tlsKey: String?
 
@@ -95,6 +98,9 @@ public struct ServeConfiguration: Sendable, Equatable {
     }
 
     /// Whether requests must carry a key.
+    /// The experiments directory in effect.
+    public var experimentsPath: String { experimentsDirectory ?? dataDirectory + "/experiments" }
+
     public var requiresKeys: Bool {
         switch auth {
         case .on: return true
@@ -188,7 +194,7 @@ public struct ServeConfiguration: Sendable, Equatable {
         "direct_io", "default_model", "preload", "min_instances", "max_instances", "target_concurrency", "keep_alive",
         "queue_limit", "max_body", "shutdown_timeout", "idle_timeout", "request_timeout", "max_connections",
         "dram_scrub_rate", "dram_scrub_interval", "dram_fill", "serve_while_loading", "state_url", "tls_cert",
-        "tls_key", "remote", "peer_fetch", "keep_fetched", "migration",
+        "tls_key", "remote", "peer_fetch", "keep_fetched", "migration", "experiments",
     ]
 
     /// The settings that are a deployment's scaling.
@@ -260,6 +266,7 @@ public struct ServeConfiguration: Sendable, Equatable {
                 case "migration": migration = flag
                 default: serveWhileLoading = flag
                 }
+            case "experiments": experimentsDirectory = value.isEmpty ? nil : value
             case "default_model": defaultModel = value
             case "preload": preload = list(value)
             case "remote":

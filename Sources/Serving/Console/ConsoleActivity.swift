@@ -30,16 +30,47 @@ final class ConsoleActivity: Sendable {
         var firstTokenSeconds: Double
         var promptTokens: Int
         var weightBytes: Int
-        /// For a checkpoint fetched from peers or remote stores: its bytes by source.
+        /// For a checkpoint fetched from peers or remote stores: its bytes by source, and the
+        /// seconds each source took.
         var fetchedBytes: [String: Int]?
+        var fetchSeconds: [String: Double]? = nil
     }
 
     /// A migration with when it ended (`failure`: why it was abandoned before its hand-over).
+    /// One whose target never started has no report: its source, the target instance it meant
+    /// to start, the node asked for (nil: the scheduler's choice) and how long it tried.
     struct Migration: Sendable, Codable, Equatable {
         var at: Date
         var deployment: String
-        var report: MigrationReport
+        var instance: String
+        var target: String
+        var from: NodeID
+        var to: NodeID?
+        var seconds: Double
+        var report: MigrationReport?
         var failure: String?
+
+        init(
+            at: Date, deployment: String, instance: String, target: String, from: NodeID, to: NodeID?,
+            seconds: Double, failure: String
+        ) {
+            self.at = at
+            self.deployment = deployment
+            self.instance = instance
+            self.target = target
+            self.from = from
+            self.to = to
+            self.seconds = seconds
+            self.failure = failure
+        }
+
+        init(at: Date, deployment: String, report: MigrationReport, failure: String? = nil) {
+            self.init(
+                at: at, deployment: deployment, instance: report.instance, target: report.target, from: report.from,
+                to: report.to, seconds: report.seconds, failure: failure ?? "")
+            self.failure = failure
+            self.report = report
+        }
     }
 
     /// Seconds of history kept (the longest window).

@@ -23,6 +23,7 @@ enum ConsoleAssets {
               <li><button role="tab" id="tab-coldstarts" aria-controls="view-coldstarts" aria-selected="false" tabindex="-1">Cold starts</button></li>
               <li><button role="tab" id="tab-instances" aria-controls="view-instances" aria-selected="false" tabindex="-1">Instances</button></li>
               <li><button role="tab" id="tab-migrations" aria-controls="view-migrations" aria-selected="false" tabindex="-1">Migrations</button></li>
+              <li><button role="tab" id="tab-experiments" aria-controls="view-experiments" aria-selected="false" tabindex="-1">Simulator</button></li>
               <li><button role="tab" id="tab-playground" aria-controls="view-playground" aria-selected="false" tabindex="-1">Playground</button></li>
             </ul>
           </nav>
@@ -44,6 +45,7 @@ enum ConsoleAssets {
           <section id="view-coldstarts" role="tabpanel" aria-labelledby="tab-coldstarts" hidden></section>
           <section id="view-instances" role="tabpanel" aria-labelledby="tab-instances" hidden></section>
           <section id="view-migrations" role="tabpanel" aria-labelledby="tab-migrations" hidden></section>
+          <section id="view-experiments" role="tabpanel" aria-labelledby="tab-experiments" hidden></section>
           <section id="view-playground" role="tabpanel" aria-labelledby="tab-playground" hidden>
             <h2>Playground</h2>
             <form id="chat-form">
@@ -112,7 +114,13 @@ enum ConsoleAssets {
         .swatch-queue { background: var(--queue); } .swatch-load { background: var(--load); }
         .swatch-init { background: var(--init); } .swatch-prefill { background: var(--prefill); }
         .swatch-rest { background: var(--muted); }
-        figure.chart { margin: 0; }
+        .swatch-policy-0 { background: var(--load); } .swatch-policy-1 { background: var(--prefill); }
+        .swatch-policy-2 { background: var(--fetch); } .swatch-policy-3 { background: var(--init); }
+        .swatch-policy-4 { background: var(--warn); } .swatch-policy-5 { background: var(--queue); }
+        .legend i.swatch-live { height: 0; border-top: 2px dashed var(--fg); border-radius: 0; }
+        article.run { border-top: 1px solid var(--line); margin-top: 12px; }
+        tr.live-row td { font-weight: 600; }
+        figure.chart { margin: 0; max-width: 760px; }
         form { display: grid; gap: 6px; max-width: 640px; }
         form.inline { display: flex; flex-wrap: wrap; gap: 6px; align-items: end; max-width: none; }
         form.inline label { display: grid; gap: 2px; font-size: 0.85rem; }

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import Scheduling
+import Store
 
 /// The web console: its page at `/` (for a browser; other clients get the JSON summary), its
 /// script and style, and the state it shows: `GET /admin/console` (one snapshot) and
@@ -13,6 +14,8 @@ struct ConsoleRoutes: Sendable {
     let feed: ConsoleFeed
     let lifecycle: ServerLifecycle
     let keys: KeyRing
+    /// Simulator runs shown beside the live figures (`GET /admin/experiments`).
+    let experiments: SimulationRuns
 
     /// How long one event stream lasts before the browser (which reconnects by itself) or
     /// `sllm status --watch` opens the next: no stream runs unbounded.
@@ -38,6 +41,19 @@ struct ConsoleRoutes: Sendable {
                 body: .init(
                     byteBuffer: ByteBuffer(
                         bytes: try feed.wrap(try await feed.snapshot(), serverTime: Date(), access: access))))
+        }
+        routes.add(.get, "admin/experiments", .user) { _, _ in
+            let experiments = experiments
+            let runs = try await runBlocking { experiments.list() }
+            var headers = HTTPFields()
+            headers[.contentType] = "application/json"
+            headers[.cacheControl] = "no-store"
+            return Response(
+                status: .ok, headers: headers,
+                body: .init(
+                    byteBuffer: ByteBuffer(
+                        bytes: try JSONEncoder.iso.encode(
+                            ExperimentsReport(directory: experiments.directory, runs: runs)))))
         }
         routes.add(.get, "admin/events", .user, streams: true) { request, _ in
             var headers = HTTPFields()
@@ -212,4 +228,10 @@ struct ConsoleSnapshot: Codable {
     var migrations: [ConsoleActivity.Migration]
     /// Requests over the last minute, 5 minutes, 15 minutes and hour.
     var windows: [WindowStats]
+}
+
+/// `GET /admin/experiments`: where the runs are read from, and each run.
+struct ExperimentsReport: Codable {
+    var directory: String
+    var runs: [SimulationRuns.Run]
 }

@@ -2,7 +2,7 @@ extension ConsoleAssets {
     /// The console's script: reads `/admin/events` (a fetch stream, so the key goes in a header),
     /// renders each view from the latest snapshot, and calls the admin API for actions.
     static let script = #"""
-        const views = ["overview", "residency", "coldstarts", "instances", "migrations", "playground"];
+        const views = ["overview", "residency", "coldstarts", "instances", "migrations", "experiments", "playground"];
         const windowNames = { 60: "1 minute", 300: "5 minutes", 900: "15 minutes", 3600: "1 hour" };
         const phases = [["queue", "Queue"], ["load", "Load"], ["init", "Engine init"], ["prefill", "Prefill"]];
         const state = {
@@ -32,6 +32,11 @@ extension ConsoleAssets {
           for (const [name, value] of Object.entries(attributes || {})) element.setAttribute(name, String(value));
           for (const child of children.flat()) if (child) element.append(child instanceof Node ? child : document.createTextNode(String(child)));
           return element;
+        }
+        // Puts the children in an element (arrays flattened; null, undefined and false left out:
+        // replaceChildren would show them as text).
+        function fill(element, ...children) {
+          element.replaceChildren(...children.flat().filter((child) => child !== null && child !== undefined && child !== false));
         }
         function table(headers, rows, attributes) {
           return h("div", { class: "scroll" }, h("table", attributes || {},
@@ -193,7 +198,7 @@ extension ConsoleAssets {
           const section = $(`view-${state.view}`);
           // A form being filled in is not redrawn under the user's hands.
           if (!force && section.contains(document.activeElement) && document.activeElement.matches("input, select, textarea")) return;
-          const renderers = { overview, residency, coldstarts, instances, migrations, playground };
+          const renderers = { overview, residency, coldstarts, instances, migrations, experiments, playground };
           renderers[state.view](section, snapshot);
         }
 
@@ -216,7 +221,7 @@ extension ConsoleAssets {
           } }, Object.entries(windowNames).map(([seconds, name]) =>
             h("option", { value: seconds, selected: Number(seconds) === state.window }, name)));
           const p = (percentiles) => [ms(percentiles.p50), ms(percentiles.p90), ms(percentiles.p99)];
-          section.replaceChildren(
+          fill(section,
             h("h2", {}, "Overview"),
             h("div", { class: "cards" },
               card("nodes alive", `${alive} / ${snapshot.nodes.length}`, "card-nodes"),
@@ -291,11 +296,14 @@ extension ConsoleAssets {
             const report = snapshot.deployments.find((d) => d.status.spec.model === model);
             return report ? report.tiers.join(", ") : "—";
           };
+          const links = nodes.flatMap((node) => (node.inventory.links || []).map((link) =>
+            h("tr", { "data-node": node.node, "data-source": link.source }, h("td", {}, node.node), h("td", {}, link.source),
+              h("td", { class: "num" }, rate(link.bytes_per_second)), h("td", { class: "num" }, link.fetches), h("td", { class: "num" }, bytes(link.bytes)))));
           const hits = (node) => {
             const loads = snapshot.decisions.filter((d) => d.node === node.node);
             return loads.length ? `${Math.round(100 * loads.filter((d) => d.tier === "dram").length / loads.length)} % of ${loads.length}` : "—";
           };
-          section.replaceChildren(
+          fill(section,
             h("h2", {}, "Tier residency"),
             h("p", { class: "hint" }, "Where each model's checkpoint sits, fastest tier first: engine memory (a running instance), DRAM cache, SSD."),
             table(["model", ...nodes.map((node) => node.node), "tiers holding it"], [...models].sort().map((model) =>
@@ -316,7 +324,10 @@ extension ConsoleAssets {
                   h("td", { class: "num" }, `${bytes(node.inventory.reserved_bytes)} / ${bytes(node.inventory.memory_budget_bytes)}`),
                   h("td", { class: "num" }, `${bytes(tier("dram") ? tier("dram").used_bytes : 0)} / ${bytes(node.inventory.dram_budget_bytes)}`),
                   h("td", {}, hits(node)), ["dram", "ssd", "peer", "remote"].map((name) => h("td", {}, bandwidth(name))));
-              })));
+              })),
+            h("h3", {}, "Links: fetch bandwidth measured per source"),
+            links.length ? table(["node", "from", "bandwidth ", "fetches ", "bytes fetched "], links, { id: "links" })
+              : h("p", { class: "muted", id: "links-empty" }, "No node has fetched a checkpoint from a peer or a remote store yet."));
         }
 
         function coldstarts(section, snapshot) {
@@ -337,8 +348,10 @@ extension ConsoleAssets {
             });
             const rest = Math.max(0, (row.first_token_seconds / longest) * width - x);
             const decision = snapshot.decisions.find((d) => d.instance === row.instance);
-            const fetched = row.fetched_bytes ? Object.entries(row.fetched_bytes).map(([source, count]) =>
-              `${source}: ${bytes(count)}`).join(", ") : null;
+            const fetched = row.fetched_bytes ? Object.entries(row.fetched_bytes).map(([source, count]) => {
+              const seconds = row.fetch_seconds ? row.fetch_seconds[source] : null;
+              return `${source}: ${bytes(count)}${seconds ? ` at ${rate(count / seconds)}` : ""}`;
+            }).join(", ") : null;
             return h("tr", { "data-instance": row.instance },
               h("td", {}, time(row.at)),
               h("td", {}, row.deployment, h("div", { class: "muted" }, row.instance)),
@@ -356,7 +369,7 @@ extension ConsoleAssets {
                 decision.candidates.length > 1 ? h("div", { class: "muted" }, `${decision.candidates.length} candidates`) : null,
               ] : h("span", { class: "muted" }, "—")));
           });
-          section.replaceChildren(h("h2", {}, "Cold starts"), legend,
+          fill(section, h("h2", {}, "Cold starts"), legend,
             rows.length ? table(["when", "deployment", "node, tier", "phases (to scale)", "first token ", "checkpoint", "placement: estimate and actual"], body, { id: "waterfall" })
               : h("p", { class: "muted", id: "waterfall-empty" }, "No cold start yet."));
         }
@@ -372,8 +385,18 @@ extension ConsoleAssets {
             button.disabled = false;
             notice(response.ok ? `${method} ${path}: done` : `${method} ${path}: ${await errorMessage(response)}`, !response.ok);
           };
+          const usage = new Map(snapshot.nodes.flatMap((node) => node.inventory && node.inventory.usage ? node.inventory.usage : [])
+            .map((u) => [u.id, u]));
           const instanceRows = rows.map((row) => {
             const report = snapshot.deployments.find((d) => d.status.spec.name === row.deployment);
+            const use = usage.get(row.id);
+            const kv = use ? h("td", { class: "num", "data-kv": use.kv_used_bytes },
+              `${bytes(use.kv_used_bytes)} / ${bytes(use.kv_cache_bytes)}`,
+              h("div", { class: "muted" }, `${use.active_sequences} running, ${use.retained_sequences} kept`)) : h("td", { class: "num" }, "—");
+            const cache = use ? h("td", { class: "num", "data-cache-hits": use.prompt_cache_hits },
+              use.requests ? `${use.prompt_cache_hits} / ${use.requests}` : "—",
+              use.prompt_tokens ? h("div", { class: "muted" }, `${Math.round(100 * use.cached_prompt_tokens / use.prompt_tokens)} % of prompt tokens`) : null)
+              : h("td", { class: "num" }, "—");
             const concurrency = report.status.spec.scaling.target_concurrency;
             const targets = alive.filter((node) => node !== row.node);
             const migrate = h("form", { class: "inline", onsubmit: (event) => {
@@ -387,7 +410,7 @@ extension ConsoleAssets {
               h("td", {}, row.id), h("td", {}, row.deployment), h("td", {}, row.state, row.load_progress !== undefined && row.load_progress !== null && row.state !== "ready" ? ` ${Math.round(row.load_progress * 100)} %` : ""),
               h("td", {}, row.node || "—"), h("td", {}, row.tier ? h("span", { class: `tier ${row.tier}` }, row.tier) : "—"),
               h("td", { class: "num" }, row.started_at ? `${Math.round((serverNow() - new Date(row.started_at).getTime()) / 1000)} s` : "—"),
-              h("td", { class: "num" }, `${row.in_flight} / ${concurrency}`), h("td", { class: "num" }, bytes(row.memory_bytes)),
+              h("td", { class: "num" }, `${row.in_flight} / ${concurrency}`), h("td", { class: "num" }, bytes(row.memory_bytes)), kv, cache,
               h("td", { class: "num", "data-expires": row.expires_at || "" }, row.expires_at ? countdown(row.expires_at) : (row.keep_alive === "-1" ? "kept" : row.in_flight ? "busy" : "—")),
               h("td", {}, migrate));
           });
@@ -408,9 +431,9 @@ extension ConsoleAssets {
             return h("tr", { "data-deployment": spec.name }, h("td", {}, spec.name), h("td", {}, spec.model), h("td", {}, report.state),
               h("td", { class: "num" }, `${report.status.in_flight} / ${report.status.queued}`), h("td", {}, stop), h("td", {}, scale));
           });
-          section.replaceChildren(h("h2", {}, "Instances"),
+          fill(section, h("h2", {}, "Instances"),
             state.admin ? null : h("p", { class: "hint", id: "read-only" }, "Read-only key: actions need an admin key."),
-            rows.length ? table(["instance", "deployment", "state", "node", "tier", "age ", "in flight / target ", "memory ", "stops in ", "migrate"], instanceRows, { id: "instances" })
+            rows.length ? table(["instance", "deployment", "state", "node", "tier", "age ", "in flight / target ", "memory ", "KV cache used ", "prompt-cache hits ", "stops in ", "migrate"], instanceRows, { id: "instances" })
               : h("p", { class: "muted" }, "No instance is running: every model is scaled to zero."),
             h("h3", {}, "Deployments"),
             table(["deployment", "model", "state", "in flight / queued ", "", "scaling"], deploymentRows, { id: "deployments" }));
@@ -419,16 +442,108 @@ extension ConsoleAssets {
         function migrations(section, snapshot) {
           const rows = snapshot.migrations.map((m) => {
             const r = m.report;
+            const succeeded = r && r.succeeded && !m.failure;
             const outcome = m.failure ? `abandoned: ${m.failure}` : r.succeeded ? "done" : "the source serves on";
-            return h("tr", { "data-instance": r.instance },
-              h("td", {}, time(m.at)), h("td", {}, m.deployment), h("td", {}, `${r.instance} → ${r.target}`), h("td", {}, `${r.from} → ${r.to}`),
+            // A migration whose target never started has no figures of its own.
+            const figures = r ? [
               h("td", {}, h("span", { class: `tier ${r.tier}` }, r.tier)), h("td", { class: "num" }, r.warmed_tokens), h("td", { class: "num" }, r.rounds),
               h("td", { class: "num" }, ms(r.longest_pause_seconds)), h("td", { class: "num" }, `${r.moved} / ${r.came_back} / ${r.ended_meanwhile}`),
-              h("td", { class: "num" }, ms(r.seconds)), h("td", { class: r.succeeded ? "ok" : "bad" }, outcome));
+            ] : [h("td", {}, "—"), h("td", { class: "num" }, "—"), h("td", { class: "num" }, "—"), h("td", { class: "num" }, "—"), h("td", { class: "num" }, "—")];
+            return h("tr", { "data-instance": m.instance, "data-outcome": succeeded ? "done" : "failed" },
+              h("td", {}, time(m.at)), h("td", {}, m.deployment), h("td", {}, `${m.instance} → ${m.target}`),
+              h("td", {}, `${m.from} → ${m.to || "scheduler's choice"}`), figures,
+              h("td", { class: "num" }, ms(m.seconds)), h("td", { class: succeeded ? "ok" : "bad" }, outcome));
           });
-          section.replaceChildren(h("h2", {}, "Live migrations"),
+          fill(section, h("h2", {}, "Live migrations"),
             rows.length ? table(["when", "deployment", "instance", "nodes", "target tier", "tokens re-prefilled ", "rounds ", "pause ", "moved / back / ended ", "took ", "outcome"], rows, { id: "migrations" })
               : h("p", { class: "muted" }, "No migration yet."));
+        }
+
+        // MARK: simulator runs beside the live figures
+
+        // Read once when the view first opens (and on Reload): the runs are files, not live state.
+        async function loadExperiments() {
+          state.experiments = { loading: true };
+          const response = await api("/admin/experiments");
+          state.experiments = response.ok ? await response.json() : { error: await errorMessage(response) };
+          render(true);
+        }
+        const policyColours = ["var(--load)", "var(--prefill)", "var(--fetch)", "var(--init)", "var(--warn)", "var(--queue)"];
+        function quantileOf(sorted, q) { return sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] : null; }
+
+        function experiments(section, snapshot) {
+          if (!state.experiments) { loadExperiments(); fill(section, h("h2", {}, "Simulator runs"), h("p", { class: "muted" }, "Reading the runs…")); return; }
+          const report = state.experiments;
+          // This server's cold starts, as the simulator counts them: from a request's arrival to
+          // an instance taking it (queue, load, engine init), and to its first token.
+          const live = snapshot.cold_starts.map((row) => row.queue_seconds + row.load_seconds + row.init_seconds).sort((a, b) => a - b);
+          const liveTTFT = snapshot.cold_starts.map((row) => row.first_token_seconds).sort((a, b) => a - b);
+          const reload = h("button", { class: "secondary", id: "experiments-reload", onclick: () => loadExperiments() }, "Reload");
+          const intro = h("p", { class: "hint" }, "Runs of ", h("code", {}, "sllm simulate --out DIR"), " found in ", h("code", {}, report.directory || "the experiments directory"),
+            " (one run per subdirectory; ", h("code", {}, "sllm serve --experiments DIR"), " reads another). Each plot is the run's cold-start latency CDF per policy, with this server's own cold starts (",
+            live.length, ") drawn over it, dashed.");
+          if (report.loading) { fill(section, h("h2", {}, "Simulator runs"), h("p", { class: "muted" }, "Reading the runs…")); return; }
+          if (report.error) { fill(section, h("h2", {}, "Simulator runs"), h("p", { class: "error" }, report.error), reload); return; }
+          const liveRow = h("tr", { class: "live-row", id: "experiments-live" }, h("td", {}, "live"), h("td", {}, "this server"),
+            h("td", { class: "num" }, live.length), h("td", { class: "num" }, ms(quantileOf(live, 0.5))), h("td", { class: "num" }, ms(quantileOf(live, 0.99))),
+            h("td", { class: "num" }, ms(quantileOf(liveTTFT, 0.5))), h("td", { class: "num" }, ms(quantileOf(liveTTFT, 0.99))), h("td", { class: "num" }, "—"), h("td", { class: "num" }, "—"));
+          const runs = report.runs.map((run) => {
+            if (run.error) return h("article", { class: "run", "data-run": run.name }, h("h3", {}, run.name), h("p", { class: "error" }, run.error));
+            const points = [...new Set(run.cdfs.map((c) => c.point))];
+            state.experimentPoints = state.experimentPoints || {};
+            const chosen = points.includes(state.experimentPoints[run.name]) ? state.experimentPoints[run.name] : points[0];
+            const pick = points.length > 1 ? h("label", {}, "point ", h("select", { "data-run": run.name, onchange: (event) => {
+              state.experimentPoints[run.name] = event.target.value; render(true); } },
+              points.map((point) => h("option", { value: point, selected: point === chosen }, point)))) : null;
+            const curves = run.cdfs.filter((c) => c.point === chosen);
+            const rows = run.rows.map((row) => h("tr", { "data-policy": row.policy, "data-point": row.point },
+              h("td", {}, row.point), h("td", {}, row.policy), h("td", { class: "num" }, row.cold_requests.toLocaleString()),
+              h("td", { class: "num" }, ms(row.cold_start_p50)), h("td", { class: "num" }, ms(row.cold_start_p99)),
+              h("td", { class: "num" }, ms(row.cold_first_token_p50)), h("td", { class: "num" }, ms(row.cold_first_token_p99)),
+              h("td", { class: "num" }, `${row.failed.toLocaleString()} / ${row.requests.toLocaleString()}`), h("td", { class: "num" }, row.migrations.toLocaleString())));
+            return h("article", { class: "run", "data-run": run.name },
+              h("h3", {}, run.name, run.modified ? h("span", { class: "muted" }, ` (${new Date(run.modified).toLocaleString()})`) : null), pick,
+              cdfChart(run.name, chosen, curves, live),
+              table(["point", "policy", "cold requests ", "cold start p50 ", "p99 ", "cold TTFT p50 ", "p99 ", "failed / requests ", "migrations "], [...rows, liveRow.cloneNode(true)]));
+          });
+          fill(section, h("h2", {}, "Simulator runs"), intro, reload,
+            runs.length ? runs : h("p", { class: "muted", id: "experiments-empty" }, "No run found. Write one with sllm simulate --out ", report.directory ? `${report.directory}/NAME` : "DIR/NAME", "."));
+        }
+
+        // A CDF per policy on a log time axis (steps, as the simulator's own plots), and the live
+        // one dashed.
+        function cdfChart(name, point, curves, live) {
+          const width = 640, height = 220, left = 44, bottom = 34, top = 10, right = 24;
+          const liveCurve = live.map((x, i) => [x, (i + 1) / live.length]);
+          const xs = curves.flatMap((c) => c.points.map((p) => p[0])).concat(live).filter((x) => x > 0);
+          const low = Math.pow(10, Math.floor(Math.log10(Math.max(1e-4, Math.min(...xs, 1)))));
+          const high = Math.pow(10, Math.ceil(Math.log10(Math.max(low * 10, ...xs, 0.01))));
+          const X = (x) => left + (Math.log10(Math.max(low, x)) - Math.log10(low)) / (Math.log10(high) - Math.log10(low)) * (width - left - right);
+          const Y = (y) => height - bottom - y * (height - bottom - top);
+          const path = (points) => {
+            let d = `M${X(points.length ? points[0][0] : low)},${Y(0)}`;
+            for (const [x, y] of points) d += ` H${X(x)} V${Y(y)}`;
+            return d;
+          };
+          const ticks = [];
+          for (let decade = low; decade <= high * 1.001; decade *= 10) {
+            ticks.push(svg("line", { x1: X(decade), x2: X(decade), y1: top, y2: height - bottom, stroke: "var(--line)" }),
+              svg("text", { x: X(decade), y: height - bottom + 14, "text-anchor": "middle" },
+                decade >= 1 ? `${Math.round(decade)} s` : `${Number((decade * 1000).toPrecision(3))} ms`));
+          }
+          const lines = curves.map((curve, i) => svg("path", { d: path(curve.points), fill: "none", stroke: policyColours[i % policyColours.length], "stroke-width": 2, "data-policy": curve.policy },
+            svg("title", {}, curve.policy)));
+          const liveLine = liveCurve.length ? svg("path", { d: path(liveCurve), fill: "none", stroke: "var(--fg)", "stroke-width": 2, "stroke-dasharray": "5 4", id: `live-${name}` },
+            svg("title", {}, "this server")) : null;
+          return h("figure", { class: "chart" },
+            svg("svg", { viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img", class: "cdf", "data-run": name,
+              "aria-label": `Cold-start latency CDF of ${name} (${point}): ${curves.map((c) => c.policy).join(", ")}${liveCurve.length ? ", and this server's" : ""}` },
+              ticks, svg("line", { x1: left, x2: width - right, y1: Y(0), y2: Y(0), stroke: "var(--line)" }),
+              svg("text", { x: 0, y: Y(1) + 4 }, "100 %"), svg("text", { x: 0, y: Y(0.5) + 4 }, "50 %"), svg("text", { x: 0, y: Y(0) }, "0"),
+              svg("text", { x: left, y: height - 4 }, "arrival to an instance taking the request (log)"),
+              lines, liveLine),
+            h("figcaption", { class: "legend" }, curves.map((curve, i) => h("span", {}, h("i", { class: `swatch-policy-${i % policyColours.length}` }), curve.policy)),
+              liveCurve.length ? h("span", {}, h("i", { class: "swatch-live" }), `this server (${liveCurve.length} cold starts)`) : null));
         }
 
         function playground(section, snapshot) {

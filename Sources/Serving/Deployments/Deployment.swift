@@ -56,7 +56,7 @@ actor Deployment {
     private let pool: NodePool
     /// Keep-alive timers and last-use stamps run on it (a manual clock in tests).
     private let clock: any SchedulerClock
-    private let metrics: ServingMetrics
+    nonisolated let metrics: ServingMetrics
     private let gauges: ServingMetrics.DeploymentGauges
     private let logger: Logger
     /// The model's tokenizer (requests are tokenized and checked before they wait for an instance).
@@ -488,6 +488,7 @@ actor Deployment {
                 startedAt: started[id]?.startedAt, tier: started[id]?.tier, node: placed[id]?.node.id,
                 estimatedStartSeconds: placed[id]?.decision.estimatedStartSeconds,
                 loadSeconds: started[id]?.loadSeconds, fetchedBytes: started[id]?.fetchedBytes,
+                fetchSeconds: started[id]?.fetchSeconds,
                 memoryBytes: placed[id]?.bytes ?? sizing.totalBytes, loadProgress: progress.withLock { $0[id] },
                 expiresAt: instance.inFlight == 0 ? timers[id].map { wallTime($0.expiresAt) } : nil,
                 keepAlive: (instance.keepAliveOverride ?? spec.scaling.keepAlive).description,
@@ -736,10 +737,18 @@ actor Deployment {
             perform(machine.endMigration(from: source, to: target, succeeded: false))
             perform(machine.instanceFailed(target, reason: failure.message))
             logger.warning("deployment \(name): migration of \(source) abandoned: its target did not start: \(failure)")
+            metrics.activity.migration(
+                .init(
+                    at: Date(), deployment: name, instance: source, target: target, from: sourceNode.id, to: node,
+                    seconds: seconds(since: began), failure: "its target did not start: \(failure.message)"))
             throw failure
         }
         guard let targetInfo = started[target], let targetNode = placed[target]?.node else {
             perform(machine.endMigration(from: source, to: target, succeeded: false))
+            metrics.activity.migration(
+                .init(
+                    at: Date(), deployment: name, instance: source, target: target, from: sourceNode.id, to: node,
+                    seconds: seconds(since: began), failure: "its target stopped as it started"))
             throw ServingError(.unavailable, "the migration's target \(target) stopped as it started")
         }
         var report = MigrationReport(
@@ -779,7 +788,9 @@ actor Deployment {
             let failure = ServingError(error)
             report.seconds = seconds(since: began)
             metrics.activity.migration(
-                .init(at: Date(), deployment: name, report: report, failure: "its target failed while warming"))
+                .init(
+                    at: Date(), deployment: name, report: report,
+                    failure: "its target failed while warming: \(failure.message)"))
             logger.warning("deployment \(name): migration of \(source) abandoned while warming its target: \(failure)")
             throw ServingError(failure.kind, "the migration's target failed while warming: \(failure.message)")
         }
@@ -946,8 +957,10 @@ public struct InstanceStatus: Sendable, Codable {
     /// before the node has measured its tier), beside the load time it took.
     public var estimatedStartSeconds: Double?
     public var loadSeconds: Double?
-    /// For a checkpoint the node fetched: its bytes by source (peer nodes, remote stores).
+    /// For a checkpoint the node fetched: its bytes by source (peer nodes, remote stores), and
+    /// each source's seconds (its first chunk's request to its last chunk's arrival).
     public var fetchedBytes: [String: Int]?
+    public var fetchSeconds: [String: Double]?
     public var memoryBytes: Int
     public var loadProgress: Double?
     /// When an idle instance will stop (nil while busy, or when kept forever).

@@ -376,7 +376,8 @@ public final class Server: Sendable {
         ConsoleRoutes(
             feed: ConsoleFeed(registry: registry, activity: metrics.activity, lifecycle: lifecycle),
             lifecycle: lifecycle,
-            keys: keys
+            keys: keys,
+            experiments: SimulationRuns(directory: configuration.experimentsPath)
         ).register(on: routes)
         return routes
     }

@@ -80,6 +80,8 @@ final class InstanceRunner: @unchecked Sendable {
     /// recently finished last; at most `maxSequences` together with the active ones.
     private var retained: [EngineSequence] = []
     private let started = Atomic<Bool>(false)
+    /// Sequence and prompt-cache counts as the loop last left them (read by `usage()`).
+    private let counts = Mutex(InstanceUsage(id: "", kvUsedBytes: 0, kvCacheBytes: 0))
 
     init(info: InstanceInfo, engine: Engine, model: LoadedModel, maxSequences: Int, logger: Logger) {
         self.info = info
@@ -101,6 +103,15 @@ final class InstanceRunner: @unchecked Sendable {
         thread.name = "sllm-instance-\(info.id)"
         thread.stackSize = 8 << 20
         thread.start()
+    }
+
+    /// What the instance holds now and how its prompt cache has served.
+    func usage() -> InstanceUsage {
+        var usage = counts.withLock { $0 }
+        usage.id = info.id
+        usage.kvUsedBytes = engine.kvCacheBytesInUse
+        usage.kvCacheBytes = info.kvCacheBytes
+        return usage
     }
 
     /// Queues a job; the loop picks it up before its next step.
@@ -172,6 +183,10 @@ final class InstanceRunner: @unchecked Sendable {
     private func loop() {
         var active: [Active] = []
         while true {
+            counts.withLock { [active = active.count, retained = retained.count] usage in
+                usage.activeSequences = active
+                usage.retainedSequences = retained
+            }
             var arrivals: [Submitted] = []
             var cancels: Set<String> = []
             var requests: [Control] = []
@@ -227,6 +242,15 @@ final class InstanceRunner: @unchecked Sendable {
                         Active(
                             job: arrival.job, continuation: arrival.continuation, sequence: sequence, driver: driver,
                             joined: .now, cachedTokens: cached))
+                    // A migrated-in job was counted where it began.
+                    if arrival.job.resume == nil {
+                        counts.withLock { usage in
+                            usage.requests += 1
+                            usage.promptTokens += arrival.job.prompt.count
+                            usage.cachedPromptTokens += cached
+                            if cached > 0 { usage.promptCacheHits += 1 }
+                        }
+                    }
                 } catch {
                     arrival.continuation.finish(throwing: ServingError(error))
                 }

@@ -29,6 +29,8 @@ public final class LocalWorker: Worker {
     private let storeSizes = StoreSizes()
     /// Load bandwidth per tier, measured on this node's real loads.
     private let bandwidth = Mutex<[Tier: BandwidthAverage]>([:])
+    /// Fetch bandwidth per source (peer node or remote store), with the bytes fetched from it.
+    private let links = Mutex<[String: (rate: BandwidthAverage, bytes: Int)]>([:])
     /// Start engines on weights that are still being read from the SSD (serve while loading).
     public let serveWhileLoading: Bool
     /// How this node reaches another's checkpoints (with the cluster token, over its TLS); nil
@@ -106,7 +108,13 @@ public final class LocalWorker: Worker {
             dramBudgetBytes: cache.budgetBytes,
             tiers: [tier(.dram, dram), tier(.ssd, ssd), tier(.peer, []), tier(.remote, [])],
             instances: running.keys.sorted(), running: running.values.map(\.info).sorted { $0.id < $1.id },
-            runningJobs: runningJobs.load(ordering: .relaxed))
+            runningJobs: runningJobs.load(ordering: .relaxed),
+            usage: running.values.map { $0.usage() }.sorted { $0.id < $1.id },
+            links: links.withLock { $0 }.sorted { $0.key < $1.key }.compactMap { source, link in
+                link.rate.bytesPerSecond.map {
+                    LinkInventory(source: source, bytesPerSecond: $0, fetches: link.rate.count, bytes: link.bytes)
+                }
+            })
     }
 
     /// The store's complete models (hidden partial and trash directories skipped) and their
@@ -239,6 +247,20 @@ public final class LocalWorker: Worker {
     /// Adds a real load to its tier's bandwidth average (a DRAM hit maps memory; it is its own tier).
     private func record(_ model: LoadedModel) {
         record(model.tier, bytes: model.byteCount, seconds: model.timings.total)
+        recordLinks(model.timings)
+    }
+
+    /// Adds a fetch's sources to their links' averages (a fetched checkpoint is never streamed:
+    /// its load has ended when the model comes back).
+    private func recordLinks(_ timings: LoadTimings) {
+        guard let fetched = timings.fetched, let seconds = timings.fetchSeconds else { return }
+        links.withLock { links in
+            for (source, bytes) in fetched {
+                guard bytes > 0, let time = seconds[source], time > 0 else { continue }
+                links[source, default: (BandwidthAverage(), 0)].rate.add(Double(bytes) / time)
+                links[source]?.bytes += bytes
+            }
+        }
     }
 
     private func record(_ tier: Tier, bytes: Int, seconds: Double) {
@@ -288,7 +310,7 @@ public final class LocalWorker: Worker {
             id: spec.id, deployment: spec.deployment, model: spec.model, startedAt: Date(), tier: model.tier,
             loadSeconds: loadSeconds, engineInitSeconds: engine.startupSeconds, weightBytes: model.byteCount,
             kvCacheBytes: options.kvCacheBytes, contextLength: engine.contextLength,
-            fetchedBytes: model.timings.fetched)
+            fetchedBytes: model.timings.fetched, fetchSeconds: model.timings.fetchSeconds)
         let instance = InstanceRunner(
             info: info, engine: engine, model: model, maxSequences: spec.sizing.maxSequences, logger: logger)
         instances.withLock { $0[spec.id] = instance }

@@ -91,8 +91,13 @@ public struct NodeInventory: Sendable, Codable, Equatable {
     public var instances: [String]
     /// What each of them is (a controller that restarted, or took over, adopts them from this).
     public var running: [InstanceInfo]
+    /// What each of them holds and how its prompt cache serves (nil from a node that does not say).
+    public var usage: [InstanceUsage]?
     /// Jobs running on the node's instances.
     public var runningJobs: Int
+    /// Fetch bandwidth from each peer node or remote store this node has fetched a checkpoint
+    /// from (nil from a node that does not say).
+    public var links: [LinkInventory]?
     /// Why the node does not answer (a network worker's last inventory, kept while it cannot be
     /// reached); nil while it answers. Placement passes such a node over.
     public var unreachable: String?
@@ -100,10 +105,12 @@ public struct NodeInventory: Sendable, Codable, Equatable {
     public init(
         node: NodeID, cores: Int, threadsPerInstance: Int, memoryBudgetBytes: Int, reservedBytes: Int,
         dramBudgetBytes: Int, tiers: [TierInventory], instances: [String], running: [InstanceInfo] = [],
-        runningJobs: Int, unreachable: String? = nil
+        runningJobs: Int, unreachable: String? = nil, usage: [InstanceUsage]? = nil, links: [LinkInventory]? = nil
     ) {
+        self.links = links
         self.unreachable = unreachable
         self.running = running
+        self.usage = usage
         self.node = node
         self.cores = cores
         self.threadsPerInstance = threadsPerInstance
@@ -132,6 +139,25 @@ public struct TierInventory: Sendable, Codable, Equatable {
     public var loadBytesPerSecond: Double?
     /// Loads the average has seen.
     public var loads: Int
+}
+
+/// How fast checkpoints have come to a node from one source: the exponentially weighted average
+/// of its fetches' rates (each its bytes over the time from its first chunk's request to its last
+/// chunk's arrival).
+public struct LinkInventory: Sendable, Codable, Equatable {
+    /// A peer node's name or a remote store's address.
+    public var source: String
+    public var bytesPerSecond: Double
+    public var fetches: Int
+    /// Bytes fetched from it in all.
+    public var bytes: Int
+
+    public init(source: String, bytesPerSecond: Double, fetches: Int, bytes: Int) {
+        self.source = source
+        self.bytesPerSecond = bytesPerSecond
+        self.fetches = fetches
+        self.bytes = bytes
+    }
 }
 
 public struct HeldModel: Sendable, Codable, Equatable {
@@ -255,8 +281,44 @@ public struct InstanceInfo: Sendable, Codable, Equatable {
     /// The most KV cache the instance may use.
     public var kvCacheBytes: Int
     public var contextLength: Int
-    /// For a checkpoint fetched from peers or a remote store: its bytes by source.
+    /// For a checkpoint fetched from peers or a remote store: its bytes by source, and the
+    /// seconds each source took (from its first chunk's request to its last chunk's arrival).
     public var fetchedBytes: [String: Int]?
+    public var fetchSeconds: [String: Double]?
+}
+
+/// What a running instance holds and how its prompt cache has served, as its node reports it.
+public struct InstanceUsage: Sendable, Codable, Equatable {
+    public var id: String
+    /// KV-cache bytes held: the running sequences' and those kept for the prompt cache.
+    public var kvUsedBytes: Int
+    /// The most it may hold.
+    public var kvCacheBytes: Int
+    /// Sequences generating now, and finished ones kept for a later prompt sharing their prefix.
+    public var activeSequences: Int
+    public var retainedSequences: Int
+    /// Requests the instance took (migrated-in ones not counted again), and of them those whose
+    /// prompt began with tokens the prompt cache held.
+    public var requests: Int
+    public var promptCacheHits: Int
+    /// Their prompt tokens, and of them those served from the prompt cache (OpenAI's `cached_tokens`).
+    public var promptTokens: Int
+    public var cachedPromptTokens: Int
+
+    public init(
+        id: String, kvUsedBytes: Int, kvCacheBytes: Int, activeSequences: Int = 0, retainedSequences: Int = 0,
+        requests: Int = 0, promptCacheHits: Int = 0, promptTokens: Int = 0, cachedPromptTokens: Int = 0
+    ) {
+        self.id = id
+        self.kvUsedBytes = kvUsedBytes
+        self.kvCacheBytes = kvCacheBytes
+        self.activeSequences = activeSequences
+        self.retainedSequences = retainedSequences
+        self.requests = requests
+        self.promptCacheHits = promptCacheHits
+        self.promptTokens = promptTokens
+        self.cachedPromptTokens = cachedPromptTokens
+    }
 }
 
 /// What warming a migration's target computed.

@@ -36,6 +36,9 @@ public struct LoadTimings: Sendable, Codable {
     /// Bytes of a fetched checkpoint's partitions by source (a peer node's name or a remote
     /// store's URL); nil for a load from this node's tiers.
     public var fetched: [String: Int]?
+    /// For each of those sources, the seconds from its first chunk's request to its last
+    /// chunk's arrival: its bytes over them are the link's rate.
+    public var fetchSeconds: [String: Double]?
 
     init() {}
 

@@ -401,6 +401,7 @@ public actor ModelLoader {
             }
             timings = LoadTimings(queue: timings.queue, pipeline: timing)
             timings.fetched = remote?.source.bytesBySource
+            timings.fetchSeconds = remote?.source.secondsBySource
             if let remote {
                 // Every chunk is verified and on the SSD: publish the checkpoint in the store.
                 installed = try await runBlocking { try remote.install() }

@@ -223,8 +223,16 @@ final class RemoteChunkSource: ChunkSource {
     private let turn = Atomic<Int>(0)
     /// Sources that failed a chunk: later chunks go to the others first.
     private let failed = Mutex<Set<Int>>([])
-    /// Bytes taken from each source, by label.
-    private let taken = Mutex<[String: Int]>([:])
+    /// What each source delivered, by label.
+    private let taken = Mutex<[String: Delivered]>([:])
+
+    /// A source's verified bytes, and the time from its first chunk's request to its last
+    /// chunk's arrival (its link's rate, with every reader fetching from it in parallel).
+    private struct Delivered {
+        var bytes = 0
+        var first: ContinuousClock.Instant
+        var last: ContinuousClock.Instant
+    }
     let relay: FetchRelay
     var isDirect: Bool { false }
 
@@ -252,7 +260,12 @@ final class RemoteChunkSource: ChunkSource {
     deinit { descriptors.forEach { close($0) } }
 
     /// Bytes taken from each source so far, by label.
-    var bytesBySource: [String: Int] { taken.withLock { $0 } }
+    var bytesBySource: [String: Int] { taken.withLock { $0.mapValues(\.bytes) } }
+
+    /// Seconds from each source's first chunk request to its last chunk's arrival, by label.
+    var secondsBySource: [String: Double] {
+        taken.withLock { $0.mapValues { Double(($0.last - $0.first) / .microseconds(1)) / 1e6 } }
+    }
 
     func syncAll() throws {
         for fd in descriptors where fsync(fd) != 0 {
@@ -274,6 +287,7 @@ final class RemoteChunkSource: ChunkSource {
         var corrupt = false
         for choice in order() {
             let origin = sources[choice]
+            let asked = ContinuousClock.now
             do {
                 try fetch(from: origin, partition: partition, offset: offset, length: length, into: destination)
                 try check(partition: partition, offset: offset, length: length, at: destination)
@@ -288,7 +302,14 @@ final class RemoteChunkSource: ChunkSource {
                 if let error = error as? CheckpointError, error.code == .corrupt { corrupt = true }
                 continue
             }
-            taken.withLock { $0[origin.label, default: 0] += length }
+            let arrived = ContinuousClock.now
+            taken.withLock { taken in
+                var delivered = taken[origin.label] ?? Delivered(first: asked, last: arrived)
+                delivered.bytes += length
+                delivered.first = min(delivered.first, asked)
+                delivered.last = max(delivered.last, arrived)
+                taken[origin.label] = delivered
+            }
             try write(partition: partition, UnsafeRawBufferPointer(start: destination, count: length), at: offset)
             relay.arrived(partition: partition, range: offset..<offset + length)
             return

@@ -180,6 +180,11 @@ struct ServeOptions: ParsableArguments {
         help:
             "Keep deployments, settings and API keys in PostgreSQL (postgres://user[:password]@host[:port]/database) instead of <data-dir>/state.sqlite; PGPASSWORD supplies a password the URL lacks."
     ) var stateURL: String?
+    @Option(
+        name: .customLong("experiments"),
+        help:
+            "Where the web console finds `sllm simulate --out` runs to plot beside the live figures (default: <data-dir>/experiments)."
+    ) var experiments: String?
     @Option(name: .customLong("tls-cert"), help: "Serve HTTPS with this PEM certificate (with --tls-key).")
     var tlsCert: String?
     @Option(name: .customLong("tls-key"), help: "The PEM private key of --tls-cert.") var tlsKey: String?
@@ -217,6 +222,7 @@ struct ServeOptions: ParsableArguments {
         layer["state_url"] = stateURL
         layer["tls_cert"] = tlsCert.map(absolutePath)
         layer["tls_key"] = tlsKey.map(absolutePath)
+        layer["experiments"] = experiments.map(absolutePath)
         return layer
     }
 }

@@ -89,21 +89,16 @@ struct ServerOptions: ParsableArguments {
             }
             throw CommandFailure(message ?? "the server answered \(response.status)")
         }
-        var pending: [UInt8] = []
+        var parser = EventStreamParser()
         for try await chunk in response.body {
-            pending += chunk.readableBytesView
-            // Events end with a blank line; their `data:` lines hold one JSON object.
-            while let end = pending.indices.dropLast().first(where: { pending[$0] == 10 && pending[$0 + 1] == 10 }) {
-                let block = String(decoding: pending[..<end], as: UTF8.self)
-                pending.removeSubrange(...(end + 1))
-                let data = block.split(separator: "\n").filter { $0.hasPrefix("data: ") }.map { $0.dropFirst(6) }
-                    .joined(separator: "\n")
-                guard !data.isEmpty,
-                    let event = try? JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any]
+            let events: [String]
+            do { events = try parser.feed(chunk.readableBytesView) } catch { throw CommandFailure("\(error)") }
+            // Each event's data is one JSON object.
+            for data in events {
+                guard let event = try? JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any]
                 else { continue }
                 try each(event)
             }
-            guard pending.count <= 64 << 20 else { throw CommandFailure("the server sent an event over 64 MiB") }
         }
     }
 

@@ -65,6 +65,15 @@ import Testing
         )
         let details = (again.json["usage"] as? [String: Any])?["prompt_tokens_details"] as? [String: Any]
         #expect(details?["cached_tokens"] as? Int == 4)
+        // The node reports the instance's prompt-cache hits and the KV cache its kept sequence holds.
+        let nodes = try await server.request(.GET, "/admin/nodes").array
+        let usage = ((nodes.first?["inventory"] as? [String: Any])?["usage"] as? [[String: Any]])?.first ?? [:]
+        #expect(usage["requests"] as? Int == 2 && usage["prompt_cache_hits"] as? Int == 1)
+        #expect(usage["cached_prompt_tokens"] as? Int == 4 && usage["prompt_tokens"] as? Int == 10)
+        #expect(usage["active_sequences"] as? Int == 0 && usage["retained_sequences"] as? Int == 1)
+        let kvUsed = usage["kv_used_bytes"] as? Int ?? 0
+        let kvBudget = usage["kv_cache_bytes"] as? Int ?? 0
+        #expect(kvUsed > 0 && kvUsed <= kvBudget, "KV cache \(kvUsed) of \(kvBudget) bytes")
 
         // Token ids as the prompt give the same text.
         let ids = try await server.request(

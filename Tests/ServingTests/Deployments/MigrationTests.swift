@@ -156,6 +156,20 @@ import Testing
         instances = await deployment.snapshot().instances
         #expect(instances.first { $0.id == source.id }?.state == "ready")
 
+        // The target never starts: the source serves on, and the console lists the attempt with
+        // why, though it has no figures of its own.
+        target.failingStarts.store(1, ordering: .relaxed)
+        let startFailed = try await Self.run(Self.job("same"), on: deployment, migratingAfter: 8, to: target.node)
+        #expect(throws: ServingError.self) { try startFailed.migration?.get() }
+        #expect(
+            startFailed.tokens == (try await Self.reference(of: Self.job("same"), startFailed, on: deployment)).tokens)
+        let listed = deployment.metrics.activity.recentMigrations.suffix(3)
+        #expect(listed.map { $0.report == nil } == [false, false, true])
+        #expect(listed.allSatisfy { $0.instance == source.id && $0.from == source.node })
+        #expect(listed.first?.failure?.hasPrefix("its target failed while warming") == true)
+        #expect(listed.dropFirst().first?.failure == nil && listed.dropFirst().first?.report?.cameBack == 1)
+        #expect(listed.last?.to == target.node && listed.last?.failure?.contains("this start fails") == true)
+
         // A node that does not exist, or the one it runs on, is refused naming it.
         await #expect {
             _ = try await registry.migrate(instance: source.id, to: NodeID("nowhere"))
