@@ -194,6 +194,34 @@ import Testing
         #expect(!again, "already stopping")
     }
 
+    @Test func anOperatorStopsOneInstanceNowOrOnceItsRequestsEnd() {
+        var m = machine {
+            $0.targetConcurrency = 1
+            $0.maxInstances = 2
+            $0.minInstances = 1
+            $0.keepAlive = .forever
+        }
+        #expect(m.ensureMinimum() == [.start("i1")])
+        _ = m.instanceStarted("i1")
+        // Idle, even at the minimum: it stops now, and the minimum starts another once it has.
+        #expect(m.stop("i1") == [.stop("i1")])
+        #expect(m.stop("i1") == nil, "already stopping")
+        #expect(m.instanceStopped("i1") == [.start("i2")])
+        #expect(m.stop("i2") == nil, "still starting")
+        #expect(m.stop("nothing") == nil)
+        _ = m.instanceStarted("i2")
+
+        // Busy: it takes no new request and no longer counts towards the minimum (another starts
+        // at once); one arriving meanwhile waits for that one, and the stopped one goes once its
+        // request ends.
+        #expect(m.requestArrived(1) == [.dispatch(1, "i2")])
+        #expect(m.stop("i2") == [.start("i3")])
+        #expect(m.requestArrived(2) == [])
+        #expect(m.instanceStarted("i3") == [.dispatch(2, "i3")])
+        #expect(m.requestFinished(on: "i2", keepAlive: nil) == [.stop("i2")])
+        #expect(m.instances["i2"]?.state == .stopping)
+    }
+
     private func with(_ configure: (inout ScalingSettings) -> Void) -> ScalingSettings {
         var settings = ScalingSettings()
         configure(&settings)

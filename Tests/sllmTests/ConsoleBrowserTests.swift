@@ -113,7 +113,7 @@ import Testing
         try await browser.click("#tab-instances")
         #expect(
             try await browser.waitFor("return document.querySelectorAll('#instances tr[data-instance]').length === 1"))
-        try await browser.click("button[data-action='stop'][data-deployment='smollm2-135m']")
+        try await browser.click("button[data-action='stop-instance']")
         #expect(try await browser.waitFor("return document.getElementById('notice').textContent.includes('done')"))
         #expect(
             try await browser.waitFor("return document.querySelectorAll('#instances tr[data-instance]').length === 0"))

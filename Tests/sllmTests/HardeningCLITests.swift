@@ -328,6 +328,18 @@ import Testing
         let ps = try await runSLLM(["ps"], home: home.path, environment: env)
         #expect(!ps.stdout.contains("mine"), "\(ps.stdout)")
         #expect(try await runSLLM(["status"], home: home.path, environment: env).stdout.contains("mine"))
+        // `sllm stop --instance` stops one instance, named as `ps` lists it; an unknown one is refused.
+        URLSession.shared.dataTask(with: request) { _, _, _ in semaphore.signal() }.resume()
+        semaphore.wait()
+        let listed =
+            try JSONSerialization.jsonObject(
+                with: try Data(contentsOf: URL(string: "http://127.0.0.1:\(port)/admin/ps")!)) as? [[String: Any]] ?? []
+        let id = try #require((listed.first?["instance"] as? [String: Any])?["id"] as? String, "\(listed)")
+        let one = try await runSLLM(["stop", "--instance", id], home: home.path, environment: env)
+        #expect(one.status == 0 && one.stdout.contains("stopped instance \(id)"), "\(one.stdout) \(one.stderr)")
+        #expect(!(try await runSLLM(["ps"], home: home.path, environment: env)).stdout.contains(id))
+        let again = try await runSLLM(["stop", "--instance", id], home: home.path, environment: env)
+        #expect(again.status == 1 && again.stderr.contains("no instance \(id) is running"), "\(again.stderr)")
         #expect(server.stop() == 0)
     }
 

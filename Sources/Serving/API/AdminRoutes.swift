@@ -62,6 +62,14 @@ struct AdminRoutes: Sendable {
             }
             return try encode(try await registry.migrate(instance: id, to: body.node.map(NodeID.init)))
         }
+        // Stops one instance, as `ollama stop` a model: now when idle, else once its requests end.
+        routes.add(.post, "admin/instances/{id}/stop", .admin) { _, context in
+            let id = try context.parameters.require("id")
+            let serving = try await registry.stop(instance: id)
+            return try encode(
+                InstanceStopReply(
+                    instance: id, stopping: serving == 0 ? "now" : "when its requests end", inFlight: serving))
+        }
         routes.add(.get, "admin/nodes", .admin) { _, _ in try encode(await registry.nodeReports()) }
         // The scheduler's latest decisions, newest first (`?limit=N`, default 50, at most 1000).
         routes.add(.get, "admin/decisions", .admin) { request, _ in
@@ -166,6 +174,13 @@ public struct LoadedInstance: Sendable, Codable {
     public var deployment: String
     public var model: String
     public var instance: InstanceStatus
+}
+
+/// `POST /admin/instances/{id}/stop`: when the instance stops, and the requests it still serves.
+struct InstanceStopReply: Codable {
+    var instance: String
+    var stopping: String
+    var inFlight: Int
 }
 
 /// One node of `GET /admin/nodes`: a live one with its inventory, or one that was lost.

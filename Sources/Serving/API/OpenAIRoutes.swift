@@ -595,7 +595,7 @@ struct OpenAIRoutes: Sendable {
                     initSeconds: phases.engineInit, prefillSeconds: summary.prefillSeconds,
                     firstTokenSeconds: firstToken, promptTokens: summary.promptTokens,
                     weightBytes: lease.instance.weightBytes, fetchedBytes: lease.instance.fetchedBytes,
-                    fetchSeconds: lease.instance.fetchSeconds))
+                    fetchSeconds: lease.instance.fetchSeconds, verifySeconds: lease.instance.verifySeconds))
         }
     }
 

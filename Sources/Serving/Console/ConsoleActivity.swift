@@ -34,6 +34,8 @@ final class ConsoleActivity: Sendable {
         /// seconds each source took.
         var fetchedBytes: [String: Int]?
         var fetchSeconds: [String: Double]? = nil
+        /// Thread seconds spent checking checksums, overlapped with the load's reads.
+        var verifySeconds: Double? = nil
     }
 
     /// A migration with when it ended (`failure`: why it was abandoned before its hand-over).

@@ -358,7 +358,8 @@ extension ConsoleAssets {
               h("td", {}, row.node, h("div", {}, h("span", { class: `tier ${row.tier}` }, row.tier))),
               h("td", {}, svg("svg", { width, height: 18, role: "img", "aria-label": phases.map(([name, label]) => `${label} ${ms(values[name])}`).join(", ") },
                 bars, svg("rect", { x, y: 7, width: rest, height: 4, fill: "var(--muted)" })),
-                h("div", { class: "muted" }, phases.map(([name, label]) => `${label.toLowerCase()} ${ms(values[name])}`).join(" · "))),
+                h("div", { class: "muted" }, phases.map(([name, label]) => `${label.toLowerCase()} ${ms(values[name])}`).join(" · "),
+                  row.verify_seconds ? ` (checksums ${ms(row.verify_seconds)} of thread time, during the load)` : "")),
               h("td", { class: "num" }, ms(row.first_token_seconds), h("div", { class: "muted" }, `${row.prompt_tokens} prompt tokens`)),
               h("td", {}, `${bytes(row.weight_bytes)} at ${rate(row.load_seconds > 0 ? row.weight_bytes / row.load_seconds : 0)}`,
                 fetched ? h("div", { class: "muted" }, `fetched from ${fetched}`) : null),
@@ -406,13 +407,16 @@ extension ConsoleAssets {
             } }, h("label", {}, "to", h("select", { name: "node", disabled }, h("option", { value: "" }, "scheduler's choice"),
               targets.map((node) => h("option", { value: node }, node)))),
               h("button", { type: "submit", class: "secondary", disabled: disabled || !targets.length || row.state !== "ready" || null, title: why }, "Migrate"));
+            const stopOne = h("button", { class: "secondary", "data-action": "stop-instance", "data-instance": row.id, title: why,
+              disabled: disabled || row.state !== "ready" || null,
+              onclick: (event) => act(event.target, `/admin/instances/${encodeURIComponent(row.id)}/stop`) }, "Stop");
             return h("tr", { "data-instance": row.id, "data-state": row.state },
               h("td", {}, row.id), h("td", {}, row.deployment), h("td", {}, row.state, row.load_progress !== undefined && row.load_progress !== null && row.state !== "ready" ? ` ${Math.round(row.load_progress * 100)} %` : ""),
               h("td", {}, row.node || "—"), h("td", {}, row.tier ? h("span", { class: `tier ${row.tier}` }, row.tier) : "—"),
               h("td", { class: "num" }, row.started_at ? `${Math.round((serverNow() - new Date(row.started_at).getTime()) / 1000)} s` : "—"),
               h("td", { class: "num" }, `${row.in_flight} / ${concurrency}`), h("td", { class: "num" }, bytes(row.memory_bytes)), kv, cache,
               h("td", { class: "num", "data-expires": row.expires_at || "" }, row.expires_at ? countdown(row.expires_at) : (row.keep_alive === "-1" ? "kept" : row.in_flight ? "busy" : "—")),
-              h("td", {}, migrate));
+              h("td", {}, stopOne, migrate));
           });
           const deploymentRows = snapshot.deployments.map((report) => {
             const spec = report.status.spec;
@@ -433,7 +437,7 @@ extension ConsoleAssets {
           });
           fill(section, h("h2", {}, "Instances"),
             state.admin ? null : h("p", { class: "hint", id: "read-only" }, "Read-only key: actions need an admin key."),
-            rows.length ? table(["instance", "deployment", "state", "node", "tier", "age ", "in flight / target ", "memory ", "KV cache used ", "prompt-cache hits ", "stops in ", "migrate"], instanceRows, { id: "instances" })
+            rows.length ? table(["instance", "deployment", "state", "node", "tier", "age ", "in flight / target ", "memory ", "KV cache used ", "prompt-cache hits ", "stops in ", "actions"], instanceRows, { id: "instances" })
               : h("p", { class: "muted" }, "No instance is running: every model is scaled to zero."),
             h("h3", {}, "Deployments"),
             table(["deployment", "model", "state", "in flight / queued ", "", "scaling"], deploymentRows, { id: "deployments" }));

@@ -402,6 +402,26 @@ actor Deployment {
         return (stopped, machine.instances.values.filter { $0.state != .stopping }.count)
     }
 
+    /// Stops one instance at an operator's request: now when idle, else once its requests end
+    /// (it takes no new one meanwhile). Returns the requests it still serves (0: stopping now).
+    func stop(instance id: String) async throws(ServingError) -> Int {
+        guard let instance = machine.instances[id] else {
+            throw ServingError(.notFound, "deployment `\(name)` has no instance \(id)", param: "instance")
+        }
+        guard let actions = machine.stop(id) else {
+            throw ServingError(
+                .conflict, "instance \(id) is \(instance.state.rawValue); only a ready instance can be stopped")
+        }
+        timers.removeValue(forKey: id)?.task.cancel()
+        let when = instance.inFlight > 0 ? " once its \(instance.inFlight) request(s) end" : ""
+        logger.info("deployment \(name): instance \(id) stopped by an operator\(when)")
+        // An idle one has stopped when the caller hears back (as `unload`'s).
+        perform(actions.filter { $0 != .stop(id) })
+        if actions.contains(.stop(id)) { await stopNow(id) }
+        updateGauges()
+        return instance.inFlight
+    }
+
     /// Idle instances on `node`, the memory each holds and when each was last used (candidates
     /// for eviction).
     func idleInstances(on node: NodeID) -> [(id: String, bytes: Int, lastUsed: Duration)] {

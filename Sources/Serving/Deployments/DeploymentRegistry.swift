@@ -398,6 +398,15 @@ actor DeploymentRegistry {
         }
     }
 
+    /// Stops one instance (now when idle, else once its requests end); returns the requests it
+    /// still serves.
+    func stop(instance: String) async throws(ServingError) -> Int {
+        for deployment in deployments.values where await deployment.runs(instance) {
+            return try await deployment.stop(instance: instance)
+        }
+        throw ServingError(.notFound, "no instance \(instance) is running", param: "instance")
+    }
+
     /// Moves a running instance to another node without interrupting its jobs (`node`: where;
     /// nil: the scheduler's choice among the other nodes).
     func migrate(instance: String, to node: NodeID?) async throws -> MigrationReport {

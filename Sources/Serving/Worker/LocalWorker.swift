@@ -310,7 +310,8 @@ public final class LocalWorker: Worker {
             id: spec.id, deployment: spec.deployment, model: spec.model, startedAt: Date(), tier: model.tier,
             loadSeconds: loadSeconds, engineInitSeconds: engine.startupSeconds, weightBytes: model.byteCount,
             kvCacheBytes: options.kvCacheBytes, contextLength: engine.contextLength,
-            fetchedBytes: model.timings.fetched, fetchSeconds: model.timings.fetchSeconds)
+            fetchedBytes: model.timings.fetched, fetchSeconds: model.timings.fetchSeconds,
+            verifySeconds: model.timings.verify > 0 ? model.timings.verify : nil)
         let instance = InstanceRunner(
             info: info, engine: engine, model: model, maxSequences: spec.sizing.maxSequences, logger: logger)
         instances.withLock { $0[spec.id] = instance }

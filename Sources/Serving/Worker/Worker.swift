@@ -285,6 +285,9 @@ public struct InstanceInfo: Sendable, Codable, Equatable {
     /// seconds each source took (from its first chunk's request to its last chunk's arrival).
     public var fetchedBytes: [String: Int]?
     public var fetchSeconds: [String: Double]?
+    /// Thread seconds the load spent checking the checkpoint's checksums, overlapped with its
+    /// reads (nil for a load that read nothing: a DRAM hit maps verified memory).
+    public var verifySeconds: Double?
 }
 
 /// What a running instance holds and how its prompt cache has served, as its node reports it.

@@ -136,13 +136,27 @@ struct Delete: AsyncParsableCommand {
 struct Stop: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract:
-            "Unload a deployment's idle instances now (it stays deployed and starts again on demand), as `ollama stop`."
+            "Unload a deployment's idle instances now (it stays deployed and starts again on demand), as `ollama stop`; with --instance, stop one instance (once its requests end, when busy)."
     )
 
     @OptionGroup var server: ServerOptions
-    @Argument(help: "Deployment name.") var name: String
+    @Argument(help: "Deployment name (with --instance: an instance id, as `sllm ps` lists them).") var name: String
+    @Flag(
+        help: "NAME is one instance: it stops now when idle, else takes no new request and stops once its requests end."
+    )
+    var instance = false
 
     func run() async throws {
+        if instance {
+            let reply =
+                try await server.call(.POST, "/admin/instances/\(pathSegment(name))/stop") as? [String: Any] ?? [:]
+            let serving = reply["in_flight"] as? Int ?? 0
+            print(
+                serving == 0
+                    ? "stopped instance \(name)"
+                    : "instance \(name) takes no new request and stops once its \(serving) request(s) end")
+            return
+        }
         let reply = try await server.call(.POST, "/admin/deployments/\(name)/stop") as? [String: Any] ?? [:]
         let stopped = reply["stopped"] as? String ?? "0", busy = reply["busy"] as? String ?? "0"
         print(
@@ -168,9 +182,7 @@ struct Migrate: AsyncParsableCommand {
     @Flag(help: "Print the report as JSON.") var json = false
 
     func run() async throws {
-        let unreserved = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~"))
-        let escaped = instance.addingPercentEncoding(withAllowedCharacters: unreserved) ?? instance
-        let path = "/admin/instances/\(escaped)/migrate"
+        let path = "/admin/instances/\(pathSegment(instance))/migrate"
         let reply =
             try await server.call(.POST, path, body: node.map { ["node": $0] } ?? [:], timeout: .minutes(10))
             as? [String: Any] ?? [:]

@@ -126,3 +126,9 @@ struct ServerOptions: ParsableArguments {
         return json ?? [:]
     }
 }
+
+/// `text` as one segment of a URL path: every byte but the unreserved ones percent-encoded.
+func pathSegment(_ text: String) -> String {
+    let unreserved = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~"))
+    return text.addingPercentEncoding(withAllowedCharacters: unreserved) ?? text
+}

@@ -1,4 +1,5 @@
 import Foundation
+import NIOHTTP1
 import TestSupport
 import Testing
 
@@ -51,5 +52,27 @@ import Testing
         }
         #expect(endings.allSatisfy { $0 }, "\(endings)")
         try await stopping.value
+    }
+
+    /// A cold start is recorded with its phases; a load that read every byte before the instance
+    /// started (serve-while-loading off) carries the thread time its checksums took. The instance
+    /// stopped by an operator is gone from the snapshot.
+    @Test func aColdStartCarriesItsPhasesAndChecksumTime() async throws {
+        let server = try await TestServer.start { $0.serveWhileLoading = false }
+        let reply = try await server.request(
+            .POST, "/v1/completions", json: ["model": "smollm2-135m", "prompt": "Hi", "max_tokens": 2])
+        #expect(reply.status == 200)
+        let snapshot = try await server.request(.GET, "/admin/console").json["snapshot"] as? [String: Any] ?? [:]
+        let cold = (snapshot["cold_starts"] as? [[String: Any]])?.first ?? [:]
+        #expect(cold["tier"] as? String == "ssd", "\(cold)")
+        #expect((cold["load_seconds"] as? Double ?? 0) > 0 && (cold["verify_seconds"] as? Double ?? 0) > 0, "\(cold)")
+        #expect(cold["fetched_bytes"] == nil, "read from this node's SSD: \(cold)")
+        let instance = try #require(cold["instance"] as? String)
+        let stopped = try await server.request(.POST, "/admin/instances/\(instance)/stop")
+        #expect(stopped.status == 200 && stopped.json["stopping"] as? String == "now", "\(stopped.json)")
+        let ps = try await server.request(.GET, "/admin/ps").array
+        #expect(ps.isEmpty, "\(ps)")
+        #expect(try await server.request(.POST, "/admin/instances/\(instance)/stop").status == 404)
+        try await server.stop()
     }
 }
