@@ -78,7 +78,8 @@ struct SimulationRuns: Sendable {
     }
 
     private static func text(of path: String) throws(ExperimentError) -> String {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
+        // Only a regular file is opened (a FIFO would block the read until a writer came).
+        guard isRegular(path), let handle = FileHandle(forReadingAtPath: path) else {
             throw ExperimentError("cannot read \((path as NSString).lastPathComponent)")
         }
         defer { try? handle.close() }
@@ -90,6 +91,12 @@ struct SimulationRuns: Sendable {
             throw ExperimentError("\((path as NSString).lastPathComponent) is not UTF-8 text")
         }
         return text
+    }
+
+    /// Whether `path` (followed through links) is a regular file.
+    private static func isRegular(_ path: String) -> Bool {
+        let target = (path as NSString).resolvingSymlinksInPath
+        return (try? FileManager.default.attributesOfItem(atPath: target))?[.type] as? FileAttributeType == .typeRegular
     }
 
     /// `summary.csv` as `sllm simulate` writes it: a header naming the columns (read by name, so

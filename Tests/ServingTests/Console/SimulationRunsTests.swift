@@ -37,9 +37,13 @@ import Testing
         try write("broken", Self.summary.replacingOccurrences(of: "0.507111", with: "soon"), nil)
         try write("short", "point,policy\nbase\n", nil)
         try FileManager.default.createDirectory(atPath: directory.file("not-a-run"), withIntermediateDirectories: true)
+        // A FIFO in place of a file is refused, not read (the read would wait for a writer forever).
+        try FileManager.default.createDirectory(atPath: directory.file("fifo"), withIntermediateDirectories: true)
+        #expect(mkfifo(directory.file("fifo/summary.csv"), 0o600) == 0)
 
         let runs = SimulationRuns(directory: directory.path).list()
-        #expect(runs.map(\.name) == ["broken", "scale", "short"])
+        #expect(runs.map(\.name) == ["broken", "fifo", "scale", "short"])
+        #expect(runs.first { $0.name == "fifo" }?.error == "cannot read summary.csv")
         let scale = try #require(runs.first { $0.name == "scale" })
         #expect(scale.error == nil && scale.modified != nil)
         #expect(scale.rows.map(\.policy) == ["locality", "kserve"])
