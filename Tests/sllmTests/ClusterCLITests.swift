@@ -488,6 +488,18 @@ import Testing
             #expect(links.reduce(0) { $0 + ($1["bytes"] as? Int ?? 0) } == weights, "\(node)")
             #expect(links.allSatisfy { $0["fetches"] as? Int == 1 }, "\(node)")
         }
+        // The controller serves the console, whose snapshot shows the cluster: three nodes, the
+        // links measured, a usage row per running instance.
+        let page = try await rawRequest(
+            port: controllerPort, "GET / HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nConnection: close\r\n\r\n")
+        #expect(page.status == 200 && page.body.contains("/console/app.js"), "\(page.status)")
+        let (_, console) = try await Self.json(server + "/admin/console")
+        let snapshot = (console as? [String: Any])?["snapshot"] as? [String: Any] ?? [:]
+        let shown = snapshot["nodes"] as? [[String: Any]] ?? []
+        #expect(shown.count == 3, "\(shown)")
+        let inventories = shown.compactMap { $0["inventory"] as? [String: Any] }
+        #expect(inventories.compactMap { $0["links"] as? [Any] }.filter { !$0.isEmpty }.count == 2)
+        #expect(inventories.compactMap { $0["usage"] as? [Any] }.reduce(0) { $0 + $1.count } == 3)
         // Each fetching node now holds the checkpoint in its store.
         for node in ["node-b", "node-c"] {
             #expect(FileManager.default.fileExists(atPath: root.file("\(node)/models/smollm2-135m/index")))
