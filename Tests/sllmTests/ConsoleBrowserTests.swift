@@ -47,14 +47,14 @@ import Testing
 
         let browser = try await Browser()
         do {
-            try await exercise(browser, address: address, shots: shots)
+            try await exercise(browser, address: address, shots: shots, home: home.path)
         } catch {
             Issue.record("\(error)\n\(server.output.suffix(3000))")
         }
         await browser.quit()
     }
 
-    private func exercise(_ browser: Browser, address: String, shots: String) async throws {
+    private func exercise(_ browser: Browser, address: String, shots: String, home: String) async throws {
         // The server wants keys: the page asks for one before it calls anything.
         try await browser.open(address + "/")
         #expect(try await browser.waitFor("return !document.getElementById('login').hidden"))
@@ -119,6 +119,11 @@ import Testing
             try await browser.waitFor("return document.querySelectorAll('#instances tr[data-instance]').length === 0"))
         try await browser.click("#tab-residency")
         #expect(try await browser.waitFor("return !\(tiers).split(' ').includes('engine')"))
+        // Evicting the model from the DRAM cache (another process, as an operator does) takes
+        // the DRAM tier off the map; the SSD copy stays.
+        let evict = try await runSLLM(["store", "evict", "smollm2-135m"], home: home)
+        #expect(evict.status == 0, "\(evict.stderr)")
+        #expect(try await browser.waitFor("return \(tiers) === 'ssd'"))
 
         // The playground streams an answer and shows its timings (a cold start: the instance stopped).
         try await browser.click("#tab-playground")

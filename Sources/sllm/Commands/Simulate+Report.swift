@@ -151,47 +151,32 @@ extension Simulate {
     /// Replays a `sllm bench cluster --json` report's configuration and trace, and compares the
     /// cold-start TTFT percentiles per policy (median over the report's rounds).
     func compare(with path: String, base: inout SimulationSettings) throws {
-        guard let data = FileManager.default.contents(atPath: absolutePath(path)),
-            let report = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-            let config = report["config"] as? [String: Any], let runs = report["runs"] as? [[String: Any]]
-        else {
-            throw ValidationError("--validate \(path) is not a `sllm bench cluster --json` report (config and runs)")
+        guard let data = FileManager.default.contents(atPath: absolutePath(path)) else {
+            throw ValidationError("--validate: cannot read \(path)")
         }
-        func int(_ key: String) throws -> Int {
-            guard let value = (config[key] as? NSNumber)?.intValue else {
-                throw ValidationError("--validate: the report's config lacks `\(key)`")
-            }
-            return value
+        let report: BenchClusterReport
+        do { report = try BenchClusterReport(data: data) } catch {
+            throw ValidationError("--validate \(path): \(error.message)")
         }
-        func double(_ key: String) throws -> Double {
-            guard let value = (config[key] as? NSNumber)?.doubleValue else {
-                throw ValidationError("--validate: the report's config lacks `\(key)`")
-            }
-            return value
-        }
-        func string(_ key: String) throws -> String {
-            guard let value = config[key] as? String else {
-                throw ValidationError("--validate: the report's config lacks `\(key)`")
-            }
-            return value
-        }
-        base.nodes = try int("nodes")
-        base.models = try int("deployments")
-        base.requests = try int("requests")
+        let config = report.config
+        let runs = report.runs
+        base.nodes = config.nodes
+        base.models = config.deployments
+        base.requests = config.requests
         base.durationSeconds = nil
         base.trace = nil
-        base.rate = try double("rate")
-        base.cv = try double("cv")
-        base.zipf = try double("zipf")
-        base.seed = UInt64(try int("seed"))
-        base.sizes = [(try int("weight_bytes"), 1)]
-        base.memoryBytes = try int("memory_budget_bytes")
-        base.dramBytes = try int("dram_cache_bytes")
-        base.extraBytes = try int("instance_bytes") - (try int("weight_bytes"))
-        base.ssdCopies = try int("ssd_copies")
-        base.linkRate = try Self.rate(try string("link"), "link")
-        base.storeRate = try Self.rate(try string("store_rate"), "store-rate")
-        guard let keep = try? KeepAlive(parsing: try string("keep_alive")) else {
+        base.rate = config.rate
+        base.cv = config.cv
+        base.zipf = config.zipf
+        base.seed = config.seed
+        base.sizes = [(config.weightBytes, 1)]
+        base.memoryBytes = config.memoryBudgetBytes
+        base.dramBytes = config.dramCacheBytes
+        base.extraBytes = config.instanceBytes - config.weightBytes
+        base.ssdCopies = config.ssdCopies
+        base.linkRate = try Self.rate(config.link, "link")
+        base.storeRate = try Self.rate(config.storeRate, "store-rate")
+        guard let keep = try? KeepAlive(parsing: config.keepAlive) else {
             throw ValidationError("--validate: the report's keep_alive is not a duration")
         }
         base.keepAlive = keep
@@ -199,7 +184,7 @@ extension Simulate {
         base.prompt = .fixed(1)
         base.output = .fixed(1)
         if calibration == nil {
-            base.calibration = Self.calibration(from: runs, bytes: try int("weight_bytes"), base: base.calibration)
+            base.calibration = Self.calibration(from: runs, bytes: config.weightBytes, base: base.calibration)
         }
         let (cluster, scaling, workload) = try base.build()
         print(base.describe(cluster: cluster, requests: workload, label: "replaying \(path)"))
@@ -213,10 +198,8 @@ extension Simulate {
                 used.remoteBytesPerSecond / 1e6, used.startSeconds * 1000, used.requestSeconds * 1000))
         var measured: [String: [(p50: Double, p99: Double)]] = [:]
         for run in runs {
-            guard let policy = run["policy"] as? String, let cold = run["coldTTFT"] as? [String: Any],
-                let values = cold["values"] as? [NSNumber]
-            else { continue }
-            let sorted = values.map(\.doubleValue).sorted()
+            guard let policy = run.policy, !run.coldTTFT.isEmpty else { continue }
+            let sorted = run.coldTTFT.sorted()
             measured[policy, default: []].append((percentile(sorted: sorted, 0.5), percentile(sorted: sorted, 0.99)))
         }
         let order = ["locality", "random", "round-robin", "least-loaded", "kserve"].filter { measured[$0] != nil }
@@ -264,27 +247,22 @@ extension Simulate {
     /// request's own cost is the warm requests' median time to first token. Queueing behind
     /// other loads and sharing the store's link are left to the simulation. Tiers the run never
     /// loaded from keep `base`'s figures.
-    static func calibration(from runs: [[String: Any]], bytes: Int, base: Calibration) -> Calibration {
+    static func calibration(from runs: [BenchClusterReport.Run], bytes: Int, base: Calibration) -> Calibration {
         var loads: [String: [Double]] = [:]
         var rests: [String: [Double]] = [:]
         var initSeconds: [Double] = []
         var queueSeconds: [Double] = []
         var warm: [Double] = []
         for run in runs {
-            warm += ((run["warmTTFT"] as? [String: Any])?["values"] as? [NSNumber] ?? []).map(\.doubleValue)
-            let cold = ((run["coldTTFT"] as? [String: Any])?["values"] as? [NSNumber] ?? []).map(\.doubleValue)
-            let phases = run["coldPhases"] as? [[String: Any]] ?? []
+            warm += run.warmTTFT
             // Both list the run's cold requests in the same order.
-            guard cold.count == phases.count else { continue }
-            for (ttft, phase) in zip(cold, phases) {
-                guard let tier = phase["tier"] as? String, let queue = (phase["queue"] as? NSNumber)?.doubleValue,
-                    let load = (phase["load"] as? NSNumber)?.doubleValue,
-                    let start = (phase["engineInit"] as? NSNumber)?.doubleValue
-                else { continue }
-                loads[tier, default: []].append(load)
-                rests[tier, default: []].append(ttft - queue - load - start)
-                initSeconds.append(start)
-                queueSeconds.append(queue)
+            guard run.coldTTFT.count == run.coldPhases.count else { continue }
+            for (ttft, phase) in zip(run.coldTTFT, run.coldPhases) {
+                guard let phase else { continue }
+                loads[phase.tier, default: []].append(phase.load)
+                rests[phase.tier, default: []].append(ttft - phase.queue - phase.load - phase.engineInit)
+                initSeconds.append(phase.engineInit)
+                queueSeconds.append(phase.queue)
             }
         }
         var calibration = base
@@ -309,12 +287,7 @@ extension Simulate {
         // A remote fetch's load shares the store's link, which the simulation shares again: its
         // rate alone is the 90th percentile of the decision log's remote loads (the fastest had
         // the store nearly to themselves).
-        let remote = runs.flatMap { $0["loads"] as? [[String: Any]] ?? [] }.compactMap { load -> Double? in
-            guard load["tier"] as? String == "remote", let bytes = (load["bytes"] as? NSNumber)?.doubleValue,
-                let seconds = (load["seconds"] as? NSNumber)?.doubleValue, seconds > 0
-            else { return nil }
-            return bytes / seconds
-        }
+        let remote = runs.flatMap(\.loads).filter { $0.tier == "remote" }.map { $0.bytes / $0.seconds }
         if !remote.isEmpty { calibration.remoteBytesPerSecond = percentile(remote, 0.9) }
         return calibration
     }

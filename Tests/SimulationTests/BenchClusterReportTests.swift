@@ -1,0 +1,89 @@
+import Foundation
+import Scheduling
+import Testing
+
+@testable import Simulation
+
+/// The report `sllm simulate --validate` replays: read whole, every configuration value checked
+/// against the simulator's bounds before anything is built from it (a report is a file anyone
+/// can hand over), and mutated reports never crash the reader.
+@Suite struct BenchClusterReportTests {
+    static func report(config: [String: Any] = [:], runs: [[String: Any]]? = nil) throws -> Data {
+        var base: [String: Any] = [
+            "nodes": 4, "deployments": 6, "requests": 120, "rate": 2, "cv": 1, "zipf": 1.1, "seed": 42,
+            "weight_bytes": 96_000_000, "instance_bytes": 150_000_000, "memory_budget_bytes": 400_000_000,
+            "dram_cache_bytes": 300_000_000, "ssd_copies": 1, "link": "1gbit", "store_rate": "400mbit",
+            "keep_alive": "2s",
+        ]
+        base.merge(config) { $1 }
+        let run: [String: Any] = [
+            "policy": "locality", "coldTTFT": ["values": [0.2, 0.3, 0.5]], "warmTTFT": ["values": [0.05, 0.06]],
+            "coldPhases": [
+                ["tier": "dram", "queue": 0.001, "load": 0.01, "engineInit": 0.001],
+                ["tier": "ssd", "queue": 0.002, "load": 0.1, "engineInit": 0.001],
+                ["tier": "peer", "queue": "soon", "load": 0.3, "engineInit": 0.001],
+            ],
+            "loads": [["tier": "remote", "bytes": 96_000_000, "seconds": 1.5], ["tier": "remote", "bytes": -1]],
+        ]
+        return try JSONSerialization.data(withJSONObject: ["config": base, "runs": runs ?? [run]])
+    }
+
+    @Test func aReportIsReadWithItsRunsAndPhases() throws {
+        let report = try BenchClusterReport(data: try Self.report())
+        #expect(report.config.nodes == 4 && report.config.seed == 42 && report.config.link == "1gbit")
+        #expect(report.config.instanceBytes - report.config.weightBytes == 54_000_000)
+        let run = try #require(report.runs.first)
+        #expect(run.policy == "locality" && run.coldTTFT == [0.2, 0.3, 0.5] && run.warmTTFT == [0.05, 0.06])
+        #expect(run.coldPhases.map { $0?.tier } == ["dram", "ssd", nil], "a phase lacking a number is left out")
+        #expect(run.loads == [.init(tier: "remote", bytes: 96_000_000, seconds: 1.5)])
+    }
+
+    @Test func valuesOutsideTheSimulatorsBoundsAreRefusedNamingThem() throws {
+        let cases: [([String: Any], String)] = [
+            (["nodes": 1e12], "`nodes`"), (["nodes": 0], "`nodes`"), (["seed": -1], "`seed`"),
+            (["deployments": 2.5], "`deployments`"), (["weight_bytes": 1e300], "`weight_bytes`"),
+            (["instance_bytes": 10], "smaller than its `weight_bytes`"), (["rate": -2], "`rate`"),
+            (["ssd_copies": 9], "`ssd_copies`"), (["link": ""], "lacks `link`"), (["cv": "high"], "lacks `cv`"),
+        ]
+        for (config, message) in cases {
+            #expect {
+                _ = try BenchClusterReport(data: try Self.report(config: config))
+            } throws: { "\($0)".contains(message) }
+        }
+        #expect {
+            _ = try BenchClusterReport(data: try Self.report(runs: [["coldTTFT": ["values": [1, "x"]]]]))
+        } throws: { "\($0)".contains("not a number of seconds") }
+        #expect(throws: SimulationError.self) { _ = try BenchClusterReport(data: Data("[1, 2]".utf8)) }
+    }
+
+    /// Bounded fuzz (`SLLM_FUZZ_ITERATIONS`, default 300): mutated reports parse within their
+    /// bounds or fail with a SimulationError.
+    @Test func mutatedReportsParseWithinBoundsOrFail() throws {
+        let iterations = Int(ProcessInfo.processInfo.environment["SLLM_FUZZ_ITERATIONS"] ?? "") ?? 300
+        var generator = SplitMix(seed: 71)
+        let valid = Array(try Self.report())
+        let pieces = [
+            "-", "1e308", "0", "9999999999999999999", "null", "\"", "[", "{", "}", ",", "true", "-0.5", "NaN",
+        ]
+        for _ in 0..<iterations {
+            var bytes = valid
+            for _ in 0..<Int.random(in: 1...5, using: &generator) {
+                let at = Int.random(in: 0...bytes.count, using: &generator)
+                switch Int.random(in: 0..<3, using: &generator) {
+                case 0 where at < bytes.count: bytes[at] = UInt8.random(in: 0...255, using: &generator)
+                case 1 where at < bytes.count: bytes.remove(at: at)
+                default: bytes.insert(contentsOf: Array(pieces.randomElement(using: &generator)!.utf8), at: at)
+                }
+            }
+            do {
+                let report = try BenchClusterReport(data: Data(bytes))
+                let config = report.config
+                #expect((1...100_000).contains(config.nodes) && (0...config.nodes).contains(config.ssdCopies))
+                #expect(config.instanceBytes >= config.weightBytes && config.rate > 0 && config.rate.isFinite)
+                #expect(report.runs.allSatisfy { $0.coldTTFT.allSatisfy { $0.isFinite && $0 >= 0 } })
+            } catch {
+                #expect(!error.message.isEmpty)
+            }
+        }
+    }
+}
