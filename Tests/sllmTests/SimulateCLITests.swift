@@ -103,4 +103,63 @@ import Testing
             #expect(result.stderr.contains(message), "\(arguments): \(result.stderr)")
         }
     }
+
+    /// Bounded fuzz of the options' parsers (rates, sizes, durations, length distributions,
+    /// numbers): `SLLM_CLI_FUZZ_ITERATIONS` runs (default 40) with random values built from
+    /// numbers and units. Each run ends by itself, succeeding or refusing with a usage error
+    /// (status 1 or 64), never trapping.
+    @Test func mutatedOptionValuesNeverCrashTheSimulator() async throws {
+        let home = try TemporaryDirectory("simulate-fuzz")
+        defer { home.remove() }
+        let iterations = Int(ProcessInfo.processInfo.environment["SLLM_CLI_FUZZ_ITERATIONS"] ?? "") ?? 40
+        var generator = SeededGenerator(seed: UInt64(ProcessInfo.processInfo.environment["SLLM_FUZZ_SEED"] ?? "") ?? 97)
+        let options = [
+            "--link", "--store-rate", "--model-size", "--memory", "--dram-cache", "--ssd", "--instance-extra",
+            "--keep-alive", "--prompt", "--output", "--cv", "--zipf", "--rate", "--duration",
+        ]
+        let numbers = ["0", "-1", "1", "2.5", "1e308", "nan", "inf", "99999999999999999999", "", " ", "0x10", "1e-300"]
+        let units = ["", "gbit", "mbit", "bit", "GB/s", "MiB/s", "/s", "GiB", "B", "k", "h", "ms", "s", "m", "%"]
+        let joins = ["", ":", ",", ":0", ",1:"]
+        let valid: [String: [String]] = [
+            "--link": ["10gbit", "1GB/s", "200MiB/s"], "--store-rate": ["400mbit", "80gbit"],
+            "--model-size": ["96MiB", "96MiB:0.5,250MiB:0.5"], "--memory": ["2GiB"], "--dram-cache": ["4GiB", "0"],
+            "--ssd": ["64GiB"], "--instance-extra": ["54MiB"], "--keep-alive": ["2s", "1m", "-1", "0"],
+            "--prompt": ["64:1", "8"], "--output": ["32:1", "4"], "--cv": ["2", "0.5"], "--zipf": ["1.1", "0"],
+            "--rate": ["2", "0.5"], "--duration": ["10s", "1m"],
+        ]
+        var statuses: [Int32: Int] = [:]
+        for _ in 0..<iterations {
+            var arguments = ["simulate", "--requests", "20", "--nodes", "2", "--models", "3", "--policies", "locality"]
+            for _ in 0..<Int.random(in: 1...3, using: &generator) {
+                let option = options.randomElement(using: &generator)!
+                var value = ""
+                if Bool.random(using: &generator) {
+                    // A valid value, then a character or two changed.
+                    value = valid[option]!.randomElement(using: &generator)!
+                    for _ in 0..<Int.random(in: 0...2, using: &generator) where !value.isEmpty {
+                        var characters = Array(value)
+                        let at = Int.random(in: 0..<characters.count, using: &generator)
+                        switch Int.random(in: 0..<3, using: &generator) {
+                        case 0: characters[at] = Array("0123456789.:-,eE")[Int.random(in: 0..<16, using: &generator)]
+                        case 1: characters.remove(at: at)
+                        default: characters.insert(contentsOf: units.randomElement(using: &generator)!, at: at)
+                        }
+                        value = String(characters)
+                    }
+                } else {
+                    for _ in 0..<Int.random(in: 1...2, using: &generator) {
+                        value +=
+                            numbers.randomElement(using: &generator)! + units.randomElement(using: &generator)!
+                            + joins.randomElement(using: &generator)!
+                    }
+                }
+                arguments += [option, value]
+            }
+            let result = try await runSLLM(arguments, home: home.path)
+            statuses[result.status, default: 0] += 1
+            #expect([0, 1, 64].contains(result.status), "\(arguments): \(result.status) \(result.stderr.suffix(400))")
+            #expect(!result.stderr.contains("Fatal error"), "\(arguments): \(result.stderr.suffix(400))")
+        }
+        print("simulate option fuzz: \(iterations) runs, statuses \(statuses.sorted { $0.key < $1.key })")
+    }
 }
