@@ -131,16 +131,22 @@ public func rawRequestHead(port: Int, _ request: String, timeout: Double = 10) a
     try await onThread {
         let connection = try RawConnection(port: port, timeout: timeout)
         connection.send(request)
-        let bytes = connection.receive { $0.count >= 4 && String(decoding: $0, as: UTF8.self).contains("\r\n\r\n") }
+        let bytes = connection.receive { String(decoding: $0, as: UTF8.self).contains("\r\n\r\n") }
         let text = String(decoding: bytes, as: UTF8.self)
-        guard let end = text.range(of: "\r\n\r\n"),
-            let response = RawResponse.parse(
-                Array(text[..<end.lowerBound].utf8) + Array("\r\nContent-Length: 0\r\n\r\n".utf8))
-        else {
+        guard let end = text.range(of: "\r\n\r\n") else {
             throw TestSupportError(
                 "no response head to \(request.prefix(80).debugDescription) (got \(bytes.count) bytes)")
         }
-        return response
+        let lines = text[..<end.lowerBound].components(separatedBy: "\r\n")
+        let parts = lines.first?.split(separator: " ") ?? []
+        guard parts.count >= 2, let status = Int(parts[1]) else {
+            throw TestSupportError("no status line in \(text.prefix(80).debugDescription)")
+        }
+        let headers = lines.dropFirst().compactMap { line -> (String, String)? in
+            guard let colon = line.firstIndex(of: ":") else { return nil }
+            return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
+        }
+        return RawResponse(status: status, headers: headers, body: String(text[end.upperBound...]))
     }
 }
 

@@ -693,6 +693,9 @@ import Testing
         #expect(stranger == 401)
         let (first, answer) = try await Self.json(urls[1] + "/v1/completions", body: request, key: userKey)
         #expect(first == 200, "\(String(describing: answer))")
+        try await Self.fuzzForwarding(port: ports[1], userKey: userKey)
+        let (again, _) = try await Self.json(urls[1] + "/v1/completions", body: request, key: userKey)
+        #expect(again == 200, "the follower still forwards after the fuzz")
 
         // The leader dies while a stream passes through the follower.
         let streamed = try await Self.streamThenKill(
@@ -732,6 +735,70 @@ import Testing
         let (third, last) = try await Self.json(urls[0] + "/v1/completions", body: request, key: userKey)
         #expect(third == 200, "\(String(describing: last))")
         #expect(try postgres.psql(database, "SELECT epoch FROM leader") == "3")
+    }
+
+    /// Bounded fuzz of what a follower forwards (`SLLM_FUZZ_ITERATIONS`, default 150): random
+    /// methods, paths, hop-by-hop and forwarding headers, keys and bodies sent to the follower
+    /// never get a 500 (the leader's own 4xx, or 502/503 for a hop that failed, come back), and
+    /// no admin route answers 2xx without the admin key but the console's read-only ones.
+    static func fuzzForwarding(port: Int, userKey: String) async throws {
+        let iterations = Int(ProcessInfo.processInfo.environment["SLLM_FUZZ_ITERATIONS"] ?? "") ?? 150
+        var generator = SeededGenerator(seed: 131)
+        let pieces = [
+            "v1", "completions", "models", "admin", "nodes", "keys", "console", "deployments", "cluster", "lease",
+            "smollm2-135m", "..", ".", "%2e%2e", "%2F", "health", "ready", "metrics", "", "x?y=/admin",
+        ]
+        let headers = [
+            "Connection: upgrade", "Upgrade: websocket", "Transfer-Encoding: identity", "TE: trailers",
+            "sllm-forwarded-by: 127.0.0.1", "Keep-Alive: timeout=1", "Trailer: x",
+            "Proxy-Authorization: Basic eA==", "X-Long: " + String(repeating: "a", count: 4000), "Accept: text/html",
+        ]
+        let bodies = [
+            "", "{}", #"{"model": "smollm2-135m", "prompt": "Hi", "max_tokens": 2}"#, #"{"model": 1}"#, "[", "\u{0}",
+            #"{"model": "smollm2-135m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "stream": true}"#,
+        ]
+        var statuses: [Int: Int] = [:]
+        for _ in 0..<iterations {
+            let path =
+                "/"
+                + (0..<Int.random(in: 0...4, using: &generator)).map { _ in pieces.randomElement(using: &generator)! }
+                .joined(separator: "/")
+            let method = ["GET", "POST", "DELETE", "PATCH", "PUT", "HEAD", "OPTIONS"].randomElement(using: &generator)!
+            let key = [nil, userKey, "wrong"].randomElement(using: &generator)!
+            let body = bodies.randomElement(using: &generator)!
+            var text = "\(method) \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            text += "Content-Length: \(body.utf8.count)\r\n"
+            for _ in 0..<Int.random(in: 0...2, using: &generator) {
+                text += headers.randomElement(using: &generator)! + "\r\n"
+            }
+            if let key { text += "Authorization: Bearer \(key)\r\n" }
+            do {
+                let response = try await rawRequestHead(port: port, text + "\r\n" + body, timeout: 30)
+                statuses[response.status, default: 0] += 1
+                #expect(response.status != 500, "500 for \(method) \(path)")
+                let effective = path.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
+                let components =
+                    effective.removingPercentEncoding.map { decoded in
+                        decoded.split(separator: "/").reduce(into: [String]()) { list, piece in
+                            if piece == ".." {
+                                _ = list.popLast()
+                            } else if piece != "." {
+                                list.append(piece.lowercased())
+                            }
+                        }
+                    } ?? []
+                let readable =
+                    key == userKey && components.count == 2 && components[0] == "admin"
+                    && ["console", "events", "experiments"].contains(components[1])
+                #expect(
+                    !(200..<300).contains(response.status) || !effective.lowercased().contains("admin") || readable,
+                    "\(response.status) for \(method) \(path) with \(key == nil ? "no key" : key == userKey ? "the user key" : "a wrong key")"
+                )
+            } catch {
+                statuses[0, default: 0] += 1
+            }
+        }
+        print("follower forwarding fuzz: \(iterations) requests; statuses \(statuses.sorted { $0.key < $1.key })")
     }
 
     /// A certificate authority and a certificate for 127.0.0.1 signed by it, made with openssl.
