@@ -21,6 +21,15 @@ import Testing
         let clean = try #require(loader.cache.verify(name: "m", reader: reader))
         #expect(clean.corruptTensor == nil && clean.tensors == reader.index.tensors.count && !clean.evicted)
 
+        // The load's pin is let go with its model; a process that another test spawned at that
+        // moment may hold a copy of the lock's descriptor until it execs (a loaded CI machine
+        // can take a while), so the test waits until nothing pins the entry.
+        let unpinned = ContinuousClock.now + .seconds(10)
+        while loader.cache.listEntries().contains(where: { $0.name == "m" && $0.pinned }),
+            ContinuousClock.now < unpinned
+        {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         try flipFirstByteOfEverySlab(cacheDirectory: fixture.cacheDirectory)
         let bad = try #require(loader.cache.verify(name: "m", reader: reader))
         #expect(bad.corruptTensor != nil && bad.evicted)
