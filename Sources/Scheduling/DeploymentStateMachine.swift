@@ -205,9 +205,9 @@ public struct DeploymentStateMachine {
 
     /// An operator stops one instance (as `ollama stop` does a model): an idle one stops now; a
     /// busy one takes no new request and stops once its requests end (requests waiting go to
-    /// other instances, or one more starts for them). It stops even at `minInstances`: the minimum
-    /// starts another (at once for a busy one, which no longer counts). Nil when the instance is not ready (starting,
-    /// migrating, stopping) or unknown.
+    /// other instances, or one more starts for them). It stops even at `minInstances`: the
+    /// minimum starts another (at once for a busy one, which no longer counts). Nil when the
+    /// instance is not ready (starting, migrating, stopping) or unknown.
     public mutating func stop(_ id: InstanceID) -> [Action]? {
         guard !isDeleted, let instance = instances[id], instance.state == .ready else { return nil }
         guard instance.inFlight > 0 else {
@@ -298,14 +298,14 @@ public struct DeploymentStateMachine {
         return actions
     }
 
-    /// Demand is what is being served plus what waits; capacity is `targetConcurrency` per live
-    /// instance. Start instances while demand exceeds capacity, up to `maxInstances`.
     /// Requests the live instances carry: a migrating source's count (its jobs move to the
     /// target, which is live); one draining to stop keeps its requests to itself.
     private var liveInFlight: Int {
         instances.values.filter { $0.state != .draining || $0.migratingTo != nil }.reduce(0) { $0 + $1.inFlight }
     }
 
+    /// Demand is what is being served plus what waits; capacity is `targetConcurrency` per live
+    /// instance. Start instances while demand exceeds capacity, up to `maxInstances`.
     private mutating func scaleUpIfNeeded() -> [Action] {
         var actions: [Action] = []
         while liveInFlight + waiting.count > live * settings.targetConcurrency, live < settings.maxInstances {
