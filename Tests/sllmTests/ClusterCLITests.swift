@@ -777,19 +777,8 @@ import Testing
                 statuses[response.status, default: 0] += 1
                 #expect(response.status != 500, "500 for \(method) \(path)")
                 let effective = path.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
-                let components =
-                    effective.removingPercentEncoding.map { decoded in
-                        decoded.split(separator: "/").reduce(into: [String]()) { list, piece in
-                            if piece == ".." {
-                                _ = list.popLast()
-                            } else if piece != "." {
-                                list.append(piece.lowercased())
-                            }
-                        }
-                    } ?? []
-                let readable =
-                    key == userKey && components.count == 2 && components[0] == "admin"
-                    && ["console", "events", "experiments"].contains(components[1])
+                let components = resolvedPathComponents(effective)
+                let readable = key == userKey && userReadableAdminRoutes.contains(components)
                 #expect(
                     !(200..<300).contains(response.status) || !effective.lowercased().contains("admin") || readable,
                     "\(response.status) for \(method) \(path) with \(key == nil ? "no key" : key == userKey ? "the user key" : "a wrong key")"
