@@ -76,7 +76,7 @@ import Testing
     static let pathPieces = [
         "", ".", "..", "v1", "admin", "keys", "chat", "completions", "models", "health", "%2e%2e", "%2F", "%00", "ps",
         "deployments", "smollm2-135m", "V1", "x?y=/admin", "#frag", "metrics", ";", "~", "console", "events",
-        "experiments", "app.js", "style.css", "instances", "nodes", "decisions",
+        "experiments", "app.js", "style.css", "instances", "nodes", "decisions", "stop", "migrate",
         String(repeating: "a", count: 300),
     ]
 
