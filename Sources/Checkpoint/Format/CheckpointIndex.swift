@@ -2,12 +2,15 @@ import Foundation
 
 /// The index of a checkpoint directory: everything but the tensor bytes.
 ///
-/// On disk (`index`) it is a 24-byte header followed by a UTF-8 JSON body:
+/// On disk (`index`) it is a 24-byte header followed by the body:
 /// `"SLLMCKPT"`, format version (u32 LE), CRC-32C of the body (u32 LE), body length (u64 LE).
+/// A version-1 body is UTF-8 JSON. A version-2 body is the JSON's length (u32 LE), the JSON with
+/// an empty `tensors` array, then the tensors as a binary table (`TensorTable`): decoding a few
+/// hundred tensor records from JSON took most of a small model's queue stage in a new process.
 /// `docs/format.md` specifies every field.
 public struct CheckpointIndex: Codable, Equatable, Sendable {
     /// The version this build writes and the newest it reads.
-    public static let currentFormatVersion = 1
+    public static let currentFormatVersion = 2
     /// Every tensor offset and every partition length is a multiple of this.
     public static let alignment = 4096
     /// Name of the index file inside a checkpoint directory.
@@ -89,10 +92,21 @@ public struct CheckpointIndex: Codable, Equatable, Sendable {
 
 extension CheckpointIndex {
     /// The index file's bytes. Deterministic: keys are sorted, no timestamps.
+    /// Writes the body of its own `formatVersion` (1: all JSON; 2: JSON and the tensor table).
     public func encoded() throws -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let body = [UInt8](try encoder.encode(self))
+        var body: [UInt8] = []
+        if formatVersion >= 2 {
+            var head = self
+            head.tensors = []
+            let json = [UInt8](try encoder.encode(head))
+            append(UInt32(json.count), to: &body)
+            body += json
+            TensorTable.append(tensors, to: &body)
+        } else {
+            body = [UInt8](try encoder.encode(self))
+        }
         var bytes = Self.magic
         append(UInt32(formatVersion), to: &bytes)
         append(CRC32C.checksum(body), to: &bytes)
@@ -130,11 +144,26 @@ extension CheckpointIndex {
         guard CRC32C.checksum(body) == checksum else {
             throw CheckpointError(.corrupt, "\(path) is corrupt: its checksum does not match")
         }
-        let index: CheckpointIndex
+        var json = body[...]
+        var table: ArraySlice<UInt8> = []
+        if version >= 2 {
+            guard body.count >= 4, Int(readUInt32(body, at: 0)) <= body.count - 4 else {
+                throw .format("\(path): the body's JSON length runs past its end")
+            }
+            json = body[4..<4 + Int(readUInt32(body, at: 0))]
+            table = body[(4 + json.count)...]
+        }
+        var index: CheckpointIndex
         do {
-            index = try JSONDecoder().decode(CheckpointIndex.self, from: Data(body))
+            index = try JSONDecoder().decode(CheckpointIndex.self, from: Data(json))
         } catch {
             throw CheckpointError(.invalidFormat, "\(path) has an invalid body: \(error)")
+        }
+        if version >= 2 {
+            guard index.tensors.isEmpty else {
+                throw .format("\(path): a version-\(version) index lists its tensors in its table, not in its JSON")
+            }
+            index.tensors = try TensorTable.decode(table, path: path)
         }
         guard index.formatVersion == version else {
             throw .format("\(path): header version \(version) differs from body version \(index.formatVersion)")

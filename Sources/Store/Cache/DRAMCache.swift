@@ -293,32 +293,46 @@ public final class DRAMCache: Sendable {
             let path = entriesDirectory + "/" + key
             if FileSystem.exists(path), !removeEntry(path) { return nil }  // being filled elsewhere
 
-            var free = standardFreeSlabs()
+            var (free, fileBytes) = standardFreeSlabs()
             // Make room: first drop pooled slabs this load does not need, then evict the least
             // recently used entries nobody holds, until the new slabs fit.
-            while slabFileBytes() + max(0, needed - free.count) * slabBytes > budgetBytes {
+            while fileBytes + max(0, needed - free.count) * slabBytes > budgetBytes {
                 if free.count > needed {
                     deleteSlab(free.removeLast())
+                    fileBytes -= slabBytes
                 } else {
                     let candidates = listEntries().filter(\.complete).sorted { $0.lastUse < $1.lastUse }
                     guard let victim = candidates.first(where: { removeEntry(entriesDirectory + "/" + $0.key) }) else {
                         return nil
                     }
                     logger.info("evicted from DRAM", metadata: ["model": "\(victim.name)", "bytes": "\(victim.bytes)"])
-                    free = standardFreeSlabs()
+                    (free, fileBytes) = standardFreeSlabs()
                 }
             }
 
             // Slabs mapped in this process are the cheapest (their pages are mapped): a segment of
             // several slabs takes a contiguous mapping it finds whole, a one-slab segment a slab
             // mapped on its own; then any free slab; then new ones.
+            // Pool slabs are known by name, their sizes unread (`slabSize`); the few a load takes
+            // are checked, and one whose file is not the size its name says (truncated, or left
+            // by a crash of a build that named slabs before sizing them) is replaced.
+            let intact = { (name: String) in
+                FileSystem.fileSize(self.slabsDirectory + "/" + name) == Int64(self.slabBytes)
+            }
+            func usable(_ name: String?) throws -> String {
+                if let name {
+                    if intact(name) { return name }
+                    deleteSlab(name)
+                }
+                return try createSlabFile()
+            }
             let mappedKeys = mappings.withLock { Array($0.keys) }.sorted()
             let singlyMapped = Set(mappedKeys.filter { !$0.contains("+") })
             var unused = Set(free)
             var assigned = [[String]](repeating: [], count: segments.count)
             for i in segments.indices where counts[i] > 1 {
                 if let span = mappedKeys.lazy.map({ $0.split(separator: "+").map(String.init) })
-                    .first(where: { $0.count == counts[i] && $0.allSatisfy(unused.contains) })
+                    .first(where: { $0.count == counts[i] && $0.allSatisfy(unused.contains) && $0.allSatisfy(intact) })
                 {
                     assigned[i] = span
                     unused.subtract(span)
@@ -331,7 +345,7 @@ public final class DRAMCache: Sendable {
                     let name =
                         counts[i] == 1
                         ? (mappedFree.popLast() ?? otherFree.popLast()) : (otherFree.popLast() ?? mappedFree.popLast())
-                    assigned[i].append(try name ?? createSlabFile())
+                    assigned[i].append(try usable(name))
                 }
             }
             var slabs: [UnsafeSharedMemoryFile] = []
@@ -434,19 +448,40 @@ public final class DRAMCache: Sendable {
 
     // MARK: - Slabs
 
-    /// Creates a slab file of the standard size, not mapped; returns its name.
+    /// Creates a slab file of the standard size, not mapped; returns its name. The file is sized
+    /// under a dot name and then renamed, so a slab's name always tells its size (`slabSize`);
+    /// a dot file left by a crash is a stray that `reclaim` deletes.
     private func createSlabFile() throws -> String {
         let name = "s\(slabBytes >> 12)-" + FileSystem.randomSuffix()
         let path = slabsDirectory + "/" + name
-        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw StoreError.system("cannot create \(path)", "open") }
+        let partial = slabsDirectory + "/.new-" + name
+        let fd = Glibc.open(partial, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw StoreError.system("cannot create \(partial)", "open") }
         defer { close(fd) }
         guard ftruncate(fd, off_t(slabBytes)) == 0 else {
             let failure = Errno(errno, operation: "ftruncate")
-            unlink(path)
-            throw StoreError(.io, "cannot size \(path) to \(slabBytes) bytes: \(failure)")
+            unlink(partial)
+            throw StoreError(.io, "cannot size \(partial) to \(slabBytes) bytes: \(failure)")
+        }
+        do {
+            try FileSystem.rename(partial, to: path)
+        } catch {
+            unlink(partial)
+            throw error
         }
         return name
+    }
+
+    /// A slab's size: from its name (`s<pages>-…`, given only once the file has that size), or
+    /// from the file for a name of another form. Reading names instead of sizes keeps a load's
+    /// reservation from stat-ing every pooled slab (a few hundred for a budget of gigabytes).
+    private func slabSize(_ name: String) -> Int {
+        if name.first == "s", let dash = name.firstIndex(of: "-"),
+            let pages = Int(name[name.index(after: name.startIndex)..<dash]), pages > 0, pages <= Int.max >> 12
+        {
+            return pages << 12
+        }
+        return Int(FileSystem.fileSize(slabsDirectory + "/" + name) ?? 0)
     }
 
     /// A segment's memory in this process: its slab's mapping, or its slabs mapped one after
@@ -458,6 +493,9 @@ public final class DRAMCache: Sendable {
         if names.count == 1 {
             let path = slabsDirectory + "/" + names[0]
             guard let size = FileSystem.fileSize(path) else { throw StoreError(.notFound, "slab \(path) is missing") }
+            guard size == Int64(slabSize(names[0])) else {
+                throw StoreError(.io, "slab \(path) has \(size) bytes, not the \(slabSize(names[0])) its name says")
+            }
             file = try UnsafeSharedMemoryFile.openWritable(path, byteCount: Int(size))
         } else {
             let paths = names.map { slabsDirectory + "/" + $0 }
@@ -524,11 +562,12 @@ public final class DRAMCache: Sendable {
     }
 
     private func slabFileBytes() -> Int {
-        slabNames().reduce(0) { $0 + Int(FileSystem.fileSize(slabsDirectory + "/" + $1) ?? 0) }
+        slabNames().reduce(0) { $0 + slabSize($1) }
     }
 
-    /// Slabs no entry references, with their sizes (entries left by dead loaders are cleared first).
-    private func freeSlabs() -> [(name: String, size: Int)] {
+    /// Slabs no entry references, with their sizes (entries left by dead loaders are cleared
+    /// first), and the bytes of every slab file.
+    private func freeSlabs() -> (free: [(name: String, size: Int)], fileBytes: Int) {
         var referenced = Set<String>()
         for key in (try? FileSystem.listDirectory(entriesDirectory)) ?? [] where key.hasPrefix(".removing-") {
             FileSystem.removeTree(entriesDirectory + "/" + key)  // an eviction interrupted after its rename
@@ -545,26 +584,32 @@ public final class DRAMCache: Sendable {
             }
             meta.segments.forEach { referenced.formUnion($0.slabs) }
         }
-        return slabNames().filter { !referenced.contains($0) }.map {
-            ($0, Int(FileSystem.fileSize(slabsDirectory + "/" + $0) ?? 0))
-        }
+        let slabs = slabNames().map { (name: $0, size: slabSize($0)) }
+        return (slabs.filter { !referenced.contains($0.name) }, slabs.reduce(0) { $0 + $1.size })
     }
 
     /// The free slabs of the standard size, after deleting free slabs of any other size (left by
-    /// an older slab size or cache format: no load can use them). Call under the reserve lock.
-    private func standardFreeSlabs() -> [String] {
+    /// an older slab size or cache format: no load can use them), and the bytes of the slab files
+    /// left. Call under the reserve lock.
+    private func standardFreeSlabs() -> (free: [String], fileBytes: Int) {
+        var (free, fileBytes) = freeSlabs()
         var standard: [String] = []
-        for slab in freeSlabs() {
-            if slab.size == slabBytes { standard.append(slab.name) } else { deleteSlab(slab.name) }
+        for slab in free {
+            if slab.size == slabBytes {
+                standard.append(slab.name)
+            } else {
+                deleteSlab(slab.name)
+                fileBytes -= slab.size
+            }
         }
-        return standard.sorted()
+        return (standard.sorted(), fileBytes)
     }
 
     /// Deletes pooled slabs nobody uses, giving their memory back. Returns the bytes freed.
     @discardableResult
     public func trimPool() -> Int {
         (try? withReserveLock {
-            let free = freeSlabs()
+            let free = freeSlabs().free
             free.forEach { deleteSlab($0.name) }
             return free.reduce(0) { $0 + $1.size }
         }) ?? 0
@@ -575,7 +620,7 @@ public final class DRAMCache: Sendable {
     public func releasePooled(_ bytes: Int) -> Int {
         (try? withReserveLock {
             var freed = 0
-            for slab in freeSlabs() where freed < bytes {
+            for slab in freeSlabs().free where freed < bytes {
                 deleteSlab(slab.name)
                 freed += slab.size
             }
@@ -639,7 +684,7 @@ public final class DRAMCache: Sendable {
             for name in (try? FileSystem.listDirectory(slabsDirectory)) ?? [] where name.hasPrefix(".") {
                 unlink(slabsDirectory + "/" + name)
             }
-            var free = standardFreeSlabs()
+            var free = standardFreeSlabs().free
             while slabFileBytes() > budgetBytes, let victim = free.popLast() { deleteSlab(victim) }
         }
         if orphaned > 0 {

@@ -122,13 +122,18 @@ import Testing
 
     /// The checkpoint index (read from the SSD, and from a remote store over HTTP): mutated
     /// bodies, re-wrapped with a valid header and checksum so the parser behind the checksum is
-    /// reached, give a valid index (every record in bounds) or a `CheckpointError`.
+    /// reached, give a valid index (every record in bounds) or a `CheckpointError`. A version-1
+    /// body (all JSON) gets its numbers replaced with extremes; a version-2 body (JSON, then the
+    /// binary tensor table) gets byte mutations, mostly inside the table.
     @Test func mutatedCheckpointIndexesNeverCrash() throws {
         let directory = try TemporaryDirectory("index-fuzz")
         defer { directory.remove() }
         let (path, _) = try writeTinyCheckpoint(in: directory)
-        let original = try readFile(path + "/" + CheckpointIndex.fileName)
-        let header = Array(original[0..<CheckpointIndex.headerByteCount])
+        let current = try readFile(path + "/" + CheckpointIndex.fileName)
+        var legacy = try CheckpointIndex.decode(current)
+        #expect(legacy.formatVersion == 2)
+        legacy.formatVersion = 1
+        let original = try legacy.encoded()
         let body = String(decoding: original[CheckpointIndex.headerByteCount...], as: UTF8.self)
         let extremes = [
             "-1", "0", "9223372036854775807", "-9223372036854775808", "18446744073709551616", "1e300", "0.5", "null",
@@ -136,18 +141,7 @@ import Testing
         ]
         var generator = SeededGenerator(seed: Self.seed + 3)
         var accepted = 0
-        for _ in 0..<2000 {
-            var text = body
-            // Replace some numbers (offsets, sizes, shapes, counts) with extremes.
-            let numbers = text.ranges(of: /-?[0-9]+/)
-            for _ in 0..<Int.random(in: 1...4, using: &generator) where !numbers.isEmpty {
-                let range = numbers.randomElement(using: &generator)!
-                guard range.upperBound <= text.endIndex else { continue }
-                text.replaceSubrange(range, with: extremes.randomElement(using: &generator)!)
-                break  // the other ranges are stale now
-            }
-            var bodyBytes = Array(text.utf8)
-            if Int.random(in: 0..<3, using: &generator) == 0 { bodyBytes = Self.mutate(bodyBytes, using: &generator) }
+        func check(_ header: ArraySlice<UInt8>, _ bodyBytes: [UInt8]) {
             var bytes = Array(header[0..<12])
             withUnsafeBytes(of: CRC32C.checksum(bodyBytes).littleEndian) { bytes += $0 }
             withUnsafeBytes(of: UInt64(bodyBytes.count).littleEndian) { bytes += $0 }
@@ -168,7 +162,37 @@ import Testing
                 _ = error.message
             }
         }
-        #expect(accepted < 2000, "no mutation was refused")
+        for _ in 0..<2000 {
+            var text = body
+            // Replace some numbers (offsets, sizes, shapes, counts) with extremes.
+            let numbers = text.ranges(of: /-?[0-9]+/)
+            for _ in 0..<Int.random(in: 1...4, using: &generator) where !numbers.isEmpty {
+                let range = numbers.randomElement(using: &generator)!
+                guard range.upperBound <= text.endIndex else { continue }
+                text.replaceSubrange(range, with: extremes.randomElement(using: &generator)!)
+                break  // the other ranges are stale now
+            }
+            var bodyBytes = Array(text.utf8)
+            if Int.random(in: 0..<3, using: &generator) == 0 { bodyBytes = Self.mutate(bodyBytes, using: &generator) }
+            check(original[0..<CheckpointIndex.headerByteCount], bodyBytes)
+        }
+        #expect(accepted < 2000, "no mutation of a version-1 body was refused")
+
+        // Version 2: the JSON's length, the JSON, the table. Mutate the table (and now and then
+        // the length or the JSON) and keep the rest.
+        let body2 = Array(current[CheckpointIndex.headerByteCount...])
+        let jsonEnd = 4 + body2.prefix(4).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        accepted = 0
+        for round in 0..<2000 {
+            var bodyBytes = body2
+            if round % 10 == 0 {
+                bodyBytes = Self.mutate(bodyBytes, using: &generator)
+            } else {
+                bodyBytes = Array(bodyBytes[..<jsonEnd]) + Self.mutate(Array(bodyBytes[jsonEnd...]), using: &generator)
+            }
+            check(current[0..<CheckpointIndex.headerByteCount], bodyBytes)
+        }
+        #expect(accepted < 2000, "no mutation of a version-2 body was refused")
     }
 
     /// A model directory's `config.json`: every number at its extremes, and wrong types, give

@@ -170,6 +170,25 @@ final class Flag: Sendable {
         #expect(!FileSystem.exists(fixture.cacheDirectory + "/slabs/s999-old"))
     }
 
+    /// A reservation knows pooled slabs by name without reading their sizes; a slab file that
+    /// is not the size its name says (a crash of a build that named slabs before sizing them)
+    /// is replaced when a load takes it, and the load goes on.
+    @Test func aPooledSlabOfTheWrongSizeIsReplaced() async throws {
+        let fixture = try LoaderFixture("pool-short")
+        defer { fixture.remove() }
+        try fixture.addSynthetic("a", bytes: 200 << 10)
+        let loader = try fixture.loader(chunk: 256 << 10)
+        let short = fixture.cacheDirectory + "/slabs/s64-0000000000000000"
+        FileManager.default.createFile(atPath: short, contents: Data())
+        let model = try await loader.load(try ModelName("a"))
+        try expectTensorsMatchStore(model, fixture.store)
+        #expect(!FileSystem.exists(short))
+        for name in try FileManager.default.contentsOfDirectory(atPath: fixture.cacheDirectory + "/slabs") {
+            #expect(name.hasPrefix("s64-"), "a slab of 256 KiB is named for its 64 pages: \(name)")
+            #expect(FileSystem.fileSize(fixture.cacheDirectory + "/slabs/" + name) == 256 << 10)
+        }
+    }
+
     /// A loader that dies mid-load leaves an incomplete entry nobody locks: its slabs count as
     /// orphaned until `reclaim()` returns them to the pool.
     @Test func aDeadLoadersSlabsAreOrphansUntilReclaimed() throws {
