@@ -264,6 +264,43 @@ public struct DeploymentStateMachine {
         return actions + becameIdle(source)
     }
 
+    // MARK: - Rebalancing
+
+    /// Running jobs to move from one ready instance to another of the same deployment, on the
+    /// live-migration mechanism (Llumnix's load balancing): the target is running already, so
+    /// only the jobs' tokens are computed again there.
+    public struct Rebalance: Equatable, Sendable {
+        public var from: InstanceID
+        public var to: InstanceID
+        public var jobs: Int
+
+        public init(from: InstanceID, to: InstanceID, jobs: Int) {
+            self.from = from
+            self.to = to
+            self.jobs = jobs
+        }
+    }
+
+    /// The busiest ready instance and the least busy ready one on another node: when they
+    /// differ by two jobs or more, half the difference moves, within the target's free slots.
+    /// `node` gives each instance's node; instances on one node (or of unknown node) share its
+    /// cores, and moving jobs between them gains nothing. Nil when the load is even.
+    public func rebalancePlan(node: [InstanceID: String]) -> Rebalance? {
+        let ready = instances.filter { $0.value.state == .ready }
+        let order = { (a: (key: InstanceID, value: Instance), b: (key: InstanceID, value: Instance)) in
+            (a.value.inFlight, b.value.serial) < (b.value.inFlight, a.value.serial)
+        }
+        guard let busiest = ready.max(by: order), let home = node[busiest.key] else { return nil }
+        guard
+            let least = ready.filter({ node[$0.key] != nil && node[$0.key] != home })
+                .min(by: { ($0.value.inFlight, $0.value.serial) < ($1.value.inFlight, $1.value.serial) })
+        else { return nil }
+        let moving = min(
+            (busiest.value.inFlight - least.value.inFlight) / 2, settings.targetConcurrency - least.value.inFlight)
+        guard moving >= 1 else { return nil }
+        return Rebalance(from: busiest.key, to: least.key, jobs: moving)
+    }
+
     private mutating func stopIfDrained(_ id: InstanceID) -> [Action] {
         guard let instance = instances[id], instance.state == .draining, instance.migratingTo == nil,
             instance.inFlight == 0

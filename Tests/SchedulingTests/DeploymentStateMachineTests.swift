@@ -578,6 +578,41 @@ extension KeepAlive {
         #expect(m.instances["i2"] == nil)
         #expect(m.requestFinished(on: "i1", keepAlive: nil) == [])
     }
+    /// Rebalancing: after a scale-up the new instance takes half the difference from the busiest
+    /// one on another node; an even load, instances on one node and
+    /// instances not ready are left alone.
+    @Test func rebalancingMovesHalfTheDifferenceToAnotherNode() {
+        var settings = ScalingSettings()
+        settings.targetConcurrency = 4
+        settings.maxInstances = 3
+        var next = 0
+        var m = DeploymentStateMachine(settings: settings) {
+            next += 1
+            return "i\(next)"
+        }
+        #expect(m.requestArrived(1) == [.start("i1")])
+        _ = m.instanceStarted("i1")
+        for waiter in 2...4 { #expect(m.requestArrived(waiter) == [.dispatch(waiter, "i1")]) }
+        #expect(m.requestArrived(5) == [.start("i2")])
+        #expect(m.rebalancePlan(node: ["i1": "a", "i2": "b"]) == nil, "the new instance is not ready yet")
+        #expect(m.instanceStarted("i2") == [.dispatch(5, "i2")])
+        // 4 against 1: one job moves (3 against 2).
+        let plan = DeploymentStateMachine.Rebalance(from: "i1", to: "i2", jobs: 1)
+        #expect(m.rebalancePlan(node: ["i1": "a", "i2": "b"]) == plan)
+        #expect(m.rebalancePlan(node: ["i1": "a", "i2": "a"]) == nil, "one node's instances share its cores")
+        #expect(m.rebalancePlan(node: ["i1": "a"]) == nil, "an instance of unknown node is left alone")
+        #expect(m.jobMoved(from: "i1", to: "i2") == [])
+        #expect(m.instances["i1"]?.inFlight == 3 && m.instances["i2"]?.inFlight == 2)
+        #expect(m.rebalancePlan(node: ["i1": "a", "i2": "b"]) == nil, "3 against 2 is even enough")
+        // 3 against 0: one moves.
+        _ = m.requestFinished(on: "i2", keepAlive: nil)
+        _ = m.requestFinished(on: "i2", keepAlive: nil)
+        #expect(m.instances["i1"]?.inFlight == 3 && m.instances["i2"]?.inFlight == 0)
+        #expect(m.rebalancePlan(node: ["i1": "a", "i2": "b"])?.jobs == 1)
+        // A draining instance (being migrated) is neither source nor target.
+        _ = m.beginMigration(from: "i1")
+        #expect(m.rebalancePlan(node: ["i1": "a", "i2": "b", "i3": "c"]) == nil)
+    }
 }
 
 /// The locality-driven migration cost model: move a busy instance off the node where the
@@ -652,4 +687,5 @@ extension KeepAlive {
                 assumedBandwidth: rates))
         #expect(plan.to == "b" && plan.from == "a")
     }
+
 }

@@ -75,6 +75,10 @@ public struct ServeConfiguration: Sendable, Equatable {
     /// checkpoint sits in its fastest tier, when the locality scheduler's cost model says that
     /// starts it sooner than loading elsewhere (`MigrationPlanner`).
     public var migration = false
+    /// A controller: when the instances of one deployment on different nodes carry uneven loads
+    /// (after a scale-up, or as jobs end), running jobs move from the busiest to the least busy
+    /// on the migration mechanism (`Deployment.rebalance`).
+    public var rebalance = false
     /// A worker: a checkpoint it fetched (from a peer or a remote store) stays in its store and
     /// DRAM cache; off, it is dropped when its last instance stops, as a pod's `emptyDir` is (every
     /// start fetches it again).
@@ -194,7 +198,7 @@ public struct ServeConfiguration: Sendable, Equatable {
         "direct_io", "default_model", "preload", "min_instances", "max_instances", "target_concurrency", "keep_alive",
         "queue_limit", "max_body", "shutdown_timeout", "idle_timeout", "request_timeout", "max_connections",
         "dram_scrub_rate", "dram_scrub_interval", "dram_fill", "serve_while_loading", "state_url", "tls_cert",
-        "tls_key", "remote", "peer_fetch", "keep_fetched", "migration", "experiments",
+        "tls_key", "remote", "peer_fetch", "keep_fetched", "migration", "rebalance", "experiments",
     ]
 
     /// The settings that are a deployment's scaling.
@@ -251,7 +255,8 @@ public struct ServeConfiguration: Sendable, Equatable {
                     throw fail(key, value, "a thread count (1-256)")
                 }
                 self.threads = threads
-            case "direct_io", "dram_fill", "serve_while_loading", "peer_fetch", "keep_fetched", "migration":
+            case "direct_io", "dram_fill", "serve_while_loading", "peer_fetch", "keep_fetched", "migration",
+                "rebalance":
                 let flag: Bool
                 switch value.lowercased() {
                 case "true", "yes", "on", "1": flag = true
@@ -264,6 +269,7 @@ public struct ServeConfiguration: Sendable, Equatable {
                 case "peer_fetch": peerFetch = flag
                 case "keep_fetched": keepFetched = flag
                 case "migration": migration = flag
+                case "rebalance": rebalance = flag
                 default: serveWhileLoading = flag
                 }
             case "experiments": experimentsDirectory = value.isEmpty ? nil : value

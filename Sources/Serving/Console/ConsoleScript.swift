@@ -447,10 +447,12 @@ extension ConsoleAssets {
           const rows = snapshot.migrations.map((m) => {
             const r = m.report;
             const succeeded = r && r.succeeded && !m.failure;
-            const outcome = m.failure ? `abandoned: ${m.failure}` : r.succeeded ? "done" : "the source serves on";
+            // A rebalance moves requests between two running instances; both serve on.
+            const outcome = m.failure ? `abandoned: ${m.failure}` : r.rebalance ? (r.succeeded ? "rebalanced: both serve on" : "rebalance: a request came back")
+              : r.succeeded ? "done" : "the source serves on";
             // A migration whose target never started has no figures of its own.
             const figures = r ? [
-              h("td", {}, h("span", { class: `tier ${r.tier}` }, r.tier)), h("td", { class: "num" }, r.warmed_tokens), h("td", { class: "num" }, r.rounds),
+              r.rebalance ? h("td", {}, "running") : h("td", {}, h("span", { class: `tier ${r.tier}` }, r.tier)), h("td", { class: "num" }, r.warmed_tokens), h("td", { class: "num" }, r.rounds),
               h("td", { class: "num" }, ms(r.longest_pause_seconds)), h("td", { class: "num" }, `${r.moved} / ${r.came_back} / ${r.ended_meanwhile}`),
             ] : [h("td", {}, "—"), h("td", { class: "num" }, "—"), h("td", { class: "num" }, "—"), h("td", { class: "num" }, "—"), h("td", { class: "num" }, "—")];
             return h("tr", { "data-instance": m.instance, "data-outcome": succeeded ? "done" : "failed" },

@@ -83,6 +83,9 @@ actor Deployment {
     private var waiters: [Int: Waiter] = [:]
     private var nextWaiter = 0
     private var started: [String: InstanceInfo] = [:]
+    /// Rebalancing between running instances is on (`rebalance`), and one is under way.
+    private let rebalances: Bool
+    private var rebalancing = false
     /// Keep-alive timers of idle instances, with when each fires (what `sllm ps` shows as the
     /// instance's expiry); none while busy or kept forever.
     private var timers: [String: (task: Task<Void, Never>, expiresAt: Duration)] = [:]
@@ -127,9 +130,10 @@ actor Deployment {
 
     init(
         spec: DeploymentSpec, tokenizer: Tokenizer, facts: ModelFacts, pool: NodePool, clock: any SchedulerClock,
-        metrics: ServingMetrics, logger: Logger
+        metrics: ServingMetrics, logger: Logger, rebalances: Bool = false
     ) {
         name = spec.name
+        self.rebalances = rebalances
         self.spec = spec
         self.tokenizer = tokenizer
         self.facts = facts
@@ -221,6 +225,7 @@ actor Deployment {
     func release(_ lease: Lease, keepAlive: KeepAlive?) {
         lastUsed[lease.instance.id] = clock.now
         perform(machine.requestFinished(on: lease.instance.id, keepAlive: keepAlive))
+        rebalanceSoon()
         // An instance that went idle may be stopped to make room for a start waiting for it.
         if machine.instances[lease.instance.id]?.inFlight == 0 { Task { [pool] in await pool.roomMayHaveFreed() } }
     }
@@ -697,7 +702,10 @@ actor Deployment {
                 return ServingError(.workerLost, "node \(placement.node.id) was lost as instance \(id) started")
             }
             retryDelay = Self.firstRetry
-            if target == nil { perform(machine.instanceStarted(id), coldStart: true) }
+            if target == nil {
+                perform(machine.instanceStarted(id), coldStart: true)
+                rebalanceSoon()
+            }
             return nil
         } catch {
             await pool.loaded(placement)
@@ -777,29 +785,8 @@ actor Deployment {
 
         // Stage 1: the target computes each job's tokens while the source goes on.
         let warmBegan = ContinuousClock.now
-        var warmed: [String: Int] = [:]
         do {
-            // The most a job grew since its last warm; and that of the round before.
-            var grown = Int.max
-            var previous = Int.max
-            // Again while a job grew by more than the delta meanwhile, and the delta still shrinks
-            // by a quarter at least (the target computes faster than the source generates; each
-            // round is shorter); a delta that stays put is left to the pause.
-            while report.rounds == 0
-                || (report.rounds < Self.migrationRounds && grown > Self.migrationDelta
-                    && (previous == .max || grown <= previous - previous / 4))
-            {
-                report.rounds += 1
-                previous = grown
-                grown = 0
-                for job in (jobs[source] ?? []).sorted() {
-                    guard let snapshot = await sourceNode.worker.snapshot(job: job, on: source) else { continue }
-                    grown = max(grown, snapshot.tokens.count - (warmed[job] ?? 0))
-                    let warm = try await targetNode.worker.warm(snapshot.tokens, on: target)
-                    warmed[job] = snapshot.tokens.count
-                    report.warmedTokens += warm.computed
-                }
-            }
+            try await warm(target, on: targetNode, from: source, on: sourceNode, only: nil, report: &report)
         } catch {
             // The source never paused: it serves on; the target is given up.
             report.warmSeconds = seconds(since: warmBegan)
@@ -819,28 +806,7 @@ actor Deployment {
 
         // Stage 2: each job leaves the source between two steps and continues on the target.
         let targetLease = Lease(instance: targetInfo, node: targetNode, waitedSeconds: 0, coldStart: false)
-        var handing: [String] = []
-        for job in (jobs[source] ?? []).sorted() {
-            moves[job] = targetLease
-            handovers[job] = .expected
-            if await sourceNode.worker.detach(job: job, on: source) {
-                handing.append(job)
-            } else {
-                // It ended meanwhile (or had not reached the batch yet: it runs to its end there).
-                moves[job] = nil
-                handovers[job] = nil
-                report.endedMeanwhile += 1
-            }
-        }
-        for job in handing {
-            switch await handover(of: job) {
-            case .continued(let pause):
-                report.moved += 1
-                report.longestPauseSeconds = max(report.longestPauseSeconds, pause)
-            case .cameBack: report.cameBack += 1
-            case .ended: report.endedMeanwhile += 1
-            }
-        }
+        await handOver(from: source, on: sourceNode, to: targetLease, only: nil, report: &report)
         let succeeded = report.cameBack == 0 && started[target] != nil
         // The source stops before the answer (a start waiting for its node's memory, as a
         // locality-driven migration's, finds it free).
@@ -866,6 +832,131 @@ actor Deployment {
                 "pause_ms": "\(report.longestPauseSeconds * 1000)", "seconds": "\(report.seconds)",
             ])
         return report
+    }
+
+    /// Stage 1 of a migration or rebalance: `target` computes the tokens of the source's jobs
+    /// (those in `only`, when given) while the source goes on generating, again while a job grew
+    /// by more than ``migrationDelta`` tokens and that still shrinks by a quarter at least (the
+    /// target computes faster than the source generates; each round is shorter); a delta that
+    /// stays put is left to the pause. Throws what the target threw.
+    private func warm(
+        _ target: String, on targetNode: NodePool.Node, from source: String, on sourceNode: NodePool.Node,
+        only: Set<String>?, report: inout MigrationReport
+    ) async throws {
+        var warmed: [String: Int] = [:]
+        // The most a job grew since its last warm; and that of the round before.
+        var grown = Int.max
+        var previous = Int.max
+        while report.rounds == 0
+            || (report.rounds < Self.migrationRounds && grown > Self.migrationDelta
+                && (previous == .max || grown <= previous - previous / 4))
+        {
+            report.rounds += 1
+            previous = grown
+            grown = 0
+            for job in (jobs[source] ?? []).sorted() where only?.contains(job) ?? true {
+                guard let snapshot = await sourceNode.worker.snapshot(job: job, on: source) else { continue }
+                grown = max(grown, snapshot.tokens.count - (warmed[job] ?? 0))
+                let warm = try await targetNode.worker.warm(snapshot.tokens, on: target)
+                warmed[job] = snapshot.tokens.count
+                report.warmedTokens += warm.computed
+            }
+        }
+    }
+
+    /// Stage 2: each job (of `only`, when given) leaves the source between two steps and
+    /// continues on the target's lease from its snapshot; counts what became of each.
+    private func handOver(
+        from source: String, on sourceNode: NodePool.Node, to targetLease: Lease, only: Set<String>?,
+        report: inout MigrationReport
+    ) async {
+        var handing: [String] = []
+        for job in (jobs[source] ?? []).sorted() where only?.contains(job) ?? true {
+            moves[job] = targetLease
+            handovers[job] = .expected
+            if await sourceNode.worker.detach(job: job, on: source) {
+                handing.append(job)
+            } else {
+                // It ended meanwhile (or had not reached the batch yet: it runs to its end there).
+                moves[job] = nil
+                handovers[job] = nil
+                report.endedMeanwhile += 1
+            }
+        }
+        for job in handing {
+            switch await handover(of: job) {
+            case .continued(let pause):
+                report.moved += 1
+                report.longestPauseSeconds = max(report.longestPauseSeconds, pause)
+            case .cameBack: report.cameBack += 1
+            case .ended: report.endedMeanwhile += 1
+            }
+        }
+    }
+
+    // MARK: - Rebalancing
+
+    /// Moves running jobs from the busiest instance to the least busy one on another node, as
+    /// the state machine plans it (``DeploymentStateMachine/rebalancePlan(node:)``): the
+    /// migration mechanism between two running instances, so nothing loads, starts or stops.
+    /// Stage 1 warms the target with the moving jobs' tokens while they go on at the source;
+    /// stage 2 hands them over. The jobs with the fewest tokens move (the least to compute
+    /// again). Each stream goes on with no token lost, repeated or changed; a job whose target
+    /// fails comes back to the source. Nil when the load is even, or a rebalance is under way.
+    func rebalance() async -> MigrationReport? {
+        guard !rebalancing else { return nil }
+        let nodes = placed.filter { started[$0.key] != nil }.mapValues { $0.node.id.rawValue }
+        guard let plan = machine.rebalancePlan(node: nodes), let sourceNode = placed[plan.from]?.node,
+            let targetNode = placed[plan.to]?.node, let targetInfo = started[plan.to]
+        else { return nil }
+        rebalancing = true
+        defer { rebalancing = false }
+        let began = ContinuousClock.now
+        let tokens = jobTokens.withLock { $0 }
+        let moving = Set(
+            (jobs[plan.from] ?? []).sorted { (tokens[$0] ?? 0, $0) < (tokens[$1] ?? 0, $1) }.prefix(plan.jobs))
+        var report = MigrationReport(
+            instance: plan.from, target: plan.to, from: sourceNode.id, to: targetNode.id, tier: targetInfo.tier,
+            loadSeconds: 0)
+        report.rebalance = true
+        do {
+            try await warm(plan.to, on: targetNode, from: plan.from, on: sourceNode, only: moving, report: &report)
+        } catch {
+            // The source never paused: its jobs stay there.
+            report.warmSeconds = seconds(since: began)
+            report.seconds = report.warmSeconds
+            let failure = ServingError(error)
+            metrics.activity.migration(
+                .init(
+                    at: Date(), deployment: name, report: report,
+                    failure: "its target failed while warming: \(failure.message)"))
+            logger.warning("deployment \(name): rebalance of \(plan.from) to \(plan.to) abandoned: \(failure)")
+            return report
+        }
+        report.warmSeconds = seconds(since: began)
+        await pool.observePrefill(on: targetNode.id, tokens: report.warmedTokens, seconds: report.warmSeconds)
+        let lease = Lease(instance: targetInfo, node: targetNode, waitedSeconds: 0, coldStart: false)
+        await handOver(from: plan.from, on: sourceNode, to: lease, only: moving, report: &report)
+        report.succeeded = report.cameBack == 0
+        report.seconds = seconds(since: began)
+        metrics.migrated(deployment: name, succeeded: report.succeeded, pauseSeconds: report.longestPauseSeconds)
+        metrics.activity.migration(.init(at: Date(), deployment: name, report: report))
+        logger.info(
+            "deployment \(name): rebalanced \(report.moved) of \(plan.jobs) jobs from \(plan.from) on \(sourceNode.id) to \(plan.to) on \(targetNode.id)",
+            metadata: [
+                "came_back": "\(report.cameBack)", "ended": "\(report.endedMeanwhile)", "rounds": "\(report.rounds)",
+                "warmed_tokens": "\(report.warmedTokens)", "pause_ms": "\(report.longestPauseSeconds * 1000)",
+            ])
+        return report
+    }
+
+    /// With rebalancing on, after an instance started or a job ended: rebalances until the load
+    /// is even (or a move fails), one pass at a time.
+    private func rebalanceSoon() {
+        guard rebalances, !rebalancing, !deleted else { return }
+        Task {
+            while let report = await self.rebalance(), report.succeeded, report.moved > 0 {}
+        }
     }
 
     /// Below the minimum after a failed start: the minimum is started again after a backoff (as
@@ -954,6 +1045,9 @@ public struct MigrationReport: Sendable, Codable, Equatable {
     public var seconds = 0.0
     /// The target serves and the source stops (false: the source serves on).
     public var succeeded = false
+    /// A rebalance between two running instances (the target ran already: nothing loaded, and
+    /// both serve on); nil for a migration.
+    public var rebalance: Bool?
 }
 
 /// A deployment as `GET /admin/deployments` reports it.

@@ -618,7 +618,8 @@ actor DeploymentRegistry {
             }
         }
         return Deployment(
-            spec: spec, tokenizer: tokenizer, facts: facts, pool: pool, clock: clock, metrics: metrics, logger: logger)
+            spec: spec, tokenizer: tokenizer, facts: facts, pool: pool, clock: clock, metrics: metrics, logger: logger,
+            rebalances: configuration.rebalance)
     }
 }
 

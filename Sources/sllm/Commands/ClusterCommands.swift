@@ -96,6 +96,12 @@ struct Controller: AsyncParsableCommand {
             "A cold start may first live-migrate a busy instance off the node holding its checkpoint in the fastest tier, when that starts it sooner than loading elsewhere (default off)."
     )
     var migration: Bool?
+    @Flag(
+        name: .customLong("rebalance"), inversion: .prefixedNo,
+        help:
+            "When a deployment's instances on different nodes carry uneven loads (after a scale-up, or as jobs end), live-migrate running jobs from the busiest to the least busy (default off)."
+    )
+    var rebalance: Bool?
     @Option(
         help:
             "The URL other controllers and workers reach this one at (default: http://HOST:PORT as bound; needed with --host 0.0.0.0 when controllers share --state-url)."
@@ -140,6 +146,7 @@ struct Controller: AsyncParsableCommand {
         var flags = options.flagLayer
         flags["peer_fetch"] = peerFetch.map { $0 ? "true" : "false" }
         flags["migration"] = migration.map { $0 ? "true" : "false" }
+        flags["rebalance"] = rebalance.map { $0 ? "true" : "false" }
         var configuration = try Serve.layered(global: global, config: options.config, flags: flags)
         // A controller holds no models: nothing is deployed by itself unless asked.
         if options.defaultModel == nil && ProcessInfo.processInfo.environment["SLLM_DEFAULT_MODEL"] == nil {

@@ -183,6 +183,73 @@ import Testing
         await registry.stopAll()
     }
 
+    /// Rebalancing (`rebalance` on): two jobs run on the one instance of node a (each node has
+    /// memory for one instance); the deployment scales to two, the new instance starts on node b
+    /// idle, and one job moves there while both streams go on with exactly their unmigrated
+    /// tokens. The console lists the move as a rebalance.
+    @Test func aScaleUpRebalancesRunningJobsOntoTheNewInstance() async throws {
+        let directory = try TemporaryDirectory("migration-rebalance")
+        defer { directory.remove() }
+        let smol = try ModelName("smol")
+        let probe = try await NodePlacementTests.worker(directory, node: "probe", budget: 4 << 30)
+        let facts = try await probe.modelFacts(smol)
+        let instanceBytes = InstanceSizing(
+            requestedContext: 4096, modelContext: facts.contextLength, maxSequences: 2, weightBytes: facts.weightBytes,
+            kvBytesPerPosition: facts.kvBytesPerPosition
+        ).totalBytes
+        let budget = instanceBytes + instanceBytes / 2
+        let a = try await NodePlacementTests.worker(directory, node: "a", budget: budget)
+        let b = try await NodePlacementTests.worker(directory, node: "b", budget: budget)
+        let registry = try await NodePlacementTests.registry(directory, workers: [a, b], context: 4096) {
+            $0.rebalance = true
+        }
+        _ = try await registry.update("smol", with: DeploymentRequest(maxInstances: 2, targetConcurrency: 2))
+        let deployment = try await registry.deployment(named: "smol")
+        _ = try await Self.run(Self.job("warm-up", maxTokens: 1), on: deployment)
+        let first = try #require(await deployment.snapshot().instances.first)
+
+        /// Reads one job's stream until 16 tokens after a rebalance was reported (or 600 tokens,
+        /// should none come).
+        @Sendable func stream(_ job: GenerationJob, _ lease: Lease) async throws -> Run {
+            var run = Run()
+            var after = 0
+            for try await event in deployment.run(job, on: lease, keepAlive: nil) {
+                guard case .token(let output) = event else { continue }
+                run.tokens.append(output.token)
+                run.text += output.text
+                if run.tokens.count == 600 { break }
+                if deployment.metrics.activity.recentMigrations.contains(where: { $0.report?.rebalance == true }) {
+                    after += 1
+                    if after == 16 { break }
+                }
+            }
+            return run
+        }
+        let leases = [try await deployment.acquire(), try await deployment.acquire()]
+        #expect(leases.allSatisfy { $0.instance.id == first.id }, "both jobs run on the one instance")
+        let runs = [
+            Task { try await stream(Self.job("one"), leases[0]) },
+            Task { try await stream(Self.job("two"), leases[1]) },
+        ]
+        try await Task.sleep(for: .milliseconds(200))
+        _ = try await registry.update("smol", with: DeploymentRequest(minInstances: 2))
+        let one = try await runs[0].value
+        let two = try await runs[1].value
+
+        let report = try #require(
+            deployment.metrics.activity.recentMigrations.last { $0.report?.rebalance == true }?.report)
+        #expect(report.succeeded && report.moved == 1 && report.cameBack == 0)
+        #expect(report.instance == first.id && report.from == first.node && report.to != first.node)
+        #expect(report.loadSeconds == 0 && report.warmedTokens >= Self.prompt.count)
+        let instances = await deployment.snapshot().instances
+        #expect(instances.count == 2 && Set(instances.map(\.node)).count == 2, "both instances serve on")
+        for (run, name) in [(one, "one"), (two, "two")] {
+            let reference = try await Self.reference(of: Self.job(name), run, on: deployment)
+            #expect(run.tokens.count > 16 && run.tokens == reference.tokens, "job \(name)")
+        }
+        await registry.stopAll()
+    }
+
     /// Locality-driven migration (`migration` on): node a holds model `ysmol` and is full with a
     /// busy instance of `smol`; node b has room but not `ysmol` (it could only fetch it). A cold
     /// start of `ysmol` first moves the busy instance to b, then starts on a; the moved stream
