@@ -35,12 +35,22 @@ struct MigrateBench: AsyncParsableCommand {
             "Instead: the cold start of a request whose fastest node is full with a busy instance, with migration, loading elsewhere and waiting (needs root and iproute2: hosts made of network namespaces)."
     ) var coldStartOnly = false
     @Option(help: "With --cold-start: each worker's link, both ways (tc rate).") var link = "200mbit"
+    @Flag(
+        name: .customLong("rebalance"),
+        help:
+            "Instead: --streams greedy streams on one instance, then a scale-up to two instances on two nodes, with rebalancing off and on: when the last stream ends, and the gaps after the scale-up."
+    ) var rebalanceOnly = false
+    @Option(help: "With --rebalance: concurrent streams (the deployment's target concurrency).") var streams = 4
 
     func validate() throws {
         guard tokens > after + 8, after >= 1 else {
             throw ValidationError("--tokens must exceed --after by more than 8, and --after be at least 1")
         }
         guard rounds >= 1, threads >= 1 else { throw ValidationError("--rounds and --threads must be at least 1") }
+        guard streams >= 2 else { throw ValidationError("--streams must be at least 2") }
+        guard !(coldStartOnly && rebalanceOnly) else {
+            throw ValidationError("--cold-start and --rebalance are two benches: pick one")
+        }
         _ = try promptLengths()
     }
 
@@ -78,6 +88,7 @@ struct MigrateBench: AsyncParsableCommand {
         _ = global.bootstrap()
         let name = try await ensurePulled(model, global: global)
         if coldStartOnly { return try await coldStart(name: name) }
+        if rebalanceOnly { return try await rebalanceBench(name: name) }
         let scratch = try benchScratch("migrate", linking: name, into: ["a", "b"], global: global)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         var workers: [ServerProcess] = []

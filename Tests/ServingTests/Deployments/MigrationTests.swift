@@ -85,6 +85,14 @@ import Testing
         return try await Self.run(unmigrated, on: deployment)
     }
 
+    /// The memory an instance of the model takes at a context of 4096 for `sequences` sequences.
+    static func instanceBytes(_ facts: ModelFacts, sequences: Int) -> Int {
+        InstanceSizing(
+            requestedContext: 4096, modelContext: facts.contextLength, maxSequences: sequences,
+            weightBytes: facts.weightBytes, kvBytesPerPosition: facts.kvBytesPerPosition
+        ).totalBytes
+    }
+
     /// Two workers and a registry with `smol` deployed; the first worker is wrapped so that the
     /// test can make a migration's calls fail there.
     static func cluster(_ directory: TemporaryDirectory) async throws -> (
@@ -193,10 +201,7 @@ import Testing
         let smol = try ModelName("smol")
         let probe = try await NodePlacementTests.worker(directory, node: "probe", budget: 4 << 30)
         let facts = try await probe.modelFacts(smol)
-        let instanceBytes = InstanceSizing(
-            requestedContext: 4096, modelContext: facts.contextLength, maxSequences: 2, weightBytes: facts.weightBytes,
-            kvBytesPerPosition: facts.kvBytesPerPosition
-        ).totalBytes
+        let instanceBytes = Self.instanceBytes(facts, sequences: 2)
         let budget = instanceBytes + instanceBytes / 2
         let a = try await NodePlacementTests.worker(directory, node: "a", budget: budget)
         let b = try await NodePlacementTests.worker(directory, node: "b", budget: budget)
@@ -261,10 +266,7 @@ import Testing
         let b = try await NodePlacementTests.worker(directory, node: "b", budget: 4 << 30)
         let facts = try await b.modelFacts(smol)
         // Node a's budget holds the busy instance (context 4096) but not both.
-        let busyBytes = InstanceSizing(
-            requestedContext: 4096, modelContext: facts.contextLength, maxSequences: 4, weightBytes: facts.weightBytes,
-            kvBytesPerPosition: facts.kvBytesPerPosition
-        ).totalBytes
+        let busyBytes = Self.instanceBytes(facts, sequences: 4)
         let small = try await NodePlacementTests.worker(directory, node: "a", budget: busyBytes + (busyBytes / 10))
         try await RealModel.link(into: directory.file("a/home"), as: "ysmol")
         _ = try await small.prefetch(smol, into: .dram)
