@@ -752,6 +752,10 @@ actor Deployment {
         if let node, node == sourceNode.id {
             throw ServingError(.invalidRequest, "instance \(source) runs on \(node) already", param: "node")
         }
+        // A rebalance under way hands jobs over between instances; one move at a time.
+        guard !rebalancing else {
+            throw ServingError(.conflict, "deployment `\(name)` is rebalancing its instances; try again in a moment")
+        }
         guard let target = machine.beginMigration(from: source) else {
             let state = machine.instances[source]?.state.rawValue ?? "gone"
             throw ServingError(.conflict, "instance \(source) is \(state); only a ready instance can migrate")
