@@ -110,26 +110,10 @@ extension MigrateBench {
             "rebalance-\(rebalance ? "on" : "off")", linking: name, into: ["a", "b"], global: global)
         var keep = ProcessInfo.processInfo.environment["SLLM_BENCH_KEEP"] != nil
         defer { if !keep { try? FileManager.default.removeItem(atPath: scratch) } }
-        var workers: [ServerProcess] = []
-        defer { workers.forEach { $0.stop() } }
-        for node in ["a", "b"] {
-            workers.append(
-                try ServerProcess.start(
-                    executable: sllmExecutablePath(),
-                    arguments: [
-                        "worker", "--data-dir", scratch + "/\(node)", "--node", "node-\(node)", "--token-file",
-                        scratch + "/token", "--cache-dir", scratch + "/\(node)-cache", "--port", "0", "--threads",
-                        String(threads), "--no-dram-fill", "--memory-budget", String(budget),
-                    ], log: scratch + "/\(node).log", banner: "serving on"))
-        }
-        let controller = try ServerProcess.start(
-            executable: sllmExecutablePath(),
-            arguments: [
-                "controller", "--data-dir", scratch + "/control", "--port", "0", "--worker", workers[0].url,
-                "--worker", workers[1].url, "--token-file", scratch + "/token", "--default-model", "",
-                rebalance ? "--rebalance" : "--no-rebalance",
-            ], log: scratch + "/controller.log", banner: "serving on")
-        defer { controller.stop() }
+        let (workers, controller) = try startTwoWorkers(
+            in: scratch, workerArguments: ["--memory-budget", String(budget)],
+            controllerArguments: [rebalance ? "--rebalance" : "--no-rebalance"])
+        defer { ([controller] + workers).forEach { $0.stop() } }
         let http = BenchHTTP()
         defer { try? http.shutdown() }
         _ = try await http.json(

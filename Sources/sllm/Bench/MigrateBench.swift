@@ -91,25 +91,8 @@ struct MigrateBench: AsyncParsableCommand {
         if rebalanceOnly { return try await rebalanceBench(name: name) }
         let scratch = try benchScratch("migrate", linking: name, into: ["a", "b"], global: global)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        var workers: [ServerProcess] = []
-        defer { workers.forEach { $0.stop() } }
-        for node in ["a", "b"] {
-            workers.append(
-                try ServerProcess.start(
-                    executable: sllmExecutablePath(),
-                    arguments: [
-                        "worker", "--data-dir", scratch + "/\(node)", "--node", "node-\(node)", "--token-file",
-                        scratch + "/token", "--cache-dir", scratch + "/\(node)-cache", "--port", "0", "--threads",
-                        String(threads), "--no-dram-fill",
-                    ], log: scratch + "/\(node).log", banner: "serving on"))
-        }
-        let controller = try ServerProcess.start(
-            executable: sllmExecutablePath(),
-            arguments: [
-                "controller", "--data-dir", scratch + "/control", "--port", "0", "--worker", workers[0].url,
-                "--worker", workers[1].url, "--token-file", scratch + "/token", "--default-model", "",
-            ], log: scratch + "/controller.log", banner: "serving on")
-        defer { controller.stop() }
+        let (workers, controller) = try startTwoWorkers(in: scratch)
+        defer { ([controller] + workers).forEach { $0.stop() } }
         let http = BenchHTTP()
         defer { try? http.shutdown() }
         let lengths = try promptLengths()
@@ -183,6 +166,37 @@ struct MigrateBench: AsyncParsableCommand {
                 format: "goal: no gap above 2× the normal p99 — worst median here %.2f×: %@", worst,
                 worst <= 2 ? "met" : "missed"))
         if let json { try writeReport(rows, to: json) }
+    }
+
+    /// Two `sllm worker` processes (`node-a`, `node-b`, `--threads` each, no pool fill, plus
+    /// `workerArguments`) and an `sllm controller` over them (plus `controllerArguments`), in
+    /// `scratch` as `benchScratch` made it. Nothing is left running when a start fails.
+    func startTwoWorkers(in scratch: String, workerArguments: [String] = [], controllerArguments: [String] = [])
+        throws -> (workers: [ServerProcess], controller: ServerProcess)
+    {
+        var workers: [ServerProcess] = []
+        do {
+            for node in ["a", "b"] {
+                workers.append(
+                    try ServerProcess.start(
+                        executable: sllmExecutablePath(),
+                        arguments: [
+                            "worker", "--data-dir", scratch + "/\(node)", "--node", "node-\(node)", "--token-file",
+                            scratch + "/token", "--cache-dir", scratch + "/\(node)-cache", "--port", "0", "--threads",
+                            String(threads), "--no-dram-fill",
+                        ] + workerArguments, log: scratch + "/\(node).log", banner: "serving on"))
+            }
+            let controller = try ServerProcess.start(
+                executable: sllmExecutablePath(),
+                arguments: [
+                    "controller", "--data-dir", scratch + "/control", "--port", "0", "--worker", workers[0].url,
+                    "--worker", workers[1].url, "--token-file", scratch + "/token", "--default-model", "",
+                ] + controllerArguments, log: scratch + "/controller.log", banner: "serving on")
+            return (workers, controller)
+        } catch {
+            workers.forEach { $0.stop() }
+            throw error
+        }
     }
 
     /// Tokens a stream of a `length`-token prompt generates: its stage 1 computes the prompt on the
