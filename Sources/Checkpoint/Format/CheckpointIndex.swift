@@ -91,8 +91,8 @@ public struct CheckpointIndex: Codable, Equatable, Sendable {
 // MARK: - Encoding
 
 extension CheckpointIndex {
-    /// The index file's bytes. Deterministic: keys are sorted, no timestamps.
-    /// Writes the body of its own `formatVersion` (1: all JSON; 2: JSON and the tensor table).
+    /// The index file's bytes, with the body of its own `formatVersion` (1: all JSON; 2: JSON and
+    /// the tensor table). Deterministic: keys are sorted, no timestamps.
     public func encoded() throws -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

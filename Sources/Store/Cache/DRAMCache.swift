@@ -310,9 +310,6 @@ public final class DRAMCache: Sendable {
                 }
             }
 
-            // Slabs mapped in this process are the cheapest (their pages are mapped): a segment of
-            // several slabs takes a contiguous mapping it finds whole, a one-slab segment a slab
-            // mapped on its own; then any free slab; then new ones.
             // Pool slabs are known by name, their sizes unread (`slabSize`); the few a load takes
             // are checked, and one whose file is not the size its name says (truncated, or left
             // by a crash of a build that named slabs before sizing them) is replaced.
@@ -326,6 +323,9 @@ public final class DRAMCache: Sendable {
                 }
                 return try createSlabFile()
             }
+            // Slabs mapped in this process are the cheapest (their pages are mapped): a segment of
+            // several slabs takes a contiguous mapping it finds whole, a one-slab segment a slab
+            // mapped on its own; then any free slab; then new ones.
             let mappedKeys = mappings.withLock { Array($0.keys) }.sorted()
             let singlyMapped = Set(mappedKeys.filter { !$0.contains("+") })
             var unused = Set(free)
