@@ -81,8 +81,9 @@ public struct RawResponse: Sendable {
     public func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
 
     /// Parses the first response in `bytes` (Content-Length or chunked); nil when incomplete.
-    public static func parse(_ bytes: [UInt8]) -> RawResponse? {
-        let text = String(decoding: bytes, as: UTF8.self)
+    /// The status line and headers of `text`, with whatever follows the head as the body (not
+    /// decoded); nil without a whole head and a status.
+    public static func parseHead(_ text: String) -> RawResponse? {
         guard let end = text.range(of: "\r\n\r\n") else { return nil }
         let lines = text[..<end.lowerBound].components(separatedBy: "\r\n")
         let parts = lines.first?.split(separator: " ") ?? []
@@ -93,7 +94,11 @@ public struct RawResponse: Sendable {
             headers.append(
                 (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
         }
-        var response = RawResponse(status: status, headers: headers, body: String(text[end.upperBound...]))
+        return RawResponse(status: status, headers: headers, body: String(text[end.upperBound...]))
+    }
+
+    public static func parse(_ bytes: [UInt8]) -> RawResponse? {
+        guard var response = parseHead(String(decoding: bytes, as: UTF8.self)) else { return nil }
         if let length = response.header("content-length").flatMap(Int.init) {
             let headEnd = (0..<max(0, bytes.count - 3)).first {
                 bytes[$0] == 13 && bytes[$0 + 1] == 10 && bytes[$0 + 2] == 13 && bytes[$0 + 3] == 10
@@ -133,20 +138,14 @@ public func rawRequestHead(port: Int, _ request: String, timeout: Double = 10) a
         connection.send(request)
         let bytes = connection.receive { String(decoding: $0, as: UTF8.self).contains("\r\n\r\n") }
         let text = String(decoding: bytes, as: UTF8.self)
-        guard let end = text.range(of: "\r\n\r\n") else {
+        guard text.contains("\r\n\r\n") else {
             throw TestSupportError(
                 "no response head to \(request.prefix(80).debugDescription) (got \(bytes.count) bytes)")
         }
-        let lines = text[..<end.lowerBound].components(separatedBy: "\r\n")
-        let parts = lines.first?.split(separator: " ") ?? []
-        guard parts.count >= 2, let status = Int(parts[1]) else {
+        guard let response = RawResponse.parseHead(text) else {
             throw TestSupportError("no status line in \(text.prefix(80).debugDescription)")
         }
-        let headers = lines.dropFirst().compactMap { line -> (String, String)? in
-            guard let colon = line.firstIndex(of: ":") else { return nil }
-            return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
-        }
-        return RawResponse(status: status, headers: headers, body: String(text[end.upperBound...]))
+        return response
     }
 }
 

@@ -88,13 +88,13 @@ public struct BenchClusterReport: Sendable {
             }
             return value
         }
-        let bytes = 0...(1 << 50)
         let nodes = try int("nodes", 1...100_000)
         self.config = Config(
             nodes: nodes, deployments: try int("deployments", 1...1_000_000),
             requests: try int("requests", 1...10_000_000), rate: try positive("rate"), cv: try positive("cv"),
             zipf: try positive("zipf", allowZero: true), seed: UInt64(try int("seed", 0...Int.max)),
-            weightBytes: try int("weight_bytes", 1...(1 << 50)), instanceBytes: try int("instance_bytes", bytes),
+            weightBytes: try int("weight_bytes", 1...(1 << 50)),
+            instanceBytes: try int("instance_bytes", 0...(1 << 50)),
             memoryBudgetBytes: try int("memory_budget_bytes", 1...(1 << 60)),
             dramCacheBytes: try int("dram_cache_bytes", 0...(1 << 60)), ssdCopies: try int("ssd_copies", 0...nodes),
             link: try string("link"), storeRate: try string("store_rate"), keepAlive: try string("keep_alive"))
@@ -103,12 +103,16 @@ public struct BenchClusterReport: Sendable {
         }
 
         var total = 0
-        func times(_ value: Any?) throws(SimulationError) -> [Double] {
-            let list = ((value as? [String: Any])?["values"] as? [Any]) ?? []
-            total += list.count
+        /// Counts `values` more toward the bound on the whole report.
+        func count(_ values: Int) throws(SimulationError) {
+            total += values
             guard total <= Self.maxValues else {
                 throw SimulationError("the report holds more than \(Self.maxValues) times")
             }
+        }
+        func times(_ value: Any?) throws(SimulationError) -> [Double] {
+            let list = ((value as? [String: Any])?["values"] as? [Any]) ?? []
+            try count(list.count)
             var values: [Double] = []
             values.reserveCapacity(list.count)
             for entry in list {
@@ -119,10 +123,9 @@ public struct BenchClusterReport: Sendable {
             }
             return values
         }
-        /// A finite number 0 or more (seconds below 1e9, bytes below 2^60), nil otherwise.
-        func seconds(_ object: [String: Any], _ key: String) -> Double? {
-            guard let value = (object[key] as? NSNumber)?.doubleValue, value.isFinite, value >= 0,
-                value < (key == "bytes" ? 0x1p60 : 1e9)
+        /// A finite number from 0 to below `limit` (seconds below 1e9 by default), nil otherwise.
+        func measure(_ object: [String: Any], _ key: String, below limit: Double = 1e9) -> Double? {
+            guard let value = (object[key] as? NSNumber)?.doubleValue, value.isFinite, value >= 0, value < limit
             else { return nil }
             return value
         }
@@ -130,24 +133,22 @@ public struct BenchClusterReport: Sendable {
         for run in runs {
             let phases = run["coldPhases"] as? [Any] ?? []
             let loads = run["loads"] as? [Any] ?? []
-            total += phases.count + loads.count
-            guard total <= Self.maxValues else {
-                throw SimulationError("the report holds more than \(Self.maxValues) times")
-            }
+            try count(phases.count + loads.count)
             parsed.append(
                 Run(
                     policy: run["policy"] as? String, coldTTFT: try times(run["coldTTFT"]),
                     warmTTFT: try times(run["warmTTFT"]),
                     coldPhases: phases.map { entry in
                         guard let phase = entry as? [String: Any], let tier = phase["tier"] as? String,
-                            let queue = seconds(phase, "queue"), let load = seconds(phase, "load"),
-                            let start = seconds(phase, "engineInit")
+                            let queue = measure(phase, "queue"), let load = measure(phase, "load"),
+                            let start = measure(phase, "engineInit")
                         else { return nil }
                         return Phase(tier: tier, queue: queue, load: load, engineInit: start)
                     },
                     loads: loads.compactMap { entry in
                         guard let load = entry as? [String: Any], let tier = load["tier"] as? String,
-                            let bytes = seconds(load, "bytes"), bytes > 0, let time = seconds(load, "seconds"), time > 0
+                            let bytes = measure(load, "bytes", below: 0x1p60), bytes > 0,
+                            let time = measure(load, "seconds"), time > 0
                         else { return nil }
                         return Load(tier: tier, bytes: bytes, seconds: time)
                     }))
