@@ -33,8 +33,12 @@ extension DRAMCache {
         shouldStop: () -> Bool = { false }
     ) -> DRAMVerification? {
         let path = entriesDirectory + "/" + Self.key(name: name, indexChecksum: reader.indexChecksum)
-        guard let meta = readMeta(path), meta.complete else { return nil }
-        guard let lock = sharedLock(path) else { return nil }
+        guard readMeta(path)?.complete == true, let lock = sharedLock(path) else { return nil }
+        // Read under the lock: the entry may have been replaced since.
+        guard let meta = readMeta(path), meta.complete else {
+            close(lock)
+            return nil
+        }
         var result = DRAMVerification(model: name, tensors: 0, bytes: 0, corruptTensor: nil, evicted: false)
         let start = ContinuousClock.now
         do {
@@ -70,12 +74,7 @@ extension DRAMCache {
         close(lock)
         if let bad = result.corruptTensor {
             logger.error("the DRAM copy is corrupt; dropping it", metadata: ["model": "\(name)", "tensor": "\(bad)"])
-            result.evicted = removeEntry(path)
-            if !result.evicted {
-                var incomplete = meta
-                incomplete.complete = false
-                try? writeMeta(incomplete, to: path)
-            }
+            result.evicted = drop(path, meta)
         }
         return result
     }

@@ -161,7 +161,7 @@ public final class DRAMCache: Sendable {
         var freed = 0
         var inUse: [String] = []
         for entry in listEntries() {
-            if removeEntry(entriesDirectory + "/" + entry.key) {
+            if removeEntry(entriesDirectory + "/" + entry.key, patience: Self.releasePatience) {
                 freed += entry.bytes
             } else {
                 inUse.append(entry.name)
@@ -241,11 +241,18 @@ public final class DRAMCache: Sendable {
     /// The complete entry for this exact checkpoint, pinned, or nil.
     func lookup(name: String, indexChecksum: UInt32) -> Pin? {
         let path = entriesDirectory + "/" + Self.key(name: name, indexChecksum: indexChecksum)
-        guard let meta = readMeta(path), meta.complete, meta.indexChecksum == indexChecksum else {
+        guard let unlocked = readMeta(path), unlocked.complete, unlocked.indexChecksum == indexChecksum,
+            let lock = sharedLock(path)
+        else {
             record(hit: false)
             return nil
         }
-        guard let lock = sharedLock(path) else { return nil }
+        // Read again under the lock: the entry may have been replaced between the two.
+        guard let meta = readMeta(path), meta.complete, meta.indexChecksum == indexChecksum else {
+            close(lock)
+            record(hit: false)
+            return nil
+        }
         do {
             let slabs = try meta.segments.map { try mapCheckedSegment($0) }
             futimens(lock, nil)  // last use, for LRU
@@ -257,7 +264,7 @@ public final class DRAMCache: Sendable {
         } catch {
             close(lock)
             logger.warning("discarding a damaged cache entry", metadata: ["entry": "\(path)", "error": "\(error)"])
-            _ = removeEntry(path)
+            drop(path, meta)
             record(hit: false)
             return nil
         }
@@ -291,7 +298,8 @@ public final class DRAMCache: Sendable {
         return try withReserveLock { () -> Reservation? in
             let key = Self.key(name: name, indexChecksum: indexChecksum)
             let path = entriesDirectory + "/" + key
-            if FileSystem.exists(path), !removeEntry(path) { return nil }  // being filled elsewhere
+            // Being filled elsewhere, or damaged and still held.
+            if FileSystem.exists(path), !removeEntry(path, patience: Self.releasePatience) { return nil }
 
             var (free, fileBytes) = standardFreeSlabs()
             // Make room: first drop pooled slabs this load does not need, then evict the least
@@ -702,7 +710,25 @@ public final class DRAMCache: Sendable {
     func sharedLock(_ path: String) -> Int32? {
         let lock = Glibc.open(path + "/lock", O_RDONLY | O_CLOEXEC)
         guard lock >= 0 else { return nil }
-        guard flock(lock, LOCK_SH | LOCK_NB) == 0 else {
+        // An exclusive holder is a removal (the entry goes) or a probe of whether anyone holds
+        // the entry (`isLocked`, `sllm store status`), which lets go at once: a few tries ride
+        // out a probe, so a status call never turns a hit into a cold load.
+        var tries = 1
+        while flock(lock, LOCK_SH | LOCK_NB) != 0 {
+            guard tries < 10 else {
+                close(lock)
+                return nil
+            }
+            tries += 1
+            usleep(500)
+        }
+        // The lock must still be the entry's: a removal may have renamed and deleted the entry
+        // between the open and the lock, and its slabs may already serve another model.
+        var held = stat()
+        var current = stat()
+        guard fstat(lock, &held) == 0, stat(path + "/lock", &current) == 0, held.st_ino == current.st_ino,
+            held.st_dev == current.st_dev
+        else {
             close(lock)
             return nil
         }
@@ -716,12 +742,22 @@ public final class DRAMCache: Sendable {
         return flock(lock, LOCK_EX | LOCK_NB) != 0
     }
 
-    /// Removes an entry unless someone holds it (its slabs return to the pool). Returns whether it is gone.
-    func removeEntry(_ path: String) -> Bool {
+    /// How long a removal that must happen (a damaged entry, an explicit eviction) waits for the
+    /// entry's lock. A lock its holder has just let go can stay held for a moment: a process
+    /// spawned at that instant shares the lock's open file until its `exec` closes it.
+    static let releasePatience: Duration = .milliseconds(50)
+
+    /// Removes an entry unless someone holds it (its slabs return to the pool), waiting up to
+    /// `patience` for a holder to let go. Returns whether it is gone.
+    func removeEntry(_ path: String, patience: Duration = .zero) -> Bool {
         let lock = Glibc.open(path + "/lock", O_RDWR | O_CLOEXEC)
         if lock >= 0 {
             defer { close(lock) }
-            guard flock(lock, LOCK_EX | LOCK_NB) == 0 else { return false }
+            let deadline = ContinuousClock.now + patience
+            while flock(lock, LOCK_EX | LOCK_NB) != 0 {
+                guard ContinuousClock.now < deadline else { return false }
+                usleep(1000)
+            }
             let trash = entriesDirectory + "/.removing-" + FileSystem.randomSuffix()
             guard Glibc.rename(path, trash) == 0 else { return false }
             FileSystem.removeTree(trash)
@@ -729,6 +765,18 @@ public final class DRAMCache: Sendable {
         }
         FileSystem.removeTree(path)
         return true
+    }
+
+    /// Takes a damaged or corrupt entry out of use: removed, or, while someone still holds it,
+    /// marked incomplete so no later lookup hits it (it goes once released). Returns whether it
+    /// was removed.
+    @discardableResult
+    func drop(_ path: String, _ meta: Meta) -> Bool {
+        guard !removeEntry(path, patience: Self.releasePatience) else { return true }
+        var incomplete = meta
+        incomplete.complete = false
+        try? writeMeta(incomplete, to: path)
+        return false
     }
 
     func writeMeta(_ meta: Meta, to path: String) throws {
@@ -800,7 +848,7 @@ public final class DRAMCache: Sendable {
     public func evict(name: String, releaseMemory: Bool = false) throws -> Int {
         var freed = 0
         for entry in listEntries() where entry.name == name {
-            guard removeEntry(entriesDirectory + "/" + entry.key) else {
+            guard removeEntry(entriesDirectory + "/" + entry.key, patience: Self.releasePatience) else {
                 throw StoreError(.io, "model `\(name)` is in use and cannot be evicted from DRAM")
             }
             freed += entry.bytes

@@ -179,7 +179,9 @@ public enum MemoryPopulation {
                 guard index < count else { return }
                 let start = UnsafeMutableRawPointer(bitPattern: address + UInt(index * piece))!
                 let length = min(piece, byteCount - index * piece)
-                if sllm_populate_write(start, length) != 0 { sllm_touch_pages_write(start, length) }
+                // Touched by hand only where the kernel lacks the call: another failure (EFAULT
+                // for a file truncated behind the mapping, ENOMEM) would be a SIGBUS when touched.
+                if sllm_populate_write(start, length) == EINVAL { sllm_touch_pages_write(start, length) }
             }
         }
     }

@@ -74,4 +74,49 @@ import Testing
                 && FileSystem.exists(base.file("sllm-unrecorded")))
         try expectTensorsMatchStore(held, fixture.store)
     }
+
+    /// A lock let go a moment ago can still be held by a process spawned at that instant: it
+    /// shares the lock's open file until its `exec` closes it (a test suite or a server that
+    /// spawns processes meets this). A removal that must happen waits that moment out; a damaged
+    /// entry that stays held is marked incomplete, so no lookup hits it, and goes once let go.
+    @Test func aLockLetGoAMomentAgoDoesNotKeepAnEntry() async throws {
+        let fixture = try LoaderFixture("cache-lock-moment")
+        defer { fixture.remove() }
+        try fixture.addSynthetic("m", bytes: 1 << 20)
+        let loader = try fixture.loader()
+        let checksum = try fixture.store.reader(for: try ModelName("m")).indexChecksum
+        _ = try await loader.load(try ModelName("m"))
+        let cache = loader.cache
+        let entry = try #require(cache.listEntries().first)
+        let path = cache.entriesDirectory + "/" + entry.key
+        // The spawned process's share of a pin: a shared lock through another open file.
+        func holdACopy() -> Int32 {
+            let copy = open(path + "/lock", O_RDONLY | O_CLOEXEC)
+            #expect(copy >= 0 && flock(copy, LOCK_SH) == 0)
+            return copy
+        }
+        let copy = holdACopy()
+        #expect(!cache.removeEntry(path), "held, and no patience")
+        Thread {
+            usleep(20_000)
+            close(copy)
+        }.start()
+        #expect(cache.removeEntry(path, patience: .seconds(30)))
+        #expect(cache.listEntries().isEmpty)
+
+        // Cached again; then found damaged while a copy of a pin is held past the patience.
+        _ = try await loader.load(try ModelName("m"))
+        let meta = try #require(cache.readMeta(path))
+        let stuck = holdACopy()
+        #expect(!cache.drop(path, meta))
+        #expect(cache.readMeta(path)?.complete == false)
+        #expect(cache.lookup(name: "m", indexChecksum: checksum) == nil)
+        let again = try await loader.load(try ModelName("m"))
+        #expect(again.tier == .ssd && !again.cached, "the held entry is neither hit nor refilled")
+        close(stuck)
+        let refilled = try await loader.load(try ModelName("m"))
+        #expect(refilled.tier == .ssd && refilled.cached)
+        try expectTensorsMatchStore(refilled, fixture.store)
+        #expect(try await loader.load(try ModelName("m")).tier == .dram)
+    }
 }
