@@ -64,16 +64,14 @@ extension ServeBench {
             return (elapsed * 1000, timings)
         }
         // Load and prefill of similar length show the overlap best: unless --prompt-tokens
-        // says, one sequential run at 128 tokens sets the length where prefill ≈ load.
+        // says, sequential runs set the length where prefill ≈ load.
         var tokens = promptTokens
         if tokens == 0 {
-            let (_, probe) = try await cold(sequential, label: "sequential", prompt: Self.text(tokens: 128, tokenizer))
-            let load = probe["load_ms"] as? Double ?? 0, prefill = probe["prefill_ms"] as? Double ?? 0
-            tokens = prefill > 0 ? min(2048, max(16, Int(128 * load / prefill))) : 512
-            print(
-                String(
-                    format: "calibration: load %.1f ms, prefill of 128 tokens %.1f ms → a %d-token prompt", load,
-                    prefill, tokens))
+            tokens = try await calibrate { tokens in
+                let (_, probe) = try await cold(
+                    sequential, label: "sequential", prompt: Self.text(tokens: tokens, tokenizer))
+                return (probe["load_ms"] as? Double ?? 0, probe["prefill_ms"] as? Double ?? 0)
+            }
         }
         let prompt = Self.text(tokens: tokens, tokenizer)
         var streamedTimes: [Double] = [], sequentialTimes: [Double] = [], loads: [Double] = [], prefills: [Double] = []
@@ -111,6 +109,46 @@ extension ServeBench {
             sequentialLoad: load, sequentialPrefill: prefill, streamedStart: Sample(values: starts),
             streamedPrefill: Sample(values: streamedPrefills),
             ratio: streamedSample.median / (load.median + prefill.median))
+    }
+
+    /// The prompt length whose prefill takes about as long as the load, from cold sequential
+    /// runs (`probe` gives a run's load and prefill, ms). Prefill is not proportional to the
+    /// prompt: the output projection (a 262k-row matrix for Gemma 3) and the layers' fixed work
+    /// cost the same for any length. So two probes fit prefill = fixed + per-token × tokens, the
+    /// length solving prefill = load is checked, and corrected until within 10 % (3 tries).
+    func calibrate(_ probe: (Int) async throws -> (load: Double, prefill: Double)) async throws -> Int {
+        let range = 8...2048
+        let short = try await probe(32), long = try await probe(128)
+        var loads = [short.load, long.load]
+        var perToken = max(1e-3, (long.prefill - short.prefill) / 96)
+        var fixed = long.prefill - perToken * 128
+        var tokens = 0
+        for attempt in 0..<4 {
+            let load = loads.sorted()[loads.count / 2]
+            let next = min(range.upperBound, max(range.lowerBound, Int(((load - fixed) / perToken).rounded())))
+            guard next != tokens, attempt < 3 else {
+                tokens = next
+                break
+            }
+            tokens = next
+            let check = try await probe(tokens)
+            loads.append(check.load)
+            print(
+                String(
+                    format: "calibration: prefill %.1f ms + %.2f ms a token; load %.1f ms → %d tokens: prefill %.1f ms",
+                    fixed, perToken, load, tokens, check.prefill))
+            if abs(check.prefill - load) <= 0.1 * load || tokens == range.lowerBound || tokens == range.upperBound {
+                break
+            }
+            // Keep the slope of the nearer probe, move the line through this point.
+            let anchor = abs(tokens - 32) < abs(tokens - 128) ? short : long
+            let anchorTokens = abs(tokens - 32) < abs(tokens - 128) ? 32 : 128
+            if tokens != anchorTokens {
+                perToken = max(1e-3, (check.prefill - anchor.prefill) / Double(tokens - anchorTokens))
+            }
+            fixed = check.prefill - perToken * Double(tokens)
+        }
+        return tokens
     }
 
     /// A plain English text of about `tokens` tokens under `tokenizer`.

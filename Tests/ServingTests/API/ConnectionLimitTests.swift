@@ -39,8 +39,10 @@ import Testing
             return results
         }
         for result in closed { #expect(result.hasSuffix("true"), "\(result)") }
-        // The server still answers.
-        #expect(try await server.request(.GET, "/health").status == 200)
+        // The server still answers. Retried: the client's pooled connection from the start is
+        // idle past the 1 s timeout, and on a loaded machine the server may close it just as the
+        // client reuses it (the keep-alive race; a GET on it then fails with no retry).
+        #expect(try await server.eventually(10) { (try? await server.request(.GET, "/health").status) == 200 })
         try await server.stop()
     }
 
