@@ -86,6 +86,8 @@ actor Deployment {
     /// Rebalancing between running instances is on (`rebalance`), and one is under way.
     private let rebalances: Bool
     private var rebalancing = false
+    /// Whether a rebalance is handing jobs over now (tests).
+    var isRebalancing: Bool { rebalancing }
     /// Keep-alive timers of idle instances, with when each fires (what `sllm ps` shows as the
     /// instance's expiry); none while busy or kept forever.
     private var timers: [String: (task: Task<Void, Never>, expiresAt: Duration)] = [:]

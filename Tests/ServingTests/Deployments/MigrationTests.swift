@@ -238,6 +238,19 @@ import Testing
         ]
         try await Task.sleep(for: .milliseconds(200))
         _ = try await registry.update("smol", with: DeploymentRequest(minInstances: 2))
+        // While the rebalance hands jobs over, an operator's migration is refused: one move at a
+        // time (stage 1 re-prefills a job's tokens, so the window lasts tens of milliseconds).
+        var polls = 0
+        while await !deployment.isRebalancing, polls < 20_000 {
+            polls += 1
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        await #expect {
+            _ = try await deployment.migrate(first.id, to: nil)
+        } throws: { error in
+            (error as? ServingError)?.kind == .conflict
+                && (error as? ServingError)?.message.contains("rebalancing") == true
+        }
         let one = try await runs[0].value
         let two = try await runs[1].value
 
