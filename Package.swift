@@ -210,7 +210,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SimulationTests",
-            dependencies: ["Simulation", "Scheduling"],
+            dependencies: ["Simulation", "Scheduling", "TestSupport"],
             resources: [.copy("Resources")],
             swiftSettings: swiftSettings
         ),

@@ -279,7 +279,7 @@ import Testing
         ]
         let bodies = try seeds.map { try JSONEncoder.wire.encode($0) }
         var random = SeededGenerator(seed: 0xC0FFEE)
-        let iterations = Int(ProcessInfo.processInfo.environment["SLLM_FUZZ_ITERATIONS"] ?? "") ?? 300
+        let iterations = Fuzz.iterations(default: 300)
         let alphabet = Array("{}[]\":,0123456789-eE.nulltruefalse\\u{}".utf8)
         var statuses: [Int: Int] = [:]
         for round in 0..<iterations {
@@ -382,7 +382,7 @@ import Testing
         let harness = try await WorkerHarness.start(node: "node-peer-fuzz")
         defer { harness.remove() }
         var random = SeededGenerator(seed: 0xF17C4)
-        let iterations = Int(ProcessInfo.processInfo.environment["SLLM_FUZZ_ITERATIONS"] ?? "") ?? 300
+        let iterations = Fuzz.iterations(default: 300)
         // Ranges are mutated on the index only (40 KB): a mutation dropping a range's end must not
         // make a round read the 96 MB partition, whose path is mutated with a small range.
         let paths = ["/cluster/v1/checkpoints/smollm2-135m/index", "/cluster/v1/checkpoints/smollm2-135m/data-0000"]

@@ -1,5 +1,6 @@
 import Foundation
 import Scheduling
+import TestSupport
 import Testing
 
 @testable import Simulation
@@ -59,22 +60,15 @@ import Testing
     /// Bounded fuzz (`SLLM_FUZZ_ITERATIONS`, default 300): mutated reports parse within their
     /// bounds or fail with a SimulationError.
     @Test func mutatedReportsParseWithinBoundsOrFail() throws {
-        let iterations = Int(ProcessInfo.processInfo.environment["SLLM_FUZZ_ITERATIONS"] ?? "") ?? 300
+        let iterations = Fuzz.iterations(default: 300)
         var generator = SplitMix(seed: 71)
         let valid = Array(try Self.report())
         let pieces = [
             "-", "1e308", "0", "9999999999999999999", "null", "\"", "[", "{", "}", ",", "true", "-0.5", "NaN",
-        ]
+        ].map { Array($0.utf8) }
         for _ in 0..<iterations {
             var bytes = valid
-            for _ in 0..<Int.random(in: 1...5, using: &generator) {
-                let at = Int.random(in: 0...bytes.count, using: &generator)
-                switch Int.random(in: 0..<3, using: &generator) {
-                case 0 where at < bytes.count: bytes[at] = UInt8.random(in: 0...255, using: &generator)
-                case 1 where at < bytes.count: bytes.remove(at: at)
-                default: bytes.insert(contentsOf: Array(pieces.randomElement(using: &generator)!.utf8), at: at)
-                }
-            }
+            Fuzz.mutate(&bytes, edits: 1...5, pieces: pieces, using: &generator)
             do {
                 let report = try BenchClusterReport(data: Data(bytes))
                 let config = report.config

@@ -544,7 +544,7 @@ import Testing
         var random = SeededGenerator(seed: 0x5707E)
         let alphabet = Array("/.%2e0123456789-=,bytesindx".utf8)
         var statuses: [Int: Int] = [:]
-        for round in 0..<(Int(ProcessInfo.processInfo.environment["SLLM_FUZZ_ITERATIONS"] ?? "") ?? 200) {
+        for round in 0..<Fuzz.iterations(default: 200) {
             var path = Array((round % 3 == 0 ? "/smollm2-135m/data-0000" : "/smollm2-135m/index").utf8)
             var range = Array("bytes=0-4095".utf8)
             let mutatesRange = round % 3 == 2
@@ -742,7 +742,7 @@ import Testing
     /// never get a 500 (the leader's own 4xx, or 502/503 for a hop that failed, come back), and
     /// no admin route answers 2xx without the admin key but the console's read-only ones.
     static func fuzzForwarding(port: Int, userKey: String) async throws {
-        let iterations = Int(ProcessInfo.processInfo.environment["SLLM_FUZZ_ITERATIONS"] ?? "") ?? 150
+        let iterations = Fuzz.iterations(default: 150)
         var generator = SeededGenerator(seed: 131)
         let pieces = [
             "v1", "completions", "models", "admin", "nodes", "keys", "console", "deployments", "cluster", "lease",

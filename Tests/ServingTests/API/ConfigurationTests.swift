@@ -154,7 +154,7 @@ import Testing
     @Test func randomConfigFilesAndEnvironmentsAreReadOrRefused() throws {
         let directory = try TemporaryDirectory("config-fuzz")
         defer { directory.remove() }
-        let iterations = Int(ProcessInfo.processInfo.environment["SLLM_FUZZ_ITERATIONS"] ?? "") ?? 400
+        let iterations = Fuzz.iterations(default: 400)
         var generator = SeededGenerator(seed: UInt64(ProcessInfo.processInfo.environment["SLLM_FUZZ_SEED"] ?? "") ?? 17)
         let names =
             ServeConfiguration.keys + [

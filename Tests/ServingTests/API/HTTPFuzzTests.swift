@@ -11,7 +11,7 @@ import Testing
 /// running server: no 5xx, no crash, an answer within a bound. Bounded for the suite
 /// (`SLLM_FUZZ_ITERATIONS`, default 300 bodies and 300 paths); a longer campaign sets more.
 @Suite(.serialized) struct HTTPFuzzTests {
-    static var iterations: Int { Int(ProcessInfo.processInfo.environment["SLLM_FUZZ_ITERATIONS"] ?? "") ?? 300 }
+    static var iterations: Int { Fuzz.iterations(default: 300) }
 
     /// Values that have broken parsers and arithmetic before.
     static var hostileValues: [Any] {

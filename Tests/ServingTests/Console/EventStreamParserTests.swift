@@ -42,7 +42,7 @@ import Testing
     /// Bounded fuzz: mutated streams (`SLLM_FUZZ_ITERATIONS`, default 300) never crash the
     /// reader, and give the same events fed at once or in random chunks.
     @Test func mutatedStreamsGiveTheSameEventsHoweverChunked() throws {
-        let iterations = Int(ProcessInfo.processInfo.environment["SLLM_FUZZ_ITERATIONS"] ?? "") ?? 300
+        let iterations = Fuzz.iterations(default: 300)
         var generator = SeededGenerator(seed: 17)
         let base = Array("event: snapshot\ndata: {\"x\": [1, 2]}\n\n: c\ndata: a\r\ndata: b\r\n\r\nretry: 5\n\n".utf8)
         let pieces: [[UInt8]] = [
@@ -50,14 +50,7 @@ import Testing
         ]
         for _ in 0..<iterations {
             var bytes = base
-            for _ in 0..<Int.random(in: 1...8, using: &generator) {
-                let at = Int.random(in: 0...bytes.count, using: &generator)
-                switch Int.random(in: 0..<3, using: &generator) {
-                case 0 where at < bytes.count: bytes[at] = UInt8.random(in: 0...255, using: &generator)
-                case 1 where at < bytes.count: bytes.remove(at: at)
-                default: bytes.insert(contentsOf: pieces.randomElement(using: &generator)!, at: at)
-                }
-            }
+            Fuzz.mutate(&bytes, edits: 1...8, pieces: pieces, using: &generator)
             var whole = EventStreamParser()
             let expected = try whole.feed(bytes)
             var parser = EventStreamParser()

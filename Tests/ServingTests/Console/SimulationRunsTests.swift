@@ -82,20 +82,15 @@ import Testing
     /// Bounded fuzz (`SLLM_FUZZ_ITERATIONS`, default 300): mutated files parse or fail with an
     /// ExperimentError; what parses keeps its bounds.
     @Test func mutatedFilesParseOrFailCleanly() {
-        let iterations = Int(ProcessInfo.processInfo.environment["SLLM_FUZZ_ITERATIONS"] ?? "") ?? 300
+        let iterations = Fuzz.iterations(default: 300)
         var generator = SeededGenerator(seed: 29)
-        let pieces = [",", "\n", "\r\n", "nan", "-", "1e999", "\u{0}", "é", "point", "\"", ",,,,"]
+        let pieces = [",", "\n", "\r\n", "nan", "-", "1e999", "\u{0}", "é", "point", "\"", ",,,,"].map {
+            Array($0.utf8)
+        }
         for index in 0..<iterations {
             let summary = index % 2 == 0
             var bytes = Array((summary ? Self.summary : Self.cdf(points: 20)).utf8)
-            for _ in 0..<Int.random(in: 1...6, using: &generator) {
-                let at = Int.random(in: 0...bytes.count, using: &generator)
-                switch Int.random(in: 0..<3, using: &generator) {
-                case 0 where at < bytes.count: bytes[at] = UInt8.random(in: 0...255, using: &generator)
-                case 1 where at < bytes.count: bytes.remove(at: at)
-                default: bytes.insert(contentsOf: Array(pieces.randomElement(using: &generator)!.utf8), at: at)
-                }
-            }
+            Fuzz.mutate(&bytes, edits: 1...6, pieces: pieces, using: &generator)
             let text = String(decoding: bytes, as: UTF8.self)
             do {
                 if summary {

@@ -268,7 +268,7 @@ import Tokenizers
             }
             return object
         }
-        let iterations = Int(ProcessInfo.processInfo.environment["SLLM_FUZZ_ITERATIONS"] ?? "") ?? 120
+        let iterations = Fuzz.iterations(default: 120)
         var random = SeededGenerator(seed: 13)
         var ran = 0
         for iteration in 0..<iterations {
