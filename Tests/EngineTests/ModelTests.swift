@@ -109,6 +109,42 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
         #expect(outputs == single)
     }
 
+    /// Stronger than equal tokens: a sequence's logits are the same bits whatever shares its
+    /// passes (another sequence decoding, prompts prefilled in the same pass, sequences joining
+    /// and leaving), on two threads, so a server's greedy answers do not depend on its load.
+    @Test func logitsAreTheSameBitsWhateverTheBatch() async throws {
+        let engine = try await SharedModel.engine.value
+        let prompts = try ["greedy-01", "greedy-02", "greedy-03"].map {
+            try fixture($0, as: GreedyFixture.self).prompt_ids
+        }
+        /// Ten steps of the first prompt beside the companions each step adds (those that reach
+        /// 40 tokens leave); its logits after each step.
+        func run(_ companions: (Int) -> [[Int]]) throws -> [[Float]] {
+            let watched = try engine.makeSequence(tokens: prompts[0])
+            var others: [EngineSequence] = []
+            var logits: [[Float]] = []
+            for step in 0..<10 {
+                for tokens in companions(step) { others.append(try engine.makeSequence(tokens: tokens)) }
+                _ = try engine.step(step % 2 == 0 ? [watched] + others : others + [watched])
+                logits.append(watched.logits!)
+                others.removeAll { $0.tokens.count > 40 }
+            }
+            return logits
+        }
+        let alone = try run { _ in [] }
+        let variants = [
+            ("one decoding beside it", try run { $0 == 0 ? [prompts[1]] : [] }),
+            ("prompts prefilled in its passes", try run { $0 % 3 == 1 ? [prompts[2]] : [] }),
+            ("two joining, one leaving", try run { $0 == 2 ? [prompts[1], Array(prompts[2].prefix(30))] : [] }),
+        ]
+        for (name, logits) in variants {
+            for step in 0..<10 {
+                let same = zip(alone[step], logits[step]).allSatisfy { $0.bitPattern == $1.bitPattern }
+                #expect(same, "\(name), step \(step)")
+            }
+        }
+    }
+
     @Test func aSnapshotContinuesIdenticallyOnAnotherEngine() async throws {
         let engine = try await SharedModel.engine.value
         var options = Engine.Options()

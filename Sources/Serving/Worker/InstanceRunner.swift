@@ -277,14 +277,14 @@ final class InstanceRunner: @unchecked Sendable {
                 active.removeAll()
                 continue
             }
-            var index = 0
-            while index < active.count {
-                if emit(choices[index], for: &active[index]) {
-                    index += 1
-                } else {
-                    active.remove(at: index)
-                }
+            // Each job gets the choice made for its own sequence (`choices` is in the order the
+            // jobs were stepped); the jobs that end leave afterwards.
+            var going: [Active] = []
+            for (job, choice) in zip(active, choices) {
+                var job = job
+                if emit(choice, for: &job) { going.append(job) }
             }
+            active = going
         }
     }
 

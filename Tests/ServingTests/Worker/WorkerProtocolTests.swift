@@ -223,6 +223,58 @@ import Tokenizers
         await worker.stopInstance("b")
     }
 
+    /// Jobs sharing an instance's steps each get their own tokens, including in the step where
+    /// another job ends and leaves the batch (a job that ended used to pass its token to the job
+    /// after it: concurrent streams changed when a neighbour finished).
+    @Test func jobsEndingBesideOthersLeaveTheirTokensAlone() async throws {
+        let directory = try TemporaryDirectory("worker-neighbours")
+        defer { directory.remove() }
+        let worker = try await Self.worker(directory)
+        let facts = try await worker.modelFacts(try ModelName("smol"))
+        let sizing = InstanceSizing(
+            requestedContext: 256, modelContext: facts.contextLength, maxSequences: 4,
+            weightBytes: facts.weightBytes, kvBytesPerPosition: facts.kvBytesPerPosition)
+        for try await _ in worker.startInstance(
+            InstanceSpec(id: "a", deployment: "d", model: try ModelName("smol"), sizing: sizing))
+        {}
+        let tokenizer = try Tokenizer(checkpoint: facts.index) { try #require(facts.tokenizerFiles[$0]) }
+        let jobs = [
+            ("one", "The capital of France is", 3), ("two", "1, 2, 3, 4,", 9), ("three", "Once upon a time", 24),
+        ]
+        .map { id, prompt, tokens in
+            var job = GenerationJob(
+                id: id, prompt: tokenizer.encode(prompt), sampling: .greedy, maxTokens: tokens, stop: [],
+                logprobs: nil)
+            job.stopAtEndOfGeneration = false
+            return job
+        }
+        @Sendable func tokens(_ job: GenerationJob) async throws -> [Int] {
+            var tokens: [Int] = []
+            for try await event in worker.run(job, on: "a") {
+                if case .token(let output) = event, output.token >= 0 { tokens.append(output.token) }
+            }
+            return tokens
+        }
+        var alone: [[Int]] = []
+        for job in jobs { alone.append(try await tokens(job)) }
+        // Together, the shortest first in the batch: each ends while the ones after it go on.
+        for round in 0..<3 {
+            let together = try await withThrowingTaskGroup(of: (Int, [Int]).self) { group in
+                for (index, job) in jobs.enumerated() {
+                    var job = job
+                    job.id += "-\(round)"
+                    group.addTask { (index, try await tokens(job)) }
+                    try await Task.sleep(for: .milliseconds(2))
+                }
+                var results = [[Int]](repeating: [], count: jobs.count)
+                for try await (index, tokens) in group { results[index] = tokens }
+                return results
+            }
+            #expect(together == alone, "round \(round)")
+        }
+        await worker.stopInstance("a")
+    }
+
     /// What crosses the wire next (the cluster) is untrusted: mutated jobs and snapshots either
     /// fail to decode, fail with an error event, or run to an end; none traps the instance, and
     /// it still serves a good job afterwards. Bounded (`SLLM_FUZZ_ITERATIONS`, default 120).
