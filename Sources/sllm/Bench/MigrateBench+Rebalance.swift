@@ -39,8 +39,7 @@ extension MigrateBench {
             kvBytesPerPosition: Engine.kvBytesPerPosition(reader.index.config)
         ).totalBytes
         var random = SplitMix(seed: 23)
-        // A prompt of its own per stream: identical prompts would share the prompt cache, whose
-        // path rounds differently from a full prefill and can flip a near-tie between streams.
+        // A prompt of its own per stream, so the streams are four different texts to compare.
         let prompts = (0..<streams).map { _ in (0..<promptTokens).map { _ in 1000 + Int(random.next() % 20_000) } }
         print(
             "\(streams) greedy streams of \(tokens) tokens on one instance of \(name); after \(after) tokens the deployment scales to two instances on two `sllm worker` processes (\(threads) thread(s) each, memory for one instance each); \(rounds) round(s), rebalancing off and on alternately"
