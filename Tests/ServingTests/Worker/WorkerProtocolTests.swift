@@ -26,6 +26,22 @@ import Tokenizers
         return try LocalWorker(configuration: configuration, logger: logger)
     }
 
+    /// A worker as `worker` makes it, running instance `id` of `smol` with room for `sequences`
+    /// sequences of `context` tokens; and the model's facts.
+    static func worker(
+        _ directory: TemporaryDirectory, instance id: String, context: Int, sequences: Int
+    ) async throws -> (LocalWorker, ModelFacts) {
+        let worker = try await worker(directory)
+        let facts = try await worker.modelFacts(try ModelName("smol"))
+        let sizing = InstanceSizing(
+            requestedContext: context, modelContext: facts.contextLength, maxSequences: sequences,
+            weightBytes: facts.weightBytes, kvBytesPerPosition: facts.kvBytesPerPosition)
+        for try await _ in worker.startInstance(
+            InstanceSpec(id: id, deployment: "d", model: try ModelName("smol"), sizing: sizing))
+        {}
+        return (worker, facts)
+    }
+
     /// Encodes and decodes `value` as JSON: what crosses the network is what arrives.
     static func roundTrip<T: Codable>(_ value: T) throws -> T {
         try JSONDecoder().decode(T.self, from: try JSONEncoder().encode(value))
@@ -229,14 +245,7 @@ import Tokenizers
     @Test func jobsEndingBesideOthersLeaveTheirTokensAlone() async throws {
         let directory = try TemporaryDirectory("worker-neighbours")
         defer { directory.remove() }
-        let worker = try await Self.worker(directory)
-        let facts = try await worker.modelFacts(try ModelName("smol"))
-        let sizing = InstanceSizing(
-            requestedContext: 256, modelContext: facts.contextLength, maxSequences: 4,
-            weightBytes: facts.weightBytes, kvBytesPerPosition: facts.kvBytesPerPosition)
-        for try await _ in worker.startInstance(
-            InstanceSpec(id: "a", deployment: "d", model: try ModelName("smol"), sizing: sizing))
-        {}
+        let (worker, facts) = try await Self.worker(directory, instance: "a", context: 256, sequences: 4)
         let tokenizer = try Tokenizer(checkpoint: facts.index) { try #require(facts.tokenizerFiles[$0]) }
         let jobs = [
             ("one", "The capital of France is", 3), ("two", "1, 2, 3, 4,", 9), ("three", "Once upon a time", 24),
@@ -281,14 +290,7 @@ import Tokenizers
     @Test func mutatedJobsAndSnapshotsNeverTrapAnInstance() async throws {
         let directory = try TemporaryDirectory("worker-fuzz")
         defer { directory.remove() }
-        let worker = try await Self.worker(directory)
-        let facts = try await worker.modelFacts(try ModelName("smol"))
-        let sizing = InstanceSizing(
-            requestedContext: 24, modelContext: facts.contextLength, maxSequences: 2,
-            weightBytes: facts.weightBytes, kvBytesPerPosition: facts.kvBytesPerPosition)
-        for try await _ in worker.startInstance(
-            InstanceSpec(id: "f", deployment: "d", model: try ModelName("smol"), sizing: sizing))
-        {}
+        let (worker, facts) = try await Self.worker(directory, instance: "f", context: 24, sequences: 2)
         var sampling = SamplingParameters()
         sampling.seed = 7
         sampling.repetitionPenalty = 1.1
