@@ -80,7 +80,6 @@ public struct RawResponse: Sendable {
 
     public func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
 
-    /// Parses the first response in `bytes` (Content-Length or chunked); nil when incomplete.
     /// The status line and headers of `text`, with whatever follows the head as the body (not
     /// decoded); nil without a whole head and a status.
     public static func parseHead(_ text: String) -> RawResponse? {
@@ -97,6 +96,7 @@ public struct RawResponse: Sendable {
         return RawResponse(status: status, headers: headers, body: String(text[end.upperBound...]))
     }
 
+    /// Parses the first response in `bytes` (Content-Length or chunked); nil when incomplete.
     public static func parse(_ bytes: [UInt8]) -> RawResponse? {
         guard var response = parseHead(String(decoding: bytes, as: UTF8.self)) else { return nil }
         if let length = response.header("content-length").flatMap(Int.init) {
