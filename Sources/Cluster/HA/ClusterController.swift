@@ -1,12 +1,12 @@
 public import AsyncHTTPClient
 import Checkpoint
 import Foundation
-public import Hummingbird
+import Hummingbird
 public import Logging
 import NIOCore
 import PostgresNIO
 public import Scheduling
-public import ServiceLifecycle
+import ServiceLifecycle
 public import Serving
 
 /// A cluster controller put together: the server (APIs, deployments, placement) over the

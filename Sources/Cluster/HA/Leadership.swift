@@ -1,9 +1,9 @@
 import Checkpoint
-public import Foundation
+import Foundation
 public import Logging
 import PostgresNIO
 public import ServiceLifecycle
-public import Serving
+import Serving
 import Synchronization
 
 /// Which of several controllers sharing one state database leads: the one holding the lease row
@@ -118,7 +118,7 @@ public final class Leadership: Sendable {
         guard isLeader else { return }
         state.withLock { $0 = .follower(leader: nil) }
         let id = id
-        try? await store.run("give up the leader's lease") { client, logger in
+        _ = try? await store.run("give up the leader's lease") { client, logger in
             try await client.query(
                 "UPDATE leader SET expires_at = now() - interval '1 second' WHERE id = 1 AND holder = \(id)",
                 logger: logger)
@@ -164,7 +164,7 @@ public struct LeadershipService: Service {
     public init(_ leadership: Leadership) { self.leadership = leadership }
 
     public func run() async throws {
-        try? await cancelWhenGracefulShutdown { await leadership.run() }
+        await cancelWhenGracefulShutdown { await leadership.run() }
         await leadership.resign()
     }
 }

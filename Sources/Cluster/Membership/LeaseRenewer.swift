@@ -41,7 +41,7 @@ public struct LeaseRenewer: Service {
     }
 
     public func run() async throws {
-        let joined = try? await cancelWhenGracefulShutdown { await renewals() }
+        let joined = await cancelWhenGracefulShutdown { await renewals() }
         guard let controller = joined ?? controllers.first else { return }
         // The controller moves this node's running requests elsewhere before it answers.
         let _: WireDone? = try? await post(

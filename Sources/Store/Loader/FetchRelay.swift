@@ -1,4 +1,4 @@
-public import Checkpoint
+import Checkpoint
 import Foundation
 import Synchronization
 

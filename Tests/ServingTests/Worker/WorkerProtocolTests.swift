@@ -290,7 +290,7 @@ import Tokenizers
     @Test func mutatedJobsAndSnapshotsNeverTrapAnInstance() async throws {
         let directory = try TemporaryDirectory("worker-fuzz")
         defer { directory.remove() }
-        let (worker, facts) = try await Self.worker(directory, instance: "f", context: 24, sequences: 2)
+        let (worker, _) = try await Self.worker(directory, instance: "f", context: 24, sequences: 2)
         var sampling = SamplingParameters()
         sampling.seed = 7
         sampling.repetitionPenalty = 1.1

@@ -179,7 +179,7 @@ final class Flag: Sendable {
         try fixture.addSynthetic("a", bytes: 200 << 10)
         let loader = try fixture.loader(chunk: 256 << 10)
         let short = fixture.cacheDirectory + "/slabs/s64-0000000000000000"
-        FileManager.default.createFile(atPath: short, contents: Data())
+        #expect(FileManager.default.createFile(atPath: short, contents: Data()))
         let model = try await loader.load(try ModelName("a"))
         try expectTensorsMatchStore(model, fixture.store)
         #expect(!FileSystem.exists(short))
