@@ -231,6 +231,160 @@ void sllm_gemm_reference(int wtype, const void *w, size_t wstride, int64_t r0, i
 #undef DOT_U8I8
 #undef SUFFIX
 
+// MARK: Prompts of 32-value blocks, two tokens per 512-bit register
+//
+// GGML's AVX2 arithmetic for a block of 32 keeps eight int32 lanes (four byte products each),
+// converts them to floats and adds them, times the block's scale product, into eight fused
+// accumulators that are summed at the end. The per-token work (a dot product, a conversion, a
+// multiply-add) is the same width as a 256-bit register, so here two tokens share one 512-bit
+// register: their activations are interleaved four bytes at a time (lane 2g is token A's group
+// g, lane 2g+1 token B's) and each weight block is spread to match. Every lane does exactly the
+// arithmetic it did alone, so the results are the single-token kernels' bit for bit.
+//
+// Signed weights (Q4_0, Q5_0, Q8_0, IQ4_NL) meet activations shifted by 128 to make them the
+// unsigned side of `vpdpbusd`; the accumulator starts at −128·Σq of the weights' four bytes.
+// Q4_1/Q5_1 weights are unsigned already and meet the activations as they are.
+
+enum { pair_tokens = 16, pair_count = pair_tokens / 2 };
+
+/// A weight block's 32 bytes spread so that dword g lands in dwords 2g and 2g+1.
+static inline __m512i spread_pairs(__m256i q) {
+    const __m512i index = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    return _mm512_permutexvar_epi32(index, _mm512_castsi256_si512(q));
+}
+
+/// Token A's eight lanes (the even ones) in the low half, in order; token B's in the high half.
+static inline __m512 split_pairs(__m512 v) {
+    const __m512i index = _mm512_set_epi32(15, 13, 11, 9, 7, 5, 3, 1, 14, 12, 10, 8, 6, 4, 2, 0);
+    return _mm512_permutexvar_ps(index, v);
+}
+
+typedef enum { pairs_signed, pairs_with_min, pairs_iq4_nl } pairs_kind;
+
+/// Rows r0..<r1 against up to `pair_tokens` tokens whose activations have been interleaved into
+/// `y` (`nb` blocks of `np` pairs, 64 bytes each), their scales into `dy` (two floats per block
+/// and pair) and, for Q4_1/Q5_1, Q8_1's `s` into `sy` (sixteen floats per block, one per token).
+/// `kind` and `np` are constants at every call, so the accumulators stay in registers.
+static inline __attribute__((always_inline)) void pairs_rows(pairs_kind kind, int np, const uint8_t *w, size_t ws, size_t bytes, int bits, int64_t r0, int64_t r1, const uint8_t *y, const float *dy, const float *sy, int tn, int64_t nb, float *out, int64_t ldo) {
+    const __m512i high_bytes = _mm512_set1_epi8((char)0x80);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *x = w + (size_t)r * ws;
+        __m512 acc[pair_count], odd[pair_count];
+        __m512 summ = _mm512_setzero_ps();
+        for (int p = 0; p < np; p++) acc[p] = odd[p] = _mm512_setzero_ps();
+        // IQ4_NL alternates two sets of accumulators and leaves an odd last block to scalar code.
+        const int64_t vector_blocks = kind == pairs_iq4_nl ? nb & ~(int64_t)1 : nb;
+        for (int64_t b = 0; b < vector_blocks; b++) {
+            const uint8_t *block = x + (size_t)b * bytes;
+            __m512i q, start;
+            float dx;
+            if (kind == pairs_with_min) {
+                q = spread_pairs(unsigned_quants_vnni(block, bits == 5));
+                start = _mm512_setzero_si512();
+                uint16_t dm[2];
+                memcpy(dm, block, 4);
+                dx = _cvtsh_ss(dm[0]);
+                summ = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(dm[1])), _mm512_loadu_ps(sy + b * pair_tokens), summ);
+            } else {
+                q = spread_pairs(kind == pairs_iq4_nl ? iq4_values_vnni(block + 2) : signed_quants_vnni(block, bits));
+                start = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), high_bytes, q));
+                dx = block_scale_vnni(block);
+            }
+            const __m512 dxv = _mm512_set1_ps(dx);
+            const uint8_t *yb = y + (size_t)b * np * 64;
+            const float *db = dy + b * np * 2;
+#define SLLM_PAIR_STEP(into)                                                                                            \
+    for (int p = 0; p < np; p++) {                                                                                      \
+        const __m512i ys = _mm512_loadu_si512(yb + 64 * p);                                                             \
+        const __m512i s = kind == pairs_with_min ? _mm512_dpbusd_epi32(start, q, ys) : _mm512_dpbusd_epi32(start, ys, q); \
+        const __m512 pair = _mm512_broadcast_f32x2(_mm_castpd_ps(_mm_load_sd((const double *)(db + 2 * p))));          \
+        into[p] = _mm512_fmadd_ps(_mm512_mul_ps(dxv, pair), _mm512_cvtepi32_ps(s), into[p]);                            \
+    }
+            if (kind == pairs_iq4_nl && (b & 1)) {
+                SLLM_PAIR_STEP(odd)
+            } else {
+                SLLM_PAIR_STEP(acc)
+            }
+#undef SLLM_PAIR_STEP
+        }
+        float summs[pair_tokens];
+        _mm512_storeu_ps(summs, summ);
+        for (int p = 0; p < np; p++) {
+            const __m512 split = split_pairs(kind == pairs_iq4_nl ? _mm512_add_ps(acc[p], odd[p]) : acc[p]);
+            const float sums[2] = {hsum_vnni(_mm512_castps512_ps256(split)), hsum_vnni(_mm512_extractf32x8_ps(split, 1))};
+            for (int h = 0; h < 2 && 2 * p + h < tn; h++) out[(2 * p + h) * ldo + r] = sums[h] + summs[2 * p + h];
+        }
+    }
+}
+
+/// `sllm_gemm` of 32-value-block weights for prompts on the VNNI path; returns 0 for other types
+/// (or when its buffer cannot be had), having computed nothing.
+static int gemm_pairs_vnni(int wtype, const uint8_t *w, size_t ws, int64_t r0, int64_t r1, const uint8_t *a, size_t as, int64_t nt, int64_t k, float *out, int64_t ldo) {
+    pairs_kind kind;
+    size_t bytes;
+    int bits = 0;
+    switch (wtype) {
+    case SLLM_Q4_0: kind = pairs_signed, bytes = sizeof(block_q4_0), bits = 4; break;
+    case SLLM_Q5_0: kind = pairs_signed, bytes = sizeof(block_q5_0), bits = 5; break;
+    case SLLM_Q8_0: kind = pairs_signed, bytes = sizeof(block_q8_0), bits = 8; break;
+    case SLLM_IQ4_NL: kind = pairs_iq4_nl, bytes = sizeof(block_iq4_nl); break;
+    case SLLM_Q4_1: kind = pairs_with_min, bytes = sizeof(block_q4_1), bits = 4; break;
+    case SLLM_Q5_1: kind = pairs_with_min, bytes = sizeof(block_q5_1), bits = 5; break;
+    default: return 0;
+    }
+    const int64_t nb = k / QK;
+    const size_t ab = kind == pairs_with_min ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    uint8_t *y = aligned_alloc(64, (size_t)nb * (64 * pair_count + sizeof(float) * (2 * pair_count + pair_tokens)));
+    if (!y) return 0;
+    float *dy = (float *)(y + (size_t)nb * 64 * pair_count), *sy = dy + nb * 2 * pair_count;
+    const char flip = kind == pairs_with_min ? 0 : (char)0x80;
+    for (int64_t t0 = 0; t0 < nt; t0 += pair_tokens) {
+        const int tn = (int)(nt - t0 < pair_tokens ? nt - t0 : pair_tokens), np = (tn + 1) / 2;
+        // Interleave the chunk's activations; a missing second token of the last pair is zeros.
+        for (int64_t b = 0; b < nb; b++)
+            for (int p = 0; p < np; p++) {
+                uint8_t *yp = y + (size_t)(b * np + p) * 64;
+                for (int h = 0; h < 2; h++) {
+                    const int t = 2 * p + h;
+                    int8_t qs[32] = {0};
+                    uint16_t scales[2] = {0, 0};
+                    if (t < tn) {
+                        const uint8_t *block = a + (size_t)(t0 + t) * as + (size_t)b * ab;
+                        memcpy(scales, block, kind == pairs_with_min ? 4 : 2);
+                        memcpy(qs, block + ab - 32, 32);
+                    }
+                    for (int g = 0; g < 8; g++)
+                        for (int i = 0; i < 4; i++) yp[8 * g + 4 * h + i] = (uint8_t)(qs[4 * g + i] ^ flip);
+                    dy[(b * np + p) * 2 + h] = _cvtsh_ss(scales[0]);
+                    sy[b * pair_tokens + t] = _cvtsh_ss(scales[1]);
+                }
+            }
+        switch (kind * pair_count + np - 1) {
+#define SLLM_PAIRS_CASE(k, n) \
+    case k * pair_count + n - 1: pairs_rows(k, n, w, ws, bytes, bits, r0, r1, y, dy, sy, tn, nb, out + t0 * ldo, ldo); break;
+#define SLLM_PAIRS_KIND(k) \
+    SLLM_PAIRS_CASE(k, 1) SLLM_PAIRS_CASE(k, 2) SLLM_PAIRS_CASE(k, 3) SLLM_PAIRS_CASE(k, 4) \
+    SLLM_PAIRS_CASE(k, 5) SLLM_PAIRS_CASE(k, 6) SLLM_PAIRS_CASE(k, 7) SLLM_PAIRS_CASE(k, 8)
+            SLLM_PAIRS_KIND(pairs_signed) SLLM_PAIRS_KIND(pairs_with_min) SLLM_PAIRS_KIND(pairs_iq4_nl)
+#undef SLLM_PAIRS_KIND
+#undef SLLM_PAIRS_CASE
+        default: break;
+        }
+        if (kind == pairs_iq4_nl && (nb & 1))
+            // The odd last block, in scalar as GGML adds it.
+            for (int64_t r = r0; r < r1; r++)
+                for (int t = 0; t < tn; t++) {
+                    const block_iq4_nl *x = (const block_iq4_nl *)(w + (size_t)r * ws) + nb - 1;
+                    const block_q8_0 *yb = (const block_q8_0 *)(a + (size_t)(t0 + t) * as) + nb - 1;
+                    int sumi = 0;
+                    for (int j = 0; j < 16; j++) sumi += yb->qs[j] * iq4_grid[x->qs[j] & 0xF] + yb->qs[j + 16] * iq4_grid[x->qs[j] >> 4];
+                    out[(t0 + t) * ldo + r] += _cvtsh_ss(yb->d) * _cvtsh_ss(x->d) * (float)sumi;
+                }
+    }
+    free(y);
+    return 1;
+}
+
 // GGML's AVX-512 `ggml_v_expf` and `ggml_v_silu`, so SwiGLU gives llama.cpp's bits 16 at a time.
 static inline __m512 v_expf_avx512(__m512 x) {
     const __m512 r = _mm512_set1_ps(0x1.8p23f);
@@ -312,6 +466,7 @@ void sllm_gemm_at_level(int level, int wtype, const void *w, size_t wstride, int
     if (level > sllm_kernel_level()) level = sllm_kernel_level();
     switch (level) {
     case 2:
+        if (tokens > 1 && gemm_pairs_vnni(wtype, w, wstride, r0, r1, a, astride, tokens, k, out, ldo)) return;
         if (gemm_vnni(wtype, w, wstride, r0, r1, a, astride, tokens, k, out, ldo)) return;
         break;
     case 1:
