@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <stdatomic.h>
 
+/// Queries that `attention_group` kernels take at once (heads sharing a KV head).
+enum { attention_group = 4 };
+
 // MARK: - Reference (portable C)
 
 static float ref_dot(int wtype, const uint8_t *w, const uint8_t *a, int64_t k) {
@@ -511,4 +514,22 @@ void sllm_attention_f16(const float *q, const uint16_t *k, int64_t kstride, cons
     }
     const float inverse = sum == 0.0f ? 0.0f : 1.0f / sum;
     for (int64_t d = 0; d < dim; d++) out[d] = f16_to_f32(acc[d]) * inverse;
+}
+
+void sllm_attention_f16_group(const float *q, int64_t qstride, int64_t count, const uint16_t *k, int64_t kstride,
+                              const uint16_t *v, int64_t vstride, int64_t n, int64_t dim, float scale, float *out,
+                              int64_t ostride) {
+    if (dim > 512) return;
+    for (int64_t first = 0; first < count; first += attention_group) {
+        const int nq = (int)(count - first < attention_group ? count - first : attention_group);
+        const float *qg = q + first * qstride;
+        float *og = out + first * ostride;
+        switch (sllm_kernel_level()) {
+        case 2: attention_group_vnni(qg, qstride, nq, k, kstride, v, vstride, n, dim, scale, og, ostride); break;
+        case 1: attention_group_avx2(qg, qstride, nq, k, kstride, v, vstride, n, dim, scale, og, ostride); break;
+        default:
+            for (int j = 0; j < nq; j++)
+                sllm_attention_f16(qg + j * qstride, k, kstride, v, vstride, n, dim, scale, og + j * ostride);
+        }
+    }
 }

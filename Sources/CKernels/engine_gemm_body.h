@@ -624,3 +624,94 @@ static void SUFFIX(attention)(const float *q, const uint16_t *k, int64_t kstride
     const float inverse = sum == 0.0f ? 0.0f : 1.0f / sum;
     for (int64_t d = 0; d < dim; d++) out[d] = _cvtsh_ss(acc[d]) * inverse;
 }
+
+/// Up to `attention_group` queries against the same n keys and values (the query heads that
+/// share a KV head): each key and value row is converted from f16 once for all of them, each
+/// query once for all keys. Every query's arithmetic is `SUFFIX(attention)`'s alone: the same
+/// fused multiply-adds into the same eight accumulators, reduced the same way.
+static inline __attribute__((always_inline)) void SUFFIX(attention_queries)(const float *q, int64_t qstride, const int nq, const uint16_t *k, int64_t kstride,
+                                    const uint16_t *v, int64_t vstride, int64_t n, int64_t dim, float scale,
+                                    float *out, int64_t ostride) {
+    float qf[attention_group][512];
+    uint16_t acc[attention_group][512];
+    float sum[attention_group], max[attention_group];
+    for (int j = 0; j < nq; j++) {
+        // The query rounded to f16, as GGML's dot product reads it, back in floats once.
+        for (int64_t d = 0; d < dim; d++) qf[j][d] = _cvtsh_ss(_cvtss_sh(q[j * qstride + d], _MM_FROUND_TO_NEAREST_INT));
+        memset(acc[j], 0, (size_t)dim * 2);
+        sum[j] = 0;
+        max[j] = -INFINITY;
+    }
+    const int64_t whole = dim & ~(int64_t)63;
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t *kr = k + i * kstride, *vr = v + i * vstride;
+        // Accumulator g of a query sums lanes 8g…8g+7 of every 64-value step, as in
+        // `ggml_dot_f16`; it is built over all steps before the next one starts.
+        __m256 lanes[attention_group][8];
+        for (int g = 0; g < 8; g++) {
+            __m256 part[attention_group];
+            for (int j = 0; j < nq; j++) part[j] = _mm256_setzero_ps();
+            for (int64_t s = 0; s < whole; s += 64) {
+                const __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kr + s + 8 * g)));
+                for (int j = 0; j < nq; j++) part[j] = _mm256_fmadd_ps(x, _mm256_loadu_ps(qf[j] + s + 8 * g), part[j]);
+            }
+            for (int j = 0; j < nq; j++) lanes[j][g] = part[j];
+        }
+        float ms[attention_group], vs[attention_group];
+        for (int j = 0; j < nq; j++) {
+            const __m256 *a = lanes[j];
+            const __m256 low = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
+            const __m256 high = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
+            const __m256 half = _mm256_add_ps(high, low);
+            const __m128 quarter = _mm_add_ps(_mm256_extractf128_ps(half, 1), _mm256_castps256_ps128(half));
+            float r[4];
+            _mm_storeu_ps(r, quarter);
+            double total = (double)((r[0] + r[2]) + (r[1] + r[3]));
+            for (int64_t d = whole; d < dim; d++) total += (double)(_cvtsh_ss(kr[d]) * qf[j][d]);
+            const float s = (float)total * scale;
+            ms[j] = 1.0f;
+            vs[j] = 1.0f;
+            if (s > max[j]) {
+                const float old = max[j];
+                max[j] = s;
+                ms[j] = expf(old - max[j]);
+                const __m256 m = _mm256_set1_ps(ms[j]);
+                int64_t d = 0;
+                for (; d + 8 <= dim; d += 8) {
+                    const __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(acc[j] + d)));
+                    _mm_storeu_si128((__m128i *)(acc[j] + d), _mm256_cvtps_ph(_mm256_mul_ps(x, m), _MM_FROUND_TO_NEAREST_INT));
+                }
+                for (; d < dim; d++) acc[j][d] = _cvtss_sh(_cvtsh_ss(acc[j][d]) * ms[j], _MM_FROUND_TO_NEAREST_INT);
+            } else {
+                vs[j] = expf(s - max[j]);
+            }
+            sum[j] = fmaf(sum[j], ms[j], vs[j]);
+        }
+        int64_t d = 0;
+        for (; d + 8 <= dim; d += 8) {
+            const __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vr + d)));
+            for (int j = 0; j < nq; j++) {
+                const __m256 y = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(acc[j] + d)));
+                _mm_storeu_si128((__m128i *)(acc[j] + d), _mm256_cvtps_ph(_mm256_fmadd_ps(x, _mm256_set1_ps(vs[j]), y), _MM_FROUND_TO_NEAREST_INT));
+            }
+        }
+        for (; d < dim; d++)
+            for (int j = 0; j < nq; j++)
+                acc[j][d] = _cvtss_sh(fmaf(_cvtsh_ss(vr[d]), vs[j], _cvtsh_ss(acc[j][d])), _MM_FROUND_TO_NEAREST_INT);
+    }
+    for (int j = 0; j < nq; j++) {
+        const float inverse = sum[j] == 0.0f ? 0.0f : 1.0f / sum[j];
+        for (int64_t d = 0; d < dim; d++) out[j * ostride + d] = _cvtsh_ss(acc[j][d]) * inverse;
+    }
+}
+
+static void SUFFIX(attention_group)(const float *q, int64_t qstride, int nq, const uint16_t *k, int64_t kstride,
+                                    const uint16_t *v, int64_t vstride, int64_t n, int64_t dim, float scale,
+                                    float *out, int64_t ostride) {
+    switch (nq) {
+    case 4: SUFFIX(attention_queries)(q, qstride, 4, k, kstride, v, vstride, n, dim, scale, out, ostride); break;
+    case 3: SUFFIX(attention_queries)(q, qstride, 3, k, kstride, v, vstride, n, dim, scale, out, ostride); break;
+    case 2: SUFFIX(attention_queries)(q, qstride, 2, k, kstride, v, vstride, n, dim, scale, out, ostride); break;
+    default: SUFFIX(attention_queries)(q, qstride, 1, k, kstride, v, vstride, n, dim, scale, out, ostride); break;
+    }
+}

@@ -198,25 +198,29 @@ extension Engine {
                 sllm_f32_to_f16(k + t * kvDim, cache.keys(layer: layerIndex) + slot.position * kvDim, Int64(kvDim))
                 sllm_f32_to_f16(v + t * kvDim, cache.values(layer: layerIndex) + slot.position * kvDim, Int64(kvDim))
             }
-            // Attention, (token, head) pairs spread over the threads. A sliding-window layer sees
-            // the keys of the last `window` positions only (llama.cpp masks the rest, which its
+            // Attention, spread over the threads by token and KV head: the query heads that share
+            // a KV head go through its keys together (or, with too few such jobs to keep every
+            // thread busy, as when decoding, one head per job). A sliding-window layer sees the
+            // keys of the last `window` positions only (llama.cpp masks the rest, which its
             // attention loop then skips: the same as not visiting them).
-            let heads = c.headCount, group = c.headCount / c.headCountKV
+            let group = c.headCount / c.headCountKV
             let window = layer.slidingWindow ? (c.slidingWindow ?? Int.max) : Int.max
             parallel { thread, threads in
-                let total = n * heads
+                let perJob = n * c.headCountKV >= 4 * threads ? group : 1
+                let jobsPerToken = c.headCount / perJob
+                let total = n * jobsPerToken
                 for job in (total * thread / threads)..<(total * (thread + 1) / threads) {
-                    let t = job / heads, h = job % heads
+                    let t = job / jobsPerToken, head = job % jobsPerToken * perJob
+                    let kvHead = head / group
                     let slot = slots[t]
-                    let kvHead = h / group
                     let cache = slot.sequence.cache
                     let first = max(0, slot.position + 1 - window)
-                    sllm_attention_f16(
-                        q + t * qDim + h * headDim,
+                    sllm_attention_f16_group(
+                        q + t * qDim + head * headDim, Int64(headDim), Int64(perJob),
                         cache.keys(layer: layerIndex) + first * kvDim + kvHead * headDim, Int64(kvDim),
                         cache.values(layer: layerIndex) + first * kvDim + kvHead * headDim, Int64(kvDim),
                         Int64(slot.position + 1 - first), Int64(headDim), attentionScale,
-                        attention + t * qDim + h * headDim)
+                        attention + t * qDim + head * headDim, Int64(headDim))
                 }
             }
             multiply(

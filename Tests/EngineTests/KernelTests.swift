@@ -207,6 +207,35 @@ import Testing
         #expect(zeros.allSatisfy { $0 == 0 })
     }
 
+    /// The query heads that share a KV head go through its keys together; each must get exactly
+    /// what it gets alone (which the model tests hold to llama.cpp's).
+    @Test(arguments: [256, 200, 64, 36])
+    func attentionOfAGroupIsEachQueryAlone(dim: Int) {
+        var generator = SeededGenerator(seed: UInt64(dim))
+        let queries = 5, keys = 300
+        let q = (0..<(queries * dim)).map { _ in Float.random(in: -3...3, using: &generator) }
+        var k = [UInt16](repeating: 0, count: keys * dim), v = k
+        sllm_f32_to_f16((0..<(keys * dim)).map { _ in Float.random(in: -1...1, using: &generator) }, &k, Int64(k.count))
+        sllm_f32_to_f16((0..<(keys * dim)).map { _ in Float.random(in: -1...1, using: &generator) }, &v, Int64(v.count))
+        for n in [1, 7, keys] {
+            var together = [Float](repeating: .nan, count: queries * dim)
+            sllm_attention_f16_group(
+                q, Int64(dim), Int64(queries), k, Int64(dim), v, Int64(dim), Int64(n), Int64(dim), 0.125, &together,
+                Int64(dim))
+            for j in 0..<queries {
+                var alone = [Float](repeating: .nan, count: dim)
+                q.withUnsafeBufferPointer { q in
+                    sllm_attention_f16(
+                        q.baseAddress! + j * dim, k, Int64(dim), v, Int64(dim), Int64(n), Int64(dim), 0.125, &alone)
+                }
+                let same = zip(alone, together[(j * dim)..<((j + 1) * dim)]).allSatisfy {
+                    $0.bitPattern == $1.bitPattern
+                }
+                #expect(same, "dim \(dim), \(n) keys, query \(j)")
+            }
+        }
+    }
+
     @Test func poolRunsEveryThreadAndSplitsRows() {
         for threads in [1, 2, 3, 5] {
             let pool = sllm_pool_create(Int32(threads))!

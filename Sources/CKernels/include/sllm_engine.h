@@ -82,6 +82,14 @@ void sllm_f16_to_f32(const uint16_t *x, float *y, int64_t count);
 void sllm_attention_f16(const float *q, const uint16_t *k, int64_t kstride, const uint16_t *v,
                         int64_t vstride, int64_t n, int64_t dim, float scale, float *out);
 
+/// `sllm_attention_f16` for `count` queries (rows `qstride` floats apart, outputs `ostride`
+/// apart) against the same keys and values, as the query heads that share a KV head are: each
+/// result is bit for bit what `sllm_attention_f16` gives that query alone, and each key and value
+/// row is converted once for up to four queries.
+void sllm_attention_f16_group(const float *q, int64_t qstride, int64_t count, const uint16_t *k, int64_t kstride,
+                              const uint16_t *v, int64_t vstride, int64_t n, int64_t dim, float scale, float *out,
+                              int64_t ostride);
+
 // MARK: - Thread pool
 
 /// A fixed set of worker threads that run one task at a time; workers spin briefly between
