@@ -190,13 +190,17 @@ extension Engine {
                 rmsNorm(k, into: k, rows: n * c.headCountKV, width: headDim, weight: norm, epsilon: epsilon)
             }
             let tables = layer.slidingWindow ? localRopeTables : ropeTables
-            for (t, slot) in slots.enumerated() {
-                rope(q + t * qDim, heads: c.headCount, table: tables + t * ropeStride)
-                rope(k + t * kvDim, heads: c.headCountKV, table: tables + t * ropeStride)
-                if let queryScale { scale(q + t * qDim, count: qDim, by: queryScale) }
-                let cache = slot.sequence.cache
-                sllm_f32_to_f16(k + t * kvDim, cache.keys(layer: layerIndex) + slot.position * kvDim, Int64(kvDim))
-                sllm_f32_to_f16(v + t * kvDim, cache.values(layer: layerIndex) + slot.position * kvDim, Int64(kvDim))
+            splitRows(n) { range in
+                for t in range {
+                    rope(q + t * qDim, heads: c.headCount, table: tables + t * ropeStride)
+                    rope(k + t * kvDim, heads: c.headCountKV, table: tables + t * ropeStride)
+                    if let queryScale { scale(q + t * qDim, count: qDim, by: queryScale) }
+                    let slot = slots[t], cache = slots[t].sequence.cache
+                    sllm_f32_to_f16(
+                        k + t * kvDim, cache.keys(layer: layerIndex) + slot.position * kvDim, Int64(kvDim))
+                    sllm_f32_to_f16(
+                        v + t * kvDim, cache.values(layer: layerIndex) + slot.position * kvDim, Int64(kvDim))
+                }
             }
             // Attention, spread over the threads by token and KV head: the query heads that share
             // a KV head go through its keys together (or, with too few such jobs to keep every
@@ -322,14 +326,26 @@ extension Engine {
         epsilon: Float
     ) {
         weight.withUnsafeBufferPointer { w in
-            for r in 0..<rows {
-                let xr = x + r * width, yr = y + r * width
-                var sum: Double = 0
-                for i in 0..<width { sum += Double(xr[i] * xr[i]) }
-                let mean = Float(sum / Double(width))
-                let scale = 1 / sqrtf(mean + epsilon)
-                for i in 0..<width { yr[i] = xr[i] * scale * w[i] }
+            splitRows(rows) { range in
+                for r in range {
+                    let xr = x + r * width, yr = y + r * width
+                    var sum: Double = 0
+                    for i in 0..<width { sum += Double(xr[i] * xr[i]) }
+                    let mean = Float(sum / Double(width))
+                    let scale = 1 / sqrtf(mean + epsilon)
+                    for i in 0..<width { yr[i] = xr[i] * scale * w[i] }
+                }
             }
+        }
+    }
+
+    /// Runs `body` over 0..<count: on this thread for a few rows (a decoding step), else split
+    /// evenly across the pool's threads (a prompt). Each row is computed the same way either way.
+    private func splitRows(_ count: Int, _ body: (Range<Int>) -> Void) {
+        if count < 8 {
+            body(0..<count)
+        } else {
+            parallel { thread, threads in body((count * thread / threads)..<(count * (thread + 1) / threads)) }
         }
     }
 
