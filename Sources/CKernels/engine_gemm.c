@@ -524,6 +524,12 @@ void sllm_attention_f16_group(const float *q, int64_t qstride, int64_t count, co
         const int nq = (int)(count - first < attention_group ? count - first : attention_group);
         const float *qg = q + first * qstride;
         float *og = out + first * ostride;
+        // One query alone (a decoding step's job) takes the single-query kernel: the same
+        // arithmetic, without the group's bookkeeping.
+        if (nq == 1) {
+            sllm_attention_f16(qg, k, kstride, v, vstride, n, dim, scale, og);
+            continue;
+        }
         switch (sllm_kernel_level()) {
         case 2: attention_group_vnni(qg, qstride, nq, k, kstride, v, vstride, n, dim, scale, og, ostride); break;
         case 1: attention_group_avx2(qg, qstride, nq, k, kstride, v, vstride, n, dim, scale, og, ostride); break;
