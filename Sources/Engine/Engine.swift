@@ -1,6 +1,6 @@
 import CKernels
 public import Checkpoint
-package import Foundation
+import Foundation
 import Synchronization
 public import Tokenizers
 

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// Headless Chromium driven through `chromedriver` (the W3C WebDriver protocol over HTTP), both
 /// from the distribution's packages (`.ci/run` installs `chromium` and `chromium-driver`).

@@ -157,7 +157,7 @@ struct Weights: Sendable {
         } catch {
             throw EngineError(
                 .weightsUnavailable, "the weights of \(model.name) did not load: \(error)",
-                cause: error as? any Error & Sendable)
+                cause: error)
         }
     }
 
