@@ -99,6 +99,13 @@ extension MigrateBench {
                 rows[1].gapAfterScaleUpMilliseconds.median / rows[0].gapAfterScaleUpMilliseconds.median, moved, rounds,
                 identical, rounds, sameAsFirst, rounds))
         if let json { try writeReport(rows, to: json) }
+        // Greedy streams must give the same texts whether or not jobs moved, and round after
+        // round: anything else is a bug, not a figure.
+        if identical < rounds || sameAsFirst < rounds {
+            throw CommandFailure(
+                "greedy texts differed: between the two modes in \(rounds - identical) of \(rounds) round(s), from the first round's (rebalancing off) in \(rounds - sameAsFirst); SLLM_BENCH_KEEP=1 prints them"
+            )
+        }
     }
 
     /// One round in one mode: fresh processes, the streams, the scale-up after `after` tokens.

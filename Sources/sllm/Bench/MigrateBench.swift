@@ -166,6 +166,13 @@ struct MigrateBench: AsyncParsableCommand {
                 format: "goal: no gap above 2× the normal p99 — worst median here %.2f×: %@", worst,
                 worst <= 2 ? "met" : "missed"))
         if let json { try writeReport(rows, to: json) }
+        // A moved stream must give the unmigrated text: anything else is a bug, not a figure.
+        let differing = rows.reduce(0) { $0 + $1.runs - $1.identical }
+        if differing > 0 {
+            throw CommandFailure(
+                "\(differing) migrated stream(s) gave a text other than the unmigrated stream's (greedy): migration changed a stream"
+            )
+        }
     }
 
     /// Two `sllm worker` processes (`node-a`, `node-b`, `--threads` each, no pool fill, plus
