@@ -315,7 +315,8 @@ static inline __attribute__((always_inline)) void pairs_rows(pairs_kind kind, in
         for (int p = 0; p < np; p++) {
             const __m512 split = split_pairs(kind == pairs_iq4_nl ? _mm512_add_ps(acc[p], odd[p]) : acc[p]);
             const float sums[2] = {hsum_vnni(_mm512_castps512_ps256(split)), hsum_vnni(_mm512_extractf32x8_ps(split, 1))};
-            for (int h = 0; h < 2 && 2 * p + h < tn; h++) out[(2 * p + h) * ldo + r] = sums[h] + summs[2 * p + h];
+            for (int h = 0; h < 2 && 2 * p + h < tn; h++)
+                out[(2 * p + h) * ldo + r] = kind == pairs_with_min ? sums[h] + summs[2 * p + h] : sums[h];
         }
     }
 }
