@@ -564,6 +564,18 @@ static int SUFFIX(gemm)(int wtype, const void *w, size_t ws, int64_t r0, int64_t
     }
 }
 
+/// The sum of the eight 8-lane accumulators of `ggml_dot_f16`'s vector steps, reduced as GGML
+/// reduces its four 16-lane ones (acc[2j] and acc[2j+1] are lanes 0-7 and 8-15 of its j).
+static inline double SUFFIX(ggml_f16_lanes_sum)(const __m256 *acc) {
+    const __m256 low = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
+    const __m256 high = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
+    const __m256 half = _mm256_add_ps(high, low);
+    const __m128 quarter = _mm_add_ps(_mm256_extractf128_ps(half, 1), _mm256_castps256_ps128(half));
+    float q[4];
+    _mm_storeu_ps(q, quarter);
+    return (double)((q[0] + q[2]) + (q[1] + q[3]));
+}
+
 /// `ggml_dot_f16` (engine_internal.h) with vectors: each 16-lane accumulator is two 8-lane
 /// halves, lane for lane the same arithmetic, so the result is bit-identical.
 static inline float SUFFIX(ggml_dot_f16)(const uint16_t *x, const uint16_t *y, int64_t n) {
@@ -574,14 +586,7 @@ static inline float SUFFIX(ggml_dot_f16)(const uint16_t *x, const uint16_t *y, i
         for (int j = 0; j < 8; j++)
             acc[j] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i + 8 * j))),
                                      _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(y + i + 8 * j))), acc[j]);
-    // acc[2j], acc[2j+1] are lanes 0-7 and 8-15 of GGML's accumulator j.
-    const __m256 low = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
-    const __m256 high = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
-    const __m256 half = _mm256_add_ps(high, low);
-    const __m128 quarter = _mm_add_ps(_mm256_extractf128_ps(half, 1), _mm256_castps256_ps128(half));
-    float q[4];
-    _mm_storeu_ps(q, quarter);
-    double sum = (double)((q[0] + q[2]) + (q[1] + q[3]));
+    double sum = SUFFIX(ggml_f16_lanes_sum)(acc);
     for (int64_t i = whole; i < n; i++) sum += (double)(_cvtsh_ss(x[i]) * _cvtsh_ss(y[i]));
     return (float)sum;
 }
@@ -659,14 +664,7 @@ static inline __attribute__((always_inline)) void SUFFIX(attention_queries)(cons
         }
         float ms[attention_group], vs[attention_group];
         for (int j = 0; j < nq; j++) {
-            const __m256 *a = lanes[j];
-            const __m256 low = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
-            const __m256 high = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
-            const __m256 half = _mm256_add_ps(high, low);
-            const __m128 quarter = _mm_add_ps(_mm256_extractf128_ps(half, 1), _mm256_castps256_ps128(half));
-            float r[4];
-            _mm_storeu_ps(r, quarter);
-            double total = (double)((r[0] + r[2]) + (r[1] + r[3]));
+            double total = SUFFIX(ggml_f16_lanes_sum)(lanes[j]);
             for (int64_t d = whole; d < dim; d++) total += (double)(_cvtsh_ss(kr[d]) * qf[j][d]);
             const float s = (float)total * scale;
             ms[j] = 1.0f;
