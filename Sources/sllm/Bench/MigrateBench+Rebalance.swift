@@ -70,7 +70,7 @@ extension MigrateBench {
             if texts[false] == firstTexts { sameAsFirst += 1 }
             if texts[false] == texts[true] {
                 identical += 1
-            } else if ProcessInfo.processInfo.environment["SLLM_BENCH_KEEP"] != nil {
+            } else if benchKeepsScratch {
                 for (index, (a, b)) in zip(texts[false]!, texts[true]!).enumerated() where a != b {
                     print("stream \(index) differs:\n  off: \(a.debugDescription)\n  on:  \(b.debugDescription)")
                 }
@@ -114,7 +114,7 @@ extension MigrateBench {
     ) async throws -> (end: Double, gaps: [Double], texts: [String], moved: Int) {
         let scratch = try benchScratch(
             "rebalance-\(rebalance ? "on" : "off")", linking: name, into: ["a", "b"], global: global)
-        var keep = ProcessInfo.processInfo.environment["SLLM_BENCH_KEEP"] != nil
+        var keep = benchKeepsScratch
         defer { if !keep { try? FileManager.default.removeItem(atPath: scratch) } }
         let (workers, controller) = try startTwoWorkers(
             in: scratch, workerArguments: ["--memory-budget", String(budget)],

@@ -90,9 +90,13 @@ struct MigrateBench: AsyncParsableCommand {
         if coldStartOnly { return try await coldStart(name: name) }
         if rebalanceOnly { return try await rebalanceBench(name: name) }
         let scratch = try benchScratch("migrate", linking: name, into: ["a", "b"], global: global)
-        // SLLM_BENCH_KEEP keeps the scratch directory (the processes' logs), as --rebalance does.
-        let keep = ProcessInfo.processInfo.environment["SLLM_BENCH_KEEP"] != nil
-        defer { if keep { print("kept \(scratch)") } else { try? FileManager.default.removeItem(atPath: scratch) } }
+        defer {
+            if benchKeepsScratch {
+                print("kept \(scratch)")
+            } else {
+                try? FileManager.default.removeItem(atPath: scratch)
+            }
+        }
         let (workers, controller) = try startTwoWorkers(in: scratch)
         defer { ([controller] + workers).forEach { $0.stop() } }
         let http = BenchHTTP()

@@ -203,6 +203,10 @@ func freePort() -> Int {
     return Int(UInt16(bigEndian: address.sin_port))
 }
 
+/// Whether `SLLM_BENCH_KEEP` is set: the benches then keep their scratch directories (the
+/// processes' logs) and print what they would otherwise only count.
+var benchKeepsScratch: Bool { ProcessInfo.processInfo.environment["SLLM_BENCH_KEEP"] != nil }
+
 /// A bench's scratch directory (the caller removes it): `name` linked into the store of each
 /// data directory `homes` (relative to it), and a fresh cluster token in its file `token`.
 func benchScratch(_ label: String, linking name: ModelName, into homes: [String], global: GlobalOptions) throws
