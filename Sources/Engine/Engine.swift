@@ -194,12 +194,16 @@ public final class Engine: @unchecked Sendable {
 
     /// Cuts a sequence back to its first `count` tokens (a conversation whose next prompt shares
     /// only a prefix with what was computed); the cache beyond is reused for the new tokens.
-    public func truncate(_ sequence: EngineSequence, to count: Int) {
+    public func truncate(_ sequence: EngineSequence, to count: Int) { cut(sequence, to: count, followed: false) }
+
+    /// `truncate`, and when `followed` (more tokens are about to be appended) the last kept
+    /// token's cache stays too: the logits come from the tokens that follow.
+    private func cut(_ sequence: EngineSequence, to count: Int, followed: Bool) {
         forwardLock.lock()
         defer { forwardLock.unlock() }
         let keep = max(0, min(count, sequence.tokens.count))
-        // The last kept token is computed again so that the next step has its logits.
-        let cached = max(0, keep - 1)
+        // Else the last kept token is computed again so that the next step has its logits.
+        let cached = followed ? keep : max(0, keep - 1)
         if sequence.cachedCount > cached {
             budget.release(sequence.cachedCount - cached)
             sequence.cachedCount = cached
@@ -247,7 +251,9 @@ public final class Engine: @unchecked Sendable {
         var common = 0
         let limit = min(tokens.count, sequence.tokens.count)
         while common < limit && tokens[common] == sequence.tokens[common] { common += 1 }
-        truncate(sequence, to: common)
+        // Tokens that only extend what is computed compute nothing again (a migration's next
+        // round, a conversation's next prompt).
+        cut(sequence, to: common, followed: tokens.count > common)
         sequence.append(Array(tokens[common...]))
         sequence.timings = SequenceTimings()
     }

@@ -176,6 +176,14 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
         #expect(staged.pendingCount == 0)
         let continued = try (0..<12).map { _ in try other.step([staged])[0].token }
         #expect(head + continued == uninterrupted)
+
+        // As a migration's target: warmed with an earlier snapshot, then handed the last one.
+        // What the warm computed stays, its last token too (the new tokens give the logits).
+        let warmed = try other.makeSequence(snapshot: bulk)
+        try other.prefill(warmed)
+        #expect(try other.reuse(warmed, snapshot: snapshot) == bulk.tokens.count)
+        #expect(warmed.pendingCount == snapshot.tokens.count - bulk.tokens.count)
+        #expect(try (0..<12).map { _ in try other.step([warmed])[0].token } == continued)
     }
 
     @Test func theSameSeedGivesTheSameText() async throws {
@@ -257,7 +265,7 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
         let earlier = try engine.makeSequence(tokens: Array(prompt.prefix(3)) + [28, 260])
         for _ in 0..<3 { _ = try engine.step([earlier]) }
         let cached = try engine.reuse(earlier, prompt: prompt, sampling: .greedy)
-        #expect(cached == 2)  // the last shared token is computed again for its logits
+        #expect(cached == 3)  // the shared tokens; the logits come from the prompt's tokens after them
         #expect(earlier.tokens == prompt && earlier.promptCount == prompt.count && earlier.timings.prefill == 0)
         let continued = try (0..<6).map { _ in try engine.step([earlier])[0].token }
         #expect(continued == fresh)

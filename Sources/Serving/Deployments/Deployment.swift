@@ -105,9 +105,10 @@ actor Deployment {
     private var jobs: [String: Set<String>] = [:]
     /// Where a job continues once its instance detached it (set by a migration before detaching).
     private var moves: [String: Lease] = [:]
-    /// Tokens each running job holds (prompt and generated so far), written by the jobs' relays:
-    /// what migrating their instance would recompute.
-    private nonisolated let jobTokens = Mutex<[String: Int]>([:])
+    /// Tokens each running job holds (prompt and generated so far, as its instance's sequence
+    /// holds them), written by the jobs' relays: what migrating their instance would recompute,
+    /// and what a migration's first stage warms its target with.
+    private nonisolated let jobTokens = Mutex<[String: [Int]]>([:])
     /// Hand-overs a migration waits for, by job: expected, awaited, or already reported.
     private var handovers: [String: HandoverSlot] = [:]
 
@@ -246,7 +247,7 @@ actor Deployment {
             var job = job
             var failure: (any Error)?
             await self.jobBegan(job.id, on: lease.instance.id)
-            self.jobTokens.withLock { $0[job.id] = job.prompt.count }
+            self.jobTokens.withLock { $0[job.id] = job.resume?.tokens ?? job.prompt }
             var lastEvent = ContinuousClock.now
             // After a hand-over, until the target's first event: the lease it came from.
             var handedFrom: Lease?
@@ -266,7 +267,9 @@ actor Deployment {
                         output.yield(event)
                         lastEvent = .now
                         switch event {
-                        case .token: self.jobTokens.withLock { $0[job.id, default: 0] += 1 }
+                        case .token(let output):
+                            // A finish's held-back text comes as a token of its own (-1): not a sampled one.
+                            if output.token >= 0 { self.jobTokens.withLock { $0[job.id]?.append(output.token) } }
                         case .finished(let summary):
                             // What a migration here would cost to recompute, learnt from requests.
                             await self.pool.observePrefill(
@@ -459,7 +462,7 @@ actor Deployment {
     /// the scheduler weighs a migration by).
     func busyForMigration(on node: NodeID) -> [NodePool.Busy] {
         busyInstances(on: node).map { id in
-            let tokens = jobTokens.withLock { counts in (jobs[id] ?? []).reduce(0) { $0 + (counts[$1] ?? 0) } }
+            let tokens = jobTokens.withLock { counts in (jobs[id] ?? []).reduce(0) { $0 + (counts[$1]?.count ?? 0) } }
             return NodePool.Busy(
                 id: id, deployment: name, model: facts.name, memoryBytes: placed[id]?.bytes ?? sizing.totalBytes,
                 tokens: tokens)
@@ -792,7 +795,7 @@ actor Deployment {
         // Stage 1: the target computes each job's tokens while the source goes on.
         let warmBegan = ContinuousClock.now
         do {
-            try await warm(target, on: targetNode, from: source, on: sourceNode, only: nil, report: &report)
+            try await warm(target, on: targetNode, from: source, only: nil, report: &report)
         } catch {
             // The source never paused: it serves on; the target is given up.
             report.warmSeconds = seconds(since: warmBegan)
@@ -844,10 +847,12 @@ actor Deployment {
     /// (those in `only`, when given) while the source goes on generating, again while a job grew
     /// by more than ``migrationDelta`` tokens and that still shrinks by a quarter at least (the
     /// target computes faster than the source generates; each round is shorter); a delta that
-    /// stays put is left to the pause. Throws what the target threw.
+    /// stays put is left to the pause. The tokens come from the jobs' relays (``jobTokens``), not
+    /// from the source: asking it would wait for its step to end, half a step a round on
+    /// average, and the target would trail by as much more. Throws what the target threw.
     private func warm(
-        _ target: String, on targetNode: NodePool.Node, from source: String, on sourceNode: NodePool.Node,
-        only: Set<String>?, report: inout MigrationReport
+        _ target: String, on targetNode: NodePool.Node, from source: String, only: Set<String>?,
+        report: inout MigrationReport
     ) async throws {
         var warmed: [String: Int] = [:]
         // The most a job grew since its last warm; and that of the round before.
@@ -861,10 +866,10 @@ actor Deployment {
             previous = grown
             grown = 0
             for job in (jobs[source] ?? []).sorted() where only?.contains(job) ?? true {
-                guard let snapshot = await sourceNode.worker.snapshot(job: job, on: source) else { continue }
-                grown = max(grown, snapshot.tokens.count - (warmed[job] ?? 0))
-                let warm = try await targetNode.worker.warm(snapshot.tokens, on: target)
-                warmed[job] = snapshot.tokens.count
+                guard let tokens = jobTokens.withLock({ $0[job] }) else { continue }
+                grown = max(grown, tokens.count - (warmed[job] ?? 0))
+                let warm = try await targetNode.worker.warm(tokens, on: target)
+                warmed[job] = tokens.count
                 report.warmedTokens += warm.computed
             }
         }
@@ -872,15 +877,28 @@ actor Deployment {
 
     /// Stage 2: each job (of `only`, when given) leaves the source between two steps and
     /// continues on the target's lease from its snapshot; counts what became of each.
+    ///
+    /// Stage 1's last round runs beside the detach: the target computes the tokens the job
+    /// gained since its last warm while the source takes its last step, so the target has
+    /// about one token left to compute when the job reaches it, not the last round's gain.
     private func handOver(
         from source: String, on sourceNode: NodePool.Node, to targetLease: Lease, only: Set<String>?,
         report: inout MigrationReport
     ) async {
         var handing: [String] = []
+        let (target, targetWorker) = (targetLease.instance.id, targetLease.node.worker)
         for job in (jobs[source] ?? []).sorted() where only?.contains(job) ?? true {
             moves[job] = targetLease
             handovers[job] = .expected
-            if await sourceNode.worker.detach(job: job, on: source) {
+            let snapshot = await sourceNode.worker.snapshot(job: job, on: source)
+            // A failed warm is the hand-over's to find: the job then comes back to the source.
+            async let lastWarm: WarmReport? = {
+                guard let snapshot else { return nil }
+                return try? await targetWorker.warm(snapshot.tokens, on: target)
+            }()
+            let detached = await sourceNode.worker.detach(job: job, on: source)
+            report.warmedTokens += await lastWarm?.computed ?? 0
+            if detached {
                 handing.append(job)
             } else {
                 // It ended meanwhile (or had not reached the batch yet: it runs to its end there).
@@ -920,13 +938,14 @@ actor Deployment {
         let began = ContinuousClock.now
         let tokens = jobTokens.withLock { $0 }
         let moving = Set(
-            (jobs[plan.from] ?? []).sorted { (tokens[$0] ?? 0, $0) < (tokens[$1] ?? 0, $1) }.prefix(plan.jobs))
+            (jobs[plan.from] ?? []).sorted { (tokens[$0]?.count ?? 0, $0) < (tokens[$1]?.count ?? 0, $1) }.prefix(
+                plan.jobs))
         var report = MigrationReport(
             instance: plan.from, target: plan.to, from: sourceNode.id, to: targetNode.id, tier: targetInfo.tier,
             loadSeconds: 0)
         report.rebalance = true
         do {
-            try await warm(plan.to, on: targetNode, from: plan.from, on: sourceNode, only: moving, report: &report)
+            try await warm(plan.to, on: targetNode, from: plan.from, only: moving, report: &report)
         } catch {
             // The source never paused: its jobs stay there.
             report.warmSeconds = seconds(since: began)

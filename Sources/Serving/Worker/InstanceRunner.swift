@@ -295,7 +295,7 @@ final class InstanceRunner: @unchecked Sendable {
             reply.resume(returning: active.first { $0.job.id == id }?.sequence.snapshot())
         case .warm(let tokens, let reply):
             do {
-                reply.resume(returning: .success(try warm(tokens, activeCount: active.count)))
+                reply.resume(returning: .success(try warm(tokens, active: active)))
             } catch {
                 reply.resume(returning: .failure(ServingError(error)))
             }
@@ -313,8 +313,14 @@ final class InstanceRunner: @unchecked Sendable {
         }
     }
 
-    private func warm(_ tokens: [Int], activeCount: Int) throws -> WarmReport {
+    private func warm(_ tokens: [Int], active: [Active]) throws -> WarmReport {
         let began = ContinuousClock.now
+        // The job these tokens belong to was handed over and runs here already (its hand-over
+        // overtook a warm sent beside the detach): its sequence holds them.
+        if let resumed = active.first(where: { $0.job.resume != nil && $0.sequence.tokens.starts(with: tokens) }) {
+            return WarmReport(tokens: resumed.sequence.cachedCount, computed: 0, seconds: seconds(since: began))
+        }
+        let activeCount = active.count
         let sequence: EngineSequence
         if let kept = takeRetained(sharingPrefixWith: tokens) {
             sequence = kept
