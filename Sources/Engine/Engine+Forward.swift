@@ -27,8 +27,10 @@ extension Engine {
         var logits: Bool
     }
 
-    func computePending(_ sequences: [EngineSequence]) throws(EngineError) {
+    func computePending(_ sequences: [EngineSequence], logits: Bool = true) throws(EngineError) {
         var remaining = sequences.filter { $0.pendingCount > 0 }
+        // Logits of an earlier position must not be taken for those of the new last token.
+        if !logits { for sequence in remaining { sequence.logits = nil } }
         var seen = Set<ObjectIdentifier>()
         for sequence in remaining where !seen.insert(ObjectIdentifier(sequence)).inserted {
             throw EngineError(.invalidInput, "sequence \(sequence.id) appears twice in one step")
@@ -50,7 +52,7 @@ extension Engine {
                     slots.append(
                         Slot(
                             sequence: sequence, token: sequence.tokens[position], position: position,
-                            logits: i == take - 1 && take == sequence.pendingCount))
+                            logits: logits && i == take - 1 && take == sequence.pendingCount))
                 }
                 shares.append((sequence, take, generated))
             }

@@ -259,13 +259,18 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Computes every pending token of `sequences` (the KV cache catches up; nothing is sampled).
-    public func prefill(_ sequences: [EngineSequence]) throws(EngineError) {
+    /// Without `logits`, the output projection of their last tokens is skipped too: for a
+    /// sequence that only gets more tokens before its next step (a migration's target warming);
+    /// stepping it without appending is then refused.
+    public func prefill(_ sequences: [EngineSequence], logits: Bool = true) throws(EngineError) {
         forwardLock.lock()
         defer { forwardLock.unlock() }
-        try computePending(sequences)
+        try computePending(sequences, logits: logits)
     }
 
-    public func prefill(_ sequence: EngineSequence) throws(EngineError) { try prefill([sequence]) }
+    public func prefill(_ sequence: EngineSequence, logits: Bool = true) throws(EngineError) {
+        try prefill([sequence], logits: logits)
+    }
 
     /// One decoding step for each sequence: computes its pending tokens (all sequences in shared
     /// batched passes), then samples its next token, which becomes pending. A sequence whose

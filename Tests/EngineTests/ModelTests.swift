@@ -177,10 +177,11 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
         let continued = try (0..<12).map { _ in try other.step([staged])[0].token }
         #expect(head + continued == uninterrupted)
 
-        // As a migration's target: warmed with an earlier snapshot, then handed the last one.
-        // What the warm computed stays, its last token too (the new tokens give the logits).
+        // As a migration's target: warmed with an earlier snapshot (no logits: more tokens come),
+        // then handed the last one. What the warm computed stays, its last token too.
         let warmed = try other.makeSequence(snapshot: bulk)
-        try other.prefill(warmed)
+        try other.prefill(warmed, logits: false)
+        #expect(throws: EngineError.self) { try other.step([warmed]) }
         #expect(try other.reuse(warmed, snapshot: snapshot) == bulk.tokens.count)
         #expect(warmed.pendingCount == snapshot.tokens.count - bulk.tokens.count)
         #expect(try (0..<12).map { _ in try other.step([warmed])[0].token } == continued)

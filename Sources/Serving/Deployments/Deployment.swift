@@ -734,7 +734,7 @@ actor Deployment {
     /// Stage 1 repeats while a sequence grew by more than this many tokens since it was warmed
     /// (and by a quarter fewer than the round before), at most `migrationRounds` times: what is left is
     /// computed during the pause, so it is kept to a token or two.
-    static let migrationDelta = 2
+    static let migrationDelta = 1
     static let migrationRounds = 12
 
     /// Moves a running instance to another node without interrupting its jobs (ServerlessLLM's
@@ -890,11 +890,11 @@ actor Deployment {
         for job in (jobs[source] ?? []).sorted() where only?.contains(job) ?? true {
             moves[job] = targetLease
             handovers[job] = .expected
-            let snapshot = await sourceNode.worker.snapshot(job: job, on: source)
+            let tokens = jobTokens.withLock { $0[job] }
             // A failed warm is the hand-over's to find: the job then comes back to the source.
             async let lastWarm: WarmReport? = {
-                guard let snapshot else { return nil }
-                return try? await targetWorker.warm(snapshot.tokens, on: target)
+                guard let tokens else { return nil }
+                return try? await targetWorker.warm(tokens, on: target)
             }()
             let detached = await sourceNode.worker.detach(job: job, on: source)
             report.warmedTokens += await lastWarm?.computed ?? 0

@@ -330,7 +330,8 @@ final class InstanceRunner: @unchecked Sendable {
             sequence = try engine.makeSequence(tokens: tokens)
         }
         let held = sequence.cachedCount
-        try engine.prefill(sequence)
+        // The job's hand-over brings more tokens, whose last gives the logits.
+        try engine.prefill(sequence, logits: false)
         retain(sequence)
         return WarmReport(
             tokens: sequence.cachedCount, computed: sequence.cachedCount - held, seconds: seconds(since: began))
