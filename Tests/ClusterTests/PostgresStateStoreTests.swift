@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import PostgresNIO
 import Serving
 import TestSupport
 import Testing
@@ -110,6 +111,60 @@ import Testing
         defer { again.close() }
         #expect(try await again.deployments().map(\.name) == ["shared"])
         #expect(try await again.keys().count == 1)
+    }
+
+    /// A controller's writes are fenced by the leader's lease row: a follower writes nothing, and
+    /// a leader whose lease another controller took (a new epoch) or that ran out is refused and
+    /// leaves nothing behind. A store of its own (`sllm serve`) writes freely.
+    @Test func writesAreFencedByTheLeadersLease() async throws {
+        let server = try PostgresServer.start()
+        let store = try await open(try server.createDatabase("fencing").url)
+        defer { store.close() }
+        let leadership = Leadership(
+            store: store, url: { "http://127.0.0.1:1" }, lease: .seconds(30), logger: Self.logger,
+            onLead: {}, onDeposed: { _ in })
+        func refused(_ write: @escaping () async throws -> Void, naming: String) async {
+            await #expect {
+                try await write()
+            } throws: { error in
+                let failure = ServingError(error)
+                return failure.kind == .unavailable && failure.message.contains(naming)
+            }
+        }
+        // Not leading yet: a follower writes nothing.
+        await refused({ try await store.save(Self.spec("early")) }, naming: "does not lead")
+        let campaign = Task { await leadership.run() }
+        defer { campaign.cancel() }
+        while !leadership.isLeader { try await Task.sleep(for: .milliseconds(10)) }
+        guard case .leader(let epoch) = leadership.role else { return }
+        try await store.save(Self.spec("kept"))
+        try await store.setSetting("default_deployed", "1")
+
+        // Another controller takes over while this one is paused (it has not noticed yet).
+        try await store.run("take over") { client, logger in
+            try await client.query("UPDATE leader SET holder = 'other', epoch = epoch + 1 WHERE id = 1", logger: logger)
+        }
+        #expect(leadership.isLeader)
+        await refused({ try await store.save(Self.spec("lost")) }, naming: "epoch \(epoch)")
+        await refused({ try await store.deleteDeployment("kept") }, naming: "passed to another")
+        await refused({ try await store.setSetting("default_deployed", "2") }, naming: "passed to another")
+        await refused({ _ = try await store.createKey(name: "k", admin: true) }, naming: "passed to another")
+        #expect(try await store.deployments().map(\.name) == ["kept"])
+        #expect(try await store.setting("default_deployed") == "1")
+        #expect(try await store.keys().isEmpty)
+
+        // Its own epoch again, but the lease ran out (nobody took it yet): refused too.
+        try await store.run("let the lease run out") { client, logger in
+            try await client.query(
+                "UPDATE leader SET holder = \(leadership.id), epoch = \(epoch), expires_at = now() - interval '1 second' WHERE id = 1",
+                logger: logger)
+        }
+        store.writeAs(.leader(holder: leadership.id, epoch: epoch))
+        await refused({ try await store.save(Self.spec("late")) }, naming: "has ended")
+        // A store that is not a cluster controller's writes freely.
+        store.writeAs(.anyone)
+        try await store.save(Self.spec("free"))
+        #expect(try await store.deployments().map(\.name) == ["free", "kept"])
     }
 
     /// Many processes opening a fresh database at once apply each migration exactly once.

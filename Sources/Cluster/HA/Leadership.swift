@@ -13,8 +13,11 @@ import Synchronization
 /// row once its lease has run out, bumping the epoch. A leader that cannot renew before its own
 /// lease would run out (counted from when it sent the last renewal that succeeded, so never
 /// later than the database's expiry) stops leading and exits: a supervisor (Kubernetes) starts
-/// it again as a follower. This is the fencing: no two controllers act as leader at once, as
-/// long as their clocks run at the same rate.
+/// it again as a follower. No two controllers act as leader at once, as long as their clocks
+/// run at the same rate; and the database fences their writes besides (``PostgresStateStore/Writer``):
+/// each of the leader's writes checks, in its transaction, that the lease row still names it
+/// with its epoch, so a controller paused past its lease (a stopped process, a VM migration)
+/// cannot write once another has taken over. A follower writes nothing.
 public final class Leadership: Sendable {
     public enum Role: Sendable, Equatable {
         /// Leading since the epoch.
@@ -54,6 +57,7 @@ public final class Leadership: Sendable {
         self.logger = logger
         self.onLead = onLead
         self.onDeposed = onDeposed
+        store.writeAs(.nobody)
     }
 
     public var role: Role { state.withLock { $0 } }
@@ -84,6 +88,7 @@ public final class Leadership: Sendable {
                 case .leader(let epoch):
                     validUntil = sent + lease
                     if !leading {
+                        store.writeAs(.leader(holder: id, epoch: epoch))
                         state.withLock { $0 = .leader(epoch: epoch) }
                         logger.notice("leading the cluster", metadata: ["epoch": "\(epoch)", "url": "\(url)"])
                         let onLead = onLead
@@ -117,6 +122,7 @@ public final class Leadership: Sendable {
     public func resign() async {
         guard isLeader else { return }
         state.withLock { $0 = .follower(leader: nil) }
+        store.writeAs(.nobody)
         let id = id
         _ = try? await store.run("give up the leader's lease") { client, logger in
             try await client.query(
@@ -128,6 +134,7 @@ public final class Leadership: Sendable {
 
     private func depose(_ reason: String) async {
         state.withLock { $0 = .follower(leader: nil) }
+        store.writeAs(.nobody)
         deposed.withLock { $0 = reason }
         logger.critical("no longer leading: \(reason)")
         await onDeposed(reason)

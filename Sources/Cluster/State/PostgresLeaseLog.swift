@@ -35,8 +35,8 @@ public final class PostgresLeaseLog: LeaseLog {
         case .joined(let request, let lease):
             let inventory = try inventoryText(request.inventory)
             let seconds = lease.seconds
-            try await store.run("record that worker \(request.node) joined") { client, logger in
-                try await client.query(
+            try await store.write("record that worker \(request.node) joined") { connection, logger in
+                try await connection.query(
                     """
                     INSERT INTO worker (node, url, boot, state, joined_at, renewed_at, expires_at, reason, inventory)
                     VALUES (\(request.node.rawValue), \(request.url), \(request.boot), 'alive', now(), now(),
@@ -50,8 +50,8 @@ public final class PostgresLeaseLog: LeaseLog {
         case .renewed(let request, let lease):
             let inventory = try inventoryText(request.inventory)
             let seconds = lease.seconds
-            try await store.run("record worker \(request.node)'s renewal") { client, logger in
-                try await client.query(
+            try await store.write("record worker \(request.node)'s renewal") { connection, logger in
+                try await connection.query(
                     """
                     UPDATE worker SET renewed_at = now(), expires_at = now() + make_interval(secs => \(seconds)),
                         inventory = \(inventory)::jsonb
@@ -59,8 +59,8 @@ public final class PostgresLeaseLog: LeaseLog {
                     """, logger: logger)
             }
         case .ended(let node, let boot, let state, let reason):
-            try await store.run("record that worker \(node)'s lease ended") { client, logger in
-                try await client.query(
+            try await store.write("record that worker \(node)'s lease ended") { connection, logger in
+                try await connection.query(
                     """
                     UPDATE worker SET state = \(state.rawValue), reason = \(reason), expires_at = now()
                     WHERE node = \(node.rawValue) AND boot = \(boot)

@@ -3,6 +3,7 @@ public import Logging
 import NIOSSL
 import PostgresNIO
 public import Serving
+import Synchronization
 
 /// The control side's state in PostgreSQL: what `sllm serve --state-url postgres://...` and a
 /// cluster's controllers keep (deployments, settings, API keys as hashes), in a database several
@@ -126,8 +127,8 @@ public final class PostgresStateStore: StateStore {
 
     public func save(_ spec: DeploymentSpec) async throws {
         let text = try StateCoding.encode(spec)
-        try await run("save deployment \(spec.name)") { client, logger in
-            try await client.query(
+        try await write("save deployment \(spec.name)") { connection, logger in
+            try await connection.query(
                 """
                 INSERT INTO deployment (name, spec, updated_at) VALUES (\(spec.name), \(text)::jsonb, now())
                 ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at
@@ -136,8 +137,8 @@ public final class PostgresStateStore: StateStore {
     }
 
     public func deleteDeployment(_ name: String) async throws {
-        try await run("delete deployment \(name)") { client, logger in
-            try await client.query("DELETE FROM deployment WHERE name = \(name)", logger: logger)
+        try await write("delete deployment \(name)") { connection, logger in
+            try await connection.query("DELETE FROM deployment WHERE name = \(name)", logger: logger)
         }
     }
 
@@ -152,8 +153,8 @@ public final class PostgresStateStore: StateStore {
     }
 
     public func setSetting(_ key: String, _ value: String) async throws {
-        try await run("write setting \(key)") { client, logger in
-            try await client.query(
+        try await write("write setting \(key)") { connection, logger in
+            try await connection.query(
                 """
                 INSERT INTO setting (key, value) VALUES (\(key), \(value))
                 ON CONFLICT (key) DO UPDATE SET value = excluded.value
@@ -166,8 +167,8 @@ public final class PostgresStateStore: StateStore {
     public func createKey(name: String, admin: Bool) async throws -> (APIKey, secret: String) {
         let (key, secret) = APIKey.make(name: name, admin: admin)
         let hash = APIKey.hash(secret)
-        try await run("create API key \(key.id)") { client, logger in
-            try await client.query(
+        try await write("create API key \(key.id)") { connection, logger in
+            try await connection.query(
                 """
                 INSERT INTO api_key (id, name, sha256, admin, created_at)
                 VALUES (\(key.id), \(key.name), \(hash), \(key.admin), \(key.createdAt))
@@ -198,11 +199,67 @@ public final class PostgresStateStore: StateStore {
     }
 
     public func revokeKey(_ id: String) async throws -> Bool {
-        try await run("revoke API key \(id)") { client, logger in
-            let rows = try await client.query("DELETE FROM api_key WHERE id = \(id) RETURNING id", logger: logger)
+        try await write("revoke API key \(id)") { connection, logger in
+            let rows = try await connection.query("DELETE FROM api_key WHERE id = \(id) RETURNING id", logger: logger)
             var revoked = false
             for try await _ in rows.decode(String.self) { revoked = true }
             return revoked
+        }
+    }
+
+    // MARK: - Fencing
+
+    /// Who may write, when several controllers share the database.
+    public enum Writer: Sendable, Equatable {
+        /// A store of its own (`sllm serve --state-url`, the CLI): every write goes through.
+        case anyone
+        /// The leader holding the lease row as `holder` since `epoch`: each write checks, in its
+        /// own transaction, that the row still says so (and holds the row meanwhile, so a takeover
+        /// waits for the write to end). A controller paused past its lease, whose place another
+        /// took, is refused instead of writing beside the new leader.
+        case leader(holder: String, epoch: Int64)
+        /// A follower, or a leader that stopped leading: writes are refused.
+        case nobody
+    }
+
+    private let writer = Mutex<Writer>(.anyone)
+
+    /// Sets who writes (``Leadership`` does, as its role changes).
+    public func writeAs(_ writer: Writer) { self.writer.withLock { $0 = writer } }
+
+    /// Runs a write as ``run(_:_:)`` does, fenced by the leader's lease when several controllers
+    /// share the database (``Writer``).
+    @discardableResult
+    func write<Result: Sendable>(
+        _ what: String, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> Result
+    ) async throws(ServingError) -> Result {
+        switch writer.withLock({ $0 }) {
+        case .anyone:
+            return try await run(what) { client, logger in
+                try await client.withConnection { connection in try await body(connection, logger) }
+            }
+        case .nobody:
+            throw ServingError(.unavailable, "cannot \(what): this controller does not lead the cluster")
+        case .leader(let holder, let epoch):
+            return try await run(what) { client, logger in
+                try await client.withTransaction(logger: logger) { connection in
+                    let rows = try await connection.query(
+                        """
+                        SELECT epoch FROM leader
+                        WHERE id = 1 AND holder = \(holder) AND epoch = \(epoch) AND expires_at > now()
+                        FOR SHARE
+                        """, logger: logger)
+                    var holds = false
+                    for try await _ in rows.decode(Int64.self) { holds = true }
+                    guard holds else {
+                        throw ServingError(
+                            .unavailable,
+                            "cannot \(what): this controller's lead (epoch \(epoch)) has ended or passed to another controller, so the write was refused"
+                        )
+                    }
+                    return try await body(connection, logger)
+                }
+            }
         }
     }
 
