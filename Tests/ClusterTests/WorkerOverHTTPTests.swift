@@ -220,6 +220,47 @@ import Testing
 
     /// A stranger who reaches the port runs nothing and reads nothing, however the path is
     /// spelled; a controller of another protocol version is refused with a reason.
+    /// With controllers sharing a database, calls carry the leader's epoch: once the worker has
+    /// seen a newer leader's call, the former leader's calls are refused (409, naming both
+    /// epochs) and start nothing; calls without an epoch (no shared database) go through, and a
+    /// malformed epoch is a 400.
+    @Test func aFormerLeadersCallsAreRefused() async throws {
+        let harness = try await WorkerHarness.start(node: "node-fenced")
+        defer { harness.remove() }
+        let model = try ModelName("smollm2-135m")
+        let former = try await harness.remote()
+        former.fence(by: { 4 })
+        #expect(try await former.modelFacts(model).name == model)
+        let leader = try await harness.remote()
+        leader.fence(by: { 5 })
+        #expect(try await leader.modelFacts(model).name == model)
+        func refused(_ error: any Error) -> Bool {
+            let failure = ServingError(error)
+            return failure.kind == .conflict && failure.message.contains("epoch 4")
+                && failure.message.contains("epoch 5")
+        }
+        await #expect { try await former.modelFacts(model) } throws: { refused($0) }
+        let facts = try await leader.modelFacts(model)
+        let sizing = InstanceSizing(
+            requestedContext: 256, modelContext: facts.contextLength, maxSequences: 1, weightBytes: facts.weightBytes,
+            kvBytesPerPosition: facts.kvBytesPerPosition)
+        await #expect {
+            for try await _ in former.startInstance(
+                InstanceSpec(id: "x", deployment: "d", model: model, sizing: sizing))
+            {}
+        } throws: { refused($0) }
+        #expect(await leader.inventory().instances.isEmpty)
+        // No epoch: a controller without a shared database.
+        #expect(try await harness.remote().modelFacts(model).name == model)
+        let call = try JSONEncoder.wire.encode(WorkerCall.inventory)
+        var request = "POST /worker/v1/call HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        request +=
+            "Authorization: Bearer \(WorkerHarness.token)\r\n\(WorkerWire.versionHeader): \(WorkerWire.version)\r\n"
+        request += "\(WorkerWire.epochHeader): -3\r\nContent-Length: \(call.count)\r\n\r\n"
+        let malformed = try await exchange(port: harness.port, Array(request.utf8) + Array(call))
+        #expect(malformed.status == 400 && malformed.body.contains(WorkerWire.epochHeader))
+    }
+
     @Test func strangersRunNothingAndReadNothing() async throws {
         let harness = try await WorkerHarness.start(node: "node-guarded")
         defer { harness.remove() }

@@ -50,6 +50,8 @@ public final class ClusterController: Sendable {
                     server.activate()
                 },
                 onDeposed: { _ in await server.shutdown() })
+            // Workers named with --worker carry the lead's epoch too, as those that join do.
+            for case let remote as RemoteWorker in workers { remote.fence(by: { [leadership] in leadership?.epoch }) }
         }
         let membership = Membership(
             server: server, token: token, client: client, lease: workerLease, log: log, leadership: leadership,

@@ -17,7 +17,8 @@ import Synchronization
 /// run at the same rate; and the database fences their writes besides (``PostgresStateStore/Writer``):
 /// each of the leader's writes checks, in its transaction, that the lease row still names it
 /// with its epoch, so a controller paused past its lease (a stopped process, a VM migration)
-/// cannot write once another has taken over. A follower writes nothing.
+/// cannot write once another has taken over. A follower writes nothing. Its calls to workers
+/// carry the epoch too, and a worker refuses those of an epoch older than one it has seen.
 public final class Leadership: Sendable {
     public enum Role: Sendable, Equatable {
         /// Leading since the epoch.
@@ -62,6 +63,11 @@ public final class Leadership: Sendable {
 
     public var role: Role { state.withLock { $0 } }
 
+    /// The epoch of this controller's lead, once it has led (kept after it stops: its calls to
+    /// workers still carry it, so a worker that has seen a newer leader refuses them).
+    public var epoch: Int64? { lastEpoch.withLock { $0 } }
+    private let lastEpoch = Mutex<Int64?>(nil)
+
     public var isLeader: Bool {
         if case .leader = role { return true }
         return false
@@ -89,6 +95,7 @@ public final class Leadership: Sendable {
                     validUntil = sent + lease
                     if !leading {
                         store.writeAs(.leader(holder: id, epoch: epoch))
+                        lastEpoch.withLock { $0 = epoch }
                         state.withLock { $0 = .leader(epoch: epoch) }
                         logger.notice("leading the cluster", metadata: ["epoch": "\(epoch)", "url": "\(url)"])
                         let onLead = onLead

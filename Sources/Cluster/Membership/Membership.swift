@@ -85,6 +85,7 @@ public actor Membership {
         let worker = RemoteWorker.registered(
             node: node, url: LeaseRequest.checkedURL(request.url)!, token: token, client: client, logger: logger,
             inventory: request.inventory)
+        if let leadership { worker.fence(by: { leadership.epoch }) }
         members[node] = Member(worker: worker, boot: request.boot, url: request.url, deadline: .now + lease)
         members[node]?.watch = Task { await self.watch(node, boot: request.boot) }
         log?.joined(request, lease: lease)

@@ -231,8 +231,19 @@ public final class RemoteWorker: Worker {
 
     // MARK: - Calls
 
+    /// The epoch of this controller's lead, sent with each call (nil: no leadership, none sent).
+    private let leaderEpoch = Mutex<(@Sendable () -> Int64?)?>(nil)
+
+    /// Sends `epoch()` with every call from now on (``WorkerWire/epochHeader``): a worker that
+    /// has seen a newer leader's calls refuses this controller's once another took over.
+    public func fence(by epoch: @escaping @Sendable () -> Int64?) { leaderEpoch.withLock { $0 = epoch } }
+
     private func request(_ call: WorkerCall) throws -> HTTPClientRequest {
-        try WorkerWire.request(url.absoluteString + WorkerWire.callPath, token: token, body: call)
+        var request = try WorkerWire.request(url.absoluteString + WorkerWire.callPath, token: token, body: call)
+        if let epoch = leaderEpoch.withLock({ $0 })?() {
+            request.headers.add(name: WorkerWire.epochHeader, value: String(epoch))
+        }
+        return request
     }
 
     /// Sends `call` and reads its whole answer.

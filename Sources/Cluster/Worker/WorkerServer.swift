@@ -7,6 +7,7 @@ import NIOCore
 import NIOFoundationCompat
 public import Serving
 public import Store
+import Synchronization
 
 /// A node's worker served over HTTP to the cluster's controllers (`sllm worker`): the
 /// ``Worker`` protocol as ``WorkerWire`` calls, behind the cluster token.
@@ -20,6 +21,8 @@ public struct WorkerRoutes: Sendable {
     /// The node's loader, whose checkpoints peers fetch (``CheckpointRoutes``); nil serves none.
     let checkpoints: ModelLoader?
     let logger: Logger
+    /// The newest leader epoch seen in a call (``WorkerWire/epochHeader``).
+    let epochs = LeaderEpochs()
 
     /// - Parameters:
     ///   - token: the cluster token (at least 16 bytes: a Kubernetes Secret's value).
@@ -55,6 +58,13 @@ public struct WorkerRoutes: Sendable {
         case .failure(let refusal): return refusal.response
         }
         logger.debug("worker call", metadata: ["call": "\(call.name)"])
+        if let refusal = epochs.admit(request.headers[HTTPField.Name(WorkerWire.epochHeader)!]) {
+            logger.warning(
+                "refused a call of a former leader", metadata: ["call": "\(call.name)", "why": "\(refusal)"])
+            return Self.reply(
+                WireReply<WireDone>.error(WireError(refusal)),
+                status: refusal.kind == .conflict ? .conflict : .badRequest)
+        }
         switch call {
         case .inventory:
             return Self.reply(WireReply.value(await worker.inventory()))
@@ -208,5 +218,32 @@ struct TokenMiddleware: RouterMiddleware {
             }
         }
         return try await next(request, context)
+    }
+}
+
+/// The leader epochs a worker has seen: a call of an older epoch than the newest comes from a
+/// controller that another has replaced (paused past its lease, or cut off), and is refused, so
+/// two controllers never both start, stop or run things on a worker. Calls without an epoch (a
+/// controller with no shared database) are let through.
+final class LeaderEpochs: Sendable {
+    private let newest = Mutex<Int64?>(nil)
+
+    /// Nil when a call with `header` may go ahead (the newest epoch is then updated); else why not.
+    func admit(_ header: String?) -> ServingError? {
+        guard let header else { return nil }
+        guard let epoch = Int64(header), epoch > 0 else {
+            return ServingError(
+                .invalidRequest, "\(WorkerWire.epochHeader) must be a positive whole number (got \(header))")
+        }
+        return newest.withLock { newest in
+            if let seen = newest, epoch < seen {
+                return ServingError(
+                    .conflict,
+                    "the controller of leader epoch \(epoch) no longer leads: this worker takes calls from the leader of epoch \(seen) (a worker remembers the newest epoch until it restarts: restart it if the cluster's state database was made anew)"
+                )
+            }
+            newest = epoch
+            return nil
+        }
     }
 }

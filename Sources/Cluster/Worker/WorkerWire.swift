@@ -17,6 +17,9 @@ import Store
 public enum WorkerWire {
     public static let version = 3
     public static let versionHeader = "sllm-worker-protocol"
+    /// The epoch of the leader sending a worker call, when controllers share a database
+    /// (``Leadership``): a worker refuses calls of an epoch older than one it has seen.
+    public static let epochHeader = "sllm-leader-epoch"
     public static let callPath = "/worker/v1/call"
     /// The largest call body a worker reads (a generation job carries its prompt's token ids).
     public static let maxCallBytes = 32 << 20
