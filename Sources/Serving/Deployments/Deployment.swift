@@ -230,7 +230,9 @@ actor Deployment {
         perform(machine.requestFinished(on: lease.instance.id, keepAlive: keepAlive))
         rebalanceSoon()
         // An instance that went idle may be stopped to make room for a start waiting for it.
-        if machine.instances[lease.instance.id]?.inFlight == 0 { Task { [pool] in await pool.roomMayHaveFreed() } }
+        if machine.instances[lease.instance.id]?.inFlight == 0, pool.startsAwaitRoom {
+            Task { [pool] in await pool.roomMayHaveFreed() }
+        }
     }
 
     /// Runs `job` on the slot `lease` holds and owns the rest of its life: the returned stream

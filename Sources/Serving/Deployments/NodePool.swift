@@ -1,6 +1,7 @@
 import Foundation
 import Scheduling
 import Store
+import Synchronization
 
 /// The nodes instances run on (one for `sllm serve`; a controller's grow and shrink as workers
 /// join and are lost), and what is reserved of each node's memory budget. A start is placed by the registry's ``Placement`` from each node's facts (the
@@ -71,7 +72,12 @@ actor NodePool {
     private var awaitingTurn: [CheckedContinuation<Void, Never>] = []
     /// Starts waiting for memory to free up somewhere (every node's budget held by busy
     /// instances), woken when an instance stops, goes idle or a node joins.
-    private var awaitingRoom: [Int: CheckedContinuation<Void, Never>] = [:]
+    private var awaitingRoom: [Int: CheckedContinuation<Void, Never>] = [:] {
+        didSet { roomWaiters.store(awaitingRoom.count, ordering: .sequentiallyConsistent) }
+    }
+    /// How many starts wait for room, readable without a turn on the actor: a request leaving
+    /// its instance idle wakes them only when there are some.
+    private nonisolated let roomWaiters = Atomic<Int>(0)
     private var nextRoomWaiter = 0
     /// The largest memory budget of the nodes at the last placement: an instance larger than it
     /// fits nowhere, however long it waits.
@@ -568,6 +574,9 @@ actor NodePool {
     private func wakeRoomWaiter(_ id: Int) {
         awaitingRoom.removeValue(forKey: id)?.resume()
     }
+
+    /// Whether starts wait for room (``roomMayHaveFreed()`` would wake some).
+    nonisolated var startsAwaitRoom: Bool { roomWaiters.load(ordering: .sequentiallyConsistent) > 0 }
 
     /// Wakes the starts waiting for room, to be placed again.
     func roomMayHaveFreed() {
