@@ -85,9 +85,26 @@ public actor ModelLoader {
         -> (index: CheckpointIndex, files: [String: [UInt8]])?
     {
         guard !configuration.remotes.isEmpty else { return nil }
-        return try await RemoteCheckpoint.describe(
-            name, files: files, from: configuration.remotes.map { CheckpointSource(base: $0) })
+        let now = ContinuousClock.now
+        described = described.filter { now - $0.value.at < Self.describedFor }
+        if let kept = described[name.rawValue],
+            Set(kept.index.files.map(\.name)).intersection(files).isSubset(of: kept.files.keys)
+        {
+            return (kept.index, kept.files.filter { files.contains($0.key) })
+        }
+        guard
+            let fetched = try await RemoteCheckpoint.describe(
+                name, files: files, from: configuration.remotes.map { CheckpointSource(base: $0) })
+        else { return nil }
+        described[name.rawValue] = (ContinuousClock.now, fetched.index, fetched.files)
+        return fetched
     }
+
+    /// Remote descriptions fetched moments ago, by model: placing a model that only a remote
+    /// store holds asks for its description twice in a row (whether it exists, then its facts).
+    private var described: [String: (at: ContinuousClock.Instant, index: CheckpointIndex, files: [String: [UInt8]])] =
+        [:]
+    static let describedFor = Duration.seconds(10)
 
     /// Loads `name` into memory from the fastest tier that holds it.
     ///

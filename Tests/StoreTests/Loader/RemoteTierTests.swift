@@ -92,6 +92,23 @@ import Testing
         }
     }
 
+    /// A description asked again moments later (a deploy's resolve, then the model's facts) is
+    /// not fetched again; a file it lacked is.
+    @Test func aDescriptionAskedTwiceIsFetchedOnce() async throws {
+        try await withRemote(megabytes: 1) { local, server, loader in
+            let name = try ModelName("m")
+            let first = try #require(try await loader.remoteDescription(of: name, files: []))
+            let requests = server.requests
+            let again = try #require(try await loader.remoteDescription(of: name, files: []))
+            #expect(server.requests == requests)
+            #expect(again.index == first.index && again.files.isEmpty)
+            // Asking for a file of the index that was not fetched goes to the remote.
+            let file = try #require(first.index.files.first, "the synthetic checkpoint carries small files")
+            let more = try #require(try await loader.remoteDescription(of: name, files: [file.name]))
+            #expect(server.requests > requests && more.files[file.name]?.count == Int(file.byteCount))
+        }
+    }
+
     @Test func aMissingModelNamesEveryRemoteTried() async throws {
         let local = try LoaderFixture("remote-local")
         defer { local.remove() }
