@@ -134,13 +134,15 @@ import Testing
         // Not leading yet: a follower writes nothing.
         await refused({ try await store.save(Self.spec("early")) }, naming: "does not lead")
         let campaign = Task { await leadership.run() }
-        defer { campaign.cancel() }
         while !leadership.isLeader { try await Task.sleep(for: .milliseconds(10)) }
         guard case .leader(let epoch) = leadership.role else { return }
         try await store.save(Self.spec("kept"))
         try await store.setSetting("default_deployed", "1")
 
-        // Another controller takes over while this one is paused (it has not noticed yet).
+        // This controller pauses (its campaign stops: it does not renew, nor notice anything)
+        // and another takes over meanwhile.
+        campaign.cancel()
+        await campaign.value
         try await store.run("take over") { client, logger in
             try await client.query("UPDATE leader SET holder = 'other', epoch = epoch + 1 WHERE id = 1", logger: logger)
         }
