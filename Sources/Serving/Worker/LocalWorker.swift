@@ -165,11 +165,17 @@ public final class LocalWorker: Worker {
     public func resolve(_ source: String) async throws -> SourceResolution {
         if let name = try? ModelName(source), store.contains(name) { return SourceResolution(local: name) }
         // In a remote store: every node can fetch it at its first start. The tokenizer files come
-        // along: the model's facts, asked next, are then read from what this fetched.
-        if let name = try? ModelName(source),
-            (try? await loader.remoteDescription(of: name, files: Set(Tokenizer.checkpointFileNames))) != nil
-        {
-            return SourceResolution(local: name)
+        // along: the model's facts, asked next, are then read from what this fetched. (A file
+        // that fails to arrive is the facts' error to report, not a reason to look elsewhere.)
+        if let name = try? ModelName(source) {
+            let onRemote: Bool
+            do {
+                onRemote =
+                    try await loader.remoteDescription(of: name, files: Set(Tokenizer.checkpointFileNames)) != nil
+            } catch {
+                onRemote = (try? await loader.remoteDescription(of: name, files: [])) != nil
+            }
+            if onRemote { return SourceResolution(local: name) }
         }
         let parsed: (source: ModelSource, aliasName: String?)
         do { parsed = try ModelSource.parse(source) } catch {
