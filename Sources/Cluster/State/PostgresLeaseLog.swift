@@ -35,7 +35,7 @@ public final class PostgresLeaseLog: LeaseLog {
         case .joined(let request, let lease):
             let inventory = try inventoryText(request.inventory)
             let seconds = lease.seconds
-            try await store.write("record that worker \(request.node) joined") { connection, logger in
+            try await store.write("record that worker \(request.node) joined", fenced: false) { connection, logger in
                 try await connection.query(
                     """
                     INSERT INTO worker (node, url, boot, state, joined_at, renewed_at, expires_at, reason, inventory)
@@ -50,7 +50,7 @@ public final class PostgresLeaseLog: LeaseLog {
         case .renewed(let request, let lease):
             let inventory = try inventoryText(request.inventory)
             let seconds = lease.seconds
-            try await store.write("record worker \(request.node)'s renewal") { connection, logger in
+            try await store.write("record worker \(request.node)'s renewal", fenced: false) { connection, logger in
                 try await connection.query(
                     """
                     UPDATE worker SET renewed_at = now(), expires_at = now() + make_interval(secs => \(seconds)),
@@ -59,7 +59,7 @@ public final class PostgresLeaseLog: LeaseLog {
                     """, logger: logger)
             }
         case .ended(let node, let boot, let state, let reason):
-            try await store.write("record that worker \(node)'s lease ended") { connection, logger in
+            try await store.write("record that worker \(node)'s lease ended", fenced: false) { connection, logger in
                 try await connection.query(
                     """
                     UPDATE worker SET state = \(state.rawValue), reason = \(reason), expires_at = now()

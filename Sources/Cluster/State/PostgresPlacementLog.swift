@@ -21,7 +21,7 @@ public final class PostgresPlacementLog: PlacementLog {
 
     private static func write(_ record: PlacementRecord, to store: PostgresStateStore) async throws {
         let json = String(decoding: try JSONEncoder.wire.encode(record), as: UTF8.self)
-        try await store.write("record placement decision \(record.id)") { connection, logger in
+        try await store.write("record placement decision \(record.id)", fenced: false) { connection, logger in
             try await connection.query(
                 """
                 INSERT INTO placement_decision (decided_at, deployment, instance, policy, node, tier,

@@ -228,18 +228,23 @@ public final class PostgresStateStore: StateStore {
     public func writeAs(_ writer: Writer) { self.writer.withLock { $0 = writer } }
 
     /// Runs a write as ``run(_:_:)`` does, fenced by the leader's lease when several controllers
-    /// share the database (``Writer``).
+    /// share the database (``Writer``). Without `fenced` (the worker leases' and the placement
+    /// decisions' logs: a row per worker and second at scale, which a stale leader's next takeover
+    /// rewrites anyway) a leader's write is one statement, unchecked; a follower's is still refused.
     @discardableResult
     func write<Result: Sendable>(
-        _ what: String, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> Result
+        _ what: String, fenced: Bool = true,
+        _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> Result
     ) async throws(ServingError) -> Result {
-        switch writer.withLock({ $0 }) {
-        case .anyone:
+        let writer = writer.withLock { $0 }
+        switch writer {
+        case .nobody:
+            throw ServingError(.unavailable, "cannot \(what): this controller does not lead the cluster")
+        case .anyone,
+            .leader where !fenced:
             return try await run(what) { client, logger in
                 try await client.withConnection { connection in try await body(connection, logger) }
             }
-        case .nobody:
-            throw ServingError(.unavailable, "cannot \(what): this controller does not lead the cluster")
         case .leader(let holder, let epoch):
             return try await run(what) { client, logger in
                 try await client.withTransaction(logger: logger) { connection in
