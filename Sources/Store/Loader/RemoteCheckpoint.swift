@@ -288,8 +288,11 @@ final class RemoteChunkSource: ChunkSource {
         for choice in order() {
             let origin = sources[choice]
             let asked = ContinuousClock.now
+            // What the fetch wrote to the SSD copy as its blocks arrived (checked and relayed).
+            let written: [Range<Int>]
             do {
-                try fetch(from: origin, partition: partition, offset: offset, length: length, into: destination)
+                written = try fetch(
+                    from: origin, partition: partition, offset: offset, length: length, into: destination)
                 try check(partition: partition, offset: offset, length: length, at: destination)
             } catch {
                 let already = failed.withLock { !$0.insert(choice).inserted }
@@ -310,7 +313,14 @@ final class RemoteChunkSource: ChunkSource {
                 delivered.last = max(delivered.last, arrived)
                 taken[origin.label] = delivered
             }
-            try write(partition: partition, UnsafeRawBufferPointer(start: destination, count: length), at: offset)
+            // Only what the blocks left (a block running into the next chunk, a chunk's first
+            // part whose block began in the previous one): each byte is written once.
+            for gap in Self.gaps(in: offset..<offset + length, besides: written) {
+                try write(
+                    partition: partition,
+                    UnsafeRawBufferPointer(start: destination + (gap.lowerBound - offset), count: gap.count),
+                    at: gap.lowerBound)
+            }
             relay.arrived(partition: partition, range: offset..<offset + length)
             return
         }
@@ -321,13 +331,28 @@ final class RemoteChunkSource: ChunkSource {
         throw StoreError(.download, message)
     }
 
+    /// The parts of `range` that `covered` (ranges inside it) leaves, in order.
+    static func gaps(in range: Range<Int>, besides covered: [Range<Int>]) -> [Range<Int>] {
+        var gaps: [Range<Int>] = []
+        var at = range.lowerBound
+        for part in covered.sorted(by: { $0.lowerBound < $1.lowerBound }) {
+            let part = part.clamped(to: range)
+            if part.lowerBound > at { gaps.append(at..<part.lowerBound) }
+            at = max(at, part.upperBound)
+        }
+        if at < range.upperBound { gaps.append(at..<range.upperBound) }
+        return gaps
+    }
+
+    /// Fetches the chunk into `destination`, writing and relaying its blocks as they arrive
+    /// whole; returns the ranges of the partition written so.
     private func fetch(
         from origin: CheckpointSource, partition: Int, offset: Int, length: Int,
         into destination: UnsafeMutableRawPointer
-    ) throws {
+    ) throws -> [Range<Int>] {
         let url = origin.url(model, files[partition])
         let target = UncheckedSendable(destination)
-        let outcome = Mutex<Result<Void, any Error>?>(nil)
+        let outcome = Mutex<Result<[Range<Int>], any Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
         // The first block starting inside the chunk (or, when the chunk starts mid-block, that
         // block: checked with the part before the chunk once that part is in), and the next one
@@ -336,6 +361,7 @@ final class RemoteChunkSource: ChunkSource {
         Task {
             do {
                 var nextBlock = firstBlock
+                var written: [Range<Int>] = []
                 try await RangeRequest.fetch(
                     url, start: Int64(offset), length: Int64(length), client: origin.client ?? .shared,
                     headers: origin.headers, attempts: 2, backoff: .milliseconds(50)
@@ -344,22 +370,23 @@ final class RemoteChunkSource: ChunkSource {
                     (target.value + Int(at)).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
                     try self.relayBlocks(
                         partition: partition, chunk: offset, received: Int(at) + bytes.count, length: length,
-                        at: target.value, next: &nextBlock)
+                        at: target.value, next: &nextBlock, written: &written)
                 }
-                outcome.withLock { $0 = .success(()) }
+                outcome.withLock { [written] in $0 = .success(written) }
             } catch {
                 outcome.withLock { $0 = .failure(error) }
             }
             done.signal()
         }
         done.wait()
-        try outcome.withLock { $0! }.get()
+        return try outcome.withLock { $0! }.get()
     }
 
     /// Checks, writes and relays the blocks of the chunk (at `chunk` in `partition`) that its
-    /// first `received` bytes now hold whole, from block `next` on.
+    /// first `received` bytes now hold whole, from block `next` on; adds what it wrote to `written`.
     private func relayBlocks(
-        partition: Int, chunk: Int, received: Int, length: Int, at base: UnsafeMutableRawPointer, next: inout Int
+        partition: Int, chunk: Int, received: Int, length: Int, at base: UnsafeMutableRawPointer, next: inout Int,
+        written: inout [Range<Int>]
     ) throws {
         let checksums = blockChecksums[partition]
         while next < checksums.count {
@@ -391,6 +418,7 @@ final class RemoteChunkSource: ChunkSource {
                         .corrupt, "\(files[partition]) block \(next) arrived with bytes that fail its checksum")
                 }
                 try write(partition: partition, UnsafeRawBufferPointer(start: base, count: end - chunk), at: chunk)
+                written.append(chunk..<end)
                 relay.arrived(partition: partition, range: start..<end)
                 next += 1
                 continue
@@ -401,6 +429,7 @@ final class RemoteChunkSource: ChunkSource {
                     .corrupt, "\(files[partition]) block \(next) arrived with bytes that fail its checksum")
             }
             try write(partition: partition, bytes, at: start)
+            written.append(start..<end)
             relay.arrived(partition: partition, range: start..<end)
             next += 1
         }

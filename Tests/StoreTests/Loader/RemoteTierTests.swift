@@ -109,6 +109,18 @@ import Testing
         }
     }
 
+    /// What a fetched chunk still has to write once its blocks wrote themselves as they arrived.
+    @Test func aChunkWritesOnlyWhatItsBlocksLeft() {
+        #expect(RemoteChunkSource.gaps(in: 100..<200, besides: []) == [100..<200])
+        #expect(RemoteChunkSource.gaps(in: 100..<200, besides: [100..<200]).isEmpty)
+        // A block begun in the previous chunk wrote the chunk's start; one running into the next
+        // left the tail; ranges come in any order, may touch or overlap.
+        #expect(
+            RemoteChunkSource.gaps(in: 100..<200, besides: [150..<170, 100..<120, 120..<140, 165..<180])
+                == [140..<150, 180..<200])
+        #expect(RemoteChunkSource.gaps(in: 100..<200, besides: [90..<110, 190..<210]) == [110..<190])
+    }
+
     @Test func aMissingModelNamesEveryRemoteTried() async throws {
         let local = try LoaderFixture("remote-local")
         defer { local.remove() }
