@@ -261,6 +261,34 @@ import Testing
         #expect(malformed.status == 400 && malformed.body.contains(WorkerWire.epochHeader))
     }
 
+    /// Mutated `sllm-leader-epoch` values: each call is run (200), refused as a former leader's
+    /// (409) or refused as malformed (400); nothing traps, and the worker answers afterwards.
+    @Test func mutatedEpochsNeverTrapTheWorker() async throws {
+        let harness = try await WorkerHarness.start(node: "node-epoch-fuzz")
+        defer { harness.remove() }
+        let call = try JSONEncoder.wire.encode(WorkerCall.inventory)
+        var random = SeededGenerator(seed: 0xE90C)
+        let pieces = ["-", "+", "0", "7", "9", " ", "e", "x", "9223372036854775807", "\u{00e9}"].map { Array($0.utf8) }
+        let iterations = Fuzz.iterations(default: 200)
+        var statuses: [Int: Int] = [:]
+        for round in 0..<iterations {
+            var value = Array("12".utf8)
+            Fuzz.mutate(&value, edits: 1...4, pieces: pieces, using: &random)
+            // A line break would end the header, not test its value.
+            value.removeAll { $0 == 0x0D || $0 == 0x0A }
+            var request = "POST /worker/v1/call HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            request +=
+                "Authorization: Bearer \(WorkerHarness.token)\r\n\(WorkerWire.versionHeader): \(WorkerWire.version)\r\n"
+            let head = Array(request.utf8) + Array("\(WorkerWire.epochHeader): ".utf8) + value
+            let response = try await exchange(
+                port: harness.port, head + Array("\r\nContent-Length: \(call.count)\r\n\r\n".utf8) + Array(call))
+            statuses[response.status, default: 0] += 1
+            #expect([200, 400, 409].contains(response.status), "round \(round): \(response.status)")
+        }
+        print("worker epoch fuzz: \(iterations) values; statuses \(statuses.sorted { $0.key < $1.key })")
+        #expect(try await harness.remote().modelFacts(try ModelName("smollm2-135m")).weightBytes > 0)
+    }
+
     @Test func strangersRunNothingAndReadNothing() async throws {
         let harness = try await WorkerHarness.start(node: "node-guarded")
         defer { harness.remove() }
