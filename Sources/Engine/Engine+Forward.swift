@@ -93,10 +93,10 @@ extension Engine {
         return layer
     }
 
-    /// The output norm, read once `output_norm` and the output matrix have arrived.
+    /// The output norm, read once it has arrived (the output matrix may still be arriving).
     private func outputNorm() throws(EngineError) -> [Float] {
         if let norm = arrivedOutputNorm { return norm }
-        try Weights.waitFor(["output_norm.weight", weights.output.name], of: weights.model)
+        try Weights.waitFor(["output_norm.weight"], of: weights.model)
         let norm = try Weights.vector(weights.model, "output_norm.weight", count: config.embeddingLength)!
         arrivedOutputNorm = norm
         return norm
@@ -259,6 +259,20 @@ extension Engine {
 
         }
 
+        // Output: only the slots that want logits. While the output matrix is still being read
+        // (tied to the embeddings, it comes last) its rows are multiplied as they come in.
+        if outputs > 0 {
+            let outputNorm = try outputNorm()
+            var row = 0
+            for (t, slot) in slots.enumerated() where slot.logits {
+                rmsNorm(
+                    x + t * dim, into: outNorm + row * dim, rows: 1, width: dim, weight: outputNorm,
+                    epsilon: epsilon)
+                row += 1
+            }
+            try projectOutput(outNorm, rows: outputs, into: logits, activations: activations, stride: actRowBytes)
+        }
+
         // Rows read before the embeddings arrived must equal the verified ones; if any does not,
         // the pass is computed again on the verified weights (it overwrites the same cache
         // positions, and nothing of it has been handed out yet).
@@ -272,25 +286,48 @@ extension Engine {
             if mismatch { return try forward(slots, rerun: true) }
         }
 
-        // Output: only the slots that want logits.
-        guard outputs > 0 else { return }
-        let outputNorm = try outputNorm()
         var row = 0
-        for (t, slot) in slots.enumerated() where slot.logits {
-            rmsNorm(
-                x + t * dim, into: outNorm + row * dim, rows: 1, width: dim, weight: outputNorm,
-                epsilon: epsilon)
-            row += 1
-        }
-        multiply(
-            [weights.output], input: outNorm, rows: outputs, into: [logits], activations: activations,
-            stride: actRowBytes)
-        row = 0
         for slot in slots where slot.logits {
             slot.sequence.logits = Array(
                 UnsafeBufferPointer(start: logits + row * c.vocabularySize, count: c.vocabularySize))
             row += 1
         }
+    }
+
+    /// Bytes of the output matrix multiplied at a time while it is still being read.
+    static let outputPieceBytes = 2 << 20
+
+    /// `logits = input × output matrixᵀ` for `rows` rows of input. While the matrix is still being
+    /// read (a streaming load), its rows are multiplied piece by piece as they come in, each row
+    /// with the arithmetic it has when the matrix is whole; it returns once the matrix has
+    /// arrived verified, so nothing computed on bytes that were only read is used before.
+    private func projectOutput(
+        _ input: UnsafeMutablePointer<Float>, rows: Int, into logits: UnsafeMutablePointer<Float>,
+        activations: UnsafeMutableRawPointer, stride: Int
+    ) throws(EngineError) {
+        let matrix = weights.output
+        guard weights.streamed, !weights.model.hasArrived([matrix.name]) else {
+            try Weights.waitFor([matrix.name], of: weights.model)
+            multiply([matrix], input: input, rows: rows, into: [logits], activations: activations, stride: stride)
+            return
+        }
+        quantize(
+            input, rows: rows, type: matrix.activationType, columns: matrix.columns, into: activations, stride: stride)
+        let piece = max(1, Self.outputPieceBytes / matrix.rowBytes)
+        var first = 0
+        while first < matrix.rows {
+            var end = min(matrix.rows, first + piece)
+            if !(try Weights.waitForRead(matrix.name, count: end * matrix.rowBytes, of: weights.model)) {
+                // The weights cannot tell what is read: the rest once the matrix is in.
+                try Weights.waitFor([matrix.name], of: weights.model)
+                end = matrix.rows
+            }
+            sllm_pool_gemm(
+                pool, matrix.type, matrix.data + first * matrix.rowBytes, matrix.rowBytes, Int64(end - first),
+                activations, stride, Int64(rows), Int64(matrix.columns), logits + first, Int64(matrix.rows))
+            first = end
+        }
+        try Weights.waitFor([matrix.name], of: weights.model)
     }
 
     /// `outputs[i] = input × matrices[i]ᵀ` for matrices sharing their input (q/k/v, gate/up): the
@@ -304,22 +341,31 @@ extension Engine {
         for (matrix, output) in zip(matrices, outputs) {
             let columns = matrix.columns
             if matrix.activationType != converted {
-                let type = matrix.activationType
-                if rows == 1 {
-                    sllm_quantize_row(type, input, activations, Int64(columns))
-                } else {
-                    // A prompt's rows are converted on every thread (each row on its own).
-                    parallel { thread, threads in
-                        for r in (rows * thread / threads)..<(rows * (thread + 1) / threads) {
-                            sllm_quantize_row(type, input + r * columns, activations + r * stride, Int64(columns))
-                        }
-                    }
-                }
-                converted = type
+                quantize(
+                    input, rows: rows, type: matrix.activationType, columns: columns, into: activations, stride: stride)
+                converted = matrix.activationType
             }
             sllm_pool_gemm(
                 pool, matrix.type, matrix.data, matrix.rowBytes, Int64(matrix.rows), activations, stride,
                 Int64(rows), Int64(columns), output, Int64(matrix.rows))
+        }
+    }
+
+    /// Converts `rows` rows of `columns` floats to the activation type `type`, one row per
+    /// `stride` bytes of `activations`.
+    private func quantize(
+        _ input: UnsafeMutablePointer<Float>, rows: Int, type: Int32, columns: Int,
+        into activations: UnsafeMutableRawPointer, stride: Int
+    ) {
+        if rows == 1 {
+            sllm_quantize_row(type, input, activations, Int64(columns))
+        } else {
+            // A prompt's rows are converted on every thread (each row on its own).
+            parallel { thread, threads in
+                for r in (rows * thread / threads)..<(rows * (thread + 1) / threads) {
+                    sllm_quantize_row(type, input + r * columns, activations + r * stride, Int64(columns))
+                }
+            }
         }
     }
 

@@ -103,6 +103,62 @@ import Tokenizers
         }
     }
 
+    /// Weights whose output matrix (SmolLM2 ties it to the token embeddings) is read piece by
+    /// piece: the engine's waits are recorded in order.
+    final class PiecewiseOutputWeights: ModelWeights {
+        let base: LoadedModel
+        enum Wait: Equatable {
+            case read(Int)
+            case whole
+        }
+        let waits = Mutex<[Wait]>([])
+        init(_ base: LoadedModel) { self.base = base }
+        var name: String { base.name }
+        var index: CheckpointIndex { base.index }
+        func tensor(_ name: String) -> TensorView? { base.tensor(name) }
+        func fileContents(_ name: String) throws -> [UInt8] { try base.fileContents(name) }
+        func mappedFile(_ name: String) throws -> MappedFile { try base.mappedFile(name) }
+        var isComplete: Bool { false }
+        func waitForTensors(_ names: [String]) throws {
+            if names.contains("token_embd.weight") { waits.withLock { $0.append(.whole) } }
+        }
+        func hasArrived(_ names: [String]) -> Bool {
+            !names.contains("token_embd.weight") || waits.withLock { $0.contains(.whole) }
+        }
+        func unverifiedBytes(of tensor: String, ranges: [Range<Int>]) -> [[UInt8]]? {
+            guard let view = base.tensor(tensor) else { return nil }
+            return ranges.map { Array(view.bytes[$0]) }
+        }
+        func waitForReadBytes(of tensor: String, count: Int) throws -> Bool {
+            if tensor == "token_embd.weight" { waits.withLock { $0.append(.read(count)) } }
+            return true
+        }
+    }
+
+    /// While the output matrix is still being read, its rows are multiplied piece by piece as
+    /// they come in, with the logits of the whole matrix; the pass waits for the verified matrix
+    /// before the logits are used.
+    @Test func anOutputMatrixStillBeingReadIsMultipliedPieceByPiece() async throws {
+        let reference = try await SharedModel.engine.value
+        let weights = PiecewiseOutputWeights(try await SharedModel.loaded.value)
+        let engine = try Engine(model: weights, options: Self.options)
+        let prompt = engine.tokenizer.encode("The quick brown fox jumps over the lazy dog")
+        let sequence = try engine.makeSequence(tokens: prompt)
+        try engine.prefill(sequence)
+        let whole = try reference.makeSequence(tokens: prompt)
+        try reference.prefill(whole)
+        #expect(sequence.logits == whole.logits)
+        let waits = weights.waits.withLock { $0 }
+        let bytes = try #require(weights.tensor("token_embd.weight")).bytes.count
+        let reads = waits.compactMap { if case .read(let count) = $0 { count } else { nil } }
+        // Pieces of the output projection, in order, up to the whole matrix, then its arrival.
+        #expect(reads.count >= 4)
+        #expect(reads == reads.sorted() && Set(reads).count == reads.count)
+        #expect(reads.last == bytes)
+        #expect(waits.last == .whole)
+        #expect(waits.firstIndex(of: .whole)! > waits.lastIndex(of: .read(bytes))!)
+    }
+
     @Test(arguments: [false, true])
     func earlyEmbeddingRowsAreCheckedAndAPassOnWrongOnesIsComputedAgain(damaged: Bool) async throws {
         let reference = try await SharedModel.engine.value

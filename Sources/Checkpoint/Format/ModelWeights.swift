@@ -42,6 +42,13 @@ public protocol ModelWeights: AnyObject, Sendable {
     /// arrives (a prompt's embeddings), and then compares these bytes with the verified tensor
     /// before anything it computed is used. Nil when the weights cannot provide them.
     func unverifiedBytes(of tensor: String, ranges: [Range<Int>]) -> [[UInt8]]?
+    /// Blocks until the first `count` bytes of a tensor that has not arrived are in its memory,
+    /// read but **not verified**: a pass may compute on them (the rows of a large output matrix
+    /// as they come in) and uses nothing it computed until `waitForTensors` says the tensor has
+    /// arrived, verified. The bytes in memory do not change after they are read, so what the
+    /// pass computed on is then the verified tensor. False when the weights cannot tell (wait
+    /// for the whole tensor instead); throws the load's error.
+    func waitForReadBytes(of tensor: String, count: Int) throws -> Bool
 }
 
 extension ModelWeights {
@@ -50,4 +57,5 @@ extension ModelWeights {
     public func waitForTensors(_ names: [String]) throws {}
     public func hasArrived(_ names: [String]) -> Bool { true }
     public func unverifiedBytes(of tensor: String, ranges: [Range<Int>]) -> [[UInt8]]? { nil }
+    public func waitForReadBytes(of tensor: String, count: Int) throws -> Bool { isComplete }
 }

@@ -161,6 +161,18 @@ struct Weights: Sendable {
         }
     }
 
+    /// Blocks until the first `count` bytes of tensor `name` are read, unverified
+    /// (`ModelWeights.waitForReadBytes`); false when the weights cannot tell.
+    static func waitForRead(_ name: String, count: Int, of model: any ModelWeights) throws(EngineError) -> Bool {
+        do {
+            return try model.waitForReadBytes(of: name, count: count)
+        } catch {
+            throw EngineError(
+                .weightsUnavailable, "the weights of \(model.name) did not load: \(error)",
+                cause: error)
+        }
+    }
+
     /// The `rows` × `columns` weight matrix `name`, checked against the type and shape it must have.
     static func matrix(_ model: any ModelWeights, _ name: String, rows: Int, columns: Int) throws(EngineError)
         -> Matrix

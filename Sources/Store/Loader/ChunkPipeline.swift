@@ -78,10 +78,15 @@ struct ChunkPipeline {
     }
 
     /// Runs the load on `threads` dedicated threads and returns when every chunk is handed out.
+    /// With `readProgress`, a chunk larger than `pieceBytes` is read piece by piece, and after
+    /// each piece (or a smaller chunk's one read) `readProgress(k, bytes)` says how much of chunk
+    /// `k` is in, not yet verified: an engine computes on the first rows of a large matrix while
+    /// the rest is still read.
     func run(
         _ chunks: [Chunk], source: some ChunkSource, partitionFiles: [String],
         consumer: some LoadConsumer, isCancelled: @escaping @Sendable () -> Bool,
-        progress: ProgressHandler?
+        progress: ProgressHandler?, readProgress: (@Sendable (Int, Int) -> Void)? = nil,
+        pieceBytes: Int = 2 << 20
     ) throws -> Timing {
         let state = PipelineState(count: chunks.count)
         let total = Int64(chunks.reduce(0) { $0 + $1.length })
@@ -108,9 +113,25 @@ struct ChunkPipeline {
                     let chunk = boxed.chunks[k]
                     do {
                         let t0 = DispatchTime.now().uptimeNanoseconds
-                        try source.read(
-                            partition: chunk.partition, offset: chunk.offset, length: chunk.length,
-                            into: chunk.destination)
+                        if let readProgress, chunk.length > pieceBytes {
+                            // Pieces of whole pages: a chunk's offset and length are 4 KiB multiples.
+                            let piece = max(4096, pieceBytes / 4096 * 4096)
+                            var done = 0
+                            while done < chunk.length {
+                                if state.failed || isCancelled() { throw CancellationError() }
+                                let count = min(piece, chunk.length - done)
+                                try source.read(
+                                    partition: chunk.partition, offset: chunk.offset + done, length: count,
+                                    into: chunk.destination + done)
+                                done += count
+                                readProgress(k, done)
+                            }
+                        } else {
+                            try source.read(
+                                partition: chunk.partition, offset: chunk.offset, length: chunk.length,
+                                into: chunk.destination)
+                            readProgress?(k, chunk.length)
+                        }
                         state.addTimes(read: DispatchTime.now().uptimeNanoseconds - t0, verify: 0)
                         queue.push(k)
                     } catch {

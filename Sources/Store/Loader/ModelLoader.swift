@@ -353,6 +353,10 @@ public actor ModelLoader {
         defer { populating?.cancel() }
         timings.queue = seconds(since: start)
         let arrival = streamed ? WeightArrival(chunks: chunks) : nil
+        // A streamed load says how much of a large chunk is read (a pass multiplies the first
+        // rows of the output matrix while the rest still comes in).
+        let readProgress: (@Sendable (Int, Int) -> Void)? =
+            arrival.map { arrival in { @Sendable k, bytes in arrival.chunkRead(k, upTo: bytes) } }
         if let arrival {
             // Held by the ticket until the reading thread hands it to the callers.
             ticket.stage(
@@ -399,7 +403,8 @@ public actor ModelLoader {
                 do {
                     let timing = try pipeline.run(
                         boxedChunks.value, source: source, partitionFiles: checkpoint.index.partitions.map(\.file),
-                        consumer: ArrivalConsumer(arrival: arrival), isCancelled: isCancelled, progress: progress)
+                        consumer: ArrivalConsumer(arrival: arrival), isCancelled: isCancelled, progress: progress,
+                        readProgress: readProgress)
                     guard let arrival else { return (timing, nil) }
                     let committing = ContinuousClock.now
                     let storage: any Sendable = try reservation.map { try cache.commit($0) } ?? memory!

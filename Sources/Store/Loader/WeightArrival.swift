@@ -7,22 +7,35 @@ import Synchronization
 ///
 /// Waiters block on a condition: an engine's forward pass is synchronous code on its own thread.
 final class WeightArrival: @unchecked Sendable {
-    // @unchecked: `delivered`, `failure` and `finished` are guarded by `condition`; the maps are
-    // immutable after init.
+    // @unchecked: `delivered`, `readPrefix`, `failure` and `finished` are guarded by `condition`;
+    // the map is immutable after init.
     private let condition = NSCondition()
     private var delivered = 0
     private var failure: (any Error)?
     private var finished = false
     private let cancelled = Atomic<Bool>(false)
-    /// The chunk (in hand-out order) holding each tensor.
-    private let chunkOfTensor: [String: Int]
+    /// The chunk (in hand-out order) holding each tensor, and where in it the tensor starts.
+    private let chunkOfTensor: [String: (chunk: Int, offset: Int)]
+    /// Bytes of each chunk read so far from its start (unverified): a chunk larger than a read
+    /// is read piece by piece.
+    private var readPrefix: [Int]
 
     init(chunks: [ChunkPipeline.Chunk]) {
-        var map: [String: Int] = [:]
+        var map: [String: (chunk: Int, offset: Int)] = [:]
         for (position, chunk) in chunks.enumerated() {
-            for (record, _) in chunk.tensors { map[record.name] = position }
+            for (record, offset) in chunk.tensors { map[record.name] = (position, offset) }
         }
         chunkOfTensor = map
+        readPrefix = Array(repeating: 0, count: chunks.count)
+    }
+
+    /// The first `bytes` of chunk `k` have been read (not yet verified).
+    func chunkRead(_ k: Int, upTo bytes: Int) {
+        condition.withLock {
+            guard readPrefix.indices.contains(k), bytes > readPrefix[k] else { return }
+            readPrefix[k] = bytes
+            condition.broadcast()
+        }
     }
 
     /// The next chunk in order has been handed out.
@@ -72,9 +85,17 @@ final class WeightArrival: @unchecked Sendable {
         try block { finished || delivered > last }
     }
 
+    /// Blocks until the first `count` bytes of tensor `name` have been read, verified or not;
+    /// false (at once) for a name the load does not hold.
+    func waitForRead(_ name: String, count: Int) throws -> Bool {
+        guard let (chunk, offset) = chunkOfTensor[name] else { return false }
+        try block { finished || delivered > chunk || readPrefix[chunk] >= offset + count }
+        return true
+    }
+
     /// The last chunk (in hand-out order) holding one of `names`; -1 for none.
     private func lastChunk(holding names: [String]) -> Int {
-        names.compactMap { chunkOfTensor[$0] }.max() ?? -1
+        names.compactMap { chunkOfTensor[$0]?.chunk }.max() ?? -1
     }
 
     /// Waits on the condition until `ready` (read under it) holds; throws the load's failure if

@@ -44,6 +44,56 @@ final class RecordingConsumer: LoadConsumer {
         }
     }
 
+    /// A chunk larger than a piece is read piece by piece, each piece's end reported (whole
+    /// pages, increasing, the last at the chunk's end) before the chunk is verified; a chunk no
+    /// larger is reported once, whole. What a report covers is in memory.
+    @Test(arguments: [300 << 10, 2 << 20])
+    func largeChunksAreReadPieceByPieceAndEachPieceReported(piece: Int) throws {
+        let fixture = try LoaderFixture("pipeline-pieces")
+        defer { fixture.remove() }
+        try fixture.addSynthetic("m", bytes: 4 << 20)
+        let reader = try fixture.store.reader(for: try ModelName("m"))
+        let segments = DRAMCache.plan(reader.index, slabBytes: 1 << 20)
+        let memory = try UnsafeAnonymousMemory(byteCount: segments.reduce(0) { $0 + $1.byteCount })
+        var position = 0
+        let bases = segments.map { segment in
+            defer { position += segment.byteCount }
+            return memory.base + position
+        }
+        // Chunks of 0.75-1 MiB: each is read in pieces of 300 KiB, and whole with 2 MiB pieces.
+        let chunks = ChunkPipeline.chunks(index: reader.index, segments: segments, bases: bases)
+        #expect(chunks.allSatisfy { $0.length > 2 * (300 << 10) && $0.length <= 2 << 20 }, "\(chunks.map(\.length))")
+        let partition = try readFile(reader.directory + "/data-0000")
+        let boxed = UncheckedSendable(chunks)
+        // Each report's bytes are checked against the file when it is made.
+        let reports = Mutex<[Int: [Int]]>([:])
+        let wrong = Mutex<[String]>([])
+        let source = try LocalChunkSource(
+            directory: reader.directory, index: reader.index, directIO: false, logger: Logger(label: "test"))
+        _ = try ChunkPipeline(threads: 2, verifiers: 1).run(
+            chunks, source: source, partitionFiles: reader.index.partitions.map(\.file), consumer: InPlaceConsumer(),
+            isCancelled: { false }, progress: nil,
+            readProgress: { k, bytes in
+                let chunk = boxed.value[k]
+                let read = Array(UnsafeRawBufferPointer(start: chunk.destination, count: bytes))
+                if read != Array(partition[chunk.offset..<(chunk.offset + bytes)]) {
+                    wrong.withLock { $0.append("chunk \(k) up to \(bytes)") }
+                }
+                reports.withLock { $0[k, default: []].append(bytes) }
+            }, pieceBytes: piece)
+        #expect(wrong.withLock { $0 }.isEmpty)
+        let reported = reports.withLock { $0 }
+        for (k, chunk) in chunks.enumerated() {
+            let ends = reported[k] ?? []
+            if chunk.length > piece {
+                let expected = Array(stride(from: piece, to: chunk.length, by: piece)) + [chunk.length]
+                #expect(ends == expected, "chunk \(k)")
+            } else {
+                #expect(ends == [chunk.length], "chunk \(k)")
+            }
+        }
+    }
+
     @Test func segmentsHoldWholeTensorsAndFitTheirSlabs() throws {
         let fixture = try LoaderFixture("pipeline")
         defer { fixture.remove() }

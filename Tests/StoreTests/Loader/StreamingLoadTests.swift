@@ -35,6 +35,13 @@ import Testing
             return Int(name.dropFirst(4).prefix { $0 != "." })
         }
         #expect(layers == layers.sorted())
+        // The gate holds the first hand-out while the reader goes on: the embeddings are read,
+        // and a pass may compute on them, before they are verified.
+        let embedding = try #require(model.tensor("token_embd.weight"))
+        #expect(try model.waitForReadBytes(of: "token_embd.weight", count: embedding.bytes.count))
+        #expect(!model.hasArrived(["token_embd.weight"]))
+        #expect(Array(embedding.bytes) == Array(stored))
+        #expect(try !model.waitForReadBytes(of: "no.such.tensor", count: 1))
         gate.release()
         try model.waitForTensors(["blk.0.attn_q.weight"])
         let last = try #require(names.last)
@@ -65,6 +72,8 @@ import Testing
         let loader = try fixture.loader(threads: 1, chunk: 4 << 20)
         let model = try await loader.load(try ModelName("m"), streaming: true)
         try model.waitForTensors(["blk.0.attn_q.weight"])
+        // Its bytes were read (a pass may have computed on them), but it never arrives.
+        #expect(try model.waitForReadBytes(of: victim.name, count: victim.byteCount))
         let error = #expect(throws: CheckpointError.self) { try model.waitForTensors([victim.name]) }
         #expect(error?.code == .corrupt)
         #expect(error?.description.contains(victim.name) == true)
