@@ -39,6 +39,39 @@ import Testing
         #expect(run.loads == [.init(tier: "remote", bytes: 96_000_000, seconds: 1.5)])
     }
 
+    /// The store's rate while crowded comes from the remote fetches' spans: requests that
+    /// shared one start count once, requests sent at an unknown time not at all, and only the
+    /// moments with enough fetches under way.
+    @Test func theStoresCrowdedRateIsMeasuredFromOverlappingFetches() throws {
+        func remote(at: Double?, queue: Double = 0, load: Double) -> [String: Any] {
+            var phase: [String: Any] = ["tier": "remote", "queue": queue, "load": load, "engineInit": 0.001]
+            if let at { phase["at"] = at }
+            return phase
+        }
+        // 100 MB each: A from 0 to 4 s (25 MB/s), B from 0 to 2 s (50 MB/s), C from 0.5 to 4 s
+        // (queued 0.5 s; 28.57 MB/s). Three run from 0.5 to 2 s: 103.57 MB/s. A request that
+        // joined A's start (the same load, sent later) and one sent at an unknown time count not.
+        let phases: [[String: Any]] = [
+            remote(at: 0, load: 4), remote(at: 0, load: 2), remote(at: 0, queue: 0.5, load: 3.5),
+            remote(at: 0.7, load: 4), remote(at: nil, load: 3),
+            ["tier": "ssd", "queue": 0, "load": 9, "engineInit": 0, "at": 0], remote(at: -1, load: 8),
+        ]
+        let run: [String: Any] = [
+            "policy": "kserve", "coldTTFT": ["values": phases.map { _ in 1.0 }], "warmTTFT": ["values": [0.05]],
+            "coldPhases": phases, "loads": [],
+        ]
+        let report = try BenchClusterReport(data: try Self.report(runs: [run]))
+        let read = try #require(report.runs.first)
+        #expect(read.coldPhases.compactMap { $0?.at } == [0, 0, 0, 0.7, 0])
+        #expect(read.coldPhases.last == .some(nil), "a negative time leaves the phase out")
+        let crowded = try #require(BenchClusterReport.crowdedStoreRate(runs: report.runs, bytes: 100_000_000, crowd: 3))
+        #expect(abs(crowded.seconds - 1.5) < 1e-9)
+        #expect(abs(crowded.bytesPerSecond - (25e6 + 50e6 + 100e6 / 3.5)) < 1)
+        let two = try #require(BenchClusterReport.crowdedStoreRate(runs: report.runs, bytes: 100_000_000, crowd: 2))
+        #expect(abs(two.seconds - 4) < 1e-9)
+        #expect(BenchClusterReport.crowdedStoreRate(runs: report.runs, bytes: 100_000_000, crowd: 4) == nil)
+    }
+
     @Test func valuesOutsideTheSimulatorsBoundsAreRefusedNamingThem() throws {
         let cases: [([String: Any], String)] = [
             (["nodes": 1e12], "`nodes`"), (["nodes": 0], "`nodes`"), (["seed": -1], "`seed`"),

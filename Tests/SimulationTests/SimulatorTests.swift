@@ -108,6 +108,37 @@ import Testing
         for ttft in result.ttft { #expect(abs(ttft - transfer) < 0.05, "\(ttft)") }
     }
 
+    @Test func fetchesOnOneNodeRunSideBySide() throws {
+        // One node with room for two instances starts two models at once, both from a 100 MB/s
+        // store: as a worker does, it fetches them side by side (each at half the store's rate,
+        // both done at once), not one after the other (the first at 0.96 s, the second at 1.92 s).
+        let model = 96 * Self.megabyte
+        let cluster = SimulatedCluster(
+            nodes: 1, memoryBytes: 2 * (model + 48 << 20), dramCacheBytes: 0, ssdBytes: 1 << 40,
+            linkBytesPerSecond: 1e9, remoteBytesPerSecond: 100e6, modelBytes: [model, model], ssdCopies: 0)
+        let two = [
+            SimulatedRequest(at: 0, model: 0, promptTokens: 1, outputTokens: 1),
+            SimulatedRequest(at: 0, model: 1, promptTokens: 1, outputTokens: 1),
+        ]
+        let result = try Self.run(cluster, .kserve, two)
+        #expect(result.counters.loads == [.remote: 2])
+        let transfer = Double(model) / 50e6
+        for ttft in result.ttft { #expect(abs(ttft - transfer) < 0.05, "\(ttft)") }
+    }
+
+    @Test func aCheckpointARunningInstanceMapsStaysInTheDRAMCache() {
+        // Room for two: the least recently used goes unless an instance maps it.
+        var cache = TierCache(capacity: 200)
+        #expect(cache.insert(1, bytes: 100, now: 0).isEmpty)
+        #expect(cache.insert(2, bytes: 100, now: 1).isEmpty)
+        #expect(cache.insert(3, bytes: 100, now: 2, pinned: [1]) == [2])
+        #expect(cache.contains(1) && cache.contains(3))
+        // Both held by running instances: the new one is not kept, nothing is pushed out.
+        #expect(cache.insert(4, bytes: 100, now: 3, pinned: [1, 3]).isEmpty)
+        #expect(!cache.contains(4) && cache.contains(1) && cache.contains(3))
+        #expect(cache.insert(4, bytes: 100, now: 4) == [1])
+    }
+
     @Test func startsWaitForRoomWhileEveryNodeIsBusy() throws {
         // One node, room for one instance: the second model waits for the first's request to end.
         let cluster = SimulatedCluster(

@@ -29,6 +29,9 @@ public struct BenchClusterReport: Sendable {
         public var queue: Double
         public var load: Double
         public var engineInit: Double
+        /// When the request was sent, seconds after the replay began (reports before 2026-12-05
+        /// lack it).
+        public var at: Double?
     }
 
     /// A load the bench's decision log recorded: its tier, bytes and seconds.
@@ -141,9 +144,10 @@ public struct BenchClusterReport: Sendable {
                     coldPhases: phases.map { entry in
                         guard let phase = entry as? [String: Any], let tier = phase["tier"] as? String,
                             let queue = measure(phase, "queue"), let load = measure(phase, "load"),
-                            let start = measure(phase, "engineInit")
+                            let start = measure(phase, "engineInit"), phase["at"] == nil || measure(phase, "at") != nil
                         else { return nil }
-                        return Phase(tier: tier, queue: queue, load: load, engineInit: start)
+                        return Phase(
+                            tier: tier, queue: queue, load: load, engineInit: start, at: measure(phase, "at"))
                     },
                     loads: loads.compactMap { entry in
                         guard let load = entry as? [String: Any], let tier = load["tier"] as? String,
@@ -154,5 +158,50 @@ public struct BenchClusterReport: Sendable {
                     }))
         }
         self.runs = parsed
+    }
+}
+
+extension BenchClusterReport {
+    /// What the remote store delivered while it was crowded, measured from the cold requests that
+    /// fetched from it (reports that time their requests): each fetch spans `at + queue` to
+    /// `at + queue + load` at its average rate, `bytes / load`; requests that shared one start
+    /// report the same load and count once. At each moment with at least `crowd` fetches under
+    /// way (enough that no fetch's own limit binds), the sum of their rates is what the store
+    /// delivered; the answer is the median of that sum over those moments, and the seconds they
+    /// cover. Nil when no moment had that many.
+    public static func crowdedStoreRate(runs: [Run], bytes: Int, crowd: Int) -> (
+        bytesPerSecond: Double, seconds: Double
+    )? {
+        var samples: [(rate: Double, seconds: Double)] = []
+        for run in runs {
+            var seen: Set<Double> = []
+            var spans: [(start: Double, end: Double, rate: Double)] = []
+            for case let phase? in run.coldPhases where phase.tier == "remote" && phase.load > 0 {
+                guard let at = phase.at, seen.insert(phase.load).inserted else { continue }
+                let start = at + phase.queue
+                spans.append((start, start + phase.load, Double(bytes) / phase.load))
+            }
+            // Sweep the spans' ends in time order: between two consecutive ends the set under way
+            // does not change.
+            let edges = spans.flatMap { [($0.start, $0.rate, 1), ($0.end, -$0.rate, -1)] }.sorted { $0.0 < $1.0 }
+            var active = 0
+            var rate = 0.0
+            var last = edges.first?.0 ?? 0
+            for (time, change, count) in edges {
+                if active >= crowd, time > last { samples.append((rate, time - last)) }
+                last = time
+                rate += change
+                active += count
+            }
+        }
+        let covered = samples.reduce(0) { $0 + $1.seconds }
+        guard covered > 0 else { return nil }
+        // The time-weighted median.
+        var remaining = covered / 2
+        for sample in samples.sorted(by: { $0.rate < $1.rate }) {
+            remaining -= sample.seconds
+            if remaining <= 0 { return (sample.rate, covered) }
+        }
+        return (samples.map(\.rate).max()!, covered)
     }
 }

@@ -8,6 +8,8 @@ enum SimulationEvent {
     case loaded(node: Int)
     /// The remote store's next fetch may have ended (stale when `version` moved on).
     case remoteProgress(version: Int)
+    /// A fetch from the remote store ends (its instance is ready, or a migration's target warmed).
+    case fetched(instance: Int)
     /// A migration's target has recomputed its sequences: the hand-over.
     case handover(migration: Int)
     /// A start waiting for room gives up (the deployment's `roomWait`).

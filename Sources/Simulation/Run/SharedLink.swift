@@ -2,7 +2,8 @@
 /// held under its own cap (the receiving node's link): processor sharing, advanced as a fluid.
 struct SharedLink {
     private struct Transfer {
-        var node: Int
+        /// Who the bytes are for (the simulator's instance).
+        var id: Int
         var remaining: Double
     }
 
@@ -26,21 +27,21 @@ struct SharedLink {
         updated = now
     }
 
-    /// Starts a transfer of `bytes` to `node`; returns when the next one ends.
-    mutating func add(node: Int, bytes: Int, now: Double) -> Double? {
+    /// Starts a transfer of `bytes` for `id`; returns when the next one ends.
+    mutating func add(id: Int, bytes: Int, now: Double) -> Double? {
         advance(to: now)
-        transfers.append(Transfer(node: node, remaining: Double(bytes)))
+        transfers.append(Transfer(id: id, remaining: Double(bytes)))
         version += 1
         return nextEnd(now: now)
     }
 
-    /// The transfers that have ended by `now` (their nodes), and when the next one ends.
-    mutating func finished(now: Double) -> (nodes: [Int], next: Double?) {
+    /// The transfers that have ended by `now` (their ids), and when the next one ends.
+    mutating func finished(now: Double) -> (ids: [Int], next: Double?) {
         advance(to: now)
         var done: [Int] = []
         transfers.removeAll { transfer in
             guard transfer.remaining <= 0.5 else { return false }
-            done.append(transfer.node)
+            done.append(transfer.id)
             return true
         }
         if !done.isEmpty { version += 1 }
@@ -68,16 +69,23 @@ struct TierCache {
         if lastUse[model] != nil { lastUse[model] = now }
     }
 
-    /// Puts `model` in (or marks it used); returns the models it pushed out. A checkpoint larger
-    /// than the whole tier is not kept.
-    mutating func insert(_ model: Int, bytes: Int, now: Double) -> [Int] {
+    /// Puts `model` in (or marks it used); returns the models it pushed out. Models in `pinned`
+    /// (a running instance maps them, as the DRAM cache's locks keep them) are never pushed out;
+    /// a checkpoint that does not fit besides them, or is larger than the whole tier, is not kept.
+    mutating func insert(_ model: Int, bytes: Int, now: Double, pinned: Set<Int> = []) -> [Int] {
         if lastUse[model] != nil {
             lastUse[model] = now
             return []
         }
-        guard bytes <= capacity else { return [] }
+        let movable = sizes.filter { !pinned.contains($0.key) }.values.reduce(0, +)
+        guard bytes <= capacity, used - movable + bytes <= capacity else { return [] }
         var evicted: [Int] = []
-        while used + bytes > capacity, let oldest = lastUse.min(by: { ($0.value, $0.key) < ($1.value, $1.key) })?.key {
+        while used + bytes > capacity,
+            let oldest = lastUse.filter({ !pinned.contains($0.key) }).min(by: {
+                ($0.value, $0.key) < ($1.value, $1.key)
+            })?
+            .key
+        {
             lastUse[oldest] = nil
             used -= sizes.removeValue(forKey: oldest) ?? 0
             evicted.append(oldest)

@@ -126,47 +126,76 @@ extension Simulator {
         return true
     }
 
-    /// Queues the instance's load on its node.
+    /// Queues the instance's load on its node; a fetch from the remote store starts at once.
     func load(_ index: Int, on node: Int) {
         let model = instances[index].model
         let estimate =
             Double(cluster.modelBytes[model]) / rate(of: tier(of: model, on: node)) + cluster.calibration.startSeconds
         nodes[node].queuedSeconds += estimate
-        nodes[node].queue.append(LoadJob(instance: index, estimate: estimate))
+        let job = LoadJob(instance: index, estimate: estimate)
+        if tier(of: model, on: node) == .remote {
+            fetch(job, on: node)
+            return
+        }
+        nodes[node].queue.append(job)
         if nodes[node].loading == nil { startNextLoad(on: node) }
     }
 
     private func startNextLoad(on node: Int) {
-        guard nodes[node].queueHead < nodes[node].queue.count else {
-            nodes[node].queue.removeAll(keepingCapacity: true)
-            nodes[node].queueHead = 0
+        while nodes[node].queueHead < nodes[node].queue.count {
+            let job = nodes[node].queue[nodes[node].queueHead]
+            nodes[node].queueHead += 1
+            let model = instances[job.instance].model
+            let source = tier(of: model, on: node)
+            // Queued while a copy was near; gone since: a fetch beside the node's own loads.
+            guard source != .remote else {
+                fetch(job, on: node)
+                continue
+            }
+            nodes[node].loading = job
+            let bytes = cluster.modelBytes[model]
+            counters.loads[source, default: 0] += 1
+            counters.loadedBytes[source, default: 0] += bytes
+            nodes[node].dram.touch(model, now: now)
+            events.schedule(
+                .loaded(node: node), at: now + Double(bytes) / rate(of: source) + cluster.calibration.startSeconds)
             return
         }
-        let job = nodes[node].queue[nodes[node].queueHead]
-        nodes[node].queueHead += 1
-        nodes[node].loading = job
-        let model = instances[job.instance].model
-        let bytes = cluster.modelBytes[model]
-        let source = tier(of: model, on: node)
-        counters.loads[source, default: 0] += 1
-        counters.loadedBytes[source, default: 0] += bytes
-        let calibration = cluster.calibration
-        switch source {
-        case .dram, .ssd, .peer:
-            nodes[node].dram.touch(model, now: now)
-            events.schedule(.loaded(node: node), at: now + Double(bytes) / rate(of: source) + calibration.startSeconds)
-        case .remote:
-            if let next = remote.add(node: node, bytes: bytes, now: now) {
-                events.schedule(.remoteProgress(version: remote.version), at: next)
-            }
+        nodes[node].queue.removeAll(keepingCapacity: true)
+        nodes[node].queueHead = 0
+    }
+
+    /// Starts a fetch from the remote store: it shares the store's link with every other fetch.
+    private func fetch(_ job: LoadJob, on node: Int) {
+        let bytes = cluster.modelBytes[instances[job.instance].model]
+        counters.loads[.remote, default: 0] += 1
+        counters.loadedBytes[.remote, default: 0] += bytes
+        nodes[node].fetching[job.instance] = job.estimate
+        if let next = remote.add(id: job.instance, bytes: bytes, now: now) {
+            events.schedule(.remoteProgress(version: remote.version), at: next)
         }
     }
 
-    /// The load running on `node` ended: the checkpoint is cached there, the instance is ready
-    /// (or, for a migration's target, recomputes the moved sequences), and the next load begins.
+    /// The load running on `node` ended; the next one begins.
     func loaded(on node: Int) {
         guard let job = nodes[node].loading else { return }
         nodes[node].loading = nil
+        finish(job, on: node)
+        startNextLoad(on: node)
+    }
+
+    /// A fetch from the remote store ended.
+    func fetched(_ index: Int) {
+        let node = instances[index].node
+        guard nodes.indices.contains(node), let estimate = nodes[node].fetching.removeValue(forKey: index) else {
+            return
+        }
+        finish(LoadJob(instance: index, estimate: estimate), on: node)
+    }
+
+    /// A load ended: the checkpoint is cached on the node, the instance is ready (or, for a
+    /// migration's target, recomputes the moved sequences).
+    private func finish(_ job: LoadJob, on node: Int) {
         nodes[node].queuedSeconds = max(0, nodes[node].queuedSeconds - job.estimate)
         let index = job.instance
         let model = instances[index].model
@@ -185,7 +214,6 @@ extension Simulator {
             nodes[node].idleVersion += 1
             apply(machines[model].instanceStarted(instances[index].id), model: model)
         }
-        startNextLoad(on: node)
     }
 
     /// Keeps `model`'s checkpoint on `node`: on its SSD, and in its DRAM cache when `dram`.
@@ -193,7 +221,11 @@ extension Simulator {
         let bytes = cluster.modelBytes[model]
         let before = nodes[node].tier(of: model) != nil
         var dropped = nodes[node].ssd.insert(model, bytes: bytes, now: now)
-        if dram { dropped += nodes[node].dram.insert(model, bytes: bytes, now: now) }
+        if dram {
+            // The instances running here map their checkpoints: those stay.
+            let pinned = Set(nodes[node].instances.map { instances[$0].model })
+            dropped += nodes[node].dram.insert(model, bytes: bytes, now: now, pinned: pinned)
+        }
         for other in dropped where other != model && nodes[node].tier(of: other) == nil {
             holders[other].removeAll { $0 == node }
         }

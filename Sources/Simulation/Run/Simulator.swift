@@ -215,10 +215,12 @@ public final class Simulator {
             apply(machines[model].timerFired(instances[index].id, token: token), model: model)
         case .loaded(let node):
             loaded(on: node)
+        case .fetched(let index):
+            fetched(index)
         case .remoteProgress(let version):
             guard version == remote.version else { return }
             let (done, next) = remote.finished(now: now)
-            for node in done { events.schedule(.loaded(node: node), at: now + cluster.calibration.startSeconds) }
+            for index in done { events.schedule(.fetched(instance: index), at: now + cluster.calibration.startSeconds) }
             if let next { events.schedule(.remoteProgress(version: remote.version), at: next) }
         case .handover(let migration):
             handOver(migration)
@@ -372,9 +374,13 @@ struct SimulatedNode {
     var instances: [Int] = []
     var dram: TierCache
     var ssd: TierCache
+    /// Loads from the node's own tiers and its peers, one at a time (they share its disk and link).
     var queue: [LoadJob] = []
     var queueHead = 0
     var loading: LoadJob?
+    /// Fetches from the remote store under way, by instance, with their estimates: they run side
+    /// by side, as a worker runs them, sharing the store's link rather than the node's disk.
+    var fetching: [Int: Double] = [:]
     /// Estimated seconds of the loads not yet done (what placement sees as queued).
     var queuedSeconds = 0.0
     var runningJobs = 0

@@ -101,6 +101,10 @@ struct ClusterBench: AsyncParsableCommand {
         var queue: Double
         var load: Double
         var engineInit: Double
+        /// When the request was sent, seconds after the replay began (so a load's span is
+        /// `at + queue` to `at + queue + load`: `sllm simulate --validate` measures the store's
+        /// capacity from the fetches that overlapped).
+        var at: Double
     }
 
     /// One policy's run.
@@ -318,7 +322,8 @@ struct ClusterBench: AsyncParsableCommand {
                 group.addTask {
                     try? await Task.sleep(until: start + .seconds(arrival.at), clock: .continuous)
                     return await Self.complete(
-                        client, controllerURL + "/v1/completions", model: names[arrival.deployment])
+                        client, controllerURL + "/v1/completions", model: names[arrival.deployment],
+                        sentAt: (ContinuousClock.now - start) / .seconds(1))
                 }
             }
             return await group.reduce(into: [Outcome]()) { $0.append($1) }
@@ -361,7 +366,7 @@ struct ClusterBench: AsyncParsableCommand {
     }
 
     /// One one-token completion: the time to its answer, and whether it waited for a cold start.
-    static func complete(_ client: HTTPClient, _ url: String, model: String) async -> Outcome {
+    static func complete(_ client: HTTPClient, _ url: String, model: String, sentAt: Double) async -> Outcome {
         let started = ContinuousClock.now
         do {
             var request = HTTPClientRequest(url: url)
@@ -389,7 +394,7 @@ struct ClusterBench: AsyncParsableCommand {
                 phases: cold
                     ? ColdPhases(
                         tier: timings?["tier"] as? String ?? "", queue: ms("queue_ms"), load: ms("load_ms"),
-                        engineInit: ms("init_ms")) : nil)
+                        engineInit: ms("init_ms"), at: sentAt) : nil)
         } catch {
             return Outcome(seconds: (ContinuousClock.now - started) / .seconds(1), cold: false, failure: "\(error)")
         }
