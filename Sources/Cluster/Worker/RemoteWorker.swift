@@ -61,6 +61,8 @@ public final class RemoteWorker: Worker {
     }
     /// Streams run as long as their work: a generation, a pull of many gigabytes.
     static let streamTimeout = TimeAmount.hours(24)
+    /// How long `connect` waits for the worker's first answer.
+    static let connectTimeout = TimeAmount.seconds(30)
 
     /// Connects to the worker at `url` (its inventory names the node) and checks that it speaks
     /// this protocol version and accepts `token`.
@@ -74,7 +76,9 @@ public final class RemoteWorker: Worker {
                 dramBudgetBytes: 0, tiers: [], instances: [], runningJobs: 0))
         let inventory: NodeInventory
         do {
-            inventory = try await probe.call(.inventory, as: NodeInventory.self)
+            // Once, when the controller starts: a worker still starting (or a loaded host) gets
+            // longer than a placement's inventory call.
+            inventory = try await probe.call(.inventory, as: NodeInventory.self, timeout: connectTimeout)
         } catch {
             throw ServingError(error)
         }
@@ -247,17 +251,21 @@ public final class RemoteWorker: Worker {
     }
 
     /// Sends `call` and reads its whole answer.
-    func call<Value: Codable & Sendable>(_ call: WorkerCall, as type: Value.Type) async throws -> Value {
+    func call<Value: Codable & Sendable>(_ call: WorkerCall, as type: Value.Type, timeout: TimeAmount? = nil)
+        async throws -> Value
+    {
         do {
-            return try await tracked { try await self.send(call, as: type) }
+            return try await tracked { try await self.send(call, as: type, timeout: timeout ?? Self.timeout(of: call)) }
         } catch {
             throw retirement ?? error
         }
     }
 
-    private func send<Value: Codable & Sendable>(_ call: WorkerCall, as: Value.Type) async throws -> Value {
+    private func send<Value: Codable & Sendable>(_ call: WorkerCall, as: Value.Type, timeout: TimeAmount)
+        async throws -> Value
+    {
         let response: HTTPClientResponse
-        response = try await execute(call, timeout: Self.timeout(of: call))
+        response = try await execute(call, timeout: timeout)
         try checkVersion(response)
         let body: ByteBuffer
         do { body = try await response.body.collect(upTo: 1 << 30) } catch { throw unreachable(call, error) }
