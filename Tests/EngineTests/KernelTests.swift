@@ -1,4 +1,6 @@
 import CKernels
+import Foundation
+import Synchronization
 import TestSupport
 import Testing
 
@@ -233,6 +235,29 @@ import Testing
                 }
                 #expect(same, "dim \(dim), \(n) keys, query \(j)")
             }
+        }
+    }
+
+    /// A pool worker that finds itself on its caller's CPU moves to another CPU of its mask, and
+    /// its mask stays as it was.
+    @Test func aWorkerOnItsCallersCPUStepsOffIt() {
+        let result = Mutex<(before: Int32, after: Int32, masks: [Int32])?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            let allowed = sllm_allowed_cpus()
+            let before = sllm_current_cpu()
+            let after = sllm_pool_step_off(before)
+            result.withLock { $0 = (before, after, [allowed, sllm_allowed_cpus()]) }
+            done.signal()
+        }
+        thread.start()
+        done.wait()
+        guard let result = result.withLock({ $0 }) else { Issue.record("the thread did not run"); return }
+        #expect(result.masks[0] == result.masks[1], "the mask is put back")
+        if result.masks[0] >= 2 {
+            #expect(result.after != result.before)
+        } else {
+            #expect(result.after == result.before, "one CPU allowed: nowhere to go")
         }
     }
 

@@ -104,6 +104,13 @@ int sllm_pool_threads(const sllm_pool *pool);
 /// Runs `fn(context, i, threads)` for every i in 0..<threads (the caller runs i = 0) and returns
 /// when all have finished.
 void sllm_pool_run(sllm_pool *pool, sllm_task_fn fn, void *context);
+/// What a pool worker does when it finds itself on `cpu` (its caller's): moves the calling thread
+/// to another CPU of its affinity mask, leaving the mask as it was. Returns the CPU it runs on
+/// afterwards (for tests).
+int sllm_pool_step_off(int cpu);
+/// The CPU the calling thread runs on, and how many its affinity mask allows (for tests).
+int sllm_current_cpu(void);
+int sllm_allowed_cpus(void);
 /// `sllm_gemm` with rows split evenly across the pool's threads.
 void sllm_pool_gemm(sllm_pool *pool, int wtype, const void *w, size_t wstride, int64_t rows,
                     const void *a, size_t astride, int64_t tokens, int64_t k, float *out, int64_t ldo);
