@@ -28,11 +28,17 @@ extension ServeBench {
     func measureWhileLoading(name: ModelName, reader: CheckpointReader, scratch: String, cache: String, http: BenchHTTP)
         async throws -> WhileLoadingReport
     {
+        // Each server keeps its state apart (the main phase's server left its own `bench`
+        // deployment in the scratch directory's state).
         func start(_ label: String, streaming: Bool) throws -> ServerProcess {
-            try ServerProcess.start(
+            let home = scratch + "/while-loading-" + label
+            try FileManager.default.createDirectory(atPath: home + "/models", withIntermediateDirectories: true)
+            try FileManager.default.createSymbolicLink(
+                atPath: home + "/models/\(name)", withDestinationPath: reader.directory)
+            return try ServerProcess.start(
                 executable: sllmExecutablePath(),
                 arguments: [
-                    "serve", "--data-dir", scratch, "--port", "0", "--cache-dir", cache + "-" + label,
+                    "serve", "--data-dir", home, "--port", "0", "--cache-dir", cache + "-" + label,
                     "--default-model", "", "--threads", String(threads), "--dram-cache", "2GiB",
                     streaming ? "--serve-while-loading" : "--no-serve-while-loading",
                 ], log: scratch + "/serve-\(label).log", banner: "serving on")
