@@ -78,16 +78,11 @@ import Tokenizers
         #expect(loader.cache.listEntries().isEmpty)
     }
 
-    /// Weights whose token embeddings never report arrived, and whose early rows are the stored
-    /// bytes or those bytes damaged.
-    final class EarlyRowsWeights: ModelWeights {
+    /// Weights that forward to a loaded model and say, as a streaming load would, that the
+    /// token embeddings have not arrived; subclasses change what the engine is told.
+    class StreamingWeights: ModelWeights, @unchecked Sendable {
         let base: LoadedModel
-        let damaged: Bool
-        let reads = Mutex(0)
-        init(_ base: LoadedModel, damaged: Bool) {
-            self.base = base
-            self.damaged = damaged
-        }
+        init(_ base: LoadedModel) { self.base = base }
         var name: String { base.name }
         var index: CheckpointIndex { base.index }
         func tensor(_ name: String) -> TensorView? { base.tensor(name) }
@@ -97,39 +92,43 @@ import Tokenizers
         func waitForTensors(_ names: [String]) throws {}
         func hasArrived(_ names: [String]) -> Bool { !names.contains("token_embd.weight") }
         func unverifiedBytes(of tensor: String, ranges: [Range<Int>]) -> [[UInt8]]? {
-            reads.withLock { $0 += 1 }
             guard let view = base.tensor(tensor) else { return nil }
-            return ranges.map { range in view.bytes[range].map { damaged ? $0 ^ 0x5A : $0 } }
+            return ranges.map { Array(view.bytes[$0]) }
+        }
+        /// Cannot tell what is read (the engine waits for whole tensors).
+        func waitForReadBytes(of tensor: String, count: Int) throws -> Bool { false }
+    }
+
+    /// Early rows that are the stored bytes or those bytes damaged.
+    final class EarlyRowsWeights: StreamingWeights, @unchecked Sendable {
+        let damaged: Bool
+        let reads = Mutex(0)
+        init(_ base: LoadedModel, damaged: Bool) {
+            self.damaged = damaged
+            super.init(base)
+        }
+        override func unverifiedBytes(of tensor: String, ranges: [Range<Int>]) -> [[UInt8]]? {
+            reads.withLock { $0 += 1 }
+            return super.unverifiedBytes(of: tensor, ranges: ranges)?.map { row in row.map { damaged ? $0 ^ 0x5A : $0 }
+            }
         }
     }
 
-    /// Weights whose output matrix (SmolLM2 ties it to the token embeddings) is read piece by
-    /// piece: the engine's waits are recorded in order.
-    final class PiecewiseOutputWeights: ModelWeights {
-        let base: LoadedModel
+    /// An output matrix (SmolLM2 ties it to the token embeddings) read piece by piece: the
+    /// engine's waits are recorded in order.
+    final class PiecewiseOutputWeights: StreamingWeights, @unchecked Sendable {
         enum Wait: Equatable {
             case read(Int)
             case whole
         }
         let waits = Mutex<[Wait]>([])
-        init(_ base: LoadedModel) { self.base = base }
-        var name: String { base.name }
-        var index: CheckpointIndex { base.index }
-        func tensor(_ name: String) -> TensorView? { base.tensor(name) }
-        func fileContents(_ name: String) throws -> [UInt8] { try base.fileContents(name) }
-        func mappedFile(_ name: String) throws -> MappedFile { try base.mappedFile(name) }
-        var isComplete: Bool { false }
-        func waitForTensors(_ names: [String]) throws {
+        override func waitForTensors(_ names: [String]) throws {
             if names.contains("token_embd.weight") { waits.withLock { $0.append(.whole) } }
         }
-        func hasArrived(_ names: [String]) -> Bool {
-            !names.contains("token_embd.weight") || waits.withLock { $0.contains(.whole) }
+        override func hasArrived(_ names: [String]) -> Bool {
+            super.hasArrived(names) || waits.withLock { $0.contains(.whole) }
         }
-        func unverifiedBytes(of tensor: String, ranges: [Range<Int>]) -> [[UInt8]]? {
-            guard let view = base.tensor(tensor) else { return nil }
-            return ranges.map { Array(view.bytes[$0]) }
-        }
-        func waitForReadBytes(of tensor: String, count: Int) throws -> Bool {
+        override func waitForReadBytes(of tensor: String, count: Int) throws -> Bool {
             if tensor == "token_embd.weight" { waits.withLock { $0.append(.read(count)) } }
             return true
         }

@@ -16,20 +16,29 @@ final class RecordingConsumer: LoadConsumer {
 }
 
 @Suite struct ChunkPipelineTests {
-    @Test(arguments: [1, 2, 4])
-    func aConsumerGetsEveryVerifiedChunkInFileOrder(readers: Int) throws {
-        let fixture = try LoaderFixture("pipeline")
-        defer { fixture.remove() }
-        try fixture.addSynthetic("m", bytes: 4 << 20)
-        let reader = try fixture.store.reader(for: try ModelName("m"))
-        let segments = DRAMCache.plan(reader.index, slabBytes: 256 << 10)
+    /// The model's segments for slabs of `slab` bytes, laid out one after another in fresh memory
+    /// (alive as long as the returned value), and its chunks there.
+    static func plan(_ reader: CheckpointReader, slab: Int) throws
+        -> (memory: UnsafeAnonymousMemory, segments: [DRAMCache.Segment], chunks: [ChunkPipeline.Chunk])
+    {
+        let segments = DRAMCache.plan(reader.index, slabBytes: slab)
         let memory = try UnsafeAnonymousMemory(byteCount: segments.reduce(0) { $0 + $1.byteCount })
         var position = 0
         let bases = segments.map { segment in
             defer { position += segment.byteCount }
             return memory.base + position
         }
-        let chunks = ChunkPipeline.chunks(index: reader.index, segments: segments, bases: bases)
+        return (memory, segments, ChunkPipeline.chunks(index: reader.index, segments: segments, bases: bases))
+    }
+
+    @Test(arguments: [1, 2, 4])
+    func aConsumerGetsEveryVerifiedChunkInFileOrder(readers: Int) throws {
+        let fixture = try LoaderFixture("pipeline")
+        defer { fixture.remove() }
+        try fixture.addSynthetic("m", bytes: 4 << 20)
+        let reader = try fixture.store.reader(for: try ModelName("m"))
+        let (memory, segments, chunks) = try Self.plan(reader, slab: 256 << 10)
+        defer { withExtendedLifetime(memory) {} }
         let source = try LocalChunkSource(
             directory: reader.directory, index: reader.index, directIO: true, logger: Logger(label: "test"))
         let consumer = RecordingConsumer()
@@ -53,15 +62,9 @@ final class RecordingConsumer: LoadConsumer {
         defer { fixture.remove() }
         try fixture.addSynthetic("m", bytes: 4 << 20)
         let reader = try fixture.store.reader(for: try ModelName("m"))
-        let segments = DRAMCache.plan(reader.index, slabBytes: 1 << 20)
-        let memory = try UnsafeAnonymousMemory(byteCount: segments.reduce(0) { $0 + $1.byteCount })
-        var position = 0
-        let bases = segments.map { segment in
-            defer { position += segment.byteCount }
-            return memory.base + position
-        }
         // Chunks of 0.75-1 MiB: each is read in pieces of 300 KiB, and whole with 2 MiB pieces.
-        let chunks = ChunkPipeline.chunks(index: reader.index, segments: segments, bases: bases)
+        let (memory, _, chunks) = try Self.plan(reader, slab: 1 << 20)
+        defer { withExtendedLifetime(memory) {} }
         #expect(chunks.allSatisfy { $0.length > 2 * (300 << 10) && $0.length <= 2 << 20 }, "\(chunks.map(\.length))")
         let partition = try readFile(reader.directory + "/data-0000")
         let boxed = UncheckedSendable(chunks)
