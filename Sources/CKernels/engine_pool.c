@@ -58,18 +58,19 @@ static void futex_wake_all(_Atomic uint32_t *address) {
     syscall(SYS_futex, (uint32_t *)address, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
 }
 
-/// Moves the calling thread off `cpu` if it runs there and another CPU of its mask is allowed;
-/// its mask is left as it was.
-static void step_off(int cpu, const cpu_set_t *allowed) {
-    if (cpu < 0 || sched_getcpu() != cpu || CPU_COUNT(allowed) < 2 || !CPU_ISSET(cpu, allowed)) return;
-    cpu_set_t others = *allowed;
+/// Moves the calling thread off `cpu` if it runs there and its mask (read now: a container's
+/// CPU set may change) allows another CPU; the mask is left as it was.
+static void step_off(int cpu) {
+    cpu_set_t allowed;
+    if (cpu < 0 || sched_getcpu() != cpu || sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
+    if (CPU_COUNT(&allowed) < 2 || !CPU_ISSET(cpu, &allowed)) return;
+    cpu_set_t others = allowed;
     CPU_CLR(cpu, &others);
-    if (sched_setaffinity(0, sizeof others, &others) == 0) sched_setaffinity(0, sizeof *allowed, allowed);
+    if (sched_setaffinity(0, sizeof others, &others) == 0) sched_setaffinity(0, sizeof allowed, &allowed);
 }
 
 int sllm_pool_step_off(int cpu) {
-    cpu_set_t allowed;
-    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) step_off(cpu, &allowed);
+    step_off(cpu);
     return sched_getcpu();
 }
 
@@ -84,8 +85,6 @@ static void *worker_main(void *argument) {
     worker_start start = *(worker_start *)argument;
     free(argument);
     sllm_pool *pool = start.pool;
-    cpu_set_t allowed;
-    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) CPU_ZERO(&allowed);
     uint32_t seen = 0;
     for (;;) {
         uint32_t now;
@@ -103,7 +102,9 @@ static void *worker_main(void *argument) {
         }
         seen = now;
         if (atomic_load_explicit(&pool->stopping, memory_order_acquire)) return NULL;
-        step_off(atomic_load_explicit(&pool->callerCPU, memory_order_relaxed), &allowed);
+        // One cheap check per task (the CPU number); the affinity calls only when it matches.
+        int caller = atomic_load_explicit(&pool->callerCPU, memory_order_relaxed);
+        if (caller >= 0 && sched_getcpu() == caller) step_off(caller);
         pool->fn(pool->context, start.index, pool->threads);
         atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel);
     }
