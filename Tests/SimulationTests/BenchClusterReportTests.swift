@@ -20,8 +20,8 @@ import Testing
         let run: [String: Any] = [
             "policy": "locality", "coldTTFT": ["values": [0.2, 0.3, 0.5]], "warmTTFT": ["values": [0.05, 0.06]],
             "coldPhases": [
-                ["tier": "dram", "queue": 0.001, "load": 0.01, "engineInit": 0.001],
-                ["tier": "ssd", "queue": 0.002, "load": 0.1, "engineInit": 0.001],
+                ["tier": "dram", "queue": 0.001, "load": 0.01, "engineInit": 0.001, "at": 0.5],
+                ["tier": "remote", "queue": 0.002, "load": 1.5, "engineInit": 0.001, "at": 1.25],
                 ["tier": "peer", "queue": "soon", "load": 0.3, "engineInit": 0.001],
             ],
             "loads": [["tier": "remote", "bytes": 96_000_000, "seconds": 1.5], ["tier": "remote", "bytes": -1]],
@@ -35,7 +35,8 @@ import Testing
         #expect(report.config.instanceBytes - report.config.weightBytes == 54_000_000)
         let run = try #require(report.runs.first)
         #expect(run.policy == "locality" && run.coldTTFT == [0.2, 0.3, 0.5] && run.warmTTFT == [0.05, 0.06])
-        #expect(run.coldPhases.map { $0?.tier } == ["dram", "ssd", nil], "a phase lacking a number is left out")
+        #expect(run.coldPhases.map { $0?.tier } == ["dram", "remote", nil], "a phase lacking a number is left out")
+        #expect(run.coldPhases.map { $0?.at } == [0.5, 1.25, nil])
         #expect(run.loads == [.init(tier: "remote", bytes: 96_000_000, seconds: 1.5)])
     }
 
@@ -108,6 +109,14 @@ import Testing
                 #expect((1...100_000).contains(config.nodes) && (0...config.nodes).contains(config.ssdCopies))
                 #expect(config.instanceBytes >= config.weightBytes && config.rate > 0 && config.rate.isFinite)
                 #expect(report.runs.allSatisfy { $0.coldTTFT.allSatisfy { $0.isFinite && $0 >= 0 } })
+                #expect(
+                    report.runs.allSatisfy { $0.coldPhases.allSatisfy { ($0?.at ?? 0).isFinite && ($0?.at ?? 0) >= 0 } }
+                )
+                if let crowded = BenchClusterReport.crowdedStoreRate(
+                    runs: report.runs, bytes: config.weightBytes, crowd: 1)
+                {
+                    #expect(crowded.bytesPerSecond.isFinite && crowded.bytesPerSecond > 0 && crowded.seconds > 0)
+                }
             } catch {
                 #expect(!error.message.isEmpty)
             }
