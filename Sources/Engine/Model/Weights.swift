@@ -152,20 +152,21 @@ struct Weights: Sendable {
     /// Blocks until `names` have arrived (a streaming load); a load that failed is reported as
     /// weights that are unavailable, naming the model and the cause.
     static func waitFor(_ names: [String], of model: any ModelWeights) throws(EngineError) {
-        do {
-            try model.waitForTensors(names)
-        } catch {
-            throw EngineError(
-                .weightsUnavailable, "the weights of \(model.name) did not load: \(error)",
-                cause: error)
-        }
+        try loading(model) { try model.waitForTensors(names) }
     }
 
     /// Blocks until the first `count` bytes of tensor `name` are read, unverified
     /// (`ModelWeights.waitForReadBytes`); false when the weights cannot tell.
     static func waitForRead(_ name: String, count: Int, of model: any ModelWeights) throws(EngineError) -> Bool {
+        try loading(model) { try model.waitForReadBytes(of: name, count: count) }
+    }
+
+    /// Runs a wait on a streaming load; its failure becomes weights that are unavailable.
+    private static func loading<Value>(_ model: any ModelWeights, _ wait: () throws -> Value) throws(EngineError)
+        -> Value
+    {
         do {
-            return try model.waitForReadBytes(of: name, count: count)
+            return try wait()
         } catch {
             throw EngineError(
                 .weightsUnavailable, "the weights of \(model.name) did not load: \(error)",

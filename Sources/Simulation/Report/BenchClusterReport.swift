@@ -142,12 +142,13 @@ public struct BenchClusterReport: Sendable {
                     policy: run["policy"] as? String, coldTTFT: try times(run["coldTTFT"]),
                     warmTTFT: try times(run["warmTTFT"]),
                     coldPhases: phases.map { entry in
-                        guard let phase = entry as? [String: Any], let tier = phase["tier"] as? String,
-                            let queue = measure(phase, "queue"), let load = measure(phase, "load"),
-                            let start = measure(phase, "engineInit"), phase["at"] == nil || measure(phase, "at") != nil
+                        guard let phase = entry as? [String: Any] else { return nil }
+                        let at = measure(phase, "at")
+                        guard let tier = phase["tier"] as? String, let queue = measure(phase, "queue"),
+                            let load = measure(phase, "load"), let start = measure(phase, "engineInit"),
+                            phase["at"] == nil || at != nil
                         else { return nil }
-                        return Phase(
-                            tier: tier, queue: queue, load: load, engineInit: start, at: measure(phase, "at"))
+                        return Phase(tier: tier, queue: queue, load: load, engineInit: start, at: at)
                     },
                     loads: loads.compactMap { entry in
                         guard let load = entry as? [String: Any], let tier = load["tier"] as? String,

@@ -129,11 +129,11 @@ extension Simulator {
     /// Queues the instance's load on its node; a fetch from the remote store starts at once.
     func load(_ index: Int, on node: Int) {
         let model = instances[index].model
-        let estimate =
-            Double(cluster.modelBytes[model]) / rate(of: tier(of: model, on: node)) + cluster.calibration.startSeconds
+        let source = tier(of: model, on: node)
+        let estimate = Double(cluster.modelBytes[model]) / rate(of: source) + cluster.calibration.startSeconds
         nodes[node].queuedSeconds += estimate
         let job = LoadJob(instance: index, estimate: estimate)
-        if tier(of: model, on: node) == .remote {
+        if source == .remote {
             fetch(job, on: node)
             return
         }

@@ -23,22 +23,22 @@ extension ServeBench {
         var ratio: Double
     }
 
+    /// The data directory (inside the scratch directory) of the server that streams or not.
+    static func whileLoadingHome(streaming: Bool) -> String {
+        streaming ? "while-loading-streamed" : "while-loading-sequential"
+    }
+
     /// Two servers on the scratch store (DRAM caches of their own), deployments scaled to zero;
     /// runs interleaved, each after the model is evicted from DRAM and the page cache.
     func measureWhileLoading(name: ModelName, reader: CheckpointReader, scratch: String, cache: String, http: BenchHTTP)
         async throws -> WhileLoadingReport
     {
-        // Each server keeps its state apart (the main phase's server left its own `bench`
-        // deployment in the scratch directory's state).
         func start(_ label: String, streaming: Bool) throws -> ServerProcess {
-            let home = scratch + "/while-loading-" + label
-            try FileManager.default.createDirectory(atPath: home + "/models", withIntermediateDirectories: true)
-            try FileManager.default.createSymbolicLink(
-                atPath: home + "/models/\(name)", withDestinationPath: reader.directory)
-            return try ServerProcess.start(
+            try ServerProcess.start(
                 executable: sllmExecutablePath(),
                 arguments: [
-                    "serve", "--data-dir", home, "--port", "0", "--cache-dir", cache + "-" + label,
+                    "serve", "--data-dir", scratch + "/" + Self.whileLoadingHome(streaming: streaming), "--port", "0",
+                    "--cache-dir", cache + "-" + label,
                     "--default-model", "", "--threads", String(threads), "--dram-cache", "2GiB",
                     streaming ? "--serve-while-loading" : "--no-serve-while-loading",
                 ], log: scratch + "/serve-\(label).log", banner: "serving on")

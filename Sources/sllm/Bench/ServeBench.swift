@@ -133,11 +133,13 @@ struct ServeBench: AsyncParsableCommand {
         _ = global.bootstrap()
         let name = try await ensurePulled(model, global: global)
         let reader = try global.store.reader(for: name)
-        let scratch = FileManager.default.temporaryDirectory.path + "/sllm-bench-serve-\(getpid())"
+        // The main phase's server's data directory, and one for each serve-while-loading server
+        // (each keeps its state apart: the main phase leaves its `bench` deployment behind).
+        let scratch = try benchScratch(
+            "serve", linking: name,
+            into: [".", Self.whileLoadingHome(streaming: true), Self.whileLoadingHome(streaming: false)],
+            global: global)
         let cache = "/dev/shm/sllm-bench-serve-\(getpid())"
-        try FileManager.default.createDirectory(atPath: scratch + "/models", withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(
-            atPath: scratch + "/models/\(name)", withDestinationPath: global.store.directory(for: name))
         defer {
             try? FileManager.default.removeItem(atPath: scratch)
             try? FileManager.default.removeItem(atPath: cache)
