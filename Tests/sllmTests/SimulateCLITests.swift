@@ -64,7 +64,14 @@ import Testing
                 "dram_cache_bytes": 317_833_216,
             ],
             "runs": [
-                ["policy": "locality", "coldTTFT": ["values": [0.1, 0.12, 0.9]]],
+                [
+                    "policy": "locality", "coldTTFT": ["values": [0.1, 0.12, 0.9]],
+                    "coldPhases": [
+                        ["tier": "dram", "queue": 0.01, "load": 0.001, "engineInit": 0.001],
+                        ["tier": "dram", "queue": 0.01, "load": 0.001, "engineInit": 0.001],
+                        ["tier": "peer", "queue": 0.01, "load": 0.5, "engineInit": 0.001],
+                    ],
+                ],
                 ["policy": "kserve", "coldTTFT": ["values": [3.5, 3.6, 7.0]]],
             ],
         ]
@@ -74,6 +81,11 @@ import Testing
         #expect(validate.stdout.contains("BENCH cold p50"))
         #expect(validate.stdout.contains("the 15% goal"))
         #expect(validate.stdout.contains("kserve"))
+        // Per tier: the bench's cold requests (two from DRAM at a median of 0.110 s, one from a
+        // peer) beside the simulation's; the baseline's run has no phases.
+        #expect(validate.stdout.contains("locality: dram 2 (0.110 s) / "), "\(validate.stdout)")
+        #expect(validate.stdout.contains("peer 1 (0.900 s) / "))
+        #expect(validate.stdout.contains("kserve: remote - (-) / "))
     }
 
     @Test func badOptionsAreRefusedWithTheirName() async throws {

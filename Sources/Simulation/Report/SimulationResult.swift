@@ -36,6 +36,9 @@ public struct SimulationResult: Sendable {
     /// for a cold start.
     public var ttft: [Double]
     public var coldTTFT: [Double]
+    /// In the order of `coldTTFT`: the tier the instance each cold request waited for loaded
+    /// from (nil where it was not recorded).
+    public var coldTiers: [CheckpointTier?]
     /// From arrival to an instance taking the request (queue and cold start; 0 when warm).
     public var startup: [Double]
     public var coldStartup: [Double]
@@ -44,7 +47,8 @@ public struct SimulationResult: Sendable {
 
     init(
         policy: SimulatedPolicy, requests: [SimulatedRequest], dispatchedAt: [Double], firstTokenAt: [Double],
-        cold: [Bool], failure: [Failure?], counters: Counters, wallSeconds: Double, simulatedSeconds: Double
+        cold: [Bool], tiers: [CheckpointTier?], failure: [Failure?], counters: Counters, wallSeconds: Double,
+        simulatedSeconds: Double
     ) {
         self.policy = policy
         self.counters = counters
@@ -53,6 +57,7 @@ public struct SimulationResult: Sendable {
         self.requests = requests.count
         var ttft: [Double] = []
         var coldTTFT: [Double] = []
+        var coldTiers: [CheckpointTier?] = []
         var startup: [Double] = []
         var coldStartup: [Double] = []
         var failures: [Failure: Int] = [:]
@@ -66,11 +71,13 @@ public struct SimulationResult: Sendable {
             startup.append(dispatchedAt[index] - request.at)
             if cold[index] {
                 coldTTFT.append(firstTokenAt[index] - request.at)
+                coldTiers.append(tiers[index])
                 coldStartup.append(dispatchedAt[index] - request.at)
             }
         }
         self.ttft = ttft
         self.coldTTFT = coldTTFT
+        self.coldTiers = coldTiers
         self.startup = startup
         self.coldStartup = coldStartup
         self.failures = failures

@@ -153,6 +153,7 @@ extension Simulator {
                 continue
             }
             nodes[node].loading = job
+            instances[job.instance].source = source
             let bytes = cluster.modelBytes[model]
             counters.loads[source, default: 0] += 1
             counters.loadedBytes[source, default: 0] += bytes
@@ -170,6 +171,7 @@ extension Simulator {
         let bytes = cluster.modelBytes[instances[job.instance].model]
         counters.loads[.remote, default: 0] += 1
         counters.loadedBytes[.remote, default: 0] += bytes
+        instances[job.instance].source = .remote
         nodes[node].fetching[job.instance] = job.estimate
         if let next = remote.add(id: job.instance, bytes: bytes, now: now) {
             events.schedule(.remoteProgress(version: remote.version), at: next)

@@ -144,7 +144,8 @@ public final class Simulator {
         let elapsed = ContinuousClock.now - clock
         return SimulationResult(
             policy: policy, requests: requests, dispatchedAt: dispatchedAt, firstTokenAt: firstTokenAt, cold: cold,
-            failure: failure, counters: counters,
+            tiers: requestInstance.map { $0 >= 0 ? instances[$0].source : nil }, failure: failure,
+            counters: counters,
             wallSeconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18,
             simulatedSeconds: now)
     }
@@ -425,6 +426,8 @@ struct SimulatedInstance {
     var readyAt = Double.infinity
     /// Set on a migration's target.
     var migration: Int?
+    /// The tier its load read from, once the load began.
+    var source: CheckpointTier?
 
     init(id: String, model: Int, bytes: Int) {
         self.id = id

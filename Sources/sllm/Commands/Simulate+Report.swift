@@ -222,6 +222,7 @@ extension Simulate {
             "POLICY         BENCH cold p50   SIM cold p50   Δ        BENCH cold p99   SIM cold p99   Δ        (bench: median over \(runs.count / max(1, order.count)) round(s))"
         )
         var rows: [SummaryRow] = []
+        var tierLines: [String] = []
         var worst = 0.0
         for name in order {
             guard let policy = SimulatedPolicy(rawValue: name), let runs = measured[name] else { continue }
@@ -236,6 +237,11 @@ extension Simulate {
             let d50 = (simP50 - benchP50) / benchP50
             let d99 = (simP99 - benchP99) / benchP99
             worst = max(worst, abs(d50), abs(d99))
+            let benchRuns = report.runs.filter { $0.policy == name }
+            tierLines.append(
+                "\(name): "
+                    + Self.coldByTier(
+                        bench: benchRuns, simulated: zip(result.coldTTFT, result.coldTiers).map { ($0, $1) }))
             print(
                 [
                     name.padding(toLength: 14, withPad: " ", startingAt: 0),
@@ -247,6 +253,8 @@ extension Simulate {
                     String(format: "%+.0f%%", d99 * 100),
                 ].joined(separator: " "))
         }
+        print("cold requests by the tier their instance loaded from, bench per round (median over rounds) / simulated:")
+        for line in tierLines { print("  " + line) }
         print(
             String(
                 format: "largest deviation %.0f%%: %@ the 15%% goal", worst * 100, worst <= 0.15 ? "meets" : "misses"))
@@ -308,6 +316,28 @@ extension Simulate {
         let remote = runs.flatMap(\.loads).filter { $0.tier == "remote" }.map { $0.bytes / $0.seconds }
         if !remote.isEmpty { calibration.remoteBytesPerSecond = percentile(remote, 0.9) }
         return calibration
+    }
+
+    /// Per tier, how many cold requests waited for a load from it and their median time to first
+    /// token: in the bench (per round, the median over rounds) and in the simulation.
+    static func coldByTier(bench runs: [BenchClusterReport.Run], simulated: [(Double, CheckpointTier?)]) -> String {
+        var parts: [String] = []
+        for tier in CheckpointTier.allCases {
+            var counts: [Double] = []
+            var medians: [Double] = []
+            for run in runs where run.coldTTFT.count == run.coldPhases.count {
+                let times = zip(run.coldTTFT, run.coldPhases).compactMap { $1?.tier == tier.rawValue ? $0 : nil }
+                counts.append(Double(times.count))
+                if !times.isEmpty { medians.append(median(times)) }
+            }
+            let mine = simulated.compactMap { $1 == tier ? $0 : nil }
+            guard counts.contains(where: { $0 > 0 }) || !mine.isEmpty else { continue }
+            let bench = medians.isEmpty ? "-" : String(format: "%.3f s", median(medians))
+            let sim = mine.isEmpty ? "-" : String(format: "%.3f s", median(mine))
+            let count = counts.isEmpty ? "-" : String(format: "%.0f", median(counts))
+            parts.append("\(tier.rawValue) \(count) (\(bench)) / \(mine.count) (\(sim))")
+        }
+        return parts.joined(separator: ", ")
     }
 
     /// The distinct values, in the order they first appear.
