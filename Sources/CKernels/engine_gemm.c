@@ -517,58 +517,6 @@ void sllm_attention_f16(const float *q, const uint16_t *k, int64_t kstride, cons
     for (int64_t d = 0; d < dim; d++) out[d] = f16_to_f32(acc[d]) * inverse;
 }
 
-void sllm_attention_scores(const float *q, const uint16_t *k, int64_t kstride, int64_t i0, int64_t i1, int64_t dim,
-                           float scale, float *scores) {
-    if (dim > 512) return;
-    uint16_t qh[512];
-    sllm_f32_to_f16(q, qh, dim);
-    switch (sllm_kernel_level()) {
-    case 2: attention_scores_vnni(qh, k, kstride, i0, i1, dim, scale, scores); return;
-    case 1: attention_scores_avx2(qh, k, kstride, i0, i1, dim, scale, scores); return;
-    default:
-        for (int64_t i = i0; i < i1; i++) scores[i] = ggml_dot_f16(k + i * kstride, qh, dim) * scale;
-    }
-}
-
-float sllm_attention_weights(float *scores, int64_t n, float *factors) {
-    float sum = 0, max = -INFINITY;
-    for (int64_t i = 0; i < n; i++) {
-        const float s = scores[i];
-        float ms = 1.0f, vs = 1.0f;
-        if (s > max) {
-            const float old = max;
-            max = s;
-            ms = expf(old - max);
-        } else {
-            vs = expf(s - max);
-        }
-        factors[i] = ms;
-        scores[i] = vs;
-        sum = fmaf(sum, ms, vs);
-    }
-    return sum == 0.0f ? 0.0f : 1.0f / sum;
-}
-
-void sllm_attention_values(const uint16_t *v, int64_t vstride, int64_t n, int64_t d0, int64_t d1, const float *factors,
-                           const float *weights, float inverse, float *out) {
-    if (d1 > 512 || d0 < 0 || d0 >= d1) return;
-    switch (sllm_kernel_level()) {
-    case 2: attention_values_vnni(v, vstride, n, d0, d1, factors, weights, inverse, out); return;
-    case 1: attention_values_avx2(v, vstride, n, d0, d1, factors, weights, inverse, out); return;
-    default: {
-        uint16_t acc[512];
-        memset(acc + d0, 0, (size_t)(d1 - d0) * 2);
-        for (int64_t i = 0; i < n; i++) {
-            const uint16_t *vr = v + i * vstride;
-            if (factors[i] != 1.0f)
-                for (int64_t d = d0; d < d1; d++) acc[d] = f32_to_f16(f16_to_f32(acc[d]) * factors[i]);
-            for (int64_t d = d0; d < d1; d++) acc[d] = f32_to_f16(fmaf(f16_to_f32(vr[d]), weights[i], f16_to_f32(acc[d])));
-        }
-        for (int64_t d = d0; d < d1; d++) out[d] = f16_to_f32(acc[d]) * inverse;
-    }
-    }
-}
-
 void sllm_attention_f16_group(const float *q, int64_t qstride, int64_t count, const uint16_t *k, int64_t kstride,
                               const uint16_t *v, int64_t vstride, int64_t n, int64_t dim, float scale, float *out,
                               int64_t ostride) {

@@ -630,41 +630,6 @@ static void SUFFIX(attention)(const float *q, const uint16_t *k, int64_t kstride
     for (int64_t d = 0; d < dim; d++) out[d] = _cvtsh_ss(acc[d]) * inverse;
 }
 
-/// Scores of keys [i0, i1) for one query already rounded to f16 (`qh`): `SUFFIX(attention)`'s.
-static void SUFFIX(attention_scores)(const uint16_t *qh, const uint16_t *k, int64_t kstride, int64_t i0, int64_t i1,
-                                     int64_t dim, float scale, float *scores) {
-    for (int64_t i = i0; i < i1; i++) scores[i] = SUFFIX(ggml_dot_f16)(k + i * kstride, qh, dim) * scale;
-}
-
-/// Dimensions [d0, d1) of `SUFFIX(attention)`'s value sum, from the chain's per-key factors and
-/// weights: each value lane sees the same operations in the same order, so the bits are its.
-static void SUFFIX(attention_values)(const uint16_t *v, int64_t vstride, int64_t n, int64_t d0, int64_t d1,
-                                     const float *factors, const float *weights, float inverse, float *out) {
-    uint16_t acc[512];
-    memset(acc + d0, 0, (size_t)(d1 - d0) * 2);
-    for (int64_t i = 0; i < n; i++) {
-        const uint16_t *vr = v + i * vstride;
-        if (factors[i] != 1.0f) {
-            const __m256 m = _mm256_set1_ps(factors[i]);
-            int64_t d = d0;
-            for (; d + 8 <= d1; d += 8) {
-                const __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(acc + d)));
-                _mm_storeu_si128((__m128i *)(acc + d), _mm256_cvtps_ph(_mm256_mul_ps(x, m), _MM_FROUND_TO_NEAREST_INT));
-            }
-            for (; d < d1; d++) acc[d] = _cvtss_sh(_cvtsh_ss(acc[d]) * factors[i], _MM_FROUND_TO_NEAREST_INT);
-        }
-        const __m256 w = _mm256_set1_ps(weights[i]);
-        int64_t d = d0;
-        for (; d + 8 <= d1; d += 8) {
-            const __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vr + d)));
-            const __m256 y = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(acc + d)));
-            _mm_storeu_si128((__m128i *)(acc + d), _mm256_cvtps_ph(_mm256_fmadd_ps(x, w, y), _MM_FROUND_TO_NEAREST_INT));
-        }
-        for (; d < d1; d++) acc[d] = _cvtss_sh(fmaf(_cvtsh_ss(vr[d]), weights[i], _cvtsh_ss(acc[d])), _MM_FROUND_TO_NEAREST_INT);
-    }
-    for (int64_t d = d0; d < d1; d++) out[d] = _cvtsh_ss(acc[d]) * inverse;
-}
-
 /// Up to `attention_group` queries against the same n keys and values (the query heads that
 /// share a KV head): each key and value row is converted from f16 once for all of them, each
 /// query once for all keys. Every query's arithmetic is `SUFFIX(attention)`'s alone: the same

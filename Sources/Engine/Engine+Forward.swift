@@ -120,16 +120,9 @@ extension Engine {
         // Sliding-window layers with a RoPE base of their own (Gemma 3) get a second table.
         let localBase = c.ropeFrequencyBaseSWA
         let ropeStride = max(2, c.ropeDimensionCount)
-        // A decoding step (too few tokens × KV heads to keep the threads busy) with a long context
-        // spreads each head's keys over the threads (`splitAttention`); its scores go here.
-        let splitsKeys =
-            n * c.headCountKV < 4 * threads && threads > 1
-            && slots.contains { $0.position + 1 >= Self.splitAttentionKeys }
-        let keyCount = slots.reduce(0) { $0 + $1.position + 1 }
         let sizes = [
             n * dim, n * widest, n * qDim, n * kvDim, n * kvDim, n * qDim, n * ffn, n * ffn,
             max(1, outputs) * dim, max(1, outputs) * c.vocabularySize, n * ropeStride * (localBase == nil ? 1 : 2),
-            splitsKeys ? (2 * keyCount + n) * c.headCount : 0,
         ]
         let raw = scratch.bytes(sizes.reduce(0) { $0 + ($1 * 4 + 63) / 64 * 64 } + n * actRowBytes)
         var cursor = raw
@@ -141,7 +134,6 @@ extension Engine {
         let (x, xn, q, k, v) = (parts[0], parts[1], parts[2], parts[3], parts[4])
         let (attention, gate, up, outNorm, logits) = (parts[5], parts[6], parts[7], parts[8], parts[9])
         let ropeTables = parts[10], localRopeTables = localBase == nil ? parts[10] : parts[10] + n * ropeStride
-        let attentionScratch = parts[11]
         for (t, slot) in slots.enumerated() {
             ropeTable(position: slot.position, into: ropeTables + t * ropeStride)
             if let localBase {
@@ -219,28 +211,22 @@ extension Engine {
             // attention loop then skips: the same as not visiting them).
             let group = c.headCount / c.headCountKV
             let window = layer.slidingWindow ? (c.slidingWindow ?? Int.max) : Int.max
-            if splitsKeys, slots.contains(where: { min($0.position + 1, window) >= Self.splitAttentionKeys }) {
-                splitAttention(
-                    slots, layer: layerIndex, window: window, q: q, into: attention, scratch: attentionScratch,
-                    scale: attentionScale)
-            } else {
-                parallel { thread, threads in
-                    let perJob = n * c.headCountKV >= 4 * threads ? group : 1
-                    let jobsPerToken = c.headCount / perJob
-                    let total = n * jobsPerToken
-                    for job in (total * thread / threads)..<(total * (thread + 1) / threads) {
-                        let t = job / jobsPerToken, head = job % jobsPerToken * perJob
-                        let kvHead = head / group
-                        let slot = slots[t]
-                        let cache = slot.sequence.cache
-                        let first = max(0, slot.position + 1 - window)
-                        sllm_attention_f16_group(
-                            q + t * qDim + head * headDim, Int64(headDim), Int64(perJob),
-                            cache.keys(layer: layerIndex) + first * kvDim + kvHead * headDim, Int64(kvDim),
-                            cache.values(layer: layerIndex) + first * kvDim + kvHead * headDim, Int64(kvDim),
-                            Int64(slot.position + 1 - first), Int64(headDim), attentionScale,
-                            attention + t * qDim + head * headDim, Int64(headDim))
-                    }
+            parallel { thread, threads in
+                let perJob = n * c.headCountKV >= 4 * threads ? group : 1
+                let jobsPerToken = c.headCount / perJob
+                let total = n * jobsPerToken
+                for job in (total * thread / threads)..<(total * (thread + 1) / threads) {
+                    let t = job / jobsPerToken, head = job % jobsPerToken * perJob
+                    let kvHead = head / group
+                    let slot = slots[t]
+                    let cache = slot.sequence.cache
+                    let first = max(0, slot.position + 1 - window)
+                    sllm_attention_f16_group(
+                        q + t * qDim + head * headDim, Int64(headDim), Int64(perJob),
+                        cache.keys(layer: layerIndex) + first * kvDim + kvHead * headDim, Int64(kvDim),
+                        cache.values(layer: layerIndex) + first * kvDim + kvHead * headDim, Int64(kvDim),
+                        Int64(slot.position + 1 - first), Int64(headDim), attentionScale,
+                        attention + t * qDim + head * headDim, Int64(headDim))
                 }
             }
             multiply(
@@ -403,72 +389,6 @@ extension Engine {
 
     /// Runs `body` over 0..<count: on this thread for a few rows (a decoding step), else split
     /// evenly across the pool's threads (a prompt). Each row is computed the same way either way.
-    /// Keys from which a decoding step spreads each head's attention over the threads.
-    static let splitAttentionKeys = 256
-
-    /// A decoding step's attention with a long context, where one job per head would leave
-    /// threads idle (SmolLM2's nine heads split five and four): GGML's online softmax in three
-    /// steps, each spread over the threads. The keys' scores, in pieces of 256 keys; the chain
-    /// that turns them into weights, one job per head (the only part that stays sequential);
-    /// the weighted sum of the values, in slices of 16 dimensions. Each result is the same bits
-    /// as the whole attention in one job (`sllm_attention_scores`), as a prompt computes it.
-    private func splitAttention(
-        _ slots: [Slot], layer: Int, window: Int, q: UnsafeMutablePointer<Float>,
-        into attention: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, scale: Float
-    ) {
-        let c = config
-        let headDim = c.headDimension, qDim = c.headCount * headDim, kvDim = c.headCountKV * headDim
-        let group = c.headCount / c.headCountKV
-        // Per (token, head) pair: its first key, its keys, where its scores start.
-        var pairs: [(t: Int, head: Int, first: Int, keys: Int, offset: Int)] = []
-        var total = 0
-        for (t, slot) in slots.enumerated() {
-            let first = max(0, slot.position + 1 - window)
-            let keys = slot.position + 1 - first
-            for head in 0..<c.headCount {
-                pairs.append((t, head, first, keys, total))
-                total += keys
-            }
-        }
-        let scores = scratch, factors = scratch + total, inverses = scratch + 2 * total
-        let piece = 256, slice = 16
-        var pieces: [(pair: Int, from: Int, to: Int)] = []
-        for (index, pair) in pairs.enumerated() {
-            for from in stride(from: 0, to: pair.keys, by: piece) {
-                pieces.append((index, from, min(pair.keys, from + piece)))
-            }
-        }
-        parallel { thread, threads in
-            for job in (pieces.count * thread / threads)..<(pieces.count * (thread + 1) / threads) {
-                let (index, from, to) = pieces[job]
-                let pair = pairs[index]
-                let keys = slots[pair.t].sequence.cache.keys(layer: layer) + pair.first * kvDim
-                sllm_attention_scores(
-                    q + pair.t * qDim + pair.head * headDim, keys + pair.head / group * headDim, Int64(kvDim),
-                    Int64(from), Int64(to), Int64(headDim), scale, scores + pair.offset)
-            }
-        }
-        parallel { thread, threads in
-            for index in (pairs.count * thread / threads)..<(pairs.count * (thread + 1) / threads) {
-                let pair = pairs[index]
-                inverses[index] = sllm_attention_weights(scores + pair.offset, Int64(pair.keys), factors + pair.offset)
-            }
-        }
-        let slices = (headDim + slice - 1) / slice
-        parallel { thread, threads in
-            let jobs = pairs.count * slices
-            for job in (jobs * thread / threads)..<(jobs * (thread + 1) / threads) {
-                let index = job / slices, d0 = job % slices * slice
-                let pair = pairs[index]
-                let values = slots[pair.t].sequence.cache.values(layer: layer) + pair.first * kvDim
-                sllm_attention_values(
-                    values + pair.head / group * headDim, Int64(kvDim), Int64(pair.keys), Int64(d0),
-                    Int64(min(headDim, d0 + slice)), factors + pair.offset, scores + pair.offset, inverses[index],
-                    attention + pair.t * qDim + pair.head * headDim)
-            }
-        }
-    }
-
     private func splitRows(_ count: Int, _ body: (Range<Int>) -> Void) {
         if count < 8 {
             body(0..<count)

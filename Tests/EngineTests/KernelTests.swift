@@ -238,34 +238,6 @@ import Testing
         }
     }
 
-    /// A decoding step spreads one head's attention over the threads in three steps (scores by
-    /// pieces of keys, the softmax chain, the values by slices of dimensions): whatever the
-    /// split, the result is the bits of the whole attention in one call.
-    @Test(arguments: [64, 256, 200])
-    func anAttentionInThreeStepsIsTheSameBits(dim: Int) {
-        var generator = SeededGenerator(seed: UInt64(dim) + 11)
-        let keys = 1300
-        let q = (0..<dim).map { _ in Float.random(in: -3...3, using: &generator) }
-        var k = [UInt16](repeating: 0, count: keys * dim), v = k
-        sllm_f32_to_f16((0..<(keys * dim)).map { _ in Float.random(in: -1...1, using: &generator) }, &k, Int64(k.count))
-        sllm_f32_to_f16((0..<(keys * dim)).map { _ in Float.random(in: -1...1, using: &generator) }, &v, Int64(v.count))
-        let scale = 1 / Float(dim).squareRoot()
-        for n in [1, 300, keys] {
-            var whole = [Float](repeating: .nan, count: dim)
-            sllm_attention_f16(q, k, Int64(dim), v, Int64(dim), Int64(n), Int64(dim), scale, &whole)
-            var scores = [Float](repeating: .nan, count: n), factors = scores
-            for (from, to) in [(0, min(n, 100)), (min(n, 100), n)] where from < to {
-                sllm_attention_scores(q, k, Int64(dim), Int64(from), Int64(to), Int64(dim), scale, &scores)
-            }
-            let inverse = sllm_attention_weights(&scores, Int64(n), &factors)
-            var parts = [Float](repeating: .nan, count: dim)
-            for (from, to) in [(0, 16), (16, 40), (40, dim)] {
-                sllm_attention_values(v, Int64(dim), Int64(n), Int64(from), Int64(to), factors, scores, inverse, &parts)
-            }
-            #expect(zip(whole, parts).allSatisfy { $0.bitPattern == $1.bitPattern }, "dim \(dim), \(n) keys")
-        }
-    }
-
     /// A pool worker that finds itself on its caller's CPU moves to another CPU of its mask, and
     /// its mask stays as it was.
     @Test func aWorkerOnItsCallersCPUStepsOffIt() {

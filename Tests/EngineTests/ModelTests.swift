@@ -145,33 +145,6 @@ func greedy(_ engine: Engine, _ prompt: [Int], count: Int) throws -> [Int] {
         }
     }
 
-    /// From 256 keys a decoding step spreads each head's attention over the threads; its logits
-    /// are still the bits that a prompt holding the same tokens gives for its last one (which
-    /// takes each head in one job): a migrated sequence recomputed on another node goes on the same.
-    @Test func aLongContextDecodesAsItsPromptComputes() async throws {
-        let engine = try await SharedModel.engine.value
-        let ids = try ["greedy-01", "greedy-02", "greedy-03"].flatMap {
-            try fixture($0, as: GreedyFixture.self).prompt_ids
-        }
-        var prompt: [Int] = []
-        while prompt.count < 250 { prompt += ids }
-        prompt = Array(prompt.prefix(250))
-        let decoding = try engine.makeSequence(tokens: prompt)
-        var tokens = prompt
-        var logits: [[Float]] = []
-        for _ in 0..<10 {
-            tokens.append(try engine.step([decoding])[0].token)
-            logits.append(decoding.logits!)
-        }
-        // Step s computes position 249 + s: steps 7 and 9 have more than 256 keys.
-        for step in [2, 7, 9] {
-            let whole = try engine.makeSequence(tokens: Array(tokens.prefix(prompt.count + step)))
-            _ = try engine.step([whole])
-            let same = zip(whole.logits!, logits[step]).allSatisfy { $0.bitPattern == $1.bitPattern }
-            #expect(same, "step \(step)")
-        }
-    }
-
     @Test func aSnapshotContinuesIdenticallyOnAnotherEngine() async throws {
         let engine = try await SharedModel.engine.value
         var options = Engine.Options()

@@ -90,18 +90,6 @@ void sllm_attention_f16_group(const float *q, int64_t qstride, int64_t count, co
                               const uint16_t *v, int64_t vstride, int64_t n, int64_t dim, float scale, float *out,
                               int64_t ostride);
 
-/// `sllm_attention_f16` in three steps, so that one query's attention over a long context can
-/// be spread over threads with the same bits: the scores of keys [i0, i1) (any split of the
-/// keys); then, on one thread, the online softmax's chain over all n scores, which turns each
-/// score into its key's weight, writes the factor the value sum is rescaled by at that key (1
-/// where the maximum did not move) and returns 1/sum; then dimensions [d0, d1) of the result
-/// (any split of the dimensions; multiples of 8 keep the vector lanes).
-void sllm_attention_scores(const float *q, const uint16_t *k, int64_t kstride, int64_t i0, int64_t i1, int64_t dim,
-                           float scale, float *scores);
-float sllm_attention_weights(float *scores, int64_t n, float *factors);
-void sllm_attention_values(const uint16_t *v, int64_t vstride, int64_t n, int64_t d0, int64_t d1, const float *factors,
-                           const float *weights, float inverse, float *out);
-
 // MARK: - Thread pool
 
 /// A fixed set of worker threads that run one task at a time; workers spin briefly between
