@@ -241,7 +241,7 @@ extension Simulate {
             tierLines.append(
                 "\(name): "
                     + Self.coldByTier(
-                        bench: benchRuns, simulated: zip(result.coldTTFT, result.coldTiers).map { ($0, $1) }))
+                        bench: benchRuns, simulated: Array(zip(result.coldTTFT, result.coldTiers))))
             print(
                 [
                     name.padding(toLength: 14, withPad: " ", startingAt: 0),
