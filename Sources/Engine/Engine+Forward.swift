@@ -206,13 +206,13 @@ extension Engine {
             }
             // Attention, spread over the threads by token and KV head: the query heads that share
             // a KV head go through its keys together (or, with too few such jobs to keep every
-            // thread busy, as when decoding, one head per job). A sliding-window layer sees the
+            // thread busy, as when decoding on several threads, one head per job). A sliding-window layer sees the
             // keys of the last `window` positions only (llama.cpp masks the rest, which its
             // attention loop then skips: the same as not visiting them).
             let group = c.headCount / c.headCountKV
             let window = layer.slidingWindow ? (c.slidingWindow ?? Int.max) : Int.max
             parallel { thread, threads in
-                let perJob = n * c.headCountKV >= 4 * threads ? group : 1
+                let perJob = threads == 1 || n * c.headCountKV >= 4 * threads ? group : 1
                 let jobsPerToken = c.headCount / perJob
                 let total = n * jobsPerToken
                 for job in (total * thread / threads)..<(total * (thread + 1) / threads) {
