@@ -198,35 +198,42 @@ extension Engine {
                     rope(k + t * kvDim, heads: c.headCountKV, table: tables + t * ropeStride)
                     if let queryScale { scale(q + t * qDim, count: qDim, by: queryScale) }
                     let slot = slots[t], cache = slots[t].sequence.cache
-                    sllm_f32_to_f16(
-                        k + t * kvDim, cache.keys(layer: layerIndex) + slot.position * kvDim, Int64(kvDim))
-                    sllm_f32_to_f16(
-                        v + t * kvDim, cache.values(layer: layerIndex) + slot.position * kvDim, Int64(kvDim))
+                    for head in 0..<c.headCountKV {
+                        sllm_f32_to_f16(
+                            k + t * kvDim + head * headDim,
+                            cache.keys(layer: layerIndex, head: head) + slot.position * headDim, Int64(headDim))
+                        sllm_f32_to_f16(
+                            v + t * kvDim + head * headDim,
+                            cache.values(layer: layerIndex, head: head) + slot.position * headDim, Int64(headDim))
+                    }
                 }
             }
-            // Attention, spread over the threads by token and KV head: the query heads that share
-            // a KV head go through its keys together (or, with too few such jobs to keep every
-            // thread busy, as when decoding on several threads, one head per job). A sliding-window layer sees the
-            // keys of the last `window` positions only (llama.cpp masks the rest, which its
-            // attention loop then skips: the same as not visiting them).
+            // Attention: the (token, query head) pairs are split into one run per thread, and
+            // within its run a thread takes the heads that share a KV head together (each key and
+            // value row converted once for them; each head's result the same bits as alone). A
+            // decoding step's nine heads on two threads: five and four, grouped 3 + 2 and 1 + 3.
+            // A sliding-window layer sees the keys of the last `window` positions only (llama.cpp
+            // masks the rest, which its attention loop then skips: the same as not visiting them).
             let group = c.headCount / c.headCountKV
             let window = layer.slidingWindow ? (c.slidingWindow ?? Int.max) : Int.max
             parallel { thread, threads in
-                let perJob = threads == 1 || n * c.headCountKV >= 4 * threads ? group : 1
-                let jobsPerToken = c.headCount / perJob
-                let total = n * jobsPerToken
-                for job in (total * thread / threads)..<(total * (thread + 1) / threads) {
-                    let t = job / jobsPerToken, head = job % jobsPerToken * perJob
+                let total = n * c.headCount
+                var pair = total * thread / threads
+                let end = total * (thread + 1) / threads
+                while pair < end {
+                    let t = pair / c.headCount, head = pair % c.headCount
                     let kvHead = head / group
+                    let heads = min(end - pair, (kvHead + 1) * group - head)
                     let slot = slots[t]
                     let cache = slot.sequence.cache
                     let first = max(0, slot.position + 1 - window)
                     sllm_attention_f16_group(
-                        q + t * qDim + head * headDim, Int64(headDim), Int64(perJob),
-                        cache.keys(layer: layerIndex) + first * kvDim + kvHead * headDim, Int64(kvDim),
-                        cache.values(layer: layerIndex) + first * kvDim + kvHead * headDim, Int64(kvDim),
+                        q + t * qDim + head * headDim, Int64(headDim), Int64(heads),
+                        cache.keys(layer: layerIndex, head: kvHead) + first * headDim, Int64(headDim),
+                        cache.values(layer: layerIndex, head: kvHead) + first * headDim, Int64(headDim),
                         Int64(slot.position + 1 - first), Int64(headDim), attentionScale,
                         attention + t * qDim + head * headDim, Int64(headDim))
+                    pair += heads
                 }
             }
             multiply(

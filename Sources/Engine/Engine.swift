@@ -169,7 +169,8 @@ public final class Engine: @unchecked Sendable {
             throw EngineError(.contextOverflow, "\(tokens.count) tokens do not fit the context of \(contextLength)")
         }
         let cache = try KVCache(
-            capacity: contextLength, layers: config.blockCount, kvDimension: config.headCountKV * config.headDimension)
+            capacity: contextLength, layers: config.blockCount, heads: config.headCountKV,
+            headDimension: config.headDimension)
         return EngineSequence(
             id: nextID.add(1, ordering: .relaxed).newValue, tokens: tokens, sampler: sampler, cache: cache,
             budget: budget)
