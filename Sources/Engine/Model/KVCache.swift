@@ -23,21 +23,15 @@ final class KVCache: @unchecked Sendable {
         self.layers = layers
         self.heads = heads
         self.headDimension = headDimension
-        byteCount = max(1, 2 * layers * capacity * heads * headDimension * 2) + Self.shiftBytes
+        byteCount = max(1, 2 * layers * capacity * heads * headDimension * 2)
         let memory = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         guard let memory, memory != MAP_FAILED else {
             throw EngineError(.outOfMemory, "cannot reserve \(byteCount) bytes for a KV cache of \(capacity) positions")
         }
-        base = (memory + Self.shiftBytes).bindMemory(to: UInt16.self, capacity: (byteCount - Self.shiftBytes) / 2)
+        base = memory.bindMemory(to: UInt16.self, capacity: byteCount / 2)
     }
 
-    deinit { munmap(UnsafeMutableRawPointer(base) - Self.shiftBytes, byteCount) }
-
-    /// The rows start 16 bytes past the page: with page-aligned rows the attention loop's loads
-    /// stalled (a C benchmark of 30 layers × 4096 cached keys of SmolLM2's shape: one head 1.4×
-    /// and a KV head's three query heads together 2.5× slower; likely 4 KiB aliasing with the
-    /// kernels' accumulators). The values read are the same, so are the results.
-    static let shiftBytes = 16
+    deinit { munmap(base, byteCount) }
 
     /// Bytes one position takes across all layers (keys and values).
     static func bytesPerPosition(layers: Int, kvDimension: Int) -> Int { 2 * layers * kvDimension * 2 }
